@@ -1,0 +1,43 @@
+"""Schemas of the `data` (pre-training corpus) and `task` (fine-tuning task) config groups."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    # Corpus: wiki_sample (embedded, offline), wikipedia, bookcorpus, wiki_books, text_files.
+    name: str = "wiki_sample"
+    hub_sources: list[str] = field(default_factory=list)  # "path[:config]" for datasets.load_dataset
+    files: list[str] = field(default_factory=list)  # text_files: paths or globs (.txt/.jsonl/.parquet)
+    text_column: str = "text"
+    max_documents: int | None = None  # cap the corpus (None: all)
+    # Tokenizer: a Hugging Face name or folder, or "train" to train WordPiece on the corpus.
+    tokenizer: str = "embedded"
+    vocab_size: int = 30522  # for tokenizer=train
+    seq_len: int = 128
+    mlm_probability: float = 0.15
+    max_predictions_per_seq: int = 20
+    nsp: bool = True
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 1  # passes over the corpus with different masks
+    eval_fraction: float = 0.05  # held-out documents for MLM evaluation
+    num_proc: int = 1
+
+
+@dataclass
+class TaskConfig:
+    # GLUE: cola sst2 mrpc qqp stsb mnli qnli rte wnli; embedded: polarity lee_sts.
+    name: str = "polarity"
+    kind: str = "classification"  # classification | regression
+    num_labels: int = 2
+    hub_path: str | None = None  # e.g. nyu-mll/glue
+    hub_config: str | None = None  # e.g. mrpc
+    glue_dir: str | None = None  # local GLUE download layout: <glue_dir>/<TASK>/{train,dev,test}.tsv
+    data_files: dict[str, str] = field(default_factory=dict)  # split -> csv/json/parquet file
+    text_fields: list[str] = field(default_factory=lambda: ["sentence"])
+    label_field: str = "label"
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
+    headline: str = "accuracy"  # the metric the report table shows
+    seq_len: int = 128
+    fold: int = 0  # embedded tasks: which cross-validation fold is dev
+    num_folds: int = 5

@@ -1,0 +1,8 @@
+"""The one exception type for user mistakes: its message is shown as one paragraph, no traceback."""
+
+
+class SparseBertError(Exception):
+    """A problem the user can fix (bad config, missing upstream run, corrupt file, hub unreachable).
+
+    The message names the bad value and says how to fix it; the CLI prints it and exits non-zero.
+    """

@@ -1,0 +1,28 @@
+"""Schema of the `trainer` config group: the one training loop shared by every training stage."""
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 100  # optimiser steps (search, pretrain); finetune uses epochs when > 0
+    epochs: int = 0
+    batch_size: int = 32  # global batch per optimiser step (split across ranks and accumulation)
+    grad_accum: int = 1
+    eval_batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | lamb
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: str = "linear"  # linear | poly | constant
+    warmup: float = 0.1  # fraction of the steps
+    poly_power: float = 0.5
+    clip_grad: float = 1.0  # 0 disables clipping
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch CPU threads (0: leave torch's default)
+    eval_every: int = 0  # steps between evaluations (0: at the end only)
+    ckpt_every: int = 0  # steps between checkpoints (0: none until the end)
+    log_every: int = 10
+    nproc_per_node: int = 1  # > 1 relaunches the stage under torchrun (DDP)
+    dataloader_workers: int = 0
