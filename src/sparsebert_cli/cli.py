@@ -1,0 +1,182 @@
+"""The `sparsebert` command: a thin dispatcher in front of one Hydra app per stage, plus tools.
+
+Hydra has no subcommands, so `argv[1]` picks the stage and every other argument goes to that
+stage's `@hydra.main` untouched (`-m`, `--cfg job`, `--help`, `+key=`, `~key`, launchers...).
+Tools (`report`, `masks`, `ls`, `validate`) are plain argparse programs. Nothing heavy (torch,
+transformers, datasets) is imported here, so `--help` is instant.
+"""
+
+import difflib
+import hashlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from sparsebert_cli.config import STAGES
+
+STAGE_HELP = {
+    "search": (
+        "DAM mask search: learn the attention mask while pre-training",
+        "sparsebert search mask=dam",
+    ),
+    "pretrain": (
+        "MLM (+NSP) pre-training with a fixed mask (searched or named)",
+        "sparsebert pretrain mask=no_diag",
+    ),
+    "finetune": (
+        "fine-tune on a task (GLUE or embedded) with the model's mask",
+        "sparsebert finetune task=mrpc",
+    ),
+    "evaluate": (
+        "metrics, predictions, GLUE submission files, mask statistics",
+        "sparsebert evaluate model.from=latest",
+    ),
+    "pipeline": (
+        "search → pretrain → finetune → evaluate, reusing finished runs",
+        "sparsebert pipeline -m mask=dense,no_diag,dam mask.lam=1e-4,1e-3",
+    ),
+}
+TOOL_HELP = {
+    "report": (
+        "the paper-style results table of a sweep",
+        "sparsebert report runs/pipeline/multirun",
+    ),
+    "masks": ("catalogue of mask patterns with their sparsity", "sparsebert masks --seq-len 128"),
+    "ls": ("list runs with their status and overrides", "sparsebert ls finetune"),
+    "validate": (
+        "compose and check a stage's config without running it",
+        "sparsebert validate finetune task=mrpc",
+    ),
+}
+# `from` is a Python keyword, so the schema spells it `from_run`; the CLI accepts both.
+_ALIASES = {"mask.from=": "mask.from_run=", "model.from=": "model.from_run="}
+FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"
+
+
+def sb_slug(override_dirname: str) -> str:
+    """A filesystem-safe, deterministic folder name for one sweep job's override combination."""
+    if not override_dirname:
+        return "default"
+    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", override_dirname)
+    if len(slug) > 80 or slug != override_dirname:
+        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+        slug = f"{slug[:71]}-{digest}"
+    return slug
+
+
+def register_hydra_extensions() -> None:
+    """The config schema and the `sb_slug` resolver, needed before any composition."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.config import register_schemas
+
+    register_schemas()
+    if not OmegaConf.has_resolver("sb_slug"):
+        OmegaConf.register_new_resolver("sb_slug", sb_slug)
+
+
+def rewrite_aliases(args: list[str]) -> list[str]:
+    out = []
+    for arg in args:
+        for alias, name in _ALIASES.items():
+            if arg.startswith(alias):
+                arg = name + arg[len(alias) :]
+        out.append(arg)
+    return out
+
+
+def run_stage(stage: str, args: list[str]) -> int:
+    """Run one stage as a Hydra app; in a multirun, report the failed jobs and exit 1."""
+    import hydra
+
+    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.launch import run_job
+
+    register_hydra_extensions()
+    with tempfile.NamedTemporaryFile(
+        "w+", prefix="sparsebert-failures-", suffix=".txt"
+    ) as failures:
+        os.environ[FAILURES_ENV] = failures.name
+        sys.argv = [f"sparsebert {stage}", *rewrite_aliases(args)]
+        app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=stage)(
+            run_job
+        )
+        try:
+            app()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if code:
+                return code
+        failed = Path(failures.name).read_text().splitlines()
+    if failed:
+        print(f"{len(failed)} job(s) failed:", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def print_overview() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="sparsebert: sparse attention in BERT (SparseBERT, ICML 2021)")
+    table.add_column("command", style="bold cyan")
+    table.add_column("what it does")
+    table.add_column("example", style="green")
+    for name, (what, example) in STAGE_HELP.items():
+        table.add_row(name, what, example)
+    table.add_section()
+    for name, (what, example) in TOOL_HELP.items():
+        table.add_row(name, what, example)
+    console = Console()
+    console.print(table)
+    console.print(
+        "Stages are Hydra apps: add overrides (key=value, group=option), -m for a sweep, "
+        "--cfg job to print the config, --help for the config groups. Tools take --help."
+    )
+
+
+def _tool(name: str) -> Callable[[list[str]], int]:
+    if name == "masks":
+        from sparsebert_cli.masks.catalogue import main
+    elif name == "report":
+        from sparsebert_cli.report import main
+    else:
+        from sparsebert_cli import tools
+
+        main = tools.ls_main if name == "ls" else tools.validate_main
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print_overview()
+        return 0
+    if argv[0] == "--version":
+        from sparsebert_cli import __version__
+
+        print(f"sparsebert {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name in STAGES:
+        return run_stage(name, rest)
+    if name in TOOL_HELP:
+        return _tool(name)(rest)
+    choices = [*STAGES, *TOOL_HELP]
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    print(
+        f"sparsebert: unknown command '{name}'.{hint} Commands: {', '.join(choices)} "
+        "(run `sparsebert --help` for the list with examples).",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

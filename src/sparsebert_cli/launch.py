@@ -1,0 +1,129 @@
+"""The life of one job: from a composed config to a completed (or failed) run folder.
+
+`run_job` is the function every stage's Hydra app calls. It validates the config, skips a run
+folder that already holds the same completed job, relaunches itself under torchrun for DDP, runs
+the stage and turns errors into a one-paragraph message and a `failed` manifest. In a multirun a
+failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from sparsebert_cli import runs
+from sparsebert_cli.errors import SparseBertError
+
+# Keys that do not change what a job computes, left out of its content hash.
+_NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
+_NOT_HASHED_TRAINER = ("nproc_per_node", "dataloader_workers", "log_every", "device", "num_threads")
+_USES_TASK = ("finetune", "evaluate", "pipeline")
+
+
+def hashed_config(resolved: dict) -> dict:
+    """The part of a resolved config that determines a job's result (its identity for reuse)."""
+    kept = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
+    kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
+    if resolved["stage"] not in _USES_TASK:
+        kept.pop("task")
+    return kept
+
+
+def set_offline_env() -> None:
+    """Hub-offline variables; must run before transformers/datasets are imported."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[var] = "1"
+
+
+def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
+    """Run `cfg.stage` in `run_dir` (or return the metrics of the same completed job there)."""
+    from sparsebert_cli.training.distributed import world
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    chash = runs.config_hash(hashed_config(resolved))
+    existing = runs.load_manifest(run_dir)
+    if existing is not None and existing.get("config_hash") != chash:
+        raise SparseBertError(
+            f"{run_dir} already holds a '{existing.get('stage')}' run of a different config "
+            f"(hash {existing.get('config_hash')}, this job {chash}); choose another folder with "
+            "run_id=<name> (or sweep_name=<name> for a sweep), or delete that folder."
+        )
+    if existing is not None and existing.get("status") == "completed":
+        print(f"[sparsebert] {run_dir} already completed with this config: skipped.", flush=True)
+        return runs.read_json(run_dir / runs.METRICS)
+    rank, world_size = world()
+    run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
+    try:
+        metrics = importlib.import_module(f"sparsebert_cli.stages.{cfg.stage}").run(cfg, run)
+    except BaseException as e:
+        run.fail(str(e) if isinstance(e, SparseBertError) else f"{type(e).__name__}: {e}")
+        raise
+    run.complete(metrics)
+    return metrics
+
+
+def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
+    """Run this job under torchrun with `trainer.nproc_per_node` processes sharing `run_dir`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_text(run_dir / runs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    nproc = cfg.trainer.nproc_per_node
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "sparsebert_cli.training.distributed", str(run_dir), command,
+    ]  # fmt: skip
+    print(f"[sparsebert] launching {nproc} processes with torchrun", flush=True)
+    code = subprocess.call(cmd)
+    manifest = runs.load_manifest(run_dir) or {}
+    if code != 0 or manifest.get("status") != "completed":
+        reason = manifest.get("error") or f"torchrun exited with status {code}"
+        raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
+
+
+def _record_failure(run_dir: Path, stage: str, command: str, message: str) -> None:
+    """Mark the run failed (unless it completed) and note it for the dispatcher's sweep summary."""
+    try:
+        manifest = runs.load_manifest(run_dir) or {"stage": stage, "command": command}
+    except SparseBertError:
+        manifest = {"stage": stage, "command": command}
+    if manifest.get("status") != "completed":
+        manifest.update(status="failed", error=message)
+        runs.atomic_write_json(run_dir / runs.MANIFEST, manifest)
+    failures = os.environ.get("SPARSEBERT_FAILURES_FILE")
+    if failures:
+        with open(failures, "a", encoding="utf-8") as f:
+            f.write(f"{run_dir}: {message.splitlines()[0] if message else 'failed'}\n")
+
+
+def run_job(cfg: DictConfig) -> None:
+    """The task function of every stage's Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    command = runs.command_line(cfg.stage, list(hydra_cfg.overrides.task))
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if cfg.offline:
+        set_offline_env()
+    try:
+        from sparsebert_cli.validation import validate_config
+
+        validate_config(cfg)
+        if cfg.trainer.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+            relaunch_distributed(cfg, run_dir, command)
+        else:
+            execute(cfg, run_dir, command)
+    except SparseBertError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        _record_failure(run_dir, cfg.stage, command, str(e))
+        if not multirun:
+            raise SystemExit(1) from None
+    except Exception as e:
+        traceback.print_exc()
+        _record_failure(run_dir, cfg.stage, command, f"{type(e).__name__}: {e}")
+        if not multirun:
+            raise SystemExit(1) from None

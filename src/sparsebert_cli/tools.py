@@ -1,0 +1,132 @@
+"""The `ls` and `validate` tools (argparse; `report` and `masks` live with their mechanisms)."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from sparsebert_cli import runs
+from sparsebert_cli.config import STAGES
+from sparsebert_cli.errors import SparseBertError
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("SPARSEBERT_RUNS_DIR", "runs"))
+
+
+def ls_main(argv: list[str]) -> int:
+    """`sparsebert ls [STAGE] [--runs-dir D] [--show RUN] [--json]`."""
+    parser = argparse.ArgumentParser(
+        prog="sparsebert ls", description="List runs with their status."
+    )
+    parser.add_argument("stage", nargs="?", choices=STAGES)
+    parser.add_argument("--runs-dir", type=Path, default=default_runs_dir())
+    parser.add_argument(
+        "--show",
+        type=Path,
+        metavar="RUN",
+        help="print one run's manifest and the command that reruns it",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.show:
+        manifest = runs.load_manifest(args.show)
+        if manifest is None:
+            print(f"error: {args.show} is not a run folder (no manifest.json).", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(manifest, indent=2, sort_keys=True))
+        else:
+            for key in (
+                "stage",
+                "status",
+                "command",
+                "seed",
+                "world_size",
+                "config_hash",
+                "git_sha",
+                "duration_s",
+                "error",
+            ):
+                if manifest.get(key) is not None:
+                    print(f"{key}: {manifest[key]}")
+            for name, upstream in manifest.get("inputs", {}).items():
+                print(f"input {name}: {upstream['run_dir']}")
+        return 0
+    rows = []
+    for run_dir, manifest in runs.iter_runs(args.runs_dir, args.stage):
+        metrics_path = run_dir / runs.METRICS
+        metrics = runs.read_json(metrics_path) if metrics_path.exists() else {}
+        rows.append(
+            {
+                "run_dir": str(run_dir),
+                "stage": manifest.get("stage"),
+                "status": manifest.get("status"),
+                "started": manifest.get("started_at"),
+                "command": manifest.get("command", ""),
+                "headline": metrics.get("eval/headline"),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"runs under {args.runs_dir}")
+    for col in ("stage", "status", "started", "run folder", "command", "eval/headline"):
+        table.add_column(col)
+    colours = {"completed": "green", "failed": "red", "running": "yellow"}
+    for row in rows:
+        started = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"]))
+            if row["started"]
+            else ""
+        )
+        status = row["status"] or "?"
+        headline = "" if row["headline"] is None else f"{row['headline']:.4f}"
+        table.add_row(
+            row["stage"] or "?",
+            f"[{colours.get(status, 'white')}]{status}",
+            started,
+            row["run_dir"],
+            row["command"],
+            headline,
+        )
+    Console().print(table)
+    return 0
+
+
+def validate_main(argv: list[str]) -> int:
+    """`sparsebert validate STAGE [overrides]`: compose and check a config without running it."""
+    if not argv or argv[0] not in STAGES:
+        print(
+            f"usage: sparsebert validate STAGE [overrides]  (STAGE: {', '.join(STAGES)})",
+            file=sys.stderr,
+        )
+        return 2
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
+    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.validation import validate_config
+
+    stage, overrides = argv[0], rewrite_aliases(argv[1:])
+    register_hydra_extensions()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name=stage, overrides=overrides)
+        OmegaConf.resolve(cfg)
+        validate_config(cfg)
+    except (HydraException, OmegaConfBaseException, SparseBertError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{stage}: config OK (mask={cfg.mask.name}, model={cfg.model.preset}, task={cfg.task.name}, data={cfg.data.name})"
+    )
+    return 0

@@ -1,0 +1,123 @@
+"""Metric logging: `metrics.jsonl` in the run folder always, W&B when `logger=wandb`, and progress.
+
+Progress is a rich bar (steps, loss, tokens/s, ETA) when stdout is a terminal and a plain line
+every `trainer.log_every` steps otherwise. Only rank 0 logs.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+def without_secrets(obj):
+    """A copy of a config with any value equal to a secret from the environment redacted."""
+    secrets = {os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
+    if isinstance(obj, dict):
+        return {k: without_secrets(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [without_secrets(v) for v in obj]
+    return "<redacted>" if isinstance(obj, str) and obj in secrets else obj
+
+
+class MetricLogger:
+    def __init__(
+        self,
+        run_dir: Path,
+        logger_cfg,
+        resolved_config: dict,
+        total_steps: int,
+        enabled: bool = True,
+    ):
+        self.path = run_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.total = total_steps
+        self.wandb = None
+        self.progress = None
+        self._task = None
+        self._last_line = time.monotonic()
+        if not enabled:
+            return
+        if logger_cfg.name == "wandb":
+            import wandb
+
+            group = logger_cfg.group or (
+                run_dir.parent.name if run_dir.parent.parent.name == "multirun" else None
+            )
+            self.wandb = wandb.init(
+                project=logger_cfg.project,
+                entity=logger_cfg.entity,
+                mode=logger_cfg.mode,
+                group=group,
+                tags=list(logger_cfg.tags),
+                name=f"{resolved_config['stage']}-{run_dir.name}",
+                dir=str(run_dir),
+                config=without_secrets(resolved_config),
+                reinit="finish_previous",
+            )
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+            )
+            self.progress.start()
+            self._task = self.progress.add_task(
+                resolved_config["stage"], total=total_steps, info=""
+            )
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop lines logged after the checkpoint we restart from."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if json.loads(line).get("step", 0) <= step
+        ]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def log(self, step: int, metrics: dict[str, float], show: bool = True) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+        if not show:
+            return
+        info = "  ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in metrics.items() if k in SHOWN)
+        if self.progress is not None:
+            self.progress.update(self._task, completed=step, info=info)
+        else:
+            print(f"step {step}/{self.total}  {info}", flush=True)
+
+    def advance(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self._task, completed=step)
+
+    def finish(self, summary: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.stop()
+        if self.wandb is not None:
+            self.wandb.summary.update(summary)
+            self.wandb.finish()
+
+
+SHOWN = (
+    "train/loss",
+    "train/lr",
+    "train/tokens_per_s",
+    "train/mask_sparsity",
+    "eval/loss",
+    "eval/headline",
+)

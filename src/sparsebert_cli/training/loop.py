@@ -1,0 +1,229 @@
+"""The one training loop shared by `search`, `pretrain` and `finetune`.
+
+Reads top to bottom: set up (device, DDP, optimiser, schedule, resume) → for each step, split the
+global batch into this rank's micro-batches, forward (+ the stage's penalty, e.g. DAM's λ·‖M‖₁),
+backward, clip, step → log, evaluate, checkpoint. Stages plug in through `Hooks`.
+
+Data order is a pure function of (seed, step): step s takes slice s of a per-epoch permutation,
+and the random streams (dropout, Gumbel noise) are reseeded from (seed, rank, step) at every step.
+So a resumed run sees exactly the batches and noise an uninterrupted run would, and a DDP run with
+the same global batch and micro-batch size computes the same gradients as one process (dropout
+aside: each rank draws its own noise).
+"""
+
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.runs import Run
+from sparsebert_cli.training import checkpoint as ckpt
+from sparsebert_cli.training.distributed import init_process_group, world
+from sparsebert_cli.training.logging import MetricLogger
+from sparsebert_cli.training.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class Hooks:
+    """What a stage adds to the loop."""
+
+    # Extra loss term and its metrics, computed once per micro-batch (DAM: λ·‖M‖₁).
+    penalty: Callable[[], tuple[torch.Tensor, dict[str, float]]] | None = None
+    # Called after each optimiser step with the step number; returns metrics to log (τ, trace).
+    after_step: Callable[[int], dict[str, float]] | None = None
+    # Held-out metrics of the (unwrapped) model, flat keys "eval/...".
+    evaluate: Callable[[], dict[str, float]] | None = None
+    # Keep the weights of the best evaluation by this key (higher is better), e.g. "eval/headline".
+    select: str | None = None
+
+
+def resolve_device(trainer_cfg) -> torch.device:
+    if trainer_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SparseBertError(
+            "trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto."
+        )
+    if trainer_cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(trainer_cfg.device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    spe = num_examples // batch_size
+    if spe == 0:
+        raise SparseBertError(
+            f"the training set has {num_examples} examples, fewer than one batch (trainer.batch_size="
+            f"{batch_size}); lower trainer.batch_size or use more data."
+        )
+    return spe
+
+
+def total_steps(trainer_cfg, num_examples: int) -> int:
+    """trainer.epochs when set (fine-tuning), else trainer.max_steps."""
+    if trainer_cfg.epochs > 0:
+        return trainer_cfg.epochs * steps_per_epoch(num_examples, trainer_cfg.batch_size)
+    return trainer_cfg.max_steps
+
+
+def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of the global batch of optimiser step `step` (0-based); drop-last per epoch."""
+    epoch, k = divmod(step, steps_per_epoch(num_examples, batch_size))
+    perm = torch.randperm(
+        num_examples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    )
+    return perm[k * batch_size : (k + 1) * batch_size]
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _all_ranks_finite(value: torch.Tensor) -> bool:
+    flag = torch.tensor([float(torch.isfinite(value).all())])
+    if world()[1] > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _barrier() -> None:
+    if world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def train(
+    model: nn.Module,
+    dataset,
+    collate: Callable[[list[dict]], dict[str, torch.Tensor]],
+    cfg,
+    run: Run,
+    hooks: Hooks,
+    alpha_lr: float | None = None,
+) -> dict[str, float]:
+    """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics."""
+    tc = cfg.trainer
+    rank, world_size = world()
+    device = resolve_device(tc)
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
+    init_process_group(device.type)
+    model.to(device)
+    wrapped = model
+    if world_size > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+
+    n = len(dataset)
+    total = total_steps(tc, n)
+    micro = tc.batch_size // (world_size * tc.grad_accum)
+    optimizer = build_optimizer(model, tc, alpha_lr)
+    scheduler = build_scheduler(optimizer, tc, total)
+    scaler = torch.amp.GradScaler(enabled=tc.precision == "fp16")
+    from omegaconf import OmegaConf
+
+    logger = MetricLogger(
+        run.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), total, enabled=rank == 0
+    )
+
+    ckpt_dir = run.dir / "checkpoints"
+    found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
+    state = {"best": None, "best_step": None, "best_metrics": None}
+    if found:
+        state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
+        logger.truncate_after(state["step"])
+        print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
+    start = state.get("step", 0)
+
+    metrics: dict[str, float] = {}
+    tokens, t0 = 0, time.perf_counter()
+    for step in range(start, total):
+        wrapped.train()
+        seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
+        idx = batch_indices(step, n, tc.batch_size, cfg.seed)
+        local = idx[rank * micro * tc.grad_accum : (rank + 1) * micro * tc.grad_accum]
+        step_loss = 0.0
+        penalty_metrics: dict[str, float] = {}
+        for i, part in enumerate(local.split(micro)):
+            batch = {k: v.to(device) for k, v in collate([dataset[int(j)] for j in part]).items()}
+            tokens += int(batch["attention_mask"].sum()) * world_size
+            sync = (
+                contextlib.nullcontext()
+                if world_size == 1 or i == tc.grad_accum - 1
+                else wrapped.no_sync()
+            )
+            with sync:
+                with _autocast(device, tc.precision):
+                    loss = wrapped(**batch)["loss"].float()
+                    if hooks.penalty is not None:
+                        penalty, penalty_metrics = hooks.penalty()
+                        loss = loss + penalty
+                if not _all_ranks_finite(loss.detach()):
+                    raise SparseBertError(
+                        f"the loss became {loss.item()} at step {step + 1} (trainer.lr={tc.lr}, "
+                        f"trainer.precision={tc.precision}); lower trainer.lr, keep trainer.clip_grad > 0, "
+                        "or train in fp32. The run is marked failed; earlier checkpoints are kept."
+                    )
+                scaler.scale(loss / tc.grad_accum).backward()
+            step_loss += loss.item() / tc.grad_accum
+        scaler.unscale_(optimizer)
+        if tc.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+
+        extra = hooks.after_step(done) if hooks.after_step is not None else {}
+        if done % tc.log_every == 0 or done == total:
+            elapsed = time.perf_counter() - t0
+            logger.log(
+                done,
+                {
+                    "train/loss": step_loss,
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/tokens_per_s": tokens / max(elapsed, 1e-9),
+                    **penalty_metrics,
+                    **extra,
+                },
+            )
+        else:
+            logger.advance(done)
+        if hooks.evaluate is not None and (
+            (tc.eval_every and done % tc.eval_every == 0) or done == total
+        ):
+            if rank == 0:
+                metrics = hooks.evaluate()
+                logger.log(done, metrics, show=True)
+                if hooks.select and (
+                    state["best"] is None or metrics[hooks.select] > state["best"]
+                ):
+                    state.update(best=metrics[hooks.select], best_step=done, best_metrics=metrics)
+                    ckpt.save_weights(model, run.dir / "best_model.safetensors")
+            _barrier()
+        if tc.ckpt_every and done % tc.ckpt_every == 0:
+            if rank == 0:
+                ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
+            _barrier()
+
+    if start == total and hooks.evaluate is not None and rank == 0:
+        metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
+    if hooks.select and state["best_step"] is not None:
+        ckpt.load_weights(model, run.dir / "best_model.safetensors")
+        metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
+    elapsed = time.perf_counter() - t0
+    summary = {**metrics, "train/steps": total}
+    if start < total:
+        summary["train/tokens_per_s"] = tokens / max(elapsed, 1e-9)
+    logger.finish(summary)
+    return summary
