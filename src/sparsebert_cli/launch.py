@@ -83,6 +83,14 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
         raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
 
 
+def run_in_folder(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
+    """Run a job in `run_dir`: under torchrun when it asks for several processes, else here."""
+    if cfg.trainer.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ and cfg.stage != "pipeline":
+        relaunch_distributed(cfg, run_dir, command)
+        return runs.read_json(run_dir / runs.METRICS)
+    return execute(cfg, run_dir, command)
+
+
 def _record_failure(run_dir: Path, stage: str, command: str, message: str) -> None:
     """Mark the run failed (unless it completed) and note it for the dispatcher's sweep summary."""
     try:
@@ -113,10 +121,7 @@ def run_job(cfg: DictConfig) -> None:
         from sparsebert_cli.validation import validate_config
 
         validate_config(cfg)
-        if cfg.trainer.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-            relaunch_distributed(cfg, run_dir, command)
-        else:
-            execute(cfg, run_dir, command)
+        run_in_folder(cfg, run_dir, command)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         _record_failure(run_dir, cfg.stage, command, str(e))

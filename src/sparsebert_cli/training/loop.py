@@ -34,7 +34,9 @@ class Hooks:
 
     # Extra loss term and its metrics, computed once per micro-batch (DAM: λ·‖M‖₁).
     penalty: Callable[[], tuple[torch.Tensor, dict[str, float]]] | None = None
-    # Called after each optimiser step with the step number; returns metrics to log (τ, trace).
+    # Called before each optimiser step with its 0-based index (e.g. anneal τ).
+    before_step: Callable[[int], None] | None = None
+    # Called after each optimiser step with the number of steps done; returns metrics to log.
     after_step: Callable[[int], dict[str, float]] | None = None
     # Held-out metrics of the (unwrapped) model, flat keys "eval/...".
     evaluate: Callable[[], dict[str, float]] | None = None
@@ -149,6 +151,8 @@ def train(
     for step in range(start, total):
         wrapped.train()
         seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
+        if hooks.before_step is not None:
+            hooks.before_step(step)
         idx = batch_indices(step, n, tc.batch_size, cfg.seed)
         local = idx[rank * micro * tc.grad_accum : (rank + 1) * micro * tc.grad_accum]
         step_loss = 0.0

@@ -1,0 +1,50 @@
+"""What a stage consumes: upstream runs resolved by reference, and the pre-training data.
+
+Upstream references (`mask.from=`, `model.from=`) are resolved here, once, and recorded as
+inputs in the run's manifest; only completed runs of the right stage are accepted.
+"""
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from sparsebert_cli import runs
+from sparsebert_cli.errors import SparseBertError
+
+MODEL_DIR = "model"  # <run>/artifacts/model: the save_pretrained folder a stage hands on
+
+
+def cache_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.cache_dir)
+
+
+def resolve_mask(cfg: DictConfig, run: runs.Run) -> DictConfig:
+    """The mask config with `from_run` turned into a completed search run's folder."""
+    mask_cfg = OmegaConf.create(OmegaConf.to_container(cfg.mask, resolve=True))
+    if mask_cfg.name == "from_run":
+        search_dir = runs.resolve("search", mask_cfg.from_run, Path(cfg.paths.runs_dir))
+        run.add_input("mask", search_dir)
+        mask_cfg.from_run = str(search_dir)
+    return mask_cfg
+
+
+def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
+    """The model folder of the `kind` run that `model.from_run` names (None when not set)."""
+    if not cfg.model.from_run:
+        return None
+    run_dir = runs.resolve(kind, cfg.model.from_run, Path(cfg.paths.runs_dir))
+    run.add_input("model", run_dir)
+    model_dir = run_dir / "artifacts" / MODEL_DIR
+    if not model_dir.is_dir():
+        raise SparseBertError(
+            f"{run_dir} is completed but has no model at {model_dir}; rerun that stage."
+        )
+    return model_dir
+
+
+def pretraining_data(cfg: DictConfig, tokenizer):
+    """Train/eval splits of MLM(+NSP) examples (cached) and their collate function."""
+    from sparsebert_cli.data.pretraining import build_pretraining_splits, collate_pretraining
+
+    splits = build_pretraining_splits(cfg.data, tokenizer, cfg.seed, cache_dir(cfg))
+    return splits, collate_pretraining

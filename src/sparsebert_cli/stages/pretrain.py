@@ -1,0 +1,48 @@
+"""sparsebert pretrain: MLM(+NSP) pre-training with a fixed mask (a named pattern or a searched one).
+
+From scratch (a size preset), or continuing a checkpoint (`model.from=<pretrain run>` or a Hugging
+Face model). Writes `artifacts/model/` (weights, mask, tokenizer, sparsebert.json) and held-out
+MLM metrics.
+"""
+
+from omegaconf import DictConfig
+
+from sparsebert_cli.runs import Run
+from sparsebert_cli.stages.inputs import (
+    MODEL_DIR,
+    cache_dir,
+    pretraining_data,
+    resolve_mask,
+    upstream_model,
+)
+from sparsebert_cli.training.evaluation import evaluate_mlm
+from sparsebert_cli.training.loop import Hooks, train
+
+
+def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+    from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
+    from sparsebert_cli.modeling import build_pretraining_model, save_checkpoint
+
+    mask_cfg = resolve_mask(cfg, run)
+    init_from = upstream_model(cfg, run, "pretrain")
+    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg))
+    splits, collate = pretraining_data(cfg, tokenizer)
+    model = build_pretraining_model(
+        cfg.model,
+        mask_cfg,
+        vocab_size=len(tokenizer),
+        nsp=cfg.data.nsp,
+        seq_len=cfg.data.seq_len,
+        init_from=init_from,
+    )
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_mlm(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
+
+    metrics = train(model, splits["train"], collate, cfg, run, Hooks(evaluate=evaluate))
+    if run.writer:
+        save_checkpoint(
+            model, run.artifacts / MODEL_DIR, {"stage": "pretrain", "run_dir": str(run.dir)}
+        )
+        save_tokenizer(tokenizer, run.artifacts / MODEL_DIR)
+    return {**metrics, "mask/sparsity": model.sparse_mask.sparsity()}

@@ -1,0 +1,104 @@
+"""sparsebert search: learn the attention mask M(α) (DAM) jointly with MLM(+NSP) pre-training.
+
+Objective (PAPER.md §4): L_pretrain(w; M(α)) + λ·‖M(α)‖₁, with α in its own optimiser group.
+Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.json`, heat map) and
+the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
+"""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import load_file, save_file
+
+from sparsebert_cli.masks.artifact import save_mask
+from sparsebert_cli.masks.dam import annealed_tau
+from sparsebert_cli.masks.stats import sparsity
+from sparsebert_cli.runs import Run, atomic_write_bytes
+from sparsebert_cli.stages.inputs import cache_dir, pretraining_data
+from sparsebert_cli.training.evaluation import evaluate_mlm
+from sparsebert_cli.training.loop import Hooks, total_steps, train
+
+TRACE_FILE = "importance_trace.safetensors"
+
+
+def _snapshot(trace_dir: Path, step: int, probs: torch.Tensor) -> None:
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    tmp = trace_dir / f".step-{step:08d}.tmp"
+    save_file({"probs": probs.float().contiguous()}, str(tmp))
+    tmp.replace(trace_dir / f"step-{step:08d}.safetensors")
+
+
+def _write_trace(trace_dir: Path, out: Path) -> None:
+    """Stack the per-step snapshots into one [T, L, H, n, n] tensor with its `steps`."""
+    files = sorted(trace_dir.glob("step-*.safetensors"))
+    steps = torch.tensor([int(f.stem.split("-")[1]) for f in files], dtype=torch.int64)
+    probs = torch.stack([load_file(str(f))["probs"] for f in files])
+    from safetensors.torch import save as save_bytes
+
+    atomic_write_bytes(out, save_bytes({"probs": probs, "steps": steps}))
+
+
+def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+    from sparsebert_cli.data.tokenizer import load_tokenizer
+    from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+
+    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg))
+    splits, collate = pretraining_data(cfg, tokenizer)
+    source = MaskSource.from_config(
+        cfg.mask, cfg.model.num_heads, cfg.model.num_layers, cfg.data.seq_len
+    )
+    model = build_pretraining_model(cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp)
+    dam = source.dam
+    total = total_steps(cfg.trainer, len(splits["train"]))
+    trace_dir = run.dir / "trace"
+
+    def penalty() -> tuple[torch.Tensor, dict[str, float]]:
+        l1 = dam.l1(cfg.mask.l1_norm)
+        return cfg.mask.lam * l1, {"mask/l1": l1.item()}
+
+    def before_step(step: int) -> None:
+        dam.tau = annealed_tau(cfg.mask, step, total)
+
+    def after_step(step: int) -> dict[str, float]:
+        probs = dam.probs().detach()
+        if run.writer and (step % cfg.mask.trace_every == 0 or step == total):
+            _snapshot(trace_dir, step, probs.cpu())
+        return {
+            "mask/sparsity": sparsity(dam.binarize()),
+            "mask/keep_probability": probs.mean().item(),
+            "mask/tau": dam.tau,
+        }
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_mlm(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
+
+    metrics = train(
+        model,
+        splits["train"],
+        collate,
+        cfg,
+        run,
+        Hooks(penalty, before_step, after_step, evaluate),
+        alpha_lr=cfg.mask.lr,
+    )
+    mask = dam.binarize().cpu()
+    if run.writer:
+        params = {
+            k: cfg.mask[k]
+            for k in (
+                "structure",
+                "lam",
+                "l1_norm",
+                "tau",
+                "tau_final",
+                "hard",
+                "init",
+                "share_layers",
+            )
+        }
+        save_mask(
+            run.artifacts, mask, {"kind": dam.kind, "params": params, "source_run": str(run.dir)}
+        )
+        _write_trace(trace_dir, run.artifacts / TRACE_FILE)
+    return {**metrics, "mask/sparsity": sparsity(mask)}

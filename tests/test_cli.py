@@ -1,0 +1,89 @@
+"""The dispatcher: stages go to Hydra untouched, tools to argparse, typos get a suggestion."""
+
+import subprocess
+import sys
+
+from conftest import sparsebert
+
+from sparsebert_cli.cli import main, rewrite_aliases, sb_slug
+
+
+def test_overview_lists_every_stage_and_tool(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "search",
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "pipeline",
+        "report",
+        "masks",
+        "ls",
+        "validate",
+    ):
+        assert name in out
+
+
+def test_no_arguments_prints_the_overview(capsys):
+    assert main([]) == 0
+    assert "sparsebert search mask=dam" in capsys.readouterr().out
+
+
+def test_typo_suggests_the_nearest_stage(capsys):
+    assert main(["finetun"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'finetune'?" in err
+    assert "Traceback" not in err
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from sparsebert_cli.cli import main; main(['--help']); print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().endswith("False")
+
+
+def test_from_aliases_are_rewritten_to_schema_fields():
+    assert rewrite_aliases(["mask.from=latest", "model.from=/r/x", "seed=1"]) == [
+        "mask.from_run=latest",
+        "model.from_run=/r/x",
+        "seed=1",
+    ]
+
+
+def test_sweep_folder_names_are_safe_and_deterministic():
+    assert sb_slug("mask=dam,mask.lam=0.001") == "mask=dam,mask.lam=0.001"
+    slug = sb_slug("task.glue_dir=/tmp/glue,mask=dense")
+    assert "/" not in slug and slug == sb_slug("task.glue_dir=/tmp/glue,mask=dense")
+    assert sb_slug("") == "default"
+
+
+def test_validate_accepts_a_good_config(workdir):
+    proc = sparsebert("validate", "finetune", "task=mrpc", cwd=workdir)
+    assert "config OK" in proc.stdout
+
+
+def test_validate_names_the_group_and_its_options(workdir):
+    proc = sparsebert("validate", "finetune", "task=nope", cwd=workdir, check=False)
+    assert proc.returncode != 0
+    assert "task/nope" in proc.stderr and "polarity" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_hydra_flags_pass_through(workdir):
+    proc = sparsebert("pretrain", "--cfg", "job", "mask=no_diag", cwd=workdir)
+    assert "stage: pretrain" in proc.stdout and "name: no_diag" in proc.stdout
+    assert not (workdir / "runs").exists()
+
+
+def test_stage_help_is_hydras(workdir):
+    proc = sparsebert("search", "--help", cwd=workdir)
+    assert "mask: " in proc.stdout or "== Config groups ==" in proc.stdout or "mask" in proc.stdout
+
+
+def test_bad_value_exits_nonzero_without_traceback(workdir):
+    proc = sparsebert("search", "mask.lam=-1", cwd=workdir, check=False)
+    assert proc.returncode == 1
+    assert "mask.lam=-1" in proc.stderr and "Traceback" not in proc.stderr

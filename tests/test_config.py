@@ -1,0 +1,92 @@
+"""Every config in the tree composes against the schema and passes validation."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from sparsebert_cli.cli import register_hydra_extensions
+from sparsebert_cli.config import STAGES, conf_dir
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.validation import validate_config
+
+GROUPS = ("mask", "model", "data", "task", "trainer", "logger", "debug", "experiment")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _compose(stage: str, overrides: list[str]):
+    register_hydra_extensions()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name=stage, overrides=overrides)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+CASES = [
+    (stage, f"{group}={option}")
+    for stage in STAGES
+    for group in GROUPS
+    for option in _options(group)
+]
+
+
+@pytest.mark.parametrize(("stage", "override"), CASES, ids=[f"{s}-{o}" for s, o in CASES])
+def test_every_config_composes_and_validates(stage, override):
+    cfg = _compose(stage, [override])
+    assert cfg.stage == stage
+    if stage == "search" and override.startswith("mask=") and not override.startswith("mask=dam"):
+        with pytest.raises(SparseBertError, match="learns a mask"):
+            validate_config(cfg)
+    elif override == "mask=from_run":
+        with pytest.raises(SparseBertError, match="mask.from"):
+            validate_config(cfg)
+    else:
+        validate_config(cfg)
+
+
+def test_each_stage_has_a_primary_config():
+    assert all((conf_dir() / f"{stage}.yaml").exists() for stage in STAGES)
+
+
+def test_unknown_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="lamm"):
+        _compose("search", ["mask.lamm=1e-3"])
+
+
+def test_wrong_type_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="seq_len"):
+        _compose("pretrain", ["data.seq_len=long"])
+
+
+def test_unknown_group_option_names_the_group():
+    with pytest.raises(MissingConfigException, match="task/nope"):
+        _compose("finetune", ["task=nope"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("mask.lam=-1", "mask.lam=-1"),
+        ("mask.tau=0", "mask.tau=0"),
+        ("mask.density=1.5", "mask.density=1.5"),
+        ("trainer.batch_size=10", "trainer.batch_size=10"),
+        ("trainer.optimizer=sgd", "trainer.optimizer=sgd"),
+        ("data.seq_len=4096", "data.seq_len=4096"),
+        ("model.num_heads=3", "model.hidden_size=128"),
+        ("trainer.warmup=1.5", "trainer.warmup=1.5"),
+    ],
+)
+def test_bad_values_are_refused_with_the_value_named(override, message):
+    overrides = [override, "trainer.grad_accum=4"] if "batch_size" in override else [override]
+    cfg = _compose("search", overrides)
+    with pytest.raises(SparseBertError, match=message.replace(".", r"\.").replace("+", r"\+")):
+        validate_config(cfg)
+
+
+def test_search_refuses_a_fixed_mask():
+    cfg = _compose("search", ["mask=dense"])
+    with pytest.raises(SparseBertError, match="mask=dam"):
+        validate_config(cfg)

@@ -1,0 +1,122 @@
+"""Run folders: atomic writes, `completed` written last, resolving upstream runs."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sparsebert_cli import runs
+from sparsebert_cli.errors import SparseBertError
+
+
+def _make_run(root, stage, status, finished_at=1.0, run_id="r"):
+    run_dir = root / stage / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / runs.MANIFEST).write_text(
+        json.dumps({"stage": stage, "status": status, "finished_at": finished_at})
+    )
+    return run_dir
+
+
+def test_started_run_is_running_and_completed_last(tmp_path):
+    run = runs.Run.start(tmp_path / "run", "pretrain", {"seed": 3}, "abc", "sparsebert pretrain")
+    assert runs.load_manifest(run.dir)["status"] == "running"
+    (run.artifacts).mkdir()
+    (run.artifacts / "weights.bin").write_bytes(b"123")
+    run.complete({"eval/loss": 1.5})
+    manifest = runs.load_manifest(run.dir)
+    assert manifest["status"] == "completed"
+    assert manifest["seed"] == 3
+    assert manifest["outputs"]["artifacts/weights.bin"] == runs.sha256_file(
+        run.artifacts / "weights.bin"
+    )
+    assert runs.read_json(run.dir / runs.METRICS) == {"eval/loss": 1.5}
+
+
+def test_run_killed_while_completing_is_not_completed(tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from sparsebert_cli import runs
+        run = runs.Run.start(Path({str(tmp_path / "run")!r}), "pretrain", {{}}, "h", "cmd")
+        run.artifacts.mkdir()
+        (run.artifacts / "model.bin").write_bytes(b"x" * 1000)
+        runs.sha256_file = lambda path: os.kill(os.getpid(), signal.SIGKILL)
+        run.complete({{"eval/loss": 1.0}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == -signal.SIGKILL
+    assert runs.load_manifest(tmp_path / "run")["status"] == "running"
+    with pytest.raises(SparseBertError, match="not completed"):
+        runs.resolve("pretrain", str(tmp_path / "run"), tmp_path)
+
+
+def test_atomic_write_leaves_old_content_when_killed_before_rename(tmp_path):
+    target = tmp_path / "f.json"
+    runs.atomic_write_json(target, {"v": 1})
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from sparsebert_cli import runs
+        os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+        runs.atomic_write_json(Path({str(target)!r}), {{"v": 2}})
+    """)
+    subprocess.run([sys.executable, "-c", script])
+    assert runs.read_json(target) == {"v": 1}
+
+
+def test_resolve_accepts_a_completed_run_of_the_right_stage(tmp_path):
+    run_dir = _make_run(tmp_path, "search", "completed")
+    assert runs.resolve("search", str(run_dir), tmp_path) == run_dir.resolve()
+
+
+@pytest.mark.parametrize(
+    ("stage", "status", "problem"),
+    [
+        ("pretrain", "completed", "is a 'pretrain' run, not a 'search' run"),
+        ("search", "running", "not completed (status: running)"),
+        ("search", "failed", "not completed (status: failed)"),
+    ],
+)
+def test_resolve_refuses_wrong_runs(tmp_path, stage, status, problem):
+    run_dir = _make_run(tmp_path, stage, status)
+    _make_run(tmp_path, "search", "completed", run_id="good")
+    with pytest.raises(SparseBertError, match="good") as err:
+        runs.resolve("search", str(run_dir), tmp_path)
+    assert problem in str(err.value)
+
+
+def test_resolve_refuses_a_folder_that_is_no_run(tmp_path):
+    with pytest.raises(SparseBertError, match="not a sparsebert run folder"):
+        runs.resolve("search", str(tmp_path), tmp_path)
+
+
+def test_latest_is_the_newest_completed_run(tmp_path):
+    _make_run(tmp_path, "search", "completed", finished_at=1.0, run_id="old")
+    new = _make_run(tmp_path, "search", "completed", finished_at=5.0, run_id="new")
+    _make_run(tmp_path, "search", "failed", finished_at=9.0, run_id="broken")
+    assert runs.resolve("search", "latest", tmp_path) == new.resolve()
+
+
+def test_latest_without_runs_says_what_to_run(tmp_path):
+    with pytest.raises(SparseBertError, match="sparsebert search"):
+        runs.resolve("search", "latest", tmp_path)
+
+
+def test_corrupt_manifest_is_reported_clearly(tmp_path):
+    (tmp_path / runs.MANIFEST).write_text('{"stage": "sea')
+    with pytest.raises(SparseBertError, match="corrupt or truncated"):
+        runs.load_manifest(tmp_path)
+
+
+def test_inside_detects_escapes(tmp_path):
+    assert runs.inside(tmp_path / "a" / "b", tmp_path)
+    assert not runs.inside(tmp_path / ".." / "elsewhere", tmp_path)
+
+
+def test_config_hash_ignores_key_order():
+    assert runs.config_hash({"a": 1, "b": [1, 2]}) == runs.config_hash({"b": [1, 2], "a": 1})
+    assert runs.config_hash({"a": 1}) != runs.config_hash({"a": 2})
