@@ -21,12 +21,12 @@ class MaskConfig:
     lam: float = 1e-4  # λ of the L1 penalty λ·‖M‖₁
     l1_norm: str = "sum"  # sum (as in the paper) | mean
     tau: float = 1.0  # Gumbel-sigmoid temperature τ
-    tau_final: float | None = None  # anneal τ linearly to this value over the search (None: constant)
+    tau_final: float | None = None  # anneal τ linearly to this over the search (None: constant)
     hard: bool = True  # hard straight-through: forward 0/1, gradients through the soft value
     init: float = 0.0  # initial α (0 -> keep probability 0.5)
     lr: float = 1e-2  # learning rate of α (own optimiser group, no weight decay)
     seq_len: int = 128  # n of a learnable mask (masks are cropped for shorter sequences)
-    share_layers: bool = True  # one mask per head shared by all layers (reference code) or per layer
+    share_layers: bool = True  # one mask per head for all layers (reference code), or per layer
     trace_every: int = 10  # importance trace: σ(α) snapshot every K steps
     # --- a searched mask (name=from_run) ---
     from_run: str | None = None  # run dir of a search run, or "latest"

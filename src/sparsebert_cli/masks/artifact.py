@@ -1,0 +1,150 @@
+"""Mask artifacts: `mask.safetensors` (the bool mask M [L, H, n, n]), `mask.json` and `mask.png`.
+
+mask.json holds kind, params, n, layers, heads, sparsity (overall, per layer, per head, in
+percent), source_run, any extra metadata the writer passes (λ, τ, …) and the sha256 of
+mask.safetensors, so a json paired with another run's tensor file is caught. Loading reads only
+safetensors and JSON (never unpickles) and checks everything; a problem is a SparseBertError.
+Writes are atomic; mask.json is written last.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as dump_safetensors
+
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.atomic import write_atomically
+from sparsebert_cli.masks.patterns import PATTERNS
+from sparsebert_cli.masks.plots import plot_mask_grid
+from sparsebert_cli.masks.stats import sparsity, sparsity_per_head, sparsity_per_layer
+
+MASK_FILE = "mask.safetensors"
+META_FILE = "mask.json"
+PLOT_FILE = "mask.png"
+MASK_KINDS = ("dam_u", "dam_s", *PATTERNS)
+
+
+def fit_to_length(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """M [..., N, N] for sequences of length n ≤ N: the top-left n × n crop (positions 0…n−1).
+
+    A mask says nothing about positions ≥ N, structured (Toeplitz) masks included, so longer
+    sequences are an error rather than a guess.
+    """
+    learned = mask.shape[-1]
+    if n > learned:
+        raise SparseBertError(
+            f"the attention mask covers sequences of at most n={learned} tokens but got length "
+            f"{n}; set data.seq_len ≤ {learned}, or search/build the mask at mask.seq_len={n}."
+        )
+    return mask[..., :n, :n]
+
+
+def save_mask(directory: Path, mask: torch.Tensor, meta: dict) -> list[Path]:
+    """Write M (bool [L, H, n, n]) and its metadata into `directory`; returns the files written.
+
+    `meta` needs "kind" (dam_u, dam_s or a pattern name) and may hold "params", "source_run" and
+    anything else worth keeping; n, layers, heads, sparsity and sha256 are computed from M.
+    """
+    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[-1] != mask.shape[-2]:
+        raise ValueError(
+            f"a mask artifact is bool [L, H, n, n], got {mask.dtype} {list(mask.shape)}"
+        )
+    if meta.get("kind") not in MASK_KINDS:
+        raise ValueError(f"mask kind {meta.get('kind')!r} is not one of {MASK_KINDS}")
+    directory = Path(directory)
+    mask = mask.detach().cpu().contiguous()
+    data = dump_safetensors({"mask": mask})
+    tensor_path = write_atomically(directory / MASK_FILE, lambda tmp: Path(tmp).write_bytes(data))
+    layers, heads, n, _ = mask.shape
+    record = {
+        "params": {},
+        "source_run": None,
+        **meta,
+        "n": n,
+        "layers": layers,
+        "heads": heads,
+        "sparsity": {
+            "overall": sparsity(mask),
+            "per_layer": sparsity_per_layer(mask),
+            "per_head": sparsity_per_head(mask),
+        },
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    plot_path = plot_mask_grid(
+        mask, directory / PLOT_FILE, f"{meta['kind']} mask, n={n}, sparsity {sparsity(mask):.1f}%"
+    )
+    text = json.dumps(record, indent=2) + "\n"
+    meta_path = write_atomically(
+        directory / META_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
+    )
+    return [tensor_path, plot_path, meta_path]
+
+
+def _bad(path: Path, problem: str) -> SparseBertError:
+    return SparseBertError(
+        f"the mask artifact {path} {problem}; re-run the stage that wrote it, or point mask.from "
+        "(model.from for a checkpoint) at another completed run."
+    )
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _bad(path, f"is not valid JSON (truncated or corrupt: {error})") from None
+    if not isinstance(meta, dict):
+        raise _bad(path, "does not hold a JSON object")
+    for key, kind in (("kind", str), ("n", int), ("layers", int), ("heads", int), ("sha256", str)):
+        if not isinstance(meta.get(key), kind):
+            raise _bad(path, f"has no valid {key!r} field")
+    if meta["kind"] not in MASK_KINDS:
+        raise _bad(path, f"has kind {meta['kind']!r}, not one of {', '.join(MASK_KINDS)}")
+    return meta
+
+
+def load_mask(
+    directory: Path, heads: int | None = None, layers: int | None = None, n: int | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Read and check the mask artifact in `directory`: (M bool [L, H, n, n], mask.json).
+
+    heads must match when given; layers when given must equal the mask's L, or the mask has L = 1
+    (shared by all layers); n when given crops M to sequences of length n (`fit_to_length`).
+    """
+    directory = Path(directory)
+    tensor_path, meta_path = directory / MASK_FILE, directory / META_FILE
+    for path in (tensor_path, meta_path):
+        if not path.is_file():
+            raise _bad(path, "does not exist (a mask artifact is mask.safetensors + mask.json)")
+    meta = _read_meta(meta_path)
+    data = tensor_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise _bad(
+            tensor_path,
+            f"does not match {META_FILE} (sha256 differs: truncated, modified, or from another run)",
+        )
+    try:
+        tensors = load_safetensors(data)
+    except SafetensorError as error:
+        raise _bad(tensor_path, f"is not a valid safetensors file ({error})") from None
+    mask = tensors.get("mask")
+    expected = (meta["layers"], meta["heads"], meta["n"], meta["n"])
+    if set(tensors) != {"mask"} or mask.dtype != torch.bool or tuple(mask.shape) != expected:
+        found = {k: f"{v.dtype} {list(v.shape)}" for k, v in tensors.items()}
+        raise _bad(
+            tensor_path, f"holds {found}, but {META_FILE} says 'mask': bool {list(expected)}"
+        )
+    if heads is not None and meta["heads"] != heads:
+        raise SparseBertError(
+            f"the mask in {directory} has {meta['heads']} heads but the model has {heads}; use a "
+            f"model with model.num_heads={meta['heads']} or a mask searched for {heads} heads."
+        )
+    if layers is not None and meta["layers"] not in (1, layers):
+        raise SparseBertError(
+            f"the mask in {directory} has {meta['layers']} layers but the model has {layers}; use "
+            f"a model with model.num_layers={meta['layers']} or a mask shared by all layers."
+        )
+    return (mask if n is None else fit_to_length(mask, n)), meta

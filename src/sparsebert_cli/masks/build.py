@@ -1,0 +1,46 @@
+"""The fixed mask M a stage uses, from its `mask` config: a named pattern or a searched mask.
+
+`mask=dam` (learnable: `dam.DAM.from_config`) and `mask=checkpoint` (the mask stored with the
+model, resolved by the modeling code) are not fixed masks and are refused here.
+"""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.artifact import load_mask
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask, unknown_mask_error
+
+
+def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: int) -> torch.Tensor:
+    """M as bool [L or 1, heads, n, n] (1: shared by all layers).
+
+    For `name=from_run`, `cfg.from_run` must already be a run directory (the caller resolves
+    "latest" with `sparsebert_cli.runs.resolve`); the mask is read from `<run_dir>/artifacts/`
+    and cropped to n.
+    """
+    if cfg.name in PATTERNS:
+        return pattern_mask(cfg, n, heads)[None]
+    if cfg.name == "from_run":
+        if cfg.from_run in (None, "", "latest"):
+            raise SparseBertError(
+                f"mask.from={cfg.from_run!r} is not a run directory; pass "
+                "mask.from=<a search run directory> (or mask.from=latest through a stage, which "
+                "resolves it)."
+            )
+        mask, _ = load_mask(Path(cfg.from_run) / "artifacts", heads=heads, layers=layers, n=n)
+        return mask
+    if cfg.name == "dam":
+        raise SparseBertError(
+            "mask=dam is learnable, not a fixed mask: search it with `sparsebert search mask=dam`, "
+            "then use it with mask=from_run mask.from=<that run directory or latest>."
+        )
+    if cfg.name == "checkpoint":
+        raise SparseBertError(
+            "mask=checkpoint means the mask stored with the model checkpoint; use it with "
+            "model.from=<a pretrain or finetune run>, or name a mask (e.g. mask=dense)."
+        )
+    raise unknown_mask_error(cfg.name, [*PATTERNS, "dam", "from_run", "checkpoint"])

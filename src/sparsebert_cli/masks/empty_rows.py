@@ -1,0 +1,53 @@
+"""The empty-row rule: what a query with no allowed key gets (PAPER.md §1).
+
+`softmax(QKᵀ/√d + P + (1 − M)·(−c))` is undefined for a query whose every key is masked out by
+M, by padding P, or by both (with −∞ it is NaN; with the reference code's c = 10000 it silently
+attends uniformly to everything, padding included). The rule of this project: such a query gets
+all-zero attention weights, hence a zero attention output; the residual connection still carries
+the token. Never NaN, in the forward or the backward pass. The attention backends call
+`empty_query_rows` to detect the rows (and warn once) and apply the rule; `masked_softmax` is the
+rule applied to dense scores.
+"""
+
+import warnings
+
+import torch
+
+
+class EmptyAttentionRowWarning(UserWarning):
+    """Some query had no key to attend to; its attention output was set to zero."""
+
+
+def empty_query_rows(mask: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+    """Query rows with no allowed key once M and padding are combined.
+
+    mask: bool [H, n, n] or [B, H, n, n], True = may attend. key_padding: bool [B, n], True =
+    this key is padding (cannot be attended), or None for no padding. Returns bool [B, H, n]
+    ([H, n] without padding), True where the query has no key left. Warns once per process (per
+    call site, Python's default warning filter) when any row is empty.
+    """
+    allowed = mask if key_padding is None else mask & ~key_padding[:, None, None, :]
+    empty = ~allowed.any(dim=-1)
+    if bool(empty.any()):
+        warnings.warn(
+            "some attention query rows have no allowed key (mask combined with padding): their "
+            "attention output is set to zero (the residual still carries the token); check the "
+            "mask with `sparsebert masks --check`",
+            EmptyAttentionRowWarning,
+            stacklevel=2,
+        )
+    return empty
+
+
+def masked_softmax(
+    scores: torch.Tensor, mask: torch.Tensor, key_padding: torch.Tensor | None
+) -> torch.Tensor:
+    """Attention weights softmax over the allowed keys; an empty query row gets all zeros.
+
+    scores: float [B, H, n, n] (QKᵀ/√d); mask and key_padding as in `empty_query_rows`.
+    """
+    allowed = mask if key_padding is None else mask & ~key_padding[:, None, None, :]
+    empty = empty_query_rows(mask, key_padding)
+    # A finite fill keeps empty rows finite (uniform) before they are zeroed, so no NaN anywhere.
+    filled = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return filled.softmax(dim=-1).masked_fill(empty[..., None], 0.0)

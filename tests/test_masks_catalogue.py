@@ -1,0 +1,59 @@
+"""`sparsebert masks`: the catalogue as JSON and as a table, the --check exit status, heat maps."""
+
+import json
+import math
+
+import torch
+
+from sparsebert_cli.masks.catalogue import main
+from sparsebert_cli.masks.patterns import PATTERNS
+from sparsebert_cli.masks.plots import mosaic, plot_mask_grid
+
+PAPER_SPARSITY = {
+    "strided": 70.4,
+    "fixed": 72.7,
+    "longformer": 88.7,
+    "logsparse": 89.8,
+    "bigbird": 93.2,
+    "star": 96.1,
+}
+
+
+def test_json_lists_every_pattern_with_the_paper_sparsities_at_128(capsys):
+    assert main(["--seq-len", "128", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert list(rows) == list(PATTERNS)
+    for name, expected in PAPER_SPARSITY.items():
+        assert abs(rows[name]["sparsity"] - expected) <= 0.5
+    assert rows["strided"]["params"] == {"stride": 4}
+    assert set(rows["star"]["row_density"]) == {"min", "mean", "max"}
+    assert rows["star"]["connectivity"]["reach_layers"] == 2
+
+
+def test_table_names_every_pattern(capsys):
+    assert main(["--seq-len", "16", "--heads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in PATTERNS)
+
+
+def test_check_fails_when_a_band_cannot_span_the_layers(capsys):
+    # The window preset (D ≤ 8) needs ⌈127 / 8⌉ = 16 layers at n = 128.
+    assert main(["--check", "--layers", "12"]) == 1
+    assert "not met by: window" in capsys.readouterr().out
+
+
+def test_check_passes_when_every_mask_meets_the_conditions(capsys):
+    assert main(["--check", "--layers", "16", "--json"]) == 0
+
+
+def test_mosaic_lays_tiles_out_by_layer_and_head_with_gaps():
+    mask = torch.ones(2, 3, 2, 2, dtype=torch.bool)
+    image = mosaic(mask, gap=1)
+    assert image.shape == (5, 8)
+    assert math.isnan(image[2, 0]) and math.isnan(image[0, 2])
+    assert image[3:5, 6:8].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_heat_map_of_keep_probabilities_is_a_png(tmp_path):
+    path = plot_mask_grid(torch.rand(2, 2, 8, 8), tmp_path / "probs.png", "σ(α)")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,195 @@
+"""DAM: shapes, Gumbel-sigmoid sampling with straight-through gradients, Toeplitz structure, L1."""
+
+import pytest
+import torch
+
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.dam import DAM, annealed_tau
+
+
+def toeplitz(values: torch.Tensor) -> torch.Tensor:
+    """[L, H, n] per-distance values → [L, H, n, n] with entry (i, j) = values[|i − j|]."""
+    n = values.shape[-1]
+    out = torch.empty(*values.shape[:-1], n, n, dtype=values.dtype)
+    for i in range(n):
+        for j in range(n):
+            out[..., i, j] = values[..., abs(i - j)]
+    return out
+
+
+def test_unstructured_alpha_is_one_per_layer_head_query_key():
+    assert DAM(heads=3, n=5, layers=2).alpha.shape == (2, 3, 5, 5)
+
+
+def test_structured_alpha_is_one_per_layer_head_distance():
+    assert DAM(heads=3, n=5, layers=2, structure="structured").alpha.shape == (2, 3, 5)
+
+
+def test_from_config_shares_one_mask_across_layers_by_default():
+    dam = DAM.from_config(MaskConfig(name="dam", seq_len=6), heads=2, layers=4)
+    assert dam.alpha.shape == (1, 2, 6, 6)
+
+
+def test_from_config_gives_each_layer_its_mask_when_not_shared():
+    cfg = MaskConfig(name="dam", seq_len=6, share_layers=False, structure="structured")
+    assert DAM.from_config(cfg, heads=2, layers=4).alpha.shape == (4, 2, 6)
+
+
+def test_state_dict_holds_only_alpha():
+    assert list(DAM(heads=1, n=4, structure="structured").state_dict()) == ["alpha"]
+
+
+def test_probs_are_sigmoid_of_alpha():
+    dam = DAM(heads=2, n=4)
+    with torch.no_grad():
+        dam.alpha.copy_(torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(dam.probs(), torch.sigmoid(dam.alpha))
+
+
+def test_hard_sample_is_exactly_zero_or_one():
+    torch.manual_seed(0)
+    sample = DAM(heads=2, n=8).sample()
+    assert sample.shape == (1, 2, 8, 8)
+    assert ((sample == 0) | (sample == 1)).all()
+    assert 0 < sample.sum() < sample.numel()
+
+
+def test_soft_sample_lies_strictly_between_zero_and_one():
+    torch.manual_seed(0)
+    sample = DAM(heads=2, n=8, hard=False).sample()
+    assert ((sample > 0) & (sample < 1)).all()
+
+
+def test_hard_sample_is_the_rounded_soft_sample_of_the_same_noise():
+    torch.manual_seed(3)
+    soft = DAM(heads=2, n=8, hard=False).sample()
+    torch.manual_seed(3)
+    hard = DAM(heads=2, n=8, hard=True).sample()
+    assert torch.equal(hard, (soft > 0.5).float())
+
+
+def test_sample_draws_from_the_global_torch_rng():
+    dam = DAM(heads=2, n=8)
+    torch.manual_seed(1)
+    first = dam.sample()
+    torch.manual_seed(1)
+    assert torch.equal(dam.sample(), first)
+    torch.manual_seed(2)
+    assert not torch.equal(dam.sample(), first)
+
+
+def test_straight_through_gradient_reaches_alpha_as_the_soft_gradient():
+    weights = torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for hard in (True, False):
+        dam = DAM(heads=2, n=6, hard=hard, init=0.3)
+        torch.manual_seed(4)
+        (dam.sample() * weights).sum().backward()
+        grads.append(dam.alpha.grad)
+    assert torch.equal(grads[0], grads[1])
+    assert (grads[0] != 0).all()
+
+
+def test_lower_tau_makes_the_soft_sample_sharper():
+    dam = DAM(heads=4, n=16, hard=False)
+    torch.manual_seed(0)
+    warm = dam.sample()
+    dam.tau = 0.1
+    torch.manual_seed(0)
+    cold = dam.sample()
+    assert (cold - 0.5).abs().mean() > (warm - 0.5).abs().mean()
+    assert torch.equal(cold > 0.5, warm > 0.5)
+
+
+def test_structured_probs_equal_their_toeplitz_expansion():
+    dam = DAM(heads=2, n=5, structure="structured")
+    with torch.no_grad():
+        dam.alpha.copy_(torch.randn(1, 2, 5, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(dam.probs(), toeplitz(torch.sigmoid(dam.alpha.detach())))
+
+
+def test_structured_sample_is_a_symmetric_toeplitz_mask():
+    torch.manual_seed(0)
+    sample = DAM(heads=3, n=7, structure="structured").sample().detach()
+    assert torch.equal(sample, toeplitz(sample[..., 0, :]))
+
+
+def test_structured_gradient_reaches_every_distance():
+    dam = DAM(heads=2, n=5, structure="structured")
+    torch.manual_seed(0)
+    dam.sample().sum().backward()
+    assert (dam.alpha.grad != 0).all()
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "structured"])
+def test_binarize_matches_keep_probability_above_one_half(structure):
+    dam = DAM(heads=3, n=6, layers=2, structure=structure)
+    with torch.no_grad():
+        dam.alpha.copy_(torch.randn_like(dam.alpha))
+    binary = dam.binarize()
+    assert binary.dtype == torch.bool
+    assert torch.equal(binary, dam.probs() > 0.5)
+
+
+def test_l1_sum_counts_every_entry_of_the_mask_at_init():
+    assert DAM(heads=3, n=4, layers=2).l1().item() == 2 * 3 * 4 * 4 * 0.5
+
+
+def test_l1_mean_is_the_average_keep_probability():
+    assert DAM(heads=3, n=4, layers=2).l1("mean").item() == 0.5
+
+
+def test_structured_l1_counts_the_expanded_entries():
+    dam = DAM(heads=1, n=3, structure="structured")
+    with torch.no_grad():
+        dam.alpha.copy_(torch.tensor([[[10.0, 0.0, -10.0]]]))
+    p = torch.sigmoid(torch.tensor([10.0, 0.0, -10.0]))
+    assert torch.isclose(dam.l1(), 3 * p[0] + 4 * p[1] + 2 * p[2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_l1_is_fp32_and_finite_under_autocast(dtype):
+    dam = DAM(heads=12, n=128, init=20.0)  # ≈ 196,608 kept entries: beyond fp16's 65,504
+    with torch.autocast(device_type="cpu", dtype=dtype):
+        l1 = dam.l1()
+    assert l1.dtype == torch.float32
+    assert l1.item() == 12 * 128 * 128
+
+
+def test_l1_is_fp32_and_finite_for_a_half_precision_module():
+    dam = DAM(heads=12, n=128, init=20.0).half()
+    assert dam.l1().dtype == torch.float32
+    assert dam.l1().item() == 12 * 128 * 128
+
+
+def test_half_precision_module_samples_without_nan():
+    torch.manual_seed(0)
+    sample = DAM(heads=2, n=16).half().sample()
+    assert sample.dtype == torch.float16
+    assert ((sample == 0) | (sample == 1)).all()
+
+
+def test_unknown_l1_norm_is_refused():
+    with pytest.raises(SparseBertError, match="mask.l1_norm='max'"):
+        DAM(heads=1, n=2).l1("max")
+
+
+def test_unknown_structure_is_refused():
+    with pytest.raises(SparseBertError, match="mask.structure='toeplitz'"):
+        DAM(heads=1, n=2, structure="toeplitz")
+
+
+def test_non_positive_tau_is_refused():
+    with pytest.raises(SparseBertError, match="mask.tau=0"):
+        DAM(heads=1, n=2, tau=0)
+
+
+def test_tau_stays_constant_without_a_final_value():
+    assert annealed_tau(MaskConfig(tau=2.0), step=50, total_steps=100) == 2.0
+
+
+def test_tau_anneals_linearly_to_its_final_value():
+    cfg = MaskConfig(tau=2.0, tau_final=0.5)
+    taus = [annealed_tau(cfg, step, total_steps=4) for step in (0, 2, 4, 8)]
+    assert taus == [2.0, 1.25, 0.5, 0.5]
