@@ -1,0 +1,185 @@
+"""`sparsebert report`: the paper's results table of a sweep, and the figures of a run.
+
+    sparsebert report PATH... [--rows K,K] [--cols K] [--format table|md|csv|latex|json] [--out FILE]
+    sparsebert report --figures RUN [--out-dir DIR]
+    sparsebert report --patterns N [--out-dir DIR]
+
+The table has one row per mask configuration with its sparsity, one column per task, cells
+mean ± std over seeds with the seed count, and an Average as in PAPER.md §5: MNLI m and mm count
+as two columns; for QQP and MRPC (acc/F1) and STS-B (Pearson/Spearman) the mean of the pair counts
+once, as in the GLUE benchmark's score. Metrics are shown ×100. See `reporting/table.py`.
+Torch is imported only when figures are drawn, so `--help` and the table stay fast.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from sparsebert_cli import runs
+from sparsebert_cli.errors import SparseBertError
+
+SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "json"}
+
+EPILOG = """\
+cells: mean ± sample std over seeds (the `seed` key) with the seed count n; a cell with failed
+jobs says so, one with no completed job reads failed, running or missing. Avg: the plain mean
+over the columns, MNLI m and mm counted as two columns, the mean of acc and F1 (QQP, MRPC) and of
+Pearson and Spearman (STS-B) counted once (GLUE's convention). Metrics ×100, sparsity in %.
+
+examples:
+  sparsebert report runs/pipeline/multirun/default
+  sparsebert report 'runs/pipeline/multirun/*' --format md --out results.md
+  sparsebert report runs/pipeline/multirun/lam --rows mask.lam --cols task.name
+  sparsebert report --figures latest          (importance and mask figures of a search run)
+  sparsebert report --patterns 128 --out-dir figures
+"""
+
+
+def _keys(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError("give one or more config keys, e.g. mask.name,mask.lam")
+    return keys
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from sparsebert_cli.reporting.formats import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="sparsebert report",
+        description="The paper-style results table of run folders, and figures of a run.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="sweep folders, run folders or globs"
+    )
+    parser.add_argument(
+        "--rows",
+        type=_keys,
+        help="config keys of a row (default: mask.name, plus mask.structure and mask.lam for dam)",
+    )
+    parser.add_argument("--cols", type=_keys, help="config keys of a column (default: task.name)")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="write the table to FILE")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--figures",
+        metavar="RUN",
+        help="draw a run's figures: importance (search run) and binarised mask; 'latest' = newest "
+        "completed search run",
+    )
+    mode.add_argument(
+        "--patterns", type=_positive, metavar="N", help="draw the fixed mask patterns at n = N"
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, help="figures folder (default: RUN/figures, or ./figures)"
+    )
+    args = parser.parse_args(argv)
+    figures = args.figures is not None or args.patterns is not None
+    if figures and args.paths:
+        parser.error("give either PATH... for the table or --figures/--patterns, not both")
+    if not figures and not args.paths:
+        parser.error("give the sweep or run folders to report on (PATH...), or --figures RUN")
+    if not figures and args.out_dir is not None:
+        parser.error("--out-dir is for --figures/--patterns; the table goes to --out FILE")
+    return args
+
+
+def write_summaries(sweep_dir: Path) -> list[Path]:
+    """Write summary.md, summary.csv and summary.json of the runs under `sweep_dir` into it."""
+    from sparsebert_cli.reporting.formats import RENDERERS
+    from sparsebert_cli.reporting.table import build_table
+
+    table = build_table([sweep_dir])
+    written = []
+    for name, fmt in SUMMARY_FORMATS.items():
+        runs.atomic_write_text(Path(sweep_dir) / name, RENDERERS[fmt](table))
+        written.append(Path(sweep_dir) / name)
+    return written
+
+
+def _table(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.formats import NOTE, RENDERERS, to_rich
+    from sparsebert_cli.reporting.table import build_table
+
+    table = build_table(args.paths, args.rows, args.cols)
+    for warning in table.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.out is not None:
+        runs.atomic_write_text(args.out, RENDERERS[args.format](table))
+        print(f"wrote {args.out}")
+    elif args.format == "table":
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
+            console = Console(width=200)
+        console.print(to_rich(table))
+        print(NOTE)
+        for row in table.rows:
+            for cell in row.cells:
+                for error in cell.errors:
+                    print(f"failed: {error}")
+    else:
+        print(RENDERERS[args.format](table), end="")
+
+
+def _figures(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.importance import TRACE_FILE, write_importance_figures
+    from sparsebert_cli.reporting.mask_figures import write_pattern_grid, write_run_mask_figure
+
+    if args.patterns is not None:
+        written = write_pattern_grid(args.patterns, args.out_dir or Path("figures"))
+    else:
+        run_dir = _run_folder(args.figures)
+        out_dir = args.out_dir or run_dir / "figures"
+        written = []
+        if (run_dir / "artifacts" / TRACE_FILE).is_file():
+            written += write_importance_figures(run_dir, out_dir)
+        mask_figure = write_run_mask_figure(run_dir, out_dir)
+        if mask_figure is not None:
+            written.append(mask_figure)
+        if not written:
+            raise SparseBertError(
+                f"{run_dir} has neither an importance trace (artifacts/{TRACE_FILE}) nor a mask "
+                "artifact (artifacts/mask.json or artifacts/model/mask.json); pass a completed "
+                "search, pretrain or finetune run."
+            )
+    for path in written:
+        print(path)
+
+
+def _run_folder(ref: str) -> Path:
+    if ref == "latest":
+        from sparsebert_cli.tools import default_runs_dir
+
+        return runs.resolve("search", "latest", default_runs_dir())
+    run_dir = Path(ref)
+    if not (run_dir / runs.MANIFEST).is_file():
+        raise SparseBertError(
+            f"{run_dir} is not a run folder (no manifest.json); pass the folder of a completed "
+            "search, pretrain or finetune run, or 'latest'."
+        )
+    return run_dir.resolve()
+
+
+def main(argv: list[str]) -> int:
+    """Run `sparsebert report`; a user mistake prints one paragraph and exits 1."""
+    args = parse_args(argv)
+    try:
+        if args.paths:
+            _table(args)
+        else:
+            _figures(args)
+    except SparseBertError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

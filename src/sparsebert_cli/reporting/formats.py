@@ -1,0 +1,170 @@
+"""Render a results `Table` as a rich terminal table, Markdown, CSV, LaTeX or JSON.
+
+A cell reads `81.9/81.9 ± 0.3/0.2 (n=3)`: the mean of each headline number over the completed
+seeds, their sample standard deviations (shown from two seeds on) and the seed count; a cell with
+failed or running jobs says how many, one with no completed job reads `failed`, `running` or
+`missing`.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+
+from sparsebert_cli.reporting.table import MASK_IDENTITY, Cell, Column, Table
+
+FORMATS = ("table", "md", "csv", "latex", "json")
+NOTE = (
+    "Cells: mean ± sample std over seeds (n = completed seeds), metrics ×100, sparsity in %. "
+    "Avg: mean over the columns, MNLI m and mm counted separately, the mean of acc/F1 (QQP, "
+    "MRPC) and of Pearson/Spearman (STS-B) counted once."
+)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def cell_text(cell: Cell) -> str:
+    """The text of one cell (see the module docstring)."""
+    if cell.completed == 0:
+        count = cell.failed or cell.running
+        return cell.status if count <= 1 else f"{cell.status} ({count})"
+    stats = list(cell.values.values())
+    text = "/".join(_number(s.mean) for s in stats)
+    if all(s.std is not None for s in stats):
+        text += " ± " + "/".join(_number(s.std) for s in stats)
+    text += f" (n={cell.completed})"
+    if cell.failed:
+        text += f", {cell.failed} failed"
+    if cell.running:
+        text += f", {cell.running} running"
+    return text
+
+
+def column_header(column: Column) -> str:
+    labels = [label for label, _ in column.metrics]
+    return f"{column.label} {'/'.join(labels)}" if len(labels) > 1 else column.label
+
+
+def _first_header(table: Table) -> str:
+    return "mask" if table.row_keys == list(MASK_IDENTITY) else ", ".join(table.row_keys)
+
+
+def _grid(table: Table) -> list[list[str]]:
+    """Header and rows as text: label, sparsity, one cell per column, average."""
+    header = [_first_header(table), "sparsity %", *map(column_header, table.columns), "Avg"]
+    body = [
+        [row.label, _number(row.sparsity), *map(cell_text, row.cells), _number(row.average)]
+        for row in table.rows
+    ]
+    return [header, *body]
+
+
+def _failures(table: Table) -> list[str]:
+    return [error for row in table.rows for cell in row.cells for error in cell.errors]
+
+
+def to_markdown(table: Table) -> str:
+    header, *body = _grid(table)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines += ["", NOTE]
+    failures = _failures(table)
+    if failures:
+        lines += ["", "Failed runs:", *(f"- {line}" for line in failures)]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """One line per row: its keys, sparsity, each number's mean and std, n and status per column."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["row", *table.row_keys, "sparsity"]
+    for column in table.columns:
+        for label, _ in column.metrics:
+            name = f"{column.label} {label}".strip()
+            header += [f"{name} mean", f"{name} std"]
+        header += [f"{column.label} n", f"{column.label} status"]
+    writer.writerow([*header, "average"])
+    for row in table.rows:
+        line = [row.label, *(row.key.get(k, "") for k in table.row_keys), _csv(row.sparsity)]
+        for cell in row.cells:
+            for stat in cell.values.values():
+                line += [_csv(stat.mean), _csv(stat.std)]
+            line += [cell.completed, cell.status]
+        writer.writerow([*line, _csv(row.average)])
+    return out.getvalue()
+
+
+def _csv(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "λ": r"$\lambda$",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(char, char) for char in text)
+
+
+def to_latex(table: Table) -> str:
+    header, *body = _grid(table)
+    lines = [
+        r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+        r"\hline",
+        " & ".join(map(latex_escape, header)) + r" \\",
+        r"\hline",
+        *(" & ".join(map(latex_escape, row)) + r" \\" for row in body),
+        r"\hline",
+        r"\end{tabular}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(table: Table) -> str:
+    return json.dumps({**dataclasses.asdict(table), "note": NOTE}, indent=2, default=str) + "\n"
+
+
+def to_rich(table: Table):
+    """A rich Table (failed cells red, partial ones yellow) for the terminal."""
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    header, *body = _grid(table)
+    rich_table = RichTable(title="SparseBERT results")
+    for i, name in enumerate(header):
+        rich_table.add_column(name, justify="left" if i == 0 else "right")
+    styles = {"failed": "red", "partial": "yellow", "running": "yellow", "missing": "dim"}
+    for row, texts in zip(table.rows, body, strict=True):
+        cells = [
+            Text(t, style=styles.get(c.status, ""))
+            for c, t in zip(row.cells, texts[2:-1], strict=True)
+        ]
+        rich_table.add_row(Text(texts[0]), texts[1], *cells, texts[-1])
+    return rich_table
+
+
+def to_text(table: Table) -> str:
+    """The terminal table as plain text (for `--format table --out FILE`)."""
+    from rich.console import Console
+
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(to_rich(table))
+    return console.export_text() + NOTE + "\n"
+
+
+RENDERERS = {"table": to_text, "md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}

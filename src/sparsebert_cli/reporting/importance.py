@@ -1,0 +1,205 @@
+"""Importance analysis of a search run (PAPER.md §2): how the keep probability σ(α) evolves.
+
+Reads `<search_run>/artifacts/importance_trace.safetensors`: `probs` float [T, L, H, n, n] (σ(α) at
+each snapshot, L = 1 for a mask shared by all layers) and `steps` int [T]. Draws
+- `importance_step_<step>.png`: the keep-probability heat map per layer and head at a few snapshots;
+- `importance_by_distance.png`: the mean keep probability by distance D = |i − j| over training,
+  and the diagonal (D = 0), near-diagonal (1 ≤ D ≤ NEAR_DIAGONAL) and far (D > NEAR_DIAGONAL)
+  entries over training;
+- `importance_cls_sep.png`: the rows and columns of [CLS] (position 0) and [SEP] (position n − 1,
+  the last token of a full-length sequence) against all other entries;
+and writes `importance.json` with the numbers behind each figure. Means are over layers, heads and
+the entries concerned (each entry weighs the same). `diagonal_rank` is the rank of D = 0 among the
+n distances by mean keep probability, 1 = least important (the paper's finding).
+"""
+
+from pathlib import Path
+
+from sparsebert_cli import runs
+from sparsebert_cli.errors import SparseBertError
+
+TRACE_FILE = "importance_trace.safetensors"
+NEAR_DIAGONAL = 3
+SNAPSHOTS = 4
+
+
+def load_trace(run_dir: Path):
+    """(probs float [T, L, H, n, n], steps long [T]) of a search run, checked."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(run_dir) / "artifacts" / TRACE_FILE
+    if not path.is_file():
+        raise SparseBertError(
+            f"{path} does not exist: {run_dir} is not a search run with an importance trace; pass "
+            "the folder of a completed `sparsebert search mask=dam` run (or 'latest')."
+        )
+    try:
+        tensors = load_file(path)
+    except SafetensorError as error:
+        raise SparseBertError(
+            f"{path} is not a valid safetensors file ({error}); re-run the search."
+        ) from None
+    probs, steps = tensors.get("probs"), tensors.get("steps")
+    if (
+        probs is None
+        or steps is None
+        or probs.dim() != 5
+        or probs.shape[-1] != probs.shape[-2]
+        or probs.shape[-1] < 3
+        or steps.shape != (probs.shape[0],)
+    ):
+        found = {k: list(v.shape) for k, v in tensors.items()}
+        raise SparseBertError(
+            f"{path} holds {found}, not 'probs' [T, L, H, n, n] with n ≥ 3 and 'steps' [T]; re-run "
+            "the search to write it again."
+        )
+    return probs.float(), steps.long()
+
+
+def snapshot_indices(count: int, wanted: int = SNAPSHOTS) -> list[int]:
+    """Up to `wanted` snapshot indices spread evenly from the first to the last."""
+    if count <= wanted:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
+
+
+def importance_numbers(probs, steps) -> dict:
+    """The numbers behind the figures, per snapshot (lists of length T unless said otherwise)."""
+    import torch
+
+    _, _, _, n, _ = probs.shape
+    mean_map = probs.mean(dim=(1, 2))  # [T, n, n]
+    positions = torch.arange(n)
+    distance = (positions[:, None] - positions[None, :]).abs()  # [n, n]
+    flat = mean_map.flatten(1)  # [T, n·n]
+    counts = torch.bincount(distance.flatten(), minlength=n).float()
+    by_distance = torch.zeros(mean_map.shape[0], n).index_add_(1, distance.flatten(), flat) / counts
+    near = (distance >= 1) & (distance <= NEAR_DIAGONAL)
+    far = distance > NEAR_DIAGONAL
+    diagonal = by_distance[:, 0]
+    return {
+        "steps": steps.tolist(),
+        "n": n,
+        "layers": probs.shape[1],
+        "heads": probs.shape[2],
+        "near_diagonal_max_distance": NEAR_DIAGONAL,
+        "by_distance": by_distance.tolist(),  # [T][n]: mean keep probability at D = 0 … n − 1
+        "diagonal": diagonal.tolist(),
+        "near_diagonal": mean_map[:, near].mean(dim=1).tolist(),
+        "far": mean_map[:, far].mean(dim=1).tolist(),
+        "diagonal_rank": (1 + (by_distance[:, 1:] < diagonal[:, None]).sum(dim=1)).tolist(),
+        "cls_row": mean_map[:, 0, :].mean(dim=1).tolist(),
+        "cls_column": mean_map[:, :, 0].mean(dim=1).tolist(),
+        "sep_row": mean_map[:, n - 1, :].mean(dim=1).tolist(),
+        "sep_column": mean_map[:, :, n - 1].mean(dim=1).tolist(),
+        "other": mean_map[:, 1 : n - 1, 1 : n - 1].mean(dim=(1, 2)).tolist(),
+        "mean_per_layer_head": probs.mean(dim=(-1, -2)).tolist(),  # [T][L][H]
+    }
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path: Path) -> Path:
+    from sparsebert_cli.masks.atomic import write_atomically
+
+    return write_atomically(
+        path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight")
+    )
+
+
+def _plot_by_distance(numbers: dict, path: Path) -> Path:
+    figure = _figure(12, 4.5)
+    left, right = figure.subplots(1, 2)
+    steps = numbers["steps"]
+    image = left.imshow(
+        numbers["by_distance"],
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        interpolation="nearest",
+        extent=(-0.5, numbers["n"] - 0.5, -0.5, len(steps) - 0.5),
+    )
+    left.set_yticks(range(len(steps)), [str(s) for s in steps])
+    left.set_xlabel("distance |i − j|")
+    left.set_ylabel("training step")
+    left.set_title("mean keep probability by distance\nover training")
+    figure.colorbar(image, ax=left, label="mean keep probability σ(α)")
+    k = numbers["near_diagonal_max_distance"]
+    for key, label in (
+        ("diagonal", "diagonal (|i − j| = 0)"),
+        ("near_diagonal", f"near-diagonal (1 ≤ |i − j| ≤ {k})"),
+        ("far", f"far (|i − j| > {k})"),
+    ):
+        right.plot(steps, numbers[key], marker="o", label=label)
+    right.set_xlabel("training step")
+    right.set_ylabel("mean keep probability σ(α)")
+    right.set_title("diagonal vs near-diagonal vs far\nover training")
+    right.legend()
+    return _save(figure, path)
+
+
+def _plot_cls_sep(numbers: dict, last_map, path: Path) -> Path:
+    figure = _figure(12, 4.5)
+    left, right = figure.subplots(1, 2)
+    steps, n = numbers["steps"], numbers["n"]
+    for key, label in (
+        ("cls_row", "[CLS] row (as query)"),
+        ("cls_column", "[CLS] column (as key)"),
+        ("sep_row", "[SEP] row (as query)"),
+        ("sep_column", "[SEP] column (as key)"),
+        ("other", "all other entries"),
+    ):
+        left.plot(steps, numbers[key], marker="o", label=label)
+    left.set_xlabel("training step")
+    left.set_ylabel("mean keep probability σ(α)")
+    left.set_title("[CLS] and [SEP] rows and columns\nover training")
+    left.legend()
+    image = right.imshow(last_map, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    for position in (0, n - 1):
+        right.axhline(position, color="red", linewidth=0.8)
+        right.axvline(position, color="red", linewidth=0.8)
+    right.set_xlabel("key position j ([CLS] = 0, [SEP] = n − 1)")
+    right.set_ylabel("query position i")
+    right.set_title(f"keep probability at step {steps[-1]}\n(layers and heads averaged)")
+    figure.colorbar(image, ax=right, label="keep probability σ(α)")
+    return _save(figure, path)
+
+
+def write_importance_figures(run_dir: Path, out_dir: Path) -> list[Path]:
+    """Draw the importance figures of a search run into `out_dir`; returns the files written."""
+    from sparsebert_cli.masks.plots import plot_mask_grid
+
+    probs, steps = load_trace(run_dir)
+    numbers = importance_numbers(probs, steps)
+    chosen = snapshot_indices(len(numbers["steps"]))
+    written = []
+    heat_maps = {}
+    for index in chosen:
+        step = numbers["steps"][index]
+        path = plot_mask_grid(
+            probs[index],
+            out_dir / f"importance_step_{step:06d}.png",
+            f"keep probability σ(α) per layer and head at step {step}",
+        )
+        heat_maps[str(step)] = path.name
+        written.append(path)
+    written.append(_plot_by_distance(numbers, out_dir / "importance_by_distance.png"))
+    written.append(
+        _plot_cls_sep(numbers, probs[-1].mean(dim=(0, 1)), out_dir / "importance_cls_sep.png")
+    )
+    numbers["figures"] = {
+        "heat_maps": heat_maps,
+        "by_distance": "importance_by_distance.png",
+        "cls_sep": "importance_cls_sep.png",
+    }
+    json_path = out_dir / "importance.json"
+    runs.atomic_write_json(json_path, numbers)
+    return [*written, json_path]

@@ -1,0 +1,176 @@
+"""Reading run folders for the results table: which runs count, and what the table needs of each.
+
+Only pipeline, finetune and evaluate runs carry results; a run consumed by another reported run
+(a pipeline's evaluate step, an evaluate run's finetune run) is left out, so no result counts twice.
+A config key's value comes from the run's resolved `config.yaml`, else Hydra's `.hydra/config.yaml`
+(a job that failed early), else its `.hydra/overrides.yaml` (group choices such as `mask=dam_s`).
+Paths read from manifests are followed only inside the runs folder the run lives in.
+"""
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparsebert_cli import runs
+from sparsebert_cli.errors import SparseBertError
+
+RESULT_STAGES = ("pipeline", "finetune", "evaluate")
+
+
+@dataclass
+class RunRecord:
+    """What the table needs from one run folder."""
+
+    dir: Path
+    status: str
+    config: dict
+    overrides: dict[str, str]
+    metrics: dict[str, float]
+    error: str | None
+    sparsity: float | None
+
+
+def canonical(value: Any) -> Any:
+    """One value per meaning: "1e-3", "0.001" and 0.001 all become 0.001; "2" becomes 2."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    return value
+
+
+def lookup(record: RunRecord, key: str) -> Any:
+    """The value of a dotted key: from the resolved config, else from the job's overrides."""
+    node: Any = record.config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None or isinstance(node, dict | list):
+        node = record.overrides.get(key)
+    return canonical(node)
+
+
+def _load_config(run_dir: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    for path in (run_dir / runs.CONFIG, run_dir / ".hydra" / "config.yaml"):
+        if path.is_file():
+            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def _load_overrides(run_dir: Path) -> dict[str, str]:
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    found = {}
+    for item in OmegaConf.to_container(OmegaConf.load(path)) or []:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            found[key.lstrip("+~")] = value
+    return found
+
+
+def runs_root(run_dir: Path, stage: str) -> Path:
+    """The runs folder a run lives in (`<runs_dir>/<stage>/...`), or the run itself if unclear."""
+    for parent in run_dir.parents:
+        if parent.name == stage:
+            return parent.parent
+    return run_dir
+
+
+def _mask_json_sparsity(path: Path) -> float | None:
+    if not path.is_file():
+        return None
+    try:
+        value = runs.read_json(path).get("sparsity")
+    except SparseBertError:
+        return None
+    if isinstance(value, dict):
+        value = value.get("overall")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _sparsity(run_dir: Path, manifest: dict, metrics: dict, warnings: list[str]) -> float | None:
+    """`mask/sparsity` from metrics.json, else the mask.json of the run or of its inputs."""
+    if isinstance(metrics.get("mask/sparsity"), int | float):
+        return float(metrics["mask/sparsity"])
+    root = runs_root(run_dir, str(manifest.get("stage")))
+    candidates = [run_dir]
+    for name, upstream in (manifest.get("inputs") or {}).items():
+        path = Path(str((upstream or {}).get("run_dir", "")))
+        if path.is_absolute() and runs.inside(path, root):
+            candidates.append(path)
+        else:
+            warnings.append(
+                f"{run_dir}: ignored input '{name}' at {path}, which lies outside the runs folder "
+                f"{root}."
+            )
+    for candidate in candidates:
+        for relative in ("artifacts/mask.json", "artifacts/model/mask.json"):
+            found = _mask_json_sparsity(candidate / relative)
+            if found is not None:
+                return found
+    return None
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    found = []
+    for path in paths:
+        matches = sorted(glob.glob(str(path))) if glob.has_magic(str(path)) else [str(path)]
+        existing = [Path(m) for m in matches if Path(m).exists()]
+        if not existing:
+            raise SparseBertError(
+                f"{path} does not exist; pass a sweep folder such as "
+                "runs/pipeline/multirun/<sweep_name>, a run folder, or a glob of them."
+            )
+        found.extend(existing)
+    return found
+
+
+def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
+    """The result runs under `paths` (folders or globs) and the warnings met while reading them."""
+    warnings: list[str] = []
+    manifests: dict[Path, dict] = {}
+    for path in _expand(paths):
+        for run_dir, manifest in runs.iter_runs(path):
+            if manifest.get("stage") in RESULT_STAGES:
+                manifests[run_dir.resolve()] = manifest
+    if not manifests:
+        raise SparseBertError(
+            f"no pipeline, finetune or evaluate run folder (with a manifest.json) under "
+            f"{', '.join(str(p) for p in paths)}; pass a sweep folder such as "
+            "runs/pipeline/multirun/<sweep_name> or a run folder."
+        )
+    consumed = {
+        Path(str(upstream.get("run_dir"))).resolve()
+        for manifest in manifests.values()
+        for upstream in (manifest.get("inputs") or {}).values()
+        if isinstance(upstream, dict) and upstream.get("run_dir")
+    }
+    records = []
+    for run_dir, manifest in manifests.items():
+        if run_dir in consumed:
+            continue
+        status = manifest.get("status", "running")
+        metrics_path = run_dir / runs.METRICS
+        metrics = {}
+        if status == "completed" and metrics_path.is_file():
+            metrics = runs.read_json(metrics_path)
+        records.append(
+            RunRecord(
+                dir=run_dir,
+                status=status,
+                config=_load_config(run_dir),
+                overrides=_load_overrides(run_dir),
+                metrics=metrics,
+                error=manifest.get("error"),
+                sparsity=_sparsity(run_dir, manifest, metrics, warnings),
+            )
+        )
+    return records, warnings

@@ -1,0 +1,227 @@
+"""The paper's results table (PAPER.md §5) from run folders: one row per mask, one column per task.
+
+Runs (read by `records`) are grouped by `row_keys` and `col_keys` (dotted config keys); seeds are
+what a cell's mean ± std (sample standard deviation) is taken over. Metrics in metrics.json are
+fractions; the table shows them ×100 like the paper, and the mask sparsity in percent.
+
+Cells of a task with two headline numbers show both (MNLI m/mm, QQP and MRPC acc/F1, STS-B
+Pearson/Spearman). The Average is the plain mean over the table's columns with MNLI m and mm
+counted as two columns (PAPER.md §5); for QQP, MRPC and STS-B the mean of the pair enters the
+Average, as in the GLUE benchmark's score. A row missing any column has no Average.
+"""
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsebert_cli.reporting.records import RunRecord, collect_runs, lookup
+
+MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam")
+DEFAULT_COLS = ("task.name",)
+SEED_KEY = "seed"
+HEADLINE = (("", "eval/headline"),)
+# task -> (short label, metrics.json key) of the numbers its cell shows, in the paper's order.
+TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "mnli": (("m", "eval/accuracy"), ("mm", "eval/mismatched/accuracy")),
+    "qqp": (("acc", "eval/accuracy"), ("F1", "eval/f1")),
+    "qnli": (("acc", "eval/accuracy"),),
+    "sst2": (("acc", "eval/accuracy"),),
+    "cola": (("MCC", "eval/mcc"),),
+    "stsb": (("P", "eval/pearson"), ("S", "eval/spearman")),
+    "mrpc": (("acc", "eval/accuracy"), ("F1", "eval/f1")),
+    "rte": (("acc", "eval/accuracy"),),
+    "wnli": (("acc", "eval/accuracy"),),
+}
+TASK_LABELS = {
+    "mnli": "MNLI",
+    "qqp": "QQP",
+    "qnli": "QNLI",
+    "sst2": "SST-2",
+    "cola": "CoLA",
+    "stsb": "STS-B",
+    "mrpc": "MRPC",
+    "rte": "RTE",
+    "wnli": "WNLI",
+}
+SPLIT_IN_AVERAGE = ("mnli",)  # each of its numbers counts as a column of its own
+
+
+@dataclass
+class Stat:
+    mean: float | None
+    std: float | None  # sample std over seeds; None with fewer than two values
+    n: int
+
+
+@dataclass
+class Cell:
+    status: str  # ok | partial (some runs failed or running) | failed | running | missing
+    values: dict[str, Stat]  # metric label -> mean ± std over the completed runs
+    seeds: list[Any]
+    completed: int
+    failed: int
+    running: int
+    errors: list[str]
+    runs: list[str]
+
+
+@dataclass
+class Column:
+    key: dict[str, Any]
+    label: str
+    task: str | None
+    metrics: list[tuple[str, str]]  # (label, metrics.json key)
+
+
+@dataclass
+class Row:
+    key: dict[str, Any]
+    label: str
+    sparsity: float | None
+    cells: list[Cell]
+    average: float | None
+
+
+@dataclass
+class Table:
+    row_keys: list[str]
+    col_keys: list[str]
+    columns: list[Column]
+    rows: list[Row]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _row_key(record: RunRecord, row_keys: list[str] | None) -> tuple[tuple[str, Any], ...]:
+    if row_keys is not None:
+        return tuple((key, lookup(record, key)) for key in row_keys)
+    name = lookup(record, "mask.name")
+    keys = MASK_IDENTITY if name == "dam" else MASK_IDENTITY[:1]
+    return tuple((key, lookup(record, key)) for key in keys)
+
+
+def _format_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def row_label(key: dict[str, Any], default_keys: bool) -> str:
+    """`DAM_s λ=0.001` for a default (mask identity) row, `k=v, k=v` otherwise."""
+    if default_keys and key.get("mask.name") == "dam":
+        variant = "DAM_s" if key.get("mask.structure") == "structured" else "DAM_u"
+        return f"{variant} λ={_format_value(key.get('mask.lam'))}"
+    if default_keys:
+        return str(key.get("mask.name"))
+    return ", ".join(f"{k}={_format_value(v)}" for k, v in key.items())
+
+
+def _sort_key(key: tuple[tuple[str, Any], ...]) -> tuple:
+    return tuple(
+        (0, value, "") if isinstance(value, int | float) else (1, 0, str(value)) for _, value in key
+    )
+
+
+def _column_order(key: tuple[tuple[str, Any], ...]) -> tuple:
+    value = key[0][1] if len(key) == 1 else None
+    if key and key[0][0] == "task.name" and value in TASK_METRICS:
+        return (0, list(TASK_METRICS).index(value), ())
+    return (1, 0, _sort_key(key))
+
+
+def _stat(values: list[float]) -> Stat:
+    if not values:
+        return Stat(mean=None, std=None, n=0)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Stat(mean=statistics.fmean(values), std=std, n=len(values))
+
+
+def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
+    done = [r for r in records if r.status == "completed"]
+    failed = [r for r in records if r.status == "failed"]
+    running = [r for r in records if r.status not in ("completed", "failed")]
+    values = {
+        label: _stat(
+            [100.0 * r.metrics[key] for r in done if isinstance(r.metrics.get(key), int | float)]
+        )
+        for label, key in metrics
+    }
+    if done:
+        status = "partial" if failed or running else "ok"
+    else:
+        status = "failed" if failed else "running" if running else "missing"
+    return Cell(
+        status=status,
+        values=values,
+        seeds=sorted((lookup(r, SEED_KEY) for r in done), key=str),
+        completed=len(done),
+        failed=len(failed),
+        running=len(running),
+        errors=[f"{r.dir}: {(r.error or 'failed').splitlines()[0]}" for r in failed],
+        runs=[str(r.dir) for r in records],
+    )
+
+
+def _average_terms(column: Column, cell: Cell) -> list[float] | None:
+    means = [cell.values[label].mean for label, _ in column.metrics]
+    if any(m is None for m in means):
+        return None
+    if column.task in SPLIT_IN_AVERAGE:
+        return means
+    return [statistics.fmean(means)]
+
+
+def build_table(
+    paths: list[Path], rows: list[str] | None = None, cols: list[str] | None = None
+) -> Table:
+    """Read the runs under `paths` into the paper-shaped table.
+
+    rows: config keys of a row (None: the mask identity, i.e. mask.name, plus mask.structure and
+    mask.lam for dam); cols: config keys of a column (None: task.name).
+    """
+    records, warnings = collect_runs([Path(p) for p in paths])
+    col_keys = list(cols or DEFAULT_COLS)
+    grouped: dict[tuple, dict[tuple, list[RunRecord]]] = {}
+    col_ids: set[tuple] = set()
+    for record in records:
+        col_id = tuple((key, lookup(record, key)) for key in col_keys)
+        col_ids.add(col_id)
+        grouped.setdefault(_row_key(record, rows), {}).setdefault(col_id, []).append(record)
+
+    columns = []
+    ordered_cols = sorted(col_ids, key=_column_order)
+    for col_id in ordered_cols:
+        members = [r for cells in grouped.values() for r in cells.get(col_id, [])]
+        tasks = {lookup(r, "task.name") for r in members}
+        task = tasks.pop() if len(tasks) == 1 else None
+        metrics = list(TASK_METRICS.get(task, HEADLINE))
+        if col_keys == list(DEFAULT_COLS):
+            label = TASK_LABELS.get(task, str(task))
+        else:
+            label = ", ".join(f"{k}={_format_value(v)}" for k, v in col_id)
+        columns.append(Column(key=dict(col_id), label=label, task=task, metrics=metrics))
+
+    table_rows = []
+    for row_id in sorted(grouped, key=_sort_key):
+        by_col = grouped[row_id]
+        cells = [
+            _cell(by_col.get(c, []), col.metrics)
+            for c, col in zip(ordered_cols, columns, strict=True)
+        ]
+        terms = [_average_terms(col, cell) for col, cell in zip(columns, cells, strict=True)]
+        average = (
+            None if any(t is None for t in terms) else statistics.fmean(x for t in terms for x in t)
+        )
+        found = [r.sparsity for cell in by_col.values() for r in cell if r.sparsity is not None]
+        key = dict(row_id)
+        table_rows.append(
+            Row(
+                key=key,
+                label=row_label(key, rows is None),
+                sparsity=statistics.fmean(found) if found else None,
+                cells=cells,
+                average=average,
+            )
+        )
+    row_keys = list(rows) if rows is not None else list(MASK_IDENTITY)
+    return Table(
+        row_keys=row_keys, col_keys=col_keys, columns=columns, rows=table_rows, warnings=warnings
+    )

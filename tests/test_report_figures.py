@@ -1,0 +1,141 @@
+"""Importance figures of a search run, the binarised mask of a run, the pattern grid."""
+
+import json
+
+import pytest
+import torch
+from matplotlib.image import imread
+from safetensors.torch import save_file
+
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.artifact import save_mask
+from sparsebert_cli.masks.catalogue import presets
+from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
+from sparsebert_cli.masks.stats import sparsity
+from sparsebert_cli.report import main
+from sparsebert_cli.reporting.importance import snapshot_indices, write_importance_figures
+from sparsebert_cli.reporting.mask_figures import write_pattern_grid, write_run_mask_figure
+
+T, L, H, N = 5, 1, 2, 6
+
+
+@pytest.fixture
+def search_run(tmp_path):
+    """A search run with a seeded random trace [T, L, H, n, n] and its binarised mask."""
+    run_dir = tmp_path / "runs" / "search" / "r1"
+    probs = torch.rand(T, L, H, N, N, generator=torch.Generator().manual_seed(0))
+    probs[:, :, :, range(N), range(N)] = 0.01 * torch.arange(1, T + 1)[:, None, None, None]
+    (run_dir / "artifacts").mkdir(parents=True)
+    save_file(
+        {"probs": probs, "steps": torch.arange(T, dtype=torch.int64) * 10},
+        run_dir / "artifacts" / "importance_trace.safetensors",
+    )
+    save_mask(run_dir / "artifacts", probs[-1] > 0.5, {"kind": "dam_u"})
+    (run_dir / "manifest.json").write_text(json.dumps({"stage": "search", "status": "completed"}))
+    return run_dir, probs
+
+
+def _opens_as_png(path):
+    assert path.suffix == ".png"
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_importance_figures_exist_and_open_as_png(search_run, tmp_path):
+    run_dir, _ = search_run
+    written = write_importance_figures(run_dir, tmp_path / "fig")
+    names = sorted(p.name for p in written)
+    assert names == [
+        "importance.json",
+        "importance_by_distance.png",
+        "importance_cls_sep.png",
+        "importance_step_000000.png",
+        "importance_step_000010.png",
+        "importance_step_000030.png",
+        "importance_step_000040.png",
+    ]
+    for path in written:
+        if path.suffix == ".png":
+            _opens_as_png(path)
+
+
+def test_importance_numbers_match_the_trace(search_run, tmp_path):
+    run_dir, probs = search_run
+    write_importance_figures(run_dir, tmp_path / "fig")
+    numbers = json.loads((tmp_path / "fig" / "importance.json").read_text())
+    t = 2
+    p = probs[t].mean(dim=(0, 1))  # [n, n]
+    cells = [(i, j) for i in range(N) for j in range(N)]
+    at_distance = [[p[i, j].item() for i, j in cells if abs(i - j) == d] for d in range(N)]
+    expected_by_distance = [sum(values) / len(values) for values in at_distance]
+    near = [p[i, j].item() for i, j in cells if 1 <= abs(i - j) <= 3]
+    far = [p[i, j].item() for i, j in cells if abs(i - j) > 3]
+    assert numbers["steps"] == [0, 10, 20, 30, 40]
+    assert numbers["by_distance"][t] == pytest.approx(expected_by_distance)
+    assert numbers["diagonal"][t] == pytest.approx(0.03)
+    assert numbers["near_diagonal"][t] == pytest.approx(sum(near) / len(near))
+    assert numbers["far"][t] == pytest.approx(sum(far) / len(far))
+    assert numbers["cls_row"][t] == pytest.approx(p[0].mean().item())
+    assert numbers["sep_column"][t] == pytest.approx(p[:, N - 1].mean().item())
+    assert numbers["other"][t] == pytest.approx(p[1 : N - 1, 1 : N - 1].mean().item())
+    assert numbers["mean_per_layer_head"][t][0][1] == pytest.approx(probs[t, 0, 1].mean().item())
+
+
+def test_diagonal_ranks_first_when_it_is_the_least_kept_distance(search_run, tmp_path):
+    run_dir, _ = search_run
+    write_importance_figures(run_dir, tmp_path / "fig")
+    numbers = json.loads((tmp_path / "fig" / "importance.json").read_text())
+    assert numbers["diagonal_rank"] == [1] * T
+
+
+def test_snapshots_are_spread_from_first_to_last():
+    assert snapshot_indices(3) == [0, 1, 2]
+    assert snapshot_indices(10) == [0, 3, 6, 9]
+
+
+def test_run_without_trace_is_an_error_naming_the_file(tmp_path):
+    with pytest.raises(SparseBertError, match="importance_trace.safetensors does not exist"):
+        write_importance_figures(tmp_path, tmp_path / "fig")
+
+
+def test_trace_of_the_wrong_shape_is_an_error(tmp_path):
+    (tmp_path / "artifacts").mkdir()
+    save_file(
+        {"probs": torch.zeros(2, 4, 4), "steps": torch.zeros(2, dtype=torch.int64)},
+        tmp_path / "artifacts" / "importance_trace.safetensors",
+    )
+    with pytest.raises(SparseBertError, match=r"not 'probs' \[T, L, H, n, n\]"):
+        write_importance_figures(tmp_path, tmp_path / "fig")
+
+
+def test_binarised_mask_of_a_run_is_drawn(search_run, tmp_path):
+    run_dir, _ = search_run
+    path = write_run_mask_figure(run_dir, tmp_path / "fig")
+    assert path == tmp_path / "fig" / "mask_binarised.png"
+    _opens_as_png(path)
+
+
+def test_run_without_mask_artifact_has_no_mask_figure(tmp_path):
+    assert write_run_mask_figure(tmp_path, tmp_path / "fig") is None
+
+
+def test_pattern_grid_draws_every_pattern_with_its_sparsity(tmp_path):
+    png, json_path = write_pattern_grid(16, tmp_path)
+    _opens_as_png(png)
+    numbers = json.loads(json_path.read_text())
+    configs = presets(list(PATTERNS))
+    expected = {name: sparsity(pattern_mask(cfg, 16, 1)[0]) for name, cfg in configs.items()}
+    assert numbers == {"n": 16, "sparsity": pytest.approx(expected)}
+
+
+def test_cli_figures_go_to_the_run_figures_folder(search_run, capsys):
+    run_dir, _ = search_run
+    assert main(["--figures", str(run_dir)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert str(run_dir.resolve() / "figures" / "importance.json") in printed
+    assert str(run_dir.resolve() / "figures" / "mask_binarised.png") in printed
+
+
+def test_cli_figures_of_a_folder_that_is_no_run_is_an_error(tmp_path, capsys):
+    assert main(["--figures", str(tmp_path)]) == 1
+    assert "is not a run folder" in capsys.readouterr().err

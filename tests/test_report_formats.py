@@ -1,0 +1,155 @@
+"""Rendering the table (Markdown, CSV, LaTeX, JSON, terminal), the CLI and the sweep callback."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+from test_report_table import make_job, mrpc
+
+from sparsebert_cli.callbacks import SweepSummary
+from sparsebert_cli.report import main, write_summaries
+from sparsebert_cli.reporting.formats import cell_text, to_csv, to_json, to_latex, to_markdown
+from sparsebert_cli.reporting.table import Cell, Stat, build_table
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """dense: MRPC over two seeds and a failed RTE job; no_diag: MRPC only."""
+    folder = tmp_path / "runs" / "pipeline" / "multirun" / "s1"
+    make_job(folder / "a", seed=0, metrics=mrpc(0.80, 0.90, sparsity=0.0))
+    make_job(folder / "b", seed=1, metrics=mrpc(0.82, 0.92, sparsity=0.0))
+    make_job(folder / "c", task="rte", status="failed", error="out of memory")
+    make_job(folder / "d", mask="no_diag", metrics=mrpc(0.70, 0.80, sparsity=78.125))
+    return folder
+
+
+def _cell(status, completed, failed=0, running=0, stats=()):
+    values = {f"m{i}": Stat(mean, std, completed) for i, (mean, std) in enumerate(stats)}
+    return Cell(status, values, list(range(completed)), completed, failed, running, [], [])
+
+
+def test_cell_text_shows_means_stds_and_seed_count():
+    cell = _cell("ok", 3, stats=[(81.94, 0.31), (81.9, 0.2)])
+    assert cell_text(cell) == "81.9/81.9 ± 0.3/0.2 (n=3)"
+
+
+def test_cell_text_of_one_seed_has_no_std():
+    assert cell_text(_cell("ok", 1, stats=[(58.44, None)])) == "58.4 (n=1)"
+
+
+def test_cell_text_counts_failed_jobs_beside_completed_ones():
+    assert cell_text(_cell("partial", 1, failed=2, stats=[(50.0, None)])) == "50.0 (n=1), 2 failed"
+
+
+def test_cell_text_marks_failed_and_missing_cells():
+    assert cell_text(_cell("failed", 0, failed=1)) == "failed"
+    assert cell_text(_cell("failed", 0, failed=3)) == "failed (3)"
+    assert cell_text(_cell("missing", 0)) == "missing"
+
+
+def test_markdown_is_the_paper_shaped_table_with_failures_listed(sweep):
+    text = to_markdown(build_table([sweep]))
+    lines = text.splitlines()
+    assert lines[:4] == [
+        "| mask | sparsity % | MRPC acc/F1 | RTE | Avg |",
+        "|---|---|---|---|---|",
+        "| dense | 0.0 | 81.0/91.0 ± 1.4/1.4 (n=2) | failed | n/a |",
+        "| no_diag | 78.1 | 70.0/80.0 (n=1) | missing | n/a |",
+    ]
+    assert f"- {(sweep / 'c').resolve()}: out of memory" in lines
+
+
+def test_csv_has_mean_std_n_and_status_per_column(sweep):
+    rows = list(csv.DictReader(io.StringIO(to_csv(build_table([sweep])))))
+    assert rows[0]["row"] == "dense"
+    assert rows[0]["mask.name"] == "dense"
+    assert rows[0]["MRPC acc mean"] == "81.0000"
+    assert rows[0]["MRPC F1 std"] == "1.4142"
+    assert (rows[0]["MRPC n"], rows[0]["RTE status"]) == ("2", "failed")
+    assert rows[1]["RTE acc mean"] == "" and rows[1]["average"] == ""
+
+
+def test_latex_escapes_and_closes_the_tabular(sweep):
+    text = to_latex(build_table([sweep]))
+    assert text.startswith("\\begin{tabular}{lrrrr}\n\\hline\n")
+    assert "no\\_diag & 78.1 & 70.0/80.0 (n=1) & missing & n/a \\\\" in text
+    assert "81.0/91.0 $\\pm$ 1.4/1.4" in text
+    assert text.endswith("\\hline\n\\end{tabular}\n")
+
+
+def test_json_holds_the_numbers_of_every_cell(sweep):
+    data = json.loads(to_json(build_table([sweep])))
+    dense = data["rows"][0]
+    assert dense["label"] == "dense"
+    assert dense["cells"][0]["values"]["acc"] == {
+        "mean": 81.0,
+        "std": pytest.approx(1.41421356),
+        "n": 2,
+    }
+    assert dense["cells"][1]["status"] == "failed"
+    assert [c["label"] for c in data["columns"]] == ["MRPC", "RTE"]
+
+
+def test_cli_prints_the_chosen_format(sweep, capsys):
+    assert main([str(sweep), "--format", "md"]) == 0
+    assert capsys.readouterr().out.startswith("| mask | sparsity % | MRPC acc/F1 | RTE | Avg |")
+
+
+def test_cli_terminal_table_lists_rows_and_failed_jobs(sweep, capsys):
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "81.0/91.0 ± 1.4/1.4 (n=2)" in out and "no_diag" in out
+    assert f"failed: {(sweep / 'c').resolve()}: out of memory" in out
+
+
+def test_cli_writes_the_table_to_out(sweep, tmp_path):
+    out = tmp_path / "t.csv"
+    assert main([str(sweep), "--format", "csv", "--out", str(out)]) == 0
+    assert out.read_text() == to_csv(build_table([sweep]))
+
+
+def test_cli_user_error_is_one_line_and_exit_1(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_help_and_table_do_not_import_torch(sweep):
+    code = (
+        "import sys, contextlib, io\n"
+        "from sparsebert_cli.report import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        f"main([{str(sweep)!r}, '--format', 'json'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_write_summaries_writes_md_csv_json_into_the_sweep(sweep):
+    written = write_summaries(sweep)
+    assert [p.name for p in written] == ["summary.md", "summary.csv", "summary.json"]
+    assert (sweep / "summary.md").read_text() == to_markdown(build_table([sweep]))
+
+
+def _sweep_config(stage, sweep_dir):
+    return OmegaConf.create({"stage": stage, "hydra": {"sweep": {"dir": str(sweep_dir)}}})
+
+
+def test_callback_writes_the_summaries_when_the_multirun_ends(sweep):
+    SweepSummary().on_multirun_end(_sweep_config("pipeline", sweep))
+    assert (sweep / "summary.json").is_file()
+
+
+def test_callback_never_raises_when_the_report_fails(tmp_path, capsys):
+    SweepSummary().on_multirun_end(_sweep_config("pipeline", tmp_path / "empty"))
+    assert "no sweep summary" in capsys.readouterr().err
+
+
+def test_callback_skips_sweeps_of_stages_without_task_results(tmp_path, capsys):
+    SweepSummary().on_multirun_end(_sweep_config("search", tmp_path))
+    assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == ""

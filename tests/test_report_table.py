@@ -1,0 +1,193 @@
+"""`build_table`: grouping, mean ± std over seeds, Average, failed and missing cells, sparsity."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.reporting.records import canonical
+from sparsebert_cli.reporting.table import build_table
+
+
+def make_job(
+    folder: Path,
+    *,
+    mask: str = "dense",
+    task: str = "mrpc",
+    seed: int = 0,
+    status: str = "completed",
+    metrics: dict | None = None,
+    lam: float | None = None,
+    stage: str = "pipeline",
+    error: str | None = None,
+    inputs: dict | None = None,
+    resolved_config: bool = True,
+) -> Path:
+    """A job folder as the stages write it: .hydra/, config.yaml, manifest.json, metrics.json."""
+    overrides = [f"mask={mask}", f"task={task}", f"seed={seed}"]
+    mask_cfg = {"name": mask, "structure": "unstructured", "lam": 0.0001}
+    if mask in ("dam", "dam_s"):
+        mask_cfg.update(name="dam", structure="structured" if mask == "dam_s" else "unstructured")
+    if lam is not None:
+        overrides.append(f"mask.lam={lam}")
+        mask_cfg["lam"] = lam
+    config = {"stage": stage, "seed": seed, "mask": mask_cfg, "task": {"name": task}}
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if resolved_config:
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    manifest = {"stage": stage, "status": status, "seed": seed, "inputs": inputs or {}}
+    if error is not None:
+        manifest["error"] = error
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    if status == "completed":
+        (folder / "metrics.json").write_text(json.dumps(metrics or {}))
+    return folder
+
+
+def mrpc(acc: float, f1: float, sparsity: float = 0.0) -> dict:
+    return {"eval/accuracy": acc, "eval/f1": f1, "mask/sparsity": sparsity}
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    return tmp_path / "runs" / "pipeline" / "multirun" / "s1"
+
+
+def test_rows_are_masks_and_columns_are_tasks_in_paper_order(sweep):
+    make_job(sweep / "a", mask="no_diag", task="rte", metrics={"eval/accuracy": 0.6})
+    make_job(sweep / "b", mask="dense", task="rte", metrics={"eval/accuracy": 0.7})
+    make_job(sweep / "c", mask="dense", task="mrpc", metrics=mrpc(0.8, 0.9))
+    table = build_table([sweep])
+    assert [c.label for c in table.columns] == ["MRPC", "RTE"]
+    assert [r.label for r in table.rows] == ["dense", "no_diag"]
+
+
+def test_cell_is_mean_and_sample_std_over_seeds_with_seed_count(sweep):
+    for seed, acc in enumerate([0.80, 0.82, 0.84]):
+        make_job(sweep / f"s{seed}", seed=seed, metrics=mrpc(acc, acc + 0.05))
+    cell = build_table([sweep]).rows[0].cells[0]
+    assert cell.status == "ok"
+    assert (cell.completed, cell.seeds) == (3, [0, 1, 2])
+    assert cell.values["acc"].mean == pytest.approx(82.0)
+    assert cell.values["acc"].std == pytest.approx(2.0)
+    assert cell.values["F1"].mean == pytest.approx(87.0)
+
+
+def test_single_seed_has_no_std(sweep):
+    make_job(sweep / "a", metrics=mrpc(0.8, 0.9))
+    assert build_table([sweep]).rows[0].cells[0].values["acc"].std is None
+
+
+def test_dam_rows_are_split_by_structure_and_lambda(sweep):
+    make_job(sweep / "a", mask="dam", lam=0.001, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "b", mask="dam", lam=0.01, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "c", mask="dam_s", lam=0.001, metrics=mrpc(0.8, 0.9))
+    labels = [r.label for r in build_table([sweep]).rows]
+    assert labels == ["DAM_s λ=0.001", "DAM_u λ=0.001", "DAM_u λ=0.01"]
+
+
+def test_average_counts_mnli_twice_and_pair_tasks_once(sweep):
+    make_job(
+        sweep / "a",
+        task="mnli",
+        metrics={"eval/accuracy": 0.80, "eval/mismatched/accuracy": 0.82},
+    )
+    make_job(sweep / "b", task="mrpc", metrics=mrpc(0.84, 0.88))
+    make_job(sweep / "c", task="cola", metrics={"eval/mcc": 0.5})
+    row = build_table([sweep]).rows[0]
+    assert row.average == pytest.approx((80 + 82 + 86 + 50) / 4)
+
+
+def test_row_missing_a_column_has_no_average_and_a_missing_cell(sweep):
+    make_job(sweep / "a", mask="dense", task="rte", metrics={"eval/accuracy": 0.7})
+    make_job(sweep / "b", mask="no_diag", task="mrpc", metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "c", mask="dense", task="mrpc", metrics=mrpc(0.8, 0.9))
+    no_diag = build_table([sweep]).rows[1]
+    assert no_diag.label == "no_diag"
+    assert [c.status for c in no_diag.cells] == ["ok", "missing"]
+    assert no_diag.average is None
+
+
+def test_failed_seed_marks_the_cell_partial_with_its_error(sweep):
+    make_job(sweep / "a", seed=0, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "b", seed=1, status="failed", error="boom\ntrace", resolved_config=False)
+    cell = build_table([sweep]).rows[0].cells[0]
+    assert (cell.status, cell.completed, cell.failed) == ("partial", 1, 1)
+    assert cell.errors == [f"{(sweep / 'b').resolve()}: boom"]
+
+
+def test_cell_with_only_failed_jobs_is_failed_without_average(sweep):
+    make_job(sweep / "a", task="rte", metrics={"eval/accuracy": 0.7})
+    make_job(sweep / "b", status="failed", error="boom", resolved_config=False)
+    row = build_table([sweep]).rows[0]
+    assert [c.status for c in row.cells] == ["failed", "ok"]
+    assert row.average is None
+
+
+def test_sparsity_comes_from_metrics(sweep):
+    make_job(sweep / "a", mask="no_diag", metrics=mrpc(0.8, 0.9, sparsity=78.125))
+    assert build_table([sweep]).rows[0].sparsity == 78.125
+
+
+def test_sparsity_falls_back_to_the_search_input_mask_json(sweep):
+    search = sweep.parents[2] / "search" / "pipeline-abc"
+    (search / "artifacts").mkdir(parents=True)
+    (search / "artifacts" / "mask.json").write_text(json.dumps({"sparsity": {"overall": 91.5}}))
+    inputs = {"search": {"run_dir": str(search.resolve()), "stage": "search"}}
+    make_job(sweep / "a", mask="dam", status="failed", error="x", inputs=inputs)
+    assert build_table([sweep]).rows[0].sparsity == 91.5
+
+
+def test_input_outside_the_runs_folder_is_ignored_with_a_warning(sweep, tmp_path):
+    outside = tmp_path / "elsewhere"
+    (outside / "artifacts").mkdir(parents=True)
+    (outside / "artifacts" / "mask.json").write_text(json.dumps({"sparsity": 50.0}))
+    inputs = {"search": {"run_dir": str(outside.resolve()), "stage": "search"}}
+    make_job(sweep / "a", mask="dam", status="failed", error="x", inputs=inputs)
+    table = build_table([sweep])
+    assert table.rows[0].sparsity is None
+    assert len(table.warnings) == 1 and str(outside.resolve()) in table.warnings[0]
+
+
+def test_a_run_consumed_by_a_reported_pipeline_counts_once(tmp_path):
+    runs_dir = tmp_path / "runs"
+    evaluate = make_job(runs_dir / "evaluate" / "e1", stage="evaluate", metrics=mrpc(0.5, 0.5))
+    inputs = {"evaluate": {"run_dir": str(evaluate.resolve()), "stage": "evaluate"}}
+    make_job(runs_dir / "pipeline" / "p1", inputs=inputs, metrics=mrpc(0.8, 0.9))
+    cell = build_table([runs_dir]).rows[0].cells[0]
+    assert (cell.completed, cell.values["acc"].mean) == (1, 80.0)
+
+
+def test_single_finetune_runs_and_globs_are_reported(tmp_path):
+    runs_dir = tmp_path / "runs"
+    make_job(runs_dir / "finetune" / "r1", stage="finetune", seed=1, metrics=mrpc(0.8, 0.9))
+    make_job(runs_dir / "finetune" / "r2", stage="finetune", seed=2, metrics=mrpc(0.6, 0.7))
+    cell = build_table([runs_dir / "finetune" / "r*"]).rows[0].cells[0]
+    assert (cell.completed, cell.values["acc"].mean) == (2, 70.0)
+
+
+def test_custom_row_and_column_keys_group_by_those_values(sweep):
+    make_job(sweep / "a", mask="dam", lam=0.001, task="rte", metrics={"eval/headline": 0.5})
+    make_job(sweep / "b", mask="dam", lam=0.01, task="rte", metrics={"eval/headline": 0.6})
+    table = build_table([sweep], rows=["mask.lam"], cols=["mask.name"])
+    assert [r.label for r in table.rows] == ["mask.lam=0.001", "mask.lam=0.01"]
+    assert [c.label for c in table.columns] == ["mask.name=dam"]
+    assert table.columns[0].metrics == [("acc", "eval/accuracy")]
+
+
+def test_override_spellings_of_one_number_are_one_value():
+    assert canonical("1e-3") == canonical("0.001") == canonical(0.001) == 0.001
+
+
+def test_folder_without_result_runs_is_an_error(tmp_path):
+    with pytest.raises(SparseBertError, match="no pipeline, finetune or evaluate run"):
+        build_table([tmp_path])
+
+
+def test_missing_path_is_an_error_naming_it(tmp_path):
+    with pytest.raises(SparseBertError, match="nope does not exist"):
+        build_table([tmp_path / "nope"])
