@@ -7,11 +7,19 @@ from dataclasses import dataclass, field
 class DataConfig:
     # Corpus: wiki_sample (embedded, offline), wikipedia, bookcorpus, wiki_books, text_files.
     name: str = "wiki_sample"
-    hub_sources: list[str] = field(default_factory=list)  # "path[:config]" for datasets.load_dataset
-    files: list[str] = field(default_factory=list)  # text_files: paths or globs (.txt/.jsonl/.parquet)
+    # Hub datasets for datasets.load_dataset, each "path[:config][@revision]".
+    hub_sources: list[str] = field(default_factory=list)
+    # Hub sources whose rows are single sentences (BookCorpus): consecutive rows are grouped into
+    # pseudo-documents of `sentences_per_document` sentences, since NSP needs documents.
+    sentence_sources: list[str] = field(default_factory=list)
+    sentences_per_document: int = 64
+    # text_files: paths or globs (.txt: documents separated by blank lines; .jsonl/.parquet: one
+    # document per row in `text_column`).
+    files: list[str] = field(default_factory=list)
     text_column: str = "text"
     max_documents: int | None = None  # cap the corpus (None: all)
-    # Tokenizer: a Hugging Face name or folder, or "train" to train WordPiece on the corpus.
+    # Tokenizer: a Hugging Face name or folder, "embedded" (MiniLM's uncased WordPiece), or
+    # "train" to train WordPiece on the corpus.
     tokenizer: str = "embedded"
     vocab_size: int = 30522  # for tokenizer=train
     seq_len: int = 128
@@ -30,11 +38,16 @@ class TaskConfig:
     name: str = "polarity"
     kind: str = "classification"  # classification | regression
     num_labels: int = 2
+    # Labels as the source writes them (GLUE's TSV values, which the test server expects); the
+    # list position is the class id, matching the hub's integer labels.
+    label_names: list[str] = field(default_factory=lambda: ["neg", "pos"])
     hub_path: str | None = None  # e.g. nyu-mll/glue
     hub_config: str | None = None  # e.g. mrpc
-    glue_dir: str | None = None  # local GLUE download layout: <glue_dir>/<TASK>/{train,dev,test}.tsv
+    glue_dir: str | None = (
+        None  # local GLUE download layout: <glue_dir>/<TASK>/{train,dev,test}.tsv
+    )
     data_files: dict[str, str] = field(default_factory=dict)  # split -> csv/json/parquet file
-    text_fields: list[str] = field(default_factory=lambda: ["sentence"])
+    text_fields: list[str] = field(default_factory=lambda: ["sentence"])  # hub / data_files columns
     label_field: str = "label"
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     headline: str = "accuracy"  # the metric the report table shows

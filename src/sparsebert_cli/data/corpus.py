@@ -1,0 +1,195 @@
+"""Pre-training corpora as a `datasets.Dataset` with one document per row.
+
+The `text` column holds a document as sentences, one per line: BERT's next-sentence task needs
+sentence boundaries. Every source is normalised to that form with `to_sentence_lines`: line breaks
+are kept as boundaries and each line is split further by a regular-expression splitter
+(`split_sentences`: ., ! or ? followed by a capitalised word, abbreviations and initials excepted).
+
+Sources (`data.name`): `wiki_sample` (embedded, see embedded.py), hub datasets (`data.hub_sources`,
+"path[:config][@revision]", e.g. wikimedia/wikipedia:20231101.en) and local files (`data.files`: .txt with documents separated
+by blank lines as in BERT's own format, .jsonl/.json or .parquet with one document per row in
+`data.text_column`). Hub sources and files may be combined; they are concatenated in that order.
+"""
+
+import glob
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+from sparsebert_cli.data import embedded
+from sparsebert_cli.data.cache import cached_dataset, content_key
+from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.errors import SparseBertError
+
+CORPUS_FORMAT = 1  # bump when the normalisation below changes, to invalidate caches
+BOUNDARY = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
+ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "no", "fig", "gen", "gov",
+    "col", "lt", "sgt", "rev", "mt", "inc", "ltd", "co", "corp", "approx", "ca", "jan", "feb",
+    "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+}  # fmt: skip
+INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")  # J. / U.S. / e.g.
+FILE_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+LOCAL_ALTERNATIVES = (
+    "Offline, use the embedded corpus (data=wiki_sample) or local files "
+    "(data=text_files data.files=[path/or/glob/*.txt])."
+)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split one line of prose into sentences."""
+    sentences, start = [], 0
+    for match in BOUNDARY.finditer(text):
+        words_before = text[start : match.start()].split()
+        last_word = words_before[-1].lower() if words_before else ""
+        if text[match.start()] == "." and (last_word in ABBREVIATIONS or INITIALS.match(last_word)):
+            continue
+        sentences.append(text[start : match.end()].strip())
+        start = match.end()
+    sentences.append(text[start:].strip())
+    return [sentence for sentence in sentences if sentence]
+
+
+def to_sentence_lines(text: str) -> str:
+    """A document in the corpus form: one sentence per line."""
+    return "\n".join(
+        sentence for line in text.splitlines() for sentence in split_sentences(line.strip())
+    )
+
+
+def corpus_identity(data_cfg) -> dict:
+    """What determines the corpus content: the part of cache keys that names the corpus."""
+    files = sorted({path for pattern in data_cfg.files for path in glob.glob(pattern)})
+    identity = {
+        "format": CORPUS_FORMAT,
+        "name": data_cfg.name,
+        "hub_sources": list(data_cfg.hub_sources),
+        "sentence_sources": list(data_cfg.sentence_sources),
+        "sentences_per_document": data_cfg.sentences_per_document,
+        "files": [
+            (str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
+            for p in files
+        ],
+        "text_column": data_cfg.text_column,
+        "max_documents": data_cfg.max_documents,
+    }
+    if data_cfg.name == "wiki_sample":
+        identity["gensim"] = version("gensim")
+    return identity
+
+
+def load_corpus(data_cfg, cache_dir: Path):
+    """The configured corpus, capped at `data.max_documents`, empty documents dropped."""
+    import datasets
+
+    if data_cfg.name == "wiki_sample":
+        parts = [wiki_sample(cache_dir)]
+    else:
+        parts = [hub_source(spec, data_cfg, cache_dir) for spec in data_cfg.hub_sources]
+        if data_cfg.files:
+            parts.append(local_files(data_cfg, cache_dir))
+    if not parts:
+        raise SparseBertError(
+            f"The corpus data={data_cfg.name} names no source: data.hub_sources and data.files are "
+            "both empty. Set data.files=[path/or/glob] (or pick data=wiki_sample, data=wikipedia, "
+            "data=bookcorpus, data=wiki_books)."
+        )
+    corpus = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    corpus = corpus.filter(lambda batch: [bool(t) for t in batch["text"]], batched=True)
+    if data_cfg.max_documents is not None:
+        corpus = corpus.select(range(min(data_cfg.max_documents, len(corpus))))
+    return corpus
+
+
+def wiki_sample(cache_dir: Path):
+    """The embedded corpus (Wikipedia articles, then Lee news articles), built once and cached."""
+    import datasets
+
+    def build():
+        documents = embedded.wiki_articles() + embedded.lee_background()
+        return datasets.Dataset.from_dict({"text": [to_sentence_lines(d) for d in documents]})
+
+    key = content_key({"format": CORPUS_FORMAT, "gensim": version("gensim")})
+    return cached_dataset(cache_dir / "corpus" / f"wiki_sample-{key}", build)
+
+
+def hub_source(spec: str, data_cfg, cache_dir: Path):
+    """One hub dataset ("path[:config][@revision]"), its text normalised to sentence lines."""
+    path, _, revision = spec.partition("@")
+    path, _, config = path.partition(":")
+    source = load_hub_dataset(
+        path,
+        config or None,
+        cache_dir,
+        LOCAL_ALTERNATIVES,
+        split="train",
+        revision=revision or None,
+    )
+    if data_cfg.text_column not in source.column_names:
+        raise SparseBertError(
+            f"The dataset '{spec}' has no column '{data_cfg.text_column}' (it has "
+            f"{source.column_names}). Set data.text_column to the column that holds the text."
+        )
+    if spec in data_cfg.sentence_sources:
+        column = data_cfg.text_column
+        return source.map(
+            lambda batch: {"text": ["\n".join(batch[column])]},
+            batched=True,
+            batch_size=data_cfg.sentences_per_document,
+            remove_columns=source.column_names,
+            desc=f"grouping {spec} sentences into documents",
+        )
+    return normalise(source, data_cfg)
+
+
+def local_files(data_cfg, cache_dir: Path):
+    """`data.files` (paths or globs) read with the `datasets` builder of their extension."""
+    import datasets
+
+    by_builder: dict[str, list[str]] = {}
+    for pattern in data_cfg.files:
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise SparseBertError(
+                f"data.files entry '{pattern}' matches no file. Give existing paths or globs, "
+                "e.g. data.files=[corpus/*.txt]."
+            )
+        for path in matches:
+            builder = FILE_BUILDERS.get(Path(path).suffix.lower())
+            if builder is None:
+                raise SparseBertError(
+                    f"Cannot read the corpus file '{path}': supported extensions are "
+                    f"{sorted(FILE_BUILDERS)}. Convert it, or drop it from data.files."
+                )
+            by_builder.setdefault(builder, []).append(path)
+    parts = []
+    for builder, paths in by_builder.items():
+        # .txt: documents are separated by blank lines; line breaks inside are kept as boundaries.
+        options = {"sample_by": "paragraph", "keep_linebreaks": True} if builder == "text" else {}
+        files = datasets.load_dataset(
+            builder,
+            data_files=paths,
+            split="train",
+            cache_dir=str(cache_dir / "hf_datasets"),
+            **options,
+        )
+        column = "text" if builder == "text" else data_cfg.text_column
+        if column not in files.column_names:
+            raise SparseBertError(
+                f"The files {paths} have no column '{column}' (they have {files.column_names}). "
+                "Set data.text_column to the column that holds the text."
+            )
+        parts.append(normalise(files, data_cfg, column))
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def normalise(source, data_cfg, column: str | None = None):
+    """Keep only the text column, as `text`, one sentence per line."""
+    column = column or data_cfg.text_column
+    return source.map(
+        lambda batch: {"text": [to_sentence_lines(t or "") for t in batch[column]]},
+        batched=True,
+        remove_columns=source.column_names,
+        num_proc=data_cfg.num_proc if data_cfg.num_proc > 1 else None,
+        desc="splitting sentences",
+    )

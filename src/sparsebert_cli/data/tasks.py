@@ -1,0 +1,321 @@
+"""Fine-tuning tasks: GLUE (hub, GLUE download folder, or csv/json/parquet files) and the embedded
+polarity and lee_sts tasks, tokenized into a `datasets.DatasetDict`.
+
+Sources, first match wins: `task.glue_dir`, `task.data_files`, the embedded data (polarity,
+lee_sts), `task.hub_path`. Split names: `train`, `dev`, `test` (MNLI adds `dev_mismatched` and
+`test_mismatched`; `dev`/`test` are the matched sets). Unknown test labels are -1.
+
+Embedded splits are k-fold cross-validation (`task.fold` of `task.num_folds`), seeded by the run's
+seed: polarity is stratified by label; lee_sts is split by documents, so no document appears in
+both train and dev: dev holds the pairs of two fold documents, train the pairs of two other
+documents, and the pairs that cross the two are left out (with 5 folds: 780 train, 45 dev pairs).
+"""
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparsebert_cli.data import embedded
+from sparsebert_cli.data.glue import GLUE_TASKS, read_glue_folder
+from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.errors import SparseBertError
+
+HUB_SPLIT_NAMES = {
+    "validation": "dev",
+    "validation_matched": "dev",
+    "validation_mismatched": "dev_mismatched",
+    "test_matched": "test",
+    "test_mismatched": "test_mismatched",
+}
+FILE_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+}
+
+
+@dataclass
+class TaskData:
+    name: str
+    splits: object  # datasets.DatasetDict: input_ids, token_type_ids, attention_mask, labels, idx
+    num_labels: int  # 1 for regression
+    problem_type: str  # classification | regression
+    label_names: list[str]  # empty for regression
+    pad_token_id: int
+
+    def collate(self, batch: list[dict]) -> dict:
+        """Tensors for a batch, sequences padded to the longest one in it."""
+        import torch
+
+        longest = max(len(example["input_ids"]) for example in batch)
+        tensors = {}
+        for name, pad in (
+            ("input_ids", self.pad_token_id),
+            ("token_type_ids", 0),
+            ("attention_mask", 0),
+        ):
+            rows = [list(e[name]) + [pad] * (longest - len(e[name])) for e in batch]
+            tensors[name] = torch.tensor(rows, dtype=torch.long)
+        label_type = torch.float if self.problem_type == "regression" else torch.long
+        tensors["labels"] = torch.tensor([e["labels"] for e in batch], dtype=label_type)
+        tensors["idx"] = torch.tensor([e["idx"] for e in batch], dtype=torch.long)
+        return tensors
+
+
+def load_task(task_cfg, tokenizer, cache_dir: Path, seed: int) -> TaskData:
+    """The task's splits, tokenized to `task.seq_len` tokens (pairs trimmed longest-first)."""
+    import datasets
+
+    check_task(task_cfg)
+    regression = task_cfg.kind == "regression"
+    label_names = [] if regression else list(task_cfg.label_names)
+    raw = raw_splits(task_cfg, label_names, cache_dir, seed)
+    label_type = datasets.Value("float32" if regression else "int64")
+
+    def tokenize(batch):
+        pair = (batch["text_b"],) if "text_b" in batch else ()
+        encoded = tokenizer(batch["text_a"], *pair, truncation=True, max_length=task_cfg.seq_len)
+        return {
+            "input_ids": encoded["input_ids"],
+            "token_type_ids": encoded["token_type_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "labels": batch["label"],
+        }
+
+    splits = datasets.DatasetDict(
+        {
+            name: split.map(
+                tokenize, batched=True, remove_columns=[c for c in split.column_names if c != "idx"]
+            ).cast_column("labels", label_type)
+            for name, split in raw.items()
+        }
+    )
+    return TaskData(
+        name=task_cfg.name,
+        splits=splits,
+        num_labels=1 if regression else len(label_names),
+        problem_type=task_cfg.kind,
+        label_names=label_names,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def check_task(task_cfg) -> None:
+    if task_cfg.kind not in ("classification", "regression"):
+        raise SparseBertError(
+            f"task.kind={task_cfg.kind} is not a problem type: use classification or regression."
+        )
+    if task_cfg.kind == "classification" and task_cfg.num_labels != len(task_cfg.label_names):
+        raise SparseBertError(
+            f"task.num_labels={task_cfg.num_labels} but task.label_names has "
+            f"{len(task_cfg.label_names)} names ({list(task_cfg.label_names)}); make them agree."
+        )
+    if task_cfg.seq_len < 4:
+        raise SparseBertError(f"task.seq_len={task_cfg.seq_len} is too short; use at least 4.")
+
+
+def raw_splits(task_cfg, label_names: list[str], cache_dir: Path, seed: int) -> dict:
+    """Untokenized splits with columns text_a, [text_b,] label, idx."""
+    import datasets
+
+    if task_cfg.glue_dir:
+        if task_cfg.name not in GLUE_TASKS:
+            raise SparseBertError(
+                f"task.glue_dir is set but task={task_cfg.name} is not a GLUE task "
+                f"({sorted(GLUE_TASKS)}). Drop task.glue_dir or pick a GLUE task."
+            )
+        columns = read_glue_folder(task_cfg.name, Path(task_cfg.glue_dir), label_names)
+        return {name: datasets.Dataset.from_dict(c) for name, c in columns.items()}
+    if task_cfg.data_files:
+        return file_splits(task_cfg, label_names, cache_dir)
+    if task_cfg.name == "polarity":
+        return polarity_splits(task_cfg, seed)
+    if task_cfg.name == "lee_sts":
+        return lee_sts_splits(task_cfg, seed)
+    if task_cfg.hub_path:
+        return hub_splits(task_cfg, label_names, cache_dir)
+    raise SparseBertError(
+        f"task={task_cfg.name} has no data source: set task.glue_dir, task.data_files or "
+        "task.hub_path (e.g. task.hub_path=nyu-mll/glue task.hub_config=mrpc)."
+    )
+
+
+def local_alternatives(task_cfg) -> str:
+    layout = GLUE_TASKS.get(task_cfg.name)
+    glue = (
+        f"task.glue_dir=<folder with {layout.folder}/train.tsv, dev.tsv, test.tsv>, "
+        if layout
+        else ""
+    )
+    return (
+        f"Offline, use a local copy: {glue}or task.data_files={{train: <file>, dev: <file>}} "
+        "(csv/json/parquet); or an embedded task: task=polarity or task=lee_sts."
+    )
+
+
+def hub_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
+    loaded = load_hub_dataset(
+        task_cfg.hub_path, task_cfg.hub_config, cache_dir, local_alternatives(task_cfg)
+    )
+    return {
+        HUB_SPLIT_NAMES.get(name, name): standard_columns(
+            split, task_cfg, label_names, f"{task_cfg.hub_path}:{name}"
+        )
+        for name, split in loaded.items()
+    }
+
+
+def file_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
+    import datasets
+
+    missing = [name for name in ("train", "dev") if name not in task_cfg.data_files]
+    suffixes = {Path(path).suffix.lower() for path in task_cfg.data_files.values()}
+    if missing or len(suffixes) != 1 or next(iter(suffixes)) not in FILE_BUILDERS:
+        raise SparseBertError(
+            f"task.data_files={dict(task_cfg.data_files)} needs a train and a dev file (test "
+            f"optional) of one format among {sorted(FILE_BUILDERS)}, e.g. "
+            "task.data_files={train: train.csv, dev: dev.csv}."
+        )
+    for path in task_cfg.data_files.values():
+        if not Path(path).is_file():
+            raise SparseBertError(
+                f"task.data_files names '{path}', which does not exist. Fix the path."
+            )
+    suffix = next(iter(suffixes))
+    options = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3: csv.QUOTE_NONE
+    loaded = datasets.load_dataset(
+        FILE_BUILDERS[suffix],
+        data_files=dict(task_cfg.data_files),
+        cache_dir=str(cache_dir / "hf_datasets"),
+        **options,
+    )
+    return {
+        name: standard_columns(split, task_cfg, label_names, task_cfg.data_files[name])
+        for name, split in loaded.items()
+    }
+
+
+def standard_columns(split, task_cfg, label_names: list[str], source: str):
+    """Rename `task.text_fields` / `task.label_field` to text_a, text_b, label; add idx if absent.
+
+    String labels are mapped to class ids through `task.label_names`; a missing label column
+    (an unlabelled test file) becomes -1.
+    """
+    import datasets
+
+    fields = list(task_cfg.text_fields)
+    missing = [name for name in fields if name not in split.column_names]
+    if missing or not 1 <= len(fields) <= 2:
+        raise SparseBertError(
+            f"{source} has columns {split.column_names}; task.text_fields={fields} must name one "
+            "or two of them. Set task.text_fields (and task.label_field) to this data's columns."
+        )
+    regression, label_field = not label_names, task_cfg.label_field
+
+    def convert(batch, indices):
+        columns = {"text_a": batch[fields[0]]}
+        if len(fields) == 2:
+            columns["text_b"] = batch[fields[1]]
+        if label_field in batch:
+            columns["label"] = [
+                to_label(value, label_names, source) for value in batch[label_field]
+            ]
+        else:
+            columns["label"] = [-1.0 if regression else -1] * len(indices)
+        columns["idx"] = batch["idx"] if "idx" in batch else indices
+        return columns
+
+    features = datasets.Features(
+        {
+            **{column: datasets.Value("string") for column in ("text_a", "text_b")[: len(fields)]},
+            "label": datasets.Value("float32" if regression else "int64"),
+            "idx": datasets.Value("int64"),
+        }
+    )
+    return split.map(
+        convert,
+        batched=True,
+        with_indices=True,
+        remove_columns=split.column_names,
+        features=features,
+    )
+
+
+def to_label(value, label_names: list[str], source: str):
+    if not label_names:
+        return float(value)
+    if isinstance(value, str):
+        if value not in label_names:
+            raise SparseBertError(
+                f"{source} has the label '{value}', not among task.label_names={label_names}. "
+                "Fix the data or set task.label_names to the labels it uses."
+            )
+        return label_names.index(value)
+    return int(value)
+
+
+def fold_of(position: int, num_folds: int) -> int:
+    return position % num_folds
+
+
+def check_folds(task_cfg) -> None:
+    if task_cfg.num_folds < 2 or not 0 <= task_cfg.fold < task_cfg.num_folds:
+        raise SparseBertError(
+            f"task.fold={task_cfg.fold} of task.num_folds={task_cfg.num_folds} is not a fold: "
+            "num_folds must be at least 2 and fold lie in 0..num_folds-1."
+        )
+
+
+def polarity_splits(task_cfg, seed: int) -> dict:
+    """Stratified folds: each label's sentences are shuffled (seeded) and dealt round-robin."""
+    import datasets
+
+    check_folds(task_cfg)
+    sentences, labels = embedded.polarity_sentences()
+    rng = random.Random(seed)
+    folds = [0] * len(sentences)
+    for label in sorted(set(labels)):
+        members = [i for i, value in enumerate(labels) if value == label]
+        rng.shuffle(members)
+        for position, i in enumerate(members):
+            folds[i] = fold_of(position, task_cfg.num_folds)
+    splits = {}
+    for name, in_dev in (("train", False), ("dev", True)):
+        chosen = [i for i in range(len(sentences)) if (folds[i] == task_cfg.fold) == in_dev]
+        splits[name] = datasets.Dataset.from_dict(
+            {
+                "text_a": [sentences[i] for i in chosen],
+                "label": [labels[i] for i in chosen],
+                "idx": chosen,
+            }
+        )
+    return splits
+
+
+def lee_sts_splits(task_cfg, seed: int) -> dict:
+    """Folds of documents (seeded); pairs indexed in upper-triangle order (0..1224)."""
+    import datasets
+
+    check_folds(task_cfg)
+    documents, similarities = embedded.lee_documents(), embedded.lee_similarities()
+    order = list(range(len(documents)))
+    random.Random(seed).shuffle(order)
+    in_fold = {
+        doc: fold_of(position, task_cfg.num_folds) == task_cfg.fold
+        for position, doc in enumerate(order)
+    }
+    pairs = [(i, j) for i in range(len(documents)) for j in range(i + 1, len(documents))]
+    splits = {}
+    for name, in_dev in (("train", False), ("dev", True)):
+        chosen = [n for n, (i, j) in enumerate(pairs) if in_fold[i] == in_fold[j] == in_dev]
+        splits[name] = datasets.Dataset.from_dict(
+            {
+                "text_a": [documents[pairs[n][0]] for n in chosen],
+                "text_b": [documents[pairs[n][1]] for n in chosen],
+                "label": [similarities[pairs[n][0]][pairs[n][1]] for n in chosen],
+                "idx": chosen,
+            }
+        )
+    return splits

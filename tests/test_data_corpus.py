@@ -1,0 +1,159 @@
+"""Pre-training corpora: the embedded wiki_sample, local files, hub datasets (from a local folder),
+and the sentence splitter that gives next-sentence prediction its boundaries."""
+
+import json
+
+import datasets
+import pytest
+from omegaconf import OmegaConf
+
+from sparsebert_cli.data import embedded
+from sparsebert_cli.data.config import DataConfig
+from sparsebert_cli.data.corpus import load_corpus, split_sentences, to_sentence_lines
+from sparsebert_cli.errors import SparseBertError
+
+
+def data_config(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), overrides)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def wiki_sample(cache_dir):
+    return load_corpus(data_config(name="wiki_sample"), cache_dir)
+
+
+def test_sentences_end_at_terminal_punctuation_before_a_capital():
+    text = 'It rained. "Why?" she asked! Then 3 cats left? no split here.'
+    assert split_sentences(text) == [
+        "It rained.",
+        '"Why?" she asked!',
+        "Then 3 cats left? no split here.",
+    ]
+
+
+def test_abbreviations_and_initials_do_not_end_sentences():
+    text = "Mr. Smith met J. R. R. Tolkien in the U.S. Army. They talked."
+    assert split_sentences(text) == [
+        "Mr. Smith met J. R. R. Tolkien in the U.S. Army.",
+        "They talked.",
+    ]
+
+
+def test_line_breaks_are_sentence_boundaries():
+    assert (
+        to_sentence_lines("First line without stop\nSecond. Third.")
+        == "First line without stop\nSecond.\nThird."
+    )
+
+
+def test_wiki_sample_holds_the_wikipedia_articles_then_the_lee_news(wiki_sample):
+    assert len(wiki_sample) == 102 + 300
+    assert wiki_sample[0]["text"].startswith("Anarchism is a political philosophy")
+    assert wiki_sample[-1]["text"].startswith("Australia will take on France in the doubles rubber")
+
+
+def test_wiki_sample_has_no_wiki_markup(wiki_sample):
+    text = "\n".join(wiki_sample["text"])
+    assert not any(markup in text for markup in ("[[", "]]", "{{", "}}", "'''", "==", "<ref"))
+
+
+def test_wiki_sample_documents_have_one_sentence_per_line(wiki_sample):
+    first_lines = wiki_sample[0]["text"].split("\n")[:2]
+    assert (
+        first_lines[1]
+        == "These are often described as stateless societies, although several authors have defined them more specifically as institutions based on non-hierarchical free associations."
+    )
+    assert first_lines[0].endswith("voluntary institutions.")
+
+
+def test_wiki_sample_is_read_from_its_cache_the_second_time(wiki_sample, cache_dir, monkeypatch):
+    monkeypatch.setattr(embedded, "wiki_articles", lambda: pytest.fail("rebuilt the cached corpus"))
+    assert load_corpus(data_config(name="wiki_sample"), cache_dir)["text"] == wiki_sample["text"]
+
+
+def test_max_documents_keeps_the_first_documents(wiki_sample, cache_dir):
+    capped = load_corpus(data_config(name="wiki_sample", max_documents=3), cache_dir)
+    assert capped["text"] == wiki_sample["text"][:3]
+
+
+def test_txt_files_hold_documents_separated_by_blank_lines(tmp_path):
+    (tmp_path / "a.txt").write_text("One. Two.\nThree\n\nFour.\n")
+    (tmp_path / "b.txt").write_text("Five.\n")
+    corpus = load_corpus(
+        data_config(name="text_files", files=[str(tmp_path / "*.txt")]), tmp_path / "cache"
+    )
+    assert corpus["text"] == ["One.\nTwo.\nThree", "Four.", "Five."]
+
+
+def test_jsonl_and_parquet_rows_are_documents(tmp_path):
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"body": "Alpha one. Beta two."}) + "\n")
+    datasets.Dataset.from_dict({"body": ["Gamma three."]}).to_parquet(
+        str(tmp_path / "docs.parquet")
+    )
+    files = [str(tmp_path / "docs.jsonl"), str(tmp_path / "docs.parquet")]
+    corpus = load_corpus(
+        data_config(name="text_files", files=files, text_column="body"), tmp_path / "cache"
+    )
+    assert corpus["text"] == ["Alpha one.\nBeta two.", "Gamma three."]
+
+
+def test_files_without_the_text_column_are_refused(tmp_path):
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"body": "Alpha."}) + "\n")
+    with pytest.raises(SparseBertError, match="no column 'text'.*data.text_column"):
+        load_corpus(
+            data_config(name="text_files", files=[str(tmp_path / "docs.jsonl")]), tmp_path / "cache"
+        )
+
+
+def test_a_glob_matching_nothing_is_refused(tmp_path):
+    with pytest.raises(SparseBertError, match="'.*nothing/\\*.txt' matches no file"):
+        load_corpus(
+            data_config(name="text_files", files=[str(tmp_path / "nothing/*.txt")]), tmp_path
+        )
+
+
+def test_an_unsupported_extension_is_refused(tmp_path):
+    (tmp_path / "book.pdf").write_text("x")
+    with pytest.raises(SparseBertError, match="book.pdf.*supported extensions"):
+        load_corpus(data_config(name="text_files", files=[str(tmp_path / "book.pdf")]), tmp_path)
+
+
+def test_a_corpus_without_sources_is_refused(tmp_path):
+    with pytest.raises(SparseBertError, match="data=text_files names no source"):
+        load_corpus(data_config(name="text_files"), tmp_path)
+
+
+def test_hub_source_loads_a_local_dataset_folder(tmp_path):
+    folder = tmp_path / "wiki-copy"
+    folder.mkdir()
+    datasets.Dataset.from_dict(
+        {"id": ["1", "2"], "text": ["Apples grow. Cats sleep.", "Dogs bark."]}
+    ).to_parquet(str(folder / "train.parquet"))
+    corpus = load_corpus(
+        data_config(name="wikipedia", hub_sources=[str(folder)]), tmp_path / "cache"
+    )
+    assert corpus["text"] == ["Apples grow.\nCats sleep.", "Dogs bark."]
+
+
+def test_sentence_sources_group_consecutive_rows_into_documents(tmp_path):
+    folder = tmp_path / "books-copy"
+    folder.mkdir()
+    sentences = [f"sentence {i} ." for i in range(5)]
+    datasets.Dataset.from_dict({"text": sentences}).to_parquet(str(folder / "train.parquet"))
+    config = data_config(
+        name="bookcorpus",
+        hub_sources=[str(folder)],
+        sentence_sources=[str(folder)],
+        sentences_per_document=2,
+    )
+    corpus = load_corpus(config, tmp_path / "cache")
+    assert corpus["text"] == [
+        "sentence 0 .\nsentence 1 .",
+        "sentence 2 .\nsentence 3 .",
+        "sentence 4 .",
+    ]

@@ -1,0 +1,124 @@
+"""Tokenizers: the embedded uncased WordPiece, one trained on the corpus (cached, saved as an
+artifact and reloaded), and the offline error for a hub name."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from sparsebert_cli.data import tokenizer as tokenizer_module
+from sparsebert_cli.data.config import DataConfig
+from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_from_folder
+from sparsebert_cli.errors import SparseBertError
+
+SENTENCES = "The quick brown fox jumps over the lazy dog. A lazy dog sleeps all day.\n"
+
+
+def data_config(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), overrides)
+
+
+@pytest.fixture
+def text_files(tmp_path):
+    (tmp_path / "corpus.txt").write_text(SENTENCES * 3 + "\n" + SENTENCES)
+    return data_config(
+        name="text_files", files=[str(tmp_path / "corpus.txt")], tokenizer="train", vocab_size=80
+    )
+
+
+def test_embedded_tokenizer_is_bert_base_uncased_wordpiece(tmp_path):
+    tokenizer = load_tokenizer(data_config(tokenizer="embedded"), tmp_path)
+    assert len(tokenizer) == 30522
+    assert tokenizer("Hello World")["input_ids"] == [101, 7592, 2088, 102]
+
+
+def test_trained_tokenizer_has_bert_special_tokens_and_the_vocabulary_size(text_files, tmp_path):
+    tokenizer = load_tokenizer(text_files, tmp_path / "cache")
+    assert len(tokenizer) == 80
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3, 4]) == [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    ]
+    encoded = tokenizer("The fox", "a DOG")
+    assert tokenizer.convert_ids_to_tokens(encoded["input_ids"]) == [
+        "[CLS]",
+        "the",
+        "fox",
+        "[SEP]",
+        "a",
+        "dog",
+        "[SEP]",
+    ]
+    assert encoded["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_trained_tokenizer_is_reused_from_the_cache(text_files, tmp_path, monkeypatch):
+    first = load_tokenizer(text_files, tmp_path / "cache")
+    monkeypatch.setattr(
+        tokenizer_module, "train_wordpiece", lambda *_: pytest.fail("trained again")
+    )
+    assert load_tokenizer(text_files, tmp_path / "cache").get_vocab() == first.get_vocab()
+
+
+def test_saved_tokenizer_reloads_from_its_folder_with_the_same_ids(text_files, tmp_path):
+    tokenizer = load_tokenizer(text_files, tmp_path / "cache")
+    folder = save_tokenizer(tokenizer, tmp_path / "run" / "artifacts" / "tokenizer")
+    for reloaded in (
+        tokenizer_from_folder(folder),
+        load_tokenizer(data_config(tokenizer=str(folder)), tmp_path),
+    ):
+        assert (
+            reloaded("lazy foxes sleep")["input_ids"] == tokenizer("lazy foxes sleep")["input_ids"]
+        )
+
+
+def test_a_folder_without_a_tokenizer_is_refused(tmp_path):
+    with pytest.raises(SparseBertError, match="holds no tokenizer"):
+        load_tokenizer(data_config(tokenizer=str(tmp_path)), tmp_path)
+
+
+def test_unreachable_hub_tokenizer_names_the_model_and_offline_choices(tmp_path):
+    script = (
+        "from pathlib import Path\n"
+        "from omegaconf import OmegaConf\n"
+        "from sparsebert_cli.data.config import DataConfig\n"
+        "from sparsebert_cli.data.tokenizer import load_tokenizer\n"
+        "from sparsebert_cli.errors import SparseBertError\n"
+        "try:\n"
+        "    load_tokenizer(OmegaConf.structured(DataConfig(tokenizer='bert-base-uncased')), Path('.'))\n"
+        "except SparseBertError as error:\n"
+        "    print(error)\n"
+    )
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert "tokenizer 'bert-base-uncased'" in result.stdout
+    assert "data.tokenizer=embedded" in result.stdout and "data.tokenizer=train" in result.stdout
+
+
+def test_the_tokenizer_saved_with_the_model_wins_over_data_tokenizer(text_files, tmp_path):
+    trained = load_tokenizer(text_files, tmp_path / "cache")
+    model_folder = save_tokenizer(trained, tmp_path / "model")
+    tokenizer = load_tokenizer(data_config(tokenizer="embedded"), tmp_path, source=model_folder)
+    assert len(tokenizer) == 80
+
+
+def test_a_model_folder_without_tokenizer_leaves_data_tokenizer_in_charge(tmp_path):
+    tokenizer = load_tokenizer(data_config(tokenizer="embedded"), tmp_path, source=tmp_path)
+    assert len(tokenizer) == 30522

@@ -1,0 +1,108 @@
+"""The embedded tasks: polarity (sentence sentiment) and lee_sts (document-pair similarity), with
+their seeded cross-validation folds."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from sparsebert_cli.config import conf_dir
+from sparsebert_cli.data.config import TaskConfig
+from sparsebert_cli.data.tasks import lee_sts_splits, load_task, polarity_splits
+from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
+from sparsebert_cli.errors import SparseBertError
+
+
+def task_config(name: str, **overrides):
+    config = OmegaConf.merge(
+        OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / f"{name}.yaml")
+    )
+    return OmegaConf.merge(config, overrides)
+
+
+def test_polarity_dev_folds_partition_the_200_sentences():
+    dev_sets = [
+        set(polarity_splits(task_config("polarity", fold=fold), seed=0)["dev"]["idx"])
+        for fold in range(5)
+    ]
+    assert [len(dev) for dev in dev_sets] == [40] * 5
+    assert set().union(*dev_sets) == set(range(200))
+
+
+def test_polarity_folds_are_stratified_by_label():
+    splits = polarity_splits(task_config("polarity", fold=2), seed=0)
+    assert sorted(splits["dev"]["label"]).count(1) == 20
+    assert sorted(splits["train"]["label"]).count(1) == 80
+
+
+def test_polarity_train_excludes_the_dev_fold():
+    splits = polarity_splits(task_config("polarity"), seed=0)
+    assert set(splits["train"]["idx"]).isdisjoint(splits["dev"]["idx"])
+
+
+def test_polarity_folds_depend_on_the_seed_only():
+    config = task_config("polarity")
+    assert (
+        polarity_splits(config, seed=3)["dev"]["idx"]
+        == polarity_splits(config, seed=3)["dev"]["idx"]
+    )
+    assert (
+        polarity_splits(config, seed=3)["dev"]["idx"]
+        != polarity_splits(config, seed=4)["dev"]["idx"]
+    )
+
+
+def test_polarity_keeps_the_real_sentences_and_labels():
+    splits = polarity_splits(task_config("polarity", fold=0), seed=0)
+    examples = {
+        i: (text, label)
+        for split in splits.values()
+        for i, text, label in zip(split["idx"], split["text_a"], split["label"], strict=True)
+    }
+    assert examples[0] == ("simplistic , silly and tedious .", 0)
+    assert examples[199][1] == 1
+
+
+def test_lee_sts_folds_split_documents_so_train_and_dev_share_none():
+    splits = lee_sts_splits(task_config("lee_sts"), seed=0)
+    assert (len(splits["train"]), len(splits["dev"])) == (780, 45)
+    train_documents = set(splits["train"]["text_a"]) | set(splits["train"]["text_b"])
+    dev_documents = set(splits["dev"]["text_a"]) | set(splits["dev"]["text_b"])
+    assert (len(train_documents), len(dev_documents)) == (40, 10)
+    assert train_documents.isdisjoint(dev_documents)
+
+
+def test_lee_sts_dev_folds_cover_225_of_the_1225_pairs_once():
+    dev = [
+        pair
+        for fold in range(5)
+        for pair in lee_sts_splits(task_config("lee_sts", fold=fold), seed=0)["dev"]["idx"]
+    ]
+    assert len(dev) == len(set(dev)) == 225
+    assert max(dev) < 1225
+
+
+def test_lee_sts_labels_are_the_human_similarities():
+    # Pairs 0 and 1 are documents (0, 1) and (0, 2): the matrix's first row reads 1, 0.3, 0.24.
+    labels = {}
+    for fold in range(5):
+        for split in lee_sts_splits(task_config("lee_sts", fold=fold), seed=0).values():
+            labels.update(zip(split["idx"], split["label"], strict=True))
+    assert (labels[0], labels[1]) == pytest.approx((0.3, 0.24))
+
+
+def test_lee_sts_loads_as_a_tokenized_regression_task(tmp_path):
+    tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
+    task = load_task(task_config("lee_sts", seq_len=64), tokenizer, tmp_path, seed=0)
+    assert (task.problem_type, task.num_labels, task.label_names) == ("regression", 1, [])
+    assert max(len(ids) for ids in task.splits["dev"]["input_ids"]) == 64
+
+
+@pytest.mark.parametrize(("fold", "num_folds"), [(5, 5), (-1, 5), (0, 1)])
+def test_fold_outside_the_folds_is_refused(fold, num_folds):
+    with pytest.raises(SparseBertError, match=f"task.fold={fold} of task.num_folds={num_folds}"):
+        polarity_splits(task_config("polarity", fold=fold, num_folds=num_folds), seed=0)
+
+
+def test_num_labels_disagreeing_with_label_names_is_refused(tmp_path):
+    tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
+    with pytest.raises(SparseBertError, match="task.num_labels=3 but task.label_names has 2"):
+        load_task(task_config("polarity", num_labels=3), tokenizer, tmp_path, seed=0)

@@ -1,0 +1,294 @@
+"""GLUE tasks from a folder in the original download layout, from csv files, and from a local
+folder through the hub code path; the TSV quirks; and the tokenized splits."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sparsebert_cli.config import conf_dir
+from sparsebert_cli.data.config import TaskConfig
+from sparsebert_cli.data.glue import GLUE_TASKS, read_glue_file
+from sparsebert_cli.data.tasks import load_task
+from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
+from sparsebert_cli.errors import SparseBertError
+
+MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tokenizer_from_folder(embedded_tokenizer_folder())
+
+
+def task_config(name: str, **overrides):
+    config = OmegaConf.merge(
+        OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / f"{name}.yaml")
+    )
+    return OmegaConf.merge(config, overrides)
+
+
+def write_tsv(path: Path, lines: list[str], bom: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def mrpc_rows(count: int) -> list[str]:
+    return [
+        f"{i % 2}\t{100 + i}\t{200 + i}\tThe company said {i} shares rose.\tShares of the company rose by {i}."
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def glue_dir(tmp_path):
+    """MRPC (with the BOM of the real file), CoLA, MNLI and STS-B in the GLUE layout."""
+    root = tmp_path / "glue_data"
+    write_tsv(root / "MRPC" / "train.tsv", [MRPC_HEADER, *mrpc_rows(30)], bom=True)
+    write_tsv(root / "MRPC" / "dev.tsv", [MRPC_HEADER, *mrpc_rows(10)], bom=True)
+    test_rows = [
+        f"{i}\t{300 + i}\t{400 + i}\tA test sentence {i}.\tAnother one {i}." for i in range(8)
+    ]
+    write_tsv(root / "MRPC" / "test.tsv", ["index\t#1 ID\t#2 ID\t#1 String\t#2 String", *test_rows])
+    cola = [f"gj04\t{i % 2}\t{'' if i % 2 else '*'}\tThe dog barked {i} times." for i in range(12)]
+    write_tsv(root / "CoLA" / "train.tsv", cola)
+    write_tsv(root / "CoLA" / "dev.tsv", cola[:4])
+    write_tsv(root / "CoLA" / "test.tsv", ["index\tsentence", "0\tA cat sat.", "1\tSat cat a."])
+    header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tgold_label"
+    labels = ["entailment", "neutral", "contradiction"]
+    pairs = [
+        f"{i}\t{i}\t{i}e\tfiction\tA man walks {i}.\tA person moves.\t{labels[i % 3]}"
+        for i in range(9)
+    ]
+    for name in ("train", "dev_matched", "dev_mismatched"):
+        write_tsv(root / "MNLI" / f"{name}.tsv", [header, *pairs])
+    test_header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2"
+    write_tsv(root / "MNLI" / "test_matched.tsv", [test_header, "0\t1\t1e\tslate\tA.\tB."])
+    write_tsv(
+        root / "MNLI" / "test_mismatched.tsv",
+        [test_header, "0\t1\t1e\tslate\tC.\tD.", "1\t2\t2e\tslate\tE.\tF."],
+    )
+    sts_header = (
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    )
+    sts = [
+        f"{i}\tmain-news\tf\t2012\t{i}\tnone\tnone\tA plane takes off {i}.\tAn air plane is taking off.\t{i * 0.5:.3f}"
+        for i in range(10)
+    ]
+    write_tsv(root / "STS-B" / "train.tsv", [sts_header, *sts])
+    write_tsv(root / "STS-B" / "dev.tsv", [sts_header, *sts[:4]])
+    return root
+
+
+def test_mrpc_glue_dir_gives_train_dev_and_test(glue_dir, tokenizer, tmp_path):
+    task = load_task(
+        task_config("mrpc", glue_dir=str(glue_dir)), tokenizer, tmp_path / "cache", seed=0
+    )
+    assert {name: len(split) for name, split in task.splits.items()} == {
+        "train": 30,
+        "dev": 10,
+        "test": 8,
+    }
+    assert (task.num_labels, task.problem_type, task.label_names) == (
+        2,
+        "classification",
+        ["0", "1"],
+    )
+    assert task.splits["train"]["labels"][:4] == [0, 1, 0, 1]
+    assert task.splits["test"]["labels"] == [-1] * 8
+    assert task.splits["test"]["idx"] == list(range(8))
+
+
+def test_sentence_pairs_get_segment_ids_and_are_truncated_to_seq_len(glue_dir, tokenizer, tmp_path):
+    task = load_task(
+        task_config("mrpc", glue_dir=str(glue_dir), seq_len=12),
+        tokenizer,
+        tmp_path / "cache",
+        seed=0,
+    )
+    example = task.splits["train"][0]
+    sep = tokenizer.sep_token_id
+    assert len(example["input_ids"]) == 12
+    assert example["input_ids"][0] == tokenizer.cls_token_id and example["input_ids"][-1] == sep
+    first_sep = example["input_ids"].index(sep)
+    assert example["token_type_ids"] == [0] * (first_sep + 1) + [1] * (11 - first_sep)
+
+
+def test_quote_characters_are_literal_text(tmp_path):
+    path = tmp_path / "train.tsv"
+    write_tsv(
+        path,
+        [
+            MRPC_HEADER,
+            '1\t1\t2\t"He said "no.\tHe refused.',
+            "0\t3\t4\tA second row.\tAnother row.",
+        ],
+    )
+    columns, skipped = read_glue_file(path, GLUE_TASKS["mrpc"], ["0", "1"], labelled=True)
+    assert columns["text_a"] == ['"He said "no.', "A second row."]
+    assert skipped == 0
+
+
+def test_lines_with_a_wrong_field_count_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "train.tsv"
+    header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"
+    write_tsv(
+        path,
+        [header, "0\t1\t2\tWhy?\tWhy not?\t1", "1\t3\t4\tHow?\n", "2\t5\t6\tWho?\tWhom?\t0\textra"],
+    )
+    columns, skipped = read_glue_file(path, GLUE_TASKS["qqp"], ["0", "1"], labelled=True)
+    assert (columns["text_a"], columns["label"], skipped) == (["Why?"], [1], 2)
+
+
+def test_cola_train_has_no_header_and_its_test_has_one(glue_dir, tokenizer, tmp_path):
+    task = load_task(
+        task_config("cola", glue_dir=str(glue_dir)), tokenizer, tmp_path / "cache", seed=0
+    )
+    assert (len(task.splits["train"]), len(task.splits["dev"]), len(task.splits["test"])) == (
+        12,
+        4,
+        2,
+    )
+    assert task.splits["train"]["labels"][:3] == [0, 1, 0]
+    assert (
+        tokenizer.decode(task.splits["test"][1]["input_ids"], skip_special_tokens=True)
+        == "sat cat a."
+    )
+
+
+def test_mnli_has_matched_and_mismatched_dev_and_test(glue_dir, tokenizer, tmp_path):
+    task = load_task(
+        task_config("mnli", glue_dir=str(glue_dir)), tokenizer, tmp_path / "cache", seed=0
+    )
+    assert sorted(task.splits) == ["dev", "dev_mismatched", "test", "test_mismatched", "train"]
+    assert (len(task.splits["test"]), len(task.splits["test_mismatched"])) == (1, 2)
+    assert task.splits["dev_mismatched"]["labels"][:3] == [0, 1, 2]
+
+
+def test_stsb_labels_are_floats(glue_dir, tokenizer, tmp_path):
+    task = load_task(
+        task_config("stsb", glue_dir=str(glue_dir)), tokenizer, tmp_path / "cache", seed=0
+    )
+    assert task.problem_type == "regression" and task.num_labels == 1
+    assert task.splits["dev"]["labels"] == [0.0, 0.5, 1.0, 1.5]
+    assert "test" not in task.splits
+    assert task.collate([task.splits["dev"][1]])["labels"].dtype.is_floating_point
+
+
+def test_missing_task_folder_names_the_expected_layout(tmp_path, tokenizer):
+    with pytest.raises(
+        SparseBertError, match=r"RTE/train.tsv.*<glue_dir>/RTE/\{train.tsv, dev.tsv, test.tsv\}"
+    ):
+        load_task(task_config("rte", glue_dir=str(tmp_path)), tokenizer, tmp_path / "cache", seed=0)
+
+
+def test_glue_dir_with_a_non_glue_task_is_refused(glue_dir, tokenizer, tmp_path):
+    with pytest.raises(SparseBertError, match="task=polarity is not a GLUE task"):
+        load_task(
+            task_config("polarity", glue_dir=str(glue_dir)), tokenizer, tmp_path / "cache", seed=0
+        )
+
+
+def test_collate_pads_with_the_pad_token_to_the_longest_example(glue_dir, tokenizer, tmp_path):
+    task = load_task(
+        task_config("cola", glue_dir=str(glue_dir)), tokenizer, tmp_path / "cache", seed=0
+    )
+    batch = task.collate([task.splits["test"][0], task.splits["dev"][0]])
+    short = len(task.splits["test"][0]["input_ids"])
+    longest = len(task.splits["dev"][0]["input_ids"])
+    assert batch["input_ids"].shape == (2, longest)
+    assert batch["input_ids"][0, short:].tolist() == [tokenizer.pad_token_id] * (longest - short)
+    assert batch["attention_mask"][0].tolist() == [1] * short + [0] * (longest - short)
+    assert batch["labels"].tolist() == [-1, 0]
+
+
+def test_csv_data_files_with_label_names(tmp_path, tokenizer):
+    rows = [
+        "question,sentence,label",
+        "Who won?,The home team won.,entailment",
+        "Where?,It rained.,not_entailment",
+    ]
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    task = load_task(task_config("qnli", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    assert task.splits["dev"]["labels"] == [0, 1]
+    assert task.splits["dev"]["idx"] == [0, 1]
+
+
+def test_unknown_string_label_in_data_files_is_refused(tmp_path, tokenizer):
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.csv").write_text("question,sentence,label\nWho?,Me.,maybe\n")
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    with pytest.raises(SparseBertError, match="label 'maybe'"):
+        load_task(task_config("qnli", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+
+
+def test_hub_path_loads_a_local_dataset_folder_with_glue_split_names(tmp_path, tokenizer):
+    folder = tmp_path / "glue-rte"
+    folder.mkdir()
+    for split, label in (("train", 0), ("validation", 1), ("test", -1)):
+        rows = [
+            {"sentence1": f"A {split}.", "sentence2": "B.", "label": label, "idx": i}
+            for i in range(3)
+        ]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = load_task(
+        task_config("rte", hub_path=str(folder), hub_config=None),
+        tokenizer,
+        tmp_path / "cache",
+        seed=0,
+    )
+    assert sorted(task.splits) == ["dev", "test", "train"]
+    assert (task.splits["dev"]["labels"], task.splits["test"]["labels"]) == (
+        [1, 1, 1],
+        [-1, -1, -1],
+    )
+
+
+def test_unreachable_hub_names_the_dataset_and_local_alternatives(tmp_path):
+    script = (
+        "from pathlib import Path\n"
+        "from omegaconf import OmegaConf\n"
+        "from sparsebert_cli.data.config import TaskConfig\n"
+        "from sparsebert_cli.data.tasks import load_task\n"
+        "from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder\n"
+        "from sparsebert_cli.errors import SparseBertError\n"
+        "cfg = OmegaConf.merge(OmegaConf.structured(TaskConfig), OmegaConf.load(Path('conf/task/mrpc.yaml')))\n"
+        "try:\n"
+        f"    load_task(cfg, tokenizer_from_folder(embedded_tokenizer_folder()), Path({str(tmp_path)!r}), 0)\n"
+        "except SparseBertError as error:\n"
+        "    print(error)\n"
+    )
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=conf_dir().parent,
+        check=True,
+    )
+    message = result.stdout
+    assert "'nyu-mll/glue' (config 'mrpc')" in message
+    assert "task.glue_dir=<folder with MRPC/train.tsv, dev.tsv, test.tsv>" in message
+    assert "task=polarity or task=lee_sts" in message
+
+
+def test_tsv_data_files_are_read_without_quoting(tmp_path, tokenizer):
+    rows = 'sentence1\tsentence2\tlabel\n"He said "no.\tHe refused.\tentailment\nC d.\tE f.\tnot_entailment\n'
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.tsv").write_text(rows)
+    files = {"train": str(tmp_path / "train.tsv"), "dev": str(tmp_path / "dev.tsv")}
+    task = load_task(task_config("rte", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    first = tokenizer.decode(task.splits["dev"][0]["input_ids"], skip_special_tokens=True)
+    assert (first, task.splits["dev"]["labels"]) == ('" he said " no. he refused.', [0, 1])
