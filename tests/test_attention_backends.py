@@ -1,0 +1,198 @@
+"""The attention backends agree with the masked reference, on every mask pattern, and keep the
+empty-row rule (a query with no allowed key gets a zero output, never NaN)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sparsebert_cli.attention.block_sparse import block_layout, block_sparse_attention
+from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
+from sparsebert_cli.attention.masked import masked_attention, sdpa_attention
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
+
+CONF_MASKS = Path(__file__).resolve().parents[1] / "conf" / "mask"
+PATTERN_FILES = sorted(p for p in CONF_MASKS.glob("*.yaml") if p.stem in PATTERNS)
+HEADS, DIM, SCALE = 2, 8, 8**-0.5
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+
+
+def catalogue_mask(path: Path, n: int) -> torch.Tensor:
+    cfg = OmegaConf.merge(OmegaConf.structured(MaskConfig), OmegaConf.load(path))
+    return pattern_mask(cfg, n, HEADS)
+
+
+def qkv(batch: int, n: int, seed: int = 0, grad: bool = False) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, HEADS, n, DIM, generator=g).requires_grad_(grad) for _ in range(3)]
+
+
+def padding(lengths: list[int], n: int) -> torch.Tensor:
+    """bool [B, n], True = padding."""
+    return torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]
+
+
+def test_the_catalogue_has_fixed_patterns_to_check():
+    assert len(PATTERN_FILES) >= 8
+
+
+@pytest.mark.parametrize("path", PATTERN_FILES, ids=lambda p: p.stem)
+def test_block_sparse_equals_masked_on_every_pattern_with_padding_and_odd_length(path):
+    n = 75  # not a multiple of the block size
+    mask = catalogue_mask(path, n)
+    q, k, v = qkv(2, n)
+    pad = padding([75, 61], n)
+    expected = masked_attention(q, k, v, mask, pad, SCALE)
+    got = block_sparse_attention(q, k, v, block_layout(mask, 16), pad, SCALE)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("path", PATTERN_FILES, ids=lambda p: p.stem)
+def test_flex_forward_equals_masked_on_every_pattern_with_padding_and_odd_length(path):
+    n = 75
+    mask = catalogue_mask(path, n)
+    q, k, v = qkv(2, n)
+    pad = padding([75, 61], n)
+    expected = masked_attention(q, k, v, mask, pad, SCALE)
+    block_mask = flex_block_mask(mask, pad, 16)
+    got = flex_sparse_attention(q, k, v, block_mask, SCALE, compiled=False)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("path", PATTERN_FILES, ids=lambda p: p.stem)
+def test_sdpa_equals_masked_on_every_pattern_with_padding(path):
+    n = 75
+    mask = catalogue_mask(path, n)
+    q, k, v = qkv(2, n)
+    pad = padding([75, 61], n)
+    expected = masked_attention(q, k, v, mask, pad, SCALE)
+    torch.testing.assert_close(
+        sdpa_attention(q, k, v, mask, pad, SCALE), expected, atol=1e-5, rtol=0
+    )
+
+
+def test_flex_without_padding_equals_masked_using_full_blocks():
+    n = 64
+    mask = catalogue_mask(CONF_MASKS / "longformer.yaml", n)
+    q, k, v = qkv(1, n)
+    block_mask = flex_block_mask(mask, None, 16)
+    got = flex_sparse_attention(q, k, v, block_mask, SCALE, compiled=False)
+    torch.testing.assert_close(got, masked_attention(q, k, v, mask, None, SCALE), atol=1e-5, rtol=0)
+
+
+def test_block_sparse_gradients_equal_masked_gradients():
+    n = 45
+    mask = catalogue_mask(CONF_MASKS / "bigbird.yaml", n)  # per-head random keys
+    pad = padding([45, 30], n)
+    grads = []
+    for attend in (
+        lambda q, k, v: masked_attention(q, k, v, mask, pad, SCALE),
+        lambda q, k, v: block_sparse_attention(q, k, v, block_layout(mask, 16), pad, SCALE),
+    ):
+        q, k, v = qkv(2, n, grad=True)
+        weights = torch.linspace(-1, 1, DIM)
+        (attend(q, k, v) * weights).sum().backward()
+        grads.append([q.grad, k.grad, v.grad])
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_block_sparse_handles_a_different_mask_per_head():
+    n = 40
+    mask = torch.stack([torch.eye(n, dtype=torch.bool), torch.ones(n, n, dtype=torch.bool).tril()])
+    q, k, v = qkv(1, n)
+    got = block_sparse_attention(q, k, v, block_layout(mask, 8), None, SCALE)
+    torch.testing.assert_close(got, masked_attention(q, k, v, mask, None, SCALE), atol=1e-5, rtol=0)
+
+
+def test_block_layout_keeps_only_the_tiles_the_mask_touches():
+    n, size = 64, 16
+    i = torch.arange(n)
+    window = ((i[:, None] - i[None, :]).abs() <= 2)[
+        None
+    ]  # a band: the diagonal tiles and their neighbours
+    layout = block_layout(window, size)
+    assert layout.active_blocks == 4 + 2 * 3
+    assert [g.allowed.shape[-1] // size for g in layout.groups] == [3]
+    assert layout.block_density == pytest.approx(10 / 16)
+
+
+def test_a_global_token_does_not_make_the_other_rows_dense():
+    n, size = 128, 16
+    i = torch.arange(n)
+    star = (i[:, None] - i[None, :]).abs() <= 1
+    star[0, :] = True
+    star[:, 0] = True
+    layout = block_layout(star[None], size)
+    # query block 0 needs all 8 key blocks; the others need block 0 and their neighbours (3-4)
+    assert [g.allowed.shape[-1] // size for g in layout.groups] == [8, 4]
+    assert [len(g.rows) for g in layout.groups] == [1, 7]
+
+
+def test_block_layout_of_a_dense_mask_has_every_tile():
+    layout = block_layout(torch.ones(2, 50, 50, dtype=torch.bool), 16)
+    assert layout.block_density == 1.0
+
+
+def empty_row_case():
+    """Row 3 of head 0 allows only key 7, which sequence 1 pads away; row 5 allows nothing."""
+    n = 20
+    mask = torch.ones(HEADS, n, n, dtype=torch.bool)
+    mask[0, 3] = False
+    mask[0, 3, 7] = True
+    mask[:, 5] = False
+    pad = padding([20, 7], n)
+    return mask, pad
+
+
+BACKENDS = {
+    "masked": lambda q, k, v, m, p: masked_attention(q, k, v, m, p, SCALE),
+    "masked_soft": lambda q, k, v, m, p: masked_attention(q, k, v, m.float(), p, SCALE),
+    "sdpa": lambda q, k, v, m, p: sdpa_attention(q, k, v, m, p, SCALE),
+    "block_sparse": lambda q, k, v, m, p: block_sparse_attention(
+        q, k, v, block_layout(m, 8), p, SCALE
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_an_empty_row_gets_zero_output_and_finite_gradients(name):
+    mask, pad = empty_row_case()
+    q, k, v = qkv(2, 20, grad=True)
+    out = BACKENDS[name](q, k, v, mask, pad)
+    out.sum().backward()
+    assert out[:, :, 5].abs().max() == 0
+    assert out[1, 0, 3].abs().max() == 0
+    assert out[0, 0, 3].abs().max() > 0
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_flex_empty_row_gets_zero_output():
+    mask, pad = empty_row_case()
+    q, k, v = qkv(2, 20)
+    out = flex_sparse_attention(q, k, v, flex_block_mask(mask, pad, 8), SCALE, compiled=False)
+    assert out[:, :, 5].abs().max() == 0
+    assert out[1, 0, 3].abs().max() == 0
+
+
+def test_a_soft_mask_gives_the_boolean_mask_forward():
+    mask = catalogue_mask(CONF_MASKS / "window.yaml", 30)
+    q, k, v = qkv(2, 30)
+    soft = masked_attention(q, k, v, mask.float(), None, SCALE)
+    torch.testing.assert_close(
+        soft, masked_attention(q, k, v, mask, None, SCALE), atol=1e-6, rtol=0
+    )
+
+
+def test_a_soft_mask_receives_gradients_at_kept_entries_only():
+    n = 12
+    mask = catalogue_mask(CONF_MASKS / "window.yaml", n).float().requires_grad_(True)
+    q, k, v = qkv(1, n)
+    masked_attention(q, k, v, mask, None, SCALE).pow(2).sum().backward()
+    kept = mask.detach().bool()
+    assert mask.grad[kept].abs().sum() > 0
+    assert mask.grad[~kept].abs().sum() == 0

@@ -1,0 +1,261 @@
+"""Models with masks attached: dense equals Hugging Face's BERT, the MLM head at masked positions,
+DAM masks, checkpoints that rebuild the trained model, and where the weights come from."""
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import constants
+from omegaconf import OmegaConf
+from transformers import BertForPreTraining, BertModel
+
+from sparsebert_cli.config import ModelConfig
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.modeling import (
+    MaskSource,
+    build_mask_source,
+    build_pretraining_model,
+    build_task_model,
+    load_checkpoint,
+    resolve_pretrained,
+    save_checkpoint,
+)
+
+VOCAB, N = 60, 24
+
+
+def tiny(**overrides) -> ModelConfig:
+    fields = dict(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, dropout=0.0)
+    return ModelConfig(**{**fields, "attention_dropout": 0.0, **overrides})
+
+
+def minilm() -> ModelConfig:
+    return ModelConfig(
+        preset="hf", name_or_path="embedded:minilm", dropout=0.0, attention_dropout=0.0
+    )
+
+
+def window_source(heads: int = 2) -> MaskSource:
+    cfg = OmegaConf.structured(MaskConfig(name="window", window=2))
+    return MaskSource.from_config(cfg, heads=heads, layers=2, n=N)
+
+
+def padded_batch(vocab: int = VOCAB, n: int = N):
+    ids = torch.randint(1, vocab, (2, n), generator=torch.Generator().manual_seed(3))
+    attention = torch.ones(2, n, dtype=torch.long)
+    attention[1, n - 7 :] = 0
+    return ids, attention
+
+
+def mlm_batch():
+    ids, attention = padded_batch()
+    return dict(
+        input_ids=ids,
+        attention_mask=attention,
+        token_type_ids=torch.zeros_like(ids),
+        masked_lm_positions=torch.tensor([[1, 5, 9], [2, 4, 0]]),
+        masked_lm_ids=torch.tensor([[7, 8, 9], [10, 11, 0]]),
+        masked_lm_weights=torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]),
+        next_sentence_label=torch.tensor([0, 1]),
+    )
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_dense_mask_on_minilm_equals_hugging_face_bert(implementation):
+    ours = build_task_model(minilm(), MaskSource("dense"), 2, "classification", None).eval()
+    path = resolve_pretrained("embedded:minilm")
+    theirs = BertModel.from_pretrained(path, attn_implementation=implementation).eval()
+    ids, attention = padded_batch(vocab=30522, n=19)
+    with torch.no_grad():
+        expected = theirs(ids, attention_mask=attention).last_hidden_state
+        got = ours(ids, attention_mask=attention, output_hidden_states=True).hidden_states[-1]
+    real = attention.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_dense_mask_on_a_random_model_equals_hugging_face_bert(implementation):
+    torch.manual_seed(0)
+    ours = build_task_model(tiny(), MaskSource("dense"), 2, "classification", None, VOCAB).eval()
+    theirs = BertModel(ours.config)
+    theirs.load_state_dict(ours.bert.state_dict())
+    theirs.set_attn_implementation(implementation)
+    ids, attention = padded_batch()
+    with torch.no_grad():
+        expected = theirs(ids, attention_mask=attention).last_hidden_state
+        got = ours(ids, attention_mask=attention, output_hidden_states=True).hidden_states[-1]
+    real = attention.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=0)
+
+
+def pretraining(mask_source: MaskSource | None = None, nsp: bool = True):
+    torch.manual_seed(0)
+    return build_pretraining_model(tiny(), mask_source or MaskSource("dense"), VOCAB, nsp)
+
+
+def test_mlm_logits_are_hugging_face_logits_at_the_masked_positions():
+    ours = pretraining().eval()
+    theirs = BertForPreTraining(ours.config)
+    theirs.load_state_dict(ours.state_dict(), strict=False)
+    theirs.tie_weights()
+    batch = mlm_batch()
+    with torch.no_grad():
+        full = theirs(batch["input_ids"], batch["attention_mask"]).prediction_logits
+        got = ours(**batch).mlm_logits
+    positions = batch["masked_lm_positions"]
+    expected = full[torch.arange(2)[:, None], positions].flatten(0, 1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_mlm_loss_and_accuracy_count_only_weighted_positions():
+    batch = mlm_batch()
+    with torch.no_grad():
+        out = pretraining().eval()(**batch)
+    targets = batch["masked_lm_ids"].flatten()[:5]
+    real = out.mlm_logits[:5]
+    assert out.mlm_count == 5
+    assert out.mlm_correct == (real.argmax(-1) == targets).sum()
+    torch.testing.assert_close(out.mlm_loss, torch.nn.functional.cross_entropy(real, targets))
+
+
+def test_the_loss_adds_the_next_sentence_loss():
+    with torch.no_grad():
+        out = pretraining().eval()(**mlm_batch())
+    expected = torch.nn.functional.cross_entropy(out.nsp_logits, torch.tensor([0, 1]))
+    torch.testing.assert_close(out.nsp_loss, expected)
+    torch.testing.assert_close(out.loss, out.mlm_loss + out.nsp_loss)
+
+
+def test_without_nsp_the_model_has_no_pooler_and_the_loss_is_mlm():
+    model = pretraining(nsp=False)
+    out = model(**mlm_batch())
+    assert model.bert.pooler is None
+    assert out.nsp_loss is None and out.loss is out.mlm_loss
+
+
+def dam_source() -> MaskSource:
+    cfg = OmegaConf.structured(MaskConfig(name="dam", seq_len=N, init=0.5))
+    return MaskSource.from_config(cfg, heads=2, layers=2, n=N)
+
+
+def test_the_dam_logits_alpha_are_a_model_parameter():
+    names = [name for name, _ in pretraining(dam_source()).named_parameters()]
+    assert "sparse_mask.dam.alpha" in names
+
+
+def test_training_samples_the_dam_once_per_forward_pass_and_alpha_gets_gradients(monkeypatch):
+    model = pretraining(dam_source()).train()
+    calls = []
+    sample = model.sparse_mask.dam.sample
+    monkeypatch.setattr(model.sparse_mask.dam, "sample", lambda: calls.append(1) or sample())
+    model(**mlm_batch()).loss.backward()
+    assert len(calls) == 1
+    assert model.sparse_mask.dam.alpha.grad.abs().sum() > 0
+
+
+def test_eval_mode_uses_the_binarized_dam_mask():
+    model = pretraining(dam_source()).eval()
+    with torch.no_grad():
+        model.sparse_mask.dam.alpha.copy_(torch.randn_like(model.sparse_mask.dam.alpha))
+    fixed = pretraining(MaskSource("fixed", mask=model.sparse_mask.dam.binarize())).eval()
+    fixed.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**mlm_batch()).mlm_logits, fixed(**mlm_batch()).mlm_logits)
+
+
+def test_a_checkpoint_with_a_mask_reloads_with_identical_logits(tmp_path):
+    model = pretraining(window_source()).eval()
+    save_checkpoint(model, tmp_path, {"run": "pretrain-1"})
+    loaded = load_checkpoint(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(**mlm_batch()).mlm_logits, model(**mlm_batch()).mlm_logits)
+    assert torch.equal(loaded.sparse_mask.mask, model.sparse_mask.mask)
+
+
+def test_a_checkpoint_records_the_model_config_mask_and_extra_config(tmp_path):
+    save_checkpoint(pretraining(window_source()), tmp_path, {"run": "pretrain-1"})
+    record = json.loads((tmp_path / "sparsebert.json").read_text())
+    assert record["head"] == "pretraining" and record["nsp"] is True
+    assert record["model"]["hidden_size"] == 16
+    assert record["mask"] == {"kind": "window", "params": {"window": 2}}
+    assert record["run"] == "pretrain-1"
+
+
+def test_a_dam_checkpoint_reloads_as_its_binarized_mask(tmp_path):
+    model = pretraining(dam_source()).eval()
+    with torch.no_grad():
+        model.sparse_mask.dam.alpha.copy_(torch.randn_like(model.sparse_mask.dam.alpha))
+    save_checkpoint(model, tmp_path, {})
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.sparse_mask.kind == "fixed"
+    with torch.no_grad():
+        assert torch.equal(loaded(**mlm_batch()).mlm_logits, model(**mlm_batch()).mlm_logits)
+
+
+def test_plain_hugging_face_loads_the_weights_of_a_checkpoint(tmp_path):
+    model = pretraining(window_source())
+    save_checkpoint(model, tmp_path, {})
+    plain = BertModel.from_pretrained(tmp_path, attn_implementation="eager")
+    for name, tensor in model.bert.state_dict().items():
+        assert torch.equal(plain.state_dict()[name], tensor), name
+
+
+def test_pretraining_continues_from_a_checkpoint_with_its_heads(tmp_path):
+    saved = pretraining(window_source()).eval()
+    save_checkpoint(saved, tmp_path, {})
+    continued = build_pretraining_model(tiny(from_run=str(tmp_path)), window_source(), VOCAB, True)
+    with torch.no_grad():
+        expected = saved(**mlm_batch())
+        got = continued.eval()(**mlm_batch())
+    assert torch.equal(got.mlm_logits, expected.mlm_logits)
+    assert torch.equal(got.nsp_logits, expected.nsp_logits)
+
+
+def test_a_task_model_starts_from_the_pretrained_encoder(tmp_path):
+    pretrained = pretraining(window_source())
+    save_checkpoint(pretrained, tmp_path, {})
+    task = build_task_model(tiny(), window_source(), 3, "classification", tmp_path)
+    for name, tensor in pretrained.bert.state_dict().items():
+        assert torch.equal(task.bert.state_dict()[name], tensor), name
+
+
+def test_mask_checkpoint_takes_the_mask_stored_with_the_model(tmp_path):
+    pretrained = pretraining(window_source())
+    save_checkpoint(pretrained, tmp_path, {})
+    cfg = OmegaConf.structured(MaskConfig(name="checkpoint"))
+    source = build_mask_source(cfg, tiny(), N, init_from=tmp_path)
+    assert source.kind == "fixed" and torch.equal(source.mask, pretrained.sparse_mask.mask)
+
+
+def test_mask_checkpoint_of_a_plain_hugging_face_model_is_dense():
+    cfg = OmegaConf.structured(MaskConfig(name="checkpoint"))
+    assert build_mask_source(cfg, minilm(), N).kind == "dense"
+
+
+def test_a_task_checkpoint_reloads_with_identical_logits(tmp_path):
+    torch.manual_seed(0)
+    model = build_task_model(tiny(), window_source(), 1, "regression", None, VOCAB).eval()
+    save_checkpoint(model, tmp_path, {})
+    loaded = load_checkpoint(tmp_path)
+    ids, attention = padded_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, attention).logits, model(ids, attention).logits)
+    assert loaded.config.problem_type == "regression"
+
+
+def test_a_mask_for_other_heads_is_refused():
+    with pytest.raises(SparseBertError, match=r"1 layer\(s\) × 4 heads.*2 layers × 2 heads"):
+        build_task_model(tiny(), window_source(heads=4), 2, "classification", None, VOCAB)
+
+
+def test_an_unreachable_hub_model_names_the_local_alternatives(monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(SparseBertError, match="'bert-base-uncased'.*model=minilm"):
+        resolve_pretrained("bert-base-uncased")
+
+
+def test_embedded_minilm_resolves_to_the_folder_in_the_installed_wheel():
+    path = resolve_pretrained("embedded:minilm")
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
