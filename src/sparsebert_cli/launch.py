@@ -39,10 +39,21 @@ def set_offline_env() -> None:
         os.environ[var] = "1"
 
 
+def _quiet_libraries() -> None:
+    """Our progress bar and log lines replace the libraries' own bars."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     """Run `cfg.stage` in `run_dir` (or return the metrics of the same completed job there)."""
     from sparsebert_cli.training.distributed import world
 
+    _quiet_libraries()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = runs.config_hash(hashed_config(resolved))
     existing = runs.load_manifest(run_dir)

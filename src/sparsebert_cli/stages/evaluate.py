@@ -8,9 +8,9 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-from sparsebert_cli.runs import Run, atomic_write_text
+from sparsebert_cli.runs import Run, atomic_write_text, read_json
 from sparsebert_cli.stages.finetune import task_metrics
-from sparsebert_cli.stages.inputs import cache_dir, upstream_model
+from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, upstream_model
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import resolve_device
 
@@ -24,10 +24,11 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tasks import load_task
     from sparsebert_cli.data.tokenizer import load_tokenizer
     from sparsebert_cli.masks.stats import sparsity_per_head
-    from sparsebert_cli.modeling import load_checkpoint
+    from sparsebert_cli.modeling import CHECKPOINT_FILE, load_checkpoint
 
     model_dir = upstream_model(cfg, run, "finetune")
-    model, info = load_checkpoint(model_dir)
+    model = load_checkpoint(model_dir)
+    info = read_json(model_dir / CHECKPOINT_FILE)
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
     task_cfg = OmegaConf.create(info["task"])
@@ -59,8 +60,8 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
                 split=split,
             )
         metrics.update(speed)
-    mask = model.sparse_mask.full_mask()
-    metrics["mask/sparsity"] = model.sparse_mask.sparsity()
+    mask = model.sparse_mask.binarized()
+    metrics["mask/sparsity"] = mask_sparsity(model)
     if mask is not None:
         atomic_write_text(
             run.dir / "mask_stats.json", json.dumps({"per_head": sparsity_per_head(mask)}, indent=2)

@@ -9,7 +9,14 @@ epoch, keeps the best epoch, and writes `artifacts/model/` for `evaluate`.
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.runs import Run
-from sparsebert_cli.stages.inputs import MODEL_DIR, cache_dir, resolve_mask, upstream_model
+from sparsebert_cli.stages.inputs import (
+    MODEL_DIR,
+    cache_dir,
+    mask_sparsity,
+    resolve_mask,
+    upstream_model,
+    weights_folder,
+)
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import Hooks, steps_per_epoch, train
 
@@ -29,18 +36,14 @@ def task_metrics(
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tasks import load_task
     from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
-    from sparsebert_cli.modeling import build_task_model, model_source, save_checkpoint
+    from sparsebert_cli.modeling import build_mask_source, build_task_model, save_checkpoint
 
-    init_from = upstream_model(cfg, run, "pretrain") or model_source(cfg.model)
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=init_from)
+    init_from = upstream_model(cfg, run, "pretrain")
+    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
     task = load_task(cfg.task, tokenizer, cache_dir(cfg), cfg.seed)
+    source = build_mask_source(resolve_mask(cfg, run), cfg.model, cfg.task.seq_len, init_from)
     model = build_task_model(
-        cfg.model,
-        resolve_mask(cfg, run),
-        num_labels=task.num_labels,
-        problem_type=task.problem_type,
-        seq_len=cfg.task.seq_len,
-        init_from=init_from,
+        cfg.model, source, task.num_labels, task.problem_type, init_from, vocab_size=len(tokenizer)
     )
     trainer = cfg.trainer
     if trainer.eval_every == 0 and trainer.epochs > 0:  # evaluate after every epoch
@@ -49,22 +52,15 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     def evaluate() -> dict[str, float]:
         return task_metrics(model, task, "dev", trainer.eval_batch_size)
 
-    metrics = train(
-        model,
-        task.splits["train"],
-        task.collate,
-        cfg,
-        run,
-        Hooks(evaluate=evaluate, select="eval/headline"),
-    )
+    hooks = Hooks(evaluate=evaluate, select="eval/headline")
+    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks)
     if run.writer:
         extra = {
             "stage": "finetune",
             "run_dir": str(run.dir),
             "task": OmegaConf.to_container(cfg.task, resolve=True),
             "label_names": task.label_names,
-            "problem_type": task.problem_type,
         }
         save_checkpoint(model, run.artifacts / MODEL_DIR, extra)
         save_tokenizer(tokenizer, run.artifacts / MODEL_DIR)
-    return {**metrics, "mask/sparsity": model.sparse_mask.sparsity()}
+    return {**metrics, "mask/sparsity": mask_sparsity(model)}

@@ -34,6 +34,7 @@ def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
         return None
     run_dir = runs.resolve(kind, cfg.model.from_run, Path(cfg.paths.runs_dir))
     run.add_input("model", run_dir)
+    cfg.model.from_run = str(run_dir)  # model building reads the resolved folder
     model_dir = run_dir / "artifacts" / MODEL_DIR
     if not model_dir.is_dir():
         raise SparseBertError(
@@ -42,9 +43,26 @@ def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
     return model_dir
 
 
+def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
+    """The folder the model's weights (and so its tokenizer) come from, if any."""
+    if init_from is not None or cfg.model.preset != "hf":
+        return init_from
+    from sparsebert_cli.modeling import resolve_pretrained
+
+    return resolve_pretrained(cfg.model.name_or_path)
+
+
 def pretraining_data(cfg: DictConfig, tokenizer):
     """Train/eval splits of MLM(+NSP) examples (cached) and their collate function."""
     from sparsebert_cli.data.pretraining import build_pretraining_splits, collate_pretraining
 
     splits = build_pretraining_splits(cfg.data, tokenizer, cfg.seed, cache_dir(cfg))
     return splits, collate_pretraining
+
+
+def mask_sparsity(model) -> float:
+    """Percent of attention entries the model's mask removes (0 for dense)."""
+    from sparsebert_cli.masks.stats import sparsity
+
+    mask = model.sparse_mask.binarized()
+    return 0.0 if mask is None else sparsity(mask)

@@ -11,9 +11,11 @@ from sparsebert_cli.runs import Run
 from sparsebert_cli.stages.inputs import (
     MODEL_DIR,
     cache_dir,
+    mask_sparsity,
     pretraining_data,
     resolve_mask,
     upstream_model,
+    weights_folder,
 )
 from sparsebert_cli.training.evaluation import evaluate_mlm
 from sparsebert_cli.training.loop import Hooks, train
@@ -21,20 +23,14 @@ from sparsebert_cli.training.loop import Hooks, train
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
-    from sparsebert_cli.modeling import build_pretraining_model, save_checkpoint
+    from sparsebert_cli.modeling import build_mask_source, build_pretraining_model, save_checkpoint
 
     mask_cfg = resolve_mask(cfg, run)
     init_from = upstream_model(cfg, run, "pretrain")
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg))
+    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
     splits, collate = pretraining_data(cfg, tokenizer)
-    model = build_pretraining_model(
-        cfg.model,
-        mask_cfg,
-        vocab_size=len(tokenizer),
-        nsp=cfg.data.nsp,
-        seq_len=cfg.data.seq_len,
-        init_from=init_from,
-    )
+    source = build_mask_source(mask_cfg, cfg.model, cfg.data.seq_len, init_from)
+    model = build_pretraining_model(cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp)
 
     def evaluate() -> dict[str, float]:
         return evaluate_mlm(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
@@ -45,4 +41,4 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             model, run.artifacts / MODEL_DIR, {"stage": "pretrain", "run_dir": str(run.dir)}
         )
         save_tokenizer(tokenizer, run.artifacts / MODEL_DIR)
-    return {**metrics, "mask/sparsity": model.sparse_mask.sparsity()}
+    return {**metrics, "mask/sparsity": mask_sparsity(model)}

@@ -41,13 +41,11 @@ def _write_trace(trace_dir: Path, out: Path) -> None:
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer
-    from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+    from sparsebert_cli.modeling import build_mask_source, build_pretraining_model
 
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg))
     splits, collate = pretraining_data(cfg, tokenizer)
-    source = MaskSource.from_config(
-        cfg.mask, cfg.model.num_heads, cfg.model.num_layers, cfg.data.seq_len
-    )
+    source = build_mask_source(cfg.mask, cfg.model, cfg.data.seq_len)
     model = build_pretraining_model(cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp)
     dam = source.dam
     total = total_steps(cfg.trainer, len(splits["train"]))
