@@ -16,6 +16,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/sparsebert pipeline -m experiment=demo
+	$(VENV)/bin/sparsebert report runs/pipeline/multirun/demo
+	$(VENV)/bin/sparsebert report --figures latest
+	$(VENV)/bin/sparsebert report --patterns 128 --out-dir runs/figures
 
 test: $(STAMP)
 	$(PY) -m pytest
