@@ -40,9 +40,6 @@ def test_every_config_composes_and_validates(stage, override):
     if stage == "search" and override.startswith("mask=") and not override.startswith("mask=dam"):
         with pytest.raises(SparseBertError, match="learns a mask"):
             validate_config(cfg)
-    elif override == "mask=from_run":
-        with pytest.raises(SparseBertError, match="mask.from"):
-            validate_config(cfg)
     else:
         validate_config(cfg)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
+from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
 
 # Keys that do not change what a job computes, left out of its content hash.
@@ -31,12 +32,6 @@ def hashed_config(resolved: dict) -> dict:
     if resolved["stage"] not in _USES_TASK:
         kept.pop("task")
     return kept
-
-
-def set_offline_env() -> None:
-    """Hub-offline variables; must run before transformers/datasets are imported."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ[var] = "1"
 
 
 def _quiet_libraries() -> None:
@@ -68,6 +63,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
         return runs.read_json(run_dir / runs.METRICS)
     rank, world_size = world()
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
+    importlib.import_module("torch").manual_seed(cfg.seed)  # model init: a function of the seed
     try:
         metrics = importlib.import_module(f"sparsebert_cli.stages.{cfg.stage}").run(cfg, run)
     except BaseException as e:
@@ -96,7 +92,11 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
 
 def run_in_folder(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     """Run a job in `run_dir`: under torchrun when it asks for several processes, else here."""
-    if cfg.trainer.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ and cfg.stage != "pipeline":
+    if (
+        cfg.trainer.nproc_per_node > 1
+        and "LOCAL_RANK" not in os.environ
+        and cfg.stage != "pipeline"
+    ):
         relaunch_distributed(cfg, run_dir, command)
         return runs.read_json(run_dir / runs.METRICS)
     return execute(cfg, run_dir, command)

@@ -12,9 +12,9 @@ import os
 import platform
 import shlex
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,19 +29,27 @@ STATUSES = ("running", "completed", "failed")
 _VERSIONED = ("sparsebert-cli", "torch", "transformers", "datasets", "hydra-core", "tokenizers")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp)` to create a temporary file beside `path`, then rename it onto `path`.
+
+    Readers see the old file or the whole new one, never a part, even if the writer is killed.
+    The temporary name keeps the suffix, so writers that infer a format from it (savefig) work.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(str(tmp))
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

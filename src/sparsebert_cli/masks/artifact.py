@@ -17,10 +17,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as dump_safetensors
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.atomic import write_atomically
 from sparsebert_cli.masks.patterns import PATTERNS
 from sparsebert_cli.masks.plots import plot_mask_grid
 from sparsebert_cli.masks.stats import sparsity, sparsity_per_head, sparsity_per_layer
+from sparsebert_cli.runs import atomic_write
 
 MASK_FILE = "mask.safetensors"
 META_FILE = "mask.json"
@@ -58,7 +58,7 @@ def save_mask(directory: Path, mask: torch.Tensor, meta: dict) -> list[Path]:
     directory = Path(directory)
     mask = mask.detach().cpu().contiguous()
     data = dump_safetensors({"mask": mask})
-    tensor_path = write_atomically(directory / MASK_FILE, lambda tmp: Path(tmp).write_bytes(data))
+    tensor_path = atomic_write(directory / MASK_FILE, lambda tmp: Path(tmp).write_bytes(data))
     layers, heads, n, _ = mask.shape
     record = {
         "params": {},
@@ -78,7 +78,7 @@ def save_mask(directory: Path, mask: torch.Tensor, meta: dict) -> list[Path]:
         mask, directory / PLOT_FILE, f"{meta['kind']} mask, n={n}, sparsity {sparsity(mask):.1f}%"
     )
     text = json.dumps(record, indent=2) + "\n"
-    meta_path = write_atomically(
+    meta_path = atomic_write(
         directory / META_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
     )
     return [tensor_path, plot_path, meta_path]

@@ -10,7 +10,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sparsebert_cli.masks.atomic import write_atomically
+from sparsebert_cli.runs import atomic_write
 
 
 def mosaic(mask: torch.Tensor, gap: int) -> torch.Tensor:
@@ -47,6 +47,4 @@ def plot_mask_grid(mask: torch.Tensor, path: Path, title: str) -> Path:
     axes.set_title(title)
     label = "may attend (1) / masked (0)" if mask.dtype == torch.bool else "keep probability σ(α)"
     figure.colorbar(image, ax=axes, label=label, fraction=0.046, pad=0.04)
-    return write_atomically(
-        path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight")
-    )
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))

@@ -108,11 +108,9 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    from sparsebert_cli.masks.atomic import write_atomically
+    from sparsebert_cli.runs import atomic_write
 
-    return write_atomically(
-        path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight")
-    )
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
 
 
 def _plot_by_distance(numbers: dict, path: Path) -> Path:

@@ -42,10 +42,10 @@ def write_pattern_grid(n: int, out_dir: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from sparsebert_cli.masks.atomic import write_atomically
     from sparsebert_cli.masks.catalogue import presets
     from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
     from sparsebert_cli.masks.stats import sparsity
+    from sparsebert_cli.runs import atomic_write
 
     configs = presets(list(PATTERNS))
     columns = 5
@@ -68,7 +68,7 @@ def write_pattern_grid(n: int, out_dir: Path) -> list[Path]:
         ax.set_axis_off()
     figure.suptitle(f"Fixed attention patterns at n = {n} (head 0; 1 = may attend)")
     figure.colorbar(image, ax=list(axes), label="may attend (1) / masked (0)", shrink=0.6)
-    png = write_atomically(
+    png = atomic_write(
         out_dir / f"patterns_n{n}.png",
         lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"),
     )

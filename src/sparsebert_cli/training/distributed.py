@@ -30,8 +30,9 @@ def init_process_group(device_type: str) -> None:
 def main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
 
+    from sparsebert_cli.data.hub import set_offline_env
     from sparsebert_cli.errors import SparseBertError
-    from sparsebert_cli.launch import execute, set_offline_env
+    from sparsebert_cli.launch import execute
 
     run_dir, command = Path(argv[0]), argv[1]
     cfg = OmegaConf.load(run_dir / "config.yaml")
