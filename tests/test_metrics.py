@@ -40,6 +40,7 @@ EXPECTED = {
     "polarity": {"accuracy": ACCURACY, "f1": F1, "headline": ACCURACY},
     "stsb": {"pearson": PEARSON, "spearman": SPEARMAN, "headline": PEARSON},
     "lee_sts": {"pearson": PEARSON, "spearman": SPEARMAN, "headline": PEARSON},
+    "swag": {"accuracy": ACCURACY, "headline": ACCURACY},
 }
 
 

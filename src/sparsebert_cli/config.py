@@ -52,7 +52,7 @@ class PathsConfig:
 
 @dataclass
 class PipelineConfig:
-    # Overrides applied to one step only, e.g. pipeline.search=[trainer.max_steps=50].
+    # Overrides applied to one step only, e.g. "pipeline.search=['trainer.max_steps=50']".
     search: list[str] = field(default_factory=list)
     pretrain: list[str] = field(default_factory=list)
     finetune: list[str] = field(default_factory=list)

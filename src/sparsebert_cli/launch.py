@@ -6,6 +6,7 @@ the stage and turns errors into a one-paragraph message and a `failed` manifest.
 failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
 """
 
+import errno
 import importlib
 import os
 import subprocess
@@ -23,6 +24,8 @@ from sparsebert_cli.errors import SparseBertError
 _NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
 _NOT_HASHED_TRAINER = ("nproc_per_node", "dataloader_workers", "log_every", "device", "num_threads")
 _USES_TASK = ("finetune", "evaluate", "pipeline")
+# Write errors that are the machine's state, not a bug: a clear message instead of a traceback.
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def hashed_config(resolved: dict) -> dict:
@@ -31,7 +34,19 @@ def hashed_config(resolved: dict) -> dict:
     kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
     if resolved["stage"] not in _USES_TASK:
         kept.pop("task")
+    kept["mask"] = _mask_identity(resolved["mask"])
     return kept
+
+
+def _mask_identity(mask: dict) -> dict:
+    """Only the mask settings the chosen mask reads: dense with λ=1e-4 is dense with λ=1e-3."""
+    from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
+
+    if mask["name"] in PATTERNS:
+        return {"name": mask["name"], **pattern_params(OmegaConf.create(mask))}
+    if mask["name"] in ("from_run", "checkpoint"):
+        return {"name": mask["name"], "from_run": mask["from_run"]}
+    return mask
 
 
 def _quiet_libraries() -> None:
@@ -102,15 +117,20 @@ def run_in_folder(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, flo
     return execute(cfg, run_dir, command)
 
 
-def _record_failure(run_dir: Path, stage: str, command: str, message: str) -> None:
+def _record_failure(run_dir: Path, cfg: DictConfig, command: str, message: str) -> None:
     """Mark the run failed (unless it completed) and note it for the dispatcher's sweep summary."""
     try:
-        manifest = runs.load_manifest(run_dir) or {"stage": stage, "command": command}
+        manifest = runs.load_manifest(run_dir) or {"stage": cfg.stage, "command": command}
     except SparseBertError:
-        manifest = {"stage": stage, "command": command}
+        manifest = {"stage": cfg.stage, "command": command}
     if manifest.get("status") != "completed":
         manifest.update(status="failed", error=message)
-        runs.atomic_write_json(run_dir / runs.MANIFEST, manifest)
+        try:
+            runs.atomic_write_json(run_dir / runs.MANIFEST, manifest)
+            if not (run_dir / ".hydra" / "overrides.yaml").exists():  # the report groups by it
+                runs.write_hydra_record(run_dir, command, OmegaConf.to_container(cfg, resolve=True))
+        except OSError as e:  # the folder that just failed may be unwritable or full
+            print(f"warning: could not mark {run_dir} failed ({e}).", file=sys.stderr, flush=True)
     failures = os.environ.get("SPARSEBERT_FAILURES_FILE")
     if failures:
         with open(failures, "a", encoding="utf-8") as f:
@@ -133,13 +153,26 @@ def run_job(cfg: DictConfig) -> None:
 
         validate_config(cfg)
         run_in_folder(cfg, run_dir, command)
-    except SparseBertError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        _record_failure(run_dir, cfg.stage, command, str(e))
-        if not multirun:
-            raise SystemExit(1) from None
     except Exception as e:
-        traceback.print_exc()
-        _record_failure(run_dir, cfg.stage, command, f"{type(e).__name__}: {e}")
+        message = _user_message(e, run_dir)
+        if message is None:  # a bug, not a user mistake: keep the traceback
+            traceback.print_exc()
+            message = f"{type(e).__name__}: {e}"
+        else:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        _record_failure(run_dir, cfg, command, message)
         if not multirun:
             raise SystemExit(1) from None
+
+
+def _user_message(e: Exception, run_dir: Path) -> str | None:
+    """The one-paragraph message of an error the user can fix, or None for a bug."""
+    if isinstance(e, SparseBertError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+        return (
+            f"cannot write {e.filename or run_dir} ({e.strerror or e}). Free disk space or make "
+            "the runs folder writable (or set paths.runs_dir=<a writable folder>), then rerun the "
+            "same command; completed checkpoints are kept and resume=auto continues from them."
+        )
+    return None

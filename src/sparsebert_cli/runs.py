@@ -166,6 +166,7 @@ class Run:
         run = cls(run_dir, manifest, writer)
         if writer:
             atomic_write_text(run_dir / CONFIG, _to_yaml(resolved_config))
+            write_hydra_record(run_dir, command, resolved_config)
             run.save()
         return run
 
@@ -207,7 +208,19 @@ class Run:
         self.save()
 
 
-def _to_yaml(obj: dict) -> str:
+def write_hydra_record(run_dir: Path, command: str, resolved_config: dict | None = None) -> None:
+    """`.hydra/overrides.yaml` (and `config.yaml`) of the job that owns this folder.
+
+    Written by us rather than by Hydra (`hydra.output_subdir: null`), so a job refused for a
+    different config never overwrites the record of the run that is there.
+    """
+    hydra_dir = Path(run_dir) / ".hydra"
+    atomic_write_text(hydra_dir / "overrides.yaml", _to_yaml(shlex.split(command)[2:]))
+    if resolved_config is not None:
+        atomic_write_text(hydra_dir / "config.yaml", _to_yaml(resolved_config))
+
+
+def _to_yaml(obj: dict | list) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.create(obj))
@@ -235,10 +248,12 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
     """
     runs_dir = Path(runs_dir)
     if ref == "latest":
+        # Only folders that really lie under runs_dir: a symlink found there that leads
+        # elsewhere is not followed (pass such a folder explicitly to use it).
         done = [
             (m.get("finished_at", 0), d)
             for d, m in iter_runs(runs_dir, kind)
-            if m.get("status") == "completed"
+            if m.get("status") == "completed" and inside(d, runs_dir)
         ]
         if not done:
             raise SparseBertError(

@@ -6,14 +6,20 @@ blocks of every query block once per mask. Query blocks with about the same numb
 blocks form a group, padded to the group's longest row with masked dummy slots, so each group is
 one batched matmul over [B, rows, block_size, K·block_size]: a Python loop runs over the few
 groups, never over blocks, and a global token (a query block that needs every key block) does
-not make the other rows dense. Autograd gives the backward pass on any device. Inside the active
-tiles the element mask M and the padding are applied exactly; a query with no allowed key gets a
-zero output (the empty-row rule, masks/empty_rows.py). Work and memory scale with the number of
-active tiles, i.e. with the block density.
+not make the other rows dense. Autograd gives the backward pass on any device.
+
+Everything derivable from M is built once, with the layout: the gather indices, an additive bias
+per group (0 where M allows, a large negative number where it does not; one add over the scores
+instead of a boolean fill, cast once per dtype) and the query rows M leaves without any key. Per
+call the work is: one gather of Q (unless the group is every query block), K and V into
+contiguous [B, R, K·block_size, d] tensors, Q Kᵀ, the bias, the padding (one broadcast fill, only
+with padding), the softmax in the scores' dtype, P V. A query with no allowed key gets a zero
+output (the empty-row rule, masks/empty_rows.py): its output rows are zeroed, never NaN. Work and
+memory scale with the number of active tiles, i.e. with the block density.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +30,41 @@ from sparsebert_cli.masks.empty_rows import empty_query_rows
 # (at most 40 % of a group's tiles are dummy slots): a band's shorter edge rows (2 blocks of 3)
 # stay in the one group, a global token's row (all blocks) gets its own.
 GROUP_FILL = 0.6
+# The kernel may list keys in pieces finer than the block (down to MIN_PIECE keys) when that
+# scores at most PIECE_GAIN of the keys: a band of half-width w needs block_size + 2w keys per
+# query block in fine pieces, against 3·block_size in whole blocks.
+MIN_PIECE = 8
+PIECE_GAIN = 0.9
+
+
+def masked_score(dtype: torch.dtype) -> float:
+    """The score of a masked entry: half the dtype's lowest, so score + bias never overflows to
+    −∞ (a row of masked entries stays finite: uniform, then zeroed) and exp(it − max) is 0."""
+    return torch.finfo(dtype).min / 2
 
 
 @dataclass(frozen=True)
 class BlockGroup:
-    """Query blocks with K active key blocks or a few less."""
+    """Query blocks with K active key blocks (of `piece` keys each) or a few less."""
 
     rows: torch.Tensor  # long [R]: flat query block index h·QB + I
-    key_blocks: torch.Tensor  # long [R·K]: flat key block index h·QB + J of each row's K slots
-    allowed: torch.Tensor  # bool [R, block_size, K·block_size]: M inside the gathered tiles
+    key_blocks: torch.Tensor  # long [R·K]: flat key block index h·(N/piece) + J of each slot
+    allowed: torch.Tensor  # bool [R, block_size, K·piece]: M inside the gathered tiles
+    # bool [R, block_size, 1]: rows of the group with no allowed key in M, or None if none
+    empty: torch.Tensor | None = None
+    _bias: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def bias(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """[R, block_size, K·piece]: 0 where M allows, `masked_score` where not (built once
+        per dtype); None when every gathered entry is allowed."""
+        key = (dtype, device)
+        if key not in self._bias:
+            if bool(self.allowed.all()):
+                self._bias[key] = None
+            else:
+                bias = torch.zeros(self.allowed.shape, dtype=dtype, device=device)
+                self._bias[key] = bias.masked_fill_(~self.allowed.to(device), masked_score(dtype))
+        return self._bias[key]
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,13 @@ class BlockLayout:
     # long [H·QB]: where each query block's output is in the groups' outputs concatenated
     # (followed by one zero block, the output of query blocks with no active key block)
     output_index: torch.Tensor
+    # bool [H, n]: queries (< n) with no allowed key in M, or None if every query has one
+    empty_queries: torch.Tensor | None = None
+    idle_blocks: bool = False  # some query block has no active key block (its output is zero)
+    # What the kernel computes: query blocks of block_size against key pieces of `piece` keys
+    # (a divisor of block_size: a band needs fewer keys per query block in finer pieces).
+    piece: int = 0
+    kernel_groups: tuple[BlockGroup, ...] = ()
 
     @property
     def block_density(self) -> float:
@@ -66,33 +105,90 @@ def _group_counts(counts: list[int]) -> list[list[int]]:
     return groups
 
 
+def _active(padded: torch.Tensor, heads: int, block_size: int, piece: int) -> torch.Tensor:
+    """bool [H·QB, N/piece]: query block (h, I) has an allowed key in key piece J."""
+    size = padded.shape[-1]
+    view = padded.view(heads * (size // block_size), block_size, size // piece, piece)
+    return view.any(dim=3).any(dim=1)
+
+
+def _computed_keys(counts: list[int]) -> int:
+    """Key pieces the kernel scores for these per-row counts (each group padded to its widest)."""
+    return sum(counts.count(c) * members[0] for members in _group_counts(counts) for c in members)
+
+
+def _groups(
+    padded: torch.Tensor,
+    active: torch.Tensor,
+    heads: int,
+    block_size: int,
+    piece: int,
+    empty_rows: torch.Tensor,
+) -> tuple[list[BlockGroup], torch.Tensor]:
+    """The groups of query blocks with similar active key piece counts; and the counts."""
+    device = padded.device
+    pieces = padded.shape[-1] // piece
+    blocks = padded.shape[-1] // block_size
+    counts = active.sum(dim=-1)
+    # Per row: active key pieces first, in key order (the sort is stable), then inactive ones.
+    order = active.to(torch.int8).sort(dim=-1, descending=True, stable=True).indices
+    # tiles[h·QB + I, J, i, j] = M[h, I·bs + i, J·piece + j]
+    tiles = padded.view(heads * blocks, block_size, pieces, piece).transpose(1, 2)
+    groups = []
+    for members in _group_counts(counts.tolist()):
+        rows = torch.isin(counts, torch.tensor(members, device=device)).nonzero()[:, 0]
+        width = members[0]
+        key_piece = order[rows, :width]  # [R, K]
+        real_slot = torch.arange(width, device=device) < counts[rows, None]
+        inside = tiles[rows[:, None], key_piece] & real_slot[..., None, None]  # [R, K, bs, p]
+        allowed = inside.transpose(1, 2).reshape(len(rows), block_size, width * piece)
+        first_of_head = torch.div(rows, blocks, rounding_mode="floor") * pieces
+        group_empty = empty_rows[rows, :, None]
+        groups.append(
+            BlockGroup(
+                rows=rows,
+                key_blocks=(first_of_head[:, None] + key_piece).reshape(-1),
+                allowed=allowed,
+                empty=group_empty if bool(group_empty.any()) else None,
+            )
+        )
+    return groups, counts
+
+
 def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
-    """The block index table of M (bool [H, n, n]); n need not be a multiple of block_size."""
+    """The block index table of M (bool [H, n, n]); n need not be a multiple of block_size.
+
+    `groups` lists key blocks of block_size (what `block_density` counts); the kernel uses
+    `kernel_groups`, over the key piece size (block_size, block_size / 2, … ≥ MIN_PIECE) that
+    scores the fewest keys.
+    """
     heads, n, _ = mask.shape
     blocks = math.ceil(n / block_size)
     extra = blocks * block_size - n
     padded = F.pad(mask, (0, extra, 0, extra))  # keys and queries beyond n are never allowed
-    # tiles[h·QB + I, J, i, j] = M[h, I·bs + i, J·bs + j]
-    tiles = padded.view(heads * blocks, block_size, blocks, block_size).transpose(1, 2)
-    active = tiles.any(dim=(2, 3))  # [H·QB, QB]
-    counts = active.sum(dim=-1)
-    # Per row: active key blocks first, in key order (the sort is stable), then inactive ones.
-    order = active.to(torch.int8).sort(dim=-1, descending=True, stable=True).indices
-    groups = []
+    # Real queries (< n) with no allowed key: their output is zero.
+    real = (torch.arange(blocks * block_size, device=mask.device) < n).view(blocks, block_size)
+    empty_rows = ~padded.any(dim=-1).view(heads * blocks, block_size) & real.repeat(heads, 1)
+    active = _active(padded, heads, block_size, block_size)
+    groups, counts = _groups(padded, active, heads, block_size, block_size, empty_rows)
     output_index = torch.full((heads * blocks,), int((counts > 0).sum()), device=mask.device)
     done = 0
-    for members in _group_counts(counts.tolist()):
-        rows = torch.isin(counts, torch.tensor(members, device=mask.device)).nonzero()[:, 0]
-        width = members[0]
-        key_block = order[rows, :width]  # [R, K]
-        real = torch.arange(width, device=mask.device) < counts[rows, None]
-        inside = tiles[rows[:, None], key_block] & real[..., None, None]  # [R, K, bs, bs]
-        allowed = inside.transpose(1, 2).reshape(len(rows), block_size, width * block_size)
-        first_of_head = torch.div(rows, blocks, rounding_mode="floor") * blocks
-        key_blocks = (first_of_head[:, None] + key_block).reshape(-1)
-        groups.append(BlockGroup(rows=rows, key_blocks=key_blocks, allowed=allowed))
-        output_index[rows] = torch.arange(done, done + len(rows), device=mask.device)
-        done += len(rows)
+    for group in groups:
+        output_index[group.rows] = torch.arange(done, done + len(group.rows), device=mask.device)
+        done += len(group.rows)
+    # The key piece size: the one that scores the fewest keys (a finer one must save ≥ 10 %).
+    piece, piece_active, cost = block_size, active, block_size * _computed_keys(counts.tolist())
+    candidate = block_size // 2
+    while candidate >= MIN_PIECE and block_size % candidate == 0:
+        candidate_active = _active(padded, heads, block_size, candidate)
+        candidate_cost = candidate * _computed_keys(candidate_active.sum(dim=-1).tolist())
+        if candidate_cost < PIECE_GAIN * cost:
+            piece, piece_active, cost = candidate, candidate_active, candidate_cost
+        candidate //= 2
+    kernel_groups = groups
+    if piece != block_size:
+        kernel_groups, _ = _groups(padded, piece_active, heads, block_size, piece, empty_rows)
+    empty_queries = empty_rows.view(heads, blocks * block_size)[:, :n]
     return BlockLayout(
         block_size=block_size,
         n=n,
@@ -101,7 +197,150 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
         active_blocks=int(counts.sum()),
         groups=tuple(groups),
         output_index=output_index,
+        empty_queries=empty_queries if bool(empty_queries.any()) else None,
+        idle_blocks=bool((counts == 0).any()),
+        piece=piece,
+        kernel_groups=tuple(kernel_groups),
     )
+
+
+def _warn_empty_rows() -> None:
+    """The empty-row warning of masks/empty_rows.py (once per process), for rows found here."""
+    empty_query_rows(torch.zeros(1, 1, 1, dtype=torch.bool), None)
+
+
+def _scaled_scores(q: torch.Tensor, k: torch.Tensor, bias, scaling: float, batch: int):
+    """Q Kᵀ·scaling + bias as [B·R, bs, K·bs]; q [B·R, bs, d], k [B·R, K·bs, d], bias [R, bs, K·bs]
+    or None. One fused matmul when the bias broadcasts (B = 1), else a matmul and one add."""
+    if bias is None:
+        return torch.baddbmm(
+            q.new_empty(()).expand(len(q), q.shape[1], k.shape[1]), q, k.mT, beta=0, alpha=scaling
+        )
+    if batch == 1:
+        return torch.baddbmm(bias, q, k.mT, alpha=scaling)
+    scores = torch.bmm(q, k.mT)
+    view = scores.view(batch, -1, *scores.shape[1:])
+    torch.add(bias, view, alpha=scaling, out=view)
+    return scores
+
+
+def _scaled_bmm(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
+    """a @ b · scaling in one matmul."""
+    return torch.baddbmm(
+        a.new_empty(()).expand(len(a), a.shape[1], b.shape[2]), a, b, beta=0, alpha=scaling
+    )
+
+
+class _BlockSparseAttention(torch.autograd.Function):
+    """Forward and backward over the active tiles, on query/key/value blocks [B, H·QB, bs, d].
+
+    The backward is written out (rather than left to autograd) to keep every matmul on
+    contiguous operands and the number of kernel launches per call small: each launch of a
+    parallel kernel costs a thread wake-up, which dominates on a busy CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, layout, padded_keys, scaling, dropout_p):
+        batch, total, size, dim = query.shape
+        fill = masked_score(query.dtype)
+        saved, found = [], []
+        single = len(layout.kernel_groups) == 1 and len(layout.kernel_groups[0].rows) == total
+        piece = layout.piece
+        key = key.view(batch, -1, piece, dim)
+        value = value.view(batch, -1, piece, dim)
+        if padded_keys is not None:
+            padded_keys_q, padded_keys = padded_keys, padded_keys.view(batch, -1, piece)
+        result = None
+        if not single:
+            make = query.new_zeros if layout.idle_blocks else query.new_empty
+            result = make(batch, total, size, dim)
+        for group in layout.kernel_groups:
+            rows = len(group.rows)
+            width = group.allowed.shape[-1]
+            every_row = rows == total  # rows are sorted: the group is all of them, in order
+            q = query if every_row else query.index_select(1, group.rows)  # [B, R, bs, d]
+            q = q.reshape(batch * rows, size, dim)
+            k = key.index_select(1, group.key_blocks).view(batch * rows, width, dim)
+            v = value.index_select(1, group.key_blocks).view(batch * rows, width, dim)
+            scores = _scaled_scores(q, k, group.bias(query.dtype, query.device), scaling, batch)
+            empty = group.empty  # [R, bs, 1] or None
+            if padded_keys is not None:
+                dropped = padded_keys.index_select(1, group.key_blocks).view(batch, rows, 1, width)
+                view = scores.view(batch, rows, size, width)
+                view.masked_fill_(dropped, fill)
+                # Every entry of an empty row is `fill` (score + fill rounds to fill); an
+                # allowed score is far above fill / 2.
+                empty = view.amax(dim=-1, keepdim=True) <= fill / 2  # [B, R, bs, 1]
+                real = ~(padded_keys_q if every_row else padded_keys_q.index_select(1, group.rows))
+                found.append((empty[..., 0] & real).any())
+            probs = scores.softmax(dim=-1)
+            drop = None
+            if dropout_p > 0:
+                weights, drop = torch.native_dropout(probs, dropout_p, True)
+            else:
+                weights = probs
+            out = torch.bmm(weights, v).view(batch, rows, size, dim)
+            if empty is not None:  # an empty row attended uniformly to masked keys: zero it
+                out.masked_fill_(empty, 0.0)
+            if single:
+                result = out
+            else:
+                result.index_copy_(1, group.rows, out)
+            saved.append((q, k, v, probs, weights, drop, empty))
+        if found and bool(torch.stack(found).any()):
+            _warn_empty_rows()
+        ctx.layout, ctx.scaling, ctx.dropout_p, ctx.saved = layout, scaling, dropout_p, saved
+        ctx.shape = query.shape
+        return result
+
+    @staticmethod
+    def backward(ctx, grad):
+        batch, total, size, dim = ctx.shape
+        layout, scaling, piece = ctx.layout, ctx.scaling, ctx.layout.piece
+        need_q, need_k, need_v = ctx.needs_input_grad[:3]
+        grad = grad.contiguous()
+        grad_q = grad_k = grad_v = None
+        groups = layout.kernel_groups
+        single = len(groups) == 1 and len(groups[0].rows) == total
+        if need_q and not single:
+            make = grad.new_zeros if layout.idle_blocks else grad.new_empty
+            grad_q = make(batch, total, size, dim)
+        if need_k:
+            grad_k = grad.new_zeros(batch, total * size // piece, piece, dim)
+        if need_v:
+            grad_v = grad.new_zeros(batch, total * size // piece, piece, dim)
+        for group, (q, k, v, probs, weights, drop, empty) in zip(groups, ctx.saved, strict=True):
+            rows = len(group.rows)
+            g = grad if rows == total else grad.index_select(1, group.rows)  # [B, R, bs, d]
+            if empty is not None:
+                g = g.masked_fill(empty, 0.0)
+            g = g.reshape(batch * rows, size, dim)
+            if need_v:
+                dv = torch.bmm(weights.mT, g).view(batch, -1, piece, dim)
+                grad_v.index_add_(1, group.key_blocks, dv)
+            if not (need_q or need_k):
+                continue
+            grad_probs = torch.bmm(g, v.mT)  # [B·R, bs, K·piece]
+            if drop is not None:
+                grad_probs = torch.ops.aten.native_dropout_backward(
+                    grad_probs, drop, 1 / (1 - ctx.dropout_p)
+                )
+            # masked entries have probability 0, so their score gradient is 0
+            grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            if need_q:
+                dq = _scaled_bmm(grad_scores, k, scaling).view(batch, rows, size, dim)
+                if single:
+                    grad_q = dq
+                else:
+                    grad_q.index_copy_(1, group.rows, dq)
+            if need_k:
+                dk = _scaled_bmm(grad_scores.mT, q, scaling).view(batch, -1, piece, dim)
+                grad_k.index_add_(1, group.key_blocks, dk)
+        if need_k:
+            grad_k = grad_k.view(batch, total, size, dim)
+        if need_v:
+            grad_v = grad_v.view(batch, total, size, dim)
+        return grad_q, grad_k, grad_v, None, None, None, None
 
 
 def block_sparse_attention(
@@ -123,42 +362,16 @@ def block_sparse_attention(
     extra = layout.query_blocks * size - n
     if extra:
         query, key, value = (F.pad(x, (0, 0, 0, extra)) for x in (query, key, value))
-    query_blocks = (query * scaling).reshape(batch, total, size, dim)
-    key_blocks = key.reshape(batch, total, size, dim)
-    value_blocks = value.reshape(batch, total, size, dim)
-    keep = None
+    blocks = [x.reshape(batch, total, size, dim) for x in (query, key, value)]
+    padded_keys = None
     if key_padding is not None:
-        keep = ~F.pad(key_padding, (0, extra), value=True)  # [B, N]
-        keep = keep[:, None].expand(-1, heads, -1).reshape(batch, total, size)
-    has_key = torch.zeros(batch, total, size, dtype=torch.bool, device=query.device)
-    outputs = []
-    for group in layout.groups:
-        rows = len(group.rows)
-        width = group.allowed.shape[-1]
-        every_row = rows == total  # rows are sorted: the group is all of them, in order
-        q = query_blocks if every_row else query_blocks.index_select(1, group.rows)  # [B, R, bs, d]
-        k = key_blocks.index_select(1, group.key_blocks).view(batch, rows, width, dim)
-        v = value_blocks.index_select(1, group.key_blocks).view(batch, rows, width, dim)
-        scores = torch.matmul(q, k.transpose(-1, -2))  # [B, R, bs, K·bs]
-        allowed = group.allowed
-        if keep is not None:
-            allowed = allowed & keep.index_select(1, group.key_blocks).view(batch, rows, 1, width)
-        row_has_key = allowed.any(dim=-1)  # [(B,) R, bs]
-        has_key[:, group.rows] = row_has_key
-        # A finite fill keeps empty rows finite (uniform) until they are zeroed: no NaN anywhere.
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        probs = scores.softmax(dim=-1).masked_fill(~row_has_key[..., None], 0.0)
-        if dropout_p > 0:
-            probs = F.dropout(probs, p=dropout_p)
-        outputs.append(torch.matmul(probs, v))  # [B, R, bs, d]
-    # Warn about real queries that have no key left: not the rows beyond n, nor padding queries.
-    checked = has_key.view(batch, heads, -1)[..., :n]
-    if key_padding is not None:
-        checked = checked | key_padding[:, None, :]
-    empty_query_rows(checked[..., None], None)
-    if len(outputs) == 1 and len(layout.groups[0].rows) == total:
-        out = outputs[0]  # one group of every query block, in order
-    else:
-        outputs.append(query_blocks.new_zeros(batch, 1, size, dim))
-        out = torch.cat(outputs, dim=1).index_select(1, layout.output_index)
+        padding = F.pad(key_padding, (0, extra), value=True)  # [B, N]
+        padded_keys = padding[:, None].expand(-1, heads, -1).reshape(batch, total, size)
+        if layout.empty_queries is not None and bool(
+            (layout.empty_queries & ~key_padding[:, None, :]).any()
+        ):
+            _warn_empty_rows()
+    elif layout.empty_queries is not None:
+        _warn_empty_rows()
+    out = _BlockSparseAttention.apply(*blocks, layout, padded_keys, scaling, dropout_p)
     return out.view(batch, heads, -1, dim)[:, :, :n]

@@ -34,9 +34,12 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    # GLUE: cola sst2 mrpc qqp stsb mnli qnli rte wnli; embedded: polarity lee_sts.
+    # GLUE: cola sst2 mrpc qqp stsb mnli qnli rte wnli; embedded: polarity lee_sts; SQuAD: squad
+    # squad_v2; multiple choice: swag.
     name: str = "polarity"
-    kind: str = "classification"  # classification | regression
+    kind: str = (
+        "classification"  # classification | regression | question_answering | multiple_choice
+    )
     num_labels: int = 2
     # Labels as the source writes them (GLUE's TSV values, which the test server expects); the
     # list position is the class id, matching the hub's integer labels.
@@ -54,3 +57,14 @@ class TaskConfig:
     seq_len: int = 128
     fold: int = 0  # embedded tasks: which cross-validation fold is dev
     num_folds: int = 5
+    # Local copy in the original layout (SQuAD: train-v1.1.json, dev-v1.1.json / -v2.0.json;
+    # SWAG: train.csv, val.csv, test.csv); task.data_files={split: file} names files one by one.
+    data_dir: str | None = None
+    # --- extractive question answering (kind=question_answering) ---
+    doc_stride: int = 128  # tokens between the starts of a long context's windows
+    max_query_length: int = 64  # question tokens kept
+    max_answer_length: int = 30  # tokens of a predicted answer span
+    n_best: int = 20  # start and end candidates per window
+    version_2_with_negative: bool = False  # SQuAD v2.0: questions may have no answer
+    # Predict no answer when null score − best span score > this; null: the F1-best on dev.
+    null_score_threshold: float | None = None

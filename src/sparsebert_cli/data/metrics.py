@@ -29,6 +29,7 @@ TASK_METRICS = {
     "wnli": ("classification", ("accuracy",), "accuracy"),
     "polarity": ("classification", ("accuracy", "f1"), "accuracy"),
     "lee_sts": ("regression", ("pearson", "spearman"), "pearson"),
+    "swag": ("multiple_choice", ("accuracy",), "accuracy"),  # class id: the chosen ending
 }
 
 
@@ -43,11 +44,11 @@ def task_metrics(task_name: str) -> tuple[str, tuple[str, ...], str]:
 
 
 def compute_metrics(task_name: str, predictions, labels) -> dict[str, float]:
-    """The task's metrics and `headline`, from class ids or logits [N, C] (classification) or
-    scores [N] / [N, 1] (regression), and the true labels."""
+    """The task's metrics and `headline`, from class ids or logits [N, C] (classification and
+    multiple choice) or scores [N] / [N, 1] (regression), and the true labels."""
     problem_type, names, headline = task_metrics(task_name)
     predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if problem_type == "classification":
+    if problem_type != "regression":
         if predictions.ndim == 2:
             predictions = predictions.argmax(axis=-1)
         predictions, labels = predictions.astype(int), labels.astype(int)
@@ -140,13 +141,13 @@ def write_submission(
 ) -> Path:
     """Write `index<TAB>prediction` lines as the GLUE server reads them; returns the file.
 
-    Classification predictions (class ids or logits) are written as `label_names[id]` — the labels
-    as the source data writes them (0/1 for CoLA, SST-2, MRPC, QQP, WNLI; entailment/… for MNLI,
-    QNLI, RTE); regression predictions as floats with three decimals.
+    Class predictions (class ids or logits) are written as `label_names[id]` — the labels as the
+    source data writes them (0/1 for CoLA, SST-2, MRPC, QQP, WNLI; entailment/… for MNLI, QNLI,
+    RTE; 0–3 for SWAG's endings); regression predictions as floats with three decimals.
     """
     problem_type, _, _ = task_metrics(task_name)
     predictions = np.asarray(predictions)
-    if problem_type == "classification":
+    if problem_type != "regression":
         if predictions.ndim == 2:
             predictions = predictions.argmax(axis=-1)
         values = [label_names[int(p)] for p in predictions]

@@ -154,9 +154,17 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         if isinstance(upstream, dict) and upstream.get("run_dir")
     }
     records = []
+    results_seen: set[str] = set()
     for run_dir, manifest in manifests.items():
         if run_dir in consumed:
             continue
+        # Two sweep jobs whose configs differ only in settings the mask ignores reuse the same
+        # evaluate run: one result, counted once.
+        result = ((manifest.get("inputs") or {}).get("evaluate") or {}).get("run_dir")
+        if result in results_seen:
+            continue
+        if result:
+            results_seen.add(result)
         status = manifest.get("status", "running")
         metrics_path = run_dir / runs.METRICS
         metrics = {}

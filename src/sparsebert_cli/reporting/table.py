@@ -5,9 +5,9 @@ what a cell's mean ± std (sample standard deviation) is taken over. Metrics in 
 fractions; the table shows them ×100 like the paper, and the mask sparsity in percent.
 
 Cells of a task with two headline numbers show both (MNLI m/mm, QQP and MRPC acc/F1, STS-B
-Pearson/Spearman). The Average is the plain mean over the table's columns with MNLI m and mm
-counted as two columns (PAPER.md §5); for QQP, MRPC and STS-B the mean of the pair enters the
-Average, as in the GLUE benchmark's score. A row missing any column has no Average.
+Pearson/Spearman, SQuAD EM/F1). The Average is the plain mean over the table's columns with MNLI
+m and mm counted as two columns (PAPER.md §5); for QQP, MRPC, STS-B and SQuAD the mean of the pair
+enters the Average, as in the GLUE benchmark's score. A row missing any column has no Average.
 """
 
 import statistics
@@ -32,6 +32,9 @@ TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "mrpc": (("acc", "eval/accuracy"), ("F1", "eval/f1")),
     "rte": (("acc", "eval/accuracy"),),
     "wnli": (("acc", "eval/accuracy"),),
+    "squad": (("EM", "eval/exact"), ("F1", "eval/f1")),
+    "squad_v2": (("EM", "eval/exact"), ("F1", "eval/f1")),
+    "swag": (("acc", "eval/accuracy"),),
 }
 TASK_LABELS = {
     "mnli": "MNLI",
@@ -43,6 +46,9 @@ TASK_LABELS = {
     "mrpc": "MRPC",
     "rte": "RTE",
     "wnli": "WNLI",
+    "squad": "SQuAD v1.1",
+    "squad_v2": "SQuAD v2.0",
+    "swag": "SWAG",
 }
 SPLIT_IN_AVERAGE = ("mnli",)  # each of its numbers counts as a column of its own
 

@@ -1,15 +1,19 @@
 """sparsebert evaluate: dev metrics, test predictions and GLUE submission files, mask statistics
 and inference speed of a fine-tuned run (`model.from=<finetune run>`, default the latest).
 
-The task is the one the model was fine-tuned on (read from its checkpoint).
+The task is the one the model was fine-tuned on (read from its checkpoint). SQuAD writes the
+official prediction files instead: predictions/predictions.json (question id → answer text) and,
+for v2.0, predictions/null_odds.json (question id → null odds), as the official evaluation
+scripts read them.
 """
 
 import json
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.runs import Run, atomic_write_text, read_json
-from sparsebert_cli.stages.finetune import task_metrics
+from sparsebert_cli.stages.finetune import load_task_data, task_metrics
 from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, upstream_model
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import resolve_device
@@ -19,9 +23,46 @@ DEV_SPLITS = {"dev": "eval/", "dev_mismatched": "eval/mismatched/"}
 TEST_SPLITS = ("test", "test_mismatched")
 
 
-def run(cfg: DictConfig, run: Run) -> dict[str, float]:
+def question_answering_outputs(model, task, batch_size: int, directory: Path) -> dict:
+    """Dev metrics and inference speed of SQuAD, and its official prediction files."""
+    logits, speed = predict(model, task.splits["dev"], task.collate, batch_size)
+    result = task.evaluate("dev", logits)
+    atomic_write_text(directory / "predictions.json", json.dumps(result.predictions, indent=2))
+    if task.version_2_with_negative:
+        atomic_write_text(directory / "null_odds.json", json.dumps(result.null_odds, indent=2))
+    return {**{f"eval/{k}": v for k, v in result.metrics.items()}, **speed}
+
+
+def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool) -> dict:
+    """Dev metrics, predictions/<split>.jsonl for every split and GLUE submission files."""
     from sparsebert_cli.data.metrics import write_submission
-    from sparsebert_cli.data.tasks import load_task
+
+    metrics: dict[str, float] = {}
+    for split, prefix in DEV_SPLITS.items():
+        if split in task.splits:
+            metrics.update(task_metrics(model, task, split, batch_size, prefix))
+    for split in (s for s in (*DEV_SPLITS, *TEST_SPLITS) if s in task.splits):
+        logits, speed = predict(model, task.splits[split], task.collate, batch_size)
+        preds = to_predictions(logits, task.problem_type).tolist()
+        rows = [
+            {"idx": i, "prediction": p}
+            for i, p in zip(task.splits[split]["idx"], preds, strict=True)
+        ]
+        atomic_write_text(directory / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        if split in TEST_SPLITS and writer:
+            write_submission(
+                task.name,
+                preds,
+                task.splits[split]["idx"],
+                task.label_names,
+                directory / "submission",
+                split=split,
+            )
+        metrics.update(speed)
+    return metrics
+
+
+def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer
     from sparsebert_cli.masks.stats import sparsity_per_head
     from sparsebert_cli.modeling import CHECKPOINT_FILE, load_checkpoint
@@ -32,34 +73,14 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
     task_cfg = OmegaConf.create(info["task"])
-    task = load_task(task_cfg, tokenizer, cache_dir(cfg), cfg.seed)
+    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), cfg.seed)
     batch = cfg.trainer.eval_batch_size
 
-    metrics: dict[str, float] = {}
-    for split, prefix in DEV_SPLITS.items():
-        if split in task.splits:
-            metrics.update(task_metrics(model, task, split, batch, prefix))
     predictions = run.dir / "predictions"
-    for split in (s for s in (*DEV_SPLITS, *TEST_SPLITS) if s in task.splits):
-        logits, speed = predict(model, task.splits[split], task.collate, batch)
-        preds = to_predictions(logits, task.problem_type).tolist()
-        rows = [
-            {"idx": i, "prediction": p}
-            for i, p in zip(task.splits[split]["idx"], preds, strict=True)
-        ]
-        atomic_write_text(
-            predictions / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows)
-        )
-        if split in TEST_SPLITS and run.writer:
-            write_submission(
-                task.name,
-                preds,
-                task.splits[split]["idx"],
-                task.label_names,
-                predictions / "submission",
-                split=split,
-            )
-        metrics.update(speed)
+    if task.problem_type == "question_answering":
+        metrics = question_answering_outputs(model, task, batch, predictions)
+    else:
+        metrics = labelled_outputs(model, task, batch, predictions, run.writer)
     mask = model.sparse_mask.binarized()
     metrics["mask/sparsity"] = mask_sparsity(model)
     if mask is not None:

@@ -1,13 +1,18 @@
-"""sparsebert finetune: fine-tune on a task (GLUE or embedded) with the model's mask.
+"""sparsebert finetune: fine-tune on a task (GLUE, embedded, SQuAD or SWAG) with the model's mask.
 
 The model comes from `model.from=<pretrain run>` or a Hugging Face checkpoint (`model=minilm`,
 `model=hf model.name_or_path=...`); its mask comes with it (`mask=checkpoint`) unless another is
-given (`mask=no_diag` on a pre-trained model is allowed and recorded). Evaluates on dev after every
-epoch, keeps the best epoch, and writes `artifacts/model/` for `evaluate`.
+given (`mask=no_diag` on a pre-trained model is allowed and recorded). `mask=dam` learns a DAM
+jointly with the task (α in its own optimiser group at mask.lr, the λ·‖M‖₁ penalty, τ annealed as
+in `search`); the binarised mask is saved with the model. Evaluates on dev after every epoch, keeps
+the best epoch, and writes `artifacts/model/` for `evaluate`.
 """
+
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run
 from sparsebert_cli.stages.inputs import (
     MODEL_DIR,
@@ -17,8 +22,25 @@ from sparsebert_cli.stages.inputs import (
     upstream_model,
     weights_folder,
 )
+from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import predict, to_predictions
-from sparsebert_cli.training.loop import Hooks, steps_per_epoch, train
+from sparsebert_cli.training.loop import Hooks, steps_per_epoch, total_steps, train
+
+
+def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
+    """The task's tokenized splits and collate function, by task.kind: SQuAD
+    (question_answering), SWAG (multiple_choice), else GLUE or embedded (`tasks.load_task`)."""
+    if task_cfg.kind == "question_answering":
+        from sparsebert_cli.data.squad import load_squad
+
+        return load_squad(task_cfg, tokenizer, cache)
+    if task_cfg.kind == "multiple_choice":
+        from sparsebert_cli.data.swag import load_swag
+
+        return load_swag(task_cfg, tokenizer, cache)
+    from sparsebert_cli.data.tasks import load_task
+
+    return load_task(task_cfg, tokenizer, cache, seed)
 
 
 def task_metrics(
@@ -28,23 +50,43 @@ def task_metrics(
     from sparsebert_cli.data.metrics import compute_metrics
 
     logits, _ = predict(model, task.splits[split], task.collate, batch_size)
-    preds = to_predictions(logits, task.problem_type)
-    scores = compute_metrics(task.name, preds.tolist(), task.splits[split]["labels"])
+    if task.problem_type == "question_answering":
+        scores = task.evaluate(split, logits).metrics
+    else:
+        preds = to_predictions(logits, task.problem_type)
+        scores = compute_metrics(task.name, preds.tolist(), task.splits[split]["labels"])
     return {f"{prefix}{k}": v for k, v in scores.items()}
 
 
+def check_mask_covers(source, task_cfg) -> None:
+    """SQuAD pads every window to task.seq_len, so its mask must cover that length: a mask is
+    cropped to shorter sequences but never extended (it says nothing about later positions)."""
+    mask = source.binarized()
+    if mask is None or mask.shape[-1] >= task_cfg.seq_len:
+        return
+    n = mask.shape[-1]
+    raise SparseBertError(
+        f"task={task_cfg.name} reads windows of task.seq_len={task_cfg.seq_len} tokens but the "
+        f"mask covers n={n}; a mask is cropped for shorter sequences, never extended past the "
+        f"positions it was built or searched for. Build the pattern at this length (mask=<pattern> "
+        f"is built at task.seq_len), search a DAM at mask.seq_len={task_cfg.seq_len} (with "
+        f"data.seq_len={task_cfg.seq_len}), or set task.seq_len={n}."
+    )
+
+
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tasks import load_task
     from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
     from sparsebert_cli.modeling import build_mask_source, build_task_model, save_checkpoint
 
     init_from = upstream_model(cfg, run, "pretrain")
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
-    task = load_task(cfg.task, tokenizer, cache_dir(cfg), cfg.seed)
+    task = load_task_data(cfg.task, tokenizer, cache_dir(cfg), cfg.seed)
     source = build_mask_source(resolve_mask(cfg, run), cfg.model, cfg.task.seq_len, init_from)
     model = build_task_model(
         cfg.model, source, task.num_labels, task.problem_type, init_from, vocab_size=len(tokenizer)
     )
+    if task.problem_type == "question_answering":
+        check_mask_covers(source, cfg.task)
     trainer = cfg.trainer
     if trainer.eval_every == 0 and trainer.epochs > 0:  # evaluate after every epoch
         trainer.eval_every = steps_per_epoch(len(task.splits["train"]), trainer.batch_size)
@@ -53,13 +95,17 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         return task_metrics(model, task, "dev", trainer.eval_batch_size)
 
     hooks = Hooks(evaluate=evaluate, select="eval/headline")
-    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks)
+    alpha_lr = None
+    if source.dam is not None:
+        add_dam_hooks(hooks, cfg.mask, source.dam, total_steps(trainer, len(task.splits["train"])))
+        alpha_lr = cfg.mask.lr
+    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks, alpha_lr)
     if run.writer:
         extra = {
             "stage": "finetune",
             "run_dir": str(run.dir),
             "task": OmegaConf.to_container(cfg.task, resolve=True),
-            "label_names": task.label_names,
+            "label_names": list(task.label_names),
         }
         save_checkpoint(model, run.artifacts / MODEL_DIR, extra)
         save_tokenizer(tokenizer, run.artifacts / MODEL_DIR)

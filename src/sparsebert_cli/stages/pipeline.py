@@ -46,9 +46,6 @@ def run_step(step: str, overrides: list[str], cfg: DictConfig) -> tuple[Path, di
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_text(
-        run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides))
-    )
     with FileLock(str(run_dir) + ".lock"):
         print(f"[sparsebert] pipeline step {step}: {run_dir}", flush=True)
         metrics = run_in_folder(step_cfg, run_dir, runs.command_line(step, overrides))

@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
 from sparsebert_cli.masks.artifact import save_mask
-from sparsebert_cli.masks.dam import annealed_tau
 from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.runs import Run, atomic_write_bytes
 from sparsebert_cli.stages.inputs import cache_dir, pretraining_data
+from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import evaluate_mlm
 from sparsebert_cli.training.loop import Hooks, total_steps, train
 
@@ -51,13 +51,6 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     total = total_steps(cfg.trainer, len(splits["train"]))
     trace_dir = run.dir / "trace"
 
-    def penalty() -> tuple[torch.Tensor, dict[str, float]]:
-        l1 = dam.l1(cfg.mask.l1_norm)
-        return cfg.mask.lam * l1, {"mask/l1": l1.item()}
-
-    def before_step(step: int) -> None:
-        dam.tau = annealed_tau(cfg.mask, step, total)
-
     def after_step(step: int) -> dict[str, float]:
         probs = dam.probs().detach()
         if run.writer and (step % cfg.mask.trace_every == 0 or step == total):
@@ -77,7 +70,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         collate,
         cfg,
         run,
-        Hooks(penalty, before_step, after_step, evaluate),
+        add_dam_hooks(Hooks(after_step=after_step, evaluate=evaluate), cfg.mask, dam, total),
         alpha_lr=cfg.mask.lr,
     )
     mask = dam.binarize().cpu()

@@ -8,16 +8,19 @@ unpickling). Random streams need no saving: the loop reseeds them from (seed, ra
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparsebert_cli.errors import SparseBertError
 
 KEEP = 2  # complete checkpoints kept on disk
+FILES = ("model.safetensors", "training_state.pt", "loop_state.json")  # a complete checkpoint
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -27,8 +30,15 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: nn.Module, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(_state_dict(model), str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file(_state_dict(model), str(tmp))
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        tmp.unlink(missing_ok=True)
+        raise SparseBertError(
+            f"cannot write {path} ({type(e).__name__}: {e}); free disk space or make the run "
+            "folder writable, then rerun the same command to resume."
+        ) from None
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -44,26 +54,51 @@ def load_weights(model: nn.Module, path: Path) -> None:
 def save_checkpoint(
     directory: Path, step: int, model: nn.Module, optimizer, scheduler, loop_state: dict
 ) -> Path:
-    """Write `directory/step-<step>` atomically and keep the newest KEEP checkpoints."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write `directory/step-<step>` atomically and keep the newest KEEP checkpoints.
+
+    A write error (full disk, file-size limit, unwritable folder) removes the partial folder and
+    raises a SparseBertError; the checkpoints already on disk are left as they are.
+    """
     final = directory / f"step-{step:08d}"
     tmp = directory / f".step-{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_state_dict(model), str(tmp / "model.safetensors"))
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-        tmp / "training_state.pt",
-    )
-    (tmp / "loop_state.json").write_text(json.dumps({**loop_state, "step": step}))
-    for f in tmp.iterdir():
-        with f.open("rb") as fh:
-            os.fsync(fh.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _discard(tmp)
+        tmp.mkdir()
+        save_file(_state_dict(model), str(tmp / "model.safetensors"))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            tmp / "training_state.pt",
+        )
+        (tmp / "loop_state.json").write_text(json.dumps({**loop_state, "step": step}))
+        for f in tmp.iterdir():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+        _discard(final)
+        os.rename(tmp, final)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = [p.name for p in complete_checkpoints(directory)]
+        raise SparseBertError(
+            f"cannot write the checkpoint {final} ({type(e).__name__}: {e}). Free disk space or "
+            "make the run folder writable (or set paths.runs_dir=<a writable folder>), then rerun "
+            f"the same command to resume (resume=auto); the checkpoints already there are kept: "
+            f"{', '.join(kept) or 'none'}."
+        ) from None
     for old in complete_checkpoints(directory)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
+
+
+def _discard(path: Path) -> None:
+    """Remove a checkpoint folder so that no step-* folder is ever seen half deleted: rename it to
+    a hidden name first (atomic), then delete that."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".{path.name.lstrip('.')}.deleting")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def complete_checkpoints(directory: Path) -> list[Path]:
@@ -71,7 +106,7 @@ def complete_checkpoints(directory: Path) -> list[Path]:
     if not directory.exists():
         return []
     return sorted(
-        p for p in directory.glob("step-*") if p.is_dir() and (p / "loop_state.json").exists()
+        p for p in directory.glob("step-*") if p.is_dir() and all((p / f).is_file() for f in FILES)
     )
 
 
@@ -81,10 +116,17 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict:
     try:
         state = torch.load(path / "training_state.pt", weights_only=True)
         loop_state = json.loads((path / "loop_state.json").read_text())
-    except Exception as e:
+    except pickle.UnpicklingError:
         raise SparseBertError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to resume from an "
-            "earlier one, or rerun with resume=never."
+            f"checkpoint {path} holds a training_state.pt with objects other than tensors and "
+            "plain values, which sparsebert refuses to unpickle (it could run code); delete that "
+            "checkpoint to resume from an earlier one, or rerun with resume=never."
+        ) from None
+    except Exception as e:
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise SparseBertError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {reason}); delete it to "
+            "resume from an earlier one, or rerun with resume=never."
         ) from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

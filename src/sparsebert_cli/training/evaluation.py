@@ -32,24 +32,38 @@ def evaluate_mlm(model: nn.Module, dataset, collate: Callable, batch_size: int) 
             nsp_count += batch["next_sentence_label"].numel()
     model.train(was_training)
     loss = loss_sum / max(count, 1.0)
-    metrics = {"eval/mlm_loss": loss, "eval/mlm_accuracy": correct / max(count, 1.0), "eval/perplexity": math.exp(min(loss, 50.0))}
+    metrics = {
+        "eval/mlm_loss": loss,
+        "eval/mlm_accuracy": correct / max(count, 1.0),
+        "eval/perplexity": math.exp(min(loss, 50.0)),
+    }
     if nsp_count:
         metrics["eval/nsp_accuracy"] = nsp_correct / nsp_count
     return metrics
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset, collate: Callable, batch_size: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """Logits (or regression outputs) for every example, and the inference speed in tokens/s."""
+def predict(
+    model: nn.Module, dataset, collate: Callable, batch_size: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Logits (or regression outputs) for every example, and the inference speed in tokens/s.
+
+    Question answering gives start and end logits, returned stacked as [N, n, 2] (its batches
+    are all padded to the same n)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     outputs, tokens = [], 0
     start = time.perf_counter()
     for batch in _batches(dataset, collate, batch_size, device):
-        batch.pop("labels", None)
+        for name in ("labels", "start_positions", "end_positions"):
+            batch.pop(name, None)
         tokens += int(batch["attention_mask"].sum())
-        outputs.append(model(**batch).logits.float().cpu())
+        out = model(**batch)
+        logits = (
+            out.logits if "logits" in out else torch.stack((out.start_logits, out.end_logits), -1)
+        )
+        outputs.append(logits.float().cpu())
     elapsed = time.perf_counter() - start
     model.train(was_training)
     return torch.cat(outputs), {"inference/tokens_per_s": tokens / max(elapsed, 1e-9)}

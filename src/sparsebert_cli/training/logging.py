@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from sparsebert_cli.runs import atomic_write_text
+
 SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
@@ -74,15 +76,21 @@ class MetricLogger:
             )
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop lines logged after the checkpoint we restart from."""
+        """On resume: drop lines logged after the checkpoint we restart from.
+
+        A line cut short by a kill (the last one) is dropped too; the file is replaced atomically.
+        """
         if not self.enabled or not self.path.exists():
             return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if json.loads(line).get("step", 0) <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float], show: bool = True) -> None:
         if not self.enabled:

@@ -142,9 +142,10 @@ def train(
     state = {"best": None, "best_step": None, "best_metrics": None}
     if found:
         state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
-        logger.truncate_after(state["step"])
         print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
     start = state.get("step", 0)
+    # Drop what an earlier, killed attempt logged after `start` (also when it left no checkpoint).
+    logger.truncate_after(start)
 
     metrics: dict[str, float] = {}
     tokens, t0 = 0, time.perf_counter()
@@ -174,8 +175,9 @@ def train(
                 if not _all_ranks_finite(loss.detach()):
                     raise SparseBertError(
                         f"the loss became {loss.item()} at step {step + 1} (trainer.lr={tc.lr}, "
-                        f"trainer.precision={tc.precision}); lower trainer.lr, keep trainer.clip_grad > 0, "
-                        "or train in fp32. The run is marked failed; earlier checkpoints are kept."
+                        f"trainer.precision={tc.precision}); lower trainer.lr, keep trainer.clip_grad > 0"
+                        f"{'' if tc.precision == 'fp32' else ' or train in fp32'}. The run is marked "
+                        "failed; earlier checkpoints are kept."
                     )
                 scaler.scale(loss / tc.grad_accum).backward()
             step_loss += loss.item() / tc.grad_accum

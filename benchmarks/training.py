@@ -1,0 +1,224 @@
+"""Training-step benchmarks (issue 8, items 1–2), each a ratio against a peer in the same process.
+
+training: tokens/s of sparsebert's pre-training step (`build_pretraining_model`, dense mask,
+    masked-position MLM head) against Hugging Face's `BertForMaskedLM` (logits at every token) with
+    the same architecture (conf/model/small.yaml), vocabulary (30,522), batch and n = 128.
+dam: a `search` step (DAM_u sample with Gumbel noise and straight-through, λ·‖M‖₁, α in its own
+    optimiser group, the stage's per-step mask metrics) against a `pretrain` step of the same model
+    with a fixed mask (conf/mask/window.yaml).
+
+A step is what training/loop.py does per optimiser step with one micro-batch: forward (+ penalty),
+backward, gradient clipping, optimiser and schedule step, zero_grad, with the project's own
+optimiser (training/optim.py: AdamW, its parameter groups) for both sides of every ratio.
+"""
+
+import torch
+from torch import nn
+
+from benchmarks.harness import check, compare, load_conf, markdown_table
+
+VOCAB, SEQ_LEN, PREDICTIONS = 30_522, 128, 20  # BERT's vocabulary; data.max_predictions_per_seq
+TRAINING_TARGET, DAM_TARGET = 2.5, 1.15
+
+
+def _settings(quick: bool) -> dict:
+    return {
+        "model": "tiny" if quick else "small",
+        "batch": 2 if quick else 8,
+        "repeats": 2 if quick else 5,
+    }
+
+
+def _batch(batch: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A pre-training batch as collate_pretraining makes it, plus the equivalent HF labels."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, VOCAB, (batch, SEQ_LEN), generator=g)
+    positions = torch.stack(
+        [torch.randperm(SEQ_LEN - 2, generator=g)[:PREDICTIONS] + 1 for _ in range(batch)]
+    )
+    targets = ids.gather(1, positions)
+    labels = torch.full_like(ids, -100).scatter(1, positions, targets)  # HF: -100 = no loss
+    tensors = {
+        "input_ids": ids,
+        "token_type_ids": torch.zeros_like(ids),
+        "attention_mask": torch.ones_like(ids),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": targets,
+        "masked_lm_weights": torch.ones(batch, PREDICTIONS),
+        "labels": labels,
+    }
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def _trainer():
+    from sparsebert_cli.training.config import TrainerConfig
+
+    return load_conf("trainer", "default", TrainerConfig)
+
+
+def _step(model: nn.Module, inputs: dict, penalty=None, after_step=None, alpha_lr=None):
+    """One optimiser step as training/loop.py runs it (fp32, one micro-batch)."""
+    from sparsebert_cli.training.optim import build_optimizer, build_scheduler
+
+    trainer = _trainer()
+    optimizer = build_optimizer(model, trainer, alpha_lr)
+    scheduler = build_scheduler(optimizer, trainer, 1_000_000)
+    model.train()
+
+    def step() -> float:
+        loss = model(**inputs)["loss"].float()
+        if penalty is not None:
+            loss = loss + penalty()
+        loss.backward()
+        value = loss.item()  # the loop reads the loss every step
+        torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.clip_grad)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
+        return value
+
+    return step
+
+
+def _model_cfg(preset: str):
+    from sparsebert_cli.config import ModelConfig
+
+    return load_conf("model", preset, ModelConfig)
+
+
+def _sparsebert(model_cfg, mask_cfg, device: torch.device):
+    from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+
+    heads, layers = model_cfg.num_heads, model_cfg.num_layers
+    source = (
+        MaskSource("dense")
+        if mask_cfg is None
+        else MaskSource.from_config(mask_cfg, heads, layers, SEQ_LEN)
+    )
+    torch.manual_seed(0)
+    return build_pretraining_model(model_cfg, source, VOCAB, nsp=False).to(device)
+
+
+def _hugging_face(model_cfg, device: torch.device):
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=model_cfg.hidden_size,
+        num_hidden_layers=model_cfg.num_layers,
+        num_attention_heads=model_cfg.num_heads,
+        intermediate_size=model_cfg.intermediate_size,
+        max_position_embeddings=model_cfg.max_position_embeddings,
+        hidden_dropout_prob=model_cfg.dropout,
+        attention_probs_dropout_prob=model_cfg.attention_dropout,
+        attn_implementation="sdpa",  # HF's fastest BERT attention
+    )
+    torch.manual_seed(0)
+    return BertForMaskedLM(config).to(device)
+
+
+def _plain(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _model_line(model_cfg) -> str:
+    return (
+        f"{model_cfg.num_layers} layers × {model_cfg.hidden_size} hidden × {model_cfg.num_heads} "
+        f"heads, FFN {model_cfg.intermediate_size}, vocabulary {VOCAB:,}, n = {SEQ_LEN}"
+    )
+
+
+def run_training(device: torch.device, quick: bool) -> dict:
+    """Item 1: pre-training tokens/s of sparsebert against HF BertForMaskedLM, dense mask."""
+    settings = _settings(quick)
+    model_cfg = _model_cfg(settings["model"])
+    inputs = _batch(settings["batch"], device)
+    ours = _sparsebert(model_cfg, None, device)
+    theirs = _hugging_face(model_cfg, device)
+    hf_inputs = {k: inputs[k] for k in ("input_ids", "token_type_ids", "attention_mask", "labels")}
+    sb_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    timings = compare(
+        {"sparsebert": _step(ours, sb_inputs), "hf_bert_for_masked_lm": _step(theirs, hf_inputs)},
+        device,
+        settings["repeats"],
+    )
+    tokens = settings["batch"] * SEQ_LEN
+    for t in timings.values():
+        t["tokens_per_s"] = tokens / t["median_s"]
+    ratio = timings["sparsebert"]["tokens_per_s"] / timings["hf_bert_for_masked_lm"]["tokens_per_s"]
+    checks = [
+        check(
+            f"pre-training tokens/s vs HF BertForMaskedLM (model={settings['model']})",
+            ratio,
+            "≥",
+            TRAINING_TARGET,
+        )
+    ]
+    rows = [
+        [name, t["tokens_per_s"], t["median_s"], f"{t['min_s']:.3f}–{t['max_s']:.3f}"]
+        for name, t in timings.items()
+    ]
+    details = (
+        f"Model: {_model_line(model_cfg)}; batch {settings['batch']}; {PREDICTIONS} masked "
+        "positions per sequence; dense mask; AdamW step with clipping.\n\n"
+        + markdown_table(["step", "tokens/s", "median s", "min–max s"], rows)
+    )
+    setup = {**settings, "model_config": _plain(model_cfg), "seq_len": SEQ_LEN, "vocab": VOCAB}
+    return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}
+
+
+def run_dam(device: torch.device, quick: bool) -> dict:
+    """Item 2: a DAM search step against a pretrain step with a fixed mask, same model."""
+    from sparsebert_cli.masks.config import MaskConfig
+    from sparsebert_cli.masks.stats import sparsity
+
+    settings = _settings(quick)
+    model_cfg = _model_cfg(settings["model"])
+    inputs = {k: v for k, v in _batch(settings["batch"], device).items() if k != "labels"}
+    dam_cfg = load_conf("mask", "dam", MaskConfig)
+    fixed_cfg = load_conf("mask", "window", MaskConfig)
+    search = _sparsebert(model_cfg, dam_cfg, device)
+    pretrain = _sparsebert(model_cfg, fixed_cfg, device)
+    dam = search.sparse_mask.dam
+
+    def penalty() -> torch.Tensor:  # stages/search.py: λ·‖M‖₁
+        return dam_cfg.lam * dam.l1(dam_cfg.l1_norm)
+
+    def mask_metrics() -> None:  # stages/search.py's after_step metrics
+        sparsity(dam.binarize())
+        dam.probs().detach().mean().item()
+
+    timings = compare(
+        {
+            "search_dam": _step(search, inputs, penalty, mask_metrics, alpha_lr=dam_cfg.lr),
+            "pretrain_fixed": _step(pretrain, inputs),
+        },
+        device,
+        settings["repeats"],
+    )
+    ratio = timings["search_dam"]["median_s"] / timings["pretrain_fixed"]["median_s"]
+    checks = [
+        check(
+            f"DAM search step / fixed-mask pretrain step (model={settings['model']})",
+            ratio,
+            "≤",
+            DAM_TARGET,
+        )
+    ]
+    rows = [
+        [name, t["median_s"], f"{t['min_s']:.3f}–{t['max_s']:.3f}"] for name, t in timings.items()
+    ]
+    details = (
+        f"Model: {_model_line(model_cfg)}; batch {settings['batch']}. search: mask=dam "
+        f"({dam_cfg.structure}, shared by all layers, λ = {dam_cfg.lam:g}, attention backend "
+        "auto → masked); pretrain: mask=window (window "
+        f"{fixed_cfg.window}, auto → sdpa at n = {SEQ_LEN}).\n\n"
+        + markdown_table(["step", "median s", "min–max s"], rows)
+    )
+    setup = {**settings, "model_config": _plain(model_cfg), "dam": _plain(dam_cfg)}
+    setup["fixed_mask"] = _plain(fixed_cfg)
+    return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}

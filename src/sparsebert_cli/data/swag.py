@@ -1,0 +1,146 @@
+"""SWAG: pick the right one of four endings (multiple choice), from the hub or the original CSVs.
+
+Each question becomes four sequences `[CLS] sent1 [SEP] sent2 ending_k [SEP]` (k = 0..3,
+trimmed longest-first to `task.seq_len`), stored as one row with [4, len] columns; `collate`
+pads them to the longest sequence of the batch and returns input_ids, token_type_ids and
+attention_mask of shape [B, 4, L] with labels [B] (the right ending; -1 when unknown, as in the
+test split). The multiple-choice head scores each sequence and takes a softmax over the four.
+"""
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.errors import SparseBertError
+
+ENDINGS = ("ending0", "ending1", "ending2", "ending3")
+TEXT_COLUMNS = ("sent1", "sent2", *ENDINGS)
+OFFICIAL_FILES = {"train": "train.csv", "dev": "val.csv", "test": "test.csv"}  # test optional
+HUB_SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
+
+
+@dataclass
+class SwagData:
+    name: str
+    splits: object  # datasets.DatasetDict: input_ids, token_type_ids, attention_mask [4, len], labels, idx
+    pad_token_id: int
+    num_labels: int = len(ENDINGS)
+    problem_type: str = "multiple_choice"
+    label_names: list[str] = field(default_factory=lambda: [str(k) for k in range(len(ENDINGS))])
+
+    def collate(self, batch: list[dict]) -> dict:
+        """Tensors [B, 4, L] (L: the longest sequence in the batch), labels [B] and idx [B]."""
+        import torch
+
+        longest = max(len(choice) for e in batch for choice in e["input_ids"])
+        tensors = {}
+        for name, pad in (
+            ("input_ids", self.pad_token_id),
+            ("token_type_ids", 0),
+            ("attention_mask", 0),
+        ):
+            rows = [[list(c) + [pad] * (longest - len(c)) for c in e[name]] for e in batch]
+            tensors[name] = torch.tensor(rows, dtype=torch.long)
+        tensors["labels"] = torch.tensor([e["labels"] for e in batch], dtype=torch.long)
+        tensors["idx"] = torch.tensor([e["idx"] for e in batch], dtype=torch.long)
+        return tensors
+
+
+def read_swag_csv(path: Path) -> dict[str, list]:
+    """sent1, sent2, ending0..3, label (-1 without a label column) and idx of an original CSV."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    header = set(rows[0]) if rows else set()
+    missing = [name for name in TEXT_COLUMNS if name not in header]
+    if missing:
+        raise SparseBertError(
+            f"{path} lacks the SWAG columns {missing}; it must be the original CSV layout "
+            "(video-id, fold-ind, startphrase, sent1, sent2, gold-source, ending0..ending3, label)."
+        )
+    columns = {name: [row[name] for row in rows] for name in TEXT_COLUMNS}
+    columns["label"] = [int(row["label"]) if "label" in header else -1 for row in rows]
+    columns["idx"] = list(range(len(rows)))
+    return columns
+
+
+def swag_examples(task_cfg, cache_dir: Path) -> dict:
+    """split (train, dev, test when present) -> datasets.Dataset with TEXT_COLUMNS, label, idx."""
+    import datasets
+
+    if task_cfg.data_dir:
+        files = {
+            split: Path(task_cfg.data_dir) / name
+            for split, name in OFFICIAL_FILES.items()
+            if split != "test" or (Path(task_cfg.data_dir) / name).is_file()
+        }
+    else:
+        files = {split: Path(path) for split, path in task_cfg.data_files.items()}
+    if files:
+        absent = [str(p) for p in files.values() if not p.is_file()]
+        if absent or not {"train", "dev"} <= set(files) or not set(files) <= set(OFFICIAL_FILES):
+            raise SparseBertError(
+                f"task={task_cfg.name} needs a train and a dev CSV (test optional) in the original "
+                f"SWAG layout; missing or unknown: {absent or sorted(files)}. Put train.csv and "
+                "val.csv in task.data_dir, or set task.data_files={train: ..., dev: ...}."
+            )
+        return {split: datasets.Dataset.from_dict(read_swag_csv(p)) for split, p in files.items()}
+    if not task_cfg.hub_path:
+        raise SparseBertError(
+            f"task={task_cfg.name} has no data source: set task.data_dir=<folder with train.csv "
+            "and val.csv>, task.data_files={train: ..., dev: ...} or task.hub_path."
+        )
+    loaded = load_hub_dataset(
+        task_cfg.hub_path,
+        task_cfg.hub_config,
+        cache_dir,
+        "Offline, use a local copy: task.data_dir=<folder with train.csv, val.csv>.",
+    )
+    return {
+        HUB_SPLIT_NAMES[name]: split.select_columns([*TEXT_COLUMNS, "label"]).add_column(
+            "idx", list(range(len(split)))
+        )
+        for name, split in loaded.items()
+        if name in HUB_SPLIT_NAMES
+    }
+
+
+def encode(batch: dict, tokenizer, seq_len: int) -> dict:
+    """Four (sent1, sent2 + ending) pairs per question (a `datasets.map(batched=True)` function)."""
+    count = len(batch["sent1"])
+    firsts = [batch["sent1"][i] for i in range(count) for _ in ENDINGS]
+    seconds = [f"{batch['sent2'][i]} {batch[e][i]}" for i in range(count) for e in ENDINGS]
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=seq_len)
+    size = len(ENDINGS)
+
+    def grouped(values: list) -> list:
+        return [values[i * size : (i + 1) * size] for i in range(count)]
+
+    return {
+        "input_ids": grouped(encoded["input_ids"]),
+        "token_type_ids": grouped(encoded["token_type_ids"]),
+        "attention_mask": grouped(encoded["attention_mask"]),
+        "labels": batch["label"],
+        "idx": batch["idx"],
+    }
+
+
+def load_swag(task_cfg, tokenizer, cache_dir: Path) -> SwagData:
+    """The SWAG splits, tokenized into four sequences per question."""
+    import datasets
+
+    if task_cfg.seq_len < 4:
+        raise SparseBertError(f"task.seq_len={task_cfg.seq_len} is too short; use at least 4.")
+    examples = swag_examples(task_cfg, cache_dir)
+    splits = datasets.DatasetDict(
+        {
+            name: split.map(
+                encode,
+                batched=True,
+                fn_kwargs={"tokenizer": tokenizer, "seq_len": task_cfg.seq_len},
+                remove_columns=split.column_names,
+            )
+            for name, split in examples.items()
+        }
+    )
+    return SwagData(name=task_cfg.name, splits=splits, pad_token_id=tokenizer.pad_token_id)

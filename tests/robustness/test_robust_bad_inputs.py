@@ -1,0 +1,563 @@
+"""Bad inputs: each refused with an error that names the bad value and a fix; non-zero exit and no
+traceback from the real CLI. Config mistakes are checked in-process through Hydra's composition
+and `validate_config` (what every stage runs first); file and upstream mistakes through the
+library functions that read them; a dozen go through the real CLI for the exit code and output.
+"""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import sparsebert
+from datasets.exceptions import DatasetGenerationError
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from robust_helpers import TINY, assert_clean_error
+from safetensors.torch import save as safetensors_bytes
+
+from sparsebert_cli import runs
+from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
+from sparsebert_cli.config import RunConfig, conf_dir
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.artifact import MASK_FILE, META_FILE, fit_to_length, load_mask, save_mask
+from sparsebert_cli.training import checkpoint
+from sparsebert_cli.validation import validate_config
+
+
+def compose_cfg(stage: str, *overrides: str):
+    register_hydra_extensions()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name=stage, overrides=rewrite_aliases(list(overrides)))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+# --- config mistakes caught at composition (schema: unknown keys, groups, options, types) ---------
+
+COMPOSITION = [
+    ("pretrain", ["trainer.lrr=1"], ["trainer.lrr", "+trainer.lrr=1"]),  # unknown key
+    ("pretrain", ["mask=diagonal"], ["mask/diagonal", "Available options", "no_diag"]),  # option
+    ("pretrain", ["optimizer=adam"], ["optimizer"]),  # unknown group
+    ("finetune", ["task=squad_v3"], ["task/squad_v3", "Available options"]),  # unknown option
+    ("pretrain", ["trainer.max_steps=abc"], ["abc", "trainer.max_steps"]),  # wrong type (int)
+    ("search", ["mask.lam=high"], ["high", "mask.lam"]),  # wrong type (float)
+]
+
+
+@pytest.mark.parametrize(("stage", "overrides", "needles"), COMPOSITION)
+def test_composition_refuses(stage, overrides, needles):
+    with pytest.raises((HydraException, OmegaConfBaseException)) as info:
+        compose_cfg(stage, *overrides)
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+# --- values that compose but cannot work: validate_config (ranges, choices, combinations) ---------
+
+VALIDATION = [
+    ("search", ["mask.lam=-1"], "mask.lam=-1.0 is negative"),  # λ < 0
+    ("search", ["mask.tau=0"], "mask.tau=0.0 must be > 0"),  # τ = 0
+    ("search", ["mask.tau=-0.5"], "mask.tau=-0.5 must be > 0"),  # τ < 0
+    ("search", ["mask.tau_final=0"], "mask.tau_final=0.0 must be > 0"),
+    ("pretrain", ["mask=random", "mask.density=0"], "mask.density=0.0 must lie in (0, 1]"),  # sparsity 1
+    ("pretrain", ["mask=random", "mask.density=1.5"], "mask.density=1.5 must lie in (0, 1]"),  # < 0
+    ("pretrain", ["model.block_size=0"], "model.block_size=0 must be ≥ 1"),
+    ("pretrain", ["data.seq_len=1024"], "data.seq_len=1024 must lie in [2, model.max_position_embeddings=512]"),
+    ("finetune", ["task.seq_len=600"], "task.seq_len=600 must lie in [2, model.max_position_embeddings=512]"),
+    ("pretrain", ["data.seq_len=1"], "data.seq_len=1 must lie in [2,"),
+    ("pretrain", ["mask.seq_len=0"], "mask.seq_len=0 must be ≥ 1"),
+    ("pretrain", ["model.hidden_size=33"], "model.hidden_size=33 is not divisible by model.num_heads=2"),
+    ("pretrain", ["trainer.batch_size=10", "trainer.grad_accum=4"], "trainer.batch_size=10 (the global batch)"),
+    ("pretrain", ["trainer.precision=fp16", "trainer.device=cpu"], "trainer.precision=fp16 needs a CUDA device"),
+    ("pretrain", ["trainer.lr=0"], "trainer.lr=0.0 must be > 0"),
+    ("pretrain", ["trainer.warmup=1.5"], "trainer.warmup=1.5 is a fraction"),
+    ("pretrain", ["trainer.max_steps=0"], "set trainer.max_steps ≥ 1 or trainer.epochs ≥ 1"),
+    ("pretrain", ["trainer.nproc_per_node=0"], "trainer.nproc_per_node=0 must be ≥ 1"),
+    ("pretrain", ["data.mlm_probability=1.0"], "data.mlm_probability=1.0 must lie in [0, 1)"),
+    ("pretrain", ["mask.structure=diagonal"], "mask.structure=diagonal is not one of unstructured, structured"),
+    ("pretrain", ["resume=maybe"], "resume=maybe is not one of auto, never"),
+    ("pretrain", ["logger.mode=sometimes"], "logger.mode=sometimes is not one of online, offline, disabled"),
+    ("pretrain", ["mask=from_run", "mask.from=null"], "mask=from_run needs the search run to load: add mask.from="),
+    ("search", ["mask=strided"], "mask=strided is fixed; use mask=dam"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stage", "overrides", "message"), VALIDATION)
+def test_validation_refuses(stage, overrides, message):
+    cfg = compose_cfg(stage, *overrides)
+    with pytest.raises(SparseBertError) as info:
+        validate_config(cfg)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)  # one paragraph
+
+
+def test_a_block_size_that_does_not_divide_the_length_is_valid():
+    """Not a mistake: the block-sparse kernels pad the last block (tested with the backends)."""
+    validate_config(compose_cfg("pretrain", "model.block_size=48", "data.seq_len=100"))
+
+
+# --- damaged or mismatched mask artifacts ------------------------------------------------------------
+
+
+@pytest.fixture
+def mask_dir(tmp_path) -> Path:
+    mask = torch.ones(2, 2, 16, 16, dtype=torch.bool)
+    save_mask(tmp_path / "artifacts", mask, {"kind": "dam_u"})
+    return tmp_path / "artifacts"
+
+
+def _refused(call, *needles: str) -> str:
+    with pytest.raises(SparseBertError) as info:
+        call()
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
+def test_truncated_mask_tensor_is_refused(mask_dir):
+    data = (mask_dir / MASK_FILE).read_bytes()
+    (mask_dir / MASK_FILE).write_bytes(data[: len(data) // 2])
+    _refused(lambda: load_mask(mask_dir), str(mask_dir / MASK_FILE), "sha256 differs")
+
+
+def test_truncated_mask_json_is_refused(mask_dir):
+    text = (mask_dir / META_FILE).read_text()
+    (mask_dir / META_FILE).write_text(text[: len(text) // 2])
+    _refused(lambda: load_mask(mask_dir), str(mask_dir / META_FILE), "not valid JSON")
+
+
+def test_non_utf8_mask_json_is_refused(mask_dir):
+    (mask_dir / META_FILE).write_bytes(b'{"kind": "\xff\xfe"}')
+    _refused(lambda: load_mask(mask_dir), str(mask_dir / META_FILE), "not valid JSON")
+
+
+def test_mask_json_with_an_unknown_kind_is_refused(mask_dir):
+    meta = json.loads((mask_dir / META_FILE).read_text())
+    (mask_dir / META_FILE).write_text(json.dumps({**meta, "kind": "diagonal"}))
+    _refused(lambda: load_mask(mask_dir), "has kind 'diagonal'")
+
+
+def test_mask_tensor_of_the_wrong_shape_is_refused_even_with_a_matching_hash(mask_dir):
+    import hashlib
+
+    data = safetensors_bytes({"mask": torch.ones(2, 2, 8, 8, dtype=torch.bool)})
+    (mask_dir / MASK_FILE).write_bytes(data)
+    meta = json.loads((mask_dir / META_FILE).read_text())
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    (mask_dir / META_FILE).write_text(json.dumps(meta))
+    _refused(lambda: load_mask(mask_dir), "bool [2, 2, 8, 8]", "'mask': bool [2, 2, 16, 16]")
+
+
+def test_mask_with_other_heads_is_refused(mask_dir):
+    _refused(
+        lambda: load_mask(mask_dir, heads=4), "has 2 heads but the model has 4", "model.num_heads=2"
+    )
+
+
+def test_mask_with_other_layers_is_refused(mask_dir):
+    _refused(
+        lambda: load_mask(mask_dir, layers=3),
+        "has 2 layers but the model has 3",
+        "model.num_layers=2",
+    )
+
+
+def test_mask_shorter_than_the_sequences_is_refused(mask_dir):
+    mask, _ = load_mask(mask_dir)
+    _refused(
+        lambda: fit_to_length(mask, 32),
+        "at most n=16 tokens but got length 32",
+        "data.seq_len ≤ 16",
+    )
+
+
+def test_mask_files_missing_are_refused(tmp_path):
+    _refused(lambda: load_mask(tmp_path), "does not exist", "mask.safetensors + mask.json")
+
+
+# --- damaged run folders and checkpoints -----------------------------------------------------------
+
+
+def test_truncated_manifest_is_refused(tmp_path):
+    (tmp_path / runs.MANIFEST).write_text('{"stage": "pretrain", "stat')
+    _refused(lambda: runs.load_manifest(tmp_path), "corrupt or truncated", "delete the run folder")
+
+
+def test_non_utf8_manifest_is_refused(tmp_path):
+    (tmp_path / runs.MANIFEST).write_bytes(b'{"stage": "\xff"}')
+    _refused(lambda: runs.load_manifest(tmp_path), "corrupt or truncated")
+
+
+def test_truncated_checkpoint_weights_are_refused(tmp_path):
+    model = torch.nn.Linear(4, 4)
+    checkpoint.save_weights(model, tmp_path / "w.safetensors")
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "w.safetensors").write_bytes(data[:-10])
+    _refused(
+        lambda: checkpoint.load_weights(model, tmp_path / "w.safetensors"),
+        "not a readable safetensors file",
+        "delete it and rerun",
+    )
+
+
+def test_truncated_optimiser_state_is_refused(tmp_path):
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    folder = checkpoint.save_checkpoint(tmp_path, 3, model, optimizer, scheduler, {})
+    data = (folder / "training_state.pt").read_bytes()
+    (folder / "training_state.pt").write_bytes(data[: len(data) // 2])
+    _refused(
+        lambda: checkpoint.load_checkpoint(folder, model, optimizer, scheduler),
+        f"checkpoint {folder} cannot be read",
+        "resume=never",
+    )
+
+
+# --- upstream references: missing, failed, running, wrong kind -------------------------------------
+
+
+def _run_folder(root: Path, stage: str, status: str, name: str = "r") -> Path:
+    folder = root / stage / name
+    folder.mkdir(parents=True)
+    runs.atomic_write_json(folder / runs.MANIFEST, {"stage": stage, "status": status})
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("stage", "status", "problem"),
+    [
+        ("search", "failed", "is not completed (status: failed)"),
+        ("search", "running", "is not completed (status: running)"),
+        ("finetune", "completed", "is a 'finetune' run, not a 'search' run"),
+    ],
+)
+def test_unusable_upstream_runs_are_refused(tmp_path, stage, status, problem):
+    folder = _run_folder(tmp_path, stage, status)
+    _refused(lambda: runs.resolve("search", str(folder), tmp_path), problem, "Pass one of them")
+
+
+def test_missing_upstream_run_is_refused(tmp_path):
+    done = _run_folder(tmp_path, "search", "completed", "good")
+    message = _refused(
+        lambda: runs.resolve("search", str(tmp_path / "nope"), tmp_path), "not a sparsebert run"
+    )
+    assert str(done) in message  # the candidates are listed
+
+
+def test_latest_without_any_run_is_refused(tmp_path):
+    _refused(lambda: runs.resolve("pretrain", "latest", tmp_path), "no completed 'pretrain' run")
+
+
+# --- data: GLUE files, text files, hub ---------------------------------------------------------------
+
+MRPC_HEADER = "Quality\t#ID1\t#ID2\t#1 String\t#2 String\n"
+
+
+def _glue_task(tmp_path: Path, train: bytes, dev: bytes):
+    folder = tmp_path / "glue" / "MRPC"
+    folder.mkdir(parents=True)
+    (folder / "train.tsv").write_bytes(train)
+    (folder / "dev.tsv").write_bytes(dev)
+    base = OmegaConf.structured(RunConfig).task
+    return OmegaConf.merge(
+        base,
+        OmegaConf.load(conf_dir() / "task" / "mrpc.yaml"),
+        {"glue_dir": str(tmp_path / "glue")},
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
+
+    return tokenizer_from_folder(embedded_tokenizer_folder())
+
+
+GOOD_ROWS = (MRPC_HEADER + "1\t1\t2\ta b\tc d\n" * 4).encode()
+
+
+def _load(task_cfg, tokenizer, tmp_path):
+    from sparsebert_cli.data.tasks import load_task
+
+    return load_task(task_cfg, tokenizer, tmp_path / "cache", 0)
+
+
+def test_glue_file_without_a_column_is_refused(tmp_path, tokenizer):
+    dev = b"Quality\t#1 String\n1\ta b\n"
+    task = _glue_task(tmp_path, GOOD_ROWS, dev)
+    _refused(
+        lambda: _load(task, tokenizer, tmp_path),
+        "lacks the column(s) ['#2 String']",
+        "task.data_files",
+    )
+
+
+def test_glue_folder_without_dev_is_refused(tmp_path, tokenizer):
+    task = _glue_task(tmp_path, GOOD_ROWS, b"")
+    (tmp_path / "glue" / "MRPC" / "dev.tsv").unlink()
+    _refused(lambda: _load(task, tokenizer, tmp_path), "dev.tsv", "point task.glue_dir")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="bug (data/glue.py, data/tasks.py): all-unknown labels end in a datasets ValueError",
+)
+def test_glue_file_with_only_unknown_labels_is_refused(tmp_path, tokenizer):
+    dev = (MRPC_HEADER + "2\t1\t2\ta b\tc d\n" * 4).encode()
+    task = _glue_task(tmp_path, GOOD_ROWS, dev)
+    _refused(lambda: _load(task, tokenizer, tmp_path), "'2'", "task.label_names")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeDecodeError,
+    reason="bug (data/glue.py): a non-UTF-8 TSV raises UnicodeDecodeError",
+)
+def test_non_utf8_glue_file_is_refused(tmp_path, tokenizer):
+    dev = MRPC_HEADER.encode() + b"1\t1\t2\ta \xff b\tc d\n"
+    task = _glue_task(tmp_path, GOOD_ROWS, dev)
+    _refused(lambda: _load(task, tokenizer, tmp_path), "dev.tsv", "UTF-8")
+
+
+@pytest.mark.xfail(
+    strict=True, raises=IndexError, reason="bug (data/glue.py): an empty TSV raises IndexError"
+)
+def test_empty_glue_file_is_refused(tmp_path, tokenizer):
+    task = _glue_task(tmp_path, GOOD_ROWS, b"")
+    _refused(lambda: _load(task, tokenizer, tmp_path), "dev.tsv", "empty")
+
+
+def _text_files_cfg(*files: str):
+    base = OmegaConf.structured(RunConfig).data
+    return OmegaConf.merge(
+        base, OmegaConf.load(conf_dir() / "data" / "text_files.yaml"), {"files": list(files)}
+    )
+
+
+def test_text_files_glob_matching_nothing_is_refused(tmp_path):
+    from sparsebert_cli.data.corpus import load_corpus
+
+    pattern = str(tmp_path / "corpus" / "*.txt")
+    _refused(
+        lambda: load_corpus(_text_files_cfg(pattern), tmp_path / "cache"),
+        pattern,
+        "matches no file",
+    )
+
+
+def test_text_file_of_an_unsupported_kind_is_refused(tmp_path):
+    from sparsebert_cli.data.corpus import load_corpus
+
+    (tmp_path / "corpus.docx").write_bytes(b"PK\x03\x04")
+    _refused(
+        lambda: load_corpus(_text_files_cfg(str(tmp_path / "corpus.docx")), tmp_path / "cache"),
+        "corpus.docx",
+        "supported extensions",
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=DatasetGenerationError,
+    reason="bug (data/corpus.py): an empty .txt raises DatasetGenerationError",
+)
+def test_empty_text_file_is_refused(tmp_path):
+    from sparsebert_cli.data.corpus import load_corpus
+
+    (tmp_path / "empty.txt").write_text("")
+    _refused(
+        lambda: load_corpus(_text_files_cfg(str(tmp_path / "empty.txt")), tmp_path / "cache"),
+        "empty.txt",
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=DatasetGenerationError,
+    reason="bug (data/corpus.py): a non-UTF-8 .txt raises DatasetGenerationError",
+)
+def test_non_utf8_text_file_is_refused(tmp_path):
+    from sparsebert_cli.data.corpus import load_corpus
+
+    (tmp_path / "bad.txt").write_bytes(b"hello \xff\xfe world.\n\nmore text.\n")
+    _refused(
+        lambda: load_corpus(_text_files_cfg(str(tmp_path / "bad.txt")), tmp_path / "cache"),
+        "bad.txt",
+        "UTF-8",
+    )
+
+
+def test_unreachable_hub_model_is_refused():
+    from sparsebert_cli.modeling import resolve_pretrained
+
+    _refused(
+        lambda: resolve_pretrained("no-such-org/no-such-model"),
+        "'no-such-org/no-such-model'",
+        "model=minilm",
+    )
+
+
+@pytest.mark.slow  # datasets spends ~20 s giving up on the hub
+def test_unreachable_hub_dataset_is_refused(tmp_path, tokenizer):
+    base = OmegaConf.structured(RunConfig).task
+    task = OmegaConf.merge(base, OmegaConf.load(conf_dir() / "task" / "mrpc.yaml"))
+    _refused(lambda: _load(task, tokenizer, tmp_path), "nyu-mll/glue", "task.glue_dir=")
+
+
+def test_model_folder_without_config_is_refused(tmp_path):
+    from sparsebert_cli.modeling import resolve_pretrained
+
+    _refused(
+        lambda: resolve_pretrained(tmp_path), f"the model folder {tmp_path} has no config.json"
+    )
+
+
+def test_tokenizer_folder_without_tokenizer_is_refused(tmp_path):
+    from sparsebert_cli.data.tokenizer import tokenizer_from_folder
+
+    _refused(
+        lambda: tokenizer_from_folder(tmp_path), "holds no tokenizer", "data.tokenizer=embedded"
+    )
+
+
+def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(tmp_path):
+    from transformers import BertConfig
+
+    from sparsebert_cli.modeling import bert_config
+
+    BertConfig(
+        vocab_size=1000, hidden_size=32, num_attention_heads=2, num_hidden_layers=1
+    ).save_pretrained(tmp_path)
+    model_cfg = OmegaConf.structured(RunConfig).model
+    _refused(
+        lambda: bert_config(model_cfg, 30522, tmp_path),
+        "vocabulary of 1000 tokens but the tokenizer has 30522",
+        "use the tokenizer that ships with that model",
+    )
+
+
+# --- NaN / inf loss --------------------------------------------------------------------------------
+
+
+class _Diverging(torch.nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.value = value
+
+    def forward(self, **batch):
+        return {"loss": self.w.sum() * self.value}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_loss_stops_the_run_and_keeps_the_checkpoints(tmp_path, value):
+    from sparsebert_cli.training.loop import Hooks, train
+
+    cfg = OmegaConf.structured(RunConfig)
+    cfg.trainer.max_steps, cfg.trainer.batch_size, cfg.trainer.device = 2, 2, "cpu"
+    run = runs.Run.start(tmp_path, "pretrain", {}, "h", "sparsebert pretrain")
+    data = [{"attention_mask": torch.ones(3, dtype=torch.long)} for _ in range(4)]
+
+    def collate(rows):
+        return {"attention_mask": torch.stack([r["attention_mask"] for r in rows])}
+
+    _refused(
+        lambda: train(_Diverging(value), data, collate, cfg, run, Hooks()),
+        f"the loss became {value} at step 1",
+        "lower trainer.lr",
+    )
+
+
+# --- the real CLI: exit status, no traceback, the message --------------------------------------------
+
+
+def _plant_search_run(root: Path, name: str, mask: torch.Tensor) -> Path:
+    folder = root / "search" / name
+    save_mask(folder / "artifacts", mask, {"kind": "dam_u"})
+    runs.atomic_write_json(
+        folder / runs.MANIFEST, {"stage": "search", "status": "completed", "finished_at": 1.0}
+    )
+    return folder
+
+
+CLI = {
+    "unknown command": (["pretrian"], ["unknown command 'pretrian'", "Did you mean 'pretrain'?"]),
+    "unknown key": (["pretrain", "trainer.lrr=1"], ["trainer.lrr", "+trainer.lrr=1"]),
+    "unknown option": (["pretrain", "mask=diagonal"], ["mask/diagonal", "Available options"]),
+    "wrong type": (["pretrain", "trainer.max_steps=abc"], ["abc"]),
+    "negative lambda": (["search", "mask.lam=-1"], ["error: mask.lam=-1.0 is negative"]),
+    "too long": (["pretrain", "data.seq_len=1024"], ["error: data.seq_len=1024 must lie in"]),
+    "validate tool": (["validate", "search", "mask.tau=0"], ["error: mask.tau=0.0 must be > 0"]),
+    "missing upstream": (
+        ["pretrain", "mask=from_run", "mask.from=missing-run"],
+        ["error: missing-run is not a sparsebert run folder"],
+    ),
+    "failed upstream": (
+        ["finetune", "model.from=runs/pretrain/broken"],
+        ["is not completed (status: failed)"],
+    ),
+    "corrupt mask": (
+        ["pretrain", "mask=from_run", "mask.from=runs/search/corrupt"],
+        ["mask.safetensors does not match mask.json"],
+    ),
+    "heads mismatch": (
+        ["pretrain", "mask=from_run", "mask.from=runs/search/heads4"],
+        ["has 4 heads but the model has 2"],
+    ),
+    "hub unreachable": (
+        ["finetune", "model=hf", "model.name_or_path=no-such-org/no-such-model"],
+        ["cannot get the model 'no-such-org/no-such-model'", "model=minilm"],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CLI))
+def test_cli_refuses(workdir, case):
+    root = workdir / "runs"
+    _run_folder(root, "pretrain", "failed", "broken")
+    corrupt = _plant_search_run(root, "corrupt", torch.ones(1, 2, 32, 32, dtype=torch.bool))
+    data = (corrupt / "artifacts" / MASK_FILE).read_bytes()
+    (corrupt / "artifacts" / MASK_FILE).write_bytes(data[:-7])
+    _plant_search_run(root, "heads4", torch.ones(1, 4, 32, 32, dtype=torch.bool))
+    args, needles = CLI[case]
+    extra = TINY if args[0] in ("search", "pretrain", "finetune") else []
+    proc = sparsebert(args[0], *extra, *args[1:], "run_id=bad", cwd=workdir, check=False)
+    out = assert_clean_error(proc, *needles)
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) <= 1, out  # one paragraph
+    if args[0] in ("search", "pretrain", "finetune") and errors:
+        manifest = runs.load_manifest(root / args[0] / "bad")
+        assert manifest["status"] == "failed" and manifest["error"] == errors[0][len("error: ") :]
+
+
+# --- defined behaviour rather than an error: a query with nothing to attend to -----------------------
+
+
+@pytest.mark.slow
+def test_a_mask_with_an_empty_query_row_trains_with_a_warning_and_no_nan(workdir):
+    mask = torch.ones(1, 2, 32, 32, dtype=torch.bool)
+    mask[0, :, 5, :] = False  # query 5 may attend to nothing, in every head
+    search = _plant_search_run(workdir / "runs", "empty-row", mask)
+    proc = sparsebert(
+        "pretrain", *TINY, "mask=from_run", f"mask.from={search}", "model.attention_backend=masked",
+        "run_id=empty", cwd=workdir,
+    )  # fmt: skip
+    assert "some attention query rows have no allowed key" in proc.stdout + proc.stderr
+    metrics = json.loads((workdir / "runs/pretrain/empty/metrics.json").read_text())
+    assert all(math.isfinite(v) for v in metrics.values())
+    losses = [
+        json.loads(line)["train/loss"]
+        for line in (workdir / "runs/pretrain/empty/metrics.jsonl").read_text().splitlines()
+        if "train/loss" in line
+    ]
+    assert losses and all(math.isfinite(v) for v in losses)
+    shutil.rmtree(search)

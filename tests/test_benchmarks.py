@@ -1,0 +1,73 @@
+"""The benchmark harness measures what it says: timings per round, peak bytes, checks, files."""
+
+import json
+
+import torch
+
+from benchmarks import harness
+from benchmarks.attention import build_mask, fitted_exponent
+
+
+def test_compare_runs_every_candidate_warmup_plus_repeats_times():
+    calls = {"a": 0, "b": 0}
+    candidates = {
+        name: (lambda name=name: calls.__setitem__(name, calls[name] + 1)) for name in calls
+    }
+    timings = harness.compare(candidates, torch.device("cpu"), repeats=3, warmup=2)
+    assert calls == {"a": 5, "b": 5}
+    for t in timings.values():
+        assert len(t["times_s"]) == 3
+        assert t["min_s"] <= t["median_s"] <= t["max_s"]
+
+
+def test_peak_memory_counts_bytes_held_at_once_on_cpu():
+    def two_then_one():
+        a = torch.ones(1 << 20, dtype=torch.float32)  # 4 MiB
+        b = torch.ones(1 << 20, dtype=torch.float32)  # 4 MiB, while a is alive
+        del a, b
+        c = torch.ones(1 << 20, dtype=torch.float32)
+        del c
+
+    peak = harness.peak_memory(two_then_one, torch.device("cpu"))
+    assert 8 * 2**20 <= peak < 9 * 2**20
+
+
+def test_check_states_target_and_whether_it_is_met():
+    assert harness.check("speed", 2.6, "≥", 2.5) == {
+        "name": "speed",
+        "value": 2.6,
+        "target": "≥ 2.5",
+        "met": True,
+        "note": "",
+    }
+    assert not harness.check("overhead", 1.2, "≤", 1.15)["met"]
+    assert harness.check("exponent", 1.05, "in", (0.8, 1.2))["target"] == "0.8–1.2"
+
+
+def test_fitted_exponent_recovers_a_power_law():
+    ns = [512, 1024, 2048, 4096]
+    assert abs(fitted_exponent(ns, [3e-9 * n**2 for n in ns]) - 2.0) < 1e-9
+
+
+def test_dam_s_like_band_keeps_distances_one_to_sixteen():
+    mask = build_mask("dam_s", 40, heads=2)
+    distance = (torch.arange(40)[:, None] - torch.arange(40)[None, :]).abs()
+    assert mask.shape == (2, 40, 40)
+    assert torch.equal(mask[1], (distance >= 1) & (distance <= 16))
+
+
+def test_write_results_writes_json_with_checks_and_markdown(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "RESULTS_DIR", tmp_path)
+    device = torch.device("cpu")
+    payload = {
+        "checks": [harness.check("ratio", 3.0, "≥", 2.5)],
+        "machine": harness.machine(device),
+        "command": "python -m benchmarks training",
+        "wall_s": 1.0,
+        "load_average": {"start": 0.5, "end": 0.7},
+    }
+    harness.write_results("training", device, payload, "details")
+    harness.write_summary(device, ["training", "dam"])
+    assert json.loads((tmp_path / "training.json").read_text())["checks"][0]["met"] is True
+    assert "| ratio | 3 | ≥ 2.5 | yes |" in (tmp_path / "training.md").read_text()
+    assert "1 of 1 targets met" in (tmp_path / "summary.md").read_text()

@@ -1,0 +1,83 @@
+"""End to end: `trainer.nproc_per_node=2` relaunches pre-training under torchrun (gloo on CPU);
+both ranks share one run folder, and the result equals one process accumulating the same global
+batch in two micro-batches of the same size.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, sparsebert
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+# No dropout: each rank draws its own noise, so only a deterministic model can match.
+# no_diag: a real (if tiny) mask goes through the distributed path.
+COMMON = (
+    "debug=smoke",
+    "trainer.batch_size=8",
+    "model.dropout=0",
+    "model.attention_dropout=0",
+    "mask=no_diag",
+)
+# The two runs sum the same micro-batch gradients in a different order (all-reduce of two
+# averaged gradients vs accumulation of two halves), so weights agree to float rounding only.
+ATOL = 1e-5
+
+
+def cli_env(root: Path) -> dict[str, str]:
+    return {
+        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
+        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",  # two ranks on 2 cores: one thread each
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("ddp")
+    env = cli_env(root)
+    ddp = sparsebert(
+        "pretrain", *COMMON, "trainer.nproc_per_node=2", "run_id=ddp", cwd=root, env=env
+    )
+    sparsebert(
+        "pretrain", *COMMON, "trainer.nproc_per_node=1", "trainer.grad_accum=2", "run_id=single",
+        cwd=root, env=env,
+    )  # fmt: skip
+    pretrain = root / "runs" / "pretrain"
+    return {"root": root, "ddp": pretrain / "ddp", "single": pretrain / "single", "proc": ddp}
+
+
+def manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+def test_ddp_run_is_one_completed_folder_with_world_size_2(runs):
+    assert "launching 2 processes with torchrun" in runs["proc"].stdout
+    folders = sorted(p.name for p in (runs["root"] / "runs" / "pretrain").iterdir())
+    assert folders == ["ddp", "single"]
+    found = manifest(runs["ddp"])
+    assert (found["status"], found["world_size"], found["attempts"]) == ("completed", 2, 1)
+    assert manifest(runs["single"])["world_size"] == 1
+    assert (runs["ddp"] / "artifacts" / "model" / "model.safetensors").is_file()
+
+
+def test_ddp_weights_equal_gradient_accumulation_in_one_process(runs):
+    assert manifest(runs["single"])["status"] == "completed"
+    ddp = load_file(str(runs["ddp"] / "artifacts" / "model" / "model.safetensors"))
+    single = load_file(str(runs["single"] / "artifacts" / "model" / "model.safetensors"))
+    assert ddp.keys() == single.keys()
+    off = {
+        k: (ddp[k] - single[k]).abs().max().item()
+        for k in ddp
+        if not torch.allclose(ddp[k], single[k], rtol=0, atol=ATOL)
+    }
+    assert off == {}
+    ddp_metrics = json.loads((runs["ddp"] / "metrics.json").read_text())
+    single_metrics = json.loads((runs["single"] / "metrics.json").read_text())
+    assert ddp_metrics["eval/mlm_loss"] == pytest.approx(single_metrics["eval/mlm_loss"], abs=1e-4)

@@ -1,0 +1,136 @@
+"""SWAG: the original CSV layout, four sequences per question, multiple-choice batches and the
+masked multiple-choice model."""
+
+import csv
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sparsebert_cli.config import ModelConfig, conf_dir
+from sparsebert_cli.data.config import TaskConfig
+from sparsebert_cli.data.swag import load_swag, read_swag_csv
+from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.modeling import (
+    MaskSource,
+    SparseBertForMultipleChoice,
+    build_task_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+HEADER = ["", "video-id", "fold-ind", "startphrase", "sent1", "sent2", "gold-source"]
+ENDINGS = ["ending0", "ending1", "ending2", "ending3"]
+ROWS = [
+    ("She opens the fridge.", "She", ["takes out the milk.", "flies.", "sings.", "melts."], 0),
+    ("A dog sees a ball.", "The dog", ["reads.", "runs after the ball.", "naps.", "hums."], 1),
+    ("The chef chops onions.", "He", ["swims.", "drives.", "orbits.", "fries them."], 3),
+]
+VOCAB, N = 60, 12
+
+
+def write_csv(path, rows=ROWS, labelled: bool = True) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER + ENDINGS + (["label"] if labelled else []))
+        for i, (sent1, sent2, endings, label) in enumerate(rows):
+            row = [i, f"v{i}", i, f"{sent1} {sent2}", sent1, sent2, "gold", *endings]
+            writer.writerow(row + ([label] if labelled else []))
+
+
+@pytest.fixture(scope="module")
+def swag(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("swag")
+    write_csv(folder / "train.csv")
+    write_csv(folder / "val.csv")
+    config = OmegaConf.merge(
+        OmegaConf.structured(TaskConfig),
+        OmegaConf.load(conf_dir() / "task" / "swag.yaml"),
+        {"data_dir": str(folder)},
+    )
+    return load_swag(config, tokenizer_from_folder(embedded_tokenizer_folder()), folder)
+
+
+def test_the_original_csv_reads_sentences_endings_and_labels(tmp_path):
+    write_csv(tmp_path / "val.csv")
+    columns = read_swag_csv(tmp_path / "val.csv")
+    assert columns["sent2"] == ["She", "The dog", "He"] and columns["label"] == [0, 1, 3]
+    assert columns["ending3"][2] == "fries them."
+
+
+def test_an_unlabelled_test_csv_gets_label_minus_one(tmp_path):
+    write_csv(tmp_path / "test.csv", labelled=False)
+    assert read_swag_csv(tmp_path / "test.csv")["label"] == [-1, -1, -1]
+
+
+def test_a_csv_without_the_swag_columns_is_refused(tmp_path):
+    (tmp_path / "val.csv").write_text("sentence,label\nhello,1\n")
+    with pytest.raises(SparseBertError, match=r"lacks the SWAG columns \['sent1'"):
+        read_swag_csv(tmp_path / "val.csv")
+
+
+def test_each_choice_pairs_the_context_with_sent2_and_its_ending(swag):
+    tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
+    row = swag.splits["dev"][0]
+    assert [tokenizer.decode(ids) for ids in row["input_ids"][:2]] == [
+        "[CLS] she opens the fridge. [SEP] she takes out the milk. [SEP]",
+        "[CLS] she opens the fridge. [SEP] she flies. [SEP]",
+    ]
+
+
+def test_a_batch_is_batch_by_four_choices_by_the_longest_sequence(swag):
+    rows = [swag.splits["train"][i] for i in range(3)]
+    longest = max(len(ids) for row in rows for ids in row["input_ids"])
+    batch = swag.collate(rows)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (3, 4, longest)
+    assert batch["labels"].tolist() == [0, 1, 3]
+
+
+def test_padding_is_masked_out_in_every_choice(swag):
+    rows = [swag.splits["train"][i] for i in range(3)]
+    batch = swag.collate(rows)
+    lengths = [[len(ids) for ids in row["input_ids"]] for row in rows]
+    assert batch["attention_mask"].sum(-1).tolist() == lengths
+
+
+def tiny() -> ModelConfig:
+    return ModelConfig(
+        hidden_size=16,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+
+
+def no_diag_source() -> MaskSource:
+    return MaskSource.from_config(OmegaConf.structured(MaskConfig(name="no_diag")), 2, 2, N)
+
+
+def choices_batch() -> dict:
+    ids = torch.randint(1, VOCAB, (2, 4, N), generator=torch.Generator().manual_seed(3))
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "token_type_ids": torch.zeros_like(ids),
+    }
+
+
+def test_the_multiple_choice_model_scores_each_choice_and_gives_a_loss():
+    torch.manual_seed(0)
+    model = build_task_model(tiny(), no_diag_source(), 4, "multiple_choice", None, VOCAB)
+    out = model(**choices_batch(), labels=torch.tensor([0, 3]))
+    assert out.logits.shape == (2, 4) and out.loss.ndim == 0
+
+
+def test_a_multiple_choice_checkpoint_reloads_with_identical_logits(tmp_path):
+    torch.manual_seed(0)
+    model = build_task_model(tiny(), no_diag_source(), 4, "multiple_choice", None, VOCAB).eval()
+    save_checkpoint(model, tmp_path, {})
+    loaded = load_checkpoint(tmp_path)
+    with torch.no_grad():
+        assert isinstance(loaded, SparseBertForMultipleChoice)
+        assert torch.equal(loaded(**choices_batch()).logits, model(**choices_batch()).logits)
