@@ -184,6 +184,30 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
     return Path(local)
 
 
+def damaged_file(path: Path, error: Exception) -> SparseBertError:
+    """The error for a model file that exists but cannot be read (truncated, corrupt)."""
+    reason = (str(error).strip().splitlines() or [""])[0]
+    return SparseBertError(
+        f"{path} cannot be read ({type(error).__name__}: {reason}); the file is truncated or "
+        "corrupt. Rerun the stage that produced it (or download the model again), or point at "
+        "another model."
+    )
+
+
+def read_bert_config(folder: Path) -> BertConfig:
+    """`folder`/config.json as a BertConfig; a damaged file is refused, naming it."""
+    try:
+        return BertConfig.from_pretrained(folder)
+    except Exception as error:  # OSError (not JSON), TypeError (not an object), field validation
+        raise damaged_file(Path(folder) / "config.json", error) from None
+
+
+def weights_file(folder: Path) -> Path:
+    """The weights file of a model folder, as named in errors (the folder when none is found)."""
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    return next((folder / n for n in names if (folder / n).is_file()), folder)
+
+
 def _weights_source(
     model_cfg: ModelConfig | DictConfig, init_from: Path | str | None
 ) -> Path | None:
@@ -208,7 +232,7 @@ def bert_config(
 ) -> BertConfig:
     """The BertConfig: read from `source` when given, else built from the size preset."""
     if source is not None:
-        config = BertConfig.from_pretrained(source)
+        config = read_bert_config(source)
         if vocab_size is not None and config.vocab_size != vocab_size:
             raise SparseBertError(
                 f"the model in {source} has a vocabulary of {config.vocab_size} tokens but the "
@@ -238,7 +262,7 @@ def model_shape(
     source = _weights_source(model_cfg, init_from)
     if source is None:
         return model_cfg.num_layers, model_cfg.num_heads
-    config = BertConfig.from_pretrained(source)
+    config = read_bert_config(source)
     return config.num_hidden_layers, config.num_attention_heads
 
 
@@ -440,8 +464,14 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
 
     Hugging Face's loader reads the folder, so legacy names and layouts keep working.
     """
+    try:
+        if heads:
+            loaded, info = BertForPreTraining.from_pretrained(source, output_loading_info=True)
+        else:
+            loaded = BertModel.from_pretrained(source)
+    except Exception as error:  # safetensors' own error types, OSError, pickle errors: all damage
+        raise damaged_file(weights_file(Path(source)), error) from None
     if heads:
-        loaded, info = BertForPreTraining.from_pretrained(source, output_loading_info=True)
         missing = set(info["missing_keys"])
         state = {
             k: v
@@ -455,7 +485,7 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
         )
         encoder = loaded.bert
     else:
-        encoder = BertModel.from_pretrained(source)
+        encoder = loaded
     encoder_state = encoder.state_dict()  # always has a pooler (HF initialises a missing one)
     if model.bert.pooler is None:
         encoder_state = {k: v for k, v in encoder_state.items() if not k.startswith("pooler.")}
@@ -548,8 +578,11 @@ def load_checkpoint(directory: Path) -> nn.Module:
             f"{directory} is not a sparsebert checkpoint (no {CHECKPOINT_FILE}); point at the "
             "artifacts/model folder of a completed pretrain or finetune run."
         )
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    config = BertConfig.from_pretrained(directory)
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise damaged_file(record_path, error) from None
+    config = read_bert_config(directory)
     config._attn_implementation = ATTENTION_IMPLEMENTATION
     register_attention()
     mask_source = MaskSource.from_checkpoint(
@@ -559,7 +592,10 @@ def load_checkpoint(directory: Path) -> nn.Module:
         model = SparseBertForPreTraining(config, mask_source, record["nsp"])
     else:
         model = HEAD_CLASSES[record["head"]](config, mask_source)
-    state = load_file(str(directory / "model.safetensors"))
+    try:
+        state = load_file(str(directory / "model.safetensors"))
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise damaged_file(directory / "model.safetensors", error) from None
     state = {k: v for k, v in state.items() if not k.startswith("sparse_mask.")}
     model.load_state_dict(state)
     model.sparsebert_record = {k: v for k, v in record.items() if k in RECORD_KEYS}

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import sparsebert
-from datasets.exceptions import DatasetGenerationError
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -220,6 +219,66 @@ def test_truncated_optimiser_state_is_refused(tmp_path):
     )
 
 
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A real (tiny) fine-tuned checkpoint folder, as `save_checkpoint` writes it."""
+    from sparsebert_cli.modeling import MaskSource, build_task_model, save_checkpoint
+
+    model_cfg = OmegaConf.structured(RunConfig).model
+    model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers = 32, 64, 1
+    model = build_task_model(model_cfg, MaskSource("dense"), 2, "classification", None, 100)
+    save_checkpoint(model, tmp_path / "model", {})
+    return tmp_path / "model"
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", [_truncate, lambda p: p.write_bytes(b"\xff" * 64)])
+def test_damaged_checkpoint_weights_are_refused(model_dir, damage):
+    from sparsebert_cli.modeling import load_checkpoint
+
+    damage(model_dir / "model.safetensors")
+    _refused(
+        lambda: load_checkpoint(model_dir), str(model_dir / "model.safetensors"), "Rerun the stage"
+    )
+
+
+def test_damaged_weights_of_an_init_model_are_refused(model_dir):
+    from sparsebert_cli.modeling import MaskSource, build_task_model
+
+    _truncate(model_dir / "model.safetensors")
+    model_cfg = OmegaConf.structured(RunConfig).model
+    _refused(
+        lambda: build_task_model(model_cfg, MaskSource("dense"), 2, "classification", model_dir),
+        str(model_dir / "model.safetensors"),
+        "Rerun the stage",
+    )
+
+
+@pytest.mark.parametrize("damage", [_truncate, lambda p: p.write_bytes(b'{"a": "\xff"}')])
+def test_damaged_checkpoint_config_is_refused(model_dir, damage):
+    from sparsebert_cli.modeling import MaskSource, bert_config, build_task_model, load_checkpoint
+
+    damage(model_dir / "config.json")
+    model_cfg = OmegaConf.structured(RunConfig).model
+    for call in (
+        lambda: load_checkpoint(model_dir),
+        lambda: bert_config(model_cfg, None, model_dir),
+        lambda: build_task_model(model_cfg, MaskSource("dense"), 2, "classification", model_dir),
+    ):
+        _refused(call, str(model_dir / "config.json"), "Rerun the stage")
+
+
+def test_truncated_checkpoint_record_is_refused(model_dir):
+    from sparsebert_cli.modeling import CHECKPOINT_FILE, load_checkpoint
+
+    _truncate(model_dir / CHECKPOINT_FILE)
+    _refused(lambda: load_checkpoint(model_dir), str(model_dir / CHECKPOINT_FILE), "Rerun")
+
+
 # --- upstream references: missing, failed, running, wrong kind -------------------------------------
 
 
@@ -305,31 +364,18 @@ def test_glue_folder_without_dev_is_refused(tmp_path, tokenizer):
     _refused(lambda: _load(task, tokenizer, tmp_path), "dev.tsv", "point task.glue_dir")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug (data/glue.py, data/tasks.py): all-unknown labels end in a datasets ValueError",
-)
 def test_glue_file_with_only_unknown_labels_is_refused(tmp_path, tokenizer):
     dev = (MRPC_HEADER + "2\t1\t2\ta b\tc d\n" * 4).encode()
     task = _glue_task(tmp_path, GOOD_ROWS, dev)
     _refused(lambda: _load(task, tokenizer, tmp_path), "'2'", "task.label_names")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="bug (data/glue.py): a non-UTF-8 TSV raises UnicodeDecodeError",
-)
 def test_non_utf8_glue_file_is_refused(tmp_path, tokenizer):
     dev = MRPC_HEADER.encode() + b"1\t1\t2\ta \xff b\tc d\n"
     task = _glue_task(tmp_path, GOOD_ROWS, dev)
     _refused(lambda: _load(task, tokenizer, tmp_path), "dev.tsv", "UTF-8")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=IndexError, reason="bug (data/glue.py): an empty TSV raises IndexError"
-)
 def test_empty_glue_file_is_refused(tmp_path, tokenizer):
     task = _glue_task(tmp_path, GOOD_ROWS, b"")
     _refused(lambda: _load(task, tokenizer, tmp_path), "dev.tsv", "empty")
@@ -364,11 +410,6 @@ def test_text_file_of_an_unsupported_kind_is_refused(tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatasetGenerationError,
-    reason="bug (data/corpus.py): an empty .txt raises DatasetGenerationError",
-)
 def test_empty_text_file_is_refused(tmp_path):
     from sparsebert_cli.data.corpus import load_corpus
 
@@ -376,14 +417,21 @@ def test_empty_text_file_is_refused(tmp_path):
     _refused(
         lambda: load_corpus(_text_files_cfg(str(tmp_path / "empty.txt")), tmp_path / "cache"),
         "empty.txt",
+        "corpus is empty",
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DatasetGenerationError,
-    reason="bug (data/corpus.py): a non-UTF-8 .txt raises DatasetGenerationError",
-)
+def test_text_file_of_blank_lines_only_is_refused(tmp_path):
+    from sparsebert_cli.data.corpus import load_corpus
+
+    (tmp_path / "blank.txt").write_text("\n  \n\n")
+    _refused(
+        lambda: load_corpus(_text_files_cfg(str(tmp_path / "blank.txt")), tmp_path / "cache"),
+        "blank.txt",
+        "corpus is empty",
+    )
+
+
 def test_non_utf8_text_file_is_refused(tmp_path):
     from sparsebert_cli.data.corpus import load_corpus
 
@@ -393,6 +441,58 @@ def test_non_utf8_text_file_is_refused(tmp_path):
         "bad.txt",
         "UTF-8",
     )
+
+
+def _finetune_run(tmp_path: Path, tokenizer, task: dict) -> Path:
+    """A completed finetune run (tiny MRPC model, embedded tokenizer) that recorded `task`."""
+    from sparsebert_cli.data.tokenizer import save_tokenizer
+    from sparsebert_cli.modeling import MaskSource, build_task_model, save_checkpoint
+
+    model_cfg = OmegaConf.structured(RunConfig).model
+    model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers = 32, 64, 1
+    model = build_task_model(
+        model_cfg, MaskSource("dense"), 2, "classification", None, len(tokenizer)
+    )
+    folder = _run_folder(tmp_path / "runs", "finetune", "completed", "ft")
+    save_checkpoint(model, folder / "artifacts" / "model", {"task": task})
+    save_tokenizer(tokenizer, folder / "artifacts" / "model")
+    return folder
+
+
+def _evaluate(tmp_path: Path, finetune: Path, *overrides: str) -> dict:
+    from sparsebert_cli.stages import evaluate
+
+    cfg = compose_cfg(
+        "evaluate",
+        f"model.from_run={finetune}",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "trainer.device=cpu",
+        *overrides,
+    )
+    run = runs.Run.start(tmp_path / "runs" / "evaluate" / "ev", "evaluate", {}, "h", "evaluate")
+    return evaluate.run(cfg, run)
+
+
+def test_evaluate_refuses_task_data_that_moved_since_finetune(tmp_path, tokenizer):
+    task = _glue_task(tmp_path, GOOD_ROWS, GOOD_ROWS)
+    finetune = _finetune_run(tmp_path, tokenizer, OmegaConf.to_container(task))
+    shutil.move(tmp_path / "glue", tmp_path / "moved")
+    _refused(
+        lambda: _evaluate(tmp_path, finetune),
+        f"task.glue_dir={tmp_path / 'glue'}",
+        "no longer exists",
+        f"sparsebert evaluate model.from={finetune} task.glue_dir=",
+    )
+
+
+def test_evaluate_task_glue_dir_replaces_the_recorded_one(tmp_path, tokenizer):
+    task = _glue_task(tmp_path, GOOD_ROWS, GOOD_ROWS)
+    finetune = _finetune_run(tmp_path, tokenizer, OmegaConf.to_container(task))
+    shutil.move(tmp_path / "glue", tmp_path / "moved")
+    metrics = _evaluate(tmp_path, finetune, f"task.glue_dir={tmp_path / 'moved'}")
+    assert "eval/accuracy" in metrics
+    assert (tmp_path / "runs" / "evaluate" / "ev" / "predictions" / "dev.jsonl").is_file()
 
 
 def test_unreachable_hub_model_is_refused():

@@ -11,6 +11,7 @@ by blank lines as in BERT's own format, .jsonl/.json or .parquet with one docume
 `data.text_column`). Hub sources and files may be combined; they are concatenated in that order.
 """
 
+import codecs
 import glob
 import re
 from importlib.metadata import version
@@ -96,6 +97,11 @@ def load_corpus(data_cfg, cache_dir: Path):
         )
     corpus = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     corpus = corpus.filter(lambda batch: [bool(t) for t in batch["text"]], batched=True)
+    if len(corpus) == 0:
+        sources = list(data_cfg.hub_sources) + sorted(
+            {path for pattern in data_cfg.files for path in glob.glob(pattern)}
+        )
+        raise empty_corpus(sources)
     if data_cfg.max_documents is not None:
         corpus = corpus.select(range(min(data_cfg.max_documents, len(corpus))))
     return corpus
@@ -145,6 +151,7 @@ def hub_source(spec: str, data_cfg, cache_dir: Path):
 def local_files(data_cfg, cache_dir: Path):
     """`data.files` (paths or globs) read with the `datasets` builder of their extension."""
     import datasets
+    from datasets.exceptions import DatasetGenerationError
 
     by_builder: dict[str, list[str]] = {}
     for pattern in data_cfg.files:
@@ -166,13 +173,18 @@ def local_files(data_cfg, cache_dir: Path):
     for builder, paths in by_builder.items():
         # .txt: documents are separated by blank lines; line breaks inside are kept as boundaries.
         options = {"sample_by": "paragraph", "keep_linebreaks": True} if builder == "text" else {}
-        files = datasets.load_dataset(
-            builder,
-            data_files=paths,
-            split="train",
-            cache_dir=str(cache_dir / "hf_datasets"),
-            **options,
-        )
+        try:
+            files = datasets.load_dataset(
+                builder,
+                data_files=paths,
+                split="train",
+                cache_dir=str(cache_dir / "hf_datasets"),
+                **options,
+            )
+        except DatasetGenerationError:
+            if builder == "text":
+                check_text_files(paths)  # raises the clear error when it is the files' fault
+            raise
         column = "text" if builder == "text" else data_cfg.text_column
         if column not in files.column_names:
             raise SparseBertError(
@@ -181,6 +193,38 @@ def local_files(data_cfg, cache_dir: Path):
             )
         parts.append(normalise(files, data_cfg, column))
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def check_text_files(paths: list[str]) -> None:
+    """Refuse .txt files that are not UTF-8, or that hold no text at all (an empty corpus)."""
+    empty = True
+    for path in paths:
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
+        with open(path, "rb") as file:
+            while True:
+                chunk = file.read(1 << 20)
+                try:
+                    text = decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as error:
+                    raise SparseBertError(
+                        f"The corpus file '{path}' is not UTF-8 text (byte {offset + error.start} "
+                        "cannot be decoded). Convert it to UTF-8 (e.g. iconv -t UTF-8), or drop it "
+                        "from data.files."
+                    ) from None
+                empty = empty and not text.strip()
+                if not chunk:
+                    break
+                offset += len(chunk)
+    if empty:
+        raise empty_corpus(paths)
+
+
+def empty_corpus(sources: list[str]) -> SparseBertError:
+    return SparseBertError(
+        f"The corpus is empty: {sources} hold no text. Fill the files (.txt: documents separated "
+        "by blank lines) or point data.files (data.hub_sources) at the real corpus."
+    )
 
 
 def normalise(source, data_cfg, column: str | None = None):

@@ -95,8 +95,20 @@ def read_glue_file(
     path: Path, layout: GlueLayout, label_names: list[str], labelled: bool
 ) -> tuple[dict, int]:
     """One TSV file as columns (text_a, [text_b,] label, idx), and how many lines were skipped."""
-    lines = [line.rstrip("\r") for line in path.read_text(encoding="utf-8-sig").split("\n")]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SparseBertError(
+            f"{path} is not UTF-8 text (byte {error.start} cannot be decoded). GLUE files are "
+            "UTF-8: re-download the file, or convert it (e.g. iconv -t UTF-8)."
+        ) from None
+    lines = [line.rstrip("\r") for line in text.split("\n")]
     lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise SparseBertError(
+            f"{path} is empty. Re-download the task's GLUE files, or point task.glue_dir at the "
+            "folder that holds the complete task folders."
+        )
     if labelled and layout.headerless_columns:
         header = list(layout.headerless_columns)
     else:
@@ -111,7 +123,7 @@ def read_glue_file(
     positions = [header.index(name) for name in needed]
     pair = len(layout.text_columns) == 2
     columns = {"text_a": [], **({"text_b": []} if pair else {}), "label": [], "idx": []}
-    skipped = 0
+    skipped, unknown = 0, set()
     for line in lines:
         fields = line.split("\t")
         if len(fields) != len(header):
@@ -122,6 +134,7 @@ def read_glue_file(
             label = parse_label(values[-1], label_names)
             if label is None:
                 skipped += 1
+                unknown.add(values[-1])
                 continue
             columns["label"].append(label)
             columns["idx"].append(len(columns["idx"]))
@@ -131,7 +144,30 @@ def read_glue_file(
         columns["text_a"].append(values[0])
         if pair:
             columns["text_b"].append(values[1])
+    if labelled and not columns["idx"]:
+        raise SparseBertError(no_examples_message(path, layout, len(lines), unknown, label_names))
     return columns, skipped
+
+
+def no_examples_message(
+    path: Path, layout: GlueLayout, rows: int, unknown: set[str], label_names: list[str]
+) -> str:
+    """Why a labelled file gave no example: no rows, unknown labels only, or malformed lines."""
+    if unknown:
+        seen = sorted(unknown)[:10]
+        expected = (
+            f"task.label_names={label_names}" if label_names else "numbers (task.kind=regression)"
+        )
+        return (
+            f"{path} has no usable example: no line has a known {layout.label_column} label "
+            f"(unknown labels seen: {seen}; expected {expected}). Use the task's original GLUE files, or set "
+            "task.label_names (and task.num_labels) to the labels this data uses."
+        )
+    problem = "its lines have the wrong number of tab-separated fields" if rows else "no rows"
+    return (
+        f"{path} has no usable example ({problem}). Use the task's original GLUE files, or point "
+        "task.glue_dir at a complete copy."
+    )
 
 
 def parse_label(text: str, label_names: list[str]) -> float | int | None:

@@ -1,7 +1,11 @@
 """sparsebert evaluate: dev metrics, test predictions and GLUE submission files, mask statistics
 and inference speed of a fine-tuned run (`model.from=<finetune run>`, default the latest).
 
-The task is the one the model was fine-tuned on (read from its checkpoint). SQuAD writes the
+The task is the one the model was fine-tuned on (read from its checkpoint), with the data the
+finetune run read. When that data has moved, point evaluate at it: a `task.glue_dir`,
+`task.data_dir` or `task.data_files` given to evaluate replaces the recorded data source (e.g.
+`sparsebert evaluate model.from=<run> task.glue_dir=<folder>`); the other task settings stay the
+recorded ones. SQuAD writes the
 official prediction files instead: predictions/predictions.json (question id → answer text) and,
 for v2.0, predictions/null_odds.json (question id → null odds), as the official evaluation
 scripts read them.
@@ -12,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, atomic_write_text, read_json
 from sparsebert_cli.stages.finetune import load_task_data, task_metrics
 from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, upstream_model
@@ -21,6 +26,31 @@ from sparsebert_cli.training.loop import resolve_device
 # Labelled dev splits and the metric prefix each gets (MNLI has a matched and a mismatched dev set).
 DEV_SPLITS = {"dev": "eval/", "dev_mismatched": "eval/mismatched/"}
 TEST_SPLITS = ("test", "test_mismatched")
+# The task keys that name local data: a value given to evaluate replaces the recorded ones.
+SOURCE_KEYS = {"glue_dir": None, "data_dir": None, "data_files": {}}
+
+
+def recorded_task(recorded: dict, given: DictConfig, run_dir: Path) -> DictConfig:
+    """The finetune run's task config; its local data source replaced by the one given to
+    evaluate (task.glue_dir / task.data_dir / task.data_files), else checked to still exist."""
+    task_cfg = OmegaConf.create(recorded)
+    if any(given.get(key) for key in SOURCE_KEYS):
+        for key, empty in SOURCE_KEYS.items():
+            task_cfg[key] = given.get(key) or empty
+        return task_cfg
+    for key in SOURCE_KEYS:
+        value = task_cfg.get(key)
+        paths = list(value.values()) if key == "data_files" and value else [value]
+        missing = [path for path in paths if path and not Path(path).exists()]
+        if missing:
+            shown = dict(value) if key == "data_files" else value
+            fix = "{train: <file>, dev: <file>}" if key == "data_files" else "<its new folder>"
+            raise SparseBertError(
+                f"the finetune run {run_dir} read its task data from task.{key}={shown}, but "
+                f"{missing[0]} no longer exists: the task data moved or was deleted. Point "
+                f"evaluate at it: sparsebert evaluate model.from={run_dir} task.{key}={fix}."
+            )
+    return task_cfg
 
 
 def question_answering_outputs(model, task, batch_size: int, directory: Path) -> dict:
@@ -70,9 +100,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     model_dir = upstream_model(cfg, run, "finetune")
     model = load_checkpoint(model_dir)
     info = read_json(model_dir / CHECKPOINT_FILE)
+    task_cfg = recorded_task(info["task"], cfg.task, Path(cfg.model.from_run))
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
-    task_cfg = OmegaConf.create(info["task"])
     task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), cfg.seed)
     batch = cfg.trainer.eval_batch_size
 
