@@ -1,0 +1,82 @@
+"""Aggregate the importance figures' numbers of a search sweep over seeds.
+
+Usage: python experiments/importance/summarize.py runs/search/multirun/importance OUT_DIR
+Reads `<job>/figures/importance.json` (written by `sparsebert report --figures <job>`) and
+`<job>/config.yaml`, and writes `summary.json` and `summary.md` into OUT_DIR: per mask structure,
+the rank of the diagonal among the n distances (1 = least kept) at each snapshot, mean ± std over
+seeds, and the final keep probability of the diagonal, the near-diagonal band and the rest.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(sweep: Path) -> dict:
+    groups: dict[str, list[dict]] = {}
+    for numbers_path in sorted(sweep.glob("*/figures/importance.json")):
+        job = numbers_path.parent.parent
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        groups.setdefault(config["mask"]["structure"], []).append(
+            {"seed": config["seed"], **json.loads(numbers_path.read_text())}
+        )
+    summary = {}
+    for structure, jobs in groups.items():
+        steps = jobs[0]["steps"]
+        ranks = [_mean_std([job["diagonal_rank"][t] for job in jobs]) for t in range(len(steps))]
+        final = {
+            key: _mean_std([job[key][-1] for job in jobs])
+            for key in ("diagonal", "near_diagonal", "far", "other")
+        }
+        least_kept = sum(job["diagonal_rank"][-1] == 1 for job in jobs)
+        summary[structure] = {
+            "seeds": sorted(job["seed"] for job in jobs),
+            "n": jobs[0]["n"],
+            "steps": steps,
+            "diagonal_rank_mean_std": ranks,
+            "final_keep_probability_mean_std": final,
+            "seeds_where_diagonal_is_least_kept": least_kept,
+        }
+    return summary
+
+
+def to_markdown(summary: dict) -> str:
+    lines = []
+    for structure, s in summary.items():
+        lines += [
+            f"### {structure} (seeds {s['seeds']}, n = {s['n']}; rank 1 = least kept of {s['n']} distances)",
+            "",
+            "| step | " + " | ".join(str(step) for step in s["steps"]) + " |",
+            "|---|" + "---|" * len(s["steps"]),
+            "| diagonal rank | "
+            + " | ".join(f"{m:.1f} ± {d:.1f}" for m, d in s["diagonal_rank_mean_std"])
+            + " |",
+            "",
+            "| final keep probability | mean ± std |",
+            "|---|---|",
+            *(
+                f"| {k} | {m:.4f} ± {d:.4f} |"
+                for k, (m, d) in s["final_keep_probability_mean_std"].items()
+            ),
+            "",
+            f"Seeds where the diagonal is the least kept distance at the end: "
+            f"{s['seeds_where_diagonal_is_least_kept']} of {len(s['seeds'])}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sweep, out = Path(sys.argv[1]), Path(sys.argv[2])
+    result = summarize(sweep)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "summary.md").write_text(to_markdown(result))
+    print(to_markdown(result))
