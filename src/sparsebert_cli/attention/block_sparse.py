@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from sparsebert_cli.attention.masked import masked_score
 from sparsebert_cli.masks.empty_rows import empty_query_rows
 
 # A row joins a group when it has at least this fraction of the group's longest row's blocks
@@ -35,12 +36,6 @@ GROUP_FILL = 0.6
 # query block in fine pieces, against 3·block_size in whole blocks.
 MIN_PIECE = 8
 PIECE_GAIN = 0.9
-
-
-def masked_score(dtype: torch.dtype) -> float:
-    """The score of a masked entry: half the dtype's lowest, so score + bias never overflows to
-    −∞ (a row of masked entries stays finite: uniform, then zeroed) and exp(it − max) is 0."""
-    return torch.finfo(dtype).min / 2
 
 
 @dataclass(frozen=True)
@@ -224,11 +219,10 @@ def _scaled_scores(q: torch.Tensor, k: torch.Tensor, bias, scaling: float, batch
     return scores
 
 
-def _scaled_bmm(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
-    """a @ b · scaling in one matmul."""
-    return torch.baddbmm(
-        a.new_empty(()).expand(len(a), a.shape[1], b.shape[2]), a, b, beta=0, alpha=scaling
-    )
+def _scaled_bmm(a: torch.Tensor, b: torch.Tensor, scaling: float, out=None) -> torch.Tensor:
+    """a @ b · scaling in one matmul (into `out` when given)."""
+    unused = a.new_empty(()).expand(len(a), a.shape[1], b.shape[2])  # beta = 0: never read
+    return torch.baddbmm(unused, a, b, beta=0, alpha=scaling, out=out)
 
 
 class _BlockSparseAttention(torch.autograd.Function):
@@ -286,7 +280,8 @@ class _BlockSparseAttention(torch.autograd.Function):
                 result = out
             else:
                 result.index_copy_(1, group.rows, out)
-            saved.append((q, k, v, probs, weights, drop, empty))
+            if any(ctx.needs_input_grad[:3]):  # inference keeps nothing
+                saved.append((q, k, v, probs, weights, drop, empty))
         if found and bool(torch.stack(found).any()):
             _warn_empty_rows()
         ctx.layout, ctx.scaling, ctx.dropout_p, ctx.saved = layout, scaling, dropout_p, saved
@@ -305,21 +300,16 @@ class _BlockSparseAttention(torch.autograd.Function):
         if need_q and not single:
             make = grad.new_zeros if layout.idle_blocks else grad.new_empty
             grad_q = make(batch, total, size, dim)
-        if need_k:
-            grad_k = grad.new_zeros(batch, total * size // piece, piece, dim)
-        if need_v:
-            grad_v = grad.new_zeros(batch, total * size // piece, piece, dim)
+        grad_kv = None
+        if need_k or need_v:  # key and value gradients share one buffer: one fill, one scatter
+            grad_kv = grad.new_zeros(2, batch, total * size // piece, piece, dim)
         for group, (q, k, v, probs, weights, drop, empty) in zip(groups, ctx.saved, strict=True):
             rows = len(group.rows)
+            width = k.shape[1]
             g = grad if rows == total else grad.index_select(1, group.rows)  # [B, R, bs, d]
             if empty is not None:
                 g = g.masked_fill(empty, 0.0)
             g = g.reshape(batch * rows, size, dim)
-            if need_v:
-                dv = torch.bmm(weights.mT, g).view(batch, -1, piece, dim)
-                grad_v.index_add_(1, group.key_blocks, dv)
-            if not (need_q or need_k):
-                continue
             grad_probs = torch.bmm(g, v.mT)  # [B·R, bs, K·piece]
             if drop is not None:
                 grad_probs = torch.ops.aten.native_dropout_backward(
@@ -333,13 +323,15 @@ class _BlockSparseAttention(torch.autograd.Function):
                     grad_q = dq
                 else:
                     grad_q.index_copy_(1, group.rows, dq)
-            if need_k:
-                dk = _scaled_bmm(grad_scores.mT, q, scaling).view(batch, -1, piece, dim)
-                grad_k.index_add_(1, group.key_blocks, dk)
+            if grad_kv is not None:
+                dkv = grad.new_empty(2, batch * rows, width, dim)
+                _scaled_bmm(grad_scores.mT, q, scaling, out=dkv[0])
+                torch.bmm(weights.mT, g, out=dkv[1])
+                grad_kv.index_add_(2, group.key_blocks, dkv.view(2, batch, -1, piece, dim))
         if need_k:
-            grad_k = grad_k.view(batch, total, size, dim)
+            grad_k = grad_kv[0].view(batch, total, size, dim)
         if need_v:
-            grad_v = grad_v.view(batch, total, size, dim)
+            grad_v = grad_kv[1].view(batch, total, size, dim)
         return grad_q, grad_k, grad_v, None, None, None, None
 
 

@@ -6,7 +6,8 @@ dropout, **kwargs)`; the model's forward passes the mask M of this forward pass 
 slice and the backend named by `config.attention_backend`:
 
     masked        exact reference, any mask (a DAM sample included: gradients to α)
-    sdpa          the same maths on PyTorch's fused SDPA kernels (boolean masks)
+    sdpa          the same maths on PyTorch's fused SDPA kernels (boolean masks, passed as an
+                  additive float mask built once per mask and layer)
     block_sparse  only the active key blocks (binary masks; autograd; CPU and CUDA)
     flex          FlexAttention (binary masks; forward-only on CPU in torch 2.13)
     auto          the fastest correct one for the mask, length, device and grad mode
@@ -29,14 +30,19 @@ from sparsebert_cli.attention.block_sparse import (
     block_sparse_attention,
 )
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
-from sparsebert_cli.attention.masked import masked_attention, sdpa_attention
+from sparsebert_cli.attention.masked import (
+    SdpaMask,
+    build_sdpa_mask,
+    masked_attention,
+    sdpa_attention,
+)
 from sparsebert_cli.errors import SparseBertError
 
 log = logging.getLogger(__name__)
 
 ATTENTION_IMPLEMENTATION = "sparsebert"
 BACKENDS = ("auto", "masked", "sdpa", "block_sparse", "flex")
-# auto: below this length, or above this block density, SDPA with a boolean mask is faster
+# auto: below this length, or above this block density, SDPA with the (cached) mask is faster
 # than skipping blocks (measured with `python -m benchmarks.attention`).
 AUTO_MIN_SPARSE_LENGTH = 512
 AUTO_MAX_BLOCK_DENSITY = 0.3
@@ -68,6 +74,13 @@ class AttentionMask:
         key = ("layout", self._index(layer), block_size)
         if key not in self.cache:
             self.cache[key] = block_layout(self.layer(layer), block_size)
+        return self.cache[key]
+
+    def sdpa_mask(self, layer: int, dtype: torch.dtype) -> SdpaMask:
+        """The additive float mask and empty rows of one layer's boolean M (built once)."""
+        key = ("sdpa", self._index(layer), dtype)
+        if key not in self.cache:
+            self.cache[key] = build_sdpa_mask(self.layer(layer), dtype)
         return self.cache[key]
 
     def flex_mask(self, layer: int, block_size: int, key_padding: torch.Tensor | None):
@@ -152,7 +165,8 @@ def sparse_attention_forward(
     if backend == "masked":
         out = masked_attention(query, key, value, mask, key_padding, scaling, dropout)
     elif backend == "sdpa" or mask is None:
-        out = sdpa_attention(query, key, value, mask, key_padding, scaling, dropout)
+        prepared = None if mask is None else masks.sdpa_mask(layer, query.dtype)
+        out = sdpa_attention(query, key, value, mask, key_padding, scaling, dropout, prepared)
     elif backend == "block_sparse":
         layout = masks.layout(layer, block_size)
         out = block_sparse_attention(query, key, value, layout, key_padding, scaling, dropout)

@@ -3,10 +3,16 @@
 Both compute every query-key score and differ only in who does the work:
 - `masked_attention` spells out A = softmax(QKᵀ·scaling + P + (1 − M)·(−c)), out = A V. It takes
   any mask, including a DAM sample (float, exactly 0/1 forward, straight-through gradients to α).
-- `sdpa_attention` hands a boolean mask to `F.scaled_dot_product_attention` (fused kernels, the
-  fastest choice where sparsity cannot pay, e.g. short sequences or a dense mask).
+- `sdpa_attention` hands M to `F.scaled_dot_product_attention` (fused kernels, the fastest choice
+  where sparsity cannot pay, e.g. short sequences or a dense mask) as an additive float mask
+  [1 or B, H, n, n]: on CPU (torch 2.13) a 4-D float mask keeps the fused flash kernel, where a
+  boolean or 3-D mask falls back to the unfused math path (about 8× slower at n = 128). The
+  float mask and M's empty rows are derived once per mask (`SdpaMask`, cached), not per call.
 Both apply the empty-row rule (masks/empty_rows.py): a query with no allowed key gets a zero output.
 """
+
+import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +20,7 @@ import torch.nn.functional as F
 from sparsebert_cli.masks.empty_rows import empty_query_rows, masked_softmax
 
 MASK_PENALTY = 10000.0  # c of the reference code: (1 − M)·(−c) is added before the softmax
+SDPA_CACHE_BYTES = 64 * 2**20  # largest additive mask (one layer) kept between calls
 
 
 def masked_attention(
@@ -44,6 +51,83 @@ def masked_attention(
     return torch.matmul(probs, value)
 
 
+def masked_score(dtype: torch.dtype) -> float:
+    """The additive mask of a dropped entry: half the dtype's lowest, so score + mask stays finite
+    (a row with no allowed key is uniform, then zeroed, never NaN) and its weight is exactly 0."""
+    return torch.finfo(dtype).min / 2
+
+
+@dataclass(frozen=True)
+class SdpaMask:
+    """What `sdpa_attention` derives from a boolean M [H, n, n], once per mask, dtype and device."""
+
+    mask: torch.Tensor  # bool [H, n, n]: M
+    # [1, H, n, n] in the query dtype: 0 where M allows, `masked_score` where not; None when it
+    # is larger than SDPA_CACHE_BYTES (then built per call: long sequences, where it is cheap
+    # next to the attention itself and too big to keep for every layer)
+    bias: torch.Tensor | None
+    empty: torch.Tensor | None  # bool [1, H, n, 1]: queries M leaves without a key; None if none
+    first_key: torch.Tensor  # long [H, n]: each query's first allowed key (n if none)
+
+
+def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill_(~mask, masked_score(dtype))[None]
+
+
+def build_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
+    """The `SdpaMask` of M (bool [H, n, n]) for queries of `dtype`."""
+    n = mask.shape[-1]
+    small = mask.numel() * torch.finfo(dtype).bits // 8 <= SDPA_CACHE_BYTES
+    has_key = mask.any(dim=-1)
+    first_key = torch.where(has_key, mask.to(torch.uint8).argmax(dim=-1), n)
+    empty = ~has_key[None, ..., None]
+    return SdpaMask(
+        mask=mask,
+        bias=_bias(mask, dtype) if small else None,
+        empty=empty if bool(empty.any()) else None,
+        first_key=first_key,
+    )
+
+
+def _empty_with_padding(prepared: SdpaMask, key_padding: torch.Tensor) -> torch.Tensor:
+    """bool [B, H, n, 1]: queries with no allowed key left once the padding keys are dropped."""
+    n = key_padding.shape[-1]
+    lengths = (~key_padding).sum(dim=-1)  # [B]
+    positions = torch.arange(n, device=key_padding.device)
+    if torch.equal(key_padding, positions >= lengths[:, None]):  # padding at the end: O(B·H·n)
+        return (prepared.first_key[None] >= lengths[:, None, None])[..., None]
+    allowed = prepared.mask & ~key_padding[:, None, None, :]  # any other padding: O(B·H·n²)
+    return ~allowed.any(dim=-1, keepdim=True)
+
+
+# M tensor → its SdpaMasks, for callers that pass the same tensor each call (weakly held: an entry
+# goes with its tensor; an in-place change of M, seen by its version counter, rebuilds it).
+_SDPA_MASKS: dict[int, tuple[weakref.ref, int, dict]] = {}
+
+
+def _cached_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
+    try:
+        version = mask._version
+    except RuntimeError:  # an inference tensor has no version counter: do not cache
+        return build_sdpa_mask(mask, dtype)
+    key = id(mask)
+    entry = _SDPA_MASKS.get(key)
+    if entry is None or entry[0]() is not mask or entry[1] != version:
+        ref = weakref.ref(mask, lambda _, key=key: _SDPA_MASKS.pop(key, None))
+        entry = (ref, version, {})
+        _SDPA_MASKS[key] = entry
+    built = entry[2]
+    if (dtype, mask.device) not in built:
+        built[(dtype, mask.device)] = build_sdpa_mask(mask, dtype)
+    return built[(dtype, mask.device)]
+
+
+def _warn_empty_rows() -> None:
+    """The empty-row warning of masks/empty_rows.py (once per process), for rows found here."""
+    empty_query_rows(torch.zeros(1, 1, 1, dtype=torch.bool), None)
+
+
 def sdpa_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -52,21 +136,39 @@ def sdpa_attention(
     key_padding: torch.Tensor | None,
     scaling: float,
     dropout_p: float = 0.0,
+    prepared: SdpaMask | None = None,
 ) -> torch.Tensor:
-    """Masked attention on PyTorch's fused SDPA kernels; M bool [H, n, n] or None (dense)."""
+    """Masked attention on PyTorch's fused SDPA kernels; M bool [H, n, n] or None (dense).
+
+    prepared: `build_sdpa_mask(M, query.dtype)` when the caller keeps it; otherwise it is looked
+    up by the identity of the M tensor (built on first use).
+    """
     if mask is None and key_padding is None:
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, scale=scaling)
-    allowed = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=query.device)
-    if mask is not None:
-        allowed = allowed & mask
-    if key_padding is not None:
-        allowed = allowed & ~key_padding[:, None, None, :]
-    empty = ~allowed.any(dim=-1, keepdim=True)
-    if mask is not None:  # warn about the empty rows of real (not padding) queries
-        real_rows = allowed if key_padding is None else allowed | key_padding[:, None, :, None]
-        empty_query_rows(real_rows, None)
-    # Let empty rows attend to everything, then zero them: the rule on every device and kernel.
+    fill = masked_score(query.dtype)
+    if mask is None:  # padding only: [B, 1, 1, n]; a sequence of nothing but padding is empty
+        bias = torch.zeros(key_padding.shape, dtype=query.dtype, device=query.device)
+        bias = bias.masked_fill_(key_padding, fill)[:, None, None, :]
+        empty = key_padding.all(dim=-1)[:, None, None, None]  # [B, 1, 1, 1]
+        empty = empty if bool(empty.any()) else None
+    else:
+        if prepared is None or prepared.bias.dtype != query.dtype:
+            prepared = _cached_sdpa_mask(mask, query.dtype)
+        bias, empty = prepared.bias, prepared.empty
+        if bias is None:
+            bias = _bias(mask, query.dtype)
+        if key_padding is not None:
+            bias = bias.masked_fill(key_padding[:, None, None, :], fill)  # [B, H, n, n]
+            empty = _empty_with_padding(prepared, key_padding)
+            # Warn about the empty rows of real (not padding) queries only.
+            if bool((empty & ~key_padding[:, None, :, None]).any()):
+                _warn_empty_rows()
+            if not bool(empty.any()):
+                empty = None
+        elif empty is not None:
+            _warn_empty_rows()
     out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=allowed | empty, dropout_p=dropout_p, scale=scaling
+        query, key, value, attn_mask=bias, dropout_p=dropout_p, scale=scaling
     )
-    return out.masked_fill(empty, 0.0)
+    # A query with no allowed key attended uniformly (every entry equally masked): zero it.
+    return out if empty is None else out.masked_fill(empty, 0.0)
