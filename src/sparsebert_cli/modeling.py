@@ -374,82 +374,35 @@ class SparseBertForPreTraining(BertPreTrainedModel):
         return output
 
 
-class SparseBertForSequenceClassification(BertForSequenceClassification):
+class MaskedHead:
+    """Mixin for a Hugging Face BERT task model: its attention reads `sparse_mask`.
+
+    The MaskSource is set after HF's `__init__` (and so after its weight initialisation) and
+    called once per forward pass with the sequence length, the last dimension of `input_ids`
+    ([B, n], or [B, choices, n] for multiple choice).
+    """
+
+    def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
+        super().__init__(config)
+        self.sparse_mask = mask_source
+
+    def forward(self, input_ids: torch.Tensor, *args, **kwargs):
+        return super().forward(
+            input_ids, *args, sparse_mask=self.sparse_mask(input_ids.shape[-1]), **kwargs
+        )
+
+
+class SparseBertForSequenceClassification(MaskedHead, BertForSequenceClassification):
     """Hugging Face's BertForSequenceClassification with masked attention."""
 
-    def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
-        super().__init__(config)
-        self.sparse_mask = mask_source
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs,
-    ):
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            labels=labels,
-            sparse_mask=self.sparse_mask(input_ids.shape[1]),
-            **kwargs,
-        )
-
-
-class SparseBertForQuestionAnswering(BertForQuestionAnswering):
+class SparseBertForQuestionAnswering(MaskedHead, BertForQuestionAnswering):
     """Hugging Face's BertForQuestionAnswering (start/end logits per token) with masked attention."""
 
-    def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
-        super().__init__(config)
-        self.sparse_mask = mask_source
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        start_positions: torch.Tensor | None = None,
-        end_positions: torch.Tensor | None = None,
-        **kwargs,
-    ):
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            start_positions=start_positions,
-            end_positions=end_positions,
-            sparse_mask=self.sparse_mask(input_ids.shape[1]),
-            **kwargs,
-        )
-
-
-class SparseBertForMultipleChoice(BertForMultipleChoice):
+class SparseBertForMultipleChoice(MaskedHead, BertForMultipleChoice):
     """Hugging Face's BertForMultipleChoice with masked attention: inputs [B, choices, n] are
     flattened to [B·choices, n] sequences, each scored, logits [B, choices]."""
-
-    def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
-        super().__init__(config)
-        self.sparse_mask = mask_source
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs,
-    ):
-        return super().forward(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            labels=labels,
-            sparse_mask=self.sparse_mask(input_ids.shape[-1]),
-            **kwargs,
-        )
 
 
 HEAD_CLASSES = {
