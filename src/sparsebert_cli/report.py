@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.tools import positive_int
 
 SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "json"}
 
@@ -40,13 +41,6 @@ def _keys(text: str) -> list[str]:
     if not keys:
         raise argparse.ArgumentTypeError("give one or more config keys, e.g. mask.name,mask.lam")
     return keys
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -77,7 +71,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "completed search run",
     )
     mode.add_argument(
-        "--patterns", type=_positive, metavar="N", help="draw the fixed mask patterns at n = N"
+        "--patterns", type=positive_int, metavar="N", help="draw the fixed mask patterns at n = N"
     )
     parser.add_argument(
         "--out-dir", type=Path, help="figures folder (default: RUN/figures, or ./figures)"

@@ -12,6 +12,14 @@ from sparsebert_cli.config import STAGES
 from sparsebert_cli.errors import SparseBertError
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def default_runs_dir() -> Path:
     return Path(os.environ.get("SPARSEBERT_RUNS_DIR", "runs"))
 

@@ -9,12 +9,7 @@ Torch is imported inside `main`, so importing this module stays instant.
 import argparse
 import json
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+from sparsebert_cli.tools import positive_int
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -22,10 +17,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="sparsebert masks",
         description="Catalogue of attention mask patterns: sparsity, row density, connectivity.",
     )
-    parser.add_argument("--seq-len", type=_positive, default=128, help="sequence length n")
-    parser.add_argument("--heads", type=_positive, default=12, help="attention heads")
+    parser.add_argument("--seq-len", type=positive_int, default=128, help="sequence length n")
+    parser.add_argument("--heads", type=positive_int, default=12, help="attention heads")
     parser.add_argument(
-        "--layers", type=_positive, default=12, help="layers L for the reachability check"
+        "--layers", type=positive_int, default=12, help="layers L for the reachability check"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
