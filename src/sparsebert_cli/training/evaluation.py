@@ -27,9 +27,11 @@ def evaluate_mlm(model: nn.Module, dataset, collate: Callable, batch_size: int) 
         loss_sum += float(out["mlm_loss"]) * masked
         correct += float(out["mlm_correct"])
         count += masked
-        if out.get("nsp_correct") is not None:
-            nsp_correct += float(out["nsp_correct"])
-            nsp_count += batch["next_sentence_label"].numel()
+        if out.get("nsp_logits") is not None:
+            labels = batch["next_sentence_label"]
+            scored = labels >= 0  # -100: single-segment examples (data.nsp=false)
+            nsp_correct += float((out["nsp_logits"].argmax(-1) == labels)[scored].sum())
+            nsp_count += float(scored.sum())
     model.train(was_training)
     loss = loss_sum / max(count, 1.0)
     metrics = {
