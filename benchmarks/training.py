@@ -7,9 +7,9 @@ dam: a `search` step (DAM_u sample with Gumbel noise and straight-through, λ·�
     optimiser group, the stage's per-step mask metrics) against a `pretrain` step of the same model
     with a fixed mask (conf/mask/window.yaml).
 
-A step is what training/loop.py does per optimiser step with one micro-batch: forward (+ penalty),
-backward, gradient clipping, optimiser and schedule step, zero_grad, with the project's own
-optimiser (training/optim.py: AdamW, its parameter groups) for both sides of every ratio.
+A step is the loop's own `optimizer_step` with one micro-batch: forward (+ penalty), backward,
+gradient clipping, optimiser and schedule step, zero_grad, with the project's own optimiser
+(training/optim.py: AdamW, its parameter groups) for both sides of every ratio.
 """
 
 import torch
@@ -57,27 +57,21 @@ def _trainer():
 
 
 def _step(model: nn.Module, inputs: dict, penalty=None, after_step=None, alpha_lr=None):
-    """One optimiser step as training/loop.py runs it (fp32, one micro-batch)."""
+    """One optimiser step of the real loop (`training.loop.optimizer_step`, fp32, one micro-batch)."""
+    from sparsebert_cli.training.loop import optimizer_step
     from sparsebert_cli.training.optim import build_optimizer, build_scheduler
 
     trainer = _trainer()
     optimizer = build_optimizer(model, trainer, alpha_lr)
     scheduler = build_scheduler(optimizer, trainer, 1_000_000)
+    scaler = torch.amp.GradScaler(enabled=False)
     model.train()
 
     def step() -> float:
-        loss = model(**inputs)["loss"].float()
-        if penalty is not None:
-            loss = loss + penalty()
-        loss.backward()
-        value = loss.item()  # the loop reads the loss every step
-        torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.clip_grad)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, _ = optimizer_step(model, [inputs], optimizer, scheduler, scaler, trainer, penalty)
         if after_step is not None:
             after_step()
-        return value
+        return loss
 
     return step
 
@@ -175,6 +169,8 @@ def run_dam(device: torch.device, quick: bool) -> dict:
     """Item 2: a DAM search step against a pretrain step with a fixed mask, same model."""
     from sparsebert_cli.masks.config import MaskConfig
     from sparsebert_cli.masks.stats import sparsity
+    from sparsebert_cli.training.dam import add_dam_hooks
+    from sparsebert_cli.training.loop import Hooks
 
     settings = _settings(quick)
     model_cfg = _model_cfg(settings["model"])
@@ -184,9 +180,7 @@ def run_dam(device: torch.device, quick: bool) -> dict:
     search = _sparsebert(model_cfg, dam_cfg, device)
     pretrain = _sparsebert(model_cfg, fixed_cfg, device)
     dam = search.sparse_mask.dam
-
-    def penalty() -> torch.Tensor:  # stages/search.py: λ·‖M‖₁
-        return dam_cfg.lam * dam.l1(dam_cfg.l1_norm)
+    hooks = add_dam_hooks(Hooks(), dam_cfg, dam, total_steps=1)  # the search's λ·‖M‖₁
 
     def mask_metrics() -> None:  # stages/search.py's after_step metrics
         sparsity(dam.binarize())
@@ -194,7 +188,7 @@ def run_dam(device: torch.device, quick: bool) -> dict:
 
     timings = compare(
         {
-            "search_dam": _step(search, inputs, penalty, mask_metrics, alpha_lr=dam_cfg.lr),
+            "search_dam": _step(search, inputs, hooks.penalty, mask_metrics, alpha_lr=dam_cfg.lr),
             "pretrain_fixed": _step(pretrain, inputs),
         },
         device,

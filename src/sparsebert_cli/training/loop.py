@@ -104,6 +104,52 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def optimizer_step(
+    model: nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    tc,
+    penalty: Callable[[], tuple[torch.Tensor, dict[str, float]]] | None = None,
+    step: int = 0,
+) -> tuple[float, dict[str, float]]:
+    """One optimiser step over this rank's micro-batches (already on the device).
+
+    Forward (+ penalty) and backward per micro-batch (DDP syncs gradients on the last one only),
+    a finite-loss check across ranks, clipping, optimiser, scaler and schedule step. Returns the
+    step's mean loss and the penalty's metrics. The benchmarks time exactly this function.
+    """
+    device = batches[0]["input_ids"].device
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    step_loss, penalty_metrics = 0.0, {}
+    for i, batch in enumerate(batches):
+        sync = model.no_sync() if ddp and i < len(batches) - 1 else contextlib.nullcontext()
+        with sync:
+            with _autocast(device, tc.precision):
+                loss = model(**batch)["loss"].float()
+                if penalty is not None:
+                    extra, penalty_metrics = penalty()
+                    loss = loss + extra
+            if not _all_ranks_finite(loss.detach()):
+                raise SparseBertError(
+                    f"the loss became {loss.item()} at step {step + 1} (trainer.lr={tc.lr}, "
+                    f"trainer.precision={tc.precision}); lower trainer.lr, keep trainer.clip_grad > 0"
+                    f"{'' if tc.precision == 'fp32' else ' or train in fp32'}. The run is marked "
+                    "failed; earlier checkpoints are kept."
+                )
+            scaler.scale(loss / len(batches)).backward()
+        step_loss += loss.item() / len(batches)
+    scaler.unscale_(optimizer)
+    if tc.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, penalty_metrics
+
+
 def train(
     model: nn.Module,
     dataset,
@@ -156,38 +202,14 @@ def train(
             hooks.before_step(step)
         idx = batch_indices(step, n, tc.batch_size, cfg.seed)
         local = idx[rank * micro * tc.grad_accum : (rank + 1) * micro * tc.grad_accum]
-        step_loss = 0.0
-        penalty_metrics: dict[str, float] = {}
-        for i, part in enumerate(local.split(micro)):
-            batch = {k: v.to(device) for k, v in collate([dataset[int(j)] for j in part]).items()}
-            tokens += int(batch["attention_mask"].sum()) * world_size
-            sync = (
-                contextlib.nullcontext()
-                if world_size == 1 or i == tc.grad_accum - 1
-                else wrapped.no_sync()
-            )
-            with sync:
-                with _autocast(device, tc.precision):
-                    loss = wrapped(**batch)["loss"].float()
-                    if hooks.penalty is not None:
-                        penalty, penalty_metrics = hooks.penalty()
-                        loss = loss + penalty
-                if not _all_ranks_finite(loss.detach()):
-                    raise SparseBertError(
-                        f"the loss became {loss.item()} at step {step + 1} (trainer.lr={tc.lr}, "
-                        f"trainer.precision={tc.precision}); lower trainer.lr, keep trainer.clip_grad > 0"
-                        f"{'' if tc.precision == 'fp32' else ' or train in fp32'}. The run is marked "
-                        "failed; earlier checkpoints are kept."
-                    )
-                scaler.scale(loss / tc.grad_accum).backward()
-            step_loss += loss.item() / tc.grad_accum
-        scaler.unscale_(optimizer)
-        if tc.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        batches = [
+            {k: v.to(device) for k, v in collate([dataset[int(j)] for j in part]).items()}
+            for part in local.split(micro)
+        ]
+        tokens += sum(int(b["attention_mask"].sum()) for b in batches) * world_size
+        step_loss, penalty_metrics = optimizer_step(
+            wrapped, batches, optimizer, scheduler, scaler, tc, hooks.penalty, step
+        )
         done = step + 1
 
         extra = hooks.after_step(done) if hooks.after_step is not None else {}
