@@ -61,6 +61,8 @@ def _quiet_libraries() -> None:
 
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     """Run `cfg.stage` in `run_dir` (or return the metrics of the same completed job there)."""
+    import torch
+
     from sparsebert_cli.training.distributed import world
 
     _quiet_libraries()
@@ -78,7 +80,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
         return runs.read_json(run_dir / runs.METRICS)
     rank, world_size = world()
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
-    importlib.import_module("torch").manual_seed(cfg.seed)  # model init: a function of the seed
+    torch.manual_seed(cfg.seed)  # model init: a function of the seed
     try:
         metrics = importlib.import_module(f"sparsebert_cli.stages.{cfg.stage}").run(cfg, run)
     except BaseException as e:
@@ -127,8 +129,8 @@ def _record_failure(run_dir: Path, cfg: DictConfig, command: str, message: str) 
         manifest.update(status="failed", error=message)
         try:
             runs.atomic_write_json(run_dir / runs.MANIFEST, manifest)
-            if not (run_dir / ".hydra" / "overrides.yaml").exists():  # the report groups by it
-                runs.write_hydra_record(run_dir, command, OmegaConf.to_container(cfg, resolve=True))
+            if not (run_dir / runs.CONFIG).exists():  # the report groups failed jobs by it
+                runs.write_job_record(run_dir, command, OmegaConf.to_container(cfg, resolve=True))
         except OSError as e:  # the folder that just failed may be unwritable or full
             print(f"warning: could not mark {run_dir} failed ({e}).", file=sys.stderr, flush=True)
     failures = os.environ.get("SPARSEBERT_FAILURES_FILE")

@@ -165,8 +165,7 @@ class Run:
         }
         run = cls(run_dir, manifest, writer)
         if writer:
-            atomic_write_text(run_dir / CONFIG, _to_yaml(resolved_config))
-            write_hydra_record(run_dir, command, resolved_config)
+            write_job_record(run_dir, command, resolved_config)
             run.save()
         return run
 
@@ -208,16 +207,15 @@ class Run:
         self.save()
 
 
-def write_hydra_record(run_dir: Path, command: str, resolved_config: dict | None = None) -> None:
-    """`.hydra/overrides.yaml` (and `config.yaml`) of the job that owns this folder.
+def write_job_record(run_dir: Path, command: str, resolved_config: dict) -> None:
+    """The job that owns this folder: its resolved `config.yaml` and `.hydra/overrides.yaml`.
 
     Written by us rather than by Hydra (`hydra.output_subdir: null`), so a job refused for a
     different config never overwrites the record of the run that is there.
     """
-    hydra_dir = Path(run_dir) / ".hydra"
-    atomic_write_text(hydra_dir / "overrides.yaml", _to_yaml(shlex.split(command)[2:]))
-    if resolved_config is not None:
-        atomic_write_text(hydra_dir / "config.yaml", _to_yaml(resolved_config))
+    atomic_write_text(Path(run_dir) / CONFIG, _to_yaml(resolved_config))
+    overrides = _to_yaml(shlex.split(command)[2:])
+    atomic_write_text(Path(run_dir) / ".hydra" / "overrides.yaml", overrides)
 
 
 def _to_yaml(obj: dict | list) -> str:
