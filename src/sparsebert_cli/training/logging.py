@@ -13,6 +13,15 @@ from pathlib import Path
 from sparsebert_cli.runs import atomic_write_text
 
 SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# The metrics a progress line shows (every metric goes to metrics.jsonl and W&B).
+SHOWN = (
+    "train/loss",
+    "train/lr",
+    "train/tokens_per_s",
+    "train/mask_sparsity",
+    "eval/loss",
+    "eval/headline",
+)
 
 
 def without_secrets(obj):
@@ -119,13 +128,3 @@ class MetricLogger:
         if self.wandb is not None:
             self.wandb.summary.update(summary)
             self.wandb.finish()
-
-
-SHOWN = (
-    "train/loss",
-    "train/lr",
-    "train/tokens_per_s",
-    "train/mask_sparsity",
-    "eval/loss",
-    "eval/headline",
-)
