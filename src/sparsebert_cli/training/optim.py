@@ -39,11 +39,11 @@ class Lamb(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
-                step = state["step"].item()
+                step = state["step"]
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
@@ -56,7 +56,7 @@ class Lamb(torch.optim.Optimizer):
                 trust = torch.where(
                     (w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm)
                 )
-                p.add_(update, alpha=-group["lr"] * trust.item())
+                p.add_(update * trust, alpha=-group["lr"])  # no .item(): no device sync
         return loss
 
 
