@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, atomic_write_text, read_json
-from sparsebert_cli.stages.finetune import load_task_data, task_metrics
+from sparsebert_cli.stages.finetune import load_task_data, task_scores
 from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, upstream_model
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import resolve_device
@@ -64,15 +64,15 @@ def question_answering_outputs(model, task, batch_size: int, directory: Path) ->
 
 
 def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool) -> dict:
-    """Dev metrics, predictions/<split>.jsonl for every split and GLUE submission files."""
+    """Dev metrics, predictions/<split>.jsonl for every split and GLUE submission files (each
+    split predicted once)."""
     from sparsebert_cli.data.metrics import write_submission
 
     metrics: dict[str, float] = {}
-    for split, prefix in DEV_SPLITS.items():
-        if split in task.splits:
-            metrics.update(task_metrics(model, task, split, batch_size, prefix))
     for split in (s for s in (*DEV_SPLITS, *TEST_SPLITS) if s in task.splits):
         logits, speed = predict(model, task.splits[split], task.collate, batch_size)
+        if split in DEV_SPLITS:
+            metrics.update(task_scores(task, split, logits, DEV_SPLITS[split]))
         preds = to_predictions(logits, task.problem_type).tolist()
         rows = [
             {"idx": i, "prediction": p}

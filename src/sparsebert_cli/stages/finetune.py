@@ -43,13 +43,10 @@ def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
     return load_task(task_cfg, tokenizer, cache, seed)
 
 
-def task_metrics(
-    model, task, split: str, batch_size: int, prefix: str = "eval/"
-) -> dict[str, float]:
-    """The task's metrics on one labelled split, with flat keys such as eval/accuracy."""
+def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, float]:
+    """The task's metrics of `logits` on one labelled split, flat keys such as eval/accuracy."""
     from sparsebert_cli.data.metrics import compute_metrics
 
-    logits, _ = predict(model, task.splits[split], task.collate, batch_size)
     if task.problem_type == "question_answering":
         scores = task.evaluate(split, logits).metrics
     else:
@@ -92,7 +89,8 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         trainer.eval_every = steps_per_epoch(len(task.splits["train"]), trainer.batch_size)
 
     def evaluate() -> dict[str, float]:
-        return task_metrics(model, task, "dev", trainer.eval_batch_size)
+        logits, _ = predict(model, task.splits["dev"], task.collate, trainer.eval_batch_size)
+        return task_scores(task, "dev", logits)
 
     hooks = Hooks(evaluate=evaluate, select="eval/headline")
     alpha_lr = None
