@@ -25,15 +25,14 @@ def _compose(step: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _drop(overrides: list[str], *keys: str) -> list[str]:
-    """Overrides without those that set one of `keys` (a group or any key inside it)."""
+def _key(override: str) -> str:
+    """The config key an override sets: `+mask.lam=1e-3` → `mask.lam`, `mask=dam` → `mask`."""
+    return override.split("=", 1)[0].lstrip("+~")
 
-    def key(o: str) -> str:
-        return o.split("=", 1)[0].lstrip("+~")
 
-    return [
-        o for o in overrides if not any(key(o) == k or key(o).startswith(k + ".") for k in keys)
-    ]
+def _drop(overrides: list[str], group: str) -> list[str]:
+    """Overrides without those that set `group` or a key inside it."""
+    return [o for o in overrides if _key(o).split(".")[0] != group]
 
 
 def run_step(step: str, overrides: list[str], cfg: DictConfig) -> tuple[Path, dict]:
@@ -58,17 +57,15 @@ def run(cfg: DictConfig, run: runs.Run) -> dict[str, float]:
     hc = HydraConfig.get()
     chosen = [f"{g}={hc.runtime.choices[g]}" for g in GROUPS if hc.runtime.choices.get(g)]
     user = [o for o in hc.overrides.task if not o.startswith("pipeline.")]
-    common = [*chosen, *_drop(user, *GROUPS), *_keep_values(user)]
-    learnable = cfg.mask.name == "dam"
-
-    mask_args = [o for o in common if o.split("=", 1)[0].lstrip("+~").split(".")[0] == "mask"]
-    if learnable:
+    # The group choices as resolved here, then every other override (values inside groups too).
+    common = [*chosen, *(o for o in user if _key(o) not in GROUPS)]
+    pretrain_args = [*common, *cfg.pipeline.pretrain]
+    if cfg.mask.name == "dam":  # a learnable mask: search it, then pre-train with it frozen
         search_dir, _ = run_step("search", [*common, *cfg.pipeline.search], cfg)
         run.add_input("search", search_dir)
-        mask_args = ["mask=from_run", f"mask.from_run={search_dir}"]
-    pretrain_dir, _ = run_step(
-        "pretrain", [*_drop(common, "mask"), *mask_args, *cfg.pipeline.pretrain], cfg
-    )
+        searched = ["mask=from_run", f"mask.from_run={search_dir}"]
+        pretrain_args = [*_drop(common, "mask"), *searched, *cfg.pipeline.pretrain]
+    pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg)
     run.add_input("pretrain", pretrain_dir)
     wired = [*_drop(common, "mask"), "mask=checkpoint"]
     finetune_dir, _ = run_step(
@@ -80,12 +77,3 @@ def run(cfg: DictConfig, run: runs.Run) -> dict[str, float]:
     )
     run.add_input("evaluate", evaluate_dir)
     return metrics
-
-
-def _keep_values(overrides: list[str]) -> list[str]:
-    """Value overrides inside the groups (e.g. mask.lam=1e-3): they follow the group choices."""
-    return [
-        o
-        for o in overrides
-        if "." in o.split("=", 1)[0] and o.split("=", 1)[0].lstrip("+~").split(".")[0] in GROUPS
-    ]
