@@ -20,6 +20,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
 
+LAUNCH_CONFIG = ".launch-config.yaml"  # what `relaunch_distributed` hands to every rank
 # Keys that do not change what a job computes, left out of its content hash.
 _NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
 _NOT_HASHED_TRAINER = ("nproc_per_node", "dataloader_workers", "log_every", "device", "num_threads")
@@ -93,7 +94,9 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
 def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     """Run this job under torchrun with `trainer.nproc_per_node` processes sharing `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_text(run_dir / runs.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    # The ranks' config, kept apart from the run's record (config.yaml), which only the job that
+    # takes the folder writes: a refused job must not overwrite the record of the run there.
+    runs.atomic_write_text(run_dir / LAUNCH_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     nproc = cfg.trainer.nproc_per_node
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
