@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.stats import sparsity
-from sparsebert_cli.runs import Run, atomic_write_bytes
+from sparsebert_cli.runs import Run, atomic_write
 from sparsebert_cli.stages.inputs import cache_dir, pretraining_data
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import evaluate_mlm
@@ -23,20 +23,16 @@ TRACE_FILE = "importance_trace.safetensors"
 
 
 def _snapshot(trace_dir: Path, step: int, probs: torch.Tensor) -> None:
-    trace_dir.mkdir(parents=True, exist_ok=True)
-    tmp = trace_dir / f".step-{step:08d}.tmp"
-    save_file({"probs": probs.float().contiguous()}, str(tmp))
-    tmp.replace(trace_dir / f"step-{step:08d}.safetensors")
+    tensors = {"probs": probs.float().contiguous()}
+    atomic_write(trace_dir / f"step-{step:08d}.safetensors", lambda tmp: save_file(tensors, tmp))
 
 
 def _write_trace(trace_dir: Path, out: Path) -> None:
     """Stack the per-step snapshots into one [T, L, H, n, n] tensor with its `steps`."""
     files = sorted(trace_dir.glob("step-*.safetensors"))
     steps = torch.tensor([int(f.stem.split("-")[1]) for f in files], dtype=torch.int64)
-    probs = torch.stack([load_file(str(f))["probs"] for f in files])
-    from safetensors.torch import save as save_bytes
-
-    atomic_write_bytes(out, save_bytes({"probs": probs, "steps": steps}))
+    tensors = {"probs": torch.stack([load_file(str(f))["probs"] for f in files]), "steps": steps}
+    atomic_write(out, lambda tmp: save_file(tensors, tmp))
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
