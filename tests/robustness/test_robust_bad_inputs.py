@@ -563,6 +563,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_checkpoints(tmp_path, value
 
     cfg = OmegaConf.structured(RunConfig)
     cfg.trainer.max_steps, cfg.trainer.batch_size, cfg.trainer.device = 2, 2, "cpu"
+    cfg.run_id = "diverging"  # the default's ${now:} resolver exists only once Hydra is imported
     run = runs.Run.start(tmp_path, "pretrain", {}, "h", "sparsebert pretrain")
     data = [{"attention_mask": torch.ones(3, dtype=torch.long)} for _ in range(4)]
 

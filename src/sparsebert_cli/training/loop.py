@@ -120,7 +120,7 @@ def optimizer_step(
     a finite-loss check across ranks, clipping, optimiser, scaler and schedule step. Returns the
     step's mean loss and the penalty's metrics. The benchmarks time exactly this function.
     """
-    device = batches[0]["input_ids"].device
+    device = next(iter(batches[0].values())).device
     ddp = isinstance(model, nn.parallel.DistributedDataParallel)
     step_loss, penalty_metrics = 0.0, {}
     for i, batch in enumerate(batches):
