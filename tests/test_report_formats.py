@@ -63,6 +63,25 @@ def test_markdown_is_the_paper_shaped_table_with_failures_listed(sweep):
     assert f"- {(sweep / 'c').resolve()}: out of memory" in lines
 
 
+def test_mlm_loss_column_appears_when_results_descend_from_pretrainings(tmp_path, capsys):
+    from test_report_table import make_pretrain
+
+    runs_dir = tmp_path / "runs"
+    for seed, loss in enumerate([6.0, 6.5]):
+        inputs = {"pretrain": make_pretrain(runs_dir, f"p{seed}", loss)}
+        make_job(
+            runs_dir / "pipeline" / f"j{seed}", seed=seed, inputs=inputs, metrics=mrpc(0.8, 0.9)
+        )
+    table = build_table([runs_dir / "pipeline"])
+    lines = to_markdown(table).splitlines()
+    assert lines[0] == "| mask | sparsity % | MLM loss | MRPC acc/F1 | Avg |"
+    assert lines[2] == "| dense | 0.0 | 6.250 ± 0.354 (n=2) | 80.0/90.0 ± 0.0/0.0 (n=2) | 85.0 |"
+    row = next(csv.DictReader(io.StringIO(to_csv(table))))
+    assert (row["mlm_loss mean"], row["mlm_loss std"]) == ("6.2500", "0.3536")
+    assert main([str(runs_dir / "pipeline")]) == 0
+    assert "6.250 ± 0.354 (n=2)" in capsys.readouterr().out
+
+
 def test_csv_has_mean_std_n_and_status_per_column(sweep):
     rows = list(csv.DictReader(io.StringIO(to_csv(build_table([sweep])))))
     assert rows[0]["row"] == "dense"

@@ -153,6 +153,58 @@ def test_input_outside_the_runs_folder_is_ignored_with_a_warning(sweep, tmp_path
     assert len(table.warnings) == 1 and str(outside.resolve()) in table.warnings[0]
 
 
+def make_pretrain(runs_dir: Path, name: str, mlm_loss: float, status: str = "completed") -> dict:
+    """A pre-training run folder with its held-out metrics; returns a manifest `inputs` entry."""
+    folder = make_job(
+        runs_dir / "pretrain" / name,
+        stage="pretrain",
+        status=status,
+        metrics={"eval/mlm_loss": mlm_loss},
+    )
+    return {"run_dir": str(folder.resolve()), "stage": "pretrain"}
+
+
+def test_mlm_loss_is_taken_once_per_pretraining_the_results_descend_from(tmp_path):
+    runs_dir = tmp_path / "runs"
+    sweep = runs_dir / "pipeline" / "multirun" / "s"
+    for seed, loss in enumerate([6.0, 6.4]):
+        pretrain = make_pretrain(runs_dir, f"p{seed}", loss)
+        for task in ("rte", "mrpc"):  # two tasks fine-tuned from one pre-training
+            make_job(
+                sweep / f"{task}{seed}",
+                task=task,
+                seed=seed,
+                inputs={"pretrain": pretrain},
+                metrics=mrpc(0.8, 0.9),
+            )
+    stat = build_table([sweep]).rows[0].mlm_loss
+    assert (stat.n, stat.mean) == (2, pytest.approx(6.2))
+    assert stat.std == pytest.approx(0.28284271)
+
+
+def test_mlm_loss_is_found_through_evaluate_and_finetune_inputs(tmp_path):
+    runs_dir = tmp_path / "runs"
+    pretrain = make_pretrain(runs_dir, "p", 5.5)
+    finetune = make_job(
+        runs_dir / "finetune" / "f", stage="finetune", inputs={"model": pretrain}, metrics={}
+    )
+    make_job(
+        runs_dir / "evaluate" / "e",
+        stage="evaluate",
+        metrics=mrpc(0.8, 0.9),
+        inputs={"model": {"run_dir": str(finetune.resolve()), "stage": "finetune"}},
+    )
+    assert build_table([runs_dir / "evaluate"]).rows[0].mlm_loss.mean == 5.5
+
+
+def test_no_mlm_loss_without_a_completed_pretraining_upstream(tmp_path):
+    runs_dir = tmp_path / "runs"
+    failed = make_pretrain(runs_dir, "p", 5.5, status="failed")
+    make_job(runs_dir / "pipeline" / "a", inputs={"pretrain": failed}, metrics=mrpc(0.8, 0.9))
+    make_job(runs_dir / "pipeline" / "b", seed=1, metrics=mrpc(0.8, 0.9))
+    assert build_table([runs_dir / "pipeline"]).rows[0].mlm_loss.n == 0
+
+
 def test_a_run_consumed_by_a_reported_pipeline_counts_once(tmp_path):
     runs_dir = tmp_path / "runs"
     evaluate = make_job(runs_dir / "evaluate" / "e1", stage="evaluate", metrics=mrpc(0.5, 0.5))

@@ -3,7 +3,8 @@
 A cell reads `81.9/81.9 ± 0.3/0.2 (n=3)`: the mean of each headline number over the completed
 seeds, their sample standard deviations (shown from two seeds on) and the seed count; a cell with
 failed or running jobs says how many, one with no completed job reads `failed`, `running` or
-`missing`.
+`missing`. When the results descend from pre-training runs of this tool, a column after the
+sparsity gives those runs' held-out MLM loss (mean ± std over the distinct pre-trainings).
 """
 
 import csv
@@ -11,13 +12,14 @@ import dataclasses
 import io
 import json
 
-from sparsebert_cli.reporting.table import MASK_IDENTITY, Cell, Column, Table
+from sparsebert_cli.reporting.table import MASK_IDENTITY, Cell, Column, Stat, Table
 
 FORMATS = ("table", "md", "csv", "latex", "json")
 NOTE = (
     "Cells: mean ± sample std over seeds (n = completed seeds), metrics ×100, sparsity in %. "
     "Avg: mean over the columns, MNLI m and mm counted separately, the mean of acc/F1 (QQP, "
-    "MRPC) and of Pearson/Spearman (STS-B) counted once."
+    "MRPC) and of Pearson/Spearman (STS-B) counted once. MLM loss: held-out masked-LM loss of "
+    "the pre-trainings (each counted once), not ×100."
 )
 
 
@@ -51,11 +53,38 @@ def _first_header(table: Table) -> str:
     return "mask" if table.row_keys == list(MASK_IDENTITY) else ", ".join(table.row_keys)
 
 
+def _has_mlm(table: Table) -> bool:
+    return any(row.mlm_loss.n for row in table.rows)
+
+
+def mlm_text(stat: Stat) -> str:
+    """`6.12 ± 0.05 (n=2)`: the held-out MLM loss of a row's pre-trainings."""
+    if stat.mean is None:
+        return "n/a"
+    text = f"{stat.mean:.3f}"
+    if stat.std is not None:
+        text += f" ± {stat.std:.3f}"
+    return text + f" (n={stat.n})"
+
+
 def _grid(table: Table) -> list[list[str]]:
-    """Header and rows as text: label, sparsity, one cell per column, average."""
-    header = [_first_header(table), "sparsity %", *map(column_header, table.columns), "Avg"]
+    """Header and rows as text: label, sparsity, [MLM loss,] one cell per column, average."""
+    mlm = _has_mlm(table)
+    header = [
+        _first_header(table),
+        "sparsity %",
+        *(["MLM loss"] if mlm else []),
+        *map(column_header, table.columns),
+        "Avg",
+    ]
     body = [
-        [row.label, _number(row.sparsity), *map(cell_text, row.cells), _number(row.average)]
+        [
+            row.label,
+            _number(row.sparsity),
+            *([mlm_text(row.mlm_loss)] if mlm else []),
+            *map(cell_text, row.cells),
+            _number(row.average),
+        ]
         for row in table.rows
     ]
     return [header, *body]
@@ -80,7 +109,13 @@ def to_csv(table: Table) -> str:
     """One line per row: its keys, sparsity, each number's mean and std, n and status per column."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    header = ["row", *table.row_keys, "sparsity"]
+    mlm = _has_mlm(table)
+    header = [
+        "row",
+        *table.row_keys,
+        "sparsity",
+        *(["mlm_loss mean", "mlm_loss std"] if mlm else []),
+    ]
     for column in table.columns:
         for label, _ in column.metrics:
             name = f"{column.label} {label}".strip()
@@ -89,6 +124,8 @@ def to_csv(table: Table) -> str:
     writer.writerow([*header, "average"])
     for row in table.rows:
         line = [row.label, *(row.key.get(k, "") for k in table.row_keys), _csv(row.sparsity)]
+        if mlm:
+            line += [_csv(row.mlm_loss.mean), _csv(row.mlm_loss.std)]
         for cell in row.cells:
             for stat in cell.values.values():
                 line += [_csv(stat.mean), _csv(stat.std)]
@@ -149,12 +186,13 @@ def to_rich(table: Table):
     for i, name in enumerate(header):
         rich_table.add_column(name, justify="left" if i == 0 else "right")
     styles = {"failed": "red", "partial": "yellow", "running": "yellow", "missing": "dim"}
+    first_cell = len(header) - len(table.columns) - 1
     for row, texts in zip(table.rows, body, strict=True):
         cells = [
             Text(t, style=styles.get(c.status, ""))
-            for c, t in zip(row.cells, texts[2:-1], strict=True)
+            for c, t in zip(row.cells, texts[first_cell:-1], strict=True)
         ]
-        rich_table.add_row(Text(texts[0]), texts[1], *cells, texts[-1])
+        rich_table.add_row(Text(texts[0]), *texts[1:first_cell], *cells, texts[-1])
     return rich_table
 
 

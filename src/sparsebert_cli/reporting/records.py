@@ -4,7 +4,9 @@ Only pipeline, finetune and evaluate runs carry results; a run consumed by anoth
 (a pipeline's evaluate step, an evaluate run's finetune run) is left out, so no result counts twice.
 A config key's value comes from the run's resolved `config.yaml`, else Hydra's `.hydra/config.yaml`
 (a job that failed early), else its `.hydra/overrides.yaml` (group choices such as `mask=dam_s`).
-Paths read from manifests are followed only inside the runs folder the run lives in.
+Paths read from manifests are followed only inside the runs folder the run lives in; through
+them a result run also finds the pre-training it descends from, whose held-out MLM metrics the
+table shows beside the task scores.
 """
 
 import glob
@@ -29,6 +31,7 @@ class RunRecord:
     metrics: dict[str, float]
     error: str | None
     sparsity: float | None
+    pretrain: tuple[str, dict] | None = None  # the upstream pre-training run and its metrics
 
 
 def canonical(value: Any) -> Any:
@@ -119,6 +122,40 @@ def _sparsity(run_dir: Path, manifest: dict, metrics: dict, warnings: list[str])
     return None
 
 
+def _upstream(manifest: dict, root: Path) -> list[tuple[Path, dict]]:
+    """The input runs of a manifest that lie inside `root` and have a readable manifest."""
+    found = []
+    for upstream in (manifest.get("inputs") or {}).values():
+        path = Path(str((upstream or {}).get("run_dir", "")))
+        if not (path.is_absolute() and runs.inside(path, root)):
+            continue
+        try:
+            upstream_manifest = runs.load_manifest(path)
+        except SparseBertError:
+            continue
+        if upstream_manifest:
+            found.append((path, upstream_manifest))
+    return found
+
+
+def _pretrain(manifest: dict, root: Path) -> tuple[str, dict] | None:
+    """The completed pre-training run a result descends from (through its inputs), with metrics."""
+    queue, seen = [manifest], set()
+    while queue:
+        for path, upstream in _upstream(queue.pop(), root):
+            if path in seen:
+                continue
+            seen.add(path)
+            if upstream.get("stage") != "pretrain":
+                queue.append(upstream)
+            elif upstream.get("status") == "completed" and (path / runs.METRICS).is_file():
+                try:
+                    return str(path), runs.read_json(path / runs.METRICS)
+                except SparseBertError:
+                    return None
+    return None
+
+
 def _expand(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
@@ -179,6 +216,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
                 metrics=metrics,
                 error=manifest.get("error"),
                 sparsity=_sparsity(run_dir, manifest, metrics, warnings),
+                pretrain=_pretrain(manifest, runs_root(run_dir, str(manifest.get("stage")))),
             )
         )
     return records, warnings

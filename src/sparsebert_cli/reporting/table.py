@@ -8,6 +8,8 @@ Cells of a task with two headline numbers show both (MNLI m/mm, QQP and MRPC acc
 Pearson/Spearman, SQuAD EM/F1). The Average is the plain mean over the table's columns with MNLI
 m and mm counted as two columns (PAPER.md §5); for QQP, MRPC, STS-B and SQuAD the mean of the pair
 enters the Average, as in the GLUE benchmark's score. A row missing any column has no Average.
+Beside the tasks, a row shows the held-out MLM loss of the pre-trainings its results descend from
+(each pre-training counted once, however many tasks were fine-tuned from it).
 """
 
 import statistics
@@ -50,6 +52,7 @@ TASK_LABELS = {
     "squad_v2": "SQuAD v2.0",
     "swag": "SWAG",
 }
+PRETRAIN_METRIC = "eval/mlm_loss"
 SPLIT_IN_AVERAGE = ("mnli",)  # each of its numbers counts as a column of its own
 
 
@@ -85,6 +88,7 @@ class Row:
     key: dict[str, Any]
     label: str
     sparsity: float | None
+    mlm_loss: Stat  # held-out MLM loss of the row's distinct pre-trainings (not ×100)
     cells: list[Cell]
     average: float | None
 
@@ -175,6 +179,18 @@ def _average_terms(column: Column, cell: Cell) -> list[float] | None:
     return [statistics.fmean(means)]
 
 
+def _mlm_loss(records: list[RunRecord]) -> Stat:
+    """Mean ± std of PRETRAIN_METRIC over the distinct completed pre-trainings of `records`."""
+    losses = {
+        r.pretrain[0]: r.pretrain[1][PRETRAIN_METRIC]
+        for r in records
+        if r.status == "completed"
+        and r.pretrain
+        and isinstance(r.pretrain[1].get(PRETRAIN_METRIC), int | float)
+    }
+    return _stat([float(v) for v in losses.values()])
+
+
 def build_table(
     paths: list[Path], rows: list[str] | None = None, cols: list[str] | None = None
 ) -> Table:
@@ -223,6 +239,7 @@ def build_table(
                 key=key,
                 label=row_label(key, rows is None),
                 sparsity=statistics.fmean(found) if found else None,
+                mlm_loss=_mlm_loss([r for cell in by_col.values() for r in cell]),
                 cells=cells,
                 average=average,
             )
