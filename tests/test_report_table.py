@@ -87,7 +87,17 @@ def test_dam_rows_are_split_by_structure_and_lambda(sweep):
     make_job(sweep / "b", mask="dam", lam=0.01, metrics=mrpc(0.8, 0.9))
     make_job(sweep / "c", mask="dam_s", lam=0.001, metrics=mrpc(0.8, 0.9))
     labels = [r.label for r in build_table([sweep]).rows]
-    assert labels == ["DAM_s λ=0.001", "DAM_u λ=0.001", "DAM_u λ=0.01"]
+    assert labels == ["DAM_u λ=0.001", "DAM_u λ=0.01", "DAM_s λ=0.001"]
+
+
+def test_default_rows_follow_the_papers_order(sweep):
+    for mask in ("dam_s", "star", "dam", "strided", "no_diag", "dense", "bigbird", "longformer"):
+        make_job(sweep / mask, mask=mask, metrics=mrpc(0.8, 0.9))
+    labels = [r.label for r in build_table([sweep]).rows]
+    assert labels == [
+        "dense", "no_diag", "strided", "longformer", "bigbird", "star",
+        "DAM_u λ=0.0001", "DAM_s λ=0.0001",
+    ]  # fmt: skip
 
 
 def test_average_counts_mnli_twice_and_pair_tasks_once(sweep):

@@ -52,6 +52,12 @@ TASK_LABELS = {
     "squad_v2": "SQuAD v2.0",
     "swag": "SWAG",
 }
+# Default rows in the paper's order: dense and no_diag, the fixed patterns by sparsity at n = 128,
+# then DAM_u and DAM_s by λ; masks not listed follow by name.
+ROW_ORDER = (
+    "dense", "no_diag", "strided", "fixed", "longformer", "logsparse", "bigbird", "star",
+    "window", "random", "dam", "from_run", "checkpoint",
+)  # fmt: skip
 PRETRAIN_METRIC = "eval/mlm_loss"
 SPLIT_IN_AVERAGE = ("mnli",)  # each of its numbers counts as a column of its own
 
@@ -128,6 +134,16 @@ def _sort_key(key: tuple[tuple[str, Any], ...]) -> tuple:
     return tuple(
         (0, value, "") if isinstance(value, int | float) else (1, 0, str(value)) for _, value in key
     )
+
+
+def _row_order(key: tuple[tuple[str, Any], ...]) -> tuple:
+    """ROW_ORDER for default (mask identity) rows, DAM_u before DAM_s; by value otherwise."""
+    values = dict(key)
+    name = values.get("mask.name")
+    if set(values) <= set(MASK_IDENTITY) and name in ROW_ORDER:
+        structured = values.get("mask.structure") == "structured"
+        return (0, ROW_ORDER.index(name), structured, _sort_key(key))
+    return (1, 0, False, _sort_key(key))
 
 
 def _column_order(key: tuple[tuple[str, Any], ...]) -> tuple:
@@ -222,7 +238,7 @@ def build_table(
         columns.append(Column(key=dict(col_id), label=label, task=task, metrics=metrics))
 
     table_rows = []
-    for row_id in sorted(grouped, key=_sort_key):
+    for row_id in sorted(grouped, key=_row_order if rows is None else _sort_key):
         by_col = grouped[row_id]
         cells = [
             _cell(by_col.get(c, []), col.metrics)
