@@ -215,6 +215,24 @@ def test_no_mlm_loss_without_a_completed_pretraining_upstream(tmp_path):
     assert build_table([runs_dir / "pipeline"]).rows[0].mlm_loss.n == 0
 
 
+def test_a_standalone_evaluate_run_is_placed_by_the_finetune_run_it_evaluated(tmp_path):
+    runs_dir = tmp_path / "runs"
+    finetune = make_job(
+        runs_dir / "finetune" / "f", stage="finetune", mask="star", task="rte", seed=3, metrics={}
+    )
+    make_job(  # its own config: the stage defaults (task polarity, seed 0)
+        runs_dir / "evaluate" / "e",
+        stage="evaluate",
+        task="polarity",
+        metrics={"eval/accuracy": 0.7},
+        inputs={"model": {"run_dir": str(finetune.resolve()), "stage": "finetune"}},
+    )
+    table = build_table([runs_dir / "evaluate"])
+    assert [c.label for c in table.columns] == ["RTE"]
+    assert [r.label for r in table.rows] == ["star"]
+    assert table.rows[0].cells[0].seeds == [3]
+
+
 def test_a_run_consumed_by_a_reported_pipeline_counts_once(tmp_path):
     runs_dir = tmp_path / "runs"
     evaluate = make_job(runs_dir / "evaluate" / "e1", stage="evaluate", metrics=mrpc(0.5, 0.5))

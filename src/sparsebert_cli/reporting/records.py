@@ -4,6 +4,8 @@ Only pipeline, finetune and evaluate runs carry results; a run consumed by anoth
 (a pipeline's evaluate step, an evaluate run's finetune run) is left out, so no result counts twice.
 A config key's value comes from the run's resolved `config.yaml`, else Hydra's `.hydra/config.yaml`
 (a job that failed early), else its `.hydra/overrides.yaml` (group choices such as `mask=dam_s`).
+A standalone evaluate run takes these from the finetune run it evaluated: its own config holds the
+stage's defaults, while the task (and mask and seed) it evaluated are the finetune run's.
 Paths read from manifests are followed only inside the runs folder the run lives in; through
 them a result run also finds the pre-training it descends from, whose held-out MLM metrics the
 table shows beside the task scores.
@@ -138,6 +140,15 @@ def _upstream(manifest: dict, root: Path) -> list[tuple[Path, dict]]:
     return found
 
 
+def _grouping_dir(run_dir: Path, manifest: dict) -> Path:
+    """The folder whose config places this run in the table (see the module docstring)."""
+    if manifest.get("stage") == "evaluate":
+        for path, upstream in _upstream(manifest, runs_root(run_dir, "evaluate")):
+            if upstream.get("stage") == "finetune":
+                return path
+    return run_dir
+
+
 def _pretrain(manifest: dict, root: Path) -> tuple[str, dict] | None:
     """The completed pre-training run a result descends from (through its inputs), with metrics."""
     queue, seen = [manifest], set()
@@ -207,12 +218,13 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         metrics = {}
         if status == "completed" and metrics_path.is_file():
             metrics = runs.read_json(metrics_path)
+        grouping = _grouping_dir(run_dir, manifest)
         records.append(
             RunRecord(
                 dir=run_dir,
                 status=status,
-                config=_load_config(run_dir),
-                overrides=_load_overrides(run_dir),
+                config=_load_config(grouping),
+                overrides=_load_overrides(grouping),
                 metrics=metrics,
                 error=manifest.get("error"),
                 sparsity=_sparsity(run_dir, manifest, metrics, warnings),
