@@ -61,6 +61,7 @@ def test_markdown_is_the_paper_shaped_table_with_failures_listed(sweep):
         "| no_diag | 78.1 | 70.0/80.0 (n=1) | missing | n/a |",
     ]
     assert f"- {(sweep / 'c').resolve()}: out of memory" in lines
+    assert "MLM loss" not in text  # no pre-training upstream: neither the column nor its legend
 
 
 def test_mlm_loss_column_appears_when_results_descend_from_pretrainings(tmp_path, capsys):
@@ -76,6 +77,9 @@ def test_mlm_loss_column_appears_when_results_descend_from_pretrainings(tmp_path
     lines = to_markdown(table).splitlines()
     assert lines[0] == "| mask | sparsity % | MLM loss | MRPC acc/F1 | Avg |"
     assert lines[2] == "| dense | 0.0 | 6.250 ± 0.354 (n=2) | 80.0/90.0 ± 0.0/0.0 (n=2) | 85.0 |"
+    assert lines[-1].endswith(
+        "MLM loss: held-out masked-LM loss of the pre-trainings (each counted once), not ×100."
+    )
     row = next(csv.DictReader(io.StringIO(to_csv(table))))
     assert (row["mlm_loss mean"], row["mlm_loss std"]) == ("6.2500", "0.3536")
     assert main([str(runs_dir / "pipeline")]) == 0

@@ -101,7 +101,7 @@ def write_summaries(sweep_dir: Path) -> list[Path]:
 
 
 def _table(args: argparse.Namespace) -> None:
-    from sparsebert_cli.reporting.formats import NOTE, RENDERERS, to_rich
+    from sparsebert_cli.reporting.formats import RENDERERS, note, to_rich
     from sparsebert_cli.reporting.table import build_table
 
     table = build_table(args.paths, args.rows, args.cols)
@@ -117,7 +117,7 @@ def _table(args: argparse.Namespace) -> None:
         if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
             console = Console(width=200)
         console.print(to_rich(table))
-        print(NOTE)
+        print(note(table))
         for row in table.rows:
             for cell in row.cells:
                 for error in cell.errors:

@@ -18,9 +18,9 @@ FORMATS = ("table", "md", "csv", "latex", "json")
 NOTE = (
     "Cells: mean ± sample std over seeds (n = completed seeds), metrics ×100, sparsity in %. "
     "Avg: mean over the columns, MNLI m and mm counted separately, the mean of acc/F1 (QQP, "
-    "MRPC) and of Pearson/Spearman (STS-B) counted once. MLM loss: held-out masked-LM loss of "
-    "the pre-trainings (each counted once), not ×100."
+    "MRPC) and of Pearson/Spearman (STS-B) counted once."
 )
+MLM_NOTE = " MLM loss: held-out masked-LM loss of the pre-trainings (each counted once), not ×100."
 
 
 def _number(value: float | None) -> str:
@@ -55,6 +55,11 @@ def _first_header(table: Table) -> str:
 
 def _has_mlm(table: Table) -> bool:
     return any(row.mlm_loss.n for row in table.rows)
+
+
+def note(table: Table) -> str:
+    """The legend under the table (the MLM loss sentence only where that column is shown)."""
+    return NOTE + (MLM_NOTE if _has_mlm(table) else "")
 
 
 def mlm_text(stat: Stat) -> str:
@@ -98,7 +103,7 @@ def to_markdown(table: Table) -> str:
     header, *body = _grid(table)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
-    lines += ["", NOTE]
+    lines += ["", note(table)]
     failures = _failures(table)
     if failures:
         lines += ["", "Failed runs:", *(f"- {line}" for line in failures)]
@@ -173,7 +178,9 @@ def to_latex(table: Table) -> str:
 
 
 def to_json(table: Table) -> str:
-    return json.dumps({**dataclasses.asdict(table), "note": NOTE}, indent=2, default=str) + "\n"
+    return (
+        json.dumps({**dataclasses.asdict(table), "note": note(table)}, indent=2, default=str) + "\n"
+    )
 
 
 def to_rich(table: Table):
@@ -202,7 +209,7 @@ def to_text(table: Table) -> str:
 
     console = Console(record=True, width=200, file=io.StringIO())
     console.print(to_rich(table))
-    return console.export_text() + NOTE + "\n"
+    return console.export_text() + note(table) + "\n"
 
 
 RENDERERS = {"table": to_text, "md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}
