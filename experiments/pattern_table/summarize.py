@@ -20,14 +20,18 @@ import torch
 import yaml
 
 from sparsebert_cli.masks.artifact import load_mask
-from sparsebert_cli.reporting.table import ROW_ORDER
+from sparsebert_cli.reporting.table import MASK_IDENTITY, row_label, row_order
 
 
-def _label(mask: dict) -> str:
-    if mask["name"] != "dam":
-        return mask["name"]
-    variant = "DAM_s" if mask["structure"] == "structured" else "DAM_u"
-    return f"{variant} λ={mask['lam']:g}"
+def _row_key(mask: dict) -> tuple[tuple[str, object], ...]:
+    """The report's row of a mask config: its name, plus structure and λ for DAM."""
+    values = {
+        "mask.name": mask["name"],
+        "mask.structure": mask["structure"],
+        "mask.lam": mask["lam"],
+    }
+    keys = MASK_IDENTITY if mask["name"] == "dam" else MASK_IDENTITY[:1]
+    return tuple((key, values[key]) for key in keys)
 
 
 def _kept(search_dir: Path) -> dict:
@@ -47,17 +51,8 @@ def _kept(search_dir: Path) -> dict:
     }
 
 
-def _order(label: str) -> tuple:
-    name = {"DAM_u": "dam", "DAM_s": "dam"}.get(label.split(" ")[0], label)
-    return (
-        ROW_ORDER.index(name),
-        label.startswith("DAM_s"),
-        float(label.split("=")[1]) if "=" in label else 0.0,
-    )
-
-
 def summarize(sweep: Path) -> dict:
-    pretrainings: dict[str, dict[int, dict]] = {}
+    by_row: dict[tuple, dict[int, dict]] = {}
     for manifest_path in sorted(sweep.glob("*/manifest.json")):
         manifest = json.loads(manifest_path.read_text())
         config = yaml.safe_load((manifest_path.parent / "config.yaml").read_text())
@@ -72,8 +67,10 @@ def summarize(sweep: Path) -> dict:
         }
         if "search" in manifest["inputs"]:
             entry["searched"] = _kept(Path(manifest["inputs"]["search"]["run_dir"]))
-        pretrainings.setdefault(_label(config["mask"]), {})[config["seed"]] = entry
-    pretrainings = dict(sorted(pretrainings.items(), key=lambda item: _order(item[0])))
+        by_row.setdefault(_row_key(config["mask"]), {})[config["seed"]] = entry
+    pretrainings = {
+        row_label(dict(key), True): by_row[key] for key in sorted(by_row, key=row_order)
+    }
     dense = pretrainings["dense"]
     for seeds in pretrainings.values():
         for seed, entry in seeds.items():

@@ -20,6 +20,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 
 RESULT_STAGES = ("pipeline", "finetune", "evaluate")
+PRETRAIN_METRIC = "eval/mlm_loss"  # the pre-training number the table shows beside the tasks
 
 
 @dataclass
@@ -33,7 +34,7 @@ class RunRecord:
     metrics: dict[str, float]
     error: str | None
     sparsity: float | None
-    pretrain: tuple[str, dict] | None = None  # the upstream pre-training run and its metrics
+    pretrain: tuple[str, float] | None = None  # the upstream pre-training run, its MLM loss
 
 
 def canonical(value: Any) -> Any:
@@ -101,22 +102,28 @@ def _mask_json_sparsity(path: Path) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _sparsity(run_dir: Path, manifest: dict, metrics: dict, warnings: list[str]) -> float | None:
-    """`mask/sparsity` from metrics.json, else the mask.json of the run or of its inputs."""
-    if isinstance(metrics.get("mask/sparsity"), int | float):
-        return float(metrics["mask/sparsity"])
-    root = runs_root(run_dir, str(manifest.get("stage")))
-    candidates = [run_dir]
+def _input_dirs(
+    run_dir: Path, manifest: dict, root: Path, warnings: list[str] | None = None
+) -> list[Path]:
+    """The input run folders a manifest names inside `root`; the others are noted in `warnings`."""
+    found = []
     for name, upstream in (manifest.get("inputs") or {}).items():
         path = Path(str((upstream or {}).get("run_dir", "")))
         if path.is_absolute() and runs.inside(path, root):
-            candidates.append(path)
-        else:
+            found.append(path)
+        elif warnings is not None:
             warnings.append(
                 f"{run_dir}: ignored input '{name}' at {path}, which lies outside the runs folder "
                 f"{root}."
             )
-    for candidate in candidates:
+    return found
+
+
+def _sparsity(run_dir: Path, metrics: dict, inputs: list[Path]) -> float | None:
+    """`mask/sparsity` from metrics.json, else the mask.json of the run or of its inputs."""
+    if isinstance(metrics.get("mask/sparsity"), int | float):
+        return float(metrics["mask/sparsity"])
+    for candidate in (run_dir, *inputs):
         for relative in ("artifacts/mask.json", "artifacts/model/mask.json"):
             found = _mask_json_sparsity(candidate / relative)
             if found is not None:
@@ -124,46 +131,45 @@ def _sparsity(run_dir: Path, manifest: dict, metrics: dict, warnings: list[str])
     return None
 
 
-def _upstream(manifest: dict, root: Path) -> list[tuple[Path, dict]]:
+def _upstream(run_dir: Path, manifest: dict, root: Path) -> list[tuple[Path, dict]]:
     """The input runs of a manifest that lie inside `root` and have a readable manifest."""
     found = []
-    for upstream in (manifest.get("inputs") or {}).values():
-        path = Path(str((upstream or {}).get("run_dir", "")))
-        if not (path.is_absolute() and runs.inside(path, root)):
-            continue
+    for path in _input_dirs(run_dir, manifest, root):
         try:
-            upstream_manifest = runs.load_manifest(path)
+            upstream = runs.load_manifest(path)
         except SparseBertError:
             continue
-        if upstream_manifest:
-            found.append((path, upstream_manifest))
+        if upstream:
+            found.append((path, upstream))
     return found
 
 
-def _grouping_dir(run_dir: Path, manifest: dict) -> Path:
+def _grouping_dir(run_dir: Path, manifest: dict, root: Path) -> Path:
     """The folder whose config places this run in the table (see the module docstring)."""
     if manifest.get("stage") == "evaluate":
-        for path, upstream in _upstream(manifest, runs_root(run_dir, "evaluate")):
+        for path, upstream in _upstream(run_dir, manifest, root):
             if upstream.get("stage") == "finetune":
                 return path
     return run_dir
 
 
-def _pretrain(manifest: dict, root: Path) -> tuple[str, dict] | None:
-    """The completed pre-training run a result descends from (through its inputs), with metrics."""
-    queue, seen = [manifest], set()
+def _pretrain(run_dir: Path, manifest: dict, root: Path) -> tuple[str, float] | None:
+    """The completed pre-training run a result descends from (through its inputs) and its
+    held-out PRETRAIN_METRIC."""
+    queue, seen = [(run_dir, manifest)], set()
     while queue:
-        for path, upstream in _upstream(queue.pop(), root):
+        for path, upstream in _upstream(*queue.pop(), root):
             if path in seen:
                 continue
             seen.add(path)
             if upstream.get("stage") != "pretrain":
-                queue.append(upstream)
+                queue.append((path, upstream))
             elif upstream.get("status") == "completed" and (path / runs.METRICS).is_file():
                 try:
-                    return str(path), runs.read_json(path / runs.METRICS)
+                    value = runs.read_json(path / runs.METRICS).get(PRETRAIN_METRIC)
                 except SparseBertError:
                     return None
+                return (str(path), float(value)) if isinstance(value, int | float) else None
     return None
 
 
@@ -218,7 +224,8 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         metrics = {}
         if status == "completed" and metrics_path.is_file():
             metrics = runs.read_json(metrics_path)
-        grouping = _grouping_dir(run_dir, manifest)
+        root = runs_root(run_dir, str(manifest.get("stage")))
+        grouping = _grouping_dir(run_dir, manifest, root)
         records.append(
             RunRecord(
                 dir=run_dir,
@@ -227,8 +234,10 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
                 overrides=_load_overrides(grouping),
                 metrics=metrics,
                 error=manifest.get("error"),
-                sparsity=_sparsity(run_dir, manifest, metrics, warnings),
-                pretrain=_pretrain(manifest, runs_root(run_dir, str(manifest.get("stage")))),
+                sparsity=_sparsity(
+                    run_dir, metrics, _input_dirs(run_dir, manifest, root, warnings)
+                ),
+                pretrain=_pretrain(run_dir, manifest, root),
             )
         )
     return records, warnings

@@ -58,7 +58,6 @@ ROW_ORDER = (
     "dense", "no_diag", "strided", "fixed", "longformer", "logsparse", "bigbird", "star",
     "window", "random", "dam", "from_run", "checkpoint",
 )  # fmt: skip
-PRETRAIN_METRIC = "eval/mlm_loss"
 SPLIT_IN_AVERAGE = ("mnli",)  # each of its numbers counts as a column of its own
 
 
@@ -136,14 +135,15 @@ def _sort_key(key: tuple[tuple[str, Any], ...]) -> tuple:
     )
 
 
-def _row_order(key: tuple[tuple[str, Any], ...]) -> tuple:
-    """ROW_ORDER for default (mask identity) rows, DAM_u before DAM_s; by value otherwise."""
+def row_order(key: tuple[tuple[str, Any], ...]) -> tuple:
+    """The sort key of a default (mask identity) row: ROW_ORDER, DAM_u before DAM_s, then λ."""
     values = dict(key)
     name = values.get("mask.name")
-    if set(values) <= set(MASK_IDENTITY) and name in ROW_ORDER:
-        structured = values.get("mask.structure") == "structured"
-        return (0, ROW_ORDER.index(name), structured, _sort_key(key))
-    return (1, 0, False, _sort_key(key))
+    return (
+        ROW_ORDER.index(name) if name in ROW_ORDER else len(ROW_ORDER),
+        values.get("mask.structure") == "structured",
+        _sort_key(key),
+    )
 
 
 def _column_order(key: tuple[tuple[str, Any], ...]) -> tuple:
@@ -196,15 +196,9 @@ def _average_terms(column: Column, cell: Cell) -> list[float] | None:
 
 
 def _mlm_loss(records: list[RunRecord]) -> Stat:
-    """Mean ± std of PRETRAIN_METRIC over the distinct completed pre-trainings of `records`."""
-    losses = {
-        r.pretrain[0]: r.pretrain[1][PRETRAIN_METRIC]
-        for r in records
-        if r.status == "completed"
-        and r.pretrain
-        and isinstance(r.pretrain[1].get(PRETRAIN_METRIC), int | float)
-    }
-    return _stat([float(v) for v in losses.values()])
+    """Mean ± std of the MLM loss over the distinct pre-trainings of the completed `records`."""
+    losses = dict(r.pretrain for r in records if r.status == "completed" and r.pretrain)
+    return _stat(list(losses.values()))
 
 
 def build_table(
@@ -238,7 +232,7 @@ def build_table(
         columns.append(Column(key=dict(col_id), label=label, task=task, metrics=metrics))
 
     table_rows = []
-    for row_id in sorted(grouped, key=_row_order if rows is None else _sort_key):
+    for row_id in sorted(grouped, key=row_order if rows is None else _sort_key):
         by_col = grouped[row_id]
         cells = [
             _cell(by_col.get(c, []), col.metrics)

@@ -1,9 +1,8 @@
 """DDP helpers, and the entry point torchrun starts for each rank of a distributed job.
 
 The Hydra job (one process) writes the resolved config into its run folder (launch.LAUNCH_CONFIG)
-and starts
-`torchrun -m sparsebert_cli.training.distributed <run_dir> <command>`; every rank reads that
-config, so all ranks share one run id and one folder. Only rank 0 writes files.
+and starts `torchrun -m sparsebert_cli.training.distributed <run_dir> <command>`; every rank reads
+that config, so all ranks share one run id and one folder. Only rank 0 writes files.
 """
 
 import os
