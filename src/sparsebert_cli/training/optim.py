@@ -56,7 +56,7 @@ class Lamb(torch.optim.Optimizer):
                 trust = torch.where(
                     (w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm)
                 )
-                p.add_(update * trust, alpha=-group["lr"])  # no .item(): no device sync
+                p.add_(update.mul_(trust), alpha=-group["lr"])  # no .item(): no device sync
         return loss
 
 
