@@ -16,6 +16,7 @@ from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.training.config import TrainerConfig
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
+NORM_POSITIONS = ("post", "pre")  # model.norm: where the LayerNorms sit (layer_norm.py)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ModelConfig:
     num_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 512
+    norm: str = "post"  # post (BERT, Hugging Face) | pre (pre-LN, layer_norm.py); from the checkpoint when loading one
     dropout: float = 0.1
     attention_dropout: float = 0.1
     attention_backend: str = "auto"  # auto | masked | sdpa | block_sparse | flex
