@@ -17,6 +17,7 @@ from sparsebert_cli.training.config import TrainerConfig
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
 NORM_POSITIONS = ("post", "pre")  # model.norm: where the LayerNorms sit (layer_norm.py)
+POSITION_INITS = ("learned", "sinusoidal")  # model.position_init (modeling.init_positions)
 
 
 @dataclass
@@ -30,6 +31,9 @@ class ModelConfig:
     intermediate_size: int = 512
     max_position_embeddings: int = 512
     norm: str = "post"  # post (BERT, Hugging Face) | pre (pre-LN, layer_norm.py); from the checkpoint when loading one
+    position_init: str = (
+        "learned"  # learned (BERT: N(0, 0.02²)) | sinusoidal (scaled); new models only
+    )
     dropout: float = 0.1
     attention_dropout: float = 0.1
     attention_backend: str = "auto"  # auto | masked | sdpa | block_sparse | flex

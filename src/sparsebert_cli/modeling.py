@@ -11,6 +11,7 @@ sparsebert.json, so `load_checkpoint` rebuilds exactly the trained model; plain 
 """
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -87,6 +88,7 @@ class MaskSource(nn.Module):
             # Not in state_dict: the mask travels as mask.safetensors, beside the weights.
             self.register_buffer("mask", mask, persistent=False)
         self.dam = dam
+        self.dam_active = True  # False: the DAM stands aside (dense), e.g. while a head warms up
         self.logged: set[str] = set()  # the auto backend choices already logged
         self._fixed: dict[tuple[int, str], AttentionMask] = {}
 
@@ -129,6 +131,8 @@ class MaskSource(nn.Module):
         if self.kind == "dense":
             return AttentionMask(None, self.logged)
         if self.kind == "dam":
+            if not self.dam_active:
+                return AttentionMask(None, self.logged)
             values = self.dam.sample() if self.training else self.dam.binarize()
             return AttentionMask(fit_to_length(values, n), self.logged)
         key = (n, str(self.mask.device))
@@ -448,6 +452,22 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
     model.bert.load_state_dict(encoder_state)
 
 
+def init_positions(bert: BertModel, position_init: str) -> None:
+    """model.position_init=sinusoidal: the position table starts as Vaswani et al.'s sinusoids,
+    scaled to the spread of BERT's initial embeddings (each entry's RMS = initializer_range), so
+    positions neither drown the token embeddings nor start as noise (then trained as usual)."""
+    if position_init != "sinusoidal":
+        return
+    table = bert.embeddings.position_embeddings.weight
+    positions, width = table.shape
+    rate = torch.exp(torch.arange(0, width, 2) * (-math.log(10000.0) / width))
+    angles = torch.arange(positions)[:, None] * rate[None]
+    sinusoids = torch.zeros(positions, width)
+    sinusoids[:, 0::2], sinusoids[:, 1::2] = torch.sin(angles), torch.cos(angles[:, : width // 2])
+    with torch.no_grad():
+        table.copy_(sinusoids * bert.config.initializer_range * math.sqrt(2.0))
+
+
 def _model_record(model_cfg: ModelConfig | DictConfig, **fields) -> dict:
     return {
         "model": OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True),
@@ -467,6 +487,8 @@ def build_pretraining_model(
     model = SparseBertForPreTraining(config, mask_source, nsp)
     if source is not None:
         _load_pretrained_weights(model, source, heads=True)
+    else:
+        init_positions(model.bert, model_cfg.position_init)
     model.sparsebert_record = _model_record(model_cfg, head="pretraining", nsp=nsp)
     return model
 
@@ -501,6 +523,8 @@ def build_task_model(
     model = HEAD_CLASSES[head](config, mask_source)
     if source is not None:
         _load_pretrained_weights(model, source, heads=False)
+    else:
+        init_positions(model.bert, model_cfg.position_init)
     model.sparsebert_record = _model_record(
         model_cfg, head=head, num_labels=num_labels, problem_type=problem_type
     )

@@ -3,6 +3,7 @@
     sparsebert report PATH... [--rows K,K] [--cols K] [--format table|md|csv|latex|json] [--out FILE]
     sparsebert report --figures RUN [--out-dir DIR]
     sparsebert report --patterns N [--out-dir DIR]
+    sparsebert report --occlusion RUN [--max-distance D] [--examples K] [--out-dir DIR]
 
 The table has one row per mask configuration with its sparsity, one column per task, cells
 mean ± std over seeds with the seed count, and an Average as in PAPER.md §5: MNLI m and mm count
@@ -33,6 +34,7 @@ examples:
   sparsebert report runs/pipeline/multirun/lam --rows mask.lam --cols task.name
   sparsebert report --figures latest          (importance and mask figures of a search run)
   sparsebert report --patterns 128 --out-dir figures
+  sparsebert report --occlusion runs/search/<run>   (band occlusion beside σ(α), reporting/occlusion.py)
 """
 
 
@@ -73,13 +75,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mode.add_argument(
         "--patterns", type=positive_int, metavar="N", help="draw the fixed mask patterns at n = N"
     )
+    mode.add_argument(
+        "--occlusion",
+        metavar="RUN",
+        help="remove one attention band at a time from the trained model of a pretrain run (or the "
+        "model a search run started from): held-out loss and hidden-state change beside σ(α)",
+    )
+    parser.add_argument(
+        "--max-distance", type=positive_int, default=8, help="--occlusion: bands |i − j| ≤ D"
+    )
+    parser.add_argument(
+        "--examples", type=positive_int, default=512, help="--occlusion: held-out examples"
+    )
     parser.add_argument(
         "--out-dir", type=Path, help="figures folder (default: RUN/figures, or ./figures)"
     )
     args = parser.parse_args(argv)
-    figures = args.figures is not None or args.patterns is not None
+    figures = any(x is not None for x in (args.figures, args.patterns, args.occlusion))
     if figures and args.paths:
-        parser.error("give either PATH... for the table or --figures/--patterns, not both")
+        parser.error("give either PATH... for the table or --figures/--patterns/--occlusion")
     if not figures and not args.paths:
         parser.error("give the sweep or run folders to report on (PATH...), or --figures RUN")
     if not figures and args.out_dir is not None:
@@ -124,6 +138,17 @@ def _table(args: argparse.Namespace) -> None:
                     print(f"failed: {error}")
     else:
         print(RENDERERS[args.format](table), end="")
+
+
+def _occlusion(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.occlusion import write_occlusion
+
+    run_dir = _run_folder(args.occlusion)
+    print(
+        write_occlusion(
+            run_dir, args.out_dir or run_dir / "figures", args.max_distance, args.examples
+        )
+    )
 
 
 def _figures(args: argparse.Namespace) -> None:
@@ -171,6 +196,8 @@ def main(argv: list[str]) -> int:
     try:
         if args.paths:
             _table(args)
+        elif args.occlusion is not None:
+            _occlusion(args)
         else:
             _figures(args)
     except SparseBertError as error:

@@ -6,16 +6,19 @@ before anything is loaded or trained, each with a message that names the value a
 
 from omegaconf import DictConfig
 
-from sparsebert_cli.config import NORM_POSITIONS
+from sparsebert_cli.config import NORM_POSITIONS, POSITION_INITS
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import SEARCH_OBJECTIVES
 
 MASK_SPECIAL = ("dense", "dam", "from_run", "checkpoint")
 CHOICES = {
     "mask.structure": ("unstructured", "structured"),
     "mask.l1_norm": ("sum", "mean"),
+    "mask.objective": SEARCH_OBJECTIVES,
     "model.preset": ("tiny", "mini", "small", "base", "hf"),
     "model.attention_backend": ("auto", "masked", "block_sparse", "flex"),
     "model.norm": NORM_POSITIONS,
+    "model.position_init": POSITION_INITS,
     "trainer.optimizer": ("adamw", "lamb"),
     "trainer.scheduler": ("linear", "poly", "constant"),
     "trainer.precision": ("fp32", "bf16", "fp16"),
@@ -83,6 +86,23 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.stage != "search" or mask.name == "dam",
         f"`sparsebert search` learns a mask, but mask={mask.name} is fixed; use mask=dam (or mask=dam_s), "
         "or run `sparsebert pretrain mask=...` for a fixed pattern.",
+    )
+    _require(mask.head_warmup >= 0, f"mask.head_warmup={mask.head_warmup} must be ≥ 0 (steps).")
+    _require(
+        mask.encoder_lr is None or mask.encoder_lr >= 0,
+        f"mask.encoder_lr={mask.encoder_lr} must be ≥ 0 (0 freezes the encoder) or null.",
+    )
+    search_protocol = (mask.objective, mask.head_warmup, mask.encoder_lr) != ("mlm", 0, None)
+    _require(
+        cfg.stage in ("search", "pipeline") or not search_protocol,
+        "mask.objective, mask.head_warmup and mask.encoder_lr set how `sparsebert search` learns "
+        f"a mask on a trained model; the {cfg.stage} stage does not read them: drop them.",
+    )
+    warm_started = bool(model.from_run) or model.preset == "hf"
+    _require(
+        mask.objective != "distill" or warm_started,
+        "mask.objective=distill keeps the hidden states of the dense model the search starts "
+        "from, but no trained model is loaded; add model.from=<pretrain run> or model=minilm.",
     )
     _require(
         model.hidden_size % model.num_heads == 0,

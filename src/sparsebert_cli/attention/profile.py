@@ -21,9 +21,11 @@ STATS = (*OFFSETS, "cls", "sep", "uniform")  # the per-head columns, in this ord
 class AttentionProfile:
     """Running means of attention mass per layer and head (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self.sums: dict[int, torch.Tensor] = {}  # layer -> [H, len(STATS)] summed over queries
-        self.counts: dict[int, torch.Tensor] = {}  # layer -> [len(STATS)] queries counted
+    def __init__(self, distances: int = 0) -> None:
+        # distances > 0 adds "dist0".."dist{distances}": the mass at |i − j| = d (both sides)
+        self.stats = (*STATS, *(f"dist{d}" for d in range(distances + 1) if distances))
+        self.sums: dict[int, torch.Tensor] = {}  # layer -> [H, len(stats)] summed over queries
+        self.counts: dict[int, torch.Tensor] = {}  # layer -> [len(stats)] queries counted
 
     @torch.no_grad()
     def add(
@@ -52,7 +54,11 @@ class AttentionProfile:
         last = (real.sum(-1) - 1).clamp(min=0)  # the final [SEP]: the last real token
         sep = probs.gather(-1, last[:, None, None, None].expand(batch, heads, n, 1))[..., 0]
         keys = allowed.sum(-1).clamp(min=1)  # [B, H, n]
-        for column in (probs[..., 0], sep, 1.0 / keys):
+        columns = [probs[..., 0], sep, 1.0 / keys]
+        distance = (torch.arange(n)[:, None] - torch.arange(n)[None]).abs().to(probs.device)
+        for d in range(len(self.stats) - len(STATS)):
+            columns.append((probs * (distance == d)).sum(-1))
+        for column in columns:
             sums.append((column * real[:, None]).sum(dim=(0, 2)))
             counts.append(real.sum())
         total = torch.stack(sums, dim=-1).cpu()
@@ -61,11 +67,11 @@ class AttentionProfile:
         self.counts[layer] = self.counts.get(layer, 0) + count
 
     def heads(self) -> list[list[dict[str, float]]]:
-        """Per layer, per head: the mean mass of each of `STATS`."""
+        """Per layer, per head: the mean mass of each statistic (`STATS`, then the distances)."""
         table = []
         for layer in sorted(self.sums):
             means = self.sums[layer] / self.counts[layer].clamp(min=1)
-            table.append([dict(zip(STATS, row.tolist(), strict=True)) for row in means])
+            table.append([dict(zip(self.stats, row.tolist(), strict=True)) for row in means])
         return table
 
     def metrics(self, mlm_accuracy: float) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+SEARCH_OBJECTIVES = ("mlm", "distill")
+
 
 @dataclass
 class MaskConfig:
@@ -28,5 +30,9 @@ class MaskConfig:
     seq_len: int = 128  # n of a learnable mask (masks are cropped for shorter sequences)
     share_layers: bool = True  # one mask per head for all layers (reference code), or per layer
     trace_every: int = 10  # importance trace: σ(α) snapshot every K steps
+    # --- the search on a trained model (stages/search.py) ---
+    objective: str = "mlm"  # mlm: L_pretrain | distill: MSE to the frozen dense model's states
+    head_warmup: int = 0  # first steps: only the pre-training heads learn, on the dense model
+    encoder_lr: float | None = None  # None: trainer.lr (joint, the paper) | 0: frozen | own rate
     # --- a searched mask (name=from_run) ---
     from_run: str | None = None  # run dir of a search run, or "latest"

@@ -25,6 +25,7 @@ from sparsebert_cli.stages.inputs import (
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import Hooks, steps_per_epoch, total_steps, train
+from sparsebert_cli.training.optim import GroupRates
 
 
 def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
@@ -93,11 +94,11 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         return task_scores(task, "dev", logits)
 
     hooks = Hooks(evaluate=evaluate, select="eval/headline")
-    alpha_lr = None
+    rates = GroupRates()
     if source.dam is not None:
         add_dam_hooks(hooks, cfg.mask, source.dam, total_steps(trainer, len(task.splits["train"])))
-        alpha_lr = cfg.mask.lr
-    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks, alpha_lr)
+        rates = GroupRates(alpha=cfg.mask.lr)
+    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks, rates)
     if run.writer:
         extra = {
             "stage": "finetune",

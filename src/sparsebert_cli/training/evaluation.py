@@ -19,7 +19,7 @@ PROFILE_EXAMPLES = 256  # held-out examples whose attention the gate reads
 PROFILE_FILE = "attention_profile.json"
 
 
-def _batches(dataset, collate: Callable, batch_size: int, device: torch.device):
+def batches(dataset, collate: Callable, batch_size: int, device: torch.device):
     for start in range(0, len(dataset), batch_size):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         yield {k: v.to(device) for k, v in collate(rows).items()}
@@ -40,7 +40,7 @@ def evaluate_mlm(
     was_training = model.training
     model.eval()
     loss_sum = correct = count = nsp_correct = nsp_count = 0.0
-    for index, batch in enumerate(_batches(dataset, collate, batch_size, device)):
+    for index, batch in enumerate(batches(dataset, collate, batch_size, device)):
         profiled = (
             profile if profile is not None and index * batch_size < PROFILE_EXAMPLES else None
         )
@@ -116,7 +116,7 @@ def predict(
     model.eval()
     outputs, tokens = [], 0
     start = time.perf_counter()
-    for batch in _batches(dataset, collate, batch_size, device):
+    for batch in batches(dataset, collate, batch_size, device):
         for name in ("labels", "start_positions", "end_positions"):
             batch.pop(name, None)
         tokens += int(batch["attention_mask"].sum())

@@ -25,7 +25,12 @@ from sparsebert_cli.runs import Run
 from sparsebert_cli.training import checkpoint as ckpt
 from sparsebert_cli.training.distributed import init_process_group, world
 from sparsebert_cli.training.logging import MetricLogger
-from sparsebert_cli.training.optim import build_optimizer, build_scheduler
+from sparsebert_cli.training.optim import (
+    NO_EXTRA_RATES,
+    GroupRates,
+    build_optimizer,
+    build_scheduler,
+)
 
 
 @dataclass
@@ -157,7 +162,7 @@ def train(
     cfg,
     run: Run,
     hooks: Hooks,
-    alpha_lr: float | None = None,
+    rates: GroupRates = NO_EXTRA_RATES,
 ) -> dict[str, float]:
     """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics."""
     tc = cfg.trainer
@@ -174,8 +179,8 @@ def train(
     n = len(dataset)
     total = total_steps(tc, n)
     micro = tc.batch_size // (world_size * tc.grad_accum)
-    optimizer = build_optimizer(model, tc, alpha_lr)
-    scheduler = build_scheduler(optimizer, tc, total)
+    optimizer = build_optimizer(model, tc, rates)
+    scheduler = build_scheduler(optimizer, tc, total, rates.head_warmup)
     scaler = torch.amp.GradScaler(enabled=tc.precision == "fp16")
     from omegaconf import OmegaConf
 

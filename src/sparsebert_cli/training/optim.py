@@ -5,6 +5,7 @@ with its own learning rate and no weight decay (PAPER.md §4: decaying α would 
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -60,35 +61,70 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, alpha_lr: float | None) -> list[dict]:
-    """Decay / no-decay groups, plus the mask logits α (names containing 'alpha') on their own."""
-    decay, no_decay, alpha = [], [], []
+ENCODER_PREFIX = "bert."  # the encoder's parameters; the task and pre-training heads are the rest
+
+
+@dataclass(frozen=True)
+class GroupRates:
+    """Learning rates beside trainer.lr (which the heads, and by default the encoder, use).
+
+    alpha: a DAM's α, in its own group without weight decay. encoder: the encoder's own rate
+    (None: trainer.lr; 0: frozen, no gradients computed). head_warmup: for this many first steps
+    the encoder and α stand still (their groups' rate factor is 0) while the heads learn; a
+    search on a model without an MLM head (e.g. MiniLM) needs a head that decodes first.
+    """
+
+    alpha: float | None = None
+    encoder: float | None = None
+    head_warmup: int = 0
+
+    @property
+    def own_encoder_group(self) -> bool:
+        return self.encoder is not None or self.head_warmup > 0
+
+
+NO_EXTRA_RATES = GroupRates()  # everything at trainer.lr, no learnable mask
+
+
+def _decay(name: str, p: nn.Parameter) -> bool:
+    return not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+
+
+def param_groups(model: nn.Module, weight_decay: float, rates: GroupRates) -> list[dict]:
+    """Decay / no-decay groups (encoder and heads apart when `rates` give the encoder its own
+    rate or a warm-up), plus the mask logits α (names ending in 'alpha') on their own."""
+    groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name.endswith("alpha"):
-            alpha.append(p)
-        elif p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
-            no_decay.append(p)
+            group, options = "alpha", {"weight_decay": 0.0, "lr": rates.alpha}
         else:
-            decay.append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
-    if alpha:
-        if alpha_lr is None:
-            raise SparseBertError(
-                "the model has a learnable mask but no α learning rate was given (mask.lr)."
-            )
-        groups.append({"params": alpha, "weight_decay": 0.0, "lr": alpha_lr, "name": "alpha"})
-    return [g for g in groups if g["params"]]
+            decays = _decay(name, p)
+            group = "decay" if decays else "no_decay"
+            options = {"weight_decay": weight_decay if decays else 0.0}
+            if rates.own_encoder_group and name.startswith(ENCODER_PREFIX):
+                group = f"encoder_{group}"
+                if rates.encoder is not None:
+                    options["lr"] = rates.encoder
+        groups.setdefault(group, {"params": [], "name": group, **options})["params"].append(p)
+    if "alpha" in groups and rates.alpha is None:
+        raise SparseBertError(
+            "the model has a learnable mask but no α learning rate was given (mask.lr)."
+        )
+    order = ("decay", "no_decay", "encoder_decay", "encoder_no_decay", "alpha")
+    return [groups[name] for name in order if name in groups]
 
 
 def build_optimizer(
-    model: nn.Module, trainer_cfg, alpha_lr: float | None = None
+    model: nn.Module, trainer_cfg, rates: GroupRates = NO_EXTRA_RATES
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, trainer_cfg.weight_decay, alpha_lr)
+    """AdamW or LAMB over `param_groups`; encoder rate 0 freezes the encoder (requires_grad off)."""
+    if rates.encoder == 0:
+        for name, p in model.named_parameters():
+            if name.startswith(ENCODER_PREFIX):
+                p.requires_grad_(False)
+    groups = param_groups(model, trainer_cfg.weight_decay, rates)
     betas = tuple(trainer_cfg.betas)
     if trainer_cfg.optimizer == "lamb":
         return Lamb(groups, lr=trainer_cfg.lr, betas=betas)
@@ -107,10 +143,19 @@ def lr_factor(step: int, total: int, warmup: float, kind: str, power: float) -> 
     return (1.0 - progress) ** (1.0 if kind == "linear" else power)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, trainer_cfg, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, trainer_cfg, total_steps: int, head_warmup: int = 0
+):
+    """The schedule of every group; the encoder's and α's groups wait `head_warmup` steps."""
+
+    def factor(step: int) -> float:
+        return lr_factor(
             step, total_steps, trainer_cfg.warmup, trainer_cfg.scheduler, trainer_cfg.poly_power
-        ),
-    )
+        )
+
+    def waiting(step: int) -> float:
+        return 0.0 if step < head_warmup else factor(step)
+
+    waits = ("alpha", "encoder_decay", "encoder_no_decay")
+    lambdas = [waiting if g.get("name") in waits else factor for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
