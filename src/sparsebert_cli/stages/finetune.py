@@ -93,11 +93,13 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         return task_scores(task, "dev", logits)
 
     hooks = Hooks(evaluate=evaluate, select="eval/headline")
-    alpha_lr = None
+    alpha_lr = multiplier_lr = None
     if source.dam is not None:
         add_dam_hooks(hooks, cfg.mask, source.dam, total_steps(trainer, len(task.splits["train"])))
-        alpha_lr = cfg.mask.lr
-    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks, alpha_lr)
+        alpha_lr, multiplier_lr = cfg.mask.lr, cfg.mask.lagrangian_lr
+    metrics = train(
+        model, task.splits["train"], task.collate, cfg, run, hooks, alpha_lr, multiplier_lr
+    )
     if run.writer:
         extra = {
             "stage": "finetune",

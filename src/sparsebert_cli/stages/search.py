@@ -1,6 +1,8 @@
 """sparsebert search: learn the attention mask M(α) (DAM) jointly with MLM(+NSP) pre-training.
 
-Objective (PAPER.md §4): L_pretrain(w; M(α)) + λ·‖M(α)‖₁, with α in its own optimiser group.
+Objective (PAPER.md §4): L_pretrain(w; M(α)) + λ·‖M(α)‖₁, with α in its own optimiser group, or
+with `mask.target_sparsity` the Lagrangian λ₁(ŝ − t) + λ₂(ŝ − t)² in place of λ·‖M‖₁
+(`masks.dam.SparsityTarget`).
 Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.json`, heat map) and
 the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
 """
@@ -68,6 +70,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         run,
         add_dam_hooks(Hooks(after_step=after_step, evaluate=evaluate), cfg.mask, dam, total),
         alpha_lr=cfg.mask.lr,
+        multiplier_lr=cfg.mask.lagrangian_lr,
     )
     mask = dam.binarize().cpu()
     if run.writer:
@@ -82,10 +85,18 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
                 "hard",
                 "init",
                 "share_layers",
+                "target_sparsity",
+                "target_warmup",
+                "lagrangian_lr",
             )
         }
-        save_mask(
-            run.artifacts, mask, {"kind": dam.kind, "params": params, "source_run": str(run.dir)}
-        )
+        if dam.structure == "block":
+            params["block_size"] = cfg.model.block_size
+            params["keep_diagonal_blocks"] = cfg.mask.keep_diagonal_blocks
+        meta = {"kind": dam.kind, "params": params, "source_run": str(run.dir)}
+        if dam.target is not None:  # percent, as mask.json's sparsity (the achieved one)
+            meta["target_sparsity"] = 100.0 * dam.target.target
+            meta["expected_sparsity"] = 100.0 * dam.expected_sparsity().item()
+        save_mask(run.artifacts, mask, meta)
         _write_trace(trace_dir, run.artifacts / TRACE_FILE)
     return {**metrics, "mask/sparsity": sparsity(mask)}

@@ -1,4 +1,5 @@
-"""How the loop learns a DAM (search, or fine-tuning with mask=dam): λ·‖M‖₁ and τ's schedule."""
+"""How the loop learns a DAM (search, or fine-tuning with mask=dam): the sparsity penalty
+(λ·‖M‖₁, or the Lagrangian of a target sparsity, computed in fp32) and τ's schedule."""
 
 import torch
 from omegaconf import DictConfig
@@ -8,14 +9,28 @@ from sparsebert_cli.training.loop import Hooks
 
 
 def add_dam_hooks(hooks: Hooks, mask_cfg: DictConfig, dam: DAM, total_steps: int) -> Hooks:
-    """Set the L1 penalty (computed in fp32) and the τ annealing of `dam` on `hooks`."""
+    """Set the sparsity penalty and the τ annealing (and target warm-up) of `dam` on `hooks`."""
+    target = {"t": 0.0}  # this step's warmed-up target sparsity
 
-    def penalty() -> tuple[torch.Tensor, dict[str, float]]:
+    def l1_penalty() -> tuple[torch.Tensor, dict[str, float]]:
         l1 = dam.l1(mask_cfg.l1_norm)
         return mask_cfg.lam * l1, {"mask/l1": l1.item()}
 
+    def target_penalty() -> tuple[torch.Tensor, dict[str, float]]:
+        expected = dam.expected_sparsity()
+        lam1, lam2 = dam.target.multipliers.detach().tolist()
+        return dam.target(expected, target["t"]), {  # sparsities in percent, as mask/sparsity
+            "mask/expected_sparsity": 100.0 * expected.item(),
+            "mask/target_sparsity": 100.0 * target["t"],
+            "mask/lambda1": lam1,
+            "mask/lambda2": lam2,
+        }
+
     def before_step(step: int) -> None:
         dam.tau = annealed_tau(mask_cfg, step, total_steps)
+        if dam.target is not None:
+            target["t"] = dam.target.target_at(step)
 
-    hooks.penalty, hooks.before_step = penalty, before_step
+    hooks.penalty = l1_penalty if dam.target is None else target_penalty
+    hooks.before_step = before_step
     return hooks

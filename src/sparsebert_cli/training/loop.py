@@ -158,8 +158,12 @@ def train(
     run: Run,
     hooks: Hooks,
     alpha_lr: float | None = None,
+    multiplier_lr: float | None = None,
 ) -> dict[str, float]:
-    """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics."""
+    """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics.
+
+    alpha_lr / multiplier_lr: learning rates of a DAM's α and of its target-sparsity multipliers.
+    """
     tc = cfg.trainer
     rank, world_size = world()
     device = resolve_device(tc)
@@ -174,7 +178,7 @@ def train(
     n = len(dataset)
     total = total_steps(tc, n)
     micro = tc.batch_size // (world_size * tc.grad_accum)
-    optimizer = build_optimizer(model, tc, alpha_lr)
+    optimizer = build_optimizer(model, tc, alpha_lr, multiplier_lr)
     scheduler = build_scheduler(optimizer, tc, total)
     scaler = torch.amp.GradScaler(enabled=tc.precision == "fp16")
     from omegaconf import OmegaConf

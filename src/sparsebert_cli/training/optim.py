@@ -1,7 +1,10 @@
 """Optimisers (AdamW, LAMB) and the learning-rate schedule (warm-up, then linear or polynomial decay).
 
-Parameter groups: weights with decay; biases and LayerNorm without; and a DAM's α in its own group
-with its own learning rate and no weight decay (PAPER.md §4: decaying α would bias the mask).
+Parameter groups: weights with decay; biases and LayerNorm without; a DAM's α in its own group
+with its own learning rate and no weight decay (PAPER.md §4: decaying α would bias the mask); and
+the Lagrange multipliers of a target sparsity (`masks.dam.SparsityTarget`) in another. Neither α
+nor the multipliers get LAMB's trust ratio ‖w‖/‖u‖: it scales a step by the tensor's size, so
+logits or multipliers that start at 0 stay near 0 and can hardly change sign.
 """
 
 import math
@@ -16,7 +19,8 @@ class Lamb(torch.optim.Optimizer):
     """LAMB (You et al., 2020): Adam's update rescaled per tensor by the trust ratio ‖w‖ / ‖u‖.
 
     The reference code pre-trains with it (lr 6e-3 at batch 65,536). Bias correction is applied;
-    the trust ratio is 1 where either norm is zero.
+    the trust ratio is 1 where either norm is zero, and is skipped for a group with
+    `trust_ratio: False` (plain Adam steps).
     """
 
     def __init__(
@@ -52,6 +56,9 @@ class Lamb(torch.optim.Optimizer):
                 update = m_hat / (v_hat.sqrt() + group["eps"])
                 if group["weight_decay"]:
                     update.add_(p, alpha=group["weight_decay"])
+                if not group.get("trust_ratio", True):
+                    p.add_(update, alpha=-group["lr"])
+                    continue
                 w_norm, u_norm = p.norm(), update.norm()
                 trust = torch.where(
                     (w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm)
@@ -60,14 +67,22 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, alpha_lr: float | None) -> list[dict]:
-    """Decay / no-decay groups, plus the mask logits α (names containing 'alpha') on their own."""
-    decay, no_decay, alpha = [], [], []
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    alpha_lr: float | None,
+    multiplier_lr: float | None = None,
+) -> list[dict]:
+    """Decay / no-decay groups, plus the mask logits α (names ending in 'alpha') and the Lagrange
+    multipliers (names ending in 'multipliers') each on their own."""
+    decay, no_decay, alpha, multipliers = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name.endswith("alpha"):
             alpha.append(p)
+        elif name.endswith("multipliers"):
+            multipliers.append(p)
         elif p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
             no_decay.append(p)
         else:
@@ -81,14 +96,40 @@ def param_groups(model: nn.Module, weight_decay: float, alpha_lr: float | None) 
             raise SparseBertError(
                 "the model has a learnable mask but no α learning rate was given (mask.lr)."
             )
-        groups.append({"params": alpha, "weight_decay": 0.0, "lr": alpha_lr, "name": "alpha"})
+        groups.append(
+            {
+                "params": alpha,
+                "weight_decay": 0.0,
+                "lr": alpha_lr,
+                "trust_ratio": False,
+                "name": "alpha",
+            }
+        )
+    if multipliers:
+        if multiplier_lr is None:
+            raise SparseBertError(
+                "the mask has a target sparsity but no multiplier learning rate was given "
+                "(mask.lagrangian_lr)."
+            )
+        groups.append(
+            {
+                "params": multipliers,
+                "weight_decay": 0.0,
+                "lr": multiplier_lr,
+                "trust_ratio": False,
+                "name": "multipliers",
+            }
+        )
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(
-    model: nn.Module, trainer_cfg, alpha_lr: float | None = None
+    model: nn.Module,
+    trainer_cfg,
+    alpha_lr: float | None = None,
+    multiplier_lr: float | None = None,
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, trainer_cfg.weight_decay, alpha_lr)
+    groups = param_groups(model, trainer_cfg.weight_decay, alpha_lr, multiplier_lr)
     betas = tuple(trainer_cfg.betas)
     if trainer_cfg.optimizer == "lamb":
         return Lamb(groups, lr=trainer_cfg.lr, betas=betas)
