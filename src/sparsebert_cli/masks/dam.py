@@ -13,8 +13,10 @@ n × n mask, so its block density is the complement of its sparsity (exactly whe
 divides n): the block_sparse backend's cost. `layers` is 1 when all layers share the mask (the reference code).
 
 Instead of λ, a target sparsity t can steer the search (CoFi, Xia et al. 2022): the penalty is
-λ₁(ŝ − t) + λ₂(ŝ − t)² with ŝ the expected sparsity 1 − mean σ(α) and the multipliers λ₁, λ₂
-trained by gradient ascent (`SparsityTarget`), which drives ŝ to t without a hand-tuned λ.
+N·[λ₁(ŝ − t) + λ₂(ŝ − t)²] with ŝ the expected sparsity 1 − mean σ(α), N the entry count of
+‖M‖₁ (1 with l1_norm=mean) and the multipliers λ₁, λ₂ trained by gradient ascent
+(`SparsityTarget`), which drives ŝ to t without a hand-tuned λ. Since N·ŝ = N − ‖M‖₁, the force
+on each α is that of λ·‖M‖₁ with λ = −λ₁ − 2λ₂(ŝ − t): −λ₁ settles near the λ that gives t.
 
 The Gumbel noise comes from the global torch RNG, which the training loop seeds differently on
 each DDP rank. A mask learned at n serves shorter sequences by cropping (`artifact.fit_to_length`).
@@ -145,9 +147,11 @@ class DAM(nn.Module):
             )
         with torch.autocast(device_type=self.alpha.device.type, enabled=False):
             kept = self._expand(torch.sigmoid(self.alpha.float())).sum()
-        if norm == "mean":
-            kept = kept / (self.alpha.shape[0] * self.alpha.shape[1] * self.n * self.n)
-        return kept
+        return kept / self.entries() if norm == "mean" else kept
+
+    def entries(self) -> int:
+        """How many entries ‖M‖₁ counts: L × H × n × n (once per shared mask)."""
+        return self.alpha.shape[0] * self.alpha.shape[1] * self.n * self.n
 
     def expected_sparsity(self) -> torch.Tensor:
         """ŝ = 1 − mean σ(α) over the n × n entries: the expected sparsity of a sample (fp32)."""
@@ -155,7 +159,8 @@ class DAM(nn.Module):
 
 
 class SparsityTarget(nn.Module):
-    """The Lagrangian λ₁(ŝ − t) + λ₂(ŝ − t)² that steers the expected sparsity ŝ to a target t.
+    """The Lagrangian λ₁(ŝ − t) + λ₂(ŝ − t)² that steers the expected sparsity ŝ to a target t
+    (the caller scales it by ‖M‖₁'s entry count, see the module docstring).
 
     The multipliers λ₁, λ₂ (`multipliers`, starting at 0) are trained by gradient *ascent*: the
     value returned carries their negated gradient, so the optimiser's usual descent step raises

@@ -16,10 +16,15 @@ def add_dam_hooks(hooks: Hooks, mask_cfg: DictConfig, dam: DAM, total_steps: int
         l1 = dam.l1(mask_cfg.l1_norm)
         return mask_cfg.lam * l1, {"mask/l1": l1.item()}
 
+    # N·[λ₁(ŝ − t) + λ₂(ŝ − t)²]: per α, the force of λ·‖M‖₁ whatever the mask's size
+    scale = dam.entries() if mask_cfg.l1_norm == "sum" else 1
+
     def target_penalty() -> tuple[torch.Tensor, dict[str, float]]:
         expected = dam.expected_sparsity()
         lam1, lam2 = dam.target.multipliers.detach().tolist()
-        return dam.target(expected, target["t"]), {  # sparsities in percent, as mask/sparsity
+        return scale * dam.target(
+            expected, target["t"]
+        ), {  # sparsities in percent, as mask/sparsity
             "mask/expected_sparsity": 100.0 * expected.item(),
             "mask/target_sparsity": 100.0 * target["t"],
             "mask/lambda1": lam1,

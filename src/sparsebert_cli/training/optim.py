@@ -117,6 +117,7 @@ def param_groups(
                 "weight_decay": 0.0,
                 "lr": multiplier_lr,
                 "trust_ratio": False,
+                "scheduled": False,  # a controller at constant pace, never faded out
                 "name": "multipliers",
             }
         )
@@ -149,9 +150,14 @@ def lr_factor(step: int, total: int, warmup: float, kind: str, power: float) -> 
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, trainer_cfg, total_steps: int):
+    """The warm-up + decay schedule on every group but those marked `scheduled: False`."""
+
+    def factor(step: int) -> float:
+        return lr_factor(
+            step, total_steps, trainer_cfg.warmup, trainer_cfg.scheduler, trainer_cfg.poly_power
+        )
+
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_factor(
-            step, total_steps, trainer_cfg.warmup, trainer_cfg.scheduler, trainer_cfg.poly_power
-        ),
+        [factor if g.get("scheduled", True) else (lambda _: 1.0) for g in optimizer.param_groups],
     )
