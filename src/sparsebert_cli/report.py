@@ -1,6 +1,7 @@
 """`sparsebert report`: the paper's results table of a sweep, and the figures of a run.
 
     sparsebert report PATH... [--rows K,K] [--cols K] [--format table|md|csv|latex|json] [--out FILE]
+    sparsebert report PATH... --frontier [--out-dir DIR]
     sparsebert report --figures RUN [--out-dir DIR]
     sparsebert report --patterns N [--out-dir DIR]
 
@@ -31,6 +32,7 @@ examples:
   sparsebert report runs/pipeline/multirun/default
   sparsebert report 'runs/pipeline/multirun/*' --format md --out results.md
   sparsebert report runs/pipeline/multirun/lam --rows mask.lam --cols task.name
+  sparsebert report runs/pipeline/multirun/default --frontier   (quality vs sparsity and speed)
   sparsebert report --figures latest          (importance and mask figures of a search run)
   sparsebert report --patterns 128 --out-dir figures
 """
@@ -74,7 +76,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--patterns", type=positive_int, metavar="N", help="draw the fixed mask patterns at n = N"
     )
     parser.add_argument(
-        "--out-dir", type=Path, help="figures folder (default: RUN/figures, or ./figures)"
+        "--frontier",
+        action="store_true",
+        help="write frontier.png/json/csv: quality against sparsity and against the attention "
+        "time of each row's mask (timed here, forward+backward, ratio to dense SDPA), with the "
+        "Pareto-optimal rows marked",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="figures folder (default: RUN/figures, or ./figures; --frontier: the first PATH)",
     )
     args = parser.parse_args(argv)
     figures = args.figures is not None or args.patterns is not None
@@ -82,8 +93,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("give either PATH... for the table or --figures/--patterns, not both")
     if not figures and not args.paths:
         parser.error("give the sweep or run folders to report on (PATH...), or --figures RUN")
-    if not figures and args.out_dir is not None:
-        parser.error("--out-dir is for --figures/--patterns; the table goes to --out FILE")
+    if not figures and not args.frontier and args.out_dir is not None:
+        parser.error(
+            "--out-dir is for --figures/--patterns/--frontier; the table goes to --out FILE"
+        )
+    if figures and args.frontier:
+        parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
     return args
 
 
@@ -151,6 +166,15 @@ def _figures(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _frontier(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.frontier import build_frontier, write_frontier
+
+    first = Path(args.paths[0])
+    out_dir = args.out_dir or (first if first.is_dir() else Path("."))
+    for path in write_frontier(build_frontier(args.paths), out_dir):
+        print(path)
+
+
 def _run_folder(ref: str) -> Path:
     if ref == "latest":
         from sparsebert_cli.tools import default_runs_dir
@@ -169,7 +193,9 @@ def main(argv: list[str]) -> int:
     """Run `sparsebert report`; a user mistake prints one paragraph and exits 1."""
     args = parse_args(argv)
     try:
-        if args.paths:
+        if args.frontier:
+            _frontier(args)
+        elif args.paths:
             _table(args)
         else:
             _figures(args)

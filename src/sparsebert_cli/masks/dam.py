@@ -13,10 +13,13 @@ n × n mask, so its block density is the complement of its sparsity (exactly whe
 divides n): the block_sparse backend's cost. `layers` is 1 when all layers share the mask (the reference code).
 
 Instead of λ, a target sparsity t can steer the search (CoFi, Xia et al. 2022): the penalty is
-N·[λ₁(ŝ − t) + λ₂(ŝ − t)²] with ŝ the expected sparsity 1 − mean σ(α), N the entry count of
-‖M‖₁ (1 with l1_norm=mean) and the multipliers λ₁, λ₂ trained by gradient ascent
-(`SparsityTarget`), which drives ŝ to t without a hand-tuned λ. Since N·ŝ = N − ‖M‖₁, the force
-on each α is that of λ·‖M‖₁ with λ = −λ₁ − 2λ₂(ŝ − t): −λ₁ settles near the λ that gives t.
+N·[λ₁(s − t) + λ₂(s − t)²], N the entry count of ‖M‖₁ (1 with l1_norm=mean), the multipliers
+λ₁, λ₂ trained by gradient ascent (`SparsityTarget`), and s the sparsity of the final mask
+1[α > 0] with the gradient of the expected sparsity ŝ = 1 − mean σ(α) (straight-through). Why not
+ŝ alone: measured on the smoke model, the binarised mask reached 75 % sparsity while ŝ stayed at
+51 % (α changes sign long before σ(α) saturates), so a controller on ŝ overshoots the mask that
+is kept. Since N·ŝ = N − ‖M‖₁, the force on each α is that of λ·‖M‖₁ with
+λ = −λ₁ − 2λ₂(s − t): at the target, −λ₁ is the λ that gives t.
 
 The Gumbel noise comes from the global torch RNG, which the training loop seeds differently on
 each DDP rank. A mask learned at n serves shorter sequences by cropping (`artifact.fit_to_length`).
@@ -164,8 +167,8 @@ class SparsityTarget(nn.Module):
 
     The multipliers λ₁, λ₂ (`multipliers`, starting at 0) are trained by gradient *ascent*: the
     value returned carries their negated gradient, so the optimiser's usual descent step raises
-    the penalty while α and the weights lower it. While ŝ < t, λ₁ falls below 0 and rewards
-    sparsity; λ₂ only grows, tightening ŝ around t. The target rises linearly from 0 to t over
+    the penalty while α and the weights lower it. While s < t, λ₁ falls below 0 and rewards
+    sparsity; λ₂ only grows, tightening s around t. The target rises linearly from 0 to t over
     `warmup` steps, so the mask thins while the model learns.
     """
 
@@ -178,10 +181,13 @@ class SparsityTarget(nn.Module):
         """t at 0-based optimiser step `step`: linear warm-up from 0, then constant."""
         return self.target * min(step / self.warmup, 1.0) if self.warmup else self.target
 
-    def forward(self, expected_sparsity: torch.Tensor, target: float) -> torch.Tensor:
+    def forward(
+        self, expected_sparsity: torch.Tensor, binarized_sparsity: float, target: float
+    ) -> torch.Tensor:
+        """λ₁(s − t) + λ₂(s − t)², s: the binarized sparsity's value, the expected one's gradient."""
         # 2λ − λ has the value λ (exactly, in floating point) and the gradient −∂/∂λ: ascent.
         lam = 2 * self.multipliers.detach() - self.multipliers
-        gap = expected_sparsity - target
+        gap = binarized_sparsity + (expected_sparsity - expected_sparsity.detach()) - target
         return lam[0] * gap + lam[1] * gap * gap
 
 

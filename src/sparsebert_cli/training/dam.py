@@ -5,6 +5,8 @@ import torch
 from omegaconf import DictConfig
 
 from sparsebert_cli.masks.dam import DAM, annealed_tau
+from sparsebert_cli.masks.stats import sparsity
+from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.training.loop import Hooks
 
 
@@ -16,15 +18,14 @@ def add_dam_hooks(hooks: Hooks, mask_cfg: DictConfig, dam: DAM, total_steps: int
         l1 = dam.l1(mask_cfg.l1_norm)
         return mask_cfg.lam * l1, {"mask/l1": l1.item()}
 
-    # N·[λ₁(ŝ − t) + λ₂(ŝ − t)²]: per α, the force of λ·‖M‖₁ whatever the mask's size
+    # N·[λ₁(s − t) + λ₂(s − t)²]: per α, the force of λ·‖M‖₁ whatever the mask's size
     scale = dam.entries() if mask_cfg.l1_norm == "sum" else 1
 
     def target_penalty() -> tuple[torch.Tensor, dict[str, float]]:
-        expected = dam.expected_sparsity()
+        expected, binarized = dam.expected_sparsity(), sparsity(dam.binarize())
         lam1, lam2 = dam.target.multipliers.detach().tolist()
-        return scale * dam.target(
-            expected, target["t"]
-        ), {  # sparsities in percent, as mask/sparsity
+        lagrangian = scale * dam.target(expected, binarized / 100, target["t"])
+        return lagrangian, {  # sparsities in percent, as mask/sparsity
             "mask/expected_sparsity": 100.0 * expected.item(),
             "mask/target_sparsity": 100.0 * target["t"],
             "mask/lambda1": lam1,
