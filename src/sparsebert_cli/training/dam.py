@@ -6,7 +6,6 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.masks.dam import DAM, annealed_tau
 from sparsebert_cli.masks.stats import sparsity
-from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.training.loop import Hooks
 
 
