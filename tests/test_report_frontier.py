@@ -80,3 +80,11 @@ def test_report_frontier_writes_figure_json_and_csv(sweep, capsys):
     assert {r["label"]: r["pareto_sparsity"] for r in rows}["window"] == "False"
     assert (sweep / "frontier.png").stat().st_size > 0
     assert "frontier.png" in capsys.readouterr().out
+
+
+def test_dam_rows_searched_to_a_target_are_labelled_by_variant_and_target(tmp_path):
+    from sparsebert_cli.reporting.table import row_label
+
+    key = {"mask.name": "dam", "mask.structure": "block", "mask.lam": 0.0}
+    assert row_label({**key, "mask.target_sparsity": 0.9}, True) == "DAM_b t=0.9"
+    assert row_label({**key, "mask.target_sparsity": None}, True) == "DAM_b λ=0"

@@ -60,7 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rows",
         type=_keys,
-        help="config keys of a row (default: mask.name, plus mask.structure and mask.lam for dam)",
+        help="config keys of a row (default: mask.name, plus mask.structure, mask.lam and "
+        "mask.target_sparsity for dam)",
     )
     parser.add_argument("--cols", type=_keys, help="config keys of a column (default: task.name)")
     parser.add_argument("--format", choices=FORMATS, default="table")

@@ -27,7 +27,7 @@ class MaskConfig:
     # Instead of λ: reach this expected sparsity ŝ with Lagrange multipliers (None: use λ)
     target_sparsity: float | None = None
     target_warmup: int = 0  # steps over which the target rises linearly from 0 to target_sparsity
-    lagrangian_lr: float = 5e-6  # learning rate of the multipliers λ₁, λ₂ (gradient ascent)
+    lagrangian_lr: float = 1e-5  # learning rate of the multipliers λ₁, λ₂ (gradient ascent)
     keep_diagonal_blocks: bool = False  # block DAM: always keep the diagonal tiles
     l1_norm: str = "sum"  # sum (as in the paper) | mean
     tau: float = 1.0  # Gumbel-sigmoid temperature τ
