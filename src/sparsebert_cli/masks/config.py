@@ -66,3 +66,15 @@ def check_dam_config(cfg: MaskConfig | DictConfig) -> None:
             f"mask.keep_diagonal_blocks=true needs mask.structure=block (got "
             f"{cfg.structure}); set mask.structure=block or drop mask.keep_diagonal_blocks."
         )
+
+
+TARGET_KEYS = ("target_sparsity", "target_warmup", "lagrangian_lr")
+
+
+def dam_identity(mask: dict) -> dict:
+    """The DAM settings a search reads: the target's keys only with a target, the block keys only
+    for a block DAM (so runs from before these options keep their content hash)."""
+    unread = [*(TARGET_KEYS if mask.get("target_sparsity") is None else ())]
+    if mask.get("structure") != "block":
+        unread.append("keep_diagonal_blocks")
+    return {k: v for k, v in mask.items() if k not in unread}
