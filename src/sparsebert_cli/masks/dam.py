@@ -8,9 +8,10 @@ value is the 0/1 mask 1[α_ij + g₁ − g₂ > 0] and gradients flow through th
 
 DAM_u (`structure="unstructured"`) has one α per (layer, head, i, j); DAM_s (`"structured"`) one
 α per (layer, head, distance |i − j|), expanded to a symmetric Toeplitz mask; block DAM
-(`"block"`) one α per (layer, head, query block, key block) of `block_size` tokens, expanded to the
-n × n mask, so its block density is the complement of its sparsity (exactly when block_size
-divides n): the block_sparse backend's cost. `layers` is 1 when all layers share the mask (the reference code).
+(`"block"`) one α per (layer, head, query block, key block) of `block_size` tokens, expanded to
+the n × n mask, so its block density (the block_sparse backend's cost) is the complement of its
+sparsity, exactly when block_size divides n. `layers` is 1 when all layers share the mask (the
+reference code).
 
 Instead of λ, a target sparsity t can steer the search (CoFi, Xia et al. 2022): the penalty is
 N·[λ₁(s − t) + λ₂(s − t)²], N the entry count of ‖M‖₁ (1 with l1_norm=mean), the multipliers
@@ -162,7 +163,7 @@ class DAM(nn.Module):
 
 
 class SparsityTarget(nn.Module):
-    """The Lagrangian λ₁(ŝ − t) + λ₂(ŝ − t)² that steers the expected sparsity ŝ to a target t
+    """The Lagrangian λ₁(s − t) + λ₂(s − t)² that steers the mask's sparsity s to a target t
     (the caller scales it by ‖M‖₁'s entry count, see the module docstring).
 
     The multipliers λ₁, λ₂ (`multipliers`, starting at 0) are trained by gradient *ascent*: the

@@ -1,8 +1,8 @@
 """sparsebert search: learn the attention mask M(α) (DAM) jointly with MLM(+NSP) pre-training.
 
 Objective (PAPER.md §4): L_pretrain(w; M(α)) + λ·‖M(α)‖₁, with α in its own optimiser group, or
-with `mask.target_sparsity` the Lagrangian λ₁(ŝ − t) + λ₂(ŝ − t)² in place of λ·‖M‖₁
-(`masks.dam.SparsityTarget`).
+with `mask.target_sparsity` the Lagrangian N·[λ₁(s − t) + λ₂(s − t)²] in place of λ·‖M‖₁
+(`masks.dam.SparsityTarget`; mask.json then records the target beside the achieved sparsity).
 Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.json`, heat map) and
 the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
 """
