@@ -94,14 +94,15 @@ class MaskSource(nn.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, n: int
+        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, n: int, block_size: int = 32
     ) -> "MaskSource":
         """The mask of a `mask` config (dense, a fixed pattern, from_run with a resolved
-        directory, or dam) for a model with `heads` heads and `layers` layers, at length n."""
+        directory, or dam) for a model with `heads` heads and `layers` layers, at length n
+        (`block_size`: the model's, the tile of a block DAM)."""
         if cfg.name == "dense":
             return cls("dense")
         if cfg.name == "dam":
-            dam = DAM.from_config(cfg, heads, layers)
+            dam = DAM.from_config(cfg, heads, layers, block_size)
             return cls("dam", dam=dam, meta={"kind": dam.kind})
         mask = build_fixed_mask(cfg, n, heads, layers)
         if cfg.name in PATTERNS:
@@ -275,7 +276,7 @@ def build_mask_source(
     """The MaskSource of a stage: `mask=checkpoint` reads the mask stored with the weights."""
     layers, heads = model_shape(model_cfg, init_from)
     if mask_cfg.name != "checkpoint":
-        return MaskSource.from_config(mask_cfg, heads, layers, n)
+        return MaskSource.from_config(mask_cfg, heads, layers, n, model_cfg.block_size)
     source = _weights_source(model_cfg, init_from)
     if source is None:
         raise SparseBertError(

@@ -1,6 +1,7 @@
 """`sparsebert report`: the paper's results table of a sweep, and the figures of a run.
 
     sparsebert report PATH... [--rows K,K] [--cols K] [--format table|md|csv|latex|json] [--out FILE]
+    sparsebert report PATH... --frontier [--out-dir DIR]
     sparsebert report --figures RUN [--out-dir DIR]
     sparsebert report --patterns N [--out-dir DIR]
     sparsebert report --occlusion RUN [--max-distance D] [--examples K] [--out-dir DIR]
@@ -32,6 +33,7 @@ examples:
   sparsebert report runs/pipeline/multirun/default
   sparsebert report 'runs/pipeline/multirun/*' --format md --out results.md
   sparsebert report runs/pipeline/multirun/lam --rows mask.lam --cols task.name
+  sparsebert report runs/pipeline/multirun/default --frontier   (quality vs sparsity and speed)
   sparsebert report --figures latest          (importance and mask figures of a search run)
   sparsebert report --patterns 128 --out-dir figures
   sparsebert report --occlusion runs/search/<run>   (band occlusion beside σ(α), reporting/occlusion.py)
@@ -60,7 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rows",
         type=_keys,
-        help="config keys of a row (default: mask.name, plus mask.structure and mask.lam for dam)",
+        help="config keys of a row (default: mask.name, plus mask.structure, mask.lam and "
+        "mask.target_sparsity for dam)",
     )
     parser.add_argument("--cols", type=_keys, help="config keys of a column (default: task.name)")
     parser.add_argument("--format", choices=FORMATS, default="table")
@@ -88,7 +91,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--examples", type=positive_int, default=512, help="--occlusion: held-out examples"
     )
     parser.add_argument(
-        "--out-dir", type=Path, help="figures folder (default: RUN/figures, or ./figures)"
+        "--frontier",
+        action="store_true",
+        help="write frontier.png/json/csv: quality against sparsity and against the attention "
+        "time of each row's mask (timed here, forward+backward, ratio to dense SDPA), with the "
+        "Pareto-optimal rows marked",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="figures folder (default: RUN/figures, or ./figures; --frontier: the first PATH)",
     )
     args = parser.parse_args(argv)
     figures = any(x is not None for x in (args.figures, args.patterns, args.occlusion))
@@ -96,8 +108,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("give either PATH... for the table or --figures/--patterns/--occlusion")
     if not figures and not args.paths:
         parser.error("give the sweep or run folders to report on (PATH...), or --figures RUN")
-    if not figures and args.out_dir is not None:
-        parser.error("--out-dir is for --figures/--patterns; the table goes to --out FILE")
+    if not figures and not args.frontier and args.out_dir is not None:
+        parser.error(
+            "--out-dir is for --figures/--patterns/--frontier; the table goes to --out FILE"
+        )
+    if figures and args.frontier:
+        parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
     return args
 
 
@@ -176,6 +192,15 @@ def _figures(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _frontier(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.frontier import build_frontier, write_frontier
+
+    first = Path(args.paths[0])
+    out_dir = args.out_dir or (first if first.is_dir() else Path("."))
+    for path in write_frontier(build_frontier(args.paths), out_dir):
+        print(path)
+
+
 def _run_folder(ref: str) -> Path:
     if ref == "latest":
         from sparsebert_cli.tools import default_runs_dir
@@ -194,7 +219,9 @@ def main(argv: list[str]) -> int:
     """Run `sparsebert report`; a user mistake prints one paragraph and exits 1."""
     args = parse_args(argv)
     try:
-        if args.paths:
+        if args.frontier:
+            _frontier(args)
+        elif args.paths:
             _table(args)
         elif args.occlusion is not None:
             _occlusion(args)

@@ -8,11 +8,11 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.config import NORM_POSITIONS, POSITION_INITS
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.config import SEARCH_OBJECTIVES
+from sparsebert_cli.masks.config import SEARCH_OBJECTIVES, check_dam_config
 
 MASK_SPECIAL = ("dense", "dam", "from_run", "checkpoint")
 CHOICES = {
-    "mask.structure": ("unstructured", "structured"),
+    "mask.structure": ("unstructured", "structured", "block"),
     "mask.l1_norm": ("sum", "mean"),
     "mask.objective": SEARCH_OBJECTIVES,
     "model.preset": ("tiny", "mini", "small", "base", "hf"),
@@ -78,6 +78,7 @@ def validate_config(cfg: DictConfig) -> None:
         f"mask.density={mask.density} must lie in (0, 1] (fraction of kept entries).",
     )
     _require(mask.seq_len >= 1, f"mask.seq_len={mask.seq_len} must be ≥ 1.")
+    check_dam_config(mask)
     _require(
         mask.name != "from_run" or bool(mask.from_run),
         "mask=from_run needs the search run to load: add mask.from=<run_dir> or mask.from=latest.",

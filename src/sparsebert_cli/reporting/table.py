@@ -19,7 +19,8 @@ from typing import Any
 
 from sparsebert_cli.reporting.records import RunRecord, collect_runs, lookup
 
-MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam")
+MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam", "mask.target_sparsity")
+DAM_VARIANTS = {"unstructured": "DAM_u", "structured": "DAM_s", "block": "DAM_b"}
 DEFAULT_COLS = ("task.name",)
 SEED_KEY = "seed"
 HEADLINE = (("", "eval/headline"),)
@@ -120,9 +121,12 @@ def _format_value(value: Any) -> str:
 
 
 def row_label(key: dict[str, Any], default_keys: bool) -> str:
-    """`DAM_s λ=0.001` for a default (mask identity) row, `k=v, k=v` otherwise."""
+    """`DAM_s λ=0.001` (`DAM_b t=0.9` when searched to a target sparsity) for a default (mask
+    identity) row, `k=v, k=v` otherwise."""
     if default_keys and key.get("mask.name") == "dam":
-        variant = "DAM_s" if key.get("mask.structure") == "structured" else "DAM_u"
+        variant = DAM_VARIANTS.get(key.get("mask.structure"), "DAM_u")
+        if key.get("mask.target_sparsity") is not None:
+            return f"{variant} t={_format_value(key['mask.target_sparsity'])}"
         return f"{variant} λ={_format_value(key.get('mask.lam'))}"
     if default_keys:
         return str(key.get("mask.name"))
@@ -136,12 +140,13 @@ def _sort_key(key: tuple[tuple[str, Any], ...]) -> tuple:
 
 
 def row_order(key: tuple[tuple[str, Any], ...]) -> tuple:
-    """The sort key of a default (mask identity) row: ROW_ORDER, DAM_u before DAM_s, then λ."""
+    """The sort key of a default (mask identity) row: ROW_ORDER, DAM_u, DAM_s, DAM_b, then λ."""
     values = dict(key)
     name = values.get("mask.name")
+    structure = values.get("mask.structure")
     return (
         ROW_ORDER.index(name) if name in ROW_ORDER else len(ROW_ORDER),
-        values.get("mask.structure") == "structured",
+        list(DAM_VARIANTS).index(structure) if structure in DAM_VARIANTS else len(DAM_VARIANTS),
         _sort_key(key),
     )
 
@@ -206,8 +211,8 @@ def build_table(
 ) -> Table:
     """Read the runs under `paths` into the paper-shaped table.
 
-    rows: config keys of a row (None: the mask identity, i.e. mask.name, plus mask.structure and
-    mask.lam for dam); cols: config keys of a column (None: task.name).
+    rows: config keys of a row (None: the mask identity, i.e. mask.name, plus mask.structure,
+    mask.lam and mask.target_sparsity for dam); cols: config keys of a column (None: task.name).
     """
     records, warnings = collect_runs([Path(p) for p in paths])
     col_keys = list(cols or DEFAULT_COLS)

@@ -25,7 +25,7 @@ from sparsebert_cli.stages.inputs import (
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import Hooks, steps_per_epoch, total_steps, train
-from sparsebert_cli.training.optim import GroupRates
+from sparsebert_cli.training.optim import NO_EXTRA_RATES, GroupRates
 
 
 def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
@@ -94,10 +94,10 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         return task_scores(task, "dev", logits)
 
     hooks = Hooks(evaluate=evaluate, select="eval/headline")
-    rates = GroupRates()
+    rates = NO_EXTRA_RATES
     if source.dam is not None:
         add_dam_hooks(hooks, cfg.mask, source.dam, total_steps(trainer, len(task.splits["train"])))
-        rates = GroupRates(alpha=cfg.mask.lr)
+        rates = GroupRates(alpha=cfg.mask.lr, multipliers=cfg.mask.lagrangian_lr)
     metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks, rates)
     if run.writer:
         extra = {

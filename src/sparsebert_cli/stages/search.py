@@ -5,6 +5,8 @@ On a trained model (`model.from=<pretrain run>`, `model=minilm`) the search can 
 new MLM head on the dense model (`mask.head_warmup` steps), then learn α with the encoder frozen
 (`mask.encoder_lr=0`) or on its own rate, and with `mask.objective=distill` keep the dense
 model's final hidden states instead of predicting masked tokens (training/distill.py).
+With `mask.target_sparsity` the Lagrangian N·[λ₁(s − t) + λ₂(s − t)²] in place of λ·‖M‖₁
+(`masks.dam.SparsityTarget`; mask.json then records the target beside the achieved sparsity).
 Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.json`, heat map) and
 the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
 """
@@ -90,7 +92,12 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     hooks = add_dam_hooks(Hooks(after_step=after_step, evaluate=evaluate), cfg.mask, dam, total)
     anneal = hooks.before_step
     hooks.before_step = lambda step: (before_step(step), anneal(step))
-    rates = GroupRates(alpha=cfg.mask.lr, encoder=cfg.mask.encoder_lr, head_warmup=warmup)
+    rates = GroupRates(
+        alpha=cfg.mask.lr,
+        encoder=cfg.mask.encoder_lr,
+        head_warmup=warmup,
+        multipliers=cfg.mask.lagrangian_lr,
+    )
     metrics = train(objective, splits["train"], collate, cfg, run, hooks, rates)
     mask = dam.binarize().cpu()
     if run.writer:
@@ -109,10 +116,18 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
                 "objective",
                 "head_warmup",
                 "encoder_lr",
+                "target_sparsity",
+                "target_warmup",
+                "lagrangian_lr",
             )
         }
-        save_mask(
-            run.artifacts, mask, {"kind": dam.kind, "params": params, "source_run": str(run.dir)}
-        )
+        if dam.structure == "block":
+            params["block_size"] = cfg.model.block_size
+            params["keep_diagonal_blocks"] = cfg.mask.keep_diagonal_blocks
+        meta = {"kind": dam.kind, "params": params, "source_run": str(run.dir)}
+        if dam.target is not None:  # percent, as mask.json's sparsity (the achieved one)
+            meta["target_sparsity"] = 100.0 * dam.target.target
+            meta["expected_sparsity"] = 100.0 * dam.expected_sparsity().item()
+        save_mask(run.artifacts, mask, meta)
         _write_trace(trace_dir, run.artifacts / TRACE_FILE)
     return {**metrics, "mask/sparsity": sparsity(mask)}

@@ -164,7 +164,11 @@ def train(
     hooks: Hooks,
     rates: GroupRates = NO_EXTRA_RATES,
 ) -> dict[str, float]:
-    """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics."""
+    """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics.
+
+    rates: learning rates beside trainer.lr (a DAM's α, its target-sparsity multipliers, the
+    encoder's own rate and a head warm-up; `optim.GroupRates`).
+    """
     tc = cfg.trainer
     rank, world_size = world()
     device = resolve_device(tc)
