@@ -158,6 +158,7 @@ def run_job(cfg: DictConfig) -> None:
 
         validate_config(cfg)
         run_in_folder(cfg, run_dir, command)
+        print_summary(run_dir)
     except Exception as e:
         message = _user_message(e, run_dir)
         if message is None:  # a bug, not a user mistake: keep the traceback
@@ -168,6 +169,13 @@ def run_job(cfg: DictConfig) -> None:
         _record_failure(run_dir, cfg, command, message)
         if not multirun:
             raise SystemExit(1) from None
+
+
+def print_summary(run_dir: Path) -> None:
+    """The end-of-stage summary (run folder, metrics, outputs, rerun command) on stdout."""
+    from sparsebert_cli.summary import summary_lines
+
+    print("\n".join(summary_lines(run_dir)), flush=True)
 
 
 def _user_message(e: Exception, run_dir: Path) -> str | None:

@@ -30,17 +30,20 @@ from sparsebert_cli.training.loop import Hooks, steps_per_epoch, total_steps, tr
 def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
     """The task's tokenized splits and collate function, by task.kind: SQuAD
     (question_answering), SWAG (multiple_choice), else GLUE or embedded (`tasks.load_task`)."""
-    if task_cfg.kind == "question_answering":
-        from sparsebert_cli.data.squad import load_squad
+    from sparsebert_cli.progress import waiting
 
-        return load_squad(task_cfg, tokenizer, cache)
-    if task_cfg.kind == "multiple_choice":
-        from sparsebert_cli.data.swag import load_swag
+    with waiting(f"task data task={task_cfg.name}: load, tokenize, cache"):
+        if task_cfg.kind == "question_answering":
+            from sparsebert_cli.data.squad import load_squad
 
-        return load_swag(task_cfg, tokenizer, cache)
-    from sparsebert_cli.data.tasks import load_task
+            return load_squad(task_cfg, tokenizer, cache)
+        if task_cfg.kind == "multiple_choice":
+            from sparsebert_cli.data.swag import load_swag
 
-    return load_task(task_cfg, tokenizer, cache, seed)
+            return load_swag(task_cfg, tokenizer, cache)
+        from sparsebert_cli.data.tasks import load_task
+
+        return load_task(task_cfg, tokenizer, cache, seed)
 
 
 def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, float]:

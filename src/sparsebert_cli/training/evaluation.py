@@ -7,9 +7,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sparsebert_cli.progress import track
 
-def _batches(dataset, collate: Callable, batch_size: int, device: torch.device):
-    for start in range(0, len(dataset), batch_size):
+
+def _batches(dataset, collate: Callable, batch_size: int, device: torch.device, description: str):
+    """The dataset's batches on `device`, in order, with a progress bar (`progress.track`)."""
+    starts = range(0, len(dataset), batch_size)
+    for start in track(starts, len(starts), f"{description} ({len(dataset)} examples)"):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         yield {k: v.to(device) for k, v in collate(rows).items()}
 
@@ -21,7 +25,7 @@ def evaluate_mlm(model: nn.Module, dataset, collate: Callable, batch_size: int) 
     was_training = model.training
     model.eval()
     loss_sum = correct = count = nsp_correct = nsp_count = 0.0
-    for batch in _batches(dataset, collate, batch_size, device):
+    for batch in _batches(dataset, collate, batch_size, device, "MLM evaluation"):
         out = model(**batch)
         masked = float(out["mlm_count"])
         loss_sum += float(out["mlm_loss"]) * masked
@@ -57,7 +61,7 @@ def predict(
     model.eval()
     outputs, tokens = [], 0
     start = time.perf_counter()
-    for batch in _batches(dataset, collate, batch_size, device):
+    for batch in _batches(dataset, collate, batch_size, device, "prediction"):
         for name in ("labels", "start_positions", "end_positions"):
             batch.pop(name, None)
         tokens += int(batch["attention_mask"].sum())
