@@ -30,3 +30,10 @@ class MaskConfig:
     trace_every: int = 10  # importance trace: σ(α) snapshot every K steps
     # --- a searched mask (name=from_run) ---
     from_run: str | None = None  # run dir of a search run, or "latest"
+
+
+# The fields only DAM reads: two runs of a fixed pattern that differ in these ran the same mask.
+DAM_FIELDS = (
+    "structure", "lam", "l1_norm", "tau", "tau_final", "hard", "init", "lr", "seq_len",
+    "share_layers", "trace_every",
+)  # fmt: skip
