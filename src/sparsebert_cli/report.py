@@ -141,6 +141,13 @@ def _figures(args: argparse.Namespace) -> None:
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:
             written.append(mask_figure)
+        if not written and (run_dir / "artifacts" / "model").is_dir():
+            print(
+                f"nothing to draw: {run_dir} holds a model with dense attention (no mask, no "
+                "importance trace). Figures are drawn for a search run (importance and mask) and "
+                "for a pretrain or finetune run with a sparse mask."
+            )
+            return
         if not written:
             raise SparseBertError(
                 f"{run_dir} has neither an importance trace (artifacts/{TRACE_FILE}) nor a mask "
