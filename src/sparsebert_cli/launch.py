@@ -154,8 +154,10 @@ def run_job(cfg: DictConfig) -> None:
     if cfg.offline:
         set_offline_env()
     try:
+        from sparsebert_cli.config import expand_path_fields
         from sparsebert_cli.validation import validate_config
 
+        expand_path_fields(cfg)
         validate_config(cfg)
         run_in_folder(cfg, run_dir, command)
         print_summary(run_dir)

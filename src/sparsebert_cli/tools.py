@@ -147,7 +147,7 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
-    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.config import conf_dir, expand_path_fields
     from sparsebert_cli.validation import validate_config
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
@@ -156,6 +156,7 @@ def validate_main(argv: list[str]) -> int:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=stage, overrides=overrides)
         OmegaConf.resolve(cfg)
+        expand_path_fields(cfg)
         validate_config(cfg)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
