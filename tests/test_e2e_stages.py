@@ -330,3 +330,9 @@ def test_glue_mrpc_from_the_download_layout_gives_metrics_and_a_submission(tmp_p
     rows = [line.split("\t") for line in lines[1:]]
     assert [int(index) for index, _ in rows] == list(range(10))
     assert {label for _, label in rows} <= {"0", "1"}
+
+
+def test_finetuned_config_json_names_the_task_labels(chain):
+    config = json.loads((chain["finetune"] / "artifacts" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    assert config["label2id"] == {"neg": 0, "pos": 1}

@@ -436,11 +436,22 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
     model.bert.load_state_dict(encoder_state)
 
 
-def _model_record(model_cfg: ModelConfig | DictConfig, **fields) -> dict:
-    return {
-        "model": OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True),
-        **fields,
-    }
+# ModelConfig size fields and the BertConfig attributes the built model really has.
+_SIZES = {
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+}
+
+
+def _model_record(model_cfg: ModelConfig | DictConfig, config: BertConfig, **fields) -> dict:
+    """The model settings as built: the sizes are the BERT config's, so a checkpoint's own sizes
+    (model=hf, minilm, model.from) replace the preset's, which it did not read."""
+    model = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True)
+    model.update({key: getattr(config, attribute) for key, attribute in _SIZES.items()})
+    return {"model": model, **fields}
 
 
 def build_pretraining_model(
@@ -455,7 +466,7 @@ def build_pretraining_model(
     model = SparseBertForPreTraining(config, mask_source, nsp)
     if source is not None:
         _load_pretrained_weights(model, source, heads=True)
-    model.sparsebert_record = _model_record(model_cfg, head="pretraining", nsp=nsp)
+    model.sparsebert_record = _model_record(model_cfg, config, head="pretraining", nsp=nsp)
     return model
 
 
@@ -490,7 +501,7 @@ def build_task_model(
     if source is not None:
         _load_pretrained_weights(model, source, heads=False)
     model.sparsebert_record = _model_record(
-        model_cfg, head=head, num_labels=num_labels, problem_type=problem_type
+        model_cfg, config, head=head, num_labels=num_labels, problem_type=problem_type
     )
     return model
 

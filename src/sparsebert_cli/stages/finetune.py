@@ -58,6 +58,15 @@ def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, fl
     return {f"{prefix}{k}": v for k, v in scores.items()}
 
 
+def name_labels(config, task) -> None:
+    """id2label/label2id in the model's config.json, as run_glue writes them: the task's labels
+    as the source data writes them (entailment/neutral/contradiction for MNLI, not LABEL_0..2)."""
+    names = [str(name) for name in task.label_names]
+    if task.problem_type in ("classification", "multiple_choice") and len(names) == task.num_labels:
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
+
+
 def check_mask_covers(source, task_cfg) -> None:
     """SQuAD pads every window to task.seq_len, so its mask must cover that length: a mask is
     cropped to shorter sequences but never extended (it says nothing about later positions)."""
@@ -87,6 +96,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     if task.problem_type == "question_answering":
         check_mask_covers(source, cfg.task)
+    name_labels(model.config, task)
     trainer = cfg.trainer
     if trainer.eval_every == 0 and trainer.epochs > 0:  # evaluate after every epoch
         trainer.eval_every = steps_per_epoch(len(task.splits["train"]), trainer.batch_size)
