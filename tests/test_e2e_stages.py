@@ -336,3 +336,11 @@ def test_finetuned_config_json_names_the_task_labels(chain):
     config = json.loads((chain["finetune"] / "artifacts" / "model" / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"}
     assert config["label2id"] == {"neg": 0, "pos": 1}
+
+
+def test_a_completed_finetune_keeps_one_copy_of_its_final_weights(chain):
+    weights = sorted(
+        p.relative_to(chain["finetune"]) for p in chain["finetune"].rglob("*.safetensors")
+    )
+    assert Path("artifacts/model/model.safetensors") in weights
+    assert Path("best_model.safetensors") not in weights

@@ -88,6 +88,10 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
         run.fail(str(e) if isinstance(e, SparseBertError) else f"{type(e).__name__}: {e}")
         raise
     run.complete(metrics)
+    if run.writer:
+        from sparsebert_cli.training.checkpoint import BEST_WEIGHTS
+
+        (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)  # the final weights are in artifacts/
     return metrics
 
 
