@@ -8,6 +8,7 @@ failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
 
 import errno
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -50,14 +51,25 @@ def _mask_identity(mask: dict) -> dict:
     return mask
 
 
-def _quiet_libraries() -> None:
-    """Our progress bar and log lines replace the libraries' own bars."""
+# Libraries that print their records with a handler of their own and pass them on to the root
+# logger as well: each message (a hub retry) would show twice, plain and in Hydra's format.
+_OWN_HANDLERS = ("huggingface_hub", "datasets")
+
+
+def quiet_libraries() -> None:
+    """Our progress bar and log lines replace the libraries' own bars; their records reach the
+    screen once, through the root logger (Hydra's format, rich's console while a bar is live)."""
     import datasets
     import transformers
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    for name in _OWN_HANDLERS:
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
 
 
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
@@ -66,7 +78,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
 
     from sparsebert_cli.training.distributed import world
 
-    _quiet_libraries()
+    quiet_libraries()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = runs.config_hash(hashed_config(resolved))
     existing = runs.load_manifest(run_dir)

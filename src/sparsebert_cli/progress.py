@@ -52,7 +52,7 @@ def waiting(description: str) -> Iterator[None]:
 def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
     """Iterate over `items` with a transient bar on a terminal (a plain line elsewhere)."""
     if not on_terminal():
-        print(f"[sparsebert] {description} ({total} batches)", flush=True)
+        print(f"[sparsebert] {description} ({total} batch{'es' if total != 1 else ''})", flush=True)
         yield from items
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
