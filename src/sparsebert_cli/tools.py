@@ -31,7 +31,7 @@ def default_runs_dir() -> Path:
 
 
 def ls_main(argv: list[str]) -> int:
-    """`sparsebert ls [STAGE] [--runs-dir D] [--show RUN] [--json]`."""
+    """`sparsebert ls [STAGE] [--runs-dir D] [--show RUN|latest] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="sparsebert ls", description="List runs with their status."
     )
