@@ -18,6 +18,7 @@ from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.training.config import TrainerConfig
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
+NORM_POSITIONS = ("post", "pre")  # model.norm: where the LayerNorms sit (layer_norm.py)
 # Config fields that name files or folders: `~` and environment variables in them are expanded.
 PATH_FIELDS = (
     "task.glue_dir", "task.data_dir", "task.data_files", "data.files", "model.name_or_path",
@@ -35,6 +36,7 @@ class ModelConfig:
     num_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 512
+    norm: str = "post"  # post (BERT, Hugging Face) | pre (pre-LN, layer_norm.py); from the checkpoint when loading one
     dropout: float = 0.1
     attention_dropout: float = 0.1
     attention_backend: str = "auto"  # auto | masked | sdpa | block_sparse | flex

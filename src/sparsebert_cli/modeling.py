@@ -37,8 +37,10 @@ from sparsebert_cli.attention.interface import (
     check_backend,
     register_attention,
 )
+from sparsebert_cli.attention.profile import AttentionProfile
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.layer_norm import final_layer_norm_state, norm_position, use_pre_norm
 from sparsebert_cli.masks.artifact import MASK_FILE, fit_to_length, load_mask, save_mask
 from sparsebert_cli.masks.build import build_fixed_mask
 from sparsebert_cli.masks.config import MaskConfig
@@ -238,6 +240,9 @@ def bert_config(
             intermediate_size=model_cfg.intermediate_size,
             max_position_embeddings=model_cfg.max_position_embeddings,
         )
+        config.norm_position = (
+            model_cfg.norm
+        )  # a checkpoint keeps the placement it was trained with
     config.hidden_dropout_prob = model_cfg.dropout
     config.attention_probs_dropout_prob = model_cfg.attention_dropout
     config.attention_backend = model_cfg.attention_backend
@@ -320,6 +325,7 @@ class SparseBertForPreTraining(BertPreTrainedModel):
     def __init__(self, config: BertConfig, mask_source: MaskSource, nsp: bool) -> None:
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=nsp)
+        use_pre_norm(self.bert)
         self.cls = PreTrainingHeads(config, nsp)
         self.post_init()
         self.sparse_mask = mask_source  # after post_init: HF's weight init must not reset α
@@ -333,13 +339,16 @@ class SparseBertForPreTraining(BertPreTrainedModel):
         masked_lm_ids: torch.Tensor | None = None,
         masked_lm_weights: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
+        attention_profile: AttentionProfile | None = None,
     ) -> PreTrainingOutput:
-        """masked_lm_*: [B, P] (positions padded with 0, weights 0 for padding)."""
+        """masked_lm_*: [B, P] (positions padded with 0, weights 0 for padding);
+        attention_profile: collects where the heads attend (held-out evaluation)."""
         out = self.bert(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             sparse_mask=self.sparse_mask(input_ids.shape[1]),
+            attention_profile=attention_profile,
         )
         hidden = out.last_hidden_state  # [B, n, h]
         index = masked_lm_positions[..., None].expand(-1, -1, hidden.shape[-1])
@@ -375,6 +384,7 @@ class MaskedHead:
 
     def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
         super().__init__(config)
+        use_pre_norm(self.bert)  # after HF's init: the final LayerNorm starts as the identity
         self.sparse_mask = mask_source
 
     def forward(self, input_ids: torch.Tensor, *args, **kwargs):
@@ -433,6 +443,8 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
     encoder_state = encoder.state_dict()  # always has a pooler (HF initialises a missing one)
     if model.bert.pooler is None:
         encoder_state = {k: v for k, v in encoder_state.items() if not k.startswith("pooler.")}
+    if norm_position(model.config) == "pre":
+        encoder_state.update(final_layer_norm_state(source))
     model.bert.load_state_dict(encoder_state)
 
 

@@ -6,6 +6,7 @@ before anything is loaded or trained, each with a message that names the value a
 
 from omegaconf import DictConfig
 
+from sparsebert_cli.config import NORM_POSITIONS
 from sparsebert_cli.errors import SparseBertError
 
 MASK_SPECIAL = ("dense", "dam", "from_run", "checkpoint")
@@ -14,6 +15,7 @@ CHOICES = {
     "mask.l1_norm": ("sum", "mean"),
     "model.preset": ("tiny", "mini", "small", "base", "hf"),
     "model.attention_backend": ("auto", "masked", "block_sparse", "flex"),
+    "model.norm": NORM_POSITIONS,
     "trainer.optimizer": ("adamw", "lamb"),
     "trainer.scheduler": ("linear", "poly", "constant"),
     "trainer.precision": ("fp32", "bf16", "fp16"),

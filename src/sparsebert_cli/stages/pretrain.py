@@ -17,7 +17,7 @@ from sparsebert_cli.stages.inputs import (
     upstream_model,
     weights_folder,
 )
-from sparsebert_cli.training.evaluation import evaluate_mlm
+from sparsebert_cli.training.evaluation import HeldOutMLM
 from sparsebert_cli.training.loop import Hooks, train
 
 
@@ -32,11 +32,10 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     source = build_mask_source(mask_cfg, cfg.model, cfg.data.seq_len, init_from)
     model = build_pretraining_model(cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp)
 
-    def evaluate() -> dict[str, float]:
-        return evaluate_mlm(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
-
+    evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
     metrics = train(model, splits["train"], collate, cfg, run, Hooks(evaluate=evaluate))
     if run.writer:
+        evaluate.write_profile(run.artifacts)
         save_checkpoint(
             model, run.artifacts / MODEL_DIR, {"stage": "pretrain", "run_dir": str(run.dir)}
         )

@@ -16,7 +16,7 @@ from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.runs import Run, atomic_write
 from sparsebert_cli.stages.inputs import cache_dir, pretraining_data
 from sparsebert_cli.training.dam import add_dam_hooks
-from sparsebert_cli.training.evaluation import evaluate_mlm
+from sparsebert_cli.training.evaluation import HeldOutMLM
 from sparsebert_cli.training.loop import Hooks, total_steps, train
 
 TRACE_FILE = "importance_trace.safetensors"
@@ -57,9 +57,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             "mask/tau": dam.tau,
         }
 
-    def evaluate() -> dict[str, float]:
-        return evaluate_mlm(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
-
+    evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
     metrics = train(
         model,
         splits["train"],
@@ -71,6 +69,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     mask = dam.binarize().cpu()
     if run.writer:
+        evaluate.write_profile(run.artifacts)
         params = {
             k: cfg.mask[k]
             for k in (
