@@ -68,14 +68,17 @@ def sb_slug(override_dirname: str) -> str:
 
 
 def register_hydra_extensions() -> None:
-    """The config schema and the `sb_slug` resolver, needed before any composition."""
+    """The config schema and the `sb_slug` and `sb_path` resolvers, needed before any
+    composition."""
     from omegaconf import OmegaConf
 
-    from sparsebert_cli.config import register_schemas
+    from sparsebert_cli.config import expand_path, register_schemas
 
     register_schemas()
     if not OmegaConf.has_resolver("sb_slug"):
         OmegaConf.register_new_resolver("sb_slug", sb_slug)
+    if not OmegaConf.has_resolver("sb_path"):
+        OmegaConf.register_new_resolver("sb_path", expand_path)
 
 
 def rewrite_aliases(args: list[str]) -> list[str]:

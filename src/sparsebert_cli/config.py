@@ -5,11 +5,13 @@ Hydra's message. Group schemas live beside their mechanism (masks/, data/, train
 only assembles them. Torch-free: importing it must stay instant.
 """
 
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.data.config import DataConfig, TaskConfig
 from sparsebert_cli.masks.config import MaskConfig
@@ -18,6 +20,11 @@ from sparsebert_cli.training.config import TrainerConfig
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
 NORM_POSITIONS = ("post", "pre")  # model.norm: where the LayerNorms sit (layer_norm.py)
 POSITION_INITS = ("learned", "sinusoidal")  # model.position_init (modeling.init_positions)
+# Config fields that name files or folders: `~` and environment variables in them are expanded.
+PATH_FIELDS = (
+    "task.glue_dir", "task.data_dir", "task.data_files", "data.files", "model.name_or_path",
+    "paths.runs_dir", "paths.cache_dir",
+)  # fmt: skip
 
 
 @dataclass
@@ -94,3 +101,25 @@ def conf_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "conf"
+
+
+def expand_path(value: str) -> str:
+    """`~`, `$VAR` and `${VAR}` expanded: a path written in a config file, or quoted on the command
+    line (Hydra's override grammar refuses an unquoted `~`; an unquoted `$HOME/...` is expanded
+    by the shell already)."""
+    return os.path.expandvars(os.path.expanduser(value))
+
+
+def expand_path_fields(cfg: DictConfig) -> None:
+    """Expand every PATH_FIELDS value of a composed config in place (strings, lists, dicts)."""
+    for key in PATH_FIELDS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str):
+            expanded = expand_path(value)
+        elif OmegaConf.is_list(value):
+            expanded = [expand_path(str(v)) for v in value]
+        elif OmegaConf.is_dict(value):
+            expanded = {k: expand_path(str(v)) for k, v in value.items()}
+        else:
+            continue
+        OmegaConf.update(cfg, key, expanded, merge=False)

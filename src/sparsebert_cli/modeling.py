@@ -469,11 +469,23 @@ def init_positions(bert: BertModel, position_init: str) -> None:
         table.copy_(sinusoids * bert.config.initializer_range * math.sqrt(2.0))
 
 
-def _model_record(model_cfg: ModelConfig | DictConfig, **fields) -> dict:
-    return {
-        "model": OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True),
-        **fields,
-    }
+# ModelConfig size fields and the BertConfig attributes the built model really has.
+_SIZES = {
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+}
+
+
+def _model_record(model_cfg: ModelConfig | DictConfig, config: BertConfig, **fields) -> dict:
+    """The model settings as built: the sizes are the BERT config's, so a checkpoint's own sizes
+    (model=hf, minilm, model.from) replace the preset's, which it did not read."""
+    model = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True)
+    model.update({key: getattr(config, attribute) for key, attribute in _SIZES.items()})
+    model["norm"] = norm_position(config)
+    return {"model": model, **fields}
 
 
 def build_pretraining_model(
@@ -490,7 +502,7 @@ def build_pretraining_model(
         _load_pretrained_weights(model, source, heads=True)
     else:
         init_positions(model.bert, model_cfg.position_init)
-    model.sparsebert_record = _model_record(model_cfg, head="pretraining", nsp=nsp)
+    model.sparsebert_record = _model_record(model_cfg, config, head="pretraining", nsp=nsp)
     return model
 
 
@@ -527,7 +539,7 @@ def build_task_model(
     else:
         init_positions(model.bert, model_cfg.position_init)
     model.sparsebert_record = _model_record(
-        model_cfg, head=head, num_labels=num_labels, problem_type=problem_type
+        model_cfg, config, head=head, num_labels=num_labels, problem_type=problem_type
     )
     return model
 

@@ -25,7 +25,9 @@ SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "js
 
 EPILOG = """\
 cells: mean ± sample std over seeds (the `seed` key) with the seed count n; a cell with failed
-jobs says so, one with no completed job reads failed, running or missing. Avg: the plain mean
+jobs says so, one with no completed job reads failed, running or missing. A cell pools only runs
+whose configs differ in the seed alone: other differences, or a repeated seed, read `mixed
+configs` / `duplicate seeds` (not pooled) with a warning naming the keys and runs. Avg: the plain mean
 over the columns, MNLI m and mm counted as two columns, the mean of acc and F1 (QQP, MRPC) and of
 Pearson and Spearman (STS-B) counted once (GLUE's convention). Metrics ×100, sparsity in %.
 
@@ -182,6 +184,13 @@ def _figures(args: argparse.Namespace) -> None:
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:
             written.append(mask_figure)
+        if not written and (run_dir / "artifacts" / "model").is_dir():
+            print(
+                f"nothing to draw: {run_dir} holds a model with dense attention (no mask, no "
+                "importance trace). Figures are drawn for a search run (importance and mask) and "
+                "for a pretrain or finetune run with a sparse mask."
+            )
+            return
         if not written:
             raise SparseBertError(
                 f"{run_dir} has neither an importance trace (artifacts/{TRACE_FILE}) nor a mask "

@@ -84,3 +84,11 @@ def dam_identity(mask: dict) -> dict:
     if mask.get("structure") != "block":
         unread.append("keep_diagonal_blocks")
     return {k: v for k, v in mask.items() if k not in unread}
+
+
+# The fields only DAM reads: two runs of a fixed pattern that differ in these ran the same mask.
+DAM_FIELDS = (
+    "structure", "lam", "l1_norm", "tau", "tau_final", "hard", "init", "lr", "seq_len",
+    "share_layers", "trace_every", "target_sparsity", "target_warmup", "lagrangian_lr",
+    "keep_diagonal_blocks", "objective", "head_warmup", "encoder_lr",
+)  # fmt: skip

@@ -37,9 +37,11 @@ def _drop(overrides: list[str], group: str) -> list[str]:
 
 def run_step(step: str, overrides: list[str], cfg: DictConfig) -> tuple[Path, dict]:
     """Compose, place (content hash) and run one step, or reuse its completed folder."""
+    from sparsebert_cli.config import expand_path_fields
     from sparsebert_cli.validation import validate_config
 
     step_cfg = _compose(step, overrides)
+    expand_path_fields(step_cfg)
     validate_config(step_cfg)
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"

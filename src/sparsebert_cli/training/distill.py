@@ -49,7 +49,7 @@ class DistillationObjective(nn.Module):
         self.student.eval()
         device = next(self.student.parameters()).device
         total = count = 0.0
-        for batch in batches(dataset, collate, batch_size, device):
+        for batch in batches(dataset, collate, batch_size, device, "distillation fidelity"):
             error, tokens = self.mse(batch)
             total, count = total + float(error), count + float(tokens)
         self.student.train(was_training)

@@ -13,14 +13,17 @@ from sparsebert_cli.attention.profile import (
     GATE_NEIGHBOUR_RATIO,
     AttentionProfile,
 )
+from sparsebert_cli.progress import track
 from sparsebert_cli.runs import atomic_write_json
 
 PROFILE_EXAMPLES = 256  # held-out examples whose attention the gate reads
 PROFILE_FILE = "attention_profile.json"
 
 
-def batches(dataset, collate: Callable, batch_size: int, device: torch.device):
-    for start in range(0, len(dataset), batch_size):
+def batches(dataset, collate: Callable, batch_size: int, device: torch.device, description: str):
+    """The dataset's batches on `device`, in order, with a progress bar (`progress.track`)."""
+    starts = range(0, len(dataset), batch_size)
+    for start in track(starts, len(starts), f"{description} ({len(dataset)} examples)"):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         yield {k: v.to(device) for k, v in collate(rows).items()}
 
@@ -40,7 +43,7 @@ def evaluate_mlm(
     was_training = model.training
     model.eval()
     loss_sum = correct = count = nsp_correct = nsp_count = 0.0
-    for index, batch in enumerate(batches(dataset, collate, batch_size, device)):
+    for index, batch in enumerate(batches(dataset, collate, batch_size, device, "MLM evaluation")):
         profiled = (
             profile if profile is not None and index * batch_size < PROFILE_EXAMPLES else None
         )
@@ -116,7 +119,7 @@ def predict(
     model.eval()
     outputs, tokens = [], 0
     start = time.perf_counter()
-    for batch in batches(dataset, collate, batch_size, device):
+    for batch in batches(dataset, collate, batch_size, device, "prediction"):
         for name in ("labels", "start_positions", "end_positions"):
             batch.pop(name, None)
         tokens += int(batch["attention_mask"].sum())

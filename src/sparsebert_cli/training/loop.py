@@ -246,7 +246,7 @@ def train(
                     state["best"] is None or metrics[hooks.select] > state["best"]
                 ):
                     state.update(best=metrics[hooks.select], best_step=done, best_metrics=metrics)
-                    ckpt.save_weights(model, run.dir / "best_model.safetensors")
+                    ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
             _barrier()
         if tc.ckpt_every and done % tc.ckpt_every == 0:
             if rank == 0:
@@ -256,7 +256,7 @@ def train(
     if start == total and hooks.evaluate is not None and rank == 0:
         metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
     if hooks.select and state["best_step"] is not None:
-        ckpt.load_weights(model, run.dir / "best_model.safetensors")
+        ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
         metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
     elapsed = time.perf_counter() - t0
     summary = {**metrics, "train/steps": total}
