@@ -18,7 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from sparsebert_cli.data import embedded
-from sparsebert_cli.data.cache import cached_dataset, content_key
+from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerprint
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.errors import SparseBertError
 
@@ -67,10 +67,7 @@ def corpus_identity(data_cfg) -> dict:
         "hub_sources": list(data_cfg.hub_sources),
         "sentence_sources": list(data_cfg.sentence_sources),
         "sentences_per_document": data_cfg.sentences_per_document,
-        "files": [
-            (str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
-            for p in files
-        ],
+        "files": file_fingerprint(files),
         "text_column": data_cfg.text_column,
         "max_documents": data_cfg.max_documents,
     }
