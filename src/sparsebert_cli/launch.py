@@ -111,7 +111,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
         )
     if existing is not None and existing.get("status") == "completed":
         print(f"[sparsebert] {run_dir} already completed with this config: skipped.", flush=True)
-        return runs.read_json(run_dir / runs.METRICS)
+        return runs.read_metrics(run_dir)
     rank, world_size = world()
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
     torch.manual_seed(cfg.seed)  # model init: a function of the seed

@@ -104,7 +104,11 @@ class MaskSource(nn.Module):
             meta = {"kind": cfg.name, "params": pattern_params(cfg)}
         else:
             _, stored = load_mask(Path(cfg.from_run) / "artifacts")
-            meta = {"kind": stored["kind"], "params": stored["params"], "source_run": cfg.from_run}
+            meta = {
+                "kind": stored["kind"],
+                "params": stored.get("params", {}),
+                "source_run": cfg.from_run,
+            }
         return cls("fixed", mask=mask, meta=meta)
 
     @classmethod
@@ -114,7 +118,11 @@ class MaskSource(nn.Module):
         if not (directory / MASK_FILE).is_file():
             return cls("dense")
         mask, meta = load_mask(directory, heads=heads, layers=layers)
-        keep = {"kind": meta["kind"], "params": meta["params"], "source_run": meta["source_run"]}
+        keep = {
+            "kind": meta["kind"],
+            "params": meta.get("params", {}),
+            "source_run": meta.get("source_run"),
+        }
         return cls("fixed", mask=mask, meta=keep)
 
     def binarized(self) -> torch.Tensor | None:

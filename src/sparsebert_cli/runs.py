@@ -222,6 +222,21 @@ def load_manifest(run_dir: Path) -> dict | None:
     return check_manifest(read_json(path), path) if path.exists() else None
 
 
+def read_metrics(run_dir: Path) -> dict:
+    """metrics.json of a run ({} when absent): flat names mapped to numbers (or null/text)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return {}
+    metrics = read_json(path)
+    bad = next((k for k, v in metrics.items() if not isinstance(v, int | float | str | None)), None)
+    if bad is not None:
+        raise SparseBertError(
+            f"{path} is damaged: '{bad}' is not a number; delete that run folder and run its "
+            "stage again."
+        )
+    return metrics
+
+
 def check_name(key: str, value: Any) -> str:
     """`value` when it is one safe folder name, else a SparseBertError stating the rule."""
     text = "" if value is None else str(value)

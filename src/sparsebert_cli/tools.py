@@ -40,7 +40,11 @@ def ls_main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.show:
-        manifest = runs.load_manifest(args.show)
+        try:
+            manifest = runs.load_manifest(args.show)
+        except SparseBertError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         if manifest is None:
             print(f"error: {args.show} is not a run folder (no manifest.json).", file=sys.stderr)
             return 1
@@ -65,16 +69,21 @@ def ls_main(argv: list[str]) -> int:
         return 0
     rows = []
     for run_dir, manifest in runs.iter_runs(args.runs_dir, args.stage):
-        metrics_path = run_dir / runs.METRICS
-        metrics = runs.read_json(metrics_path) if metrics_path.exists() else {}
+        status = manifest.get("status")
+        try:
+            headline = runs.read_metrics(run_dir).get("eval/headline")
+        except SparseBertError as e:
+            status, manifest = runs.DAMAGED, {**manifest, "error": str(e)}
+            headline = None
+        damaged = status == runs.DAMAGED
         rows.append(
             {
                 "run_dir": str(run_dir),
                 "stage": manifest.get("stage"),
-                "status": manifest.get("status"),
+                "status": status,
                 "started": manifest.get("started_at"),
-                "command": manifest.get("command", ""),
-                "headline": metrics.get("eval/headline"),
+                "command": manifest.get("error", "") if damaged else manifest.get("command", ""),
+                "headline": headline if isinstance(headline, int | float) else None,
             }
         )
     if args.json:
@@ -86,7 +95,13 @@ def ls_main(argv: list[str]) -> int:
     table = Table(title=f"runs under {args.runs_dir}")
     for col in ("stage", "status", "started", "run folder", "command", "eval/headline"):
         table.add_column(col)
-    colours = {"completed": "green", "failed": "red", "running": "yellow"}
+    colours = {
+        "completed": "green",
+        "failed": "red",
+        "running": "yellow",
+        "interrupted": "yellow",
+        runs.DAMAGED: "red",
+    }
     for row in rows:
         started = (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"]))
