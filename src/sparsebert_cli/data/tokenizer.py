@@ -129,11 +129,14 @@ def _merge(left: str, right: str) -> str:
 def learn_wordpiece_vocab(counts: Counter, vocab_size: int) -> list[str]:
     """WordPiece's vocabulary as its trainer learns it (BPE over words, "##" marking pieces that
     continue a word), deterministic: the most frequent pair is merged first, ties broken by the
-    pair's text. Returns the special tokens, the sorted alphabet, then the merges in order."""
+    pair's text. Returns the special tokens, the sorted alphabet (each character, then each
+    "##" piece that occurs), then the merges in order."""
     types = sorted(counts)
     freq = [counts[word] for word in types]
     words = [[word[0], *(f"##{c}" for c in word[1:])] for word in types]
-    vocab = list(dict.fromkeys([*SPECIAL_TOKENS, *sorted({t for w in words for t in w})]))
+    alphabet = sorted({c for word in types for c in word})  # every character, as a word start
+    pieces = sorted({t for word in words for t in word[1:]})
+    vocab = list(dict.fromkeys([*SPECIAL_TOKENS, *alphabet, *pieces]))
     known = set(vocab)
     pairs: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = defaultdict(set)
