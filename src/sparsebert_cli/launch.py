@@ -196,9 +196,17 @@ def _record_failure(
         try:
             runs.atomic_write_json(run_dir / runs.MANIFEST, manifest)
             if not (run_dir / runs.CONFIG).exists():  # the report groups failed jobs by it
-                runs.write_job_record(run_dir, command, OmegaConf.to_container(cfg, resolve=True))
-        except (OSError, OmegaConfBaseException) as e:  # the folder may be unwritable or full
+                runs.write_job_record(run_dir, command, _resolved_or_raw(cfg))
+        except OSError as e:  # the folder that just failed may be unwritable or full
             print(f"warning: could not mark {run_dir} failed ({e}).", file=sys.stderr, flush=True)
+
+
+def _resolved_or_raw(cfg: DictConfig) -> dict:
+    """The resolved config, or as written when an interpolation in it cannot be resolved."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def _key(override: str) -> str:
@@ -218,7 +226,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     try:
         OmegaConf.resolve(cfg)
     except (OmegaConfBaseException, HydraException) as e:
-        raise SparseBertError(f"the config cannot be resolved: {_first_line(e)}") from None
+        raise SparseBertError(_config_error(e)) from None
     for key in runs.NAME_KEYS:
         runs.check_name(key, cfg[key])
     runs_dir = Path(cfg.paths.runs_dir)
@@ -240,8 +248,12 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     validate_config(cfg)
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+def _config_error(e: BaseException) -> str:
+    """One line for a config that cannot be resolved, naming the key."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    key = getattr(e, "full_key", None)
+    where = f" at {key}" if key else ""
+    return f"the config cannot be resolved{where}: {first}. Fix that value and rerun."
 
 
 def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path:
@@ -326,7 +338,7 @@ def _user_message(e: Exception, run_dir: Path) -> str | None:
     if isinstance(e, SparseBertError):
         return str(e)
     if isinstance(e, OmegaConfBaseException | HydraException):
-        return f"the config cannot be resolved: {_first_line(e)}"
+        return _config_error(e)
     if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
         return (
             f"cannot write {e.filename or run_dir} ({e.strerror or e}). Free disk space or make "

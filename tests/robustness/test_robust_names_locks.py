@@ -53,9 +53,7 @@ def test_ordinary_names_are_accepted(value):
         ["-m", "run_id=ok,../x"],
     ],
 )
-def test_run_folders_outside_the_runs_folder_are_refused_before_anything_is_written(
-    workdir, args
-):
+def test_run_folders_outside_the_runs_folder_are_refused_before_anything_is_written(workdir, args):
     (workdir / "keep.txt").write_text("user file")
     before = tree(workdir)
     proc = sparsebert("pretrain", *TINY, *args, cwd=workdir, check=False)
@@ -144,7 +142,9 @@ def test_two_sweeps_on_one_sweep_folder_never_share_a_job(workdir):
     jobs = [Job(*args, "sweep_name=shared", cwd=workdir) for _ in range(2)]
     codes = [job.finish() for job in jobs]
     assert codes == [0, 0], [job.output for job in jobs]
-    folders = sorted((workdir / "runs" / "pretrain" / "multirun" / "shared").glob("*/manifest.json"))
+    folders = sorted(
+        (workdir / "runs" / "pretrain" / "multirun" / "shared").glob("*/manifest.json")
+    )
     assert len(folders) == 2
     for manifest in folders:
         assert runs.load_manifest(manifest.parent)["attempts"] == 1  # one job ran it, one skipped
