@@ -226,7 +226,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     try:
         OmegaConf.resolve(cfg)
     except (OmegaConfBaseException, HydraException) as e:
-        raise SparseBertError(_config_error(e)) from None
+        raise SparseBertError(config_error(e)) from None
     for key in runs.NAME_KEYS:
         runs.check_name(key, cfg[key])
     runs_dir = Path(cfg.paths.runs_dir)
@@ -248,7 +248,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
     validate_config(cfg)
 
 
-def _config_error(e: BaseException) -> str:
+def config_error(e: BaseException) -> str:
     """One line for a config that cannot be resolved, naming the key."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     key = getattr(e, "full_key", None)
@@ -270,13 +270,22 @@ def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path
         "Pass run_id=<new name> to start afresh instead.",
         flush=True,
     )
-    made = list(run_dir.iterdir()) if run_dir.is_dir() else []
-    if all(p.suffix == ".log" and p.stat().st_size == 0 for p in made):
-        for path in made:  # the folder Hydra made for a fresh run, with its empty job log
-            path.unlink()
-        run_dir.rmdir()
+    _move_job_log(run_dir, found)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # the folder Hydra made for a fresh run
     cfg.run_id = found.name
     return found
+
+
+def _move_job_log(old: Path, new: Path) -> None:
+    """Point Hydra's job log (`<stage>.log`, opened at its first line) into the resumed folder."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == old:
+            handler.close()  # reopened, in the new folder, at the next line
+            handler.baseFilename = str(new.resolve() / Path(handler.baseFilename).name)
+            Path(old / Path(handler.baseFilename).name).unlink(missing_ok=True)
 
 
 def _resume_command(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
@@ -338,7 +347,7 @@ def _user_message(e: Exception, run_dir: Path) -> str | None:
     if isinstance(e, SparseBertError):
         return str(e)
     if isinstance(e, OmegaConfBaseException | HydraException):
-        return _config_error(e)
+        return config_error(e)
     if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
         return (
             f"cannot write {e.filename or run_dir} ({e.strerror or e}). Free disk space or make "

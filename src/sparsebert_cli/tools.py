@@ -135,16 +135,23 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
+    from sparsebert_cli.cli import check_overrides, register_hydra_extensions, rewrite_aliases
     from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.launch import config_error
     from sparsebert_cli.validation import validate_config
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
     register_hydra_extensions()
     try:
+        check_overrides(overrides)
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=stage, overrides=overrides)
-        OmegaConf.resolve(cfg)
+        try:
+            OmegaConf.resolve(cfg)
+        except OmegaConfBaseException as e:
+            raise SparseBertError(config_error(e)) from None
+        for key in runs.NAME_KEYS:
+            runs.check_name(key, cfg[key])
         validate_config(cfg)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
