@@ -112,3 +112,29 @@ def test_a_mask_json_with_params_of_the_wrong_shape_is_refused(tmp_path):
     (tmp_path / "mask.json").write_text(json.dumps({**meta, "params": [1]}))
     with pytest.raises(SparseBertError, match="params"):
         load_mask(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [DEEP, "{", "[]", "{}", '{"head": "pretraining"}', '{"head": "x"}',
+     '{"head": "sequence_classification", "task": "mrpc"}'],
+)  # fmt: skip
+def test_a_damaged_sparsebert_json_is_refused_with_a_message(tmp_path, record):
+    from sparsebert_cli.modeling import CHECKPOINT_FILE, read_record
+
+    (tmp_path / CHECKPOINT_FILE).write_text(record)
+    with pytest.raises(SparseBertError, match="sparsebert.json cannot be read"):
+        read_record(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("tokenizer.json", '{"version": "1.0", "model": {"type": "WordPie'),
+     ("tokenizer.json", "{}"), ("vocab.txt", ""), ("tokenizer.json", DEEP)],
+)  # fmt: skip
+def test_a_damaged_tokenizer_is_refused_with_a_message(tmp_path, name, content):
+    from sparsebert_cli.data.tokenizer import tokenizer_from_folder
+
+    (tmp_path / name).write_text(content)
+    with pytest.raises(SparseBertError, match="tokenizer in"):
+        tokenizer_from_folder(tmp_path)

@@ -52,7 +52,21 @@ def tokenizer_from_folder(path: Path):
             f"'{path}' holds no tokenizer (neither tokenizer.json nor vocab.txt). Point "
             "data.tokenizer at a folder written by save_pretrained, or use data.tokenizer=embedded."
         )
-    return AutoTokenizer.from_pretrained(str(path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # the tokenizers/transformers readers raise many types on bad files
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SparseBertError(
+            f"the tokenizer in '{path}' cannot be read ({type(e).__name__}: {reason}); the files "
+            "are truncated or corrupt. Rerun the stage that wrote them, or point data.tokenizer "
+            "at another folder."
+        ) from None
+    if len(tokenizer) == 0 or tokenizer.unk_token_id is None:
+        raise SparseBertError(
+            f"the tokenizer in '{path}' has an empty vocabulary or no [UNK] token; rerun the stage "
+            "that wrote it, or point data.tokenizer at another folder."
+        )
+    return tokenizer
 
 
 def holds_tokenizer(path: Path) -> bool:
