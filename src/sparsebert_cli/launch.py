@@ -266,7 +266,8 @@ def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path
     with_id = [*overrides, f"run_id={found.name}"]
     print(
         f"[sparsebert] resuming the unfinished run {found} (same config; status "
-        f"{runs.load_manifest(found).get('status')}): {runs.command_line(cfg.stage, with_id)}. "
+        f"{runs.load_manifest(found).get('status')}): "
+        f"{runs.redact(runs.command_line(cfg.stage, with_id))}. "
         "Pass run_id=<new name> to start afresh instead.",
         flush=True,
     )
@@ -313,11 +314,14 @@ def run_job(cfg: DictConfig) -> None:
             run_dir = _resume_target(cfg, run_dir, overrides)
         run_in_folder(cfg, run_dir, command, wait=multirun)
     except interrupt.Interrupted as e:
-        manifest = _manifest_or_none(run_dir)
-        where = (manifest or {}).get("checkpoint") or "no checkpoint yet: it restarts at step 0"
+        manifest = _manifest_or_none(run_dir) or {}
+        if manifest.get("status") == "interrupted":
+            where = manifest.get("checkpoint") or "no checkpoint yet: it restarts at step 0"
+            said = f"{run_dir} marked interrupted ({where}); resume with"
+        else:
+            said = "stopped before the run started; rerun with"
         print(
-            f"interrupted ({e}): {run_dir} marked interrupted ({where}); resume with: "
-            f"{_resume_command(cfg, run_dir, multirun)}",
+            f"interrupted ({e}): {said}: {_resume_command(cfg, run_dir, multirun)}",
             file=sys.stderr,
             flush=True,
         )
