@@ -112,6 +112,12 @@ def check_overrides(args: list[str]) -> None:
         except HydraException:
             continue  # Hydra reports the syntax error itself
         key = override.key_or_group
+        if key.split(".")[:2] in (["hydra", "run"], ["hydra", "sweep"]):
+            raise runs.FolderRefused(
+                f"{arg}: run folders are <paths.runs_dir>/<stage>/<run_id> (a sweep's: "
+                "<paths.runs_dir>/<stage>/multirun/<sweep_name>); set paths.runs_dir=, run_id= "
+                "or sweep_name= instead."
+            )
         if key.startswith("hydra.callbacks") or "_target_" in key.split("."):
             raise SparseBertError(
                 f"{arg}: callbacks and `_target_` cannot be set from the command line (they run "
