@@ -91,19 +91,79 @@ def rewrite_aliases(args: list[str]) -> list[str]:
     return out
 
 
+def check_overrides(args: list[str]) -> None:
+    """Refuse, before Hydra creates any folder or runs any code, what the command line may not do:
+    name a run folder that is not one safe folder name, or bring code (`_target_`, callbacks,
+    another config tree)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from sparsebert_cli import runs
+    from sparsebert_cli.errors import SparseBertError
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.split("=", 1)[0] in ("-cd", "--config-dir", "-cp", "--config-path"):
+            raise SparseBertError(
+                f"{arg}: sparsebert composes its own config tree only (a foreign one could name "
+                "code to run); pass overrides (key=value, group=option) instead."
+            )
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except HydraException:
+            continue  # Hydra reports the syntax error itself
+        key = override.key_or_group
+        if key.split(".")[:2] in (["hydra", "run"], ["hydra", "sweep"]):
+            raise runs.FolderRefused(
+                f"{arg}: run folders are <paths.runs_dir>/<stage>/<run_id> (a sweep's: "
+                "<paths.runs_dir>/<stage>/multirun/<sweep_name>); set paths.runs_dir=, run_id= "
+                "or sweep_name= instead."
+            )
+        if key.startswith("hydra.callbacks") or "_target_" in key.split("."):
+            raise SparseBertError(
+                f"{arg}: callbacks and `_target_` cannot be set from the command line (they run "
+                "code); the project's own callback stays in conf/hydra/default.yaml."
+            )
+        if key not in runs.NAME_KEYS or override.value() is None:
+            continue
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.value()]
+        )
+        for value in values:
+            if "${" in str(value):
+                raise runs.FolderRefused(
+                    f"{key}={value}: {key} takes a plain name, not an interpolation, since it "
+                    f"becomes a folder name and is recorded; use e.g. {key}=my-run-1."
+                )
+            runs.check_name(key, value)
+
+
 def run_stage(stage: str, args: list[str]) -> int:
     """Run one stage as a Hydra app; in a multirun, report the failed jobs and exit 1."""
     import hydra
 
+    from sparsebert_cli import interrupt
     from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.launch import run_job
 
+    interrupt.install()
+    args = rewrite_aliases(args)
+    try:
+        check_overrides(args)
+    except SparseBertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     register_hydra_extensions()
     with tempfile.NamedTemporaryFile(
         "w+", prefix="sparsebert-failures-", suffix=".txt"
     ) as failures:
         os.environ[FAILURES_ENV] = failures.name
-        sys.argv = [f"sparsebert {stage}", *rewrite_aliases(args)]
+        sys.argv = [f"sparsebert {stage}", *args]
         app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=stage)(
             run_job
         )
@@ -166,15 +226,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparsebert {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
-    if name in STAGES:
-        from sparsebert_cli import dry_run
+    from sparsebert_cli.interrupt import Interrupted
 
-        if dry_run.FLAG in rest:
-            register_hydra_extensions()
-            return dry_run.main(name, rewrite_aliases([a for a in rest if a != dry_run.FLAG]))
-        return run_stage(name, rest)
-    if name in TOOL_HELP:
-        return _tool(name)(rest)
+    try:
+        if name in STAGES:
+            from sparsebert_cli import dry_run
+
+            if dry_run.FLAG in rest:
+                register_hydra_extensions()
+                return dry_run.main(name, rewrite_aliases([a for a in rest if a != dry_run.FLAG]))
+            return run_stage(name, rest)
+        if name in TOOL_HELP:
+            return _tool(name)(rest)
+    except (Interrupted, KeyboardInterrupt) as e:
+        code = e.exit_code if isinstance(e, Interrupted) else 130
+        print(f"interrupted: sparsebert {name} stopped before its run started.", file=sys.stderr)
+        return code
     choices = [*STAGES, *TOOL_HELP]
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""

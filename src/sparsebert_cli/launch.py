@@ -1,27 +1,33 @@
-"""The life of one job: from a composed config to a completed (or failed) run folder.
+"""The life of one job: from a composed config to a completed (or failed, or interrupted) run.
 
-`run_job` is the function every stage's Hydra app calls. It validates the config, skips a run
-folder that already holds the same completed job, relaunches itself under torchrun for DDP, runs
-the stage and turns errors into a one-paragraph message and a `failed` manifest. In a multirun a
-failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
+`run_job` is the function every stage's Hydra app calls. It resolves the config (upstream runs
+named `latest` included) and validates it, checks that the run folder is a safe name inside the
+runs folder, takes the folder's lock for the whole job, skips a folder that already holds the same
+completed job (or resumes an unfinished one of the same config), relaunches itself under torchrun
+for DDP, runs the stage and turns errors into a one-paragraph message and a `failed` manifest.
+In a multirun a failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
+Ctrl-C or SIGTERM marks the run `interrupted` and exits 130 or 143 with the resume command.
 """
 
 import errno
+import glob
 import importlib
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import traceback
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from sparsebert_cli import runs
+from sparsebert_cli import interrupt, runs
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
 
-LAUNCH_CONFIG = ".launch-config.yaml"  # what `relaunch_distributed` hands to every rank
 # Keys that do not change what a job computes, left out of its content hash.
 _NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
 _NOT_HASHED_TRAINER = ("nproc_per_node", "dataloader_workers", "log_every", "device", "num_threads")
@@ -31,13 +37,35 @@ _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.E
 
 
 def hashed_config(resolved: dict) -> dict:
-    """The part of a resolved config that determines a job's result (its identity for reuse)."""
+    """The part of a resolved config that determines a job's result (its identity for reuse).
+
+    Upstream references must already be resolved (`latest` → a folder), and local data files
+    enter by size and modification time, so a newer upstream run or an edited file is a new job.
+    """
     kept = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
     kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
-    if resolved["stage"] not in _USES_TASK:
+    uses_task = resolved["stage"] in _USES_TASK
+    if not uses_task:
         kept.pop("task")
     kept["mask"] = _mask_identity(resolved["mask"])
+    files = _input_files(resolved, uses_task)
+    if files:  # absent otherwise, so configs without local files keep their hashes
+        from sparsebert_cli.data.cache import file_fingerprint
+
+        kept["input_files"] = file_fingerprint(files)
     return kept
+
+
+def _input_files(resolved: dict, uses_task: bool) -> list[str]:
+    """The local data files a job reads: data.files, and the task's data_files/glue_dir/data_dir."""
+    files = [p for pattern in resolved["data"]["files"] for p in glob.glob(pattern)]
+    if uses_task:
+        task = resolved["task"]
+        files += [p for p in task["data_files"].values() if Path(p).expanduser().is_file()]
+        for folder in (task["glue_dir"], task["data_dir"]):
+            if folder and Path(folder).expanduser().is_dir():
+                files += [str(p) for p in Path(folder).expanduser().rglob("*") if p.is_file()]
+    return files
 
 
 def _mask_identity(mask: dict) -> dict:
@@ -76,6 +104,12 @@ def quiet_libraries() -> None:
         library.propagate = True
 
 
+def identity(cfg: DictConfig) -> tuple[dict, str]:
+    """The resolved config of a job and its content hash."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return resolved, runs.config_hash(hashed_config(resolved))
+
+
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     """Run `cfg.stage` in `run_dir` (or return the metrics of the same completed job there)."""
     import torch
@@ -83,23 +117,28 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     from sparsebert_cli.training.distributed import world
 
     quiet_libraries()
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    chash = runs.config_hash(hashed_config(resolved))
+    resolved, chash = identity(cfg)
     existing = runs.load_manifest(run_dir)
     if existing is not None and existing.get("config_hash") != chash:
-        raise SparseBertError(
+        raise runs.FolderRefused(
             f"{run_dir} already holds a '{existing.get('stage')}' run of a different config "
             f"(hash {existing.get('config_hash')}, this job {chash}); choose another folder with "
             "run_id=<name> (or sweep_name=<name> for a sweep), or delete that folder."
         )
     if existing is not None and existing.get("status") == "completed":
         print(f"[sparsebert] {run_dir} already completed with this config: skipped.", flush=True)
-        return runs.read_json(run_dir / runs.METRICS)
+        return runs.read_metrics(run_dir)
     rank, world_size = world()
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
     torch.manual_seed(cfg.seed)  # model init: a function of the seed
     try:
         metrics = importlib.import_module(f"sparsebert_cli.stages.{cfg.stage}").run(cfg, run)
+    except interrupt.Interrupted as e:
+        from sparsebert_cli.training.checkpoint import complete_checkpoints
+
+        kept = complete_checkpoints(run_dir / "checkpoints")
+        run.interrupt(str(e), kept[-1] if kept else None)
+        raise
     except BaseException as e:
         run.fail(str(e) if isinstance(e, SparseBertError) else f"{type(e).__name__}: {e}")
         raise
@@ -116,50 +155,167 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     # The ranks' config, kept apart from the run's record (config.yaml), which only the job that
     # takes the folder writes: a refused job must not overwrite the record of the run there.
-    runs.atomic_write_text(run_dir / LAUNCH_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    launch_config = run_dir / runs.LAUNCH_CONFIG
+    runs.atomic_write_text(launch_config, OmegaConf.to_yaml(cfg, resolve=True))
     nproc = cfg.trainer.nproc_per_node
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "sparsebert_cli.training.distributed", str(run_dir), command,
     ]  # fmt: skip
     print(f"[sparsebert] launching {nproc} processes with torchrun", flush=True)
-    code = subprocess.call(cmd)
+    try:
+        code = subprocess.call(cmd)
+    finally:
+        launch_config.unlink(missing_ok=True)  # it may hold secrets, which only ranks need
     manifest = runs.load_manifest(run_dir) or {}
     if code != 0 or manifest.get("status") != "completed":
         reason = manifest.get("error") or f"torchrun exited with status {code}"
         raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
 
 
-def run_in_folder(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
-    """Run a job in `run_dir`: under torchrun when it asks for several processes, else here."""
-    if (
-        cfg.trainer.nproc_per_node > 1
-        and "LOCAL_RANK" not in os.environ
-        and cfg.stage != "pipeline"
-    ):
-        relaunch_distributed(cfg, run_dir, command)
-        return runs.read_json(run_dir / runs.METRICS)
-    return execute(cfg, run_dir, command)
+def run_in_folder(cfg: DictConfig, run_dir: Path, command: str, wait: bool = False) -> dict:
+    """Run a job in `run_dir`, holding its lock throughout: under torchrun when it asks for
+    several processes, else here. `wait`: wait for a job holding the folder instead of refusing."""
+    runs.check_run_folder(run_dir)
+    with runs.hold(run_dir, wait=wait):
+        if (
+            cfg.trainer.nproc_per_node > 1
+            and "LOCAL_RANK" not in os.environ
+            and cfg.stage != "pipeline"
+        ):
+            relaunch_distributed(cfg, run_dir, command)
+            return runs.read_json(run_dir / runs.METRICS)
+        return execute(cfg, run_dir, command)
 
 
-def _record_failure(run_dir: Path, cfg: DictConfig, command: str, message: str) -> None:
-    """Mark the run failed (unless it completed) and note it for the dispatcher's sweep summary."""
+def _ours(run_dir: Path, cfg: DictConfig) -> bool:
+    """Whether a failed job may mark `run_dir`: a safe name inside the runs folder, a run folder
+    (or a new one), and no other job holding it."""
     try:
-        manifest = runs.load_manifest(run_dir) or {"stage": cfg.stage, "command": command}
-    except SparseBertError:
-        manifest = {"stage": cfg.stage, "command": command}
+        for key in runs.NAME_KEYS:
+            runs.check_name(key, cfg[key])
+        runs.check_run_folder(run_dir)
+        return runs.inside(run_dir, Path(cfg.paths.runs_dir)) and not runs.is_locked(run_dir)
+    except (SparseBertError, OmegaConfBaseException, OSError):
+        return False
+
+
+def _record_failure(
+    run_dir: Path, cfg: DictConfig, command: str, message: str, mark: bool = True
+) -> None:
+    """Mark the run failed (unless it completed) and note it for the dispatcher's sweep summary."""
+    failures = os.environ.get("SPARSEBERT_FAILURES_FILE")
+    if failures:
+        with open(failures, "a", encoding="utf-8") as f:
+            f.write(f"{run_dir}: {message.splitlines()[0] if message else 'failed'}\n")
+    if not mark or not _ours(run_dir, cfg):
+        return
+    manifest = _manifest_or_none(run_dir) or {"stage": cfg.stage, "command": runs.redact(command)}
     if manifest.get("status") != "completed":
         manifest.update(status="failed", error=message)
         try:
             runs.atomic_write_json(run_dir / runs.MANIFEST, manifest)
             if not (run_dir / runs.CONFIG).exists():  # the report groups failed jobs by it
-                runs.write_job_record(run_dir, command, OmegaConf.to_container(cfg, resolve=True))
+                runs.write_job_record(run_dir, command, _resolved_or_raw(cfg))
         except OSError as e:  # the folder that just failed may be unwritable or full
             print(f"warning: could not mark {run_dir} failed ({e}).", file=sys.stderr, flush=True)
-    failures = os.environ.get("SPARSEBERT_FAILURES_FILE")
-    if failures:
-        with open(failures, "a", encoding="utf-8") as f:
-            f.write(f"{run_dir}: {message.splitlines()[0] if message else 'failed'}\n")
+
+
+def _resolved_or_raw(cfg: DictConfig) -> dict:
+    """The resolved config, or as written when an interpolation in it cannot be resolved."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> None:
+    """Resolve and check everything a job's folder and identity depend on, before any work.
+
+    Every `${...}` is resolved (a bad one is a user error, not a traceback), folder names are one
+    safe component inside paths.runs_dir, secrets stay out of names, `latest` and other upstream
+    references become run folders (printed), and the config is validated.
+    """
+    from sparsebert_cli.config import expand_path_fields
+    from sparsebert_cli.stages.inputs import resolve_references
+    from sparsebert_cli.validation import validate_config
+
+    try:
+        OmegaConf.resolve(cfg)
+    except (OmegaConfBaseException, HydraException) as e:
+        raise SparseBertError(config_error(e)) from None
+    expand_path_fields(cfg)
+    for key in runs.NAME_KEYS:
+        runs.check_name(key, cfg[key])
+    runs_dir = Path(cfg.paths.runs_dir)
+    if not runs.inside(run_dir, runs_dir):
+        raise runs.FolderRefused(
+            f"the run folder {run_dir} lies outside paths.runs_dir={runs_dir}; set paths.runs_dir "
+            "to where runs should go instead of hydra.run.dir or hydra.sweep.dir."
+        )
+    secrets = runs.secret_values()
+    named = [cfg.run_id, cfg.sweep_name, cfg.logger.project, cfg.logger.group, cfg.logger.entity]
+    if any(secret in str(value) for value in [*named, *cfg.logger.tags] for secret in secrets):
+        raise runs.FolderRefused(
+            "a secret from the environment (a *KEY*, *TOKEN*, *SECRET* or *PASSWORD* variable) "
+            "would become a folder or W&B name (run_id, sweep_name, logger.project/group/entity/"
+            "tags); use a plain name there."
+        )
+    for line in resolve_references(cfg):
+        print(f"[sparsebert] {line}", flush=True)
+    validate_config(cfg)
+
+
+def config_error(e: BaseException) -> str:
+    """One line for a config that cannot be resolved, naming the key."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    key = getattr(e, "full_key", None)
+    where = f" at {key}" if key else ""
+    return f"the config cannot be resolved{where}: {first}. Fix that value and rerun."
+
+
+def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path:
+    """Without run_id=, an unfinished run of the same config is resumed (and said so)."""
+    if any(_key(o) == "run_id" for o in overrides) or cfg.resume != "auto":
+        return run_dir
+    found = runs.unfinished_run(Path(cfg.paths.runs_dir), cfg.stage, identity(cfg)[1])
+    if found is None or found.resolve() == run_dir.resolve():
+        return run_dir
+    with_id = [*overrides, f"run_id={found.name}"]
+    print(
+        f"[sparsebert] resuming the unfinished run {found} (same config; status "
+        f"{runs.load_manifest(found).get('status')}): "
+        f"{runs.redact(runs.command_line(cfg.stage, with_id))}. "
+        "Pass run_id=<new name> to start afresh instead.",
+        flush=True,
+    )
+    _move_job_log(run_dir, found)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # the folder Hydra made for a fresh run
+    cfg.run_id = found.name
+    return found
+
+
+def _move_job_log(old: Path, new: Path) -> None:
+    """Point Hydra's job log (`<stage>.log`, opened at its first line) into the resumed folder."""
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == old:
+            handler.close()  # reopened, in the new folder, at the next line
+            handler.baseFilename = str(new.resolve() / Path(handler.baseFilename).name)
+            Path(old / Path(handler.baseFilename).name).unlink(missing_ok=True)
+
+
+def _resume_command(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
+    args = sys.argv[1:]
+    if not multirun and not any(_key(a) == "run_id" for a in args):
+        args = [*args, f"run_id={run_dir.name}"]
+    return runs.redact(shlex.join(["sparsebert", cfg.stage, *args]))
 
 
 def run_job(cfg: DictConfig) -> None:
@@ -169,18 +325,30 @@ def run_job(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    command = runs.command_line(cfg.stage, list(hydra_cfg.overrides.task))
+    overrides = list(hydra_cfg.overrides.task)
+    command = runs.command_line(cfg.stage, overrides)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if cfg.offline:
         set_offline_env()
     try:
-        from sparsebert_cli.config import expand_path_fields
-        from sparsebert_cli.validation import validate_config
-
-        expand_path_fields(cfg)
-        validate_config(cfg)
-        run_in_folder(cfg, run_dir, command)
+        prepare(cfg, run_dir)
+        if not multirun:
+            run_dir = _resume_target(cfg, run_dir, overrides)
+        run_in_folder(cfg, run_dir, command, wait=multirun)
         print_summary(run_dir)
+    except interrupt.Interrupted as e:
+        manifest = _manifest_or_none(run_dir) or {}
+        if manifest.get("status") == "interrupted":
+            where = manifest.get("checkpoint") or "no checkpoint yet: it restarts at step 0"
+            said = f"{run_dir} marked interrupted ({where}); resume with"
+        else:
+            said = "stopped before the run started; rerun with"
+        print(
+            f"interrupted ({e}): {said}: {_resume_command(cfg, run_dir, multirun)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(e.exit_code) from None
     except Exception as e:
         message = _user_message(e, run_dir)
         if message is None:  # a bug, not a user mistake: keep the traceback
@@ -188,7 +356,8 @@ def run_job(cfg: DictConfig) -> None:
             message = f"{type(e).__name__}: {e}"
         else:
             print(f"error: {message}", file=sys.stderr, flush=True)
-        _record_failure(run_dir, cfg, command, message)
+        # A refused folder is not this job's to mark; it is still a failed job of the sweep.
+        _record_failure(run_dir, cfg, command, message, mark=not isinstance(e, runs.FolderRefused))
         if not multirun:
             raise SystemExit(1) from None
 
@@ -200,10 +369,19 @@ def print_summary(run_dir: Path) -> None:
     print("\n".join(summary_lines(run_dir)), flush=True)
 
 
+def _manifest_or_none(run_dir: Path) -> dict | None:
+    try:
+        return runs.load_manifest(run_dir)
+    except SparseBertError:
+        return None
+
+
 def _user_message(e: Exception, run_dir: Path) -> str | None:
     """The one-paragraph message of an error the user can fix, or None for a bug."""
     if isinstance(e, SparseBertError):
         return str(e)
+    if isinstance(e, OmegaConfBaseException | HydraException):
+        return config_error(e)
     if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
         return (
             f"cannot write {e.filename or run_dir} ({e.strerror or e}). Free disk space or make "

@@ -109,7 +109,11 @@ class MaskSource(nn.Module):
             meta = {"kind": cfg.name, "params": pattern_params(cfg)}
         else:
             _, stored = load_mask(Path(cfg.from_run) / "artifacts")
-            meta = {"kind": stored["kind"], "params": stored["params"], "source_run": cfg.from_run}
+            meta = {
+                "kind": stored["kind"],
+                "params": stored.get("params", {}),
+                "source_run": cfg.from_run,
+            }
         return cls("fixed", mask=mask, meta=meta)
 
     @classmethod
@@ -119,7 +123,11 @@ class MaskSource(nn.Module):
         if not (directory / MASK_FILE).is_file():
             return cls("dense")
         mask, meta = load_mask(directory, heads=heads, layers=layers)
-        keep = {"kind": meta["kind"], "params": meta["params"], "source_run": meta["source_run"]}
+        keep = {
+            "kind": meta["kind"],
+            "params": meta.get("params", {}),
+            "source_run": meta.get("source_run"),
+        }
         return cls("fixed", mask=mask, meta=keep)
 
     def binarized(self) -> torch.Tensor | None:
@@ -561,6 +569,23 @@ def save_checkpoint(model: nn.Module, directory: Path, extra_config: dict) -> No
     tmp.replace(directory / CHECKPOINT_FILE)
 
 
+def read_record(directory: Path) -> dict:
+    """sparsebert.json of a checkpoint folder, its head and fields checked."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, depth
+        raise damaged_file(path, error) from None
+    heads = ("pretraining", *HEAD_CLASSES)
+    if not isinstance(record, dict) or record.get("head") not in heads:
+        raise damaged_file(path, ValueError(f"'head' is not one of {', '.join(heads)}"))
+    if record["head"] == "pretraining" and not isinstance(record.get("nsp"), bool):
+        raise damaged_file(path, ValueError("'nsp' is not true or false"))
+    if not isinstance(record.get("task", {}), dict):
+        raise damaged_file(path, ValueError("'task' is not an object"))
+    return record
+
+
 def load_checkpoint(directory: Path) -> nn.Module:
     """The model saved by `save_checkpoint`, with its mask (a searched DAM comes back binarized,
     as a fixed mask: identical logits in eval mode)."""
@@ -571,10 +596,7 @@ def load_checkpoint(directory: Path) -> nn.Module:
             f"{directory} is not a sparsebert checkpoint (no {CHECKPOINT_FILE}); point at the "
             "artifacts/model folder of a completed pretrain or finetune run."
         )
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise damaged_file(record_path, error) from None
+    record = read_record(directory)
     config = read_bert_config(directory)
     config._attn_implementation = ATTENTION_IMPLEMENTATION
     register_attention()

@@ -3,18 +3,23 @@
 A run folder `<runs_dir>/<stage>/<run_id>/` holds Hydra's `.hydra/`, the resolved `config.yaml`,
 `manifest.json` (stage, status, inputs, outputs with sha256, versions, git sha, seed, timings) and
 `metrics.json`. Every write is atomic (temp file + rename) and `status: completed` is written last,
-so a consumer never takes a half-written run for a finished one. Torch-free.
+so a consumer never takes a half-written run for a finished one. A job holds the folder's lock
+(`.lock`, its owner in `.owner.json`) from start to end, so no two jobs ever share a folder.
+Names that become folders are checked here (`check_name`). Torch-free.
 """
 
 import hashlib
 import json
 import os
 import platform
+import re
 import shlex
+import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +30,50 @@ from sparsebert_cli.errors import SparseBertError
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
-STATUSES = ("running", "completed", "failed")
+LOCK = ".lock"
+OWNER = ".owner.json"  # pid and host of the job that holds LOCK
+LAUNCH_CONFIG = ".launch-config.yaml"  # what a distributed job hands to every rank
+STATUSES = ("running", "completed", "failed", "interrupted")
+DAMAGED = "damaged"  # the status `iter_runs` gives a run whose manifest cannot be read
+UNFINISHED = ("running", "failed", "interrupted")  # a rerun of the same config resumes these
+# Values that become one folder name: letters, digits and . _ - = , + (not first: . - = , +).
+NAME_KEYS = ("run_id", "sweep_name")
+MAX_NAME = 100
+_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._=,+-]{{0,{MAX_NAME - 1}}}")
+# What a job may leave in a folder before its manifest exists (anything else: not a run folder);
+# Hydra adds its job log, <stage>.log.
+_OWN_BEFORE_MANIFEST = {LOCK, OWNER, LAUNCH_CONFIG, CONFIG, ".hydra"}
+# Environment variables whose values are secrets: never written into a run folder or a log.
+SECRET_NAME = re.compile(
+    r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.I
+)
+_MIN_SECRET = 6  # shorter values ("1", "true") are not secrets and would redact too much
+
+
+class FolderRefused(SparseBertError):
+    """A run folder this job may not take (not a name, not a run, in use): it is left untouched."""
+
+
+def secret_values() -> list[str]:
+    """Values of secret-named environment variables (longest first)."""
+    found = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= _MIN_SECRET}
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(obj: Any, secrets: list[str] | None = None) -> Any:
+    """A copy of a config (or a string) with every secret value from the environment replaced by
+    `<redacted>`: configs are written to config.yaml, W&B and the manifest's command."""
+    secrets = secret_values() if secrets is None else secrets
+    if isinstance(obj, dict):
+        return {k: redact(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact(v, secrets) for v in obj]
+    if isinstance(obj, str):
+        for secret in secrets:
+            obj = obj.replace(secret, "<redacted>")
+    return obj
+
+
 _VERSIONED = ("sparsebert-cli", "torch", "transformers", "datasets", "hydra-core", "tokenizers")
 
 
@@ -37,7 +85,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
         write(str(tmp))
         with open(tmp, "rb") as f:
@@ -66,10 +114,14 @@ def read_json(path: Path) -> dict:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SparseBertError(f"{path} does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:200]
         raise SparseBertError(
-            f"{path} is corrupt or truncated ({e}); delete the run folder and run its stage again."
+            f"{path} is corrupt or truncated ({reason}); delete the run folder and run its stage "
+            "again."
         ) from None
+    except OSError as e:
+        raise SparseBertError(f"{path} cannot be read ({e.strerror or e}).") from None
     if not isinstance(obj, dict):
         raise SparseBertError(f"{path} does not hold a JSON object; it is not a sparsebert file.")
     return obj
@@ -113,10 +165,178 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+# The manifest's fields and their JSON types (others are kept unchecked); None is always allowed.
+_NUMBER = (int, float)
+MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "stage": (str,),
+    "status": (str,),
+    "config_hash": (str,),
+    "command": (str,),
+    "seed": (int,),
+    "world_size": (int,),
+    "inputs": (dict,),
+    "outputs": (dict,),
+    "versions": (dict,),
+    "git_sha": (str,),
+    "host": (str,),
+    "started_at": _NUMBER,
+    "finished_at": _NUMBER,
+    "duration_s": _NUMBER,
+    "attempts": (int,),
+    "error": (str,),
+    "checkpoint": (str,),
+}
+
+
+def _typed(value: Any, types: tuple[type, ...]) -> bool:
+    return value is None or (isinstance(value, types) and not isinstance(value, bool))
+
+
+def check_manifest(manifest: dict, path: Path) -> dict:
+    """`manifest` when every known field has its type (and inputs/outputs their shapes), else a
+    SparseBertError naming the first bad field."""
+    bad = next((k for k, t in MANIFEST_FIELDS.items() if not _typed(manifest.get(k), t)), None)
+    if bad is None and manifest.get("status") not in (None, *STATUSES):
+        bad = "status"
+    if bad is None and manifest.get("stage") is None:
+        bad = "stage"
+    inputs = manifest.get("inputs") or {}
+    if bad is None and not all(
+        isinstance(v, dict) and isinstance(v.get("run_dir"), str) for v in inputs.values()
+    ):
+        bad = "inputs"
+    outputs = manifest.get("outputs") or {}
+    if bad is None and not all(isinstance(v, str) for v in outputs.values()):
+        bad = "outputs"
+    if bad is not None:
+        raise SparseBertError(
+            f"{path} is damaged: its field '{bad}' has the wrong type or value "
+            f"({str(manifest.get(bad))[:80]!r}); delete that run folder and run its stage again."
+        )
+    return manifest
+
+
 def load_manifest(run_dir: Path) -> dict | None:
-    """The manifest of a run folder, or None when it has none yet."""
+    """The (checked) manifest of a run folder, or None when it has none yet."""
     path = Path(run_dir) / MANIFEST
-    return read_json(path) if path.exists() else None
+    return check_manifest(read_json(path), path) if path.exists() else None
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """metrics.json of a run ({} when absent): flat names mapped to numbers (or null/text)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return {}
+    metrics = read_json(path)
+    bad = next((k for k, v in metrics.items() if not isinstance(v, int | float | str | None)), None)
+    if bad is not None:
+        raise SparseBertError(
+            f"{path} is damaged: '{bad}' is not a number; delete that run folder and run its "
+            "stage again."
+        )
+    return metrics
+
+
+def check_name(key: str, value: Any) -> str:
+    """`value` when it is one safe folder name, else a SparseBertError stating the rule."""
+    text = "" if value is None else str(value)
+    if not _NAME.fullmatch(text):
+        raise FolderRefused(
+            f"{key}={text[:120]!r} is not a usable folder name: {key} must be 1 to {MAX_NAME} "
+            "letters, digits or . _ - = , + (starting with a letter, digit or _), with no '/', "
+            f"not '.' or '..'. Use e.g. {key}=my-run-1."
+        )
+    return text
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse a folder that holds files but no manifest: it is not a run, so it is not ours."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / MANIFEST).exists():
+        return
+    foreign = sorted(
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in _OWN_BEFORE_MANIFEST and p.suffix != ".log" and not _leftover(p)
+    )
+    if foreign:
+        raise FolderRefused(
+            f"{run_dir} already exists and holds files ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}) but no {MANIFEST}, so it is not a sparsebert "
+            "run folder and is left untouched; choose another run_id=<name> (or sweep_name=)."
+        )
+
+
+def _leftover(path: Path) -> bool:
+    """A temporary file or folder that a killed writer left (atomic writes, checkpoints)."""
+    return path.name.startswith(".") and (".tmp" in path.name or path.name.endswith(".deleting"))
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Delete what killed writers left in `run_dir` (call while holding its lock)."""
+    found = [p for p in Path(run_dir).rglob(".*") if _leftover(p)]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def _owner(run_dir: Path) -> str:
+    try:
+        owner = json.loads((Path(run_dir) / OWNER).read_text(encoding="utf-8"))
+        return f"pid {int(owner['pid'])}, host {str(owner['host'])[:80]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown, host unknown"
+
+
+@contextmanager
+def hold(run_dir: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the lock of `run_dir` for a whole job.
+
+    When another job holds it: refuse with its pid and host, or (`wait`, for sweeps and pipeline
+    steps, which then skip the completed folder) wait for it to end.
+    """
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        if not wait:
+            raise FolderRefused(
+                f"{run_dir} is already running ({_owner(run_dir)}); wait for that job to end "
+                "(rerun this command then to reuse or resume it), or choose another run_id=<name>."
+            ) from None
+        print(f"[sparsebert] {run_dir} is in use ({_owner(run_dir)}): waiting.", flush=True)
+        lock.acquire(timeout=-1)
+    try:
+        atomic_write_json(
+            run_dir / OWNER, {"pid": os.getpid(), "host": platform.node(), "since": time.time()}
+        )
+        yield
+    finally:
+        (run_dir / OWNER).unlink(missing_ok=True)
+        lock.release()
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live job holds the lock of `run_dir`."""
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(run_dir) / LOCK
+    if not lock_path.exists():
+        return False
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 @dataclass
@@ -148,11 +368,13 @@ class Run:
     ) -> "Run":
         run_dir = Path(run_dir).resolve()
         previous = load_manifest(run_dir) if writer else None
+        if writer:
+            remove_leftovers(run_dir)  # what an earlier, killed attempt left half written
         manifest = {
             "stage": stage,
             "status": "running",
             "config_hash": chash,
-            "command": command,
+            "command": redact(command),
             "seed": resolved_config.get("seed"),
             "world_size": world_size,
             "inputs": {},
@@ -206,6 +428,18 @@ class Run:
         self.manifest.update(status="failed", error=error, finished_at=time.time())
         self.save()
 
+    def interrupt(self, signal_name: str, checkpoint: Path | None) -> None:
+        """Mark the run `interrupted` with the checkpoint a rerun resumes from (None: step 0)."""
+        if not self.writer:
+            return
+        self.manifest.update(
+            status="interrupted",
+            error=f"stopped by {signal_name}",
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            finished_at=time.time(),
+        )
+        self.save()
+
 
 def write_job_record(run_dir: Path, command: str, resolved_config: dict) -> None:
     """The job that owns this folder: its resolved `config.yaml` and `.hydra/overrides.yaml`.
@@ -213,8 +447,8 @@ def write_job_record(run_dir: Path, command: str, resolved_config: dict) -> None
     Written by us rather than by Hydra (`hydra.output_subdir: null`), so a job refused for a
     different config never overwrites the record of the run that is there.
     """
-    atomic_write_text(Path(run_dir) / CONFIG, _to_yaml(resolved_config))
-    overrides = _to_yaml(shlex.split(command)[2:])
+    atomic_write_text(Path(run_dir) / CONFIG, _to_yaml(redact(resolved_config)))
+    overrides = _to_yaml(redact(shlex.split(command)[2:]))
     atomic_write_text(Path(run_dir) / ".hydra" / "overrides.yaml", overrides)
 
 
@@ -225,16 +459,20 @@ def _to_yaml(obj: dict | list) -> str:
 
 
 def iter_runs(runs_dir: Path, stage: str | None = None) -> Iterator[tuple[Path, dict]]:
-    """Every run folder (with a readable manifest) under runs_dir, optionally of one stage."""
+    """Every run folder (with a manifest) under runs_dir, optionally of one stage.
+
+    A manifest that cannot be read or has wrong types is yielded as {"status": "damaged",
+    "error": why} (under every stage), so listings mark it and go on.
+    """
     root = Path(runs_dir) / stage if stage else Path(runs_dir)
     if not root.exists():
         return
     for path in sorted(root.rglob(MANIFEST)):
         try:
-            manifest = read_json(path)
-        except SparseBertError:
-            continue
-        if stage is None or manifest.get("stage") == stage:
+            manifest = check_manifest(read_json(path), path)
+        except SparseBertError as e:
+            manifest = {"status": DAMAGED, "error": str(e)}
+        if stage is None or manifest.get("stage") in (stage, None):
             yield path.parent, manifest
 
 
@@ -249,7 +487,7 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
         # Only folders that really lie under runs_dir: a symlink found there that leads
         # elsewhere is not followed (pass such a folder explicitly to use it).
         done = [
-            (m.get("finished_at", 0), d)
+            (m.get("finished_at") or 0, d)
             for d, m in iter_runs(runs_dir, kind)
             if m.get("status") == "completed" and inside(d, runs_dir)
         ]
@@ -278,6 +516,21 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
             f"or 'latest'."
         )
     return run_dir.resolve()
+
+
+def unfinished_run(runs_dir: Path, stage: str, chash: str) -> Path | None:
+    """The newest run folder `<runs_dir>/<stage>/<name>` of this config that did not finish
+    (interrupted, failed, or running with nobody holding its lock): a rerun resumes it."""
+    found = [
+        (m.get("started_at") or 0, d)
+        for d, m in iter_runs(runs_dir, stage)
+        if d.parent == Path(runs_dir) / stage
+        and not d.name.startswith("pipeline-")
+        and m.get("config_hash") == chash
+        and m.get("status") in UNFINISHED
+        and not is_locked(d)
+    ]
+    return max(found)[1] if found else None
 
 
 def inside(path: Path, root: Path) -> bool:

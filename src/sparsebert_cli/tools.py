@@ -49,16 +49,21 @@ def ls_main(argv: list[str]) -> int:
         return _show(args.show, args.stage, args.runs_dir, args.json)
     rows = []
     for run_dir, manifest in runs.iter_runs(args.runs_dir, args.stage):
-        metrics_path = run_dir / runs.METRICS
-        metrics = runs.read_json(metrics_path) if metrics_path.exists() else {}
+        status = manifest.get("status")
+        try:
+            headline = runs.read_metrics(run_dir).get("eval/headline")
+        except SparseBertError as e:
+            status, manifest = runs.DAMAGED, {**manifest, "error": str(e)}
+            headline = None
+        damaged = status == runs.DAMAGED
         rows.append(
             {
                 "run_dir": str(run_dir),
                 "stage": manifest.get("stage"),
-                "status": manifest.get("status"),
+                "status": status,
                 "started": manifest.get("started_at"),
-                "command": manifest.get("command", ""),
-                "headline": metrics.get("eval/headline"),
+                "command": manifest.get("error", "") if damaged else manifest.get("command", ""),
+                "headline": headline if isinstance(headline, int | float) else None,
             }
         )
     if args.json:
@@ -71,7 +76,13 @@ def ls_main(argv: list[str]) -> int:
     for col in ("stage", "status", "started", "run folder", "command", "eval/headline"):
         # The folder is what a user copies into model.from= or --show: never cut it.
         table.add_column(col, no_wrap=col == "run folder", overflow="fold")
-    colours = {"completed": "green", "failed": "red", "running": "yellow"}
+    colours = {
+        "completed": "green",
+        "failed": "red",
+        "running": "yellow",
+        "interrupted": "yellow",
+        runs.DAMAGED: "red",
+    }
     for row in rows:
         started = (
             time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"]))
@@ -146,16 +157,23 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
+    from sparsebert_cli.cli import check_overrides, register_hydra_extensions, rewrite_aliases
     from sparsebert_cli.config import conf_dir, expand_path_fields
+    from sparsebert_cli.launch import config_error
     from sparsebert_cli.validation import validate_config
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
     register_hydra_extensions()
     try:
+        check_overrides(overrides)
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=stage, overrides=overrides)
-        OmegaConf.resolve(cfg)
+        try:
+            OmegaConf.resolve(cfg)
+        except OmegaConfBaseException as e:
+            raise SparseBertError(config_error(e)) from None
+        for key in runs.NAME_KEYS:
+            runs.check_name(key, cfg[key])
         expand_path_fields(cfg)
         validate_config(cfg)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:

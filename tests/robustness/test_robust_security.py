@@ -172,14 +172,12 @@ SECRETS = {"WANDB_API_KEY": "wandb-secret-7f3a9c1e5b", "HF_TOKEN": "hf_secretTok
 
 
 def test_secrets_are_redacted_from_the_wandb_config(monkeypatch):
-    from sparsebert_cli.training.logging import without_secrets
+    from sparsebert_cli.runs import redact
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     config = {"logger": {"entity": SECRETS["WANDB_API_KEY"], "tags": [SECRETS["HF_TOKEN"], "x"]}}
-    assert without_secrets(config) == {
-        "logger": {"entity": "<redacted>", "tags": ["<redacted>", "x"]}
-    }
+    assert redact(config) == {"logger": {"entity": "<redacted>", "tags": ["<redacted>", "x"]}}
 
 
 @pytest.mark.slow

@@ -14,6 +14,19 @@ def content_key(parts: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def file_fingerprint(paths) -> list[tuple[str, int, int]]:
+    """(absolute path, size, mtime in ns) of each file: what decides that a local input changed.
+
+    Size and modification time, not a content hash, so that fingerprinting a large corpus costs
+    one `stat` per file; an edit that keeps both (rare: mtime has ns resolution) goes unnoticed.
+    """
+    found = []
+    for path in sorted({str(Path(p).expanduser().resolve()) for p in paths}):
+        info = Path(path).stat()
+        found.append((path, info.st_size, info.st_mtime_ns))
+    return found
+
+
 def cached_dataset(path: Path, build: Callable):
     """Load the Dataset/DatasetDict saved at `path`, building and saving it first if absent.
 

@@ -18,7 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from sparsebert_cli.data import embedded
-from sparsebert_cli.data.cache import cached_dataset, content_key
+from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerprint
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.errors import SparseBertError
 
@@ -41,14 +41,25 @@ def split_sentences(text: str) -> list[str]:
     """Split one line of prose into sentences."""
     sentences, start = [], 0
     for match in BOUNDARY.finditer(text):
-        words_before = text[start : match.start()].split()
-        last_word = words_before[-1].lower() if words_before else ""
+        last_word = _word_before(text, start, match.start()).lower()
         if text[match.start()] == "." and (last_word in ABBREVIATIONS or INITIALS.match(last_word)):
             continue
         sentences.append(text[start : match.end()].strip())
         start = match.end()
     sentences.append(text[start:].strip())
     return [sentence for sentence in sentences if sentence]
+
+
+def _word_before(text: str, start: int, end: int) -> str:
+    """The last whitespace-separated word of text[start:end], found by walking back from `end`:
+    linear over a line, where splitting text[start:end] at every boundary would be quadratic
+    (a long line of initials never moves `start`)."""
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    begin = end
+    while begin > start and not text[begin - 1].isspace():
+        begin -= 1
+    return text[begin:end]
 
 
 def to_sentence_lines(text: str) -> str:
@@ -67,10 +78,7 @@ def corpus_identity(data_cfg) -> dict:
         "hub_sources": list(data_cfg.hub_sources),
         "sentence_sources": list(data_cfg.sentence_sources),
         "sentences_per_document": data_cfg.sentences_per_document,
-        "files": [
-            (str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
-            for p in files
-        ],
+        "files": file_fingerprint(files),
         "text_column": data_cfg.text_column,
         "max_documents": data_cfg.max_documents,
     }

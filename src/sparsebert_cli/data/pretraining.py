@@ -226,13 +226,22 @@ def random_segment(documents, index, target_length, rng):
 
 
 def truncate_pair(a, b, max_tokens, rng):
-    """Trim the longer segment, from the front or the back at random, until the pair fits."""
-    while len(a) + len(b) > max_tokens:
-        longer = a if len(a) > len(b) else b
+    """Trim the longer segment, from the front or the back at random, until the pair fits.
+
+    One draw per removed token decides its side (as removing them one by one would); the cuts
+    are then made once, so the time is linear in the excess, not quadratic.
+    """
+    lengths, front, back = [len(a), len(b)], [0, 0], [0, 0]
+    while lengths[0] + lengths[1] > max_tokens:
+        i = 0 if lengths[0] > lengths[1] else 1
         if rng.random() < 0.5:
-            del longer[0]
+            front[i] += 1
         else:
-            longer.pop()
+            back[i] += 1
+        lengths[i] -= 1
+    for i, segment in enumerate((a, b)):
+        del segment[len(segment) - back[i] :]
+        del segment[: front[i]]
 
 
 def make_example(a, b, label, settings, rng) -> dict:

@@ -6,6 +6,8 @@ size); the run that uses it stores a copy with `save_tokenizer`, and downstream 
 folder with `tokenizer_from_folder` (or `load_tokenizer` with `data.tokenizer=<folder>`).
 """
 
+import heapq
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from sparsebert_cli.data.cache import content_key
@@ -56,7 +58,21 @@ def tokenizer_from_folder(path: Path):
             f"'{path}' holds no tokenizer (neither tokenizer.json nor vocab.txt). Point "
             "data.tokenizer at a folder written by save_pretrained, or use data.tokenizer=embedded."
         )
-    return AutoTokenizer.from_pretrained(str(path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # the tokenizers/transformers readers raise many types on bad files
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SparseBertError(
+            f"the tokenizer in '{path}' cannot be read ({type(e).__name__}: {reason}); the files "
+            "are truncated or corrupt. Rerun the stage that wrote them, or point data.tokenizer "
+            "at another folder."
+        ) from None
+    if len(tokenizer) == 0 or tokenizer.unk_token_id is None:
+        raise SparseBertError(
+            f"the tokenizer in '{path}' has an empty vocabulary or no [UNK] token; rerun the stage "
+            "that wrote it, or point data.tokenizer at another folder."
+        )
+    return tokenizer
 
 
 def holds_tokenizer(path: Path) -> bool:
@@ -88,18 +104,26 @@ def trained_tokenizer(data_cfg, cache_dir: Path, corpus=None):
 
 
 def train_wordpiece(corpus, vocab_size: int):
-    """BERT's uncased WordPiece pipeline (normaliser, pre-tokeniser, [CLS]/[SEP] template)."""
+    """BERT's uncased WordPiece pipeline (normaliser, pre-tokeniser, [CLS]/[SEP] template) with a
+    vocabulary from `learn_wordpiece_vocab`: the same corpus gives the same tokenizer, byte for
+    byte, in every process (the `tokenizers` trainer breaks count ties by hash order)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for start in range(0, len(corpus), 1000):
+        for text in corpus[start : start + 1000]["text"]:
+            words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+            counts.update(word for word, _ in words)
+    vocab = learn_wordpiece_vocab(counts, vocab_size)
+    tokenizer = Tokenizer(
+        models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]")
+    )
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    batches = (corpus[start : start + 1000]["text"] for start in range(0, len(corpus), 1000))
-    tokenizer.train_from_iterator(batches, trainer=trainer, length=len(corpus))
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -116,3 +140,64 @@ def train_wordpiece(corpus, vocab_size: int):
         model_max_length=512,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
+
+
+def _merge(left: str, right: str) -> str:
+    return left + right[2:]  # right always continues a word: "##x"
+
+
+def learn_wordpiece_vocab(counts: Counter, vocab_size: int) -> list[str]:
+    """WordPiece's vocabulary as its trainer learns it (BPE over words, "##" marking pieces that
+    continue a word), deterministic: the most frequent pair is merged first, ties broken by the
+    pair's text. Returns the special tokens, the sorted alphabet (each character, then each
+    "##" piece that occurs), then the merges in order."""
+    types = sorted(counts)
+    freq = [counts[word] for word in types]
+    words = [[word[0], *(f"##{c}" for c in word[1:])] for word in types]
+    alphabet = sorted({c for word in types for c in word})  # every character, as a word start
+    pieces = sorted({t for word in words for t in word[1:]})
+    vocab = list(dict.fromkeys([*SPECIAL_TOKENS, *alphabet, *pieces]))
+    known = set(vocab)
+    pairs: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, word in enumerate(words):
+        for pair in zip(word, word[1:], strict=False):
+            pairs[pair] += freq[i]
+            where[pair].add(i)
+    heap = [(-count, pair) for pair, count in pairs.items()]
+    heapq.heapify(heap)
+    while len(vocab) < vocab_size and heap:
+        negative, pair = heapq.heappop(heap)
+        if pairs.get(pair, 0) != -negative:
+            continue  # a stale entry: this pair's count changed since it was pushed
+        merged = _merge(*pair)
+        if merged not in known:
+            vocab.append(merged)
+            known.add(merged)
+        changed = set()
+        for i in sorted(where.pop(pair)):
+            word, out, j = words[i], [], 0
+            while j < len(word):
+                if j + 1 < len(word) and (word[j], word[j + 1]) == pair:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(word[j])
+                    j += 1
+            if len(out) == len(word):
+                continue  # the pair left this word in an earlier merge
+            for old in zip(word, word[1:], strict=False):
+                pairs[old] -= freq[i]
+                changed.add(old)
+            for new in zip(out, out[1:], strict=False):
+                pairs[new] += freq[i]
+                where[new].add(i)
+                changed.add(new)
+            words[i] = out
+        pairs.pop(pair, None)
+        for key in sorted(changed - {pair}):
+            if pairs[key] > 0:
+                heapq.heappush(heap, (-pairs[key], key))
+            else:
+                pairs.pop(key)
+    return vocab

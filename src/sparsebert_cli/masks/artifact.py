@@ -94,13 +94,16 @@ def _bad(path: Path, problem: str) -> SparseBertError:
 def _read_meta(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _bad(path, f"is not valid JSON (truncated or corrupt: {error})") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise _bad(path, f"is not valid JSON (truncated or corrupt: {reason})") from None
     if not isinstance(meta, dict):
         raise _bad(path, "does not hold a JSON object")
     for key, kind in (("kind", str), ("n", int), ("layers", int), ("heads", int), ("sha256", str)):
         if not isinstance(meta.get(key), kind):
             raise _bad(path, f"has no valid {key!r} field")
+    if not isinstance(meta.get("params", {}), dict):
+        raise _bad(path, "has a 'params' field that is not an object")
     if meta["kind"] not in MASK_KINDS:
         raise _bad(path, f"has kind {meta['kind']!r}, not one of {', '.join(MASK_KINDS)}")
     return meta

@@ -223,6 +223,8 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
     manifests: dict[Path, dict] = {}
     for path in _expand(paths):
         for run_dir, manifest in runs.iter_runs(path):
+            if manifest.get("status") == runs.DAMAGED:
+                warnings.append(f"{run_dir} skipped: {manifest.get('error')}")
             if manifest.get("stage") in RESULT_STAGES:
                 manifests[run_dir.resolve()] = manifest
     if not manifests:
@@ -253,7 +255,11 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         metrics_path = run_dir / runs.METRICS
         metrics = {}
         if status == "completed" and metrics_path.is_file():
-            metrics = runs.read_json(metrics_path)
+            try:
+                metrics = runs.read_metrics(run_dir)
+            except SparseBertError as e:
+                warnings.append(f"{run_dir} skipped: {e}")
+                continue
         root = runs_root(run_dir, str(manifest.get("stage")))
         grouping = _grouping_dir(run_dir, manifest, root)
         records.append(

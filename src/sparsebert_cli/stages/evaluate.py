@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.runs import Run, atomic_write_text, read_json
+from sparsebert_cli.runs import Run, atomic_write_text
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
 from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, upstream_model
 from sparsebert_cli.training.evaluation import predict, to_predictions
@@ -95,11 +95,16 @@ def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer
     from sparsebert_cli.masks.stats import sparsity_per_head
-    from sparsebert_cli.modeling import CHECKPOINT_FILE, load_checkpoint
+    from sparsebert_cli.modeling import load_checkpoint, read_record
 
     model_dir = upstream_model(cfg, run, "finetune")
     model = load_checkpoint(model_dir)
-    info = read_json(model_dir / CHECKPOINT_FILE)
+    info = read_record(model_dir)
+    if "task" not in info:
+        raise SparseBertError(
+            f"{model_dir} holds no fine-tuned task (a pre-trained model); evaluate takes a "
+            "finetune run: model.from=<finetune run folder> or model.from=latest."
+        )
     task_cfg = recorded_task(info["task"], cfg.task, Path(cfg.model.from_run))
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)

@@ -3,12 +3,11 @@
 Each step is composed exactly as if it were run by hand (`sparsebert <step> <same overrides>`),
 then wired to the run before it. A step's folder is named by the content hash of its resolved
 config (`<runs_dir>/<step>/pipeline-<hash>`), so a completed upstream run with an identical config
-is reused, by this sweep or a later one; concurrent jobs wait on a file lock per folder.
+is reused, by this sweep or a later one; concurrent jobs wait on the folder's lock (runs.hold).
 """
 
 from pathlib import Path
 
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
@@ -46,10 +45,8 @@ def run_step(step: str, overrides: list[str], cfg: DictConfig) -> tuple[Path, di
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(run_dir) + ".lock"):
-        print(f"[sparsebert] pipeline step {step}: {run_dir}", flush=True)
-        metrics = run_in_folder(step_cfg, run_dir, runs.command_line(step, overrides))
+    print(f"[sparsebert] pipeline step {step}: {run_dir}", flush=True)
+    metrics = run_in_folder(step_cfg, run_dir, runs.command_line(step, overrides), wait=True)
     return run_dir, metrics
 
 

@@ -32,7 +32,7 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(_state_dict(model), str(tmp))
         os.replace(tmp, path)
@@ -66,7 +66,7 @@ def save_checkpoint(
     tmp = directory / f".step-{step:08d}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        _discard(tmp)
+        discard(tmp)
         tmp.mkdir()
         save_file(_state_dict(model), str(tmp / "model.safetensors"))
         torch.save(
@@ -77,7 +77,7 @@ def save_checkpoint(
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
-        _discard(final)
+        discard(final)
         os.rename(tmp, final)
     except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -89,11 +89,11 @@ def save_checkpoint(
             f"{', '.join(kept) or 'none'}."
         ) from None
     for old in complete_checkpoints(directory)[:-KEEP]:
-        _discard(old)
+        discard(old)
     return final
 
 
-def _discard(path: Path) -> None:
+def discard(path: Path) -> None:
     """Remove a checkpoint folder so that no step-* folder is ever seen half deleted: rename it to
     a hidden name first (atomic), then delete that."""
     if not path.exists():

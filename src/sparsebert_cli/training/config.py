@@ -22,7 +22,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch CPU threads (0: leave torch's default)
     eval_every: int = 0  # steps between evaluations (0: at the end only)
-    ckpt_every: int = 0  # steps between checkpoints (0: none until the end)
+    ckpt_every: int = 0  # steps between checkpoints (0: every 10 % of the steps or 5 minutes)
     log_every: int = 10
     nproc_per_node: int = 1  # > 1 relaunches the stage under torchrun (DDP)
     dataloader_workers: int = 0

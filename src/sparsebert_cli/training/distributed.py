@@ -1,6 +1,6 @@
 """DDP helpers, and the entry point torchrun starts for each rank of a distributed job.
 
-The Hydra job (one process) writes the resolved config into its run folder (launch.LAUNCH_CONFIG)
+The Hydra job (one process) writes the resolved config into its run folder (runs.LAUNCH_CONFIG)
 and starts `torchrun -m sparsebert_cli.training.distributed <run_dir> <command>`; every rank reads
 that config, so all ranks share one run id and one folder. Only rank 0 writes files.
 """
@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
 
     from sparsebert_cli.data.hub import set_offline_env
     from sparsebert_cli.errors import SparseBertError
-    from sparsebert_cli.launch import LAUNCH_CONFIG, execute
+    from sparsebert_cli.launch import execute
+    from sparsebert_cli.runs import LAUNCH_CONFIG
 
     run_dir, command = Path(argv[0]), argv[1]
     cfg = OmegaConf.load(run_dir / LAUNCH_CONFIG)

@@ -8,15 +8,13 @@ rank 0 logs.
 """
 
 import json
-import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 from sparsebert_cli.progress import route_logging
-from sparsebert_cli.runs import atomic_write_text
+from sparsebert_cli.runs import atomic_write_text, redact
 
-SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 # The metrics a progress line shows (every metric goes to metrics.jsonl and W&B).
 SHOWN = (
     "train/loss",
@@ -26,16 +24,6 @@ SHOWN = (
     "eval/loss",
     "eval/headline",
 )
-
-
-def without_secrets(obj):
-    """A copy of a config with any value equal to a secret from the environment redacted."""
-    secrets = {os.environ[k] for k in SECRET_ENV if os.environ.get(k)}
-    if isinstance(obj, dict):
-        return {k: without_secrets(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [without_secrets(v) for v in obj]
-    return "<redacted>" if isinstance(obj, str) and obj in secrets else obj
 
 
 class MetricLogger:
@@ -71,7 +59,7 @@ class MetricLogger:
                 tags=list(logger_cfg.tags),
                 name=f"{resolved_config['stage']}-{run_dir.name}",
                 dir=str(run_dir),
-                config=without_secrets(resolved_config),
+                config=redact(resolved_config),
                 reinit="finish_previous",
             )
         if sys.stdout.isatty():

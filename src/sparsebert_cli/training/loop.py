@@ -4,6 +4,10 @@ Reads top to bottom: set up (device, DDP, optimiser, schedule, resume) → for e
 global batch into this rank's micro-batches, forward (+ the stage's penalty, e.g. DAM's λ·‖M‖₁),
 backward, clip, step → log, evaluate, checkpoint. Stages plug in through `Hooks`.
 
+Checkpoints: every `trainer.ckpt_every` steps, or by default (0) every 10 % of the steps or
+every 5 minutes, whichever comes first (the default ones are removed once the run completes).
+Ctrl-C or SIGTERM stops after the current step with a checkpoint of it (`interrupt`).
+
 Data order is a pure function of (seed, step): step s takes slice s of a per-epoch permutation,
 and the random streams (dropout, Gumbel noise) are reseeded from (seed, rank, step) at every step.
 So a resumed run sees exactly the batches and noise an uninterrupted run would, and a DDP run with
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sparsebert_cli import interrupt
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run
 from sparsebert_cli.training import checkpoint as ckpt
@@ -31,6 +36,21 @@ from sparsebert_cli.training.optim import (
     build_optimizer,
     build_scheduler,
 )
+
+AUTO_CKPT_STEPS = 0.1  # default checkpoints: every 10 % of the steps ...
+AUTO_CKPT_SECONDS = 300.0  # ... or every 5 minutes (single process), whichever comes first
+
+
+def checkpoint_due(ckpt_every: int, done: int, total: int, seconds_since: float, solo: bool):
+    """Whether step `done` ends with a checkpoint; time only counts in a single process, since
+    DDP ranks must agree without talking."""
+    if ckpt_every > 0:
+        return done % ckpt_every == 0
+    if done == total:  # the run completes next, and default checkpoints are then removed
+        return False
+    return done % max(1, int(total * AUTO_CKPT_STEPS)) == 0 or (
+        solo and seconds_since >= AUTO_CKPT_SECONDS
+    )
 
 
 @dataclass
@@ -204,54 +224,68 @@ def train(
 
     metrics: dict[str, float] = {}
     tokens, t0 = 0, time.perf_counter()
-    for step in range(start, total):
-        wrapped.train()
-        seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
-        if hooks.before_step is not None:
-            hooks.before_step(step)
-        idx = batch_indices(step, n, tc.batch_size, cfg.seed)
-        local = idx[rank * micro * tc.grad_accum : (rank + 1) * micro * tc.grad_accum]
-        batches = [
-            {k: v.to(device) for k, v in collate([dataset[int(j)] for j in part]).items()}
-            for part in local.split(micro)
-        ]
-        tokens += sum(int(b["attention_mask"].sum()) for b in batches) * world_size
-        step_loss, penalty_metrics = optimizer_step(
-            wrapped, batches, optimizer, scheduler, scaler, tc, hooks.penalty, step
-        )
-        done = step + 1
-
-        extra = hooks.after_step(done) if hooks.after_step is not None else {}
-        if done % tc.log_every == 0 or done == total:
-            elapsed = time.perf_counter() - t0
-            logger.log(
-                done,
-                {
-                    "train/loss": step_loss,
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/tokens_per_s": tokens / max(elapsed, 1e-9),
-                    **penalty_metrics,
-                    **extra,
-                },
-            )
-        else:
-            logger.advance(done)
-        if hooks.evaluate is not None and (
-            (tc.eval_every and done % tc.eval_every == 0) or done == total
-        ):
-            if rank == 0:
-                metrics = hooks.evaluate()
-                logger.log(done, metrics, show=True)
-                if hooks.select and (
-                    state["best"] is None or metrics[hooks.select] > state["best"]
-                ):
-                    state.update(best=metrics[hooks.select], best_step=done, best_metrics=metrics)
-                    ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
-            _barrier()
-        if tc.ckpt_every and done % tc.ckpt_every == 0:
-            if rank == 0:
-                ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
-            _barrier()
+    saved_at, last_save = start, time.monotonic()
+    done, whole = start, True  # whole: the weights are those after step `done` (not mid-step)
+    try:
+        for step in range(start, total):
+            whole = False
+            with interrupt.deferred():  # a stop request waits for the end of this step
+                wrapped.train()
+                seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
+                if hooks.before_step is not None:
+                    hooks.before_step(step)
+                idx = batch_indices(step, n, tc.batch_size, cfg.seed)
+                local = idx[rank * micro * tc.grad_accum : (rank + 1) * micro * tc.grad_accum]
+                batches = [
+                    {k: v.to(device) for k, v in collate([dataset[int(j)] for j in part]).items()}
+                    for part in local.split(micro)
+                ]
+                tokens += sum(int(b["attention_mask"].sum()) for b in batches) * world_size
+                step_loss, penalty_metrics = optimizer_step(
+                    wrapped, batches, optimizer, scheduler, scaler, tc, hooks.penalty, step
+                )
+                extra = hooks.after_step(step + 1) if hooks.after_step is not None else {}
+                done, whole = step + 1, True
+                if done % tc.log_every == 0 or done == total:
+                    elapsed = time.perf_counter() - t0
+                    logger.log(
+                        done,
+                        {
+                            "train/loss": step_loss,
+                            "train/lr": scheduler.get_last_lr()[0],
+                            "train/tokens_per_s": tokens / max(elapsed, 1e-9),
+                            **penalty_metrics,
+                            **extra,
+                        },
+                    )
+                else:
+                    logger.advance(done)
+            if hooks.evaluate is not None and (
+                (tc.eval_every and done % tc.eval_every == 0) or done == total
+            ):
+                if rank == 0:
+                    metrics = hooks.evaluate()
+                    logger.log(done, metrics, show=True)
+                    if hooks.select and (
+                        state["best"] is None or metrics[hooks.select] > state["best"]
+                    ):
+                        state.update(
+                            best=metrics[hooks.select], best_step=done, best_metrics=metrics
+                        )
+                        ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+                _barrier()
+            since = time.monotonic() - last_save
+            if checkpoint_due(tc.ckpt_every, done, total, since, world_size == 1):
+                if rank == 0:
+                    ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
+                saved_at, last_save = done, time.monotonic()
+                _barrier()
+            interrupt.check()
+    except interrupt.Interrupted:
+        # Stopped between steps (or during an evaluation): keep the finished step for the rerun.
+        if whole and done > saved_at and rank == 0:
+            ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
+        raise
 
     if start == total and hooks.evaluate is not None and rank == 0:
         metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
@@ -263,4 +297,9 @@ def train(
     if start < total:
         summary["train/tokens_per_s"] = tokens / max(elapsed, 1e-9)
     logger.finish(summary)
+    if tc.ckpt_every <= 0 and rank == 0:  # default checkpoints only serve an interrupted run
+        for folder in ckpt.complete_checkpoints(ckpt_dir):
+            ckpt.discard(folder)
+        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+            ckpt_dir.rmdir()
     return summary

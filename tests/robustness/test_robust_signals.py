@@ -1,0 +1,139 @@
+"""Ctrl-C and SIGTERM, and resuming without planning ahead.
+
+A stopped job exits 130 (SIGINT) or 143 (SIGTERM) with one line naming the resume command and no
+traceback; its manifest says `interrupted` with the checkpoint written on the way out (default
+settings: no ckpt_every). Rerunning the same command without run_id= finds the run by its config
+hash, says so, and finishes it with the weights of an undisturbed run. Leftover temporary files of
+killed writers are removed by the rerun.
+"""
+
+import signal
+import time
+
+import pytest
+from conftest import sparsebert
+from robust_helpers import TINY, Job, assert_same_weights, losses, read_json, stable
+
+from sparsebert_cli import runs
+from sparsebert_cli.training.loop import AUTO_CKPT_SECONDS, checkpoint_due
+
+STEPS = 40
+ARGS = ("pretrain", *TINY, f"trainer.max_steps={STEPS}", "trainer.log_every=1")
+
+
+def stop_at_step(workdir, sig: signal.Signals, step: int = 3) -> tuple[Job, int]:
+    job = Job(*ARGS, cwd=workdir)
+    assert job.wait_for(f"step {step}/{STEPS}"), job.output
+    job.proc.send_signal(sig)
+    return job, job.finish()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_job_marks_its_run_interrupted_with_a_checkpoint_and_says_how_to_resume(
+    workdir, sig, code
+):
+    job, exit_code = stop_at_step(workdir, sig)
+    out = job.output
+    assert exit_code == code, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    (line,) = [text for text in out.splitlines() if text.startswith("interrupted")]
+    (run_dir,) = (workdir / "runs" / "pretrain").iterdir()
+    manifest = runs.load_manifest(run_dir)
+    assert manifest["status"] == "interrupted" and manifest["error"] == f"stopped by {sig.name}"
+    checkpoint = manifest["checkpoint"]
+    assert checkpoint and checkpoint in line and f"run_id={run_dir.name}" in line
+    done = max(step for step, _, _ in losses(run_dir))
+    assert checkpoint.endswith(f"step-{done:08d}")  # the last finished step, not an earlier one
+
+
+@pytest.mark.slow
+def test_a_rerun_without_run_id_resumes_the_interrupted_run_bit_for_bit(workdir):
+    sparsebert(*ARGS, "run_id=reference", cwd=workdir)
+    job, code = stop_at_step(workdir, signal.SIGINT, step=7)
+    assert code == 130, job.output
+    (victim,) = [p for p in (workdir / "runs" / "pretrain").iterdir() if p.name != "reference"]
+    leftover = victim / "artifacts" / ".predictions.1-abc.tmp.tsv"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_text("half written")
+    proc = sparsebert(*ARGS, cwd=workdir)
+    assert f"resuming the unfinished run {victim}" in proc.stdout.replace("\n", " ")
+    assert f"run_id={victim.name}" in proc.stdout
+    assert "resumed from" in proc.stdout
+    assert sorted(p.name for p in (workdir / "runs" / "pretrain").iterdir()) == sorted(
+        ["reference", victim.name]
+    )  # no new folder
+    manifest = runs.load_manifest(victim)
+    assert manifest["status"] == "completed" and manifest["attempts"] == 2
+    assert not leftover.exists()
+    reference = workdir / "runs" / "pretrain" / "reference"
+    assert_same_weights(
+        reference / "artifacts" / "model" / "model.safetensors",
+        victim / "artifacts" / "model" / "model.safetensors",
+    )
+    assert losses(victim) == losses(reference)
+    assert stable(read_json(victim / "metrics.json")) == stable(
+        read_json(reference / "metrics.json")
+    )
+    assert not (victim / "checkpoints").exists()  # default checkpoints go once the run completes
+
+
+def _manifest(run_dir, status: str, chash: str, started: float) -> None:
+    runs.atomic_write_json(
+        run_dir / runs.MANIFEST,
+        {"stage": "pretrain", "status": status, "config_hash": chash, "started_at": started},
+    )
+
+
+def test_only_an_unfinished_unlocked_run_of_the_same_config_is_resumed(tmp_path):
+    root = tmp_path / "pretrain"
+    for name, status, chash in [
+        ("done", "completed", "h"),
+        ("other", "interrupted", "other-hash"),
+        ("old", "failed", "h"),
+        ("new", "interrupted", "h"),
+        ("live", "running", "h"),
+        ("pipeline-h", "interrupted", "h"),
+    ]:
+        _manifest(root / name, status, chash, started=time.time())
+    with runs.hold(root / "live"):
+        assert runs.unfinished_run(tmp_path, "pretrain", "h") == root / "new"
+    assert runs.unfinished_run(tmp_path, "pretrain", "h") == root / "live"  # lock released
+    assert runs.unfinished_run(tmp_path, "pretrain", "nothing") is None
+
+
+def test_leftover_temporary_files_are_removed_when_a_run_starts_again(tmp_path):
+    run_dir = tmp_path / "pretrain" / "r"
+    _manifest(run_dir, "interrupted", "h", started=0.0)
+    left = [
+        run_dir / ".metrics.4242-0123456789ab.tmp.json",
+        run_dir / "artifacts" / "figures" / ".mask.77-ab.tmp.png",
+        run_dir / ".best_model.safetensors.12.tmp",
+    ]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    (run_dir / "checkpoints" / ".step-00000003.tmp").mkdir(parents=True)
+    kept = run_dir / "artifacts" / "figures" / "mask.png"
+    kept.write_bytes(b"whole")
+    runs.Run.start(run_dir, "pretrain", {"seed": 0}, "h", "sparsebert pretrain")
+    assert not any(p.exists() for p in left)
+    assert not (run_dir / "checkpoints" / ".step-00000003.tmp").exists()
+    assert kept.read_bytes() == b"whole"
+
+
+@pytest.mark.parametrize(
+    ("ckpt_every", "total", "due"),
+    [
+        (0, 100, [10, 20, 30, 40, 50, 60, 70, 80, 90]),  # every 10 %, not at the very end
+        (0, 5, [1, 2, 3, 4]),
+        (7, 20, [7, 14]),
+    ],
+)
+def test_checkpoints_are_written_by_default_every_tenth_of_the_run(ckpt_every, total, due):
+    found = [d for d in range(1, total + 1) if checkpoint_due(ckpt_every, d, total, 0.0, True)]
+    assert found == due
+
+
+def test_default_checkpoints_are_also_written_every_few_minutes_in_one_process():
+    assert checkpoint_due(0, 3, 1000, AUTO_CKPT_SECONDS, solo=True)
+    assert not checkpoint_due(0, 3, 1000, AUTO_CKPT_SECONDS, solo=False)  # DDP ranks must agree
