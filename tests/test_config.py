@@ -40,6 +40,9 @@ def test_every_config_composes_and_validates(stage, override):
     if stage == "search" and override.startswith("mask=") and not override.startswith("mask=dam"):
         with pytest.raises(SparseBertError, match="learns a mask"):
             validate_config(cfg)
+    elif cfg.mask.name == "checkpoint" and not (cfg.model.from_run or cfg.model.name_or_path):
+        with pytest.raises(SparseBertError, match="mask=checkpoint means the mask stored"):
+            validate_config(cfg)
     else:
         validate_config(cfg)
 

@@ -93,14 +93,22 @@ def run_stage(stage: str, args: list[str]) -> int:
     import hydra
 
     from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.launch import run_job
+    from sparsebert_cli.validation import check_overrides
 
+    args = rewrite_aliases(args)
+    try:
+        check_overrides(stage, args)
+    except SparseBertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     register_hydra_extensions()
     with tempfile.NamedTemporaryFile(
         "w+", prefix="sparsebert-failures-", suffix=".txt"
     ) as failures:
         os.environ[FAILURES_ENV] = failures.name
-        sys.argv = [f"sparsebert {stage}", *rewrite_aliases(args)]
+        sys.argv = [f"sparsebert {stage}", *args]
         app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=stage)(
             run_job
         )

@@ -7,11 +7,11 @@ failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
 """
 
 import errno
-import importlib
 import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,22 +21,38 @@ from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
 
 LAUNCH_CONFIG = ".launch-config.yaml"  # what `relaunch_distributed` hands to every rank
-# Keys that do not change what a job computes, left out of its content hash.
+# Keys that do not change what a job computes, left out of its content hash (as are the keys
+# the stage does not read): resuming with another checkpoint interval or log rate is the same job.
 _NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
-_NOT_HASHED_TRAINER = ("nproc_per_node", "dataloader_workers", "log_every", "device", "num_threads")
-_USES_TASK = ("finetune", "evaluate", "pipeline")
+_NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
 # Write errors that are the machine's state, not a bug: a clear message instead of a traceback.
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def hashed_config(resolved: dict) -> dict:
-    """The part of a resolved config that determines a job's result (its identity for reuse)."""
-    kept = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
-    kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
-    if resolved["stage"] not in _USES_TASK:
-        kept.pop("task")
-    kept["mask"] = _mask_identity(resolved["mask"])
-    return kept
+    """The part of a resolved config that determines a job's result (its identity for reuse):
+    the keys its stage reads, less those that only say where or how fast it runs."""
+    from sparsebert_cli.stages import reads
+
+    def kept(node: dict, prefix: str) -> dict:
+        out = {}
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if not reads(resolved["stage"], dotted):
+                continue
+            out[key] = (
+                kept(value, f"{dotted}.") if isinstance(value, dict) and not prefix else value
+            )
+        return out
+
+    hashed = kept({k: v for k, v in resolved.items() if k not in _NOT_HASHED}, "")
+    if "trainer" in hashed:
+        hashed["trainer"] = {
+            k: v for k, v in hashed["trainer"].items() if k not in _NOT_HASHED_TRAINER
+        }
+    if "mask" in hashed:
+        hashed["mask"] = _mask_identity(resolved["mask"])
+    return hashed
 
 
 def _mask_identity(mask: dict) -> dict:
@@ -83,12 +99,26 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
     torch.manual_seed(cfg.seed)  # model init: a function of the seed
     try:
-        metrics = importlib.import_module(f"sparsebert_cli.stages.{cfg.stage}").run(cfg, run)
+        metrics = stage_runner(cfg.stage)(cfg, run)
     except BaseException as e:
         run.fail(str(e) if isinstance(e, SparseBertError) else f"{type(e).__name__}: {e}")
         raise
     run.complete(metrics)
     return metrics
+
+
+def stage_runner(stage: str) -> Callable[[DictConfig, runs.Run], dict[str, float]]:
+    """The `run(cfg, run)` function of a stage."""
+    from sparsebert_cli.stages import evaluate, finetune, pipeline, pretrain, search
+
+    runners = {
+        "search": search.run,
+        "pretrain": pretrain.run,
+        "finetune": finetune.run,
+        "evaluate": evaluate.run,
+        "pipeline": pipeline.run,
+    }
+    return runners[stage]
 
 
 def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
@@ -154,9 +184,10 @@ def run_job(cfg: DictConfig) -> None:
     if cfg.offline:
         set_offline_env()
     try:
-        from sparsebert_cli.validation import validate_config
+        from sparsebert_cli.validation import preflight, validate_config
 
         validate_config(cfg)
+        preflight(cfg)
         run_in_folder(cfg, run_dir, command)
     except Exception as e:
         message = _user_message(e, run_dir)

@@ -1,0 +1,58 @@
+"""The stages and the config keys each one reads (torch-free: `validate` and the CLI consult it).
+
+A key is read by a stage when it or a group above it is listed (`mask` covers `mask.lam`). A key
+a stage does not read is refused on its command line (`validation.check_overrides`), left out of
+its content hash (`launch.hashed_config`) and of its checks; tests/test_config_keys.py proves
+every key of every stage's composed config is listed or refused, and every listed key has a
+reader.
+"""
+
+# Read by the job machinery of every stage (launch.py, runs.py): where and how the job runs.
+_JOB = ("stage", "seed", "offline", "run_id", "sweep_name", "paths", "trainer.nproc_per_node")
+# Read by the training loop (training/loop.py, logging.py, checkpoint.py).
+_TRAINING = (*_JOB, "resume", "logger", "trainer")
+# The corpus that a tokenizer is trained on (data.tokenizer=train) and its settings.
+_TOKENIZER = (
+    "data.name",
+    "data.hub_sources",
+    "data.sentence_sources",
+    "data.sentences_per_document",
+    "data.files",
+    "data.text_column",
+    "data.max_documents",
+    "data.num_proc",
+    "data.tokenizer",
+    "data.vocab_size",
+)
+
+READS: dict[str, tuple[str, ...]] = {
+    "search": (*_TRAINING, "mask", "model", "data"),
+    "pretrain": (*_TRAINING, "mask", "model", "data"),
+    "finetune": (*_TRAINING, "mask", "model", "task", *_TOKENIZER),
+    "evaluate": (
+        *_JOB,
+        "model.from_run",
+        "model.attention_backend",
+        "model.block_size",
+        "task.glue_dir",
+        "task.data_dir",
+        "task.data_files",
+        "trainer.eval_batch_size",
+        "trainer.device",
+    ),
+    # The pipeline hands its whole config to its steps (each step checks what it reads).
+    "pipeline": (*_TRAINING, "mask", "model", "data", "task", "pipeline"),
+}
+
+# The upstream runs a stage loads, by the key that names them, and the stage they must be.
+UPSTREAM: dict[str, dict[str, str]] = {
+    "search": {"model.from_run": "pretrain"},
+    "pretrain": {"model.from_run": "pretrain", "mask.from_run": "search"},
+    "finetune": {"model.from_run": "pretrain", "mask.from_run": "search"},
+    "evaluate": {"model.from_run": "finetune"},
+}
+
+
+def reads(stage: str, key: str) -> bool:
+    """Whether `stage` reads `key` (dotted), or a key inside it when `key` is a group."""
+    return any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in READS[stage])

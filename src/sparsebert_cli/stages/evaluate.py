@@ -98,9 +98,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.modeling import CHECKPOINT_FILE, load_checkpoint
 
     model_dir = upstream_model(cfg, run, "finetune")
-    model = load_checkpoint(model_dir)
+    model = load_checkpoint(model_dir, cfg.model)
     info = read_json(model_dir / CHECKPOINT_FILE)
-    task_cfg = recorded_task(info["task"], cfg.task, Path(cfg.model.from_run))
+    task_cfg = recorded_task(info["task"], cfg.task, model_dir.parents[1])
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
     task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), cfg.seed)

@@ -24,7 +24,7 @@ from sparsebert_cli.stages.inputs import (
 )
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import predict, to_predictions
-from sparsebert_cli.training.loop import Hooks, steps_per_epoch, total_steps, train
+from sparsebert_cli.training.loop import Hooks, total_steps, train
 
 
 def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
@@ -85,8 +85,6 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     if task.problem_type == "question_answering":
         check_mask_covers(source, cfg.task)
     trainer = cfg.trainer
-    if trainer.eval_every == 0 and trainer.epochs > 0:  # evaluate after every epoch
-        trainer.eval_every = steps_per_epoch(len(task.splits["train"]), trainer.batch_size)
 
     def evaluate() -> dict[str, float]:
         logits, _ = predict(model, task.splits["dev"], task.collate, trainer.eval_batch_size)

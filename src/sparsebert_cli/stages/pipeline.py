@@ -35,12 +35,23 @@ def _drop(overrides: list[str], group: str) -> list[str]:
     return [o for o in overrides if _key(o).split(".")[0] != group]
 
 
-def run_step(step: str, overrides: list[str], cfg: DictConfig) -> tuple[Path, dict]:
-    """Compose, place (content hash) and run one step, or reuse its completed folder."""
-    from sparsebert_cli.validation import validate_config
+def run_step(step: str, common: list[str], cfg: DictConfig) -> tuple[Path, dict]:
+    """Compose, place (content hash) and run one step, or reuse its completed folder. The step
+    gets the common overrides it reads (evaluate takes no mask, model sizes or data) and all of
+    its own (`pipeline.<step>=[...]`), which are refused if it does not read them."""
+    from sparsebert_cli.validation import (
+        check_overrides,
+        preflight,
+        read_overrides,
+        validate_config,
+    )
 
+    own = list(cfg.pipeline[step])
+    check_overrides(step, own)
+    overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
     validate_config(step_cfg)
+    preflight(step_cfg)
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
@@ -59,21 +70,16 @@ def run(cfg: DictConfig, run: runs.Run) -> dict[str, float]:
     user = [o for o in hc.overrides.task if not o.startswith("pipeline.")]
     # The group choices as resolved here, then every other override (values inside groups too).
     common = [*chosen, *(o for o in user if _key(o) not in GROUPS)]
-    pretrain_args = [*common, *cfg.pipeline.pretrain]
+    pretrain_args = common
     if cfg.mask.name == "dam":  # a learnable mask: search it, then pre-train with it frozen
-        search_dir, _ = run_step("search", [*common, *cfg.pipeline.search], cfg)
+        search_dir, _ = run_step("search", common, cfg)
         run.add_input("search", search_dir)
-        searched = ["mask=from_run", f"mask.from_run={search_dir}"]
-        pretrain_args = [*_drop(common, "mask"), *searched, *cfg.pipeline.pretrain]
+        pretrain_args = [*_drop(common, "mask"), "mask=from_run", f"mask.from_run={search_dir}"]
     pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg)
     run.add_input("pretrain", pretrain_dir)
     wired = [*_drop(common, "mask"), "mask=checkpoint"]
-    finetune_dir, _ = run_step(
-        "finetune", [*wired, f"model.from_run={pretrain_dir}", *cfg.pipeline.finetune], cfg
-    )
+    finetune_dir, _ = run_step("finetune", [*wired, f"model.from_run={pretrain_dir}"], cfg)
     run.add_input("finetune", finetune_dir)
-    evaluate_dir, metrics = run_step(
-        "evaluate", [*wired, f"model.from_run={finetune_dir}", *cfg.pipeline.evaluate], cfg
-    )
+    evaluate_dir, metrics = run_step("evaluate", [*wired, f"model.from_run={finetune_dir}"], cfg)
     run.add_input("evaluate", evaluate_dir)
     return metrics

@@ -14,7 +14,12 @@ from safetensors.torch import load_file, save_file
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.runs import Run, atomic_write
-from sparsebert_cli.stages.inputs import cache_dir, pretraining_data
+from sparsebert_cli.stages.inputs import (
+    cache_dir,
+    pretraining_data,
+    upstream_model,
+    weights_folder,
+)
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import evaluate_mlm
 from sparsebert_cli.training.loop import Hooks, total_steps, train
@@ -39,10 +44,13 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer
     from sparsebert_cli.modeling import build_mask_source, build_pretraining_model
 
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg))
+    init_from = upstream_model(cfg, run, "pretrain")
+    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
     splits, collate = pretraining_data(cfg, tokenizer)
-    source = build_mask_source(cfg.mask, cfg.model, cfg.data.seq_len)
-    model = build_pretraining_model(cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp)
+    source = build_mask_source(cfg.mask, cfg.model, cfg.data.seq_len, init_from)
+    model = build_pretraining_model(
+        cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
+    )
     dam = source.dam
     total = total_steps(cfg.trainer, len(splits["train"]))
     trace_dir = run.dir / "trace"
