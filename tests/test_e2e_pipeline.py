@@ -139,8 +139,7 @@ def test_design_card_sweep_expands_to_six_valid_jobs_with_their_own_folders():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from sparsebert_cli.cli import register_hydra_extensions, sb_slug
-    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.config import conf_dir, register_hydra_extensions, sb_slug
     from sparsebert_cli.validation import validate_config
 
     arguments = ["mask=dense,no_diag,dam", "mask.lam=1e-4,1e-3", "debug=smoke"]

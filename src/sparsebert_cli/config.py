@@ -5,6 +5,8 @@ Hydra's message. Group schemas live beside their mechanism (masks/, data/, train
 only assembles them. Torch-free: importing it must stay instant.
 """
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -183,6 +185,40 @@ RANGES: dict[str, Range] = {
 def register_schemas() -> None:
     """Store the schema under `run_schema`; every primary config names it first in its defaults."""
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+# `from` is a Python keyword, so the schema spells it `from_run`; the CLI accepts both.
+_ALIASES = {"mask.from=": "mask.from_run=", "model.from=": "model.from_run="}
+
+
+def sb_slug(override_dirname: str) -> str:
+    """A filesystem-safe, deterministic folder name for one sweep job's override combination."""
+    if not override_dirname:
+        return "default"
+    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", override_dirname)
+    if len(slug) > 80 or slug != override_dirname:
+        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+        slug = f"{slug[:71]}-{digest}"
+    return slug
+
+
+def register_hydra_extensions() -> None:
+    """The config schema and the `sb_slug` resolver, needed before any composition."""
+    from omegaconf import OmegaConf
+
+    register_schemas()
+    if not OmegaConf.has_resolver("sb_slug"):
+        OmegaConf.register_new_resolver("sb_slug", sb_slug)
+
+
+def rewrite_aliases(args: list[str]) -> list[str]:
+    out = []
+    for arg in args:
+        for alias, name in _ALIASES.items():
+            if arg.startswith(alias):
+                arg = name + arg[len(alias) :]
+        out.append(arg)
+    return out
 
 
 def conf_dir() -> Path:

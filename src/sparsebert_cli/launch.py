@@ -7,6 +7,7 @@ failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
 """
 
 import errno
+import functools
 import os
 import subprocess
 import sys
@@ -19,51 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from sparsebert_cli import runs
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.stages import hashed_config
 
 LAUNCH_CONFIG = ".launch-config.yaml"  # what `relaunch_distributed` hands to every rank
-# Keys that do not change what a job computes, left out of its content hash (as are the keys
-# the stage does not read): resuming with another checkpoint interval or log rate is the same job.
-_NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
-_NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
+FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"  # the file where a sweep's failed jobs are noted
 # Write errors that are the machine's state, not a bug: a clear message instead of a traceback.
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def hashed_config(resolved: dict) -> dict:
-    """The part of a resolved config that determines a job's result (its identity for reuse):
-    the keys its stage reads, less those that only say where or how fast it runs."""
-    from sparsebert_cli.stages import reads
-
-    def kept(node: dict, prefix: str) -> dict:
-        out = {}
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            if not reads(resolved["stage"], dotted):
-                continue
-            out[key] = (
-                kept(value, f"{dotted}.") if isinstance(value, dict) and not prefix else value
-            )
-        return out
-
-    hashed = kept({k: v for k, v in resolved.items() if k not in _NOT_HASHED}, "")
-    if "trainer" in hashed:
-        hashed["trainer"] = {
-            k: v for k, v in hashed["trainer"].items() if k not in _NOT_HASHED_TRAINER
-        }
-    if "mask" in hashed:
-        hashed["mask"] = _mask_identity(resolved["mask"])
-    return hashed
-
-
-def _mask_identity(mask: dict) -> dict:
-    """Only the mask settings the chosen mask reads: dense with λ=1e-4 is dense with λ=1e-3."""
-    from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
-
-    if mask["name"] in PATTERNS:
-        return {"name": mask["name"], **pattern_params(OmegaConf.create(mask))}
-    if mask["name"] in ("from_run", "checkpoint"):
-        return {"name": mask["name"], "from_run": mask["from_run"]}
-    return mask
 
 
 def _quiet_libraries() -> None:
@@ -116,7 +78,7 @@ def stage_runner(stage: str) -> Callable[[DictConfig, runs.Run], dict[str, float
         "pretrain": pretrain.run,
         "finetune": finetune.run,
         "evaluate": evaluate.run,
-        "pipeline": pipeline.run,
+        "pipeline": functools.partial(pipeline.run, run_step_job=run_in_folder),
     }
     return runners[stage]
 
@@ -130,7 +92,7 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     nproc = cfg.trainer.nproc_per_node
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "sparsebert_cli.training.distributed", str(run_dir), command,
+        "-m", "sparsebert_cli.launch", str(run_dir), command,
     ]  # fmt: skip
     print(f"[sparsebert] launching {nproc} processes with torchrun", flush=True)
     code = subprocess.call(cmd)
@@ -166,7 +128,7 @@ def _record_failure(run_dir: Path, cfg: DictConfig, command: str, message: str) 
                 runs.write_job_record(run_dir, command, OmegaConf.to_container(cfg, resolve=True))
         except OSError as e:  # the folder that just failed may be unwritable or full
             print(f"warning: could not mark {run_dir} failed ({e}).", file=sys.stderr, flush=True)
-    failures = os.environ.get("SPARSEBERT_FAILURES_FILE")
+    failures = os.environ.get(FAILURES_ENV)
     if failures:
         with open(failures, "a", encoding="utf-8") as f:
             f.write(f"{run_dir}: {message.splitlines()[0] if message else 'failed'}\n")
@@ -212,3 +174,30 @@ def _user_message(e: Exception, run_dir: Path) -> str | None:
             "same command; completed checkpoints are kept and resume=auto continues from them."
         )
     return None
+
+
+def rank_main(argv: list[str]) -> int:
+    """The entry point torchrun starts for each rank (`python -m sparsebert_cli.launch <run_dir>
+    <command>`): every rank reads the config the Hydra job wrote (LAUNCH_CONFIG), so all ranks
+    share one run id and one folder; only rank 0 writes files."""
+    import torch.distributed as dist
+
+    from sparsebert_cli.training.distributed import world
+
+    run_dir, command = Path(argv[0]), argv[1]
+    cfg = OmegaConf.load(run_dir / LAUNCH_CONFIG)
+    if cfg.offline:
+        set_offline_env()
+    try:
+        execute(cfg, run_dir, command)
+    except SparseBertError as e:
+        print(f"error (rank {world()[0]}): {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(rank_main(sys.argv[1:]))

@@ -120,8 +120,7 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
-    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.config import conf_dir, register_hydra_extensions, rewrite_aliases
     from sparsebert_cli.validation import check_overrides, describe, preflight, validate_config
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])

@@ -2,10 +2,12 @@
 
 A key is read by a stage when it or a group above it is listed (`mask` covers `mask.lam`). A key
 a stage does not read is refused on its command line (`validation.check_overrides`), left out of
-its content hash (`launch.hashed_config`) and of its checks; tests/test_config_keys.py proves
+its content hash (`hashed_config`) and of its checks; tests/test_config_keys.py proves
 every key of every stage's composed config is listed or refused, and every listed key has a
 reader.
 """
+
+from omegaconf import OmegaConf
 
 # Read by the job machinery of every stage (launch.py, runs.py): where and how the job runs.
 _JOB = ("stage", "seed", "offline", "run_id", "sweep_name", "paths", "trainer.nproc_per_node")
@@ -56,3 +58,45 @@ UPSTREAM: dict[str, dict[str, str]] = {
 def reads(stage: str, key: str) -> bool:
     """Whether `stage` reads `key` (dotted), or a key inside it when `key` is a group."""
     return any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in READS[stage])
+
+
+# Keys that do not change what a job computes, left out of its content hash (as are the keys
+# the stage does not read): resuming with another checkpoint interval or log rate is the same job.
+_NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
+_NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
+
+
+def hashed_config(resolved: dict) -> dict:
+    """The part of a resolved config that determines a job's result (its identity for reuse):
+    the keys its stage reads, less those that only say where or how fast it runs."""
+
+    def kept(node: dict, prefix: str) -> dict:
+        out = {}
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if not reads(resolved["stage"], dotted):
+                continue
+            out[key] = (
+                kept(value, f"{dotted}.") if isinstance(value, dict) and not prefix else value
+            )
+        return out
+
+    hashed = kept({k: v for k, v in resolved.items() if k not in _NOT_HASHED}, "")
+    if "trainer" in hashed:
+        hashed["trainer"] = {
+            k: v for k, v in hashed["trainer"].items() if k not in _NOT_HASHED_TRAINER
+        }
+    if "mask" in hashed:
+        hashed["mask"] = _mask_identity(resolved["mask"])
+    return hashed
+
+
+def _mask_identity(mask: dict) -> dict:
+    """Only the mask settings the chosen mask reads: dense with λ=1e-4 is dense with λ=1e-3."""
+    from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
+
+    if mask["name"] in PATTERNS:
+        return {"name": mask["name"], **pattern_params(OmegaConf.create(mask))}
+    if mask["name"] in ("from_run", "checkpoint"):
+        return {"name": mask["name"], "from_run": mask["from_run"]}
+    return mask

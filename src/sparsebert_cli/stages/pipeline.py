@@ -6,13 +6,17 @@ config (`<runs_dir>/<step>/pipeline-<hash>`), so a completed upstream run with a
 is reused, by this sweep or a later one; concurrent jobs wait on a file lock per folder.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
-from sparsebert_cli.launch import hashed_config, run_in_folder
+from sparsebert_cli.stages import hashed_config
+
+# How the pipeline runs a step in its folder: `launch.run_in_folder`, handed in by the launcher.
+StepJob = Callable[[DictConfig, Path, str], dict[str, float]]
 
 GROUPS = ("mask", "model", "data", "task", "trainer", "logger")
 
@@ -35,7 +39,7 @@ def _drop(overrides: list[str], group: str) -> list[str]:
     return [o for o in overrides if _key(o).split(".")[0] != group]
 
 
-def run_step(step: str, common: list[str], cfg: DictConfig) -> tuple[Path, dict]:
+def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tuple[Path, dict]:
     """Compose, place (content hash) and run one step, or reuse its completed folder. The step
     gets the common overrides it reads (evaluate takes no mask, model sizes or data) and all of
     its own (`pipeline.<step>=[...]`), which are refused if it does not read them."""
@@ -58,11 +62,11 @@ def run_step(step: str, common: list[str], cfg: DictConfig) -> tuple[Path, dict]
     run_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(run_dir) + ".lock"):
         print(f"[sparsebert] pipeline step {step}: {run_dir}", flush=True)
-        metrics = run_in_folder(step_cfg, run_dir, runs.command_line(step, overrides))
+        metrics = job(step_cfg, run_dir, runs.command_line(step, overrides))
     return run_dir, metrics
 
 
-def run(cfg: DictConfig, run: runs.Run) -> dict[str, float]:
+def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
@@ -72,14 +76,18 @@ def run(cfg: DictConfig, run: runs.Run) -> dict[str, float]:
     common = [*chosen, *(o for o in user if _key(o) not in GROUPS)]
     pretrain_args = common
     if cfg.mask.name == "dam":  # a learnable mask: search it, then pre-train with it frozen
-        search_dir, _ = run_step("search", common, cfg)
+        search_dir, _ = run_step("search", common, cfg, run_step_job)
         run.add_input("search", search_dir)
         pretrain_args = [*_drop(common, "mask"), "mask=from_run", f"mask.from_run={search_dir}"]
-    pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg)
+    pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg, run_step_job)
     run.add_input("pretrain", pretrain_dir)
     wired = [*_drop(common, "mask"), "mask=checkpoint"]
-    finetune_dir, _ = run_step("finetune", [*wired, f"model.from_run={pretrain_dir}"], cfg)
+    finetune_dir, _ = run_step(
+        "finetune", [*wired, f"model.from_run={pretrain_dir}"], cfg, run_step_job
+    )
     run.add_input("finetune", finetune_dir)
-    evaluate_dir, metrics = run_step("evaluate", [*wired, f"model.from_run={finetune_dir}"], cfg)
+    evaluate_dir, metrics = run_step(
+        "evaluate", [*wired, f"model.from_run={finetune_dir}"], cfg, run_step_job
+    )
     run.add_input("evaluate", evaluate_dir)
     return metrics
