@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, sparsebert
+from conftest import cli_env, sparsebert
 
 from sparsebert_cli.reporting.table import build_table
 
@@ -18,17 +18,6 @@ pytestmark = pytest.mark.slow
 
 PIPELINE = ("pipeline", "debug=smoke", "mask=dense", "task=polarity")
 STEPS = ("pretrain", "finetune", "evaluate")
-
-
-def cli_env(root: Path) -> dict[str, str]:
-    return {
-        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
-        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",  # 2 cores: avoid oversubscription (not part of the config hash)
-    }
 
 
 def cli(*args: str, root: Path, check: bool = True):

@@ -212,11 +212,16 @@ def register_hydra_extensions() -> None:
 
 
 def rewrite_aliases(args: list[str]) -> list[str]:
+    """`mask.from=` → `mask.from_run=` (and model.from), and a value starting with `~/` expanded
+    to the home folder, as a shell does for an assignment (Hydra's grammar refuses a bare `~`)."""
     out = []
     for arg in args:
         for alias, name in _ALIASES.items():
             if arg.startswith(alias):
                 arg = name + arg[len(alias) :]
+        key, sep, value = arg.partition("=")
+        if sep and not key.startswith("-") and (value == "~" or value.startswith("~/")):
+            arg = f"{key}={Path(value).expanduser()}"
         out.append(arg)
     return out
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import sparsebert
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg, sparsebert
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,21 +19,11 @@ from robust_helpers import TINY, TINY_TASK, assert_clean_error
 from safetensors.torch import save as safetensors_bytes
 
 from sparsebert_cli import runs
-from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
 from sparsebert_cli.config import ModelConfig, RunConfig, conf_dir
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import MASK_FILE, META_FILE, fit_to_length, load_mask, save_mask
 from sparsebert_cli.training import checkpoint
 from sparsebert_cli.validation import validate_config
-
-
-def compose_cfg(stage: str, *overrides: str):
-    register_hydra_extensions()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name=stage, overrides=rewrite_aliases(list(overrides)))
-    OmegaConf.resolve(cfg)
-    return cfg
-
 
 # --- config mistakes caught at composition (schema: unknown keys, groups, options, types) ---------
 
