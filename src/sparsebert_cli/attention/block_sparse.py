@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sparsebert_cli.attention.masked import masked_score
-from sparsebert_cli.masks.empty_rows import empty_query_rows
+from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
 # A row joins a group when it has at least this fraction of the group's longest row's blocks
 # (at most 40 % of a group's tiles are dummy slots): a band's shorter edge rows (2 blocks of 3)
@@ -199,11 +199,6 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     )
 
 
-def _warn_empty_rows() -> None:
-    """The empty-row warning of masks/empty_rows.py (once per process), for rows found here."""
-    empty_query_rows(torch.zeros(1, 1, 1, dtype=torch.bool), None)
-
-
 def _scaled_scores(q: torch.Tensor, k: torch.Tensor, bias, scaling: float, batch: int):
     """Q Kᵀ·scaling + bias as [B·R, bs, K·bs]; q [B·R, bs, d], k [B·R, K·bs, d], bias [R, bs, K·bs]
     or None. One fused matmul when the bias broadcasts (B = 1), else a matmul and one add."""
@@ -283,7 +278,7 @@ class _BlockSparseAttention(torch.autograd.Function):
             if any(ctx.needs_input_grad[:3]):  # inference keeps nothing
                 saved.append((q, k, v, probs, weights, drop, empty))
         if found and bool(torch.stack(found).any()):
-            _warn_empty_rows()
+            warn_empty_rows()
         ctx.layout, ctx.scaling, ctx.dropout_p, ctx.saved = layout, scaling, dropout_p, saved
         ctx.shape = query.shape
         return result
@@ -362,8 +357,8 @@ def block_sparse_attention(
         if layout.empty_queries is not None and bool(
             (layout.empty_queries & ~key_padding[:, None, :]).any()
         ):
-            _warn_empty_rows()
+            warn_empty_rows()
     elif layout.empty_queries is not None:
-        _warn_empty_rows()
+        warn_empty_rows()
     out = _BlockSparseAttention.apply(*blocks, layout, padded_keys, scaling, dropout_p)
     return out.view(batch, heads, -1, dim)[:, :, :n]

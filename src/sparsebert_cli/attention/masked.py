@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sparsebert_cli.masks.empty_rows import empty_query_rows, masked_softmax
+from sparsebert_cli.masks.empty_rows import masked_softmax, warn_empty_rows
 
 MASK_PENALTY = 10000.0  # c of the reference code: (1 − M)·(−c) is added before the softmax
 SDPA_CACHE_BYTES = 64 * 2**20  # largest additive mask (one layer) kept between calls
@@ -125,11 +125,6 @@ def _cached_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
     return built[(dtype, mask.device)]
 
 
-def _warn_empty_rows() -> None:
-    """The empty-row warning of masks/empty_rows.py (once per process), for rows found here."""
-    empty_query_rows(torch.zeros(1, 1, 1, dtype=torch.bool), None)
-
-
 def sdpa_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -164,11 +159,11 @@ def sdpa_attention(
             empty = _empty_with_padding(prepared, key_padding)
             # Warn about the empty rows of real (not padding) queries only.
             if bool((empty & ~key_padding[:, None, :, None]).any()):
-                _warn_empty_rows()
+                warn_empty_rows()
             if not bool(empty.any()):
                 empty = None
         elif empty is not None:
-            _warn_empty_rows()
+            warn_empty_rows()
     out = F.scaled_dot_product_attention(
         query, key, value, attn_mask=bias, dropout_p=dropout_p, scale=scaling
     )

@@ -29,14 +29,20 @@ def empty_query_rows(mask: torch.Tensor, key_padding: torch.Tensor | None) -> to
     allowed = mask if key_padding is None else mask & ~key_padding[:, None, None, :]
     empty = ~allowed.any(dim=-1)
     if bool(empty.any()):
-        warnings.warn(
-            "some attention query rows have no allowed key (mask combined with padding): their "
-            "attention output is set to zero (the residual still carries the token); check the "
-            "mask with `sparsebert masks --check`",
-            EmptyAttentionRowWarning,
-            stacklevel=2,
-        )
+        warn_empty_rows()
     return empty
+
+
+def warn_empty_rows() -> None:
+    """The one warning about empty rows, for every backend that finds some (shown once per
+    process by Python's default filter: one call site)."""
+    warnings.warn(
+        "some attention query rows have no allowed key (mask combined with padding): their "
+        "attention output is set to zero (the residual still carries the token); check the "
+        "mask with `sparsebert masks --check`",
+        EmptyAttentionRowWarning,
+        stacklevel=3,
+    )
 
 
 def masked_softmax(

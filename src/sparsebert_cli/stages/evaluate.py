@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.runs import Run, atomic_write_text, read_json
+from sparsebert_cli.runs import CONFIG, Run, atomic_write_text, read_json
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
 from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, upstream_model
 from sparsebert_cli.training.evaluation import predict, to_predictions
@@ -100,10 +100,13 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     model_dir = upstream_model(cfg, run, "finetune")
     model = load_checkpoint(model_dir, cfg.model)
     info = read_json(model_dir / CHECKPOINT_FILE)
-    task_cfg = recorded_task(info["task"], cfg.task, model_dir.parents[1])
+    finetune_dir = model_dir.parents[1]
+    task_cfg = recorded_task(info["task"], cfg.task, finetune_dir)
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
-    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), cfg.seed)
+    # An embedded task's folds are dealt with the finetune run's seed: its dev set, not ours.
+    seed = OmegaConf.load(finetune_dir / CONFIG).seed
+    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), seed)
     batch = cfg.trainer.eval_batch_size
 
     predictions = run.dir / "predictions"
