@@ -211,7 +211,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"lower {key} or raise model.max_position_embeddings.",
         )
     _require(
-        cfg.task.fold < cfg.task.num_folds,
+        not reads(stage, "task.fold") or cfg.task.fold < cfg.task.num_folds,
         f"task.fold={cfg.task.fold} is not a fold of task.num_folds={cfg.task.num_folds}; "
         f"use task.fold=0..{cfg.task.num_folds - 1}.",
     )
