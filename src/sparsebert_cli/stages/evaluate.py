@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.runs import CONFIG, Run, atomic_write_text, read_json
+from sparsebert_cli.runs import Run, atomic_write_text, read_json
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
 from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, upstream_model
 from sparsebert_cli.training.evaluation import predict, to_predictions
@@ -104,9 +104,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     task_cfg = recorded_task(info["task"], cfg.task, finetune_dir)
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
-    # An embedded task's folds are dealt with the finetune run's seed: its dev set, not ours.
-    seed = OmegaConf.load(finetune_dir / CONFIG).seed
-    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), seed)
+    # An embedded task's folds are dealt with the finetune run's seed: its dev set, not ours
+    # (a checkpoint from before the seed was recorded: this run's).
+    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), info.get("seed", cfg.seed))
     batch = cfg.trainer.eval_batch_size
 
     predictions = run.dir / "predictions"

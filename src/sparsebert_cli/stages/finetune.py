@@ -101,6 +101,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             "stage": "finetune",
             "run_dir": str(run.dir),
             "task": OmegaConf.to_container(cfg.task, resolve=True),
+            "seed": cfg.seed,  # deals an embedded task's folds: evaluate uses the same dev set
             "label_names": list(task.label_names),
         }
         save_checkpoint(model, run.artifacts / MODEL_DIR, extra)
