@@ -7,6 +7,7 @@ once), with HOME pointing at a folder that holds small copies of the data the ex
 """
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -68,10 +69,10 @@ def test_every_readme_example_runs_offline_with_debug_smoke(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(examples)],
         cwd=work,
-        env=cli_env(work, HOME=str(home)),
+        env={**os.environ, **cli_env(work, HOME=str(home))},
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=3600,
     )
     results = [
         json.loads(line.removeprefix("EXAMPLE "))
