@@ -59,10 +59,10 @@ def _trainer():
 def _step(model: nn.Module, inputs: dict, penalty=None, after_step=None, alpha_lr=None):
     """One optimiser step of the real loop (`training.loop.optimizer_step`, fp32, one micro-batch)."""
     from sparsebert_cli.training.loop import optimizer_step
-    from sparsebert_cli.training.optim import build_optimizer, build_scheduler
+    from sparsebert_cli.training.optim import GroupRates, build_optimizer, build_scheduler
 
     trainer = _trainer()
-    optimizer = build_optimizer(model, trainer, alpha_lr)
+    optimizer = build_optimizer(model, trainer, GroupRates(alpha=alpha_lr))
     scheduler = build_scheduler(optimizer, trainer, 1_000_000)
     scaler = torch.amp.GradScaler(enabled=False)
     model.train()

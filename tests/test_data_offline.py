@@ -48,3 +48,23 @@ def test_offline_wikipedia_corpus_names_the_dataset_and_local_corpora(tmp_path):
     )
     assert "'wikimedia/wikipedia' (config '20231101.en')" in result.stdout
     assert "data=wiki_sample" in result.stdout and "data=text_files" in result.stdout
+    assert "without offline=true and without HF_HUB_OFFLINE=1" in result.stdout
+
+
+def test_a_hub_library_record_reaches_the_screen_once(capfd):
+    import logging
+
+    from sparsebert_cli.launch import quiet_libraries
+
+    quiet_libraries()
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logging.getLogger().addHandler(handler)
+    try:
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        logging.getLogger("datasets.load").warning("Retrying in 1s [Retry 1/5].")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert len(seen) == 2  # each record once, through the root logger
+    assert "Retrying" not in capfd.readouterr().err  # not also by the libraries' own handlers

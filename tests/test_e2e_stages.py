@@ -54,11 +54,63 @@ def assert_clean_refusal(proc, *fragments: str) -> str:
 def chain(tmp_path_factory) -> dict[str, Path]:
     """The four stages, each consuming the one before it by reference."""
     root = tmp_path_factory.mktemp("chain")
-    cli("search", "mask=dam", "debug=smoke", root=root)  # the design card command
-    cli("pretrain", "debug=smoke", "mask=from_run", "mask.from=latest", root=root)
-    cli("finetune", "debug=smoke", "model.from=latest", "task=polarity", root=root)
-    cli("evaluate", "debug=smoke", root=root)
-    return {"root": root, **{stage: only_run(root, stage) for stage in STAGES}}
+    printed = {
+        "search": cli("search", "mask=dam", "debug=smoke", root=root),  # the design card command
+        "pretrain": cli("pretrain", "debug=smoke", "mask=from_run", "mask.from=latest", root=root),
+        "finetune": cli("finetune", "debug=smoke", "model.from=latest", "task=polarity", root=root),
+        "evaluate": cli("evaluate", "debug=smoke", root=root),
+    }
+    return {
+        "root": root,
+        "stdout": {stage: proc.stdout for stage, proc in printed.items()},
+        **{stage: only_run(root, stage) for stage in STAGES},
+    }
+
+
+def summary(stdout: str, stage: str) -> dict[str, str]:
+    """The end-of-stage summary block a stage printed last: {"status": ..., field: value}."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith(f"{stage} "))
+    found = {"status": lines[start].split()[1]}
+    for line in lines[start + 1 :]:
+        key, _, value = line.strip().partition(": ")
+        found[key] = value
+    return found
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_ends_with_its_folder_metrics_and_rerun_command(chain, stage):
+    shown = summary(chain["stdout"][stage], stage)
+    run_dir = chain[stage]
+    assert shown["status"] == "completed"
+    assert shown["run folder"] == str(run_dir)
+    assert f"mask sparsity={metrics(run_dir)['mask/sparsity']:.2f} %" in shown["metrics"]
+    assert shown["rerun or resume"].endswith(f"run_id={run_dir.name}")
+    assert shown["rerun or resume"].startswith(f"sparsebert {stage} ")
+
+
+def test_search_summary_names_the_mask_and_pretrain_and_finetune_the_model(chain):
+    assert summary(chain["stdout"]["search"], "search")["mask"] == str(
+        chain["search"] / "artifacts" / "mask.safetensors"
+    )
+    for stage in ("pretrain", "finetune"):
+        shown = summary(chain["stdout"][stage], stage)
+        assert shown["model"] == str(chain[stage] / "artifacts" / "model")
+    evaluated = summary(chain["stdout"]["evaluate"], "evaluate")
+    assert evaluated["predictions"] == str(chain["evaluate"] / "predictions")
+    assert "eval/headline=" in evaluated["metrics"]
+
+
+def test_search_progress_lines_show_the_mask_sparsity(chain):
+    steps = [line for line in chain["stdout"]["search"].splitlines() if line.startswith("step ")]
+    assert steps and all("sparsity=" in line for line in steps)
+
+
+def test_the_printed_rerun_command_finds_the_same_completed_run(chain):
+    command = summary(chain["stdout"]["evaluate"], "evaluate")["rerun or resume"]
+    rerun = cli(*command.split()[1:], root=chain["root"])
+    assert f"{chain['evaluate']} already completed with this config: skipped." in rerun.stdout
+    assert summary(rerun.stdout, "evaluate")["run folder"] == str(chain["evaluate"])
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +312,17 @@ def test_glue_mrpc_from_the_download_layout_gives_metrics_and_a_submission(tmp_p
     rows = [line.split("\t") for line in lines[1:]]
     assert [int(index) for index, _ in rows] == list(range(10))
     assert {label for _, label in rows} <= {"0", "1"}
+
+
+def test_finetuned_config_json_names_the_task_labels(chain):
+    config = json.loads((chain["finetune"] / "artifacts" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    assert config["label2id"] == {"neg": 0, "pos": 1}
+
+
+def test_a_completed_finetune_keeps_one_copy_of_its_final_weights(chain):
+    weights = sorted(
+        p.relative_to(chain["finetune"]) for p in chain["finetune"].rglob("*.safetensors")
+    )
+    assert Path("artifacts/model/model.safetensors") in weights
+    assert Path("best_model.safetensors") not in weights

@@ -267,3 +267,11 @@ def test_an_unreachable_hub_model_names_the_local_alternatives(monkeypatch, tmp_
 def test_embedded_minilm_resolves_to_the_folder_in_the_installed_wheel():
     path = resolve_pretrained("embedded:minilm")
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def test_the_record_of_a_hub_checkpoint_keeps_its_own_sizes_not_the_presets():
+    model = build_task_model(minilm(), MaskSource("dense"), 2, "classification", None)
+    sizes = {
+        k: model.sparsebert_record["model"][k] for k in ("hidden_size", "num_layers", "num_heads")
+    }
+    assert sizes == {"hidden_size": 384, "num_layers": 6, "num_heads": 12}

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from matplotlib.image import imread
+from matplotlib.text import Text
 from safetensors.torch import save_file
 
 from sparsebert_cli.errors import SparseBertError
@@ -139,3 +140,53 @@ def test_cli_figures_go_to_the_run_figures_folder(search_run, capsys):
 def test_cli_figures_of_a_folder_that_is_no_run_is_an_error(tmp_path, capsys):
     assert main(["--figures", str(tmp_path)]) == 1
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def _inside(box, outer) -> bool:
+    return (
+        box.x0 >= outer.x0 - 0.5
+        and box.y0 >= outer.y0 - 0.5
+        and box.x1 <= outer.x1 + 0.5
+        and box.y1 <= outer.y1 + 0.5
+    )
+
+
+@pytest.mark.parametrize("heads", [2, 4, 12])
+def test_mask_figure_title_clears_the_colour_bar_and_nothing_is_clipped(heads):
+    from sparsebert_cli.masks.plots import mask_grid_figure
+
+    mask = torch.rand(2, heads, 16, 16, generator=torch.Generator().manual_seed(heads)) > 0.5
+    title = "binarised mask M of 20261129-151318-629752: dam_u, n=128, sparsity 72.6%"
+    figure = mask_grid_figure(mask, title)
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    image_axes, colour_bar = figure.axes
+    [title] = [t for t in figure.findobj(Text) if t.get_text().startswith("binarised mask")]
+    boxes = {
+        "title": title.get_window_extent(renderer),
+        "image": image_axes.get_tightbbox(renderer),
+        "colour bar": colour_bar.get_tightbbox(renderer),
+    }
+    assert not boxes["title"].overlaps(boxes["colour bar"])
+    assert not boxes["title"].overlaps(boxes["image"])
+    for name, box in boxes.items():
+        assert _inside(box, figure.bbox), f"{name} is clipped at {heads} heads"
+
+
+def test_cls_sep_map_is_drawn_on_the_range_of_its_values(search_run):
+    from sparsebert_cli.reporting.importance import cls_sep_figure, importance_numbers
+
+    _, probs = search_run
+    flat = torch.full((N, N), 0.485)
+    flat[0, 0] = 0.49
+    numbers = importance_numbers(probs, torch.arange(T) * 10)
+    image = cls_sep_figure(numbers, flat).axes[1].images[0]
+    assert image.get_clim() == pytest.approx((0.485, 0.49))
+
+
+def test_cli_figures_of_a_dense_model_say_there_is_nothing_to_draw(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "finetune" / "f1"
+    (run_dir / "artifacts" / "model").mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(json.dumps({"stage": "finetune", "status": "completed"}))
+    assert main(["--figures", str(run_dir)]) == 0
+    assert capsys.readouterr().out.startswith(f"nothing to draw: {run_dir.resolve()} holds a model")

@@ -176,3 +176,32 @@ def test_callback_skips_sweeps_of_stages_without_task_results(tmp_path, capsys):
     SweepSummary().on_multirun_end(_sweep_config("search", tmp_path))
     assert list(tmp_path.iterdir()) == []
     assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """One MRPC cell holding a demo-sized and a smoke-sized run, both seed 0."""
+    multirun = tmp_path / "runs" / "pipeline" / "multirun"
+    make_job(multirun / "demo" / "a", extra={"model": {"hidden_size": 128}}, metrics=mrpc(0.8, 0.9))
+    make_job(multirun / "smoke" / "a", extra={"model": {"hidden_size": 64}}, metrics=mrpc(0.5, 0.6))
+    return multirun
+
+
+@pytest.mark.parametrize("fmt", ["table", "md", "latex", "json"])
+def test_every_format_carries_the_mixed_cell_warning(mixed, tmp_path, fmt):
+    out = tmp_path / f"report.{fmt}"
+    assert main([str(mixed), "--format", fmt, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "mixed configs" in text and "model.hidden_size: 128 | 64" in text
+    assert "65.0" not in text  # the mean of 80 and 50 is never shown
+
+
+def test_csv_marks_the_mixed_cell_and_leaves_its_numbers_empty(mixed):
+    rows = list(csv.DictReader(io.StringIO(to_csv(build_table([mixed])))))
+    assert rows[0]["MRPC status"] == "mixed"
+    assert rows[0]["MRPC acc mean"] == ""
+
+
+def test_cli_warns_on_stderr_about_a_mixed_cell_in_any_format(mixed, capsys):
+    assert main([str(mixed), "--format", "csv"]) == 0
+    assert "warning: dense × MRPC: mixed configs" in capsys.readouterr().err

@@ -24,6 +24,7 @@ def make_job(
     error: str | None = None,
     inputs: dict | None = None,
     resolved_config: bool = True,
+    extra: dict | None = None,
 ) -> Path:
     """A job folder as the stages write it: .hydra/, config.yaml, manifest.json, metrics.json."""
     overrides = [f"mask={mask}", f"task={task}", f"seed={seed}"]
@@ -34,6 +35,8 @@ def make_job(
         overrides.append(f"mask.lam={lam}")
         mask_cfg["lam"] = lam
     config = {"stage": stage, "seed": seed, "mask": mask_cfg, "task": {"name": task}}
+    for group, values in (extra or {}).items():
+        config[group] = {**config.get(group, {}), **values} if isinstance(values, dict) else values
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -271,3 +274,58 @@ def test_folder_without_result_runs_is_an_error(tmp_path):
 def test_missing_path_is_an_error_naming_it(tmp_path):
     with pytest.raises(SparseBertError, match="nope does not exist"):
         build_table([tmp_path / "nope"])
+
+
+DEMO = {"model": {"hidden_size": 128}, "trainer": {"max_steps": 100}}
+SMOKE = {"model": {"hidden_size": 64}, "trainer": {"max_steps": 4}}
+
+
+def test_a_demo_and_a_smoke_sweep_under_one_path_are_not_pooled(tmp_path):
+    multirun = tmp_path / "runs" / "pipeline" / "multirun"
+    make_job(multirun / "demo" / "a", extra=DEMO, metrics=mrpc(0.8, 0.9))
+    make_job(multirun / "smoke" / "a", extra=SMOKE, metrics=mrpc(0.5, 0.6))
+    table = build_table([multirun])
+    cell = table.rows[0].cells[0]
+    assert cell.status == "mixed"
+    assert cell.values["acc"].mean is None and table.rows[0].average is None
+    [warning] = table.warnings
+    assert warning.startswith("dense × MRPC: mixed configs: 2 runs of 2 different configs")
+    assert "model.hidden_size: 128 | 64" in warning and "trainer.max_steps: 100 | 4" in warning
+
+
+def test_a_seed_repeated_in_one_config_is_not_pooled(sweep):
+    make_job(sweep / "a", seed=0, extra=DEMO, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "b", seed=0, extra=DEMO, metrics=mrpc(0.7, 0.8))
+    table = build_table([sweep])
+    assert table.rows[0].cells[0].status == "mixed"
+    assert "duplicate seeds: seed 0 appears in more than one run" in table.warnings[0]
+
+
+def test_replicates_differing_in_seed_and_launch_settings_are_pooled(sweep):
+    make_job(
+        sweep / "a",
+        seed=0,
+        extra={**DEMO, "run_id": "x", "paths": {"runs_dir": "/a"}, "model": {"from_run": "/p0"}},
+        metrics=mrpc(0.8, 0.9),
+    )
+    make_job(
+        sweep / "b",
+        seed=1,
+        extra={**DEMO, "run_id": "y", "paths": {"runs_dir": "/b"}, "model": {"from_run": "/p1"}},
+        metrics=mrpc(0.7, 0.8),
+    )
+    table = build_table([sweep])
+    assert (table.rows[0].cells[0].status, table.warnings) == ("ok", [])
+
+
+def test_settings_a_fixed_pattern_does_not_read_do_not_split_it_but_its_own_do(sweep):
+    make_job(sweep / "a", seed=0, lam=0.001, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "b", seed=1, lam=0.01, metrics=mrpc(0.7, 0.8))
+    make_job(
+        sweep / "c", mask="window", seed=0, extra={"mask": {"window": 4}}, metrics=mrpc(0.8, 0.9)
+    )
+    make_job(
+        sweep / "d", mask="window", seed=1, extra={"mask": {"window": 8}}, metrics=mrpc(0.7, 0.8)
+    )
+    dense, window = build_table([sweep]).rows
+    assert (dense.cells[0].status, window.cells[0].status) == ("ok", "mixed")

@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name in STAGES:
+        from sparsebert_cli import dry_run
+
+        if dry_run.FLAG in rest:
+            register_hydra_extensions()
+            return dry_run.main(name, rewrite_aliases([a for a in rest if a != dry_run.FLAG]))
         return run_stage(name, rest)
     if name in TOOL_HELP:
         return _tool(name)(rest)

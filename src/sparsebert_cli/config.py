@@ -6,12 +6,14 @@ only assembles them. Torch-free: importing it must stay instant.
 """
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.data.config import DataConfig, TaskConfig
 from sparsebert_cli.masks.config import MaskConfig
@@ -23,6 +25,13 @@ BACKENDS = ("auto", "masked", "sdpa", "block_sparse", "flex")
 LOGGERS = ("none", "wandb")
 LOGGER_MODES = ("online", "offline", "disabled")
 RESUME_MODES = ("auto", "never")
+NORM_POSITIONS = ("post", "pre")  # model.norm: where the LayerNorms sit (layer_norm.py)
+POSITION_INITS = ("learned", "sinusoidal")  # model.position_init (modeling.init_positions)
+# Config fields that name files or folders: `~` and environment variables in them are expanded.
+PATH_FIELDS = (
+    "task.glue_dir", "task.data_dir", "task.data_files", "data.files", "model.name_or_path",
+    "paths.runs_dir", "paths.cache_dir",
+)  # fmt: skip
 
 
 @dataclass
@@ -37,6 +46,10 @@ class ModelConfig:
     num_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 512
+    norm: str = "post"  # post (BERT, Hugging Face) | pre (pre-LN, layer_norm.py); from the checkpoint when loading one
+    position_init: str = (
+        "learned"  # learned (BERT: N(0, 0.02²)) | sinusoidal (scaled); new models only
+    )
     dropout: float = 0.1
     attention_dropout: float = 0.1
     attention_backend: str = "auto"  # one of BACKENDS
@@ -136,6 +149,11 @@ RANGES: dict[str, Range] = {
     "mask.lr": POSITIVE,
     "mask.seq_len": AT_LEAST_1,
     "mask.trace_every": AT_LEAST_1,
+    "mask.target_sparsity": FRACTION,
+    "mask.target_warmup": AT_LEAST_0,
+    "mask.lagrangian_lr": POSITIVE,
+    "mask.head_warmup": AT_LEAST_0,
+    "mask.encoder_lr": AT_LEAST_0,  # 0 freezes the encoder
     "model.hidden_size": AT_LEAST_1,
     "model.num_layers": AT_LEAST_1,
     "model.num_heads": AT_LEAST_1,
@@ -203,12 +221,15 @@ def sb_slug(override_dirname: str) -> str:
 
 
 def register_hydra_extensions() -> None:
-    """The config schema and the `sb_slug` resolver, needed before any composition."""
+    """The config schema and the `sb_slug` and `sb_path` resolvers, needed before any
+    composition."""
     from omegaconf import OmegaConf
 
     register_schemas()
     if not OmegaConf.has_resolver("sb_slug"):
         OmegaConf.register_new_resolver("sb_slug", sb_slug)
+    if not OmegaConf.has_resolver("sb_path"):
+        OmegaConf.register_new_resolver("sb_path", expand_path)
 
 
 def rewrite_aliases(args: list[str]) -> list[str]:
@@ -232,3 +253,25 @@ def conf_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "conf"
+
+
+def expand_path(value: str) -> str:
+    """`~`, `$VAR` and `${VAR}` expanded: a path written in a config file, or quoted on the command
+    line (Hydra's override grammar refuses an unquoted `~`; an unquoted `$HOME/...` is expanded
+    by the shell already)."""
+    return os.path.expandvars(os.path.expanduser(value))
+
+
+def expand_path_fields(cfg: DictConfig) -> None:
+    """Expand every PATH_FIELDS value of a composed config in place (strings, lists, dicts)."""
+    for key in PATH_FIELDS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str):
+            expanded = expand_path(value)
+        elif OmegaConf.is_list(value):
+            expanded = [expand_path(str(v)) for v in value]
+        elif OmegaConf.is_dict(value):
+            expanded = {k: expand_path(str(v)) for k, v in value.items()}
+        else:
+            continue
+        OmegaConf.update(cfg, key, expanded, merge=False)

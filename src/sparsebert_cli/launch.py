@@ -8,6 +8,7 @@ failed job is recorded and the sweep goes on; the dispatcher exits 1 at the end.
 
 import errno
 import functools
+import logging
 import os
 import subprocess
 import sys
@@ -28,14 +29,25 @@ FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"  # the file where a sweep's failed job
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def _quiet_libraries() -> None:
-    """Our progress bar and log lines replace the libraries' own bars."""
+# Libraries that print their records with a handler of their own and pass them on to the root
+# logger as well: each message (a hub retry) would show twice, plain and in Hydra's format.
+_OWN_HANDLERS = ("huggingface_hub", "datasets")
+
+
+def quiet_libraries() -> None:
+    """Our progress bar and log lines replace the libraries' own bars; their records reach the
+    screen once, through the root logger (Hydra's format, rich's console while a bar is live)."""
     import datasets
     import transformers
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    for name in _OWN_HANDLERS:
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
 
 
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
@@ -44,7 +56,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
 
     from sparsebert_cli.training.distributed import world
 
-    _quiet_libraries()
+    quiet_libraries()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = runs.config_hash(hashed_config(resolved))
     existing = runs.load_manifest(run_dir)
@@ -66,6 +78,10 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
         run.fail(str(e) if isinstance(e, SparseBertError) else f"{type(e).__name__}: {e}")
         raise
     run.complete(metrics)
+    if run.writer:
+        from sparsebert_cli.training.checkpoint import BEST_WEIGHTS
+
+        (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)  # the final weights are in artifacts/
     return metrics
 
 
@@ -146,11 +162,14 @@ def run_job(cfg: DictConfig) -> None:
     if cfg.offline:
         set_offline_env()
     try:
+        from sparsebert_cli.config import expand_path_fields
         from sparsebert_cli.validation import preflight, validate_config
 
+        expand_path_fields(cfg)
         validate_config(cfg)
         preflight(cfg)
         run_in_folder(cfg, run_dir, command)
+        print_summary(run_dir)
     except Exception as e:
         message = _user_message(e, run_dir)
         if message is None:  # a bug, not a user mistake: keep the traceback
@@ -161,6 +180,13 @@ def run_job(cfg: DictConfig) -> None:
         _record_failure(run_dir, cfg, command, message)
         if not multirun:
             raise SystemExit(1) from None
+
+
+def print_summary(run_dir: Path) -> None:
+    """The end-of-stage summary (run folder, metrics, outputs, rerun command) on stdout."""
+    from sparsebert_cli.summary import summary_lines
+
+    print("\n".join(summary_lines(run_dir)), flush=True)
 
 
 def _user_message(e: Exception, run_dir: Path) -> str | None:

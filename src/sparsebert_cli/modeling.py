@@ -11,6 +11,7 @@ sparsebert.json, so `load_checkpoint` rebuilds exactly the trained model; plain 
 """
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,8 +38,10 @@ from sparsebert_cli.attention.interface import (
     check_backend,
     register_attention,
 )
+from sparsebert_cli.attention.profile import AttentionProfile
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.layer_norm import final_layer_norm_state, norm_position, use_pre_norm
 from sparsebert_cli.masks.artifact import MASK_FILE, fit_to_length, load_mask, save_mask
 from sparsebert_cli.masks.build import build_fixed_mask
 from sparsebert_cli.masks.config import MaskConfig
@@ -85,6 +88,7 @@ class MaskSource(nn.Module):
             # Not in state_dict: the mask travels as mask.safetensors, beside the weights.
             self.register_buffer("mask", mask, persistent=False)
         self.dam = dam
+        self.dam_active = True  # False: the DAM stands aside (dense), e.g. while a head warms up
         self.logged: set[str] = set()  # the auto backend choices already logged
         self.backend, self.block_size = "auto", ModelConfig.block_size
         self._fixed: dict[tuple[int, str], AttentionMask] = {}
@@ -100,14 +104,15 @@ class MaskSource(nn.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, n: int
+        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, n: int, block_size: int = 32
     ) -> "MaskSource":
         """The mask of a `mask` config (dense, a fixed pattern, from_run with a resolved
-        directory, or dam) for a model with `heads` heads and `layers` layers, at length n."""
+        directory, or dam) for a model with `heads` heads and `layers` layers, at length n
+        (`block_size`: the model's, the tile of a block DAM)."""
         if cfg.name == "dense":
             return cls("dense")
         if cfg.name == "dam":
-            dam = DAM.from_config(cfg, heads, layers)
+            dam = DAM.from_config(cfg, heads, layers, block_size)
             return cls("dam", dam=dam, meta={"kind": dam.kind})
         mask = build_fixed_mask(cfg, n, heads, layers)
         if cfg.name in PATTERNS:
@@ -137,6 +142,8 @@ class MaskSource(nn.Module):
         if self.kind == "dense":
             return self._attention(None)
         if self.kind == "dam":
+            if not self.dam_active:
+                return self._attention(None)
             values = self.dam.sample() if self.training else self.dam.binarize()
             return self._attention(fit_to_length(values, n))
         key = (n, str(self.mask.device))
@@ -238,6 +245,9 @@ def bert_config(
             intermediate_size=model_cfg.intermediate_size,
             max_position_embeddings=model_cfg.max_position_embeddings,
         )
+        config.norm_position = (
+            model_cfg.norm
+        )  # a checkpoint keeps the placement it was trained with
     config.hidden_dropout_prob = model_cfg.dropout
     config.attention_probs_dropout_prob = model_cfg.attention_dropout
     config._attn_implementation = ATTENTION_IMPLEMENTATION
@@ -264,7 +274,7 @@ def build_mask_source(
     """The MaskSource of a stage: `mask=checkpoint` reads the mask stored with the weights."""
     layers, heads = model_shape(model_cfg, init_from)
     if mask_cfg.name != "checkpoint":
-        return MaskSource.from_config(mask_cfg, heads, layers, n)
+        return MaskSource.from_config(mask_cfg, heads, layers, n, model_cfg.block_size)
     source = _weights_source(model_cfg, init_from)
     if source is None:
         raise SparseBertError(
@@ -318,6 +328,7 @@ class SparseBertForPreTraining(BertPreTrainedModel):
     def __init__(self, config: BertConfig, mask_source: MaskSource, nsp: bool) -> None:
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=nsp)
+        use_pre_norm(self.bert)
         self.cls = PreTrainingHeads(config, nsp)
         self.post_init()
         self.sparse_mask = mask_source  # after post_init: HF's weight init must not reset α
@@ -331,13 +342,16 @@ class SparseBertForPreTraining(BertPreTrainedModel):
         masked_lm_ids: torch.Tensor | None = None,
         masked_lm_weights: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
+        attention_profile: AttentionProfile | None = None,
     ) -> PreTrainingOutput:
-        """masked_lm_*: [B, P] (positions padded with 0, weights 0 for padding)."""
+        """masked_lm_*: [B, P] (positions padded with 0, weights 0 for padding);
+        attention_profile: collects where the heads attend (held-out evaluation)."""
         out = self.bert(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             sparse_mask=self.sparse_mask(input_ids.shape[1]),
+            attention_profile=attention_profile,
         )
         hidden = out.last_hidden_state  # [B, n, h]
         index = masked_lm_positions[..., None].expand(-1, -1, hidden.shape[-1])
@@ -373,6 +387,7 @@ class MaskedHead:
 
     def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
         super().__init__(config)
+        use_pre_norm(self.bert)  # after HF's init: the final LayerNorm starts as the identity
         self.sparse_mask = mask_source
 
     def forward(self, input_ids: torch.Tensor, *args, **kwargs):
@@ -431,14 +446,44 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
     encoder_state = encoder.state_dict()  # always has a pooler (HF initialises a missing one)
     if model.bert.pooler is None:
         encoder_state = {k: v for k, v in encoder_state.items() if not k.startswith("pooler.")}
+    if norm_position(model.config) == "pre":
+        encoder_state.update(final_layer_norm_state(source))
     model.bert.load_state_dict(encoder_state)
 
 
-def _model_record(model_cfg: ModelConfig | DictConfig, **fields) -> dict:
-    return {
-        "model": OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True),
-        **fields,
-    }
+def init_positions(bert: BertModel, position_init: str) -> None:
+    """model.position_init=sinusoidal: the position table starts as Vaswani et al.'s sinusoids,
+    scaled to the spread of BERT's initial embeddings (each entry's RMS = initializer_range), so
+    positions neither drown the token embeddings nor start as noise (then trained as usual)."""
+    if position_init != "sinusoidal":
+        return
+    table = bert.embeddings.position_embeddings.weight
+    positions, width = table.shape
+    rate = torch.exp(torch.arange(0, width, 2) * (-math.log(10000.0) / width))
+    angles = torch.arange(positions)[:, None] * rate[None]
+    sinusoids = torch.zeros(positions, width)
+    sinusoids[:, 0::2], sinusoids[:, 1::2] = torch.sin(angles), torch.cos(angles[:, : width // 2])
+    with torch.no_grad():
+        table.copy_(sinusoids * bert.config.initializer_range * math.sqrt(2.0))
+
+
+# ModelConfig size fields and the BertConfig attributes the built model really has.
+_SIZES = {
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+}
+
+
+def _model_record(model_cfg: ModelConfig | DictConfig, config: BertConfig, **fields) -> dict:
+    """The model settings as built: the sizes are the BERT config's, so a checkpoint's own sizes
+    (model=hf, minilm, model.from) replace the preset's, which it did not read."""
+    model = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True)
+    model.update({key: getattr(config, attribute) for key, attribute in _SIZES.items()})
+    model["norm"] = norm_position(config)
+    return {"model": model, **fields}
 
 
 def build_pretraining_model(
@@ -458,7 +503,9 @@ def build_pretraining_model(
     model = SparseBertForPreTraining(config, mask_source, nsp)
     if source is not None:
         _load_pretrained_weights(model, source, heads=True)
-    model.sparsebert_record = _model_record(model_cfg, head="pretraining", nsp=nsp)
+    else:
+        init_positions(model.bert, model_cfg.position_init)
+    model.sparsebert_record = _model_record(model_cfg, config, head="pretraining", nsp=nsp)
     return model
 
 
@@ -492,8 +539,10 @@ def build_task_model(
     model = HEAD_CLASSES[head](config, mask_source)
     if source is not None:
         _load_pretrained_weights(model, source, heads=False)
+    else:
+        init_positions(model.bert, model_cfg.position_init)
     model.sparsebert_record = _model_record(
-        model_cfg, head=head, num_labels=num_labels, problem_type=problem_type
+        model_cfg, config, head=head, num_labels=num_labels, problem_type=problem_type
     )
     return model
 

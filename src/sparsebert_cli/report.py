@@ -1,8 +1,10 @@
 """`sparsebert report`: the paper's results table of a sweep, and the figures of a run.
 
     sparsebert report PATH... [--rows K,K] [--cols K] [--format table|md|csv|latex|json] [--out FILE]
+    sparsebert report PATH... --frontier [--out-dir DIR]
     sparsebert report --figures RUN [--out-dir DIR]
     sparsebert report --patterns N [--out-dir DIR]
+    sparsebert report --occlusion RUN [--max-distance D] [--examples K] [--out-dir DIR]
 
 The table has one row per mask configuration with its sparsity, one column per task, cells
 mean ± std over seeds with the seed count, and an Average as in PAPER.md §5: MNLI m and mm count
@@ -23,7 +25,9 @@ SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "js
 
 EPILOG = """\
 cells: mean ± sample std over seeds (the `seed` key) with the seed count n; a cell with failed
-jobs says so, one with no completed job reads failed, running or missing. Avg: the plain mean
+jobs says so, one with no completed job reads failed, running or missing. A cell pools only runs
+whose configs differ in the seed alone: other differences, or a repeated seed, read `mixed
+configs` / `duplicate seeds` (not pooled) with a warning naming the keys and runs. Avg: the plain mean
 over the columns, MNLI m and mm counted as two columns, the mean of acc and F1 (QQP, MRPC) and of
 Pearson and Spearman (STS-B) counted once (GLUE's convention). Metrics ×100, sparsity in %.
 
@@ -31,8 +35,10 @@ examples:
   sparsebert report runs/pipeline/multirun/default
   sparsebert report 'runs/pipeline/multirun/*' --format md --out results.md
   sparsebert report runs/pipeline/multirun/lam --rows mask.lam --cols task.name
+  sparsebert report runs/pipeline/multirun/default --frontier   (quality vs sparsity and speed)
   sparsebert report --figures latest          (importance and mask figures of a search run)
   sparsebert report --patterns 128 --out-dir figures
+  sparsebert report --occlusion runs/search/<run>   (band occlusion beside σ(α), reporting/occlusion.py)
 """
 
 
@@ -58,7 +64,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rows",
         type=_keys,
-        help="config keys of a row (default: mask.name, plus mask.structure and mask.lam for dam)",
+        help="config keys of a row (default: mask.name, plus mask.structure, mask.lam and "
+        "mask.target_sparsity for dam)",
     )
     parser.add_argument("--cols", type=_keys, help="config keys of a column (default: task.name)")
     parser.add_argument("--format", choices=FORMATS, default="table")
@@ -73,17 +80,42 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mode.add_argument(
         "--patterns", type=positive_int, metavar="N", help="draw the fixed mask patterns at n = N"
     )
+    mode.add_argument(
+        "--occlusion",
+        metavar="RUN",
+        help="remove one attention band at a time from the trained model of a pretrain run (or the "
+        "model a search run started from): held-out loss and hidden-state change beside σ(α)",
+    )
     parser.add_argument(
-        "--out-dir", type=Path, help="figures folder (default: RUN/figures, or ./figures)"
+        "--max-distance", type=positive_int, default=8, help="--occlusion: bands |i − j| ≤ D"
+    )
+    parser.add_argument(
+        "--examples", type=positive_int, default=512, help="--occlusion: held-out examples"
+    )
+    parser.add_argument(
+        "--frontier",
+        action="store_true",
+        help="write frontier.png/json/csv: quality against sparsity and against the attention "
+        "time of each row's mask (timed here, forward+backward, ratio to dense SDPA), with the "
+        "Pareto-optimal rows marked",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        help="figures folder (default: RUN/figures, or ./figures; --frontier: the first PATH)",
     )
     args = parser.parse_args(argv)
-    figures = args.figures is not None or args.patterns is not None
+    figures = any(x is not None for x in (args.figures, args.patterns, args.occlusion))
     if figures and args.paths:
-        parser.error("give either PATH... for the table or --figures/--patterns, not both")
+        parser.error("give either PATH... for the table or --figures/--patterns/--occlusion")
     if not figures and not args.paths:
         parser.error("give the sweep or run folders to report on (PATH...), or --figures RUN")
-    if not figures and args.out_dir is not None:
-        parser.error("--out-dir is for --figures/--patterns; the table goes to --out FILE")
+    if not figures and not args.frontier and args.out_dir is not None:
+        parser.error(
+            "--out-dir is for --figures/--patterns/--frontier; the table goes to --out FILE"
+        )
+    if figures and args.frontier:
+        parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
     return args
 
 
@@ -126,6 +158,17 @@ def _table(args: argparse.Namespace) -> None:
         print(RENDERERS[args.format](table), end="")
 
 
+def _occlusion(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.occlusion import write_occlusion
+
+    run_dir = _run_folder(args.occlusion)
+    print(
+        write_occlusion(
+            run_dir, args.out_dir or run_dir / "figures", args.max_distance, args.examples
+        )
+    )
+
+
 def _figures(args: argparse.Namespace) -> None:
     from sparsebert_cli.reporting.importance import TRACE_FILE, write_importance_figures
     from sparsebert_cli.reporting.mask_figures import write_pattern_grid, write_run_mask_figure
@@ -141,6 +184,13 @@ def _figures(args: argparse.Namespace) -> None:
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:
             written.append(mask_figure)
+        if not written and (run_dir / "artifacts" / "model").is_dir():
+            print(
+                f"nothing to draw: {run_dir} holds a model with dense attention (no mask, no "
+                "importance trace). Figures are drawn for a search run (importance and mask) and "
+                "for a pretrain or finetune run with a sparse mask."
+            )
+            return
         if not written:
             raise SparseBertError(
                 f"{run_dir} has neither an importance trace (artifacts/{TRACE_FILE}) nor a mask "
@@ -148,6 +198,15 @@ def _figures(args: argparse.Namespace) -> None:
                 "search, pretrain or finetune run."
             )
     for path in written:
+        print(path)
+
+
+def _frontier(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.frontier import build_frontier, write_frontier
+
+    first = Path(args.paths[0])
+    out_dir = args.out_dir or (first if first.is_dir() else Path("."))
+    for path in write_frontier(build_frontier(args.paths), out_dir):
         print(path)
 
 
@@ -169,8 +228,12 @@ def main(argv: list[str]) -> int:
     """Run `sparsebert report`; a user mistake prints one paragraph and exits 1."""
     args = parse_args(argv)
     try:
-        if args.paths:
+        if args.frontier:
+            _frontier(args)
+        elif args.paths:
             _table(args)
+        elif args.occlusion is not None:
+            _occlusion(args)
         else:
             _figures(args)
     except SparseBertError as error:

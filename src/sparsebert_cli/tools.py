@@ -11,6 +11,12 @@ from sparsebert_cli import runs
 from sparsebert_cli.config import STAGES
 from sparsebert_cli.errors import SparseBertError
 
+# The manifest fields `ls --show` prints, in this order.
+SHOWN_FIELDS = (
+    "stage", "status", "command", "seed", "world_size", "config_hash", "git_sha", "duration_s",
+    "error",
+)  # fmt: skip
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1."""
@@ -25,7 +31,7 @@ def default_runs_dir() -> Path:
 
 
 def ls_main(argv: list[str]) -> int:
-    """`sparsebert ls [STAGE] [--runs-dir D] [--show RUN] [--json]`."""
+    """`sparsebert ls [STAGE] [--runs-dir D] [--show RUN|latest] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="sparsebert ls", description="List runs with their status."
     )
@@ -33,36 +39,14 @@ def ls_main(argv: list[str]) -> int:
     parser.add_argument("--runs-dir", type=Path, default=default_runs_dir())
     parser.add_argument(
         "--show",
-        type=Path,
         metavar="RUN",
-        help="print one run's manifest and the command that reruns it",
+        help="print one run's manifest, metrics, inputs and the command that reruns it; 'latest' = "
+        "the newest run (of STAGE, if given)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.show:
-        manifest = runs.load_manifest(args.show)
-        if manifest is None:
-            print(f"error: {args.show} is not a run folder (no manifest.json).", file=sys.stderr)
-            return 1
-        if args.json:
-            print(json.dumps(manifest, indent=2, sort_keys=True))
-        else:
-            for key in (
-                "stage",
-                "status",
-                "command",
-                "seed",
-                "world_size",
-                "config_hash",
-                "git_sha",
-                "duration_s",
-                "error",
-            ):
-                if manifest.get(key) is not None:
-                    print(f"{key}: {manifest[key]}")
-            for name, upstream in manifest.get("inputs", {}).items():
-                print(f"input {name}: {upstream['run_dir']}")
-        return 0
+        return _show(args.show, args.stage, args.runs_dir, args.json)
     rows = []
     for run_dir, manifest in runs.iter_runs(args.runs_dir, args.stage):
         metrics_path = run_dir / runs.METRICS
@@ -85,7 +69,8 @@ def ls_main(argv: list[str]) -> int:
 
     table = Table(title=f"runs under {args.runs_dir}")
     for col in ("stage", "status", "started", "run folder", "command", "eval/headline"):
-        table.add_column(col)
+        # The folder is what a user copies into model.from= or --show: never cut it.
+        table.add_column(col, no_wrap=col == "run folder", overflow="fold")
     colours = {"completed": "green", "failed": "red", "running": "yellow"}
     for row in rows:
         started = (
@@ -103,7 +88,48 @@ def ls_main(argv: list[str]) -> int:
             row["command"],
             headline,
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or logged: the full width, whatever the terminal's
+        console = Console(width=max(200, console.width))
+    console.print(table)
+    return 0
+
+
+def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
+    """`ls --show RUN|latest`: the manifest's key fields, inputs, metrics and the rerun command."""
+    from sparsebert_cli.summary import headline_metrics, rerun_command
+
+    if ref == "latest":
+        started = [(m.get("started_at") or 0, d) for d, m in runs.iter_runs(runs_dir, stage)]
+        if not started:
+            where = f"'{stage}' run" if stage else "run"
+            print(f"error: no {where} under {runs_dir} to show as 'latest'.", file=sys.stderr)
+            return 1
+        run_dir = max(started)[1]
+    else:
+        run_dir = Path(ref).expanduser()
+    try:
+        manifest = runs.load_manifest(run_dir)
+    except SparseBertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if manifest is None:
+        print(f"error: {run_dir} is not a run folder (no manifest.json).", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(manifest, indent=2, sort_keys=True))
+        return 0
+    print(f"run folder: {run_dir.resolve()}")
+    for key in SHOWN_FIELDS:
+        if manifest.get(key) is not None:
+            print(f"{key}: {manifest[key]}")
+    for name, upstream in manifest.get("inputs", {}).items():
+        print(f"input {name}: {upstream['run_dir']}")
+    metrics_path = run_dir / runs.METRICS
+    if metrics_path.is_file():
+        print(f"metrics: {'  '.join(headline_metrics(runs.read_json(metrics_path)))}")
+    if manifest.get("command"):
+        print(f"rerun or resume: {rerun_command(manifest['command'], run_dir.resolve())}")
     return 0
 
 
@@ -120,7 +146,12 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.config import conf_dir, register_hydra_extensions, rewrite_aliases
+    from sparsebert_cli.config import (
+        conf_dir,
+        expand_path_fields,
+        register_hydra_extensions,
+        rewrite_aliases,
+    )
     from sparsebert_cli.validation import check_overrides, describe, preflight, validate_config
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
@@ -130,6 +161,7 @@ def validate_main(argv: list[str]) -> int:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=stage, overrides=overrides)
         OmegaConf.resolve(cfg)
+        expand_path_fields(cfg)
         validate_config(cfg)
         upstream = preflight(cfg)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:

@@ -17,12 +17,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sparsebert_cli import config as schema
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import SEARCH_OBJECTIVES, check_dam_config
 from sparsebert_cli.stages import READS, UPSTREAM, reads
 from sparsebert_cli.training import config as trainer_schema
 
 MASK_SPECIAL = ("dense", "dam", "from_run", "checkpoint")
 CHOICES = {
+    "mask.objective": SEARCH_OBJECTIVES,
     "model.attention_backend": schema.BACKENDS,
+    "model.norm": schema.NORM_POSITIONS,
+    "model.position_init": schema.POSITION_INITS,
     "trainer.optimizer": trainer_schema.OPTIMIZERS,
     "trainer.scheduler": trainer_schema.SCHEDULERS,
     "trainer.precision": trainer_schema.PRECISIONS,
@@ -180,6 +184,7 @@ def validate_config(cfg: DictConfig) -> None:
         mask.name in names,
         f"mask.name={mask.name} is not a known mask; use mask=<{'|'.join(names)}>.",
     )
+    check_dam_config(mask)
     _require(
         mask.name != "from_run" or bool(mask.from_run),
         "mask=from_run needs the search run to load: add mask.from=<run_dir> or mask.from=latest.",
@@ -188,6 +193,18 @@ def validate_config(cfg: DictConfig) -> None:
         stage != "search" or mask.name == "dam",
         f"`sparsebert search` learns a mask, but mask={mask.name} is fixed; use mask=dam (or mask=dam_s), "
         "or run `sparsebert pretrain mask=...` for a fixed pattern.",
+    )
+    search_protocol = (mask.objective, mask.head_warmup, mask.encoder_lr) != ("mlm", 0, None)
+    _require(
+        cfg.stage in ("search", "pipeline") or not search_protocol,
+        "mask.objective, mask.head_warmup and mask.encoder_lr set how `sparsebert search` learns "
+        f"a mask on a trained model; the {cfg.stage} stage does not read them: drop them.",
+    )
+    warm_started = bool(model.from_run or model.name_or_path)
+    _require(
+        mask.objective != "distill" or warm_started,
+        "mask.objective=distill keeps the hidden states of the dense model the search starts "
+        "from, but no trained model is loaded; add model.from=<pretrain run> or model=minilm.",
     )
     _require(
         mask.name != "checkpoint" or bool(model.from_run or model.name_or_path),

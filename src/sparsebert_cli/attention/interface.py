@@ -33,10 +33,12 @@ from sparsebert_cli.attention.block_sparse import (
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
 from sparsebert_cli.attention.masked import (
     SdpaMask,
+    attention_probs,
     build_sdpa_mask,
     masked_attention,
     sdpa_attention,
 )
+from sparsebert_cli.attention.profile import AttentionProfile
 from sparsebert_cli.config import BACKENDS, ModelConfig
 from sparsebert_cli.errors import SparseBertError
 
@@ -145,12 +147,14 @@ def sparse_attention_forward(
     scaling: float | None = None,
     dropout: float = 0.0,
     sparse_mask: AttentionMask | None = None,
+    attention_profile: AttentionProfile | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """Attention of one BERT layer under M; returns ([B, n, H, d], no attention weights).
 
     attention_mask: bool [B, 1, n, n] from the registered SDPA mask builder (True = may attend,
-    padding keys are False in every row), or None when nothing is padded.
+    padding keys are False in every row), or None when nothing is padded. attention_profile:
+    filled with this layer's attention probabilities (the held-out evaluation's gate).
     """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     key_padding = None if attention_mask is None else ~attention_mask[:, 0, 0, :]
@@ -159,6 +163,9 @@ def sparse_attention_forward(
     mask = masks.layer(layer)
     block_size, backend = masks.block_size, masks.backend
     needs_grad = torch.is_grad_enabled() and query.requires_grad
+    if attention_profile is not None:
+        probs = attention_probs(query, key, mask, key_padding, scaling)
+        attention_profile.add(layer, probs, mask, key_padding)
     if backend == "auto":
         backend, reason = choose_backend(mask, masks, layer, block_size, needs_grad, dropout)
         if backend not in masks.logged:

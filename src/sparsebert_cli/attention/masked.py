@@ -38,6 +38,20 @@ def masked_attention(
     as the reference code does, so α gets c·∂L/∂score through the kept entries; a dropped entry's
     weight is e^(−c) = 0 in floating point, so the forward pass equals the boolean mask's.
     """
+    probs = attention_probs(query, key, mask, key_padding, scaling)
+    if dropout_p > 0:
+        probs = F.dropout(probs, p=dropout_p)
+    return torch.matmul(probs, value)
+
+
+def attention_probs(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    key_padding: torch.Tensor | None,
+    scaling: float,
+) -> torch.Tensor:
+    """A = softmax(QKᵀ·scaling + P + (1 − M)·(−c)): [B, H, n, n], rows of M's empty queries 0."""
     n = query.shape[-2]
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # [B, H, n, n]
     if mask is None:
@@ -45,10 +59,7 @@ def masked_attention(
     elif mask.dtype != torch.bool:
         scores = scores + (1.0 - mask) * -MASK_PENALTY
         mask = mask.detach() > 0.5
-    probs = masked_softmax(scores, mask, key_padding)
-    if dropout_p > 0:
-        probs = F.dropout(probs, p=dropout_p)
-    return torch.matmul(probs, value)
+    return masked_softmax(scores, mask, key_padding)
 
 
 def masked_score(dtype: torch.dtype) -> float:

@@ -34,8 +34,9 @@ def load_hub_dataset(path: str, config: str | None, cache_dir: Path, alternative
         what = f"'{path}'" + (f" (config '{config}')" if config else "")
         raise SparseBertError(
             f"Could not load the dataset {what} from the Hugging Face Hub or its local cache "
-            f"({error}). {alternatives} To allow downloads, run with offline=false on a machine "
-            "that reaches huggingface.co."
+            f"({error}). {alternatives} To download it, run on a machine that reaches "
+            "huggingface.co, without offline=true and without HF_HUB_OFFLINE=1 or "
+            "HF_DATASETS_OFFLINE=1 in the environment."
         ) from error
 
 

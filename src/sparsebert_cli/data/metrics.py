@@ -1,4 +1,4 @@
-"""Task metrics computed in the project (no `evaluate.load`, which needs the hub), and GLUE
+"""Task metrics (scikit-learn's and scipy's, no `evaluate.load`, which needs the hub), and GLUE
 test-server submission files.
 
 Headline per task (the paper's table column): CoLA Matthews correlation, STS-B and lee_sts
@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from sparsebert_cli.data.glue import GLUE_TASKS
 from sparsebert_cli.errors import SparseBertError
@@ -67,54 +69,33 @@ def compute_metrics(task_name: str, predictions, labels) -> dict[str, float]:
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(predictions == labels))
+    return float(accuracy_score(labels, predictions))
 
 
 def binary_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
-    true_positives = float(np.sum((predictions == 1) & (labels == 1)))
-    predicted, actual = float(np.sum(predictions == 1)), float(np.sum(labels == 1))
-    if predicted + actual == 0:
-        return 0.0
-    return 2 * true_positives / (predicted + actual)
+    """F1 of class 1; 0.0 when neither the predictions nor the labels have a class 1."""
+    return float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0.0))
 
 
 def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Multi-class MCC (Gorodkin's R_K), which is the usual MCC for two classes."""
-    classes = np.union1d(predictions, labels)
-    confusion = np.array(
-        [[np.sum((labels == t) & (predictions == p)) for p in classes] for t in classes],
-        dtype=float,
-    )
-    samples, correct = confusion.sum(), np.trace(confusion)
-    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-    numerator = correct * samples - predicted @ actual
-    denominator = math.sqrt(samples**2 - predicted @ predicted) * math.sqrt(
-        samples**2 - actual @ actual
-    )
-    return float(numerator / denominator) if denominator else 0.0
+    """Multi-class MCC (Gorodkin's R_K), the usual MCC for two classes; 0.0 where undefined."""
+    return float(matthews_corrcoef(labels, predictions))
+
+
+def _correlation(statistic, predictions: np.ndarray, labels: np.ndarray) -> float:
+    """scipy's correlation statistic, 0.0 where it is undefined (a constant input)."""
+    if np.ptp(predictions) == 0 or np.ptp(labels) == 0:
+        return 0.0
+    return float(statistic(predictions, labels).statistic)
 
 
 def pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
-    x, y = predictions - predictions.mean(), labels - labels.mean()
-    denominator = math.sqrt(float(x @ x) * float(y @ y))
-    return float(x @ y) / denominator if denominator else 0.0
-
-
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..N, ties sharing the mean of their ranks."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    sorted_values = values[order]
-    start = 0
-    for end in range(1, len(values) + 1):
-        if end == len(values) or sorted_values[end] != sorted_values[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2
-            start = end
-    return ranks
+    return _correlation(pearsonr, predictions, labels)
 
 
 def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return pearson(average_ranks(predictions), average_ranks(labels))
+    """Spearman's ρ, tied values sharing the mean of their ranks."""
+    return _correlation(spearmanr, predictions, labels)
 
 
 def mlm_metrics(loss_sum: float, correct: int, predictions: int) -> dict[str, float]:

@@ -34,11 +34,17 @@ def load_tokenizer(data_cfg, cache_dir: Path, corpus=None, source: Path | str | 
     name = data_cfg.tokenizer
     if name == "embedded":
         return tokenizer_from_folder(embedded_tokenizer_folder())
+    from sparsebert_cli.progress import waiting
+
     if name == "train":
-        return trained_tokenizer(data_cfg, cache_dir, corpus)
+        with waiting(
+            f"WordPiece tokenizer data.tokenizer=train (vocabulary {data_cfg.vocab_size})"
+        ):
+            return trained_tokenizer(data_cfg, cache_dir, corpus)
     if Path(name).is_dir():
         return tokenizer_from_folder(Path(name))
-    return load_hub_tokenizer(name, cache_dir)
+    with waiting(f"tokenizer data.tokenizer={name}"):
+        return load_hub_tokenizer(name, cache_dir)
 
 
 def tokenizer_from_folder(path: Path):

@@ -25,7 +25,7 @@ from sparsebert_cli.runs import atomic_write
 MASK_FILE = "mask.safetensors"
 META_FILE = "mask.json"
 PLOT_FILE = "mask.png"
-MASK_KINDS = ("dam_u", "dam_s", *PATTERNS)
+MASK_KINDS = ("dam_u", "dam_s", "dam_b", *PATTERNS)
 
 
 def fit_to_length(mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -46,7 +46,7 @@ def fit_to_length(mask: torch.Tensor, n: int) -> torch.Tensor:
 def save_mask(directory: Path, mask: torch.Tensor, meta: dict) -> list[Path]:
     """Write M (bool [L, H, n, n]) and its metadata into `directory`; returns the files written.
 
-    `meta` needs "kind" (dam_u, dam_s or a pattern name) and may hold "params", "source_run" and
+    `meta` needs "kind" (dam_u, dam_s, dam_b or a pattern name) and may hold "params", "source_run" and
     anything else worth keeping; n, layers, heads, sparsity and sha256 are computed from M.
     """
     if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[-1] != mask.shape[-2]:

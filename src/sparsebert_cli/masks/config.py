@@ -2,6 +2,12 @@
 
 from dataclasses import dataclass
 
+from omegaconf import DictConfig
+
+from sparsebert_cli.errors import SparseBertError
+
+SEARCH_OBJECTIVES = ("mlm", "distill")
+
 
 @dataclass
 class MaskConfig:
@@ -17,8 +23,14 @@ class MaskConfig:
     density: float = 0.1  # random pattern: fraction of kept entries
     seed: int = 0  # seed of the random parts of a pattern
     # --- DAM (Differentiable Attention Mask) ---
-    structure: str = "unstructured"  # unstructured (DAM_u) | structured (DAM_s, Toeplitz)
-    lam: float = 1e-4  # λ of the L1 penalty λ·‖M‖₁
+    # unstructured (DAM_u) | structured (DAM_s, Toeplitz) | block (one α per model.block_size tile)
+    structure: str = "unstructured"
+    lam: float = 1e-4  # λ of the L1 penalty λ·‖M‖₁ (0 with target_sparsity)
+    # Instead of λ: reach this expected sparsity ŝ with Lagrange multipliers (None: use λ)
+    target_sparsity: float | None = None
+    target_warmup: int = 0  # steps over which the target rises linearly from 0 to target_sparsity
+    lagrangian_lr: float = 1e-5  # learning rate of the multipliers λ₁, λ₂ (gradient ascent)
+    keep_diagonal_blocks: bool = False  # block DAM: always keep the diagonal tiles
     l1_norm: str = "sum"  # sum (as in the paper) | mean
     tau: float = 1.0  # Gumbel-sigmoid temperature τ
     tau_final: float | None = None  # anneal τ linearly to this over the search (None: constant)
@@ -28,5 +40,55 @@ class MaskConfig:
     seq_len: int = 128  # n of a learnable mask (masks are cropped for shorter sequences)
     share_layers: bool = True  # one mask per head for all layers (reference code), or per layer
     trace_every: int = 10  # importance trace: σ(α) snapshot every K steps
+    # --- the search on a trained model (stages/search.py) ---
+    objective: str = "mlm"  # mlm: L_pretrain | distill: MSE to the frozen dense model's states
+    head_warmup: int = 0  # first steps: only the pre-training heads learn, on the dense model
+    encoder_lr: float | None = None  # None: trainer.lr (joint, the paper) | 0: frozen | own rate
     # --- a searched mask (name=from_run) ---
     from_run: str | None = None  # run dir of a search run, or "latest"
+
+
+def check_dam_config(cfg: MaskConfig | DictConfig) -> None:
+    """Refuse DAM settings that cannot work together (a SparseBertError naming the fix)."""
+    target = cfg.target_sparsity
+    if target is not None and not 0 <= target < 1:
+        raise SparseBertError(
+            f"mask.target_sparsity={target} must lie in [0, 1) (the fraction of attention "
+            "entries masked out, e.g. mask.target_sparsity=0.9)."
+        )
+    if target is not None and cfg.lam != 0:
+        raise SparseBertError(
+            f"mask.target_sparsity={target} and mask.lam={cfg.lam} are both set: the target "
+            "replaces the L1 penalty λ·‖M‖₁. Add mask.lam=0 to steer to the target, or drop "
+            "mask.target_sparsity to keep the L1 penalty."
+        )
+    if cfg.target_warmup < 0 or cfg.lagrangian_lr <= 0:
+        raise SparseBertError(
+            f"mask.target_warmup={cfg.target_warmup} must be ≥ 0 and mask.lagrangian_lr="
+            f"{cfg.lagrangian_lr} > 0 (e.g. mask.target_warmup=100 mask.lagrangian_lr=0.01)."
+        )
+    if cfg.keep_diagonal_blocks and cfg.structure != "block":
+        raise SparseBertError(
+            f"mask.keep_diagonal_blocks=true needs mask.structure=block (got "
+            f"{cfg.structure}); set mask.structure=block or drop mask.keep_diagonal_blocks."
+        )
+
+
+TARGET_KEYS = ("target_sparsity", "target_warmup", "lagrangian_lr")
+
+
+def dam_identity(mask: dict) -> dict:
+    """The DAM settings a search reads: the target's keys only with a target, the block keys only
+    for a block DAM (so runs from before these options keep their content hash)."""
+    unread = [*(TARGET_KEYS if mask.get("target_sparsity") is None else ())]
+    if mask.get("structure") != "block":
+        unread.append("keep_diagonal_blocks")
+    return {k: v for k, v in mask.items() if k not in unread}
+
+
+# The fields only DAM reads: two runs of a fixed pattern that differ in these ran the same mask.
+DAM_FIELDS = (
+    "structure", "lam", "l1_norm", "tau", "tau_final", "hard", "init", "lr", "seq_len",
+    "share_layers", "trace_every", "target_sparsity", "target_warmup", "lagrangian_lr",
+    "keep_diagonal_blocks", "objective", "head_warmup", "encoder_lr",
+)  # fmt: skip

@@ -7,11 +7,26 @@ value is the 0/1 mask 1[α_ij + g₁ − g₂ > 0] and gradients flow through th
 (straight-through). After the search, M = 1[α > 0] (keep probability σ(α) > 0.5) is frozen.
 
 DAM_u (`structure="unstructured"`) has one α per (layer, head, i, j); DAM_s (`"structured"`) one
-α per (layer, head, distance |i − j|), expanded to a symmetric Toeplitz mask. `layers` is 1 when
-all layers share the mask (the reference code). The Gumbel noise comes from the global torch RNG,
-which the training loop seeds differently on each DDP rank. A mask learned at n serves shorter
-sequences by cropping (`artifact.fit_to_length`).
+α per (layer, head, distance |i − j|), expanded to a symmetric Toeplitz mask; block DAM
+(`"block"`) one α per (layer, head, query block, key block) of `block_size` tokens, expanded to
+the n × n mask, so its block density (the block_sparse backend's cost) is the complement of its
+sparsity, exactly when block_size divides n. `layers` is 1 when all layers share the mask (the
+reference code).
+
+Instead of λ, a target sparsity t can steer the search (CoFi, Xia et al. 2022): the penalty is
+N·[λ₁(s − t) + λ₂(s − t)²], N the entry count of ‖M‖₁ (1 with l1_norm=mean), the multipliers
+λ₁, λ₂ trained by gradient ascent (`SparsityTarget`), and s the sparsity of the final mask
+1[α > 0] with the gradient of the expected sparsity ŝ = 1 − mean σ(α) (straight-through). Why not
+ŝ alone: measured on the smoke model, the binarised mask reached 75 % sparsity while ŝ stayed at
+51 % (α changes sign long before σ(α) saturates), so a controller on ŝ overshoots the mask that
+is kept. Since N·ŝ = N − ‖M‖₁, the force on each α is that of λ·‖M‖₁ with
+λ = −λ₁ − 2λ₂(s − t): at the target, −λ₁ is the λ that gives t.
+
+The Gumbel noise comes from the global torch RNG, which the training loop seeds differently on
+each DDP rank. A mask learned at n serves shorter sequences by cropping (`artifact.fit_to_length`).
 """
+
+import math
 
 import torch
 from omegaconf import DictConfig
@@ -20,7 +35,8 @@ from torch import nn
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import MaskConfig
 
-STRUCTURES = ("unstructured", "structured")
+STRUCTURES = ("unstructured", "structured", "block")
+KINDS = {"unstructured": "dam_u", "structured": "dam_s", "block": "dam_b"}  # mask.json kind
 L1_NORMS = ("sum", "mean")
 
 
@@ -34,26 +50,42 @@ class DAM(nn.Module):
         tau: float = 1.0,
         hard: bool = True,
         init: float = 0.0,
+        block_size: int = 32,
+        keep_diagonal_blocks: bool = False,
+        target: "SparsityTarget | None" = None,
     ) -> None:
         super().__init__()
         if structure not in STRUCTURES:
             raise SparseBertError(
                 f"mask.structure={structure!r} is not a DAM structure; set mask.structure to "
-                "unstructured (DAM_u) or structured (DAM_s)."
+                "unstructured (DAM_u), structured (DAM_s) or block."
             )
         check_tau(tau)
         self.structure = structure
         self.tau = tau
         self.hard = hard
-        shape = (layers, heads, n) if structure == "structured" else (layers, heads, n, n)
+        self.n = n
+        blocks = math.ceil(n / block_size)
+        shape = {
+            "unstructured": (layers, heads, n, n),
+            "structured": (layers, heads, n),
+            "block": (layers, heads, blocks, blocks),
+        }[structure]
         self.alpha = nn.Parameter(torch.full(shape, float(init)))
         positions = torch.arange(n)
         distance = (positions[:, None] - positions[None, :]).abs()
         self.register_buffer("distance", distance, persistent=False)
+        self.register_buffer("block_of", positions // block_size, persistent=False)
+        kept = torch.eye(blocks, dtype=torch.bool) if keep_diagonal_blocks else None
+        self.register_buffer("kept_blocks", kept, persistent=False)  # [QB, KB] always kept
+        self.target = target
 
     @classmethod
-    def from_config(cls, cfg: MaskConfig | DictConfig, heads: int, layers: int) -> "DAM":
-        """DAM of a `mask=dam` config for a model with `heads` heads and `layers` layers."""
+    def from_config(
+        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, block_size: int = 32
+    ) -> "DAM":
+        """DAM of a `mask=dam` config for a model with `heads` heads and `layers` layers
+        (`block_size`: the tile of a block DAM, the model's `model.block_size`)."""
         return cls(
             heads=heads,
             n=cfg.seq_len,
@@ -62,16 +94,29 @@ class DAM(nn.Module):
             tau=cfg.tau,
             hard=cfg.hard,
             init=cfg.init,
+            block_size=block_size,
+            keep_diagonal_blocks=cfg.keep_diagonal_blocks,
+            target=None
+            if cfg.target_sparsity is None
+            else SparsityTarget(cfg.target_sparsity, cfg.target_warmup),
         )
 
     @property
     def kind(self) -> str:
-        """The artifact kind: dam_s (structured) or dam_u (unstructured)."""
-        return "dam_s" if self.structure == "structured" else "dam_u"
+        """The artifact kind: dam_u (unstructured), dam_s (structured) or dam_b (block)."""
+        return KINDS[self.structure]
 
     def _expand(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-distance values [L, H, n] → Toeplitz [L, H, n, n]; unstructured values pass through."""
-        return values[..., self.distance] if self.structure == "structured" else values
+        """Values per α → [L, H, n, n]: per distance [L, H, n] → Toeplitz, per block
+        [L, H, QB, KB] → tiles (diagonal tiles set to 1 with keep_diagonal_blocks); unstructured
+        values pass through."""
+        if self.structure == "structured":
+            return values[..., self.distance]
+        if self.structure == "block":
+            if self.kept_blocks is not None:
+                values = torch.where(self.kept_blocks, torch.ones_like(values), values)
+            return values[..., self.block_of[:, None], self.block_of[None, :]]
+        return values
 
     def probs(self) -> torch.Tensor:
         """Keep probabilities σ(α): float [L, H, n, n] (the importance of each attention position)."""
@@ -106,10 +151,45 @@ class DAM(nn.Module):
             )
         with torch.autocast(device_type=self.alpha.device.type, enabled=False):
             kept = self._expand(torch.sigmoid(self.alpha.float())).sum()
-        if norm == "mean":
-            n = self.distance.shape[0]
-            kept = kept / (self.alpha.shape[0] * self.alpha.shape[1] * n * n)
-        return kept
+        return kept / self.entries() if norm == "mean" else kept
+
+    def entries(self) -> int:
+        """How many entries ‖M‖₁ counts: L × H × n × n (once per shared mask)."""
+        return self.alpha.shape[0] * self.alpha.shape[1] * self.n * self.n
+
+    def expected_sparsity(self) -> torch.Tensor:
+        """ŝ = 1 − mean σ(α) over the n × n entries: the expected sparsity of a sample (fp32)."""
+        return 1 - self.l1("mean")
+
+
+class SparsityTarget(nn.Module):
+    """The Lagrangian λ₁(s − t) + λ₂(s − t)² that steers the mask's sparsity s to a target t
+    (the caller scales it by ‖M‖₁'s entry count, see the module docstring).
+
+    The multipliers λ₁, λ₂ (`multipliers`, starting at 0) are trained by gradient *ascent*: the
+    value returned carries their negated gradient, so the optimiser's usual descent step raises
+    the penalty while α and the weights lower it. While s < t, λ₁ falls below 0 and rewards
+    sparsity; λ₂ only grows, tightening s around t. The target rises linearly from 0 to t over
+    `warmup` steps, so the mask thins while the model learns.
+    """
+
+    def __init__(self, target: float, warmup: int = 0) -> None:
+        super().__init__()
+        self.target, self.warmup = target, warmup
+        self.multipliers = nn.Parameter(torch.zeros(2))
+
+    def target_at(self, step: int) -> float:
+        """t at 0-based optimiser step `step`: linear warm-up from 0, then constant."""
+        return self.target * min(step / self.warmup, 1.0) if self.warmup else self.target
+
+    def forward(
+        self, expected_sparsity: torch.Tensor, binarized_sparsity: float, target: float
+    ) -> torch.Tensor:
+        """λ₁(s − t) + λ₂(s − t)², s: the binarized sparsity's value, the expected one's gradient."""
+        # 2λ − λ has the value λ (exactly, in floating point) and the gradient −∂/∂λ: ascent.
+        lam = 2 * self.multipliers.detach() - self.multipliers
+        gap = binarized_sparsity + (expected_sparsity - expected_sparsity.detach()) - target
+        return lam[0] * gap + lam[1] * gap * gap
 
 
 def check_tau(tau: float) -> None:

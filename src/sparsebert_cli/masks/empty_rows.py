@@ -18,31 +18,37 @@ class EmptyAttentionRowWarning(UserWarning):
     """Some query had no key to attend to; its attention output was set to zero."""
 
 
+EMPTY_ROWS_MESSAGE = (
+    "some attention query rows have no allowed key (the mask combined with padding): their "
+    "attention output is set to zero (the residual still carries the token). This is defined "
+    "behaviour, not an error. `sparsebert masks --check` lists the named patterns that leave "
+    "empty rows; a searched (DAM) mask can drop every key of a query too: its per-head sparsity "
+    "is in the search run's artifacts/mask.json, and a smaller mask.lam keeps more keys."
+)
+_WARNED: dict = {}  # the warnings registry of this one warning: shown once per process
+
+
+def warn_empty_rows() -> None:
+    """Warn once per process that some query row was empty. Attributed to no source line: the
+    place in the attention code that found the rows means nothing to the user."""
+    warnings.warn_explicit(
+        EMPTY_ROWS_MESSAGE, EmptyAttentionRowWarning, "sparsebert", 0, registry=_WARNED
+    )
+
+
 def empty_query_rows(mask: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
     """Query rows with no allowed key once M and padding are combined.
 
     mask: bool [H, n, n] or [B, H, n, n], True = may attend. key_padding: bool [B, n], True =
     this key is padding (cannot be attended), or None for no padding. Returns bool [B, H, n]
     ([H, n] without padding), True where the query has no key left. Warns once per process (per
-    call site, Python's default warning filter) when any row is empty.
+    `warn_empty_rows`) when any row is empty.
     """
     allowed = mask if key_padding is None else mask & ~key_padding[:, None, None, :]
     empty = ~allowed.any(dim=-1)
     if bool(empty.any()):
         warn_empty_rows()
     return empty
-
-
-def warn_empty_rows() -> None:
-    """The one warning about empty rows, for every backend that finds some (shown once per
-    process by Python's default filter: one call site)."""
-    warnings.warn(
-        "some attention query rows have no allowed key (mask combined with padding): their "
-        "attention output is set to zero (the residual still carries the token); check the "
-        "mask with `sparsebert masks --check`",
-        EmptyAttentionRowWarning,
-        stacklevel=3,
-    )
 
 
 def masked_softmax(

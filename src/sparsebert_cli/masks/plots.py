@@ -1,9 +1,12 @@
 """Heat maps of a mask grid (layers × heads), for bool masks M and for keep probabilities σ(α).
 
 Draws one mosaic image (a tile per layer and head, separated by blank gaps) with one colour bar,
-through matplotlib's Agg canvas (no pyplot, no display); the PNG is written atomically.
+through matplotlib's Agg canvas (no pyplot, no display); the PNG is written atomically. The title
+is the figure's, wrapped to its width, and matplotlib's constrained layout places it above the
+image and its colour bar, so at any head count it neither runs over the bar nor leaves the figure.
 """
 
+import textwrap
 from pathlib import Path
 
 import torch
@@ -24,11 +27,15 @@ def mosaic(mask: torch.Tensor, gap: int) -> torch.Tensor:
     return image
 
 
-def plot_mask_grid(mask: torch.Tensor, path: Path, title: str) -> Path:
-    """Write the heat map of M [L, H, n, n] (bool, or float keep probabilities in [0, 1]) to `path`."""
+TITLE_CHARS_PER_INCH = 11  # characters of the 10-point title that fit in one inch of figure width
+
+
+def mask_grid_figure(mask: torch.Tensor, title: str) -> Figure:
+    """The heat map of M [L, H, n, n] (bool, or float keep probabilities in [0, 1])."""
     layers, heads, n, _ = mask.shape
     gap = max(1, n // 16)
-    figure = Figure(figsize=(min(2 + 1.6 * heads, 24), min(1.2 + 1.6 * layers, 24)), dpi=100)
+    width, height = min(2.5 + 1.6 * heads, 24), min(1.8 + 1.6 * layers, 24)
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     image = axes.imshow(
@@ -44,7 +51,13 @@ def plot_mask_grid(mask: torch.Tensor, path: Path, title: str) -> Path:
     )
     axes.set_xlabel("head (key position → within each tile)")
     axes.set_ylabel("layer (query position ↓ within each tile)")
-    axes.set_title(title)
+    figure.suptitle(textwrap.fill(title, int(width * TITLE_CHARS_PER_INCH)), fontsize=10)
     label = "may attend (1) / masked (0)" if mask.dtype == torch.bool else "keep probability σ(α)"
-    figure.colorbar(image, ax=axes, label=label, fraction=0.046, pad=0.04)
+    figure.colorbar(image, ax=axes, label=label, shrink=0.9)
+    return figure
+
+
+def plot_mask_grid(mask: torch.Tensor, path: Path, title: str) -> Path:
+    """Write the heat map of M [L, H, n, n] (see `mask_grid_figure`) to `path`."""
+    figure = mask_grid_figure(mask, title)
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))

@@ -3,7 +3,10 @@
 A cell reads `81.9/81.9 ± 0.3/0.2 (n=3)`: the mean of each headline number over the completed
 seeds, their sample standard deviations (shown from two seeds on) and the seed count; a cell with
 failed or running jobs says how many, one with no completed job reads `failed`, `running` or
-`missing`. When the results descend from pre-training runs of this tool, a column after the
+`missing`, and one whose runs are not replicates of one config reads `mixed configs` or
+`duplicate seeds` (not pooled). Every format carries the table's warnings: the terminal table
+and Markdown below the table, LaTeX as `%` comments, JSON in `warnings`, CSV in the cell's
+status column (`mixed`), the full text on stderr from the CLI. When the results descend from pre-training runs of this tool, a column after the
 sparsity gives those runs' held-out MLM loss (mean ± std over the distinct pre-trainings).
 """
 
@@ -29,6 +32,8 @@ def _number(value: float | None) -> str:
 
 def cell_text(cell: Cell) -> str:
     """The text of one cell (see the module docstring)."""
+    if cell.problem:
+        return f"{cell.problem.split(':', 1)[0]} (n={cell.completed})"
     if cell.completed == 0:
         count = cell.failed or cell.running
         return cell.status if count <= 1 else f"{cell.status} ({count})"
@@ -104,6 +109,8 @@ def to_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     lines += ["", note(table)]
+    if table.warnings:
+        lines += ["", "Warnings:", *(f"- **{warning}**" for warning in table.warnings)]
     failures = _failures(table)
     if failures:
         lines += ["", "Failed runs:", *(f"- {line}" for line in failures)]
@@ -173,6 +180,7 @@ def to_latex(table: Table) -> str:
         *(" & ".join(map(latex_escape, row)) + r" \\" for row in body),
         r"\hline",
         r"\end{tabular}",
+        *(f"% warning: {warning}" for warning in table.warnings),
     ]
     return "\n".join(lines) + "\n"
 
@@ -192,7 +200,13 @@ def to_rich(table: Table):
     rich_table = RichTable(title="SparseBERT results")
     for i, name in enumerate(header):
         rich_table.add_column(name, justify="left" if i == 0 else "right")
-    styles = {"failed": "red", "partial": "yellow", "running": "yellow", "missing": "dim"}
+    styles = {
+        "failed": "red",
+        "partial": "yellow",
+        "running": "yellow",
+        "missing": "dim",
+        "mixed": "bold red",
+    }
     first_cell = len(header) - len(table.columns) - 1
     for row, texts in zip(table.rows, body, strict=True):
         cells = [
@@ -209,7 +223,8 @@ def to_text(table: Table) -> str:
 
     console = Console(record=True, width=200, file=io.StringIO())
     console.print(to_rich(table))
-    return console.export_text() + note(table) + "\n"
+    warnings = "".join(f"warning: {warning}\n" for warning in table.warnings)
+    return console.export_text() + note(table) + "\n" + warnings
 
 
 RENDERERS = {"table": to_text, "md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}

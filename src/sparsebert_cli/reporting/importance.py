@@ -144,7 +144,10 @@ def _plot_by_distance(numbers: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def _plot_cls_sep(numbers: dict, last_map, path: Path) -> Path:
+def cls_sep_figure(numbers: dict, last_map):
+    """[CLS]/[SEP] keep probabilities over training (left) and the last map (right). The map's
+    colour scale is its own range: the values of a short search all sit near σ(0) = 0.5, which a
+    fixed 0–1 scale would draw as one flat colour."""
     figure = _figure(12, 4.5)
     left, right = figure.subplots(1, 2)
     steps, n = numbers["steps"], numbers["n"]
@@ -160,15 +163,18 @@ def _plot_cls_sep(numbers: dict, last_map, path: Path) -> Path:
     left.set_ylabel("mean keep probability σ(α)")
     left.set_title("[CLS] and [SEP] rows and columns\nover training")
     left.legend()
-    image = right.imshow(last_map, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    low, high = float(last_map.min()), float(last_map.max())
+    if high - low < 1e-6:  # a constant map: a small range around it, so the scale still reads
+        low, high = low - 1e-3, high + 1e-3
+    image = right.imshow(last_map, cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
     for position in (0, n - 1):
         right.axhline(position, color="red", linewidth=0.8)
         right.axvline(position, color="red", linewidth=0.8)
     right.set_xlabel("key position j ([CLS] = 0, [SEP] = n − 1)")
     right.set_ylabel("query position i")
     right.set_title(f"keep probability at step {steps[-1]}\n(layers and heads averaged)")
-    figure.colorbar(image, ax=right, label="keep probability σ(α)")
-    return _save(figure, path)
+    figure.colorbar(image, ax=right, label="keep probability σ(α) (scale: this map's range)")
+    return figure
 
 
 def write_importance_figures(run_dir: Path, out_dir: Path) -> list[Path]:
@@ -190,9 +196,8 @@ def write_importance_figures(run_dir: Path, out_dir: Path) -> list[Path]:
         heat_maps[str(step)] = path.name
         written.append(path)
     written.append(_plot_by_distance(numbers, out_dir / "importance_by_distance.png"))
-    written.append(
-        _plot_cls_sep(numbers, probs[-1].mean(dim=(0, 1)), out_dir / "importance_cls_sep.png")
-    )
+    last_map = probs[-1].mean(dim=(0, 1))
+    written.append(_save(cls_sep_figure(numbers, last_map), out_dir / "importance_cls_sep.png"))
     numbers["figures"] = {
         "heat_maps": heat_maps,
         "by_distance": "importance_by_distance.png",

@@ -20,6 +20,11 @@ from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 
 RESULT_STAGES = ("pipeline", "finetune", "evaluate")
+# Beside what a run's content hash leaves out (where and how it was launched), these do not make
+# two result runs different experiments: the seed (what replicates differ by), the stage that
+# produced the result, and references to upstream run folders (whose own configs differ by seed).
+_NOT_COMPARED = ("seed", "stage")
+_REFERENCES = (("model", "from_run"), ("mask", "from_run"))
 PRETRAIN_METRIC = "eval/mlm_loss"  # the pre-training number the table shows beside the tasks
 
 
@@ -35,6 +40,31 @@ class RunRecord:
     error: str | None
     sparsity: float | None
     pretrain: tuple[str, float] | None = None  # the upstream pre-training run, its MLM loss
+
+    @property
+    def experiment(self) -> dict:
+        """The config a replicate shares with this run: all that determines its result but the
+        seed (see `experiment_config`)."""
+        return experiment_config(self.config)
+
+
+def experiment_config(config: dict) -> dict:
+    """`config` without the keys that do not make two result runs different experiments: the
+    launch settings a run's content hash leaves out (`launch`), the seed, the stage, upstream
+    run folders, and the mask settings the chosen mask does not read (λ of a fixed pattern)."""
+    from sparsebert_cli.launch import _NOT_HASHED, _NOT_HASHED_TRAINER
+    from sparsebert_cli.masks.config import DAM_FIELDS
+
+    kept = {k: v for k, v in config.items() if k not in (*_NOT_HASHED, *_NOT_COMPARED)}
+    if isinstance(kept.get("trainer"), dict):
+        kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
+    for group, key in _REFERENCES:
+        if isinstance(kept.get(group), dict):
+            kept[group] = {k: v for k, v in kept[group].items() if k != key}
+    mask = kept.get("mask")
+    if isinstance(mask, dict) and mask.get("name") != "dam":
+        kept["mask"] = {k: v for k, v in mask.items() if k not in DAM_FIELDS}
+    return kept
 
 
 def canonical(value: Any) -> Any:

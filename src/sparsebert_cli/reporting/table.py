@@ -1,7 +1,11 @@
 """The paper's results table (PAPER.md §5) from run folders: one row per mask, one column per task.
 
 Runs (read by `records`) are grouped by `row_keys` and `col_keys` (dotted config keys); seeds are
-what a cell's mean ± std (sample standard deviation) is taken over. Metrics in metrics.json are
+what a cell's mean ± std (sample standard deviation) is taken over. A cell pools only replicates:
+completed runs of one experiment config (`RunRecord.experiment`: the config but the seed) with
+distinct seeds. A cell whose runs differ in anything else (a demo sweep and a smoke sweep under
+one path, `mask.window=4,8` in one `window` row) or repeat a seed is not pooled: it reads `mixed
+configs` or `duplicate seeds`, and the table's warnings name the differing keys and the runs. Metrics in metrics.json are
 fractions; the table shows them ×100 like the paper, and the mask sparsity in percent.
 
 Cells of a task with two headline numbers show both (MNLI m/mm, QQP and MRPC acc/F1, STS-B
@@ -12,14 +16,17 @@ Beside the tasks, a row shows the held-out MLM loss of the pre-trainings its res
 (each pre-training counted once, however many tasks were fine-tuned from it).
 """
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sparsebert_cli.reporting.records import RunRecord, collect_runs, lookup
+from sparsebert_cli.runs import config_hash
 
-MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam")
+MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam", "mask.target_sparsity")
+DAM_VARIANTS = {"unstructured": "DAM_u", "structured": "DAM_s", "block": "DAM_b"}
 DEFAULT_COLS = ("task.name",)
 SEED_KEY = "seed"
 HEADLINE = (("", "eval/headline"),)
@@ -70,7 +77,8 @@ class Stat:
 
 @dataclass
 class Cell:
-    status: str  # ok | partial (some runs failed or running) | failed | running | missing
+    # ok | partial (some runs failed or running) | failed | running | missing | mixed (not pooled)
+    status: str
     values: dict[str, Stat]  # metric label -> mean ± std over the completed runs
     seeds: list[Any]
     completed: int
@@ -78,6 +86,7 @@ class Cell:
     running: int
     errors: list[str]
     runs: list[str]
+    problem: str | None = None  # why a mixed cell is not pooled: the warning's text
 
 
 @dataclass
@@ -120,9 +129,12 @@ def _format_value(value: Any) -> str:
 
 
 def row_label(key: dict[str, Any], default_keys: bool) -> str:
-    """`DAM_s λ=0.001` for a default (mask identity) row, `k=v, k=v` otherwise."""
+    """`DAM_s λ=0.001` (`DAM_b t=0.9` when searched to a target sparsity) for a default (mask
+    identity) row, `k=v, k=v` otherwise."""
     if default_keys and key.get("mask.name") == "dam":
-        variant = "DAM_s" if key.get("mask.structure") == "structured" else "DAM_u"
+        variant = DAM_VARIANTS.get(key.get("mask.structure"), "DAM_u")
+        if key.get("mask.target_sparsity") is not None:
+            return f"{variant} t={_format_value(key['mask.target_sparsity'])}"
         return f"{variant} λ={_format_value(key.get('mask.lam'))}"
     if default_keys:
         return str(key.get("mask.name"))
@@ -136,12 +148,13 @@ def _sort_key(key: tuple[tuple[str, Any], ...]) -> tuple:
 
 
 def row_order(key: tuple[tuple[str, Any], ...]) -> tuple:
-    """The sort key of a default (mask identity) row: ROW_ORDER, DAM_u before DAM_s, then λ."""
+    """The sort key of a default (mask identity) row: ROW_ORDER, DAM_u, DAM_s, DAM_b, then λ."""
     values = dict(key)
     name = values.get("mask.name")
+    structure = values.get("mask.structure")
     return (
         ROW_ORDER.index(name) if name in ROW_ORDER else len(ROW_ORDER),
-        values.get("mask.structure") == "structured",
+        list(DAM_VARIANTS).index(structure) if structure in DAM_VARIANTS else len(DAM_VARIANTS),
         _sort_key(key),
     )
 
@@ -160,17 +173,63 @@ def _stat(values: list[float]) -> Stat:
     return Stat(mean=statistics.fmean(values), std=std, n=len(values))
 
 
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    found: dict[str, Any] = {}
+    for key, value in node.items():
+        found.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def _differences(configs: list[dict]) -> list[str]:
+    """`model.hidden_size: 128 | 64` for every key whose value differs between `configs`."""
+    flats = [_flat(c) for c in configs]
+    keys = sorted(set().union(*flats))
+    shown = [[json.dumps(f.get(k), default=str) for f in flats] for k in keys]
+    return [f"{k}: {' | '.join(v)}" for k, v in zip(keys, shown, strict=True) if len(set(v)) > 1]
+
+
+def replicate_problem(done: list[RunRecord]) -> str | None:
+    """Why the completed runs of a cell are not replicates of one experiment, or None."""
+    groups: dict[str, list[RunRecord]] = {}
+    for record in done:
+        groups.setdefault(config_hash(record.experiment), []).append(record)
+    folders = ", ".join(str(r.dir) for r in done)
+    if len(groups) > 1:
+        differences = _differences([members[0].experiment for members in groups.values()])
+        shown = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
+        return (
+            f"mixed configs: {len(done)} runs of {len(groups)} different configs ({shown}) are "
+            f"not pooled. Report one sweep at a time, or add the differing key to --rows or "
+            f"--cols. Runs: {folders}"
+        )
+    seeds = [lookup(r, SEED_KEY) for r in done]
+    repeated = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        return (
+            f"duplicate seeds: seed {', '.join(repeated)} appears in more than one run of the "
+            f"same config, so they are one replicate, not {len(done)}; not pooled. Delete the "
+            f"extra run folders or report one of them. Runs: {folders}"
+        )
+    return None
+
+
 def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
     done = [r for r in records if r.status == "completed"]
     failed = [r for r in records if r.status == "failed"]
     running = [r for r in records if r.status not in ("completed", "failed")]
+    problem = replicate_problem(done)
+    pooled = [] if problem else done
     values = {
         label: _stat(
-            [100.0 * r.metrics[key] for r in done if isinstance(r.metrics.get(key), int | float)]
+            [100.0 * r.metrics[key] for r in pooled if isinstance(r.metrics.get(key), int | float)]
         )
         for label, key in metrics
     }
-    if done:
+    if problem:
+        status = "mixed"
+    elif done:
         status = "partial" if failed or running else "ok"
     else:
         status = "failed" if failed else "running" if running else "missing"
@@ -183,6 +242,7 @@ def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
         running=len(running),
         errors=[f"{r.dir}: {(r.error or 'failed').splitlines()[0]}" for r in failed],
         runs=[str(r.dir) for r in records],
+        problem=problem,
     )
 
 
@@ -206,8 +266,8 @@ def build_table(
 ) -> Table:
     """Read the runs under `paths` into the paper-shaped table.
 
-    rows: config keys of a row (None: the mask identity, i.e. mask.name, plus mask.structure and
-    mask.lam for dam); cols: config keys of a column (None: task.name).
+    rows: config keys of a row (None: the mask identity, i.e. mask.name, plus mask.structure,
+    mask.lam and mask.target_sparsity for dam); cols: config keys of a column (None: task.name).
     """
     records, warnings = collect_runs([Path(p) for p in paths])
     col_keys = list(cols or DEFAULT_COLS)
@@ -244,10 +304,16 @@ def build_table(
         )
         found = [r.sparsity for cell in by_col.values() for r in cell if r.sparsity is not None]
         key = dict(row_id)
+        label = row_label(key, rows is None)
+        warnings += [
+            f"{label} × {column.label}: {cell.problem}"
+            for column, cell in zip(columns, cells, strict=True)
+            if cell.problem
+        ]
         table_rows.append(
             Row(
                 key=key,
-                label=row_label(key, rows is None),
+                label=label,
                 sparsity=statistics.fmean(found) if found else None,
                 mlm_loss=_mlm_loss([r for cell in by_col.values() for r in cell]),
                 cells=cells,

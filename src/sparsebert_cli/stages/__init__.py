@@ -99,4 +99,8 @@ def _mask_identity(mask: dict) -> dict:
         return {"name": mask["name"], **pattern_params(OmegaConf.create(mask))}
     if mask["name"] in ("from_run", "checkpoint"):
         return {"name": mask["name"], "from_run": mask["from_run"]}
+    if mask["name"] == "dam":
+        from sparsebert_cli.masks.config import dam_identity
+
+        return dam_identity(mask)
     return mask

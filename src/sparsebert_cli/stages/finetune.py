@@ -25,22 +25,26 @@ from sparsebert_cli.stages.inputs import (
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import Hooks, total_steps, train
+from sparsebert_cli.training.optim import NO_EXTRA_RATES, GroupRates
 
 
 def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
     """The task's tokenized splits and collate function, by task.kind: SQuAD
     (question_answering), SWAG (multiple_choice), else GLUE or embedded (`tasks.load_task`)."""
-    if task_cfg.kind == "question_answering":
-        from sparsebert_cli.data.squad import load_squad
+    from sparsebert_cli.progress import waiting
 
-        return load_squad(task_cfg, tokenizer, cache)
-    if task_cfg.kind == "multiple_choice":
-        from sparsebert_cli.data.swag import load_swag
+    with waiting(f"task data task={task_cfg.name}: load, tokenize, cache"):
+        if task_cfg.kind == "question_answering":
+            from sparsebert_cli.data.squad import load_squad
 
-        return load_swag(task_cfg, tokenizer, cache)
-    from sparsebert_cli.data.tasks import load_task
+            return load_squad(task_cfg, tokenizer, cache)
+        if task_cfg.kind == "multiple_choice":
+            from sparsebert_cli.data.swag import load_swag
 
-    return load_task(task_cfg, tokenizer, cache, seed)
+            return load_swag(task_cfg, tokenizer, cache)
+        from sparsebert_cli.data.tasks import load_task
+
+        return load_task(task_cfg, tokenizer, cache, seed)
 
 
 def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, float]:
@@ -53,6 +57,15 @@ def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, fl
         preds = to_predictions(logits, task.problem_type)
         scores = compute_metrics(task.name, preds.tolist(), task.splits[split]["labels"])
     return {f"{prefix}{k}": v for k, v in scores.items()}
+
+
+def name_labels(config, task) -> None:
+    """id2label/label2id in the model's config.json, as run_glue writes them: the task's labels
+    as the source data writes them (entailment/neutral/contradiction for MNLI, not LABEL_0..2)."""
+    names = [str(name) for name in task.label_names]
+    if task.problem_type in ("classification", "multiple_choice") and len(names) == task.num_labels:
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
 
 
 def check_mask_covers(source, task_cfg) -> None:
@@ -84,6 +97,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     if task.problem_type == "question_answering":
         check_mask_covers(source, cfg.task)
+    name_labels(model.config, task)
     trainer = cfg.trainer
 
     def evaluate() -> dict[str, float]:
@@ -91,11 +105,11 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         return task_scores(task, "dev", logits)
 
     hooks = Hooks(evaluate=evaluate, select="eval/headline")
-    alpha_lr = None
+    rates = NO_EXTRA_RATES
     if source.dam is not None:
         add_dam_hooks(hooks, cfg.mask, source.dam, total_steps(trainer, len(task.splits["train"])))
-        alpha_lr = cfg.mask.lr
-    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks, alpha_lr)
+        rates = GroupRates(alpha=cfg.mask.lr, multipliers=cfg.mask.lagrangian_lr)
+    metrics = train(model, task.splits["train"], task.collate, cfg, run, hooks, rates)
     if run.writer:
         extra = {
             "stage": "finetune",

@@ -55,8 +55,10 @@ def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
 def pretraining_data(cfg: DictConfig, tokenizer):
     """Train/eval splits of MLM(+NSP) examples (cached) and their collate function."""
     from sparsebert_cli.data.pretraining import build_pretraining_splits, collate_pretraining
+    from sparsebert_cli.progress import waiting
 
-    splits = build_pretraining_splits(cfg.data, tokenizer, cfg.seed, cache_dir(cfg))
+    with waiting(f"pre-training data data={cfg.data.name}: load, tokenize, cache"):
+        splits = build_pretraining_splits(cfg.data, tokenizer, cfg.seed, cache_dir(cfg))
     return splits, collate_pretraining
 
 

@@ -43,6 +43,7 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     """Compose, place (content hash) and run one step, or reuse its completed folder. The step
     gets the common overrides it reads (evaluate takes no mask, model sizes or data) and all of
     its own (`pipeline.<step>=[...]`), which are refused if it does not read them."""
+    from sparsebert_cli.config import expand_path_fields
     from sparsebert_cli.validation import (
         check_overrides,
         preflight,
@@ -54,6 +55,7 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     check_overrides(step, own)
     overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
+    expand_path_fields(step_cfg)
     validate_config(step_cfg)
     preflight(step_cfg)
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))

@@ -17,7 +17,7 @@ from sparsebert_cli.stages.inputs import (
     upstream_model,
     weights_folder,
 )
-from sparsebert_cli.training.evaluation import evaluate_mlm
+from sparsebert_cli.training.evaluation import HeldOutMLM
 from sparsebert_cli.training.loop import Hooks, train
 
 
@@ -34,11 +34,10 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
     )
 
-    def evaluate() -> dict[str, float]:
-        return evaluate_mlm(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
-
+    evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
     metrics = train(model, splits["train"], collate, cfg, run, Hooks(evaluate=evaluate))
     if run.writer:
+        evaluate.write_profile(run.artifacts)
         save_checkpoint(
             model, run.artifacts / MODEL_DIR, {"stage": "pretrain", "run_dir": str(run.dir)}
         )

@@ -1,6 +1,12 @@
 """sparsebert search: learn the attention mask M(α) (DAM) jointly with MLM(+NSP) pre-training.
 
 Objective (PAPER.md §4): L_pretrain(w; M(α)) + λ·‖M(α)‖₁, with α in its own optimiser group.
+On a trained model (`model.from=<pretrain run>`, `model=minilm`) the search can first warm up a
+new MLM head on the dense model (`mask.head_warmup` steps), then learn α with the encoder frozen
+(`mask.encoder_lr=0`) or on its own rate, and with `mask.objective=distill` keep the dense
+model's final hidden states instead of predicting masked tokens (training/distill.py).
+With `mask.target_sparsity` the Lagrangian N·[λ₁(s − t) + λ₂(s − t)²] in place of λ·‖M‖₁
+(`masks.dam.SparsityTarget`; mask.json then records the target beside the achieved sparsity).
 Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.json`, heat map) and
 the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
 """
@@ -21,8 +27,9 @@ from sparsebert_cli.stages.inputs import (
     weights_folder,
 )
 from sparsebert_cli.training.dam import add_dam_hooks
-from sparsebert_cli.training.evaluation import evaluate_mlm
+from sparsebert_cli.training.evaluation import HeldOutMLM
 from sparsebert_cli.training.loop import Hooks, total_steps, train
+from sparsebert_cli.training.optim import GroupRates
 
 TRACE_FILE = "importance_trace.safetensors"
 
@@ -42,7 +49,8 @@ def _write_trace(trace_dir: Path, out: Path) -> None:
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer
-    from sparsebert_cli.modeling import build_mask_source, build_pretraining_model
+    from sparsebert_cli.modeling import MaskSource, build_mask_source, build_pretraining_model
+    from sparsebert_cli.training.distill import DistillationObjective
 
     init_from = upstream_model(cfg, run, "pretrain")
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
@@ -54,6 +62,13 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     dam = source.dam
     total = total_steps(cfg.trainer, len(splits["train"]))
     trace_dir = run.dir / "trace"
+    warmup = cfg.mask.head_warmup
+    objective = model
+    if cfg.mask.objective == "distill":
+        teacher = build_pretraining_model(
+            cfg.model, MaskSource("dense"), vocab_size=len(tokenizer), nsp=cfg.data.nsp
+        )
+        objective = DistillationObjective(model, teacher)
 
     def after_step(step: int) -> dict[str, float]:
         probs = dam.probs().detach()
@@ -65,20 +80,30 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             "mask/tau": dam.tau,
         }
 
-    def evaluate() -> dict[str, float]:
-        return evaluate_mlm(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
+    held_out = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
 
-    metrics = train(
-        model,
-        splits["train"],
-        collate,
-        cfg,
-        run,
-        add_dam_hooks(Hooks(after_step=after_step, evaluate=evaluate), cfg.mask, dam, total),
-        alpha_lr=cfg.mask.lr,
+    def evaluate() -> dict[str, float]:
+        metrics = held_out()
+        if objective is not model:
+            metrics |= objective.evaluate(splits["eval"], collate, cfg.trainer.eval_batch_size)
+        return metrics
+
+    def before_step(step: int) -> None:
+        source.dam_active = step >= warmup  # the head warm-up runs on the dense model
+
+    hooks = add_dam_hooks(Hooks(after_step=after_step, evaluate=evaluate), cfg.mask, dam, total)
+    anneal = hooks.before_step
+    hooks.before_step = lambda step: (before_step(step), anneal(step))
+    rates = GroupRates(
+        alpha=cfg.mask.lr,
+        encoder=cfg.mask.encoder_lr,
+        head_warmup=warmup,
+        multipliers=cfg.mask.lagrangian_lr,
     )
+    metrics = train(objective, splits["train"], collate, cfg, run, hooks, rates)
     mask = dam.binarize().cpu()
     if run.writer:
+        held_out.write_profile(run.artifacts)
         params = {
             k: cfg.mask[k]
             for k in (
@@ -90,10 +115,21 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
                 "hard",
                 "init",
                 "share_layers",
+                "objective",
+                "head_warmup",
+                "encoder_lr",
+                "target_sparsity",
+                "target_warmup",
+                "lagrangian_lr",
             )
         }
-        save_mask(
-            run.artifacts, mask, {"kind": dam.kind, "params": params, "source_run": str(run.dir)}
-        )
+        if dam.structure == "block":
+            params["block_size"] = cfg.model.block_size
+            params["keep_diagonal_blocks"] = cfg.mask.keep_diagonal_blocks
+        meta = {"kind": dam.kind, "params": params, "source_run": str(run.dir)}
+        if dam.target is not None:  # percent, as mask.json's sparsity (the achieved one)
+            meta["target_sparsity"] = 100.0 * dam.target.target
+            meta["expected_sparsity"] = 100.0 * dam.expected_sparsity().item()
+        save_mask(run.artifacts, mask, meta)
         _write_trace(trace_dir, run.artifacts / TRACE_FILE)
     return {**metrics, "mask/sparsity": sparsity(mask)}

@@ -21,6 +21,9 @@ from sparsebert_cli.errors import SparseBertError
 
 KEEP = 2  # complete checkpoints kept on disk
 FILES = ("model.safetensors", "training_state.pt", "loop_state.json")  # a complete checkpoint
+# The best evaluation's weights while a run trains (hooks.select), in the run folder; removed when
+# the run completes, since its final weights are then in artifacts/ (one copy on disk).
+BEST_WEIGHTS = "best_model.safetensors"
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

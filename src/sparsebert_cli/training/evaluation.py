@@ -3,26 +3,51 @@
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from sparsebert_cli.attention.profile import (
+    GATE_MLM_ACCURACY,
+    GATE_NEIGHBOUR_RATIO,
+    AttentionProfile,
+)
+from sparsebert_cli.progress import track
+from sparsebert_cli.runs import atomic_write_json
 
-def _batches(dataset, collate: Callable, batch_size: int, device: torch.device):
-    for start in range(0, len(dataset), batch_size):
+PROFILE_EXAMPLES = 256  # held-out examples whose attention the gate reads
+PROFILE_FILE = "attention_profile.json"
+
+
+def batches(dataset, collate: Callable, batch_size: int, device: torch.device, description: str):
+    """The dataset's batches on `device`, in order, with a progress bar (`progress.track`)."""
+    starts = range(0, len(dataset), batch_size)
+    for start in track(starts, len(starts), f"{description} ({len(dataset)} examples)"):
         rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         yield {k: v.to(device) for k, v in collate(rows).items()}
 
 
 @torch.no_grad()
-def evaluate_mlm(model: nn.Module, dataset, collate: Callable, batch_size: int) -> dict[str, float]:
-    """MLM loss (per masked token), accuracy and perplexity, and NSP accuracy when the model has NSP."""
+def evaluate_mlm(
+    model: nn.Module,
+    dataset,
+    collate: Callable,
+    batch_size: int,
+    profile: AttentionProfile | None = None,
+) -> dict[str, float]:
+    """MLM loss (per masked token), accuracy and perplexity, NSP accuracy when the model has NSP,
+    and, with `profile`, where the heads attend on the first `PROFILE_EXAMPLES` examples and the
+    "uses attention" gate (attention/profile.py)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     loss_sum = correct = count = nsp_correct = nsp_count = 0.0
-    for batch in _batches(dataset, collate, batch_size, device):
-        out = model(**batch)
+    for index, batch in enumerate(batches(dataset, collate, batch_size, device, "MLM evaluation")):
+        profiled = (
+            profile if profile is not None and index * batch_size < PROFILE_EXAMPLES else None
+        )
+        out = model(**batch, attention_profile=profiled)
         masked = float(out["mlm_count"])
         loss_sum += float(out["mlm_loss"]) * masked
         correct += float(out["mlm_correct"])
@@ -41,7 +66,44 @@ def evaluate_mlm(model: nn.Module, dataset, collate: Callable, batch_size: int) 
     }
     if nsp_count:
         metrics["eval/nsp_accuracy"] = nsp_correct / nsp_count
+    if profile is not None:
+        metrics.update(profile.metrics(metrics["eval/mlm_accuracy"]))
     return metrics
+
+
+class HeldOutMLM:
+    """A pre-training stage's held-out evaluation (the loop's `evaluate` hook); keeps the attention
+    profile of the latest call, which the stage writes as `artifacts/attention_profile.json`."""
+
+    def __init__(self, model: nn.Module, dataset, collate: Callable, batch_size: int) -> None:
+        self.model, self.dataset, self.collate, self.batch_size = (
+            model,
+            dataset,
+            collate,
+            batch_size,
+        )
+        self.profile = AttentionProfile()
+        self.metrics: dict[str, float] = {}
+
+    def __call__(self) -> dict[str, float]:
+        self.profile = AttentionProfile()
+        self.metrics = evaluate_mlm(
+            self.model, self.dataset, self.collate, self.batch_size, self.profile
+        )
+        return self.metrics
+
+    def write_profile(self, directory: Path) -> None:
+        """The per-head attention profile and the gate's verdict, as JSON in `directory`."""
+        record = {
+            "gate": {
+                "neighbour_ratio_min": GATE_NEIGHBOUR_RATIO,
+                "mlm_accuracy_min": GATE_MLM_ACCURACY,
+                "passed": bool(self.metrics.get("eval/uses_attention", 0.0)),
+            },
+            "metrics": self.metrics,
+            "heads": self.profile.heads(),
+        }
+        atomic_write_json(directory / PROFILE_FILE, record)
 
 
 @torch.no_grad()
@@ -57,7 +119,7 @@ def predict(
     model.eval()
     outputs, tokens = [], 0
     start = time.perf_counter()
-    for batch in _batches(dataset, collate, batch_size, device):
+    for batch in batches(dataset, collate, batch_size, device, "prediction"):
         for name in ("labels", "start_positions", "end_positions"):
             batch.pop(name, None)
         tokens += int(batch["attention_mask"].sum())

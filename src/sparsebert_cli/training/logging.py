@@ -1,15 +1,19 @@
 """Metric logging: `metrics.jsonl` in the run folder always, W&B when `logger=wandb`, and progress.
 
-Progress is a rich bar (steps, loss, tokens/s, ETA) when stdout is a terminal and a plain line
-every `trainer.log_every` steps otherwise. Only rank 0 logs.
+Progress is a rich bar (steps, loss, tokens/s, mask sparsity, ETA) when stdout is a terminal and
+a plain line every `trainer.log_every` steps otherwise; while the bar is live, log records go
+through rich's console above it (`progress.route_logging`). The bar keeps the last value of every
+shown metric, so the final bar still shows the training loss beside the last evaluation. Only
+rank 0 logs.
 """
 
 import json
 import os
 import sys
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
+from sparsebert_cli.progress import route_logging
 from sparsebert_cli.runs import atomic_write_text
 
 SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -18,7 +22,7 @@ SHOWN = (
     "train/loss",
     "train/lr",
     "train/tokens_per_s",
-    "train/mask_sparsity",
+    "mask/sparsity",
     "eval/loss",
     "eval/headline",
 )
@@ -49,7 +53,8 @@ class MetricLogger:
         self.wandb = None
         self.progress = None
         self._task = None
-        self._last_line = time.monotonic()
+        self._shown: dict[str, float] = {}
+        self._routing = ExitStack()
         if not enabled:
             return
         if logger_cfg.name == "wandb":
@@ -79,6 +84,7 @@ class MetricLogger:
                 TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
             )
+            self._routing.enter_context(route_logging())
             self.progress.start()
             self._task = self.progress.add_task(
                 resolved_config["stage"], total=total_steps, info=""
@@ -110,7 +116,10 @@ class MetricLogger:
             self.wandb.log(metrics, step=step)
         if not show:
             return
-        info = "  ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in metrics.items() if k in SHOWN)
+        self._shown.update((k, v) for k, v in metrics.items() if k in SHOWN)
+        info = "  ".join(
+            f"{k.split('/')[-1]}={self._shown[k]:.4g}" for k in SHOWN if k in self._shown
+        )
         if self.progress is not None:
             self.progress.update(self._task, completed=step, info=info)
         else:
@@ -125,6 +134,7 @@ class MetricLogger:
             return
         if self.progress is not None:
             self.progress.stop()
+            self._routing.close()
         if self.wandb is not None:
             self.wandb.summary.update(summary)
             self.wandb.finish()

@@ -25,7 +25,12 @@ from sparsebert_cli.runs import Run
 from sparsebert_cli.training import checkpoint as ckpt
 from sparsebert_cli.training.distributed import init_process_group, world
 from sparsebert_cli.training.logging import MetricLogger
-from sparsebert_cli.training.optim import build_optimizer, build_scheduler
+from sparsebert_cli.training.optim import (
+    NO_EXTRA_RATES,
+    GroupRates,
+    build_optimizer,
+    build_scheduler,
+)
 
 
 @dataclass
@@ -157,9 +162,13 @@ def train(
     cfg,
     run: Run,
     hooks: Hooks,
-    alpha_lr: float | None = None,
+    rates: GroupRates = NO_EXTRA_RATES,
 ) -> dict[str, float]:
-    """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics."""
+    """Train `model` on `dataset` with `cfg.trainer`; returns the final (or best) metrics.
+
+    rates: learning rates beside trainer.lr (a DAM's α, its target-sparsity multipliers, the
+    encoder's own rate and a head warm-up; `optim.GroupRates`).
+    """
     tc = cfg.trainer
     rank, world_size = world()
     device = resolve_device(tc)
@@ -176,8 +185,8 @@ def train(
     # trainer.eval_every=0: after every epoch when training by epochs, else at the end only.
     eval_every = tc.eval_every or (steps_per_epoch(n, tc.batch_size) if tc.epochs > 0 else 0)
     micro = tc.batch_size // (world_size * tc.grad_accum)
-    optimizer = build_optimizer(model, tc, alpha_lr)
-    scheduler = build_scheduler(optimizer, tc, total)
+    optimizer = build_optimizer(model, tc, rates)
+    scheduler = build_scheduler(optimizer, tc, total, rates.head_warmup)
     scaler = torch.amp.GradScaler(enabled=tc.precision == "fp16")
     from omegaconf import OmegaConf
 
@@ -239,7 +248,7 @@ def train(
                     state["best"] is None or metrics[hooks.select] > state["best"]
                 ):
                     state.update(best=metrics[hooks.select], best_step=done, best_metrics=metrics)
-                    ckpt.save_weights(model, run.dir / "best_model.safetensors")
+                    ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
             _barrier()
         if tc.ckpt_every and done % tc.ckpt_every == 0:
             if rank == 0:
@@ -249,7 +258,7 @@ def train(
     if start == total and hooks.evaluate is not None and rank == 0:
         metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
     if hooks.select and state["best_step"] is not None:
-        ckpt.load_weights(model, run.dir / "best_model.safetensors")
+        ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
         metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
     elapsed = time.perf_counter() - t0
     summary = {**metrics, "train/steps": total}

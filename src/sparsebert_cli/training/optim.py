@@ -1,10 +1,14 @@
 """Optimisers (AdamW, LAMB) and the learning-rate schedule (warm-up, then linear or polynomial decay).
 
-Parameter groups: weights with decay; biases and LayerNorm without; and a DAM's α in its own group
-with its own learning rate and no weight decay (PAPER.md §4: decaying α would bias the mask).
+Parameter groups: weights with decay; biases and LayerNorm without; a DAM's α in its own group
+with its own learning rate and no weight decay (PAPER.md §4: decaying α would bias the mask); and
+the Lagrange multipliers of a target sparsity (`masks.dam.SparsityTarget`) in another. Neither α
+nor the multipliers get LAMB's trust ratio ‖w‖/‖u‖: it scales a step by the tensor's size, so
+logits or multipliers that start at 0 stay near 0 and can hardly change sign.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,7 +20,8 @@ class Lamb(torch.optim.Optimizer):
     """LAMB (You et al., 2020): Adam's update rescaled per tensor by the trust ratio ‖w‖ / ‖u‖.
 
     The reference code pre-trains with it (lr 6e-3 at batch 65,536). Bias correction is applied;
-    the trust ratio is 1 where either norm is zero.
+    the trust ratio is 1 where either norm is zero, and is skipped for a group with
+    `trust_ratio: False` (plain Adam steps).
     """
 
     def __init__(
@@ -52,6 +57,9 @@ class Lamb(torch.optim.Optimizer):
                 update = m_hat / (v_hat.sqrt() + group["eps"])
                 if group["weight_decay"]:
                     update.add_(p, alpha=group["weight_decay"])
+                if not group.get("trust_ratio", True):
+                    p.add_(update, alpha=-group["lr"])
+                    continue
                 w_norm, u_norm = p.norm(), update.norm()
                 trust = torch.where(
                     (w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm)
@@ -60,35 +68,84 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, alpha_lr: float | None) -> list[dict]:
-    """Decay / no-decay groups, plus the mask logits α (names containing 'alpha') on their own."""
-    decay, no_decay, alpha = [], [], []
+ENCODER_PREFIX = "bert."  # the encoder's parameters; the task and pre-training heads are the rest
+
+
+@dataclass(frozen=True)
+class GroupRates:
+    """Learning rates beside trainer.lr (which the heads, and by default the encoder, use).
+
+    alpha: a DAM's α, in its own group without weight decay; multipliers: the Lagrange
+    multipliers of a target sparsity, unscheduled. encoder: the encoder's own rate
+    (None: trainer.lr; 0: frozen, no gradients computed). head_warmup: for this many first steps
+    the encoder and α stand still (their groups' rate factor is 0) while the heads learn; a
+    search on a model without an MLM head (e.g. MiniLM) needs a head that decodes first.
+    """
+
+    alpha: float | None = None
+    encoder: float | None = None
+    head_warmup: int = 0
+    multipliers: float | None = (
+        None  # a target sparsity's Lagrange multipliers (mask.lagrangian_lr)
+    )
+
+    @property
+    def own_encoder_group(self) -> bool:
+        return self.encoder is not None or self.head_warmup > 0
+
+
+NO_EXTRA_RATES = GroupRates()  # everything at trainer.lr, no learnable mask
+
+
+def _decay(name: str, p: nn.Parameter) -> bool:
+    return not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+
+
+def param_groups(model: nn.Module, weight_decay: float, rates: GroupRates) -> list[dict]:
+    """Decay / no-decay groups (encoder and heads apart when `rates` give the encoder its own
+    rate or a warm-up), plus the mask logits α (names ending in 'alpha') and the Lagrange
+    multipliers (names ending in 'multipliers') each on their own, neither with LAMB's trust ratio."""
+    groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name.endswith("alpha"):
-            alpha.append(p)
-        elif p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
-            no_decay.append(p)
+            group, options = "alpha", {"weight_decay": 0.0, "lr": rates.alpha, "trust_ratio": False}
+        elif name.endswith("multipliers"):
+            group = "multipliers"
+            options = {"weight_decay": 0.0, "lr": rates.multipliers, "trust_ratio": False}
+            options["scheduled"] = False  # a controller at constant pace, never faded out
         else:
-            decay.append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
-    if alpha:
-        if alpha_lr is None:
-            raise SparseBertError(
-                "the model has a learnable mask but no α learning rate was given (mask.lr)."
-            )
-        groups.append({"params": alpha, "weight_decay": 0.0, "lr": alpha_lr, "name": "alpha"})
-    return [g for g in groups if g["params"]]
+            decays = _decay(name, p)
+            group = "decay" if decays else "no_decay"
+            options = {"weight_decay": weight_decay if decays else 0.0}
+            if rates.own_encoder_group and name.startswith(ENCODER_PREFIX):
+                group = f"encoder_{group}"
+                if rates.encoder is not None:
+                    options["lr"] = rates.encoder
+        groups.setdefault(group, {"params": [], "name": group, **options})["params"].append(p)
+    if "alpha" in groups and rates.alpha is None:
+        raise SparseBertError(
+            "the model has a learnable mask but no α learning rate was given (mask.lr)."
+        )
+    if "multipliers" in groups and rates.multipliers is None:
+        raise SparseBertError(
+            "the mask has a target sparsity but no multiplier learning rate was given "
+            "(mask.lagrangian_lr)."
+        )
+    order = ("decay", "no_decay", "encoder_decay", "encoder_no_decay", "alpha", "multipliers")
+    return [groups[name] for name in order if name in groups]
 
 
 def build_optimizer(
-    model: nn.Module, trainer_cfg, alpha_lr: float | None = None
+    model: nn.Module, trainer_cfg, rates: GroupRates = NO_EXTRA_RATES
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, trainer_cfg.weight_decay, alpha_lr)
+    """AdamW or LAMB over `param_groups`; encoder rate 0 freezes the encoder (requires_grad off)."""
+    if rates.encoder == 0:
+        for name, p in model.named_parameters():
+            if name.startswith(ENCODER_PREFIX):
+                p.requires_grad_(False)
+    groups = param_groups(model, trainer_cfg.weight_decay, rates)
     betas = tuple(trainer_cfg.betas)
     if trainer_cfg.optimizer == "lamb":
         return Lamb(groups, lr=trainer_cfg.lr, betas=betas)
@@ -107,10 +164,27 @@ def lr_factor(step: int, total: int, warmup: float, kind: str, power: float) -> 
     return (1.0 - progress) ** (1.0 if kind == "linear" else power)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, trainer_cfg, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, trainer_cfg, total_steps: int, head_warmup: int = 0
+):
+    """The warm-up + decay schedule of every group but those marked `scheduled: False`; the
+    encoder's and α's groups wait `head_warmup` steps."""
+
+    def factor(step: int) -> float:
+        return lr_factor(
             step, total_steps, trainer_cfg.warmup, trainer_cfg.scheduler, trainer_cfg.poly_power
-        ),
-    )
+        )
+
+    def waiting(step: int) -> float:
+        return 0.0 if step < head_warmup else factor(step)
+
+    waits = ("alpha", "encoder_decay", "encoder_no_decay")
+
+    def constant(_: int) -> float:
+        return 1.0
+
+    lambdas = [
+        constant if not g.get("scheduled", True) else waiting if g["name"] in waits else factor
+        for g in optimizer.param_groups
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

@@ -1,0 +1,93 @@
+"""`sparsebert <stage> [-m] overrides... --dry-run`: the jobs a command would run, running none.
+
+The jobs are those of Hydra's basic sweeper (the command-line sweeps and the config's
+`hydra.sweeper.params`), each composed as the launcher would compose it, placed in the folder
+Hydra would give it, and compared with what that folder holds: `run` (new), `skip` (the same
+config completed there: the sweep would reuse it), `resume` (the same config started there and did
+not complete), `refuse` (another config's run) or `invalid` (validation refuses the config).
+Nothing is written: no folder, no multirun.yaml, no summary.
+"""
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from sparsebert_cli import runs
+from sparsebert_cli.errors import SparseBertError
+
+FLAG = "--dry-run"
+
+
+def job_status(cfg: DictConfig, folder: Path) -> tuple[str, str]:
+    """(action, why) of the job of `cfg` in `folder`: run, skip, resume, refuse or invalid."""
+    from sparsebert_cli.launch import hashed_config
+    from sparsebert_cli.validation import validate_config
+
+    try:
+        validate_config(cfg)
+        manifest = runs.load_manifest(folder)
+    except SparseBertError as error:
+        return "invalid", str(error)
+    if manifest is None:
+        return "run", "new folder"
+    if manifest.get("config_hash") != runs.config_hash(hashed_config(OmegaConf.to_container(cfg))):
+        return "refuse", "the folder holds a run of another config"
+    if manifest.get("status") == "completed":
+        return "skip", "completed with this config"
+    return "resume", f"this config, {manifest.get('status')}"
+
+
+def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str], list[str]]]:
+    """(folder, (action, why), job overrides) of every job `sparsebert <stage> <args>` would launch."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.utils import setup_globals
+    from hydra.types import RunMode
+
+    from sparsebert_cli.config import conf_dir
+
+    setup_globals()
+    multirun = "-m" in args or "--multirun" in args
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf_dir())))
+    mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    master = loader.load_configuration(config_name=stage, overrides=overrides, run_mode=mode)
+    if multirun:
+        params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + overrides)
+        batches = BasicSweeper.split_arguments(parsed, None)
+        jobs = [list(job) for batch in batches for job in batch]
+    else:
+        jobs = [overrides]
+    planned = []
+    for job in jobs:
+        cfg = loader.load_sweep_config(master, job) if multirun else master
+        HydraConfig.instance().set_config(cfg)
+        where = cfg.hydra.sweep if multirun else cfg.hydra.run
+        folder = Path(where.dir) / (where.subdir if multirun else "")
+        task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        OmegaConf.resolve(task_cfg)
+        planned.append((folder, job_status(task_cfg, folder), job))
+    return planned
+
+
+def main(stage: str, args: list[str]) -> int:
+    """Print the planned jobs, one line each, and a count; exit 0 (1 if any job is invalid)."""
+    from hydra.errors import HydraException
+
+    try:
+        planned = planned_jobs(stage, args)
+    except HydraException as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    counts: dict[str, int] = {}
+    for folder, (action, why), job in planned:
+        counts[action] = counts.get(action, 0) + 1
+        print(f"{action:7} {folder}  [{' '.join(job) or 'no overrides'}]  ({why})")
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
+    print(f"{len(planned)} job(s): {summary}; nothing was run ({FLAG}).")
+    return 1 if "invalid" in counts else 0

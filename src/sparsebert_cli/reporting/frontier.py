@@ -1,0 +1,227 @@
+"""The quality–sparsity–speed frontier of a sweep (`sparsebert report RUNS --frontier`).
+
+One point per row of the results table: its quality (held-out MLM loss, the task Average and the
+worst task beside it), its sparsity, and the attention time of its mask at the run's n with the
+backend `auto` picks for training (forward + backward, timed in this process, median of a few
+rounds) as a ratio to dense SDPA timed side by side. A row is Pareto-optimal when no other row is
+at least as good on both quality (the task Average) and the other axis, and better on one.
+Writes frontier.json, frontier.csv and frontier.png.
+"""
+
+import csv
+import io
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sparsebert_cli import runs
+from sparsebert_cli.reporting.records import _input_dirs, collect_runs, lookup, runs_root
+from sparsebert_cli.reporting.table import Row, build_table
+
+TIMING_BATCH, TIMING_ROUNDS = 4, 5
+FILES = ("frontier.json", "frontier.csv", "frontier.png")
+
+
+@dataclass
+class FrontierPoint:
+    label: str
+    sparsity: float | None  # %
+    mlm_loss: float | None
+    average: float | None  # the table's Average (×100)
+    worst: float | None  # the lowest task headline of the row (×100)
+    worst_task: str | None
+    n: int
+    backend: str  # what auto picks for this mask in training
+    attention_ms: float  # forward + backward, all layers
+    dense_ms: float  # dense SDPA, same shapes
+    time_ratio: float  # attention_ms / dense_ms
+    pareto_sparsity: bool = False  # on the Average-vs-sparsity frontier
+    pareto_time: bool = False  # on the Average-vs-time frontier
+
+
+def pareto(points: list[tuple[float | None, float | None]]) -> list[bool]:
+    """Which (quality, other) points no other point dominates; both axes: higher is better.
+
+    A point with a missing coordinate is never on the frontier.
+    """
+    known = [(q, o) for q, o in points if q is not None and o is not None]
+    return [
+        q is not None
+        and o is not None
+        and not any(q2 >= q and o2 >= o and (q2 > q or o2 > o) for q2, o2 in known)
+        for q, o in points
+    ]
+
+
+def _row_mask(row: Row, records: dict[str, object]):
+    """(M bool [L, H, n, n] or None for dense, the record) of the row's first completed run."""
+    from sparsebert_cli.masks.artifact import MASK_FILE, load_mask
+
+    for cell in row.cells:
+        for run_dir in cell.runs:
+            record = records[run_dir]
+            if record.status != "completed":
+                continue
+            manifest = runs.load_manifest(record.dir) or {}
+            root = runs_root(record.dir, str(manifest.get("stage")))
+            for candidate in (record.dir, *_input_dirs(record.dir, manifest, root)):
+                for folder in (candidate / "artifacts" / "model", candidate / "artifacts"):
+                    if (folder / MASK_FILE).is_file():
+                        return load_mask(folder)[0], record
+            return None, record
+    return None, None
+
+
+def _median_ms(step) -> float:
+    step()  # warm-up: caches, allocator
+    times = []
+    for _ in range(TIMING_ROUNDS):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def time_attention(mask, n: int, heads: int, dim: int, layers: int, block_size: int):
+    """(backend auto picks, ms of its forward + backward over `layers`, ms of dense SDPA)."""
+    import torch
+    import torch.nn.functional as F
+
+    from sparsebert_cli.attention.block_sparse import block_sparse_attention
+    from sparsebert_cli.attention.interface import AttentionMask, choose_backend
+    from sparsebert_cli.attention.masked import masked_attention, sdpa_attention
+    from sparsebert_cli.masks.artifact import fit_to_length
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (
+        torch.randn(TIMING_BATCH, heads, n, dim, generator=generator).requires_grad_()
+        for _ in range(3)
+    )
+    scaling = dim**-0.5
+
+    def dense() -> None:
+        F.scaled_dot_product_attention(q, k, v, scale=scaling).sum().backward()
+
+    dense_ms = _median_ms(dense) * layers
+    if mask is None:
+        return "sdpa", dense_ms, dense_ms
+    masks = AttentionMask(fit_to_length(mask, n))
+    chosen, total = None, 0.0
+    for layer in range(layers):
+        m = masks.layer(layer)
+        backend, _ = choose_backend(m, masks, layer, block_size, needs_grad=True, dropout=0.0)
+        chosen = chosen or backend
+
+        def step(backend: str = backend, layer: int = layer, m: torch.Tensor = m) -> None:
+            if backend == "block_sparse":
+                layout = masks.layout(layer, block_size)
+                out = block_sparse_attention(q, k, v, layout, None, scaling)
+            elif backend == "masked":
+                out = masked_attention(q, k, v, m, None, scaling)
+            else:  # sdpa, or flex on CUDA (timed as what it stands for: the fused masked kernel)
+                prepared = masks.sdpa_mask(layer, q.dtype)
+                out = sdpa_attention(q, k, v, m, None, scaling, 0.0, prepared)
+            out.sum().backward()
+
+        total += _median_ms(step)
+    return chosen, total, dense_ms
+
+
+def _worst(row: Row, labels: list[str]) -> tuple[float | None, str | None]:
+    """The row's lowest task headline (the mean of a cell's numbers) and its task label."""
+    found = []
+    for cell, label in zip(row.cells, labels, strict=True):
+        means = [s.mean for s in cell.values.values() if s.mean is not None]
+        if means:
+            found.append((statistics.fmean(means), label))
+    return min(found) if found else (None, None)
+
+
+def _value(record, key: str, default):
+    """A config value of the run, or the schema's default when the run does not record it."""
+    found = lookup(record, key)
+    return default if found is None else found
+
+
+def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
+    """The frontier points of the rows of the results table of `paths`."""
+    from sparsebert_cli.config import ModelConfig
+    from sparsebert_cli.data.config import TaskConfig
+
+    table = build_table(paths)
+    records = {str(r.dir): r for r in collect_runs([Path(p) for p in paths])[0]}
+    labels = [c.label for c in table.columns]
+    defaults = ModelConfig()
+    points = []
+    for row in table.rows:
+        mask, record = _row_mask(row, records)
+        if record is None:
+            continue
+        n = int(_value(record, "task.seq_len", TaskConfig().seq_len))
+        heads = int(_value(record, "model.num_heads", defaults.num_heads))
+        dim = int(_value(record, "model.hidden_size", defaults.hidden_size)) // heads
+        layers = int(_value(record, "model.num_layers", defaults.num_layers))
+        block = int(_value(record, "model.block_size", defaults.block_size))
+        backend, ms, dense_ms = time_attention(mask, n, heads, dim, layers, block)
+        worst, worst_task = _worst(row, labels)
+        points.append(
+            FrontierPoint(
+                label=row.label,
+                sparsity=row.sparsity,
+                mlm_loss=row.mlm_loss.mean,
+                average=row.average,
+                worst=worst,
+                worst_task=worst_task,
+                n=n,
+                backend=backend,
+                attention_ms=ms,
+                dense_ms=dense_ms,
+                time_ratio=ms / dense_ms,
+            )
+        )
+    on_sparsity = pareto([(p.average, p.sparsity) for p in points])
+    on_time = pareto([(p.average, -p.time_ratio) for p in points])
+    for point, a, b in zip(points, on_sparsity, on_time, strict=True):
+        point.pareto_sparsity, point.pareto_time = a, b
+    return points
+
+
+def _plot(points: list[FrontierPoint], path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    shown = [p for p in points if p.average is not None]
+    for ax, x_of, flag, xlabel in (
+        (axes[0], lambda p: p.sparsity or 0.0, "pareto_sparsity", "attention sparsity (%)"),
+        (axes[1], lambda p: p.time_ratio, "pareto_time", "attention time / dense SDPA (fwd+bwd)"),
+    ):
+        for p in shown:
+            on = getattr(p, flag)
+            ax.scatter(x_of(p), p.average, marker="*" if on else "o", s=140 if on else 40)
+            if p.worst is not None:  # the worst task beside the mean
+                ax.plot([x_of(p), x_of(p)], [p.worst, p.average], color="grey", lw=0.8)
+            ax.annotate(p.label, (x_of(p), p.average), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
+        front = sorted((p for p in shown if getattr(p, flag)), key=x_of)
+        ax.plot([x_of(p) for p in front], [p.average for p in front], "k--", lw=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("task Average ×100 (line down to the worst task)")
+    figure.suptitle("Quality vs sparsity and vs attention time (★ = Pareto-optimal)")
+    return runs.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+
+
+def write_frontier(points: list[FrontierPoint], out_dir: Path) -> list[Path]:
+    """frontier.json, frontier.csv and frontier.png in `out_dir`."""
+    rows = [asdict(p) for p in points]
+    json_path, csv_path, png_path = (Path(out_dir) / name for name in FILES)
+    runs.atomic_write_json(json_path, {"points": rows})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(FrontierPoint.__dataclass_fields__))
+    writer.writeheader()
+    writer.writerows(rows)
+    runs.atomic_write_text(csv_path, buffer.getvalue())
+    return [json_path, csv_path, _plot(points, png_path)]

@@ -1,0 +1,106 @@
+"""What a finished stage tells its user: run folder, headline metrics, key outputs, and the
+command that reruns or resumes it.
+
+Printed by `launch.run_job` when a job ends (also when it was skipped as already completed) and
+reused by `sparsebert ls --show`. Reads only the run folder, so it describes what is on disk.
+Torch-free.
+"""
+
+import shlex
+from pathlib import Path
+
+from sparsebert_cli import runs
+
+# Metrics a summary shows: the held-out ones and the mask's, not the per-step training numbers.
+SHOWN_PREFIXES = ("eval/", "mask/sparsity", "inference/")
+# Output files and folders of a run folder, by what they are to the user.
+OUTPUTS = (
+    ("model", "artifacts/model"),
+    ("mask", "artifacts/mask.safetensors"),
+    ("mask figure", "artifacts/mask.png"),
+    ("importance trace", "artifacts/importance_trace.safetensors"),
+    ("predictions", "predictions"),
+    ("submission", "predictions/submission"),
+    ("mask statistics", "mask_stats.json"),
+)
+
+
+def _sweep_name(run_dir: Path) -> str | None:
+    """The sweep a run folder belongs to (`<stage>/multirun/<sweep>/<job>`), else None."""
+    return run_dir.parent.name if run_dir.parent.parent.name == "multirun" else None
+
+
+def rerun_command(command: str, run_dir: Path) -> str:
+    """The command that reruns this run into its own folder: a completed run is skipped, an
+    unfinished one resumes from its last checkpoint (`resume=auto`).
+
+    A single run gets `run_id=<its folder name>`; a sweep job gets `-m sweep_name=<its sweep>`,
+    which puts it back in the same per-combination folder."""
+    args = shlex.split(command)
+    if len(args) < 2:
+        return command
+    head, overrides = args[:2], [a for a in args[2:] if a not in ("-m", "--multirun")]
+    sweep = _sweep_name(run_dir)
+    if sweep is not None:
+        overrides = [o for o in overrides if not o.startswith("sweep_name=")]
+        return shlex.join([*head, "-m", *overrides, f"sweep_name={sweep}"])
+    if not any(o.startswith("run_id=") for o in overrides):
+        overrides.append(f"run_id={run_dir.name}")
+    return shlex.join([*head, *overrides])
+
+
+def format_metric(key: str, value: float) -> str:
+    """`eval/accuracy=0.8125`; the mask sparsity (a percentage) with its unit."""
+    if key == "mask/sparsity":
+        return f"mask sparsity={value:.2f} %"
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{key}={int(value)}"
+    return f"{key}={value:.4g}"
+
+
+def headline_metrics(metrics: dict) -> list[str]:
+    """The metrics a summary shows, formatted, in a stable order."""
+    shown = [
+        (k, v)
+        for k, v in metrics.items()
+        if k.startswith(SHOWN_PREFIXES) and isinstance(v, int | float)
+    ]
+    return [format_metric(k, v) for k, v in sorted(shown, key=lambda kv: kv[0] != "eval/headline")]
+
+
+def outputs(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:
+    """(what, path) of the run's key outputs that exist; a pipeline's are its step folders."""
+    found = []
+    for what, relative in OUTPUTS:
+        path = run_dir / relative
+        if path.exists():
+            detail = ""
+            if path.is_dir() and what == "submission":
+                detail = f"  ({', '.join(sorted(p.name for p in path.iterdir()))})"
+            found.append((what, f"{path}{detail}"))
+    for name, upstream in (manifest.get("inputs") or {}).items():
+        if manifest.get("stage") == "pipeline" and isinstance(upstream, dict):
+            found.append((f"{name} step", str(upstream.get("run_dir"))))
+    return found
+
+
+def summary_lines(run_dir: Path) -> list[str]:
+    """The end-of-stage summary of a run folder (empty when it has no manifest)."""
+    run_dir = Path(run_dir)
+    manifest = runs.load_manifest(run_dir)
+    if manifest is None:
+        return []
+    metrics_path = run_dir / runs.METRICS
+    metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
+    lines = [
+        f"{manifest.get('stage')} {manifest.get('status')}",
+        f"  run folder: {run_dir}",
+    ]
+    shown = headline_metrics(metrics)
+    if shown:
+        lines.append(f"  metrics: {'  '.join(shown)}")
+    for what, path in outputs(run_dir, manifest):
+        lines.append(f"  {what}: {path}")
+    if manifest.get("command"):
+        lines.append(f"  rerun or resume: {rerun_command(manifest['command'], run_dir)}")
+    return lines

@@ -1,0 +1,55 @@
+"""Path fields expand `~` and environment variables (config files, quoted overrides)."""
+
+import os
+
+from conftest import sparsebert
+from test_config import _compose
+
+from sparsebert_cli.config import expand_path, expand_path_fields
+
+
+def test_home_and_variables_are_expanded(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/ada")
+    monkeypatch.setenv("GLUE", "/data/glue")
+    assert expand_path("~/glue_data") == "/home/ada/glue_data"
+    assert expand_path("$GLUE/MRPC") == "/data/glue/MRPC"
+    assert expand_path("${GLUE}/MRPC") == "/data/glue/MRPC"
+    assert expand_path("bert-base-uncased") == "bert-base-uncased"
+
+
+def test_every_path_field_of_a_composed_config_is_expanded(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/ada")
+    monkeypatch.setenv("CORPUS", "/data/text")
+    cfg = _compose(
+        "finetune",
+        [
+            'task.glue_dir="~/glue_data"',
+            'task.data_dir="$CORPUS/squad"',
+            '+task.data_files={train: "~/t.csv", dev: "$CORPUS/d.csv"}',
+            'data.files=["$CORPUS/*.txt", "~/more.txt"]',
+            'model.name_or_path="~/models/bert"',
+            'paths.runs_dir="~/runs"',
+            'paths.cache_dir="$CORPUS/cache"',
+        ],
+    )
+    expand_path_fields(cfg)
+    assert cfg.task.glue_dir == "/home/ada/glue_data"
+    assert cfg.task.data_dir == "/data/text/squad"
+    assert dict(cfg.task.data_files) == {"train": "/home/ada/t.csv", "dev": "/data/text/d.csv"}
+    assert list(cfg.data.files) == ["/data/text/*.txt", "/home/ada/more.txt"]
+    assert cfg.model.name_or_path == "/home/ada/models/bert"
+    assert (cfg.paths.runs_dir, cfg.paths.cache_dir) == ("/home/ada/runs", "/data/text/cache")
+
+
+def test_a_quoted_tilde_runs_dir_puts_the_run_folder_under_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env = {**env, **{k: v for k, v in os.environ.items() if k.startswith("SPARSEBERT_CACHE")}}
+    # finetune with mask=checkpoint and no model fails validation at once: the failed run's
+    # folder is enough to see where the run went.
+    sparsebert(
+        "finetune", 'paths.runs_dir="~/runs"', "debug=smoke", cwd=tmp_path, check=False, env=env
+    )
+    assert list((home / "runs" / "finetune").glob("*/manifest.json"))
+    assert not (tmp_path / "~").exists()

@@ -1,0 +1,36 @@
+"""`sparsebert <stage> -m ... --dry-run` lists the sweep's jobs and their folders and runs nothing."""
+
+from conftest import sparsebert
+
+SWEEP = ["search", "-m", "debug=smoke", "trainer.max_steps=1", "mask.lam=1e-3,1e-2"]
+
+
+def planned(stdout: str) -> dict[str, str]:
+    """Job folder name → action, from the dry run's job lines."""
+    rows = [line.split() for line in stdout.splitlines() if " [" in line]
+    return {row[1].rsplit("/", 1)[-1]: row[0] for row in rows}
+
+
+def test_dry_run_lists_every_job_and_writes_nothing(workdir):
+    proc = sparsebert(*SWEEP, "mask.structure=unstructured,structured", "--dry-run", cwd=workdir)
+    jobs = planned(proc.stdout)
+    assert len(jobs) == 4 and set(jobs.values()) == {"run"}
+    assert "debug=smoke,mask.lam=0.001,mask.structure=structured,trainer.max_steps=1" in jobs
+    assert "4 job(s): 4 run; nothing was run" in proc.stdout
+    assert not (workdir / "runs").exists()
+
+
+def test_dry_run_after_a_partial_sweep_marks_the_completed_jobs_skipped(workdir):
+    sparsebert(*SWEEP[:-1], "mask.lam=1e-3", cwd=workdir)  # one of the two jobs, completed
+    jobs = planned(sparsebert(*SWEEP, "--dry-run", cwd=workdir).stdout)
+    assert jobs == {
+        "debug=smoke,mask.lam=0.001,trainer.max_steps=1": "skip",
+        "debug=smoke,mask.lam=0.01,trainer.max_steps=1": "run",
+    }
+
+
+def test_dry_run_flags_an_invalid_job_and_exits_non_zero(workdir):
+    proc = sparsebert(*SWEEP[:-1], "mask.lam=1e-3,-1", "--dry-run", cwd=workdir, check=False)
+    assert proc.returncode == 1
+    assert planned(proc.stdout)["debug=smoke,mask.lam=-1,trainer.max_steps=1"] == "invalid"
+    assert "mask.lam=-1.0 is negative" in proc.stdout

@@ -1,0 +1,57 @@
+"""`sparsebert ls`: the full run folder in the listing, and `--show RUN|latest`."""
+
+import json
+import time
+from pathlib import Path
+
+from sparsebert_cli.tools import ls_main
+
+
+def make_run(runs_dir: Path, stage: str, name: str, started: float, inputs: dict | None = None):
+    run_dir = runs_dir / stage / name
+    run_dir.mkdir(parents=True)
+    manifest = {
+        "stage": stage,
+        "status": "completed",
+        "command": f"sparsebert {stage} task=polarity",
+        "started_at": started,
+        "seed": 0,
+        "inputs": inputs or {},
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    (run_dir / "metrics.json").write_text(json.dumps({"eval/headline": 0.75}))
+    return run_dir
+
+
+def test_listing_keeps_the_whole_run_folder_when_piped(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    runs_dir = tmp_path / "a-long-folder-name-that-pushes-the-run-column-past-eighty" / "runs"
+    run_dir = make_run(runs_dir, "evaluate", "20260101-120000-000001", time.time())
+    assert ls_main(["--runs-dir", str(runs_dir)]) == 0
+    assert str(run_dir) in capsys.readouterr().out
+
+
+def test_show_latest_prints_metrics_inputs_and_the_command_with_run_id(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, "finetune", "older", 1.0)
+    finetune = make_run(runs_dir, "finetune", "f1", 2.0)
+    make_run(runs_dir, "evaluate", "e1", 3.0, {"model": {"run_dir": str(finetune)}})
+    assert ls_main(["--runs-dir", str(runs_dir), "--show", "latest"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"run folder: {(runs_dir / 'evaluate' / 'e1').resolve()}" in lines
+    assert f"input model: {finetune}" in lines
+    assert "metrics: eval/headline=0.75" in lines
+    assert "rerun or resume: sparsebert evaluate task=polarity run_id=e1" in lines
+
+
+def test_show_latest_of_a_stage_picks_that_stage(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, "finetune", "f1", 2.0)
+    make_run(runs_dir, "evaluate", "e1", 3.0)
+    assert ls_main(["finetune", "--runs-dir", str(runs_dir), "--show", "latest"]) == 0
+    assert "stage: finetune" in capsys.readouterr().out.splitlines()
+
+
+def test_show_latest_without_runs_is_a_clear_error(tmp_path, capsys):
+    assert ls_main(["--runs-dir", str(tmp_path / "runs"), "--show", "latest"]) == 1
+    assert capsys.readouterr().err.startswith("error: no run under")

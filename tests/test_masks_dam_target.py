@@ -1,0 +1,103 @@
+"""Target sparsity: the Lagrangian λ₁(ŝ − t) + λ₂(ŝ − t)², multipliers trained by ascent."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import MaskConfig, check_dam_config
+from sparsebert_cli.masks.dam import DAM, SparsityTarget
+from sparsebert_cli.masks.stats import sparsity
+from sparsebert_cli.training.dam import add_dam_hooks
+from sparsebert_cli.training.loop import Hooks
+from sparsebert_cli.training.optim import GroupRates, build_optimizer
+
+
+def test_expected_sparsity_is_one_minus_mean_keep_probability():
+    dam = DAM(heads=2, n=4, init=1.0)
+    assert dam.expected_sparsity().item() == pytest.approx(1 - torch.sigmoid(torch.tensor(1.0)))
+
+
+def test_target_warms_up_linearly_from_zero():
+    target = SparsityTarget(0.8, warmup=10)
+    assert [target.target_at(s) for s in (0, 5, 10, 20)] == pytest.approx([0, 0.4, 0.8, 0.8])
+    assert SparsityTarget(0.8).target_at(0) == 0.8
+
+
+def test_lagrangian_value_and_ascent_gradients_of_the_multipliers():
+    target = SparsityTarget(0.9)
+    with torch.no_grad():
+        target.multipliers.copy_(torch.tensor([-2.0, 3.0]))
+    expected = torch.tensor(0.5, requires_grad=True)
+    value = target(expected, 0.6, 0.9)  # value at the binarized sparsity 0.6, gradient of ŝ
+    value.backward()
+    gap = 0.6 - 0.9
+    assert value.item() == pytest.approx(-2.0 * gap + 3.0 * gap**2)
+    assert target.multipliers.grad.tolist() == pytest.approx([-gap, -(gap**2)])  # negated
+    assert expected.grad.item() == pytest.approx(-2.0 + 2 * 3.0 * gap)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+@pytest.mark.parametrize("structure", ["unstructured", "structured", "block"])
+def test_controller_moves_the_sparsity_toward_the_target(optimizer, structure):
+    """α against a loss that rewards keeping entries: only the multipliers push s up to t."""
+    fields = {"structure": structure, "seq_len": 16, "lam": 0.0, "target_warmup": 100}
+    cfg = OmegaConf.structured(MaskConfig(name="dam", target_sparsity=0.8, **fields))
+    model = torch.nn.Module()
+    model.dam = DAM.from_config(cfg, heads=2, layers=1, block_size=4)
+    trainer = OmegaConf.create(
+        {"weight_decay": 0.01, "optimizer": optimizer, "lr": 1e-3, "betas": [0.9, 0.999]}
+    )
+    opt = build_optimizer(model, trainer, GroupRates(alpha=0.05, multipliers=1e-4))
+    hooks = add_dam_hooks(Hooks(), cfg, model.dam, total_steps=300)
+    seen = []
+    for step in range(300):
+        hooks.before_step(step)
+        penalty, logged = hooks.penalty()
+        keep_reward = -1e-3 * model.dam.l1()  # a task that wants dense attention
+        (keep_reward + penalty).backward()
+        opt.step()
+        opt.zero_grad()
+        seen.append(sparsity(model.dam.binarize()))
+    assert seen[0] == 0  # α > 0 everywhere after the first step (the task's pull)
+    late = sum(seen[-50:]) / 50
+    assert abs(late - 80) < 0.5 * abs(seen[0] - 80)
+    assert logged["mask/target_sparsity"] == pytest.approx(80)
+
+
+def test_l1_path_is_unchanged_without_a_target():
+    cfg = OmegaConf.structured(MaskConfig(name="dam", seq_len=4, lam=1e-3))
+    dam = DAM.from_config(cfg, heads=2, layers=1)
+    penalty, logged = add_dam_hooks(Hooks(), cfg, dam, total_steps=1).penalty()
+    assert dam.target is None and penalty.item() == pytest.approx(1e-3 * 2 * 16 * 0.5)
+    assert set(logged) == {"mask/l1"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"target_sparsity": 0.9}, "mask.target_sparsity=0.9 and mask.lam=0.0001 are both set"),
+        ({"target_sparsity": 1.0, "lam": 0.0}, "mask.target_sparsity=1.0 must lie in"),
+        ({"target_sparsity": 0.5, "lam": 0.0, "target_warmup": -1}, "mask.target_warmup=-1"),
+        ({"keep_diagonal_blocks": True}, "needs mask.structure=block"),
+    ],
+)
+def test_conflicting_dam_settings_are_refused(fields, message):
+    with pytest.raises(SparseBertError, match=message):
+        check_dam_config(MaskConfig(name="dam", **fields))
+
+
+def test_a_target_with_lam_zero_is_accepted():
+    check_dam_config(MaskConfig(name="dam", lam=0.0, target_sparsity=0.9))
+
+
+def test_a_dam_without_target_or_blocks_hashes_without_the_new_keys():
+    from dataclasses import asdict
+
+    from sparsebert_cli.masks.config import dam_identity
+
+    plain = asdict(MaskConfig(name="dam"))
+    assert "target_sparsity" not in dam_identity(plain)
+    assert "keep_diagonal_blocks" not in dam_identity(plain)
+    steered = dam_identity({**plain, "structure": "block", "target_sparsity": 0.9, "lam": 0.0})
+    assert steered["target_sparsity"] == 0.9 and "keep_diagonal_blocks" in steered

@@ -1,0 +1,38 @@
+"""Progress displays: log records go through rich's console while a display is live."""
+
+import io
+import logging
+
+import rich
+from rich.console import Console
+
+from sparsebert_cli import progress
+
+
+def test_log_records_go_through_the_rich_console_while_a_display_is_live(monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(rich, "_console", Console(file=screen, width=200))
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with progress.route_logging():
+            logging.getLogger("sparsebert_cli.test").warning("attention backend chosen")
+        assert handler in root.handlers  # restored when the display ends
+    finally:
+        root.removeHandler(handler)
+    assert stream.getvalue() == ""
+    assert "attention backend chosen" in screen.getvalue()
+
+
+def test_off_a_terminal_each_wait_is_one_start_and_one_done_line(monkeypatch, capsys):
+    monkeypatch.setattr(progress, "on_terminal", lambda: False)
+    with progress.waiting("task data"):
+        pass
+    assert list(progress.track(range(3), 3, "prediction")) == [0, 1, 2]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[sparsebert] task data..."
+    assert lines[1].startswith("[sparsebert] task data: done in ")
+    assert lines[2] == "[sparsebert] prediction (3 batches)"

@@ -1,0 +1,90 @@
+"""`sparsebert report RUNS --frontier`: quality against sparsity and attention time, Pareto rows."""
+
+import csv
+import json
+
+import pytest
+import torch
+from test_report_table import make_job
+
+from sparsebert_cli.masks.artifact import save_mask
+from sparsebert_cli.report import main
+from sparsebert_cli.reporting.frontier import build_frontier, pareto
+
+N, HEADS = 128, 2  # the schema's defaults: what a run that records no model/task size used
+
+
+def test_pareto_keeps_the_points_nothing_dominates():
+    points = [(75.0, 0.0), (77.0, 1.0), (55.0, 50.0), (65.0, 90.0), (65.0, 90.0), (None, 99.0)]
+    assert pareto(points) == [False, True, False, True, True, False]
+
+
+def test_pareto_of_one_point_is_that_point():
+    assert pareto([(1.0, -3.0)]) == [True]
+
+
+def _job(folder, mask, sparsity, mrpc_acc, rte_acc, keep=None, lam=None):
+    """A pipeline job on MRPC and one on RTE for `mask`, its mask artifact beside the model."""
+    for task, metrics in (
+        ("mrpc", {"eval/accuracy": mrpc_acc, "eval/f1": mrpc_acc}),
+        ("rte", {"eval/accuracy": rte_acc}),
+    ):
+        job = make_job(
+            folder / f"{mask}-{task}",
+            mask=mask,
+            task=task,
+            lam=lam,
+            metrics={**metrics, "mask/sparsity": sparsity},
+        )
+        if keep is not None:
+            kind = "dam_u" if mask == "dam" else mask
+            save_mask(
+                job / "artifacts" / "model", keep[None, None].expand(1, HEADS, N, N), {"kind": kind}
+            )
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    folder = tmp_path / "runs" / "pipeline" / "multirun" / "s1"
+    distance = (torch.arange(N)[:, None] - torch.arange(N)[None, :]).abs()
+    random = torch.rand(N, N, generator=torch.Generator().manual_seed(0)) > 0.9
+    _job(folder, "dense", 0.0, 0.80, 0.70)
+    _job(folder, "no_diag", 0.8, 0.82, 0.72, keep=distance > 0)
+    _job(folder, "window", 50.0, 0.60, 0.50, keep=distance <= 32)
+    _job(folder, "dam", 90.0, 0.70, 0.60, keep=random, lam=1e-3)
+    return folder
+
+
+def test_frontier_rows_carry_quality_sparsity_time_and_pareto_marks(sweep):
+    points = {p.label: p for p in build_frontier([sweep])}
+    assert set(points) == {"dense", "no_diag", "window", "DAM_u λ=0.001"}
+    dense, no_diag = points["dense"], points["no_diag"]
+    assert dense.average == pytest.approx(75.0) and dense.backend == "sdpa"
+    assert (dense.worst, dense.worst_task) == (pytest.approx(70.0), "RTE")
+    assert dense.time_ratio == 1.0 and dense.n == N
+    assert all(p.attention_ms > 0 and p.dense_ms > 0 for p in points.values())
+    assert {label for label, p in points.items() if p.pareto_sparsity} == {
+        "no_diag",
+        "DAM_u λ=0.001",
+    }
+    assert no_diag.pareto_time  # the best Average is on every frontier
+    assert not points["window"].pareto_time or points["window"].time_ratio < no_diag.time_ratio
+
+
+def test_report_frontier_writes_figure_json_and_csv(sweep, capsys):
+    assert main([str(sweep), "--frontier"]) == 0
+    data = json.loads((sweep / "frontier.json").read_text())
+    assert len(data["points"]) == 4
+    with open(sweep / "frontier.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["label"]: r["pareto_sparsity"] for r in rows}["window"] == "False"
+    assert (sweep / "frontier.png").stat().st_size > 0
+    assert "frontier.png" in capsys.readouterr().out
+
+
+def test_dam_rows_searched_to_a_target_are_labelled_by_variant_and_target(tmp_path):
+    from sparsebert_cli.reporting.table import row_label
+
+    key = {"mask.name": "dam", "mask.structure": "block", "mask.lam": 0.0}
+    assert row_label({**key, "mask.target_sparsity": 0.9}, True) == "DAM_b t=0.9"
+    assert row_label({**key, "mask.target_sparsity": None}, True) == "DAM_b λ=0"

@@ -1,0 +1,206 @@
+"""DAM on a trained model: the encoder on its own rate or frozen, a head warm-up on the dense
+model before α learns, the distillation objective, and the search run from the CLI."""
+
+import json
+
+import pytest
+import torch
+from conftest import ROOT, sparsebert
+from omegaconf import OmegaConf
+
+from sparsebert_cli.config import ModelConfig
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+from sparsebert_cli.reporting.occlusion import band_masks
+from sparsebert_cli.training.config import TrainerConfig
+from sparsebert_cli.training.distill import DistillationObjective
+from sparsebert_cli.training.optim import GroupRates, build_optimizer, build_scheduler
+
+VOCAB, N = 40, 10
+
+
+def dam_model(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    mask = OmegaConf.structured(MaskConfig(name="dam", seq_len=N))
+    source = MaskSource.from_config(mask, heads=2, layers=1, n=N)
+    return build_pretraining_model(cfg, source, VOCAB, nsp=False), cfg
+
+
+def batch() -> dict[str, torch.Tensor]:
+    ids = torch.randint(1, VOCAB, (4, N), generator=torch.Generator().manual_seed(1))
+    return dict(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        token_type_ids=torch.zeros_like(ids),
+        masked_lm_positions=torch.tensor([[2, 5]] * 4),
+        masked_lm_ids=torch.tensor([[3, 4]] * 4),
+        masked_lm_weights=torch.ones(4, 2),
+    )
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def changed(before: dict, model, prefix: str) -> bool:
+    return any(
+        not torch.equal(before[k], v) for k, v in model.named_parameters() if k.startswith(prefix)
+    )
+
+
+def steps(model, rates: GroupRates, count: int, head_warmup_mask: bool = False) -> None:
+    trainer = TrainerConfig(lr=1e-2, warmup=0.0, scheduler="constant")
+    optimizer = build_optimizer(model, trainer, rates)
+    scheduler = build_scheduler(optimizer, trainer, 100, rates.head_warmup)
+    for step in range(count):
+        if head_warmup_mask:
+            model.sparse_mask.dam_active = step >= rates.head_warmup
+        model(**batch()).loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def test_a_frozen_encoder_keeps_its_weights_while_alpha_and_the_head_learn():
+    model, _ = dam_model()
+    before = snapshot(model)
+    steps(model, GroupRates(alpha=0.1, encoder=0.0), 3)
+    assert not changed(before, model, "bert.")
+    assert changed(before, model, "cls.")
+    assert changed(before, model, "sparse_mask.")
+
+
+def test_the_encoder_gets_its_own_learning_rate_group():
+    model, _ = dam_model()
+    optimizer = build_optimizer(model, TrainerConfig(lr=1e-3), GroupRates(alpha=0.1, encoder=1e-5))
+    rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert rates["encoder_decay"] == rates["encoder_no_decay"] == 1e-5
+    assert rates["decay"] == rates["no_decay"] == 1e-3  # the heads
+    assert rates["alpha"] == 0.1
+    names = {
+        n for g in optimizer.param_groups if g["name"].startswith("encoder") for n in g["params"]
+    }
+    assert len(names) == sum(1 for n, _ in model.named_parameters() if n.startswith("bert."))
+
+
+def test_during_the_head_warmup_only_the_head_learns_on_the_dense_model():
+    model, _ = dam_model()
+    before = snapshot(model)
+    steps(model, GroupRates(alpha=0.1, head_warmup=3), 3, head_warmup_mask=True)
+    assert changed(before, model, "cls.")
+    assert not changed(before, model, "bert.")
+    assert not changed(before, model, "sparse_mask.")
+    steps(model, GroupRates(alpha=0.1, head_warmup=0), 2, head_warmup_mask=True)
+    assert changed(before, model, "bert.") and changed(before, model, "sparse_mask.")
+
+
+def test_distillation_loss_is_zero_for_the_dense_student_and_grows_with_a_sparse_mask():
+    model, cfg = dam_model()
+    teacher, _ = dam_model()  # the same seed: the same weights
+    teacher.sparse_mask = MaskSource("dense")
+    objective = DistillationObjective(model, teacher)
+    model.sparse_mask.dam_active = False  # the student attends densely too
+    assert objective(**batch())["loss"].item() == pytest.approx(0.0, abs=1e-10)
+    model.sparse_mask.dam_active = True
+    loss = objective(**batch())["loss"]
+    assert loss.item() > 0
+    loss.backward()
+    assert model.sparse_mask.dam.alpha.grad is not None  # the mask learns from the teacher
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not any("teacher" in k for k in objective.state_dict())  # not checkpointed
+
+
+@pytest.fixture(scope="module")
+def warm_search(tmp_path_factory):
+    """A smoke pre-training, then a distillation search warm-started from it (CLI subprocesses)."""
+    root = tmp_path_factory.mktemp("warm")
+    env = {
+        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
+        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
+        "OMP_NUM_THREADS": "1",
+    }
+    common = ("debug=smoke", "data.nsp=false")
+    sparsebert("pretrain", *common, "model.norm=pre", "run_id=pre", cwd=root, env=env)
+    sparsebert(
+        "search",
+        *common,
+        "mask=dam_s",
+        "model.from=latest",
+        "mask.objective=distill",
+        "mask.head_warmup=2",
+        "mask.encoder_lr=0",
+        "trainer.max_steps=4",
+        "run_id=dam",
+        cwd=root,
+        env=env,
+    )
+    return root / "runs", env
+
+
+@pytest.mark.slow
+def test_search_on_a_pretrained_model_runs_the_protocol_from_the_cli(warm_search):
+    search = warm_search[0] / "search" / "dam"
+    manifest = json.loads((search / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert manifest["inputs"]["model"]["stage"] == "pretrain"
+    metrics = json.loads((search / "metrics.json").read_text())
+    assert "eval/distill_mse" in metrics and "eval/uses_attention" in metrics
+    params = json.loads((search / "artifacts" / "mask.json").read_text())["params"]
+    assert (params["objective"], params["head_warmup"], params["encoder_lr"]) == ("distill", 2, 0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["pretrain/pre", "search/dam"])
+def test_occlusion_report_measures_every_band_of_the_starting_model(warm_search, run):
+    runs_dir, env = warm_search
+    run_dir = runs_dir / run
+    proc = sparsebert(
+        "report",
+        "--occlusion",
+        str(run_dir),
+        "--max-distance",
+        "3",
+        "--examples",
+        "16",
+        cwd=runs_dir.parent,
+        env=env,
+    )
+    record = json.loads((run_dir / "figures" / "occlusion.json").read_text())
+    assert str(run_dir / "figures" / "occlusion.json") in proc.stdout
+    assert [b["band"] for b in record["bands"]] == ["diag", "d=1", "d=2", "d=3", "cls"]
+    assert record["model"].endswith("pre/artifacts/model")  # the search's starting model
+    for band in record["bands"]:
+        assert band["hidden_mse"] >= 0 and 0 <= band["attention_mass"] <= 1
+    searched = run.startswith("search")
+    assert ("spearman" in record) == searched
+    assert all(("keep_probability" in b) == searched for b in record["bands"])
+
+
+def test_band_masks_remove_exactly_one_band():
+    masks = band_masks(n=6, heads=2, max_distance=2)
+    assert list(masks) == ["diag", "d=1", "d=2", "cls"]
+    assert not masks["diag"][0, 1].diagonal().any() and masks["diag"].sum() == 2 * (36 - 6)
+    assert masks["d=1"].sum() == 2 * (36 - 10)
+    assert not masks["cls"][0, 0, 1:, 0].any() and masks["cls"][0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("search", "mask=dam", "mask.objective=distill"), "no trained model is loaded"),
+        (("pretrain", "mask.head_warmup=5"), "does not read them"),
+        (("search", "mask=dam", "mask.encoder_lr=-1"), "mask.encoder_lr=-1"),
+    ],
+)
+def test_protocol_settings_that_cannot_work_are_refused(workdir, args, fragment):
+    proc = sparsebert("validate", *args, cwd=workdir, check=False)
+    assert proc.returncode == 1
+    assert fragment in proc.stderr + proc.stdout

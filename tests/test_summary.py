@@ -1,0 +1,68 @@
+"""The end-of-stage summary read from a run folder: metrics, outputs and the rerun command."""
+
+import json
+from pathlib import Path
+
+from sparsebert_cli.summary import rerun_command, summary_lines
+
+
+def make_run(run_dir: Path, stage: str, command: str, metrics: dict, inputs: dict | None = None):
+    run_dir.mkdir(parents=True)
+    manifest = {"stage": stage, "status": "completed", "command": command, "inputs": inputs or {}}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def test_a_single_run_is_rerun_with_its_run_id(tmp_path):
+    run_dir = tmp_path / "runs" / "search" / "20260101-120000-000001"
+    assert rerun_command("sparsebert search mask=dam", run_dir) == (
+        "sparsebert search mask=dam run_id=20260101-120000-000001"
+    )
+
+
+def test_a_given_run_id_is_kept_as_it_was_typed(tmp_path):
+    run_dir = tmp_path / "runs" / "search" / "mine"
+    assert rerun_command("sparsebert search run_id=mine 'mask.lam=1e-3'", run_dir) == (
+        "sparsebert search run_id=mine mask.lam=1e-3"
+    )
+
+
+def test_a_sweep_job_is_rerun_in_its_sweep(tmp_path):
+    run_dir = tmp_path / "runs" / "pipeline" / "multirun" / "lam" / "mask.lam=0.001"
+    assert rerun_command("sparsebert pipeline mask.lam=0.001", run_dir) == (
+        "sparsebert pipeline -m mask.lam=0.001 sweep_name=lam"
+    )
+
+
+def test_evaluate_summary_lists_metrics_and_submission_files(tmp_path):
+    run_dir = make_run(
+        tmp_path / "runs" / "evaluate" / "e1",
+        "evaluate",
+        "sparsebert evaluate",
+        {"eval/accuracy": 0.8125, "eval/headline": 0.8125, "mask/sparsity": 12.5},
+    )
+    (run_dir / "predictions" / "submission").mkdir(parents=True)
+    (run_dir / "predictions" / "submission" / "MRPC.tsv").write_text("index\tprediction\n")
+    lines = summary_lines(run_dir)
+    assert lines[0] == "evaluate completed"
+    assert f"  run folder: {run_dir}" in lines
+    assert "  metrics: eval/headline=0.8125  eval/accuracy=0.8125  mask sparsity=12.50 %" in lines
+    assert f"  submission: {run_dir / 'predictions' / 'submission'}  (MRPC.tsv)" in lines
+    assert lines[-1] == "  rerun or resume: sparsebert evaluate run_id=e1"
+
+
+def test_pipeline_summary_names_its_step_folders(tmp_path):
+    step = tmp_path / "runs" / "evaluate" / "pipeline-abc"
+    run_dir = make_run(
+        tmp_path / "runs" / "pipeline" / "p1",
+        "pipeline",
+        "sparsebert pipeline",
+        {"eval/headline": 0.5},
+        inputs={"evaluate": {"run_dir": str(step), "stage": "evaluate"}},
+    )
+    assert f"  evaluate step: {step}" in summary_lines(run_dir)
+
+
+def test_a_folder_without_manifest_has_no_summary(tmp_path):
+    assert summary_lines(tmp_path) == []
