@@ -2,16 +2,17 @@
 
 The README may promise only what the tool does. The examples run in order in one launch folder
 (so `latest` finds the run an earlier example made), in one Python process (the imports are paid
-once), with HOME pointing at a folder that holds small copies of the data the examples name:
-~/glue_data (MRPC in the GLUE download layout), ~/squad (SQuAD v1.1 and v2.0) and ~/swag.
+once), after the blocks' other shell lines (a heredoc that writes example data); HOME points at a
+folder with small copies of the data an example may name: ~/glue_data (MRPC in the GLUE download
+layout), ~/squad (SQuAD v1.1 and v2.0) and ~/swag.
 """
 
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, cli_env
@@ -36,16 +37,30 @@ for args in json.loads(sys.argv[1]):
 """
 
 
-def readme_examples() -> list[list[str]]:
-    """The `sparsebert ...` lines of the README's bash blocks (comments dropped), as arguments."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    examples = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
-        for line in block.splitlines():
-            words = shlex.split(line, comments=True)
-            if words[:1] == ["sparsebert"]:
-                examples.append(words[1:])
-    return examples
+def readme_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+
+
+def readme_examples(cwd: Path, env: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """(the blocks' other shell lines, such as a heredoc writing example data; the `sparsebert`
+    lines as arguments, expanded by bash as a user's shell would: `$PWD`, `~`, comments)."""
+    setups, examples = [], []
+    for block in readme_blocks():
+        lines = block.splitlines()
+        examples += [
+            line.removeprefix("sparsebert ") for line in lines if line.startswith("sparsebert ")
+        ]
+        other = [line for line in lines if not line.startswith(("sparsebert ", "make "))]
+        if any(line.strip() for line in other):
+            setups.append("\n".join(other) + "\n")
+    expand = 'eval "set -- $1"; printf "%s\\0" "$@"'
+    expanded = [
+        subprocess.run(
+            ["bash", "-c", expand, "_", line], cwd=cwd, env=env, capture_output=True, text=True
+        ).stdout.split("\0")[:-1]
+        for line in examples
+    ]
+    return setups, expanded
 
 
 def smoke(args: list[str]) -> list[str]:
@@ -53,8 +68,9 @@ def smoke(args: list[str]) -> list[str]:
     return [*args, "debug=smoke"] if args and args[0] in STAGES else args
 
 
-def test_the_readme_has_examples_of_every_stage():
-    assert {args[0] for args in readme_examples()} >= set(STAGES)
+def test_the_readme_has_examples_of_every_stage(tmp_path):
+    _, examples = readme_examples(tmp_path, dict(os.environ))
+    assert {args[0] for args in examples} >= set(STAGES)
 
 
 def test_every_readme_example_runs_offline_with_debug_smoke(tmp_path):
@@ -65,11 +81,14 @@ def test_every_readme_example_runs_offline_with_debug_smoke(tmp_path):
     write_swag_files(home / "swag")
     work = tmp_path / "work"
     work.mkdir()
-    examples = [smoke(args) for args in readme_examples()]
+    env = {**os.environ, **cli_env(work, HOME=str(home))}
+    setups, examples = readme_examples(work, env)
+    for script in setups:  # the data the examples read (a heredoc in the README)
+        subprocess.run(["bash", "-c", script], cwd=work, env=env, check=True, timeout=120)
     proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, json.dumps(examples)],
+        [sys.executable, "-c", DRIVER, json.dumps([smoke(args) for args in examples])],
         cwd=work,
-        env={**os.environ, **cli_env(work, HOME=str(home))},
+        env=env,
         capture_output=True,
         text=True,
         timeout=3600,
