@@ -1,4 +1,5 @@
-"""Shared fixtures: every test runs offline, with its own runs and cache folders."""
+"""Shared fixtures and helpers: every test runs offline, with its own runs and cache folders;
+`cli_env` is the environment of a CLI subprocess, `compose_cfg` a stage's composed config."""
 
 import os
 import subprocess
@@ -44,3 +45,35 @@ def sparsebert(
             f"sparsebert {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def cli_env(root: Path, **extra: str) -> dict[str, str]:
+    """Environment of a CLI subprocess launched in `root`: its own runs folder, offline, 1 thread.
+
+    One torch thread per process: on 2 cores the default oversubscribes and makes each run
+    several times slower; it changes no result (num_threads is not part of the config hash).
+    """
+    return {
+        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
+        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
+
+
+def compose_cfg(stage: str, *overrides: str):
+    """The resolved config `sparsebert <stage> <overrides>` composes (aliases as the CLI takes)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.config import conf_dir, register_hydra_extensions, rewrite_aliases
+
+    register_hydra_extensions()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name=stage, overrides=rewrite_aliases(list(overrides)))
+    OmegaConf.resolve(cfg)
+    return cfg

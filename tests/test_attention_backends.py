@@ -7,9 +7,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from sparsebert_cli.attention import masked as masked_module
 from sparsebert_cli.attention.block_sparse import block_layout, block_sparse_attention
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
-from sparsebert_cli.attention.masked import masked_attention, sdpa_attention
+from sparsebert_cli.attention.masked import build_sdpa_mask, masked_attention, sdpa_attention
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
 
@@ -71,6 +72,20 @@ def test_sdpa_equals_masked_on_every_pattern_with_padding(path):
     torch.testing.assert_close(
         sdpa_attention(q, k, v, mask, pad, SCALE), expected, atol=1e-5, rtol=0
     )
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_with_a_mask_too_large_to_keep_its_bias(monkeypatch, padded):
+    """Above SDPA_CACHE_BYTES the prepared mask has no bias: it is built per call, not None."""
+    monkeypatch.setattr(masked_module, "SDPA_CACHE_BYTES", 0)
+    n = 40
+    mask = catalogue_mask(CONF_MASKS / "strided.yaml", n)
+    q, k, v = qkv(2, n)
+    pad = padding([40, 33], n) if padded else None
+    prepared = build_sdpa_mask(mask, q.dtype)
+    assert prepared.bias is None
+    got = sdpa_attention(q, k, v, mask, pad, SCALE, prepared=prepared)
+    torch.testing.assert_close(got, masked_attention(q, k, v, mask, pad, SCALE), atol=1e-5, rtol=0)
 
 
 def test_flex_without_padding_equals_masked_using_full_blocks():

@@ -5,7 +5,8 @@ import sys
 
 from conftest import sparsebert
 
-from sparsebert_cli.cli import main, rewrite_aliases, sb_slug
+from sparsebert_cli.cli import main
+from sparsebert_cli.config import rewrite_aliases, sb_slug
 
 
 def test_overview_lists_every_stage_and_tool(capsys):

@@ -1,11 +1,9 @@
 """Every config in the tree composes against the schema and passes validation."""
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import OmegaConf
 
-from sparsebert_cli.cli import register_hydra_extensions
 from sparsebert_cli.config import STAGES, conf_dir
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.validation import validate_config
@@ -15,14 +13,6 @@ GROUPS = ("mask", "model", "data", "task", "trainer", "logger", "debug", "experi
 
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
-
-
-def _compose(stage: str, overrides: list[str]):
-    register_hydra_extensions()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name=stage, overrides=overrides)
-    OmegaConf.resolve(cfg)
-    return cfg
 
 
 CASES = [
@@ -35,10 +25,13 @@ CASES = [
 
 @pytest.mark.parametrize(("stage", "override"), CASES, ids=[f"{s}-{o}" for s, o in CASES])
 def test_every_config_composes_and_validates(stage, override):
-    cfg = _compose(stage, [override])
+    cfg = compose_cfg(stage, override)
     assert cfg.stage == stage
     if stage == "search" and override.startswith("mask=") and not override.startswith("mask=dam"):
         with pytest.raises(SparseBertError, match="learns a mask"):
+            validate_config(cfg)
+    elif cfg.mask.name == "checkpoint" and not (cfg.model.from_run or cfg.model.name_or_path):
+        with pytest.raises(SparseBertError, match="mask=checkpoint means the mask stored"):
             validate_config(cfg)
     else:
         validate_config(cfg)
@@ -50,17 +43,17 @@ def test_each_stage_has_a_primary_config():
 
 def test_unknown_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException, match="lamm"):
-        _compose("search", ["mask.lamm=1e-3"])
+        compose_cfg("search", "mask.lamm=1e-3")
 
 
 def test_wrong_type_fails_at_composition():
     with pytest.raises(ConfigCompositionException, match="seq_len"):
-        _compose("pretrain", ["data.seq_len=long"])
+        compose_cfg("pretrain", "data.seq_len=long")
 
 
 def test_unknown_group_option_names_the_group():
     with pytest.raises(MissingConfigException, match="task/nope"):
-        _compose("finetune", ["task=nope"])
+        compose_cfg("finetune", "task=nope")
 
 
 @pytest.mark.parametrize(
@@ -78,12 +71,12 @@ def test_unknown_group_option_names_the_group():
 )
 def test_bad_values_are_refused_with_the_value_named(override, message):
     overrides = [override, "trainer.grad_accum=4"] if "batch_size" in override else [override]
-    cfg = _compose("search", overrides)
+    cfg = compose_cfg("search", *overrides)
     with pytest.raises(SparseBertError, match=message.replace(".", r"\.").replace("+", r"\+")):
         validate_config(cfg)
 
 
 def test_search_refuses_a_fixed_mask():
-    cfg = _compose("search", ["mask=dense"])
+    cfg = compose_cfg("search", "mask=dense")
     with pytest.raises(SparseBertError, match="mask=dam"):
         validate_config(cfg)

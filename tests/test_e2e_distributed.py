@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, sparsebert
+from conftest import cli_env, sparsebert
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -25,17 +25,6 @@ COMMON = (
 # The two runs sum the same micro-batch gradients in a different order (all-reduce of two
 # averaged gradients vs accumulation of two halves), so weights agree to float rounding only.
 ATOL = 1e-5
-
-
-def cli_env(root: Path) -> dict[str, str]:
-    return {
-        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
-        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",  # two ranks on 2 cores: one thread each
-    }
 
 
 @pytest.fixture(scope="module")

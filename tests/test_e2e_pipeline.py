@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, sparsebert
+from conftest import cli_env, sparsebert
 
 from sparsebert_cli.reporting.table import build_table
 
@@ -18,17 +18,6 @@ pytestmark = pytest.mark.slow
 
 PIPELINE = ("pipeline", "debug=smoke", "mask=dense", "task=polarity")
 STEPS = ("pretrain", "finetune", "evaluate")
-
-
-def cli_env(root: Path) -> dict[str, str]:
-    return {
-        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
-        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",  # 2 cores: avoid oversubscription (not part of the config hash)
-    }
 
 
 def cli(*args: str, root: Path, check: bool = True):
@@ -139,8 +128,7 @@ def test_design_card_sweep_expands_to_six_valid_jobs_with_their_own_folders():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from sparsebert_cli.cli import register_hydra_extensions, sb_slug
-    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.config import conf_dir, register_hydra_extensions, sb_slug
     from sparsebert_cli.validation import validate_config
 
     arguments = ["mask=dense,no_diag,dam", "mask.lam=1e-4,1e-3", "debug=smoke"]

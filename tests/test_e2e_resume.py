@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, sparsebert
+from conftest import cli_env, sparsebert
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -26,18 +26,6 @@ COMMON = (
     "model.dropout=0.1",
 )
 THROUGHPUT = "train/tokens_per_s"  # wall-clock dependent: the one key that may differ
-
-
-def cli_env(root: Path) -> dict[str, str]:
-    return {
-        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
-        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "OMP_NUM_THREADS": "1",  # 2 cores: avoid oversubscription (not part of the config hash)
-    }
 
 
 def read_json(path: Path) -> dict:

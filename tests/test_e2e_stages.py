@@ -9,30 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, sparsebert
+from conftest import cli_env, sparsebert
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
 STAGES = ("search", "pretrain", "finetune", "evaluate")
-
-
-def cli_env(root: Path, **extra: str) -> dict[str, str]:
-    """Environment of a CLI subprocess launched in `root`: its own runs folder, offline, 1 thread.
-
-    One torch thread per process: on 2 cores the default oversubscribes and makes each run
-    several times slower; it changes no result (num_threads is not part of the config hash).
-    """
-    return {
-        "SPARSEBERT_RUNS_DIR": str(root / "runs"),
-        "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "OMP_NUM_THREADS": "1",
-        **extra,
-    }
 
 
 def cli(*args: str, root: Path, check: bool = True, **env: str):

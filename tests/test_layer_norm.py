@@ -86,7 +86,7 @@ def test_pre_norm_checkpoint_reloads_to_the_same_logits_and_placement(tmp_path):
     with torch.no_grad():
         model.bert.encoder.final_layer_norm.weight.mul_(1.5)  # not the initial identity
     save_checkpoint(model, tmp_path, {"stage": "pretrain"})
-    loaded = load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path, config("pre"))
     assert all(isinstance(layer, PreNormBertLayer) for layer in loaded.bert.encoder.layer)
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch()).mlm_logits, model(**batch()).mlm_logits)

@@ -31,9 +31,7 @@ def tiny(**overrides) -> ModelConfig:
 
 
 def minilm() -> ModelConfig:
-    return ModelConfig(
-        preset="hf", name_or_path="embedded:minilm", dropout=0.0, attention_dropout=0.0
-    )
+    return ModelConfig(name_or_path="embedded:minilm", dropout=0.0, attention_dropout=0.0)
 
 
 def window_source(heads: int = 2) -> MaskSource:
@@ -167,10 +165,20 @@ def test_eval_mode_uses_the_binarized_dam_mask():
 def test_a_checkpoint_with_a_mask_reloads_with_identical_logits(tmp_path):
     model = pretraining(window_source()).eval()
     save_checkpoint(model, tmp_path, {"run": "pretrain-1"})
-    loaded = load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path, tiny())
     with torch.no_grad():
         assert torch.equal(loaded(**mlm_batch()).mlm_logits, model(**mlm_batch()).mlm_logits)
     assert torch.equal(loaded.sparse_mask.mask, model.sparse_mask.mask)
+
+
+def test_a_loaded_checkpoint_attends_with_the_backend_it_is_loaded_with(tmp_path):
+    """The backend is the loading stage's model.attention_backend, not the training one."""
+    save_checkpoint(pretraining(window_source()), tmp_path, {})
+    assert "attention_backend" not in json.loads((tmp_path / "config.json").read_text())
+    loaded = load_checkpoint(tmp_path, tiny(attention_backend="flex", block_size=8)).train()
+    assert (loaded.sparse_mask.backend, loaded.sparse_mask.block_size) == ("flex", 8)
+    with pytest.raises(SparseBertError, match="attention_backend=flex has no backward pass"):
+        loaded(**mlm_batch())
 
 
 def test_a_checkpoint_records_the_model_config_mask_and_extra_config(tmp_path):
@@ -187,7 +195,7 @@ def test_a_dam_checkpoint_reloads_as_its_binarized_mask(tmp_path):
     with torch.no_grad():
         model.sparse_mask.dam.alpha.copy_(torch.randn_like(model.sparse_mask.dam.alpha))
     save_checkpoint(model, tmp_path, {})
-    loaded = load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path, tiny())
     assert loaded.sparse_mask.kind == "fixed"
     with torch.no_grad():
         assert torch.equal(loaded(**mlm_batch()).mlm_logits, model(**mlm_batch()).mlm_logits)
@@ -237,7 +245,7 @@ def test_a_task_checkpoint_reloads_with_identical_logits(tmp_path):
     torch.manual_seed(0)
     model = build_task_model(tiny(), window_source(), 1, "regression", None, VOCAB).eval()
     save_checkpoint(model, tmp_path, {})
-    loaded = load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path, tiny())
     ids, attention = padded_batch()
     with torch.no_grad():
         assert torch.equal(loaded(ids, attention).logits, model(ids, attention).logits)

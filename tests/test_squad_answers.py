@@ -149,7 +149,7 @@ def test_a_qa_checkpoint_reloads_as_the_qa_model_with_identical_logits(tmp_path)
     torch.manual_seed(0)
     model = build_task_model(tiny(), window_source(), 2, "question_answering", None, VOCAB).eval()
     save_checkpoint(model, tmp_path, {})
-    loaded = load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path, tiny())
     with torch.no_grad():
         assert isinstance(loaded, SparseBertForQuestionAnswering)
         assert torch.equal(loaded(**qa_batch()).start_logits, model(**qa_batch()).start_logits)

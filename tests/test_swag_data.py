@@ -130,7 +130,7 @@ def test_a_multiple_choice_checkpoint_reloads_with_identical_logits(tmp_path):
     torch.manual_seed(0)
     model = build_task_model(tiny(), no_diag_source(), 4, "multiple_choice", None, VOCAB).eval()
     save_checkpoint(model, tmp_path, {})
-    loaded = load_checkpoint(tmp_path)
+    loaded = load_checkpoint(tmp_path, tiny())
     with torch.no_grad():
         assert isinstance(loaded, SparseBertForMultipleChoice)
         assert torch.equal(loaded(**choices_batch()).logits, model(**choices_batch()).logits)

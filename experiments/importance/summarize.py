@@ -1,7 +1,8 @@
 """Aggregate the importance figures' numbers of a search sweep over seeds.
 
-Usage: python experiments/importance/summarize.py runs/search/multirun/importance OUT_DIR
-Reads `<job>/figures/importance.json` (written by `sparsebert report --figures <job>`) and
+Usage: python experiments/importance/summarize.py SWEEP [SWEEP ...] OUT_DIR
+Reads `<job>/figures/importance.json` (written by `sparsebert report --figures <job>`),
+`<job>/figures/occlusion.json` when present (`sparsebert report --occlusion <job>`), and
 `<job>/config.yaml`, and writes `summary.json` and `summary.md` into OUT_DIR: per mask structure,
 the rank of the diagonal among the n distances (1 = least kept) at each snapshot, mean ± std over
 seeds, and the final keep probability of the diagonal, the near-diagonal band and the rest.
@@ -19,13 +20,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(sweep: Path) -> dict:
+def summarize(sweeps: list[Path]) -> dict:
     groups: dict[str, list[dict]] = {}
-    for numbers_path in sorted(sweep.glob("*/figures/importance.json")):
+    for numbers_path in sorted(p for s in sweeps for p in s.glob("*/figures/importance.json")):
         job = numbers_path.parent.parent
         config = yaml.safe_load((job / "config.yaml").read_text())
+        occlusion = numbers_path.parent / "occlusion.json"
+        extra = {"occlusion": json.loads(occlusion.read_text())} if occlusion.is_file() else {}
         groups.setdefault(config["mask"]["structure"], []).append(
-            {"seed": config["seed"], **json.loads(numbers_path.read_text())}
+            {"seed": config["seed"], **json.loads(numbers_path.read_text()), **extra}
         )
     summary = {}
     for structure, jobs in groups.items():
@@ -44,6 +47,12 @@ def summarize(sweep: Path) -> dict:
             "final_keep_probability_mean_std": final,
             "seeds_where_diagonal_is_least_kept": least_kept,
         }
+        occluded = [job["occlusion"] for job in jobs if "occlusion" in job]
+        if occluded:
+            summary[structure]["spearman_mean_std"] = {
+                key: _mean_std([o["spearman"][key] for o in occluded])
+                for key in occluded[0]["spearman"]
+            }
     return summary
 
 
@@ -69,13 +78,18 @@ def to_markdown(summary: dict) -> str:
             f"Seeds where the diagonal is the least kept distance at the end: "
             f"{s['seeds_where_diagonal_is_least_kept']} of {len(s['seeds'])}.",
             "",
+            *(
+                f"Spearman {k} (bands diag, 1–8, [CLS]): {m:+.2f} ± {d:.2f}"
+                for k, (m, d) in s.get("spearman_mean_std", {}).items()
+            ),
+            "",
         ]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    sweep, out = Path(sys.argv[1]), Path(sys.argv[2])
-    result = summarize(sweep)
+    *sweeps, out = (Path(a) for a in sys.argv[1:])
+    result = summarize(sweeps)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "summary.md").write_text(to_markdown(result))

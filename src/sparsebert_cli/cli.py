@@ -7,15 +7,13 @@ transformers, datasets) is imported here, so `--help` is instant.
 """
 
 import difflib
-import hashlib
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from sparsebert_cli.config import STAGES
+from sparsebert_cli.config import STAGES, register_hydra_extensions, rewrite_aliases
 
 STAGE_HELP = {
     "search": (
@@ -51,47 +49,9 @@ TOOL_HELP = {
         "sparsebert validate finetune task=mrpc",
     ),
 }
-# `from` is a Python keyword, so the schema spells it `from_run`; the CLI accepts both.
-_ALIASES = {"mask.from=": "mask.from_run=", "model.from=": "model.from_run="}
-FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"
 
 
-def sb_slug(override_dirname: str) -> str:
-    """A filesystem-safe, deterministic folder name for one sweep job's override combination."""
-    if not override_dirname:
-        return "default"
-    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", override_dirname)
-    if len(slug) > 80 or slug != override_dirname:
-        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
-        slug = f"{slug[:71]}-{digest}"
-    return slug
-
-
-def register_hydra_extensions() -> None:
-    """The config schema and the `sb_slug` and `sb_path` resolvers, needed before any
-    composition."""
-    from omegaconf import OmegaConf
-
-    from sparsebert_cli.config import expand_path, register_schemas
-
-    register_schemas()
-    if not OmegaConf.has_resolver("sb_slug"):
-        OmegaConf.register_new_resolver("sb_slug", sb_slug)
-    if not OmegaConf.has_resolver("sb_path"):
-        OmegaConf.register_new_resolver("sb_path", expand_path)
-
-
-def rewrite_aliases(args: list[str]) -> list[str]:
-    out = []
-    for arg in args:
-        for alias, name in _ALIASES.items():
-            if arg.startswith(alias):
-                arg = name + arg[len(alias) :]
-        out.append(arg)
-    return out
-
-
-def check_overrides(args: list[str]) -> None:
+def check_safe_overrides(args: list[str]) -> None:
     """Refuse, before Hydra creates any folder or runs any code, what the command line may not do:
     name a run folder that is not one safe folder name, or bring code (`_target_`, callbacks,
     another config tree)."""
@@ -149,12 +109,14 @@ def run_stage(stage: str, args: list[str]) -> int:
     from sparsebert_cli import interrupt
     from sparsebert_cli.config import conf_dir
     from sparsebert_cli.errors import SparseBertError
-    from sparsebert_cli.launch import run_job
+    from sparsebert_cli.launch import FAILURES_ENV, run_job
+    from sparsebert_cli.validation import check_overrides
 
     interrupt.install()
     args = rewrite_aliases(args)
     try:
-        check_overrides(args)
+        check_safe_overrides(args)
+        check_overrides(stage, args)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

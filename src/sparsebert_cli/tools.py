@@ -157,15 +157,21 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.cli import check_overrides, register_hydra_extensions, rewrite_aliases
-    from sparsebert_cli.config import conf_dir, expand_path_fields
+    from sparsebert_cli.cli import check_safe_overrides
+    from sparsebert_cli.config import (
+        conf_dir,
+        expand_path_fields,
+        register_hydra_extensions,
+        rewrite_aliases,
+    )
     from sparsebert_cli.launch import config_error
-    from sparsebert_cli.validation import validate_config
+    from sparsebert_cli.validation import check_overrides, describe, preflight, validate_config
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
     register_hydra_extensions()
     try:
-        check_overrides(overrides)
+        check_safe_overrides(overrides)
+        check_overrides(stage, overrides)
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=stage, overrides=overrides)
         try:
@@ -176,10 +182,9 @@ def validate_main(argv: list[str]) -> int:
             runs.check_name(key, cfg[key])
         expand_path_fields(cfg)
         validate_config(cfg)
+        upstream = preflight(cfg)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(
-        f"{stage}: config OK (mask={cfg.mask.name}, model={cfg.model.preset}, task={cfg.task.name}, data={cfg.data.name})"
-    )
+    print(f"{stage}: config OK ({describe(cfg, upstream)})")
     return 0

@@ -1,39 +1,44 @@
-"""Checks of a composed config that types alone cannot express (ranges, choices, combinations).
+"""Checks of a config that types alone cannot express, each refused with the value and a fix.
 
-The schema catches unknown keys and wrong types at composition; this module catches the rest
-before anything is loaded or trained, each with a message that names the value and a fix.
+Three steps, all before anything is loaded or trained (and all run by `sparsebert validate`):
+`check_overrides` refuses command-line keys the schema does not have (a `+key` too, with a
+did-you-mean) and keys the stage does not read; `validate_config` checks choices, the ranges of
+`config.RANGES` and combinations of the composed config; `preflight` checks what lies outside the
+config: named files and folders, the device, and the upstream runs that `model.from` / `mask.from`
+name.
 """
 
-from omegaconf import DictConfig
+import dataclasses
+import difflib
+import typing
+from pathlib import Path
 
-from sparsebert_cli.config import NORM_POSITIONS, POSITION_INITS
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from sparsebert_cli import config as schema
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import SEARCH_OBJECTIVES, check_dam_config
+from sparsebert_cli.stages import READS, UPSTREAM, reads
+from sparsebert_cli.training import config as trainer_schema
 
 MASK_SPECIAL = ("dense", "dam", "from_run", "checkpoint")
 CHOICES = {
-    "mask.structure": ("unstructured", "structured", "block"),
-    "mask.l1_norm": ("sum", "mean"),
     "mask.objective": SEARCH_OBJECTIVES,
-    "model.preset": ("tiny", "mini", "small", "base", "hf"),
-    "model.attention_backend": ("auto", "masked", "block_sparse", "flex"),
-    "model.norm": NORM_POSITIONS,
-    "model.position_init": POSITION_INITS,
-    "trainer.optimizer": ("adamw", "lamb"),
-    "trainer.scheduler": ("linear", "poly", "constant"),
-    "trainer.precision": ("fp32", "bf16", "fp16"),
-    "trainer.device": ("auto", "cpu", "cuda"),
-    "logger.name": ("none", "wandb"),
-    "logger.mode": ("online", "offline", "disabled"),
-    "resume": ("auto", "never"),
+    "model.attention_backend": schema.BACKENDS,
+    "model.norm": schema.NORM_POSITIONS,
+    "model.position_init": schema.POSITION_INITS,
+    "trainer.optimizer": trainer_schema.OPTIMIZERS,
+    "trainer.scheduler": trainer_schema.SCHEDULERS,
+    "trainer.precision": trainer_schema.PRECISIONS,
+    "trainer.device": trainer_schema.DEVICES,
+    "logger.name": schema.LOGGERS,
+    "logger.mode": schema.LOGGER_MODES,
+    "resume": schema.RESUME_MODES,
 }
 
 
 def _get(cfg: DictConfig, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+    return OmegaConf.select(cfg, dotted, throw_on_missing=False)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -47,51 +52,147 @@ def mask_names() -> list[str]:
     return sorted({*PATTERNS, *MASK_SPECIAL})
 
 
+def _choices() -> dict[str, tuple[str, ...]]:
+    from sparsebert_cli.masks.dam import L1_NORMS, STRUCTURES
+
+    return {**CHOICES, "mask.structure": STRUCTURES, "mask.l1_norm": L1_NORMS}
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def schema_keys(node: type = schema.RunConfig, prefix: str = "") -> tuple[set[str], set[str]]:
+    """(every dotted key of the schema, the keys whose children are free: dict settings)."""
+    keys, open_keys = set(), set()
+    hints = typing.get_type_hints(node)
+    for f in dataclasses.fields(node):
+        key = f"{prefix}{f.name}"
+        keys.add(key)
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            sub, sub_open = schema_keys(kind, f"{key}.")
+            keys |= sub
+            open_keys |= sub_open
+        elif typing.get_origin(kind) is dict:
+            open_keys.add(key)
+    return keys, open_keys
+
+
+def _group_names() -> set[str]:
+    return {p.name for p in schema.conf_dir().iterdir() if p.is_dir()}
+
+
+def override_key(override: str) -> str | None:
+    """The config key a command-line override sets (`+mask.lam=1` → mask.lam), or None for a
+    flag, a value of a flag, or a Hydra-internal setting."""
+    if override.startswith("-") or "=" not in override:
+        return None
+    key = override.split("=", 1)[0].lstrip("+~")
+    if key.startswith("hydra") or "/" in key or "@" in key:
+        return None
+    return key
+
+
+def check_overrides(stage: str, overrides: list[str]) -> None:
+    """Refuse keys outside the schema (with a did-you-mean) and keys `stage` does not read."""
+    keys, open_keys = schema_keys()
+    groups = _group_names()
+    for override in overrides:
+        key = override_key(override)
+        if key is None:
+            continue
+        parent = key.rsplit(".", 1)[0]
+        known = (
+            key in keys
+            or key in groups
+            or any(parent == k or parent.startswith(f"{k}.") for k in open_keys)
+        )
+        if not known:
+            close = difflib.get_close_matches(key, sorted(keys | groups), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            added = " (`+` adds a key that nothing would read)" if override.startswith("+") else ""
+            raise SparseBertError(
+                f"{key} is not a setting of sparsebert{added}; {hint}`sparsebert {stage} --cfg "
+                "job` prints every setting with its value."
+            )
+        if not _read(stage, key, keys, groups):
+            raise SparseBertError(
+                f"`sparsebert {stage}` does not read {key} ({override}): {_unread_reason(stage)} "
+                f"Leave it out, or set it on the stage that reads it."
+            )
+
+
+def _read(stage: str, key: str, keys: set[str], groups: set[str]) -> bool:
+    """Whether `stage` reads what setting `key` sets: a group choice (mask=dense) sets the whole
+    group, so the stage must read all of it; a preset (debug=, experiment=) is always taken."""
+    if key in groups and key in keys:
+        return key in READS[stage]
+    return key in groups or reads(stage, key)
+
+
+def read_overrides(stage: str, overrides: list[str]) -> list[str]:
+    """The overrides whose keys `stage` reads (the pipeline hands each step only those)."""
+    keys, _ = schema_keys()
+    groups = _group_names()
+    return [o for o in overrides if (k := override_key(o)) is None or _read(stage, k, keys, groups)]
+
+
+def _unread_reason(stage: str) -> str:
+    if stage == "evaluate":
+        return (
+            "evaluate takes the model, its mask and its task settings from the finetune run "
+            "(model.from=<run>); it reads only where the task data lies, the attention backend "
+            "and the evaluation batch size and device."
+        )
+    return f"nothing in {stage} uses it."
+
+
+# --- the composed config ----------------------------------------------------------------------
+
+
+def check_ranges(cfg: DictConfig, stage: str) -> None:
+    """Every number of `config.RANGES` that `stage` reads lies in its range."""
+    for key, allowed in schema.RANGES.items():
+        if not reads(stage, key):
+            continue
+        value = _get(cfg, key)
+        values = list(value) if isinstance(value, ListConfig) else [value]
+        for v in values:
+            if v is None:
+                continue
+            _require(
+                not isinstance(v, bool) and allowed.holds(v),
+                f"{key}={value} must be {allowed}; set {key} to a value in that range.",
+            )
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Raise SparseBertError for the first value that cannot work."""
-    for key, allowed in CHOICES.items():
+    """Raise SparseBertError for the first value of the composed config that cannot work."""
+    stage = cfg.stage
+    for key, allowed in _choices().items():
         value = _get(cfg, key)
         _require(
-            value in allowed,
+            not reads(stage, key) or value in allowed,
             f"{key}={value} is not one of {', '.join(allowed)}; set {key}=<one of them>.",
         )
+    check_ranges(cfg, stage)
+    if stage == "evaluate":
+        return
     mask, model, trainer = cfg.mask, cfg.model, cfg.trainer
     names = mask_names()
     _require(
         mask.name in names,
         f"mask.name={mask.name} is not a known mask; use mask=<{'|'.join(names)}>.",
     )
-    _require(
-        mask.lam >= 0,
-        f"mask.lam={mask.lam} is negative; the L1 weight λ must be ≥ 0 (e.g. mask.lam=1e-4).",
-    )
-    _require(
-        mask.tau > 0,
-        f"mask.tau={mask.tau} must be > 0 (the Gumbel-sigmoid temperature τ; e.g. mask.tau=1.0).",
-    )
-    _require(
-        mask.tau_final is None or mask.tau_final > 0,
-        f"mask.tau_final={mask.tau_final} must be > 0 (or null for a constant τ).",
-    )
-    _require(
-        0 < mask.density <= 1,
-        f"mask.density={mask.density} must lie in (0, 1] (fraction of kept entries).",
-    )
-    _require(mask.seq_len >= 1, f"mask.seq_len={mask.seq_len} must be ≥ 1.")
     check_dam_config(mask)
     _require(
         mask.name != "from_run" or bool(mask.from_run),
         "mask=from_run needs the search run to load: add mask.from=<run_dir> or mask.from=latest.",
     )
     _require(
-        cfg.stage != "search" or mask.name == "dam",
+        stage != "search" or mask.name == "dam",
         f"`sparsebert search` learns a mask, but mask={mask.name} is fixed; use mask=dam (or mask=dam_s), "
         "or run `sparsebert pretrain mask=...` for a fixed pattern.",
-    )
-    _require(mask.head_warmup >= 0, f"mask.head_warmup={mask.head_warmup} must be ≥ 0 (steps).")
-    _require(
-        mask.encoder_lr is None or mask.encoder_lr >= 0,
-        f"mask.encoder_lr={mask.encoder_lr} must be ≥ 0 (0 freezes the encoder) or null.",
     )
     search_protocol = (mask.objective, mask.head_warmup, mask.encoder_lr) != ("mlm", 0, None)
     _require(
@@ -99,50 +200,129 @@ def validate_config(cfg: DictConfig) -> None:
         "mask.objective, mask.head_warmup and mask.encoder_lr set how `sparsebert search` learns "
         f"a mask on a trained model; the {cfg.stage} stage does not read them: drop them.",
     )
-    warm_started = bool(model.from_run) or model.preset == "hf"
+    warm_started = bool(model.from_run or model.name_or_path)
     _require(
         mask.objective != "distill" or warm_started,
         "mask.objective=distill keeps the hidden states of the dense model the search starts "
         "from, but no trained model is loaded; add model.from=<pretrain run> or model=minilm.",
     )
     _require(
+        mask.name != "checkpoint" or bool(model.from_run or model.name_or_path),
+        "mask=checkpoint means the mask stored with the model, but no model is loaded; set "
+        "model.from=<a pretrain or finetune run> (or model=minilm / model=hf "
+        "model.name_or_path=<name>), or name a mask (e.g. mask=dense).",
+    )
+    _require(
         model.hidden_size % model.num_heads == 0,
         f"model.hidden_size={model.hidden_size} is not divisible by model.num_heads={model.num_heads}; "
         "choose sizes where it is (e.g. 256 and 4).",
     )
-    _require(
-        model.block_size >= 1, f"model.block_size={model.block_size} must be ≥ 1 (e.g. 32 or 64)."
+    lengths = (
+        ("data.seq_len", "task.seq_len") if stage in ("finetune", "pipeline") else ("data.seq_len",)
     )
-    for key in ("data.seq_len", "task.seq_len"):
+    for key in lengths:
         n = _get(cfg, key)
         _require(
-            2 <= n <= model.max_position_embeddings,
-            f"{key}={n} must lie in [2, model.max_position_embeddings={model.max_position_embeddings}]; "
+            n <= model.max_position_embeddings,
+            f"{key}={n} is longer than model.max_position_embeddings={model.max_position_embeddings}; "
             f"lower {key} or raise model.max_position_embeddings.",
         )
     _require(
-        0 <= cfg.data.mlm_probability < 1,
-        f"data.mlm_probability={cfg.data.mlm_probability} must lie in [0, 1).",
-    )
-    _require(trainer.lr > 0, f"trainer.lr={trainer.lr} must be > 0.")
-    _require(
-        0 <= trainer.warmup < 1,
-        f"trainer.warmup={trainer.warmup} is a fraction of the steps; use [0, 1).",
-    )
-    _require(
-        trainer.max_steps >= 1 or trainer.epochs >= 1,
-        "set trainer.max_steps ≥ 1 or trainer.epochs ≥ 1.",
-    )
-    _require(
-        trainer.nproc_per_node >= 1, f"trainer.nproc_per_node={trainer.nproc_per_node} must be ≥ 1."
-    )
-    per_step = trainer.grad_accum * trainer.nproc_per_node
-    _require(
-        trainer.batch_size >= 1 and trainer.batch_size % per_step == 0,
-        f"trainer.batch_size={trainer.batch_size} (the global batch) must be a positive multiple of "
-        f"trainer.grad_accum × trainer.nproc_per_node = {per_step}.",
+        not reads(stage, "task.fold") or cfg.task.fold < cfg.task.num_folds,
+        f"task.fold={cfg.task.fold} is not a fold of task.num_folds={cfg.task.num_folds}; "
+        f"use task.fold=0..{cfg.task.num_folds - 1}.",
     )
     _require(
         trainer.precision != "fp16" or trainer.device != "cpu",
         "trainer.precision=fp16 needs a CUDA device; on CPU use trainer.precision=bf16 or fp32.",
     )
+    _require(
+        trainer.max_steps >= 1 or trainer.epochs >= 1,
+        "set trainer.max_steps ≥ 1 or trainer.epochs ≥ 1.",
+    )
+    per_step = trainer.grad_accum * trainer.nproc_per_node
+    _require(
+        trainer.batch_size % per_step == 0,
+        f"trainer.batch_size={trainer.batch_size} (the global batch) must be a positive multiple of "
+        f"trainer.grad_accum × trainer.nproc_per_node = {per_step}.",
+    )
+
+
+# --- outside the config -----------------------------------------------------------------------
+
+# Task and data settings that name files or folders, checked to exist before any work.
+PATH_KEYS = ("task.glue_dir", "task.data_dir")
+
+
+def preflight(cfg: DictConfig) -> dict[str, Path]:
+    """Check the files, folders, device and upstream runs the job needs, before any work.
+
+    Returns the upstream run folders that `model.from` / `mask.from` resolve to (by key)."""
+    stage = cfg.stage
+    for key in PATH_KEYS:
+        value = _get(cfg, key)
+        if value and reads(stage, key) and not Path(value).expanduser().is_dir():
+            raise SparseBertError(
+                f"{key}={value} is not a folder; point {key} at the folder that holds the data."
+            )
+    files = _get(cfg, "task.data_files") or {}
+    if reads(stage, "task.data_files"):
+        for split, path in files.items():
+            if not Path(path).expanduser().is_file():
+                raise SparseBertError(
+                    f"task.data_files.{split}={path} is not a file; point it at the {split} split's "
+                    "csv/json/parquet file."
+                )
+    if reads(stage, "trainer.precision") and cfg.trainer.precision == "fp16":
+        import torch
+
+        _require(
+            torch.cuda.is_available(),
+            f"trainer.precision=fp16 needs a CUDA device and none is visible (trainer.device="
+            f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",
+        )
+    return resolve_upstream(cfg)
+
+
+def resolve_upstream(cfg: DictConfig) -> dict[str, Path]:
+    """The completed runs that `model.from` and `mask.from` name (`latest` included), by key."""
+    from sparsebert_cli import runs
+
+    found = {}
+    for key, kind in UPSTREAM.get(cfg.stage, {}).items():
+        ref = _get(cfg, key)
+        if key == "mask.from_run" and cfg.mask.name != "from_run":
+            continue
+        if ref:
+            found[key] = runs.resolve(kind, ref, Path(cfg.paths.runs_dir))
+    return found
+
+
+def describe(cfg: DictConfig, upstream: dict[str, Path]) -> str:
+    """The effective choices of a checked config, as `validate` prints them."""
+    mask = cfg.mask.name
+    if mask == "dam" and cfg.mask.structure == "structured":
+        mask = "dam_s"
+    if "mask.from_run" in upstream:
+        mask = f"from_run ({upstream['mask.from_run']})"
+    model = cfg.model
+    if "model.from_run" in upstream:
+        described = f"from run {upstream['model.from_run']}"
+    elif model.name_or_path:
+        described = str(model.name_or_path)
+    else:
+        described = (
+            f"new ({model.num_layers} layers, {model.hidden_size} hidden, {model.num_heads} heads)"
+        )
+    parts = {
+        "mask": mask,
+        "model": described,
+        "backend": model.attention_backend,
+        "task": cfg.task.name,
+        "data": cfg.data.name,
+    }
+    shown = {"evaluate": ("model", "backend"), "finetune": ("mask", "model", "backend", "task")}
+    keep = shown.get(cfg.stage, ("mask", "model", "backend", "data"))
+    if cfg.stage == "pipeline":
+        keep = (*keep, "task")
+    return ", ".join(f"{k}={parts[k]}" for k in keep)

@@ -11,30 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import sparsebert
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg, sparsebert
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from robust_helpers import TINY, assert_clean_error
+from robust_helpers import TINY, TINY_TASK, assert_clean_error
 from safetensors.torch import save as safetensors_bytes
 
 from sparsebert_cli import runs
-from sparsebert_cli.cli import register_hydra_extensions, rewrite_aliases
-from sparsebert_cli.config import RunConfig, conf_dir
+from sparsebert_cli.config import ModelConfig, RunConfig, conf_dir
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import MASK_FILE, META_FILE, fit_to_length, load_mask, save_mask
 from sparsebert_cli.training import checkpoint
 from sparsebert_cli.validation import validate_config
-
-
-def compose_cfg(stage: str, *overrides: str):
-    register_hydra_extensions()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name=stage, overrides=rewrite_aliases(list(overrides)))
-    OmegaConf.resolve(cfg)
-    return cfg
-
 
 # --- config mistakes caught at composition (schema: unknown keys, groups, options, types) ---------
 
@@ -59,25 +48,25 @@ def test_composition_refuses(stage, overrides, needles):
 # --- values that compose but cannot work: validate_config (ranges, choices, combinations) ---------
 
 VALIDATION = [
-    ("search", ["mask.lam=-1"], "mask.lam=-1.0 is negative"),  # λ < 0
+    ("search", ["mask.lam=-1"], "mask.lam=-1.0 must be ≥ 0"),  # λ < 0
     ("search", ["mask.tau=0"], "mask.tau=0.0 must be > 0"),  # τ = 0
     ("search", ["mask.tau=-0.5"], "mask.tau=-0.5 must be > 0"),  # τ < 0
     ("search", ["mask.tau_final=0"], "mask.tau_final=0.0 must be > 0"),
-    ("pretrain", ["mask=random", "mask.density=0"], "mask.density=0.0 must lie in (0, 1]"),  # sparsity 1
-    ("pretrain", ["mask=random", "mask.density=1.5"], "mask.density=1.5 must lie in (0, 1]"),  # < 0
+    ("pretrain", ["mask=random", "mask.density=0"], "mask.density=0.0 must be in (0, 1]"),  # sparsity 1
+    ("pretrain", ["mask=random", "mask.density=1.5"], "mask.density=1.5 must be in (0, 1]"),  # < 0
     ("pretrain", ["model.block_size=0"], "model.block_size=0 must be ≥ 1"),
-    ("pretrain", ["data.seq_len=1024"], "data.seq_len=1024 must lie in [2, model.max_position_embeddings=512]"),
-    ("finetune", ["task.seq_len=600"], "task.seq_len=600 must lie in [2, model.max_position_embeddings=512]"),
-    ("pretrain", ["data.seq_len=1"], "data.seq_len=1 must lie in [2,"),
+    ("pretrain", ["data.seq_len=1024"], "data.seq_len=1024 is longer than model.max_position_embeddings=512"),
+    ("finetune", ["task.seq_len=600"], "task.seq_len=600 is longer than model.max_position_embeddings=512"),
+    ("pretrain", ["data.seq_len=1"], "data.seq_len=1 must be ≥ 8"),
     ("pretrain", ["mask.seq_len=0"], "mask.seq_len=0 must be ≥ 1"),
     ("pretrain", ["model.hidden_size=33"], "model.hidden_size=33 is not divisible by model.num_heads=2"),
     ("pretrain", ["trainer.batch_size=10", "trainer.grad_accum=4"], "trainer.batch_size=10 (the global batch)"),
     ("pretrain", ["trainer.precision=fp16", "trainer.device=cpu"], "trainer.precision=fp16 needs a CUDA device"),
     ("pretrain", ["trainer.lr=0"], "trainer.lr=0.0 must be > 0"),
-    ("pretrain", ["trainer.warmup=1.5"], "trainer.warmup=1.5 is a fraction"),
+    ("pretrain", ["trainer.warmup=1.5"], "trainer.warmup=1.5 must be in [0, 1)"),
     ("pretrain", ["trainer.max_steps=0"], "set trainer.max_steps ≥ 1 or trainer.epochs ≥ 1"),
     ("pretrain", ["trainer.nproc_per_node=0"], "trainer.nproc_per_node=0 must be ≥ 1"),
-    ("pretrain", ["data.mlm_probability=1.0"], "data.mlm_probability=1.0 must lie in [0, 1)"),
+    ("pretrain", ["data.mlm_probability=1.0"], "data.mlm_probability=1.0 must be in (0, 1)"),
     ("pretrain", ["mask.structure=diagonal"], "mask.structure=diagonal is not one of unstructured, structured"),
     ("pretrain", ["resume=maybe"], "resume=maybe is not one of auto, never"),
     ("pretrain", ["logger.mode=sometimes"], "logger.mode=sometimes is not one of online, offline, disabled"),
@@ -242,7 +231,9 @@ def test_damaged_checkpoint_weights_are_refused(model_dir, damage):
 
     damage(model_dir / "model.safetensors")
     _refused(
-        lambda: load_checkpoint(model_dir), str(model_dir / "model.safetensors"), "Rerun the stage"
+        lambda: load_checkpoint(model_dir, ModelConfig()),
+        str(model_dir / "model.safetensors"),
+        "Rerun the stage",
     )
 
 
@@ -265,7 +256,7 @@ def test_damaged_checkpoint_config_is_refused(model_dir, damage):
     damage(model_dir / "config.json")
     model_cfg = OmegaConf.structured(RunConfig).model
     for call in (
-        lambda: load_checkpoint(model_dir),
+        lambda: load_checkpoint(model_dir, ModelConfig()),
         lambda: bert_config(model_cfg, None, model_dir),
         lambda: build_task_model(model_cfg, MaskSource("dense"), 2, "classification", model_dir),
     ):
@@ -276,7 +267,9 @@ def test_truncated_checkpoint_record_is_refused(model_dir):
     from sparsebert_cli.modeling import CHECKPOINT_FILE, load_checkpoint
 
     _truncate(model_dir / CHECKPOINT_FILE)
-    _refused(lambda: load_checkpoint(model_dir), str(model_dir / CHECKPOINT_FILE), "Rerun")
+    _refused(
+        lambda: load_checkpoint(model_dir, ModelConfig()), str(model_dir / CHECKPOINT_FILE), "Rerun"
+    )
 
 
 # --- upstream references: missing, failed, running, wrong kind -------------------------------------
@@ -591,11 +584,12 @@ def _plant_search_run(root: Path, name: str, mask: torch.Tensor) -> Path:
 
 CLI = {
     "unknown command": (["pretrian"], ["unknown command 'pretrian'", "Did you mean 'pretrain'?"]),
-    "unknown key": (["pretrain", "trainer.lrr=1"], ["trainer.lrr", "+trainer.lrr=1"]),
+    "unknown key": (["pretrain", "trainer.lrr=1"], ["trainer.lrr", "did you mean trainer.lr?"]),
+    "added key": (["search", "+mask.lamda=1"], ["mask.lamda", "did you mean mask.lam?"]),
     "unknown option": (["pretrain", "mask=diagonal"], ["mask/diagonal", "Available options"]),
     "wrong type": (["pretrain", "trainer.max_steps=abc"], ["abc"]),
-    "negative lambda": (["search", "mask.lam=-1"], ["error: mask.lam=-1.0 is negative"]),
-    "too long": (["pretrain", "data.seq_len=1024"], ["error: data.seq_len=1024 must lie in"]),
+    "negative lambda": (["search", "mask.lam=-1"], ["error: mask.lam=-1.0 must be ≥ 0"]),
+    "too long": (["pretrain", "data.seq_len=1024"], ["error: data.seq_len=1024 is longer than"]),
     "validate tool": (["validate", "search", "mask.tau=0"], ["error: mask.tau=0.0 must be > 0"]),
     "missing upstream": (
         ["pretrain", "mask=from_run", "mask.from=missing-run"],
@@ -630,12 +624,14 @@ def test_cli_refuses(workdir, case):
     (corrupt / "artifacts" / MASK_FILE).write_bytes(data[:-7])
     _plant_search_run(root, "heads4", torch.ones(1, 4, 32, 32, dtype=torch.bool))
     args, needles = CLI[case]
-    extra = TINY if args[0] in ("search", "pretrain", "finetune") else []
+    extra = {"search": TINY, "pretrain": TINY, "finetune": TINY_TASK}.get(args[0], [])
     proc = sparsebert(args[0], *extra, *args[1:], "run_id=bad", cwd=workdir, check=False)
     out = assert_clean_error(proc, *needles)
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) <= 1, out  # one paragraph
-    if args[0] in ("search", "pretrain", "finetune") and errors:
+    if case in ("unknown key", "added key"):  # refused before Hydra makes a run folder
+        assert not (root / args[0] / "bad").exists()
+    elif args[0] in ("search", "pretrain", "finetune") and errors:
         manifest = runs.load_manifest(root / args[0] / "bad")
         assert manifest["status"] == "failed" and manifest["error"] == errors[0][len("error: ") :]
 

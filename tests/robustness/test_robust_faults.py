@@ -17,6 +17,7 @@ import pytest
 from conftest import sparsebert
 from robust_helpers import (
     TINY,
+    TINY_TASK,
     Job,
     assert_checkpoints_whole,
     assert_same_weights,
@@ -101,7 +102,7 @@ def test_resume_after_ten_seeded_kills_equals_an_undisturbed_run(workdir):
 
 @pytest.mark.slow
 def test_pipeline_killed_between_stages_reruns_to_the_same_result(workdir, monkeypatch):
-    args = ("pipeline", *TINY, "mask=no_diag", "run_id=p")
+    args = ("pipeline", *TINY_TASK, "mask=no_diag", "run_id=p")
     reference_runs = workdir / "reference-runs"
     sparsebert(*args, cwd=workdir, env={"SPARSEBERT_RUNS_DIR": str(reference_runs)})
     runs_dir = workdir / "runs"

@@ -88,7 +88,7 @@ def test_a_pickled_hugging_face_checkpoint_is_refused_without_running(tmp_path):
     ).save_pretrained(folder)  # fmt: skip
     torch.save(_Payload(marker), folder / "pytorch_model.bin")
     model_cfg = OmegaConf.structured(RunConfig).model
-    model_cfg.preset, model_cfg.name_or_path = "hf", str(folder)
+    model_cfg.name_or_path = str(folder)
     with pytest.raises(Exception) as info:
         build_task_model(model_cfg, MaskSource("dense"), 2, "classification", None, 100)
     assert "weights_only" in str(info.value) or "Unsupported global" in str(info.value)

@@ -3,7 +3,8 @@
 `BertSelfAttention` calls `sparse_attention_forward(module, q, k, v, attention_mask, scaling,
 dropout, **kwargs)`; the model's forward passes the mask M of this forward pass as the keyword
 `sparse_mask` (an `AttentionMask`), and the function picks layer `module.layer_idx`'s [H, n, n]
-slice and the backend named by `config.attention_backend`:
+slice and the backend the mask object carries (`AttentionMask.backend`, set from `cfg.model`
+each time a stage builds or loads a model, never stored in Hugging Face's config):
 
     masked        exact reference, any mask (a DAM sample included: gradients to α)
     sdpa          the same maths on PyTorch's fused SDPA kernels (boolean masks, passed as an
@@ -38,12 +39,12 @@ from sparsebert_cli.attention.masked import (
     sdpa_attention,
 )
 from sparsebert_cli.attention.profile import AttentionProfile
+from sparsebert_cli.config import BACKENDS, ModelConfig
 from sparsebert_cli.errors import SparseBertError
 
 log = logging.getLogger(__name__)
 
 ATTENTION_IMPLEMENTATION = "sparsebert"
-BACKENDS = ("auto", "masked", "sdpa", "block_sparse", "flex")
 # auto: below this length, or above this block density, SDPA with the (cached) mask is faster
 # than skipping blocks (measured with `python -m benchmarks.attention`).
 AUTO_MIN_SPARSE_LENGTH = 512
@@ -57,11 +58,14 @@ class AttentionMask:
     values: [L or 1, H, n, n] (one mask shared by all layers when L = 1), bool for a fixed or
     binarized mask, float 0/1 for a DAM sample; None for dense attention. The block tables of
     each layer are built on first use and kept as long as this object (a fixed mask keeps it
-    across batches). `logged` holds the auto choices already logged by the model.
+    across batches). `logged` holds the auto choices already logged by the model. `backend` and
+    `block_size` are model.attention_backend and model.block_size of the stage that runs it.
     """
 
     values: torch.Tensor | None
     logged: set[str] = field(default_factory=set)
+    backend: str = "auto"
+    block_size: int = ModelConfig.block_size
     cache: dict[tuple, object] = field(default_factory=dict)
 
     def _index(self, layer: int) -> int:
@@ -157,8 +161,7 @@ def sparse_attention_forward(
     masks = sparse_mask if sparse_mask is not None else AttentionMask(None)
     layer = module.layer_idx
     mask = masks.layer(layer)
-    block_size = module.config.block_size
-    backend = module.config.attention_backend
+    block_size, backend = masks.block_size, masks.backend
     needs_grad = torch.is_grad_enabled() and query.requires_grad
     if attention_profile is not None:
         probs = attention_probs(query, key, mask, key_padding, scaling)

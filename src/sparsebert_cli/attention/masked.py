@@ -73,6 +73,7 @@ class SdpaMask:
     """What `sdpa_attention` derives from a boolean M [H, n, n], once per mask, dtype and device."""
 
     mask: torch.Tensor  # bool [H, n, n]: M
+    dtype: torch.dtype  # the query dtype it was built for
     # [1, H, n, n] in the query dtype: 0 where M allows, `masked_score` where not; None when it
     # is larger than SDPA_CACHE_BYTES (then built per call: long sequences, where it is cheap
     # next to the attention itself and too big to keep for every layer)
@@ -95,6 +96,7 @@ def build_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
     empty = ~has_key[None, ..., None]
     return SdpaMask(
         mask=mask,
+        dtype=dtype,
         bias=_bias(mask, dtype) if small else None,
         empty=empty if bool(empty.any()) else None,
         first_key=first_key,
@@ -158,7 +160,7 @@ def sdpa_attention(
         empty = key_padding.all(dim=-1)[:, None, None, None]  # [B, 1, 1, 1]
         empty = empty if bool(empty.any()) else None
     else:
-        if prepared is None or prepared.bias.dtype != query.dtype:
+        if prepared is None or prepared.dtype != query.dtype:
             prepared = _cached_sdpa_mask(mask, query.dtype)
         bias, empty = prepared.bias, prepared.empty
         if bias is None:

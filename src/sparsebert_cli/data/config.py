@@ -52,8 +52,6 @@ class TaskConfig:
     data_files: dict[str, str] = field(default_factory=dict)  # split -> csv/json/parquet file
     text_fields: list[str] = field(default_factory=lambda: ["sentence"])  # hub / data_files columns
     label_field: str = "label"
-    metrics: list[str] = field(default_factory=lambda: ["accuracy"])
-    headline: str = "accuracy"  # the metric the report table shows
     seq_len: int = 128
     fold: int = 0  # embedded tasks: which cross-validation fold is dev
     num_folds: int = 5

@@ -29,8 +29,8 @@ NOT_NSP = -100  # next_sentence_label when data.nsp=false: ignored by a cross-en
 
 
 def build_pretraining_splits(data_cfg, tokenizer, seed: int, cache_dir: Path):
-    """`DatasetDict` with `train` and `eval` pre-training examples, built once per cache key."""
-    check_parameters(data_cfg)
+    """`DatasetDict` with `train` and `eval` pre-training examples, built once per cache key
+    (the settings' ranges are checked once, by `validation`, before any work)."""
     parameters = {
         name: getattr(data_cfg, name)
         for name in (
@@ -54,24 +54,6 @@ def build_pretraining_splits(data_cfg, tokenizer, seed: int, cache_dir: Path):
     )
     path = cache_dir / "pretraining" / f"examples-{key}"
     return cached_dataset(path, lambda: build_splits(data_cfg, tokenizer, seed, cache_dir, key))
-
-
-def check_parameters(data_cfg) -> None:
-    problems = []
-    if data_cfg.seq_len < 8:
-        problems.append(f"data.seq_len={data_cfg.seq_len} is too short (at least 8)")
-    if not 0 < data_cfg.mlm_probability < 1:
-        problems.append(f"data.mlm_probability={data_cfg.mlm_probability} must lie in (0, 1)")
-    if data_cfg.max_predictions_per_seq < 1:
-        problems.append(
-            f"data.max_predictions_per_seq={data_cfg.max_predictions_per_seq} must be ≥ 1"
-        )
-    if not 0 < data_cfg.eval_fraction < 1:
-        problems.append(f"data.eval_fraction={data_cfg.eval_fraction} must lie in (0, 1)")
-    if data_cfg.dupe_factor < 1:
-        problems.append(f"data.dupe_factor={data_cfg.dupe_factor} must be ≥ 1")
-    if problems:
-        raise SparseBertError("Invalid pre-training data settings: " + "; ".join(problems) + ".")
 
 
 def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):

@@ -290,17 +290,10 @@ def squad_examples(task_cfg, cache_dir: Path) -> dict:
     }
 
 
-def check_squad(task_cfg) -> None:
-    for key in ("doc_stride", "max_query_length", "max_answer_length", "n_best"):
-        if getattr(task_cfg, key) < 1:
-            raise SparseBertError(f"task.{key}={getattr(task_cfg, key)} must be at least 1.")
-
-
 def load_squad(task_cfg, tokenizer, cache_dir: Path) -> SquadData:
     """Questions and windowed features of SQuAD (v2.0 with task.version_2_with_negative)."""
     import datasets
 
-    check_squad(task_cfg)
     examples = squad_examples(task_cfg, cache_dir)
     splits = datasets.DatasetDict(
         {

@@ -129,8 +129,6 @@ def load_swag(task_cfg, tokenizer, cache_dir: Path) -> SwagData:
     """The SWAG splits, tokenized into four sequences per question."""
     import datasets
 
-    if task_cfg.seq_len < 4:
-        raise SparseBertError(f"task.seq_len={task_cfg.seq_len} is too short; use at least 4.")
     examples = swag_examples(task_cfg, cache_dir)
     splits = datasets.DatasetDict(
         {

@@ -46,7 +46,7 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
         source = manifest.get("inputs", {}).get("model")
         if source is not None:
             model_cfg.from_run = source["run_dir"]
-        elif model_cfg.preset != "hf":
+        elif not model_cfg.get("name_or_path"):
             raise SparseBertError(
                 f"{run_dir} searched its mask on a randomly initialised model; occlusion needs a "
                 "trained one: pass a pretrain run, or a search run started from model.from=<run> "

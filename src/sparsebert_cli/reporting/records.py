@@ -50,10 +50,10 @@ class RunRecord:
 
 def experiment_config(config: dict) -> dict:
     """`config` without the keys that do not make two result runs different experiments: the
-    launch settings a run's content hash leaves out (`launch`), the seed, the stage, upstream
+    launch settings a run's content hash leaves out (`stages.hashed_config`), the seed, the stage, upstream
     run folders, and the mask settings the chosen mask does not read (λ of a fixed pattern)."""
-    from sparsebert_cli.launch import _NOT_HASHED, _NOT_HASHED_TRAINER
     from sparsebert_cli.masks.config import DAM_FIELDS
+    from sparsebert_cli.stages import _NOT_HASHED, _NOT_HASHED_TRAINER
 
     kept = {k: v for k, v in config.items() if k not in (*_NOT_HASHED, *_NOT_COMPARED)}
     if isinstance(kept.get("trainer"), dict):

@@ -1,0 +1,131 @@
+"""The stages and the config keys each one reads (torch-free: `validate` and the CLI consult it).
+
+A key is read by a stage when it or a group above it is listed (`mask` covers `mask.lam`). A key
+a stage does not read is refused on its command line (`validation.check_overrides`), left out of
+its content hash (`hashed_config`) and of its checks; tests/test_config_keys.py proves
+every key of every stage's composed config is listed or refused, and every listed key has a
+reader.
+"""
+
+import glob
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# Read by the job machinery of every stage (launch.py, runs.py): where and how the job runs.
+_JOB = ("stage", "seed", "offline", "run_id", "sweep_name", "paths", "trainer.nproc_per_node")
+# Read by the training loop (training/loop.py, logging.py, checkpoint.py).
+_TRAINING = (*_JOB, "resume", "logger", "trainer")
+# The corpus that a tokenizer is trained on (data.tokenizer=train) and its settings.
+_TOKENIZER = (
+    "data.name",
+    "data.hub_sources",
+    "data.sentence_sources",
+    "data.sentences_per_document",
+    "data.files",
+    "data.text_column",
+    "data.max_documents",
+    "data.num_proc",
+    "data.tokenizer",
+    "data.vocab_size",
+)
+
+READS: dict[str, tuple[str, ...]] = {
+    "search": (*_TRAINING, "mask", "model", "data"),
+    "pretrain": (*_TRAINING, "mask", "model", "data"),
+    "finetune": (*_TRAINING, "mask", "model", "task", *_TOKENIZER),
+    "evaluate": (
+        *_JOB,
+        "model.from_run",
+        "model.attention_backend",
+        "model.block_size",
+        "task.glue_dir",
+        "task.data_dir",
+        "task.data_files",
+        "trainer.eval_batch_size",
+        "trainer.device",
+    ),
+    # The pipeline hands its whole config to its steps (each step checks what it reads).
+    "pipeline": (*_TRAINING, "mask", "model", "data", "task", "pipeline"),
+}
+
+# The upstream runs a stage loads, by the key that names them, and the stage they must be.
+UPSTREAM: dict[str, dict[str, str]] = {
+    "search": {"model.from_run": "pretrain"},
+    "pretrain": {"model.from_run": "pretrain", "mask.from_run": "search"},
+    "finetune": {"model.from_run": "pretrain", "mask.from_run": "search"},
+    "evaluate": {"model.from_run": "finetune"},
+}
+
+
+def reads(stage: str, key: str) -> bool:
+    """Whether `stage` reads `key` (dotted), or a key inside it when `key` is a group."""
+    return any(key == k or key.startswith(f"{k}.") or k.startswith(f"{key}.") for k in READS[stage])
+
+
+# Keys that do not change what a job computes, left out of its content hash (as are the keys
+# the stage does not read): resuming with another checkpoint interval or log rate is the same job.
+_NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
+_NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
+
+
+def hashed_config(resolved: dict) -> dict:
+    """The part of a resolved config that determines a job's result (its identity for reuse):
+    the keys its stage reads, less those that only say where or how fast it runs."""
+
+    def kept(node: dict, prefix: str) -> dict:
+        out = {}
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if not reads(resolved["stage"], dotted):
+                continue
+            out[key] = (
+                kept(value, f"{dotted}.") if isinstance(value, dict) and not prefix else value
+            )
+        return out
+
+    hashed = kept({k: v for k, v in resolved.items() if k not in _NOT_HASHED}, "")
+    if "trainer" in hashed:
+        hashed["trainer"] = {
+            k: v for k, v in hashed["trainer"].items() if k not in _NOT_HASHED_TRAINER
+        }
+    if "mask" in hashed:
+        hashed["mask"] = _mask_identity(resolved["mask"])
+    files = _input_files(resolved)
+    if files:  # absent otherwise, so configs without local files keep their hashes
+        from sparsebert_cli.data.cache import file_fingerprint
+
+        hashed["input_files"] = file_fingerprint(files)
+    return hashed
+
+
+def _input_files(resolved: dict) -> list[str]:
+    """The local data files a job reads (data.files; the task's data_files, glue_dir, data_dir):
+    they enter the hash by size and modification time, so an edited file is a new job."""
+    stage = resolved["stage"]
+    files = []
+    if reads(stage, "data.files"):
+        files += [p for pattern in resolved["data"]["files"] for p in glob.glob(pattern)]
+    task = resolved["task"]
+    if reads(stage, "task.data_files"):
+        files += [p for p in task["data_files"].values() if Path(p).expanduser().is_file()]
+    for key in ("glue_dir", "data_dir"):
+        folder = task[key]
+        if reads(stage, f"task.{key}") and folder and Path(folder).expanduser().is_dir():
+            files += [str(p) for p in Path(folder).expanduser().rglob("*") if p.is_file()]
+    return files
+
+
+def _mask_identity(mask: dict) -> dict:
+    """Only the mask settings the chosen mask reads: dense with λ=1e-4 is dense with λ=1e-3."""
+    from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
+
+    if mask["name"] in PATTERNS:
+        return {"name": mask["name"], **pattern_params(OmegaConf.create(mask))}
+    if mask["name"] in ("from_run", "checkpoint"):
+        return {"name": mask["name"], "from_run": mask["from_run"]}
+    if mask["name"] == "dam":
+        from sparsebert_cli.masks.config import dam_identity
+
+        return dam_identity(mask)
+    return mask

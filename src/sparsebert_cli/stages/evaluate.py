@@ -98,17 +98,19 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.modeling import load_checkpoint, read_record
 
     model_dir = upstream_model(cfg, run, "finetune")
-    model = load_checkpoint(model_dir)
+    model = load_checkpoint(model_dir, cfg.model)
     info = read_record(model_dir)
     if "task" not in info:
         raise SparseBertError(
             f"{model_dir} holds no fine-tuned task (a pre-trained model); evaluate takes a "
             "finetune run: model.from=<finetune run folder> or model.from=latest."
         )
-    task_cfg = recorded_task(info["task"], cfg.task, Path(cfg.model.from_run))
+    task_cfg = recorded_task(info["task"], cfg.task, model_dir.parents[1])
     model.to(resolve_device(cfg.trainer))
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
-    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), cfg.seed)
+    # An embedded task's folds are dealt with the finetune run's seed: its dev set, not ours
+    # (a checkpoint from before the seed was recorded: this run's).
+    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), info.get("seed", cfg.seed))
     batch = cfg.trainer.eval_batch_size
 
     predictions = run.dir / "predictions"

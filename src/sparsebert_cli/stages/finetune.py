@@ -24,7 +24,7 @@ from sparsebert_cli.stages.inputs import (
 )
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import predict, to_predictions
-from sparsebert_cli.training.loop import Hooks, steps_per_epoch, total_steps, train
+from sparsebert_cli.training.loop import Hooks, total_steps, train
 from sparsebert_cli.training.optim import NO_EXTRA_RATES, GroupRates
 
 
@@ -99,8 +99,6 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         check_mask_covers(source, cfg.task)
     name_labels(model.config, task)
     trainer = cfg.trainer
-    if trainer.eval_every == 0 and trainer.epochs > 0:  # evaluate after every epoch
-        trainer.eval_every = steps_per_epoch(len(task.splits["train"]), trainer.batch_size)
 
     def evaluate() -> dict[str, float]:
         logits, _ = predict(model, task.splits["dev"], task.collate, trainer.eval_batch_size)
@@ -117,6 +115,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             "stage": "finetune",
             "run_dir": str(run.dir),
             "task": OmegaConf.to_container(cfg.task, resolve=True),
+            "seed": cfg.seed,  # deals an embedded task's folds: evaluate uses the same dev set
             "label_names": list(task.label_names),
         }
         save_checkpoint(model, run.artifacts / MODEL_DIR, extra)

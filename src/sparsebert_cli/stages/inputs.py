@@ -50,12 +50,12 @@ def resolve_mask(cfg: DictConfig, run: runs.Run) -> DictConfig:
 
 
 def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
-    """The model folder of the `kind` run that `model.from_run` names (None when not set)."""
+    """The model folder of the `kind` run that `model.from_run` names (None when not set); the
+    model is built from this folder (`init_from`), never from the unresolved reference."""
     if not cfg.model.from_run:
         return None
     run_dir = runs.resolve(kind, cfg.model.from_run, Path(cfg.paths.runs_dir))
     run.add_input("model", run_dir)
-    cfg.model.from_run = str(run_dir)  # model building reads the resolved folder
     model_dir = run_dir / "artifacts" / MODEL_DIR
     if not model_dir.is_dir():
         raise SparseBertError(
@@ -66,7 +66,7 @@ def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
 
 def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
     """The folder the model's weights (and so its tokenizer) come from, if any."""
-    if init_from is not None or cfg.model.preset != "hf":
+    if init_from is not None or not cfg.model.name_or_path:
         return init_from
     from sparsebert_cli.modeling import resolve_pretrained
 

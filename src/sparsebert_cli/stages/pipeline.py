@@ -6,12 +6,16 @@ config (`<runs_dir>/<step>/pipeline-<hash>`), so a completed upstream run with a
 is reused, by this sweep or a later one; concurrent jobs wait on the folder's lock (runs.hold).
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
-from sparsebert_cli.launch import hashed_config, run_in_folder
+from sparsebert_cli.stages import hashed_config
+
+# How the pipeline runs a step in its folder: `launch.run_in_folder`, handed in by the launcher.
+StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, command, wait=)
 
 GROUPS = ("mask", "model", "data", "task", "trainer", "logger")
 
@@ -34,23 +38,34 @@ def _drop(overrides: list[str], group: str) -> list[str]:
     return [o for o in overrides if _key(o).split(".")[0] != group]
 
 
-def run_step(step: str, overrides: list[str], cfg: DictConfig) -> tuple[Path, dict]:
-    """Compose, place (content hash) and run one step, or reuse its completed folder."""
+def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tuple[Path, dict]:
+    """Compose, place (content hash) and run one step, or reuse its completed folder. The step
+    gets the common overrides it reads (evaluate takes no mask, model sizes or data) and all of
+    its own (`pipeline.<step>=[...]`), which are refused if it does not read them."""
     from sparsebert_cli.config import expand_path_fields
-    from sparsebert_cli.validation import validate_config
+    from sparsebert_cli.validation import (
+        check_overrides,
+        preflight,
+        read_overrides,
+        validate_config,
+    )
 
+    own = list(cfg.pipeline[step])
+    check_overrides(step, own)
+    overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
     expand_path_fields(step_cfg)
     validate_config(step_cfg)
+    preflight(step_cfg)
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
     print(f"[sparsebert] pipeline step {step}: {run_dir}", flush=True)
-    metrics = run_in_folder(step_cfg, run_dir, runs.command_line(step, overrides), wait=True)
+    metrics = job(step_cfg, run_dir, runs.command_line(step, overrides), wait=True)
     return run_dir, metrics
 
 
-def run(cfg: DictConfig, run: runs.Run) -> dict[str, float]:
+def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
@@ -58,21 +73,20 @@ def run(cfg: DictConfig, run: runs.Run) -> dict[str, float]:
     user = [o for o in hc.overrides.task if not o.startswith("pipeline.")]
     # The group choices as resolved here, then every other override (values inside groups too).
     common = [*chosen, *(o for o in user if _key(o) not in GROUPS)]
-    pretrain_args = [*common, *cfg.pipeline.pretrain]
+    pretrain_args = common
     if cfg.mask.name == "dam":  # a learnable mask: search it, then pre-train with it frozen
-        search_dir, _ = run_step("search", [*common, *cfg.pipeline.search], cfg)
+        search_dir, _ = run_step("search", common, cfg, run_step_job)
         run.add_input("search", search_dir)
-        searched = ["mask=from_run", f"mask.from_run={search_dir}"]
-        pretrain_args = [*_drop(common, "mask"), *searched, *cfg.pipeline.pretrain]
-    pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg)
+        pretrain_args = [*_drop(common, "mask"), "mask=from_run", f"mask.from_run={search_dir}"]
+    pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg, run_step_job)
     run.add_input("pretrain", pretrain_dir)
     wired = [*_drop(common, "mask"), "mask=checkpoint"]
     finetune_dir, _ = run_step(
-        "finetune", [*wired, f"model.from_run={pretrain_dir}", *cfg.pipeline.finetune], cfg
+        "finetune", [*wired, f"model.from_run={pretrain_dir}"], cfg, run_step_job
     )
     run.add_input("finetune", finetune_dir)
     evaluate_dir, metrics = run_step(
-        "evaluate", [*wired, f"model.from_run={finetune_dir}", *cfg.pipeline.evaluate], cfg
+        "evaluate", [*wired, f"model.from_run={finetune_dir}"], cfg, run_step_job
     )
     run.add_input("evaluate", evaluate_dir)
     return metrics

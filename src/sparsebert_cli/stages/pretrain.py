@@ -30,7 +30,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
     splits, collate = pretraining_data(cfg, tokenizer)
     source = build_mask_source(mask_cfg, cfg.model, cfg.data.seq_len, init_from)
-    model = build_pretraining_model(cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp)
+    model = build_pretraining_model(
+        cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
+    )
 
     evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
     metrics = train(model, splits["train"], collate, cfg, run, Hooks(evaluate=evaluate))

@@ -55,8 +55,10 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     init_from = upstream_model(cfg, run, "pretrain")
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
     splits, collate = pretraining_data(cfg, tokenizer)
-    source = build_mask_source(cfg.mask, cfg.model, cfg.data.seq_len)
-    model = build_pretraining_model(cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp)
+    source = build_mask_source(cfg.mask, cfg.model, cfg.data.seq_len, init_from)
+    model = build_pretraining_model(
+        cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
+    )
     dam = source.dam
     total = total_steps(cfg.trainer, len(splits["train"]))
     trace_dir = run.dir / "trace"

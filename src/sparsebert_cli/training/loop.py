@@ -202,6 +202,8 @@ def train(
 
     n = len(dataset)
     total = total_steps(tc, n)
+    # trainer.eval_every=0: after every epoch when training by epochs, else at the end only.
+    eval_every = tc.eval_every or (steps_per_epoch(n, tc.batch_size) if tc.epochs > 0 else 0)
     micro = tc.batch_size // (world_size * tc.grad_accum)
     optimizer = build_optimizer(model, tc, rates)
     scheduler = build_scheduler(optimizer, tc, total, rates.head_warmup)
@@ -261,7 +263,7 @@ def train(
                 else:
                     logger.advance(done)
             if hooks.evaluate is not None and (
-                (tc.eval_every and done % tc.eval_every == 0) or done == total
+                (eval_every and done % eval_every == 0) or done == total
             ):
                 if rank == 0:
                     metrics = hooks.evaluate()

@@ -1,0 +1,165 @@
+"""One home per fact in the config: every key of every stage is read by that stage or refused,
+every number has its range in `config.RANGES`, choices come from one registry, and the content
+hash holds only what a stage reads."""
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, compose_cfg
+from omegaconf import DictConfig, OmegaConf
+
+from sparsebert_cli.config import RANGES, STAGES, RunConfig
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.stages import READS, hashed_config, reads
+from sparsebert_cli.validation import check_overrides, schema_keys, validate_config
+
+SRC = ROOT / "src" / "sparsebert_cli"
+# Where keys are declared, ranged or hashed, not read: their mention proves no reader.
+NOT_READERS = {"config.py", "validation.py", "stages/__init__.py"}
+
+
+def leaves(node: DictConfig, prefix: str = "") -> list[str]:
+    """The dotted keys of a composed config, down to the schema's leaves (a dict setting such as
+    task.data_files is one leaf)."""
+    _, open_keys = schema_keys()
+    out = []
+    for key in node:
+        dotted = f"{prefix}{key}"
+        value = node[key]
+        if isinstance(value, DictConfig) and dotted not in open_keys:
+            out += leaves(value, f"{dotted}.")
+        else:
+            out.append(dotted)
+    return out
+
+
+def reader_sources() -> str:
+    texts = [
+        p.read_text(encoding="utf-8")
+        for p in SRC.rglob("*.py")
+        if p.relative_to(SRC).as_posix() not in NOT_READERS and not p.name == "config.py"
+    ]
+    texts += [p.read_text(encoding="utf-8") for p in (ROOT / "conf" / "hydra").rglob("*.yaml")]
+    return "\n".join(texts)
+
+
+def has_reader(key: str, sources: str) -> bool:
+    """Whether some module reads the setting: `.name`, `["name"]`, a listed "name" (settings
+    read by name) or `${name}` in the Hydra run-folder config."""
+    name = re.escape(key.rsplit(".", 1)[-1])
+    return bool(re.search(rf"\.{name}\b|\[\"{name}\"\]|\"{name}\"|\$\{{{name}\}}", sources))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_key_of_a_stage_is_read_by_it_or_refused(stage):
+    sources = reader_sources()
+    cfg = compose_cfg(stage)
+    for key in leaves(cfg):
+        if reads(stage, key):
+            assert has_reader(key, sources), f"{stage} lists {key} as read but nothing reads it"
+        else:
+            with pytest.raises(SparseBertError, match=f"does not read {re.escape(key)}"):
+                check_overrides(stage, [f"{key}=1"])
+
+
+def test_a_key_added_to_the_schema_without_a_reader_fails_the_walk():
+    """The walk catches a new setting nobody reads (what trainer.dataloader_workers was)."""
+    sources = reader_sources()
+    assert has_reader("trainer.grad_accum", sources)
+    assert not has_reader("trainer.dataloader_workers", sources)
+    assert not has_reader("trainer.prefetch_factor", sources)
+
+
+def test_the_listed_keys_exist_in_the_schema():
+    keys, _ = schema_keys()
+    for stage, listed in READS.items():
+        assert set(listed) <= keys, (stage, set(listed) - keys)
+
+
+def numeric_keys(node: type = RunConfig, prefix: str = "") -> set[str]:
+    """The schema's settings typed int or float (optional, or a tuple of them, included)."""
+    out = set()
+    hints = typing.get_type_hints(node)
+    for f in dataclasses.fields(node):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out |= numeric_keys(kind, f"{prefix}{f.name}.")
+            continue
+        args = {a for a in typing.get_args(kind) if a is not type(None)} or {kind}
+        if args and args <= {int, float}:
+            out.add(f"{prefix}{f.name}")
+    return out
+
+
+def test_every_number_of_the_schema_has_one_range():
+    assert numeric_keys() == set(RANGES)
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
+def test_a_value_outside_a_range_is_refused_by_validation(key):
+    allowed = RANGES[key]
+    bad = "nan" if allowed.low is None else str(allowed.low - 1)
+    if isinstance(OmegaConf.select(OmegaConf.structured(RunConfig), key), int):
+        bad = str(int(float(bad))) if bad != "nan" else "nan"
+    stage = next(s for s in ("search", "pretrain", "finetune") if reads(s, key))
+    value = f"[{bad},{bad}]" if key == "trainer.betas" else bad
+    extra = ["mask=dam"] if stage == "search" else []
+    extra += ["model=tiny", "mask=dense"] if stage == "finetune" else []
+    try:
+        cfg = compose_cfg(stage, *extra, f"{key}={value}")
+    except Exception:  # an int setting given NaN is refused by the schema's type
+        return
+    with pytest.raises(SparseBertError, match=re.escape(f"{key}=")):
+        validate_config(cfg)
+
+
+def test_sdpa_is_a_backend_validate_accepts():
+    validate_config(compose_cfg("pretrain", "model.attention_backend=sdpa"))
+
+
+def test_a_typo_and_a_plus_key_are_refused_with_a_did_you_mean():
+    with pytest.raises(SparseBertError, match="did you mean mask.lam"):
+        check_overrides("search", ["mask.lamda=1e-3"])
+    with pytest.raises(SparseBertError, match=r"`\+` adds a key.*did you mean trainer.lr"):
+        check_overrides("pretrain", ["+trainer.lrr=1"])
+    check_overrides("finetune", ["task.data_files.train=a.csv", "+task.data_files.dev=b.csv"])
+
+
+def test_evaluate_refuses_what_it_does_not_read_and_does_not_hash_it():
+    for override in ("mask=no_diag", "model.hidden_size=64", "data.seq_len=64", "task=mrpc"):
+        with pytest.raises(SparseBertError, match="`sparsebert evaluate` does not read"):
+            check_overrides("evaluate", [override])
+    check_overrides("evaluate", ["model.from_run=runs/x", "task.glue_dir=/data", "debug=smoke"])
+    base = OmegaConf.to_container(compose_cfg("evaluate"))
+    unread = ("mask=no_diag", "model.hidden_size=64", "data.seq_len=64", "trainer.lr=1")
+    other = OmegaConf.to_container(compose_cfg("evaluate", *unread))
+    assert hashed_config(base) == hashed_config(other)
+    assert set(hashed_config(base)) <= {"stage", "seed", "model", "task", "trainer"}
+
+
+def test_the_checkpoint_interval_is_not_part_of_a_jobs_identity():
+    """Resuming with another trainer.ckpt_every is the same job (not 'a different config')."""
+    a = OmegaConf.to_container(compose_cfg("pretrain", "trainer.ckpt_every=0"))
+    b = OmegaConf.to_container(compose_cfg("pretrain", "trainer.ckpt_every=5"))
+    assert hashed_config(a) == hashed_config(b)
+    c = OmegaConf.to_container(compose_cfg("pretrain", "trainer.lr=2e-3"))
+    assert hashed_config(a) != hashed_config(c)
+
+
+def test_the_smoke_preset_keeps_a_pre_trained_model_so_mask_checkpoint_works():
+    cfg = compose_cfg("finetune", "task=polarity", "debug=smoke")
+    assert cfg.model.name_or_path == "embedded:minilm" and cfg.mask.name == "checkpoint"
+    validate_config(cfg)
+
+
+def test_the_task_metrics_have_one_home():
+    """task.metrics / task.headline are gone: data/metrics.py's TASK_METRICS is the one list."""
+    from sparsebert_cli.data.config import TaskConfig
+
+    assert not {"metrics", "headline"} & set(TaskConfig.__dataclass_fields__)
+    for path in (ROOT / "conf" / "task").glob("*.yaml"):
+        text = Path(path).read_text(encoding="utf-8")
+        assert not re.search(r"^(metrics|headline):", text, flags=re.MULTILINE), path
