@@ -66,7 +66,11 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     objective = model
     if cfg.mask.objective == "distill":
         teacher = build_pretraining_model(
-            cfg.model, MaskSource("dense"), vocab_size=len(tokenizer), nsp=cfg.data.nsp
+            cfg.model,
+            MaskSource("dense"),
+            vocab_size=len(tokenizer),
+            nsp=cfg.data.nsp,
+            init_from=init_from,
         )
         objective = DistillationObjective(model, teacher)
 
