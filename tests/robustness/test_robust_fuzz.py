@@ -20,8 +20,10 @@ from robust_helpers import TINY
 
 from sparsebert_cli import runs, tools
 from sparsebert_cli.config import STAGES, RunConfig
+from sparsebert_cli.data.tokenizer import tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import load_mask
+from sparsebert_cli.modeling import CHECKPOINT_FILE, read_record
 
 settings.register_profile(
     "sparsebert-fast",
@@ -143,6 +145,31 @@ def test_the_mask_reader_accepts_or_refuses_any_json(tmp_path, meta):
     (tmp_path / "mask.json").write_text(json.dumps(meta))
     with pytest.raises(SparseBertError):
         load_mask(tmp_path)  # no real tensor: every case must be refused with a message
+
+
+@given(record=st.one_of(JSON, st.fixed_dictionaries({}, optional={
+    "head": st.sampled_from(["pretraining", "sequence_classification", "x"]) | JSON,
+    "nsp": JSON, "task": JSON, "model": JSON, "num_labels": JSON})))  # fmt: skip
+def test_the_checkpoint_record_reader_accepts_or_refuses_any_json(tmp_path, record):
+    (tmp_path / CHECKPOINT_FILE).write_text(json.dumps(record))
+    try:
+        read = read_record(tmp_path)
+    except SparseBertError as e:
+        assert CHECKPOINT_FILE in str(e)
+    else:
+        assert isinstance(read, dict) and isinstance(read.get("task", {}), dict)
+
+
+@given(content=st.one_of(JSON.map(json.dumps), st.text(max_size=60)), name=st.sampled_from(
+    ["tokenizer.json", "vocab.txt"]))  # fmt: skip
+def test_the_tokenizer_reader_accepts_or_refuses_any_file(tmp_path, content, name):
+    for stale in ("tokenizer.json", "vocab.txt"):
+        (tmp_path / stale).unlink(missing_ok=True)
+    (tmp_path / name).write_text(content)
+    try:
+        tokenizer_from_folder(tmp_path)
+    except SparseBertError as e:
+        assert str(tmp_path) in str(e)
 
 
 def tree(root) -> set[str]:
