@@ -2,8 +2,7 @@
 
 import os
 
-from conftest import sparsebert
-from test_config import _compose
+from conftest import compose_cfg, sparsebert
 
 from sparsebert_cli.config import expand_path, expand_path_fields
 
@@ -20,17 +19,15 @@ def test_home_and_variables_are_expanded(monkeypatch):
 def test_every_path_field_of_a_composed_config_is_expanded(monkeypatch):
     monkeypatch.setenv("HOME", "/home/ada")
     monkeypatch.setenv("CORPUS", "/data/text")
-    cfg = _compose(
+    cfg = compose_cfg(
         "finetune",
-        [
-            'task.glue_dir="~/glue_data"',
-            'task.data_dir="$CORPUS/squad"',
-            '+task.data_files={train: "~/t.csv", dev: "$CORPUS/d.csv"}',
-            'data.files=["$CORPUS/*.txt", "~/more.txt"]',
-            'model.name_or_path="~/models/bert"',
-            'paths.runs_dir="~/runs"',
-            'paths.cache_dir="$CORPUS/cache"',
-        ],
+        'task.glue_dir="~/glue_data"',
+        'task.data_dir="$CORPUS/squad"',
+        '+task.data_files={train: "~/t.csv", dev: "$CORPUS/d.csv"}',
+        'data.files=["$CORPUS/*.txt", "~/more.txt"]',
+        'model.name_or_path="~/models/bert"',
+        'paths.runs_dir="~/runs"',
+        'paths.cache_dir="$CORPUS/cache"',
     )
     expand_path_fields(cfg)
     assert cfg.task.glue_dir == "/home/ada/glue_data"
