@@ -77,3 +77,11 @@ def compose_cfg(stage: str, *overrides: str):
         cfg = compose(config_name=stage, overrides=rewrite_aliases(list(overrides)))
     OmegaConf.resolve(cfg)
     return cfg
+
+
+def tiny_model(**overrides):
+    """A 2-layer, 16-hidden, 2-head ModelConfig without dropout (in-process model tests)."""
+    from sparsebert_cli.config import ModelConfig
+
+    fields = dict(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32)
+    return ModelConfig(**{**fields, "dropout": 0.0, "attention_dropout": 0.0, **overrides})

@@ -2,6 +2,7 @@
 LayerNorm, pre-LN residuals, and checkpoints that reload to the same logits."""
 
 import torch
+from conftest import tiny_model
 from transformers import BertModel
 
 from sparsebert_cli.config import ModelConfig
@@ -18,15 +19,7 @@ VOCAB, N = 50, 12
 
 
 def config(norm: str) -> ModelConfig:
-    return ModelConfig(
-        hidden_size=16,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=32,
-        dropout=0.0,
-        attention_dropout=0.0,
-        norm=norm,
-    )
+    return tiny_model(norm=norm)
 
 
 def batch() -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_model
 from huggingface_hub import constants
 from omegaconf import OmegaConf
 from transformers import BertForPreTraining, BertModel
@@ -26,8 +27,7 @@ VOCAB, N = 60, 24
 
 
 def tiny(**overrides) -> ModelConfig:
-    fields = dict(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, dropout=0.0)
-    return ModelConfig(**{**fields, "attention_dropout": 0.0, **overrides})
+    return tiny_model(**overrides)
 
 
 def minilm() -> ModelConfig:

@@ -5,10 +5,9 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, sparsebert
+from conftest import ROOT, sparsebert, tiny_model
 from omegaconf import OmegaConf
 
-from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.modeling import MaskSource, build_pretraining_model
 from sparsebert_cli.reporting.occlusion import band_masks
@@ -21,14 +20,7 @@ VOCAB, N = 40, 10
 
 def dam_model(seed: int = 0):
     torch.manual_seed(seed)
-    cfg = ModelConfig(
-        hidden_size=16,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=32,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
+    cfg = tiny_model(num_layers=1)
     mask = OmegaConf.structured(MaskConfig(name="dam", seq_len=N))
     source = MaskSource.from_config(mask, heads=2, layers=1, n=N)
     return build_pretraining_model(cfg, source, VOCAB, nsp=False), cfg

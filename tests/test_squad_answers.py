@@ -4,6 +4,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model
 from omegaconf import OmegaConf
 
 from sparsebert_cli.config import ModelConfig, conf_dir
@@ -111,14 +112,7 @@ def test_v1_scores_with_exact_and_f1_and_writes_no_null_odds():
 
 
 def tiny() -> ModelConfig:
-    return ModelConfig(
-        hidden_size=16,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=32,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
+    return tiny_model()
 
 
 def window_source(n: int = N) -> MaskSource:

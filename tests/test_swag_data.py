@@ -5,6 +5,7 @@ import csv
 
 import pytest
 import torch
+from conftest import tiny_model
 from omegaconf import OmegaConf
 
 from sparsebert_cli.config import ModelConfig, conf_dir
@@ -96,14 +97,7 @@ def test_padding_is_masked_out_in_every_choice(swag):
 
 
 def tiny() -> ModelConfig:
-    return ModelConfig(
-        hidden_size=16,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=32,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
+    return tiny_model()
 
 
 def no_diag_source() -> MaskSource:
