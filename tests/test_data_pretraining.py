@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from sparsebert_cli.data import pretraining
@@ -15,6 +16,7 @@ from sparsebert_cli.data.pretraining import (
 )
 from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.validation import validate_config
 
 WORDS = ["apple", "river", "stone", "cloud", "forest", "silver", "window", "garden"]
 
@@ -232,11 +234,11 @@ def test_collate_pads_sequences_to_the_longest_in_the_batch(word_documents, toke
 @pytest.mark.parametrize(
     ("field", "value"), [("mlm_probability", 1.5), ("seq_len", 4), ("eval_fraction", 0.0)]
 )
-def test_invalid_settings_are_refused(word_documents, tokenizer, tmp_path, field, value):
+def test_invalid_settings_are_refused_at_the_boundary(field, value):
+    """Ranges are checked once, by validation (config.RANGES), before any data is prepared."""
+    cfg = compose_cfg("pretrain", f"data.{field}={value}")
     with pytest.raises(SparseBertError, match=f"data.{field}={value}"):
-        build_pretraining_splits(
-            OmegaConf.merge(word_documents, {field: value}), tokenizer, 0, tmp_path
-        )
+        validate_config(cfg)
 
 
 def test_a_one_document_corpus_is_refused(tmp_path, tokenizer):

@@ -33,4 +33,4 @@ def test_dry_run_flags_an_invalid_job_and_exits_non_zero(workdir):
     proc = sparsebert(*SWEEP[:-1], "mask.lam=1e-3,-1", "--dry-run", cwd=workdir, check=False)
     assert proc.returncode == 1
     assert planned(proc.stdout)["debug=smoke,mask.lam=-1,trainer.max_steps=1"] == "invalid"
-    assert "mask.lam=-1.0 is negative" in proc.stdout
+    assert "mask.lam=-1.0 must be ≥ 0" in proc.stdout
