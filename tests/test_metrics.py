@@ -146,14 +146,12 @@ def test_non_glue_predictions_are_named_after_task_and_split(tmp_path):
 
 
 @pytest.mark.parametrize("task", sorted(TASK_METRICS))
-def test_task_yaml_agrees_with_metric_table(task):
+def test_the_metric_table_agrees_with_each_task_yaml(task):
+    """TASK_METRICS is the one home of a task's metrics and headline (SQuAD's are in
+    qa_metrics); each of its tasks has a config of the table's kind."""
     config = OmegaConf.merge(
         OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / f"{task}.yaml")
     )
     problem_type, metrics, headline = TASK_METRICS[task]
-    assert (config.name, config.kind, list(config.metrics), config.headline) == (
-        task,
-        problem_type,
-        list(metrics),
-        headline,
-    )
+    assert (config.name, config.kind) == (task, problem_type)
+    assert headline in metrics

@@ -2,6 +2,7 @@
 their seeded cross-validation folds."""
 
 import pytest
+from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from sparsebert_cli.config import conf_dir
@@ -9,6 +10,7 @@ from sparsebert_cli.data.config import TaskConfig
 from sparsebert_cli.data.tasks import lee_sts_splits, load_task, polarity_splits
 from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.validation import validate_config
 
 
 def task_config(name: str, **overrides):
@@ -97,9 +99,13 @@ def test_lee_sts_loads_as_a_tokenized_regression_task(tmp_path):
 
 
 @pytest.mark.parametrize(("fold", "num_folds"), [(5, 5), (-1, 5), (0, 1)])
-def test_fold_outside_the_folds_is_refused(fold, num_folds):
-    with pytest.raises(SparseBertError, match=f"task.fold={fold} of task.num_folds={num_folds}"):
-        polarity_splits(task_config("polarity", fold=fold, num_folds=num_folds), seed=0)
+def test_fold_outside_the_folds_is_refused_at_the_boundary(fold, num_folds):
+    """Folds are ranged once, by validation (config.RANGES and the fold < num_folds check)."""
+    cfg = compose_cfg(
+        "finetune", "task=polarity", f"task.fold={fold}", f"task.num_folds={num_folds}"
+    )
+    with pytest.raises(SparseBertError, match=r"task\.(fold|num_folds)="):
+        validate_config(cfg)
 
 
 def test_num_labels_disagreeing_with_label_names_is_refused(tmp_path):

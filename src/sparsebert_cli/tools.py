@@ -157,7 +157,6 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.cli import check_safe_overrides
     from sparsebert_cli.config import (
         conf_dir,
         expand_path_fields,
@@ -165,7 +164,13 @@ def validate_main(argv: list[str]) -> int:
         rewrite_aliases,
     )
     from sparsebert_cli.launch import config_error
-    from sparsebert_cli.validation import check_overrides, describe, preflight, validate_config
+    from sparsebert_cli.validation import (
+        check_overrides,
+        check_safe_overrides,
+        describe,
+        preflight,
+        validate_config,
+    )
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
     register_hydra_extensions()

@@ -326,3 +326,54 @@ def describe(cfg: DictConfig, upstream: dict[str, Path]) -> str:
     if cfg.stage == "pipeline":
         keep = (*keep, "task")
     return ", ".join(f"{k}={parts[k]}" for k in keep)
+
+
+def check_safe_overrides(args: list[str]) -> None:
+    """Refuse, before Hydra creates any folder or runs any code, what the command line may not do:
+    name a run folder that is not one safe folder name, or bring code (`_target_`, callbacks,
+    another config tree)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from sparsebert_cli import runs
+    from sparsebert_cli.errors import SparseBertError
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.split("=", 1)[0] in ("-cd", "--config-dir", "-cp", "--config-path"):
+            raise SparseBertError(
+                f"{arg}: sparsebert composes its own config tree only (a foreign one could name "
+                "code to run); pass overrides (key=value, group=option) instead."
+            )
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except HydraException:
+            continue  # Hydra reports the syntax error itself
+        key = override.key_or_group
+        if key.split(".")[:2] in (["hydra", "run"], ["hydra", "sweep"]):
+            raise runs.FolderRefused(
+                f"{arg}: run folders are <paths.runs_dir>/<stage>/<run_id> (a sweep's: "
+                "<paths.runs_dir>/<stage>/multirun/<sweep_name>); set paths.runs_dir=, run_id= "
+                "or sweep_name= instead."
+            )
+        if key.startswith("hydra.callbacks") or "_target_" in key.split("."):
+            raise SparseBertError(
+                f"{arg}: callbacks and `_target_` cannot be set from the command line (they run "
+                "code); the project's own callback stays in conf/hydra/default.yaml."
+            )
+        if key not in runs.NAME_KEYS or override.value() is None:
+            continue
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.value()]
+        )
+        for value in values:
+            if "${" in str(value):
+                raise runs.FolderRefused(
+                    f"{key}={value}: {key} takes a plain name, not an interpolation, since it "
+                    f"becomes a folder name and is recorded; use e.g. {key}=my-run-1."
+                )
+            runs.check_name(key, value)
