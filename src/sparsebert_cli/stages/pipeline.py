@@ -60,6 +60,7 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
+    run_dir.mkdir(parents=True, exist_ok=True)  # an empty folder: announced only once it exists
     print(f"[sparsebert] pipeline step {step}: {run_dir}", flush=True)
     metrics = job(step_cfg, run_dir, runs.command_line(step, overrides), wait=True)
     return run_dir, metrics
