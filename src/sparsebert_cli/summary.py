@@ -90,8 +90,7 @@ def summary_lines(run_dir: Path) -> list[str]:
     manifest = runs.load_manifest(run_dir)
     if manifest is None:
         return []
-    metrics_path = run_dir / runs.METRICS
-    metrics = runs.read_json(metrics_path) if metrics_path.is_file() else {}
+    metrics = runs.read_metrics(run_dir)
     lines = [
         f"{manifest.get('stage')} {manifest.get('status')}",
         f"  run folder: {run_dir}",

@@ -136,9 +136,13 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
             print(f"{key}: {manifest[key]}")
     for name, upstream in manifest.get("inputs", {}).items():
         print(f"input {name}: {upstream['run_dir']}")
-    metrics_path = run_dir / runs.METRICS
-    if metrics_path.is_file():
-        print(f"metrics: {'  '.join(headline_metrics(runs.read_json(metrics_path)))}")
+    try:
+        metrics = runs.read_metrics(run_dir)
+    except SparseBertError as e:
+        print(f"metrics: damaged ({e})")
+    else:
+        if metrics:
+            print(f"metrics: {'  '.join(headline_metrics(metrics))}")
     if manifest.get("command"):
         print(f"rerun or resume: {rerun_command(manifest['command'], run_dir.resolve())}")
     return 0

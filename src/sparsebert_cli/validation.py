@@ -254,6 +254,15 @@ def validate_config(cfg: DictConfig) -> None:
 PATH_KEYS = ("task.glue_dir", "task.data_dir")
 
 
+def _is(check, path: str) -> bool:
+    """`check` (Path.is_dir / is_file) of a user's path; a name the system refuses (too long,
+    not encodable) is simply not there."""
+    try:
+        return check(Path(path).expanduser())
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user that does not exist
+        return False
+
+
 def preflight(cfg: DictConfig) -> dict[str, Path]:
     """Check the files, folders, device and upstream runs the job needs, before any work.
 
@@ -261,14 +270,14 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
     stage = cfg.stage
     for key in PATH_KEYS:
         value = _get(cfg, key)
-        if value and reads(stage, key) and not Path(value).expanduser().is_dir():
+        if value and reads(stage, key) and not _is(Path.is_dir, value):
             raise SparseBertError(
                 f"{key}={value} is not a folder; point {key} at the folder that holds the data."
             )
     files = _get(cfg, "task.data_files") or {}
     if reads(stage, "task.data_files"):
         for split, path in files.items():
-            if not Path(path).expanduser().is_file():
+            if not _is(Path.is_file, path):
                 raise SparseBertError(
                     f"task.data_files.{split}={path} is not a file; point it at the {split} split's "
                     "csv/json/parquet file."
