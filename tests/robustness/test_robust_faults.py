@@ -186,7 +186,9 @@ def test_full_disk_and_read_only_folder_fail_clearly_and_keep_earlier_checkpoint
     assert job.wait_for("step 3/40"), job.output
     poll_until(lambda: (ckpt_dir / "step-00000003").exists(), job.proc)
     job.kill()
-    before = _digests(ckpt_dir)
+    # What a writer killed mid-way leaves (a `.step-*.deleting` rotation) is removed by the rerun
+    # (runs.remove_leftovers), so only the finished checkpoints must stay byte-identical.
+    before = {k: v for k, v in _digests(ckpt_dir).items() if not k.startswith(".")}
     # The run may get past step 3 before the kill lands: take the checkpoints it left.
     kept = assert_checkpoints_whole(ckpt_dir)
     assert len(kept) >= 2, kept
