@@ -8,6 +8,7 @@ job's pid and host (a sweep waits instead); code cannot come in through the comm
 import os
 import platform
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,12 @@ def test_a_waiting_job_takes_the_folder_only_after_the_holder_releases_it(tmp_pa
     with runs.hold(folder):
         waiter = threading.Thread(target=second)
         waiter.start()
-        while "waiting" not in capsys.readouterr().out:  # it saw the holder, and waits
-            assert waiter.is_alive()
+        seen, deadline = "", time.monotonic() + 60
+        while "waiting" not in seen:  # it saw the holder, and waits (bounded: never hang CI)
+            captured = capsys.readouterr()
+            seen += captured.out + captured.err
+            assert waiter.is_alive() and time.monotonic() < deadline, seen
+            time.sleep(0.01)
         assert not entered.is_set()
         released.set()
     waiter.join()
