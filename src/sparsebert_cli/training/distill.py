@@ -9,7 +9,7 @@ into checkpoints.
 import torch
 from torch import nn
 
-from sparsebert_cli.training.evaluation import batches
+from sparsebert_cli.training.evaluation import held_out_batches
 
 
 class DistillationObjective(nn.Module):
@@ -45,12 +45,10 @@ class DistillationObjective(nn.Module):
     @torch.no_grad()
     def evaluate(self, dataset, collate, batch_size: int) -> dict[str, float]:
         """Held-out distillation fidelity: the mean squared error per real token."""
-        was_training = self.student.training
-        self.student.eval()
-        device = next(self.student.parameters()).device
         total = count = 0.0
-        for batch in batches(dataset, collate, batch_size, device, "distillation fidelity"):
+        for batch in held_out_batches(
+            self.student, dataset, collate, batch_size, "distillation fidelity"
+        ):
             error, tokens = self.mse(batch)
             total, count = total + float(error), count + float(tokens)
-        self.student.train(was_training)
         return {"eval/distill_mse": total / max(count, 1.0)}

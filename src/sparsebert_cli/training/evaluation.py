@@ -20,12 +20,21 @@ PROFILE_EXAMPLES = 256  # held-out examples whose attention the gate reads
 PROFILE_FILE = "attention_profile.json"
 
 
-def batches(dataset, collate: Callable, batch_size: int, device: torch.device, description: str):
-    """The dataset's batches on `device`, in order, with a progress bar (`progress.track`)."""
-    starts = range(0, len(dataset), batch_size)
-    for start in track(starts, len(starts), f"{description} ({len(dataset)} examples)"):
-        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        yield {k: v.to(device) for k, v in collate(rows).items()}
+def held_out_batches(
+    model: nn.Module, dataset, collate: Callable, batch_size: int, description: str
+):
+    """The dataset's batches on `model`'s device, in order, with a progress bar
+    (`progress.track`), while `model` is in eval mode (its mode is restored afterwards)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        starts = range(0, len(dataset), batch_size)
+        for start in track(starts, len(starts), f"{description} ({len(dataset)} examples)"):
+            rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            yield {k: v.to(device) for k, v in collate(rows).items()}
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -39,11 +48,9 @@ def evaluate_mlm(
     """MLM loss (per masked token), accuracy and perplexity, NSP accuracy when the model has NSP,
     and, with `profile`, where the heads attend on the first `PROFILE_EXAMPLES` examples and the
     "uses attention" gate (attention/profile.py)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     loss_sum = correct = count = nsp_correct = nsp_count = 0.0
-    for index, batch in enumerate(batches(dataset, collate, batch_size, device, "MLM evaluation")):
+    batches = held_out_batches(model, dataset, collate, batch_size, "MLM evaluation")
+    for index, batch in enumerate(batches):
         profiled = (
             profile if profile is not None and index * batch_size < PROFILE_EXAMPLES else None
         )
@@ -57,7 +64,6 @@ def evaluate_mlm(
             scored = labels >= 0  # -100: single-segment examples (data.nsp=false)
             nsp_correct += float((out["nsp_logits"].argmax(-1) == labels)[scored].sum())
             nsp_count += float(scored.sum())
-    model.train(was_training)
     loss = loss_sum / max(count, 1.0)
     metrics = {
         "eval/mlm_loss": loss,
@@ -114,12 +120,9 @@ def predict(
 
     Question answering gives start and end logits, returned stacked as [N, n, 2] (its batches
     are all padded to the same n)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     outputs, tokens = [], 0
     start = time.perf_counter()
-    for batch in batches(dataset, collate, batch_size, device, "prediction"):
+    for batch in held_out_batches(model, dataset, collate, batch_size, "prediction"):
         for name in ("labels", "start_positions", "end_positions"):
             batch.pop(name, None)
         tokens += int(batch["attention_mask"].sum())
@@ -129,7 +132,6 @@ def predict(
         )
         outputs.append(logits.float().cpu())
     elapsed = time.perf_counter() - start
-    model.train(was_training)
     return torch.cat(outputs), {"inference/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
 
