@@ -12,8 +12,6 @@ from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 
 MODEL_DIR = "model"  # <run>/artifacts/model: the save_pretrained folder a stage hands on
-# The stage of the run that `model.from_run` names, for each stage that reads one.
-MODEL_SOURCE = {"pretrain": "pretrain", "finetune": "pretrain", "evaluate": "finetune"}
 
 
 def cache_dir(cfg: DictConfig) -> Path:
@@ -23,19 +21,19 @@ def cache_dir(cfg: DictConfig) -> Path:
 def resolve_references(cfg: DictConfig) -> list[str]:
     """Turn `mask.from_run` and `model.from_run` ("latest" or a path) into completed run folders,
     in place, before the job is hashed or any data is loaded; returns what each resolved to."""
+    from sparsebert_cli.stages import UPSTREAM
+
     said = []
     runs_dir = Path(cfg.paths.runs_dir)
-    references = [("model.from", "model", MODEL_SOURCE.get(cfg.stage))]
-    if cfg.mask.name == "from_run" and cfg.stage in ("pretrain", "finetune"):
-        references.append(("mask.from", "mask", "search"))
-    for name, group, kind in references:
-        ref = cfg[group].from_run
-        if kind is None or not ref:
+    for key, kind in UPSTREAM.get(cfg.stage, {}).items():
+        group, field = key.split(".")
+        ref = cfg[group][field]
+        if not ref or (group == "mask" and cfg.mask.name != "from_run"):
             continue
         found = runs.resolve(kind, ref, runs_dir)
-        cfg[group].from_run = str(found)
+        cfg[group][field] = str(found)
         if ref != str(found):
-            said.append(f"{name}={ref} → {found}")
+            said.append(f"{group}.from={ref} → {found}")
     return said
 
 
