@@ -22,8 +22,9 @@ class AttentionProfile:
     """Running means of attention mass per layer and head (see the module docstring)."""
 
     def __init__(self, distances: int = 0) -> None:
-        # distances > 0 adds "dist0".."dist{distances}": the mass at |i − j| = d (both sides)
-        self.stats = (*STATS, *(f"dist{d}" for d in range(distances + 1) if distances))
+        # distances > 0 adds "dist1".."dist{distances}": the mass at |i − j| = d (both sides;
+        # d = 0 is "diag")
+        self.stats = (*STATS, *(f"dist{d}" for d in range(1, distances + 1)))
         self.sums: dict[int, torch.Tensor] = {}  # layer -> [H, len(stats)] summed over queries
         self.counts: dict[int, torch.Tensor] = {}  # layer -> [len(stats)] queries counted
 
@@ -55,9 +56,11 @@ class AttentionProfile:
         sep = probs.gather(-1, last[:, None, None, None].expand(batch, heads, n, 1))[..., 0]
         keys = allowed.sum(-1).clamp(min=1)  # [B, H, n]
         columns = [probs[..., 0], sep, 1.0 / keys]
-        distance = (torch.arange(n)[:, None] - torch.arange(n)[None]).abs().to(probs.device)
-        for d in range(len(self.stats) - len(STATS)):
-            columns.append((probs * (distance == d)).sum(-1))
+        for d in range(1, len(self.stats) - len(STATS) + 1):
+            both_sides = torch.zeros_like(probs[..., 0])  # [B, H, n]: query i's keys i ± d
+            both_sides[..., : n - d] += torch.diagonal(probs, offset=d, dim1=-2, dim2=-1)
+            both_sides[..., d:] += torch.diagonal(probs, offset=-d, dim1=-2, dim2=-1)
+            columns.append(both_sides)
         for column in columns:
             sums.append((column * real[:, None]).sum(dim=(0, 2)))
             counts.append(real.sum())

@@ -73,9 +73,12 @@ def _final_keep_probabilities(run_dir: Path):
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
-    from scipy.stats import spearmanr
+    """The tasks' Spearman ρ (0 where a side is constant, e.g. σ(α) after a short search)."""
+    import numpy as np
 
-    return float(spearmanr(a, b).statistic)
+    from sparsebert_cli.data.metrics import spearman
+
+    return spearman(np.array(a), np.array(b))
 
 
 def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
@@ -118,7 +121,7 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
         occluded.sparse_mask = MaskSource("fixed", mask=mask)
         loss = evaluate_mlm(occluded, held_out, collate, batch_size)["eval/mlm_loss"]
         mse = objective.evaluate(held_out, collate, batch_size)["eval/distill_mse"]
-        stat = "cls" if name == "cls" else ("dist0" if name == "diag" else f"dist{name[2:]}")
+        stat = name if name in ("cls", "diag") else f"dist{name[2:]}"
         row = {
             "band": name,
             "delta_mlm_loss": loss - base["eval/mlm_loss"],
