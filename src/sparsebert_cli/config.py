@@ -223,8 +223,6 @@ def sb_slug(override_dirname: str) -> str:
 def register_hydra_extensions() -> None:
     """The config schema and the `sb_slug` and `sb_path` resolvers, needed before any
     composition."""
-    from omegaconf import OmegaConf
-
     register_schemas()
     if not OmegaConf.has_resolver("sb_slug"):
         OmegaConf.register_new_resolver("sb_slug", sb_slug)

@@ -147,7 +147,7 @@ def run_in_folder(cfg: DictConfig, run_dir: Path, command: str, wait: bool = Fal
             and cfg.stage != "pipeline"
         ):
             relaunch_distributed(cfg, run_dir, command)
-            return runs.read_json(run_dir / runs.METRICS)
+            return runs.read_metrics(run_dir)
         return execute(cfg, run_dir, command)
 
 

@@ -345,7 +345,6 @@ def check_safe_overrides(args: list[str]) -> None:
     from hydra.errors import HydraException
 
     from sparsebert_cli import runs
-    from sparsebert_cli.errors import SparseBertError
 
     parser = OverridesParser.create()
     for arg in args:

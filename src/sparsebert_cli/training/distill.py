@@ -31,7 +31,9 @@ class DistillationObjective(nn.Module):
 
     def mse(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed squared error per token over real tokens, number of real tokens)."""
-        teacher = self._teacher[0].to(batch["input_ids"].device)
+        teacher, device = self._teacher[0], batch["input_ids"].device
+        if next(teacher.parameters()).device != device:  # hidden from the loop's model.to()
+            teacher.to(device)
         with torch.no_grad():
             target = self._states(teacher, batch)
         error = (self._states(self.student, batch) - target).pow(2).mean(-1)
