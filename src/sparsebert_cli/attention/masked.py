@@ -127,7 +127,8 @@ def _cached_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
     key = id(mask)
     entry = _SDPA_MASKS.get(key)
     if entry is None or entry[0]() is not mask or entry[1] != version:
-        ref = weakref.ref(mask, lambda _, key=key: _SDPA_MASKS.pop(key, None))
+        # The cache is bound now: at interpreter exit the module's globals may already be None.
+        ref = weakref.ref(mask, lambda _, key=key, cache=_SDPA_MASKS: cache.pop(key, None))
         entry = (ref, version, {})
         _SDPA_MASKS[key] = entry
     built = entry[2]
