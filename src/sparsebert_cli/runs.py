@@ -194,19 +194,20 @@ def _typed(value: Any, types: tuple[type, ...]) -> bool:
 
 def check_manifest(manifest: dict, path: Path) -> dict:
     """`manifest` when every known field has its type (and inputs/outputs their shapes), else a
-    SparseBertError naming the first bad field."""
+    SparseBertError naming the first bad field. Absent or null inputs/outputs read as {}."""
     bad = next((k for k, t in MANIFEST_FIELDS.items() if not _typed(manifest.get(k), t)), None)
     if bad is None and manifest.get("status") not in (None, *STATUSES):
         bad = "status"
     if bad is None and manifest.get("stage") is None:
         bad = "stage"
-    inputs = manifest.get("inputs") or {}
+    manifest = {**manifest, "inputs": manifest.get("inputs") or {},
+                "outputs": manifest.get("outputs") or {}}  # fmt: skip
     if bad is None and not all(
-        isinstance(v, dict) and isinstance(v.get("run_dir"), str) for v in inputs.values()
+        isinstance(v, dict) and isinstance(v.get("run_dir"), str)
+        for v in manifest["inputs"].values()
     ):
         bad = "inputs"
-    outputs = manifest.get("outputs") or {}
-    if bad is None and not all(isinstance(v, str) for v in outputs.values()):
+    if bad is None and not all(isinstance(v, str) for v in manifest["outputs"].values()):
         bad = "outputs"
     if bad is not None:
         raise SparseBertError(
@@ -476,6 +477,15 @@ def iter_runs(runs_dir: Path, stage: str | None = None) -> Iterator[tuple[Path, 
             yield path.parent, manifest
 
 
+def path_is(check: Callable[[Path], bool], path: str | Path) -> bool:
+    """`check` (Path.is_dir / is_file) of a user's path; a name the system refuses (too long,
+    not encodable, ~user that does not exist) is simply not there."""
+    try:
+        return check(Path(path).expanduser())
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
 def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
     """The completed run folder of stage `kind` that `ref` names: a path, or "latest".
 
@@ -498,7 +508,7 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
             )
         return max(done)[1].resolve()
     run_dir = Path(ref).expanduser()
-    manifest = load_manifest(run_dir) if run_dir.is_dir() else None
+    manifest = load_manifest(run_dir) if path_is(Path.is_dir, run_dir) else None
     problem = None
     if manifest is None:
         problem = f"{run_dir} is not a sparsebert run folder (no {MANIFEST})"

@@ -78,7 +78,7 @@ def outputs(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:
             if path.is_dir() and what == "submission":
                 detail = f"  ({', '.join(sorted(p.name for p in path.iterdir()))})"
             found.append((what, f"{path}{detail}"))
-    for name, upstream in (manifest.get("inputs") or {}).items():
+    for name, upstream in manifest["inputs"].items():
         if manifest.get("stage") == "pipeline" and isinstance(upstream, dict):
             found.append((f"{name} step", str(upstream.get("run_dir"))))
     return found

@@ -134,7 +134,7 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
     for key in SHOWN_FIELDS:
         if manifest.get(key) is not None:
             print(f"{key}: {manifest[key]}")
-    for name, upstream in manifest.get("inputs", {}).items():
+    for name, upstream in manifest["inputs"].items():
         print(f"input {name}: {upstream['run_dir']}")
     try:
         metrics = runs.read_metrics(run_dir)

@@ -43,7 +43,7 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
     if manifest["stage"] == "pretrain":
         model_cfg.from_run = str(run_dir)
     elif manifest["stage"] == "search":
-        source = manifest.get("inputs", {}).get("model")
+        source = manifest["inputs"].get("model")
         if source is not None:
             model_cfg.from_run = source["run_dir"]
         elif not model_cfg.get("name_or_path"):

@@ -137,7 +137,7 @@ def _input_dirs(
 ) -> list[Path]:
     """The input run folders a manifest names inside `root`; the others are noted in `warnings`."""
     found = []
-    for name, upstream in (manifest.get("inputs") or {}).items():
+    for name, upstream in manifest["inputs"].items():
         path = Path(str((upstream or {}).get("run_dir", "")))
         if path.is_absolute() and runs.inside(path, root):
             found.append(path)
@@ -236,7 +236,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
     consumed = {
         Path(str(upstream.get("run_dir"))).resolve()
         for manifest in manifests.values()
-        for upstream in (manifest.get("inputs") or {}).values()
+        for upstream in manifest["inputs"].values()
         if isinstance(upstream, dict) and upstream.get("run_dir")
     }
     records = []
@@ -246,7 +246,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
             continue
         # Two sweep jobs whose configs differ only in settings the mask ignores reuse the same
         # evaluate run: one result, counted once.
-        result = ((manifest.get("inputs") or {}).get("evaluate") or {}).get("run_dir")
+        result = (manifest["inputs"].get("evaluate") or {}).get("run_dir")
         if result in results_seen:
             continue
         if result:
