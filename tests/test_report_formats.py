@@ -64,24 +64,31 @@ def test_markdown_is_the_paper_shaped_table_with_failures_listed(sweep):
     assert "MLM loss" not in text  # no pre-training upstream: neither the column nor its legend
 
 
-def test_mlm_loss_column_appears_when_results_descend_from_pretrainings(tmp_path, capsys):
+def test_mlm_columns_appear_when_results_descend_from_pretrainings(tmp_path, capsys):
     from test_report_table import make_pretrain
 
     runs_dir = tmp_path / "runs"
     for seed, loss in enumerate([6.0, 6.5]):
-        inputs = {"pretrain": make_pretrain(runs_dir, f"p{seed}", loss)}
+        gate = {"mlm_accuracy": 0.2 + 0.1 * seed, "uses_attention": float(seed)}
+        inputs = {"pretrain": make_pretrain(runs_dir, f"p{seed}", loss, **gate)}
         make_job(
             runs_dir / "pipeline" / f"j{seed}", seed=seed, inputs=inputs, metrics=mrpc(0.8, 0.9)
         )
     table = build_table([runs_dir / "pipeline"])
     lines = to_markdown(table).splitlines()
-    assert lines[0] == "| mask | sparsity % | MLM loss | MRPC acc/F1 | Avg |"
-    assert lines[2] == "| dense | 0.0 | 6.250 ± 0.354 (n=2) | 80.0/90.0 ± 0.0/0.0 (n=2) | 85.0 |"
-    assert lines[-1].endswith(
-        "MLM loss: held-out masked-LM loss of the pre-trainings (each counted once), not ×100."
+    assert lines[0] == ("| mask | sparsity % | MLM loss | MLM acc. % | gate | MRPC acc/F1 | Avg |")
+    assert lines[2] == (
+        "| dense | 0.0 | 6.250 ± 0.354 (n=2) | 25.0 ± 7.1 (n=2) | 1/2 pass "
+        "| 80.0/90.0 ± 0.0/0.0 (n=2) | 85.0 |"
     )
+    assert "MLM loss / acc.: held-out masked-LM loss" in lines[-1] and "gate:" in lines[-1]
     row = next(csv.DictReader(io.StringIO(to_csv(table))))
     assert (row["mlm_loss mean"], row["mlm_loss std"]) == ("6.2500", "0.3536")
+    assert (row["mlm_accuracy mean"], row["gate passed"], row["gate measured"]) == (
+        "0.2500",
+        "1",
+        "2",
+    )
     assert main([str(runs_dir / "pipeline")]) == 0
     assert "6.250 ± 0.354 (n=2)" in capsys.readouterr().out
 

@@ -166,13 +166,16 @@ def test_input_outside_the_runs_folder_is_ignored_with_a_warning(sweep, tmp_path
     assert len(table.warnings) == 1 and str(outside.resolve()) in table.warnings[0]
 
 
-def make_pretrain(runs_dir: Path, name: str, mlm_loss: float, status: str = "completed") -> dict:
-    """A pre-training run folder with its held-out metrics; returns a manifest `inputs` entry."""
+def make_pretrain(
+    runs_dir: Path, name: str, mlm_loss: float, status: str = "completed", **metrics: float
+) -> dict:
+    """A pre-training run folder with its held-out metrics (`metrics`: more of them, by their
+    names without `eval/`); returns a manifest `inputs` entry."""
     folder = make_job(
         runs_dir / "pretrain" / name,
         stage="pretrain",
         status=status,
-        metrics={"eval/mlm_loss": mlm_loss},
+        metrics={"eval/mlm_loss": mlm_loss, **{f"eval/{k}": v for k, v in metrics.items()}},
     )
     return {"run_dir": str(folder.resolve()), "stage": "pretrain"}
 
@@ -190,8 +193,10 @@ def test_mlm_loss_is_taken_once_per_pretraining_the_results_descend_from(tmp_pat
                 inputs={"pretrain": pretrain},
                 metrics=mrpc(0.8, 0.9),
             )
-    stat = build_table([sweep]).rows[0].mlm_loss
+    row = build_table([sweep]).rows[0]
+    stat = row.mlm_loss
     assert (stat.n, stat.mean) == (2, pytest.approx(6.2))
+    assert row.mlm_accuracy.n == 0 and row.gate == (0, 0)  # runs from before accuracy and gate
     assert stat.std == pytest.approx(0.28284271)
 
 

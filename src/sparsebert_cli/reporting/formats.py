@@ -6,8 +6,10 @@ failed or running jobs says how many, one with no completed job reads `failed`, 
 `missing`, and one whose runs are not replicates of one config reads `mixed configs` or
 `duplicate seeds` (not pooled). Every format carries the table's warnings: the terminal table
 and Markdown below the table, LaTeX as `%` comments, JSON in `warnings`, CSV in the cell's
-status column (`mixed`), the full text on stderr from the CLI. When the results descend from pre-training runs of this tool, a column after the
-sparsity gives those runs' held-out MLM loss (mean ± std over the distinct pre-trainings).
+status column (`mixed`), the full text on stderr from the CLI. When the results descend from pre-training runs of this
+tool, columns after the sparsity give those runs' held-out MLM loss and accuracy (mean ± std over
+the distinct pre-trainings) and how many passed the "uses attention" gate: a verdict about
+attention rests on a model that has learned to use it.
 """
 
 import csv
@@ -18,12 +20,18 @@ import json
 from sparsebert_cli.reporting.table import MASK_IDENTITY, Cell, Column, Stat, Table
 
 FORMATS = ("table", "md", "csv", "latex", "json")
+MLM_CSV = ("mlm_loss mean", "mlm_loss std", "mlm_accuracy mean", "mlm_accuracy std",
+           "gate passed", "gate measured")  # fmt: skip
 NOTE = (
     "Cells: mean ± sample std over seeds (n = completed seeds), metrics ×100, sparsity in %. "
     "Avg: mean over the columns, MNLI m and mm counted separately, the mean of acc/F1 (QQP, "
     "MRPC) and of Pearson/Spearman (STS-B) counted once."
 )
-MLM_NOTE = " MLM loss: held-out masked-LM loss of the pre-trainings (each counted once), not ×100."
+MLM_NOTE = (
+    " MLM loss / acc.: held-out masked-LM loss (not ×100) and accuracy (%) of the pre-trainings"
+    ' (each counted once); gate: how many of them pass the "uses attention" gate (a head with'
+    " ≥ 3× the uniform mass on a neighbour and ≥ 20 % MLM accuracy) of those that measured it."
+)
 
 
 def _number(value: float | None) -> str:
@@ -67,14 +75,19 @@ def note(table: Table) -> str:
     return NOTE + (MLM_NOTE if _has_mlm(table) else "")
 
 
-def mlm_text(stat: Stat) -> str:
-    """`6.12 ± 0.05 (n=2)`: the held-out MLM loss of a row's pre-trainings."""
+def mlm_text(stat: Stat, scale: float = 1.0, digits: int = 3) -> str:
+    """`6.12 ± 0.05 (n=2)`: a held-out MLM number of a row's pre-trainings (×`scale`)."""
     if stat.mean is None:
         return "n/a"
-    text = f"{stat.mean:.3f}"
+    text = f"{scale * stat.mean:.{digits}f}"
     if stat.std is not None:
-        text += f" ± {stat.std:.3f}"
+        text += f" ± {scale * stat.std:.{digits}f}"
     return text + f" (n={stat.n})"
+
+
+def gate_text(gate: tuple[int, int]) -> str:
+    passed, measured = gate
+    return f"{passed}/{measured} pass" if measured else "n/a"
 
 
 def _grid(table: Table) -> list[list[str]]:
@@ -83,7 +96,7 @@ def _grid(table: Table) -> list[list[str]]:
     header = [
         _first_header(table),
         "sparsity %",
-        *(["MLM loss"] if mlm else []),
+        *(["MLM loss", "MLM acc. %", "gate"] if mlm else []),
         *map(column_header, table.columns),
         "Avg",
     ]
@@ -91,7 +104,11 @@ def _grid(table: Table) -> list[list[str]]:
         [
             row.label,
             _number(row.sparsity),
-            *([mlm_text(row.mlm_loss)] if mlm else []),
+            *(
+                [mlm_text(row.mlm_loss), mlm_text(row.mlm_accuracy, 100, 1), gate_text(row.gate)]
+                if mlm
+                else []
+            ),
             *map(cell_text, row.cells),
             _number(row.average),
         ]
@@ -126,7 +143,7 @@ def to_csv(table: Table) -> str:
         "row",
         *table.row_keys,
         "sparsity",
-        *(["mlm_loss mean", "mlm_loss std"] if mlm else []),
+        *(MLM_CSV if mlm else []),
     ]
     for column in table.columns:
         for label, _ in column.metrics:
@@ -138,6 +155,7 @@ def to_csv(table: Table) -> str:
         line = [row.label, *(row.key.get(k, "") for k in table.row_keys), _csv(row.sparsity)]
         if mlm:
             line += [_csv(row.mlm_loss.mean), _csv(row.mlm_loss.std)]
+            line += [_csv(row.mlm_accuracy.mean), _csv(row.mlm_accuracy.std), *row.gate]
         for cell in row.cells:
             for stat in cell.values.values():
                 line += [_csv(stat.mean), _csv(stat.std)]

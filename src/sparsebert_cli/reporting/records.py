@@ -25,7 +25,10 @@ RESULT_STAGES = ("pipeline", "finetune", "evaluate")
 # produced the result, and references to upstream run folders (whose own configs differ by seed).
 _NOT_COMPARED = ("seed", "stage")
 _REFERENCES = (("model", "from_run"), ("mask", "from_run"))
-PRETRAIN_METRIC = "eval/mlm_loss"  # the pre-training number the table shows beside the tasks
+# The pre-training numbers the table shows beside the tasks: held-out MLM loss and accuracy, and
+# the "uses attention" gate (attention/profile.py; 1.0 passed, absent in runs older than the gate)
+PRETRAIN_METRICS = {"loss": "eval/mlm_loss", "accuracy": "eval/mlm_accuracy",
+                    "gate": "eval/uses_attention"}  # fmt: skip
 
 
 @dataclass
@@ -39,7 +42,8 @@ class RunRecord:
     metrics: dict[str, float]
     error: str | None
     sparsity: float | None
-    pretrain: tuple[str, float] | None = None  # the upstream pre-training run, its MLM loss
+    # the upstream pre-training run and its PRETRAIN_METRICS (by their short names)
+    pretrain: tuple[str, dict[str, float]] | None = None
 
     @property
     def experiment(self) -> dict:
@@ -183,9 +187,9 @@ def _grouping_dir(run_dir: Path, manifest: dict, root: Path) -> Path:
     return run_dir
 
 
-def _pretrain(run_dir: Path, manifest: dict, root: Path) -> tuple[str, float] | None:
-    """The completed pre-training run a result descends from (through its inputs) and its
-    held-out PRETRAIN_METRIC."""
+def _pretrain(run_dir: Path, manifest: dict, root: Path) -> tuple[str, dict[str, float]] | None:
+    """The completed pre-training run a result descends from (through its inputs) and those of
+    its PRETRAIN_METRICS it recorded."""
     queue, seen = [(run_dir, manifest)], set()
     while queue:
         for path, upstream in _upstream(*queue.pop(), root):
@@ -196,10 +200,15 @@ def _pretrain(run_dir: Path, manifest: dict, root: Path) -> tuple[str, float] | 
                 queue.append((path, upstream))
             elif upstream.get("status") == "completed" and (path / runs.METRICS).is_file():
                 try:
-                    value = runs.read_json(path / runs.METRICS).get(PRETRAIN_METRIC)
+                    metrics = runs.read_metrics(path)
                 except SparseBertError:
                     return None
-                return (str(path), float(value)) if isinstance(value, int | float) else None
+                found = {
+                    name: float(metrics[key])
+                    for name, key in PRETRAIN_METRICS.items()
+                    if isinstance(metrics.get(key), int | float)
+                }
+                return (str(path), found) if found else None
     return None
 
 

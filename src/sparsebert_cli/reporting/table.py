@@ -103,6 +103,8 @@ class Row:
     label: str
     sparsity: float | None
     mlm_loss: Stat  # held-out MLM loss of the row's distinct pre-trainings (not ×100)
+    mlm_accuracy: Stat  # their held-out MLM accuracy (a fraction)
+    gate: tuple[int, int]  # of those that measured the "uses attention" gate: (passed, measured)
     cells: list[Cell]
     average: float | None
 
@@ -255,10 +257,16 @@ def _average_terms(column: Column, cell: Cell) -> list[float] | None:
     return [statistics.fmean(means)]
 
 
-def _mlm_loss(records: list[RunRecord]) -> Stat:
-    """Mean ± std of the MLM loss over the distinct pre-trainings of the completed `records`."""
-    losses = dict(r.pretrain for r in records if r.status == "completed" and r.pretrain)
-    return _stat(list(losses.values()))
+def _pretrainings(records: list[RunRecord]) -> list[dict[str, float]]:
+    """The metrics of the distinct pre-trainings the completed `records` descend from."""
+    return list(
+        dict(r.pretrain for r in records if r.status == "completed" and r.pretrain).values()
+    )
+
+
+def _gate(pretrainings: list[dict[str, float]]) -> tuple[int, int]:
+    measured = [p["gate"] for p in pretrainings if "gate" in p]
+    return sum(v >= 1.0 for v in measured), len(measured)
 
 
 def build_table(
@@ -303,6 +311,7 @@ def build_table(
             None if any(t is None for t in terms) else statistics.fmean(x for t in terms for x in t)
         )
         found = [r.sparsity for cell in by_col.values() for r in cell if r.sparsity is not None]
+        pretrainings = _pretrainings([r for cell in by_col.values() for r in cell])
         key = dict(row_id)
         label = row_label(key, rows is None)
         warnings += [
@@ -315,7 +324,9 @@ def build_table(
                 key=key,
                 label=label,
                 sparsity=statistics.fmean(found) if found else None,
-                mlm_loss=_mlm_loss([r for cell in by_col.values() for r in cell]),
+                mlm_loss=_stat([p["loss"] for p in pretrainings if "loss" in p]),
+                mlm_accuracy=_stat([p["accuracy"] for p in pretrainings if "accuracy" in p]),
+                gate=_gate(pretrainings),
                 cells=cells,
                 average=average,
             )
