@@ -159,6 +159,7 @@ def test_build_fixed_mask_leaves_latest_to_the_caller():
         build_fixed_mask(MaskConfig(name="from_run", from_run="latest"), n=4, heads=2, layers=2)
 
 
-def test_build_fixed_mask_refuses_the_learnable_mask():
-    with pytest.raises(SparseBertError, match="mask=dam is learnable"):
-        build_fixed_mask(MaskConfig(name="dam"), n=4, heads=2, layers=2)
+@pytest.mark.parametrize("name", ["dam", "attention_topk"])
+def test_build_fixed_mask_refuses_the_searched_masks(name):
+    with pytest.raises(SparseBertError, match=f"mask={name} is made by `sparsebert search"):
+        build_fixed_mask(MaskConfig(name=name), n=4, heads=2, layers=2)

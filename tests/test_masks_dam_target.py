@@ -58,7 +58,7 @@ def test_controller_moves_the_sparsity_toward_the_target(optimizer, structure):
         (keep_reward + penalty).backward()
         opt.step()
         opt.zero_grad()
-        seen.append(sparsity(model.dam.binarize()))
+        seen.append(sparsity(model.dam.sign_mask()))
     assert seen[0] == 0  # α > 0 everywhere after the first step (the task's pull)
     late = sum(seen[-50:]) / 50
     assert abs(late - 80) < 0.5 * abs(seen[0] - 80)
@@ -101,3 +101,34 @@ def test_a_dam_without_target_or_blocks_hashes_without_the_new_keys():
     assert "keep_diagonal_blocks" not in dam_identity(plain)
     steered = dam_identity({**plain, "structure": "block", "target_sparsity": 0.9, "lam": 0.0})
     assert steered["target_sparsity"] == 0.9 and "keep_diagonal_blocks" in steered
+
+
+@pytest.mark.parametrize(
+    ("structure", "granularity"),
+    [("unstructured", 1 / (2 * 16 * 16)), ("structured", 2 * 15 / (16 * 16)), ("block", 1 / 16)],
+)
+def test_the_final_mask_meets_the_target_to_the_structures_granularity(structure, granularity):
+    """Whatever the controller reached (here: random α), the mask handed on has the target's
+    sparsity, up to the largest group of entries that share one α."""
+    cfg = OmegaConf.structured(
+        MaskConfig(name="dam", structure=structure, seq_len=16, lam=0.0, target_sparsity=0.8)
+    )
+    dam = DAM.from_config(cfg, heads=2, layers=1, block_size=4)
+    with torch.no_grad():
+        dam.alpha.normal_(generator=torch.Generator().manual_seed(0))
+    final = dam.binarize()
+    assert abs(sparsity(final) - 80) <= 100 * granularity / 2 + 1e-9
+    assert abs(sparsity(dam.sign_mask()) - 50) < 20  # the sign mask: about half of N(0, 1)
+    if structure == "structured":  # a distance is kept or dropped whole
+        kept = final[0, 0]
+        assert all(kept.diagonal(d).all() or not kept.diagonal(d).any() for d in range(16))
+
+
+def test_kept_diagonal_blocks_survive_the_target_threshold():
+    cfg = OmegaConf.structured(MaskConfig(name="dam", structure="block", seq_len=16, lam=0.0,
+                                          target_sparsity=0.95, keep_diagonal_blocks=True))  # fmt: skip
+    dam = DAM.from_config(cfg, heads=1, layers=1, block_size=4)
+    with torch.no_grad():
+        dam.alpha.fill_(5.0)  # every tile's α above the kept tiles' placeholder value 1
+    final = dam.binarize()[0, 0]
+    assert all(final[i * 4 : i * 4 + 4, i * 4 : i * 4 + 4].all() for i in range(4))

@@ -150,6 +150,26 @@ def test_search_on_a_pretrained_model_runs_the_protocol_from_the_cli(warm_search
 
 
 @pytest.mark.slow
+def test_the_attention_topk_control_is_searched_then_used_as_a_mask(warm_search):
+    runs_dir, env = warm_search
+    cwd, smoke = runs_dir.parent, ("debug=smoke", "data.nsp=false")
+    sparsebert("search", *smoke, "mask=attention_topk", "mask.target_sparsity=0.75",
+               f"model.from={runs_dir}/pretrain/pre", "run_id=topk", cwd=cwd, env=env)  # fmt: skip
+    search = runs_dir / "search" / "topk"
+    meta = json.loads((search / "artifacts" / "mask.json").read_text())
+    assert meta["kind"] == "attention_topk" and meta["target_sparsity"] == 75.0
+    assert meta["sparsity"]["overall"] == pytest.approx(75.0, abs=0.5)
+    manifest = json.loads((search / "manifest.json").read_text())
+    assert manifest["inputs"]["model"]["run_dir"] == str(runs_dir / "pretrain" / "pre")
+    sparsebert("pretrain", *smoke, "model.norm=pre", f"model.from={runs_dir}/pretrain/pre", "mask=from_run",
+               f"mask.from={search}", "trainer.max_steps=2", "run_id=topk-use", cwd=cwd,
+               env=env)  # fmt: skip
+    used = json.loads((runs_dir / "pretrain" / "topk-use" / "artifacts" / "model" /
+                       "mask.json").read_text())  # fmt: skip
+    assert used["kind"] == "attention_topk" and used["sha256"] == meta["sha256"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["pretrain/pre", "search/dam"])
 def test_occlusion_report_measures_every_band_of_the_starting_model(warm_search, run):
     runs_dir, env = warm_search
@@ -190,6 +210,8 @@ def test_band_masks_remove_exactly_one_band():
         (("search", "mask=dam", "mask.objective=distill"), "no trained model is loaded"),
         (("pretrain", "mask.head_warmup=5"), "does not read them"),
         (("search", "mask=dam", "mask.encoder_lr=-1"), "mask.encoder_lr=-1"),
+        (("search", "mask=attention_topk"), "needs model.from=<pretrain run>"),
+        (("pretrain", "mask=attention_topk"), "made by `sparsebert search mask=attention_topk`"),
     ],
 )
 def test_protocol_settings_that_cannot_work_are_refused(workdir, args, fragment):

@@ -1,14 +1,12 @@
-"""Per-seed numbers behind the pattern table: pre-training MLM loss paired with dense, and what
-the searched DAM masks kept.
+"""The pattern table on the gated checkpoint: continued pre-training with each mask, over seeds.
 
-Usage: python experiments/pattern_table/summarize.py runs/pipeline/multirun/pattern_table OUT_DIR
-Follows each pipeline job's manifest to its pre-training (and, for DAM, search) run and writes
-`mlm_by_seed.json` and `mlm_by_seed.md` into OUT_DIR: per mask the held-out MLM loss and accuracy
-of each seed's pre-training and the loss difference to dense with the same seed (seeds share data
-order and initialisation, so the paired difference is far less noisy than the loss itself), and
-for each searched mask its sparsity and the kept fraction of the diagonal, of the near band
-(distances 1–3) and of the rest; and `mlm_vs_sparsity.png`, the paired difference against the
-mask's sparsity.
+Usage: python experiments/pattern_table/summarize.py SWEEP [SWEEP ...] OUT_DIR
+Reads each job's `config.yaml`, `metrics.json` and mask (`artifacts/model/mask.json`: its kind,
+dam_u / dam_s / attention_topk for a searched mask, and sparsity) under the pretrain sweep folders,
+and writes `summary.json`, `summary.md` and `loss_vs_sparsity.png` into OUT_DIR: per mask the
+sparsity, held-out MLM loss and accuracy (mean ± std over seeds), the gate count, and the
+same-seed difference to dense with a 95 % t-interval (the seeds fix the batches and the held-out
+split, so the paired difference is the sharper measure).
 """
 
 import json
@@ -16,127 +14,130 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
-from sparsebert_cli.masks.artifact import load_mask
-from sparsebert_cli.reporting.table import MASK_IDENTITY, row_label, row_order
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided t quantiles by df
 
 
-def _row_key(mask: dict) -> tuple[tuple[str, object], ...]:
-    """The report's row of a mask config: its name, plus structure and λ for DAM."""
-    values = {
-        "mask.name": mask["name"],
-        "mask.structure": mask["structure"],
-        "mask.lam": mask["lam"],
-    }
-    keys = MASK_IDENTITY if mask["name"] == "dam" else MASK_IDENTITY[:1]
-    return tuple((key, values[key]) for key in keys)
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _kept(search_dir: Path) -> dict:
-    """Sparsity and kept fractions by distance of a searched mask ([L, H, n, n], True = kept)."""
-    mask, meta = load_mask(search_dir / "artifacts")
-    n = mask.shape[-1]
-    distance = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs()
-
-    def kept(where: torch.Tensor) -> float:
-        return mask[..., where].float().mean().item()
-
-    return {
-        "sparsity": meta["sparsity"]["overall"],
-        "diagonal_kept": kept(distance == 0),
-        "near_kept": kept((distance >= 1) & (distance <= 3)),
-        "far_kept": kept(distance > 3),
-    }
-
-
-def summarize(sweep: Path) -> dict:
-    by_row: dict[tuple, dict[int, dict]] = {}
-    for manifest_path in sorted(sweep.glob("*/manifest.json")):
-        manifest = json.loads(manifest_path.read_text())
-        config = yaml.safe_load((manifest_path.parent / "config.yaml").read_text())
-        pretrain = Path(manifest["inputs"]["pretrain"]["run_dir"])
-        metrics = json.loads((pretrain / "metrics.json").read_text())
-        job_metrics = json.loads((manifest_path.parent / "metrics.json").read_text())
-        entry = {
-            "pretrain_run": pretrain.name,
-            "sparsity": job_metrics["mask/sparsity"],
-            "mlm_loss": metrics["eval/mlm_loss"],
-            "mlm_accuracy": metrics["eval/mlm_accuracy"],
-        }
-        if "search" in manifest["inputs"]:
-            entry["searched"] = _kept(Path(manifest["inputs"]["search"]["run_dir"]))
-        by_row.setdefault(_row_key(config["mask"]), {})[config["seed"]] = entry
-    pretrainings = {
-        row_label(dict(key), True): by_row[key] for key in sorted(by_row, key=row_order)
-    }
-    dense = pretrainings["dense"]
-    for seeds in pretrainings.values():
-        for seed, entry in seeds.items():
-            entry["mlm_loss_minus_dense"] = entry["mlm_loss"] - dense[seed]["mlm_loss"]
-    return pretrainings
-
-
-def to_markdown(summary: dict) -> str:
-    lines = [
-        "| mask | MLM loss − dense (same seed), mean ± std | per seed | MLM accuracy % |",
-        "|---|---|---|---|",
-    ]
-    for label, seeds in summary.items():
-        diffs = [seeds[s]["mlm_loss_minus_dense"] for s in sorted(seeds)]
-        spread = f" ± {statistics.stdev(diffs):.4f}" if len(diffs) > 1 else ""
-        accuracy = statistics.fmean(100 * e["mlm_accuracy"] for e in seeds.values())
-        per_seed = ", ".join(f"{d:+.4f}" for d in diffs)
-        lines.append(
-            f"| {label} | {statistics.fmean(diffs):+.4f}{spread} | {per_seed} | {accuracy:.1f} |"
+def jobs(sweeps: list[Path]) -> list[dict]:
+    found = []
+    for metrics_path in sorted(p for s in sweeps for p in s.glob("*/metrics.json")):
+        job = metrics_path.parent
+        manifest = json.loads((job / "manifest.json").read_text())
+        if manifest.get("status") != "completed":
+            continue
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        metrics = json.loads(metrics_path.read_text())
+        name, sparsity = config["mask"]["name"], 0.0  # dense: no mask file
+        mask_path = job / "artifacts" / "model" / "mask.json"
+        if mask_path.is_file():
+            mask = json.loads(mask_path.read_text())
+            name = mask["kind"] if name == "from_run" else name
+            sparsity = mask["sparsity"]["overall"]
+        found.append(
+            {
+                "mask": name,
+                "seed": config["seed"],
+                "sparsity": sparsity,
+                "loss": metrics["eval/mlm_loss"],
+                "accuracy": metrics["eval/mlm_accuracy"],
+                "gate": metrics.get("eval/uses_attention"),
+                "neighbour_ratio": metrics.get("eval/attn_neighbour_ratio"),
+                "job": str(job),
+            }
         )
-    lines += ["", "| searched mask | seed | sparsity % | kept: diagonal | D = 1–3 | D > 3 |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    for label, seeds in summary.items():
-        for seed in sorted(seeds):
-            found = seeds[seed].get("searched")
-            if found:
-                lines.append(
-                    f"| {label} | {seed} | {found['sparsity']:.1f} | {found['diagonal_kept']:.2f}"
-                    f" | {found['near_kept']:.2f} | {found['far_kept']:.2f} |"
-                )
+    return found
+
+
+def summarize(found: list[dict]) -> dict:
+    dense = {j["seed"]: j["loss"] for j in found if j["mask"] == "dense"}
+    by_mask: dict[str, list[dict]] = {}
+    for job in found:
+        by_mask.setdefault(job["mask"], []).append(job)
+    rows = {}
+    for mask, group in by_mask.items():
+        paired = [j["loss"] - dense[j["seed"]] for j in group if j["seed"] in dense]
+        delta, spread = _mean_std(paired) if paired else (None, None)
+        interval = None
+        if spread is not None:
+            half = T95[len(paired) - 1] * spread / len(paired) ** 0.5
+            interval = [delta - half, delta + half]
+        rows[mask] = {
+            "seeds": sorted(j["seed"] for j in group),
+            "sparsity": statistics.fmean(j["sparsity"] for j in group),
+            "loss_mean_std": _mean_std([j["loss"] for j in group]),
+            "accuracy_mean_std": _mean_std([j["accuracy"] for j in group]),
+            "delta_loss_vs_dense_mean_std": [delta, spread],
+            "delta_loss_95ci": interval,
+            "gate_passed": sum(j["gate"] == 1.0 for j in group),
+            "neighbour_ratio_min": min(j["neighbour_ratio"] or 0.0 for j in group),
+        }
+    return dict(sorted(rows.items(), key=lambda kv: kv[1]["sparsity"]))
+
+
+def _pm(pair, digits: int, scale: float = 1.0) -> str:
+    mean, std = pair
+    if mean is None:
+        return "n/a"
+    return f"{scale * mean:.{digits}f}" + ("" if std is None else f" ± {scale * std:.{digits}f}")
+
+
+def markdown(rows: dict) -> str:
+    lines = [
+        "| mask | sparsity % | MLM loss | MLM acc. % | loss − dense (same seed) | 95 % CI | gate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mask, row in rows.items():
+        ci = row["delta_loss_95ci"]
+        lines.append(
+            f"| {mask} | {row['sparsity']:.1f} | {_pm(row['loss_mean_std'], 4)} "
+            f"| {_pm(row['accuracy_mean_std'], 2, 100)} "
+            f"| {_pm(row['delta_loss_vs_dense_mean_std'], 4)} "
+            f"| {'n/a' if ci is None else f'{ci[0]:+.4f} … {ci[1]:+.4f}'} "
+            f"| {row['gate_passed']}/{len(row['seeds'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict, path: Path) -> None:
+def figure(rows: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, seeds in summary.items():
-        x = statistics.fmean(e["sparsity"] for e in seeds.values())
-        diffs = [e["mlm_loss_minus_dense"] for e in seeds.values()]
-        marker = "s" if label.startswith("DAM") else "o"
-        ax.errorbar(
-            x, statistics.fmean(diffs), yerr=statistics.stdev(diffs), fmt=marker, label=label
-        )
+    for mask, row in rows.items():
+        delta, std = row["delta_loss_vs_dense_mean_std"]
+        if delta is None:
+            continue
+        searched = mask in ("dam_u", "dam_s", "attention_topk", "random")
+        ax.errorbar(row["sparsity"], delta, yerr=std or 0.0, fmt="s" if searched else "o",
+                    capsize=3, color="tab:red" if searched else "tab:blue")  # fmt: skip
+        ax.annotate(mask, (row["sparsity"], delta), textcoords="offset points", xytext=(5, 4))
     ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
-    ax.set_xlabel("sparsity % (n = 128)")
+    ax.set_xlabel("sparsity % (n = 64)")
     ax.set_ylabel("held-out MLM loss − dense (same seed)")
-    ax.set_title("Pre-training with each mask, 800 steps (mean ± std over 2 seeds)")
+    ax.set_title("Continued pre-training of the gated checkpoint, 300 steps (mean ± std)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
-def main() -> None:
-    sweep, out = Path(sys.argv[1]), Path(sys.argv[2])
+def main(argv: list[str]) -> int:
+    *sweeps, out_dir = argv
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(sweep)
-    (out / "mlm_by_seed.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "mlm_by_seed.md").write_text(to_markdown(summary))
-    plot(summary, out / "mlm_vs_sparsity.png")
-    print(to_markdown(summary))
+    rows = summarize(jobs([Path(s) for s in sweeps]))
+    (out / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(rows))
+    figure(rows, out / "loss_vs_sparsity.png")
+    print(markdown(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -16,12 +16,14 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sparsebert_cli import config as schema
+from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.config import SEARCH_OBJECTIVES, check_dam_config
+from sparsebert_cli.masks.attention_topk import NAME as ATTENTION_TOPK
+from sparsebert_cli.masks.config import SEARCH_OBJECTIVES, SEARCHED_MASKS, check_dam_config
 from sparsebert_cli.stages import READS, UPSTREAM, reads
 from sparsebert_cli.training import config as trainer_schema
 
-MASK_SPECIAL = ("dense", "dam", "from_run", "checkpoint")
+MASK_SPECIAL = ("dense", "dam", ATTENTION_TOPK, "from_run", "checkpoint")
 CHOICES = {
     "mask.objective": SEARCH_OBJECTIVES,
     "model.attention_backend": schema.BACKENDS,
@@ -190,9 +192,14 @@ def validate_config(cfg: DictConfig) -> None:
         "mask=from_run needs the search run to load: add mask.from=<run_dir> or mask.from=latest.",
     )
     _require(
-        stage != "search" or mask.name == "dam",
+        stage != "search" or mask.name in SEARCHED_MASKS,
         f"`sparsebert search` learns a mask, but mask={mask.name} is fixed; use mask=dam (or mask=dam_s), "
         "or run `sparsebert pretrain mask=...` for a fixed pattern.",
+    )
+    _require(
+        mask.name != ATTENTION_TOPK or stage in ("search", "pipeline"),
+        f"mask={ATTENTION_TOPK} is made by `sparsebert search mask={ATTENTION_TOPK}`; the "
+        f"{stage} stage uses it afterwards as mask=from_run mask.from=<that search run>.",
     )
     search_protocol = (mask.objective, mask.head_warmup, mask.encoder_lr) != ("mlm", 0, None)
     _require(
@@ -201,6 +208,12 @@ def validate_config(cfg: DictConfig) -> None:
         f"a mask on a trained model; the {cfg.stage} stage does not read them: drop them.",
     )
     warm_started = bool(model.from_run or model.name_or_path)
+    _require(
+        mask.name != ATTENTION_TOPK or (warm_started and mask.target_sparsity is not None),
+        f"mask={ATTENTION_TOPK} keeps the entries a trained dense model attends to most, at "
+        f"mask.target_sparsity (now {mask.target_sparsity}); it needs model.from=<pretrain run> "
+        "(or model=minilm) and a target, e.g. mask.target_sparsity=0.8.",
+    )
     _require(
         mask.objective != "distill" or warm_started,
         "mask.objective=distill keeps the hidden states of the dense model the search starts "
@@ -254,15 +267,6 @@ def validate_config(cfg: DictConfig) -> None:
 PATH_KEYS = ("task.glue_dir", "task.data_dir")
 
 
-def _is(check, path: str) -> bool:
-    """`check` (Path.is_dir / is_file) of a user's path; a name the system refuses (too long,
-    not encodable) is simply not there."""
-    try:
-        return check(Path(path).expanduser())
-    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user that does not exist
-        return False
-
-
 def preflight(cfg: DictConfig) -> dict[str, Path]:
     """Check the files, folders, device and upstream runs the job needs, before any work.
 
@@ -270,14 +274,14 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
     stage = cfg.stage
     for key in PATH_KEYS:
         value = _get(cfg, key)
-        if value and reads(stage, key) and not _is(Path.is_dir, value):
+        if value and reads(stage, key) and not runs.path_is(Path.is_dir, value):
             raise SparseBertError(
                 f"{key}={value} is not a folder; point {key} at the folder that holds the data."
             )
     files = _get(cfg, "task.data_files") or {}
     if reads(stage, "task.data_files"):
         for split, path in files.items():
-            if not _is(Path.is_file, path):
+            if not runs.path_is(Path.is_file, path):
                 raise SparseBertError(
                     f"task.data_files.{split}={path} is not a file; point it at the {split} split's "
                     "csv/json/parquet file."
@@ -295,8 +299,6 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
 
 def resolve_upstream(cfg: DictConfig) -> dict[str, Path]:
     """The completed runs that `model.from` and `mask.from` name (`latest` included), by key."""
-    from sparsebert_cli import runs
-
     found = {}
     for key, kind in UPSTREAM.get(cfg.stage, {}).items():
         ref = _get(cfg, key)
@@ -343,8 +345,6 @@ def check_safe_overrides(args: list[str]) -> None:
     another config tree)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-
-    from sparsebert_cli import runs
 
     parser = OverridesParser.create()
     for arg in args:

@@ -18,6 +18,13 @@ OFFSETS = {"prev": -1, "diag": 0, "next": 1}
 STATS = (*OFFSETS, "cls", "sep", "uniform")  # the per-head columns, in this order
 
 
+def real_tokens(probs: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+    """bool [B, n]: the positions of the batch that are tokens, not padding."""
+    if key_padding is not None:
+        return ~key_padding
+    return torch.ones(probs.shape[0], probs.shape[-1], dtype=torch.bool, device=probs.device)
+
+
 class AttentionProfile:
     """Running means of attention mass per layer and head (see the module docstring)."""
 
@@ -38,10 +45,7 @@ class AttentionProfile:
     ) -> None:
         """probs [B, H, n, n] of one layer; M [H, n, n] or None; key_padding bool [B, n] or None."""
         batch, heads, n, _ = probs.shape
-        probs = probs.float()
-        real = torch.ones(batch, n, dtype=torch.bool, device=probs.device)
-        if key_padding is not None:
-            real = ~key_padding
+        probs, real = probs.float(), real_tokens(probs, key_padding)
         allowed = real[:, None, None, :].expand(batch, heads, n, n)
         if mask is not None:
             allowed = allowed & (mask.detach() > 0.5)[None]
@@ -92,3 +96,38 @@ class AttentionProfile:
             "eval/attn_sep_mass": mean["sep"],
             "eval/uses_attention": float(passed),
         }
+
+
+class AttentionMap:
+    """Mean attention probability per layer, head, query and key over the real (query, key)
+    pairs of the batches seen (padding left out); passed as a forward's `attention_profile`
+    like AttentionProfile. Batches padded to fewer than `n` positions fill the top-left corner."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.sums: dict[int, torch.Tensor] = {}  # layer -> [H, n, n]
+        self.counts: dict[int, torch.Tensor] = {}  # layer -> [n, n] pairs counted
+
+    @torch.no_grad()
+    def add(
+        self,
+        layer: int,
+        probs: torch.Tensor,
+        mask: torch.Tensor | None,
+        key_padding: torch.Tensor | None,
+    ) -> None:
+        """probs [B, H, m, m] (m ≤ n) of one layer; key_padding bool [B, m] or None."""
+        heads, m = probs.shape[1], probs.shape[-1]
+        real = real_tokens(probs, key_padding)
+        pairs = (real[:, :, None] & real[:, None, :]).float()  # [B, m, m]
+        if layer not in self.sums:
+            self.sums[layer] = torch.zeros(heads, self.n, self.n)
+            self.counts[layer] = torch.zeros(self.n, self.n)
+        self.sums[layer][:, :m, :m] += (probs.float() * pairs[:, None]).sum(0).cpu()
+        self.counts[layer][:m, :m] += pairs.sum(0).cpu()
+
+    def mean(self) -> torch.Tensor:
+        """[L, H, n, n]: the mean probability of each entry (0 where no real pair was seen)."""
+        return torch.stack(
+            [self.sums[layer] / self.counts[layer].clamp(min=1) for layer in sorted(self.sums)]
+        )

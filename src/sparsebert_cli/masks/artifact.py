@@ -17,6 +17,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as dump_safetensors
 
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.patterns import PATTERNS
 from sparsebert_cli.masks.plots import plot_mask_grid
 from sparsebert_cli.masks.stats import sparsity, sparsity_per_head, sparsity_per_layer
@@ -25,7 +26,7 @@ from sparsebert_cli.runs import atomic_write
 MASK_FILE = "mask.safetensors"
 META_FILE = "mask.json"
 PLOT_FILE = "mask.png"
-MASK_KINDS = ("dam_u", "dam_s", "dam_b", *PATTERNS)
+MASK_KINDS = ("dam_u", "dam_s", "dam_b", attention_topk.NAME, *PATTERNS)
 
 
 def fit_to_length(mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -46,7 +47,7 @@ def fit_to_length(mask: torch.Tensor, n: int) -> torch.Tensor:
 def save_mask(directory: Path, mask: torch.Tensor, meta: dict) -> list[Path]:
     """Write M (bool [L, H, n, n]) and its metadata into `directory`; returns the files written.
 
-    `meta` needs "kind" (dam_u, dam_s, dam_b or a pattern name) and may hold "params", "source_run" and
+    `meta` needs "kind" (dam_u, dam_s, dam_b, attention_topk or a pattern name) and may hold "params", "source_run" and
     anything else worth keeping; n, layers, heads, sparsity and sha256 are computed from M.
     """
     if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[-1] != mask.shape[-2]:

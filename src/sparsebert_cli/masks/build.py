@@ -1,7 +1,8 @@
 """The fixed mask M a stage uses, from its `mask` config: a named pattern or a searched mask.
 
-`mask=dam` (learnable: `dam.DAM.from_config`) and `mask=checkpoint` (the mask stored with the
-model, resolved by the modeling code) are not fixed masks and are refused here.
+The searched masks (`mask=dam`, learnable: `dam.DAM.from_config`; `mask=attention_topk`) and
+`mask=checkpoint` (the mask stored with the model, resolved by the modeling code) are not fixed
+masks and are refused here.
 """
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import load_mask
-from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.config import SEARCHED_MASKS, MaskConfig
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask, unknown_mask_error
 
 
@@ -33,9 +34,9 @@ def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: i
             )
         mask, _ = load_mask(Path(cfg.from_run) / "artifacts", heads=heads, layers=layers, n=n)
         return mask
-    if cfg.name == "dam":
+    if cfg.name in SEARCHED_MASKS:
         raise SparseBertError(
-            "mask=dam is learnable, not a fixed mask: search it with `sparsebert search mask=dam`, "
+            f"mask={cfg.name} is made by `sparsebert search mask={cfg.name}`, not a fixed mask; "
             "then use it with mask=from_run mask.from=<that run directory or latest>."
         )
     if cfg.name == "checkpoint":
@@ -43,4 +44,4 @@ def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: i
             "mask=checkpoint means the mask stored with the model checkpoint; use it with "
             "model.from=<a pretrain or finetune run>, or name a mask (e.g. mask=dense)."
         )
-    raise unknown_mask_error(cfg.name, [*PATTERNS, "dam", "from_run", "checkpoint"])
+    raise unknown_mask_error(cfg.name, [*PATTERNS, *SEARCHED_MASKS, "from_run", "checkpoint"])

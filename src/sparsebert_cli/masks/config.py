@@ -7,12 +7,16 @@ from omegaconf import DictConfig
 from sparsebert_cli.errors import SparseBertError
 
 SEARCH_OBJECTIVES = ("mlm", "distill")
+# The masks `sparsebert search` makes (a pipeline searches them first): the learnable DAM and its
+# attention-mass top-k control (masks/attention_topk.py).
+SEARCHED_MASKS = ("dam", "attention_topk")
 
 
 @dataclass
 class MaskConfig:
     # Pattern name: dense, no_diag, strided, fixed, longformer, logsparse, bigbird, star, window,
-    # random (fixed patterns), dam (learnable, DAM_u / DAM_s) or from_run (a searched mask).
+    # random (fixed patterns), dam (learnable, DAM_u / DAM_s), attention_topk (a trained model's
+    # most attended entries, made by search) or from_run (a searched mask).
     name: str = "dense"
     # --- fixed-pattern parameters (each pattern reads the ones it needs) ---
     window: int = 0  # band half-width: keys with |i - j| <= window
@@ -26,7 +30,8 @@ class MaskConfig:
     # unstructured (DAM_u) | structured (DAM_s, Toeplitz) | block (one α per model.block_size tile)
     structure: str = "unstructured"
     lam: float = 1e-4  # λ of the L1 penalty λ·‖M‖₁ (0 with target_sparsity)
-    # Instead of λ: reach this expected sparsity ŝ with Lagrange multipliers (None: use λ)
+    # Instead of λ: reach this expected sparsity ŝ with Lagrange multipliers (None: use λ);
+    # attention_topk: the sparsity of its mask
     target_sparsity: float | None = None
     target_warmup: int = 0  # steps over which the target rises linearly from 0 to target_sparsity
     lagrangian_lr: float = 1e-5  # learning rate of the multipliers λ₁, λ₂ (gradient ascent)
@@ -56,7 +61,7 @@ def check_dam_config(cfg: MaskConfig | DictConfig) -> None:
             f"mask.target_sparsity={target} must lie in [0, 1) (the fraction of attention "
             "entries masked out, e.g. mask.target_sparsity=0.9)."
         )
-    if target is not None and cfg.lam != 0:
+    if target is not None and cfg.lam != 0 and cfg.name == "dam":
         raise SparseBertError(
             f"mask.target_sparsity={target} and mask.lam={cfg.lam} are both set: the target "
             "replaces the L1 penalty λ·‖M‖₁. Add mask.lam=0 to steer to the target, or drop "

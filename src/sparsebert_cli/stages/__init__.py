@@ -128,4 +128,6 @@ def _mask_identity(mask: dict) -> dict:
         from sparsebert_cli.masks.config import dam_identity
 
         return dam_identity(mask)
+    if mask["name"] == "attention_topk":
+        return {k: mask[k] for k in ("name", "target_sparsity", "share_layers")}
     return mask

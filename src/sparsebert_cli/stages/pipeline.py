@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
+from sparsebert_cli.masks.config import SEARCHED_MASKS
 from sparsebert_cli.stages import hashed_config
 
 # How the pipeline runs a step in its folder: `launch.run_in_folder`, handed in by the launcher.
@@ -75,7 +76,7 @@ def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, floa
     # The group choices as resolved here, then every other override (values inside groups too).
     common = [*chosen, *(o for o in user if _key(o) not in GROUPS)]
     pretrain_args = common
-    if cfg.mask.name == "dam":  # a learnable mask: search it, then pre-train with it frozen
+    if cfg.mask.name in SEARCHED_MASKS:  # search it, then pre-train with it frozen
         search_dir, _ = run_step("search", common, cfg, run_step_job)
         run.add_input("search", search_dir)
         pretrain_args = [*_drop(common, "mask"), "mask=from_run", f"mask.from_run={search_dir}"]

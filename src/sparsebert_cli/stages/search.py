@@ -9,6 +9,10 @@ With `mask.target_sparsity` the Lagrangian N·[λ₁(s − t) + λ₂(s − t)²
 (`masks.dam.SparsityTarget`; mask.json then records the target beside the achieved sparsity).
 Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.json`, heat map) and
 the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
+
+`mask=attention_topk` is the control for a searched mask: no training, the entries a trained
+dense model attends to most on the held-out examples, at `mask.target_sparsity`
+(masks/attention_topk.py), written as the same artifacts.
 """
 
 from pathlib import Path
@@ -17,6 +21,8 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
+from sparsebert_cli.attention.profile import AttentionMap
+from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.runs import Run, atomic_write
@@ -27,8 +33,8 @@ from sparsebert_cli.stages.inputs import (
     weights_folder,
 )
 from sparsebert_cli.training.dam import add_dam_hooks
-from sparsebert_cli.training.evaluation import HeldOutMLM
-from sparsebert_cli.training.loop import Hooks, total_steps, train
+from sparsebert_cli.training.evaluation import HeldOutMLM, held_out_batches
+from sparsebert_cli.training.loop import Hooks, resolve_device, total_steps, train
 from sparsebert_cli.training.optim import GroupRates
 
 TRACE_FILE = "importance_trace.safetensors"
@@ -47,11 +53,44 @@ def _write_trace(trace_dir: Path, out: Path) -> None:
     atomic_write(out, lambda tmp: save_file(tensors, tmp))
 
 
+@torch.no_grad()
+def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
+    """The attention-mass top-k mask of the (dense) starting model, saved as the search's mask."""
+    from sparsebert_cli.data.tokenizer import load_tokenizer
+    from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+
+    init_from = upstream_model(cfg, run, "pretrain")
+    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
+    splits, collate = pretraining_data(cfg, tokenizer)
+    model = build_pretraining_model(
+        cfg.model, MaskSource("dense"), vocab_size=len(tokenizer), nsp=cfg.data.nsp,
+        init_from=init_from,
+    )  # fmt: skip
+    model.to(resolve_device(cfg.trainer))
+    attention = AttentionMap(cfg.data.seq_len)
+    batches = held_out_batches(
+        model, splits["eval"], collate, cfg.trainer.eval_batch_size, "attention mass"
+    )
+    for batch in batches:
+        model(**batch, attention_profile=attention)
+    mask = attention_topk.top_mass_mask(
+        attention.mean(), cfg.mask.target_sparsity, cfg.mask.share_layers
+    )
+    if run.writer:
+        params = {k: cfg.mask[k] for k in ("target_sparsity", "share_layers")}
+        meta = {"kind": attention_topk.NAME, "params": params, "source_run": str(run.dir)}
+        meta["target_sparsity"] = 100.0 * cfg.mask.target_sparsity
+        save_mask(run.artifacts, mask, meta)
+    return {"mask/sparsity": sparsity(mask)}
+
+
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer
     from sparsebert_cli.modeling import MaskSource, build_mask_source, build_pretraining_model
     from sparsebert_cli.training.distill import DistillationObjective
 
+    if cfg.mask.name == attention_topk.NAME:
+        return _attention_topk(cfg, run)
     init_from = upstream_model(cfg, run, "pretrain")
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
     splits, collate = pretraining_data(cfg, tokenizer)
@@ -134,6 +173,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         if dam.target is not None:  # percent, as mask.json's sparsity (the achieved one)
             meta["target_sparsity"] = 100.0 * dam.target.target
             meta["expected_sparsity"] = 100.0 * dam.expected_sparsity().item()
+            meta["sign_sparsity"] = sparsity(dam.sign_mask())
         save_mask(run.artifacts, mask, meta)
         _write_trace(trace_dir, run.artifacts / TRACE_FILE)
     return {**metrics, "mask/sparsity": sparsity(mask)}

@@ -21,12 +21,13 @@ def add_dam_hooks(hooks: Hooks, mask_cfg: DictConfig, dam: DAM, total_steps: int
     scale = dam.entries() if mask_cfg.l1_norm == "sum" else 1
 
     def target_penalty() -> tuple[torch.Tensor, dict[str, float]]:
-        expected, binarized = dam.expected_sparsity(), sparsity(dam.binarize())
+        expected, binarized = dam.expected_sparsity(), sparsity(dam.sign_mask())
         lam1, lam2 = dam.target.multipliers.detach().tolist()
         lagrangian = scale * dam.target(expected, binarized / 100, target["t"])
         return lagrangian, {  # sparsities in percent, as mask/sparsity
             "mask/expected_sparsity": 100.0 * expected.item(),
             "mask/target_sparsity": 100.0 * target["t"],
+            "mask/sign_sparsity": binarized,
             "mask/lambda1": lam1,
             "mask/lambda2": lam2,
         }
