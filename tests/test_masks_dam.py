@@ -1,11 +1,13 @@
 """DAM: shapes, Gumbel-sigmoid sampling with straight-through gradients, Toeplitz structure, L1."""
 
+import warnings
+
 import pytest
 import torch
 
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import MaskConfig
-from sparsebert_cli.masks.dam import DAM, annealed_tau
+from sparsebert_cli.masks.dam import DAM, annealed_tau, check_dam_u_size
 
 
 def toeplitz(values: torch.Tensor) -> torch.Tensor:
@@ -193,3 +195,20 @@ def test_tau_anneals_linearly_to_its_final_value():
     cfg = MaskConfig(tau=2.0, tau_final=0.5)
     taus = [annealed_tau(cfg, step, total_steps=4) for step in (0, 2, 4, 8)]
     assert taus == [2.0, 1.25, 0.5, 0.5]
+
+
+def test_dam_u_at_long_n_is_refused_beyond_memory_with_the_estimate_and_the_fix():
+    with pytest.raises(SparseBertError, match=r"n=4096 with 12 heads .* 201 M α: about 5\.2 GiB"):
+        check_dam_u_size(4096, heads=12, layers=1, memory=4 * 2**30)
+    with pytest.raises(SparseBertError, match="mask=dam_s"):  # 12 unshared layers: 56 GiB
+        DAM.from_config(
+            MaskConfig(name="dam", seq_len=4096, share_layers=False), heads=12, layers=12
+        )
+
+
+def test_dam_u_warns_above_a_gibibyte_and_is_silent_below():
+    with pytest.warns(UserWarning, match="n=2048 with 12 heads"):
+        check_dam_u_size(2048, heads=12, layers=1, memory=1 << 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_dam_u_size(512, heads=12, layers=1)
