@@ -1,6 +1,6 @@
 """Run the benchmarks: all of them (`make bench`), or some by name.
 
-    python -m benchmarks [training|dam|attention|memory|scaling ...] [--quick] [--device cpu|cuda]
+    python -m benchmarks [training|dam|attention|memory|scaling|block_dam ...] [--quick] [--device cpu|cuda]
 
 Each suite prints its ratios with their targets and writes benchmarks/results/<name>.json (the
 `checks`, setup, raw timings, machine, command, wall time) and <name>.md; results/summary.md
@@ -29,6 +29,7 @@ SUITES = {
     "attention": attention.run_attention,
     "memory": attention.run_memory,
     "scaling": attention.run_scaling,
+    "block_dam": attention.run_block_dam,
 }
 
 

@@ -9,11 +9,19 @@ memory: peak memory of forward+backward at n = 4096 with a window mask, block_sp
     dense masked attention (the `masked` reference and the `sdpa` backend with the boolean mask).
 scaling: forward+backward time against n for the fixed-width window mask, block_sparse and dense
     SDPA, with the fitted exponent of t ∝ n^k and a log–log plot.
+block_dam: a block DAM searched by the CLI at n = 2048 (demo model, 30 steps, target sparsity
+    0.9), then its block_sparse forward+backward against dense SDPA (issue 15).
 
-    python -m benchmarks attention|memory|scaling [--quick] [--device cpu|cuda]
+    python -m benchmarks attention|memory|scaling|block_dam [--quick] [--device cpu|cuda]
 """
 
 import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -380,3 +388,81 @@ if __name__ == "__main__":
     from benchmarks.__main__ import main
 
     main(["attention", *sys.argv[1:]])
+
+
+# --- a searched block DAM at long n (issue 15) ---------------------------------------------------
+
+BLOCK_DAM = {"n": 2048, "steps": 30, "target": 0.9, "shape": (1, 4, 5)}
+BLOCK_DAM_QUICK = {"n": 256, "steps": 2, "target": 0.75, "shape": (1, 2, 2)}
+
+
+def _search_block_dam(settings: dict, workdir: Path, device: torch.device) -> tuple[Path, float]:
+    """`sparsebert search mask=dam_block` on the demo model at n (a real CLI run in a scratch runs
+    folder): the mask a user gets. Returns its run folder and the search's wall time."""
+    n = settings["n"]
+    args = [
+        "search", "experiment=demo", "mask=dam_block", f"data.seq_len={n}", f"mask.seq_len={n}",
+        f"model.max_position_embeddings={n}", "mask.lam=0",
+        f"mask.target_sparsity={settings['target']}", f"trainer.max_steps={settings['steps']}",
+        "trainer.batch_size=2", f"trainer.device={device.type}", "run_id=block_dam",
+    ]  # fmt: skip
+    env = {**os.environ, "SPARSEBERT_RUNS_DIR": str(workdir / "runs"), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sparsebert_cli.cli", *args], env=env, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return workdir / "runs" / "search" / "block_dam", time.perf_counter() - start
+
+
+def run_block_dam(device: torch.device, quick: bool) -> dict:
+    """A block DAM searched at n = 2048, then its block_sparse forward+backward against dense
+    SDPA: the speed-up should reach half of the ideal 1 / block density."""
+    from sparsebert_cli.masks.artifact import load_mask
+
+    settings = BLOCK_DAM_QUICK if quick else BLOCK_DAM
+    n, (batch, heads, rounds), bs = settings["n"], settings["shape"], block_size()
+    with tempfile.TemporaryDirectory() as workdir:
+        run_dir, search_s = _search_block_dam(settings, Path(workdir), device)
+        mask, meta = load_mask(run_dir / "artifacts")
+    mask = mask[0, :heads].to(device)
+    q, k, v = _inputs(batch, heads, n, device)
+    runs = _backends(q, k, v, mask, bs)
+    timings = compare(
+        {
+            "dense": _forward_backward(_dense(q, k, v)),
+            "block_sparse": _forward_backward(runs["block_sparse"]),
+        },
+        device,
+        rounds,
+    )
+    density = runs["_layout"].block_density
+    speedup = timings["dense"]["median_s"] / timings["block_sparse"]["median_s"]
+    print(f"  searched block DAM n={n}: sparsity {meta['sparsity']['overall']:.1f} %, block "
+          f"density {density:.3f}, fwd+bwd ×{speedup:.2f} (ideal ×{1 / density:.1f}); search "
+          f"{search_s:.0f} s", flush=True)  # fmt: skip
+    checks = [
+        check(
+            f"searched block DAM: block_sparse fwd+bwd speed-up / ideal, n={n}",
+            speedup / (1 / density),
+            "≥",
+            SPARSE_TARGET,
+            f"×{speedup:.1f} of ideal ×{1 / density:.1f}",
+        )
+    ]
+    details = (
+        f"`sparsebert search experiment=demo mask=dam_block data.seq_len={n} mask.lam=0 "
+        f"mask.target_sparsity={settings['target']} trainer.max_steps={settings['steps']} "
+        f"trainer.batch_size=2` ({search_s:.0f} s), then the first {heads} heads of its mask: "
+        f"sparsity {meta['sparsity']['overall']:.1f} %, block density {density:.3f} (block size "
+        f"{bs}); forward+backward of B×H = {batch}×{heads}, head dim {DIM}.\n\n"
+        + markdown_table(
+            ["pass", "median s", "min–max s"],
+            [
+                [name, t["median_s"], f"{t['min_s']:.3f}–{t['max_s']:.3f}"]
+                for name, t in timings.items()
+            ],  # fmt: skip
+        )
+    )
+    setup = {**settings, "block_size": bs, "head_dim": DIM, "search_s": search_s,
+             "mask_sparsity": meta["sparsity"]["overall"], "block_density": density}  # fmt: skip
+    return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}
