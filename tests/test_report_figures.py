@@ -190,3 +190,31 @@ def test_cli_figures_of_a_dense_model_say_there_is_nothing_to_draw(tmp_path, cap
     (run_dir / "manifest.json").write_text(json.dumps({"stage": "finetune", "status": "completed"}))
     assert main(["--figures", str(run_dir)]) == 0
     assert capsys.readouterr().out.startswith(f"nothing to draw: {run_dir.resolve()} holds a model")
+
+
+def test_attention_through_training_reads_the_profiled_evaluations(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "pretrain" / "p1"
+    (run_dir / "artifacts" / "model").mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(json.dumps({"stage": "pretrain", "status": "completed"}))
+    lines = [{"step": 50, "train/loss": 7.0}]  # a training line: not an evaluation
+    for step, ratio in ((100, 1.1), (200, 8.0)):
+        lines.append({"step": step, "eval/mlm_accuracy": ratio / 40, "eval/attn_neighbour_ratio":
+                      ratio, "eval/attn_diag_mass": 0.01 * ratio, "eval/attn_cls_mass": 0.02,
+                      "eval/attn_sep_mass": 0.3 / ratio})  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["--figures", str(run_dir)]) == 0
+    figures = run_dir.resolve() / "figures"
+    assert str(figures / "attention_through_training.png") in capsys.readouterr().out
+    _opens_as_png(figures / "attention_through_training.png")
+    numbers = json.loads((figures / "attention_through_training.json").read_text())
+    assert numbers["step"] == [100, 200]
+    assert numbers["eval/attn_neighbour_ratio"] == [1.1, 8.0]
+    assert numbers["eval/attn_sep_mass"] == pytest.approx([0.3 / 1.1, 0.3 / 8.0])
+
+
+def test_a_damaged_metrics_log_is_named_in_the_error(tmp_path):
+    from sparsebert_cli.reporting.attention_curves import attention_history
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "eval/attn\n')
+    with pytest.raises(SparseBertError, match=r"metrics.jsonl line 2 is not JSON"):
+        attention_history(tmp_path)

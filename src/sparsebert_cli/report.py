@@ -170,6 +170,7 @@ def _occlusion(args: argparse.Namespace) -> None:
 
 
 def _figures(args: argparse.Namespace) -> None:
+    from sparsebert_cli.reporting.attention_curves import write_attention_curves
     from sparsebert_cli.reporting.importance import TRACE_FILE, write_importance_figures
     from sparsebert_cli.reporting.mask_figures import write_pattern_grid, write_run_mask_figure
 
@@ -184,11 +185,13 @@ def _figures(args: argparse.Namespace) -> None:
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:
             written.append(mask_figure)
+        written += write_attention_curves(run_dir, out_dir)
         if not written and (run_dir / "artifacts" / "model").is_dir():
             print(
-                f"nothing to draw: {run_dir} holds a model with dense attention (no mask, no "
-                "importance trace). Figures are drawn for a search run (importance and mask) and "
-                "for a pretrain or finetune run with a sparse mask."
+                f"nothing to draw: {run_dir} holds a model with dense attention and no held-out "
+                "attention profile (no mask, no importance trace). Figures are drawn for a search "
+                "run (importance and mask), a pretrain or finetune run with a sparse mask, and "
+                "the attention through training of a run whose evaluations profiled it."
             )
             return
         if not written:

@@ -29,6 +29,7 @@ from sparsebert_cli.errors import SparseBertError
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
+METRICS_LOG = "metrics.jsonl"  # every logged step and evaluation, one JSON object a line
 CONFIG = "config.yaml"
 LOCK = ".lock"
 OWNER = ".owner.json"  # pid and host of the job that holds LOCK

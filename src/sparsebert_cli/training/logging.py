@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from sparsebert_cli.progress import route_logging
-from sparsebert_cli.runs import atomic_write_text, redact
+from sparsebert_cli.runs import METRICS_LOG, atomic_write_text, redact
 
 # The metrics a progress line shows (every metric goes to metrics.jsonl and W&B).
 SHOWN = (
@@ -35,7 +35,7 @@ class MetricLogger:
         total_steps: int,
         enabled: bool = True,
     ):
-        self.path = run_dir / "metrics.jsonl"
+        self.path = run_dir / METRICS_LOG
         self.enabled = enabled
         self.total = total_steps
         self.wandb = None
