@@ -83,7 +83,8 @@ def _model_cfg(preset: str):
 
 
 def _sparsebert(model_cfg, mask_cfg, device: torch.device):
-    from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_pretraining_model
 
     heads, layers = model_cfg.num_heads, model_cfg.num_layers
     source = (

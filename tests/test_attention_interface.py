@@ -9,7 +9,8 @@ import torch
 from sparsebert_cli.attention.interface import AttentionMask, check_backend, choose_backend
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.modeling import MaskSource, build_task_model
+from sparsebert_cli.masks.source import MaskSource
+from sparsebert_cli.modeling import build_task_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 LAYERS, HEADS, N, VOCAB = 2, 2, 37, 50

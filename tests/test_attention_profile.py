@@ -9,7 +9,8 @@ import torch
 
 from sparsebert_cli.attention.profile import AttentionProfile
 from sparsebert_cli.config import ModelConfig
-from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+from sparsebert_cli.masks.source import MaskSource
+from sparsebert_cli.modeling import build_pretraining_model
 from sparsebert_cli.training.evaluation import PROFILE_FILE, HeldOutMLM
 
 N = 8

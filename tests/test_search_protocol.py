@@ -9,7 +9,8 @@ from conftest import ROOT, sparsebert, tiny_model
 from omegaconf import OmegaConf
 
 from sparsebert_cli.masks.config import MaskConfig
-from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+from sparsebert_cli.masks.source import MaskSource
+from sparsebert_cli.modeling import build_pretraining_model
 from sparsebert_cli.reporting.occlusion import band_masks
 from sparsebert_cli.training.config import TrainerConfig
 from sparsebert_cli.training.distill import DistillationObjective

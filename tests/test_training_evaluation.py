@@ -5,7 +5,8 @@ from omegaconf import OmegaConf
 
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.data.pretraining import collate_pretraining
-from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+from sparsebert_cli.masks.source import MaskSource
+from sparsebert_cli.modeling import build_pretraining_model
 from sparsebert_cli.training.evaluation import evaluate_mlm
 
 

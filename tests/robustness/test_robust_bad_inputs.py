@@ -211,7 +211,8 @@ def test_truncated_optimiser_state_is_refused(tmp_path):
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
     """A real (tiny) fine-tuned checkpoint folder, as `save_checkpoint` writes it."""
-    from sparsebert_cli.modeling import MaskSource, build_task_model, save_checkpoint
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_task_model, save_checkpoint
 
     model_cfg = OmegaConf.structured(RunConfig).model
     model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers = 32, 64, 1
@@ -238,7 +239,8 @@ def test_damaged_checkpoint_weights_are_refused(model_dir, damage):
 
 
 def test_damaged_weights_of_an_init_model_are_refused(model_dir):
-    from sparsebert_cli.modeling import MaskSource, build_task_model
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_task_model
 
     _truncate(model_dir / "model.safetensors")
     model_cfg = OmegaConf.structured(RunConfig).model
@@ -251,7 +253,8 @@ def test_damaged_weights_of_an_init_model_are_refused(model_dir):
 
 @pytest.mark.parametrize("damage", [_truncate, lambda p: p.write_bytes(b'{"a": "\xff"}')])
 def test_damaged_checkpoint_config_is_refused(model_dir, damage):
-    from sparsebert_cli.modeling import MaskSource, bert_config, build_task_model, load_checkpoint
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import bert_config, build_task_model, load_checkpoint
 
     damage(model_dir / "config.json")
     model_cfg = OmegaConf.structured(RunConfig).model
@@ -439,7 +442,8 @@ def test_non_utf8_text_file_is_refused(tmp_path):
 def _finetune_run(tmp_path: Path, tokenizer, task: dict) -> Path:
     """A completed finetune run (tiny MRPC model, embedded tokenizer) that recorded `task`."""
     from sparsebert_cli.data.tokenizer import save_tokenizer
-    from sparsebert_cli.modeling import MaskSource, build_task_model, save_checkpoint
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_task_model, save_checkpoint
 
     model_cfg = OmegaConf.structured(RunConfig).model
     model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers = 32, 64, 1

@@ -78,7 +78,8 @@ def test_a_pickled_hugging_face_checkpoint_is_refused_without_running(tmp_path):
     from transformers import BertConfig
 
     from sparsebert_cli.config import RunConfig
-    from sparsebert_cli.modeling import MaskSource, build_task_model
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_task_model
 
     marker = tmp_path / "pwned"
     folder = tmp_path / "model"

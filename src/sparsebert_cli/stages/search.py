@@ -57,7 +57,8 @@ def _write_trace(trace_dir: Path, out: Path) -> None:
 def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
     """The attention-mass top-k mask of the (dense) starting model, saved as the search's mask."""
     from sparsebert_cli.data.tokenizer import load_tokenizer
-    from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_pretraining_model
 
     init_from = upstream_model(cfg, run, "pretrain")
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
@@ -86,7 +87,8 @@ def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer
-    from sparsebert_cli.modeling import MaskSource, build_mask_source, build_pretraining_model
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_mask_source, build_pretraining_model
     from sparsebert_cli.training.distill import DistillationObjective
 
     if cfg.mask.name == attention_topk.NAME:

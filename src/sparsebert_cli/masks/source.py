@@ -1,0 +1,111 @@
+"""The mask M a model attends with, as one module the model owns: dense, fixed or a learnable DAM."""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from sparsebert_cli.attention.interface import AttentionMask, check_backend
+from sparsebert_cli.config import ModelConfig
+from sparsebert_cli.masks.artifact import MASK_FILE, fit_to_length, load_mask
+from sparsebert_cli.masks.build import build_fixed_mask
+from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.dam import DAM
+from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
+
+
+class MaskSource(nn.Module):
+    """The model's attention mask: dense (no tensor), fixed (a bool buffer) or a learnable DAM.
+
+    Called once per forward pass of the model with the sequence length n, it returns this pass's
+    `AttentionMask` for every layer: the fixed M cropped to n (cached per n, block tables
+    included), a DAM sample while training (gradients to α; one sample shared by all layers when
+    the DAM has one layer) or the binarized DAM M = 1[α > 0] in eval mode. The attention backend
+    and block size travel with it (`use_backend`, from the stage's model config).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        mask: torch.Tensor | None = None,
+        dam: DAM | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.kind = kind  # dense | fixed | dam
+        self.meta = meta or {"kind": "dense"}  # mask.json fields: kind, params, source_run
+        if kind == "fixed":
+            # Not in state_dict: the mask travels as mask.safetensors, beside the weights.
+            self.register_buffer("mask", mask, persistent=False)
+        self.dam = dam
+        self.dam_active = True  # False: the DAM stands aside (dense), e.g. while a head warms up
+        self.logged: set[str] = set()  # the auto backend choices already logged
+        self.backend, self.block_size = "auto", ModelConfig.block_size
+        self._fixed: dict[tuple[int, str], AttentionMask] = {}
+
+    def use_backend(self, model_cfg: ModelConfig | DictConfig) -> None:
+        """Attend with model.attention_backend at model.block_size (refused if it cannot run M)."""
+        check_backend(model_cfg.attention_backend, self.kind)
+        self.backend, self.block_size = model_cfg.attention_backend, model_cfg.block_size
+        self._fixed.clear()
+
+    def _attention(self, values: torch.Tensor | None) -> AttentionMask:
+        return AttentionMask(values, self.logged, backend=self.backend, block_size=self.block_size)
+
+    @classmethod
+    def from_config(
+        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, n: int, block_size: int = 32
+    ) -> "MaskSource":
+        """The mask of a `mask` config (dense, a fixed pattern, from_run with a resolved
+        directory, or dam) for a model with `heads` heads and `layers` layers, at length n
+        (`block_size`: the model's, the tile of a block DAM)."""
+        if cfg.name == "dense":
+            return cls("dense")
+        if cfg.name == "dam":
+            dam = DAM.from_config(cfg, heads, layers, block_size)
+            return cls("dam", dam=dam, meta={"kind": dam.kind})
+        mask = build_fixed_mask(cfg, n, heads, layers)
+        if cfg.name in PATTERNS:
+            meta = {"kind": cfg.name, "params": pattern_params(cfg)}
+        else:
+            _, stored = load_mask(Path(cfg.from_run) / "artifacts")
+            meta = {
+                "kind": stored["kind"],
+                "params": stored.get("params", {}),
+                "source_run": cfg.from_run,
+            }
+        return cls("fixed", mask=mask, meta=meta)
+
+    @classmethod
+    def from_checkpoint(cls, directory: Path, heads: int, layers: int) -> "MaskSource":
+        """The mask stored with a model checkpoint; dense for a plain Hugging Face checkpoint."""
+        directory = Path(directory)
+        if not (directory / MASK_FILE).is_file():
+            return cls("dense")
+        mask, meta = load_mask(directory, heads=heads, layers=layers)
+        keep = {
+            "kind": meta["kind"],
+            "params": meta.get("params", {}),
+            "source_run": meta.get("source_run"),
+        }
+        return cls("fixed", mask=mask, meta=keep)
+
+    def binarized(self) -> torch.Tensor | None:
+        """M as bool [L or 1, H, N, N] (the DAM binarized), or None for dense."""
+        if self.kind == "dam":
+            return self.dam.binarize()
+        return self.mask if self.kind == "fixed" else None
+
+    def forward(self, n: int) -> AttentionMask:
+        if self.kind == "dense":
+            return self._attention(None)
+        if self.kind == "dam":
+            if not self.dam_active:
+                return self._attention(None)
+            values = self.dam.sample() if self.training else self.dam.binarize()
+            return self._attention(fit_to_length(values, n))
+        key = (n, str(self.mask.device))
+        if key not in self._fixed:
+            self._fixed[key] = self._attention(fit_to_length(self.mask, n))
+        return self._fixed[key]
