@@ -85,7 +85,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     except interrupt.Interrupted as e:
         from sparsebert_cli.training.checkpoint import complete_checkpoints
 
-        kept = complete_checkpoints(run_dir / "checkpoints")
+        kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
         run.interrupt(str(e), kept[-1] if kept else None)
         raise
     except BaseException as e:

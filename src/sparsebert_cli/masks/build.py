@@ -5,8 +5,6 @@ The searched masks (`mask=dam`, learnable: `dam.DAM.from_config`; `mask=attentio
 masks and are refused here.
 """
 
-from pathlib import Path
-
 import torch
 from omegaconf import DictConfig
 
@@ -14,6 +12,7 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import load_mask
 from sparsebert_cli.masks.config import SEARCHED_MASKS, MaskConfig
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask, unknown_mask_error
+from sparsebert_cli.runs import layout
 
 
 def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: int) -> torch.Tensor:
@@ -32,7 +31,7 @@ def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: i
                 "mask.from=<a search run directory> (or mask.from=latest through a stage, which "
                 "resolves it)."
             )
-        mask, _ = load_mask(Path(cfg.from_run) / "artifacts", heads=heads, layers=layers, n=n)
+        mask, _ = load_mask(layout(cfg.from_run).artifacts, heads=heads, layers=layers, n=n)
         return mask
     if cfg.name in SEARCHED_MASKS:
         raise SparseBertError(

@@ -13,6 +13,7 @@ from sparsebert_cli.masks.build import build_fixed_mask
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.dam import DAM
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
+from sparsebert_cli.runs import layout
 
 
 class MaskSource(nn.Module):
@@ -69,7 +70,7 @@ class MaskSource(nn.Module):
         if cfg.name in PATTERNS:
             meta = {"kind": cfg.name, "params": pattern_params(cfg)}
         else:
-            _, stored = load_mask(Path(cfg.from_run) / "artifacts")
+            _, stored = load_mask(layout(cfg.from_run).artifacts)
             meta = {
                 "kind": stored["kind"],
                 "params": stored.get("params", {}),

@@ -66,7 +66,7 @@ def _row_mask(row: Row, records: dict[str, object]):
             manifest = runs.load_manifest(record.dir) or {}
             root = runs_root(record.dir, str(manifest.get("stage")))
             for candidate in (record.dir, *_input_dirs(record.dir, manifest, root)):
-                for folder in (candidate / "artifacts" / "model", candidate / "artifacts"):
+                for folder in (runs.layout(candidate).model, runs.layout(candidate).artifacts):
                     if (folder / MASK_FILE).is_file():
                         return load_mask(folder)[0], record
             return None, record

@@ -28,7 +28,7 @@ def load_trace(run_dir: Path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(run_dir) / "artifacts" / TRACE_FILE
+    path = runs.layout(run_dir).artifacts / TRACE_FILE
     if not path.is_file():
         raise SparseBertError(
             f"{path} does not exist: {run_dir} is not a search run with an importance trace; pass "

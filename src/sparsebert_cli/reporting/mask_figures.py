@@ -5,13 +5,11 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 
-RUN_MASK_DIRS = ("artifacts", "artifacts/model")  # a search run's mask, a model checkpoint's mask
-
 
 def find_mask_dir(run_dir: Path) -> Path | None:
-    """The folder holding the run's mask artifact (mask.safetensors + mask.json), if any."""
-    for relative in RUN_MASK_DIRS:
-        folder = Path(run_dir) / relative
+    """The folder holding the run's mask artifact (mask.safetensors + mask.json), if any: a
+    search run's mask, else a model checkpoint's."""
+    for folder in (runs.layout(run_dir).artifacts, runs.layout(run_dir).model):
         if (folder / "mask.json").is_file() and (folder / "mask.safetensors").is_file():
             return folder
     return None

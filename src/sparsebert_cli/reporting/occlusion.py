@@ -66,7 +66,7 @@ def _final_keep_probabilities(run_dir: Path):
 
     from sparsebert_cli.reporting.importance import TRACE_FILE
 
-    path = run_dir / "artifacts" / TRACE_FILE
+    path = runs.layout(run_dir).artifacts / TRACE_FILE
     if not path.is_file():
         return None
     return load_file(str(path))["probs"][-1].float().mean(0)

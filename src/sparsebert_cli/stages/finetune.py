@@ -13,9 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.runs import Run
+from sparsebert_cli.runs import Run, layout
 from sparsebert_cli.stages.inputs import (
-    MODEL_DIR,
     cache_dir,
     mask_sparsity,
     resolve_mask,
@@ -118,6 +117,6 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             "seed": cfg.seed,  # deals an embedded task's folds: evaluate uses the same dev set
             "label_names": list(task.label_names),
         }
-        save_checkpoint(model, run.artifacts / MODEL_DIR, extra)
-        save_tokenizer(tokenizer, run.artifacts / MODEL_DIR)
+        save_checkpoint(model, layout(run.dir).model, extra)
+        save_tokenizer(tokenizer, layout(run.dir).model)
     return {**metrics, "mask/sparsity": mask_sparsity(model)}

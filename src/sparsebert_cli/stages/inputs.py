@@ -11,8 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 
-MODEL_DIR = "model"  # <run>/artifacts/model: the save_pretrained folder a stage hands on
-
 
 def cache_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir)
@@ -54,7 +52,7 @@ def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
         return None
     run_dir = runs.resolve(kind, cfg.model.from_run, Path(cfg.paths.runs_dir))
     run.add_input("model", run_dir)
-    model_dir = run_dir / "artifacts" / MODEL_DIR
+    model_dir = runs.layout(run_dir).model
     if not model_dir.is_dir():
         raise SparseBertError(
             f"{run_dir} is completed but has no model at {model_dir}; rerun that stage."

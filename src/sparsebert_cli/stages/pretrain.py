@@ -7,9 +7,8 @@ MLM metrics.
 
 from omegaconf import DictConfig
 
-from sparsebert_cli.runs import Run
+from sparsebert_cli.runs import Run, layout
 from sparsebert_cli.stages.inputs import (
-    MODEL_DIR,
     cache_dir,
     mask_sparsity,
     pretraining_data,
@@ -39,7 +38,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     if run.writer:
         evaluate.write_profile(run.artifacts)
         save_checkpoint(
-            model, run.artifacts / MODEL_DIR, {"stage": "pretrain", "run_dir": str(run.dir)}
+            model, layout(run.dir).model, {"stage": "pretrain", "run_dir": str(run.dir)}
         )
-        save_tokenizer(tokenizer, run.artifacts / MODEL_DIR)
+        save_tokenizer(tokenizer, layout(run.dir).model)
     return {**metrics, "mask/sparsity": mask_sparsity(model)}

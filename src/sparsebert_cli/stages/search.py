@@ -25,7 +25,7 @@ from sparsebert_cli.attention.profile import AttentionMap
 from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.stats import sparsity
-from sparsebert_cli.runs import Run, atomic_write
+from sparsebert_cli.runs import Run, atomic_write, layout
 from sparsebert_cli.stages.inputs import (
     cache_dir,
     pretraining_data,
@@ -102,7 +102,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     dam = source.dam
     total = total_steps(cfg.trainer, len(splits["train"]))
-    trace_dir = run.dir / "trace"
+    trace_dir = layout(run.dir).trace
     warmup = cfg.mask.head_warmup
     objective = model
     if cfg.mask.objective == "distill":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sparsebert_cli import interrupt
+from sparsebert_cli import interrupt, runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run
 from sparsebert_cli.training import checkpoint as ckpt
@@ -214,7 +214,7 @@ def train(
         run.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), total, enabled=rank == 0
     )
 
-    ckpt_dir = run.dir / "checkpoints"
+    ckpt_dir = runs.layout(run.dir).checkpoints
     found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
     state = {"best": None, "best_step": None, "best_metrics": None}
     if found:
