@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from sparsebert_cli.masks.catalogue import main
 from sparsebert_cli.masks.patterns import PATTERNS
 from sparsebert_cli.masks.plots import mosaic, plot_mask_grid
+from sparsebert_cli.tools import masks_main as main
 
 PAPER_SPARSITY = {
     "strided": 70.4,

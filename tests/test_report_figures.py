@@ -13,7 +13,7 @@ from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.catalogue import presets
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
 from sparsebert_cli.masks.stats import sparsity
-from sparsebert_cli.report import main
+from sparsebert_cli.reporting.cli import main
 from sparsebert_cli.reporting.importance import snapshot_indices, write_importance_figures
 from sparsebert_cli.reporting.mask_figures import write_pattern_grid, write_run_mask_figure
 

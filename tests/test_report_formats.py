@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from test_report_table import make_job, mrpc
 
 from sparsebert_cli.callbacks import SweepSummary
-from sparsebert_cli.report import main, write_summaries
+from sparsebert_cli.reporting.cli import main, write_summaries
 from sparsebert_cli.reporting.formats import cell_text, to_csv, to_json, to_latex, to_markdown
 from sparsebert_cli.reporting.table import Cell, Stat, build_table
 
@@ -150,7 +150,7 @@ def test_cli_user_error_is_one_line_and_exit_1(tmp_path, capsys):
 def test_help_and_table_do_not_import_torch(sweep):
     code = (
         "import sys, contextlib, io\n"
-        "from sparsebert_cli.report import main\n"
+        "from sparsebert_cli.reporting.cli import main\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['--help'])\n"
         f"main([{str(sweep)!r}, '--format', 'json'])\n"

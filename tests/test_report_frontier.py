@@ -8,7 +8,7 @@ import torch
 from test_report_table import make_job
 
 from sparsebert_cli.masks.artifact import save_mask
-from sparsebert_cli.report import main
+from sparsebert_cli.reporting.cli import main
 from sparsebert_cli.reporting.frontier import build_frontier, pareto
 
 N, HEADS = 128, 2  # the schema's defaults: what a run that records no model/task size used

@@ -17,7 +17,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            from sparsebert_cli.report import write_summaries
+            from sparsebert_cli.reporting.cli import write_summaries
             from sparsebert_cli.reporting.records import RESULT_STAGES
 
             if config.get("stage") not in RESULT_STAGES:

@@ -115,15 +115,13 @@ def print_overview() -> None:
 
 
 def _tool(name: str) -> Callable[[list[str]], int]:
-    if name == "masks":
-        from sparsebert_cli.masks.catalogue import main
-    elif name == "report":
-        from sparsebert_cli.report import main
-    else:
-        from sparsebert_cli import tools
+    if name == "report":
+        from sparsebert_cli.reporting.cli import main
 
-        main = tools.ls_main if name == "ls" else tools.validate_main
-    return main
+        return main
+    from sparsebert_cli import tools
+
+    return {"ls": tools.ls_main, "validate": tools.validate_main, "masks": tools.masks_main}[name]
 
 
 def main(argv: list[str] | None = None) -> int:
