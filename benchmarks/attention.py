@@ -82,15 +82,16 @@ def _backends(q, k, v, mask: torch.Tensor, bs: int) -> dict:
     """name → callable returning the attention output, for one mask (dense SDPA excluded)."""
     from sparsebert_cli.attention.block_sparse import block_layout, block_sparse_attention
     from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
-    from sparsebert_cli.attention.masked import masked_attention, sdpa_attention
+    from sparsebert_cli.attention.masked import build_sdpa_mask, masked_attention, sdpa_attention
 
     scale = DIM**-0.5
-    layout = block_layout(mask, bs)  # built once per mask, as AttentionMask caches it
+    layout = block_layout(mask, bs)  # built once per mask, as AttentionMask caches them
+    prepared = build_sdpa_mask(mask, q.dtype)
     block_mask = flex_block_mask(mask, None, bs)
     return {
         "block_sparse": lambda: block_sparse_attention(q, k, v, layout, None, scale),
         "flex": lambda: flex_sparse_attention(*_grad_or_detached(q, k, v), block_mask, scale),
-        "sdpa": lambda: sdpa_attention(q, k, v, mask, None, scale),
+        "sdpa": lambda: sdpa_attention(q, k, v, mask, None, scale, prepared=prepared),
         "masked": lambda: masked_attention(q, k, v, mask, None, scale),
         "_layout": layout,
     }

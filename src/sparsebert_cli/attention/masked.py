@@ -7,11 +7,11 @@ Both compute every query-key score and differ only in who does the work:
   where sparsity cannot pay, e.g. short sequences or a dense mask) as an additive float mask
   [1 or B, H, n, n]: on CPU (torch 2.13) a 4-D float mask keeps the fused flash kernel, where a
   boolean or 3-D mask falls back to the unfused math path (about 8× slower at n = 128). The
-  float mask and M's empty rows are derived once per mask (`SdpaMask`, cached), not per call.
+  float mask and M's empty rows are derived once per mask (`SdpaMask`, kept by the model's
+  `AttentionMask`, the one cache of what is derived from a mask), not per call.
 Both apply the empty-row rule (masks/empty_rows.py): a query with no allowed key gets a zero output.
 """
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -114,29 +114,6 @@ def _empty_with_padding(prepared: SdpaMask, key_padding: torch.Tensor) -> torch.
     return ~allowed.any(dim=-1, keepdim=True)
 
 
-# M tensor → its SdpaMasks, for callers that pass the same tensor each call (weakly held: an entry
-# goes with its tensor; an in-place change of M, seen by its version counter, rebuilds it).
-_SDPA_MASKS: dict[int, tuple[weakref.ref, int, dict]] = {}
-
-
-def _cached_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
-    try:
-        version = mask._version
-    except RuntimeError:  # an inference tensor has no version counter: do not cache
-        return build_sdpa_mask(mask, dtype)
-    key = id(mask)
-    entry = _SDPA_MASKS.get(key)
-    if entry is None or entry[0]() is not mask or entry[1] != version:
-        # The cache is bound now: at interpreter exit the module's globals may already be None.
-        ref = weakref.ref(mask, lambda _, key=key, cache=_SDPA_MASKS: cache.pop(key, None))
-        entry = (ref, version, {})
-        _SDPA_MASKS[key] = entry
-    built = entry[2]
-    if (dtype, mask.device) not in built:
-        built[(dtype, mask.device)] = build_sdpa_mask(mask, dtype)
-    return built[(dtype, mask.device)]
-
-
 def sdpa_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -149,8 +126,8 @@ def sdpa_attention(
 ) -> torch.Tensor:
     """Masked attention on PyTorch's fused SDPA kernels; M bool [H, n, n] or None (dense).
 
-    prepared: `build_sdpa_mask(M, query.dtype)` when the caller keeps it; otherwise it is looked
-    up by the identity of the M tensor (built on first use).
+    prepared: `build_sdpa_mask(M, query.dtype)`, which the caller keeps (the model's
+    `AttentionMask` builds it once per mask and layer); without it, it is built for this call.
     """
     if mask is None and key_padding is None:
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, scale=scaling)
@@ -162,7 +139,7 @@ def sdpa_attention(
         empty = empty if bool(empty.any()) else None
     else:
         if prepared is None or prepared.dtype != query.dtype:
-            prepared = _cached_sdpa_mask(mask, query.dtype)
+            prepared = build_sdpa_mask(mask, query.dtype)
         bias, empty = prepared.bias, prepared.empty
         if bias is None:
             bias = _bias(mask, query.dtype)
