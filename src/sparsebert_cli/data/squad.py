@@ -26,6 +26,7 @@ import numpy as np
 
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.data.qa_metrics import best_null_threshold, squad_metrics
+from sparsebert_cli.data.tasks import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
 # The official file names in task.data_dir, by version (v2.0: version_2_with_negative).
@@ -67,14 +68,7 @@ class SquadData:
         bookkeeping columns (example_index, offsets) stay behind."""
         import torch
 
-        tensors = {}
-        for name, pad in (
-            ("input_ids", self.pad_token_id),
-            ("token_type_ids", 0),
-            ("attention_mask", 0),
-        ):
-            rows = [list(e[name]) + [pad] * (self.seq_len - len(e[name])) for e in batch]
-            tensors[name] = torch.tensor(rows, dtype=torch.long)
+        tensors = padded_inputs(batch, self.seq_len, self.pad_token_id)
         for name in ("start_positions", "end_positions"):
             if name in batch[0]:
                 tensors[name] = torch.tensor([e[name] for e in batch], dtype=torch.long)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.data.tasks import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
 ENDINGS = ("ending0", "ending1", "ending2", "ending3")
@@ -34,14 +35,7 @@ class SwagData:
         import torch
 
         longest = max(len(choice) for e in batch for choice in e["input_ids"])
-        tensors = {}
-        for name, pad in (
-            ("input_ids", self.pad_token_id),
-            ("token_type_ids", 0),
-            ("attention_mask", 0),
-        ):
-            rows = [[list(c) + [pad] * (longest - len(c)) for c in e[name]] for e in batch]
-            tensors[name] = torch.tensor(rows, dtype=torch.long)
+        tensors = padded_inputs(batch, longest, self.pad_token_id)
         tensors["labels"] = torch.tensor([e["labels"] for e in batch], dtype=torch.long)
         tensors["idx"] = torch.tensor([e["idx"] for e in batch], dtype=torch.long)
         return tensors

@@ -36,6 +36,24 @@ FILE_BUILDERS = {
 }
 
 
+def padded_inputs(batch: list[dict], length: int, pad_token_id: int) -> dict:
+    """input_ids, token_type_ids and attention_mask of a batch as long tensors, every sequence
+    padded to `length` (input_ids with the tokenizer's pad id, the others with 0); an example's
+    field is one sequence, or one per choice (multiple choice: [B, choices, length])."""
+    import torch
+
+    def pad(value, filler):
+        if value and not isinstance(value[0], int):
+            return [pad(choice, filler) for choice in value]
+        return list(value) + [filler] * (length - len(value))
+
+    fillers = {"input_ids": pad_token_id, "token_type_ids": 0, "attention_mask": 0}
+    return {
+        name: torch.tensor([pad(e[name], filler) for e in batch], dtype=torch.long)
+        for name, filler in fillers.items()
+    }
+
+
 @dataclass
 class TaskData:
     name: str
@@ -50,14 +68,7 @@ class TaskData:
         import torch
 
         longest = max(len(example["input_ids"]) for example in batch)
-        tensors = {}
-        for name, pad in (
-            ("input_ids", self.pad_token_id),
-            ("token_type_ids", 0),
-            ("attention_mask", 0),
-        ):
-            rows = [list(e[name]) + [pad] * (longest - len(e[name])) for e in batch]
-            tensors[name] = torch.tensor(rows, dtype=torch.long)
+        tensors = padded_inputs(batch, longest, self.pad_token_id)
         label_type = torch.float if self.problem_type == "regression" else torch.long
         tensors["labels"] = torch.tensor([e["labels"] for e in batch], dtype=label_type)
         tensors["idx"] = torch.tensor([e["idx"] for e in batch], dtype=torch.long)
