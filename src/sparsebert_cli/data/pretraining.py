@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sparsebert_cli.data.cache import cached_dataset, content_key
 from sparsebert_cli.data.corpus import corpus_identity, load_corpus
+from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
 PRETRAINING_FORMAT = 1  # bump when the recipe below changes, to invalidate caches
@@ -264,10 +265,7 @@ def collate_pretraining(batch: list[dict]) -> dict:
     import torch
 
     longest = max(len(example["input_ids"]) for example in batch)
-    tensors = {}
-    for name in ("input_ids", "token_type_ids", "attention_mask"):
-        rows = [list(e[name]) + [0] * (longest - len(e[name])) for e in batch]
-        tensors[name] = torch.tensor(rows, dtype=torch.long)
+    tensors = padded_inputs(batch, longest, pad_token_id=0)
     for name in ("masked_lm_positions", "masked_lm_ids"):
         tensors[name] = torch.tensor([e[name] for e in batch], dtype=torch.long)
     tensors["masked_lm_weights"] = torch.tensor(

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.data.qa_metrics import best_null_threshold, squad_metrics
-from sparsebert_cli.data.tasks import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
 # The official file names in task.data_dir, by version (v2.0: version_2_with_negative).

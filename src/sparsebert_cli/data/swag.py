@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsebert_cli.data.hub import load_hub_dataset
-from sparsebert_cli.data.tasks import padded_inputs
+from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
 ENDINGS = ("ending0", "ending1", "ending2", "ending3")
