@@ -1,0 +1,83 @@
+"""An in-process spec of the one training loop (training/loop.py) on a 1-layer model, in seconds:
+the batch order is a function of (seed, step), gradient accumulation splits a batch without
+changing the update, and a run stopped after a step and resumed from its checkpoint ends with the
+weights of the run that was never stopped. (The subprocess tests kill real CLI runs; these pin
+the loop's own contract.)"""
+
+import pytest
+import torch
+from conftest import compose_cfg, tiny_model
+
+from sparsebert_cli import interrupt
+from sparsebert_cli.data.pretraining import collate_pretraining
+from sparsebert_cli.masks.source import MaskSource
+from sparsebert_cli.modeling import build_pretraining_model
+from sparsebert_cli.runs import Run
+from sparsebert_cli.training.loop import Hooks, batch_indices, train
+
+VOCAB, N, EXAMPLES = 40, 12, 24
+
+
+def examples() -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for _ in range(EXAMPLES):
+        ids = torch.randint(5, VOCAB, (N,), generator=g).tolist()
+        positions = sorted(torch.randperm(N - 2, generator=g)[:2].add(1).tolist())
+        rows.append({
+            "input_ids": ids, "token_type_ids": [0] * N, "attention_mask": [1] * N,
+            "masked_lm_positions": positions, "masked_lm_ids": [ids[p] for p in positions],
+            "masked_lm_weights": [1.0, 1.0], "next_sentence_label": -100,
+        })  # fmt: skip
+    return rows
+
+
+def run_loop(run_dir, *overrides: str, hooks: Hooks | None = None) -> torch.nn.Module:
+    cfg = compose_cfg("pretrain", "debug=smoke", "data.nsp=false", "trainer.max_steps=6",
+                      "trainer.batch_size=4", "trainer.eval_every=0", "trainer.log_every=1",
+                      "trainer.ckpt_every=1", "trainer.lr=1e-2", *overrides)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_pretraining_model(tiny_model(num_layers=1), MaskSource("dense"), VOCAB, nsp=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(run_dir, {"stage": "pretrain"}, writer=True)
+    train(model, examples(), collate_pretraining, cfg, run, hooks or Hooks())
+    return model
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_the_batch_order_is_a_function_of_seed_and_step_and_covers_each_epoch():
+    epoch = torch.cat([batch_indices(step, EXAMPLES, 4, seed=3) for step in range(6)])
+    assert sorted(epoch.tolist()) == list(range(EXAMPLES))  # 6 steps of 4: every example once
+    assert torch.equal(batch_indices(2, EXAMPLES, 4, seed=3), batch_indices(2, EXAMPLES, 4, seed=3))
+    assert not torch.equal(batch_indices(2, EXAMPLES, 4, seed=3), batch_indices(2, EXAMPLES, 4, 4))
+
+
+def test_two_runs_of_one_config_end_with_the_same_weights(tmp_path):
+    first = weights(run_loop(tmp_path / "a"))
+    second = weights(run_loop(tmp_path / "b"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_gradient_accumulation_splits_the_batch_without_changing_the_update(tmp_path):
+    whole = weights(run_loop(tmp_path / "whole"))
+    split = weights(run_loop(tmp_path / "split", "trainer.grad_accum=2"))
+    for name in whole:  # equal masked-token counts per example: the mean of means is the mean
+        torch.testing.assert_close(split[name], whole[name], atol=1e-5, rtol=1e-4)
+
+
+def test_a_run_stopped_after_a_step_resumes_to_the_weights_of_an_unstopped_run(tmp_path, capsys):
+    unstopped = weights(run_loop(tmp_path / "unstopped"))
+
+    def stop_at_three(step: int) -> dict:
+        if step == 3:
+            raise interrupt.Interrupted(2)  # as the SIGINT handler's request surfaces in the loop
+        return {}
+
+    with pytest.raises(interrupt.Interrupted):
+        run_loop(tmp_path / "stopped", hooks=Hooks(after_step=stop_at_three))
+    resumed = weights(run_loop(tmp_path / "stopped"))
+    assert "(step 2/6)" in capsys.readouterr().out  # from the checkpoint, not from scratch
+    assert all(torch.equal(unstopped[k], resumed[k]) for k in unstopped)
