@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.reporting.formats import to_markdown
 from sparsebert_cli.reporting.records import canonical
 from sparsebert_cli.reporting.table import build_table
 
@@ -272,7 +273,7 @@ def test_override_spellings_of_one_number_are_one_value():
 
 
 def test_folder_without_result_runs_is_an_error(tmp_path):
-    with pytest.raises(SparseBertError, match="no pipeline, finetune or evaluate run"):
+    with pytest.raises(SparseBertError, match="no pipeline, finetune, evaluate or pretrain run"):
         build_table([tmp_path])
 
 
@@ -334,3 +335,45 @@ def test_settings_a_fixed_pattern_does_not_read_do_not_split_it_but_its_own_do(s
     )
     dense, window = build_table([sweep]).rows
     assert (dense.cells[0].status, window.cells[0].status) == ("ok", "mixed")
+
+
+def test_a_pretraining_sweep_is_reported_by_its_own_mlm_numbers_paired_with_dense(tmp_path):
+    """Continued pre-training with each mask: no task columns; the same-seed difference to dense;
+    a mask=from_run row named by the searched mask's kind and target."""
+    from sparsebert_cli.masks.config import META_FILE
+
+    sweep = tmp_path / "runs" / "pretrain" / "multirun" / "study"
+    search = tmp_path / "runs" / "search" / "s"
+    (search / "artifacts").mkdir(parents=True)
+    (search / "artifacts" / META_FILE).write_text(json.dumps(
+        {"kind": "attention_topk", "target_sparsity": 80.0, "sparsity": {"overall": 80.0}}
+    ))  # fmt: skip
+    losses = {"dense": [5.0, 5.4], "no_diag": [5.1, 5.3], "from_run": [5.2, 5.8]}
+    for mask, by_seed in losses.items():
+        for seed, loss in enumerate(by_seed):
+            extra = {"mask": {"from_run": str(search)}} if mask == "from_run" else None
+            metrics = {"eval/mlm_loss": loss, "eval/mlm_accuracy": 0.25, "eval/uses_attention": 1.0}
+            make_job(sweep / f"{mask}-{seed}", mask=mask, seed=seed, stage="pretrain",
+                     metrics=metrics, extra=extra)  # fmt: skip
+    make_job(sweep / "star-0", mask="star", stage="pretrain", status="failed", error="boom")
+    table = build_table([sweep])
+    assert table.columns == []
+    rows = {row.label: row for row in table.rows}
+    assert list(rows) == ["dense", "no_diag", "star", "attention_topk t=0.8"]
+    assert rows["no_diag"].mlm_delta.mean == pytest.approx(0.0)  # +0.1 and −0.1
+    assert rows["no_diag"].mlm_delta.std == pytest.approx(0.1414213)
+    assert rows["attention_topk t=0.8"].mlm_delta.mean == pytest.approx(0.3)
+    assert rows["attention_topk t=0.8"].mlm_loss.mean == pytest.approx(5.5)
+    assert rows["dense"].gate == (2, 2) and rows["star"].mlm_loss.n == 0  # failed: no numbers
+    text = to_markdown(table)
+    assert "| attention_topk t=0.8 |" in text and "MLM loss − dense (same seed)" in text
+    assert "Avg" not in text.splitlines()[0]
+
+
+def test_pretrain_runs_beside_results_are_upstream_not_rows(tmp_path):
+    runs_dir = tmp_path / "runs"
+    pretrain = make_pretrain(runs_dir, "p", 5.5)
+    make_job(runs_dir / "pipeline" / "a", inputs={"pretrain": pretrain}, metrics=mrpc(0.8, 0.9))
+    table = build_table([runs_dir])
+    assert [row.label for row in table.rows] == ["dense"] and table.rows[0].mlm_delta.n == 0
+    assert table.rows[0].mlm_loss.mean == 5.5

@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.errors import SparseBertError
 
+MASK_FILE, META_FILE = "mask.safetensors", "mask.json"  # a mask artifact's tensor and metadata
 SEARCH_OBJECTIVES = ("mlm", "distill")
 # The masks `sparsebert search` makes (a pipeline searches them first): the learnable DAM and its
 # attention-mass top-k control (masks/attention_topk.py).

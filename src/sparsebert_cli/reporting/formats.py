@@ -27,6 +27,11 @@ NOTE = (
     "Avg: mean over the columns, MNLI m and mm counted separately, the mean of acc/F1 (QQP, "
     "MRPC) and of Pearson/Spearman (STS-B) counted once."
 )
+DELTA_HEADER = "MLM loss − dense (same seed)"
+DELTA_NOTE = (
+    " MLM loss − dense: each pre-training's held-out loss minus the dense row's of the same seed"
+    " (the seed fixes the batches and the held-out split), mean ± std over the seeds."
+)
 MLM_NOTE = (
     " MLM loss / acc.: held-out masked-LM loss (not ×100) and accuracy (%) of the pre-trainings"
     ' (each counted once); gate: how many of them pass the "uses attention" gate (a head with'
@@ -72,7 +77,8 @@ def _has_mlm(table: Table) -> bool:
 
 def note(table: Table) -> str:
     """The legend under the table (the MLM loss sentence only where that column is shown)."""
-    return NOTE + (MLM_NOTE if _has_mlm(table) else "")
+    tasks = NOTE if table.columns else "Pre-training results: no task columns."
+    return tasks + (MLM_NOTE if _has_mlm(table) else "") + (DELTA_NOTE if _has_delta(table) else "")
 
 
 def mlm_text(stat: Stat, scale: float = 1.0, digits: int = 3) -> str:
@@ -90,30 +96,32 @@ def gate_text(gate: tuple[int, int]) -> str:
     return f"{passed}/{measured} pass" if measured else "n/a"
 
 
+def _has_delta(table: Table) -> bool:
+    return any(row.mlm_delta.n for row in table.rows)
+
+
 def _grid(table: Table) -> list[list[str]]:
-    """Header and rows as text: label, sparsity, [MLM loss,] one cell per column, average."""
-    mlm = _has_mlm(table)
+    """Header and rows as text: label, sparsity, [MLM loss, accuracy, gate, [Δ loss vs dense,]]
+    one cell per column, average (no average without task columns)."""
+    mlm, delta, tasks = _has_mlm(table), _has_delta(table), bool(table.columns)
     header = [
         _first_header(table),
         "sparsity %",
         *(["MLM loss", "MLM acc. %", "gate"] if mlm else []),
+        *([DELTA_HEADER] if delta else []),
         *map(column_header, table.columns),
-        "Avg",
+        *(["Avg"] if tasks else []),
     ]
-    body = [
-        [
-            row.label,
-            _number(row.sparsity),
-            *(
-                [mlm_text(row.mlm_loss), mlm_text(row.mlm_accuracy, 100, 1), gate_text(row.gate)]
-                if mlm
-                else []
-            ),
-            *map(cell_text, row.cells),
-            _number(row.average),
-        ]
-        for row in table.rows
-    ]
+    body = []
+    for row in table.rows:
+        line = [row.label, _number(row.sparsity)]
+        if mlm:
+            line += [mlm_text(row.mlm_loss), mlm_text(row.mlm_accuracy, 100, 1)]
+            line.append(gate_text(row.gate))
+        if delta:
+            line.append(mlm_text(row.mlm_delta, digits=4))
+        line += map(cell_text, row.cells)
+        body.append(line + ([_number(row.average)] if tasks else []))
     return [header, *body]
 
 
@@ -144,6 +152,7 @@ def to_csv(table: Table) -> str:
         *table.row_keys,
         "sparsity",
         *(MLM_CSV if mlm else []),
+        *(["mlm_loss_minus_dense mean", "mlm_loss_minus_dense std"] if _has_delta(table) else []),
     ]
     for column in table.columns:
         for label, _ in column.metrics:
@@ -156,6 +165,8 @@ def to_csv(table: Table) -> str:
         if mlm:
             line += [_csv(row.mlm_loss.mean), _csv(row.mlm_loss.std)]
             line += [_csv(row.mlm_accuracy.mean), _csv(row.mlm_accuracy.std), *row.gate]
+        if _has_delta(table):
+            line += [_csv(row.mlm_delta.mean), _csv(row.mlm_delta.std)]
         for cell in row.cells:
             for stat in cell.values.values():
                 line += [_csv(stat.mean), _csv(stat.std)]

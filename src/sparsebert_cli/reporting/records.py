@@ -20,6 +20,9 @@ from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 
 RESULT_STAGES = ("pipeline", "finetune", "evaluate")
+# Under paths with no result run, the pre-trainings are the results: a continued-pretraining
+# study's table is its held-out MLM numbers (no task columns).
+PRETRAIN_STAGE = "pretrain"
 # Beside what a run's content hash leaves out (where and how it was launched), these do not make
 # two result runs different experiments: the seed (what replicates differ by), the stage that
 # produced the result, and references to upstream run folders (whose own configs differ by seed).
@@ -42,8 +45,12 @@ class RunRecord:
     metrics: dict[str, float]
     error: str | None
     sparsity: float | None
-    # the upstream pre-training run and its PRETRAIN_METRICS (by their short names)
+    # the upstream pre-training run (the run itself for a pretrain result) and its
+    # PRETRAIN_METRICS (by their short names)
     pretrain: tuple[str, dict[str, float]] | None = None
+    stage: str = "pipeline"
+    # a searched mask used through mask=from_run: its mask.json kind and target sparsity (%)
+    searched: tuple[str, float | None] | None = None
 
     @property
     def experiment(self) -> dict:
@@ -198,18 +205,41 @@ def _pretrain(run_dir: Path, manifest: dict, root: Path) -> tuple[str, dict[str,
             seen.add(path)
             if upstream.get("stage") != "pretrain":
                 queue.append((path, upstream))
-            elif upstream.get("status") == "completed" and (path / runs.METRICS).is_file():
-                try:
-                    metrics = runs.read_metrics(path)
-                except SparseBertError:
-                    return None
-                found = {
-                    name: float(metrics[key])
-                    for name, key in PRETRAIN_METRICS.items()
-                    if isinstance(metrics.get(key), int | float)
-                }
-                return (str(path), found) if found else None
+            elif upstream.get("status") == "completed":
+                return _pretrain_metrics(path)
     return None
+
+
+def _pretrain_metrics(path: Path) -> tuple[str, dict[str, float]] | None:
+    """A completed pre-training's PRETRAIN_METRICS by their short names (None: none recorded)."""
+    try:
+        metrics = runs.read_metrics(path)
+    except SparseBertError:
+        return None
+    found = {
+        name: float(metrics[key])
+        for name, key in PRETRAIN_METRICS.items()
+        if isinstance(metrics.get(key), int | float)
+    }
+    return (str(path), found) if found else None
+
+
+def _searched(config: dict) -> tuple[str, float | None] | None:
+    """(kind, target sparsity %) of the searched mask a mask=from_run config uses, if readable."""
+    from sparsebert_cli.masks.config import META_FILE
+
+    mask = config.get("mask")
+    if not isinstance(mask, dict) or mask.get("name") != "from_run" or not mask.get("from_run"):
+        return None
+    try:
+        meta = runs.read_json(runs.layout(str(mask["from_run"])).artifacts / META_FILE)
+    except (SparseBertError, OSError):
+        return None
+    target = meta.get("target_sparsity")
+    kind = meta.get("kind")
+    if not isinstance(kind, str):
+        return None
+    return kind, float(target) if isinstance(target, int | float) else None
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -230,15 +260,19 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
     """The result runs under `paths` (folders or globs) and the warnings met while reading them."""
     warnings: list[str] = []
     manifests: dict[Path, dict] = {}
+    pretrainings: dict[Path, dict] = {}
     for path in _expand(paths):
         for run_dir, manifest in runs.iter_runs(path):
             if manifest.get("status") == runs.DAMAGED:
                 warnings.append(f"{run_dir} skipped: {manifest.get('error')}")
             if manifest.get("stage") in RESULT_STAGES:
                 manifests[run_dir.resolve()] = manifest
+            elif manifest.get("stage") == PRETRAIN_STAGE:
+                pretrainings[run_dir.resolve()] = manifest
+    manifests = manifests or pretrainings
     if not manifests:
         raise SparseBertError(
-            f"no pipeline, finetune or evaluate run folder (with a manifest.json) under "
+            f"no pipeline, finetune, evaluate or pretrain run folder (with a manifest.json) under "
             f"{', '.join(str(p) for p in paths)}; pass a sweep folder such as "
             "runs/pipeline/multirun/<sweep_name> or a run folder."
         )
@@ -269,20 +303,28 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
             except SparseBertError as e:
                 warnings.append(f"{run_dir} skipped: {e}")
                 continue
-        root = runs_root(run_dir, str(manifest.get("stage")))
+        stage = str(manifest.get("stage"))
+        root = runs_root(run_dir, stage)
         grouping = _grouping_dir(run_dir, manifest, root)
+        config = _load_config(grouping)
+        if stage != PRETRAIN_STAGE:
+            pretrain = _pretrain(run_dir, manifest, root)
+        else:  # a pre-training result is its own held-out numbers (none until it completes)
+            pretrain = _pretrain_metrics(run_dir) if status == "completed" else None
         records.append(
             RunRecord(
                 dir=run_dir,
                 status=status,
-                config=_load_config(grouping),
+                config=config,
                 overrides=_load_overrides(grouping),
                 metrics=metrics,
                 error=manifest.get("error"),
                 sparsity=_sparsity(
                     run_dir, metrics, _input_dirs(run_dir, manifest, root, warnings)
                 ),
-                pretrain=_pretrain(run_dir, manifest, root),
+                pretrain=pretrain,
+                stage=stage,
+                searched=_searched(config),
             )
         )
     return records, warnings

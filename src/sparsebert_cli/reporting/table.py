@@ -13,7 +13,10 @@ Pearson/Spearman, SQuAD EM/F1). The Average is the plain mean over the table's c
 m and mm counted as two columns (PAPER.md §5); for QQP, MRPC, STS-B and SQuAD the mean of the pair
 enters the Average, as in the GLUE benchmark's score. A row missing any column has no Average.
 Beside the tasks, a row shows the held-out MLM loss of the pre-trainings its results descend from
-(each pre-training counted once, however many tasks were fine-tuned from it).
+(each pre-training counted once, however many tasks were fine-tuned from it). Under paths with
+no fine-tuning result, the pre-trainings are the results (a continued-pretraining study): rows
+without task columns, and the same-seed difference of each row's MLM loss to the dense row.
+A row of `mask=from_run` is named by the searched mask it used (its mask.json kind and target).
 """
 
 import json
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsebert_cli.reporting.records import RunRecord, collect_runs, lookup
+from sparsebert_cli.reporting.records import PRETRAIN_STAGE, RunRecord, collect_runs, lookup
 from sparsebert_cli.runs import config_hash
 
 MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam", "mask.target_sparsity")
@@ -105,6 +108,8 @@ class Row:
     mlm_loss: Stat  # held-out MLM loss of the row's distinct pre-trainings (not ×100)
     mlm_accuracy: Stat  # their held-out MLM accuracy (a fraction)
     gate: tuple[int, int]  # of those that measured the "uses attention" gate: (passed, measured)
+    # pre-training results: MLM loss minus the dense row's, paired by seed (n: the pairs)
+    mlm_delta: Stat
     cells: list[Cell]
     average: float | None
 
@@ -122,6 +127,9 @@ def _row_key(record: RunRecord, row_keys: list[str] | None) -> tuple[tuple[str, 
     if row_keys is not None:
         return tuple((key, lookup(record, key)) for key in row_keys)
     name = lookup(record, "mask.name")
+    if name == "from_run" and record.searched is not None:
+        kind, target = record.searched
+        return (("mask.name", name), ("mask.kind", kind), ("mask.target_sparsity", target))
     keys = MASK_IDENTITY if name == "dam" else MASK_IDENTITY[:1]
     return tuple((key, lookup(record, key)) for key in keys)
 
@@ -133,6 +141,9 @@ def _format_value(value: Any) -> str:
 def row_label(key: dict[str, Any], default_keys: bool) -> str:
     """`DAM_s λ=0.001` (`DAM_b t=0.9` when searched to a target sparsity) for a default (mask
     identity) row, `k=v, k=v` otherwise."""
+    if default_keys and "mask.kind" in key:  # a searched mask used through mask=from_run
+        target = key.get("mask.target_sparsity")
+        return key["mask.kind"] + ("" if target is None else f" t={target / 100:g}")
     if default_keys and key.get("mask.name") == "dam":
         variant = DAM_VARIANTS.get(key.get("mask.structure"), "DAM_u")
         if key.get("mask.target_sparsity") is not None:
@@ -157,7 +168,7 @@ def row_order(key: tuple[tuple[str, Any], ...]) -> tuple:
     return (
         ROW_ORDER.index(name) if name in ROW_ORDER else len(ROW_ORDER),
         list(DAM_VARIANTS).index(structure) if structure in DAM_VARIANTS else len(DAM_VARIANTS),
-        _sort_key(key),
+        _sort_key(tuple((k, v) for k, v in key if v is not None)),
     )
 
 
@@ -264,6 +275,21 @@ def _pretrainings(records: list[RunRecord]) -> list[dict[str, float]]:
     )
 
 
+def _losses_by_seed(records: list[RunRecord]) -> dict[Any, float]:
+    return {
+        lookup(r, SEED_KEY): r.pretrain[1]["loss"]
+        for r in records
+        if r.status == "completed" and r.pretrain and "loss" in r.pretrain[1]
+    }
+
+
+def _paired_delta(records: list[RunRecord], rows: dict[tuple, list[RunRecord]]) -> Stat:
+    """MLM loss minus the dense row's, paired by seed, over a row's pre-training results."""
+    dense = _losses_by_seed(rows.get((("mask.name", "dense"),), []))
+    own = _losses_by_seed(records)
+    return _stat([loss - dense[seed] for seed, loss in own.items() if seed in dense])
+
+
 def _gate(pretrainings: list[dict[str, float]]) -> tuple[int, int]:
     measured = [p["gate"] for p in pretrainings if "gate" in p]
     return sum(v >= 1.0 for v in measured), len(measured)
@@ -281,10 +307,16 @@ def build_table(
     col_keys = list(cols or DEFAULT_COLS)
     grouped: dict[tuple, dict[tuple, list[RunRecord]]] = {}
     col_ids: set[tuple] = set()
+    pretrain_rows: dict[tuple, list[RunRecord]] = {}  # pre-training results: rows, no column
     for record in records:
+        row_id = _row_key(record, rows)
+        if record.stage == PRETRAIN_STAGE:
+            grouped.setdefault(row_id, {})
+            pretrain_rows.setdefault(row_id, []).append(record)
+            continue
         col_id = tuple((key, lookup(record, key)) for key in col_keys)
         col_ids.add(col_id)
-        grouped.setdefault(_row_key(record, rows), {}).setdefault(col_id, []).append(record)
+        grouped.setdefault(row_id, {}).setdefault(col_id, []).append(record)
 
     columns = []
     ordered_cols = sorted(col_ids, key=_column_order)
@@ -308,10 +340,13 @@ def build_table(
         ]
         terms = [_average_terms(col, cell) for col, cell in zip(columns, cells, strict=True)]
         average = (
-            None if any(t is None for t in terms) else statistics.fmean(x for t in terms for x in t)
+            None
+            if not terms or any(t is None for t in terms)
+            else statistics.fmean(x for t in terms for x in t)
         )
-        found = [r.sparsity for cell in by_col.values() for r in cell if r.sparsity is not None]
-        pretrainings = _pretrainings([r for cell in by_col.values() for r in cell])
+        members = [r for cell in by_col.values() for r in cell] + pretrain_rows.get(row_id, [])
+        found = [r.sparsity for r in members if r.sparsity is not None]
+        pretrainings = _pretrainings(members)
         key = dict(row_id)
         label = row_label(key, rows is None)
         warnings += [
@@ -327,6 +362,7 @@ def build_table(
                 mlm_loss=_stat([p["loss"] for p in pretrainings if "loss" in p]),
                 mlm_accuracy=_stat([p["accuracy"] for p in pretrainings if "accuracy" in p]),
                 gate=_gate(pretrainings),
+                mlm_delta=_paired_delta(pretrain_rows.get(row_id, []), pretrain_rows),
                 cells=cells,
                 average=average,
             )
