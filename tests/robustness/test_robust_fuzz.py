@@ -40,7 +40,9 @@ settings.register_profile("sparsebert-ci", parent=settings.get_profile("sparsebe
                           derandomize=True)  # fmt: skip
 DEFAULT_PROFILE = "sparsebert-ci" if os.environ.get("CI") else "sparsebert-fast"
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", DEFAULT_PROFILE))
-LONG = settings(max_examples=600)
+# The slow properties: 600 random draws locally; CI's fixed (derandomized) draws stop at 200, which
+# keeps the suite's time in bounds (new cases come from local runs; pin them with @example).
+LONG = settings(max_examples=200 if os.environ.get("CI") else 600)
 
 
 def schema_keys(cls=RunConfig, prefix: str = "") -> dict[str, type]:
