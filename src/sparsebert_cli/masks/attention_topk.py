@@ -1,7 +1,7 @@
 """The attention-mass top-k mask: the control a searched mask is compared with at equal sparsity.
 
 Per head, the (query, key) entries on which a trained dense model puts the most attention,
-averaged over the held-out examples (attention/profile.AttentionMap). Each query first keeps its
+averaged over training examples (attention/profile.AttentionMap; stages/search.py). Each query first keeps its
 heaviest key (no query is left with nothing to attend to), then the heaviest remaining entries
 fill the head up to round((1 − s)·n²) kept entries. `sparsebert search mask=attention_topk
 mask.target_sparsity=s model.from=<pretrain run>` writes it as a search run's mask, which

@@ -11,8 +11,9 @@ Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.jso
 the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
 
 `mask=attention_topk` is the control for a searched mask: no training, the entries a trained
-dense model attends to most on the held-out examples, at `mask.target_sparsity`
-(masks/attention_topk.py), written as the same artifacts.
+dense model attends to most on the first TOPK_EXAMPLES training examples (not the held-out ones
+the masks are then compared on), at `mask.target_sparsity` (masks/attention_topk.py), written as
+the same artifacts.
 """
 
 from pathlib import Path
@@ -38,6 +39,7 @@ from sparsebert_cli.training.loop import Hooks, resolve_device, total_steps, tra
 from sparsebert_cli.training.optim import GroupRates
 
 TRACE_FILE = "importance_trace.safetensors"
+TOPK_EXAMPLES = 8192  # training examples whose attention the attention_topk mask is read from
 
 
 def _snapshot(trace_dir: Path, step: int, probs: torch.Tensor) -> None:
@@ -69,9 +71,9 @@ def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
     )  # fmt: skip
     model.to(resolve_device(cfg.trainer))
     attention = AttentionMap(cfg.data.seq_len)
-    batches = held_out_batches(
-        model, splits["eval"], collate, cfg.trainer.eval_batch_size, "attention mass"
-    )
+    train = splits["train"]  # not the held-out split the masks are compared on afterwards
+    examples = train.select(range(min(TOPK_EXAMPLES, len(train))))
+    batches = held_out_batches(model, examples, collate, cfg.trainer.eval_batch_size, "attention")
     for batch in batches:
         model(**batch, attention_profile=attention)
     mask = attention_topk.top_mass_mask(
