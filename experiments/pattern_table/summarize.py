@@ -6,7 +6,8 @@ dam_u / dam_s / attention_topk for a searched mask, and sparsity) under the pret
 and writes `summary.json`, `summary.md` and `loss_vs_sparsity.png` into OUT_DIR: per mask the
 sparsity, held-out MLM loss and accuracy (mean ± std over seeds), the gate count, and the
 same-seed difference to dense with a 95 % t-interval (the seeds fix the batches and the held-out
-split, so the paired difference is the sharper measure).
+split, so the paired difference is the sharper measure), and the same difference at the first
+evaluation (how much the mask cost before the model adapted to it).
 """
 
 import json
@@ -38,9 +39,15 @@ def jobs(sweeps: list[Path]) -> list[dict]:
             mask = json.loads(mask_path.read_text())
             name = mask["kind"] if name == "from_run" else name
             sparsity = mask["sparsity"]["overall"]
+        first_eval = next(
+            json.loads(line)
+            for line in (job / "metrics.jsonl").read_text().splitlines()
+            if "eval/mlm_loss" in line
+        )
         found.append(
             {
                 "mask": name,
+                "first_eval": {"step": first_eval["step"], "loss": first_eval["eval/mlm_loss"]},
                 "seed": config["seed"],
                 "sparsity": sparsity,
                 "loss": metrics["eval/mlm_loss"],
@@ -55,12 +62,15 @@ def jobs(sweeps: list[Path]) -> list[dict]:
 
 def summarize(found: list[dict]) -> dict:
     dense = {j["seed"]: j["loss"] for j in found if j["mask"] == "dense"}
+    dense_first = {j["seed"]: j["first_eval"]["loss"] for j in found if j["mask"] == "dense"}
     by_mask: dict[str, list[dict]] = {}
     for job in found:
         by_mask.setdefault(job["mask"], []).append(job)
     rows = {}
     for mask, group in by_mask.items():
         paired = [j["loss"] - dense[j["seed"]] for j in group if j["seed"] in dense]
+        early = [j["first_eval"]["loss"] - dense_first[j["seed"]] for j in group
+                 if j["seed"] in dense_first]  # fmt: skip
         delta, spread = _mean_std(paired) if paired else (None, None)
         interval = None
         if spread is not None:
@@ -73,6 +83,8 @@ def summarize(found: list[dict]) -> dict:
             "accuracy_mean_std": _mean_std([j["accuracy"] for j in group]),
             "delta_loss_vs_dense_mean_std": [delta, spread],
             "delta_loss_95ci": interval,
+            "first_eval_step": group[0]["first_eval"]["step"],
+            "delta_loss_first_eval_mean_std": _mean_std(early) if early else (None, None),
             "gate_passed": sum(j["gate"] == 1.0 for j in group),
             "neighbour_ratio_min": min(j["neighbour_ratio"] or 0.0 for j in group),
         }
@@ -88,8 +100,9 @@ def _pm(pair, digits: int, scale: float = 1.0) -> str:
 
 def markdown(rows: dict) -> str:
     lines = [
-        "| mask | sparsity % | MLM loss | MLM acc. % | loss − dense (same seed) | 95 % CI | gate |",
-        "|---|---|---|---|---|---|---|",
+        "| mask | sparsity % | MLM loss | MLM acc. % | loss − dense (same seed) | 95 % CI "
+        "| − dense at the first evaluation | gate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mask, row in rows.items():
         ci = row["delta_loss_95ci"]
@@ -98,6 +111,7 @@ def markdown(rows: dict) -> str:
             f"| {_pm(row['accuracy_mean_std'], 2, 100)} "
             f"| {_pm(row['delta_loss_vs_dense_mean_std'], 4)} "
             f"| {'n/a' if ci is None else f'{ci[0]:+.4f} … {ci[1]:+.4f}'} "
+            f"| {_pm(row['delta_loss_first_eval_mean_std'], 4)} (step {row['first_eval_step']}) "
             f"| {row['gate_passed']}/{len(row['seeds'])} |"
         )
     return "\n".join(lines) + "\n"
