@@ -123,19 +123,27 @@ def figure(rows: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for mask, row in rows.items():
-        delta, std = row["delta_loss_vs_dense_mean_std"]
-        if delta is None:
-            continue
-        searched = mask in ("dam_u", "dam_s", "attention_topk", "random")
-        ax.errorbar(row["sparsity"], delta, yerr=std or 0.0, fmt="s" if searched else "o",
-                    capsize=3, color="tab:red" if searched else "tab:blue")  # fmt: skip
-        ax.annotate(mask, (row["sparsity"], delta), textcoords="offset points", xytext=(5, 4))
-    ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_xlabel("sparsity % (n = 64)")
-    ax.set_ylabel("held-out MLM loss − dense (same seed)")
-    ax.set_title("Continued pre-training of the gated checkpoint, 300 steps (mean ± std)")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for panel, ax in enumerate(axes):
+        shown = [
+            (m, r) for m, r in rows.items() if r["delta_loss_vs_dense_mean_std"][0] is not None
+        ]
+        for index, (mask, row) in enumerate(shown):
+            delta, std = row["delta_loss_vs_dense_mean_std"]
+            if panel == 1 and delta > 0.3:
+                continue
+            searched = mask in ("dam_u", "dam_s", "attention_topk", "random")
+            ax.errorbar(row["sparsity"], delta, yerr=std or 0.0, fmt="s" if searched else "o",
+                        capsize=3, color="tab:red" if searched else "tab:blue")  # fmt: skip
+            offset = (6, 10 - 9 * (index % 4)) if panel == 1 else (5, 4)
+            ax.annotate(mask, (row["sparsity"], delta), textcoords="offset points",
+                        xytext=offset, fontsize=8)  # fmt: skip
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("sparsity % (n = 64)")
+        ax.set_ylabel("held-out MLM loss − dense (same seed)")
+    axes[0].set_title("all masks (red: searched and controls)")
+    axes[1].set_title("zoom: differences below 0.3")
+    fig.suptitle("Continued pre-training of the gated checkpoint, 300 steps (mean ± std, 3 seeds)")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
