@@ -89,6 +89,7 @@ class DAM(nn.Module):
         kept = torch.eye(blocks, dtype=torch.bool) if keep_diagonal_blocks else None
         self.register_buffer("kept_blocks", kept, persistent=False)  # [QB, KB] always kept
         self.target = target
+        self._thresholded: tuple[tuple, torch.Tensor] | None = None  # (α version, mask)
 
     @classmethod
     def from_config(
@@ -155,6 +156,13 @@ class DAM(nn.Module):
         an α, a DAM_s distance or a block's tile, stay together; kept diagonal tiles stay)."""
         if self.target is None:
             return self.sign_mask()
+        # Asked every step (the logged sparsity) and every eval forward: found once per α update.
+        key = (self.alpha._version, self.alpha.data_ptr())
+        if self._thresholded is None or self._thresholded[0] != key:
+            self._thresholded = (key, self._meet_target())
+        return self._thresholded[1]
+
+    def _meet_target(self) -> torch.Tensor:
         alpha = self._expand(self.alpha.detach().float())
         if self.kept_blocks is not None:  # _expand set those tiles to 1: keep them whatever θ
             always = self._expand(torch.zeros_like(self.alpha, dtype=torch.float)) > 0
