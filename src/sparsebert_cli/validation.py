@@ -18,8 +18,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.attention_topk import NAME as ATTENTION_TOPK
-from sparsebert_cli.masks.config import SEARCH_OBJECTIVES, SEARCHED_MASKS, check_dam_config
+from sparsebert_cli.masks.config import (
+    ATTENTION_TOPK,
+    SEARCH_OBJECTIVES,
+    SEARCHED_MASKS,
+    check_dam_config,
+)
 from sparsebert_cli.stages import READS, UPSTREAM, reads
 from sparsebert_cli.training import config as trainer_schema
 

@@ -10,8 +10,6 @@ mask.target_sparsity=s model.from=<pretrain run>` writes it as a search run's ma
 
 import torch
 
-NAME = "attention_topk"
-
 
 def top_mass_mask(mass: torch.Tensor, sparsity: float, share_layers: bool) -> torch.Tensor:
     """bool [L (1 with share_layers), H, n, n] from the mean attention `mass` [L, H, n, n]."""

@@ -10,7 +10,8 @@ MASK_FILE, META_FILE = "mask.safetensors", "mask.json"  # a mask artifact's tens
 SEARCH_OBJECTIVES = ("mlm", "distill")
 # The masks `sparsebert search` makes (a pipeline searches them first): the learnable DAM and its
 # attention-mass top-k control (masks/attention_topk.py).
-SEARCHED_MASKS = ("dam", "attention_topk")
+ATTENTION_TOPK = "attention_topk"
+SEARCHED_MASKS = ("dam", ATTENTION_TOPK)
 
 
 @dataclass

@@ -118,6 +118,7 @@ def _input_files(resolved: dict) -> list[str]:
 
 def _mask_identity(mask: dict) -> dict:
     """Only the mask settings the chosen mask reads: dense with λ=1e-4 is dense with λ=1e-3."""
+    from sparsebert_cli.masks.config import ATTENTION_TOPK, dam_identity
     from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
 
     if mask["name"] in PATTERNS:
@@ -125,9 +126,7 @@ def _mask_identity(mask: dict) -> dict:
     if mask["name"] in ("from_run", "checkpoint"):
         return {"name": mask["name"], "from_run": mask["from_run"]}
     if mask["name"] == "dam":
-        from sparsebert_cli.masks.config import dam_identity
-
         return dam_identity(mask)
-    if mask["name"] == "attention_topk":
+    if mask["name"] == ATTENTION_TOPK:
         return {k: mask[k] for k in ("name", "target_sparsity", "share_layers")}
     return mask

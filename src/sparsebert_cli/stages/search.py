@@ -7,7 +7,8 @@ new MLM head on the dense model (`mask.head_warmup` steps), then learn α with t
 model's final hidden states instead of predicting masked tokens (training/distill.py).
 With `mask.target_sparsity` the Lagrangian N·[λ₁(s − t) + λ₂(s − t)²] in place of λ·‖M‖₁
 (`masks.dam.SparsityTarget`; mask.json then records the target beside the achieved sparsity).
-Writes the binarised mask M = 1[α > 0] (`artifacts/mask.safetensors`, `mask.json`, heat map) and
+Writes the binarised mask M = 1[α > 0] (with a target: thresholded to meet it, `DAM.binarize`;
+`artifacts/mask.safetensors`, `mask.json`, heat map) and
 the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
 
 `mask=attention_topk` is the control for a searched mask: no training, the entries a trained
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from sparsebert_cli.attention.profile import AttentionMap
 from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.artifact import save_mask
+from sparsebert_cli.masks.config import ATTENTION_TOPK
 from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.runs import Run, atomic_write, layout
 from sparsebert_cli.stages.inputs import (
@@ -55,20 +57,31 @@ def _write_trace(trace_dir: Path, out: Path) -> None:
     atomic_write(out, lambda tmp: save_file(tensors, tmp))
 
 
-@torch.no_grad()
-def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
-    """The attention-mass top-k mask of the (dense) starting model, saved as the search's mask."""
+def _starting_point(cfg: DictConfig, run: Run):
+    """The model folder the search starts from (None: a new model), its tokenizer, and the
+    pre-training splits with their collate."""
     from sparsebert_cli.data.tokenizer import load_tokenizer
-    from sparsebert_cli.masks.source import MaskSource
-    from sparsebert_cli.modeling import build_pretraining_model
 
     init_from = upstream_model(cfg, run, "pretrain")
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
-    splits, collate = pretraining_data(cfg, tokenizer)
-    model = build_pretraining_model(
-        cfg.model, MaskSource("dense"), vocab_size=len(tokenizer), nsp=cfg.data.nsp,
-        init_from=init_from,
-    )  # fmt: skip
+    return init_from, tokenizer, *pretraining_data(cfg, tokenizer)
+
+
+def _pretraining_model(cfg: DictConfig, source, tokenizer, init_from):
+    from sparsebert_cli.modeling import build_pretraining_model
+
+    return build_pretraining_model(
+        cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
+    )
+
+
+@torch.no_grad()
+def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
+    """The attention-mass top-k mask of the (dense) starting model, saved as the search's mask."""
+    from sparsebert_cli.masks.source import MaskSource
+
+    init_from, tokenizer, splits, collate = _starting_point(cfg, run)
+    model = _pretraining_model(cfg, MaskSource("dense"), tokenizer, init_from)
     model.to(resolve_device(cfg.trainer))
     attention = AttentionMap(cfg.data.seq_len)
     train = splits["train"]  # not the held-out split the masks are compared on afterwards
@@ -81,40 +94,29 @@ def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     if run.writer:
         params = {k: cfg.mask[k] for k in ("target_sparsity", "share_layers")}
-        meta = {"kind": attention_topk.NAME, "params": params, "source_run": str(run.dir)}
+        meta = {"kind": ATTENTION_TOPK, "params": params, "source_run": str(run.dir)}
         meta["target_sparsity"] = 100.0 * cfg.mask.target_sparsity
         save_mask(run.artifacts, mask, meta)
     return {"mask/sparsity": sparsity(mask)}
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tokenizer import load_tokenizer
     from sparsebert_cli.masks.source import MaskSource
-    from sparsebert_cli.modeling import build_mask_source, build_pretraining_model
+    from sparsebert_cli.modeling import build_mask_source
     from sparsebert_cli.training.distill import DistillationObjective
 
-    if cfg.mask.name == attention_topk.NAME:
+    if cfg.mask.name == ATTENTION_TOPK:
         return _attention_topk(cfg, run)
-    init_from = upstream_model(cfg, run, "pretrain")
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
-    splits, collate = pretraining_data(cfg, tokenizer)
+    init_from, tokenizer, splits, collate = _starting_point(cfg, run)
     source = build_mask_source(cfg.mask, cfg.model, cfg.data.seq_len, init_from)
-    model = build_pretraining_model(
-        cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
-    )
+    model = _pretraining_model(cfg, source, tokenizer, init_from)
     dam = source.dam
     total = total_steps(cfg.trainer, len(splits["train"]))
     trace_dir = layout(run.dir).trace
     warmup = cfg.mask.head_warmup
     objective = model
     if cfg.mask.objective == "distill":
-        teacher = build_pretraining_model(
-            cfg.model,
-            MaskSource("dense"),
-            vocab_size=len(tokenizer),
-            nsp=cfg.data.nsp,
-            init_from=init_from,
-        )
+        teacher = _pretraining_model(cfg, MaskSource("dense"), tokenizer, init_from)
         objective = DistillationObjective(model, teacher)
 
     def after_step(step: int) -> dict[str, float]:
