@@ -118,10 +118,10 @@ def _forward_backward(run):
     return lambda: run().sum().backward()
 
 
-def _auto(mask: torch.Tensor, bs: int, needs_grad: bool) -> str:
+def _auto(mask: torch.Tensor, bs: int) -> str:
     from sparsebert_cli.attention.interface import AttentionMask, choose_backend
 
-    return choose_backend(mask, AttentionMask(mask[None]), 0, bs, needs_grad, 0.0)[0]
+    return choose_backend(mask, AttentionMask(mask[None]), 0, bs, 0.0)[0]
 
 
 # --- item 3: time against sparsity ---------------------------------------------------------------
@@ -136,7 +136,7 @@ def _length_rows(n: int, shape: tuple, device: torch.device, bs: int) -> tuple[l
     for name in MASK_NAMES:
         mask = build_mask(name, n, heads).to(device)
         runs = _backends(q, k, v, mask, bs)
-        auto = {"fwd": _auto(mask, bs, False), "fwdbwd": _auto(mask, bs, True)}
+        auto = dict.fromkeys(("fwd", "fwdbwd"), _auto(mask, bs))
         info[name] = {
             "block_density": runs["_layout"].block_density,
             "sparsity": 1 - mask.float().mean().item(),

@@ -94,9 +94,9 @@ def band(n: int) -> torch.Tensor:
     return ((i[:, None] - i[None, :]).abs() <= 16).expand(HEADS, n, n)[None]
 
 
-def choice(mask: torch.Tensor | None, needs_grad: bool = False, dropout: float = 0.0) -> str:
+def choice(mask: torch.Tensor | None, dropout: float = 0.0) -> str:
     masks = AttentionMask(mask)
-    return choose_backend(masks.layer(0), masks, 0, 64, needs_grad, dropout)[0]
+    return choose_backend(masks.layer(0), masks, 0, 64, dropout)[0]
 
 
 def test_auto_uses_sdpa_for_a_dense_mask():
@@ -115,12 +115,9 @@ def test_auto_uses_sdpa_when_most_blocks_are_active():
     assert choice(torch.ones(1, HEADS, 1024, 1024, dtype=torch.bool)) == "sdpa"
 
 
-def test_auto_uses_block_sparse_to_train_a_sparse_mask_on_cpu():
-    assert choice(band(1024), needs_grad=True) == "block_sparse"
-
-
-def test_auto_uses_flex_for_inference_with_a_sparse_mask_on_cpu():
-    assert choice(band(1024)) == "flex"
+def test_auto_uses_block_sparse_for_a_sparse_mask_on_cpu_training_or_not():
+    """No FlexAttention compilation on CPU for inference: block_sparse measured faster there."""
+    assert choice(band(1024)) == "block_sparse"
 
 
 def test_auto_logs_its_choice_once(caplog):

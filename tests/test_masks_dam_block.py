@@ -76,5 +76,5 @@ def test_block_density_is_one_minus_sparsity_and_auto_trains_with_block_sparse()
     masks = AttentionMask(mask)
     density = masks.layout(0, block_size).block_density
     assert abs(density - (1 - sparsity(mask) / 100)) < 1e-9
-    backend, _ = choose_backend(mask[0], masks, 0, block_size, needs_grad=True, dropout=0.1)
+    backend, _ = choose_backend(mask[0], masks, 0, block_size, dropout=0.1)
     assert backend == "block_sparse"

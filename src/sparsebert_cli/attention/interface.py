@@ -117,10 +117,9 @@ def choose_backend(
     masks: AttentionMask,
     layer: int,
     block_size: int,
-    needs_grad: bool,
     dropout: float,
 ) -> tuple[str, str]:
-    """auto: (backend, reason) for this layer's mask, length, device and grad mode."""
+    """auto: (backend, reason) for this layer's mask, length, device and attention dropout."""
     if mask is None:
         return "sdpa", "dense mask"
     if mask.dtype != torch.bool:
@@ -133,9 +132,9 @@ def choose_backend(
         return "sdpa", f"block density {density:.2f} > {AUTO_MAX_BLOCK_DENSITY}"
     if mask.device.type == "cuda" and dropout == 0:
         return "flex", f"block density {density:.2f} on CUDA"
-    if mask.device.type == "cpu" and not needs_grad:
-        return "flex", f"block density {density:.2f}, inference on CPU"
-    return "block_sparse", f"block density {density:.2f}, training or attention dropout"
+    # On CPU block_sparse also for inference: FlexAttention measured slower for every pattern
+    # but logsparse at n = 8192 (benchmarks/results/attention.md) and compiles for 26–105 s first.
+    return "block_sparse", f"block density {density:.2f} on {mask.device.type}"
 
 
 def sparse_attention_forward(
@@ -167,7 +166,7 @@ def sparse_attention_forward(
         probs = attention_probs(query, key, mask, key_padding, scaling)
         attention_profile.add(layer, probs, mask, key_padding)
     if backend == "auto":
-        backend, reason = choose_backend(mask, masks, layer, block_size, needs_grad, dropout)
+        backend, reason = choose_backend(mask, masks, layer, block_size, dropout)
         if backend not in masks.logged:
             masks.logged.add(backend)
             log.info("attention backend auto → %s (%s)", backend, reason)
