@@ -1,6 +1,6 @@
 """Run the benchmarks: all of them (`make bench`), or some by name.
 
-    python -m benchmarks [training|dam|attention|memory|scaling|block_dam ...] [--quick] [--device cpu|cuda]
+    python -m benchmarks [training|dam|attention|memory|scaling|block_dam|e2e ...] [--quick] [--device cpu|cuda]
 
 Each suite prints its ratios with their targets and writes benchmarks/results/<name>.json (the
 `checks`, setup, raw timings, machine, command, wall time) and <name>.md; results/summary.md
@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 
-from benchmarks import attention, training
+from benchmarks import attention, e2e, training
 from benchmarks.harness import (
     machine,
     print_checks,
@@ -30,6 +30,7 @@ SUITES = {
     "memory": attention.run_memory,
     "scaling": attention.run_scaling,
     "block_dam": attention.run_block_dam,
+    "e2e": e2e.run_e2e,
 }
 
 

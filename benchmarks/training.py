@@ -29,12 +29,14 @@ def _settings(quick: bool) -> dict:
     }
 
 
-def _batch(batch: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
+def _batch(
+    batch: int, device: torch.device, seq_len: int = SEQ_LEN, predictions: int = PREDICTIONS
+) -> dict[str, torch.Tensor]:
     """A pre-training batch as collate_pretraining makes it, plus the equivalent HF labels."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, VOCAB, (batch, SEQ_LEN), generator=g)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, VOCAB, (batch, seq_len), generator=g)
     positions = torch.stack(
-        [torch.randperm(SEQ_LEN - 2, generator=g)[:PREDICTIONS] + 1 for _ in range(batch)]
+        [torch.randperm(seq_len - 2, generator=g)[:predictions] + 1 for _ in range(batch)]
     )
     targets = ids.gather(1, positions)
     labels = torch.full_like(ids, -100).scatter(1, positions, targets)  # HF: -100 = no loss
@@ -44,7 +46,7 @@ def _batch(batch: int, device: torch.device, seed: int = 0) -> dict[str, torch.T
         "attention_mask": torch.ones_like(ids),
         "masked_lm_positions": positions,
         "masked_lm_ids": targets,
-        "masked_lm_weights": torch.ones(batch, PREDICTIONS),
+        "masked_lm_weights": torch.ones(batch, predictions),
         "labels": labels,
     }
     return {k: v.to(device) for k, v in tensors.items()}
@@ -82,17 +84,22 @@ def _model_cfg(preset: str):
     return load_conf("model", preset, ModelConfig)
 
 
-def _sparsebert(model_cfg, mask_cfg, device: torch.device):
+def _source(model_cfg, mask_cfg):
+    """The MaskSource of a mask config (None: dense) for this model at n = SEQ_LEN."""
+    from sparsebert_cli.masks.source import MaskSource
+
+    if mask_cfg is None:
+        return MaskSource("dense")
+    return MaskSource.from_config(mask_cfg, model_cfg.num_heads, model_cfg.num_layers, SEQ_LEN)
+
+
+def _sparsebert(model_cfg, source, device: torch.device):
+    """sparsebert's pre-training model (MLM, no NSP) attending with `source` (None: dense)."""
     from sparsebert_cli.masks.source import MaskSource
     from sparsebert_cli.modeling import build_pretraining_model
 
-    heads, layers = model_cfg.num_heads, model_cfg.num_layers
-    source = (
-        MaskSource("dense")
-        if mask_cfg is None
-        else MaskSource.from_config(mask_cfg, heads, layers, SEQ_LEN)
-    )
     torch.manual_seed(0)
+    source = MaskSource("dense") if source is None else source
     return build_pretraining_model(model_cfg, source, VOCAB, nsp=False).to(device)
 
 
@@ -178,8 +185,8 @@ def run_dam(device: torch.device, quick: bool) -> dict:
     inputs = {k: v for k, v in _batch(settings["batch"], device).items() if k != "labels"}
     dam_cfg = load_conf("mask", "dam", MaskConfig)
     fixed_cfg = load_conf("mask", "window", MaskConfig)
-    search = _sparsebert(model_cfg, dam_cfg, device)
-    pretrain = _sparsebert(model_cfg, fixed_cfg, device)
+    search = _sparsebert(model_cfg, _source(model_cfg, dam_cfg), device)
+    pretrain = _sparsebert(model_cfg, _source(model_cfg, fixed_cfg), device)
     dam = search.sparse_mask.dam
     hooks = add_dam_hooks(Hooks(), dam_cfg, dam, total_steps=1)  # the search's λ·‖M‖₁
 

@@ -1,0 +1,244 @@
+"""End-to-end speed at long n (issue 18, item 1): what a user's whole model gets from a mask.
+
+e2e: one training step (the loop's `optimizer_step`: forward, backward, clipping, AdamW) and one
+    inference pass (eval mode, no gradients) of the pre-training model (conf/model/small.yaml,
+    batch 1, 15 % of the positions predicted) at n = 1024, 2048 and 4096, for the dense mask and
+    window, longformer, bigbird, a DAM_s-like band and a block-DAM mask, all with
+    `attention_backend=auto`; against Hugging Face's `BertForMaskedLM` (sdpa) of the same size and
+    against the same model with its attention removed (each layer's attention output is its value
+    projection: the ceiling no attention kernel can pass, Amdahl's). Training is timed with
+    attention dropout 0 and 0.1 (hidden dropout 0.1 in both). Reported per n and mask: tokens/s
+    against HF, the share of the ceiling reached (ceiling time / time), the peak memory of a
+    training step against the dense model's, and the mask's block density.
+
+The block-DAM mask is a `DAM(structure="block")` with random α binarised to 90 % sparsity by its
+target (the irregular tile layout a block search hands on, without a search at every n); the
+patterns keep their n = 128 widths (conf/mask/*.yaml), as in the attention suite.
+
+    python -m benchmarks e2e [--quick]
+"""
+
+import torch
+from omegaconf import OmegaConf
+
+from benchmarks.attention import build_mask
+from benchmarks.harness import RESULTS_DIR, check, compare, markdown_table, peak_memory, result_stem
+from benchmarks.training import VOCAB, _batch, _hugging_face, _model_cfg, _sparsebert, _step
+
+E2E = {"ns": (1024, 2048, 4096), "model": "small", "batch": 1, "repeats": 3}
+E2E_QUICK = {"ns": (256,), "model": "tiny", "batch": 1, "repeats": 1}
+MASKS = ("window", "longformer", "bigbird", "dam_s", "dam_block")
+BLOCK_DAM_SPARSITY = 0.9
+DROPOUTS = (0.0, 0.1)  # attention dropout of the timed training steps
+PREDICTED = 0.15  # fraction of the positions with an MLM prediction
+# The issue's targets: at n ≥ CHECK_MIN_N a mask with ≥ 90 % block sparsity reaches ≥ 90 % of the
+# attention-free ceiling, and needs less than half the dense model's peak memory.
+CHECK_MIN_N, SPARSE_BLOCKS, CEILING_TARGET, MEMORY_TARGET = 2048, 0.9, 0.9, 0.5
+CEILING = "sparsebert_benchmark_no_attention"
+
+
+def _no_attention(module, query, key, value, attention_mask, **kwargs):
+    """The ceiling: the attention output is the value projection ([B, n, H, d]), no scores."""
+    return value.transpose(1, 2).contiguous(), None
+
+
+def _register_ceiling() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(CEILING, _no_attention)
+    AttentionMaskInterface.register(CEILING, sdpa_mask)
+
+
+def _mask(name: str, n: int, heads: int, block: int) -> torch.Tensor:
+    """bool [1, heads, n, n]: a shipped pattern, the DAM_s-like band or a 90 % block-DAM mask."""
+    from sparsebert_cli.masks.dam import DAM, SparsityTarget
+
+    if name != "dam_block":
+        return build_mask(name, n, heads)[None]
+    dam = DAM(
+        heads, n, structure="block", block_size=block, target=SparsityTarget(BLOCK_DAM_SPARSITY)
+    )
+    with torch.no_grad():
+        dam.alpha.normal_(generator=torch.Generator().manual_seed(n))
+    return dam.binarize()
+
+
+def _models(model_cfg, n: int, device: torch.device) -> tuple[dict, dict]:
+    """{name: model} for HF, dense, the ceiling and every mask; {mask: block density}."""
+    from sparsebert_cli.attention.block_sparse import block_layout
+    from sparsebert_cli.masks.source import MaskSource
+
+    heads, block = model_cfg.num_heads, model_cfg.block_size
+    models = {"hf": _hugging_face(model_cfg, device), "dense": _sparsebert(model_cfg, None, device)}
+    ceiling = _sparsebert(model_cfg, None, device)
+    ceiling.config._attn_implementation = CEILING
+    models["no_attention"] = ceiling
+    density = {}
+    for name in MASKS:
+        mask = _mask(name, n, heads, block)
+        density[name] = block_layout(mask[0], block).block_density
+        models[name] = _sparsebert(model_cfg, MaskSource("fixed", mask=mask), device)
+    return models, density
+
+
+def _inference(model, inputs: dict):
+    def run() -> None:
+        model.eval()
+        with torch.no_grad():
+            model(**inputs)
+
+    return run
+
+
+def _measure_n(settings: dict, n: int, device: torch.device) -> dict:
+    base = _model_cfg(settings["model"])
+    batch = _batch(settings["batch"], device, n, max(1, int(PREDICTED * n)))
+    hf_inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask", "labels")}
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def inputs_of(name: str) -> dict:
+        return hf_inputs if name == "hf" else inputs
+
+    train, memory = {}, {}
+    for dropout in DROPOUTS:
+        model_cfg = OmegaConf.merge(
+            base, {"max_position_embeddings": n, "attention_dropout": dropout}
+        )
+        models, density = _models(model_cfg, n, device)
+        steps = {name: _step(model, inputs_of(name)) for name, model in models.items()}
+        train[dropout] = compare(steps, device, settings["repeats"])
+        if dropout == 0.0:
+            memory = {name: peak_memory(step, device) for name, step in steps.items()}
+            infer = compare(
+                {name: _inference(m, inputs_of(name)) for name, m in models.items()},
+                device,
+                settings["repeats"],
+            )
+        del models, steps
+    return {"train": train, "infer": infer, "memory": memory, "block_density": density}
+
+
+def _rows(n: int, result: dict, tokens: int) -> list[list]:
+    train, infer, memory = result["train"], result["infer"], result["memory"]
+    rows = []
+    for name in train[0.0]:
+        times = [train[p][name]["median_s"] for p in DROPOUTS]
+        ceiling = [train[p]["no_attention"]["median_s"] for p in DROPOUTS]
+        rows.append(
+            [
+                n,
+                name,
+                result["block_density"].get(name, ""),
+                *times,
+                tokens / times[0],
+                train[0.0]["hf"]["median_s"] / times[0],
+                *(c / t for c, t in zip(ceiling, times, strict=True)),
+                infer["hf"]["median_s"] / infer[name]["median_s"],
+                memory[name] / 2**20,
+                memory[name] / memory["dense"],
+            ]
+        )
+    return rows
+
+
+def _checks(results: dict[int, dict]) -> list[dict]:
+    checks = []
+    for n, result in results.items():
+        if n < CHECK_MIN_N:
+            continue
+        sparse = [m for m, d in result["block_density"].items() if 1 - d >= SPARSE_BLOCKS]
+        if not sparse:
+            continue
+        for p in DROPOUTS:
+            train = result["train"][p]
+            share = {m: train["no_attention"]["median_s"] / train[m]["median_s"] for m in sparse}
+            worst = min(share, key=share.get)
+            checks.append(
+                check(
+                    f"training step share of the attention-free ceiling, worst ≥ 90 %-block-sparse "
+                    f"mask, n={n}, attention dropout {p:g}",
+                    share[worst],
+                    "≥",
+                    CEILING_TARGET,
+                    f"worst: {worst} (of {', '.join(sparse)})",
+                )
+            )
+        memory = result["memory"]
+        ratio = {m: memory[m] / memory["dense"] for m in sparse}
+        worst = max(ratio, key=ratio.get)
+        checks.append(
+            check(
+                f"training step peak memory / dense, worst ≥ 90 %-block-sparse mask, n={n}",
+                ratio[worst],
+                "≤",
+                MEMORY_TARGET,
+                f"worst: {worst}",
+            )
+        )
+    return checks
+
+
+def _figure(rows: list[list], device: torch.device) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for name in dict.fromkeys(row[1] for row in rows):
+        mine = [row for row in rows if row[1] == name]
+        ns = [row[0] for row in mine]
+        speed.plot(ns, [row[6] for row in mine], marker="o", label=name)
+        memory.plot(ns, [row[11] for row in mine], marker="o", label=name)
+    speed.set(xscale="log", xlabel="n", ylabel="training step speed-up over HF BertForMaskedLM")
+    memory.set(xscale="log", yscale="log", xlabel="n", ylabel="training step peak memory, MiB")
+    speed.legend(fontsize=8)
+    speed.set_xticks(ns, [str(n) for n in ns])
+    memory.set_xticks(ns, [str(n) for n in ns])
+    path = RESULTS_DIR / f"{result_stem('e2e', device)}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
+
+
+def run_e2e(device: torch.device, quick: bool) -> dict:
+    """Item 1 of issue 18: whole-model training and inference speed and memory at long n."""
+    _register_ceiling()
+    settings = E2E_QUICK if quick else E2E
+    results = {}
+    for n in settings["ns"]:
+        print(f"  n={n}", flush=True)
+        results[n] = _measure_n(settings, n, device)
+    rows = [row for n, r in results.items() for row in _rows(n, r, settings["batch"] * n)]
+    figure = _figure(rows, device)
+    model_cfg = _model_cfg(settings["model"])
+    header = [
+        "n", "model", "block density", "train s (drop 0)", "train s (drop 0.1)", "train tokens/s",
+        "train ×HF", "ceiling share (drop 0)", "ceiling share (drop 0.1)", "inference ×HF",
+        "peak MiB", "peak / dense",
+    ]  # fmt: skip
+    details = (
+        f"Model: conf/model/{settings['model']}.yaml ({model_cfg.num_layers} layers × "
+        f"{model_cfg.hidden_size} hidden × {model_cfg.num_heads} heads, block size "
+        f"{model_cfg.block_size}), vocabulary {VOCAB:,}, batch {settings['batch']}, "
+        f"{PREDICTED:.0%} of the positions predicted; `attention_backend=auto` for every mask; "
+        "hf = `BertForMaskedLM` (sdpa, logits at every position), no_attention = the ceiling. "
+        "Shares and ×HF are ratios of median times in the same rounds; peak memory of a training "
+        f"step (dropout 0) beyond the model and optimiser state.\n\n"
+        + markdown_table(header, rows)
+        + f"\n\n![speed-up and memory against n]({figure})"
+    )
+    setup = {**settings, "masks": MASKS, "dropouts": DROPOUTS, "predicted": PREDICTED,
+             "block_dam_sparsity": BLOCK_DAM_SPARSITY,
+             "model_config": OmegaConf.to_container(model_cfg)}  # fmt: skip
+    raw = {
+        str(n): {
+            "train": {str(p): t for p, t in r["train"].items()},
+            "infer": r["infer"],
+            "peak_memory_bytes": r["memory"],
+            "block_density": r["block_density"],
+        }
+        for n, r in results.items()
+    }
+    return {"setup": setup, "timings": raw, "checks": _checks(results), "details_md": details}
