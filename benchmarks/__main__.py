@@ -1,6 +1,6 @@
 """Run the benchmarks: all of them (`make bench`), or some by name.
 
-    python -m benchmarks [training|dam|attention|memory|scaling|block_dam|e2e ...] [--quick] [--device cpu|cuda]
+    python -m benchmarks [training|dam|dam_long|attention|memory|scaling|block_dam|e2e ...] [--quick] [--device cpu|cuda]
 
 Each suite prints its ratios with their targets and writes benchmarks/results/<name>.json (the
 `checks`, setup, raw timings, machine, command, wall time) and <name>.md; results/summary.md
@@ -26,6 +26,7 @@ from benchmarks.harness import (
 SUITES = {
     "training": training.run_training,
     "dam": training.run_dam,
+    "dam_long": training.run_dam_long,
     "attention": attention.run_attention,
     "memory": attention.run_memory,
     "scaling": attention.run_scaling,

@@ -6,7 +6,8 @@ e2e: one training step (the loop's `optimizer_step`: forward, backward, clipping
     window, longformer, bigbird, a DAM_s-like band and a block-DAM mask, all with
     `attention_backend=auto`; against Hugging Face's `BertForMaskedLM` (sdpa) of the same size and
     against the same model with its attention removed (each layer's attention output is its value
-    projection: the ceiling no attention kernel can pass, Amdahl's). Training is timed with
+    projection, the query and key projections get zero gradients: the ceiling no attention kernel
+    can pass, Amdahl's). Training is timed with
     attention dropout 0 and 0.1 (hidden dropout 0.1 in both). Reported per n and mask: tokens/s
     against HF, the share of the ceiling reached (ceiling time / time), the peak memory of a
     training step against the dense model's, and the mask's block density.
@@ -32,14 +33,32 @@ BLOCK_DAM_SPARSITY = 0.9
 DROPOUTS = (0.0, 0.1)  # attention dropout of the timed training steps
 PREDICTED = 0.15  # fraction of the positions with an MLM prediction
 # The issue's targets: at n ≥ CHECK_MIN_N a mask with ≥ 90 % block sparsity reaches ≥ 90 % of the
-# attention-free ceiling, and needs less than half the dense model's peak memory.
+# attention-free ceiling, and needs less than half the dense model's peak memory (with the models'
+# default attention dropout, conf/model: without it dense SDPA never holds the n × n probabilities).
 CHECK_MIN_N, SPARSE_BLOCKS, CEILING_TARGET, MEMORY_TARGET = 2048, 0.9, 0.9, 0.5
+MEMORY_DROPOUT = 0.1
 CEILING = "sparsebert_benchmark_no_attention"
 
 
+class _FreeAttention(torch.autograd.Function):
+    """An attention of zero cost: the output is the value projection, and the query and key
+    projections still get a (zero) gradient, so their backward matmuls run as in any model."""
+
+    @staticmethod
+    def forward(ctx, query, key, value):
+        ctx.save_for_backward(query, key)
+        return value.transpose(1, 2).contiguous()  # [B, n, H, d], as the attention returns
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, key = ctx.saved_tensors
+        # In the inputs' own memory layout: the cheapest gradient any kernel could hand back.
+        return torch.zeros_like(query), torch.zeros_like(key), grad.transpose(1, 2)
+
+
 def _no_attention(module, query, key, value, attention_mask, **kwargs):
-    """The ceiling: the attention output is the value projection ([B, n, H, d]), no scores."""
-    return value.transpose(1, 2).contiguous(), None
+    """The ceiling's attention function (the AttentionInterface signature)."""
+    return _FreeAttention.apply(query, key, value), None
 
 
 def _register_ceiling() -> None:
@@ -108,8 +127,8 @@ def _measure_n(settings: dict, n: int, device: torch.device) -> dict:
         models, density = _models(model_cfg, n, device)
         steps = {name: _step(model, inputs_of(name)) for name, model in models.items()}
         train[dropout] = compare(steps, device, settings["repeats"])
+        memory[dropout] = {name: peak_memory(step, device) for name, step in steps.items()}
         if dropout == 0.0:
-            memory = {name: peak_memory(step, device) for name, step in steps.items()}
             infer = compare(
                 {name: _inference(m, inputs_of(name)) for name, m in models.items()},
                 device,
@@ -119,26 +138,34 @@ def _measure_n(settings: dict, n: int, device: torch.device) -> dict:
     return {"train": train, "infer": infer, "memory": memory, "block_density": density}
 
 
-def _rows(n: int, result: dict, tokens: int) -> list[list]:
+def _ideal_share(train: dict, density: float) -> float:
+    """The ceiling share if a mask's attention cost exactly its block density × dense's."""
+    ceiling, dense = train["no_attention"]["median_s"], train["dense"]["median_s"]
+    return ceiling / (ceiling + density * (dense - ceiling))
+
+
+def _rows(n: int, result: dict, tokens: int) -> list[dict]:
+    """One table row per model at this n, keyed by the column names."""
     train, infer, memory = result["train"], result["infer"], result["memory"]
     rows = []
     for name in train[0.0]:
-        times = [train[p][name]["median_s"] for p in DROPOUTS]
-        ceiling = [train[p]["no_attention"]["median_s"] for p in DROPOUTS]
-        rows.append(
-            [
-                n,
-                name,
-                result["block_density"].get(name, ""),
-                *times,
-                tokens / times[0],
-                train[0.0]["hf"]["median_s"] / times[0],
-                *(c / t for c, t in zip(ceiling, times, strict=True)),
-                infer["hf"]["median_s"] / infer[name]["median_s"],
-                memory[name] / 2**20,
-                memory[name] / memory["dense"],
-            ]
-        )
+        density = result["block_density"].get(name)
+        row = {"n": n, "model": name, "block density": "" if density is None else density}
+        for p in DROPOUTS:
+            row[f"train s (drop {p:g})"] = train[p][name]["median_s"]
+        row["train tokens/s"] = tokens / train[0.0][name]["median_s"]
+        row["train ×HF"] = train[0.0]["hf"]["median_s"] / train[0.0][name]["median_s"]
+        for p in DROPOUTS:
+            row[f"ceiling share (drop {p:g})"] = (
+                train[p]["no_attention"]["median_s"] / train[p][name]["median_s"]
+            )
+        row["ideal share"] = "" if density is None else _ideal_share(train[0.0], density)
+        row["inference ×HF"] = infer["hf"]["median_s"] / infer[name]["median_s"]
+        for p in DROPOUTS:
+            row[f"peak MiB (drop {p:g})"] = memory[p][name] / 2**20
+        for p in DROPOUTS:
+            row[f"peak / dense (drop {p:g})"] = memory[p][name] / memory[p]["dense"]
+        rows.append(row)
     return rows
 
 
@@ -164,12 +191,13 @@ def _checks(results: dict[int, dict]) -> list[dict]:
                     f"worst: {worst} (of {', '.join(sparse)})",
                 )
             )
-        memory = result["memory"]
+        memory = result["memory"][MEMORY_DROPOUT]
         ratio = {m: memory[m] / memory["dense"] for m in sparse}
         worst = max(ratio, key=ratio.get)
         checks.append(
             check(
-                f"training step peak memory / dense, worst ≥ 90 %-block-sparse mask, n={n}",
+                f"training step peak memory / dense, worst ≥ 90 %-block-sparse mask, n={n}, "
+                f"attention dropout {MEMORY_DROPOUT:g}",
                 ratio[worst],
                 "≤",
                 MEMORY_TARGET,
@@ -186,13 +214,17 @@ def _figure(rows: list[list], device: torch.device) -> str:
     import matplotlib.pyplot as plt
 
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for name in dict.fromkeys(row[1] for row in rows):
-        mine = [row for row in rows if row[1] == name]
-        ns = [row[0] for row in mine]
-        speed.plot(ns, [row[6] for row in mine], marker="o", label=name)
-        memory.plot(ns, [row[11] for row in mine], marker="o", label=name)
+    for name in dict.fromkeys(row["model"] for row in rows):
+        mine = [row for row in rows if row["model"] == name]
+        ns = [row["n"] for row in mine]
+        speed.plot(ns, [row["train ×HF"] for row in mine], marker="o", label=name)
+        peak = [row[f"peak MiB (drop {MEMORY_DROPOUT:g})"] for row in mine]
+        memory.plot(ns, peak, marker="o", label=name)
     speed.set(xscale="log", xlabel="n", ylabel="training step speed-up over HF BertForMaskedLM")
-    memory.set(xscale="log", yscale="log", xlabel="n", ylabel="training step peak memory, MiB")
+    memory.set(
+        xscale="log", yscale="log", xlabel="n",
+        ylabel=f"training step peak MiB (attention dropout {MEMORY_DROPOUT:g})",
+    )  # fmt: skip
     speed.legend(fontsize=8)
     speed.set_xticks(ns, [str(n) for n in ns])
     memory.set_xticks(ns, [str(n) for n in ns])
@@ -213,20 +245,20 @@ def run_e2e(device: torch.device, quick: bool) -> dict:
     rows = [row for n, r in results.items() for row in _rows(n, r, settings["batch"] * n)]
     figure = _figure(rows, device)
     model_cfg = _model_cfg(settings["model"])
-    header = [
-        "n", "model", "block density", "train s (drop 0)", "train s (drop 0.1)", "train tokens/s",
-        "train ×HF", "ceiling share (drop 0)", "ceiling share (drop 0.1)", "inference ×HF",
-        "peak MiB", "peak / dense",
-    ]  # fmt: skip
     details = (
         f"Model: conf/model/{settings['model']}.yaml ({model_cfg.num_layers} layers × "
         f"{model_cfg.hidden_size} hidden × {model_cfg.num_heads} heads, block size "
         f"{model_cfg.block_size}), vocabulary {VOCAB:,}, batch {settings['batch']}, "
         f"{PREDICTED:.0%} of the positions predicted; `attention_backend=auto` for every mask; "
-        "hf = `BertForMaskedLM` (sdpa, logits at every position), no_attention = the ceiling. "
+        "hf = `BertForMaskedLM` (sdpa, logits at every position), no_attention = the ceiling; "
+        "ideal share = the ceiling share a mask would reach if its attention cost exactly its "
+        "block density × the dense model's attention time (dropout 0). "
         "Shares and ×HF are ratios of median times in the same rounds; peak memory of a training "
-        f"step (dropout 0) beyond the model and optimiser state.\n\n"
-        + markdown_table(header, rows)
+        "step beyond the model and optimiser state. Without attention dropout the dense model's "
+        "SDPA is a fused kernel that never holds the n × n probabilities (its memory grows like "
+        "n, the ceiling's is within 15 % of it), so the memory target is checked with the "
+        f"models' default attention dropout {MEMORY_DROPOUT:g}, where it holds them.\n\n"
+        + markdown_table(list(rows[0]), [list(row.values()) for row in rows])
         + f"\n\n![speed-up and memory against n]({figure})"
     )
     setup = {**settings, "masks": MASKS, "dropouts": DROPOUTS, "predicted": PREDICTED,
@@ -236,7 +268,7 @@ def run_e2e(device: torch.device, quick: bool) -> dict:
         str(n): {
             "train": {str(p): t for p, t in r["train"].items()},
             "infer": r["infer"],
-            "peak_memory_bytes": r["memory"],
+            "peak_memory_bytes": {str(p): m for p, m in r["memory"].items()},
             "block_density": r["block_density"],
         }
         for n, r in results.items()

@@ -6,6 +6,7 @@ training: tokens/s of sparsebert's pre-training step (`build_pretraining_model`,
 dam: a `search` step (DAM_u sample with Gumbel noise and straight-through, λ·‖M‖₁, α in its own
     optimiser group, the stage's per-step mask metrics) against a `pretrain` step of the same model
     with a fixed mask (conf/mask/window.yaml).
+dam_long: the same at n = 1024 and 2048 (issue 18, item 4) for DAM_s and block DAM, batch 1.
 
 A step is the loop's own `optimizer_step` with one micro-batch: forward (+ penalty), backward,
 gradient clipping, optimiser and schedule step, zero_grad, with the project's own optimiser
@@ -19,6 +20,9 @@ from benchmarks.harness import check, compare, load_conf, markdown_table
 
 VOCAB, SEQ_LEN, PREDICTIONS = 30_522, 128, 20  # BERT's vocabulary; data.max_predictions_per_seq
 TRAINING_TARGET, DAM_TARGET = 2.5, 1.15
+DAM_LONG = {"ns": (1024, 2048), "model": "small", "batch": 1, "repeats": 3}
+DAM_LONG_QUICK = {"ns": (256,), "model": "tiny", "batch": 1, "repeats": 1}
+DAM_LONG_STRUCTURES, DAM_LONG_TARGET = ("structured", "block"), 1.3
 
 
 def _settings(quick: bool) -> dict:
@@ -84,13 +88,14 @@ def _model_cfg(preset: str):
     return load_conf("model", preset, ModelConfig)
 
 
-def _source(model_cfg, mask_cfg):
-    """The MaskSource of a mask config (None: dense) for this model at n = SEQ_LEN."""
+def _source(model_cfg, mask_cfg, n: int = SEQ_LEN):
+    """The MaskSource of a mask config (None: dense) for this model at length n."""
     from sparsebert_cli.masks.source import MaskSource
 
     if mask_cfg is None:
         return MaskSource("dense")
-    return MaskSource.from_config(mask_cfg, model_cfg.num_heads, model_cfg.num_layers, SEQ_LEN)
+    heads, layers, block = model_cfg.num_heads, model_cfg.num_layers, model_cfg.block_size
+    return MaskSource.from_config(mask_cfg, heads, layers, n, block)
 
 
 def _sparsebert(model_cfg, source, device: torch.device):
@@ -173,12 +178,26 @@ def run_training(device: torch.device, quick: bool) -> dict:
     return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}
 
 
-def run_dam(device: torch.device, quick: bool) -> dict:
-    """Item 2: a DAM search step against a pretrain step with a fixed mask, same model."""
-    from sparsebert_cli.masks.config import MaskConfig
+def _search_step(model: nn.Module, inputs: dict, dam_cfg):
+    """One step of the search: the DAM's penalty (λ·‖M‖₁ or the target's Lagrangian), α in its
+    own group, and stages/search.py's per-step mask metrics."""
     from sparsebert_cli.masks.stats import sparsity
     from sparsebert_cli.training.dam import add_dam_hooks
     from sparsebert_cli.training.loop import Hooks
+
+    dam = model.sparse_mask.dam
+    hooks = add_dam_hooks(Hooks(), dam_cfg, dam, total_steps=1)
+
+    def mask_metrics() -> None:
+        sparsity(dam.binarize())
+        dam.probs().detach().mean().item()
+
+    return _step(model, inputs, hooks.penalty, mask_metrics, alpha_lr=dam_cfg.lr)
+
+
+def run_dam(device: torch.device, quick: bool) -> dict:
+    """Item 2: a DAM search step against a pretrain step with a fixed mask, same model."""
+    from sparsebert_cli.masks.config import MaskConfig
 
     settings = _settings(quick)
     model_cfg = _model_cfg(settings["model"])
@@ -187,16 +206,9 @@ def run_dam(device: torch.device, quick: bool) -> dict:
     fixed_cfg = load_conf("mask", "window", MaskConfig)
     search = _sparsebert(model_cfg, _source(model_cfg, dam_cfg), device)
     pretrain = _sparsebert(model_cfg, _source(model_cfg, fixed_cfg), device)
-    dam = search.sparse_mask.dam
-    hooks = add_dam_hooks(Hooks(), dam_cfg, dam, total_steps=1)  # the search's λ·‖M‖₁
-
-    def mask_metrics() -> None:  # stages/search.py's after_step metrics
-        sparsity(dam.binarize())
-        dam.probs().detach().mean().item()
-
     timings = compare(
         {
-            "search_dam": _step(search, inputs, hooks.penalty, mask_metrics, alpha_lr=dam_cfg.lr),
+            "search_dam": _search_step(search, inputs, dam_cfg),
             "pretrain_fixed": _step(pretrain, inputs),
         },
         device,
@@ -223,4 +235,54 @@ def run_dam(device: torch.device, quick: bool) -> dict:
     )
     setup = {**settings, "model_config": _plain(model_cfg), "dam": _plain(dam_cfg)}
     setup["fixed_mask"] = _plain(fixed_cfg)
+    return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}
+
+
+def run_dam_long(device: torch.device, quick: bool) -> dict:
+    """Issue 18, item 4: the search step at long n — DAM_s and block DAM (DAM_u is refused there
+    with its memory estimate) — against a pretrain step of the same model with a fixed window
+    mask (auto → block_sparse), batch 1, 15 % of the positions predicted."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.masks.config import MaskConfig
+
+    settings = DAM_LONG_QUICK if quick else DAM_LONG
+    base = _model_cfg(settings["model"])
+    fixed_cfg = load_conf("mask", "window", MaskConfig)
+    timings, checks, rows = {}, [], []
+    for n in settings["ns"]:
+        model_cfg = OmegaConf.merge(base, {"max_position_embeddings": n})
+        batch = _batch(settings["batch"], device, n, int(0.15 * n))
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        fixed = _sparsebert(model_cfg, _source(model_cfg, fixed_cfg, n), device)
+        candidates = {"pretrain_fixed": _step(fixed, inputs)}
+        for structure in DAM_LONG_STRUCTURES:
+            dam_cfg = OmegaConf.merge(
+                load_conf("mask", "dam", MaskConfig), {"structure": structure, "seq_len": n}
+            )
+            search = _sparsebert(model_cfg, _source(model_cfg, dam_cfg, n), device)
+            candidates[f"search_{structure}"] = _search_step(search, inputs, dam_cfg)
+        measured = timings[str(n)] = compare(candidates, device, settings["repeats"])
+        fixed_s = measured["pretrain_fixed"]["median_s"]
+        for name, t in measured.items():
+            rows.append([n, name, t["median_s"], f"{t['min_s']:.3f}–{t['max_s']:.3f}",
+                         t["median_s"] / fixed_s])  # fmt: skip
+        for structure in DAM_LONG_STRUCTURES:
+            checks.append(
+                check(
+                    f"{structure} DAM search step / fixed-mask pretrain step, n={n} "
+                    f"(model={settings['model']})",
+                    measured[f"search_{structure}"]["median_s"] / fixed_s,
+                    "≤",
+                    DAM_LONG_TARGET,
+                )
+            )
+    details = (
+        f"Model: conf/model/{settings['model']}.yaml, vocabulary {VOCAB:,}, batch "
+        f"{settings['batch']}. search: mask=dam with structure=structured (DAM_s) or block "
+        f"(model.block_size tiles), λ·‖M‖₁, auto → masked (a soft mask: gradients to α); "
+        f"pretrain: mask=window (window {fixed_cfg.window}), auto → block_sparse.\n\n"
+        + markdown_table(["n", "step", "median s", "min–max s", "/ fixed"], rows)
+    )
+    setup = {**settings, "model_config": _plain(base), "fixed_mask": _plain(fixed_cfg)}
     return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}
