@@ -275,3 +275,21 @@ def test_the_record_of_a_hub_checkpoint_keeps_its_own_sizes_not_the_presets():
         k: model.sparsebert_record["model"][k] for k in ("hidden_size", "num_layers", "num_heads")
     }
     assert sizes == {"hidden_size": 384, "num_layers": 6, "num_heads": 12}
+
+
+def test_a_pretraining_model_knows_whether_its_mlm_head_was_trained(tmp_path):
+    """MiniLM (a sentence encoder) ships no MLM head; a saved pre-training checkpoint has one."""
+    assert not build_pretraining_model(
+        tiny(), MaskSource("dense"), VOCAB, nsp=False
+    ).trained_mlm_head
+    vocab = resolve_pretrained("embedded:minilm") / "vocab.txt"
+    size = len(vocab.read_text(encoding="utf-8").splitlines())
+    assert not build_pretraining_model(
+        minilm(), MaskSource("dense"), size, nsp=False
+    ).trained_mlm_head
+    model = build_pretraining_model(tiny(), MaskSource("dense"), VOCAB, nsp=False)
+    save_checkpoint(model, tmp_path, {"stage": "pretrain", "run_dir": str(tmp_path)})
+    again = build_pretraining_model(
+        tiny(), MaskSource("dense"), VOCAB, nsp=False, init_from=tmp_path
+    )
+    assert again.trained_mlm_head

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import ROOT, sparsebert, tiny_model
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.source import MaskSource
@@ -69,6 +70,25 @@ def test_a_frozen_encoder_keeps_its_weights_while_alpha_and_the_head_learn():
     assert not changed(before, model, "bert.")
     assert changed(before, model, "cls.")
     assert changed(before, model, "sparse_mask.")
+
+
+def test_a_distillation_search_freezes_and_groups_the_students_encoder():
+    """The objective wraps the model (`student.bert.*`): its encoder is still the encoder."""
+    model, _ = dam_model()
+    objective = DistillationObjective(model, dam_model(seed=1)[0])
+    build_optimizer(objective, TrainerConfig(lr=1e-3), GroupRates(alpha=0.1, encoder=0.0))
+    assert not any(p.requires_grad for p in model.bert.parameters())
+    assert all(p.requires_grad for p in model.cls.predictions.transform.parameters())
+    model, _ = dam_model()
+    objective = DistillationObjective(model, dam_model(seed=1)[0])
+    rates = GroupRates(alpha=0.1, encoder=1e-5)
+    optimizer = build_optimizer(objective, TrainerConfig(lr=1e-3), rates)
+    encoder = {id(p) for p in model.bert.parameters()}
+    for group in optimizer.param_groups:
+        if group["name"].startswith("encoder"):
+            assert group["lr"] == 1e-5 and {id(p) for p in group["params"]} <= encoder
+        elif group["name"] in ("decay", "no_decay"):
+            assert not {id(p) for p in group["params"]} & encoder
 
 
 def test_the_encoder_gets_its_own_learning_rate_group():
@@ -135,6 +155,9 @@ def warm_search(tmp_path_factory):
         cwd=root,
         env=env,
     )
+    sparsebert("search", *common, "mask=dam_s", "model.from=latest", "mask.head_warmup=2",
+               "mask.encoder_lr=0", "trainer.max_steps=4", "run_id=dam_mlm", cwd=root,
+               env=env)  # fmt: skip
     return root / "runs", env
 
 
@@ -148,6 +171,16 @@ def test_search_on_a_pretrained_model_runs_the_protocol_from_the_cli(warm_search
     assert "eval/distill_mse" in metrics and "eval/uses_attention" in metrics
     params = json.loads((search / "artifacts" / "mask.json").read_text())["params"]
     assert (params["objective"], params["head_warmup"], params["encoder_lr"]) == ("distill", 2, 0.0)
+    assert not (search / "artifacts" / "model").exists()  # distillation trains no head
+    # An MLM head warmed up on the frozen encoder is kept with it (occlusion reads that model).
+    mlm = warm_search[0] / "search" / "dam_mlm"
+    saved = load_file(str(mlm / "artifacts" / "model" / "model.safetensors"))
+    start = load_file(str(warm_search[0] / "pretrain" / "pre" / "artifacts" / "model" /
+                          "model.safetensors"))  # fmt: skip
+    encoder = [k for k in start if k.startswith("bert.")]
+    assert encoder and all(torch.equal(saved[k], start[k]) for k in encoder)
+    head = "cls.predictions.transform.dense.weight"
+    assert not torch.equal(saved[head], start[head])
 
 
 @pytest.mark.slow
@@ -171,7 +204,7 @@ def test_the_attention_topk_control_is_searched_then_used_as_a_mask(warm_search)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", ["pretrain/pre", "search/dam"])
+@pytest.mark.parametrize("run", ["pretrain/pre", "search/dam", "search/dam_mlm"])
 def test_occlusion_report_measures_every_band_of_the_starting_model(warm_search, run):
     runs_dir, env = warm_search
     run_dir = runs_dir / run
@@ -189,9 +222,13 @@ def test_occlusion_report_measures_every_band_of_the_starting_model(warm_search,
     record = json.loads((run_dir / "figures" / "occlusion.json").read_text())
     assert str(run_dir / "figures" / "occlusion.json") in proc.stdout
     assert [b["band"] for b in record["bands"]] == ["diag", "d=1", "d=2", "d=3", "cls"]
-    assert record["model"].endswith("pre/artifacts/model")  # the search's starting model
+    # pre's own model; the distillation search's starting model (pre's); dam_mlm's saved one
+    # (pre's frozen encoder with the MLM head it warmed up).
+    own = "pretrain/pre" if run == "search/dam" else run
+    assert record["model"].endswith(f"{own}/artifacts/model") and record["trained_mlm_head"]
     for band in record["bands"]:
         assert band["hidden_mse"] >= 0 and 0 <= band["attention_mass"] <= 1
+        assert "delta_mlm_loss" in band
     searched = run.startswith("search")
     assert ("spearman" in record) == searched
     assert all(("keep_probability" in b) == searched for b in record["bands"])

@@ -322,8 +322,9 @@ HEAD_CLASSES = {
 }
 
 
-def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> None:
-    """Copy the encoder (and, with `heads`, the pre-training heads it has) from `source`.
+def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> bool:
+    """Copy the encoder (and, with `heads`, the pre-training heads it has) from `source`; whether
+    `source` had an MLM head (a sentence encoder such as MiniLM has none).
 
     Hugging Face's loader reads the folder, so legacy names and layouts keep working.
     """
@@ -334,8 +335,10 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
             loaded = BertModel.from_pretrained(source)
     except Exception as error:  # safetensors' own error types, OSError, pickle errors: all damage
         raise damaged_file(weights_file(Path(source)), error) from None
+    mlm_head = False
     if heads:
         missing = set(info["missing_keys"])
+        mlm_head = "cls.predictions.transform.dense.weight" not in missing
         state = {
             k: v
             for k, v in loaded.state_dict().items()
@@ -355,6 +358,7 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> Non
     if norm_position(model.config) == "pre":
         encoder_state.update(final_layer_norm_state(source))
     model.bert.load_state_dict(encoder_state)
+    return mlm_head
 
 
 def init_positions(bert: BertModel, position_init: str) -> None:
@@ -407,8 +411,11 @@ def build_pretraining_model(
     config = bert_config(model_cfg, vocab_size, source)
     _check_mask_fits(mask_source, config)
     model = SparseBertForPreTraining(config, mask_source, nsp)
+    # Whether the MLM head predicts anything yet: False for a new model and for a checkpoint
+    # without one, whose head is new (`report --occlusion` then cannot use the MLM loss).
+    model.trained_mlm_head = False
     if source is not None:
-        _load_pretrained_weights(model, source, heads=True)
+        model.trained_mlm_head = _load_pretrained_weights(model, source, heads=True)
     else:
         init_positions(model.bert, model_cfg.position_init)
     model.sparsebert_record = _model_record(model_cfg, config, head="pretraining", nsp=nsp)

@@ -5,7 +5,8 @@ itself. For the dense model a run starts from (a pretrain run's own model, or th
 run was warm-started from), each band is removed in every layer and head in turn — the diagonal
 (|i − j| = 0), each distance 1…D, the [CLS] column — and the held-out MLM loss and the mean
 squared change of the final hidden states are measured against the dense model on the same
-examples. Beside each band: the dense model's attention mass there and, for a search run, the
+examples (the hidden states only when the model has no trained MLM head: MiniLM without a
+search's warmed-up head). Beside each band: the dense model's attention mass there and, for a search run, the
 mean σ(α) of the band at the end of the search, with the Spearman correlations of σ(α) with both.
 A band the search drops while occlusion shows it costs a lot is a sign of a biased estimator or
 objective, not of an unimportant position.
@@ -37,10 +38,11 @@ def band_masks(n: int, heads: int, max_distance: int) -> dict[str, torch.Tensor]
 
 
 def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
-    """The model config whose weights occlusion reads: the run's own model (pretrain) or the
-    model a search started from."""
+    """The model config whose weights occlusion reads: the run's own model (a pretrain run, or a
+    search run that saved its frozen encoder with the heads it warmed up) or the model a search
+    started from."""
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    if manifest["stage"] == "pretrain":
+    if manifest["stage"] == "pretrain" or runs.layout(run_dir).model.is_dir():
         model_cfg.from_run = str(run_dir)
     elif manifest["stage"] == "search":
         source = manifest["inputs"].get("model")
@@ -119,15 +121,13 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
     rows = []
     for name, mask in band_masks(n, heads, max_distance).items():
         occluded.sparse_mask = MaskSource("fixed", mask=mask)
-        loss = evaluate_mlm(occluded, held_out, collate, batch_size)["eval/mlm_loss"]
-        mse = objective.evaluate(held_out, collate, batch_size)["eval/distill_mse"]
         stat = name if name in ("cls", "diag") else f"dist{name[2:]}"
-        row = {
-            "band": name,
-            "delta_mlm_loss": loss - base["eval/mlm_loss"],
-            "hidden_mse": mse,
-            "attention_mass": sum(h[stat] for h in mass_by_head) / len(mass_by_head),
-        }
+        row = {"band": name}
+        if dense.trained_mlm_head:  # a new head's loss says nothing about the encoder
+            loss = evaluate_mlm(occluded, held_out, collate, batch_size)["eval/mlm_loss"]
+            row["delta_mlm_loss"] = loss - base["eval/mlm_loss"]
+        row["hidden_mse"] = objective.evaluate(held_out, collate, batch_size)["eval/distill_mse"]
+        row["attention_mass"] = sum(h[stat] for h in mass_by_head) / len(mass_by_head)
         if keep is not None:
             m = min(n, keep.shape[-1])  # the searched mask may be longer than data.seq_len
             row["keep_probability"] = float(keep[:, :m, :m][:, ~mask[0, 0, :m, :m]].mean())
@@ -139,14 +139,15 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
         "dense": {
             k: base[k] for k in ("eval/mlm_loss", "eval/mlm_accuracy", "eval/uses_attention")
         },
+        "trained_mlm_head": dense.trained_mlm_head,
         "bands": rows,
     }
     if keep is not None:
         sigma = [r["keep_probability"] for r in rows]
         record["spearman"] = {
-            "keep_vs_attention_mass": _spearman(sigma, [r["attention_mass"] for r in rows]),
-            "keep_vs_delta_mlm_loss": _spearman(sigma, [r["delta_mlm_loss"] for r in rows]),
-            "keep_vs_hidden_mse": _spearman(sigma, [r["hidden_mse"] for r in rows]),
+            f"keep_vs_{measure}": _spearman(sigma, [r[measure] for r in rows])
+            for measure in ("attention_mass", "delta_mlm_loss", "hidden_mse")
+            if measure in rows[0]
         }
     return record
 
@@ -165,13 +166,16 @@ def write_occlusion(run_dir: Path, out_dir: Path, max_distance: int, examples: i
         f"loss {dense['eval/mlm_loss']:.3f}, accuracy {100 * dense['eval/mlm_accuracy']:.1f} %, "
         f"uses attention: {'yes' if dense['eval/uses_attention'] else 'no'})"
     )
-    columns = ["band", "delta_mlm_loss", "hidden_mse", "attention_mass"]
-    if "spearman" in record:
-        columns.append("keep_probability")
-    for column in columns:
+    columns = [c for c in record["bands"][0] if c != "band"]
+    if not record["trained_mlm_head"]:
+        table.caption = (
+            "the model has no trained MLM head (a sentence encoder, or a search that did not "
+            "warm one up on a frozen encoder): the cost of a band is its hidden-state MSE only"
+        )
+    for column in ["band", *columns]:
         table.add_column(column, justify="left" if column == "band" else "right")
     for row in record["bands"]:
-        table.add_row(row["band"], *(f"{row[c]:.4f}" for c in columns[1:]))
+        table.add_row(row["band"], *(f"{row[c]:.4f}" for c in columns))
     console = Console() if Console().is_terminal else Console(width=200)
     console.print(table)
     for name, value in record.get("spearman", {}).items():

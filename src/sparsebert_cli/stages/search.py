@@ -9,7 +9,9 @@ With `mask.target_sparsity` the Lagrangian N·[λ₁(s − t) + λ₂(s − t)²
 (`masks.dam.SparsityTarget`; mask.json then records the target beside the achieved sparsity).
 Writes the binarised mask M = 1[α > 0] (with a target: thresholded to meet it, `DAM.binarize`;
 `artifacts/mask.safetensors`, `mask.json`, heat map) and
-the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`).
+the importance trace: σ(α) every `mask.trace_every` steps (`artifacts/importance_trace.safetensors`);
+after an MLM head warm-up on a frozen encoder also that model with its trained heads
+(`artifacts/model/`).
 
 `mask=attention_topk` is the control for a searched mask: no training, the entries a trained
 dense model attends to most on the first TOPK_EXAMPLES training examples (not the held-out ones
@@ -182,4 +184,17 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             meta["sign_sparsity"] = sparsity(dam.sign_mask())
         save_mask(run.artifacts, mask, meta)
         _write_trace(trace_dir, run.artifacts / TRACE_FILE)
+        if warmup > 0 and cfg.mask.encoder_lr == 0 and cfg.mask.objective == "mlm":
+            _save_warmed_model(model, tokenizer, run)
     return {**metrics, "mask/sparsity": sparsity(mask)}
+
+
+def _save_warmed_model(model, tokenizer, run: Run) -> None:
+    """The frozen starting encoder with the heads the search trained (artifacts/model): the dense
+    model `report --occlusion` measures, whose new MLM head is otherwise lost."""
+    from sparsebert_cli.data.tokenizer import save_tokenizer
+    from sparsebert_cli.modeling import save_checkpoint
+
+    folder = layout(run.dir).model
+    save_checkpoint(model, folder, {"stage": "search", "run_dir": str(run.dir)})
+    save_tokenizer(tokenizer, folder)

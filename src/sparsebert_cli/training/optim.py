@@ -68,7 +68,12 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-ENCODER_PREFIX = "bert."  # the encoder's parameters; the task and pre-training heads are the rest
+def encoder_parameters(model: nn.Module) -> set[int]:
+    """ids of the encoder's parameters (every `BertModel` inside `model`, also when the model is
+    wrapped, e.g. as a distillation objective's `student`); the heads are the rest."""
+    from transformers import BertModel
+
+    return {id(p) for m in model.modules() if isinstance(m, BertModel) for p in m.parameters()}
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ def param_groups(model: nn.Module, weight_decay: float, rates: GroupRates) -> li
     rate or a warm-up), plus the mask logits α (names ending in 'alpha') and the Lagrange
     multipliers (names ending in 'multipliers') each on their own, neither with LAMB's trust ratio."""
     groups: dict[str, dict] = {}
+    encoder = encoder_parameters(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -119,7 +125,7 @@ def param_groups(model: nn.Module, weight_decay: float, rates: GroupRates) -> li
             decays = _decay(name, p)
             group = "decay" if decays else "no_decay"
             options = {"weight_decay": weight_decay if decays else 0.0}
-            if rates.own_encoder_group and name.startswith(ENCODER_PREFIX):
+            if rates.own_encoder_group and id(p) in encoder:
                 group = f"encoder_{group}"
                 if rates.encoder is not None:
                     options["lr"] = rates.encoder
@@ -142,8 +148,9 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """AdamW or LAMB over `param_groups`; encoder rate 0 freezes the encoder (requires_grad off)."""
     if rates.encoder == 0:
-        for name, p in model.named_parameters():
-            if name.startswith(ENCODER_PREFIX):
+        encoder = encoder_parameters(model)
+        for p in model.parameters():
+            if id(p) in encoder:
                 p.requires_grad_(False)
     groups = param_groups(model, trainer_cfg.weight_decay, rates)
     betas = tuple(trainer_cfg.betas)
