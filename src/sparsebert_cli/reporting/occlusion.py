@@ -161,10 +161,15 @@ def write_occlusion(run_dir: Path, out_dir: Path, max_distance: int, examples: i
     path = out_dir / OCCLUSION_FILE
     runs.atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     dense = record["dense"]
+    model = "no trained MLM head"
+    if record["trained_mlm_head"]:
+        model = (
+            f"dense MLM loss {dense['eval/mlm_loss']:.3f}, accuracy "
+            f"{100 * dense['eval/mlm_accuracy']:.1f} %, uses attention: "
+            f"{'yes' if dense['eval/uses_attention'] else 'no'}"
+        )
     table = Table(
-        title=f"occlusion of {run_dir.name} ({record['examples']} held-out examples; dense MLM "
-        f"loss {dense['eval/mlm_loss']:.3f}, accuracy {100 * dense['eval/mlm_accuracy']:.1f} %, "
-        f"uses attention: {'yes' if dense['eval/uses_attention'] else 'no'})"
+        title=f"occlusion of {run_dir.name} ({record['examples']} held-out examples; {model})"
     )
     columns = [c for c in record["bands"][0] if c != "band"]
     if not record["trained_mlm_head"]:
