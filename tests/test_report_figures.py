@@ -89,6 +89,17 @@ def test_diagonal_ranks_first_when_it_is_the_least_kept_distance(search_run, tmp
     assert numbers["diagonal_rank"] == [1] * T
 
 
+def test_a_diagonal_tied_with_every_distance_has_the_mean_rank():
+    """Before a head warm-up ends every σ(α) is 0.5: no distance is the least kept."""
+    from sparsebert_cli.reporting.importance import _diagonal_rank
+
+    tied = torch.full((1, 64), 0.5)
+    lowest = torch.cat([torch.tensor([[0.1]]), torch.full((1, 63), 0.5)], dim=1)
+    two_way = torch.tensor([[0.2, 0.2, 0.5, 0.6]])
+    assert _diagonal_rank(torch.cat([tied, lowest])).tolist() == [32.5, 1.0]
+    assert _diagonal_rank(two_way).tolist() == [1.5]
+
+
 def test_snapshots_are_spread_from_first_to_last():
     assert snapshot_indices(3) == [0, 1, 2]
     assert snapshot_indices(10) == [0, 3, 6, 9]

@@ -10,7 +10,8 @@ each snapshot, L = 1 for a mask shared by all layers) and `steps` int [T]. Draws
   the last token of a full-length sequence) against all other entries;
 and writes `importance.json` with the numbers behind each figure. Means are over layers, heads and
 the entries concerned (each entry weighs the same). `diagonal_rank` is the rank of D = 0 among the
-n distances by mean keep probability, 1 = least important (the paper's finding).
+n distances by mean keep probability, 1 = least important (the paper's finding); ties share the
+mean of their ranks (all n tied, e.g. before a head warm-up ends: (n + 1) / 2).
 """
 
 from pathlib import Path
@@ -21,6 +22,12 @@ from sparsebert_cli.errors import SparseBertError
 TRACE_FILE = "importance_trace.safetensors"
 NEAR_DIAGONAL = 3
 SNAPSHOTS = 4
+
+
+def _diagonal_rank(by_distance):
+    """[T]: rank of D = 0 among the distances (1 = least kept), ties at their mean rank."""
+    diagonal, others = by_distance[:, :1], by_distance[:, 1:]
+    return 1 + (others < diagonal).sum(dim=1) + (others == diagonal).sum(dim=1) / 2
 
 
 def load_trace(run_dir: Path):
@@ -88,7 +95,7 @@ def importance_numbers(probs, steps) -> dict:
         "diagonal": diagonal.tolist(),
         "near_diagonal": mean_map[:, near].mean(dim=1).tolist(),
         "far": mean_map[:, far].mean(dim=1).tolist(),
-        "diagonal_rank": (1 + (by_distance[:, 1:] < diagonal[:, None]).sum(dim=1)).tolist(),
+        "diagonal_rank": _diagonal_rank(by_distance).tolist(),
         "cls_row": mean_map[:, 0, :].mean(dim=1).tolist(),
         "cls_column": mean_map[:, :, 0].mean(dim=1).tolist(),
         "sep_row": mean_map[:, n - 1, :].mean(dim=1).tolist(),
