@@ -393,69 +393,74 @@ if __name__ == "__main__":
 
 # --- a searched block DAM at long n (issue 15) ---------------------------------------------------
 
-BLOCK_DAM = {"n": 2048, "steps": 30, "target": 0.9, "shape": (1, 4, 5)}
-BLOCK_DAM_QUICK = {"n": 256, "steps": 2, "target": 0.75, "shape": (1, 2, 2)}
+BLOCK_DAM = {"n": 2048, "steps": 30, "target": 0.9, "shape": (1, 4, 5), "block_sizes": (32, 64)}
+BLOCK_DAM_QUICK = {"n": 256, "steps": 2, "target": 0.75, "shape": (1, 2, 2), "block_sizes": (32,)}
 
 
-def _search_block_dam(settings: dict, workdir: Path, device: torch.device) -> tuple[Path, float]:
-    """`sparsebert search mask=dam_block` on the demo model at n (a real CLI run in a scratch runs
-    folder): the mask a user gets. Returns its run folder and the search's wall time."""
+def _search_block_dam(
+    settings: dict, bs: int, workdir: Path, device: torch.device
+) -> tuple[Path, float]:
+    """`sparsebert search mask=dam_block model.block_size=bs` on the demo model at n (a real CLI
+    run in a scratch runs folder): the mask a user gets. Returns its run folder and the search's
+    wall time."""
     n = settings["n"]
     args = [
         "search", "experiment=demo", "mask=dam_block", f"data.seq_len={n}", f"mask.seq_len={n}",
-        f"model.max_position_embeddings={n}", "mask.lam=0",
+        f"model.max_position_embeddings={n}", f"model.block_size={bs}", "mask.lam=0",
         f"mask.target_sparsity={settings['target']}", f"trainer.max_steps={settings['steps']}",
-        "trainer.batch_size=2", f"trainer.device={device.type}", "run_id=block_dam",
+        "trainer.batch_size=2", f"trainer.device={device.type}", f"run_id=block_dam_{bs}",
     ]  # fmt: skip
     env = {**os.environ, "SPARSEBERT_RUNS_DIR": str(workdir / "runs"), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "offline"}  # fmt: skip
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sparsebert_cli.cli", *args], env=env, check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
-    return workdir / "runs" / "search" / "block_dam", time.perf_counter() - start
+    return workdir / "runs" / "search" / f"block_dam_{bs}", time.perf_counter() - start
 
 
 def run_block_dam(device: torch.device, quick: bool) -> dict:
-    """A block DAM searched at n = 2048, then its block_sparse forward+backward against dense
-    SDPA: the speed-up should reach half of the ideal 1 / block density."""
+    """A block DAM searched at n = 2048 at each block size, then its block_sparse forward+backward
+    against dense SDPA: the speed-up should reach half of the ideal 1 / block density."""
     from sparsebert_cli.masks.artifact import load_mask
 
     settings = BLOCK_DAM_QUICK if quick else BLOCK_DAM
-    n, (batch, heads, rounds), bs = settings["n"], settings["shape"], block_size()
-    with tempfile.TemporaryDirectory() as workdir:
-        run_dir, search_s = _search_block_dam(settings, Path(workdir), device)
-        mask, meta = load_mask(run_dir / "artifacts")
-    mask = mask[0, :heads].to(device)
+    n, (batch, heads, rounds) = settings["n"], settings["shape"]
     q, k, v = _inputs(batch, heads, n, device)
-    runs = _backends(q, k, v, mask, bs)
-    timings = compare(
-        {
-            "dense": _forward_backward(_dense(q, k, v)),
-            "block_sparse": _forward_backward(runs["block_sparse"]),
-        },
-        device,
-        rounds,
-    )
-    density = runs["_layout"].block_density
-    speedup = timings["dense"]["median_s"] / timings["block_sparse"]["median_s"]
-    print(f"  searched block DAM n={n}: sparsity {meta['sparsity']['overall']:.1f} %, block "
-          f"density {density:.3f}, fwd+bwd ×{speedup:.2f} (ideal ×{1 / density:.1f}); search "
-          f"{search_s:.0f} s", flush=True)  # fmt: skip
-    checks = [
-        check(
-            f"searched block DAM: block_sparse fwd+bwd speed-up / ideal, n={n}",
-            speedup / (1 / density),
-            "≥",
-            SPARSE_TARGET,
-            f"×{speedup:.1f} of ideal ×{1 / density:.1f}",
+    candidates, searched = {"dense": _forward_backward(_dense(q, k, v))}, {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for bs in settings["block_sizes"]:
+            run_dir, search_s = _search_block_dam(settings, bs, Path(workdir), device)
+            mask, meta = load_mask(run_dir / "artifacts")
+            runs = _backends(q, k, v, mask[0, :heads].to(device), bs)
+            candidates[f"block_sparse:{bs}"] = _forward_backward(runs["block_sparse"])
+            searched[bs] = {"search_s": search_s, "mask_sparsity": meta["sparsity"]["overall"],
+                            "block_density": runs["_layout"].block_density}  # fmt: skip
+    timings = compare(candidates, device, rounds)
+    checks, rows = [], []
+    for bs, found in searched.items():
+        density = found["block_density"]
+        speedup = timings["dense"]["median_s"] / timings[f"block_sparse:{bs}"]["median_s"]
+        print(f"  searched block DAM n={n}, block size {bs}: sparsity "
+              f"{found['mask_sparsity']:.1f} %, block density {density:.3f}, fwd+bwd "
+              f"×{speedup:.2f} (ideal ×{1 / density:.1f}); search {found['search_s']:.0f} s",
+              flush=True)  # fmt: skip
+        checks.append(
+            check(
+                f"searched block DAM: block_sparse fwd+bwd speed-up / ideal, n={n}, block size {bs}",
+                speedup / (1 / density),
+                "≥",
+                SPARSE_TARGET,
+                f"×{speedup:.1f} of ideal ×{1 / density:.1f}",
+            )
         )
-    ]
+        rows.append([bs, found["mask_sparsity"], density, found["search_s"]])
     details = (
-        f"`sparsebert search experiment=demo mask=dam_block data.seq_len={n} mask.lam=0 "
-        f"mask.target_sparsity={settings['target']} trainer.max_steps={settings['steps']} "
-        f"trainer.batch_size=2` ({search_s:.0f} s), then the first {heads} heads of its mask: "
-        f"sparsity {meta['sparsity']['overall']:.1f} %, block density {density:.3f} (block size "
-        f"{bs}); forward+backward of B×H = {batch}×{heads}, head dim {DIM}.\n\n"
+        f"`sparsebert search experiment=demo mask=dam_block data.seq_len={n} "
+        f"model.block_size=<block size> mask.lam=0 mask.target_sparsity={settings['target']} "
+        f"trainer.max_steps={settings['steps']} trainer.batch_size=2`, then the first {heads} "
+        f"heads of its mask; forward+backward of B×H = {batch}×{heads}, head dim {DIM}.\n\n"
+        + markdown_table(["block size", "mask sparsity %", "block density", "search s"], rows)
+        + "\n\n"
         + markdown_table(
             ["pass", "median s", "min–max s"],
             [
@@ -464,6 +469,5 @@ def run_block_dam(device: torch.device, quick: bool) -> dict:
             ],  # fmt: skip
         )
     )
-    setup = {**settings, "block_size": bs, "head_dim": DIM, "search_s": search_s,
-             "mask_sparsity": meta["sparsity"]["overall"], "block_density": density}  # fmt: skip
+    setup = {**settings, "head_dim": DIM, "searched": searched}
     return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}
