@@ -98,3 +98,32 @@ def test_held_out_evaluation_records_the_gate_for_every_head(tmp_path):
     assert [len(layer) for layer in record["heads"]] == [2, 2]
     assert record["gate"]["passed"] is False
     assert record["metrics"]["eval/mlm_accuracy"] == metrics["eval/mlm_accuracy"]
+
+
+def test_the_profile_of_a_batch_taken_a_few_examples_at_a_time_is_the_same(monkeypatch):
+    """Long n: the evaluation profiles chunks of the batch (bounded memory), not all at once."""
+    from sparsebert_cli.attention import interface
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32)
+    model = build_pretraining_model(cfg, MaskSource("dense"), vocab_size=40, nsp=False).eval()
+    ids = torch.randint(1, 40, (5, N))
+    attention = torch.ones_like(ids)
+    attention[3, 5:] = 0  # padding inside one chunk
+
+    def profile_heads() -> list:
+        profile = AttentionProfile()
+        with torch.no_grad():
+            model.bert(ids, attention_mask=attention, sparse_mask=model.sparse_mask(N),
+                       attention_profile=profile)  # fmt: skip
+        return profile.heads()
+
+    whole = profile_heads()
+    assert len(whole) == 2 and len(whole[0]) == 2  # layers × heads were profiled
+    per_example = 2 * N * N * interface.PROFILE_TEMPORARIES * 4
+    monkeypatch.setattr(interface, "PROFILE_CHUNK_BYTES", 2 * per_example)  # chunks of 2
+    chunked = profile_heads()
+    for layer_whole, layer_chunked in zip(whole, chunked, strict=True):
+        for a, b in zip(layer_whole, layer_chunked, strict=True):
+            assert a.keys() == b.keys()
+            assert all(a[k] == pytest.approx(b[k], abs=1e-6) for k in a)

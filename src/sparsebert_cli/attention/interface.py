@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 ATTENTION_IMPLEMENTATION = "sparsebert"
 # auto: below this length, or above this block density, SDPA with the (cached) mask is faster
 # than skipping blocks (measured with `python -m benchmarks.attention`).
+# The held-out evaluation's attention profile works on this many bytes of [b, H, n, n] float
+# tensors at a time (scores, probabilities and the profile's masks and products).
+PROFILE_CHUNK_BYTES, PROFILE_TEMPORARIES = 256 * 2**20, 6
 AUTO_MIN_SPARSE_LENGTH = 512
 AUTO_MAX_BLOCK_DENSITY = 0.3
 
@@ -163,8 +166,15 @@ def sparse_attention_forward(
     block_size, backend = masks.block_size, masks.backend
     needs_grad = torch.is_grad_enabled() and query.requires_grad
     if attention_profile is not None:
-        probs = attention_probs(query, key, mask, key_padding, scaling)
-        attention_profile.add(layer, probs, mask, key_padding)
+        # A few examples at a time: the profile needs the full [B, H, n, n] probabilities, 4 GiB
+        # and more for an evaluation batch at n = 2048 (the recorders add up over calls).
+        per_example = query.shape[1] * query.shape[2] ** 2 * PROFILE_TEMPORARIES * 4
+        step = max(1, PROFILE_CHUNK_BYTES // per_example)
+        for start in range(0, query.shape[0], step):
+            rows = slice(start, start + step)
+            padding = None if key_padding is None else key_padding[rows]
+            probs = attention_probs(query[rows], key[rows], mask, padding, scaling)
+            attention_profile.add(layer, probs, mask, padding)
     if backend == "auto":
         backend, reason = choose_backend(mask, masks, layer, block_size, dropout)
         if backend not in masks.logged:
