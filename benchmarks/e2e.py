@@ -212,6 +212,7 @@ def _figure(rows: list[list], device: torch.device) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for name in dict.fromkeys(row["model"] for row in rows):
@@ -226,8 +227,9 @@ def _figure(rows: list[list], device: torch.device) -> str:
         ylabel=f"training step peak MiB (attention dropout {MEMORY_DROPOUT:g})",
     )  # fmt: skip
     speed.legend(fontsize=8)
-    speed.set_xticks(ns, [str(n) for n in ns])
-    memory.set_xticks(ns, [str(n) for n in ns])
+    for axis in (speed, memory):
+        axis.xaxis.set_minor_locator(NullLocator())  # log-axis labels would overprint the n ticks
+        axis.set_xticks(ns, [str(n) for n in ns])
     path = RESULTS_DIR / f"{result_stem('e2e', device)}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
