@@ -47,11 +47,11 @@ log = logging.getLogger(__name__)
 ATTENTION_IMPLEMENTATION = "sparsebert"
 # auto: below this length, or above this block density, SDPA with the (cached) mask is faster
 # than skipping blocks (measured with `python -m benchmarks.attention`).
+AUTO_MIN_SPARSE_LENGTH = 512
+AUTO_MAX_BLOCK_DENSITY = 0.3
 # The held-out evaluation's attention profile works on this many bytes of [b, H, n, n] float
 # tensors at a time (scores, probabilities and the profile's masks and products).
 PROFILE_CHUNK_BYTES, PROFILE_TEMPORARIES = 256 * 2**20, 6
-AUTO_MIN_SPARSE_LENGTH = 512
-AUTO_MAX_BLOCK_DENSITY = 0.3
 
 
 @dataclass
