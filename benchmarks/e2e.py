@@ -83,22 +83,17 @@ def _mask(name: str, n: int, heads: int, block: int) -> torch.Tensor:
     return dam.binarize()
 
 
-def _models(model_cfg, n: int, device: torch.device) -> tuple[dict, dict]:
-    """{name: model} for HF, dense, the ceiling and every mask; {mask: block density}."""
-    from sparsebert_cli.attention.block_sparse import block_layout
+def _models(model_cfg, masks: dict[str, torch.Tensor], device: torch.device) -> dict:
+    """{name: model} for HF, dense, the ceiling and every mask."""
     from sparsebert_cli.masks.source import MaskSource
 
-    heads, block = model_cfg.num_heads, model_cfg.block_size
     models = {"hf": _hugging_face(model_cfg, device), "dense": _sparsebert(model_cfg, None, device)}
     ceiling = _sparsebert(model_cfg, None, device)
     ceiling.config._attn_implementation = CEILING
     models["no_attention"] = ceiling
-    density = {}
-    for name in MASKS:
-        mask = _mask(name, n, heads, block)
-        density[name] = block_layout(mask[0], block).block_density
+    for name, mask in masks.items():
         models[name] = _sparsebert(model_cfg, MaskSource("fixed", mask=mask), device)
-    return models, density
+    return models
 
 
 def _inference(model, inputs: dict):
@@ -119,16 +114,21 @@ def _measure_n(settings: dict, n: int, device: torch.device) -> dict:
     def inputs_of(name: str) -> dict:
         return hf_inputs if name == "hf" else inputs
 
-    train, memory = {}, {}
+    from sparsebert_cli.attention.block_sparse import block_layout
+
+    heads, block = base.num_heads, base.block_size
+    masks = {name: _mask(name, n, heads, block) for name in MASKS}  # one set for both dropouts
+    density = {name: block_layout(m[0], block).block_density for name, m in masks.items()}
+    train, memory, infer = {}, {}, {}
     for dropout in DROPOUTS:
         model_cfg = OmegaConf.merge(
             base, {"max_position_embeddings": n, "attention_dropout": dropout}
         )
-        models, density = _models(model_cfg, n, device)
+        models = _models(model_cfg, masks, device)
         steps = {name: _step(model, inputs_of(name)) for name, model in models.items()}
         train[dropout] = compare(steps, device, settings["repeats"])
         memory[dropout] = {name: peak_memory(step, device) for name, step in steps.items()}
-        if dropout == 0.0:
+        if not infer:  # inference runs in eval mode: no dropout, once per n
             infer = compare(
                 {name: _inference(m, inputs_of(name)) for name, m in models.items()},
                 device,
