@@ -152,6 +152,6 @@ def test_the_metric_table_agrees_with_each_task_yaml(task):
     config = OmegaConf.merge(
         OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / f"{task}.yaml")
     )
-    problem_type, metrics, headline = TASK_METRICS[task]
-    assert (config.name, config.kind) == (task, problem_type)
+    kind, metrics, headline = TASK_METRICS[task]
+    assert (config.name, config.kind) == (task, kind)
     assert headline in metrics

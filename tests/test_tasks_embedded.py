@@ -94,7 +94,7 @@ def test_lee_sts_labels_are_the_human_similarities():
 def test_lee_sts_loads_as_a_tokenized_regression_task(tmp_path):
     tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
     task = load_task(task_config("lee_sts", seq_len=64), tokenizer, tmp_path, seed=0)
-    assert (task.problem_type, task.num_labels, task.label_names) == ("regression", 1, [])
+    assert (task.kind, task.num_labels, task.label_names) == ("regression", 1, [])
     assert max(len(ids) for ids in task.splits["dev"]["input_ids"]) == 64
 
 

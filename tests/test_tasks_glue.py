@@ -93,7 +93,7 @@ def test_mrpc_glue_dir_gives_train_dev_and_test(glue_dir, tokenizer, tmp_path):
         "dev": 10,
         "test": 8,
     }
-    assert (task.num_labels, task.problem_type, task.label_names) == (
+    assert (task.num_labels, task.kind, task.label_names) == (
         2,
         "classification",
         ["0", "1"],
@@ -173,7 +173,7 @@ def test_stsb_labels_are_floats(glue_dir, tokenizer, tmp_path):
     task = load_task(
         task_config("stsb", glue_dir=str(glue_dir)), tokenizer, tmp_path / "cache", seed=0
     )
-    assert task.problem_type == "regression" and task.num_labels == 1
+    assert task.kind == "regression" and task.num_labels == 1
     assert task.splits["dev"]["labels"] == [0.0, 0.5, 1.0, 1.5]
     assert "test" not in task.splits
     assert task.collate([task.splits["dev"][1]])["labels"].dtype.is_floating_point

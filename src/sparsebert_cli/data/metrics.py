@@ -48,9 +48,9 @@ def task_metrics(task_name: str) -> tuple[str, tuple[str, ...], str]:
 def compute_metrics(task_name: str, predictions, labels) -> dict[str, float]:
     """The task's metrics and `headline`, from class ids or logits [N, C] (classification and
     multiple choice) or scores [N] / [N, 1] (regression), and the true labels."""
-    problem_type, names, headline = task_metrics(task_name)
+    kind, names, headline = task_metrics(task_name)
     predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if problem_type != "regression":
+    if kind != "regression":
         if predictions.ndim == 2:
             predictions = predictions.argmax(axis=-1)
         predictions, labels = predictions.astype(int), labels.astype(int)
@@ -126,9 +126,9 @@ def write_submission(
     source data writes them (0/1 for CoLA, SST-2, MRPC, QQP, WNLI; entailment/… for MNLI, QNLI,
     RTE; 0–3 for SWAG's endings); regression predictions as floats with three decimals.
     """
-    problem_type, _, _ = task_metrics(task_name)
+    kind, _, _ = task_metrics(task_name)
     predictions = np.asarray(predictions)
-    if problem_type != "regression":
+    if kind != "regression":
         if predictions.ndim == 2:
             predictions = predictions.argmax(axis=-1)
         values = [label_names[int(p)] for p in predictions]

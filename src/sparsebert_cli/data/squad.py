@@ -60,7 +60,7 @@ class SquadData:
     version_2_with_negative: bool
     null_score_threshold: float | None
     num_labels: int = 2  # the QA head's outputs: start and end
-    problem_type: str = "question_answering"
+    kind: str = "question_answering"
     label_names: tuple = ()
 
     def collate(self, batch: list[dict]) -> dict:

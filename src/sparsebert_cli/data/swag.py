@@ -27,7 +27,7 @@ class SwagData:
     splits: object  # datasets.DatasetDict: input_ids, token_type_ids, attention_mask [4, len], labels, idx
     pad_token_id: int
     num_labels: int = len(ENDINGS)
-    problem_type: str = "multiple_choice"
+    kind: str = "multiple_choice"
     label_names: list[str] = field(default_factory=lambda: [str(k) for k in range(len(ENDINGS))])
 
     def collate(self, batch: list[dict]) -> dict:

@@ -42,7 +42,7 @@ class TaskData:
     name: str
     splits: object  # datasets.DatasetDict: input_ids, token_type_ids, attention_mask, labels, idx
     num_labels: int  # 1 for regression
-    problem_type: str  # classification | regression
+    kind: str  # classification | regression
     label_names: list[str]  # empty for regression
     pad_token_id: int
 
@@ -52,7 +52,7 @@ class TaskData:
 
         longest = max(len(example["input_ids"]) for example in batch)
         tensors = padded_inputs(batch, longest, self.pad_token_id)
-        label_type = torch.float if self.problem_type == "regression" else torch.long
+        label_type = torch.float if self.kind == "regression" else torch.long
         tensors["labels"] = torch.tensor([e["labels"] for e in batch], dtype=label_type)
         tensors["idx"] = torch.tensor([e["idx"] for e in batch], dtype=torch.long)
         return tensors
@@ -90,7 +90,7 @@ def load_task(task_cfg, tokenizer, cache_dir: Path, seed: int) -> TaskData:
         name=task_cfg.name,
         splits=splits,
         num_labels=1 if regression else len(label_names),
-        problem_type=task_cfg.kind,
+        kind=task_cfg.kind,
         label_names=label_names,
         pad_token_id=tokenizer.pad_token_id,
     )
@@ -99,7 +99,8 @@ def load_task(task_cfg, tokenizer, cache_dir: Path, seed: int) -> TaskData:
 def check_task(task_cfg) -> None:
     if task_cfg.kind not in ("classification", "regression"):
         raise SparseBertError(
-            f"task.kind={task_cfg.kind} is not a problem type: use classification or regression."
+            f"task.kind={task_cfg.kind} is not a kind the sentence(-pair) task loader reads: "
+            "use classification or regression."
         )
     if task_cfg.kind == "classification" and task_cfg.num_labels != len(task_cfg.label_names):
         raise SparseBertError(

@@ -73,7 +73,7 @@ def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool
         logits, speed = predict(model, task.splits[split], task.collate, batch_size)
         if split in DEV_SPLITS:
             metrics.update(task_scores(task, split, logits, DEV_SPLITS[split]))
-        preds = to_predictions(logits, task.problem_type).tolist()
+        preds = to_predictions(logits, task.kind).tolist()
         rows = [
             {"idx": i, "prediction": p}
             for i, p in zip(task.splits[split]["idx"], preds, strict=True)
@@ -114,7 +114,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     batch = cfg.trainer.eval_batch_size
 
     predictions = run.dir / "predictions"
-    if task.problem_type == "question_answering":
+    if task.kind == "question_answering":
         metrics = question_answering_outputs(model, task, batch, predictions)
     else:
         metrics = labelled_outputs(model, task, batch, predictions, run.writer)

@@ -50,10 +50,10 @@ def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, fl
     """The task's metrics of `logits` on one labelled split, flat keys such as eval/accuracy."""
     from sparsebert_cli.data.metrics import compute_metrics
 
-    if task.problem_type == "question_answering":
+    if task.kind == "question_answering":
         scores = task.evaluate(split, logits).metrics
     else:
-        preds = to_predictions(logits, task.problem_type)
+        preds = to_predictions(logits, task.kind)
         scores = compute_metrics(task.name, preds.tolist(), task.splits[split]["labels"])
     return {f"{prefix}{k}": v for k, v in scores.items()}
 
@@ -62,7 +62,7 @@ def name_labels(config, task) -> None:
     """id2label/label2id in the model's config.json, as run_glue writes them: the task's labels
     as the source data writes them (entailment/neutral/contradiction for MNLI, not LABEL_0..2)."""
     names = [str(name) for name in task.label_names]
-    if task.problem_type in ("classification", "multiple_choice") and len(names) == task.num_labels:
+    if task.kind in ("classification", "multiple_choice") and len(names) == task.num_labels:
         config.id2label = dict(enumerate(names))
         config.label2id = {name: i for i, name in enumerate(names)}
 
@@ -92,9 +92,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     task = load_task_data(cfg.task, tokenizer, cache_dir(cfg), cfg.seed)
     source = build_mask_source(resolve_mask(cfg, run), cfg.model, cfg.task.seq_len, init_from)
     model = build_task_model(
-        cfg.model, source, task.num_labels, task.problem_type, init_from, vocab_size=len(tokenizer)
+        cfg.model, source, task.num_labels, task.kind, init_from, vocab_size=len(tokenizer)
     )
-    if task.problem_type == "question_answering":
+    if task.kind == "question_answering":
         check_mask_covers(source, cfg.task)
     name_labels(model.config, task)
     trainer = cfg.trainer

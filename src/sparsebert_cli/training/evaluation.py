@@ -135,6 +135,6 @@ def predict(
     return torch.cat(outputs), {"inference/tokens_per_s": tokens / max(elapsed, 1e-9)}
 
 
-def to_predictions(logits: torch.Tensor, problem_type: str) -> torch.Tensor:
+def to_predictions(logits: torch.Tensor, kind: str) -> torch.Tensor:
     """Class ids for classification, the scalar score for regression."""
-    return logits.squeeze(-1) if problem_type == "regression" else logits.argmax(-1)
+    return logits.squeeze(-1) if kind == "regression" else logits.argmax(-1)
