@@ -393,7 +393,9 @@ if __name__ == "__main__":
 
 # --- a searched block DAM at long n (issue 15) ---------------------------------------------------
 
-BLOCK_DAM = {"n": 2048, "steps": 30, "target": 0.9, "shape": (1, 4, 5), "block_sizes": (32, 64)}
+BLOCK_DAM = {
+    "n": 2048, "steps": 30, "target": 0.9, "shape": (1, 4, 7), "block_sizes": (32, 64, 128)
+}  # fmt: skip
 BLOCK_DAM_QUICK = {"n": 256, "steps": 2, "target": 0.75, "shape": (1, 2, 2), "block_sizes": (32,)}
 
 
