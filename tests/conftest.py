@@ -85,3 +85,31 @@ def tiny_model(**overrides):
 
     fields = dict(hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32)
     return ModelConfig(**{**fields, "dropout": 0.0, "attention_dropout": 0.0, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded WordPiece tokenizer (in-process data tests)."""
+    from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
+
+    return tokenizer_from_folder(embedded_tokenizer_folder())
+
+
+def task_config(name: str, **overrides):
+    """conf/task/<name>.yaml over the TaskConfig schema, with `overrides` merged on top."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.data.config import TaskConfig
+
+    config = OmegaConf.structured(TaskConfig)
+    return OmegaConf.merge(config, OmegaConf.load(conf_dir() / "task" / f"{name}.yaml"), overrides)
+
+
+def data_config(**overrides):
+    """The DataConfig schema's defaults with `overrides` merged on top."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.data.config import DataConfig
+
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), overrides)

@@ -5,10 +5,9 @@ import json
 
 import datasets
 import pytest
-from omegaconf import OmegaConf
+from conftest import data_config
 
 from sparsebert_cli.data import embedded
-from sparsebert_cli.data.config import DataConfig
 from sparsebert_cli.data.corpus import (
     corpus_identity,
     load_corpus,
@@ -16,10 +15,6 @@ from sparsebert_cli.data.corpus import (
     to_sentence_lines,
 )
 from sparsebert_cli.errors import SparseBertError
-
-
-def data_config(**overrides):
-    return OmegaConf.merge(OmegaConf.structured(DataConfig), overrides)
 
 
 @pytest.fixture(scope="module")

@@ -3,31 +3,20 @@
 import random
 
 import pytest
-from conftest import compose_cfg
+from conftest import compose_cfg, data_config
 from omegaconf import OmegaConf
 
 from sparsebert_cli.data import pretraining
-from sparsebert_cli.data.config import DataConfig
 from sparsebert_cli.data.pretraining import (
     build_pretraining_splits,
     collate_pretraining,
     segment_pairs,
     truncate_pair,
 )
-from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.validation import validate_config
 
 WORDS = ["apple", "river", "stone", "cloud", "forest", "silver", "window", "garden"]
-
-
-def data_config(**overrides):
-    return OmegaConf.merge(OmegaConf.structured(DataConfig), overrides)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tokenizer_from_folder(embedded_tokenizer_folder())
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,13 @@ import subprocess
 import sys
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import data_config
 
 from sparsebert_cli.data import tokenizer as tokenizer_module
-from sparsebert_cli.data.config import DataConfig
 from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 
 SENTENCES = "The quick brown fox jumps over the lazy dog. A lazy dog sleeps all day.\n"
-
-
-def data_config(**overrides):
-    return OmegaConf.merge(OmegaConf.structured(DataConfig), overrides)
 
 
 @pytest.fixture

@@ -3,14 +3,11 @@
 import math
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import task_config
 
-from sparsebert_cli.config import conf_dir
-from sparsebert_cli.data.config import TaskConfig
 from sparsebert_cli.data.metrics import (
     TASK_METRICS,
     compute_metrics,
-    mlm_metrics,
     write_submission,
 )
 from sparsebert_cli.errors import SparseBertError
@@ -91,13 +88,6 @@ def test_unknown_task_raises_with_the_known_ones():
         compute_metrics("squad", [1], [1])
 
 
-def test_mlm_metrics_give_mean_loss_accuracy_and_perplexity():
-    result = mlm_metrics(loss_sum=20.0, correct=3, predictions=10)
-    assert result == pytest.approx(
-        {"mlm_loss": 2.0, "mlm_accuracy": 0.3, "perplexity": math.exp(2.0)}
-    )
-
-
 def test_mrpc_submission_has_server_name_header_and_labels(tmp_path):
     path = write_submission("mrpc", [1, 0, 1], [0, 1, 2], ["0", "1"], tmp_path)
     assert path == tmp_path / "MRPC.tsv"
@@ -149,9 +139,7 @@ def test_non_glue_predictions_are_named_after_task_and_split(tmp_path):
 def test_the_metric_table_agrees_with_each_task_yaml(task):
     """TASK_METRICS is the one home of a task's metrics and headline (SQuAD's are in
     qa_metrics); each of its tasks has a config of the table's kind."""
-    config = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / f"{task}.yaml")
-    )
+    config = task_config(task)
     kind, metrics, headline = TASK_METRICS[task]
     assert (config.name, config.kind) == (task, kind)
     assert headline in metrics

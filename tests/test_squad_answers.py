@@ -4,11 +4,10 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import task_config, tiny_model
 from omegaconf import OmegaConf
 
-from sparsebert_cli.config import ModelConfig, conf_dir
-from sparsebert_cli.data.config import TaskConfig
+from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.data.squad import SquadData, best_span, featurize
 from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
@@ -50,11 +49,7 @@ def test_only_the_n_best_starts_and_ends_are_tried():
 def counting_data(v2: bool, threshold: float | None) -> SquadData:
     """One question over COUNTING in four windows (tokens 0-3, 2-5, 4-7, 6-9), answer four five."""
     tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
-    config = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig),
-        OmegaConf.load(conf_dir() / "task" / "squad.yaml"),
-        {"seq_len": 9, "doc_stride": 2},
-    )
+    config = task_config("squad", seq_len=9, doc_stride=2)
     examples = {
         "id": ["q"],
         "title": [""],
@@ -159,9 +154,7 @@ def test_sequences_longer_than_the_mask_are_refused_with_the_fix():
 
 
 def test_squad_refuses_a_mask_shorter_than_its_windows_before_training():
-    task = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / "squad.yaml")
-    )
+    task = task_config("squad")
     with pytest.raises(
         SparseBertError, match=r"task.seq_len=384 .* covers n=16; .* never extended"
     ):

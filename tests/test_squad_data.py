@@ -4,28 +4,13 @@ mapped to tokens and back to the characters of the context."""
 import json
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import task_config
 
-from sparsebert_cli.config import conf_dir
-from sparsebert_cli.data.config import TaskConfig
 from sparsebert_cli.data.squad import featurize, read_squad_json, token_span, window_starts
-from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 
 COUNTING = "one two three four five six seven eight nine ten"  # one token per word
 ACCENTS = "Marie  Skłodowska-Curie   was born in\tVienna's  Café  Central."
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tokenizer_from_folder(embedded_tokenizer_folder())
-
-
-def squad_config(**overrides):
-    config = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / "squad.yaml")
-    )
-    return OmegaConf.merge(config, overrides)
 
 
 def batch_of(context: str, answer: str | None, question: str = "what?") -> dict:
@@ -57,19 +42,19 @@ def test_token_span_takes_the_tokens_overlapping_the_answer_characters():
 
 def test_an_answer_straddling_a_window_boundary_points_at_cls_in_that_window(tokenizer):
     # [CLS] what ? [SEP] + 4 context tokens + [SEP]: windows of tokens 0-3, 2-5, 4-7, 6-9
-    config = squad_config(seq_len=9, doc_stride=2)
+    config = task_config("squad", seq_len=9, doc_stride=2)
     out = featurize(batch_of(COUNTING, "four five"), [0], tokenizer, config, training=True)
     assert (out["start_positions"], out["end_positions"]) == ([0, 5, 0, 0], [0, 6, 0, 0])
 
 
 def test_the_window_holding_the_answer_points_at_its_tokens(tokenizer):
-    config = squad_config(seq_len=9, doc_stride=2)
+    config = task_config("squad", seq_len=9, doc_stride=2)
     out = featurize(batch_of(COUNTING, "four five"), [0], tokenizer, config, training=True)
     assert tokenizer.decode(out["input_ids"][1][5:7]) == "four five"
 
 
 def test_windows_carry_the_question_as_segment_a_and_the_context_as_segment_b(tokenizer):
-    config = squad_config(seq_len=9, doc_stride=2)
+    config = task_config("squad", seq_len=9, doc_stride=2)
     out = featurize(batch_of(COUNTING, None), [0], tokenizer, config, training=False)
     assert tokenizer.decode(out["input_ids"][1]) == "[CLS] what? [SEP] three four five six [SEP]"
     assert out["token_type_ids"][1] == [0, 0, 0, 0, 1, 1, 1, 1, 1]
@@ -77,7 +62,7 @@ def test_windows_carry_the_question_as_segment_a_and_the_context_as_segment_b(to
 
 @pytest.mark.parametrize("answer", ["Skłodowska-Curie", "Café  Central"])
 def test_token_positions_map_back_to_the_answer_as_written(tokenizer, answer):
-    config = squad_config(seq_len=64)
+    config = task_config("squad", seq_len=64)
     trained = featurize(batch_of(ACCENTS, answer), [0], tokenizer, config, training=True)
     kept = featurize(batch_of(ACCENTS, answer), [0], tokenizer, config, training=False)
     first, offsets = kept["context_offset"][0], kept["token_offsets"][0]
@@ -87,12 +72,12 @@ def test_token_positions_map_back_to_the_answer_as_written(tokenizer, answer):
 
 
 def test_a_question_without_answer_points_at_cls(tokenizer):
-    out = featurize(batch_of(COUNTING, None), [0], tokenizer, squad_config(), training=True)
+    out = featurize(batch_of(COUNTING, None), [0], tokenizer, task_config("squad"), training=True)
     assert (out["start_positions"], out["end_positions"]) == ([0], [0])
 
 
 def test_evaluation_windows_keep_their_question_index_and_context_offsets(tokenizer):
-    config = squad_config(seq_len=9, doc_stride=2)
+    config = task_config("squad", seq_len=9, doc_stride=2)
     out = featurize(batch_of(COUNTING, None), [7], tokenizer, config, training=False)
     assert out["example_index"] == [7, 7, 7, 7]
     assert out["token_offsets"][1] == [[8, 13], [14, 18], [19, 23], [24, 27]]
@@ -100,7 +85,9 @@ def test_evaluation_windows_keep_their_question_index_and_context_offsets(tokeni
 
 def test_a_sequence_too_short_for_the_question_is_refused(tokenizer):
     with pytest.raises(SparseBertError, match=r"task.seq_len=4 leaves no room .* 'q'"):
-        featurize(batch_of(COUNTING, None), [0], tokenizer, squad_config(seq_len=4), training=True)
+        featurize(
+            batch_of(COUNTING, None), [0], tokenizer, task_config("squad", seq_len=4), training=True
+        )
 
 
 def test_the_official_layout_reads_into_one_row_per_question(tmp_path):

@@ -5,11 +5,10 @@ import csv
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import task_config, tiny_model
 from omegaconf import OmegaConf
 
-from sparsebert_cli.config import ModelConfig, conf_dir
-from sparsebert_cli.data.config import TaskConfig
+from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.data.swag import load_swag, read_swag_csv
 from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
@@ -46,11 +45,7 @@ def swag(tmp_path_factory):
     folder = tmp_path_factory.mktemp("swag")
     write_csv(folder / "train.csv")
     write_csv(folder / "val.csv")
-    config = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig),
-        OmegaConf.load(conf_dir() / "task" / "swag.yaml"),
-        {"data_dir": str(folder)},
-    )
+    config = task_config("swag", data_dir=str(folder))
     return load_swag(config, tokenizer_from_folder(embedded_tokenizer_folder()), folder)
 
 

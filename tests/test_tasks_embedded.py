@@ -2,22 +2,12 @@
 their seeded cross-validation folds."""
 
 import pytest
-from conftest import compose_cfg
-from omegaconf import OmegaConf
+from conftest import compose_cfg, task_config
 
-from sparsebert_cli.config import conf_dir
-from sparsebert_cli.data.config import TaskConfig
 from sparsebert_cli.data.tasks import lee_sts_splits, load_task, polarity_splits
 from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.validation import validate_config
-
-
-def task_config(name: str, **overrides):
-    config = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / f"{name}.yaml")
-    )
-    return OmegaConf.merge(config, overrides)
 
 
 def test_polarity_dev_folds_partition_the_200_sentences():

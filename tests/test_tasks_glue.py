@@ -8,28 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import task_config
 
 from sparsebert_cli.config import conf_dir
-from sparsebert_cli.data.config import TaskConfig
 from sparsebert_cli.data.glue import GLUE_TASKS, read_glue_file
 from sparsebert_cli.data.tasks import load_task
-from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tokenizer_from_folder(embedded_tokenizer_folder())
-
-
-def task_config(name: str, **overrides):
-    config = OmegaConf.merge(
-        OmegaConf.structured(TaskConfig), OmegaConf.load(conf_dir() / "task" / f"{name}.yaml")
-    )
-    return OmegaConf.merge(config, overrides)
 
 
 def write_tsv(path: Path, lines: list[str], bom: bool = False) -> None:

@@ -7,7 +7,6 @@ all others accuracy. F1 is binary with class 1 (equivalent / duplicate / pos) as
 Correlations are 0.0 where undefined (constant predictions or labels), as scikit-learn does for MCC.
 """
 
-import math
 import os
 from pathlib import Path
 
@@ -96,12 +95,6 @@ def pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
 def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Spearman's ρ, tied values sharing the mean of their ranks."""
     return _correlation(spearmanr, predictions, labels)
-
-
-def mlm_metrics(loss_sum: float, correct: int, predictions: int) -> dict[str, float]:
-    """Held-out masked-LM metrics from sums over masked positions: mean loss, accuracy, perplexity."""
-    loss = loss_sum / predictions
-    return {"mlm_loss": loss, "mlm_accuracy": correct / predictions, "perplexity": math.exp(loss)}
 
 
 def submission_path(task_name: str, directory: Path, split: str) -> Path:
