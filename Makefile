@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# pytest-xdist workers; tests of one module share a worker (their module fixtures build runs once)
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 .PHONY: install demo test test-fast bench lint format clean
 
@@ -21,10 +24,10 @@ demo: $(STAMP)
 	$(VENV)/bin/sparsebert report --patterns 128 --out-dir runs/figures
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
