@@ -8,7 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from sparsebert_cli.attention import masked as masked_module
-from sparsebert_cli.attention.block_sparse import block_layout, block_sparse_attention
+from sparsebert_cli.attention.block_sparse import (
+    GROUP_COST,
+    _group_counts,
+    block_layout,
+    block_sparse_attention,
+)
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
 from sparsebert_cli.attention.masked import build_sdpa_mask, masked_attention, sdpa_attention
 from sparsebert_cli.masks.config import MaskConfig
@@ -144,6 +149,17 @@ def test_a_global_token_does_not_make_the_other_rows_dense():
     # query block 0 needs all 8 key blocks; the others need block 0 and their neighbours (3-4)
     assert [g.allowed.shape[-1] // size for g in layout.groups] == [8, 4]
     assert [len(g.rows) for g in layout.groups] == [1, 7]
+
+
+def test_rows_split_into_groups_only_where_the_padding_costs_more_than_a_group():
+    """A group costs GROUP_COST scored entries; padding a row costs its missing slots' entries."""
+    slot = 16 * 16
+    # 7 rows of 4 tiles padded to 8: 28 slots (7,168 entries) > GROUP_COST: their own group
+    groups, cost = _group_counts([8] + [4] * 7, slot)
+    assert groups == [[8], [4]] and cost == 2 * GROUP_COST + slot * (8 + 4 * 7)
+    # a band's 2 edge rows padded from 2 to 3 tiles: 2 slots (512 entries): one group
+    assert _group_counts([2] + [3] * 6 + [2], slot)[0] == [[3, 2]]
+    assert _group_counts([0, 0], slot) == ([], 0)  # rows without keys are in no group
 
 
 def test_block_layout_of_a_dense_mask_has_every_tile():
