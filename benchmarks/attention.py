@@ -166,6 +166,46 @@ def _length_rows(n: int, shape: tuple, device: torch.device, bs: int) -> tuple[l
     return rows, timings
 
 
+# auto's density threshold (interface.AUTO_MAX_BLOCK_DENSITY): block_sparse against SDPA with the
+# mask on masks of randomly kept tiles, the worst layout for block_sparse, fwd+bwd over dense.
+CROSSOVER = {"densities": (0.3, 0.45, 0.6), "shapes": {1024: (1, 4, 5), 4096: (1, 2, 5)}}
+CROSSOVER_QUICK = {"densities": (0.45,), "shapes": {512: (1, 2, 2)}}
+
+
+def scattered_tiles(n: int, heads: int, bs: int, density: float) -> torch.Tensor:
+    """bool [heads, n, n]: each bs × bs tile kept with probability `density` (seeded), plus the
+    diagonal tiles, so every query keeps a key."""
+    blocks = math.ceil(n / bs)
+    tiles = torch.rand(heads, blocks, blocks, generator=torch.Generator().manual_seed(0)) < density
+    tiles |= torch.eye(blocks, dtype=torch.bool)
+    return tiles.repeat_interleave(bs, 1).repeat_interleave(bs, 2)[:, :n, :n]
+
+
+def _crossover_rows(device: torch.device, quick: bool, bs: int) -> list[dict]:
+    settings = CROSSOVER_QUICK if quick else CROSSOVER
+    rows = []
+    for n, (batch, heads, rounds) in settings["shapes"].items():
+        q, k, v = _inputs(batch, heads, n, device)
+        candidates, found = {"dense": _forward_backward(_dense(q, k, v))}, {}
+        for density in settings["densities"]:
+            mask = scattered_tiles(n, heads, bs, density).to(device)
+            runs = _backends(q, k, v, mask, bs)
+            found[density] = (runs["_layout"].block_density, _auto(mask, bs))
+            for backend in ("block_sparse", "sdpa"):
+                candidates[f"{backend}:{density}"] = _forward_backward(runs[backend])
+        timings = compare(candidates, device, rounds)
+        dense = timings["dense"]["median_s"]
+        for density, (block_density, auto) in found.items():
+            row = {"n": n, "batch": batch, "heads": heads, "block_density": block_density}
+            for backend in ("block_sparse", "sdpa"):
+                row[f"{backend}_speedup"] = dense / timings[f"{backend}:{density}"]["median_s"]
+            rows.append({**row, "auto": auto})
+            print(f"  crossover n={n:5d} block density {block_density:.2f}: fwd+bwd block_sparse "
+                  f"×{row['block_sparse_speedup']:.2f}, sdpa with the mask ×{row['sdpa_speedup']:.2f}"
+                  f", auto → {auto}", flush=True)  # fmt: skip
+    return rows
+
+
 def run_attention(device: torch.device, quick: bool) -> dict:
     bs = block_size()
     rows, raw = [], {}
@@ -181,6 +221,7 @@ def run_attention(device: torch.device, quick: bool) -> dict:
             )
         rows += length_rows
     checks = _attention_checks(rows)
+    crossover = _crossover_rows(device, quick, bs)
     header = ["n", "B×H", "mask", "block density", "ideal ×", "bs fwd ×", "flex fwd ×"]
     header += ["auto fwd", "bs fwd+bwd ×", "auto fwd+bwd", "dense fwd+bwd ms"]
     table = [
@@ -202,10 +243,29 @@ def run_attention(device: torch.device, quick: bool) -> dict:
     details = (
         f"Speed-ups over dense `F.scaled_dot_product_attention` (no mask), head dim {DIM}, block "
         f"size {bs}; ideal = 1 / block density; bs = block_sparse; auto = the backend "
-        "`choose_backend` picks.\n\n" + markdown_table(header, table)
+        "`choose_backend` picks.\n\n"
+        + markdown_table(header, table)
+        + "\n\n`auto`'s density threshold: masks of randomly kept tiles (plus the diagonal tiles), "
+        "fwd+bwd speed-up over dense:\n\n"
+        + markdown_table(
+            ["n", "B×H", "block density", "block_sparse ×", "sdpa with the mask ×", "auto"],
+            [
+                [
+                    r["n"],
+                    f"{r['batch']}×{r['heads']}",
+                    r["block_density"],
+                    r["block_sparse_speedup"],
+                    r["sdpa_speedup"],
+                    r["auto"],
+                ]
+                for r in crossover
+            ],  # fmt: skip
+        )
     )
-    setup = {"shapes": QUICK_SHAPES if quick else SHAPES, "head_dim": DIM, "block_size": bs}
-    return {"setup": setup, "rows": rows, "timings": raw, "checks": checks, "details_md": details}
+    setup = {"shapes": QUICK_SHAPES if quick else SHAPES, "head_dim": DIM, "block_size": bs,
+             "crossover": CROSSOVER_QUICK if quick else CROSSOVER}  # fmt: skip
+    return {"setup": setup, "rows": rows, "crossover": crossover, "timings": raw, "checks": checks,
+            "details_md": details}  # fmt: skip
 
 
 def _attention_checks(rows: list[dict]) -> list[dict]:

@@ -46,10 +46,10 @@ log = logging.getLogger(__name__)
 
 ATTENTION_IMPLEMENTATION = "sparsebert"
 # auto: below this length, or above this block density, SDPA with the (cached) mask is faster
-# than skipping blocks (measured with `python -m benchmarks.attention`; the density from masks of
-# randomly kept 32 × 32 tiles, the worst case for block_sparse: fwd+bwd at density 0.3 / 0.45 / 0.6
-# ran ×1.6 / ×0.85 / ×0.69 of dense at n = 1024 against ×0.88 for SDPA with the mask, and
-# ×1.7 / ×1.05 / ×0.63 against ×0.72 at n = 4096).
+# than skipping blocks (measured with `python -m benchmarks attention`; its crossover table times
+# masks of randomly kept 32 × 32 tiles, the worst layout for block_sparse: fwd+bwd over dense at
+# block density ≈ 0.3 / 0.45 / 0.6, block_sparse ran ×1.39 / ×1.08 / ×0.82 at n = 1024 against
+# ×0.93–0.96 for SDPA with the mask, and ×1.65 / ×1.06 / ×0.73 against ×0.68–0.74 at n = 4096).
 AUTO_MIN_SPARSE_LENGTH = 512
 AUTO_MAX_BLOCK_DENSITY = 0.45
 # The held-out evaluation's attention profile works on this many bytes of [b, H, n, n] float
