@@ -134,8 +134,9 @@ def _groups(
     block_size: int,
     piece: int,
     empty_rows: torch.Tensor,
-) -> tuple[list[BlockGroup], torch.Tensor]:
-    """The groups of query blocks with similar active key piece counts; and the counts."""
+    plan: list[list[int]],
+) -> list[BlockGroup]:
+    """The groups of query blocks, one per list of active key piece counts in `plan`."""
     device = padded.device
     pieces = padded.shape[-1] // piece
     blocks = padded.shape[-1] // block_size
@@ -145,7 +146,7 @@ def _groups(
     # tiles[h·QB + I, J, i, j] = M[h, I·bs + i, J·piece + j]
     tiles = padded.view(heads * blocks, block_size, pieces, piece).transpose(1, 2)
     groups = []
-    for members in _group_counts(counts.tolist(), block_size * piece)[0]:
+    for members in plan:
         rows = torch.isin(counts, torch.tensor(members, device=device)).nonzero()[:, 0]
         width = members[0]
         key_piece = order[rows, :width]  # [R, K]
@@ -162,7 +163,7 @@ def _groups(
                 empty=group_empty if bool(group_empty.any()) else None,
             )
         )
-    return groups, counts
+    return groups
 
 
 def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
@@ -180,27 +181,32 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     real = (torch.arange(blocks * block_size, device=mask.device) < n).view(blocks, block_size)
     empty_rows = ~padded.any(dim=-1).view(heads * blocks, block_size) & real.repeat(heads, 1)
     active = _active(padded, heads, block_size, block_size)
-    groups, counts = _groups(padded, active, heads, block_size, block_size, empty_rows)
+    counts = active.sum(dim=-1)
+    plan, cost = _group_counts(counts.tolist(), block_size * block_size)
+    groups = _groups(padded, active, heads, block_size, block_size, empty_rows, plan)
     output_index = torch.full((heads * blocks,), int((counts > 0).sum()), device=mask.device)
     done = 0
     for group in groups:
         output_index[group.rows] = torch.arange(done, done + len(group.rows), device=mask.device)
         done += len(group.rows)
     # The key piece size: the one that costs least (a finer one must save ≥ 10 %).
-    piece, piece_active = block_size, active
-    cost = _group_counts(counts.tolist(), block_size * block_size)[1]
+    piece, piece_active, piece_plan = block_size, active, plan
     candidate = block_size // 2
     while candidate >= MIN_PIECE and block_size % candidate == 0:
         candidate_active = _active(padded, heads, block_size, candidate)
-        candidate_cost = _group_counts(
+        candidate_plan, candidate_cost = _group_counts(
             candidate_active.sum(dim=-1).tolist(), block_size * candidate
-        )[1]
+        )
         if candidate_cost < PIECE_GAIN * cost:
-            piece, piece_active, cost = candidate, candidate_active, candidate_cost
+            piece, piece_active, piece_plan, cost = (
+                candidate, candidate_active, candidate_plan, candidate_cost
+            )  # fmt: skip
         candidate //= 2
     kernel_groups = groups
     if piece != block_size:
-        kernel_groups, _ = _groups(padded, piece_active, heads, block_size, piece, empty_rows)
+        kernel_groups = _groups(
+            padded, piece_active, heads, block_size, piece, empty_rows, piece_plan
+        )
     empty_queries = empty_rows.view(heads, blocks * block_size)[:, :n]
     return BlockLayout(
         block_size=block_size,
