@@ -77,9 +77,6 @@ class BlockLayout:
     query_blocks: int
     active_blocks: int  # tiles (h, I, J) where M has a True entry
     groups: tuple[BlockGroup, ...]
-    # long [H·QB]: where each query block's output is in the groups' outputs concatenated
-    # (followed by one zero block, the output of query blocks with no active key block)
-    output_index: torch.Tensor
     # bool [H, n]: queries (< n) with no allowed key in M, or None if every query has one
     empty_queries: torch.Tensor | None = None
     idle_blocks: bool = False  # some query block has no active key block (its output is zero)
@@ -184,11 +181,6 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     counts = active.sum(dim=-1)
     plan, cost = _group_counts(counts.tolist(), block_size * block_size)
     groups = _groups(padded, active, heads, block_size, block_size, empty_rows, plan)
-    output_index = torch.full((heads * blocks,), int((counts > 0).sum()), device=mask.device)
-    done = 0
-    for group in groups:
-        output_index[group.rows] = torch.arange(done, done + len(group.rows), device=mask.device)
-        done += len(group.rows)
     # The key piece size: the one that costs least (a finer one must save ≥ 10 %).
     piece, piece_active, piece_plan = block_size, active, plan
     candidate = block_size // 2
@@ -215,7 +207,6 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
         query_blocks=blocks,
         active_blocks=int(counts.sum()),
         groups=tuple(groups),
-        output_index=output_index,
         empty_queries=empty_queries if bool(empty_queries.any()) else None,
         idle_blocks=bool((counts == 0).any()),
         piece=piece,
