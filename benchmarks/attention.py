@@ -259,7 +259,7 @@ def run_attention(device: torch.device, quick: bool) -> dict:
                     r["auto"],
                 ]
                 for r in crossover
-            ],  # fmt: skip
+            ],
         )
     )
     setup = {"shapes": QUICK_SHAPES if quick else SHAPES, "head_dim": DIM, "block_size": bs,
@@ -528,7 +528,7 @@ def run_block_dam(device: torch.device, quick: bool) -> dict:
             [
                 [name, t["median_s"], f"{t['min_s']:.3f}–{t['max_s']:.3f}"]
                 for name, t in timings.items()
-            ],  # fmt: skip
+            ],
         )
     )
     setup = {**settings, "head_dim": DIM, "searched": searched}

@@ -328,13 +328,6 @@ def _glue_task(tmp_path: Path, train: bytes, dev: bytes):
     )
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
-
-    return tokenizer_from_folder(embedded_tokenizer_folder())
-
-
 GOOD_ROWS = (MRPC_HEADER + "1\t1\t2\ta b\tc d\n" * 4).encode()
 
 
