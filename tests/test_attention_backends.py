@@ -14,6 +14,7 @@ from sparsebert_cli.attention.block_sparse import (
     block_layout,
     block_sparse_attention,
 )
+from sparsebert_cli.attention.diagonal import diagonal_attention, diagonal_layout, mask_offsets
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
 from sparsebert_cli.attention.masked import build_sdpa_mask, masked_attention, sdpa_attention
 from sparsebert_cli.masks.config import MaskConfig
@@ -162,6 +163,60 @@ def test_rows_split_into_groups_only_where_the_padding_costs_more_than_a_group()
     assert _group_counts([0, 0], slot) == ([], 0)  # rows without keys are in no group
 
 
+def few_diagonals(n: int) -> torch.Tensor:
+    """Head 0 LogSparse, head 1 the diagonals D ∈ {−5, 0, 3} with one entry removed."""
+    i = torch.arange(n)
+    distance = i[None, :] - i[:, None]
+    mask = catalogue_mask(CONF_MASKS / "logsparse.yaml", n)
+    mask[1] = (distance == -5) | (distance == 0) | (distance == 3)
+    mask[1, 10, 13] = False
+    return mask
+
+
+def test_a_mask_on_few_diagonals_takes_the_diagonal_kernel_and_equals_masked():
+    n = 75
+    mask = few_diagonals(n)
+    layout = block_layout(mask, 16)
+    assert layout.diagonal is not None and len(layout.diagonal.offsets) == 15 + 2
+    pad = padding([75, 61], n)
+    grads = []
+    for attend in (
+        lambda q, k, v: masked_attention(q, k, v, mask, pad, SCALE),
+        lambda q, k, v: block_sparse_attention(q, k, v, layout, pad, SCALE),
+    ):
+        q, k, v = qkv(2, n, grad=True)
+        out = attend(q, k, v)
+        (out * torch.linspace(-1, 1, DIM)).sum().backward()
+        grads.append([out, q.grad, k.grad, v.grad])
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["window", "longformer", "bigbird", "star"])
+def test_masks_on_many_diagonals_keep_the_tiles(name):
+    """A band's tiles are full: scoring them costs less than its diagonals one by one."""
+    assert block_layout(catalogue_mask(CONF_MASKS / f"{name}.yaml", 256), 16).diagonal is None
+
+
+@pytest.mark.parametrize("name", ["bigbird", "logsparse"])
+def test_the_written_out_backward_is_the_gradient_with_attention_dropout(name):
+    """gradcheck in float64, the dropout draw fixed by reseeding before each call: the tile
+    kernel (bigbird) and the diagonal kernel (logsparse) differentiate their own forward."""
+    n = 24
+    mask = catalogue_mask(CONF_MASKS / f"{name}.yaml", n)
+    layout = block_layout(mask, 8)
+    assert (layout.diagonal is not None) == (name == "logsparse")
+    pad = padding([24, 19], n)
+    q, k, v = (t.double().requires_grad_() for t in qkv(2, n))
+
+    def attend(q, k, v):
+        torch.manual_seed(0)
+        return block_sparse_attention(q, k, v, layout, pad, SCALE, dropout_p=0.3)
+
+    assert not torch.equal(attend(q, k, v), block_sparse_attention(q, k, v, layout, pad, SCALE))
+    assert torch.autograd.gradcheck(attend, (q, k, v))
+
+
 def test_block_layout_of_a_dense_mask_has_every_tile():
     layout = block_layout(torch.ones(2, 50, 50, dtype=torch.bool), 16)
     assert layout.block_density == 1.0
@@ -184,6 +239,9 @@ BACKENDS = {
     "sdpa": lambda q, k, v, m, p: sdpa_attention(q, k, v, m, p, SCALE),
     "block_sparse": lambda q, k, v, m, p: block_sparse_attention(
         q, k, v, block_layout(m, 8), p, SCALE
+    ),
+    "diagonal": lambda q, k, v, m, p: diagonal_attention(
+        q, k, v, diagonal_layout(m, mask_offsets(m, float("inf"))), p, SCALE
     ),
 }
 

@@ -6,9 +6,15 @@ import logging
 import pytest
 import torch
 
-from sparsebert_cli.attention.interface import AttentionMask, check_backend, choose_backend
+from sparsebert_cli.attention.interface import (
+    AUTO_MAX_BLOCK_DENSITY,
+    AttentionMask,
+    check_backend,
+    choose_backend,
+)
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.patterns import logsparse
 from sparsebert_cli.masks.source import MaskSource
 from sparsebert_cli.modeling import build_task_model
 
@@ -118,6 +124,17 @@ def test_auto_uses_sdpa_when_most_blocks_are_active():
 def test_auto_uses_block_sparse_for_a_sparse_mask_on_cpu_training_or_not():
     """No FlexAttention compilation on CPU for inference: block_sparse measured faster there."""
     assert choice(band(1024)) == "block_sparse"
+
+
+def test_auto_takes_the_diagonal_kernel_for_a_mask_on_few_diagonals_whatever_its_tiles():
+    """LogSparse at n = 512 touches 68 % of its 64 × 64 tiles (SDPA by block density) but lies on
+    19 diagonals: block_sparse computes those only."""
+    masks = AttentionMask(logsparse(512, HEADS)[None])
+    assert masks.layout(0, 64).block_density > AUTO_MAX_BLOCK_DENSITY
+    assert choose_backend(masks.layer(0), masks, 0, 64, 0.0) == (
+        "block_sparse",
+        "19 diagonals on cpu",
+    )
 
 
 def test_auto_logs_its_choice_once(caplog):

@@ -16,6 +16,10 @@ contiguous [B, R, K·block_size, d] tensors, Q Kᵀ, the bias, the padding (one 
 with padding), the softmax in the scores' dtype, P V. A query with no allowed key gets a zero
 output (the empty-row rule, masks/empty_rows.py): its output rows are zeroed, never NaN. Work and
 memory scale with the number of active tiles, i.e. with the block density.
+
+A mask whose entries lie on a few diagonals (LogSparse: one diagonal per far tile) wastes most of
+each tile; its layout carries a `DiagonalLayout` instead when that costs less (diagonal.py), and
+the kernel computes the diagonals only.
 """
 
 import math
@@ -25,6 +29,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from sparsebert_cli.attention.diagonal import (
+    DiagonalLayout,
+    diagonal_attention,
+    diagonal_layout,
+    mask_offsets,
+)
 from sparsebert_cli.attention.masked import masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
@@ -41,6 +51,10 @@ GROUP_COST = 2**12
 # query block in fine pieces, against 3·block_size in whole blocks.
 MIN_PIECE = 8
 PIECE_GAIN = 0.9
+# One entry of the diagonal kernel costs about as much as this many scored tile entries
+# (fwd+bwd, 2 CPU cores, head dim 64: 2.1–4.0 over window, a DAM_s band and logsparse at
+# n = 512–8192); a layout takes the diagonal kernel when that prices it below its tiles.
+DIAGONAL_ENTRY_COST = 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,8 @@ class BlockLayout:
     # (a divisor of block_size: a band needs fewer keys per query block in finer pieces).
     piece: int = 0
     kernel_groups: tuple[BlockGroup, ...] = ()
+    # M's diagonals, when the diagonal kernel computes this mask instead of the tiles
+    diagonal: DiagonalLayout | None = None
 
     @property
     def block_density(self) -> float:
@@ -168,7 +184,7 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
 
     `groups` lists key blocks of block_size (what `block_density` counts); the kernel uses
     `kernel_groups`, over the key piece size (block_size, block_size / 2, … ≥ MIN_PIECE) that
-    scores the fewest keys.
+    scores the fewest keys, or `diagonal` when M's diagonals cost less than those tiles.
     """
     heads, n, _ = mask.shape
     blocks = math.ceil(n / block_size)
@@ -194,8 +210,12 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
                 candidate, candidate_active, candidate_plan, candidate_cost
             )  # fmt: skip
         candidate //= 2
+    offsets = mask_offsets(mask, cost / (DIAGONAL_ENTRY_COST * heads * blocks * block_size))
+    diagonal = None if offsets is None else diagonal_layout(mask, offsets)
     kernel_groups = groups
-    if piece != block_size:
+    if diagonal is not None:
+        kernel_groups = ()
+    elif piece != block_size:
         kernel_groups = _groups(
             padded, piece_active, heads, block_size, piece, empty_rows, piece_plan
         )
@@ -211,6 +231,7 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
         idle_blocks=bool((counts == 0).any()),
         piece=piece,
         kernel_groups=tuple(kernel_groups),
+        diagonal=diagonal,
     )
 
 
@@ -359,6 +380,10 @@ def block_sparse_attention(
     query/key/value: [B, H, n, d]; key_padding: bool [B, n], True = padding, or None.
     Returns [B, H, n, d]; equals dense masked attention wherever M allows.
     """
+    if layout.diagonal is not None:
+        return diagonal_attention(
+            query, key, value, layout.diagonal, key_padding, scaling, dropout_p
+        )
     batch, heads, n, dim = query.shape
     size, total = layout.block_size, heads * layout.query_blocks
     extra = layout.query_blocks * size - n

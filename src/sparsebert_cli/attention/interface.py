@@ -133,7 +133,10 @@ def choose_backend(
     n = mask.shape[-1]
     if n < AUTO_MIN_SPARSE_LENGTH:
         return "sdpa", f"n={n} < {AUTO_MIN_SPARSE_LENGTH}: too short for sparsity to pay"
-    density = masks.layout(layer, block_size).block_density
+    layout = masks.layout(layer, block_size)
+    if layout.diagonal is not None:
+        return "block_sparse", f"{len(layout.diagonal.offsets)} diagonals on {mask.device.type}"
+    density = layout.block_density
     if density > AUTO_MAX_BLOCK_DENSITY:
         return "sdpa", f"block density {density:.2f} > {AUTO_MAX_BLOCK_DENSITY}"
     if mask.device.type == "cuda" and dropout == 0:

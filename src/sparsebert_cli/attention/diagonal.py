@@ -1,0 +1,165 @@
+"""Diagonal attention: for masks whose allowed entries lie on a few diagonals (LogSparse).
+
+Entry (i, j) of M lies on diagonal D = j − i. A mask such as LogSparse (D ∈ {0, ±1, ±2, ±4, …})
+has only m ≈ 2·log₂ n diagonals, but each crosses a fresh tile every block_size rows, so the tile
+kernel (block_sparse.py) scores block_size keys per tile to use one: 27 keys per query become
+~480 scored at n = 8192. Here each diagonal is one shifted row-wise product over all heads at
+once: score_D[i] = q_i · k_(i+D), so the work is m·n·d per head, exactly what M allows.
+
+The layout keeps the distinct diagonals and an additive bias [m, H, n] (0 where M allows, the
+`masked_score` fill where not, or where i + D falls off the sequence), so any mask on few
+diagonals is exact, one head's diagonals differing from another's included. The softmax runs
+over the m diagonals; a query with no allowed key gets a zero output (the empty-row rule,
+masks/empty_rows.py). The backward pass is written out: four shifted multiply-adds per diagonal
+and the softmax's, no [n, m, d] gathers.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from sparsebert_cli.attention.masked import masked_score
+from sparsebert_cli.masks.empty_rows import warn_empty_rows
+
+OFFSET_CHUNK = 2**22  # entries of M read at a time while listing its diagonals
+
+
+@dataclass(frozen=True)
+class DiagonalLayout:
+    """The diagonals D = j − i on which M [H, n, n] allows some entry."""
+
+    offsets: tuple[int, ...]
+    allowed: torch.Tensor  # bool [m, H, n]: M[h, i, i + D_j] (False off the sequence)
+    empty_queries: torch.Tensor | None  # bool [H, n]: queries with no allowed key, or None
+    _bias: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """[m, 1, H, n]: 0 where M allows, `masked_score` where not (built once per dtype)."""
+        if dtype not in self._bias:
+            bias = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+            self._bias[dtype] = bias.masked_fill_(~self.allowed, masked_score(dtype))[:, None]
+        return self._bias[dtype]
+
+
+def mask_offsets(mask: torch.Tensor, most: float) -> torch.Tensor | None:
+    """The distinct diagonals D = j − i of M's allowed entries (bool [H, n, n]), sorted (long
+    [m]); None when there are more than `most`. Rows are read a chunk at a time (about
+    OFFSET_CHUNK entries of M), so a mask on many diagonals stops early and memory stays small."""
+    heads, n, _ = mask.shape
+    if most < 1:
+        return None
+    found = torch.zeros(2 * n - 1, dtype=torch.bool, device=mask.device)
+    chunk = max(1, OFFSET_CHUNK // (heads * n))
+    for start in range(0, n, chunk):
+        _, rows, cols = mask[:, start : start + chunk].nonzero(as_tuple=True)
+        found[cols - rows - start + n - 1] = True
+        if int(found.sum()) > most:
+            return None
+    return found.nonzero()[:, 0] - (n - 1)
+
+
+def diagonal_layout(mask: torch.Tensor, offsets: torch.Tensor) -> DiagonalLayout:
+    """The layout of M (bool [H, n, n]) over its diagonals `offsets` (from `mask_offsets`)."""
+    heads, n, _ = mask.shape
+    rows = torch.arange(n, device=mask.device)
+    cols = rows[None] + offsets[:, None]  # [m, n]
+    inside = (cols >= 0) & (cols < n)
+    allowed = mask[:, rows[None], cols.clamp(0, n - 1)] & inside  # [H, m, n]
+    allowed = allowed.transpose(0, 1).contiguous()
+    empty = ~allowed.any(dim=0)
+    return DiagonalLayout(
+        offsets=tuple(offsets.tolist()),
+        allowed=allowed,
+        empty_queries=empty if bool(empty.any()) else None,
+    )
+
+
+def _spans(offsets: tuple[int, ...], n: int) -> list[tuple[slice, slice]]:
+    """Per diagonal D: (the queries i whose key i + D is on the sequence, those keys)."""
+    return [(slice(max(0, -d), min(n, n - d)), slice(max(0, d), min(n, n + d))) for d in offsets]
+
+
+class _DiagonalAttention(torch.autograd.Function):
+    """softmax over the diagonals of (q_i · k_(i+D))·scaling + bias, weights times v_(i+D).
+
+    query/key/value [B, H, n, d] contiguous; scores and probabilities are [m, B, H, n].
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, layout, key_padding, scaling, dropout_p):
+        batch, heads, n, dim = query.shape
+        spans = _spans(layout.offsets, n)
+        fill = masked_score(query.dtype)
+        scores = layout.bias(query.dtype).expand(-1, batch, -1, -1).clone()
+        for j, (rows, keys) in enumerate(spans):
+            product = torch.linalg.vecdot(query[:, :, rows], key[:, :, keys])
+            scores[j, :, :, rows].add_(product, alpha=scaling)
+        empty = layout.empty_queries  # [H, n] or None
+        if key_padding is not None:  # [B, n]: the key i + D of each diagonal is padding
+            shifted = torch.ones(len(spans), batch, n, dtype=torch.bool, device=query.device)
+            for j, (rows, keys) in enumerate(spans):
+                shifted[j, :, rows] = key_padding[:, keys]
+            scores.masked_fill_(shifted[:, :, None], fill)
+            # every entry of an empty row is `fill`; an allowed score is far above fill / 2
+            empty = scores.amax(dim=0) <= fill / 2  # [B, H, n]
+            if bool((empty & ~key_padding[:, None]).any()):
+                warn_empty_rows()
+        elif empty is not None:
+            warn_empty_rows()
+        probs = scores.softmax(dim=0)
+        drop = None
+        weights = probs
+        if dropout_p > 0:
+            weights, drop = torch.native_dropout(probs, dropout_p, True)
+        out = torch.zeros_like(query)
+        for j, (rows, keys) in enumerate(spans):
+            out[:, :, rows].addcmul_(weights[j, :, :, rows, None], value[:, :, keys])
+        if empty is not None:  # an empty row attended uniformly to masked keys: zero it
+            out.masked_fill_(empty[..., None], 0.0)
+        ctx.save_for_backward(query, key, value, probs, weights, drop)
+        ctx.spans, ctx.scaling, ctx.dropout_p, ctx.empty = spans, scaling, dropout_p, empty
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, key, value, probs, weights, drop = ctx.saved_tensors
+        spans, scaling = ctx.spans, ctx.scaling
+        grad = grad.contiguous()
+        if ctx.empty is not None:
+            grad = grad.masked_fill(ctx.empty[..., None], 0.0)
+        grad_weights = torch.zeros_like(probs)
+        grad_value = torch.zeros_like(value)
+        for j, (rows, keys) in enumerate(spans):
+            grad_weights[j, :, :, rows] = torch.linalg.vecdot(grad[:, :, rows], value[:, :, keys])
+            grad_value[:, :, keys].addcmul_(weights[j, :, :, rows, None], grad[:, :, rows])
+        if drop is not None:
+            grad_weights = torch.ops.aten.native_dropout_backward(
+                grad_weights, drop, 1 / (1 - ctx.dropout_p)
+            )
+        # masked entries have probability 0, so their score gradient is 0
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_weights, probs, 0, probs.dtype)
+        grad_scores.mul_(scaling)
+        grad_query, grad_key = torch.zeros_like(query), torch.zeros_like(key)
+        for j, (rows, keys) in enumerate(spans):
+            g = grad_scores[j, :, :, rows, None]
+            grad_query[:, :, rows].addcmul_(g, key[:, :, keys])
+            grad_key[:, :, keys].addcmul_(g, query[:, :, rows])
+        return grad_query, grad_key, grad_value, None, None, None, None
+
+
+def diagonal_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    layout: DiagonalLayout,
+    key_padding: torch.Tensor | None,
+    scaling: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """softmax(Q Kᵀ·scaling masked by M and padding) V over M's diagonals only.
+
+    query/key/value: [B, H, n, d]; key_padding: bool [B, n], True = padding, or None.
+    Returns [B, H, n, d]; equals dense masked attention wherever M allows.
+    """
+    query, key, value = (x.contiguous() for x in (query, key, value))
+    return _DiagonalAttention.apply(query, key, value, layout, key_padding, scaling, dropout_p)
