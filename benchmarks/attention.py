@@ -121,7 +121,7 @@ def _forward_backward(run):
 def _auto(mask: torch.Tensor, bs: int) -> str:
     from sparsebert_cli.attention.interface import AttentionMask, choose_backend
 
-    return choose_backend(mask, AttentionMask(mask[None]), 0, bs, 0.0)[0]
+    return choose_backend(AttentionMask(mask[None]), 0, bs, 0.0)[0]
 
 
 # --- item 3: time against sparsity ---------------------------------------------------------------

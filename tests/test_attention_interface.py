@@ -102,7 +102,7 @@ def band(n: int) -> torch.Tensor:
 
 def choice(mask: torch.Tensor | None, dropout: float = 0.0) -> str:
     masks = AttentionMask(mask)
-    return choose_backend(masks.layer(0), masks, 0, 64, dropout)[0]
+    return choose_backend(masks, 0, 64, dropout)[0]
 
 
 def test_auto_uses_sdpa_for_a_dense_mask():
@@ -131,7 +131,7 @@ def test_auto_takes_the_diagonal_kernel_for_a_mask_on_few_diagonals_whatever_its
     19 diagonals: block_sparse computes those only."""
     masks = AttentionMask(logsparse(512, HEADS)[None])
     assert masks.layout(0, 64).block_density > AUTO_MAX_BLOCK_DENSITY
-    assert choose_backend(masks.layer(0), masks, 0, 64, 0.0) == (
+    assert choose_backend(masks, 0, 64, 0.0) == (
         "block_sparse",
         "19 diagonals on cpu",
     )

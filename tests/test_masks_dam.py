@@ -212,3 +212,44 @@ def test_dam_u_warns_above_a_gibibyte_and_is_silent_below():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_dam_u_size(512, heads=12, layers=1)
+
+
+@pytest.mark.parametrize(
+    "structure, extra",
+    [
+        ("unstructured", {}),
+        ("structured", {}),
+        ("block", {}),
+        ("block", {"keep_diagonal_blocks": True}),
+    ],
+)
+@pytest.mark.parametrize("target", [None, 0.7])
+def test_sums_counted_per_alpha_equal_those_of_the_expanded_mask(structure, extra, target):
+    """‖M‖₁ (value and α's gradient), the sign and binarized sparsities and the target's
+    threshold, counted per α with the entries each covers, are those of the n × n mask (n = 21
+    with tiles of 4: a cropped last tile)."""
+    from sparsebert_cli.masks.dam import SparsityTarget
+    from sparsebert_cli.masks.stats import sparsity
+
+    dam = DAM(heads=2, n=21, layers=2, structure=structure, block_size=4, **extra)
+    dam.target = None if target is None else SparsityTarget(target)
+    with torch.no_grad():
+        dam.alpha.copy_(torch.randn(dam.alpha.shape, generator=torch.Generator().manual_seed(0)))
+    dam.l1().backward()
+    per_alpha = dam.alpha.grad.clone()
+    dam.alpha.grad = None
+    expanded_l1 = dam._expand(torch.sigmoid(dam.alpha)).sum()
+    expanded_l1.backward()
+    torch.testing.assert_close(dam.l1(), expanded_l1)
+    torch.testing.assert_close(per_alpha, dam.alpha.grad)
+    sign = dam._expand(dam.alpha.detach() > 0)
+    assert dam.sign_sparsity() == pytest.approx(sparsity(sign), abs=1e-4)
+    assert dam.binarized_sparsity() == pytest.approx(sparsity(dam.binarize()), abs=1e-4)
+    if target is not None:  # the threshold of the expanded α meeting the target
+        alpha = dam._expand(dam.alpha.detach())
+        if dam.kept_blocks is not None:
+            alpha = alpha.masked_fill(dam._expand(torch.zeros_like(dam.alpha)) > 0, float("inf"))
+        values = torch.unique(alpha)
+        kept = torch.stack([(alpha >= v).double().mean() for v in values])
+        theta = values[(kept - (1 - target)).abs().argmin()]
+        assert torch.equal(dam.binarize(), alpha >= theta)

@@ -58,7 +58,7 @@ def test_controller_moves_the_sparsity_toward_the_target(optimizer, structure):
         (keep_reward + penalty).backward()
         opt.step()
         opt.zero_grad()
-        seen.append(sparsity(model.dam.sign_mask()))
+        seen.append(model.dam.sign_sparsity())
     assert seen[0] == 0  # α > 0 everywhere after the first step (the task's pull)
     late = sum(seen[-50:]) / 50
     assert abs(late - 80) < 0.5 * abs(seen[0] - 80)
@@ -118,7 +118,7 @@ def test_the_final_mask_meets_the_target_to_the_structures_granularity(structure
         dam.alpha.normal_(generator=torch.Generator().manual_seed(0))
     final = dam.binarize()
     assert abs(sparsity(final) - 80) <= 100 * granularity / 2 + 1e-9
-    assert abs(sparsity(dam.sign_mask()) - 50) < 20  # the sign mask: about half of N(0, 1)
+    assert abs(dam.sign_sparsity() - 50) < 20  # the sign mask: about half of N(0, 1)
     if structure == "structured":  # a distance is kept or dropped whole
         kept = final[0, 0]
         assert all(kept.diagonal(d).all() or not kept.diagonal(d).any() for d in range(16))

@@ -24,6 +24,7 @@ the kernel computes the diagonals only.
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +36,7 @@ from sparsebert_cli.attention.diagonal import (
     diagonal_layout,
     mask_offsets,
 )
-from sparsebert_cli.attention.masked import masked_score
+from sparsebert_cli.attention.masked import MASK_PENALTY, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
 # Each group costs one more round of kernel launches (gathers, matmuls, softmax, both ways),
@@ -140,31 +141,33 @@ def _active(padded: torch.Tensor, heads: int, block_size: int, piece: int) -> to
     return view.any(dim=3).any(dim=1)
 
 
+# content(rows [R], key pieces [R, K]) → bool [R, K, block_size, piece]: M inside those tiles
+TileContent = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def _groups(
-    padded: torch.Tensor,
     active: torch.Tensor,
     heads: int,
     block_size: int,
     piece: int,
     empty_rows: torch.Tensor,
     plan: list[list[int]],
+    content: TileContent,
 ) -> list[BlockGroup]:
     """The groups of query blocks, one per list of active key piece counts in `plan`."""
-    device = padded.device
-    pieces = padded.shape[-1] // piece
-    blocks = padded.shape[-1] // block_size
+    device = active.device
+    pieces = active.shape[-1]
+    blocks = active.shape[0] // heads
     counts = active.sum(dim=-1)
     # Per row: active key pieces first, in key order (the sort is stable), then inactive ones.
     order = active.to(torch.int8).sort(dim=-1, descending=True, stable=True).indices
-    # tiles[h·QB + I, J, i, j] = M[h, I·bs + i, J·piece + j]
-    tiles = padded.view(heads * blocks, block_size, pieces, piece).transpose(1, 2)
     groups = []
     for members in plan:
         rows = torch.isin(counts, torch.tensor(members, device=device)).nonzero()[:, 0]
         width = members[0]
         key_piece = order[rows, :width]  # [R, K]
         real_slot = torch.arange(width, device=device) < counts[rows, None]
-        inside = tiles[rows[:, None], key_piece] & real_slot[..., None, None]  # [R, K, bs, p]
+        inside = content(rows, key_piece) & real_slot[..., None, None]  # [R, K, bs, p]
         allowed = inside.transpose(1, 2).reshape(len(rows), block_size, width * piece)
         first_of_head = torch.div(rows, blocks, rounding_mode="floor") * pieces
         group_empty = empty_rows[rows, :, None]
@@ -177,6 +180,14 @@ def _groups(
             )
         )
     return groups
+
+
+def _mask_content(padded: torch.Tensor, heads: int, block_size: int, piece: int) -> TileContent:
+    """M inside the tiles of query blocks and key pieces (padded to whole blocks)."""
+    pieces = padded.shape[-1] // piece
+    # tiles[h·QB + I, J, i, j] = M[h, I·bs + i, J·piece + j]
+    tiles = padded.view(-1, block_size, pieces, piece).transpose(1, 2)
+    return lambda rows, key_piece: tiles[rows[:, None], key_piece]
 
 
 def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
@@ -196,7 +207,15 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     active = _active(padded, heads, block_size, block_size)
     counts = active.sum(dim=-1)
     plan, cost = _group_counts(counts.tolist(), block_size * block_size)
-    groups = _groups(padded, active, heads, block_size, block_size, empty_rows, plan)
+    groups = _groups(
+        active,
+        heads,
+        block_size,
+        block_size,
+        empty_rows,
+        plan,
+        _mask_content(padded, heads, block_size, block_size),
+    )
     # The key piece size: the one that costs least (a finer one must save ≥ 10 %).
     piece, piece_active, piece_plan = block_size, active, plan
     candidate = block_size // 2
@@ -216,9 +235,19 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     if diagonal is not None:
         kernel_groups = ()
     elif piece != block_size:
+        content = _mask_content(padded, heads, block_size, piece)
         kernel_groups = _groups(
-            padded, piece_active, heads, block_size, piece, empty_rows, piece_plan
+            piece_active, heads, block_size, piece, empty_rows, piece_plan, content
         )
+    return _layout(
+        block_size, n, heads, counts, empty_rows, groups,
+        piece=piece, kernel_groups=tuple(kernel_groups), diagonal=diagonal,
+    )  # fmt: skip
+
+
+def _layout(block_size, n, heads, counts, empty_rows, groups, **kernel) -> BlockLayout:
+    """The layout of query block rows with `counts` active key blocks and `groups`."""
+    blocks = len(counts) // heads
     empty_queries = empty_rows.view(heads, blocks * block_size)[:, :n]
     return BlockLayout(
         block_size=block_size,
@@ -229,10 +258,36 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
         groups=tuple(groups),
         empty_queries=empty_queries if bool(empty_queries.any()) else None,
         idle_blocks=bool((counts == 0).any()),
-        piece=piece,
-        kernel_groups=tuple(kernel_groups),
-        diagonal=diagonal,
+        **kernel,
     )
+
+
+def tile_layout(tiles: torch.Tensor, block_size: int, n: int) -> BlockLayout:
+    """The block index table of a mask made of whole tiles: tiles bool [H, QB, QB], tile (h, I,
+    J) allowing queries I·bs… and keys J·bs… below n (a block DAM's sample). Built from the
+    tiles alone, without the n × n mask: a search builds one per step."""
+    heads, blocks, _ = tiles.shape
+    real = (torch.arange(blocks * block_size, device=tiles.device) < n).view(blocks, block_size)
+    active = tiles.reshape(heads * blocks, blocks)
+    counts = active.sum(dim=-1)
+    empty_rows = (counts == 0)[:, None] & real.repeat(heads, 1)
+    plan, _ = _group_counts(counts.tolist(), block_size * block_size)
+    query_block = torch.arange(heads * blocks, device=tiles.device) % blocks
+
+    def content(rows: torch.Tensor, key_block: torch.Tensor) -> torch.Tensor:
+        return real[query_block[rows]][:, None, :, None] & real[key_block][:, :, None, :]
+
+    groups = tuple(_groups(active, heads, block_size, block_size, empty_rows, plan, content))
+    return _layout(
+        block_size, n, heads, counts, empty_rows, groups, piece=block_size, kernel_groups=groups
+    )
+
+
+def expand_tiles(tiles: torch.Tensor, block_size: int, n: int) -> torch.Tensor:
+    """Values per tile [..., QB, KB] → the n × n mask [..., n, n] (each tile's value on its
+    block_size × block_size entries, cropped to n)."""
+    block_of = torch.arange(n, device=tiles.device) // block_size
+    return tiles[..., block_of[:, None], block_of[None, :]]
 
 
 def _scaled_scores(q: torch.Tensor, k: torch.Tensor, bias, scaling: float, batch: int):
@@ -265,7 +320,7 @@ class _BlockSparseAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, layout, padded_keys, scaling, dropout_p):
+    def forward(ctx, query, key, value, layout, padded_keys, scaling, dropout_p, tiles):
         batch, total, size, dim = query.shape
         fill = masked_score(query.dtype)
         saved, found = [], []
@@ -328,6 +383,9 @@ class _BlockSparseAttention(torch.autograd.Function):
         grad_q = grad_k = grad_v = None
         groups = layout.kernel_groups
         single = len(groups) == 1 and len(groups[0].rows) == total
+        grid = None  # the tiles' gradient, when a block DAM sample needs one
+        if ctx.needs_input_grad[7]:
+            grid = grad.new_zeros(total * layout.query_blocks, dtype=torch.float32)
         if need_q and not single:
             make = grad.new_zeros if layout.idle_blocks else grad.new_empty
             grad_q = make(batch, total, size, dim)
@@ -348,6 +406,8 @@ class _BlockSparseAttention(torch.autograd.Function):
                 )
             # masked entries have probability 0, so their score gradient is 0
             grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            if grid is not None:
+                _add_tile_gradient(grid, group, grad_scores, layout.query_blocks)
             if need_q:
                 dq = _scaled_bmm(grad_scores, k, scaling).view(batch, rows, size, dim)
                 if single:
@@ -363,7 +423,25 @@ class _BlockSparseAttention(torch.autograd.Function):
             grad_k = grad_kv[0].view(batch, total, size, dim)
         if need_v:
             grad_v = grad_kv[1].view(batch, total, size, dim)
-        return grad_q, grad_k, grad_v, None, None, None, None
+        grad_tiles = None
+        if grid is not None:
+            grad_tiles = grid.view(-1, layout.query_blocks, layout.query_blocks) * MASK_PENALTY
+        return grad_q, grad_k, grad_v, None, None, None, None, grad_tiles
+
+
+def _add_tile_gradient(
+    grid: torch.Tensor, group: BlockGroup, grad_scores: torch.Tensor, blocks: int
+) -> None:
+    """Add one group's score gradients [B·R, bs, K·bs], summed per tile, to grid [H·QB·QB]
+    (flat tiles h, I, J of `tile_layout`'s whole-tile groups). Times MASK_PENALTY this is what
+    `masked_attention` gives a float mask (1 − M)·(−c) expanded from the tiles: a dropped tile's
+    entries have probability 0, hence gradient 0, so only the computed tiles contribute."""
+    rows = len(group.rows)
+    size = grad_scores.shape[1]
+    sums = grad_scores.view(-1, rows, size, grad_scores.shape[-1] // size, size)
+    sums = sums.float().sum(dim=(0, 2, 4))  # [R, K]
+    key_blocks = group.key_blocks.view(rows, -1) - (group.rows[:, None] // blocks) * blocks
+    grid.index_add_(0, (group.rows[:, None] * blocks + key_blocks).view(-1), sums.view(-1))
 
 
 def block_sparse_attention(
@@ -374,11 +452,14 @@ def block_sparse_attention(
     key_padding: torch.Tensor | None,
     scaling: float,
     dropout_p: float = 0.0,
+    tiles: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(Q Kᵀ·scaling masked by M and padding) V over the active tiles only.
 
     query/key/value: [B, H, n, d]; key_padding: bool [B, n], True = padding, or None.
-    Returns [B, H, n, d]; equals dense masked attention wherever M allows.
+    Returns [B, H, n, d]; equals dense masked attention wherever M allows. tiles: a block DAM's
+    hard sample [H, QB, QB] (exactly 0/1, `layout` = `tile_layout` of it) that receives the
+    gradient `masked_attention` would give its n × n expansion.
     """
     if layout.diagonal is not None:
         return diagonal_attention(
@@ -400,5 +481,5 @@ def block_sparse_attention(
             warn_empty_rows()
     elif layout.empty_queries is not None:
         warn_empty_rows()
-    out = _BlockSparseAttention.apply(*blocks, layout, padded_keys, scaling, dropout_p)
+    out = _BlockSparseAttention.apply(*blocks, layout, padded_keys, scaling, dropout_p, tiles)
     return out.view(batch, heads, -1, dim)[:, :, :n]

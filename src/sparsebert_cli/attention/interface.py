@@ -29,6 +29,8 @@ from sparsebert_cli.attention.block_sparse import (
     BlockLayout,
     block_layout,
     block_sparse_attention,
+    expand_tiles,
+    tile_layout,
 )
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
 from sparsebert_cli.attention.masked import (
@@ -62,10 +64,14 @@ class AttentionMask:
     """M for one forward pass of the model, handed to every layer.
 
     values: [L or 1, H, n, n] (one mask shared by all layers when L = 1), bool for a fixed or
-    binarized mask, float 0/1 for a DAM sample; None for dense attention. The block tables of
-    each layer are built on first use and kept as long as this object (a fixed mask keeps it
-    across batches). `logged` holds the auto choices already logged by the model. `backend` and
-    `block_size` are model.attention_backend and model.block_size of the stage that runs it.
+    binarized mask, float 0/1 for a DAM sample; None for dense attention. A block DAM's hard
+    sample comes as `tiles` [L or 1, H, QB, QB] (float, exactly 0/1, tiles of `block_size`) with
+    `values` None until a backend asks for the n × n mask (`layer` expands it once): the
+    block-sparse kernel runs the sample from its tiles and gives them their gradient. The block
+    tables of each layer are built on first use and kept as long as this object (a fixed mask
+    keeps it across batches). `logged` holds the auto choices already logged by the model.
+    `backend` and `block_size` are model.attention_backend and model.block_size of the stage
+    that runs it.
     """
 
     values: torch.Tensor | None
@@ -73,19 +79,38 @@ class AttentionMask:
     backend: str = "auto"
     block_size: int = ModelConfig.block_size
     cache: dict[tuple, object] = field(default_factory=dict)
+    tiles: torch.Tensor | None = None
+    n: int = 0  # the sequence length of the tiles' expansion
+
+    @property
+    def dense(self) -> bool:
+        """No mask: every query attends to every key."""
+        return self.values is None and self.tiles is None
 
     def _index(self, layer: int) -> int:
-        return layer if self.values.shape[0] > 1 else 0
+        stacked = self.values if self.tiles is None else self.tiles
+        return layer if stacked.shape[0] > 1 else 0
 
     def layer(self, layer: int) -> torch.Tensor | None:
         """M of one layer: [H, n, n], or None for dense attention."""
+        if self.values is None and self.tiles is not None:
+            self.values = expand_tiles(self.tiles, self.block_size, self.n)
         return None if self.values is None else self.values[self._index(layer)]
 
+    def layer_tiles(self, layer: int) -> torch.Tensor | None:
+        """A block DAM sample's tiles of one layer, [H, QB, QB], or None."""
+        return None if self.tiles is None else self.tiles[self._index(layer)]
+
     def layout(self, layer: int, block_size: int) -> BlockLayout:
-        """The block index table of one layer's M (built once)."""
+        """The block index table of one layer's M (built once; from the tiles of a block DAM
+        sample at its own block size, never on diagonals: its tiles take the gradient)."""
         key = ("layout", self._index(layer), block_size)
         if key not in self.cache:
-            self.cache[key] = block_layout(self.layer(layer), block_size)
+            if self.tiles is not None and block_size == self.block_size:
+                hard = self.layer_tiles(layer).detach() > 0.5
+                self.cache[key] = tile_layout(hard, block_size, self.n)
+            else:
+                self.cache[key] = block_layout(self.layer(layer), block_size)
         return self.cache[key]
 
     def sdpa_mask(self, layer: int, dtype: torch.dtype) -> SdpaMask:
@@ -119,13 +144,15 @@ def check_backend(backend: str, mask_kind: str) -> None:
 
 
 def choose_backend(
-    mask: torch.Tensor | None,
-    masks: AttentionMask,
-    layer: int,
-    block_size: int,
-    dropout: float,
+    masks: AttentionMask, layer: int, block_size: int, dropout: float
 ) -> tuple[str, str]:
     """auto: (backend, reason) for this layer's mask, length, device and attention dropout."""
+    if masks.tiles is not None and block_size == masks.block_size:
+        # A block DAM's hard sample: its kept tiles, and their gradient, block-sparse.
+        density = masks.layout(layer, block_size).block_density
+        if masks.n >= AUTO_MIN_SPARSE_LENGTH and density <= AUTO_MAX_BLOCK_DENSITY:
+            return "block_sparse", f"block DAM sample, block density {density:.2f}"
+    mask = masks.layer(layer)
     if mask is None:
         return "sdpa", "dense mask"
     if mask.dtype != torch.bool:
@@ -168,10 +195,15 @@ def sparse_attention_forward(
     key_padding = None if attention_mask is None else ~attention_mask[:, 0, 0, :]
     masks = sparse_mask if sparse_mask is not None else AttentionMask(None)
     layer = module.layer_idx
-    mask = masks.layer(layer)
     block_size, backend = masks.block_size, masks.backend
     needs_grad = torch.is_grad_enabled() and query.requires_grad
+    if backend == "auto":
+        backend, reason = choose_backend(masks, layer, block_size, dropout)
+        if backend not in masks.logged:
+            masks.logged.add(backend)
+            log.info("attention backend auto → %s (%s)", backend, reason)
     if attention_profile is not None:
+        mask = masks.layer(layer)
         # A few examples at a time: the profile needs the full [B, H, n, n] probabilities, 4 GiB
         # and more for an evaluation batch at n = 2048 (the recorders add up over calls).
         per_example = query.shape[1] * query.shape[2] ** 2 * PROFILE_TEMPORARIES * 4
@@ -181,20 +213,18 @@ def sparse_attention_forward(
             padding = None if key_padding is None else key_padding[rows]
             probs = attention_probs(query[rows], key[rows], mask, padding, scaling)
             attention_profile.add(layer, probs, mask, padding)
-    if backend == "auto":
-        backend, reason = choose_backend(mask, masks, layer, block_size, dropout)
-        if backend not in masks.logged:
-            masks.logged.add(backend)
-            log.info("attention backend auto → %s (%s)", backend, reason)
-
     if backend == "masked":
+        mask = masks.layer(layer)
         out = masked_attention(query, key, value, mask, key_padding, scaling, dropout)
-    elif backend == "sdpa" or mask is None:
+    elif backend == "sdpa" or masks.dense:
+        mask = masks.layer(layer)
         prepared = None if mask is None else masks.sdpa_mask(layer, query.dtype)
         out = sdpa_attention(query, key, value, mask, key_padding, scaling, dropout, prepared)
     elif backend == "block_sparse":
-        layout = masks.layout(layer, block_size)
-        out = block_sparse_attention(query, key, value, layout, key_padding, scaling, dropout)
+        layout, tiles = masks.layout(layer, block_size), masks.layer_tiles(layer)
+        out = block_sparse_attention(
+            query, key, value, layout, key_padding, scaling, dropout, tiles=tiles
+        )
     else:
         if needs_grad and query.device.type == "cpu":
             raise SparseBertError(

@@ -33,13 +33,17 @@ def fit_to_length(mask: torch.Tensor, n: int) -> torch.Tensor:
     A mask says nothing about positions ≥ N, structured (Toeplitz) masks included, so longer
     sequences are an error rather than a guess.
     """
-    learned = mask.shape[-1]
+    check_length(mask.shape[-1], n)
+    return mask[..., :n, :n]
+
+
+def check_length(learned: int, n: int) -> None:
+    """Refuse sequences longer than the n = `learned` a mask was made for."""
     if n > learned:
         raise SparseBertError(
             f"the attention mask covers sequences of at most n={learned} tokens but got length "
             f"{n}; set data.seq_len ≤ {learned}, or search/build the mask at mask.seq_len={n}."
         )
-    return mask[..., :n, :n]
 
 
 def save_mask(directory: Path, mask: torch.Tensor, meta: dict) -> list[Path]:

@@ -38,6 +38,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from sparsebert_cli.attention.block_sparse import expand_tiles
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import MaskConfig
 
@@ -85,11 +86,21 @@ class DAM(nn.Module):
         positions = torch.arange(n)
         distance = (positions[:, None] - positions[None, :]).abs()
         self.register_buffer("distance", distance, persistent=False)
-        self.register_buffer("block_of", positions // block_size, persistent=False)
+        self.block_size = block_size
         kept = torch.eye(blocks, dtype=torch.bool) if keep_diagonal_blocks else None
         self.register_buffer("kept_blocks", kept, persistent=False)  # [QB, KB] always kept
+        # How many of the n × n entries each α covers (None: one each), so sums over the mask
+        # (‖M‖₁, sparsities, the target's threshold) need no n × n tensor: a distance d < n
+        # covers 2(n − d) entries (d = 0: n), a tile its rows × columns below n.
+        per_block = torch.bincount(positions // block_size, minlength=blocks).float()
+        count = {
+            "unstructured": None,
+            "structured": torch.bincount(distance.view(-1), minlength=n).float(),
+            "block": per_block[:, None] * per_block[None, :],
+        }[structure]
+        self.register_buffer("entry_count", count, persistent=False)
         self.target = target
-        self._thresholded: tuple[tuple, torch.Tensor] | None = None  # (α version, mask)
+        self._thresholded: tuple[tuple, torch.Tensor] | None = None  # (α version, kept per α)
 
     @classmethod
     def from_config(
@@ -126,10 +137,14 @@ class DAM(nn.Module):
         if self.structure == "structured":
             return values[..., self.distance]
         if self.structure == "block":
-            if self.kept_blocks is not None:
-                values = torch.where(self.kept_blocks, torch.ones_like(values), values)
-            return values[..., self.block_of[:, None], self.block_of[None, :]]
+            return expand_tiles(self._tiles(values), self.block_size, self.n)
         return values
+
+    def _tiles(self, values: torch.Tensor) -> torch.Tensor:
+        """Block values [L, H, QB, KB] with the kept diagonal tiles set to 1."""
+        if self.kept_blocks is None:
+            return values
+        return torch.where(self.kept_blocks, torch.ones_like(values), values)
 
     def probs(self) -> torch.Tensor:
         """Keep probabilities σ(α): float [L, H, n, n] (the importance of each attention position)."""
@@ -137,6 +152,14 @@ class DAM(nn.Module):
 
     def sample(self) -> torch.Tensor:
         """M ~ Gumbel-sigmoid(α, τ): float [L, H, n, n], exactly 0/1 when `hard`, gradients to α."""
+        return self._expand(self._sample_alpha())
+
+    def sample_tiles(self) -> torch.Tensor:
+        """A block DAM's sample per tile: float [L, H, QB, KB] (`sample` is its expansion)."""
+        return self._tiles(self._sample_alpha())
+
+    def _sample_alpha(self) -> torch.Tensor:
+        """One Gumbel-sigmoid value per α (exactly 0/1 when `hard`, gradients to α)."""
         alpha = self.alpha.float()  # fp32 noise: in fp16, 1 − 1e-6 rounds to 1 and log1p(−1) = −∞
         u = torch.rand_like(alpha).clamp(1e-6, 1 - 1e-6)
         logistic = u.log() - (-u).log1p()  # g₁ − g₂ for g₁, g₂ ~ Gumbel(0, 1)
@@ -144,18 +167,27 @@ class DAM(nn.Module):
         if self.hard:
             # hard + (soft − soft) is exactly 0/1 forward, and has the soft value's gradient.
             soft = (soft > 0.5).to(soft.dtype) + (soft - soft.detach())
-        return self._expand(soft.to(self.alpha.dtype))
+        return soft.to(self.alpha.dtype)
 
-    def sign_mask(self) -> torch.Tensor:
-        """1[α > 0]: bool [L, H, n, n], the mask the search is steering (the controller's s)."""
-        return self._expand(self.alpha.detach() > 0)
+    def sign_sparsity(self) -> float:
+        """The sparsity (percent) of the sign mask 1[α > 0], the mask the search is steering
+        (the controller's s), counted per α."""
+        return self._sparsity(self.alpha.detach() > 0)
 
     def binarize(self) -> torch.Tensor:
         """The final mask: bool [L, H, n, n]. Without a target M = 1[α > 0]; with one, M =
         1[α ≥ θ], θ the α threshold whose sparsity is closest to the target (entries that share
         an α, a DAM_s distance or a block's tile, stay together; kept diagonal tiles stay)."""
+        return self._expand(self._binarized())
+
+    def binarized_sparsity(self) -> float:
+        """`stats.sparsity(binarize())` (percent), counted per α."""
+        return self._sparsity(self._binarized())
+
+    def _binarized(self) -> torch.Tensor:
+        """`binarize()` per α: bool, α's shape."""
         if self.target is None:
-            return self.sign_mask()
+            return self.alpha.detach() > 0
         # Asked every step (the logged sparsity) and every eval forward: found once per α update.
         key = (self.alpha._version, self.alpha.data_ptr())
         if self._thresholded is None or self._thresholded[0] != key:
@@ -163,14 +195,25 @@ class DAM(nn.Module):
         return self._thresholded[1]
 
     def _meet_target(self) -> torch.Tensor:
-        alpha = self._expand(self.alpha.detach().float())
-        if self.kept_blocks is not None:  # _expand set those tiles to 1: keep them whatever θ
-            always = self._expand(torch.zeros_like(self.alpha, dtype=torch.float)) > 0
-            alpha = alpha.masked_fill(always, float("inf"))
-        values, counts = torch.unique(alpha, return_counts=True)  # ascending
-        kept = counts.flip(0).cumsum(0).flip(0).double() / alpha.numel()  # kept at θ = values[i]
+        alpha = self.alpha.detach().float()
+        if self.kept_blocks is not None:  # _expand sets those tiles to 1: keep them whatever θ
+            alpha = alpha.masked_fill(self.kept_blocks, float("inf"))
+        values, inverse = torch.unique(alpha, return_inverse=True)  # ascending
+        count = torch.ones_like(alpha) if self.entry_count is None else self.entry_count
+        entries = torch.zeros(len(values), dtype=torch.float64, device=alpha.device)
+        entries.index_add_(0, inverse.view(-1), count.expand_as(alpha).reshape(-1).double())
+        kept = entries.flip(0).cumsum(0).flip(0) / self.entries()  # kept at θ = values[i]
         theta = values[(kept - (1.0 - self.target.target)).abs().argmin()]
         return alpha >= theta
+
+    def _entry_sum(self, values: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """The sum of the n × n expansion of per-α values, without expanding it."""
+        values = (self._tiles(values) if self.structure == "block" else values).to(dtype)
+        return (values if self.entry_count is None else values * self.entry_count).sum()
+
+    def _sparsity(self, kept: torch.Tensor) -> float:
+        # float64: the kept entries of a long mask pass 2²⁴, where float32 stops counting by 1
+        return 100.0 * (1.0 - self._entry_sum(kept, torch.float64).item() / self.entries())
 
     def l1(self, norm: str = "sum") -> torch.Tensor:
         """‖M‖₁ as the expected L1 of a sample, Σ σ(α), in fp32 even under autocast or `.half()`.
@@ -185,7 +228,7 @@ class DAM(nn.Module):
                 f"mask.l1_norm={norm!r} is unknown; set mask.l1_norm=sum or mean."
             )
         with torch.autocast(device_type=self.alpha.device.type, enabled=False):
-            kept = self._expand(torch.sigmoid(self.alpha.float())).sum()
+            kept = self._entry_sum(torch.sigmoid(self.alpha.float()))
         return kept / self.entries() if norm == "mean" else kept
 
     def entries(self) -> int:

@@ -1,5 +1,6 @@
 """The mask M a model attends with, as one module the model owns: dense, fixed or a learnable DAM."""
 
+import math
 from pathlib import Path
 
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 
 from sparsebert_cli.attention.interface import AttentionMask, check_backend
 from sparsebert_cli.config import ModelConfig
-from sparsebert_cli.masks.artifact import MASK_FILE, fit_to_length, load_mask
+from sparsebert_cli.masks.artifact import MASK_FILE, check_length, fit_to_length, load_mask
 from sparsebert_cli.masks.build import build_fixed_mask
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.dam import DAM
@@ -22,7 +23,8 @@ class MaskSource(nn.Module):
     Called once per forward pass of the model with the sequence length n, it returns this pass's
     `AttentionMask` for every layer: the fixed M cropped to n (cached per n, block tables
     included), a DAM sample while training (gradients to α; one sample shared by all layers when
-    the DAM has one layer) or the binarized DAM M = 1[α > 0] in eval mode. The attention backend
+    the DAM has one layer; a hard block DAM's as its tiles, which the block-sparse kernel can run
+    without the n × n mask) or the binarized DAM M = 1[α > 0] in eval mode. The attention backend
     and block size travel with it (`use_backend`, from the stage's model config).
     """
 
@@ -51,8 +53,10 @@ class MaskSource(nn.Module):
         self.backend, self.block_size = model_cfg.attention_backend, model_cfg.block_size
         self._fixed.clear()
 
-    def _attention(self, values: torch.Tensor | None) -> AttentionMask:
-        return AttentionMask(values, self.logged, backend=self.backend, block_size=self.block_size)
+    def _attention(self, values: torch.Tensor | None, **tiles) -> AttentionMask:
+        return AttentionMask(
+            values, self.logged, backend=self.backend, block_size=self.block_size, **tiles
+        )
 
     @classmethod
     def from_config(
@@ -104,8 +108,15 @@ class MaskSource(nn.Module):
         if self.kind == "dam":
             if not self.dam_active:
                 return self._attention(None)
-            values = self.dam.sample() if self.training else self.dam.binarize()
-            return self._attention(fit_to_length(values, n))
+            if not self.training:
+                return self._attention(fit_to_length(self.dam.binarize(), n))
+            dam = self.dam
+            if dam.structure == "block" and dam.hard and dam.block_size == self.block_size:
+                # per tile: the attention expands the sample only if it runs it densely
+                check_length(dam.n, n)
+                blocks = math.ceil(n / dam.block_size)
+                return self._attention(None, tiles=dam.sample_tiles()[..., :blocks, :blocks], n=n)
+            return self._attention(fit_to_length(dam.sample(), n))
         key = (n, str(self.mask.device))
         if key not in self._fixed:
             self._fixed[key] = self._attention(fit_to_length(self.mask, n))

@@ -110,7 +110,7 @@ def time_attention(mask, n: int, heads: int, dim: int, layers: int, block_size: 
     chosen, total = None, 0.0
     for layer in range(layers):
         m = masks.layer(layer)
-        backend, _ = choose_backend(m, masks, layer, block_size, dropout=0.0)
+        backend, _ = choose_backend(masks, layer, block_size, dropout=0.0)
         chosen = chosen or backend
 
         def step(backend: str = backend, layer: int = layer, m: torch.Tensor = m) -> None:

@@ -122,12 +122,11 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         objective = DistillationObjective(model, teacher)
 
     def after_step(step: int) -> dict[str, float]:
-        probs = dam.probs().detach()
         if run.writer and (step % cfg.mask.trace_every == 0 or step == total):
-            _snapshot(trace_dir, step, probs.cpu())
-        return {
-            "mask/sparsity": sparsity(dam.binarize()),
-            "mask/keep_probability": probs.mean().item(),
+            _snapshot(trace_dir, step, dam.probs().detach().cpu())
+        return {  # counted per α: no n × n mask each step
+            "mask/sparsity": dam.binarized_sparsity(),
+            "mask/keep_probability": 1.0 - dam.expected_sparsity().item(),
             "mask/tau": dam.tau,
         }
 
@@ -181,7 +180,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         if dam.target is not None:  # percent, as mask.json's sparsity (the achieved one)
             meta["target_sparsity"] = 100.0 * dam.target.target
             meta["expected_sparsity"] = 100.0 * dam.expected_sparsity().item()
-            meta["sign_sparsity"] = sparsity(dam.sign_mask())
+            meta["sign_sparsity"] = dam.sign_sparsity()
         save_mask(run.artifacts, mask, meta)
         _write_trace(trace_dir, run.artifacts / TRACE_FILE)
         if warmup > 0 and cfg.mask.encoder_lr == 0 and cfg.mask.objective == "mlm":

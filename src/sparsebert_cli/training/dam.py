@@ -5,7 +5,6 @@ import torch
 from omegaconf import DictConfig
 
 from sparsebert_cli.masks.dam import DAM, annealed_tau
-from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.training.loop import Hooks
 
 
@@ -21,7 +20,7 @@ def add_dam_hooks(hooks: Hooks, mask_cfg: DictConfig, dam: DAM, total_steps: int
     scale = dam.entries() if mask_cfg.l1_norm == "sum" else 1
 
     def target_penalty() -> tuple[torch.Tensor, dict[str, float]]:
-        expected, binarized = dam.expected_sparsity(), sparsity(dam.sign_mask())
+        expected, binarized = dam.expected_sparsity(), dam.sign_sparsity()
         lam1, lam2 = dam.target.multipliers.detach().tolist()
         lagrangian = scale * dam.target(expected, binarized / 100, target["t"])
         return lagrangian, {  # sparsities in percent, as mask/sparsity
