@@ -83,3 +83,8 @@ def test_search_refuses_a_fixed_mask():
     cfg = compose_cfg("search", "mask=dense")
     with pytest.raises(SparseBertError, match="mask=dam"):
         validate_config(cfg)
+
+
+def test_evaluate_without_a_run_to_evaluate_is_refused():
+    with pytest.raises(SparseBertError, match="model.from is not set; add model.from=<finetune"):
+        validate_config(compose_cfg("evaluate", "model.from=null"))

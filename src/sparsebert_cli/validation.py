@@ -183,6 +183,11 @@ def validate_config(cfg: DictConfig) -> None:
         )
     check_ranges(cfg, stage)
     if stage == "evaluate":
+        _require(
+            bool(cfg.model.from_run),
+            "`sparsebert evaluate` evaluates a fine-tuned run, but model.from is not set; add "
+            "model.from=<finetune run folder> or model.from=latest.",
+        )
         return
     mask, model, trainer = cfg.mask, cfg.model, cfg.trainer
     names = mask_names()
@@ -314,33 +319,38 @@ def resolve_upstream(cfg: DictConfig) -> dict[str, Path]:
 
 
 def describe(cfg: DictConfig, upstream: dict[str, Path]) -> str:
-    """The effective choices of a checked config, as `validate` prints them."""
-    mask = cfg.mask.name
-    if mask == "dam" and cfg.mask.structure == "structured":
-        mask = "dam_s"
+    """The effective choices of a checked config that its stage reads, as `validate` prints them."""
+    shown = {
+        "evaluate": ("model", "backend"),
+        "finetune": ("mask", "model", "backend", "task"),
+        "pipeline": ("mask", "model", "backend", "data", "task"),
+    }
+    parts = {
+        "mask": lambda: _described_mask(cfg, upstream),
+        "model": lambda: _described_model(cfg, upstream),
+        "backend": lambda: cfg.model.attention_backend,
+        "task": lambda: cfg.task.name,
+        "data": lambda: cfg.data.name,
+    }
+    keep = shown.get(cfg.stage, ("mask", "model", "backend", "data"))
+    return ", ".join(f"{k}={parts[k]()}" for k in keep)
+
+
+def _described_mask(cfg: DictConfig, upstream: dict[str, Path]) -> str:
     if "mask.from_run" in upstream:
-        mask = f"from_run ({upstream['mask.from_run']})"
+        return f"from_run ({upstream['mask.from_run']})"
+    if cfg.mask.name == "dam" and cfg.mask.structure == "structured":
+        return "dam_s"
+    return cfg.mask.name
+
+
+def _described_model(cfg: DictConfig, upstream: dict[str, Path]) -> str:
     model = cfg.model
     if "model.from_run" in upstream:
-        described = f"from run {upstream['model.from_run']}"
-    elif model.name_or_path:
-        described = str(model.name_or_path)
-    else:
-        described = (
-            f"new ({model.num_layers} layers, {model.hidden_size} hidden, {model.num_heads} heads)"
-        )
-    parts = {
-        "mask": mask,
-        "model": described,
-        "backend": model.attention_backend,
-        "task": cfg.task.name,
-        "data": cfg.data.name,
-    }
-    shown = {"evaluate": ("model", "backend"), "finetune": ("mask", "model", "backend", "task")}
-    keep = shown.get(cfg.stage, ("mask", "model", "backend", "data"))
-    if cfg.stage == "pipeline":
-        keep = (*keep, "task")
-    return ", ".join(f"{k}={parts[k]}" for k in keep)
+        return f"from run {upstream['model.from_run']}"
+    if model.name_or_path:
+        return str(model.name_or_path)
+    return f"new ({model.num_layers} layers, {model.hidden_size} hidden, {model.num_heads} heads)"
 
 
 def check_safe_overrides(args: list[str]) -> None:
