@@ -121,19 +121,35 @@ def check_overrides(stage: str, overrides: list[str]) -> None:
                 f"{key} is not a setting of sparsebert{added}; {hint}`sparsebert {stage} --cfg "
                 "job` prints every setting with its value."
             )
-        if not _read(stage, key, keys, groups):
+        if _read(stage, key, keys, groups):
+            continue
+        if key in groups and key not in keys:
             raise SparseBertError(
-                f"`sparsebert {stage}` does not read {key} ({override}): {_unread_reason(stage)} "
-                f"Leave it out, or set it on the stage that reads it."
+                f"`sparsebert {stage}` takes no preset ({override}): a preset sets the settings of "
+                f"the training stages. {_unread_reason(stage)} Leave {override} out and set what "
+                f"{stage} reads directly (`sparsebert {stage} --cfg job` lists it)."
             )
+        raise SparseBertError(
+            f"`sparsebert {stage}` does not read {key} ({override}): {_unread_reason(stage)} "
+            f"Leave it out, or set it on the stage that reads it."
+        )
 
 
 def _read(stage: str, key: str, keys: set[str], groups: set[str]) -> bool:
     """Whether `stage` reads what setting `key` sets: a group choice (mask=dense) sets the whole
-    group, so the stage must read all of it; a preset (debug=, experiment=) is always taken."""
+    group, so the stage must read all of it; a preset (debug=, experiment=), which sets keys of
+    several groups, is taken by the stages whose primary config composes it."""
     if key in groups and key in keys:
         return key in READS[stage]
-    return key in groups or reads(stage, key)
+    if key in groups:
+        return key in _composed_groups(stage)
+    return reads(stage, key)
+
+
+def _composed_groups(stage: str) -> set[str]:
+    """The config groups in the defaults list of conf/<stage>.yaml."""
+    defaults = OmegaConf.load(schema.conf_dir() / f"{stage}.yaml").defaults
+    return {next(iter(entry)) for entry in defaults if isinstance(entry, DictConfig)}
 
 
 def read_overrides(stage: str, overrides: list[str]) -> list[str]:
