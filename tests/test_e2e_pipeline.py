@@ -80,7 +80,7 @@ def test_the_evaluate_step_gets_the_pipelines_values_of_what_it_reads(first):
         f"sparsebert evaluate trainer.eval_batch_size=16 model.from_run={tuned}"
     )
     cfg = OmegaConf.load(evaluated / "config.yaml")
-    assert cfg.trainer.eval_batch_size == 16
+    assert cfg.trainer.eval_batch_size == 16 and "mask" not in cfg and "data" not in cfg
 
 
 def test_a_finetune_override_reuses_pretrain_and_makes_a_new_finetune_folder(root, first):
