@@ -96,6 +96,16 @@ def test_evaluate_refuses_a_preset_naming_it_and_the_fix(preset):
     check_overrides("finetune", [preset])
 
 
+def test_every_presets_step_overrides_are_read_by_their_step():
+    """A preset's `pipeline.<step>` overrides (experiment=base: evaluate's nproc_per_node) are
+    checked when the step starts, after the steps before it: a key the step refuses would fail
+    the pipeline hours in."""
+    for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        cfg = compose_cfg("pipeline", f"experiment={path.stem}")
+        for step in ("search", "pretrain", "finetune", "evaluate"):
+            check_overrides(step, list(cfg.pipeline[step]))
+
+
 def test_a_key_added_to_the_schema_without_a_reader_fails_the_walk():
     """The walk catches a new setting nobody reads (what trainer.dataloader_workers was)."""
     sources = reader_sources()
