@@ -6,7 +6,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from sparsebert_cli.config import STAGES, conf_dir
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.validation import validate_config
+from sparsebert_cli.validation import check_overrides, validate_config
 
 GROUPS = ("mask", "model", "data", "task", "trainer", "logger", "debug", "experiment")
 
@@ -18,6 +18,7 @@ def _options(group: str) -> list[str]:
 CASES = [
     (stage, f"{group}={option}")
     for stage in STAGES
+    if stage != "evaluate"  # it composes none of these groups (the finetune run sets them)
     for group in GROUPS
     for option in _options(group)
 ]
@@ -27,7 +28,7 @@ CASES = [
 def test_every_config_composes_and_validates(stage, override):
     cfg = compose_cfg(stage, override)
     assert cfg.stage == stage
-    if override == "mask=attention_topk" and stage != "evaluate":  # made by search, from a model
+    if override == "mask=attention_topk":  # made by search, from a model
         with pytest.raises(SparseBertError, match="model.from=<pretrain run>|made by `sparsebert"):
             validate_config(cfg)
     elif stage == "search" and override.startswith("mask=") and not override.startswith("mask=dam"):
@@ -38,6 +39,15 @@ def test_every_config_composes_and_validates(stage, override):
             validate_config(cfg)
     else:
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_evaluate_refuses_every_group_option_before_composing(group):
+    for option in _options(group):
+        with pytest.raises(
+            SparseBertError, match=r"`sparsebert evaluate` (does not read|takes no preset \()"
+        ):
+            check_overrides("evaluate", [f"{group}={option}"])
 
 
 def test_each_stage_has_a_primary_config():
@@ -83,3 +93,8 @@ def test_search_refuses_a_fixed_mask():
     cfg = compose_cfg("search", "mask=dense")
     with pytest.raises(SparseBertError, match="mask=dam"):
         validate_config(cfg)
+
+
+def test_evaluate_without_a_run_to_evaluate_is_refused():
+    with pytest.raises(SparseBertError, match="model.from is not set; add model.from=<finetune"):
+        validate_config(compose_cfg("evaluate", "model.from=null"))

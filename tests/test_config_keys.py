@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, compose_cfg
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.config import RANGES, STAGES, RunConfig
@@ -36,6 +37,12 @@ def leaves(node: DictConfig, prefix: str = "") -> list[str]:
     return out
 
 
+def schema_leaves() -> set[str]:
+    """The dotted keys of `RunConfig` that are no group (a dict setting is one leaf)."""
+    keys, _ = schema_keys()
+    return {key for key in keys if not any(k.startswith(f"{key}.") for k in keys)}
+
+
 def reader_sources() -> str:
     texts = [
         p.read_text(encoding="utf-8")
@@ -55,14 +62,48 @@ def has_reader(key: str, sources: str) -> bool:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_key_of_a_stage_is_read_by_it_or_refused(stage):
+    """Every key of the schema: in the stage's config and read by some module, or refused on the
+    stage's command line (evaluate's config leaves out what it refuses)."""
     sources = reader_sources()
-    cfg = compose_cfg(stage)
-    for key in leaves(cfg):
+    composed = set(leaves(compose_cfg(stage)))
+    assert composed <= schema_leaves()
+    for key in schema_leaves():
         if reads(stage, key):
+            assert key in composed, f"{stage} reads {key} but its config lacks it"
             assert has_reader(key, sources), f"{stage} lists {key} as read but nothing reads it"
         else:
             with pytest.raises(SparseBertError, match=f"does not read {re.escape(key)}"):
                 check_overrides(stage, [f"{key}=1"])
+
+
+def test_evaluate_composes_exactly_the_keys_it_reads_typed_by_the_schema():
+    cfg = compose_cfg("evaluate")
+    assert not {"mask", "data", "logger", "pipeline", "resume"} & set(cfg)
+    assert set(leaves(cfg)) == {key for key in schema_leaves() if reads("evaluate", key)}
+    full = OmegaConf.structured(RunConfig)
+    for key in ("model.attention_backend", "model.block_size", "trainer.eval_batch_size"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(full, key)  # the same defaults
+    with pytest.raises(ConfigCompositionException, match="eval_batch_size"):
+        compose_cfg("evaluate", "trainer.eval_batch_size=many")
+
+
+@pytest.mark.parametrize("preset", ["debug=smoke", "experiment=demo", "+debug=smoke"])
+def test_evaluate_refuses_a_preset_naming_it_and_the_fix(preset):
+    with pytest.raises(
+        SparseBertError, match=rf"takes no preset \({re.escape(preset)}\).*--cfg job"
+    ):
+        check_overrides("evaluate", [preset])
+    check_overrides("finetune", [preset])
+
+
+def test_every_presets_step_overrides_are_read_by_their_step():
+    """A preset's `pipeline.<step>` overrides (experiment=base: evaluate's nproc_per_node) are
+    checked when the step starts, after the steps before it: a key the step refuses would fail
+    the pipeline hours in."""
+    for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        cfg = compose_cfg("pipeline", f"experiment={path.stem}")
+        for step in ("search", "pretrain", "finetune", "evaluate"):
+            check_overrides(step, list(cfg.pipeline[step]))
 
 
 def test_a_key_added_to_the_schema_without_a_reader_fails_the_walk():
@@ -132,12 +173,10 @@ def test_evaluate_refuses_what_it_does_not_read_and_does_not_hash_it():
     for override in ("mask=no_diag", "model.hidden_size=64", "data.seq_len=64", "task=mrpc"):
         with pytest.raises(SparseBertError, match="`sparsebert evaluate` does not read"):
             check_overrides("evaluate", [override])
-    check_overrides("evaluate", ["model.from_run=runs/x", "task.glue_dir=/data", "debug=smoke"])
+    check_overrides("evaluate", ["model.from_run=runs/x", "task.glue_dir=/data"])
     base = OmegaConf.to_container(compose_cfg("evaluate"))
-    unread = ("mask=no_diag", "model.hidden_size=64", "data.seq_len=64", "trainer.lr=1")
-    other = OmegaConf.to_container(compose_cfg("evaluate", *unread))
-    assert hashed_config(base) == hashed_config(other)
     assert set(hashed_config(base)) <= {"stage", "seed", "model", "task", "trainer"}
+    assert set(hashed_config(base)["trainer"]) == {"eval_batch_size"}
 
 
 def test_the_checkpoint_interval_is_not_part_of_a_jobs_identity():

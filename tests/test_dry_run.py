@@ -34,3 +34,9 @@ def test_dry_run_flags_an_invalid_job_and_exits_non_zero(workdir):
     assert proc.returncode == 1
     assert planned(proc.stdout)["debug=smoke,mask.lam=-1,trainer.max_steps=1"] == "invalid"
     assert "mask.lam=-1.0 must be ≥ 0" in proc.stdout
+
+
+def test_dry_run_refuses_a_key_the_stage_does_not_read(workdir):
+    proc = sparsebert("evaluate", "-m", "mask=dense,no_diag", "--dry-run", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "`sparsebert evaluate` does not read mask (mask=dense,no_diag)" in proc.stderr

@@ -70,6 +70,19 @@ def test_second_identical_pipeline_reuses_every_step(root, first):
         assert step_dirs(root, step) == {used[step]}
 
 
+def test_the_evaluate_step_gets_the_pipelines_values_of_what_it_reads(first):
+    """No group choice or preset reaches evaluate's composition; the eval batch size debug=smoke
+    sets in the pipeline does, as a value."""
+    from omegaconf import OmegaConf
+
+    evaluated, tuned = first["used"]["evaluate"], first["used"]["finetune"]
+    assert first["manifests"]["evaluate"]["command"] == (
+        f"sparsebert evaluate trainer.eval_batch_size=16 model.from_run={tuned}"
+    )
+    cfg = OmegaConf.load(evaluated / "config.yaml")
+    assert cfg.trainer.eval_batch_size == 16 and "mask" not in cfg and "data" not in cfg
+
+
 def test_a_finetune_override_reuses_pretrain_and_makes_a_new_finetune_folder(root, first):
     base = first["used"]
     # Hydra's grammar needs the list item quoted: [trainer.lr=1e-4] is a parse error.

@@ -58,7 +58,7 @@ def chain(tmp_path_factory) -> dict[str, Path]:
         "search": cli("search", "mask=dam", "debug=smoke", root=root),  # the design card command
         "pretrain": cli("pretrain", "debug=smoke", "mask=from_run", "mask.from=latest", root=root),
         "finetune": cli("finetune", "debug=smoke", "model.from=latest", "task=polarity", root=root),
-        "evaluate": cli("evaluate", "debug=smoke", root=root),
+        "evaluate": cli("evaluate", "trainer.eval_batch_size=16", root=root),
     }
     return {
         "root": root,
@@ -301,7 +301,7 @@ def test_glue_mrpc_from_the_download_layout_gives_metrics_and_a_submission(tmp_p
         "finetune", "debug=smoke", "task=mrpc", f"task.glue_dir={tmp_path / 'glue'}", "model=tiny",
         "mask=no_diag", root=tmp_path,
     )  # fmt: skip
-    cli("evaluate", "debug=smoke", root=tmp_path)
+    cli("evaluate", root=tmp_path)
     run_dir = only_run(tmp_path, "evaluate")
     found = metrics(run_dir)
     for key in ("eval/f1", "eval/accuracy"):

@@ -126,7 +126,7 @@ def finetune_then_evaluate(workdir: Path, task: str, mask: str, v2: bool) -> Pat
     sparsebert(
         "finetune", f"task={task}", f"task.data_dir={data}", f"mask={mask}", *common, cwd=workdir
     )
-    sparsebert("evaluate", "debug=smoke", cwd=workdir)
+    sparsebert("evaluate", cwd=workdir)
     (run,) = (workdir / "runs" / "evaluate").iterdir()
     return run
 

@@ -108,7 +108,7 @@ def test_swag_with_no_diag_writes_accuracy_and_predictions(workdir):
     sparsebert(
         "finetune", "task=swag", f"task.data_dir={data}", "mask=no_diag", *common, cwd=workdir
     )
-    sparsebert("evaluate", "debug=smoke", cwd=workdir)
+    sparsebert("evaluate", cwd=workdir)
     (run,) = (workdir / "runs" / "evaluate").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"eval/accuracy", "eval/headline", "mask/sparsity"} <= set(metrics)

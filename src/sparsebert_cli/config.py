@@ -1,13 +1,16 @@
 """The structured-config schema of every stage and where the config tree lives.
 
-One schema (`RunConfig`) serves all stages, so a typo or a wrong type fails at composition with
-Hydra's message. Group schemas live beside their mechanism (masks/, data/, training/); this module
-only assembles them. Torch-free: importing it must stay instant.
+One schema (`RunConfig`) serves the stages, so a typo or a wrong type fails at composition with
+Hydra's message; `evaluate`'s is `RunConfig` narrowed to the keys it reads (`stages.READS`), so its
+config holds nothing it ignores. Group schemas live beside their mechanism (masks/, data/,
+training/); this module only assembles them. Torch-free: importing it must stay instant.
 """
 
+import dataclasses
 import hashlib
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.data.config import DataConfig, TaskConfig
 from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.stages import READS
 from sparsebert_cli.training.config import TrainerConfig
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
@@ -200,9 +204,35 @@ RANGES: dict[str, Range] = {
 }
 
 
+def narrowed(schema: type, keys: tuple[str, ...], prefix: str = "", name: str = "") -> type:
+    """`schema` with only the fields `keys` name (dotted; a listed group keeps all its fields),
+    each with its type and default: a stage's schema derived from `RunConfig`, not declared again.
+    The classes are named `<name><schema class>` (e.g. EvaluateModelConfig)."""
+    hints = typing.get_type_hints(schema)
+    kept = []
+    for f in dataclasses.fields(schema):
+        key, kind = f"{prefix}{f.name}", hints[f.name]
+        if key in keys:
+            default = (
+                field(default_factory=f.default_factory)
+                if f.default is dataclasses.MISSING
+                else field(default=f.default)
+            )
+            kept.append((f.name, kind, default))
+        elif any(k.startswith(f"{key}.") for k in keys):
+            group = narrowed(kind, keys, f"{key}.", name)
+            kept.append((f.name, group, field(default_factory=group)))
+    return dataclasses.make_dataclass(f"{name}{schema.__name__}", kept)
+
+
 def register_schemas() -> None:
-    """Store the schema under `run_schema`; every primary config names it first in its defaults."""
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    """Store the schemas the primary configs name first in their defaults: `run_schema` (the
+    training stages and the pipeline) and `evaluate_schema` (the keys evaluate reads)."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(
+        name="evaluate_schema", node=narrowed(RunConfig, READS["evaluate"], name="Evaluate")
+    )
 
 
 # `from` is a Python keyword, so the schema spells it `from_run`; the CLI accepts both.

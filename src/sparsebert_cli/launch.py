@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sparsebert_cli import interrupt, runs
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.stages import hashed_config
+from sparsebert_cli.stages import hashed_config, reads
 
 FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"  # the file where a sweep's failed jobs are noted
 # Write errors that are the machine's state, not a bug: a clear message instead of a traceback.
@@ -221,8 +221,11 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
             "to where runs should go instead of hydra.run.dir or hydra.sweep.dir."
         )
     secrets = runs.secret_values()
-    named = [cfg.run_id, cfg.sweep_name, cfg.logger.project, cfg.logger.group, cfg.logger.entity]
-    if any(secret in str(value) for value in [*named, *cfg.logger.tags] for secret in secrets):
+    named = [cfg.run_id, cfg.sweep_name]
+    if reads(cfg.stage, "logger"):
+        logger = cfg.logger
+        named += [logger.project, logger.group, logger.entity, *logger.tags]
+    if any(secret in str(value) for value in named for secret in secrets):
         raise runs.FolderRefused(
             "a secret from the environment (a *KEY*, *TOKEN*, *SECRET* or *PASSWORD* variable) "
             "would become a folder or W&B name (run_id, sweep_name, logger.project/group/entity/"
@@ -242,8 +245,11 @@ def config_error(e: BaseException) -> str:
 
 
 def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path:
-    """Without run_id=, an unfinished run of the same config is resumed (and said so)."""
-    if any(_key(o) == "run_id" for o in overrides) or cfg.resume != "auto":
+    """Without run_id=, an unfinished run of the same config is resumed (and said so); a stage
+    that reads no `resume` (evaluate) always is."""
+    if any(_key(o) == "run_id" for o in overrides) or (
+        reads(cfg.stage, "resume") and cfg.resume != "auto"
+    ):
         return run_dir
     found = runs.unfinished_run(Path(cfg.paths.runs_dir), cfg.stage, identity(cfg)[1])
     if found is None or found.resolve() == run_dir.resolve():

@@ -121,19 +121,35 @@ def check_overrides(stage: str, overrides: list[str]) -> None:
                 f"{key} is not a setting of sparsebert{added}; {hint}`sparsebert {stage} --cfg "
                 "job` prints every setting with its value."
             )
-        if not _read(stage, key, keys, groups):
+        if _read(stage, key, keys, groups):
+            continue
+        if key in groups and key not in keys:
             raise SparseBertError(
-                f"`sparsebert {stage}` does not read {key} ({override}): {_unread_reason(stage)} "
-                f"Leave it out, or set it on the stage that reads it."
+                f"`sparsebert {stage}` takes no preset ({override}): a preset sets the settings of "
+                f"the training stages. {_unread_reason(stage)} Leave {override} out and set what "
+                f"{stage} reads directly (`sparsebert {stage} --cfg job` lists it)."
             )
+        raise SparseBertError(
+            f"`sparsebert {stage}` does not read {key} ({override}): {_unread_reason(stage)} "
+            f"Leave it out, or set it on the stage that reads it."
+        )
 
 
 def _read(stage: str, key: str, keys: set[str], groups: set[str]) -> bool:
     """Whether `stage` reads what setting `key` sets: a group choice (mask=dense) sets the whole
-    group, so the stage must read all of it; a preset (debug=, experiment=) is always taken."""
+    group, so the stage must read all of it; a preset (debug=, experiment=), which sets keys of
+    several groups, is taken by the stages whose primary config composes it."""
     if key in groups and key in keys:
         return key in READS[stage]
-    return key in groups or reads(stage, key)
+    if key in groups:
+        return key in _composed_groups(stage)
+    return reads(stage, key)
+
+
+def _composed_groups(stage: str) -> set[str]:
+    """The config groups in the defaults list of conf/<stage>.yaml."""
+    defaults = OmegaConf.load(schema.conf_dir() / f"{stage}.yaml").defaults
+    return {next(iter(entry)) for entry in defaults if isinstance(entry, DictConfig)}
 
 
 def read_overrides(stage: str, overrides: list[str]) -> list[str]:
@@ -183,6 +199,11 @@ def validate_config(cfg: DictConfig) -> None:
         )
     check_ranges(cfg, stage)
     if stage == "evaluate":
+        _require(
+            bool(cfg.model.from_run),
+            "`sparsebert evaluate` evaluates a fine-tuned run, but model.from is not set; add "
+            "model.from=<finetune run folder> or model.from=latest.",
+        )
         return
     mask, model, trainer = cfg.mask, cfg.model, cfg.trainer
     names = mask_names()
@@ -314,33 +335,38 @@ def resolve_upstream(cfg: DictConfig) -> dict[str, Path]:
 
 
 def describe(cfg: DictConfig, upstream: dict[str, Path]) -> str:
-    """The effective choices of a checked config, as `validate` prints them."""
-    mask = cfg.mask.name
-    if mask == "dam" and cfg.mask.structure == "structured":
-        mask = "dam_s"
+    """The effective choices of a checked config that its stage reads, as `validate` prints them."""
+    shown = {
+        "evaluate": ("model", "backend"),
+        "finetune": ("mask", "model", "backend", "task"),
+        "pipeline": ("mask", "model", "backend", "data", "task"),
+    }
+    parts = {
+        "mask": lambda: _described_mask(cfg, upstream),
+        "model": lambda: _described_model(cfg, upstream),
+        "backend": lambda: cfg.model.attention_backend,
+        "task": lambda: cfg.task.name,
+        "data": lambda: cfg.data.name,
+    }
+    keep = shown.get(cfg.stage, ("mask", "model", "backend", "data"))
+    return ", ".join(f"{k}={parts[k]()}" for k in keep)
+
+
+def _described_mask(cfg: DictConfig, upstream: dict[str, Path]) -> str:
     if "mask.from_run" in upstream:
-        mask = f"from_run ({upstream['mask.from_run']})"
+        return f"from_run ({upstream['mask.from_run']})"
+    if cfg.mask.name == "dam" and cfg.mask.structure == "structured":
+        return "dam_s"
+    return cfg.mask.name
+
+
+def _described_model(cfg: DictConfig, upstream: dict[str, Path]) -> str:
     model = cfg.model
     if "model.from_run" in upstream:
-        described = f"from run {upstream['model.from_run']}"
-    elif model.name_or_path:
-        described = str(model.name_or_path)
-    else:
-        described = (
-            f"new ({model.num_layers} layers, {model.hidden_size} hidden, {model.num_heads} heads)"
-        )
-    parts = {
-        "mask": mask,
-        "model": described,
-        "backend": model.attention_backend,
-        "task": cfg.task.name,
-        "data": cfg.data.name,
-    }
-    shown = {"evaluate": ("model", "backend"), "finetune": ("mask", "model", "backend", "task")}
-    keep = shown.get(cfg.stage, ("mask", "model", "backend", "data"))
-    if cfg.stage == "pipeline":
-        keep = (*keep, "task")
-    return ", ".join(f"{k}={parts[k]}" for k in keep)
+        return f"from run {upstream['model.from_run']}"
+    if model.name_or_path:
+        return str(model.name_or_path)
+    return f"new ({model.num_layers} layers, {model.hidden_size} hidden, {model.num_heads} heads)"
 
 
 def check_safe_overrides(args: list[str]) -> None:

@@ -4,8 +4,9 @@ Only pipeline, finetune and evaluate runs carry results; a run consumed by anoth
 (a pipeline's evaluate step, an evaluate run's finetune run) is left out, so no result counts twice.
 A config key's value comes from the run's resolved `config.yaml`, else Hydra's `.hydra/config.yaml`
 (a job that failed early), else its `.hydra/overrides.yaml` (group choices such as `mask=dam_s`).
-A standalone evaluate run takes these from the finetune run it evaluated: its own config holds the
-stage's defaults, while the task (and mask and seed) it evaluated are the finetune run's.
+A standalone evaluate run takes these from the finetune run it evaluated: its own config holds
+only the keys evaluate reads, while the task (and mask and seed) it evaluated are the finetune
+run's.
 Paths read from manifests are followed only inside the runs folder the run lives in; through
 them a result run also finds the pre-training it descends from, whose held-out MLM metrics the
 table shows beside the task scores.

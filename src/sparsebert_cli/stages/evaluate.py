@@ -93,7 +93,7 @@ def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tokenizer import load_tokenizer
+    from sparsebert_cli.data.tokenizer import tokenizer_from_folder
     from sparsebert_cli.masks.stats import sparsity_per_head
     from sparsebert_cli.modeling import load_checkpoint, read_record
 
@@ -107,7 +107,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         )
     task_cfg = recorded_task(info["task"], cfg.task, model_dir.parents[1])
     model.to(resolve_device(cfg.trainer))
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=model_dir)
+    tokenizer = tokenizer_from_folder(model_dir)  # the finetune run stored its tokenizer there
     # An embedded task's folds are dealt with the finetune run's seed: its dev set, not ours
     # (a checkpoint from before the seed was recorded: this run's).
     task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), info.get("seed", cfg.seed))

@@ -1,14 +1,20 @@
 """sparsebert pipeline: search → pretrain → finetune → evaluate with one config.
 
 Each step is composed exactly as if it were run by hand (`sparsebert <step> <same overrides>`),
-then wired to the run before it. A step's folder is named by the content hash of its resolved
-config (`<runs_dir>/<step>/pipeline-<hash>`), so a completed upstream run with an identical config
-is reused, by this sweep or a later one; concurrent jobs wait on the folder's lock (runs.hold).
+then wired to the run before it; evaluate, whose config has no groups or presets, gets the
+pipeline's values of the keys it reads instead (`evaluate_overrides`). A step's folder is named
+by the content hash of its resolved config (`<runs_dir>/<step>/pipeline-<hash>`), so a completed
+upstream run with an identical config is reused, by this sweep or a later one; concurrent jobs
+wait on the folder's lock (runs.hold).
 """
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Quote, QuotedString
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
@@ -19,6 +25,9 @@ from sparsebert_cli.stages import hashed_config
 StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, command, wait=)
 
 GROUPS = ("mask", "model", "data", "task", "trainer", "logger")
+# Keys evaluate reads but not from the pipeline: its own stage and folder, the finetune step it
+# evaluates (wired), and the task data, which it reads from that run's record.
+NOT_HANDED = ("stage", "run_id", "model.from_run", "task")
 
 
 def _compose(step: str, overrides: list[str]) -> DictConfig:
@@ -39,10 +48,49 @@ def _drop(overrides: list[str], group: str) -> list[str]:
     return [o for o in overrides if _key(o).split(".")[0] != group]
 
 
+def _leaves(node: DictConfig, prefix: str = "") -> dict[str, Any]:
+    """The dotted keys of a config with their values (an empty mapping has none)."""
+    found = {}
+    for key, value in node.items():
+        if isinstance(value, DictConfig):
+            found |= _leaves(value, f"{prefix}{key}.")
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def _override_value(value: Any) -> str:
+    """`value` written as Hydra's override grammar reads it back: a string plain where the grammar
+    reads it as that string (cpu, a plain path), else quoted."""
+    if isinstance(value, str):
+        try:
+            if OverridesParser.create().parse_override(f"key={value}").value() == value:
+                return value
+        except HydraException:
+            pass
+        return QuotedString(text=value, quote=Quote.single).with_quotes()
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def evaluate_overrides(cfg: DictConfig) -> list[str]:
+    """The pipeline's values of the keys evaluate reads (`NOT_HANDED` aside), where they differ
+    from evaluate's defaults: the evaluation batch size or device a preset set in the pipeline
+    reaches the evaluate step, whose config composes no preset."""
+    default = _leaves(_compose("evaluate", []))
+    handed = {
+        key: OmegaConf.select(cfg, key)
+        for key in default
+        if not any(key == k or key.startswith(f"{k}.") for k in NOT_HANDED)
+    }
+    return [f"{k}={_override_value(v)}" for k, v in handed.items() if v != default[k]]
+
+
 def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tuple[Path, dict]:
     """Compose, place (content hash) and run one step, or reuse its completed folder. The step
-    gets the common overrides it reads (evaluate takes no mask, model sizes or data) and all of
-    its own (`pipeline.<step>=[...]`), which are refused if it does not read them."""
+    gets the common overrides it reads and all of its own (`pipeline.<step>=[...]`), which are
+    refused if it does not read them."""
     from sparsebert_cli.config import expand_path_fields
     from sparsebert_cli.validation import (
         check_overrides,
@@ -88,7 +136,7 @@ def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, floa
     )
     run.add_input("finetune", finetune_dir)
     evaluate_dir, metrics = run_step(
-        "evaluate", [*wired, f"model.from_run={finetune_dir}"], cfg, run_step_job
+        "evaluate", [*evaluate_overrides(cfg), f"model.from_run={finetune_dir}"], cfg, run_step_job
     )
     run.add_input("evaluate", evaluate_dir)
     return metrics
