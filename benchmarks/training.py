@@ -323,11 +323,12 @@ def run_dam_long(device: torch.device, quick: bool) -> dict:
     details = (
         f"Model: conf/model/{settings['model']}.yaml, vocabulary {VOCAB:,}, batch "
         f"{settings['batch']}. search_structured / search_block: mask=dam with "
-        f"structure=structured (DAM_s) or block (model.block_size tiles) at α = 0, λ·‖M‖₁, auto → "
-        f"masked (half the entries kept: a soft mask, gradients to α); pretrain_fixed: "
+        f"structure=structured (DAM_s) or block (model.block_size tiles) at α = 0 (half the "
+        f"entries kept), λ·‖M‖₁; auto → masked for DAM_s (gradients to every α), block_sparse "
+        f"from its tiles for the block DAM's hard samples; pretrain_fixed: "
         f"mask=window (window {fixed_cfg.window}), auto → block_sparse. search_block_90: a block "
         f"DAM with α = logit {DAM_LONG_KEEP} (a search steered to 90 % sparsity; diagonal tiles "
-        f"kept), whose hard samples auto runs block_sparse from their tiles; pretrain_fixed_90: "
+        f"kept); pretrain_fixed_90: "
         f"a fixed mask of tiles kept with probability {DAM_LONG_KEEP} (and the diagonal ones).\n\n"
         + markdown_table(
             ["n", "step", "median s", "min–max s", "/ window step", "/ its fixed peer"], rows

@@ -1,5 +1,8 @@
 """Block DAM: one α per (layer, head, query block, key block), expanded to the n × n mask."""
 
+import logging
+
+import pytest
 import torch
 
 from sparsebert_cli.attention.interface import AttentionMask, choose_backend
@@ -80,20 +83,22 @@ def test_block_density_is_one_minus_sparsity_and_auto_trains_with_block_sparse()
     assert backend == "block_sparse"
 
 
-def search_step(backend: str, n: int = 512, block_size: int = 32) -> tuple[torch.Tensor, dict]:
+def search_step(backend: str, n: int, frozen: bool, **mask) -> tuple[torch.Tensor, dict]:
     """One training forward and backward of a tiny model searching a block DAM (about 80 % of
-    its tiles dropped); the Gumbel noise and the weights seeded alike for every backend."""
+    its tiles dropped; tiles of 32); the Gumbel noise and the weights seeded alike for every
+    backend. frozen: the encoder takes no gradient (the search protocol's mask.encoder_lr=0)."""
     from conftest import tiny_model
 
     from sparsebert_cli.masks.source import MaskSource
     from sparsebert_cli.modeling import build_pretraining_model
 
-    cfg = MaskConfig(name="dam", structure="block", seq_len=n, init=-1.4)
-    model_cfg = tiny_model(attention_backend=backend, block_size=block_size)
+    cfg = MaskConfig(name="dam", structure="block", seq_len=n, init=-1.4, **mask)
+    model_cfg = tiny_model(attention_backend=backend, block_size=32)
     model_cfg.max_position_embeddings = n
     torch.manual_seed(0)
-    source = MaskSource.from_config(cfg, heads=2, layers=2, n=n, block_size=block_size)
+    source = MaskSource.from_config(cfg, heads=2, layers=2, n=n, block_size=32)
     model = build_pretraining_model(model_cfg, source, vocab_size=50, nsp=False).train()
+    model.bert.requires_grad_(not frozen)
     ids = torch.randint(5, 50, (2, n), generator=torch.Generator().manual_seed(1))
     attention = torch.ones(2, n, dtype=torch.long)
     attention[1, n - 70 :] = 0  # padding, over part of a tile
@@ -101,20 +106,29 @@ def search_step(backend: str, n: int = 512, block_size: int = 32) -> tuple[torch
     out = model(ids, attention, masked_lm_positions=positions, masked_lm_ids=ids[:, ::7],
                 masked_lm_weights=torch.ones(positions.shape))  # fmt: skip
     out.loss.backward()
-    return out.loss.detach(), {k: p.grad for k, p in model.named_parameters()}
+    return out.loss.detach(), {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
 
 
-def test_auto_searches_a_sparse_block_dam_block_sparse_with_the_masked_gradients(caplog):
-    """A hard block DAM sample of ≤ 45 % tiles runs block-sparse from its tiles; the loss and
+@pytest.mark.parametrize(
+    "n, frozen, mask",
+    [
+        (512, False, {}),
+        (530, False, {"share_layers": False, "keep_diagonal_blocks": True}),  # a cropped tile
+        (512, True, {}),
+    ],
+    ids=["shared", "per-layer-kept-diagonal-odd-n", "frozen-encoder"],
+)
+def test_auto_searches_a_sparse_block_dam_block_sparse_with_the_masked_gradients(
+    caplog, n, frozen, mask
+):
+    """A hard block DAM sample of ≤ 90 % tiles runs block-sparse from its tiles; the loss and
     every gradient, α's included, equal those of the dense reference."""
-    import logging
-
     with caplog.at_level(logging.INFO, logger="sparsebert_cli.attention.interface"):
-        loss, grads = search_step("auto")
+        loss, grads = search_step("auto", n, frozen, **mask)
     assert "auto → block_sparse (block DAM sample" in caplog.text
-    reference_loss, reference = search_step("masked")
+    reference_loss, reference = search_step("masked", n, frozen, **mask)
     torch.testing.assert_close(loss, reference_loss)
-    alpha = "sparse_mask.dam.alpha"
-    assert reference[alpha].abs().sum() > 0
+    assert reference["sparse_mask.dam.alpha"].abs().sum() > 0
+    assert grads.keys() == reference.keys()
     for name, grad in reference.items():
         torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

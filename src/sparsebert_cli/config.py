@@ -213,6 +213,8 @@ def narrowed(schema: type, keys: tuple[str, ...], prefix: str = "", name: str = 
     for f in dataclasses.fields(schema):
         key, kind = f"{prefix}{f.name}", hints[f.name]
         if key in keys:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise TypeError(f"{key} has no default: a narrowed schema keeps every default")
             default = (
                 field(default_factory=f.default_factory)
                 if f.default is dataclasses.MISSING

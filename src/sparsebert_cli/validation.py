@@ -163,8 +163,7 @@ def _unread_reason(stage: str) -> str:
     if stage == "evaluate":
         return (
             "evaluate takes the model, its mask and its task settings from the finetune run "
-            "(model.from=<run>); it reads only where the task data lies, the attention backend "
-            "and the evaluation batch size and device."
+            f"(model.from=<run>); it reads only {', '.join(READS['evaluate'])}."
         )
     return f"nothing in {stage} uses it."
 

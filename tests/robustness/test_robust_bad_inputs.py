@@ -485,6 +485,15 @@ def test_evaluate_task_glue_dir_replaces_the_recorded_one(tmp_path, tokenizer):
     assert (tmp_path / "runs" / "evaluate" / "ev" / "predictions" / "dev.jsonl").is_file()
 
 
+def test_evaluate_refuses_a_finetune_run_whose_tokenizer_is_gone(tmp_path, tokenizer):
+    task = _glue_task(tmp_path, GOOD_ROWS, GOOD_ROWS)
+    finetune = _finetune_run(tmp_path, tokenizer, OmegaConf.to_container(task))
+    model = finetune / "artifacts" / "model"
+    for name in ("tokenizer.json", "vocab.txt"):
+        (model / name).unlink(missing_ok=True)
+    _refused(lambda: _evaluate(tmp_path, finetune), str(model), "holds no tokenizer", "Rerun")
+
+
 def test_unreachable_hub_model_is_refused():
     from sparsebert_cli.modeling import resolve_pretrained
 

@@ -6,7 +6,8 @@ blocks of every query block once per mask. Query blocks with about the same numb
 blocks form a group, padded to the group's longest row with masked dummy slots, so each group is
 one batched matmul over [B, rows, block_size, K·block_size]: a Python loop runs over the few
 groups, never over blocks, and a global token (a query block that needs every key block) does
-not make the other rows dense. Autograd gives the backward pass on any device.
+not make the other rows dense. The backward pass is written out (`_BlockSparseAttention`), on
+any device.
 
 Everything derivable from M is built once, with the layout: the gather indices, an additive bias
 per group (0 where M allows, a large negative number where it does not; one add over the scores
@@ -366,7 +367,7 @@ class _BlockSparseAttention(torch.autograd.Function):
                 result = out
             else:
                 result.index_copy_(1, group.rows, out)
-            if any(ctx.needs_input_grad[:3]):  # inference keeps nothing
+            if any(ctx.needs_input_grad[:3]) or ctx.needs_input_grad[7]:  # inference: nothing
                 saved.append((q, k, v, probs, weights, drop, empty))
         if found and bool(torch.stack(found).any()):
             warn_empty_rows()
@@ -461,6 +462,8 @@ def block_sparse_attention(
     hard sample [H, QB, QB] (exactly 0/1, `layout` = `tile_layout` of it) that receives the
     gradient `masked_attention` would give its n × n expansion.
     """
+    if tiles is not None and (layout.diagonal is not None or layout.piece != layout.block_size):
+        raise ValueError("tiles take their gradient from whole-tile groups: use tile_layout")
     if layout.diagonal is not None:
         return diagonal_attention(
             query, key, value, layout.diagonal, key_padding, scaling, dropout_p

@@ -33,12 +33,15 @@ class DiagonalLayout:
     empty_queries: torch.Tensor | None  # bool [H, n]: queries with no allowed key, or None
     _bias: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """[m, 1, H, n]: 0 where M allows, `masked_score` where not (built once per dtype)."""
-        if dtype not in self._bias:
-            bias = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
-            self._bias[dtype] = bias.masked_fill_(~self.allowed, masked_score(dtype))[:, None]
-        return self._bias[dtype]
+    def bias(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """[m, 1, H, n]: 0 where M allows, `masked_score` where not (built once per dtype and
+        device)."""
+        key = (dtype, device)
+        if key not in self._bias:
+            allowed = self.allowed.to(device)
+            bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+            self._bias[key] = bias.masked_fill_(~allowed, masked_score(dtype))[:, None]
+        return self._bias[key]
 
 
 def mask_offsets(mask: torch.Tensor, most: float) -> torch.Tensor | None:
@@ -90,11 +93,13 @@ class _DiagonalAttention(torch.autograd.Function):
         batch, heads, n, dim = query.shape
         spans = _spans(layout.offsets, n)
         fill = masked_score(query.dtype)
-        scores = layout.bias(query.dtype).expand(-1, batch, -1, -1).clone()
+        scores = layout.bias(query.dtype, query.device).expand(-1, batch, -1, -1).clone()
         for j, (rows, keys) in enumerate(spans):
             product = torch.linalg.vecdot(query[:, :, rows], key[:, :, keys])
             scores[j, :, :, rows].add_(product, alpha=scaling)
         empty = layout.empty_queries  # [H, n] or None
+        if empty is not None:
+            empty = empty.to(query.device)
         if key_padding is not None:  # [B, n]: the key i + D of each diagonal is padding
             shifted = torch.ones(len(spans), batch, n, dtype=torch.bool, device=query.device)
             for j, (rows, keys) in enumerate(spans):

@@ -9,7 +9,8 @@ each time a stage builds or loads a model, never stored in Hugging Face's config
     masked        exact reference, any mask (a DAM sample included: gradients to α)
     sdpa          the same maths on PyTorch's fused SDPA kernels (boolean masks, passed as an
                   additive float mask built once per mask and layer)
-    block_sparse  only the active key blocks (binary masks; autograd; CPU and CUDA)
+    block_sparse  only the active key blocks, or a mask's few diagonals (binary masks, and a
+                  hard block DAM sample's tiles with their gradient; CPU and CUDA)
     flex          FlexAttention (binary masks; forward-only on CPU in torch 2.13)
     auto          the fastest correct one for the mask, length, device and grad mode
 
@@ -54,6 +55,12 @@ ATTENTION_IMPLEMENTATION = "sparsebert"
 # ×0.93–0.96 for SDPA with the mask, and ×1.65 / ×1.06 / ×0.73 against ×0.68–0.74 at n = 4096).
 AUTO_MIN_SPARSE_LENGTH = 512
 AUTO_MAX_BLOCK_DENSITY = 0.45
+# auto for a hard block DAM sample, whose alternative is `masked` (the n × n float mask, every
+# score and the mask's gradient): block_sparse up to this block density. A search step of
+# model=small with the sample run block_sparse took 0.50 / 0.62 / 0.69 / 0.84 of the `masked`
+# step's time at block density 0.45 / 0.6 / 0.75 / 0.9 (n = 1024), 0.95 at 0.9 (n = 512) and 0.76
+# at 0.9 (n = 2048); 1.01–1.02 at 0.99 (one process each, 2 threads, load 2.2).
+AUTO_MAX_SAMPLE_DENSITY = 0.9
 # The held-out evaluation's attention profile works on this many bytes of [b, H, n, n] float
 # tensors at a time (scores, probabilities and the profile's masks and products).
 PROFILE_CHUNK_BYTES, PROFILE_TEMPORARIES = 256 * 2**20, 6
@@ -82,6 +89,10 @@ class AttentionMask:
     tiles: torch.Tensor | None = None
     n: int = 0  # the sequence length of the tiles' expansion
 
+    def __post_init__(self) -> None:
+        if self.tiles is not None and self.n <= 0:
+            raise ValueError("an AttentionMask of tiles needs n, the length they expand to")
+
     @property
     def dense(self) -> bool:
         """No mask: every query attends to every key."""
@@ -106,7 +117,9 @@ class AttentionMask:
         sample at its own block size, never on diagonals: its tiles take the gradient)."""
         key = ("layout", self._index(layer), block_size)
         if key not in self.cache:
-            if self.tiles is not None and block_size == self.block_size:
+            if self.tiles is not None:
+                if block_size != self.block_size:
+                    raise ValueError(f"the tiles are {self.block_size} wide, not {block_size}")
                 hard = self.layer_tiles(layer).detach() > 0.5
                 self.cache[key] = tile_layout(hard, block_size, self.n)
             else:
@@ -138,8 +151,10 @@ def check_backend(backend: str, mask_kind: str) -> None:
         )
     if mask_kind == "dam" and backend in ("sdpa", "block_sparse", "flex"):
         raise SparseBertError(
-            f"model.attention_backend={backend} cannot learn a DAM mask (α needs the gradients "
-            "of a soft mask); set model.attention_backend=auto or masked for mask=dam."
+            f"model.attention_backend={backend} cannot learn every DAM sample (α needs the "
+            "gradients of the whole soft mask; only a hard block DAM's sparse samples can run "
+            "block-sparse, which auto does step by step); set model.attention_backend=auto or "
+            "masked for mask=dam."
         )
 
 
@@ -147,10 +162,10 @@ def choose_backend(
     masks: AttentionMask, layer: int, block_size: int, dropout: float
 ) -> tuple[str, str]:
     """auto: (backend, reason) for this layer's mask, length, device and attention dropout."""
-    if masks.tiles is not None and block_size == masks.block_size:
+    if masks.tiles is not None and masks.n >= AUTO_MIN_SPARSE_LENGTH:
         # A block DAM's hard sample: its kept tiles, and their gradient, block-sparse.
         density = masks.layout(layer, block_size).block_density
-        if masks.n >= AUTO_MIN_SPARSE_LENGTH and density <= AUTO_MAX_BLOCK_DENSITY:
+        if density <= AUTO_MAX_SAMPLE_DENSITY:
             return "block_sparse", f"block DAM sample, block density {density:.2f}"
     mask = masks.layer(layer)
     if mask is None:
@@ -161,8 +176,8 @@ def choose_backend(
     if n < AUTO_MIN_SPARSE_LENGTH:
         return "sdpa", f"n={n} < {AUTO_MIN_SPARSE_LENGTH}: too short for sparsity to pay"
     layout = masks.layout(layer, block_size)
-    if layout.diagonal is not None:
-        return "block_sparse", f"{len(layout.diagonal.offsets)} diagonals on {mask.device.type}"
+    if layout.diagonal is not None and mask.device.type == "cpu":  # timed on CPU only
+        return "block_sparse", f"{len(layout.diagonal.offsets)} diagonals on cpu"
     density = layout.block_density
     if density > AUTO_MAX_BLOCK_DENSITY:
         return "sdpa", f"block density {density:.2f} > {AUTO_MAX_BLOCK_DENSITY}"

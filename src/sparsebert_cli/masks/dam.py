@@ -84,18 +84,21 @@ class DAM(nn.Module):
         }[structure]
         self.alpha = nn.Parameter(torch.full(shape, float(init)))
         positions = torch.arange(n)
-        distance = (positions[:, None] - positions[None, :]).abs()
+        distance = None  # DAM_s's Toeplitz index [n, n]
+        if structure == "structured":
+            distance = (positions[:, None] - positions[None, :]).abs()
         self.register_buffer("distance", distance, persistent=False)
         self.block_size = block_size
         kept = torch.eye(blocks, dtype=torch.bool) if keep_diagonal_blocks else None
         self.register_buffer("kept_blocks", kept, persistent=False)  # [QB, KB] always kept
-        # How many of the n × n entries each α covers (None: one each), so sums over the mask
-        # (‖M‖₁, sparsities, the target's threshold) need no n × n tensor: a distance d < n
-        # covers 2(n − d) entries (d = 0: n), a tile its rows × columns below n.
-        per_block = torch.bincount(positions // block_size, minlength=blocks).float()
+        # How many of the n × n entries each α covers (None: one each; int64, which `.half()`
+        # leaves exact), so sums over the mask (‖M‖₁, sparsities, the target's threshold) need
+        # no n × n tensor: a distance d covers 2(n − d) entries (d = 0: n), a tile its rows ×
+        # columns below n.
+        per_block = torch.bincount(positions // block_size, minlength=blocks)
         count = {
             "unstructured": None,
-            "structured": torch.bincount(distance.view(-1), minlength=n).float(),
+            "structured": torch.where(positions == 0, n, 2 * (n - positions)),
             "block": per_block[:, None] * per_block[None, :],
         }[structure]
         self.register_buffer("entry_count", count, persistent=False)
@@ -201,7 +204,7 @@ class DAM(nn.Module):
         values, inverse = torch.unique(alpha, return_inverse=True)  # ascending
         count = torch.ones_like(alpha) if self.entry_count is None else self.entry_count
         entries = torch.zeros(len(values), dtype=torch.float64, device=alpha.device)
-        entries.index_add_(0, inverse.view(-1), count.expand_as(alpha).reshape(-1).double())
+        entries.index_add_(0, inverse.view(-1), count.double().expand_as(alpha).reshape(-1))
         kept = entries.flip(0).cumsum(0).flip(0) / self.entries()  # kept at θ = values[i]
         theta = values[(kept - (1.0 - self.target.target)).abs().argmin()]
         return alpha >= theta
@@ -209,7 +212,7 @@ class DAM(nn.Module):
     def _entry_sum(self, values: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """The sum of the n × n expansion of per-α values, without expanding it."""
         values = (self._tiles(values) if self.structure == "block" else values).to(dtype)
-        return (values if self.entry_count is None else values * self.entry_count).sum()
+        return (values if self.entry_count is None else values * self.entry_count.to(dtype)).sum()
 
     def _sparsity(self, kept: torch.Tensor) -> float:
         # float64: the kept entries of a long mask pass 2²⁴, where float32 stops counting by 1
