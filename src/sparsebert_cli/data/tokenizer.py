@@ -49,14 +49,18 @@ def load_tokenizer(data_cfg, cache_dir: Path, corpus=None, source: Path | str | 
         return load_hub_tokenizer(name, cache_dir)
 
 
-def tokenizer_from_folder(path: Path):
-    """A tokenizer saved with `save_tokenizer` (or any Hugging Face tokenizer folder)."""
+def tokenizer_from_folder(
+    path: Path,
+    fix: str = "Point data.tokenizer at a folder written by save_pretrained, or use "
+    "data.tokenizer=embedded.",
+):
+    """A tokenizer saved with `save_tokenizer` (or any Hugging Face tokenizer folder); `fix`:
+    what the error for a folder without one tells the user to do."""
     from transformers import AutoTokenizer
 
     if not holds_tokenizer(Path(path)):
         raise SparseBertError(
-            f"'{path}' holds no tokenizer (neither tokenizer.json nor vocab.txt). Point "
-            "data.tokenizer at a folder written by save_pretrained, or use data.tokenizer=embedded."
+            f"'{path}' holds no tokenizer (neither tokenizer.json nor vocab.txt). {fix}"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))

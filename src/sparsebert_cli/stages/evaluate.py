@@ -93,7 +93,7 @@ def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tokenizer import holds_tokenizer, tokenizer_from_folder
+    from sparsebert_cli.data.tokenizer import tokenizer_from_folder
     from sparsebert_cli.masks.stats import sparsity_per_head
     from sparsebert_cli.modeling import load_checkpoint, read_record
 
@@ -107,13 +107,11 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         )
     task_cfg = recorded_task(info["task"], cfg.task, model_dir.parents[1])
     model.to(resolve_device(cfg.trainer))
-    if not holds_tokenizer(model_dir):  # a finetune run stores its tokenizer beside the model
-        raise SparseBertError(
-            f"{model_dir} holds no tokenizer (tokenizer.json or vocab.txt), which its finetune "
-            f"run {model_dir.parents[1]} wrote beside the model: the folder is incomplete. "
-            "Rerun that finetune, or point model.from at another finetune run."
-        )
-    tokenizer = tokenizer_from_folder(model_dir)
+    tokenizer = tokenizer_from_folder(  # a finetune run stores its tokenizer beside the model
+        model_dir,
+        fix=f"Its finetune run {model_dir.parents[1]} wrote one there: the folder is incomplete. "
+        "Rerun that finetune, or point model.from at another finetune run.",
+    )
     # An embedded task's folds are dealt with the finetune run's seed: its dev set, not ours
     # (a checkpoint from before the seed was recorded: this run's).
     task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), info.get("seed", cfg.seed))
