@@ -23,9 +23,14 @@ TRAINING_TARGET, DAM_TARGET = 2.5, 1.15
 DAM_LONG = {"ns": (1024, 2048), "model": "small", "batch": 1, "repeats": 3}
 DAM_LONG_QUICK = {"ns": (256,), "model": "tiny", "batch": 1, "repeats": 1}
 DAM_LONG_STRUCTURES, DAM_LONG_TARGET = ("structured", "block"), 1.3
-# The steady state of a block search steered to 90 % sparsity: each tile kept with probability
-# 0.1 (α = logit 0.1; diagonal tiles kept), against pre-training with such a fixed mask.
+# The steady state of a search steered to 90 % sparsity: each tile (block DAM; diagonal tiles
+# kept) or distance (DAM_s) kept with probability 0.1 (α = logit 0.1), against pre-training with
+# such a fixed mask.
 DAM_LONG_KEEP = 0.1
+# A DAM_s search that has settled on the window band (kept near the diagonal, as the paper finds
+# its masks): α = 4 up to the window mask's width, −8 beyond (a far distance kept with
+# probability σ(−8) ≈ 3·10⁻⁴ per head and step), against pre-training with that window.
+DAM_LONG_BAND_ALPHA = (4.0, -8.0)
 
 
 def _settings(quick: bool) -> dict:
@@ -257,12 +262,17 @@ def run_dam(device: torch.device, quick: bool) -> dict:
     return {"setup": setup, "timings": timings, "checks": checks, "details_md": details}
 
 
-def run_dam_long(device: torch.device, quick: bool) -> dict:
-    """Issue 18, item 4: the search step at long n — DAM_s and block DAM (DAM_u is refused there
-    with its memory estimate) at α = 0 (half the entries kept) against a pretrain step of the
-    same model with a fixed window mask (auto → block_sparse); and a block search at 90 %
-    sparsity (its hard samples run block-sparse) against pre-training with a fixed mask of that
-    density. Batch 1, 15 % of the positions predicted."""
+def _scattered_distances(n: int, heads: int, keep: float) -> torch.Tensor:
+    """bool [heads, n, n]: each head keeps each distance |i − j| with probability `keep`
+    (seeded), a DAM_s sample's shape."""
+    from sparsebert_cli.attention.diagonal import expand_distances
+
+    kept = torch.rand(heads, n, generator=torch.Generator().manual_seed(0)) < keep
+    return expand_distances(kept, n)
+
+
+def _dam_long_steps(model_cfg, fixed_cfg, n: int, inputs: dict, device: torch.device) -> dict:
+    """dam_long's candidates at length n: {name: one step}."""
     import math
 
     from omegaconf import OmegaConf
@@ -271,65 +281,114 @@ def run_dam_long(device: torch.device, quick: bool) -> dict:
     from sparsebert_cli.masks.config import MaskConfig
     from sparsebert_cli.masks.source import MaskSource
 
+    logit = math.log(DAM_LONG_KEEP / (1 - DAM_LONG_KEEP))
+    heads, block_size = model_cfg.num_heads, model_cfg.block_size
+
+    def fixed(mask: torch.Tensor | None):
+        source = (
+            _source(model_cfg, fixed_cfg, n)
+            if mask is None
+            else MaskSource("fixed", mask=mask[None])
+        )
+        return _step(_sparsebert(model_cfg, source, device), inputs)
+
+    def search(alpha: torch.Tensor | None = None, backend: str = "auto", **mask):
+        dam_cfg = OmegaConf.merge(load_conf("mask", "dam", MaskConfig), {"seq_len": n, **mask})
+        cfg = OmegaConf.merge(model_cfg, {"attention_backend": backend})
+        source = _source(cfg, dam_cfg, n)
+        if alpha is not None:
+            with torch.no_grad():
+                source.dam.alpha.copy_(alpha.expand_as(source.dam.alpha))
+        return _search_step(_sparsebert(cfg, source, device), inputs, dam_cfg)
+
+    steps = {"pretrain_fixed": fixed(None)}
+    for structure in DAM_LONG_STRUCTURES:
+        steps[f"search_{structure}"] = search(structure=structure)
+    steps["pretrain_tiles_90"] = fixed(scattered_tiles(n, heads, block_size, DAM_LONG_KEEP))
+    steps["search_block_90"] = search(structure="block", keep_diagonal_blocks=True, init=logit)
+    steps["pretrain_distances_90"] = fixed(_scattered_distances(n, heads, DAM_LONG_KEEP))
+    steps["search_structured_90"] = search(structure="structured", init=logit)
+    band = torch.full((n,), DAM_LONG_BAND_ALPHA[1])
+    band[: fixed_cfg.window + 1] = DAM_LONG_BAND_ALPHA[0]
+    for backend in ("auto", "masked"):
+        suffix = "" if backend == "auto" else "_masked"
+        steps[f"search_structured_band{suffix}"] = search(band, backend, structure="structured")
+    return steps
+
+
+def run_dam_long(device: torch.device, quick: bool) -> dict:
+    """Issue 18, item 4: the search step at long n — DAM_s and block DAM (DAM_u is refused there
+    with its memory estimate) at α = 0 (half the entries kept) against a pretrain step of the
+    same model with a fixed window mask (auto → block_sparse); and searches at 90 % sparsity
+    (hard samples run block-sparse: a block DAM's tiles, a DAM_s's distances) against
+    pre-training with a fixed mask of that shape and density, the DAM_s also on the `masked`
+    backend (its path before the sparse kernels took its samples). Batch 1, 15 % of the
+    positions predicted."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.attention.interface import AUTO_MAX_SAMPLE_DENSITY
+    from sparsebert_cli.masks.config import MaskConfig
+
     settings = DAM_LONG_QUICK if quick else DAM_LONG
     base = _model_cfg(settings["model"])
     fixed_cfg = load_conf("mask", "window", MaskConfig)
+    # each search at 90 % sparsity against pre-training with a fixed mask like its samples
+    peers = {
+        "search_block_90": "pretrain_tiles_90",
+        "search_structured_90": "pretrain_distances_90",
+    }
     timings, checks, rows = {}, [], []
     for n in settings["ns"]:
         model_cfg = OmegaConf.merge(base, {"max_position_embeddings": n})
         batch = _batch(settings["batch"], device, n, int(0.15 * n))
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        fixed = _sparsebert(model_cfg, _source(model_cfg, fixed_cfg, n), device)
-        candidates = {"pretrain_fixed": _step(fixed, inputs)}
-        dam = load_conf("mask", "dam", MaskConfig)
-        for structure in DAM_LONG_STRUCTURES:
-            dam_cfg = OmegaConf.merge(dam, {"structure": structure, "seq_len": n})
-            search = _sparsebert(model_cfg, _source(model_cfg, dam_cfg, n), device)
-            candidates[f"search_{structure}"] = _search_step(search, inputs, dam_cfg)
-        sparse = scattered_tiles(n, model_cfg.num_heads, model_cfg.block_size, DAM_LONG_KEEP)
-        fixed_sparse = _sparsebert(model_cfg, MaskSource("fixed", mask=sparse[None]), device)
-        candidates["pretrain_fixed_90"] = _step(fixed_sparse, inputs)
-        at_target = OmegaConf.merge(dam, {
-            "structure": "block", "seq_len": n, "keep_diagonal_blocks": True,
-            "init": math.log(DAM_LONG_KEEP / (1 - DAM_LONG_KEEP)),
-        })  # fmt: skip
-        search = _sparsebert(model_cfg, _source(model_cfg, at_target, n), device)
-        candidates["search_block_90"] = _search_step(search, inputs, at_target)
+        candidates = _dam_long_steps(model_cfg, fixed_cfg, n, inputs, device)
         measured = timings[str(n)] = compare(candidates, device, settings["repeats"])
         fixed_s = measured["pretrain_fixed"]["median_s"]
         for name, t in measured.items():
-            peer = "pretrain_fixed_90" if name.endswith("_90") else "pretrain_fixed"
+            peer = peers.get(name, "pretrain_fixed")
             rows.append([n, name, t["median_s"], f"{t['min_s']:.3f}–{t['max_s']:.3f}",
                          t["median_s"] / fixed_s, t["median_s"] / measured[peer]["median_s"]])  # fmt: skip
+        model = f"n={n} (model={settings['model']})"
         for structure in DAM_LONG_STRUCTURES:
             checks.append(
                 check(
-                    f"{structure} DAM search step at α = 0 / window-mask pretrain step, n={n} "
-                    f"(model={settings['model']})",
+                    f"{structure} DAM search step at α = 0 / window-mask pretrain step, {model}",
                     measured[f"search_{structure}"]["median_s"] / fixed_s,
                     "≤",
                     DAM_LONG_TARGET,
                 )
             )
-        checks.append(
-            check(
-                f"block DAM search step at 90 % sparsity / pretrain step with a fixed 10 % tile "
-                f"mask, n={n} (model={settings['model']})",
-                measured["search_block_90"]["median_s"] / measured["pretrain_fixed_90"]["median_s"],
-                "≤",
-                DAM_LONG_TARGET,
+        for name, what in (
+            ("search_block_90", "block DAM search step at 90 % sparsity / pretrain step with a "
+             "fixed 10 % tile mask"),
+            ("search_structured_90", "structured DAM search step at 90 % sparsity (random "
+             "distances) / pretrain step with a fixed mask of 10 % of the distances"),
+            ("search_structured_band", "structured DAM search step settled on the window band "
+             "/ window-mask pretrain step"),
+        ):  # fmt: skip
+            ratio = (
+                measured[name]["median_s"] / measured[peers.get(name, "pretrain_fixed")]["median_s"]
             )
-        )
+            checks.append(check(f"{what}, {model}", ratio, "≤", DAM_LONG_TARGET))
     details = (
         f"Model: conf/model/{settings['model']}.yaml, vocabulary {VOCAB:,}, batch "
         f"{settings['batch']}. search_structured / search_block: mask=dam with "
         f"structure=structured (DAM_s) or block (model.block_size tiles) at α = 0 (half the "
-        f"entries kept), λ·‖M‖₁; auto → masked for DAM_s (gradients to every α), block_sparse "
-        f"from its tiles for the block DAM's hard samples; pretrain_fixed: "
-        f"mask=window (window {fixed_cfg.window}), auto → block_sparse. search_block_90: a block "
-        f"DAM with α = logit {DAM_LONG_KEEP} (a search steered to 90 % sparsity; diagonal tiles "
-        f"kept); pretrain_fixed_90: "
-        f"a fixed mask of tiles kept with probability {DAM_LONG_KEEP} (and the diagonal ones).\n\n"
+        f"entries kept), λ·‖M‖₁; auto → block_sparse from the block DAM's tiles (block density "
+        f"about 0.5), masked for the DAM_s (half its distances touch every tile); "
+        f"pretrain_fixed: mask=window (window {fixed_cfg.window}), auto → block_sparse. "
+        f"search_block_90 / search_structured_90: α = logit {DAM_LONG_KEEP} for every tile / "
+        f"distance (a search steered to 90 % sparsity; a block DAM keeps its diagonal tiles), "
+        f"auto → block_sparse from the hard sample's tiles / distances (tile or diagonal kernel, "
+        f"whichever its layout prices lower, up to block density {AUTO_MAX_SAMPLE_DENSITY}: the "
+        f"DAM_s's random distances touch every tile, so it runs `masked`); "
+        f"search_structured_band: a DAM_s with α = {DAM_LONG_BAND_ALPHA[0]:g} up to distance "
+        f"{fixed_cfg.window} and {DAM_LONG_BAND_ALPHA[1]:g} beyond (a search settled on the "
+        f"window band), auto; _masked: the same on model.attention_backend=masked (the n × n "
+        f"float mask and its gradient, the path every DAM_s sample took before); "
+        f"pretrain_tiles_90 / pretrain_distances_90: a fixed mask of tiles (and the diagonal "
+        f"ones) / of distances per head kept with probability {DAM_LONG_KEEP}, auto.\n\n"
         + markdown_table(
             ["n", "step", "median s", "min–max s", "/ window step", "/ its fixed peer"], rows
         )

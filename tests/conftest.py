@@ -87,6 +87,37 @@ def tiny_model(**overrides):
     return ModelConfig(**{**fields, "dropout": 0.0, "attention_dropout": 0.0, **overrides})
 
 
+def dam_search_step(cfg, backend: str, frozen: bool = False, alpha=None):
+    """One training forward and backward of a tiny model (2 layers, 2 heads, tiles of 32)
+    searching the DAM of mask config `cfg` at n = cfg.seq_len, α set to `alpha` if given; the
+    Gumbel noise and the weights seeded alike for every backend, a padded example (over part of
+    a tile). frozen: the encoder takes no gradient (the search protocol's mask.encoder_lr=0).
+    Returns the loss and every parameter's gradient."""
+    import torch
+
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_pretraining_model
+
+    n = cfg.seq_len
+    model_cfg = tiny_model(attention_backend=backend, block_size=32)
+    model_cfg.max_position_embeddings = n
+    torch.manual_seed(0)
+    source = MaskSource.from_config(cfg, heads=2, layers=2, n=n, block_size=32)
+    if alpha is not None:
+        with torch.no_grad():
+            source.dam.alpha.copy_(alpha.expand_as(source.dam.alpha))
+    model = build_pretraining_model(model_cfg, source, vocab_size=50, nsp=False).train()
+    model.bert.requires_grad_(not frozen)
+    ids = torch.randint(5, 50, (2, n), generator=torch.Generator().manual_seed(1))
+    attention = torch.ones(2, n, dtype=torch.long)
+    attention[1, n - 70 :] = 0
+    positions = torch.arange(0, n, 7)[None].expand(2, -1)
+    out = model(ids, attention, masked_lm_positions=positions, masked_lm_ids=ids[:, ::7],
+                masked_lm_weights=torch.ones(positions.shape))  # fmt: skip
+    out.loss.backward()
+    return out.loss.detach(), {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded WordPiece tokenizer (in-process data tests)."""

@@ -84,29 +84,11 @@ def test_block_density_is_one_minus_sparsity_and_auto_trains_with_block_sparse()
 
 
 def search_step(backend: str, n: int, frozen: bool, **mask) -> tuple[torch.Tensor, dict]:
-    """One training forward and backward of a tiny model searching a block DAM (about 80 % of
-    its tiles dropped; tiles of 32); the Gumbel noise and the weights seeded alike for every
-    backend. frozen: the encoder takes no gradient (the search protocol's mask.encoder_lr=0)."""
-    from conftest import tiny_model
-
-    from sparsebert_cli.masks.source import MaskSource
-    from sparsebert_cli.modeling import build_pretraining_model
+    """A search step of a block DAM with about 80 % of its tiles dropped (tiles of 32)."""
+    from conftest import dam_search_step
 
     cfg = MaskConfig(name="dam", structure="block", seq_len=n, init=-1.4, **mask)
-    model_cfg = tiny_model(attention_backend=backend, block_size=32)
-    model_cfg.max_position_embeddings = n
-    torch.manual_seed(0)
-    source = MaskSource.from_config(cfg, heads=2, layers=2, n=n, block_size=32)
-    model = build_pretraining_model(model_cfg, source, vocab_size=50, nsp=False).train()
-    model.bert.requires_grad_(not frozen)
-    ids = torch.randint(5, 50, (2, n), generator=torch.Generator().manual_seed(1))
-    attention = torch.ones(2, n, dtype=torch.long)
-    attention[1, n - 70 :] = 0  # padding, over part of a tile
-    positions = torch.arange(0, n, 7)[None].expand(2, -1)
-    out = model(ids, attention, masked_lm_positions=positions, masked_lm_ids=ids[:, ::7],
-                masked_lm_weights=torch.ones(positions.shape))  # fmt: skip
-    out.loss.backward()
-    return out.loss.detach(), {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    return dam_search_step(cfg, backend, frozen)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,11 @@ memory scale with the number of active tiles, i.e. with the block density.
 A mask whose entries lie on a few diagonals (LogSparse: one diagonal per far tile) wastes most of
 each tile; its layout carries a `DiagonalLayout` instead when that costs less (diagonal.py), and
 the kernel computes the diagonals only.
+
+A hard DAM sample (exactly 0/1) runs as the mask of its kept entries, and its values take the
+gradient `masked_attention` gives the n × n float mask (1 − M)·(−c): c·∂L/∂score summed over
+the entries each α covers, a block DAM's tiles or a DAM_s's distances. A dropped entry has
+probability e^(−c) = 0, hence no gradient, so the computed entries are all that count.
 """
 
 import math
@@ -321,7 +326,7 @@ class _BlockSparseAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, layout, padded_keys, scaling, dropout_p, tiles):
+    def forward(ctx, query, key, value, layout, padded_keys, scaling, dropout_p, tiles, distances):
         batch, total, size, dim = query.shape
         fill = masked_score(query.dtype)
         saved, found = [], []
@@ -367,12 +372,13 @@ class _BlockSparseAttention(torch.autograd.Function):
                 result = out
             else:
                 result.index_copy_(1, group.rows, out)
-            if any(ctx.needs_input_grad[:3]) or ctx.needs_input_grad[7]:  # inference: nothing
+            if any(ctx.needs_input_grad[:3]) or any(ctx.needs_input_grad[7:]):  # inference: none
                 saved.append((q, k, v, probs, weights, drop, empty))
         if found and bool(torch.stack(found).any()):
             warn_empty_rows()
         ctx.layout, ctx.scaling, ctx.dropout_p, ctx.saved = layout, scaling, dropout_p, saved
         ctx.shape = query.shape
+        ctx.distances = None if distances is None else (distances.shape, distances.dtype)
         return result
 
     @staticmethod
@@ -387,6 +393,9 @@ class _BlockSparseAttention(torch.autograd.Function):
         grid = None  # the tiles' gradient, when a block DAM sample needs one
         if ctx.needs_input_grad[7]:
             grid = grad.new_zeros(total * layout.query_blocks, dtype=torch.float32)
+        per_distance = None  # the distances' gradient [H·n], when a DAM_s sample needs one
+        if ctx.needs_input_grad[8]:
+            per_distance = grad.new_zeros(ctx.distances[0].numel(), dtype=torch.float32)
         if need_q and not single:
             make = grad.new_zeros if layout.idle_blocks else grad.new_empty
             grad_q = make(batch, total, size, dim)
@@ -409,6 +418,8 @@ class _BlockSparseAttention(torch.autograd.Function):
             grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             if grid is not None:
                 _add_tile_gradient(grid, group, grad_scores, layout.query_blocks)
+            if per_distance is not None:
+                _add_distance_gradient(per_distance, group, grad_scores, layout)
             if need_q:
                 dq = _scaled_bmm(grad_scores, k, scaling).view(batch, rows, size, dim)
                 if single:
@@ -424,10 +435,13 @@ class _BlockSparseAttention(torch.autograd.Function):
             grad_k = grad_kv[0].view(batch, total, size, dim)
         if need_v:
             grad_v = grad_kv[1].view(batch, total, size, dim)
-        grad_tiles = None
+        grad_tiles = grad_distances = None
         if grid is not None:
             grad_tiles = grid.view(-1, layout.query_blocks, layout.query_blocks) * MASK_PENALTY
-        return grad_q, grad_k, grad_v, None, None, None, None, grad_tiles
+        if per_distance is not None:
+            shape, dtype = ctx.distances
+            grad_distances = (per_distance.view(shape) * MASK_PENALTY).to(dtype)
+        return grad_q, grad_k, grad_v, None, None, None, None, grad_tiles, grad_distances
 
 
 def _add_tile_gradient(
@@ -445,6 +459,23 @@ def _add_tile_gradient(
     grid.index_add_(0, (group.rows[:, None] * blocks + key_blocks).view(-1), sums.view(-1))
 
 
+def _add_distance_gradient(
+    grid: torch.Tensor, group: BlockGroup, grad_scores: torch.Tensor, layout: BlockLayout
+) -> None:
+    """Add one group's score gradients [B·R, bs, K·piece], summed per distance |i − j|, to grid
+    [H·n] (head h, distance d). Entries off the sequence or outside M have gradient 0."""
+    rows, size, piece, n = len(group.rows), layout.block_size, layout.piece, layout.n
+    sums = grad_scores.view(-1, rows, size, grad_scores.shape[-1]).float().sum(dim=0)
+    blocks = layout.query_blocks
+    pieces = blocks * size // piece
+    inside = torch.arange(size, device=sums.device)
+    query = (group.rows % blocks)[:, None] * size + inside  # [R, bs]
+    key = (group.key_blocks.view(rows, -1) % pieces)[..., None] * piece + inside[:piece]
+    distance = (key.view(rows, 1, -1) - query[..., None]).abs_().clamp_(max=n - 1)
+    head = torch.div(group.rows, blocks, rounding_mode="floor")
+    grid.index_add_(0, (head[:, None, None] * n + distance).view(-1), sums.view(-1))
+
+
 def block_sparse_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -454,19 +485,21 @@ def block_sparse_attention(
     scaling: float,
     dropout_p: float = 0.0,
     tiles: torch.Tensor | None = None,
+    distances: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(Q Kᵀ·scaling masked by M and padding) V over the active tiles only.
 
     query/key/value: [B, H, n, d]; key_padding: bool [B, n], True = padding, or None.
-    Returns [B, H, n, d]; equals dense masked attention wherever M allows. tiles: a block DAM's
-    hard sample [H, QB, QB] (exactly 0/1, `layout` = `tile_layout` of it) that receives the
-    gradient `masked_attention` would give its n × n expansion.
+    Returns [B, H, n, d]; equals dense masked attention wherever M allows. A hard DAM sample
+    receives the gradient `masked_attention` would give its n × n expansion: tiles, a block
+    DAM's [H, QB, QB] (`layout` = `tile_layout` of it), or distances, a DAM_s's [H, n]
+    (`layout` = `block_layout` of its expansion).
     """
     if tiles is not None and (layout.diagonal is not None or layout.piece != layout.block_size):
         raise ValueError("tiles take their gradient from whole-tile groups: use tile_layout")
     if layout.diagonal is not None:
         return diagonal_attention(
-            query, key, value, layout.diagonal, key_padding, scaling, dropout_p
+            query, key, value, layout.diagonal, key_padding, scaling, dropout_p, distances
         )
     batch, heads, n, dim = query.shape
     size, total = layout.block_size, heads * layout.query_blocks
@@ -484,5 +517,7 @@ def block_sparse_attention(
             warn_empty_rows()
     elif layout.empty_queries is not None:
         warn_empty_rows()
-    out = _BlockSparseAttention.apply(*blocks, layout, padded_keys, scaling, dropout_p, tiles)
+    out = _BlockSparseAttention.apply(
+        *blocks, layout, padded_keys, scaling, dropout_p, tiles, distances
+    )
     return out.view(batch, heads, -1, dim)[:, :, :n]

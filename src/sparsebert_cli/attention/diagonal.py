@@ -12,13 +12,17 @@ diagonals is exact, one head's diagonals differing from another's included. The 
 over the m diagonals; a query with no allowed key gets a zero output (the empty-row rule,
 masks/empty_rows.py). The backward pass is written out: four shifted multiply-adds per diagonal
 and the softmax's, no [n, m, d] gathers.
+
+A DAM_s sample (one 0/1 value per head and distance |i − j|, hard) is a mask on diagonals: the
+kernel runs it from its layout and gives each distance the gradient `masked_attention` gives the
+n × n expansion, c·∂L/∂score summed over the distance's two diagonals.
 """
 
 from dataclasses import dataclass, field
 
 import torch
 
-from sparsebert_cli.attention.masked import masked_score
+from sparsebert_cli.attention.masked import MASK_PENALTY, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
 OFFSET_CHUNK = 2**22  # entries of M read at a time while listing its diagonals
@@ -42,6 +46,18 @@ class DiagonalLayout:
             bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
             self._bias[key] = bias.masked_fill_(~allowed, masked_score(dtype))[:, None]
         return self._bias[key]
+
+
+def distance_index(n: int, device: torch.device | None = None) -> torch.Tensor:
+    """D[i, j] = |i − j| as a long [n, n] tensor."""
+    positions = torch.arange(n, device=device)
+    return (positions[:, None] - positions[None, :]).abs()
+
+
+def expand_distances(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Values per distance [..., n] → the symmetric Toeplitz mask [..., n, n] (entry (i, j)
+    takes the value of distance |i − j|)."""
+    return values[..., distance_index(n, values.device)]
 
 
 def mask_offsets(mask: torch.Tensor, most: float) -> torch.Tensor | None:
@@ -86,10 +102,12 @@ class _DiagonalAttention(torch.autograd.Function):
     """softmax over the diagonals of (q_i · k_(i+D))·scaling + bias, weights times v_(i+D).
 
     query/key/value [B, H, n, d] contiguous; scores and probabilities are [m, B, H, n].
+    `distances` (a DAM_s sample [H, n], or None) only takes a gradient: its kept distances are
+    the layout's diagonals.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, layout, key_padding, scaling, dropout_p):
+    def forward(ctx, query, key, value, layout, key_padding, scaling, dropout_p, distances):
         batch, heads, n, dim = query.shape
         spans = _spans(layout.offsets, n)
         fill = masked_score(query.dtype)
@@ -123,6 +141,8 @@ class _DiagonalAttention(torch.autograd.Function):
             out.masked_fill_(empty[..., None], 0.0)
         ctx.save_for_backward(query, key, value, probs, weights, drop)
         ctx.spans, ctx.scaling, ctx.dropout_p, ctx.empty = spans, scaling, dropout_p, empty
+        ctx.offsets = layout.offsets
+        ctx.distances = None if distances is None else (distances.shape, distances.dtype)
         return out
 
     @staticmethod
@@ -143,13 +163,20 @@ class _DiagonalAttention(torch.autograd.Function):
             )
         # masked entries have probability 0, so their score gradient is 0
         grad_scores = torch.ops.aten._softmax_backward_data(grad_weights, probs, 0, probs.dtype)
+        grad_distances = None
+        if ctx.needs_input_grad[7]:  # c·∂L/∂score summed per distance |D|, as masked_attention
+            sums = grad_scores.float().sum(dim=(1, 3))  # [m, H]
+            distance = torch.tensor(ctx.offsets, device=sums.device).abs()
+            shape, dtype = ctx.distances
+            grid = sums.new_zeros(shape).index_add_(1, distance, sums.T)  # [H, n]
+            grad_distances = (grid * MASK_PENALTY).to(dtype)
         grad_scores.mul_(scaling)
         grad_query, grad_key = torch.zeros_like(query), torch.zeros_like(key)
         for j, (rows, keys) in enumerate(spans):
             g = grad_scores[j, :, :, rows, None]
             grad_query[:, :, rows].addcmul_(g, key[:, :, keys])
             grad_key[:, :, keys].addcmul_(g, query[:, :, rows])
-        return grad_query, grad_key, grad_value, None, None, None, None
+        return grad_query, grad_key, grad_value, None, None, None, None, grad_distances
 
 
 def diagonal_attention(
@@ -160,11 +187,16 @@ def diagonal_attention(
     key_padding: torch.Tensor | None,
     scaling: float,
     dropout_p: float = 0.0,
+    distances: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(Q Kᵀ·scaling masked by M and padding) V over M's diagonals only.
 
     query/key/value: [B, H, n, d]; key_padding: bool [B, n], True = padding, or None.
-    Returns [B, H, n, d]; equals dense masked attention wherever M allows.
+    Returns [B, H, n, d]; equals dense masked attention wherever M allows. distances: a DAM_s
+    hard sample [H, n] (exactly 0/1, `layout` built from its expansion) that receives the
+    gradient `masked_attention` would give its n × n expansion.
     """
     query, key, value = (x.contiguous() for x in (query, key, value))
-    return _DiagonalAttention.apply(query, key, value, layout, key_padding, scaling, dropout_p)
+    return _DiagonalAttention.apply(
+        query, key, value, layout, key_padding, scaling, dropout_p, distances
+    )

@@ -10,7 +10,7 @@ each time a stage builds or loads a model, never stored in Hugging Face's config
     sdpa          the same maths on PyTorch's fused SDPA kernels (boolean masks, passed as an
                   additive float mask built once per mask and layer)
     block_sparse  only the active key blocks, or a mask's few diagonals (binary masks, and a
-                  hard block DAM sample's tiles with their gradient; CPU and CUDA)
+                  hard block DAM or DAM_s sample with its gradient; CPU and CUDA)
     flex          FlexAttention (binary masks; forward-only on CPU in torch 2.13)
     auto          the fastest correct one for the mask, length, device and grad mode
 
@@ -33,6 +33,7 @@ from sparsebert_cli.attention.block_sparse import (
     expand_tiles,
     tile_layout,
 )
+from sparsebert_cli.attention.diagonal import expand_distances
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
 from sparsebert_cli.attention.masked import (
     SdpaMask,
@@ -71,14 +72,14 @@ class AttentionMask:
     """M for one forward pass of the model, handed to every layer.
 
     values: [L or 1, H, n, n] (one mask shared by all layers when L = 1), bool for a fixed or
-    binarized mask, float 0/1 for a DAM sample; None for dense attention. A block DAM's hard
-    sample comes as `tiles` [L or 1, H, QB, QB] (float, exactly 0/1, tiles of `block_size`) with
-    `values` None until a backend asks for the n × n mask (`layer` expands it once): the
-    block-sparse kernel runs the sample from its tiles and gives them their gradient. The block
-    tables of each layer are built on first use and kept as long as this object (a fixed mask
-    keeps it across batches). `logged` holds the auto choices already logged by the model.
-    `backend` and `block_size` are model.attention_backend and model.block_size of the stage
-    that runs it.
+    binarized mask, float 0/1 for a DAM sample; None for dense attention. A hard DAM sample
+    (float, exactly 0/1) may come per α instead, with `values` None until a backend asks for the
+    n × n mask (`layer` expands it once): a block DAM's as `tiles` [L or 1, H, QB, QB] (tiles of
+    `block_size`), a DAM_s's as `distances` [L or 1, H, n]; the block-sparse kernel runs such a
+    sample from its layout and gives its values their gradient. The block tables of each layer
+    are built on first use and kept as long as this object (a fixed mask keeps it across
+    batches). `logged` holds the auto choices already logged by the model. `backend` and
+    `block_size` are model.attention_backend and model.block_size of the stage that runs it.
     """
 
     values: torch.Tensor | None
@@ -87,41 +88,60 @@ class AttentionMask:
     block_size: int = ModelConfig.block_size
     cache: dict[tuple, object] = field(default_factory=dict)
     tiles: torch.Tensor | None = None
-    n: int = 0  # the sequence length of the tiles' expansion
+    distances: torch.Tensor | None = None
+    n: int = 0  # the sequence length of a per-α sample's expansion
 
     def __post_init__(self) -> None:
-        if self.tiles is not None and self.n <= 0:
-            raise ValueError("an AttentionMask of tiles needs n, the length they expand to")
+        if self.tiles is not None and self.distances is not None:
+            raise ValueError("an AttentionMask holds tiles or distances, not both")
+        if self.per_alpha is not None and self.n <= 0:
+            raise ValueError("an AttentionMask of a per-α sample needs n, the length it expands to")
+
+    @property
+    def per_alpha(self) -> torch.Tensor | None:
+        """The hard DAM sample per α (tiles or distances), or None."""
+        return self.tiles if self.tiles is not None else self.distances
 
     @property
     def dense(self) -> bool:
         """No mask: every query attends to every key."""
-        return self.values is None and self.tiles is None
+        return self.values is None and self.per_alpha is None
 
     def _index(self, layer: int) -> int:
-        stacked = self.values if self.tiles is None else self.tiles
+        stacked = self.values if self.per_alpha is None else self.per_alpha
         return layer if stacked.shape[0] > 1 else 0
 
     def layer(self, layer: int) -> torch.Tensor | None:
         """M of one layer: [H, n, n], or None for dense attention."""
         if self.values is None and self.tiles is not None:
             self.values = expand_tiles(self.tiles, self.block_size, self.n)
+        if self.values is None and self.distances is not None:
+            self.values = expand_distances(self.distances, self.n)
         return None if self.values is None else self.values[self._index(layer)]
 
-    def layer_tiles(self, layer: int) -> torch.Tensor | None:
-        """A block DAM sample's tiles of one layer, [H, QB, QB], or None."""
-        return None if self.tiles is None else self.tiles[self._index(layer)]
+    def layer_sample(self, layer: int) -> dict[str, torch.Tensor]:
+        """A per-α sample of one layer as the block-sparse kernel's keyword: {"tiles": [H, QB,
+        QB]} or {"distances": [H, n]}; empty without one."""
+        if self.tiles is not None:
+            return {"tiles": self.tiles[self._index(layer)]}
+        if self.distances is not None:
+            return {"distances": self.distances[self._index(layer)]}
+        return {}
 
     def layout(self, layer: int, block_size: int) -> BlockLayout:
         """The block index table of one layer's M (built once; from the tiles of a block DAM
-        sample at its own block size, never on diagonals: its tiles take the gradient)."""
+        sample at its own block size, never on diagonals: its tiles take the gradient; from the
+        kept distances of a DAM_s sample)."""
         key = ("layout", self._index(layer), block_size)
         if key not in self.cache:
             if self.tiles is not None:
                 if block_size != self.block_size:
                     raise ValueError(f"the tiles are {self.block_size} wide, not {block_size}")
-                hard = self.layer_tiles(layer).detach() > 0.5
+                hard = self.tiles[self._index(layer)].detach() > 0.5
                 self.cache[key] = tile_layout(hard, block_size, self.n)
+            elif self.distances is not None:
+                kept = self.distances[self._index(layer)].detach() > 0.5
+                self.cache[key] = block_layout(expand_distances(kept, self.n), block_size)
             else:
                 self.cache[key] = block_layout(self.layer(layer), block_size)
         return self.cache[key]
@@ -152,8 +172,8 @@ def check_backend(backend: str, mask_kind: str) -> None:
     if mask_kind == "dam" and backend in ("sdpa", "block_sparse", "flex"):
         raise SparseBertError(
             f"model.attention_backend={backend} cannot learn every DAM sample (α needs the "
-            "gradients of the whole soft mask; only a hard block DAM's sparse samples can run "
-            "block-sparse, which auto does step by step); set model.attention_backend=auto or "
+            "gradients of the whole soft mask; only the sparse hard samples of a block DAM or a "
+            "DAM_s can run block-sparse, which auto does step by step); set model.attention_backend=auto or "
             "masked for mask=dam."
         )
 
@@ -162,11 +182,14 @@ def choose_backend(
     masks: AttentionMask, layer: int, block_size: int, dropout: float
 ) -> tuple[str, str]:
     """auto: (backend, reason) for this layer's mask, length, device and attention dropout."""
-    if masks.tiles is not None and masks.n >= AUTO_MIN_SPARSE_LENGTH:
-        # A block DAM's hard sample: its kept tiles, and their gradient, block-sparse.
-        density = masks.layout(layer, block_size).block_density
-        if density <= AUTO_MAX_SAMPLE_DENSITY:
-            return "block_sparse", f"block DAM sample, block density {density:.2f}"
+    if masks.per_alpha is not None and masks.n >= AUTO_MIN_SPARSE_LENGTH:
+        # A hard DAM sample per α: its kept entries, and their values' gradient, block-sparse.
+        kind = "block DAM" if masks.tiles is not None else "DAM_s"
+        layout = masks.layout(layer, block_size)
+        if layout.diagonal is not None:
+            return "block_sparse", f"{kind} sample, {len(layout.diagonal.offsets)} diagonals"
+        if layout.block_density <= AUTO_MAX_SAMPLE_DENSITY:
+            return "block_sparse", f"{kind} sample, block density {layout.block_density:.2f}"
     mask = masks.layer(layer)
     if mask is None:
         return "sdpa", "dense mask"
@@ -236,10 +259,10 @@ def sparse_attention_forward(
         prepared = None if mask is None else masks.sdpa_mask(layer, query.dtype)
         out = sdpa_attention(query, key, value, mask, key_padding, scaling, dropout, prepared)
     elif backend == "block_sparse":
-        layout, tiles = masks.layout(layer, block_size), masks.layer_tiles(layer)
         out = block_sparse_attention(
-            query, key, value, layout, key_padding, scaling, dropout, tiles=tiles
-        )
+            query, key, value, masks.layout(layer, block_size), key_padding, scaling, dropout,
+            **masks.layer_sample(layer),
+        )  # fmt: skip
     else:
         if needs_grad and query.device.type == "cpu":
             raise SparseBertError(

@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from sparsebert_cli.attention.block_sparse import expand_tiles
+from sparsebert_cli.attention.diagonal import expand_distances
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import MaskConfig
 
@@ -84,10 +85,6 @@ class DAM(nn.Module):
         }[structure]
         self.alpha = nn.Parameter(torch.full(shape, float(init)))
         positions = torch.arange(n)
-        distance = None  # DAM_s's Toeplitz index [n, n]
-        if structure == "structured":
-            distance = (positions[:, None] - positions[None, :]).abs()
-        self.register_buffer("distance", distance, persistent=False)
         self.block_size = block_size
         kept = torch.eye(blocks, dtype=torch.bool) if keep_diagonal_blocks else None
         self.register_buffer("kept_blocks", kept, persistent=False)  # [QB, KB] always kept
@@ -138,7 +135,7 @@ class DAM(nn.Module):
         [L, H, QB, KB] → tiles (diagonal tiles set to 1 with keep_diagonal_blocks); unstructured
         values pass through."""
         if self.structure == "structured":
-            return values[..., self.distance]
+            return expand_distances(values, self.n)
         if self.structure == "block":
             return expand_tiles(self._tiles(values), self.block_size, self.n)
         return values
@@ -160,6 +157,10 @@ class DAM(nn.Module):
     def sample_tiles(self) -> torch.Tensor:
         """A block DAM's sample per tile: float [L, H, QB, KB] (`sample` is its expansion)."""
         return self._tiles(self._sample_alpha())
+
+    def sample_distances(self) -> torch.Tensor:
+        """A DAM_s's sample per distance: float [L, H, n] (`sample` is its expansion)."""
+        return self._sample_alpha()
 
     def _sample_alpha(self) -> torch.Tensor:
         """One Gumbel-sigmoid value per α (exactly 0/1 when `hard`, gradients to α)."""

@@ -16,14 +16,9 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
+from sparsebert_cli.attention.diagonal import distance_index
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import MaskConfig
-
-
-def _distance(n: int) -> torch.Tensor:
-    """D[i, j] = |i − j| as a long [n, n] tensor."""
-    positions = torch.arange(n)
-    return (positions[:, None] - positions[None, :]).abs()
 
 
 def _add_global(mask: torch.Tensor, global_tokens: int) -> torch.Tensor:
@@ -48,13 +43,13 @@ def dense(n: int, heads: int) -> torch.Tensor:
 
 def no_diag(n: int, heads: int) -> torch.Tensor:
     """M = 1 − I: no token attends to itself (the paper's second finding; the residual carries it)."""
-    return _per_head(_distance(n) != 0, heads)
+    return _per_head(distance_index(n) != 0, heads)
 
 
 def window(n: int, heads: int, *, window: int) -> torch.Tensor:
     """A band: keys with D ≤ window."""
     _require(window >= 0, f"mask.window={window} is negative; set mask.window to 0 or more.")
-    return _per_head(_distance(n) <= window, heads)
+    return _per_head(distance_index(n) <= window, heads)
 
 
 def strided(n: int, heads: int, *, stride: int) -> torch.Tensor:
@@ -62,7 +57,7 @@ def strided(n: int, heads: int, *, stride: int) -> torch.Tensor:
     _require(
         stride >= 1, f"mask.stride={stride}: the strided pattern needs l ≥ 1; set mask.stride=4."
     )
-    d = _distance(n)
+    d = distance_index(n)
     return _per_head((d < stride) | (d % stride == 0), heads)
 
 
@@ -90,18 +85,18 @@ def longformer(n: int, heads: int, *, window: int, global_tokens: int) -> torch.
     _require(
         global_tokens >= 0, f"mask.global_tokens={global_tokens} is negative; set it to 1 ([CLS])."
     )
-    return _per_head(_add_global(_distance(n) <= window, global_tokens), heads)
+    return _per_head(_add_global(distance_index(n) <= window, global_tokens), heads)
 
 
 def logsparse(n: int, heads: int) -> torch.Tensor:
     """LogSparse, symmetric: D ∈ {0, 1, 2, 4, 8, …} (zero or a power of two)."""
-    d = _distance(n)
+    d = distance_index(n)
     return _per_head((d & (d - 1)) == 0, heads)
 
 
 def star(n: int, heads: int) -> torch.Tensor:
     """Star-Transformer: ring neighbours D ≤ 1 plus the first token ([CLS]) as the global relay."""
-    return _per_head(_add_global(_distance(n) <= 1, 1), heads)
+    return _per_head(_add_global(distance_index(n) <= 1, 1), heads)
 
 
 def bigbird(

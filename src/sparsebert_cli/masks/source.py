@@ -23,8 +23,8 @@ class MaskSource(nn.Module):
     Called once per forward pass of the model with the sequence length n, it returns this pass's
     `AttentionMask` for every layer: the fixed M cropped to n (cached per n, block tables
     included), a DAM sample while training (gradients to α; one sample shared by all layers when
-    the DAM has one layer; a hard block DAM's as its tiles, which the block-sparse kernel can run
-    without the n × n mask) or the binarized DAM M = 1[α > 0] in eval mode. The attention backend
+    the DAM has one layer; a hard block DAM's as its tiles and a hard DAM_s's as its distances,
+    which the block-sparse kernel can run without the n × n mask) or the binarized DAM M = 1[α > 0] in eval mode. The attention backend
     and block size travel with it (`use_backend`, from the stage's model config).
     """
 
@@ -111,11 +111,14 @@ class MaskSource(nn.Module):
             if not self.training:
                 return self._attention(fit_to_length(self.dam.binarize(), n))
             dam = self.dam
+            # per α: the attention expands a hard sample only if it runs it densely
             if dam.structure == "block" and dam.hard and dam.block_size == self.block_size:
-                # per tile: the attention expands the sample only if it runs it densely
                 check_length(dam.n, n)
                 blocks = math.ceil(n / dam.block_size)
                 return self._attention(None, tiles=dam.sample_tiles()[..., :blocks, :blocks], n=n)
+            if dam.structure == "structured" and dam.hard:
+                check_length(dam.n, n)
+                return self._attention(None, distances=dam.sample_distances()[..., :n], n=n)
             return self._attention(fit_to_length(dam.sample(), n))
         key = (n, str(self.mask.device))
         if key not in self._fixed:
