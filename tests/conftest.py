@@ -87,7 +87,7 @@ def tiny_model(**overrides):
     return ModelConfig(**{**fields, "dropout": 0.0, "attention_dropout": 0.0, **overrides})
 
 
-def dam_search_step(cfg, backend: str, frozen: bool = False, alpha=None):
+def dam_search_step(cfg, backend: str, frozen: bool = False, alpha=None) -> tuple:
     """One training forward and backward of a tiny model (2 layers, 2 heads, tiles of 32)
     searching the DAM of mask config `cfg` at n = cfg.seq_len, α set to `alpha` if given; the
     Gumbel noise and the weights seeded alike for every backend, a padded example (over part of

@@ -26,7 +26,9 @@ def scattered_alpha(n: int) -> torch.Tensor:
     return torch.where(torch.rand(n, generator=generator) < 0.05, 4.0, -4.0)
 
 
-def search_step(backend: str, n: int, alpha: torch.Tensor, frozen: bool = False, **mask):
+def search_step(
+    backend: str, n: int, alpha: torch.Tensor, frozen: bool = False, **mask
+) -> tuple[torch.Tensor, dict]:
     """A search step of a DAM_s whose α per distance is `alpha`."""
     from conftest import dam_search_step
 
@@ -82,21 +84,33 @@ def test_auto_searches_a_sparse_dam_s_block_sparse_with_the_masked_gradients(
 )
 def test_distance_gradient_of_the_kernels_equals_the_masked_one(kept, kernel):
     """Kernel level: each kept distance gets c·∂L/∂score over its two diagonals, from the tile
-    kernel (whole tiles or key pieces finer than the block) and from the diagonal kernel."""
+    kernel (whole tiles or key pieces finer than the block) and from the diagonal kernel, with
+    the second example's last 30 keys padding."""
     n = 200
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, n, 8, generator=generator) for _ in range(3))
+    padding = torch.zeros(2, n, dtype=torch.bool)
+    padding[1, -30:] = True
     distances = (torch.stack(kept) > 0).float().requires_grad_()
     layout = block_layout(expand_distances(distances.detach() > 0.5, n), 32)
     used = (
         "diagonals" if layout.diagonal is not None else "pieces" if layout.piece < 32 else "tiles"
     )
     assert used == kernel
-    out = block_sparse_attention(q, k, v, layout, None, 0.3, distances=distances)
+    out = block_sparse_attention(q, k, v, layout, padding, 0.3, distances=distances)
     out.square().sum().backward()
     reference = distances.detach().clone().requires_grad_()
-    masked = masked_attention(q, k, v, expand_distances(reference, n), None, 0.3)
+    masked = masked_attention(q, k, v, expand_distances(reference, n), padding, 0.3)
     masked.square().sum().backward()
     torch.testing.assert_close(out, masked)
     torch.testing.assert_close(distances.grad, reference.grad, rtol=1e-4, atol=1e-3)
     assert (reference.grad * distances.detach()).abs().sum() > 0
+
+
+def test_distances_that_do_not_fit_the_layout_are_refused():
+    n = 64
+    q = k = v = torch.zeros(1, 2, n, 8)
+    layout = block_layout(expand_distances(torch.ones(2, n, dtype=torch.bool), n), 32)
+    for wrong in (torch.ones(2, n + 1), torch.ones(3, n)):
+        with pytest.raises(ValueError, match=r"distances must be \[heads, n\] = \[2, 64\]"):
+            block_sparse_attention(q, k, v, layout, None, 1.0, distances=wrong)

@@ -468,12 +468,13 @@ def _add_distance_gradient(
     sums = grad_scores.view(-1, rows, size, grad_scores.shape[-1]).float().sum(dim=0)
     blocks = layout.query_blocks
     pieces = blocks * size // piece
-    inside = torch.arange(size, device=sums.device)
-    query = (group.rows % blocks)[:, None] * size + inside  # [R, bs]
-    key = (group.key_blocks.view(rows, -1) % pieces)[..., None] * piece + inside[:piece]
-    distance = (key.view(rows, 1, -1) - query[..., None]).abs_().clamp_(max=n - 1)
-    head = torch.div(group.rows, blocks, rounding_mode="floor")
-    grid.index_add_(0, (head[:, None, None] * n + distance).view(-1), sums.view(-1))
+    # int32 (index_add_ takes it): one index per scored entry, built in place
+    inside = torch.arange(size, device=sums.device, dtype=torch.int32)
+    query = (group.rows % blocks).int()[:, None] * size + inside  # [R, bs]
+    key = (group.key_blocks.view(rows, -1) % pieces).int()[..., None] * piece + inside[:piece]
+    index = (key.view(rows, 1, -1) - query[..., None]).abs_().clamp_(max=n - 1)  # distance
+    index += (torch.div(group.rows, blocks, rounding_mode="floor").int() * n)[:, None, None]
+    grid.index_add_(0, index.view(-1), sums.view(-1))
 
 
 def block_sparse_attention(
@@ -497,6 +498,8 @@ def block_sparse_attention(
     """
     if tiles is not None and (layout.diagonal is not None or layout.piece != layout.block_size):
         raise ValueError("tiles take their gradient from whole-tile groups: use tile_layout")
+    if distances is not None and (tiles is not None or distances.shape != (layout.heads, layout.n)):
+        raise ValueError(f"distances must be [heads, n] = [{layout.heads}, {layout.n}], alone")
     if layout.diagonal is not None:
         return diagonal_attention(
             query, key, value, layout.diagonal, key_padding, scaling, dropout_p, distances

@@ -56,11 +56,13 @@ ATTENTION_IMPLEMENTATION = "sparsebert"
 # ×0.93–0.96 for SDPA with the mask, and ×1.65 / ×1.06 / ×0.73 against ×0.68–0.74 at n = 4096).
 AUTO_MIN_SPARSE_LENGTH = 512
 AUTO_MAX_BLOCK_DENSITY = 0.45
-# auto for a hard block DAM sample, whose alternative is `masked` (the n × n float mask, every
+# auto for a hard DAM sample per α, whose alternative is `masked` (the n × n float mask, every
 # score and the mask's gradient): block_sparse up to this block density. A search step of
-# model=small with the sample run block_sparse took 0.50 / 0.62 / 0.69 / 0.84 of the `masked`
-# step's time at block density 0.45 / 0.6 / 0.75 / 0.9 (n = 1024), 0.95 at 0.9 (n = 512) and 0.76
-# at 0.9 (n = 2048); 1.01–1.02 at 0.99 (one process each, 2 threads, load 2.2).
+# model=small with a block DAM sample run block_sparse took 0.50 / 0.62 / 0.69 / 0.84 of the
+# `masked` step's time at block density 0.45 / 0.6 / 0.75 / 0.9 (n = 1024), 0.95 at 0.9 (n = 512)
+# and 0.76 at 0.9 (n = 2048); 1.01–1.02 at 0.99 (one process each, 2 threads, load 2.2). With a
+# DAM_s band: 0.59 / 0.70 / 0.80 / 0.89 at 0.46 / 0.63 / 0.73 / 0.87, 1.07 at 0.97 (n = 1024),
+# 1.08 at 0.96 (n = 2048; load 0.2–1.8).
 AUTO_MAX_SAMPLE_DENSITY = 0.9
 # The held-out evaluation's attention profile works on this many bytes of [b, H, n, n] float
 # tensors at a time (scores, probabilities and the profile's masks and products).
@@ -172,8 +174,8 @@ def check_backend(backend: str, mask_kind: str) -> None:
     if mask_kind == "dam" and backend in ("sdpa", "block_sparse", "flex"):
         raise SparseBertError(
             f"model.attention_backend={backend} cannot learn every DAM sample (α needs the "
-            "gradients of the whole soft mask; only the sparse hard samples of a block DAM or a "
-            "DAM_s can run block-sparse, which auto does step by step); set model.attention_backend=auto or "
+            "gradients of the whole soft mask; only the sparse hard samples of a block DAM or "
+            "a DAM_s can run block-sparse, which auto does step by step); set model.attention_backend=auto or "
             "masked for mask=dam."
         )
 
@@ -187,8 +189,10 @@ def choose_backend(
         kind = "block DAM" if masks.tiles is not None else "DAM_s"
         layout = masks.layout(layer, block_size)
         if layout.diagonal is not None:
-            return "block_sparse", f"{kind} sample, {len(layout.diagonal.offsets)} diagonals"
-        if layout.block_density <= AUTO_MAX_SAMPLE_DENSITY:
+            if masks.per_alpha.device.type == "cpu":  # the diagonal kernel is timed on CPU only
+                diagonals = len(layout.diagonal.offsets)
+                return "block_sparse", f"{kind} sample, {diagonals} diagonals"
+        elif layout.block_density <= AUTO_MAX_SAMPLE_DENSITY:
             return "block_sparse", f"{kind} sample, block density {layout.block_density:.2f}"
     mask = masks.layer(layer)
     if mask is None:

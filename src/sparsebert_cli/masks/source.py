@@ -24,8 +24,9 @@ class MaskSource(nn.Module):
     `AttentionMask` for every layer: the fixed M cropped to n (cached per n, block tables
     included), a DAM sample while training (gradients to α; one sample shared by all layers when
     the DAM has one layer; a hard block DAM's as its tiles and a hard DAM_s's as its distances,
-    which the block-sparse kernel can run without the n × n mask) or the binarized DAM M = 1[α > 0] in eval mode. The attention backend
-    and block size travel with it (`use_backend`, from the stage's model config).
+    which the block-sparse kernel runs without the n × n float mask and its gradient) or the
+    binarized DAM M = 1[α > 0] in eval mode. The attention backend and block size travel with it
+    (`use_backend`, from the stage's model config).
     """
 
     def __init__(
@@ -53,9 +54,9 @@ class MaskSource(nn.Module):
         self.backend, self.block_size = model_cfg.attention_backend, model_cfg.block_size
         self._fixed.clear()
 
-    def _attention(self, values: torch.Tensor | None, **tiles) -> AttentionMask:
+    def _attention(self, values: torch.Tensor | None, **sample) -> AttentionMask:
         return AttentionMask(
-            values, self.logged, backend=self.backend, block_size=self.block_size, **tiles
+            values, self.logged, backend=self.backend, block_size=self.block_size, **sample
         )
 
     @classmethod

@@ -75,10 +75,11 @@ def importance_numbers(probs, steps) -> dict:
     """The numbers behind the figures, per snapshot (lists of length T unless said otherwise)."""
     import torch
 
+    from sparsebert_cli.attention.diagonal import distance_index
+
     _, _, _, n, _ = probs.shape
     mean_map = probs.mean(dim=(1, 2))  # [T, n, n]
-    positions = torch.arange(n)
-    distance = (positions[:, None] - positions[None, :]).abs()  # [n, n]
+    distance = distance_index(n)  # [n, n]
     flat = mean_map.flatten(1)  # [T, n·n]
     counts = torch.bincount(distance.flatten(), minlength=n).float()
     by_distance = torch.zeros(mean_map.shape[0], n).index_add_(1, distance.flatten(), flat) / counts
