@@ -97,16 +97,15 @@ class BlockLayout:
     heads: int
     query_blocks: int
     active_blocks: int  # tiles (h, I, J) where M has a True entry
+    # What the kernel computes: query blocks of block_size against key pieces of `piece` keys
+    # (a divisor of block_size: a band needs fewer keys per query block in finer pieces), in
+    # `groups`; or M's diagonals (`diagonal`, and no groups) when they cost less than the tiles.
+    piece: int
     groups: tuple[BlockGroup, ...]
+    diagonal: DiagonalLayout | None = None
     # bool [H, n]: queries (< n) with no allowed key in M, or None if every query has one
     empty_queries: torch.Tensor | None = None
     idle_blocks: bool = False  # some query block has no active key block (its output is zero)
-    # What the kernel computes: query blocks of block_size against key pieces of `piece` keys
-    # (a divisor of block_size: a band needs fewer keys per query block in finer pieces).
-    piece: int = 0
-    kernel_groups: tuple[BlockGroup, ...] = ()
-    # M's diagonals, when the diagonal kernel computes this mask instead of the tiles
-    diagonal: DiagonalLayout | None = None
 
     @property
     def block_density(self) -> float:
@@ -199,9 +198,9 @@ def _mask_content(padded: torch.Tensor, heads: int, block_size: int, piece: int)
 def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     """The block index table of M (bool [H, n, n]); n need not be a multiple of block_size.
 
-    `groups` lists key blocks of block_size (what `block_density` counts); the kernel uses
-    `kernel_groups`, over the key piece size (block_size, block_size / 2, … ≥ MIN_PIECE) that
-    scores the fewest keys, or `diagonal` when M's diagonals cost less than those tiles.
+    `block_density` counts tiles of block_size; the kernel's `groups` list key pieces of the
+    size (block_size, block_size / 2, … ≥ MIN_PIECE) that scores the fewest keys, or there is
+    `diagonal` instead when M's diagonals cost less than those tiles.
     """
     heads, n, _ = mask.shape
     blocks = math.ceil(n / block_size)
@@ -213,15 +212,6 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     active = _active(padded, heads, block_size, block_size)
     counts = active.sum(dim=-1)
     plan, cost = _group_counts(counts.tolist(), block_size * block_size)
-    groups = _groups(
-        active,
-        heads,
-        block_size,
-        block_size,
-        empty_rows,
-        plan,
-        _mask_content(padded, heads, block_size, block_size),
-    )
     # The key piece size: the one that costs least (a finer one must save ≥ 10 %).
     piece, piece_active, piece_plan = block_size, active, plan
     candidate = block_size // 2
@@ -236,23 +226,19 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
             )  # fmt: skip
         candidate //= 2
     offsets = mask_offsets(mask, cost / (DIAGONAL_ENTRY_COST * heads * blocks * block_size))
-    diagonal = None if offsets is None else diagonal_layout(mask, offsets)
-    kernel_groups = groups
-    if diagonal is not None:
-        kernel_groups = ()
-    elif piece != block_size:
-        content = _mask_content(padded, heads, block_size, piece)
-        kernel_groups = _groups(
-            piece_active, heads, block_size, piece, empty_rows, piece_plan, content
-        )
-    return _layout(
-        block_size, n, heads, counts, empty_rows, groups,
-        piece=piece, kernel_groups=tuple(kernel_groups), diagonal=diagonal,
-    )  # fmt: skip
+    if offsets is not None:
+        return _layout(
+            block_size, n, heads, counts, empty_rows, piece,
+            groups=(), diagonal=diagonal_layout(mask, offsets),
+        )  # fmt: skip
+    content = _mask_content(padded, heads, block_size, piece)
+    groups = _groups(piece_active, heads, block_size, piece, empty_rows, piece_plan, content)
+    return _layout(block_size, n, heads, counts, empty_rows, piece, groups=tuple(groups))
 
 
-def _layout(block_size, n, heads, counts, empty_rows, groups, **kernel) -> BlockLayout:
-    """The layout of query block rows with `counts` active key blocks and `groups`."""
+def _layout(block_size, n, heads, counts, empty_rows, piece, **kernel) -> BlockLayout:
+    """The layout of query block rows with `counts` active key blocks; `kernel`: its groups
+    and diagonal."""
     blocks = len(counts) // heads
     empty_queries = empty_rows.view(heads, blocks * block_size)[:, :n]
     return BlockLayout(
@@ -261,7 +247,7 @@ def _layout(block_size, n, heads, counts, empty_rows, groups, **kernel) -> Block
         heads=heads,
         query_blocks=blocks,
         active_blocks=int(counts.sum()),
-        groups=tuple(groups),
+        piece=piece,
         empty_queries=empty_queries if bool(empty_queries.any()) else None,
         idle_blocks=bool((counts == 0).any()),
         **kernel,
@@ -284,9 +270,7 @@ def tile_layout(tiles: torch.Tensor, block_size: int, n: int) -> BlockLayout:
         return real[query_block[rows]][:, None, :, None] & real[key_block][:, :, None, :]
 
     groups = tuple(_groups(active, heads, block_size, block_size, empty_rows, plan, content))
-    return _layout(
-        block_size, n, heads, counts, empty_rows, groups, piece=block_size, kernel_groups=groups
-    )
+    return _layout(block_size, n, heads, counts, empty_rows, block_size, groups=groups)
 
 
 def expand_tiles(tiles: torch.Tensor, block_size: int, n: int) -> torch.Tensor:
@@ -330,7 +314,7 @@ class _BlockSparseAttention(torch.autograd.Function):
         batch, total, size, dim = query.shape
         fill = masked_score(query.dtype)
         saved, found = [], []
-        single = len(layout.kernel_groups) == 1 and len(layout.kernel_groups[0].rows) == total
+        single = len(layout.groups) == 1 and len(layout.groups[0].rows) == total
         piece = layout.piece
         key = key.view(batch, -1, piece, dim)
         value = value.view(batch, -1, piece, dim)
@@ -340,7 +324,7 @@ class _BlockSparseAttention(torch.autograd.Function):
         if not single:
             make = query.new_zeros if layout.idle_blocks else query.new_empty
             result = make(batch, total, size, dim)
-        for group in layout.kernel_groups:
+        for group in layout.groups:
             rows = len(group.rows)
             width = group.allowed.shape[-1]
             every_row = rows == total  # rows are sorted: the group is all of them, in order
@@ -388,7 +372,7 @@ class _BlockSparseAttention(torch.autograd.Function):
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         grad = grad.contiguous()
         grad_q = grad_k = grad_v = None
-        groups = layout.kernel_groups
+        groups = layout.groups
         single = len(groups) == 1 and len(groups[0].rows) == total
         grid = None  # the tiles' gradient, when a block DAM sample needs one
         if ctx.needs_input_grad[7]:
