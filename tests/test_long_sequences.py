@@ -59,10 +59,12 @@ def test_every_fixed_mask_trains_under_every_backend_at_n_2048(name, backend):
     one_step(fixed(name, 2048), backend, 2048)
 
 
+@pytest.mark.parametrize("init", [0.0, -5.0], ids=["half-kept", "sparse"])
 @pytest.mark.parametrize("backend", ("auto", "masked"))
 @pytest.mark.parametrize("structure", DAMS)
-def test_a_dam_searches_at_n_2048(structure, backend):
-    one_step(MaskConfig(name="dam", structure=structure, seq_len=2048), backend, 2048)
+def test_a_dam_searches_at_n_2048(structure, backend, init):
+    """α = 0: half of the entries kept; α = −5: few tiles or distances (auto → block_sparse)."""
+    one_step(MaskConfig(name="dam", structure=structure, seq_len=2048, init=init), backend, 2048)
 
 
 @pytest.mark.slow
