@@ -362,7 +362,6 @@ class _BlockSparseAttention(torch.autograd.Function):
             warn_empty_rows()
         ctx.layout, ctx.scaling, ctx.dropout_p, ctx.saved = layout, scaling, dropout_p, saved
         ctx.shape = query.shape
-        ctx.distances = None if distances is None else (distances.shape, distances.dtype)
         return result
 
     @staticmethod
@@ -379,7 +378,7 @@ class _BlockSparseAttention(torch.autograd.Function):
             grid = grad.new_zeros(total * layout.query_blocks, dtype=torch.float32)
         per_distance = None  # the distances' gradient [H·n], when a DAM_s sample needs one
         if ctx.needs_input_grad[8]:
-            per_distance = grad.new_zeros(ctx.distances[0].numel(), dtype=torch.float32)
+            per_distance = grad.new_zeros(layout.heads * layout.n, dtype=torch.float32)
         if need_q and not single:
             make = grad.new_zeros if layout.idle_blocks else grad.new_empty
             grad_q = make(batch, total, size, dim)
@@ -419,12 +418,12 @@ class _BlockSparseAttention(torch.autograd.Function):
             grad_k = grad_kv[0].view(batch, total, size, dim)
         if need_v:
             grad_v = grad_kv[1].view(batch, total, size, dim)
+        # fp32 sums; autograd casts them to the sample's dtype
         grad_tiles = grad_distances = None
         if grid is not None:
             grad_tiles = grid.view(-1, layout.query_blocks, layout.query_blocks) * MASK_PENALTY
         if per_distance is not None:
-            shape, dtype = ctx.distances
-            grad_distances = (per_distance.view(shape) * MASK_PENALTY).to(dtype)
+            grad_distances = per_distance.view(layout.heads, layout.n) * MASK_PENALTY
         return grad_q, grad_k, grad_v, None, None, None, None, grad_tiles, grad_distances
 
 

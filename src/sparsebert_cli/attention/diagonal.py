@@ -142,7 +142,6 @@ class _DiagonalAttention(torch.autograd.Function):
         ctx.save_for_backward(query, key, value, probs, weights, drop)
         ctx.spans, ctx.scaling, ctx.dropout_p, ctx.empty = spans, scaling, dropout_p, empty
         ctx.offsets = layout.offsets
-        ctx.distances = None if distances is None else (distances.shape, distances.dtype)
         return out
 
     @staticmethod
@@ -167,9 +166,8 @@ class _DiagonalAttention(torch.autograd.Function):
         if ctx.needs_input_grad[7]:  # c·∂L/∂score summed per distance |D|, as masked_attention
             sums = grad_scores.float().sum(dim=(1, 3))  # [m, H]
             distance = torch.tensor(ctx.offsets, device=sums.device).abs()
-            shape, dtype = ctx.distances
-            grid = sums.new_zeros(shape).index_add_(1, distance, sums.T)  # [H, n]
-            grad_distances = (grid * MASK_PENALTY).to(dtype)
+            grid = sums.new_zeros(query.shape[1:3]).index_add_(1, distance, sums.T)  # [H, n]
+            grad_distances = grid * MASK_PENALTY  # fp32; autograd casts it to the sample's dtype
         grad_scores.mul_(scaling)
         grad_query, grad_key = torch.zeros_like(query), torch.zeros_like(key)
         for j, (rows, keys) in enumerate(spans):

@@ -175,8 +175,8 @@ def check_backend(backend: str, mask_kind: str) -> None:
         raise SparseBertError(
             f"model.attention_backend={backend} cannot learn every DAM sample (α needs the "
             "gradients of the whole soft mask; only the sparse hard samples of a block DAM or "
-            "a DAM_s can run block-sparse, which auto does step by step); set model.attention_backend=auto or "
-            "masked for mask=dam."
+            "a DAM_s can run block-sparse, which auto does step by step); set "
+            "model.attention_backend=auto or masked for mask=dam."
         )
 
 

@@ -112,15 +112,14 @@ class MaskSource(nn.Module):
             if not self.training:
                 return self._attention(fit_to_length(self.dam.binarize(), n))
             dam = self.dam
+            check_length(dam.n, n)
             # per α: the attention expands a hard sample only if it runs it densely
             if dam.structure == "block" and dam.hard and dam.block_size == self.block_size:
-                check_length(dam.n, n)
                 blocks = math.ceil(n / dam.block_size)
                 return self._attention(None, tiles=dam.sample_tiles()[..., :blocks, :blocks], n=n)
             if dam.structure == "structured" and dam.hard:
-                check_length(dam.n, n)
                 return self._attention(None, distances=dam.sample_distances()[..., :n], n=n)
-            return self._attention(fit_to_length(dam.sample(), n))
+            return self._attention(dam.sample()[..., :n, :n])
         key = (n, str(self.mask.device))
         if key not in self._fixed:
             self._fixed[key] = self._attention(fit_to_length(self.mask, n))
