@@ -6,7 +6,12 @@ import logging
 import pytest
 import torch
 
-from sparsebert_cli.attention.block_sparse import block_layout, block_sparse_attention
+from sparsebert_cli.attention.block_sparse import (
+    BlockLayout,
+    block_layout,
+    block_sparse_attention,
+    distance_layout,
+)
 from sparsebert_cli.attention.diagonal import expand_distances
 from sparsebert_cli.attention.masked import masked_attention
 from sparsebert_cli.masks.config import MaskConfig
@@ -92,7 +97,7 @@ def test_distance_gradient_of_the_kernels_equals_the_masked_one(kept, kernel):
     padding = torch.zeros(2, n, dtype=torch.bool)
     padding[1, -30:] = True
     distances = (torch.stack(kept) > 0).float().requires_grad_()
-    layout = block_layout(expand_distances(distances.detach() > 0.5, n), 32)
+    layout = distance_layout(distances.detach() > 0.5, 32)
     used = (
         "diagonals" if layout.diagonal is not None else "pieces" if layout.piece < 32 else "tiles"
     )
@@ -110,7 +115,74 @@ def test_distance_gradient_of_the_kernels_equals_the_masked_one(kept, kernel):
 def test_distances_that_do_not_fit_the_layout_are_refused():
     n = 64
     q = k = v = torch.zeros(1, 2, n, 8)
-    layout = block_layout(expand_distances(torch.ones(2, n, dtype=torch.bool), n), 32)
+    layout = distance_layout(torch.ones(2, n, dtype=torch.bool), 32)
     for wrong in (torch.ones(2, n + 1), torch.ones(3, n)):
         with pytest.raises(ValueError, match=r"distances must be \[heads, n\] = \[2, 64\]"):
             block_sparse_attention(q, k, v, layout, None, 1.0, distances=wrong)
+
+
+def assert_same_layout(got: BlockLayout, expected: BlockLayout) -> None:
+    """Every field of two layouts, the kernel's groups and diagonals included, is equal."""
+    for name in ("block_size", "n", "heads", "query_blocks", "active_blocks", "piece"):
+        assert getattr(got, name) == getattr(expected, name), name
+    assert got.idle_blocks == expected.idle_blocks
+    for a, b in ((got.empty_queries, expected.empty_queries),):
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b))
+    assert len(got.groups) == len(expected.groups)
+    for a, b in zip(got.groups, expected.groups, strict=True):
+        for name in ("rows", "key_blocks", "allowed"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        assert (a.empty is None) == (b.empty is None)
+        assert a.empty is None or torch.equal(a.empty, b.empty)
+    assert (got.diagonal is None) == (expected.diagonal is None)
+    if got.diagonal is not None:
+        assert got.diagonal.offsets == expected.diagonal.offsets
+        assert torch.equal(got.diagonal.allowed, expected.diagonal.allowed)
+        empty, reference = got.diagonal.empty_queries, expected.diagonal.empty_queries
+        assert (empty is None) == (reference is None)
+        assert empty is None or torch.equal(empty, reference)
+
+
+def kept_distances(kind: str, heads: int, n: int) -> torch.Tensor:
+    """bool [heads, n]: distances kept per head, of a kind that reaches each of the kernels."""
+    generator = torch.Generator().manual_seed(n)
+    kept = torch.zeros(heads, n, dtype=torch.bool)
+    if kind == "band":  # a band per head, different widths: tiles or finer pieces
+        for h in range(heads):
+            kept[h, : 3 + 7 * h] = True
+    elif kind == "band-far":  # a band and a few far distances, the diagonal not kept
+        kept[:, 1:5] = True
+        kept[:, torch.randint(5, n, (3,), generator=generator)] = True
+    elif kind == "random":  # one distance in ten, anywhere: nearly every tile
+        kept = torch.rand(heads, n, generator=generator) < 0.1
+    elif kind == "few":  # a handful of distances: the diagonal kernel
+        kept[:, [0, 1, 2, 4, 8, 16]] = True
+    elif kind == "far-only":  # only distances beyond half the sequence: middle rows are empty
+        kept[:, n - 3 :] = True
+    return kept
+
+
+@pytest.mark.parametrize("n, block", [(64, 32), (200, 32), (530, 32), (257, 16), (20, 32)])
+@pytest.mark.parametrize("kind", ["band", "band-far", "random", "few", "far-only"])
+def test_the_layout_from_distances_equals_the_layout_of_their_expansion(kind, n, block):
+    """distance_layout (O(H·n), what a search step builds) gives the very layout block_layout
+    builds from the n × n mask: tiles, finer pieces, diagonals, empty and idle rows, odd n."""
+    kept = kept_distances(kind, 3, n)
+    expected = block_layout(expand_distances(kept, n), block)
+    assert_same_layout(distance_layout(kept, block), expected)
+
+
+def test_the_layouts_agree_where_the_diagonal_kernel_stops_paying():
+    """From a few kept distances to many: both builders switch from the diagonal kernel to the
+    tiles at the same count (with and without the distance 0, which is one diagonal, not two)."""
+    n, generator = 300, torch.Generator().manual_seed(5)
+    kernels = set()
+    for count in range(1, 80, 3):
+        for with_zero in (False, True):
+            kept = torch.zeros(2, n, dtype=torch.bool)
+            kept[:, torch.randperm(n - 1, generator=generator)[:count] + 1] = True
+            kept[:, 0] = with_zero
+            expected = block_layout(expand_distances(kept, n), 32)
+            assert_same_layout(distance_layout(kept, 32), expected)
+            kernels.add(expected.diagonal is not None)
+    assert kernels == {True, False}

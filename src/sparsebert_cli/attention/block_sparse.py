@@ -20,7 +20,8 @@ memory scale with the number of active tiles, i.e. with the block density.
 
 A mask whose entries lie on a few diagonals (LogSparse: one diagonal per far tile) wastes most of
 each tile; its layout carries a `DiagonalLayout` instead when that costs less (diagonal.py), and
-the kernel computes the diagonals only.
+the kernel computes the diagonals only. A DAM_s sample's layout comes from its kept distances
+(`distance_layout`), not from the n × n mask.
 
 A hard DAM sample (exactly 0/1) runs as the mask of its kept entries, and its values take the
 gradient `masked_attention` gives the n × n float mask (1 − M)·(−c): c·∂L/∂score summed over
@@ -40,6 +41,7 @@ from sparsebert_cli.attention.diagonal import (
     DiagonalLayout,
     diagonal_attention,
     diagonal_layout,
+    distance_diagonal_layout,
     mask_offsets,
 )
 from sparsebert_cli.attention.masked import MASK_PENALTY, masked_score
@@ -209,14 +211,98 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     # Real queries (< n) with no allowed key: their output is zero.
     real = (torch.arange(blocks * block_size, device=mask.device) < n).view(blocks, block_size)
     empty_rows = ~padded.any(dim=-1).view(heads * blocks, block_size) & real.repeat(heads, 1)
-    active = _active(padded, heads, block_size, block_size)
-    counts = active.sum(dim=-1)
+
+    def diagonal(most: float) -> DiagonalLayout | None:
+        offsets = mask_offsets(mask, most)
+        return None if offsets is None else diagonal_layout(mask, offsets)
+
+    return _plan(
+        heads, n, block_size, empty_rows,
+        active=lambda piece: _active(padded, heads, block_size, piece),
+        content=lambda piece: _mask_content(padded, heads, block_size, piece),
+        diagonal=diagonal,
+    )  # fmt: skip
+
+
+def distance_layout(kept: torch.Tensor, block_size: int) -> BlockLayout:
+    """`block_layout` of the mask a DAM_s sample keeps (kept: bool [H, n], distance |i − j|),
+    built from the distances in O(H·n) work plus the tiles the kernel computes, never from
+    the n × n expansion (a search builds one per layer and step)."""
+    heads, n = kept.shape
+    device = kept.device
+    blocks = math.ceil(n / block_size)
+    # kept_below[h, d]: how many distances < d head h keeps
+    kept_below = F.pad(kept.int().cumsum(dim=-1), (1, 0))
+    # A query i has a key iff some kept distance is ≤ max(i, n − 1 − i).
+    positions = torch.arange(blocks * block_size, device=device)
+    farthest = torch.maximum(positions, n - 1 - positions).clamp(max=n - 1)
+    empty_rows = (kept_below[:, farthest + 1] == 0) & (positions < n)
+    empty_rows = empty_rows.view(heads * blocks, block_size)
+
+    def active(piece: int) -> torch.Tensor:
+        # The entries of tile (I, P) that lie on the sequence have i − j in [low, high], and
+        # |i − j| takes every value between its least and largest there.
+        first_query = torch.arange(blocks, device=device) * block_size
+        last_query = (first_query + block_size).clamp(max=n) - 1
+        first_key = torch.arange(blocks * block_size // piece, device=device) * piece
+        last_key = (first_key + piece).clamp(max=n) - 1
+        low = first_query[:, None] - last_key[None, :]
+        high = last_query[:, None] - first_key[None, :]
+        nearest = torch.where(low > 0, low, (-high).clamp(min=0)).clamp(max=n)
+        farthest = torch.maximum(low.abs(), high.abs()).clamp(max=n - 1)
+        on_sequence = (first_key < n)[None, :]
+        between = kept_below[:, farthest + 1] - kept_below[:, nearest]  # [H, QB, N/piece]
+        return ((between > 0) & on_sequence).view(heads * blocks, -1)
+
+    def content(piece: int) -> TileContent:
+        # A tile's entries depend only on its head and on the offset o = J·piece − I·block_size
+        # of its keys from its queries: one table per head and offset, kept[|o + j − i|].
+        first = (blocks - 1) * block_size  # the most negative offset is −first
+        offsets = torch.arange(-first, blocks * block_size, piece, device=device)
+        inside = torch.arange(block_size, device=device)
+        distance = offsets[:, None, None] + inside[:piece] - inside[:, None]  # [O, bs, piece]
+        table = kept[:, distance.abs_().clamp_(max=n - 1)]  # [H, O, bs, piece]
+        real_query = (positions < n).view(blocks, block_size)
+        real_key = (positions < n).view(-1, piece)
+
+        def tiles(rows: torch.Tensor, key_piece: torch.Tensor) -> torch.Tensor:
+            head, block = torch.div(rows, blocks, rounding_mode="floor"), rows % blocks
+            offset = (key_piece * piece - (block * block_size)[:, None] + first) // piece
+            real = real_query[block][:, None, :, None] & real_key[key_piece][:, :, None, :]
+            return table[head[:, None], offset] & real
+
+        return tiles
+
+    def diagonal(most: float) -> DiagonalLayout | None:
+        distances = kept.any(dim=0).nonzero()[:, 0]
+        if most < 1 or 2 * len(distances) - bool(kept[:, 0].any()) > most:
+            return None
+        return distance_diagonal_layout(kept, distances)
+
+    return _plan(heads, n, block_size, empty_rows, active, content, diagonal)
+
+
+def _plan(
+    heads: int,
+    n: int,
+    block_size: int,
+    empty_rows: torch.Tensor,
+    active: Callable[[int], torch.Tensor],
+    content: Callable[[int], TileContent],
+    diagonal: Callable[[float], DiagonalLayout | None],
+) -> BlockLayout:
+    """The layout of a mask given by its tiles: `active(piece)` bool [H·QB, N/piece] (query
+    block, key piece has an allowed entry), `content(piece)` M inside chosen tiles, and
+    `diagonal(most)` its layout on diagonals if there are at most `most`, else None."""
+    blocks = math.ceil(n / block_size)
+    whole = active(block_size)
+    counts = whole.sum(dim=-1)
     plan, cost = _group_counts(counts.tolist(), block_size * block_size)
     # The key piece size: the one that costs least (a finer one must save ≥ 10 %).
-    piece, piece_active, piece_plan = block_size, active, plan
+    piece, piece_active, piece_plan = block_size, whole, plan
     candidate = block_size // 2
     while candidate >= MIN_PIECE and block_size % candidate == 0:
-        candidate_active = _active(padded, heads, block_size, candidate)
+        candidate_active = active(candidate)
         candidate_plan, candidate_cost = _group_counts(
             candidate_active.sum(dim=-1).tolist(), block_size * candidate
         )
@@ -225,14 +311,12 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
                 candidate, candidate_active, candidate_plan, candidate_cost
             )  # fmt: skip
         candidate //= 2
-    offsets = mask_offsets(mask, cost / (DIAGONAL_ENTRY_COST * heads * blocks * block_size))
-    if offsets is not None:
+    diagonals = diagonal(cost / (DIAGONAL_ENTRY_COST * heads * blocks * block_size))
+    if diagonals is not None:
         return _layout(
-            block_size, n, heads, counts, empty_rows, piece,
-            groups=(), diagonal=diagonal_layout(mask, offsets),
-        )  # fmt: skip
-    content = _mask_content(padded, heads, block_size, piece)
-    groups = _groups(piece_active, heads, block_size, piece, empty_rows, piece_plan, content)
+            block_size, n, heads, counts, empty_rows, piece, groups=(), diagonal=diagonals
+        )
+    groups = _groups(piece_active, heads, block_size, piece, empty_rows, piece_plan, content(piece))
     return _layout(block_size, n, heads, counts, empty_rows, piece, groups=tuple(groups))
 
 
@@ -477,7 +561,7 @@ def block_sparse_attention(
     Returns [B, H, n, d]; equals dense masked attention wherever M allows. A hard DAM sample
     receives the gradient `masked_attention` would give its n × n expansion: tiles, a block
     DAM's [H, QB, QB] (`layout` = `tile_layout` of it), or distances, a DAM_s's [H, n]
-    (`layout` = `block_layout` of its expansion).
+    (`layout` = `distance_layout` of its kept distances).
     """
     if tiles is not None and (layout.diagonal is not None or layout.piece != layout.block_size):
         raise ValueError("tiles take their gradient from whole-tile groups: use tile_layout")

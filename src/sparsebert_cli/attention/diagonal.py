@@ -79,11 +79,27 @@ def mask_offsets(mask: torch.Tensor, most: float) -> torch.Tensor | None:
 
 def diagonal_layout(mask: torch.Tensor, offsets: torch.Tensor) -> DiagonalLayout:
     """The layout of M (bool [H, n, n]) over its diagonals `offsets` (from `mask_offsets`)."""
-    heads, n, _ = mask.shape
-    rows = torch.arange(n, device=mask.device)
-    cols = rows[None] + offsets[:, None]  # [m, n]
-    inside = (cols >= 0) & (cols < n)
-    allowed = mask[:, rows[None], cols.clamp(0, n - 1)] & inside  # [H, m, n]
+    rows, cols, inside = _diagonals(offsets, mask.shape[-1])
+    return _diagonal_layout(offsets, mask[:, rows[None], cols.clamp(0, len(rows) - 1)] & inside)
+
+
+def distance_diagonal_layout(kept: torch.Tensor, distances: torch.Tensor) -> DiagonalLayout:
+    """The layout of a DAM_s sample (kept: bool [H, n] per distance |i − j|) over the two
+    diagonals ±d of each distance d in `distances` (long, ascending: those any head keeps)."""
+    offsets = torch.cat([-distances[distances > 0].flip(0), distances])
+    _, _, inside = _diagonals(offsets, kept.shape[-1])
+    return _diagonal_layout(offsets, kept[:, offsets.abs(), None] & inside)
+
+
+def _diagonals(offsets: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """Queries i [n], keys i + D [m, n] of each diagonal D, and which keys are on the sequence."""
+    rows = torch.arange(n, device=offsets.device)
+    cols = rows[None] + offsets[:, None]
+    return rows, cols, (cols >= 0) & (cols < n)
+
+
+def _diagonal_layout(offsets: torch.Tensor, allowed: torch.Tensor) -> DiagonalLayout:
+    """The layout from `allowed` [H, m, n] (M[h, i, i + D_j], False off the sequence)."""
     allowed = allowed.transpose(0, 1).contiguous()
     empty = ~allowed.any(dim=0)
     return DiagonalLayout(
@@ -191,7 +207,7 @@ def diagonal_attention(
 
     query/key/value: [B, H, n, d]; key_padding: bool [B, n], True = padding, or None.
     Returns [B, H, n, d]; equals dense masked attention wherever M allows. distances: a DAM_s
-    hard sample [H, n] (exactly 0/1, `layout` built from its expansion) that receives the
+    hard sample [H, n] (exactly 0/1, `layout` from `distance_layout`) that receives the
     gradient `masked_attention` would give its n × n expansion.
     """
     query, key, value = (x.contiguous() for x in (query, key, value))

@@ -30,6 +30,7 @@ from sparsebert_cli.attention.block_sparse import (
     BlockLayout,
     block_layout,
     block_sparse_attention,
+    distance_layout,
     expand_tiles,
     tile_layout,
 )
@@ -143,7 +144,7 @@ class AttentionMask:
                 self.cache[key] = tile_layout(hard, block_size, self.n)
             elif self.distances is not None:
                 kept = self.distances[self._index(layer)].detach() > 0.5
-                self.cache[key] = block_layout(expand_distances(kept, self.n), block_size)
+                self.cache[key] = distance_layout(kept, block_size)
             else:
                 self.cache[key] = block_layout(self.layer(layer), block_size)
         return self.cache[key]
