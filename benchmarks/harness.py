@@ -211,25 +211,36 @@ def describe(info: dict) -> str:
 
 
 def write_summary(device: torch.device, names: list[str]) -> Path:
-    """summary.md: the checks of every suite's latest results file for this device."""
-    sections, checks, machine_line = [], [], ""
+    """summary.md: the checks of every suite's latest results file for this device. Results
+    from more than one machine are not mixed silently: each suite's line then names its own."""
+    sections, checks, machines = [], [], []
     for name in names:
         path = RESULTS_DIR / f"{result_stem(name, device)}.json"
         if not path.is_file():
             continue
         payload = json.loads(path.read_text(encoding="utf-8"))
-        machine_line = describe(payload["machine"])
+        machines.append(describe(payload["machine"]))
         checks += [{**c, "name": f"{name}: {c['name']}"} for c in payload["checks"]]
         load = payload["load_average"]
         sections.append(
             f"- `{payload['command']}`: {payload['wall_s']:.0f} s, load average "
             f"{load['start']:.1f} → {load['end']:.1f} ({path.name})"
         )
+    if len(set(machines)) > 1:
+        header = (
+            "Machines: the suites ran on different machines (named per suite); compare "
+            "numbers within a suite only."
+        )
+        sections = [
+            f"{line}, on {machine}" for line, machine in zip(sections, machines, strict=True)
+        ]
+    else:
+        header = f"Machine: {machines[0] if machines else 'no results yet'}."
     met = sum(c["met"] for c in checks)
     text = [
         f"# Benchmark summary ({device.type})",
         "",
-        f"Machine: {machine_line}.",
+        header,
         "",
         *sections,
         "",

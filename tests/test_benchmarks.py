@@ -71,3 +71,23 @@ def test_write_results_writes_json_with_checks_and_markdown(tmp_path, monkeypatc
     assert json.loads((tmp_path / "training.json").read_text())["checks"][0]["met"] is True
     assert "| ratio | 3 | ≥ 2.5 | yes |" in (tmp_path / "training.md").read_text()
     assert "1 of 1 targets met" in (tmp_path / "summary.md").read_text()
+
+
+def test_summary_names_each_suites_machine_when_they_differ(tmp_path, monkeypatch):
+    """Ratios from two machines are not comparable: a summary over both says so per suite."""
+    monkeypatch.setattr(harness, "RESULTS_DIR", tmp_path)
+    device = torch.device("cpu")
+    for name, cpu in (("training", "CPU one"), ("dam", "CPU two")):
+        machine = {**harness.machine(device), "cpu": cpu}
+        payload = {
+            "checks": [harness.check("ratio", 3.0, "≥", 2.5)],
+            "machine": machine,
+            "command": f"python -m benchmarks {name}",
+            "wall_s": 1.0,
+            "load_average": {"start": 0.5, "end": 0.7},
+        }
+        harness.write_results(name, device, payload, "details")
+    summary = harness.write_summary(device, ["training", "dam"]).read_text()
+    assert "the suites ran on different machines" in summary
+    assert "(training.json), on CPU one" in summary
+    assert "(dam.json), on CPU two" in summary
