@@ -162,6 +162,27 @@ def test_eval_mode_uses_the_binarized_dam_mask():
         torch.testing.assert_close(model(**mlm_batch()).mlm_logits, fixed(**mlm_batch()).mlm_logits)
 
 
+def test_eval_batches_share_one_binarized_mask_until_alpha_changes():
+    """An evaluation builds the binarized M and its block tables once, not per batch; an
+    optimiser step on α (a new version) makes the next evaluation follow the new α."""
+    model = pretraining(dam_source())
+    source = model.sparse_mask
+    with torch.no_grad():
+        source.dam.alpha.fill_(1.0)  # keep everything
+    model.eval()
+    first = source(N)
+    assert source(N) is first
+    assert bool(first.layer(0).all())
+    model.train()
+    optimizer = torch.optim.SGD([source.dam.alpha], lr=1.0)
+    source.dam.alpha.grad = torch.full_like(source.dam.alpha, 2.0)  # α: 1 → −1, drop everything
+    optimizer.step()
+    model.eval()
+    after = source(N)
+    assert after is not first
+    assert not bool(after.layer(0).any())
+
+
 def test_a_checkpoint_with_a_mask_reloads_with_identical_logits(tmp_path):
     model = pretraining(window_source()).eval()
     save_checkpoint(model, tmp_path, {"run": "pretrain-1"})

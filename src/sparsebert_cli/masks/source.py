@@ -47,12 +47,14 @@ class MaskSource(nn.Module):
         self.logged: set[str] = set()  # the auto backend choices already logged
         self.backend, self.block_size = "auto", ModelConfig.block_size
         self._fixed: dict[tuple[int, str], AttentionMask] = {}
+        self._evaluated: tuple[tuple, AttentionMask] | None = None  # (α version, n; M in eval)
 
     def use_backend(self, model_cfg: ModelConfig | DictConfig) -> None:
         """Attend with model.attention_backend at model.block_size (refused if it cannot run M)."""
         check_backend(model_cfg.attention_backend, self.kind)
         self.backend, self.block_size = model_cfg.attention_backend, model_cfg.block_size
         self._fixed.clear()
+        self._evaluated = None
 
     def _attention(self, values: torch.Tensor | None, **sample) -> AttentionMask:
         return AttentionMask(
@@ -110,7 +112,7 @@ class MaskSource(nn.Module):
             if not self.dam_active:
                 return self._attention(None)
             if not self.training:
-                return self._attention(fit_to_length(self.dam.binarize(), n))
+                return self._binarized_attention(n)
             dam = self.dam
             check_length(dam.n, n)
             # per α: the attention expands a hard sample only if it runs it densely
@@ -124,3 +126,13 @@ class MaskSource(nn.Module):
         if key not in self._fixed:
             self._fixed[key] = self._attention(fit_to_length(self.mask, n))
         return self._fixed[key]
+
+    def _binarized_attention(self, n: int) -> AttentionMask:
+        """Eval mode: the binarized DAM as this pass's mask, built once per α and length, so an
+        evaluation's batches share it and its block tables (an optimiser step or a loaded state
+        changes α's version and makes a new one)."""
+        alpha = self.dam.alpha
+        key = (n, str(alpha.device), alpha._version, alpha.data_ptr())
+        if self._evaluated is None or self._evaluated[0] != key:
+            self._evaluated = (key, self._attention(fit_to_length(self.dam.binarize(), n)))
+        return self._evaluated[1]
