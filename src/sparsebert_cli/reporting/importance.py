@@ -19,7 +19,6 @@ from pathlib import Path
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 
-TRACE_FILE = "importance_trace.safetensors"
 NEAR_DIAGONAL = 3
 SNAPSHOTS = 4
 
@@ -35,7 +34,7 @@ def load_trace(run_dir: Path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = runs.layout(run_dir).artifacts / TRACE_FILE
+    path = runs.layout(run_dir).importance_trace
     if not path.is_file():
         raise SparseBertError(
             f"{path} does not exist: {run_dir} is not a search run with an importance trace; pass "

@@ -66,9 +66,7 @@ def _final_keep_probabilities(run_dir: Path):
     """σ(α) of the last trace snapshot averaged over layers: [H, n, n]; None without a trace."""
     from safetensors.torch import load_file
 
-    from sparsebert_cli.reporting.importance import TRACE_FILE
-
-    path = runs.layout(run_dir).artifacts / TRACE_FILE
+    path = runs.layout(run_dir).importance_trace
     if not path.is_file():
         return None
     return load_file(str(path))["probs"][-1].float().mean(0)

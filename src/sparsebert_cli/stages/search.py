@@ -42,7 +42,6 @@ from sparsebert_cli.training.evaluation import HeldOutMLM, held_out_batches
 from sparsebert_cli.training.loop import Hooks, resolve_device, total_steps, train
 from sparsebert_cli.training.optim import GroupRates
 
-TRACE_FILE = "importance_trace.safetensors"
 TOPK_EXAMPLES = 8192  # training examples whose attention the attention_topk mask is read from
 
 
@@ -182,7 +181,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             meta["expected_sparsity"] = 100.0 * dam.expected_sparsity().item()
             meta["sign_sparsity"] = dam.sign_sparsity()
         save_mask(run.artifacts, mask, meta)
-        _write_trace(trace_dir, run.artifacts / TRACE_FILE)
+        _write_trace(trace_dir, layout(run.dir).importance_trace)
         if warmup > 0 and cfg.mask.encoder_lr == 0 and cfg.mask.objective == "mlm":
             _save_warmed_model(model, tokenizer, run)
     return {**metrics, "mask/sparsity": sparsity(mask)}
