@@ -262,6 +262,11 @@ def register_hydra_extensions() -> None:
         OmegaConf.register_new_resolver("sb_path", expand_path)
 
 
+def override_key(override: str) -> str:
+    """The config key an override sets: `+mask.lam=1e-3` → `mask.lam`, `mask=dam` → `mask`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def rewrite_aliases(args: list[str]) -> list[str]:
     """`mask.from=` → `mask.from_run=` (and model.from), and a value starting with `~/` expanded
     to the home folder, as a shell does for an assignment (Hydra's grammar refuses a bare `~`)."""

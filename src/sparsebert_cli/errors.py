@@ -6,3 +6,9 @@ class SparseBertError(Exception):
 
     The message names the bad value and says how to fix it; the CLI prints it and exits non-zero.
     """
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise SparseBertError(message) unless `ok`."""
+    if not ok:
+        raise SparseBertError(message)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sparsebert_cli import interrupt, runs
+from sparsebert_cli.config import override_key
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.stages import hashed_config, reads
@@ -192,10 +193,6 @@ def _resolved_or_raw(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def prepare(cfg: DictConfig, run_dir: Path) -> None:
     """Resolve and check everything a job's folder and identity depend on, before any work.
 
@@ -247,7 +244,7 @@ def config_error(e: BaseException) -> str:
 def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path:
     """Without run_id=, an unfinished run of the same config is resumed (and said so); a stage
     that reads no `resume` (evaluate) always is."""
-    if any(_key(o) == "run_id" for o in overrides) or (
+    if any(override_key(o) == "run_id" for o in overrides) or (
         reads(cfg.stage, "resume") and cfg.resume != "auto"
     ):
         return run_dir
@@ -282,7 +279,7 @@ def _move_job_log(old: Path, new: Path) -> None:
 
 def _resume_command(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
     args = sys.argv[1:]
-    if not multirun and not any(_key(a) == "run_id" for a in args):
+    if not multirun and not any(override_key(a) == "run_id" for a in args):
         args = [*args, f"run_id={run_dir.name}"]
     return runs.redact(shlex.join(["sparsebert", cfg.stage, *args]))
 

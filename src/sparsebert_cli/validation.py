@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
     SEARCH_OBJECTIVES,
@@ -45,11 +45,6 @@ CHOICES = {
 
 def _get(cfg: DictConfig, dotted: str):
     return OmegaConf.select(cfg, dotted, throw_on_missing=False)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise SparseBertError(message)
 
 
 def mask_names() -> list[str]:
@@ -88,12 +83,12 @@ def _group_names() -> set[str]:
     return {p.name for p in schema.conf_dir().iterdir() if p.is_dir()}
 
 
-def override_key(override: str) -> str | None:
-    """The config key a command-line override sets (`+mask.lam=1` → mask.lam), or None for a
+def schema_override_key(override: str) -> str | None:
+    """The schema key a command-line override sets (`+mask.lam=1` → mask.lam), or None for a
     flag, a value of a flag, or a Hydra-internal setting."""
     if override.startswith("-") or "=" not in override:
         return None
-    key = override.split("=", 1)[0].lstrip("+~")
+    key = schema.override_key(override)
     if key.startswith("hydra") or "/" in key or "@" in key:
         return None
     return key
@@ -104,7 +99,7 @@ def check_overrides(stage: str, overrides: list[str]) -> None:
     keys, open_keys = schema_keys()
     groups = _group_names()
     for override in overrides:
-        key = override_key(override)
+        key = schema_override_key(override)
         if key is None:
             continue
         parent = key.rsplit(".", 1)[0]
@@ -156,7 +151,11 @@ def read_overrides(stage: str, overrides: list[str]) -> list[str]:
     """The overrides whose keys `stage` reads (the pipeline hands each step only those)."""
     keys, _ = schema_keys()
     groups = _group_names()
-    return [o for o in overrides if (k := override_key(o)) is None or _read(stage, k, keys, groups)]
+    return [
+        o
+        for o in overrides
+        if (k := schema_override_key(o)) is None or _read(stage, k, keys, groups)
+    ]
 
 
 def _unread_reason(stage: str) -> str:
@@ -181,7 +180,7 @@ def check_ranges(cfg: DictConfig, stage: str) -> None:
         for v in values:
             if v is None:
                 continue
-            _require(
+            require(
                 not isinstance(v, bool) and allowed.holds(v),
                 f"{key}={value} must be {allowed}; set {key} to a value in that range.",
             )
@@ -192,13 +191,13 @@ def validate_config(cfg: DictConfig) -> None:
     stage = cfg.stage
     for key, allowed in _choices().items():
         value = _get(cfg, key)
-        _require(
+        require(
             not reads(stage, key) or value in allowed,
             f"{key}={value} is not one of {', '.join(allowed)}; set {key}=<one of them>.",
         )
     check_ranges(cfg, stage)
     if stage == "evaluate":
-        _require(
+        require(
             bool(cfg.model.from_run),
             "`sparsebert evaluate` evaluates a fine-tuned run, but model.from is not set; add "
             "model.from=<finetune run folder> or model.from=latest.",
@@ -206,50 +205,50 @@ def validate_config(cfg: DictConfig) -> None:
         return
     mask, model, trainer = cfg.mask, cfg.model, cfg.trainer
     names = mask_names()
-    _require(
+    require(
         mask.name in names,
         f"mask.name={mask.name} is not a known mask; use mask=<{'|'.join(names)}>.",
     )
     check_dam_config(mask)
-    _require(
+    require(
         mask.name != "from_run" or bool(mask.from_run),
         "mask=from_run needs the search run to load: add mask.from=<run_dir> or mask.from=latest.",
     )
-    _require(
+    require(
         stage != "search" or mask.name in SEARCHED_MASKS,
         f"`sparsebert search` learns a mask, but mask={mask.name} is fixed; use mask=dam (or mask=dam_s), "
         "or run `sparsebert pretrain mask=...` for a fixed pattern.",
     )
-    _require(
+    require(
         mask.name != ATTENTION_TOPK or stage in ("search", "pipeline"),
         f"mask={ATTENTION_TOPK} is made by `sparsebert search mask={ATTENTION_TOPK}`; the "
         f"{stage} stage uses it afterwards as mask=from_run mask.from=<that search run>.",
     )
     search_protocol = (mask.objective, mask.head_warmup, mask.encoder_lr) != ("mlm", 0, None)
-    _require(
+    require(
         cfg.stage in ("search", "pipeline") or not search_protocol,
         "mask.objective, mask.head_warmup and mask.encoder_lr set how `sparsebert search` learns "
         f"a mask on a trained model; the {cfg.stage} stage does not read them: drop them.",
     )
     warm_started = bool(model.from_run or model.name_or_path)
-    _require(
+    require(
         mask.name != ATTENTION_TOPK or (warm_started and mask.target_sparsity is not None),
         f"mask={ATTENTION_TOPK} keeps the entries a trained dense model attends to most, at "
         f"mask.target_sparsity (now {mask.target_sparsity}); it needs model.from=<pretrain run> "
         "(or model=minilm) and a target, e.g. mask.target_sparsity=0.8.",
     )
-    _require(
+    require(
         mask.objective != "distill" or warm_started,
         "mask.objective=distill keeps the hidden states of the dense model the search starts "
         "from, but no trained model is loaded; add model.from=<pretrain run> or model=minilm.",
     )
-    _require(
+    require(
         mask.name != "checkpoint" or bool(model.from_run or model.name_or_path),
         "mask=checkpoint means the mask stored with the model, but no model is loaded; set "
         "model.from=<a pretrain or finetune run> (or model=minilm / model=hf "
         "model.name_or_path=<name>), or name a mask (e.g. mask=dense).",
     )
-    _require(
+    require(
         model.hidden_size % model.num_heads == 0,
         f"model.hidden_size={model.hidden_size} is not divisible by model.num_heads={model.num_heads}; "
         "choose sizes where it is (e.g. 256 and 4).",
@@ -259,26 +258,26 @@ def validate_config(cfg: DictConfig) -> None:
     )
     for key in lengths:
         n = _get(cfg, key)
-        _require(
+        require(
             n <= model.max_position_embeddings,
             f"{key}={n} is longer than model.max_position_embeddings={model.max_position_embeddings}; "
             f"lower {key} or raise model.max_position_embeddings.",
         )
-    _require(
+    require(
         not reads(stage, "task.fold") or cfg.task.fold < cfg.task.num_folds,
         f"task.fold={cfg.task.fold} is not a fold of task.num_folds={cfg.task.num_folds}; "
         f"use task.fold=0..{cfg.task.num_folds - 1}.",
     )
-    _require(
+    require(
         trainer.precision != "fp16" or trainer.device != "cpu",
         "trainer.precision=fp16 needs a CUDA device; on CPU use trainer.precision=bf16 or fp32.",
     )
-    _require(
+    require(
         trainer.max_steps >= 1 or trainer.epochs >= 1,
         "set trainer.max_steps ≥ 1 or trainer.epochs ≥ 1.",
     )
     per_step = trainer.grad_accum * trainer.nproc_per_node
-    _require(
+    require(
         trainer.batch_size % per_step == 0,
         f"trainer.batch_size={trainer.batch_size} (the global batch) must be a positive multiple of "
         f"trainer.grad_accum × trainer.nproc_per_node = {per_step}.",
@@ -313,7 +312,7 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
     if reads(stage, "trainer.precision") and cfg.trainer.precision == "fp16":
         import torch
 
-        _require(
+        require(
             torch.cuda.is_available(),
             f"trainer.precision=fp16 needs a CUDA device and none is visible (trainer.device="
             f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",

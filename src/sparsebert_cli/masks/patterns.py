@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from sparsebert_cli.attention.diagonal import distance_index
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import MaskConfig
 
 
@@ -29,11 +29,6 @@ def _add_global(mask: torch.Tensor, global_tokens: int) -> torch.Tensor:
 
 def _per_head(mask: torch.Tensor, heads: int) -> torch.Tensor:
     return mask.expand(heads, *mask.shape).clone()
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise SparseBertError(message)
 
 
 def dense(n: int, heads: int) -> torch.Tensor:
@@ -48,13 +43,13 @@ def no_diag(n: int, heads: int) -> torch.Tensor:
 
 def window(n: int, heads: int, *, window: int) -> torch.Tensor:
     """A band: keys with D ≤ window."""
-    _require(window >= 0, f"mask.window={window} is negative; set mask.window to 0 or more.")
+    require(window >= 0, f"mask.window={window} is negative; set mask.window to 0 or more.")
     return _per_head(distance_index(n) <= window, heads)
 
 
 def strided(n: int, heads: int, *, stride: int) -> torch.Tensor:
     """Sparse Transformer strided pattern, symmetric: D < l or D mod l = 0, with l = stride."""
-    _require(
+    require(
         stride >= 1, f"mask.stride={stride}: the strided pattern needs l ≥ 1; set mask.stride=4."
     )
     d = distance_index(n)
@@ -64,10 +59,8 @@ def strided(n: int, heads: int, *, stride: int) -> torch.Tensor:
 def fixed(n: int, heads: int, *, stride: int, c: int) -> torch.Tensor:
     """Sparse Transformer fixed pattern: same block of size l, or key among the last c positions
     of its block (summary keys, attended by every query). Not symmetric."""
-    _require(
-        stride >= 1, f"mask.stride={stride}: the fixed pattern needs l ≥ 1; set mask.stride=4."
-    )
-    _require(
+    require(stride >= 1, f"mask.stride={stride}: the fixed pattern needs l ≥ 1; set mask.stride=4.")
+    require(
         0 <= c <= stride,
         f"mask.c={c} must lie in [0, mask.stride={stride}]: it counts the summary positions at the "
         "end of each block; set mask.c=1.",
@@ -81,8 +74,8 @@ def fixed(n: int, heads: int, *, stride: int, c: int) -> torch.Tensor:
 
 def longformer(n: int, heads: int, *, window: int, global_tokens: int) -> torch.Tensor:
     """Longformer: sliding window D ≤ window plus global tokens."""
-    _require(window >= 0, f"mask.window={window} is negative; set mask.window=6.")
-    _require(
+    require(window >= 0, f"mask.window={window} is negative; set mask.window=6.")
+    require(
         global_tokens >= 0, f"mask.global_tokens={global_tokens} is negative; set it to 1 ([CLS])."
     )
     return _per_head(_add_global(distance_index(n) <= window, global_tokens), heads)
@@ -107,7 +100,7 @@ def bigbird(
     The random keys are drawn uniformly among the keys a query does not already have, so every
     non-global query gains exactly min(random_keys, free keys) keys; they differ by head.
     """
-    _require(random_keys >= 0, f"mask.random_keys={random_keys} is negative; set it to 4.")
+    require(random_keys >= 0, f"mask.random_keys={random_keys} is negative; set it to 4.")
     mask = longformer(n, heads, window=window, global_tokens=global_tokens)
     generator = torch.Generator().manual_seed(seed)
     scores = torch.rand(heads, n, n, generator=generator).masked_fill(mask, -1.0)
@@ -118,7 +111,7 @@ def bigbird(
 
 def random(n: int, heads: int, *, density: float, seed: int) -> torch.Tensor:
     """Uniformly random mask keeping exactly round(density · n²) entries per head (seeded)."""
-    _require(
+    require(
         0.0 <= density <= 1.0,
         f"mask.density={density} is not a fraction; set mask.density in [0, 1], e.g. 0.1.",
     )
@@ -166,7 +159,7 @@ def pattern_params(cfg: MaskConfig | DictConfig) -> dict:
 
 def pattern_mask(cfg: MaskConfig | DictConfig, n: int, heads: int) -> torch.Tensor:
     """M of the fixed pattern `cfg.name` at length n: bool [heads, n, n]."""
-    _require(n >= 1, f"sequence length n={n} must be at least 1; set data.seq_len ≥ 1.")
-    _require(heads >= 1, f"heads={heads} must be at least 1; set model.num_heads ≥ 1.")
+    require(n >= 1, f"sequence length n={n} must be at least 1; set data.seq_len ≥ 1.")
+    require(heads >= 1, f"heads={heads} must be at least 1; set model.num_heads ≥ 1.")
     params = pattern_params(cfg)
     return PATTERNS[cfg.name](n, heads, **params)

@@ -18,6 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
+from sparsebert_cli.config import override_key
 from sparsebert_cli.masks.config import SEARCHED_MASKS
 from sparsebert_cli.stages import hashed_config
 
@@ -38,14 +39,9 @@ def _compose(step: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _key(override: str) -> str:
-    """The config key an override sets: `+mask.lam=1e-3` → `mask.lam`, `mask=dam` → `mask`."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _drop(overrides: list[str], group: str) -> list[str]:
     """Overrides without those that set `group` or a key inside it."""
-    return [o for o in overrides if _key(o).split(".")[0] != group]
+    return [o for o in overrides if override_key(o).split(".")[0] != group]
 
 
 def _leaves(node: DictConfig, prefix: str = "") -> dict[str, Any]:
@@ -122,7 +118,7 @@ def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, floa
     chosen = [f"{g}={hc.runtime.choices[g]}" for g in GROUPS if hc.runtime.choices.get(g)]
     user = [o for o in hc.overrides.task if not o.startswith("pipeline.")]
     # The group choices as resolved here, then every other override (values inside groups too).
-    common = [*chosen, *(o for o in user if _key(o) not in GROUPS)]
+    common = [*chosen, *(o for o in user if override_key(o) not in GROUPS)]
     pretrain_args = common
     if cfg.mask.name in SEARCHED_MASKS:  # search it, then pre-train with it frozen
         search_dir, _ = run_step("search", common, cfg, run_step_job)
