@@ -24,7 +24,8 @@ from sparsebert_cli.masks.config import (
     SEARCHED_MASKS,
     check_dam_config,
 )
-from sparsebert_cli.stages import READS, UPSTREAM, reads
+from sparsebert_cli.stages import READS, reads
+from sparsebert_cli.stages.inputs import resolve_upstream
 from sparsebert_cli.training import config as trainer_schema
 
 MASK_SPECIAL = ("dense", "dam", ATTENTION_TOPK, "from_run", "checkpoint")
@@ -318,18 +319,6 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
             f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",
         )
     return resolve_upstream(cfg)
-
-
-def resolve_upstream(cfg: DictConfig) -> dict[str, Path]:
-    """The completed runs that `model.from` and `mask.from` name (`latest` included), by key."""
-    found = {}
-    for key, kind in UPSTREAM.get(cfg.stage, {}).items():
-        ref = _get(cfg, key)
-        if key == "mask.from_run" and cfg.mask.name != "from_run":
-            continue
-        if ref:
-            found[key] = runs.resolve(kind, ref, Path(cfg.paths.runs_dir))
-    return found
 
 
 def describe(cfg: DictConfig, upstream: dict[str, Path]) -> str:

@@ -10,25 +10,32 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.stages import UPSTREAM
 
 
 def cache_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir)
 
 
+def resolve_upstream(cfg: DictConfig) -> dict[str, Path]:
+    """The completed runs that `model.from` and `mask.from` name (`latest` included), by key."""
+    found = {}
+    for key, kind in UPSTREAM.get(cfg.stage, {}).items():
+        ref = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if key == "mask.from_run" and cfg.mask.name != "from_run":
+            continue
+        if ref:
+            found[key] = runs.resolve(kind, ref, Path(cfg.paths.runs_dir))
+    return found
+
+
 def resolve_references(cfg: DictConfig) -> list[str]:
     """Turn `mask.from_run` and `model.from_run` ("latest" or a path) into completed run folders,
     in place, before the job is hashed or any data is loaded; returns what each resolved to."""
-    from sparsebert_cli.stages import UPSTREAM
-
     said = []
-    runs_dir = Path(cfg.paths.runs_dir)
-    for key, kind in UPSTREAM.get(cfg.stage, {}).items():
+    for key, found in resolve_upstream(cfg).items():
         group, field = key.split(".")
         ref = cfg[group][field]
-        if not ref or (group == "mask" and cfg.mask.name != "from_run"):
-            continue
-        found = runs.resolve(kind, ref, runs_dir)
         cfg[group][field] = str(found)
         if ref != str(found):
             said.append(f"{group}.from={ref} → {found}")
