@@ -44,7 +44,7 @@ from sparsebert_cli.attention.diagonal import (
     distance_diagonal_layout,
     mask_offsets,
 )
-from sparsebert_cli.attention.masked import MASK_PENALTY, masked_score
+from sparsebert_cli.attention.masked import MASK_PENALTY, additive_bias, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
 # Each group costs one more round of kernel launches (gathers, matmuls, softmax, both ways),
@@ -85,8 +85,7 @@ class BlockGroup:
             if bool(self.allowed.all()):
                 self._bias[key] = None
             else:
-                bias = torch.zeros(self.allowed.shape, dtype=dtype, device=device)
-                self._bias[key] = bias.masked_fill_(~self.allowed.to(device), masked_score(dtype))
+                self._bias[key] = additive_bias(self.allowed.to(device), dtype)
         return self._bias[key]
 
 

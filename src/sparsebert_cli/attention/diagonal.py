@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sparsebert_cli.attention.masked import MASK_PENALTY, masked_score
+from sparsebert_cli.attention.masked import MASK_PENALTY, additive_bias, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
 OFFSET_CHUNK = 2**22  # entries of M read at a time while listing its diagonals
@@ -42,9 +42,7 @@ class DiagonalLayout:
         device)."""
         key = (dtype, device)
         if key not in self._bias:
-            allowed = self.allowed.to(device)
-            bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
-            self._bias[key] = bias.masked_fill_(~allowed, masked_score(dtype))[:, None]
+            self._bias[key] = additive_bias(self.allowed.to(device), dtype)[:, None]
         return self._bias[key]
 
 

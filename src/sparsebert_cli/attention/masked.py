@@ -82,9 +82,11 @@ class SdpaMask:
     first_key: torch.Tensor  # long [H, n]: each query's first allowed key (n if none)
 
 
-def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    return bias.masked_fill_(~mask, masked_score(dtype))[None]
+def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where `allowed` (bool), `masked_score` where not, in `dtype` on allowed's device: the
+    one add that masks scores, for every backend."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return bias.masked_fill_(~allowed, masked_score(dtype))
 
 
 def build_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
@@ -97,7 +99,7 @@ def build_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
     return SdpaMask(
         mask=mask,
         dtype=dtype,
-        bias=_bias(mask, dtype) if small else None,
+        bias=additive_bias(mask, dtype)[None] if small else None,
         empty=empty if bool(empty.any()) else None,
         first_key=first_key,
     )
@@ -133,8 +135,7 @@ def sdpa_attention(
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, scale=scaling)
     fill = masked_score(query.dtype)
     if mask is None:  # padding only: [B, 1, 1, n]; a sequence of nothing but padding is empty
-        bias = torch.zeros(key_padding.shape, dtype=query.dtype, device=query.device)
-        bias = bias.masked_fill_(key_padding, fill)[:, None, None, :]
+        bias = additive_bias(~key_padding, query.dtype)[:, None, None, :]
         empty = key_padding.all(dim=-1)[:, None, None, None]  # [B, 1, 1, 1]
         empty = empty if bool(empty.any()) else None
     else:
@@ -142,7 +143,7 @@ def sdpa_attention(
             prepared = build_sdpa_mask(mask, query.dtype)
         bias, empty = prepared.bias, prepared.empty
         if bias is None:
-            bias = _bias(mask, query.dtype)
+            bias = additive_bias(mask, query.dtype)[None]
         if key_padding is not None:
             bias = bias.masked_fill(key_padding[:, None, None, :], fill)  # [B, H, n, n]
             empty = _empty_with_padding(prepared, key_padding)
