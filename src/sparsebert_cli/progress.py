@@ -20,6 +20,15 @@ def on_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def table_console():
+    """A rich Console for printing a table: the terminal's, or at least 200 columns when piped
+    or logged, so a table is not squeezed into 80."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(200, console.width))
+
+
 @contextmanager
 def waiting(description: str) -> Iterator[None]:
     """A spinner with the elapsed time while the block runs, then `description: done in Xs`."""

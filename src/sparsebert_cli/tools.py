@@ -14,6 +14,7 @@ from pathlib import Path
 from sparsebert_cli import runs
 from sparsebert_cli.config import STAGES
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.progress import table_console
 
 # The manifest fields `ls --show` prints, in this order.
 SHOWN_FIELDS = (
@@ -73,7 +74,6 @@ def ls_main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"runs under {args.runs_dir}")
@@ -103,10 +103,7 @@ def ls_main(argv: list[str]) -> int:
             row["command"],
             headline,
         )
-    console = Console()
-    if not console.is_terminal:  # piped or logged: the full width, whatever the terminal's
-        console = Console(width=max(200, console.width))
-    console.print(table)
+    table_console().print(table)
     return 0
 
 
@@ -240,7 +237,6 @@ def _mark(value: bool | None) -> str:
 
 def print_mask_table(rows: list[dict], n: int, heads: int, layers: int) -> None:
     from rich.box import SIMPLE
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"Attention masks at n={n}, {heads} heads, {layers} layers", box=SIMPLE)
@@ -264,10 +260,7 @@ def print_mask_table(rows: list[dict], n: int, heads: int, layers: int) -> None:
             ("never" if steps is None else str(steps))
             + ("" if checks["reaches_all_within_layers"] else f" (> {layers})"),
         )
-    console = Console()
-    if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
-        console = Console(width=140)
-    console.print(table)
+    table_console().print(table)
 
 
 def masks_main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.progress import table_console
 from sparsebert_cli.tools import positive_int
 
 SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "json"}
@@ -143,12 +144,7 @@ def _table(args: argparse.Namespace) -> None:
         runs.atomic_write_text(args.out, RENDERERS[args.format](table))
         print(f"wrote {args.out}")
     elif args.format == "table":
-        from rich.console import Console
-
-        console = Console()
-        if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
-            console = Console(width=200)
-        console.print(to_rich(table))
+        table_console().print(to_rich(table))
         print(note(table))
         for row in table.rows:
             for cell in row.cells:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.progress import table_console
 
 OCCLUSION_FILE = "occlusion.json"
 
@@ -152,7 +153,6 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
 
 def write_occlusion(run_dir: Path, out_dir: Path, max_distance: int, examples: int) -> Path:
     """Compute the record, write it as `occlusion.json` in `out_dir` and print it as a table."""
-    from rich.console import Console
     from rich.table import Table
 
     record = occlusion(run_dir, max_distance, examples)
@@ -179,7 +179,7 @@ def write_occlusion(run_dir: Path, out_dir: Path, max_distance: int, examples: i
         table.add_column(column, justify="left" if column == "band" else "right")
     for row in record["bands"]:
         table.add_row(row["band"], *(f"{row[c]:.4f}" for c in columns))
-    console = Console() if Console().is_terminal else Console(width=200)
+    console = table_console()
     console.print(table)
     for name, value in record.get("spearman", {}).items():
         console.print(f"spearman {name}: {value:+.3f}")
