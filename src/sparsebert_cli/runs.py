@@ -381,6 +381,12 @@ def layout(run_dir: Path | str) -> Layout:
     return Layout(Path(run_dir))
 
 
+def sweep_of(run_dir: Path) -> str | None:
+    """The sweep a run folder belongs to (`<stage>/multirun/<sweep>/<job>`, as
+    conf/hydra/default.yaml lays out a multirun), else None."""
+    return run_dir.parent.name if run_dir.parent.parent.name == "multirun" else None
+
+
 @dataclass
 class Run:
     """A live run folder; only rank 0 of a distributed run writes (`writer=False` elsewhere)."""

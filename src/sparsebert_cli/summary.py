@@ -25,11 +25,6 @@ OUTPUTS = (
 )
 
 
-def _sweep_name(run_dir: Path) -> str | None:
-    """The sweep a run folder belongs to (`<stage>/multirun/<sweep>/<job>`), else None."""
-    return run_dir.parent.name if run_dir.parent.parent.name == "multirun" else None
-
-
 def rerun_command(command: str, run_dir: Path) -> str:
     """The command that reruns this run into its own folder: a completed run is skipped, an
     unfinished one resumes from its last checkpoint (`resume=auto`).
@@ -40,7 +35,7 @@ def rerun_command(command: str, run_dir: Path) -> str:
     if len(args) < 2:
         return command
     head, overrides = args[:2], [a for a in args[2:] if a not in ("-m", "--multirun")]
-    sweep = _sweep_name(run_dir)
+    sweep = runs.sweep_of(run_dir)
     if sweep is not None:
         overrides = [o for o in overrides if not o.startswith("sweep_name=")]
         return shlex.join([*head, "-m", *overrides, f"sweep_name={sweep}"])

@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from sparsebert_cli.progress import route_logging
-from sparsebert_cli.runs import METRICS_LOG, atomic_write_text, redact
+from sparsebert_cli.runs import METRICS_LOG, atomic_write_text, redact, sweep_of
 
 # The metrics a progress line shows (every metric goes to metrics.jsonl and W&B).
 SHOWN = (
@@ -48,9 +48,7 @@ class MetricLogger:
         if logger_cfg.name == "wandb":
             import wandb
 
-            group = logger_cfg.group or (
-                run_dir.parent.name if run_dir.parent.parent.name == "multirun" else None
-            )
+            group = logger_cfg.group or sweep_of(run_dir)
             self.wandb = wandb.init(
                 project=logger_cfg.project,
                 entity=logger_cfg.entity,
