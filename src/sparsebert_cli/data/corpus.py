@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerprint
+from sparsebert_cli.data.config import map_processes
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.errors import SparseBertError
 
@@ -251,6 +252,6 @@ def normalise(source, data_cfg, column: str | None = None):
         lambda batch: {"text": [to_sentence_lines(t or "") for t in batch[column]]},
         batched=True,
         remove_columns=source.column_names,
-        num_proc=data_cfg.num_proc if data_cfg.num_proc > 1 else None,
+        num_proc=map_processes(data_cfg),
         desc="splitting sentences",
     )

@@ -21,6 +21,7 @@ import random
 from pathlib import Path
 
 from sparsebert_cli.data.cache import cached_dataset, content_key
+from sparsebert_cli.data.config import map_processes
 from sparsebert_cli.data.corpus import corpus_identity, load_corpus
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
@@ -81,7 +82,7 @@ def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
                 "settings": example_settings(data_cfg, tokenizer),
                 "seed": seed,
             },
-            num_proc=data_cfg.num_proc if data_cfg.num_proc > 1 else None,
+            num_proc=map_processes(data_cfg),
             new_fingerprint=f"{key}-{split}-examples",
             desc=f"creating {split} pre-training examples",
         )
@@ -104,7 +105,7 @@ def tokenize_documents(source, tokenizer, data_cfg, fingerprint: str):
         tokenize,
         batched=True,
         remove_columns=source.column_names,
-        num_proc=data_cfg.num_proc if data_cfg.num_proc > 1 else None,
+        num_proc=map_processes(data_cfg),
         new_fingerprint=f"{fingerprint}-tokens",
         desc="tokenizing documents",
     )
