@@ -10,10 +10,9 @@ import textwrap
 from pathlib import Path
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sparsebert_cli.runs import atomic_write
+from sparsebert_cli.figures import new_figure, save_png
 
 
 def mosaic(mask: torch.Tensor, gap: int) -> torch.Tensor:
@@ -35,8 +34,7 @@ def mask_grid_figure(mask: torch.Tensor, title: str) -> Figure:
     layers, heads, n, _ = mask.shape
     gap = max(1, n // 16)
     width, height = min(2.5 + 1.6 * heads, 24), min(1.8 + 1.6 * layers, 24)
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(width, height)
     axes = figure.add_subplot()
     image = axes.imshow(
         mosaic(mask.detach().cpu(), gap).numpy(),
@@ -59,5 +57,4 @@ def mask_grid_figure(mask: torch.Tensor, title: str) -> Figure:
 
 def plot_mask_grid(mask: torch.Tensor, path: Path, title: str) -> Path:
     """Write the heat map of M [L, H, n, n] (see `mask_grid_figure`) to `path`."""
-    figure = mask_grid_figure(mask, title)
-    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
+    return save_png(mask_grid_figure(mask, title), path)

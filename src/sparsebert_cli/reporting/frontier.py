@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sparsebert_cli import runs
+from sparsebert_cli.figures import new_figure, save_png
 from sparsebert_cli.reporting.records import _input_dirs, collect_runs, lookup, runs_root
 from sparsebert_cli.reporting.table import Row, build_table
 
@@ -188,11 +189,7 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
 
 
 def _plot(points: list[FrontierPoint], path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(11, 4.5)
     axes = figure.subplots(1, 2)
     shown = [p for p in points if p.average is not None]
     for ax, x_of, flag, xlabel in (
@@ -211,7 +208,7 @@ def _plot(points: list[FrontierPoint], path: Path) -> Path:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("task Average ×100 (line down to the worst task)")
     figure.suptitle("Quality vs sparsity and vs attention time (★ = Pareto-optimal)")
-    return runs.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    return save_png(figure, path, tight=False)
 
 
 def write_frontier(points: list[FrontierPoint], out_dir: Path) -> list[Path]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.figures import new_figure, save_png
 
 NEAR_DIAGONAL = 3
 SNAPSHOTS = 4
@@ -105,23 +106,8 @@ def importance_numbers(probs, steps) -> dict:
     }
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path: Path) -> Path:
-    from sparsebert_cli.runs import atomic_write
-
-    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
-
-
 def _plot_by_distance(numbers: dict, path: Path) -> Path:
-    figure = _figure(12, 4.5)
+    figure = new_figure(12, 4.5)
     left, right = figure.subplots(1, 2)
     steps = numbers["steps"]
     image = left.imshow(
@@ -148,14 +134,14 @@ def _plot_by_distance(numbers: dict, path: Path) -> Path:
     right.set_ylabel("mean keep probability σ(α)")
     right.set_title("diagonal vs near-diagonal vs far\nover training")
     right.legend()
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def cls_sep_figure(numbers: dict, last_map):
     """[CLS]/[SEP] keep probabilities over training (left) and the last map (right). The map's
     colour scale is its own range: the values of a short search all sit near σ(0) = 0.5, which a
     fixed 0–1 scale would draw as one flat colour."""
-    figure = _figure(12, 4.5)
+    figure = new_figure(12, 4.5)
     left, right = figure.subplots(1, 2)
     steps, n = numbers["steps"], numbers["n"]
     for key, label in (
@@ -204,7 +190,9 @@ def write_importance_figures(run_dir: Path, out_dir: Path) -> list[Path]:
         written.append(path)
     written.append(_plot_by_distance(numbers, out_dir / "importance_by_distance.png"))
     last_map = probs[-1].mean(dim=(0, 1))
-    written.append(_save(cls_sep_figure(numbers, last_map), out_dir / "importance_cls_sep.png"))
+    written.append(
+        save_png(cls_sep_figure(numbers, last_map), out_dir / "importance_cls_sep.png")
+    )
     numbers["figures"] = {
         "heat_maps": heat_maps,
         "by_distance": "importance_by_distance.png",

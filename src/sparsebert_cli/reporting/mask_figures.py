@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 from sparsebert_cli import runs
+from sparsebert_cli.figures import new_figure, save_png
 from sparsebert_cli.masks.config import MASK_FILE, META_FILE
 
 
@@ -38,19 +39,14 @@ def write_pattern_grid(n: int, out_dir: Path) -> list[Path]:
 
     Writes `patterns_n<n>.png` and `patterns_n<n>.json` (sparsity of each pattern in %).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     from sparsebert_cli.masks.catalogue import presets
     from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
     from sparsebert_cli.masks.stats import sparsity
-    from sparsebert_cli.runs import atomic_write
 
     configs = presets(list(PATTERNS))
     columns = 5
     rows = math.ceil(len(configs) / columns)
-    figure = Figure(figsize=(2.8 * columns + 1, 3.1 * rows), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(2.8 * columns + 1, 3.1 * rows)
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     numbers = {}
     image = None
@@ -67,10 +63,7 @@ def write_pattern_grid(n: int, out_dir: Path) -> list[Path]:
         ax.set_axis_off()
     figure.suptitle(f"Fixed attention patterns at n = {n} (head 0; 1 = may attend)")
     figure.colorbar(image, ax=list(axes), label="may attend (1) / masked (0)", shrink=0.6)
-    png = atomic_write(
-        out_dir / f"patterns_n{n}.png",
-        lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"),
-    )
+    png = save_png(figure, out_dir / f"patterns_n{n}.png")
     json_path = out_dir / f"patterns_n{n}.json"
     runs.atomic_write_json(json_path, {"n": n, "sparsity": numbers})
     return [png, json_path]
