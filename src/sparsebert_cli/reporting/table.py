@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsebert_cli.data.glue import GLUE_TASKS
 from sparsebert_cli.reporting.records import PRETRAIN_STAGE, RunRecord, collect_runs, lookup
 from sparsebert_cli.runs import config_hash
 
@@ -48,16 +49,9 @@ TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "squad_v2": (("EM", "eval/exact"), ("F1", "eval/f1")),
     "swag": (("acc", "eval/accuracy"),),
 }
+# Column labels: a GLUE task's folder name (SST-2, STS-B, …), then the other tasks'.
 TASK_LABELS = {
-    "mnli": "MNLI",
-    "qqp": "QQP",
-    "qnli": "QNLI",
-    "sst2": "SST-2",
-    "cola": "CoLA",
-    "stsb": "STS-B",
-    "mrpc": "MRPC",
-    "rte": "RTE",
-    "wnli": "WNLI",
+    **{task: layout.folder for task, layout in GLUE_TASKS.items()},
     "squad": "SQuAD v1.1",
     "squad_v2": "SQuAD v2.0",
     "swag": "SWAG",
