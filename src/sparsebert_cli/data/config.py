@@ -67,8 +67,3 @@ class TaskConfig:
     version_2_with_negative: bool = False  # SQuAD v2.0: questions may have no answer
     # Predict no answer when null score − best span score > this; null: the F1-best on dev.
     null_score_threshold: float | None = None
-
-
-def map_processes(data_cfg: DataConfig) -> int | None:
-    """`num_proc` for `datasets.map`: None (this process) unless data.num_proc > 1."""
-    return data_cfg.num_proc if data_cfg.num_proc > 1 else None

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerprint
-from sparsebert_cli.data.config import map_processes
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.errors import SparseBertError
 
@@ -41,6 +40,11 @@ LOCAL_ALTERNATIVES = (
     "Offline, use the embedded corpus (data=wiki_sample) or local files "
     "(data=text_files data.files=[path/or/glob/*.txt])."
 )
+
+
+def map_processes(data_cfg) -> int | None:
+    """`num_proc` for `datasets.map`: None (this process) unless data.num_proc > 1."""
+    return data_cfg.num_proc if data_cfg.num_proc > 1 else None
 
 
 def split_sentences(text: str) -> list[str]:

@@ -21,8 +21,7 @@ import random
 from pathlib import Path
 
 from sparsebert_cli.data.cache import cached_dataset, content_key
-from sparsebert_cli.data.config import map_processes
-from sparsebert_cli.data.corpus import corpus_identity, load_corpus
+from sparsebert_cli.data.corpus import corpus_identity, load_corpus, map_processes
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
