@@ -159,11 +159,15 @@ def kept_distances(kind: str, heads: int, n: int) -> torch.Tensor:
         kept[:, [0, 1, 2, 4, 8, 16]] = True
     elif kind == "far-only":  # only distances beyond half the sequence: middle rows are empty
         kept[:, n - 3 :] = True
-    return kept
+    elif kind == "head-empty":  # the last head keeps nothing, the others a band
+        kept[:-1, :4] = True
+    return kept  # "nothing": no head keeps any distance
 
 
 @pytest.mark.parametrize("n, block", [(64, 32), (200, 32), (530, 32), (257, 16), (20, 32)])
-@pytest.mark.parametrize("kind", ["band", "band-far", "random", "few", "far-only"])
+@pytest.mark.parametrize(
+    "kind", ["band", "band-far", "random", "few", "far-only", "head-empty", "nothing"]
+)
 def test_the_layout_from_distances_equals_the_layout_of_their_expansion(kind, n, block):
     """distance_layout (O(H·n), what a search step builds) gives the very layout block_layout
     builds from the n × n mask: tiles, finer pieces, diagonals, empty and idle rows, odd n."""

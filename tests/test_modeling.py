@@ -162,21 +162,36 @@ def test_eval_mode_uses_the_binarized_dam_mask():
         torch.testing.assert_close(model(**mlm_batch()).mlm_logits, fixed(**mlm_batch()).mlm_logits)
 
 
-def test_eval_batches_share_one_binarized_mask_until_alpha_changes():
-    """An evaluation builds the binarized M and its block tables once, not per batch; an
-    optimiser step on α (a new version) makes the next evaluation follow the new α."""
+def _step(alpha: torch.Tensor, optimizer: type, **options) -> None:
+    alpha.grad = torch.full_like(alpha, 2.0)
+    optimizer([alpha], lr=2.0, **options).step()
+
+
+# Ways α goes from 1 (keep everything) to below 0 (drop everything), and whether in train mode.
+ALPHA_CHANGES = {
+    "sgd-step": (True, lambda alpha: _step(alpha, torch.optim.SGD)),
+    "fused-adamw-step": (True, lambda alpha: _step(alpha, torch.optim.AdamW, fused=True)),
+    "write-through-data": (True, lambda alpha: alpha.data.fill_(-1.0)),
+    "copy-in-eval-mode": (False, lambda alpha: alpha.detach().copy_(torch.full_like(alpha, -1))),
+}
+
+
+@pytest.mark.parametrize("change", ALPHA_CHANGES)
+def test_eval_batches_share_one_binarized_mask_until_alpha_changes(change):
+    """An evaluation builds the binarized M and its block tables once, not per batch; after α
+    changes — by an optimiser (fused ones too), a write through .data, or in eval mode — the
+    next evaluation follows the new α."""
     model = pretraining(dam_source())
     source = model.sparse_mask
     with torch.no_grad():
-        source.dam.alpha.fill_(1.0)  # keep everything
+        source.dam.alpha.fill_(1.0)
     model.eval()
     first = source(N)
     assert source(N) is first
     assert bool(first.layer(0).all())
-    model.train()
-    optimizer = torch.optim.SGD([source.dam.alpha], lr=1.0)
-    source.dam.alpha.grad = torch.full_like(source.dam.alpha, 2.0)  # α: 1 → −1, drop everything
-    optimizer.step()
+    in_train_mode, apply = ALPHA_CHANGES[change]
+    model.train(in_train_mode)
+    apply(source.dam.alpha)
     model.eval()
     after = source(N)
     assert after is not first

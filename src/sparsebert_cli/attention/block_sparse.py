@@ -225,8 +225,9 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
 
 def distance_layout(kept: torch.Tensor, block_size: int) -> BlockLayout:
     """`block_layout` of the mask a DAM_s sample keeps (kept: bool [H, n], distance |i − j|),
-    built from the distances in O(H·n) work plus the tiles the kernel computes, never from
-    the n × n expansion (a search builds one per layer and step)."""
+    built from the distances — work per head and tile row or piece, plus the entries of the
+    tiles the kernel computes — never from the n × n expansion (a search builds one per layer
+    and step)."""
     heads, n = kept.shape
     device = kept.device
     blocks = math.ceil(n / block_size)

@@ -127,10 +127,17 @@ class MaskSource(nn.Module):
             self._fixed[key] = self._attention(fit_to_length(self.mask, n))
         return self._fixed[key]
 
+    def train(self, mode: bool = True) -> "MaskSource":
+        """Training drops the eval-mode mask: α may change in ways its version does not show (a
+        fused optimiser, a write through .data), and the n × n mask need not stay in memory."""
+        if mode:
+            self._evaluated = None
+        return super().train(mode)
+
     def _binarized_attention(self, n: int) -> AttentionMask:
         """Eval mode: the binarized DAM as this pass's mask, built once per α and length, so an
-        evaluation's batches share it and its block tables (an optimiser step or a loaded state
-        changes α's version and makes a new one)."""
+        evaluation's batches share it and its block tables (a change of α in eval mode, e.g. a
+        loaded state, changes α's version and makes a new one)."""
         alpha = self.dam.alpha
         key = (n, str(alpha.device), alpha._version, alpha.data_ptr())
         if self._evaluated is None or self._evaluated[0] != key:

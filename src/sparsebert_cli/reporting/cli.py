@@ -191,7 +191,7 @@ def _figures(args: argparse.Namespace) -> None:
             )
             return
         if not written:
-            trace = runs.layout(run_dir).importance_trace
+            trace = runs.layout(run_dir).importance_trace.relative_to(run_dir)
             raise SparseBertError(
                 f"{run_dir} has neither an importance trace ({trace}) nor a mask artifact "
                 "(artifacts/mask.json or artifacts/model/mask.json); pass a completed search, "
