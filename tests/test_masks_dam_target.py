@@ -132,3 +132,18 @@ def test_kept_diagonal_blocks_survive_the_target_threshold():
         dam.alpha.fill_(5.0)  # every tile's α above the kept tiles' placeholder value 1
     final = dam.binarize()[0, 0]
     assert all(final[i * 4 : i * 4 + 4, i * 4 : i * 4 + 4].all() for i in range(4))
+
+
+def test_the_target_threshold_follows_alpha_changed_behind_its_version():
+    """α written through .data (or by a fused optimiser) keeps its version: the threshold found
+    for the old α is dropped when the mode changes (train → eval), so eval binarizes the new α."""
+    dam = DAM(1, 8, structure="structured", target=SparsityTarget(0.5))
+    with torch.no_grad():
+        dam.alpha.copy_(torch.arange(8.0))  # the largest α: the far distances
+    dam.train()
+    far = dam.binarize()[0, 0, 0]
+    dam.alpha.data.copy_(-torch.arange(8.0))  # now the near distances are the largest
+    dam.eval()
+    near = dam.binarize()[0, 0, 0]
+    assert bool(far[-1]) and not bool(far[0])
+    assert bool(near[0]) and not bool(near[-1])

@@ -198,6 +198,12 @@ class DAM(nn.Module):
             self._thresholded = (key, self._meet_target())
         return self._thresholded[1]
 
+    def train(self, mode: bool = True) -> "DAM":
+        """A change of mode drops the kept threshold: α may have changed in ways its version
+        does not show (a fused optimiser, a write through .data)."""
+        self._thresholded = None
+        return super().train(mode)
+
     def _meet_target(self) -> torch.Tensor:
         alpha = self.alpha.detach().float()
         if self.kept_blocks is not None:  # _expand sets those tiles to 1: keep them whatever θ
