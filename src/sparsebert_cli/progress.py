@@ -11,7 +11,10 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 T = TypeVar("T")
 
@@ -20,7 +23,7 @@ def on_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def table_console():
+def table_console() -> "Console":
     """A rich Console for printing a table: the terminal's, or at least 200 columns when piped
     or logged, so a table is not squeezed into 80."""
     from rich.console import Console
