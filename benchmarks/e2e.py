@@ -36,6 +36,9 @@ PREDICTED = 0.15  # fraction of the positions with an MLM prediction
 # attention-free ceiling, and needs less than half the dense model's peak memory (with the models'
 # default attention dropout, conf/model: without it dense SDPA never holds the n × n probabilities).
 CHECK_MIN_N, SPARSE_BLOCKS, CEILING_TARGET, MEMORY_TARGET = 2048, 0.9, 0.9, 0.5
+# Block sparsity counts as ≥ 90 % within this slack: a 90 % target cannot always be hit exactly
+# (the block DAM at n = 2048 keeps 3,277 of 32,768 tiles, block sparsity 0.899994).
+SPARSITY_SLACK = 5e-4
 MEMORY_DROPOUT = 0.1
 CEILING = "sparsebert_benchmark_no_attention"
 
@@ -174,7 +177,9 @@ def _checks(results: dict[int, dict]) -> list[dict]:
     for n, result in results.items():
         if n < CHECK_MIN_N:
             continue
-        sparse = [m for m, d in result["block_density"].items() if 1 - d >= SPARSE_BLOCKS]
+        sparse = [
+            m for m, d in result["block_density"].items() if 1 - d >= SPARSE_BLOCKS - SPARSITY_SLACK
+        ]
         if not sparse:
             continue
         for p in DROPOUTS:
