@@ -121,26 +121,26 @@ def test_distances_that_do_not_fit_the_layout_are_refused():
             block_sparse_attention(q, k, v, layout, None, 1.0, distances=wrong)
 
 
+def same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Both None, or equal tensors."""
+    return a is b is None or (a is not None and b is not None and torch.equal(a, b))
+
+
 def assert_same_layout(got: BlockLayout, expected: BlockLayout) -> None:
     """Every field of two layouts, the kernel's groups and diagonals included, is equal."""
     for name in ("block_size", "n", "heads", "query_blocks", "active_blocks", "piece"):
         assert getattr(got, name) == getattr(expected, name), name
     assert got.idle_blocks == expected.idle_blocks
-    for a, b in ((got.empty_queries, expected.empty_queries),):
-        assert (a is None) == (b is None) and (a is None or torch.equal(a, b))
+    assert same(got.empty_queries, expected.empty_queries)
     assert len(got.groups) == len(expected.groups)
     for a, b in zip(got.groups, expected.groups, strict=True):
-        for name in ("rows", "key_blocks", "allowed"):
-            assert torch.equal(getattr(a, name), getattr(b, name)), name
-        assert (a.empty is None) == (b.empty is None)
-        assert a.empty is None or torch.equal(a.empty, b.empty)
+        for name in ("rows", "key_blocks", "allowed", "empty"):
+            assert same(getattr(a, name), getattr(b, name)), name
     assert (got.diagonal is None) == (expected.diagonal is None)
     if got.diagonal is not None:
         assert got.diagonal.offsets == expected.diagonal.offsets
         assert torch.equal(got.diagonal.allowed, expected.diagonal.allowed)
-        empty, reference = got.diagonal.empty_queries, expected.diagonal.empty_queries
-        assert (empty is None) == (reference is None)
-        assert empty is None or torch.equal(empty, reference)
+        assert same(got.diagonal.empty_queries, expected.diagonal.empty_queries)
 
 
 def kept_distances(kind: str, heads: int, n: int) -> torch.Tensor:
@@ -169,8 +169,8 @@ def kept_distances(kind: str, heads: int, n: int) -> torch.Tensor:
     "kind", ["band", "band-far", "random", "few", "far-only", "head-empty", "nothing"]
 )
 def test_the_layout_from_distances_equals_the_layout_of_their_expansion(kind, n, block):
-    """distance_layout (O(H·n), what a search step builds) gives the very layout block_layout
-    builds from the n × n mask: tiles, finer pieces, diagonals, empty and idle rows, odd n."""
+    """distance_layout (what a search step builds, without the n × n mask) gives the very
+    layout block_layout builds from the n × n mask: tiles, finer pieces, diagonals, empty and idle rows, odd n."""
     kept = kept_distances(kind, 3, n)
     expected = block_layout(expand_distances(kept, n), block)
     assert_same_layout(distance_layout(kept, block), expected)

@@ -140,6 +140,11 @@ def _group_counts(counts: list[int], slot: int) -> tuple[list[list[int]], int]:
     return groups, best[-1][0]
 
 
+def _on_sequence(blocks: int, block_size: int, n: int, device: torch.device) -> torch.Tensor:
+    """bool [blocks, block_size]: which positions of the blocks padding n are real (< n)."""
+    return (torch.arange(blocks * block_size, device=device) < n).view(blocks, block_size)
+
+
 def _active(padded: torch.Tensor, heads: int, block_size: int, piece: int) -> torch.Tensor:
     """bool [H·QB, N/piece]: query block (h, I) has an allowed key in key piece J."""
     size = padded.shape[-1]
@@ -208,7 +213,7 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     extra = blocks * block_size - n
     padded = F.pad(mask, (0, extra, 0, extra))  # keys and queries beyond n are never allowed
     # Real queries (< n) with no allowed key: their output is zero.
-    real = (torch.arange(blocks * block_size, device=mask.device) < n).view(blocks, block_size)
+    real = _on_sequence(blocks, block_size, n, mask.device)
     empty_rows = ~padded.any(dim=-1).view(heads * blocks, block_size) & real.repeat(heads, 1)
 
     def diagonal(most: float) -> DiagonalLayout | None:
@@ -233,10 +238,11 @@ def distance_layout(kept: torch.Tensor, block_size: int) -> BlockLayout:
     blocks = math.ceil(n / block_size)
     # kept_below[h, d]: how many distances < d head h keeps
     kept_below = F.pad(kept.int().cumsum(dim=-1), (1, 0))
+    real = _on_sequence(blocks, block_size, n, device)
     # A query i has a key iff some kept distance is ≤ max(i, n − 1 − i).
     positions = torch.arange(blocks * block_size, device=device)
-    farthest = torch.maximum(positions, n - 1 - positions).clamp(max=n - 1)
-    empty_rows = (kept_below[:, farthest + 1] == 0) & (positions < n)
+    reach = torch.maximum(positions, n - 1 - positions).clamp(max=n - 1)
+    empty_rows = (kept_below[:, reach + 1] == 0) & real.view(-1)
     empty_rows = empty_rows.view(heads * blocks, block_size)
 
     def active(piece: int) -> torch.Tensor:
@@ -262,14 +268,13 @@ def distance_layout(kept: torch.Tensor, block_size: int) -> BlockLayout:
         inside = torch.arange(block_size, device=device)
         distance = offsets[:, None, None] + inside[:piece] - inside[:, None]  # [O, bs, piece]
         table = kept[:, distance.abs_().clamp_(max=n - 1)]  # [H, O, bs, piece]
-        real_query = (positions < n).view(blocks, block_size)
-        real_key = (positions < n).view(-1, piece)
+        real_key = real.view(-1, piece)
 
         def tiles(rows: torch.Tensor, key_piece: torch.Tensor) -> torch.Tensor:
             head, block = torch.div(rows, blocks, rounding_mode="floor"), rows % blocks
             offset = (key_piece * piece - (block * block_size)[:, None] + first) // piece
-            real = real_query[block][:, None, :, None] & real_key[key_piece][:, :, None, :]
-            return table[head[:, None], offset] & real
+            on_sequence = real[block][:, None, :, None] & real_key[key_piece][:, :, None, :]
+            return table[head[:, None], offset] & on_sequence
 
         return tiles
 
@@ -343,7 +348,7 @@ def tile_layout(tiles: torch.Tensor, block_size: int, n: int) -> BlockLayout:
     J) allowing queries I·bs… and keys J·bs… below n (a block DAM's sample). Built from the
     tiles alone, without the n × n mask: a search builds one per step."""
     heads, blocks, _ = tiles.shape
-    real = (torch.arange(blocks * block_size, device=tiles.device) < n).view(blocks, block_size)
+    real = _on_sequence(blocks, block_size, n, tiles.device)
     active = tiles.reshape(heads * blocks, blocks)
     counts = active.sum(dim=-1)
     empty_rows = (counts == 0)[:, None] & real.repeat(heads, 1)
