@@ -188,12 +188,19 @@ class DAM(nn.Module):
         """`stats.sparsity(binarize())` (percent), counted per α."""
         return self._sparsity(self._binarized())
 
+    @property
+    def version(self) -> tuple[int, int]:
+        """Changes whenever α is updated in place or replaced (an optimiser step, a loaded
+        state); a fused optimiser or a write through .data does not change it, so caches keyed
+        on it are also dropped when the mode changes (`train`)."""
+        return self.alpha._version, self.alpha.data_ptr()
+
     def _binarized(self) -> torch.Tensor:
         """`binarize()` per α: bool, α's shape."""
         if self.target is None:
             return self.alpha.detach() > 0
         # Asked every step (the logged sparsity) and every eval forward: found once per α update.
-        key = (self.alpha._version, self.alpha.data_ptr())
+        key = self.version
         if self._thresholded is None or self._thresholded[0] != key:
             self._thresholded = (key, self._meet_target())
         return self._thresholded[1]

@@ -138,8 +138,7 @@ class MaskSource(nn.Module):
         """Eval mode: the binarized DAM as this pass's mask, built once per α and length, so an
         evaluation's batches share it and its block tables (a change of α in eval mode, e.g. a
         loaded state, changes α's version and makes a new one)."""
-        alpha = self.dam.alpha
-        key = (n, str(alpha.device), alpha._version, alpha.data_ptr())
+        key = (n, str(self.dam.alpha.device), *self.dam.version)
         if self._evaluated is None or self._evaluated[0] != key:
             self._evaluated = (key, self._attention(fit_to_length(self.dam.binarize(), n)))
         return self._evaluated[1]
