@@ -253,3 +253,41 @@ def test_sums_counted_per_alpha_equal_those_of_the_expanded_mask(structure, extr
         kept = torch.stack([(alpha >= v).double().mean() for v in values])
         theta = values[(kept - (1 - target)).abs().argmin()]
         assert torch.equal(dam.binarize(), alpha >= theta)
+
+
+@pytest.mark.parametrize("chunk", [2**22, 40], ids=["one-chunk", "chunked"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("shape", "n"), [((1,), 1), ((3,), 2), ((2, 3), 7), ((4,), 130)])
+def test_expansion_gradients_equal_those_of_plain_indexing(shape, n, dtype, chunk, monkeypatch):
+    """expand_distances sums its gradient per distance by skewing, expand_tiles by broadcasting;
+    both equal the autograd of the index they replace (values beyond n get none)."""
+    from sparsebert_cli.attention import diagonal
+    from sparsebert_cli.attention.block_sparse import expand_tiles
+    from sparsebert_cli.attention.diagonal import distance_index, expand_distances
+
+    monkeypatch.setattr(diagonal, "SUM_CHUNK", chunk)
+    generator = torch.Generator().manual_seed(n)
+    block = 3
+    blocks = -(-n // block) + 1  # one tile more than n needs: cropped
+    block_of = torch.arange(n) // block
+    cases = [
+        (expand_distances, lambda x: x[..., distance_index(n)], (*shape, n + 2)),
+        (
+            lambda x, n: expand_tiles(x, block, n),
+            lambda x: x[..., block_of[:, None], block_of[None, :]],
+            (*shape, blocks, blocks),
+        ),
+    ]
+    for expand, index, size in cases:
+        values = torch.randn(size, generator=generator).to(dtype)
+        grad = torch.randn((*shape, n, n), generator=generator).to(dtype)
+        ours, plain = (values.clone().requires_grad_(True) for _ in range(2))
+        out = expand(ours, n)
+        assert torch.equal(out, index(plain))
+        out.backward(grad)
+        index(plain.double()).backward(grad.double())
+        tolerance = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+        assert ours.grad.dtype == dtype
+        assert torch.allclose(
+            ours.grad.double(), plain.grad.double(), rtol=tolerance, atol=tolerance * n
+        )

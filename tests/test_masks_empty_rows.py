@@ -67,3 +67,27 @@ def test_no_nan_in_forward_or_backward_with_an_empty_row(dtype):
     assert torch.isfinite(out).all()
     assert torch.isfinite(scores.grad).all() and torch.isfinite(values.grad).all()
     assert scores.grad[0, 0, 2].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("padding", [None, PADDING], ids=["no-padding", "padding"])
+def test_a_float_mask_attends_as_its_boolean_mask_with_the_empty_row_rule(padding):
+    """A hard DAM sample (float 0/1) adds (M − 1)·c instead of a fill: the same weights, output
+    and gradients as the boolean mask, empty rows (by M, by padding) zero."""
+    from sparsebert_cli.attention.masked import masked_attention
+
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 1, 3, 4, generator=generator) for _ in range(3))
+    mask = torch.tensor([[[1, 0, 0], [0, 0, 0], [0, 0, 1]]], dtype=torch.bool)
+    padding = None if padding is None else padding.expand(2, -1)
+    results = []
+    for m in (mask, mask.float().requires_grad_(True)):
+        inputs = [x.clone().requires_grad_(True) for x in (q, k, v)]
+        with pytest.warns(EmptyAttentionRowWarning):
+            out = masked_attention(*inputs, m, padding, 0.5)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(2)))
+        results.append((out, *(x.grad for x in inputs)))
+    for boolean, float_ in zip(*results, strict=True):
+        assert torch.allclose(boolean, float_, atol=1e-6)
+    out = results[1][0]
+    assert out[:, :, 1].abs().max() == 0  # the row M empties
+    assert (out[:, :, 2].abs().max() == 0) == (padding is not None)  # its one key is padding

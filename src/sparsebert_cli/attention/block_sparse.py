@@ -364,9 +364,15 @@ def tile_layout(tiles: torch.Tensor, block_size: int, n: int) -> BlockLayout:
 
 def expand_tiles(tiles: torch.Tensor, block_size: int, n: int) -> torch.Tensor:
     """Values per tile [..., QB, KB] → the n × n mask [..., n, n] (each tile's value on its
-    block_size × block_size entries, cropped to n)."""
-    block_of = torch.arange(n, device=tiles.device) // block_size
-    return tiles[..., block_of[:, None], block_of[None, :]]
+    block_size × block_size entries, cropped to n). A broadcast, not an index: its gradient is
+    a sum per tile, not index_put's scattered accumulate."""
+    blocks = -(-n // block_size)
+    tiles = tiles[..., :blocks, :blocks]
+    size = blocks * block_size
+    shape = (*tiles.shape[:-2], blocks, block_size, blocks, block_size)
+    full = tiles[..., :, None, :, None].expand(shape)
+    full = full.reshape(*tiles.shape[:-2], size, size)
+    return full if size == n else full[..., :n, :n].contiguous()
 
 
 def _scaled_scores(q: torch.Tensor, k: torch.Tensor, bias, scaling: float, batch: int):

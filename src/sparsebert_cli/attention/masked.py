@@ -53,13 +53,26 @@ def attention_probs(
 ) -> torch.Tensor:
     """A = softmax(QKᵀ·scaling + P + (1 − M)·(−c)): [B, H, n, n], rows of M's empty queries 0."""
     n = query.shape[-2]
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling  # [B, H, n, n]
+    scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scaling)  # [B, H, n, n]
     if mask is None:
         mask = torch.ones(1, n, n, dtype=torch.bool, device=query.device)
-    elif mask.dtype != torch.bool:
-        scores = scores + (1.0 - mask) * -MASK_PENALTY
-        mask = mask.detach() > 0.5
-    return masked_softmax(scores, mask, key_padding)
+    if mask.dtype == torch.bool:
+        return masked_softmax(scores, mask, key_padding)
+    # A float M adds (M − 1)·c. An entry masked_softmax would drop (M ≤ 0.5) is then ≥ c/2 below
+    # its row, so its weight is exactly 0 and its gradient too without a fill: only padding
+    # needs one, and the empty rows are read off M's row maxima (no n × n boolean mask).
+    scores = torch.add(scores, mask - 1, alpha=MASK_PENALTY)
+    kept = mask.detach()
+    if key_padding is not None:
+        padding = key_padding[:, None, None, :]
+        scores.masked_fill_(padding, torch.finfo(scores.dtype).min)
+        kept = kept.masked_fill(padding, 0)
+    empty = kept.amax(dim=-1, keepdim=True) <= 0.5
+    probs = scores.softmax(dim=-1)
+    if bool(empty.any()):
+        warn_empty_rows()
+        probs = probs.masked_fill(empty, 0.0)
+    return probs
 
 
 def masked_score(dtype: torch.dtype) -> float:
