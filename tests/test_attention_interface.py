@@ -8,6 +8,7 @@ import torch
 
 from sparsebert_cli.attention.interface import (
     AUTO_MAX_BLOCK_DENSITY,
+    AUTO_MAX_BLOCK_DENSITY_DROPOUT,
     AttentionMask,
     check_backend,
     choose_backend,
@@ -119,6 +120,18 @@ def test_auto_uses_sdpa_for_short_sequences():
 
 def test_auto_uses_sdpa_when_most_blocks_are_active():
     assert choice(torch.ones(1, HEADS, 1024, 1024, dtype=torch.bool)) == "sdpa"
+
+
+def test_auto_takes_block_sparse_for_denser_masks_under_attention_dropout_on_cpu():
+    """SDPA with dropout leaves its fused kernel on CPU: block_sparse up to block density 0.7."""
+    tiles = torch.rand(HEADS, 16, 16, generator=torch.Generator().manual_seed(0)) < 0.55
+    tiles |= torch.eye(16, dtype=torch.bool)
+    mask = tiles.repeat_interleave(64, 1).repeat_interleave(64, 2)[None]
+    density = AttentionMask(mask).layout(0, 64).block_density
+    assert AUTO_MAX_BLOCK_DENSITY < density <= AUTO_MAX_BLOCK_DENSITY_DROPOUT
+    assert choice(mask) == "sdpa"
+    assert choice(mask, dropout=0.1) == "block_sparse"
+    assert choice(torch.ones(1, HEADS, 1024, 1024, dtype=torch.bool), dropout=0.1) == "sdpa"
 
 
 def test_auto_uses_block_sparse_for_a_sparse_mask_on_cpu_training_or_not():

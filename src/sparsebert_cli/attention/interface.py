@@ -57,6 +57,13 @@ ATTENTION_IMPLEMENTATION = "sparsebert"
 # ×0.93–0.96 for SDPA with the mask, and ×1.65 / ×1.06 / ×0.73 against ×0.68–0.74 at n = 4096).
 AUTO_MIN_SPARSE_LENGTH = 512
 AUTO_MAX_BLOCK_DENSITY = 0.45
+# With attention dropout on CPU, SDPA leaves its fused kernel for the math path (the n × n
+# probabilities held), so block_sparse pays up to denser masks. Random 32 × 32 tiles, 8 heads,
+# fwd+bwd, dropout 0.1, SDPA's time over block_sparse's: 1.96 / 1.64 / 0.96 / 0.85 at block
+# density 0.47 / 0.62 / 0.76 / 0.90 (n = 1024), 2.28 / 1.61 / 1.30 / 0.88 at 0.45 / 0.60 / 0.75 /
+# 0.90 (n = 2048); without dropout 0.64 at 0.47 and 1.02 at 0.45 (Intel Xeon, 2 threads, load
+# 1.5). On CUDA SDPA keeps a fused kernel with dropout and a mask.
+AUTO_MAX_BLOCK_DENSITY_DROPOUT = 0.7
 # auto for a hard DAM sample per α, whose alternative is `masked` (the n × n float mask, every
 # score and the mask's gradient): block_sparse up to this block density. A search step of
 # model=small with a block DAM sample run block_sparse took 0.50 / 0.62 / 0.69 / 0.84 of the
@@ -207,8 +214,11 @@ def choose_backend(
     if layout.diagonal is not None and mask.device.type == "cpu":  # timed on CPU only
         return "block_sparse", f"{len(layout.diagonal.offsets)} diagonals on cpu"
     density = layout.block_density
-    if density > AUTO_MAX_BLOCK_DENSITY:
-        return "sdpa", f"block density {density:.2f} > {AUTO_MAX_BLOCK_DENSITY}"
+    most = AUTO_MAX_BLOCK_DENSITY
+    if dropout > 0 and mask.device.type == "cpu":
+        most = AUTO_MAX_BLOCK_DENSITY_DROPOUT
+    if density > most:
+        return "sdpa", f"block density {density:.2f} > {most}"
     if mask.device.type == "cuda" and dropout == 0:
         return "flex", f"block density {density:.2f} on CUDA"
     # On CPU block_sparse also for inference: FlexAttention measured slower for every pattern
