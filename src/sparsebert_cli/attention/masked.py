@@ -58,9 +58,10 @@ def attention_probs(
         mask = torch.ones(1, n, n, dtype=torch.bool, device=query.device)
     if mask.dtype == torch.bool:
         return masked_softmax(scores, mask, key_padding)
-    # A float M adds (M − 1)·c. An entry masked_softmax would drop (M ≤ 0.5) is then ≥ c/2 below
-    # its row, so its weight is exactly 0 and its gradient too without a fill: only padding
-    # needs one, and the empty rows are read off M's row maxima (no n × n boolean mask).
+    # A float M adds (M − 1)·c, the reference formula. For a hard sample (0/1) a dropped entry
+    # is c below the kept ones, so its weight is exactly 0 (e^(−c) underflows), and so is its
+    # gradient, with no fill; only padding needs one. A query is empty when no key has M > 0.5
+    # (read off M's row maxima: no n × n boolean mask).
     scores = torch.add(scores, mask - 1, alpha=MASK_PENALTY)
     kept = mask.detach()
     if key_padding is not None:
