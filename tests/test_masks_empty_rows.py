@@ -5,6 +5,7 @@ import warnings
 import pytest
 import torch
 
+from sparsebert_cli.attention.masked import MASK_PENALTY
 from sparsebert_cli.masks.empty_rows import (
     EmptyAttentionRowWarning,
     empty_query_rows,
@@ -69,25 +70,39 @@ def test_no_nan_in_forward_or_backward_with_an_empty_row(dtype):
     assert scores.grad[0, 0, 2].tolist() == [0.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("padding", [None, PADDING], ids=["no-padding", "padding"])
-def test_a_float_mask_attends_as_its_boolean_mask_with_the_empty_row_rule(padding):
-    """A hard DAM sample (float 0/1) adds (M − 1)·c instead of a fill: the same weights, output
-    and gradients as the boolean mask, empty rows (by M, by padding) zero."""
+@pytest.mark.parametrize("padded", [False, True], ids=["no-padding", "padding"])
+def test_a_float_mask_attends_as_its_boolean_mask_with_the_empty_row_rule(padded):
+    """A hard DAM sample (float 0/1, per head or per example) adds (M − 1)·c instead of a fill:
+    the same output and q/k/v gradients as the boolean mask, empty rows (by M, by padding) zero,
+    and M's gradient c·∂L/∂score on its kept entries, 0 on the dropped ones."""
     from sparsebert_cli.attention.masked import masked_attention
 
     generator = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(2, 1, 3, 4, generator=generator) for _ in range(3))
-    mask = torch.tensor([[[1, 0, 0], [0, 0, 0], [0, 0, 1]]], dtype=torch.bool)
-    padding = None if padding is None else padding.expand(2, -1)
-    results = []
-    for m in (mask, mask.float().requires_grad_(True)):
-        inputs = [x.clone().requires_grad_(True) for x in (q, k, v)]
+    q, k, v = (torch.randn(2, 1, 4, 4, generator=generator) for _ in range(3))
+    # query 0: two keys; 1: none; 2: key 3 only (padding, when padded); 3: keys 1–3
+    rows = [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 1, 1, 1]]
+    head_mask = torch.tensor([rows], dtype=torch.bool)
+    padding = torch.tensor([[False, False, False, True]]).expand(2, -1) if padded else None
+    upstream = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    for mask in (head_mask, head_mask[None].expand(2, -1, -1, -1)):  # [H, n, n], [B, H, n, n]
+        results = []
+        for m in (mask, mask.float().requires_grad_(True)):
+            inputs = [x.clone().requires_grad_(True) for x in (q, k, v)]
+            with pytest.warns(EmptyAttentionRowWarning):
+                out = masked_attention(*inputs, m, padding, 0.5)
+            out.backward(upstream)
+            results.append((out, *(x.grad for x in inputs)))
+        for boolean, float_ in zip(*results, strict=True):
+            assert torch.allclose(boolean, float_, atol=1e-6)
+        out = results[1][0]
+        assert out[:, :, 1].abs().max() == 0  # the row M empties
+        assert (out[:, :, 2].abs().max() == 0) == padded  # its one key is padding
+        # M's gradient: c times the scores' gradient under the boolean mask
+        scores = (q @ k.mT * 0.5).requires_grad_(True)
         with pytest.warns(EmptyAttentionRowWarning):
-            out = masked_attention(*inputs, m, padding, 0.5)
-        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(2)))
-        results.append((out, *(x.grad for x in inputs)))
-    for boolean, float_ in zip(*results, strict=True):
-        assert torch.allclose(boolean, float_, atol=1e-6)
-    out = results[1][0]
-    assert out[:, :, 1].abs().max() == 0  # the row M empties
-    assert (out[:, :, 2].abs().max() == 0) == (padding is not None)  # its one key is padding
+            (masked_softmax(scores, mask, padding) @ v).backward(upstream)
+        expected = scores.grad * MASK_PENALTY
+        expected = expected.sum(dim=0) if mask.dim() == 3 else expected
+        assert expected.abs().max() > 1  # rows with several keys: a gradient to compare
+        assert torch.allclose(m.grad, expected, rtol=1e-4, atol=1e-3)
+        assert m.grad[~mask].abs().max() == 0

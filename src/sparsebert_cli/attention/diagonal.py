@@ -21,6 +21,7 @@ n × n expansion, c·∂L/∂score summed over the distance's two diagonals.
 from dataclasses import dataclass, field
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from sparsebert_cli.attention.masked import MASK_PENALTY, additive_bias, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
@@ -60,7 +61,9 @@ def expand_distances(values: torch.Tensor, n: int) -> torch.Tensor:
     return values[..., distance_index(n, values.device)]
 
 
-SUM_CHUNK = 2**22  # entries of the skewing buffer `distance_sums` fills at a time
+# Entries of the skewing buffer `distance_sums` fills at a time (at least one matrix: 2n² values,
+# 128 MiB of fp32 at n = 4096, beside the gradient itself).
+SUM_CHUNK = 2**22
 
 
 def distance_sums(grid: torch.Tensor) -> torch.Tensor:
@@ -98,6 +101,7 @@ class _ExpandDistances(torch.autograd.Function):
         return values[..., distance_index(n, values.device)]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         sums = distance_sums(grad).to(ctx.dtype)
         return torch.nn.functional.pad(sums, (0, ctx.length - sums.shape[-1])), None

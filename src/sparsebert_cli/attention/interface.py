@@ -223,7 +223,7 @@ def choose_backend(
         return "flex", f"block density {density:.2f} on CUDA"
     # On CPU block_sparse also for inference: FlexAttention measured slower for every pattern
     # but logsparse at n = 8192 (benchmarks/results/attention.md) and compiles for 26–105 s first.
-    return "block_sparse", f"block density {density:.2f} on {mask.device.type}"
+    return "block_sparse", f"block density {density:.2f} ≤ {most} on {mask.device.type}"
 
 
 def sparse_attention_forward(

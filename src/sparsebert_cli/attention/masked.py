@@ -59,16 +59,16 @@ def attention_probs(
     if mask.dtype == torch.bool:
         return masked_softmax(scores, mask, key_padding)
     # A float M adds (M − 1)·c, the reference formula. For a hard sample (0/1) a dropped entry
-    # is c below the kept ones, so its weight is exactly 0 (e^(−c) underflows), and so is its
-    # gradient, with no fill; only padding needs one. A query is empty when no key has M > 0.5
-    # (read off M's row maxima: no n × n boolean mask).
+    # is c below the kept ones: with scores less than c − 100 apart its weight underflows to
+    # exactly 0, and so does its gradient, with no fill; only padding needs one. A query is
+    # empty when no key has M > 0.5 (without padding read off M's row maxima).
     scores = torch.add(scores, mask - 1, alpha=MASK_PENALTY)
-    kept = mask.detach()
-    if key_padding is not None:
+    if key_padding is None:
+        empty = mask.detach().amax(dim=-1, keepdim=True) <= 0.5
+    else:
         padding = key_padding[:, None, None, :]
         scores.masked_fill_(padding, torch.finfo(scores.dtype).min)
-        kept = kept.masked_fill(padding, 0)
-    empty = kept.amax(dim=-1, keepdim=True) <= 0.5
+        empty = ~((mask.detach() > 0.5) & ~padding).any(dim=-1, keepdim=True)
     probs = scores.softmax(dim=-1)
     if bool(empty.any()):
         warn_empty_rows()

@@ -2,8 +2,8 @@
 
 One point per row of the results table: its quality (held-out MLM loss, the task Average and the
 worst task beside it), its sparsity, and the attention time of its mask at the run's n with the
-backend `auto` picks for training (forward + backward, timed in this process, median of a few
-rounds) as a ratio to dense SDPA timed side by side. A row is Pareto-optimal when no other row is
+backend `auto` picks for a training step without attention dropout (forward + backward, timed in
+this process, median of a few rounds) as a ratio to dense SDPA timed side by side. A row is Pareto-optimal when no other row is
 at least as good on both quality (the task Average) and the other axis, and better on one.
 Writes frontier.json, frontier.csv and frontier.png.
 """
@@ -33,7 +33,7 @@ class FrontierPoint:
     worst: float | None  # the lowest task headline of the row (×100)
     worst_task: str | None
     n: int
-    backend: str  # what auto picks for this mask in training
+    backend: str  # what auto picks for this mask in training without attention dropout
     attention_ms: float  # forward + backward, all layers
     dense_ms: float  # dense SDPA, same shapes
     time_ratio: float  # attention_ms / dense_ms
