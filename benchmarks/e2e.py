@@ -3,7 +3,7 @@
 e2e: one training step (the loop's `optimizer_step`: forward, backward, clipping, AdamW) and one
     inference pass (eval mode, no gradients) of the pre-training model (conf/model/small.yaml,
     batch 1, 15 % of the positions predicted) at n = 1024, 2048 and 4096, for the dense mask and
-    window, longformer, bigbird, a DAM_s-like band and a block-DAM mask, all with
+    window, longformer, bigbird, a DAM_s-like band and two block-DAM masks, all with
     `attention_backend=auto`; against Hugging Face's `BertForMaskedLM` (sdpa) of the same size and
     against the same model with its attention removed (each layer's attention output is its value
     projection, the query and key projections get zero gradients: the ceiling no attention kernel
@@ -13,8 +13,10 @@ e2e: one training step (the loop's `optimizer_step`: forward, backward, clipping
     training step against the dense model's, and the mask's block density.
 
 The block-DAM mask is a `DAM(structure="block")` with random α binarised to 90 % sparsity by its
-target (the irregular tile layout a block search hands on, without a search at every n); the
-patterns keep their n = 128 widths (conf/mask/*.yaml), as in the attention suite.
+target (the irregular tile layout a block search hands on, without a search at every n), on the
+model's 32-token tiles (dam_block) and on 128-token tiles with the model's block size set to
+match (dam_block_128); the patterns keep their n = 128 widths (conf/mask/*.yaml), as in the
+attention suite.
 
     python -m benchmarks e2e [--quick]
 """
@@ -28,7 +30,10 @@ from benchmarks.training import VOCAB, _batch, _hugging_face, _model_cfg, _spars
 
 E2E = {"ns": (1024, 2048, 4096), "model": "small", "batch": 1, "repeats": 3}
 E2E_QUICK = {"ns": (256,), "model": "tiny", "batch": 1, "repeats": 1}
-MASKS = ("window", "longformer", "bigbird", "dam_s", "dam_block")
+MASKS = ("window", "longformer", "bigbird", "dam_s", "dam_block", "dam_block_128")
+# Masks whose tiles (and the model's model.block_size) differ from the preset's: the block DAM at
+# 128-token tiles, the size the block_dam suite measured fastest (its model runs with them).
+TILE_SIZES = {"dam_block_128": 128}
 BLOCK_DAM_SPARSITY = 0.9
 DROPOUTS = (0.0, 0.1)  # attention dropout of the timed training steps
 PREDICTED = 0.15  # fraction of the positions with an MLM prediction
@@ -73,10 +78,11 @@ def _register_ceiling() -> None:
 
 
 def _mask(name: str, n: int, heads: int, block: int) -> torch.Tensor:
-    """bool [1, heads, n, n]: a shipped pattern, the DAM_s-like band or a 90 % block-DAM mask."""
+    """bool [1, heads, n, n]: a shipped pattern, the DAM_s-like band or a 90 % block-DAM mask
+    of `block`-token tiles."""
     from sparsebert_cli.masks.dam import DAM, SparsityTarget
 
-    if name != "dam_block":
+    if not name.startswith("dam_block"):
         return build_mask(name, n, heads)[None]
     dam = DAM(
         heads, n, structure="block", block_size=block, target=SparsityTarget(BLOCK_DAM_SPARSITY)
@@ -95,7 +101,8 @@ def _models(model_cfg, masks: dict[str, torch.Tensor], device: torch.device) -> 
     ceiling.config._attn_implementation = CEILING
     models["no_attention"] = ceiling
     for name, mask in masks.items():
-        models[name] = _sparsebert(model_cfg, MaskSource("fixed", mask=mask), device)
+        cfg = OmegaConf.merge(model_cfg, {"block_size": TILE_SIZES.get(name, model_cfg.block_size)})
+        models[name] = _sparsebert(cfg, MaskSource("fixed", mask=mask), device)
     return models
 
 
@@ -120,8 +127,9 @@ def _measure_n(settings: dict, n: int, device: torch.device) -> dict:
     from sparsebert_cli.attention.block_sparse import block_layout
 
     heads, block = base.num_heads, base.block_size
-    masks = {name: _mask(name, n, heads, block) for name in MASKS}  # one set for both dropouts
-    density = {name: block_layout(m[0], block).block_density for name, m in masks.items()}
+    tiles = {name: TILE_SIZES.get(name, block) for name in MASKS}
+    masks = {name: _mask(name, n, heads, tiles[name]) for name in MASKS}  # for both dropouts
+    density = {name: block_layout(m[0], tiles[name]).block_density for name, m in masks.items()}
     train, memory, infer = {}, {}, {}
     for dropout in DROPOUTS:
         model_cfg = OmegaConf.merge(

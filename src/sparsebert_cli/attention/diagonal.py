@@ -70,9 +70,10 @@ def distance_sums(grid: torch.Tensor) -> torch.Tensor:
     """[..., n, n] → [..., n]: the sum of each distance's entries (|i − j| = d), in fp32 (or
     the grid's dtype if wider).
 
-    Skewed, not scattered: row i of M flipped and padded to 2n, read back with a row stride of
-    2n − 1, puts diagonal D = j − i in column n − 1 − D, so one column sum per diagonal adds
-    them up (index_put's accumulate, the indexing's own backward, took 4–5× longer at n = 2048).
+    Skewed, not scattered: row i of the grid flipped and padded to 2n, read back with a row
+    stride of 2n − 1, puts diagonal D = j − i in column n − 1 − D, so one column sum per
+    diagonal adds them up (index_put's accumulate, the indexing's own backward, took 4–5×
+    longer at n = 2048).
     """
     *lead, n, _ = grid.shape
     matrices = grid.reshape(-1, n, n)
