@@ -323,9 +323,9 @@ def run_dam_long(device: torch.device, quick: bool) -> dict:
     with its memory estimate) at α = 0 (half the entries kept) and at 90 % sparsity (hard
     samples run block-sparse: a block DAM's tiles, a DAM_s's distances), each against
     pre-training with a fixed mask of its samples' shape and density (each on the backend auto
-    picks), and a DAM_s settled on the window band against pre-training with that window, also on the
-    `masked` backend (its path before the sparse kernels took its samples); every step is also
-    shown against the window step. Batch 1, 15 % of the positions predicted."""
+    picks), and a DAM_s settled on the window band against pre-training with that window, also
+    on the `masked` backend (its path before the sparse kernels took its samples); every step is
+    also shown against the window step. Batch 1, 15 % of the positions predicted."""
     from omegaconf import OmegaConf
 
     from sparsebert_cli.attention.interface import AUTO_MAX_SAMPLE_DENSITY

@@ -513,7 +513,7 @@ def iter_runs(runs_dir: Path, stage: str | None = None) -> Iterator[tuple[Path, 
     "error": why} (under every stage), so listings mark it and go on.
     """
     root = Path(runs_dir) / stage if stage else Path(runs_dir)
-    if not root.exists():
+    if not path_is(Path.is_dir, root):  # a name too long for the system is not there either
         return
     for path in sorted(root.rglob(MANIFEST)):
         try:
