@@ -282,6 +282,12 @@ def test_missing_path_is_an_error_naming_it(tmp_path):
         build_table([tmp_path / "nope"])
 
 
+def test_a_name_too_long_for_the_system_is_missing_too(tmp_path):
+    """os.stat raises ENAMETOOLONG for a 300-character name: the same error, no traceback."""
+    with pytest.raises(SparseBertError, match="does not exist"):
+        build_table([tmp_path / ("x" * 300)])
+
+
 DEMO = {"model": {"hidden_size": 128}, "trainer": {"max_steps": 100}}
 SMOKE = {"model": {"hidden_size": 64}, "trainer": {"max_steps": 4}}
 

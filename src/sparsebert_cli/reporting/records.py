@@ -247,7 +247,8 @@ def _expand(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
         matches = sorted(glob.glob(str(path))) if glob.has_magic(str(path)) else [str(path)]
-        existing = [Path(m) for m in matches if Path(m).exists()]
+        # path_is: a name the system refuses (too long, …) does not exist either
+        existing = [Path(m).expanduser() for m in matches if runs.path_is(Path.exists, m)]
         if not existing:
             raise SparseBertError(
                 f"{path} does not exist; pass a sweep folder such as "
