@@ -55,3 +55,9 @@ def test_show_latest_of_a_stage_picks_that_stage(tmp_path, capsys):
 def test_show_latest_without_runs_is_a_clear_error(tmp_path, capsys):
     assert ls_main(["--runs-dir", str(tmp_path / "runs"), "--show", "latest"]) == 1
     assert capsys.readouterr().err.startswith("error: no run under")
+
+
+def test_show_of_a_name_too_long_for_the_system_is_no_run_folder(tmp_path, capsys):
+    """os.stat raises ENAMETOOLONG for a 300-character name: the usual error, no traceback."""
+    assert ls_main(["--show", str(tmp_path / ("x" * 300))]) == 1
+    assert "is not a run folder" in capsys.readouterr().err

@@ -148,8 +148,9 @@ def test_cli_figures_go_to_the_run_figures_folder(search_run, capsys):
     assert str(run_dir.resolve() / "figures" / "mask_binarised.png") in printed
 
 
-def test_cli_figures_of_a_folder_that_is_no_run_is_an_error(tmp_path, capsys):
-    assert main(["--figures", str(tmp_path)]) == 1
+@pytest.mark.parametrize("name", ["", "x" * 300], ids=["a-folder", "a-name-too-long"])
+def test_cli_figures_of_a_folder_that_is_no_run_is_an_error(tmp_path, capsys, name):
+    assert main(["--figures", str(tmp_path / name)]) == 1
     assert "is not a run folder" in capsys.readouterr().err
 
 

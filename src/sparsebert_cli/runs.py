@@ -221,13 +221,13 @@ def check_manifest(manifest: dict, path: Path) -> dict:
 def load_manifest(run_dir: Path) -> dict | None:
     """The (checked) manifest of a run folder, or None when it has none yet."""
     path = Path(run_dir) / MANIFEST
-    return check_manifest(read_json(path), path) if path.exists() else None
+    return check_manifest(read_json(path), path) if path_is(Path.exists, path) else None
 
 
 def read_metrics(run_dir: Path) -> dict:
     """metrics.json of a run ({} when absent): flat names mapped to numbers (or null/text)."""
     path = Path(run_dir) / METRICS
-    if not path.exists():
+    if not path_is(Path.exists, path):
         return {}
     metrics = read_json(path)
     bad = next((k for k, v in metrics.items() if not isinstance(v, int | float | str | None)), None)
@@ -249,6 +249,20 @@ def check_name(key: str, value: Any) -> str:
             f"not '.' or '..'. Use e.g. {key}=my-run-1."
         )
     return text
+
+
+NAME_BYTES = 255  # the longest file name Linux and macOS file systems take (NAME_MAX)
+
+
+def check_runs_dir(value: Any) -> None:
+    """Refuse a runs folder with a name longer than file systems take (before Hydra makes it)."""
+    long = next((p for p in Path(str(value)).parts if len(p.encode()) > NAME_BYTES), None)
+    if long is not None:
+        raise FolderRefused(
+            f"paths.runs_dir={str(value)[:60]!r}…: its folder name {long[:20]!r}… is "
+            f"{len(long.encode())} bytes long, and file systems take at most {NAME_BYTES}; use "
+            "a shorter name, e.g. paths.runs_dir=runs."
+        )
 
 
 def check_run_folder(run_dir: Path) -> None:

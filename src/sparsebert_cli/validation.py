@@ -388,7 +388,7 @@ def check_safe_overrides(args: list[str]) -> None:
                 f"{arg}: callbacks and `_target_` cannot be set from the command line (they run "
                 "code); the project's own callback stays in conf/hydra/default.yaml."
             )
-        if key not in runs.NAME_KEYS or override.value() is None:
+        if key not in (*runs.NAME_KEYS, "paths.runs_dir") or override.value() is None:
             continue
         values = (
             list(override.sweep_string_iterator())
@@ -396,6 +396,9 @@ def check_safe_overrides(args: list[str]) -> None:
             else [override.value()]
         )
         for value in values:
+            if key == "paths.runs_dir":
+                runs.check_runs_dir(value)
+                continue
             if "${" in str(value):
                 raise runs.FolderRefused(
                     f"{key}={value}: {key} takes a plain name, not an interpolation, since it "

@@ -216,7 +216,7 @@ def _run_folder(ref: str) -> Path:
 
         return runs.resolve("search", "latest", default_runs_dir())
     run_dir = Path(ref)
-    if not (run_dir / runs.MANIFEST).is_file():
+    if not runs.path_is(Path.is_file, run_dir / runs.MANIFEST):
         raise SparseBertError(
             f"{run_dir} is not a run folder (no manifest.json); pass the folder of a completed "
             "search, pretrain or finetune run, or 'latest'."
