@@ -220,13 +220,13 @@ def check_manifest(manifest: dict, path: Path) -> dict:
 
 def load_manifest(run_dir: Path) -> dict | None:
     """The (checked) manifest of a run folder, or None when it has none yet."""
-    path = Path(run_dir) / MANIFEST
+    path = Path(run_dir).expanduser() / MANIFEST
     return check_manifest(read_json(path), path) if path_is(Path.exists, path) else None
 
 
 def read_metrics(run_dir: Path) -> dict:
     """metrics.json of a run ({} when absent): flat names mapped to numbers (or null/text)."""
-    path = Path(run_dir) / METRICS
+    path = Path(run_dir).expanduser() / METRICS
     if not path_is(Path.exists, path):
         return {}
     metrics = read_json(path)
@@ -526,7 +526,7 @@ def iter_runs(runs_dir: Path, stage: str | None = None) -> Iterator[tuple[Path, 
     A manifest that cannot be read or has wrong types is yielded as {"status": "damaged",
     "error": why} (under every stage), so listings mark it and go on.
     """
-    root = Path(runs_dir) / stage if stage else Path(runs_dir)
+    root = Path(runs_dir).expanduser() / (stage or "")
     if not path_is(Path.is_dir, root):  # a name too long for the system is not there either
         return
     for path in sorted(root.rglob(MANIFEST)):

@@ -215,7 +215,7 @@ def _run_folder(ref: str) -> Path:
         from sparsebert_cli.tools import default_runs_dir
 
         return runs.resolve("search", "latest", default_runs_dir())
-    run_dir = Path(ref)
+    run_dir = Path(ref).expanduser()
     if not runs.path_is(Path.is_file, run_dir / runs.MANIFEST):
         raise SparseBertError(
             f"{run_dir} is not a run folder (no manifest.json); pass the folder of a completed "
