@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sparsebert_cli.masks.empty_rows import masked_softmax, warn_empty_rows
+from sparsebert_cli.masks.empty_rows import empty_query_rows, masked_softmax, warn_empty_rows
 
 MASK_PENALTY = 10000.0  # c of the reference code: (1 − M)·(−c) is added before the softmax
 SDPA_CACHE_BYTES = 64 * 2**20  # largest additive mask (one layer) kept between calls
@@ -61,19 +61,13 @@ def attention_probs(
     # A float M adds (M − 1)·c, the reference formula. For a hard sample (0/1) a dropped entry
     # is c below the kept ones: with scores less than c − 100 apart its weight underflows to
     # exactly 0, and so does its gradient, with no fill; only padding needs one. A query is
-    # empty when no key has M > 0.5 (without padding read off M's row maxima).
+    # empty when no key has M > 0.5.
     scores = torch.add(scores, mask - 1, alpha=MASK_PENALTY)
-    if key_padding is None:
-        empty = mask.detach().amax(dim=-1, keepdim=True) <= 0.5
-    else:
-        padding = key_padding[:, None, None, :]
-        scores.masked_fill_(padding, torch.finfo(scores.dtype).min)
-        empty = ~((mask.detach() > 0.5) & ~padding).any(dim=-1, keepdim=True)
+    if key_padding is not None:
+        scores.masked_fill_(key_padding[:, None, None, :], torch.finfo(scores.dtype).min)
+    empty = empty_query_rows(mask.detach() > 0.5, key_padding)[..., None]
     probs = scores.softmax(dim=-1)
-    if bool(empty.any()):
-        warn_empty_rows()
-        probs = probs.masked_fill(empty, 0.0)
-    return probs
+    return probs.masked_fill(empty, 0.0) if bool(empty.any()) else probs
 
 
 def masked_score(dtype: torch.dtype) -> float:

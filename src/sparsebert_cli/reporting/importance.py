@@ -75,14 +75,13 @@ def importance_numbers(probs, steps) -> dict:
     """The numbers behind the figures, per snapshot (lists of length T unless said otherwise)."""
     import torch
 
-    from sparsebert_cli.attention.diagonal import distance_index
+    from sparsebert_cli.attention.diagonal import distance_index, distance_sums
 
     _, _, _, n, _ = probs.shape
     mean_map = probs.mean(dim=(1, 2))  # [T, n, n]
     distance = distance_index(n)  # [n, n]
-    flat = mean_map.flatten(1)  # [T, n·n]
     counts = torch.bincount(distance.flatten(), minlength=n).float()
-    by_distance = torch.zeros(mean_map.shape[0], n).index_add_(1, distance.flatten(), flat) / counts
+    by_distance = distance_sums(mean_map) / counts  # [T, n]
     near = (distance >= 1) & (distance <= NEAR_DIAGONAL)
     far = distance > NEAR_DIAGONAL
     diagonal = by_distance[:, 0]
