@@ -150,6 +150,34 @@ def test_auto_takes_the_diagonal_kernel_for_a_mask_on_few_diagonals_whatever_its
     )
 
 
+@pytest.mark.parametrize("band_only, expected", [(False, "masked"), (True, "block_sparse")])
+def test_auto_builds_the_kernel_tables_of_a_dam_sample_only_for_the_kernel(
+    monkeypatch, band_only, expected
+):
+    """A search builds a layout per layer and step; a sample that touches every tile runs
+    `masked`, and its block tables (the costly part: 134 ms a layer at n = 2048) are never built;
+    a sparse one's are built once, however often the kernel runs it."""
+    import sparsebert_cli.attention.block_sparse as block_sparse
+
+    built = []
+    original = block_sparse._groups
+    monkeypatch.setattr(block_sparse, "_groups", lambda *args: built.append(1) or original(*args))
+    n = 512
+    # half the distances (every tile touched), or those below 64 (a band: 127 diagonals)
+    kept = torch.rand(1, HEADS, n, generator=torch.Generator().manual_seed(0)) < 0.5
+    if band_only:
+        kept = torch.arange(n) < 64
+    kept = kept.expand(1, HEADS, n)
+    masks = AttentionMask(None, distances=kept.float(), n=n)
+    assert choose_backend(masks, 0, 64, 0.0)[0] == expected
+    assert built == []
+    if expected == "block_sparse":
+        q, k, v = (torch.randn(1, HEADS, n, 8) for _ in range(3))
+        for _ in range(2):
+            block_sparse.block_sparse_attention(q, k, v, masks.layout(0, 64), None, 1.0)
+        assert built == [1]
+
+
 def test_auto_logs_its_choice_once(caplog):
     ids, attention = batch()
     m = model("auto", per_layer_mask()).eval()

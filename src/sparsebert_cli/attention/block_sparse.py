@@ -89,9 +89,14 @@ class BlockGroup:
         return self._bias[key]
 
 
-@dataclass(frozen=True)
+@dataclass
 class BlockLayout:
-    """Which key blocks each query block attends to, for one mask M [H, n, n]."""
+    """Which key blocks each query block attends to, for one mask M [H, n, n].
+
+    The kernel's `groups` are built on first use (`build`): `auto` decides from the block
+    density and `diagonal` alone, and a search that runs a dense DAM sample `masked` would
+    otherwise build them every step for nothing (a DAM_s sample's: 134 ms a layer at n = 2048).
+    """
 
     block_size: int
     n: int
@@ -102,11 +107,20 @@ class BlockLayout:
     # (a divisor of block_size: a band needs fewer keys per query block in finer pieces), in
     # `groups`; or M's diagonals (`diagonal`, and no groups) when they cost less than the tiles.
     piece: int
-    groups: tuple[BlockGroup, ...]
+    build: Callable[[], list[BlockGroup]] | None = field(default=None, repr=False, compare=False)
     diagonal: DiagonalLayout | None = None
     # bool [H, n]: queries (< n) with no allowed key in M, or None if every query has one
     empty_queries: torch.Tensor | None = None
     idle_blocks: bool = False  # some query block has no active key block (its output is zero)
+    _built: tuple[BlockGroup, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def groups(self) -> tuple[BlockGroup, ...]:
+        """The query blocks grouped by active key pieces; none with a `diagonal`."""
+        if self._built is None:
+            self._built = () if self.build is None else tuple(self.build())
+            self.build = None  # it holds the mask it reads
+        return self._built
 
     @property
     def block_density(self) -> float:
@@ -211,7 +225,9 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     heads, n, _ = mask.shape
     blocks = math.ceil(n / block_size)
     extra = blocks * block_size - n
-    padded = F.pad(mask, (0, extra, 0, extra))  # keys and queries beyond n are never allowed
+    # keys and queries beyond n are never allowed (no copy without them: the groups' builder
+    # keeps `padded` until the kernel first runs)
+    padded = F.pad(mask, (0, extra, 0, extra)) if extra else mask.contiguous()
     # Real queries (< n) with no allowed key: their output is zero.
     real = _on_sequence(blocks, block_size, n, mask.device)
     empty_rows = ~padded.any(dim=-1).view(heads * blocks, block_size) & real.repeat(heads, 1)
@@ -318,16 +334,19 @@ def _plan(
         candidate //= 2
     diagonals = diagonal(cost / (DIAGONAL_ENTRY_COST * heads * blocks * block_size))
     if diagonals is not None:
-        return _layout(
-            block_size, n, heads, counts, empty_rows, piece, groups=(), diagonal=diagonals
+        return _layout(block_size, n, heads, counts, empty_rows, piece, diagonal=diagonals)
+
+    def build() -> list[BlockGroup]:
+        return _groups(
+            piece_active, heads, block_size, piece, empty_rows, piece_plan, content(piece)
         )
-    groups = _groups(piece_active, heads, block_size, piece, empty_rows, piece_plan, content(piece))
-    return _layout(block_size, n, heads, counts, empty_rows, piece, groups=tuple(groups))
+
+    return _layout(block_size, n, heads, counts, empty_rows, piece, build=build)
 
 
 def _layout(block_size, n, heads, counts, empty_rows, piece, **kernel) -> BlockLayout:
-    """The layout of query block rows with `counts` active key blocks; `kernel`: its groups
-    and diagonal."""
+    """The layout of query block rows with `counts` active key blocks; `kernel`: the builder of
+    its groups or its diagonal."""
     blocks = len(counts) // heads
     empty_queries = empty_rows.view(heads, blocks * block_size)[:, :n]
     return BlockLayout(
@@ -358,8 +377,10 @@ def tile_layout(tiles: torch.Tensor, block_size: int, n: int) -> BlockLayout:
     def content(rows: torch.Tensor, key_block: torch.Tensor) -> torch.Tensor:
         return real[query_block[rows]][:, None, :, None] & real[key_block][:, :, None, :]
 
-    groups = tuple(_groups(active, heads, block_size, block_size, empty_rows, plan, content))
-    return _layout(block_size, n, heads, counts, empty_rows, block_size, groups=groups)
+    def build() -> list[BlockGroup]:
+        return _groups(active, heads, block_size, block_size, empty_rows, plan, content)
+
+    return _layout(block_size, n, heads, counts, empty_rows, block_size, build=build)
 
 
 def expand_tiles(tiles: torch.Tensor, block_size: int, n: int) -> torch.Tensor:
