@@ -56,6 +56,22 @@ def test_block_sparse_equals_masked_on_every_pattern_with_padding_and_odd_length
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("n", [6, 12, 20])
+@pytest.mark.parametrize("path", PATTERN_FILES, ids=lambda p: p.stem)
+def test_block_sparse_equals_masked_on_a_padded_batch_within_one_block(path, n):
+    """A short padded batch (finetuning) is one query block per head, its padding per head a
+    broadcast; layouts of finer key pieces (most of these, with 4 heads) read it in pieces."""
+    heads = 4
+    cfg = OmegaConf.merge(OmegaConf.structured(MaskConfig), OmegaConf.load(path))
+    mask = pattern_mask(cfg, n, heads)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, heads, n, DIM, generator=g) for _ in range(3))
+    pad = padding([n, n - 3], n)
+    expected = masked_attention(q, k, v, mask, pad, SCALE)
+    got = block_sparse_attention(q, k, v, block_layout(mask, 32), pad, SCALE)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("path", PATTERN_FILES, ids=lambda p: p.stem)
 def test_flex_forward_equals_masked_on_every_pattern_with_padding_and_odd_length(path):
     n = 75

@@ -612,7 +612,9 @@ def block_sparse_attention(
     padded_keys = None
     if key_padding is not None:
         padding = F.pad(key_padding, (0, extra), value=True)  # [B, N]
-        padded_keys = padding[:, None].expand(-1, heads, -1).reshape(batch, total, size)
+        # a copy per head (with one query block per head, reshape would keep a stride-0 view
+        # that the kernel cannot view in key pieces)
+        padded_keys = padding[:, None].repeat(1, heads, 1).view(batch, total, size)
         if layout.empty_queries is not None and bool(
             (layout.empty_queries & ~key_padding[:, None, :]).any()
         ):
