@@ -42,11 +42,16 @@ def empty_query_rows(mask: torch.Tensor, key_padding: torch.Tensor | None) -> to
     mask: bool [H, n, n] or [B, H, n, n], True = may attend. key_padding: bool [B, n], True =
     this key is padding (cannot be attended), or None for no padding. Returns bool [B, H, n]
     ([H, n] without padding), True where the query has no key left. Warns once per process (per
-    `warn_empty_rows`) when any row is empty.
+    `warn_empty_rows`) when a real query's row is empty: a padding query's output is discarded,
+    and a band mask leaves those far past the text without a key in every padded batch.
     """
-    allowed = mask if key_padding is None else mask & ~key_padding[:, None, None, :]
-    empty = ~allowed.any(dim=-1)
-    if bool(empty.any()):
+    if key_padding is None:
+        empty = ~mask.any(dim=-1)
+        real_empty = empty
+    else:
+        empty = ~(mask & ~key_padding[:, None, None, :]).any(dim=-1)
+        real_empty = empty & ~key_padding[:, None, :]
+    if bool(real_empty.any()):
         warn_empty_rows()
     return empty
 
