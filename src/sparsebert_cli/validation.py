@@ -264,6 +264,20 @@ def validate_config(cfg: DictConfig) -> None:
             f"{key}={n} is longer than model.max_position_embeddings={model.max_position_embeddings}; "
             f"lower {key} or raise model.max_position_embeddings.",
         )
+    if mask.name == "dam":  # its α are learned on this stage's sequences, entry by entry
+        key = "task.seq_len" if stage == "finetune" else "data.seq_len"
+        n = _get(cfg, key)
+        require(
+            mask.seq_len == n,
+            f"mask.seq_len={mask.seq_len} is the length the DAM learns its mask at, but {key}={n}: "
+            + (
+                f"the α of positions ≥ {n} would never see a token, and the saved mask would "
+                "leave those queries with no key"
+                if mask.seq_len > n
+                else "the sequences would be longer than the mask"
+            )
+            + f"; set mask.seq_len={n} (or {key}={mask.seq_len}).",
+        )
     require(
         not reads(stage, "task.fold") or cfg.task.fold < cfg.task.num_folds,
         f"task.fold={cfg.task.fold} is not a fold of task.num_folds={cfg.task.num_folds}; "

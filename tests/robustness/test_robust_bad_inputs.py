@@ -72,6 +72,9 @@ VALIDATION = [
     ("pretrain", ["logger.mode=sometimes"], "logger.mode=sometimes is not one of online, offline, disabled"),
     ("pretrain", ["mask=from_run", "mask.from=null"], "mask=from_run needs the search run to load: add mask.from="),
     ("search", ["mask=strided"], "mask=strided is fixed; use mask=dam"),
+    # a DAM learned at another length than its sequences: α never trained, or too short a mask
+    ("search", ["mask=dam", "data.seq_len=64"], "α of positions ≥ 64 would never see a token"),
+    ("finetune", ["mask=dam_s", "task.seq_len=256"], "set mask.seq_len=256 (or task.seq_len=128)"),
 ]  # fmt: skip
 
 
