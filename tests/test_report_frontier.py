@@ -88,3 +88,31 @@ def test_dam_rows_searched_to_a_target_are_labelled_by_variant_and_target(tmp_pa
     key = {"mask.name": "dam", "mask.structure": "block", "mask.lam": 0.0}
     assert row_label({**key, "mask.target_sparsity": 0.9}, True) == "DAM_b t=0.9"
     assert row_label({**key, "mask.target_sparsity": None}, True) == "DAM_b λ=0"
+
+
+def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
+    """No task Average to rank by: the held-out MLM loss (lower is better) is the quality, and
+    n is the pre-training's data.seq_len."""
+    folder = tmp_path / "runs" / "pretrain" / "multirun" / "fr"
+    distance = (torch.arange(64)[:, None] - torch.arange(64)[None, :]).abs()
+    for mask, loss, sparsity, keep in (
+        ("dense", 5.0, 0.0, None),
+        ("window", 5.5, 80.0, distance <= 6),
+        ("no_diag", 5.1, 1.6, distance > 0),
+        ("star", 6.0, 70.0, distance <= 3),  # worse than window on both axes
+    ):
+        metrics = {"eval/mlm_loss": loss, "mask/sparsity": sparsity}
+        job = make_job(folder / mask, mask=mask, stage="pretrain", metrics=metrics,
+                       extra={"data": {"seq_len": 64}})  # fmt: skip
+        if keep is not None:
+            save_mask(job / "artifacts" / "model", keep.expand(1, HEADS, 64, 64), {"kind": mask})
+    points = {p.label: p for p in build_frontier([folder])}
+    assert set(points) == {"dense", "window", "no_diag", "star"}
+    assert {p.n for p in points.values()} == {64}
+    assert {label for label, p in points.items() if p.pareto_sparsity} == {
+        "dense",
+        "no_diag",
+        "window",
+    }
+    assert main([str(folder), "--frontier"]) == 0
+    assert len(json.loads((folder / "frontier.json").read_text())["points"]) == 4

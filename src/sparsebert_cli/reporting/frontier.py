@@ -3,9 +3,10 @@
 One point per row of the results table: its quality (held-out MLM loss, the task Average and the
 worst task beside it), its sparsity, and the attention time of its mask at the run's n with the
 backend `auto` picks for a training step without attention dropout (forward + backward, timed in
-this process, median of a few rounds) as a ratio to dense SDPA timed side by side. A row is Pareto-optimal when no other row is
-at least as good on both quality (the task Average) and the other axis, and better on one.
-Writes frontier.json, frontier.csv and frontier.png.
+this process, median of a few rounds) as a ratio to dense SDPA timed side by side. A row is
+Pareto-optimal when no other row is at least as good on both quality and the other axis, and
+better on one; quality is the task Average, or the held-out MLM loss (lower is better) for a
+sweep of pre-trainings alone. Writes frontier.json, frontier.csv and frontier.png.
 """
 
 import csv
@@ -17,7 +18,13 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.figures import new_figure, save_png
-from sparsebert_cli.reporting.records import _input_dirs, collect_runs, lookup, runs_root
+from sparsebert_cli.reporting.records import (
+    PRETRAIN_STAGE,
+    _input_dirs,
+    collect_runs,
+    lookup,
+    runs_root,
+)
 from sparsebert_cli.reporting.table import Row, build_table
 
 TIMING_BATCH, TIMING_ROUNDS = 4, 5
@@ -59,18 +66,17 @@ def _row_mask(row: Row, records: dict[str, object]):
     """(M bool [L, H, n, n] or None for dense, the record) of the row's first completed run."""
     from sparsebert_cli.masks.artifact import MASK_FILE, load_mask
 
-    for cell in row.cells:
-        for run_dir in cell.runs:
-            record = records[run_dir]
-            if record.status != "completed":
-                continue
-            manifest = runs.load_manifest(record.dir) or {}
-            root = runs_root(record.dir, str(manifest.get("stage")))
-            for candidate in (record.dir, *_input_dirs(record.dir, manifest, root)):
-                for folder in (runs.layout(candidate).model, runs.layout(candidate).artifacts):
-                    if (folder / MASK_FILE).is_file():
-                        return load_mask(folder)[0], record
-            return None, record
+    for run_dir in [*(run for cell in row.cells for run in cell.runs), *row.pretrain_runs]:
+        record = records[run_dir]
+        if record.status != "completed":
+            continue
+        manifest = runs.load_manifest(record.dir) or {}
+        root = runs_root(record.dir, str(manifest.get("stage")))
+        for candidate in (record.dir, *_input_dirs(record.dir, manifest, root)):
+            for folder in (runs.layout(candidate).model, runs.layout(candidate).artifacts):
+                if (folder / MASK_FILE).is_file():
+                    return load_mask(folder)[0], record
+        return None, record
     return None, None
 
 
@@ -148,7 +154,7 @@ def _value(record, key: str, default):
 def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
     """The frontier points of the rows of the results table of `paths`."""
     from sparsebert_cli.config import ModelConfig
-    from sparsebert_cli.data.config import TaskConfig
+    from sparsebert_cli.data.config import DataConfig, TaskConfig
 
     table = build_table(paths)
     records = {str(r.dir): r for r in collect_runs([Path(p) for p in paths])[0]}
@@ -159,7 +165,10 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
         mask, record = _row_mask(row, records)
         if record is None:
             continue
-        n = int(_value(record, "task.seq_len", TaskConfig().seq_len))
+        if record.stage == PRETRAIN_STAGE:
+            n = int(_value(record, "data.seq_len", DataConfig().seq_len))
+        else:
+            n = int(_value(record, "task.seq_len", TaskConfig().seq_len))
         heads = int(_value(record, "model.num_heads", defaults.num_heads))
         dim = int(_value(record, "model.hidden_size", defaults.hidden_size)) // heads
         layers = int(_value(record, "model.num_layers", defaults.num_layers))
@@ -181,32 +190,50 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
                 time_ratio=ms / dense_ms,
             )
         )
-    on_sparsity = pareto([(p.average, p.sparsity) for p in points])
-    on_time = pareto([(p.average, -p.time_ratio) for p in points])
+    on_sparsity = pareto([(quality(p, points), p.sparsity) for p in points])
+    on_time = pareto([(quality(p, points), -p.time_ratio) for p in points])
     for point, a, b in zip(points, on_sparsity, on_time, strict=True):
         point.pareto_sparsity, point.pareto_time = a, b
     return points
 
 
+def _by_mlm_loss(points: list[FrontierPoint]) -> bool:
+    """Whether quality is the MLM loss: no row has a task Average (pre-trainings alone)."""
+    return all(p.average is None for p in points)
+
+
+def quality(point: FrontierPoint, points: list[FrontierPoint]) -> float | None:
+    """The point's quality, higher is better: its task Average, or −MLM loss (`_by_mlm_loss`)."""
+    if not _by_mlm_loss(points):
+        return point.average
+    return None if point.mlm_loss is None else -point.mlm_loss
+
+
 def _plot(points: list[FrontierPoint], path: Path) -> Path:
     figure = new_figure(11, 4.5)
     axes = figure.subplots(1, 2)
-    shown = [p for p in points if p.average is not None]
+    by_loss = _by_mlm_loss(points)
+    y_of = (lambda p: p.mlm_loss) if by_loss else (lambda p: p.average)
+    shown = [p for p in points if y_of(p) is not None]
     for ax, x_of, flag, xlabel in (
         (axes[0], lambda p: p.sparsity or 0.0, "pareto_sparsity", "attention sparsity (%)"),
         (axes[1], lambda p: p.time_ratio, "pareto_time", "attention time / dense SDPA (fwd+bwd)"),
     ):
         for p in shown:
             on = getattr(p, flag)
-            ax.scatter(x_of(p), p.average, marker="*" if on else "o", s=140 if on else 40)
+            ax.scatter(x_of(p), y_of(p), marker="*" if on else "o", s=140 if on else 40)
             if p.worst is not None:  # the worst task beside the mean
                 ax.plot([x_of(p), x_of(p)], [p.worst, p.average], color="grey", lw=0.8)
-            ax.annotate(p.label, (x_of(p), p.average), fontsize=8, xytext=(4, 4),
+            ax.annotate(p.label, (x_of(p), y_of(p)), fontsize=8, xytext=(4, 4),
                         textcoords="offset points")  # fmt: skip
         front = sorted((p for p in shown if getattr(p, flag)), key=x_of)
-        ax.plot([x_of(p) for p in front], [p.average for p in front], "k--", lw=1)
+        ax.plot([x_of(p) for p in front], [y_of(p) for p in front], "k--", lw=1)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("task Average ×100 (line down to the worst task)")
+        ax.set_ylabel(
+            "held-out MLM loss (lower is better)"
+            if by_loss
+            else "task Average ×100 (line down to the worst task)"
+        )
     figure.suptitle("Quality vs sparsity and vs attention time (★ = Pareto-optimal)")
     return save_png(figure, path, tight=False)
 

@@ -106,6 +106,7 @@ class Row:
     mlm_delta: Stat
     cells: list[Cell]
     average: float | None
+    pretrain_runs: list[str]  # the row's pretrain-stage run folders (no column)
 
 
 @dataclass
@@ -359,6 +360,7 @@ def build_table(
                 mlm_delta=_paired_delta(pretrain_rows.get(row_id, []), pretrain_rows),
                 cells=cells,
                 average=average,
+                pretrain_runs=[str(r.dir) for r in pretrain_rows.get(row_id, [])],
             )
         )
     row_keys = list(rows) if rows is not None else list(MASK_IDENTITY)
