@@ -234,6 +234,18 @@ def test_occlusion_report_measures_every_band_of_the_starting_model(warm_search,
     assert all(("keep_probability" in b) == searched for b in record["bands"])
 
 
+def test_occlusion_refuses_a_finetune_run_though_it_holds_a_model(tmp_path):
+    """A classifier's weights are not the pre-training model occlusion measures the MLM loss of."""
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.reporting.occlusion import _starting_model
+
+    run_dir = tmp_path / "runs" / "finetune" / "f1"
+    (run_dir / "artifacts" / "model").mkdir(parents=True)
+    cfg = OmegaConf.create({"model": {"from_run": None}})
+    with pytest.raises(SparseBertError, match="is a finetune run; --occlusion reads a pretrain"):
+        _starting_model(run_dir, {"stage": "finetune", "inputs": {}}, cfg)
+
+
 def test_band_masks_remove_exactly_one_band():
     masks = band_masks(n=6, heads=2, max_distance=2)
     assert list(masks) == ["diag", "d=1", "d=2", "cls"]

@@ -43,9 +43,10 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
     search run that saved its frozen encoder with the heads it warmed up) or the model a search
     started from."""
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    if manifest["stage"] == "pretrain" or runs.layout(run_dir).model.is_dir():
+    stage = manifest["stage"]
+    if stage == "pretrain" or (stage == "search" and runs.layout(run_dir).model.is_dir()):
         model_cfg.from_run = str(run_dir)
-    elif manifest["stage"] == "search":
+    elif stage == "search":
         source = manifest["inputs"].get("model")
         if source is not None:
             model_cfg.from_run = source["run_dir"]
@@ -57,7 +58,7 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
             )
     else:
         raise SparseBertError(
-            f"{run_dir} is a {manifest['stage']} run; --occlusion reads a pretrain run or a "
+            f"{run_dir} is a {stage} run; --occlusion reads a pretrain run or a "
             "search run."
         )
     return model_cfg
