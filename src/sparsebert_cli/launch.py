@@ -69,6 +69,8 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     quiet_libraries()
     resolved, chash = identity(cfg)
     existing = runs.load_manifest(run_dir)
+    if existing is not None and existing.get("config_hash") is None:
+        existing = None  # a job refused before it started (`_record_failure`): nothing ran there
     if existing is not None and existing.get("config_hash") != chash:
         raise runs.FolderRefused(
             f"{run_dir} already holds a '{existing.get('stage')}' run of a different config "

@@ -80,6 +80,17 @@ def test_a_folder_with_files_but_no_manifest_is_never_taken_as_a_run(workdir):
     assert tree(workdir) == before
 
 
+def test_a_run_id_refused_for_a_config_error_is_free_for_the_fixed_config(workdir):
+    """The refused job is marked failed (a sweep's report lists it), but nothing ran there: the
+    corrected command may take the same run_id."""
+    proc = sparsebert("pretrain", *TINY, "trainer.lr=0", "run_id=mine", cwd=workdir, check=False)
+    assert_clean_error(proc, "trainer.lr=0.0 must be > 0")
+    manifest = workdir / "runs" / "pretrain" / "mine" / "manifest.json"
+    assert runs.load_manifest(manifest.parent)["status"] == "failed"
+    sparsebert("pretrain", *TINY, "trainer.max_steps=1", "run_id=mine", cwd=workdir)
+    assert runs.load_manifest(manifest.parent)["status"] == "completed"
+
+
 def test_a_folder_held_by_a_live_job_is_refused_with_its_pid_and_host(workdir):
     busy = workdir / "runs" / "pretrain" / "busy"
     with runs.hold(busy):
