@@ -26,6 +26,21 @@ def test_overview_lists_every_stage_and_tool(capsys):
         assert name in out
 
 
+def test_a_tool_whose_reader_closed_the_pipe_stops_quietly(monkeypatch):
+    """`sparsebert masks --json | head`: no traceback, the status of a tool stopped by SIGPIPE."""
+    import os
+    import signal
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stream = os.fdopen(write_end, "w", buffering=1)  # line-buffered: the first line meets EPIPE
+    monkeypatch.setattr(sys, "stdout", stream)
+    try:
+        assert main(["masks", "--json"]) == 128 + signal.SIGPIPE
+    finally:
+        stream.close()  # what was left buffered goes to /dev/null now
+
+
 def test_no_arguments_prints_the_overview(capsys):
     assert main([]) == 0
     assert "sparsebert search mask=dam" in capsys.readouterr().out

@@ -8,6 +8,7 @@ transformers, datasets) is imported here, so `--help` is instant.
 
 import difflib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         code = e.exit_code if isinstance(e, Interrupted) else 130
         print(f"interrupted: sparsebert {name} stopped before its run started.", file=sys.stderr)
         return code
+    except BrokenPipeError:  # the reader closed the pipe (`sparsebert masks --json | head`)
+        # What is still buffered goes nowhere, so the interpreter's last flush cannot fail too;
+        # the status of a Unix tool stopped by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     choices = [*STAGES, *TOOL_HELP]
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
