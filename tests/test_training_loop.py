@@ -1,8 +1,11 @@
 """An in-process spec of the one training loop (training/loop.py) on a 1-layer model, in seconds:
 the batch order is a function of (seed, step), gradient accumulation splits a batch without
-changing the update, and a run stopped after a step and resumed from its checkpoint ends with the
-weights of the run that was never stopped. (The subprocess tests kill real CLI runs; these pin
-the loop's own contract.)"""
+changing the update, and a run stopped after a step, or during an evaluation, and resumed from
+its checkpoint ends with the weights (and the best step) of the run that was never stopped. (The
+subprocess tests kill real CLI runs; these pin the loop's own contract.)"""
+
+import json
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -32,7 +35,15 @@ def examples() -> list[dict]:
     return rows
 
 
-def run_loop(run_dir, *overrides: str, hooks: Hooks | None = None) -> torch.nn.Module:
+def run_loop(
+    run_dir,
+    *overrides: str,
+    hooks: Hooks | None = None,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    summary: dict | None = None,
+) -> torch.nn.Module:
+    """The trained model. evaluate(model): the evaluation, selecting the best by "eval/score";
+    `summary`, when given, gets what `train` returned."""
     cfg = compose_cfg("pretrain", "debug=smoke", "data.nsp=false", "trainer.max_steps=6",
                       "trainer.batch_size=4", "trainer.eval_every=0", "trainer.log_every=1",
                       "trainer.ckpt_every=1", "trainer.lr=1e-2", *overrides)  # fmt: skip
@@ -40,7 +51,11 @@ def run_loop(run_dir, *overrides: str, hooks: Hooks | None = None) -> torch.nn.M
     model = build_pretraining_model(tiny_model(num_layers=1), MaskSource("dense"), VOCAB, nsp=False)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(run_dir, {"stage": "pretrain"}, writer=True)
-    train(model, examples(), collate_pretraining, cfg, run, hooks or Hooks())
+    if evaluate is not None:
+        hooks = Hooks(evaluate=lambda: evaluate(model), select="eval/score")
+    found = train(model, examples(), collate_pretraining, cfg, run, hooks or Hooks())
+    if summary is not None:
+        summary.update(found)
     return model
 
 
@@ -81,3 +96,47 @@ def test_a_run_stopped_after_a_step_resumes_to_the_weights_of_an_unstopped_run(t
     resumed = weights(run_loop(tmp_path / "stopped"))
     assert "(step 2/6)" in capsys.readouterr().out  # from the checkpoint, not from scratch
     assert all(torch.equal(unstopped[k], resumed[k]) for k in unstopped)
+
+
+def test_a_run_stopped_during_an_evaluation_redoes_it_and_keeps_the_same_best(tmp_path):
+    """Selecting the best evaluation (finetune): a stop during the evaluation after step 4 is
+    checkpointed at step 4 without it; the resumed run evaluates step 4 before going on, so the
+    best step and the weights kept are those of the run that was never stopped."""
+    overrides = ("trainer.eval_every=2",)
+
+    def bias_sum(model) -> float:
+        return float(model.cls.predictions.bias.sum())
+
+    seen: list[float] = []  # the bias sum at each evaluation (steps 2, 4, 6)
+
+    def probe(model) -> dict:
+        seen.append(bias_sum(model))
+        return {"eval/score": 0.0}
+
+    run_loop(tmp_path / "probe", *overrides, evaluate=probe)
+
+    def score(model) -> dict:  # a function of the weights alone, best at step 4
+        return {"eval/score": -abs(bias_sum(model) - seen[1])}
+
+    calls: list[int] = []
+
+    def stop_at_step_four(model) -> dict:
+        calls.append(1)
+        if len(calls) == 2:  # the evaluation after step 4
+            raise interrupt.Interrupted(2)
+        return score(model)
+
+    unstopped_summary, stopped_summary = {}, {}
+    unstopped = weights(
+        run_loop(tmp_path / "a", *overrides, evaluate=score, summary=unstopped_summary)
+    )
+    with pytest.raises(interrupt.Interrupted):
+        run_loop(tmp_path / "b", *overrides, evaluate=stop_at_step_four)
+    resumed = weights(run_loop(tmp_path / "b", *overrides, evaluate=score, summary=stopped_summary))
+    assert unstopped_summary["eval/best_step"] == 4
+    assert stopped_summary["eval/best_step"] == 4
+    assert stopped_summary["eval/score"] == unstopped_summary["eval/score"]
+    assert all(torch.equal(unstopped[k], resumed[k]) for k in unstopped)
+    evaluated = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl")
+                 .read_text().splitlines() if "eval/score" in line]  # fmt: skip
+    assert evaluated == [2, 4, 6]  # step 4's evaluation logged once, after the resume

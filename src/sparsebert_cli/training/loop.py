@@ -216,7 +216,9 @@ def train(
 
     ckpt_dir = runs.layout(run.dir).checkpoints
     found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
-    state = {"best": None, "best_step": None, "best_metrics": None}
+    # evaluated: the step of the last finished evaluation (a checkpoint saved while one ran,
+    # by a stop request, has an older one)
+    state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
     if found:
         state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
         print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
@@ -224,7 +226,28 @@ def train(
     # Drop what an earlier, killed attempt logged after `start` (also when it left no checkpoint).
     logger.truncate_after(start)
 
+    def evaluation_due(done: int) -> bool:
+        return hooks.evaluate is not None and (
+            (eval_every and done % eval_every == 0) or done == total
+        )
+
+    def evaluate(done: int) -> dict[str, float]:
+        """Evaluate after step `done` on rank 0: log it, keep the best weights when selecting."""
+        result = hooks.evaluate()
+        logger.log(done, result, show=True)
+        if hooks.select and (state["best"] is None or result[hooks.select] > state["best"]):
+            state.update(best=result[hooks.select], best_step=done, best_metrics=result)
+            ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+        state["evaluated"] = done
+        return result
+
     metrics: dict[str, float] = {}
+    if found and start and evaluation_due(start) and state.get("evaluated") != start:
+        # Stopped during the evaluation after step `start`: redo it, so that the best step and
+        # weights are those of an uninterrupted run.
+        if rank == 0:
+            metrics = evaluate(start)
+        _barrier()
     tokens, t0 = 0, time.perf_counter()
     saved_at, last_save = start, time.monotonic()
     done, whole = start, True  # whole: the weights are those after step `done` (not mid-step)
@@ -262,19 +285,9 @@ def train(
                     )
                 else:
                     logger.advance(done)
-            if hooks.evaluate is not None and (
-                (eval_every and done % eval_every == 0) or done == total
-            ):
+            if evaluation_due(done):
                 if rank == 0:
-                    metrics = hooks.evaluate()
-                    logger.log(done, metrics, show=True)
-                    if hooks.select and (
-                        state["best"] is None or metrics[hooks.select] > state["best"]
-                    ):
-                        state.update(
-                            best=metrics[hooks.select], best_step=done, best_metrics=metrics
-                        )
-                        ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+                    metrics = evaluate(done)
                 _barrier()
             since = time.monotonic() - last_save
             if checkpoint_due(tc.ckpt_every, done, total, since, world_size == 1):
@@ -289,7 +302,7 @@ def train(
             ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
         raise
 
-    if start == total and hooks.evaluate is not None and rank == 0:
+    if start == total and hooks.evaluate is not None and rank == 0 and not metrics:
         metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
     if hooks.select and state["best_step"] is not None:
         ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
