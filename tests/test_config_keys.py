@@ -188,6 +188,22 @@ def test_the_checkpoint_interval_is_not_part_of_a_jobs_identity():
     assert hashed_config(a) != hashed_config(c)
 
 
+def test_a_pipelines_per_step_overrides_are_part_of_its_identity():
+    """Another `pipeline.finetune=[...]` is another job (it was 'already completed: skipped'),
+    and a report does not pool it; none at all keeps the hash of a pipeline before this rule."""
+    from sparsebert_cli.reporting.records import experiment_config
+
+    plain = OmegaConf.to_container(compose_cfg("pipeline"))
+    low, high = (
+        OmegaConf.to_container(compose_cfg("pipeline", f"pipeline.finetune=['trainer.lr={lr}']"))
+        for lr in ("1e-5", "1e-1")
+    )
+    assert hashed_config(low) != hashed_config(high) != hashed_config(plain)
+    assert "pipeline" not in hashed_config(plain)
+    assert experiment_config(low) != experiment_config(high)
+    assert "pipeline" not in experiment_config(plain)
+
+
 def test_the_smoke_preset_keeps_a_pre_trained_model_so_mask_checkpoint_works():
     cfg = compose_cfg("finetune", "task=polarity", "debug=smoke")
     assert cfg.model.name_or_path == "embedded:minilm" and cfg.mask.name == "checkpoint"

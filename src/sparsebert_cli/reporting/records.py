@@ -62,12 +62,15 @@ class RunRecord:
 
 def experiment_config(config: dict) -> dict:
     """`config` without the keys that do not make two result runs different experiments: the
-    launch settings a run's content hash leaves out (`stages.hashed_config`), the seed, the stage, upstream
-    run folders, and the mask settings the chosen mask does not read (λ of a fixed pattern)."""
+    launch settings a run's content hash leaves out (`stages.hashed_config`), the seed, the stage,
+    upstream run folders, and the mask settings the chosen mask does not read (λ of a fixed
+    pattern); a pipeline's per-step overrides stay."""
     from sparsebert_cli.masks.config import DAM_FIELDS
-    from sparsebert_cli.stages import _NOT_HASHED, _NOT_HASHED_TRAINER
+    from sparsebert_cli.stages import _NOT_HASHED, _NOT_HASHED_TRAINER, per_step_overrides
 
     kept = {k: v for k, v in config.items() if k not in (*_NOT_HASHED, *_NOT_COMPARED)}
+    if per_step_overrides(config):
+        kept["pipeline"] = per_step_overrides(config)
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
     for group, key in _REFERENCES:

@@ -65,6 +65,7 @@ def reads(stage: str, key: str) -> bool:
 
 # Keys that do not change what a job computes, left out of its content hash (as are the keys
 # the stage does not read): resuming with another checkpoint interval or log rate is the same job.
+# The pipeline's per-step overrides are hashed when there are any (`per_step_overrides`).
 _NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
 _NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
 
@@ -91,12 +92,21 @@ def hashed_config(resolved: dict) -> dict:
         }
     if "mask" in hashed:
         hashed["mask"] = _mask_identity(resolved["mask"])
+    per_step = per_step_overrides(resolved)
+    if per_step:  # absent otherwise, so pipelines without them keep their hashes
+        hashed["pipeline"] = per_step
     files = _input_files(resolved)
     if files:  # absent otherwise, so configs without local files keep their hashes
         from sparsebert_cli.data.cache import file_fingerprint
 
         hashed["input_files"] = file_fingerprint(files)
     return hashed
+
+
+def per_step_overrides(config: dict) -> dict[str, list[str]]:
+    """A pipeline's per-step overrides (`pipeline.finetune=[...]`), the steps that have any:
+    they change what its steps compute."""
+    return {step: list(o) for step, o in (config.get("pipeline") or {}).items() if o}
 
 
 def _input_files(resolved: dict) -> list[str]:
