@@ -376,6 +376,41 @@ def test_a_pretraining_sweep_is_reported_by_its_own_mlm_numbers_paired_with_dens
     assert "Avg" not in text.splitlines()[0]
 
 
+def test_pre_trainings_of_different_configs_or_one_seed_are_not_pooled(tmp_path):
+    """Two sweeps of pre-trainings reported together: the dense row holds a 4-step and a 40-step
+    run of seed 0, so neither its MLM loss nor the others' difference to it is a mean."""
+    sweep = tmp_path / "runs" / "pretrain" / "multirun"
+    for name, mask, seed, steps, loss in (
+        ("short/dense-0", "dense", 0, 4, 10.0),
+        ("short/dense-1", "dense", 1, 4, 10.2),
+        ("short/no_diag-0", "no_diag", 0, 4, 10.1),
+        ("long/dense-0", "dense", 0, 40, 7.0),
+    ):
+        make_job(sweep / name, mask=mask, seed=seed, stage="pretrain",
+                 metrics={"eval/mlm_loss": loss}, extra={"trainer": {"max_steps": steps}})  # fmt: skip
+    table = build_table([sweep / "short", sweep / "long"])
+    rows = {row.label: row for row in table.rows}
+    assert rows["dense"].mlm_loss.n == 0
+    assert rows["no_diag"].mlm_loss.mean == pytest.approx(10.1)
+    assert rows["no_diag"].mlm_delta.n == 0  # against which dense run of seed 0?
+    assert [w.split(":")[0] for w in table.warnings] == ["dense × MLM loss"]
+    assert "mixed configs" in table.warnings[0] and "trainer.max_steps" in table.warnings[0]
+    alone = {row.label: row for row in build_table([sweep / "short"]).rows}
+    assert alone["no_diag"].mlm_delta.mean == pytest.approx(0.1)
+
+
+def test_a_mixed_cell_leaves_its_rows_pre_training_numbers_unpooled(tmp_path):
+    """Two pipelines of seed 0 with other learning rates: the cell refuses to pool them, and so
+    does the MLM loss of their two pre-trainings."""
+    runs_dir = tmp_path / "runs"
+    for name, lr, loss in (("a", 1e-3, 5.0), ("b", 1e-2, 9.0)):
+        pretrain = make_pretrain(runs_dir, f"p{name}", loss)
+        make_job(runs_dir / "pipeline" / name, inputs={"pretrain": pretrain},
+                 metrics=mrpc(0.8, 0.8), extra={"trainer": {"lr": lr}})  # fmt: skip
+    row = build_table([runs_dir / "pipeline"]).rows[0]
+    assert row.cells[0].problem.startswith("mixed configs") and row.mlm_loss.n == 0
+
+
 def test_pretrain_runs_beside_results_are_upstream_not_rows(tmp_path):
     runs_dir = tmp_path / "runs"
     pretrain = make_pretrain(runs_dir, "p", 5.5)

@@ -279,8 +279,12 @@ def _losses_by_seed(records: list[RunRecord]) -> dict[Any, float]:
 
 
 def _paired_delta(records: list[RunRecord], rows: dict[tuple, list[RunRecord]]) -> Stat:
-    """MLM loss minus the dense row's, paired by seed, over a row's pre-training results."""
-    dense = _losses_by_seed(rows.get((("mask.name", "dense"),), []))
+    """MLM loss minus the dense row's, paired by seed, over a row's pre-training results (none
+    when the dense row's runs are not replicates of one experiment)."""
+    dense_records = rows.get((("mask.name", "dense"),), [])
+    if replicate_problem([r for r in dense_records if r.status == "completed"]):
+        return _stat([])
+    dense = _losses_by_seed(dense_records)
     own = _losses_by_seed(records)
     return _stat([loss - dense[seed] for seed, loss in own.items() if seed in dense])
 
@@ -341,7 +345,6 @@ def build_table(
         )
         members = [r for cell in by_col.values() for r in cell] + pretrain_rows.get(row_id, [])
         found = [r.sparsity for r in members if r.sparsity is not None]
-        pretrainings = _pretrainings(members)
         key = dict(row_id)
         label = row_label(key, rows is None)
         warnings += [
@@ -349,6 +352,14 @@ def build_table(
             for column, cell in zip(columns, cells, strict=True)
             if cell.problem
         ]
+        # The pre-training columns pool no more than the cells do: not across configs or seeds.
+        own = replicate_problem(
+            [r for r in pretrain_rows.get(row_id, []) if r.status == "completed"]
+        )
+        if own:
+            warnings.append(f"{label} × MLM loss: {own}")
+        mixed = own or any(cell.problem for cell in cells)
+        pretrainings = [] if mixed else _pretrainings(members)
         table_rows.append(
             Row(
                 key=key,
@@ -357,7 +368,9 @@ def build_table(
                 mlm_loss=_stat([p["loss"] for p in pretrainings if "loss" in p]),
                 mlm_accuracy=_stat([p["accuracy"] for p in pretrainings if "accuracy" in p]),
                 gate=_gate(pretrainings),
-                mlm_delta=_paired_delta(pretrain_rows.get(row_id, []), pretrain_rows),
+                mlm_delta=_stat([])
+                if mixed
+                else _paired_delta(pretrain_rows.get(row_id, []), pretrain_rows),
                 cells=cells,
                 average=average,
                 pretrain_runs=[str(r.dir) for r in pretrain_rows.get(row_id, [])],
