@@ -60,6 +60,19 @@ class ModelConfig:
     block_size: int = 32  # block_sparse / flex block size
 
 
+# ModelConfig's size fields and the BertConfig attributes that hold them.
+SIZE_FIELDS = {
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+}
+# What a model loaded from weights (model.from / model.name_or_path) takes from its checkpoint,
+# whatever these fields say (modeling.bert_config).
+CHECKPOINT_FIELDS = (*SIZE_FIELDS, "norm", "position_init")
+
+
 @dataclass
 class LoggerConfig:
     name: str = "none"  # one of LOGGERS (metrics always go to metrics.jsonl in the run folder)

@@ -37,7 +37,7 @@ from sparsebert_cli.attention.interface import (
     register_attention,
 )
 from sparsebert_cli.attention.profile import AttentionProfile
-from sparsebert_cli.config import ModelConfig
+from sparsebert_cli.config import SIZE_FIELDS, ModelConfig
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.layer_norm import final_layer_norm_state, norm_position, use_pre_norm
 from sparsebert_cli.masks.artifact import save_mask
@@ -378,21 +378,11 @@ def init_positions(bert: BertModel, position_init: str) -> None:
         table.copy_(sinusoids * bert.config.initializer_range * math.sqrt(2.0))
 
 
-# ModelConfig size fields and the BertConfig attributes the built model really has.
-_SIZES = {
-    "hidden_size": "hidden_size",
-    "num_layers": "num_hidden_layers",
-    "num_heads": "num_attention_heads",
-    "intermediate_size": "intermediate_size",
-    "max_position_embeddings": "max_position_embeddings",
-}
-
-
 def _model_record(model_cfg: ModelConfig | DictConfig, config: BertConfig, **fields) -> dict:
     """The model settings as built: the sizes are the BERT config's, so a checkpoint's own sizes
     (model=hf, minilm, model.from) replace the preset's, which it did not read."""
     model = OmegaConf.to_container(OmegaConf.structured(model_cfg), resolve=True)
-    model.update({key: getattr(config, attribute) for key, attribute in _SIZES.items()})
+    model.update({key: getattr(config, attribute) for key, attribute in SIZE_FIELDS.items()})
     model["norm"] = norm_position(config)
     return {"model": model, **fields}
 

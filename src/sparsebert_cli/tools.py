@@ -172,6 +172,7 @@ def validate_main(argv: list[str]) -> int:
     from sparsebert_cli.validation import (
         check_overrides,
         check_safe_overrides,
+        check_single_run,
         describe,
         preflight,
         validate_config,
@@ -192,7 +193,8 @@ def validate_main(argv: list[str]) -> int:
             runs.check_name(key, cfg[key])
         expand_path_fields(cfg)
         validate_config(cfg)
-        upstream = preflight(cfg)
+        upstream = preflight(cfg, overrides)
+        check_single_run(cfg)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -264,6 +264,12 @@ def validate_config(cfg: DictConfig) -> None:
             f"{key}={n} is longer than model.max_position_embeddings={model.max_position_embeddings}; "
             f"lower {key} or raise model.max_position_embeddings.",
         )
+    require(
+        stage != "pretrain" or mask.name != "dam",
+        "`sparsebert pretrain` trains with a fixed mask, but mask=dam learns one: search it with "
+        "`sparsebert search mask=dam`, then pre-train with `sparsebert pretrain mask=from_run "
+        "mask.from=latest` (`sparsebert pipeline mask=dam` does both).",
+    )
     if mask.name == "dam":  # its α are learned on this stage's sequences, entry by entry
         key = "task.seq_len" if stage == "finetune" else "data.seq_len"
         n = _get(cfg, key)
@@ -305,11 +311,33 @@ def validate_config(cfg: DictConfig) -> None:
 PATH_KEYS = ("task.glue_dir", "task.data_dir")
 
 
-def preflight(cfg: DictConfig) -> dict[str, Path]:
-    """Check the files, folders, device and upstream runs the job needs, before any work.
+def check_single_run(cfg: DictConfig) -> None:
+    """What only a single run refuses: mask.from beside a mask that does not read it (a sweep
+    over masks sets it for its mask=from_run jobs, the others leave it unread)."""
+    if not reads(cfg.stage, "mask.from_run"):
+        return
+    require(
+        not cfg.mask.from_run or cfg.mask.name == "from_run",
+        f"mask.from={cfg.mask.from_run} names the search run whose mask mask=from_run uses, but "
+        f"mask={cfg.mask.name} does not read it; add mask=from_run (or drop mask.from).",
+    )
+
+
+def preflight(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Path]:
+    """Check the files, folders, device and upstream runs the job needs, before any work, and
+    that the command line (`overrides`) sets no size the loaded weights would overrule.
 
     Returns the upstream run folders that `model.from` / `mask.from` resolve to (by key)."""
     stage = cfg.stage
+    weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
+    sizes = [f"model.{field}" for field in schema.CHECKPOINT_FIELDS]
+    for key in (schema_override_key(o) for o in overrides):
+        require(
+            not (weights and key in sizes),
+            f"{key} sets up a new model, but the weights come from {weights} (model.from / "
+            f"model.name_or_path), whose config.json fixes it; drop {key}, or train a new model "
+            "of that size without loading weights.",
+        )
     for key in PATH_KEYS:
         value = _get(cfg, key)
         if value and reads(stage, key) and not runs.path_is(Path.is_dir, value):
