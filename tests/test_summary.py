@@ -35,6 +35,27 @@ def test_a_sweep_job_is_rerun_in_its_sweep(tmp_path):
     )
 
 
+def test_a_single_runs_latest_is_rerun_as_the_folder_it_resolved_to(tmp_path):
+    """`latest` (written, or evaluate's default) would name a newer upstream run by the time
+    the command is rerun: another config, refused in this folder. A path stays as typed."""
+    search, pretrain = str(tmp_path / "runs" / "search" / "s1"), "runs/pretrain/p1"
+    command = (
+        "sparsebert pretrain mask=from_run mask.from_run=latest model.from_run=runs/pretrain/p1"
+    )
+    run_dir = make_run(tmp_path / "runs" / "pretrain" / "r", "pretrain", command, {},
+                       inputs={"mask": {"run_dir": search}, "model": {"run_dir": pretrain}})  # fmt: skip
+    assert summary_lines(run_dir)[-1] == (
+        "  rerun or resume: sparsebert pretrain mask=from_run model.from_run=runs/pretrain/p1 "
+        f"mask.from_run={search} run_id=r"
+    )
+    finetune = str(tmp_path / "runs" / "finetune" / "f1")
+    run_dir = make_run(tmp_path / "runs" / "evaluate" / "e", "evaluate", "sparsebert evaluate", {},
+                       inputs={"model": {"run_dir": finetune}})  # fmt: skip
+    assert summary_lines(run_dir)[-1] == (
+        f"  rerun or resume: sparsebert evaluate model.from_run={finetune} run_id=e"
+    )
+
+
 def test_evaluate_summary_lists_metrics_and_submission_files(tmp_path):
     run_dir = make_run(
         tmp_path / "runs" / "evaluate" / "e1",

@@ -280,10 +280,16 @@ def _move_job_log(old: Path, new: Path) -> None:
 
 
 def _resume_command(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
-    args = sys.argv[1:]
-    if not multirun and not any(override_key(a) == "run_id" for a in args):
-        args = [*args, f"run_id={run_dir.name}"]
-    return runs.redact(shlex.join(["sparsebert", cfg.stage, *args]))
+    """The command as given for a sweep; for a single run, `summary.rerun_command` of it with
+    the upstream runs `latest` resolved to (by `prepare`)."""
+    from sparsebert_cli.stages import UPSTREAM
+    from sparsebert_cli.summary import rerun_command
+
+    command = shlex.join(["sparsebert", cfg.stage, *sys.argv[1:]])
+    if multirun:
+        return runs.redact(command)
+    upstream = {key: OmegaConf.select(cfg, key) for key in UPSTREAM.get(cfg.stage, {})}
+    return runs.redact(rerun_command(command, run_dir, upstream))
 
 
 def run_job(cfg: DictConfig) -> None:

@@ -10,6 +10,8 @@ import shlex
 from pathlib import Path
 
 from sparsebert_cli import runs
+from sparsebert_cli.config import override_key
+from sparsebert_cli.stages import UPSTREAM
 
 # Metrics a summary shows: the held-out ones and the mask's, not the per-step training numbers.
 SHOWN_PREFIXES = ("eval/", "mask/sparsity", "inference/")
@@ -25,12 +27,23 @@ OUTPUTS = (
 )
 
 
-def rerun_command(command: str, run_dir: Path) -> str:
+def upstream_of(manifest: dict) -> dict[str, str]:
+    """The upstream run folders a run consumed, by the key that named them (model.from_run)."""
+    keys = UPSTREAM.get(str(manifest.get("stage")), {})
+    inputs = manifest.get("inputs") or {}
+    return {
+        f"{name}.from_run": i["run_dir"] for name, i in inputs.items() if f"{name}.from_run" in keys
+    }
+
+
+def rerun_command(command: str, run_dir: Path, upstream: dict[str, str] | None = None) -> str:
     """The command that reruns this run into its own folder: a completed run is skipped, an
     unfinished one resumes from its last checkpoint (`resume=auto`).
 
-    A single run gets `run_id=<its folder name>`; a sweep job gets `-m sweep_name=<its sweep>`,
-    which puts it back in the same per-combination folder."""
+    A single run gets `run_id=<its folder name>`, and its upstream references that said `latest`
+    (or nothing, as evaluate's default) the folders they resolved to (`upstream`, by key): a newer
+    upstream run would make `latest` another job. A sweep job gets `-m sweep_name=<its sweep>`,
+    which puts it back in the same per-combination folder (named by its overrides as written)."""
     args = shlex.split(command)
     if len(args) < 2:
         return command
@@ -39,6 +52,10 @@ def rerun_command(command: str, run_dir: Path) -> str:
     if sweep is not None:
         overrides = [o for o in overrides if not o.startswith("sweep_name=")]
         return shlex.join([*head, "-m", *overrides, f"sweep_name={sweep}"])
+    given = {override_key(o): o.split("=", 1)[-1] for o in overrides}
+    for key, folder in (upstream or {}).items():
+        if folder and folder != "latest" and given.get(key, "latest") == "latest":
+            overrides = [o for o in overrides if override_key(o) != key] + [f"{key}={folder}"]
     if not any(o.startswith("run_id=") for o in overrides):
         overrides.append(f"run_id={run_dir.name}")
     return shlex.join([*head, *overrides])
@@ -96,5 +113,6 @@ def summary_lines(run_dir: Path) -> list[str]:
     for what, path in outputs(run_dir, manifest):
         lines.append(f"  {what}: {path}")
     if manifest.get("command"):
-        lines.append(f"  rerun or resume: {rerun_command(manifest['command'], run_dir)}")
+        rerun = rerun_command(manifest["command"], run_dir, upstream_of(manifest))
+        lines.append(f"  rerun or resume: {rerun}")
     return lines

@@ -109,7 +109,7 @@ def ls_main(argv: list[str]) -> int:
 
 def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
     """`ls --show RUN|latest`: the manifest's key fields, inputs, metrics and the rerun command."""
-    from sparsebert_cli.summary import headline_metrics, rerun_command
+    from sparsebert_cli.summary import headline_metrics, rerun_command, upstream_of
 
     if ref == "latest":
         started = [(m.get("started_at") or 0, d) for d, m in runs.iter_runs(runs_dir, stage)]
@@ -145,7 +145,8 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
         if metrics:
             print(f"metrics: {'  '.join(headline_metrics(metrics))}")
     if manifest.get("command"):
-        print(f"rerun or resume: {rerun_command(manifest['command'], run_dir.resolve())}")
+        rerun = rerun_command(manifest["command"], run_dir.resolve(), upstream_of(manifest))
+        print(f"rerun or resume: {rerun}")
     return 0
 
 
