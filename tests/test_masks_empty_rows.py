@@ -10,6 +10,7 @@ from sparsebert_cli.masks.empty_rows import (
     EmptyAttentionRowWarning,
     empty_query_rows,
     masked_softmax,
+    searched_mask_warning,
 )
 
 
@@ -118,3 +119,15 @@ def test_a_float_mask_attends_as_its_boolean_mask_with_the_empty_row_rule(padded
         assert expected.abs().max() > 1  # rows with several keys: a gradient to compare
         assert torch.allclose(m.grad, expected, rtol=1e-4, atol=1e-3)
         assert m.grad[~mask].abs().max() == 0
+
+
+def test_a_searched_mask_that_leaves_queries_without_a_key_is_reported():
+    """A search hands its mask on: queries it empties (a block DAM driven to 100 % sparsity by a
+    short search) are said with the share, the empty maps and what keeps more."""
+    mask = torch.ones(2, 2, 4, 4, dtype=torch.bool)
+    assert searched_mask_warning(mask) is None
+    mask[0, 1] = False  # one (layer, head) map keeps nothing
+    mask[1, 0, 3] = False  # and one query of another
+    said = searched_mask_warning(mask)
+    assert said.startswith("the searched mask leaves 31.2% of the queries without a key (1 of 4")
+    assert "mask.keep_diagonal_blocks=true" in said

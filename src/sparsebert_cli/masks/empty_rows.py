@@ -68,3 +68,18 @@ def masked_softmax(
     # A finite fill keeps empty rows finite (uniform) before they are zeroed, so no NaN anywhere.
     filled = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     return filled.softmax(dim=-1).masked_fill(empty[..., None], 0.0)
+
+
+def searched_mask_warning(mask: torch.Tensor) -> str | None:
+    """What to tell the user of a searched mask M (bool [L, H, n, n]) that leaves queries with no
+    key (every run that uses it zeroes their attention), or None when every query keeps one."""
+    empty = ~mask.any(dim=-1)  # [L, H, n]
+    if not bool(empty.any()):
+        return None
+    heads = int(empty.all(dim=-1).sum())
+    return (
+        f"the searched mask leaves {float(empty.float().mean()):.1%} of the queries without a key "
+        f"({heads} of {empty.shape[0] * empty.shape[1]} (layer, head) maps keep nothing); the "
+        "runs that use it zero their attention. A smaller mask.lam, a target sparsity (mask.lam=0 "
+        "mask.target_sparsity=0.9) or, for a block DAM, mask.keep_diagonal_blocks=true keeps more."
+    )

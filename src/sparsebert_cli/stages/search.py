@@ -19,6 +19,7 @@ the masks are then compared on), at `mask.target_sparsity` (masks/attention_topk
 the same artifacts.
 """
 
+import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ from sparsebert_cli.attention.profile import AttentionMap
 from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.config import ATTENTION_TOPK
+from sparsebert_cli.masks.empty_rows import searched_mask_warning
 from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.runs import Run, atomic_write, layout
 from sparsebert_cli.stages.inputs import (
@@ -151,6 +153,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     metrics = train(objective, splits["train"], collate, cfg, run, hooks, rates)
     mask = dam.binarize().cpu()
+    warning = searched_mask_warning(mask)
+    if warning and run.writer:
+        print(f"[sparsebert] warning: {warning}", file=sys.stderr, flush=True)
     if run.writer:
         held_out.write_profile(run.artifacts)
         params = {
