@@ -352,6 +352,17 @@ def preflight(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> d
                     f"task.data_files.{split}={path} is not a file; point it at the {split} split's "
                     "csv/json/parquet file."
                 )
+    if reads(stage, "trainer.device") and cfg.trainer.device == "cuda":
+        from sparsebert_cli.training.loop import resolve_device
+
+        resolve_device(cfg.trainer)  # refuses a CUDA device that is not there
+    if stage != "evaluate" and cfg.model.attention_backend == "flex":  # it trains
+        import torch
+
+        from sparsebert_cli.attention.interface import check_flex
+
+        cuda = cfg.trainer.device != "cpu" and torch.cuda.is_available()
+        check_flex("cuda" if cuda else "cpu", True, cfg.model.attention_dropout)
     if reads(stage, "trainer.precision") and cfg.trainer.precision == "fp16":
         import torch
 

@@ -601,6 +601,12 @@ CLI = {
     "negative lambda": (["search", "mask.lam=-1"], ["error: mask.lam=-1.0 must be ≥ 0"]),
     "too long": (["pretrain", "data.seq_len=1024"], ["error: data.seq_len=1024 is longer than"]),
     "validate tool": (["validate", "search", "mask.tau=0"], ["error: mask.tau=0.0 must be > 0"]),
+    # found when the job reaches them, after the data is loaded, unless checked up front
+    "no cuda": (["validate", "pretrain", "trainer.device=cuda"], ["no CUDA device is visible"]),
+    "flex training on cpu": (
+        ["validate", "pretrain", "model.attention_backend=flex", "trainer.device=cpu"],
+        ["flex has no backward pass on CPU"],
+    ),
     "missing upstream": (
         ["pretrain", "mask=from_run", "mask.from=missing-run"],
         ["error: missing-run is not a sparsebert run folder"],
@@ -634,6 +640,8 @@ def test_cli_refuses(workdir, case):
     (corrupt / "artifacts" / MASK_FILE).write_bytes(data[:-7])
     _plant_search_run(root, "heads4", torch.ones(1, 4, 32, 32, dtype=torch.bool))
     args, needles = CLI[case]
+    if case == "no cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible here")
     # finetune loads its weights (model=minilm, model.from): sizes are theirs, not TINY's
     finetune = [a for a in TINY_TASK if not a.startswith("model.")]
     extra = {"search": TINY, "pretrain": TINY, "finetune": finetune}.get(args[0], [])

@@ -188,6 +188,20 @@ def check_backend(backend: str, mask_kind: str) -> None:
         )
 
 
+def check_flex(device_type: str, training: bool, dropout: float) -> None:
+    """Refuse what FlexAttention cannot do: a backward pass on CPU, attention dropout."""
+    if training and device_type == "cpu":
+        raise SparseBertError(
+            "model.attention_backend=flex has no backward pass on CPU in torch 2.13; "
+            "set model.attention_backend=block_sparse (or auto) to train on CPU."
+        )
+    if dropout > 0:
+        raise SparseBertError(
+            f"model.attention_backend=flex has no attention dropout (model.attention_dropout="
+            f"{dropout}); set model.attention_dropout=0 or model.attention_backend=block_sparse."
+        )
+
+
 def choose_backend(
     masks: AttentionMask, layer: int, block_size: int, dropout: float
 ) -> tuple[str, str]:
@@ -279,16 +293,7 @@ def sparse_attention_forward(
             **masks.layer_sample(layer),
         )  # fmt: skip
     else:
-        if needs_grad and query.device.type == "cpu":
-            raise SparseBertError(
-                "model.attention_backend=flex has no backward pass on CPU in torch 2.13; "
-                "set model.attention_backend=block_sparse (or auto) to train on CPU."
-            )
-        if dropout > 0:
-            raise SparseBertError(
-                f"model.attention_backend=flex has no attention dropout (model.attention_dropout="
-                f"{dropout}); set model.attention_dropout=0 or model.attention_backend=block_sparse."
-            )
+        check_flex(query.device.type, needs_grad, dropout)
         block_mask = masks.flex_mask(layer, block_size, key_padding)
         out = flex_sparse_attention(query, key, value, block_mask, scaling)
     return out.transpose(1, 2).contiguous(), None
