@@ -24,7 +24,7 @@ from sparsebert_cli.masks.config import (
     SEARCHED_MASKS,
     check_dam_config,
 )
-from sparsebert_cli.stages import READS, reads
+from sparsebert_cli.stages import READS, per_step_overrides, reads
 from sparsebert_cli.stages.inputs import resolve_upstream
 from sparsebert_cli.training import config as trainer_schema
 
@@ -197,6 +197,9 @@ def validate_config(cfg: DictConfig) -> None:
             f"{key}={value} is not one of {', '.join(allowed)}; set {key}=<one of them>.",
         )
     check_ranges(cfg, stage)
+    if stage == "pipeline":  # refused up front, not when the pipeline reaches that step
+        for step, overrides in per_step_overrides(cfg).items():
+            check_overrides(step, overrides)
     if stage == "evaluate":
         require(
             bool(cfg.model.from_run),

@@ -73,6 +73,8 @@ VALIDATION = [
     ("pretrain", ["mask=from_run", "mask.from=null"], "mask=from_run needs the search run to load: add mask.from="),
     ("search", ["mask=strided"], "mask=strided is fixed; use mask=dam"),
     ("pretrain", ["mask=dam"], "trains with a fixed mask, but mask=dam learns one"),
+    # a step's own overrides, refused before the pipeline runs its steps
+    ("pipeline", ["pipeline.finetune=['trainer.bogus=1']"], "trainer.bogus is not a setting"),
     # a DAM learned at another length than its sequences: α never trained, or too short a mask
     ("search", ["mask=dam", "data.seq_len=64"], "α of positions ≥ 64 would never see a token"),
     ("finetune", ["mask=dam_s", "task.seq_len=256"], "set mask.seq_len=256 (or task.seq_len=128)"),

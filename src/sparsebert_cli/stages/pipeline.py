@@ -101,7 +101,7 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     step_cfg = _compose(step, overrides)
     expand_path_fields(step_cfg)
     validate_config(step_cfg)
-    preflight(step_cfg)
+    preflight(step_cfg, own)
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
