@@ -147,6 +147,15 @@ def test_cli_user_error_is_one_line_and_exit_1(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+def test_rows_and_cols_take_config_keys_only(sweep, capsys):
+    """A misspelt key read None in every run and pooled them all into one row."""
+    with pytest.raises(SystemExit) as exit_:
+        main([str(sweep), "--rows", "mask.lamda"])
+    assert exit_.value.code == 2
+    assert "mask.lamda is not a config key" in capsys.readouterr().err
+    assert main([str(sweep), "--rows", "mask.lam,seed", "--cols", "task.name"]) == 0
+
+
 def test_help_and_table_do_not_import_torch(sweep):
     code = (
         "import sys, contextlib, io\n"

@@ -117,7 +117,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         )
     if figures and args.frontier:
         parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
+    unknown = [k for k in (*(args.rows or ()), *(args.cols or ())) if not _config_key(k)]
+    if unknown:
+        parser.error(
+            f"{unknown[0]} is not a config key, so every run would read None there; --rows and "
+            "--cols take keys as `sparsebert <stage> --cfg job` prints them (e.g. mask.lam)"
+        )
     return args
+
+
+def _config_key(key: str) -> bool:
+    """Whether `key` names a setting of the schema (or one under a free-form dict setting)."""
+    from sparsebert_cli.validation import schema_keys
+
+    keys, open_keys = schema_keys()
+    return key in keys or any(key.startswith(f"{k}.") for k in open_keys)
 
 
 def write_summaries(sweep_dir: Path) -> list[Path]:
