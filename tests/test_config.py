@@ -34,6 +34,9 @@ def test_every_config_composes_and_validates(stage, override):
     elif stage == "search" and override.startswith("mask=") and not override.startswith("mask=dam"):
         with pytest.raises(SparseBertError, match="learns a mask"):
             validate_config(cfg)
+    elif stage == "pretrain" and cfg.mask.name == "dam":  # a DAM preset: searched, not pre-trained
+        with pytest.raises(SparseBertError, match="trains with a fixed mask, but mask=dam"):
+            validate_config(cfg)
     elif cfg.mask.name == "checkpoint" and not (cfg.model.from_run or cfg.model.name_or_path):
         with pytest.raises(SparseBertError, match="mask=checkpoint means the mask stored"):
             validate_config(cfg)

@@ -41,7 +41,11 @@ def test_show_latest_prints_metrics_inputs_and_the_command_with_run_id(tmp_path,
     assert f"run folder: {(runs_dir / 'evaluate' / 'e1').resolve()}" in lines
     assert f"input model: {finetune}" in lines
     assert "metrics: eval/headline=0.75" in lines
-    assert "rerun or resume: sparsebert evaluate task=polarity run_id=e1" in lines
+    # evaluate's default model.from=latest, pinned to what it resolved to
+    rerun = (
+        f"rerun or resume: sparsebert evaluate task=polarity model.from_run={finetune} run_id=e1"
+    )
+    assert rerun in lines
 
 
 def test_show_latest_of_a_stage_picks_that_stage(tmp_path, capsys):

@@ -195,7 +195,7 @@ def test_the_attention_topk_control_is_searched_then_used_as_a_mask(warm_search)
     assert meta["sparsity"]["overall"] == pytest.approx(75.0, abs=0.5)
     manifest = json.loads((search / "manifest.json").read_text())
     assert manifest["inputs"]["model"]["run_dir"] == str(runs_dir / "pretrain" / "pre")
-    sparsebert("pretrain", *smoke, "model.norm=pre", f"model.from={runs_dir}/pretrain/pre", "mask=from_run",
+    sparsebert("pretrain", *smoke, f"model.from={runs_dir}/pretrain/pre", "mask=from_run",
                f"mask.from={search}", "trainer.max_steps=2", "run_id=topk-use", cwd=cwd,
                env=env)  # fmt: skip
     used = json.loads((runs_dir / "pretrain" / "topk-use" / "artifacts" / "model" /
