@@ -317,7 +317,11 @@ def run_job(cfg: DictConfig) -> None:
     except interrupt.Interrupted as e:
         manifest = _manifest_or_none(run_dir) or {}
         if manifest.get("status") == "interrupted":
-            where = manifest.get("checkpoint") or "no checkpoint yet: it restarts at step 0"
+            where = manifest.get("checkpoint") or (
+                "completed steps are reused, the interrupted one resumes from its checkpoints"
+                if cfg.stage == "pipeline"
+                else "no checkpoint yet: it restarts at step 0"
+            )
             said = f"{run_dir} marked interrupted ({where}); resume with"
         else:
             said = "stopped before the run started; rerun with"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import sparsebert
-from robust_helpers import TINY, Job, assert_same_weights, losses, read_json, stable
+from robust_helpers import TINY, TINY_TASK, Job, assert_same_weights, losses, read_json, stable
 
 from sparsebert_cli import runs
 from sparsebert_cli.training.loop import AUTO_CKPT_SECONDS, checkpoint_due
@@ -44,6 +44,18 @@ def test_a_stopped_job_marks_its_run_interrupted_with_a_checkpoint_and_says_how_
     assert checkpoint and checkpoint in line and f"run_id={run_dir.name}" in line
     done = max(step for step, _, _ in losses(run_dir))
     assert checkpoint.endswith(f"step-{done:08d}")  # the last finished step, not an earlier one
+
+
+@pytest.mark.slow
+def test_a_stopped_pipeline_says_its_steps_resume_from_their_checkpoints(workdir):
+    """The pipeline's own folder holds no checkpoint; its interrupted step does."""
+    job = Job("pipeline", *TINY_TASK, "mask=no_diag", "pipeline.pretrain=['trainer.max_steps=40']",
+              "trainer.log_every=1", cwd=workdir)  # fmt: skip
+    assert job.wait_for("step 3/40"), job.output
+    job.proc.send_signal(signal.SIGINT)
+    assert job.finish() == 130, job.output
+    (line,) = [text for text in job.output.splitlines() if text.startswith("interrupted")]
+    assert "the interrupted one resumes from its checkpoints" in line and "step 0" not in line
 
 
 @pytest.mark.slow
