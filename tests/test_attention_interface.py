@@ -155,7 +155,7 @@ def test_auto_builds_the_kernel_tables_of_a_dam_sample_only_for_the_kernel(
     monkeypatch, band_only, expected
 ):
     """A search builds a layout per layer and step; a sample that touches every tile runs
-    `masked`, and its block tables (the costly part: 134 ms a layer at n = 2048) are never built;
+    `masked`, and its block tables (the costly part: ~75 ms a layer at n = 2048) are never built;
     a sparse one's are built once, however often the kernel runs it."""
     import sparsebert_cli.attention.block_sparse as block_sparse
 
