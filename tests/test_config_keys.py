@@ -227,6 +227,11 @@ def test_a_pipelines_per_step_overrides_are_part_of_its_identity():
     assert "pipeline" not in hashed_config(plain)
     assert experiment_config(low) != experiment_config(high)
     assert "pipeline" not in experiment_config(plain)
+    # another stage's config carries a preset's per-step lists (experiment=demo) without reading
+    # them: its identity, and the pipeline's steps' folders, do not change with them
+    search = OmegaConf.to_container(compose_cfg("search", "experiment=demo"))
+    assert search["pipeline"]["finetune"]
+    assert "pipeline" not in hashed_config(search) and "pipeline" not in experiment_config(search)
 
 
 def test_the_smoke_preset_keeps_a_pre_trained_model_so_mask_checkpoint_works():

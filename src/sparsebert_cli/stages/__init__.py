@@ -105,7 +105,10 @@ def hashed_config(resolved: dict) -> dict:
 
 def per_step_overrides(config: dict) -> dict[str, list[str]]:
     """A pipeline's per-step overrides (`pipeline.finetune=[...]`), the steps that have any:
-    they change what its steps compute."""
+    they change what its steps compute. None for the other stages, whose configs may carry a
+    preset's (experiment=demo) without reading them."""
+    if config.get("stage") != "pipeline":
+        return {}
     return {step: list(o) for step, o in (config.get("pipeline") or {}).items() if o}
 
 
