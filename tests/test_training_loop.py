@@ -140,3 +140,31 @@ def test_a_run_stopped_during_an_evaluation_redoes_it_and_keeps_the_same_best(tm
     evaluated = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl")
                  .read_text().splitlines() if "eval/score" in line]  # fmt: skip
     assert evaluated == [2, 4, 6]  # step 4's evaluation logged once, after the resume
+
+
+def test_a_checkpoint_without_the_evaluated_step_is_taken_as_evaluated(tmp_path):
+    """Checkpoints written before the loop recorded its last evaluation: a resume does not redo
+    (and log twice) the evaluation of the step it resumes from."""
+    import json as json_
+
+    def score(model) -> dict:
+        return {"eval/score": float(model.cls.predictions.bias.sum())}
+
+    def stop_after_four(step: int) -> dict:
+        if step == 5:
+            raise interrupt.Interrupted(2)
+        return {}
+
+    overrides = ("trainer.eval_every=2",)
+    run_dir = tmp_path / "old"
+    with pytest.raises(interrupt.Interrupted):
+        run_loop(run_dir, *overrides, hooks=Hooks(evaluate=lambda: {"eval/score": 0.0},
+                                                  after_step=stop_after_four))  # fmt: skip
+    state_file = max((run_dir / "checkpoints").glob("step-*")) / "loop_state.json"
+    state = json_.loads(state_file.read_text())
+    assert state["step"] == 4 and state.pop("evaluated") == 4
+    state_file.write_text(json_.dumps(state))  # as the code before wrote it
+    run_loop(run_dir, *overrides, evaluate=score)
+    evaluated = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl")
+                 .read_text().splitlines() if "eval/score" in line]  # fmt: skip
+    assert evaluated == [2, 4, 6]

@@ -221,6 +221,8 @@ def train(
     state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
     if found:
         state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
+        # a checkpoint of the code before `evaluated` was recorded: taken as evaluated
+        state.setdefault("evaluated", state["step"])
         print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
     start = state.get("step", 0)
     # Drop what an earlier, killed attempt logged after `start` (also when it left no checkpoint).
