@@ -26,7 +26,7 @@ def job_status(cfg: DictConfig, folder: Path) -> tuple[str, str]:
 
     try:
         validate_config(cfg)
-        manifest = runs.load_manifest(folder)
+        manifest = runs.job_manifest(folder)
     except SparseBertError as error:
         return "invalid", str(error)
     if manifest is None:

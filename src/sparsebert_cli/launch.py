@@ -68,9 +68,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
 
     quiet_libraries()
     resolved, chash = identity(cfg)
-    existing = runs.load_manifest(run_dir)
-    if existing is not None and existing.get("config_hash") is None:
-        existing = None  # a job refused before it started (`_record_failure`): nothing ran there
+    existing = runs.job_manifest(run_dir)
     if existing is not None and existing.get("config_hash") != chash:
         raise runs.FolderRefused(
             f"{run_dir} already holds a '{existing.get('stage')}' run of a different config "
@@ -318,7 +316,8 @@ def run_job(cfg: DictConfig) -> None:
         manifest = _manifest_or_none(run_dir) or {}
         if manifest.get("status") == "interrupted":
             where = manifest.get("checkpoint") or (
-                "completed steps are reused, the interrupted one resumes from its checkpoints"
+                "completed steps are reused, the interrupted one resumes from its last "
+                "checkpoint if it wrote one"
                 if cfg.stage == "pipeline"
                 else "no checkpoint yet: it restarts at step 0"
             )

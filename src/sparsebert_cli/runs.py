@@ -224,6 +224,13 @@ def load_manifest(run_dir: Path) -> dict | None:
     return check_manifest(read_json(path), path) if path_is(Path.exists, path) else None
 
 
+def job_manifest(run_dir: Path) -> dict | None:
+    """The manifest of the job that ran in `run_dir`, or None: no manifest, or the failed one of a
+    job refused before it started (it has no config hash; its run_id is free again)."""
+    manifest = load_manifest(run_dir)
+    return None if manifest is not None and manifest.get("config_hash") is None else manifest
+
+
 def read_metrics(run_dir: Path) -> dict:
     """metrics.json of a run ({} when absent): flat names mapped to numbers (or null/text)."""
     path = Path(run_dir).expanduser() / METRICS
