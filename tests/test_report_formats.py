@@ -152,8 +152,9 @@ def test_rows_and_cols_take_config_keys_only(sweep, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([str(sweep), "--rows", "mask.lamda"])
     assert exit_.value.code == 2
-    assert "mask.lamda is not a config key" in capsys.readouterr().err
+    assert "--rows mask.lamda: not a config key" in capsys.readouterr().err
     assert main([str(sweep), "--rows", "mask.lam,seed", "--cols", "task.name"]) == 0
+    assert main([str(sweep), "--rows", "experiment,mask.from"]) == 0  # a group; an alias
 
 
 def test_help_and_table_do_not_import_torch(sweep):

@@ -61,7 +61,7 @@ def test_frontier_rows_carry_quality_sparsity_time_and_pareto_marks(sweep):
     dense, no_diag = points["dense"], points["no_diag"]
     assert dense.average == pytest.approx(75.0) and dense.backend == "sdpa"
     assert (dense.worst, dense.worst_task) == (pytest.approx(70.0), "RTE")
-    assert dense.time_ratio == 1.0 and dense.n == N
+    assert dense.time_ratio == 1.0 and dense.n == N and dense.ranked_by == "average"
     assert all(p.attention_ms > 0 and p.dense_ms > 0 for p in points.values())
     assert {label for label, p in points.items() if p.pareto_sparsity} == {
         "no_diag",
@@ -109,6 +109,7 @@ def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
     points = {p.label: p for p in build_frontier([folder])}
     assert set(points) == {"dense", "window", "no_diag", "star"}
     assert {p.n for p in points.values()} == {64}
+    assert {p.ranked_by for p in points.values()} == {"mlm_loss"}
     assert {label for label, p in points.items() if p.pareto_sparsity} == {
         "dense",
         "no_diag",

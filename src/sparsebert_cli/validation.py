@@ -80,7 +80,7 @@ def schema_keys(node: type = schema.RunConfig, prefix: str = "") -> tuple[set[st
     return keys, open_keys
 
 
-def _group_names() -> set[str]:
+def group_names() -> set[str]:
     return {p.name for p in schema.conf_dir().iterdir() if p.is_dir()}
 
 
@@ -98,7 +98,7 @@ def schema_override_key(override: str) -> str | None:
 def check_overrides(stage: str, overrides: list[str]) -> None:
     """Refuse keys outside the schema (with a did-you-mean) and keys `stage` does not read."""
     keys, open_keys = schema_keys()
-    groups = _group_names()
+    groups = group_names()
     for override in overrides:
         key = schema_override_key(override)
         if key is None:
@@ -151,7 +151,7 @@ def _composed_groups(stage: str) -> set[str]:
 def read_overrides(stage: str, overrides: list[str]) -> list[str]:
     """The overrides whose keys `stage` reads (the pipeline hands each step only those)."""
     keys, _ = schema_keys()
-    groups = _group_names()
+    groups = group_names()
     return [
         o
         for o in overrides
@@ -200,6 +200,8 @@ def validate_config(cfg: DictConfig) -> None:
     if stage == "pipeline":  # refused up front, not when the pipeline reaches that step
         for step, overrides in per_step_overrides(cfg).items():
             check_overrides(step, overrides)
+            if step == "finetune":
+                check_no_sizes(overrides, "the pipeline's pretrain step")
     if stage == "evaluate":
         require(
             bool(cfg.model.from_run),
@@ -314,6 +316,18 @@ def validate_config(cfg: DictConfig) -> None:
 PATH_KEYS = ("task.glue_dir", "task.data_dir")
 
 
+def check_no_sizes(overrides: list[str] | tuple[str, ...], weights: str) -> None:
+    """Refuse a model size on the command line of a model loaded from `weights`: its checkpoint
+    fixes them (`config.CHECKPOINT_FIELDS`), the override would be ignored."""
+    sizes = [f"model.{field}" for field in schema.CHECKPOINT_FIELDS]
+    for key in (schema_override_key(o) for o in overrides):
+        require(
+            key not in sizes,
+            f"{key} sets up a new model, but the weights come from {weights}, whose checkpoint "
+            f"fixes it; drop {key}, or train a new model of that size without loading weights.",
+        )
+
+
 def check_single_run(cfg: DictConfig) -> None:
     """What only a single run refuses: mask.from beside a mask that does not read it (a sweep
     over masks sets it for its mask=from_run jobs, the others leave it unread)."""
@@ -333,14 +347,8 @@ def preflight(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> d
     Returns the upstream run folders that `model.from` / `mask.from` resolve to (by key)."""
     stage = cfg.stage
     weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
-    sizes = [f"model.{field}" for field in schema.CHECKPOINT_FIELDS]
-    for key in (schema_override_key(o) for o in overrides):
-        require(
-            not (weights and key in sizes),
-            f"{key} sets up a new model, but the weights come from {weights} (model.from / "
-            f"model.name_or_path), whose config.json fixes it; drop {key}, or train a new model "
-            "of that size without loading weights.",
-        )
+    if weights:
+        check_no_sizes(overrides, weights)
     for key in PATH_KEYS:
         value = _get(cfg, key)
         if value and reads(stage, key) and not runs.path_is(Path.is_dir, value):
@@ -359,13 +367,12 @@ def preflight(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> d
         from sparsebert_cli.training.loop import resolve_device
 
         resolve_device(cfg.trainer)  # refuses a CUDA device that is not there
-    if stage != "evaluate" and cfg.model.attention_backend == "flex":  # it trains
-        import torch
-
+    # A stage that trains with a sparse mask on flex (a dense one runs SDPA whatever the backend)
+    if stage != "evaluate" and cfg.model.attention_backend == "flex" and cfg.mask.name != "dense":
         from sparsebert_cli.attention.interface import check_flex
+        from sparsebert_cli.training.loop import resolve_device
 
-        cuda = cfg.trainer.device != "cpu" and torch.cuda.is_available()
-        check_flex("cuda" if cuda else "cpu", True, cfg.model.attention_dropout)
+        check_flex(resolve_device(cfg.trainer).type, True, cfg.model.attention_dropout)
     if reads(stage, "trainer.precision") and cfg.trainer.precision == "fp16":
         import torch
 

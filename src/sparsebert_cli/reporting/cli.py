@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from sparsebert_cli import runs
+from sparsebert_cli.config import rewrite_aliases
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import table_console
 from sparsebert_cli.tools import positive_int
@@ -117,21 +118,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         )
     if figures and args.frontier:
         parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
-    unknown = [k for k in (*(args.rows or ()), *(args.cols or ())) if not _config_key(k)]
-    if unknown:
-        parser.error(
-            f"{unknown[0]} is not a config key, so every run would read None there; --rows and "
-            "--cols take keys as `sparsebert <stage> --cfg job` prints them (e.g. mask.lam)"
-        )
+    for option in ("rows", "cols"):
+        keys = [_rewrite_key(k) for k in getattr(args, option) or ()]
+        unknown = [k for k in keys if not _config_key(k)]
+        if unknown:
+            parser.error(
+                f"--{option} {unknown[0]}: not a config key or group, so every run would read None "
+                "there; give keys as `sparsebert <stage> --cfg job` prints them (e.g. mask.lam) "
+                "or a group (experiment)"
+            )
+        setattr(args, option, keys or None)
     return args
 
 
+def _rewrite_key(key: str) -> str:
+    """A key as the runs record it: `mask.from` → `mask.from_run` (`config.rewrite_aliases`)."""
+    return rewrite_aliases([f"{key}=x"])[0][:-2]
+
+
 def _config_key(key: str) -> bool:
-    """Whether `key` names a setting of the schema (or one under a free-form dict setting)."""
-    from sparsebert_cli.validation import schema_keys
+    """Whether `key` names a setting of the schema (or one under a free-form dict setting), or
+    a group whose choice the runs' overrides record (experiment=demo)."""
+    from sparsebert_cli.validation import group_names, schema_keys
 
     keys, open_keys = schema_keys()
-    return key in keys or any(key.startswith(f"{k}.") for k in open_keys)
+    return key in keys or key in group_names() or any(key.startswith(f"{k}.") for k in open_keys)
 
 
 def write_summaries(sweep_dir: Path) -> list[Path]:

@@ -44,8 +44,11 @@ class FrontierPoint:
     attention_ms: float  # forward + backward, all layers
     dense_ms: float  # dense SDPA, same shapes
     time_ratio: float  # attention_ms / dense_ms
-    pareto_sparsity: bool = False  # on the Average-vs-sparsity frontier
-    pareto_time: bool = False  # on the Average-vs-time frontier
+    # what the frontiers rank: "average" (the task Average), or "mlm_loss" (lower is better)
+    # for a sweep of pre-trainings alone, which has no task columns
+    ranked_by: str = "average"
+    pareto_sparsity: bool = False  # on the quality-vs-sparsity frontier
+    pareto_time: bool = False  # on the quality-vs-time frontier
 
 
 def pareto(points: list[tuple[float | None, float | None]]) -> list[bool]:
@@ -188,23 +191,20 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
                 attention_ms=ms,
                 dense_ms=dense_ms,
                 time_ratio=ms / dense_ms,
+                ranked_by="average" if table.columns else "mlm_loss",
             )
         )
-    on_sparsity = pareto([(quality(p, points), p.sparsity) for p in points])
-    on_time = pareto([(quality(p, points), -p.time_ratio) for p in points])
+    quality = [_quality(p) for p in points]
+    on_sparsity = pareto([(q, p.sparsity) for q, p in zip(quality, points, strict=True)])
+    on_time = pareto([(q, -p.time_ratio) for q, p in zip(quality, points, strict=True)])
     for point, a, b in zip(points, on_sparsity, on_time, strict=True):
         point.pareto_sparsity, point.pareto_time = a, b
     return points
 
 
-def _by_mlm_loss(points: list[FrontierPoint]) -> bool:
-    """Whether quality is the MLM loss: no row has a task Average (pre-trainings alone)."""
-    return all(p.average is None for p in points)
-
-
-def quality(point: FrontierPoint, points: list[FrontierPoint]) -> float | None:
-    """The point's quality, higher is better: its task Average, or −MLM loss (`_by_mlm_loss`)."""
-    if not _by_mlm_loss(points):
+def _quality(point: FrontierPoint) -> float | None:
+    """Higher is better: the task Average, or −MLM loss (`ranked_by`)."""
+    if point.ranked_by == "average":
         return point.average
     return None if point.mlm_loss is None else -point.mlm_loss
 
@@ -212,7 +212,7 @@ def quality(point: FrontierPoint, points: list[FrontierPoint]) -> float | None:
 def _plot(points: list[FrontierPoint], path: Path) -> Path:
     figure = new_figure(11, 4.5)
     axes = figure.subplots(1, 2)
-    by_loss = _by_mlm_loss(points)
+    by_loss = bool(points) and points[0].ranked_by == "mlm_loss"
     y_of = (lambda p: p.mlm_loss) if by_loss else (lambda p: p.average)
     shown = [p for p in points if y_of(p) is not None]
     for ax, x_of, flag, xlabel in (
