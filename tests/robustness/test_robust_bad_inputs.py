@@ -75,6 +75,7 @@ VALIDATION = [
     ("pretrain", ["mask=dam"], "trains with a fixed mask, but mask=dam learns one"),
     # a step's own overrides, refused before the pipeline runs its steps
     ("pipeline", ["pipeline.finetune=['trainer.bogus=1']"], "trainer.bogus is not a setting"),
+    ("pipeline", ["pipeline.finetune=['model.num_layers=4']"], "weights come from the pipeline's pretrain step"),
     # a DAM learned at another length than its sequences: α never trained, or too short a mask
     ("search", ["mask=dam", "data.seq_len=64"], "α of positions ≥ 64 would never see a token"),
     ("finetune", ["mask=dam_s", "task.seq_len=256"], "set mask.seq_len=256 (or task.seq_len=128)"),
@@ -606,7 +607,13 @@ CLI = {
     # found when the job reaches them, after the data is loaded, unless checked up front
     "no cuda": (["validate", "pretrain", "trainer.device=cuda"], ["no CUDA device is visible"]),
     "flex training on cpu": (
-        ["validate", "pretrain", "model.attention_backend=flex", "trainer.device=cpu"],
+        [
+            "validate",
+            "pretrain",
+            "mask=window",
+            "model.attention_backend=flex",
+            "trainer.device=cpu",
+        ],
         ["flex has no backward pass on CPU"],
     ),
     "missing upstream": (

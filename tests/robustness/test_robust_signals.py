@@ -55,7 +55,7 @@ def test_a_stopped_pipeline_says_its_steps_resume_from_their_checkpoints(workdir
     job.proc.send_signal(signal.SIGINT)
     assert job.finish() == 130, job.output
     (line,) = [text for text in job.output.splitlines() if text.startswith("interrupted")]
-    assert "the interrupted one resumes from its checkpoints" in line and "step 0" not in line
+    assert "the interrupted one resumes from its last checkpoint" in line and "step 0" not in line
 
 
 @pytest.mark.slow

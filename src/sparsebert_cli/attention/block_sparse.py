@@ -113,7 +113,9 @@ class BlockLayout:
     # bool [H, n]: queries (< n) with no allowed key in M, or None if every query has one
     empty_queries: torch.Tensor | None = None
     idle_blocks: bool = False  # some query block has no active key block (its output is zero)
-    _built: tuple[BlockGroup, ...] | None = field(default=None, repr=False, compare=False)
+    _built: tuple[BlockGroup, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def groups(self) -> tuple[BlockGroup, ...]:

@@ -44,7 +44,7 @@ class MaskConfig:
     hard: bool = True  # hard straight-through: forward 0/1, gradients through the soft value
     init: float = 0.0  # initial α (0 -> keep probability 0.5)
     lr: float = 1e-2  # learning rate of α (own optimiser group, no weight decay)
-    seq_len: int = 128  # n of a learnable mask (masks are cropped for shorter sequences)
+    seq_len: int = 128  # n of a learnable mask: the stage's sequence length (validation)
     share_layers: bool = True  # one mask per head for all layers (reference code), or per layer
     trace_every: int = 10  # importance trace: σ(α) snapshot every K steps
     # --- the search on a trained model (stages/search.py) ---

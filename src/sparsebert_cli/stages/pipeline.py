@@ -85,18 +85,12 @@ def evaluate_overrides(cfg: DictConfig) -> list[str]:
 
 def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tuple[Path, dict]:
     """Compose, place (content hash) and run one step, or reuse its completed folder. The step
-    gets the common overrides it reads and all of its own (`pipeline.<step>=[...]`), which are
-    refused if it does not read them."""
+    gets the common overrides it reads and all of its own (`pipeline.<step>=[...]`), which
+    `validate_config` refused up front if the step does not read them."""
     from sparsebert_cli.config import expand_path_fields
-    from sparsebert_cli.validation import (
-        check_overrides,
-        preflight,
-        read_overrides,
-        validate_config,
-    )
+    from sparsebert_cli.validation import preflight, read_overrides, validate_config
 
-    own = list(cfg.pipeline[step])
-    check_overrides(step, own)
+    own = list(cfg.pipeline[step])  # checked when the pipeline's config was validated
     overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
     expand_path_fields(step_cfg)
