@@ -40,3 +40,13 @@ def test_dry_run_refuses_a_key_the_stage_does_not_read(workdir):
     proc = sparsebert("evaluate", "-m", "mask=dense,no_diag", "--dry-run", cwd=workdir, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "`sparsebert evaluate` does not read mask (mask=dense,no_diag)" in proc.stderr
+
+
+def test_dry_run_runs_a_job_where_one_was_refused_before_it_started(workdir):
+    """A job refused for a config error leaves a failed manifest without a config hash; the
+    corrected command may take its run_id (runs.job_manifest), and the plan says so."""
+    single = ["search", "debug=smoke", "trainer.max_steps=1", "run_id=mine"]
+    proc = sparsebert(*single, "mask.lam=-1", cwd=workdir, check=False)
+    assert proc.returncode == 1
+    assert (workdir / "runs" / "search" / "mine" / "manifest.json").exists()
+    assert planned(sparsebert(*single, "--dry-run", cwd=workdir).stdout) == {"mine": "run"}
