@@ -376,6 +376,27 @@ def test_a_pretraining_sweep_is_reported_by_its_own_mlm_numbers_paired_with_dens
     assert "Avg" not in text.splitlines()[0]
 
 
+def test_pre_trainings_with_masks_searched_at_other_lambdas_are_rows_of_their_own(tmp_path):
+    """`pretrain -m mask=from_run mask.from=A,B` of two λ-steered searches: one row each, named
+    by kind and λ, not one row of two masks (72.6 % and 94.8 % sparse) pooled."""
+    from sparsebert_cli.masks.config import META_FILE
+
+    sweep = tmp_path / "runs" / "pretrain" / "multirun" / "lams"
+    for name, lam, loss in (("a", 1e-4, 5.0), ("b", 1e-2, 6.0)):
+        search = tmp_path / "runs" / "search" / name
+        (search / "artifacts").mkdir(parents=True)
+        meta = {"kind": "dam_u", "params": {"lam": lam}, "sparsity": {"overall": 80.0}}
+        (search / "artifacts" / META_FILE).write_text(json.dumps(meta))
+        make_job(sweep / name, mask="from_run", stage="pretrain", metrics={"eval/mlm_loss": loss},
+                 extra={"mask": {"from_run": str(search)}})  # fmt: skip
+    table = build_table([sweep])
+    assert [(row.label, row.mlm_loss.mean) for row in table.rows] == [
+        ("dam_u λ=0.0001", 5.0),
+        ("dam_u λ=0.01", 6.0),
+    ]
+    assert table.warnings == []
+
+
 def test_pre_trainings_of_different_configs_or_one_seed_are_not_pooled(tmp_path):
     """Two sweeps of pre-trainings reported together: the dense row holds a 4-step and a 40-step
     run of seed 0, so neither its MLM loss nor the others' difference to it is a mean."""

@@ -50,8 +50,9 @@ class RunRecord:
     # PRETRAIN_METRICS (by their short names)
     pretrain: tuple[str, dict[str, float]] | None = None
     stage: str = "pipeline"
-    # a searched mask used through mask=from_run: its mask.json kind and target sparsity (%)
-    searched: tuple[str, float | None] | None = None
+    # a searched mask used through mask=from_run: its mask.json kind, target sparsity (%) and,
+    # searched without a target, its λ
+    searched: tuple[str, float | None, float | None] | None = None
 
     @property
     def experiment(self) -> dict:
@@ -228,8 +229,9 @@ def _pretrain_metrics(path: Path) -> tuple[str, dict[str, float]] | None:
     return (str(path), found) if found else None
 
 
-def _searched(config: dict) -> tuple[str, float | None] | None:
-    """(kind, target sparsity %) of the searched mask a mask=from_run config uses, if readable."""
+def _searched(config: dict) -> tuple[str, float | None, float | None] | None:
+    """(kind, target sparsity %, λ) of the searched mask a mask=from_run config uses, if readable
+    (λ None when the search had a target: it steered to that, not by λ)."""
     from sparsebert_cli.masks.config import META_FILE
 
     mask = config.get("mask")
@@ -243,7 +245,11 @@ def _searched(config: dict) -> tuple[str, float | None] | None:
     kind = meta.get("kind")
     if not isinstance(kind, str):
         return None
-    return kind, float(target) if isinstance(target, int | float) else None
+    if isinstance(target, int | float):
+        return kind, float(target), None
+    params = meta.get("params")
+    lam = params.get("lam") if isinstance(params, dict) else None
+    return kind, None, float(lam) if isinstance(lam, int | float) else None
 
 
 def _expand(paths: list[Path]) -> list[Path]:

@@ -123,8 +123,13 @@ def _row_key(record: RunRecord, row_keys: list[str] | None) -> tuple[tuple[str, 
         return tuple((key, lookup(record, key)) for key in row_keys)
     name = lookup(record, "mask.name")
     if name == "from_run" and record.searched is not None:
-        kind, target = record.searched
-        return (("mask.name", name), ("mask.kind", kind), ("mask.target_sparsity", target))
+        kind, target, lam = record.searched
+        return (
+            ("mask.name", name),
+            ("mask.kind", kind),
+            ("mask.target_sparsity", target),
+            ("mask.lam", lam),
+        )
     keys = MASK_IDENTITY if name == "dam" else MASK_IDENTITY[:1]
     return tuple((key, lookup(record, key)) for key in keys)
 
@@ -135,10 +140,13 @@ def _format_value(value: Any) -> str:
 
 def row_label(key: dict[str, Any], default_keys: bool) -> str:
     """`DAM_s λ=0.001` (`DAM_b t=0.9` when searched to a target sparsity) for a default (mask
-    identity) row, `k=v, k=v` otherwise."""
-    if default_keys and "mask.kind" in key:  # a searched mask used through mask=from_run
-        target = key.get("mask.target_sparsity")
-        return key["mask.kind"] + ("" if target is None else f" t={target / 100:g}")
+    identity) row, `k=v, k=v` otherwise; a searched mask used through mask=from_run by its
+    mask.json kind (`dam_s λ=0.001`, `attention_topk t=0.8`)."""
+    if default_keys and "mask.kind" in key:
+        target, lam = key.get("mask.target_sparsity"), key.get("mask.lam")
+        if target is not None:
+            return f"{key['mask.kind']} t={target / 100:g}"
+        return key["mask.kind"] + ("" if lam is None else f" λ={_format_value(lam)}")
     if default_keys and key.get("mask.name") == "dam":
         variant = DAM_VARIANTS.get(key.get("mask.structure"), "DAM_u")
         if key.get("mask.target_sparsity") is not None:
