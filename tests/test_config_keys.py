@@ -191,26 +191,27 @@ def test_the_checkpoint_interval_is_not_part_of_a_jobs_identity():
 def test_a_size_set_beside_loaded_weights_is_refused_not_ignored():
     """The weights' config.json fixes the model's sizes: model.num_layers=3 beside model=minilm
     was silently a 6-layer model (a preset's sizes, as debug=smoke's, are for new models)."""
-    from sparsebert_cli.validation import preflight
+    from sparsebert_cli.validation import check_command
 
     args = ["model=minilm", "model.num_layers=3"]
     with pytest.raises(SparseBertError, match="model.num_layers sets up a new model, but the "
                        "weights come from embedded:minilm"):  # fmt: skip
-        preflight(compose_cfg("finetune", *args), args)
-    preflight(compose_cfg("pretrain", "model.num_layers=3"), ["model.num_layers=3"])
-    preflight(compose_cfg("finetune", "debug=smoke"), ["debug=smoke"])
+        check_command(compose_cfg("finetune", *args), args, single_run=False)
+    check_command(compose_cfg("pretrain", "model.num_layers=3"), ["model.num_layers=3"], False)
+    check_command(compose_cfg("finetune", "debug=smoke"), ["debug=smoke"], False)
 
 
 def test_mask_from_beside_another_mask_is_refused_in_a_single_run():
     """`pretrain mask.from=latest` without mask=from_run trained dense; a sweep over masks sets
     mask.from for its from_run jobs and leaves it unread in the others, so only a single run
     (and `validate`) refuses it."""
-    from sparsebert_cli.validation import check_single_run
+    from sparsebert_cli.validation import check_command
 
     with pytest.raises(SparseBertError, match="mask=dense does not read it; add mask=from_run"):
-        check_single_run(compose_cfg("pretrain", "mask.from_run=latest"))
-    check_single_run(compose_cfg("pretrain", "mask=from_run", "mask.from_run=latest"))
-    check_single_run(compose_cfg("evaluate"))
+        check_command(compose_cfg("pretrain", "mask.from_run=latest"), [], single_run=True)
+    check_command(compose_cfg("pretrain", "mask.from_run=latest"), [], single_run=False)  # a sweep
+    check_command(compose_cfg("pretrain", "mask=from_run", "mask.from_run=latest"), [], True)
+    check_command(compose_cfg("evaluate"), [], True)
 
 
 def test_a_pipelines_per_step_overrides_are_part_of_its_identity():

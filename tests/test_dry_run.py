@@ -50,3 +50,13 @@ def test_dry_run_runs_a_job_where_one_was_refused_before_it_started(workdir):
     assert proc.returncode == 1
     assert (workdir / "runs" / "search" / "mine" / "manifest.json").exists()
     assert planned(sparsebert(*single, "--dry-run", cwd=workdir).stdout) == {"mine": "run"}
+
+
+def test_dry_run_refuses_what_launching_refuses_on_the_command_line(workdir):
+    """A size beside loaded weights, mask.from beside another mask in a single run: invalid in
+    the plan too, not 'run'."""
+    proc = sparsebert("finetune", "model=minilm", "model.num_layers=3", "--dry-run", cwd=workdir,
+                      check=False)  # fmt: skip
+    assert proc.returncode == 1 and "model.num_layers sets up a new model" in proc.stdout
+    proc = sparsebert("pretrain", "mask.from=latest", "--dry-run", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "mask=dense does not read it" in proc.stdout

@@ -19,13 +19,17 @@ from sparsebert_cli.errors import SparseBertError
 FLAG = "--dry-run"
 
 
-def job_status(cfg: DictConfig, folder: Path) -> tuple[str, str]:
-    """(action, why) of the job of `cfg` in `folder`: run, skip, resume, refuse or invalid."""
+def job_status(
+    cfg: DictConfig, folder: Path, overrides: list[str], single_run: bool
+) -> tuple[str, str]:
+    """(action, why) of the job of `cfg` (`overrides` on its command line) in `folder`: run,
+    skip, resume, refuse or invalid."""
     from sparsebert_cli.stages import hashed_config
-    from sparsebert_cli.validation import validate_config
+    from sparsebert_cli.validation import check_command, validate_config
 
     try:
         validate_config(cfg)
+        check_command(cfg, overrides, single_run)
         manifest = runs.job_manifest(folder)
     except SparseBertError as error:
         return "invalid", str(error)
@@ -71,7 +75,7 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
         folder = Path(where.dir) / (where.subdir if multirun else "")
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         OmegaConf.resolve(task_cfg)
-        planned.append((folder, job_status(task_cfg, folder), job))
+        planned.append((folder, job_status(task_cfg, folder, job, not multirun), job))
     return planned
 
 

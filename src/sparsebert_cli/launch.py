@@ -302,13 +302,13 @@ def run_job(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if cfg.offline:
         set_offline_env()
-    from sparsebert_cli.validation import check_single_run, preflight
+    from sparsebert_cli.validation import check_command, preflight
 
     try:
         prepare(cfg, run_dir)
-        preflight(cfg, overrides)
+        preflight(cfg)
+        check_command(cfg, overrides, single_run=not multirun)
         if not multirun:
-            check_single_run(cfg)
             run_dir = _resume_target(cfg, run_dir, overrides)
         run_in_folder(cfg, run_dir, command, wait=multirun)
         print_summary(run_dir)

@@ -171,9 +171,9 @@ def validate_main(argv: list[str]) -> int:
     )
     from sparsebert_cli.launch import config_error
     from sparsebert_cli.validation import (
+        check_command,
         check_overrides,
         check_safe_overrides,
-        check_single_run,
         describe,
         preflight,
         validate_config,
@@ -194,8 +194,8 @@ def validate_main(argv: list[str]) -> int:
             runs.check_name(key, cfg[key])
         expand_path_fields(cfg)
         validate_config(cfg)
-        upstream = preflight(cfg, overrides)
-        check_single_run(cfg)
+        upstream = preflight(cfg)
+        check_command(cfg, overrides, single_run=True)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

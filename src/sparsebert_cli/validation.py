@@ -316,7 +316,7 @@ def validate_config(cfg: DictConfig) -> None:
 PATH_KEYS = ("task.glue_dir", "task.data_dir")
 
 
-def check_no_sizes(overrides: list[str] | tuple[str, ...], weights: str) -> None:
+def check_no_sizes(overrides: list[str], weights: str) -> None:
     """Refuse a model size on the command line of a model loaded from `weights`: its checkpoint
     fixes them (`config.CHECKPOINT_FIELDS`), the override would be ignored."""
     sizes = [f"model.{field}" for field in schema.CHECKPOINT_FIELDS]
@@ -328,10 +328,15 @@ def check_no_sizes(overrides: list[str] | tuple[str, ...], weights: str) -> None
         )
 
 
-def check_single_run(cfg: DictConfig) -> None:
-    """What only a single run refuses: mask.from beside a mask that does not read it (a sweep
-    over masks sets it for its mask=from_run jobs, the others leave it unread)."""
-    if not reads(cfg.stage, "mask.from_run"):
+def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> None:
+    """What the command line (`overrides`) must not ask of the composed config: a model size
+    beside loaded weights (their checkpoint fixes it: the override would be ignored), and, in a
+    single run, mask.from beside a mask that does not read it (a sweep over masks sets it for its
+    mask=from_run jobs, the others leave it unread)."""
+    weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
+    if weights:
+        check_no_sizes(overrides, weights)
+    if not single_run or not reads(cfg.stage, "mask.from_run"):
         return
     require(
         not cfg.mask.from_run or cfg.mask.name == "from_run",
@@ -340,15 +345,11 @@ def check_single_run(cfg: DictConfig) -> None:
     )
 
 
-def preflight(cfg: DictConfig, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Path]:
-    """Check the files, folders, device and upstream runs the job needs, before any work, and
-    that the command line (`overrides`) sets no size the loaded weights would overrule.
+def preflight(cfg: DictConfig) -> dict[str, Path]:
+    """Check the files, folders, device and upstream runs the job needs, before any work.
 
     Returns the upstream run folders that `model.from` / `mask.from` resolve to (by key)."""
     stage = cfg.stage
-    weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
-    if weights:
-        check_no_sizes(overrides, weights)
     for key in PATH_KEYS:
         value = _get(cfg, key)
         if value and reads(stage, key) and not runs.path_is(Path.is_dir, value):

@@ -88,14 +88,20 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     gets the common overrides it reads and all of its own (`pipeline.<step>=[...]`), which
     `validate_config` refused up front if the step does not read them."""
     from sparsebert_cli.config import expand_path_fields
-    from sparsebert_cli.validation import preflight, read_overrides, validate_config
+    from sparsebert_cli.validation import (
+        check_command,
+        preflight,
+        read_overrides,
+        validate_config,
+    )
 
     own = list(cfg.pipeline[step])  # checked when the pipeline's config was validated
     overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
     expand_path_fields(step_cfg)
     validate_config(step_cfg)
-    preflight(step_cfg, own)
+    preflight(step_cfg)
+    check_command(step_cfg, own, single_run=False)
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
