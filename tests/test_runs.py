@@ -151,3 +151,10 @@ def test_the_layout_names_every_folder_of_a_run(tmp_path):
     folders = {layout.artifacts, layout.checkpoints, layout.figures, layout.trace}
     assert {p.parent for p in folders} == {tmp_path} and len(folders) == 4
     assert layout.importance_trace.parent == layout.artifacts
+
+
+def test_a_stage_in_a_message_takes_its_article():
+    assert (runs.a_run_of("search"), runs.a_run_of("evaluate")) == (
+        "a 'search' run",
+        "an 'evaluate' run",
+    )

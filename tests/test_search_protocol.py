@@ -242,7 +242,7 @@ def test_occlusion_refuses_a_finetune_run_though_it_holds_a_model(tmp_path):
     run_dir = tmp_path / "runs" / "finetune" / "f1"
     (run_dir / "artifacts" / "model").mkdir(parents=True)
     cfg = OmegaConf.create({"model": {"from_run": None}})
-    with pytest.raises(SparseBertError, match="is a finetune run; --occlusion reads a pretrain"):
+    with pytest.raises(SparseBertError, match="is a 'finetune' run; --occlusion reads a pretrain"):
         _starting_model(run_dir, {"stage": "finetune", "inputs": {}}, cfg)
 
 

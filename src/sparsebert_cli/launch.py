@@ -71,7 +71,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     existing = runs.job_manifest(run_dir)
     if existing is not None and existing.get("config_hash") != chash:
         raise runs.FolderRefused(
-            f"{run_dir} already holds a '{existing.get('stage')}' run of a different config "
+            f"{run_dir} already holds {runs.a_run_of(existing.get('stage'))} of a different config "
             f"(hash {existing.get('config_hash')}, this job {chash}); choose another folder with "
             "run_id=<name> (or sweep_name=<name> for a sweep), or delete that folder."
         )

@@ -224,6 +224,12 @@ def load_manifest(run_dir: Path) -> dict | None:
     return check_manifest(read_json(path), path) if path_is(Path.exists, path) else None
 
 
+def a_run_of(stage: object) -> str:
+    """ "a 'search' run", "an 'evaluate' run": a stage's run in a message."""
+    article = "an" if str(stage)[:1] in tuple("aeiou") else "a"
+    return f"{article} '{stage}' run"
+
+
 def job_manifest(run_dir: Path) -> dict | None:
     """The manifest of the job that ran in `run_dir`, or None: no manifest, or the failed one of a
     job refused before it started (it has no config hash; its run_id is free again)."""
@@ -581,7 +587,7 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
     if manifest is None:
         problem = f"{run_dir} is not a sparsebert run folder (no {MANIFEST})"
     elif manifest.get("stage") != kind:
-        problem = f"{run_dir} is a '{manifest.get('stage')}' run, not a '{kind}' run"
+        problem = f"{run_dir} is {a_run_of(manifest.get('stage'))}, not {a_run_of(kind)}"
     elif manifest.get("status") != "completed":
         problem = f"{run_dir} is not completed (status: {manifest.get('status')})"
     if problem:

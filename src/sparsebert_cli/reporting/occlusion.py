@@ -58,7 +58,7 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
             )
     else:
         raise SparseBertError(
-            f"{run_dir} is a {stage} run; --occlusion reads a pretrain run or a search run."
+            f"{run_dir} is {runs.a_run_of(stage)}; --occlusion reads a pretrain run or a search run."
         )
     return model_cfg
 
