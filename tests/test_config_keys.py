@@ -214,6 +214,17 @@ def test_mask_from_beside_another_mask_is_refused_in_a_single_run():
     check_command(compose_cfg("evaluate"), [], True)
 
 
+def test_flex_training_on_cpu_is_refused_up_front_unless_the_mask_is_dense():
+    """A dense mask runs SDPA whatever the backend: only a sparse one reaches flex's missing
+    CPU backward."""
+    from sparsebert_cli.validation import preflight
+
+    flex = ("model.attention_backend=flex", "trainer.device=cpu")
+    preflight(compose_cfg("pretrain", *flex))
+    with pytest.raises(SparseBertError, match="flex has no backward pass on CPU"):
+        preflight(compose_cfg("pretrain", "mask=window", *flex))
+
+
 def test_a_pipelines_per_step_overrides_are_part_of_its_identity():
     """Another `pipeline.finetune=[...]` is another job (it was 'already completed: skipped'),
     and a report does not pool it; none at all keeps the hash of a pipeline before this rule."""

@@ -155,6 +155,14 @@ def test_rows_and_cols_take_config_keys_only(sweep, capsys):
     assert "--rows mask.lamda: not a config key" in capsys.readouterr().err
     assert main([str(sweep), "--rows", "mask.lam,seed", "--cols", "task.name"]) == 0
     assert main([str(sweep), "--rows", "experiment,mask.from"]) == 0  # a group; an alias
+    from sparsebert_cli.reporting.cli import parse_args
+
+    assert parse_args([str(sweep), "--rows", "experiment,mask.from"]).rows == [
+        "experiment",
+        "mask.from_run",
+    ]
+    with pytest.raises(SystemExit):
+        parse_args([str(sweep), "--rows", "hydra"])  # Hydra's settings: not in the runs' config
 
 
 def test_help_and_table_do_not_import_torch(sweep):

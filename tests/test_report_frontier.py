@@ -117,3 +117,24 @@ def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
     }
     assert main([str(folder), "--frontier"]) == 0
     assert len(json.loads((folder / "frontier.json").read_text())["points"]) == 4
+
+
+def test_a_task_sweep_without_any_average_is_not_ranked_by_mlm_loss(tmp_path):
+    """Every row misses a task (no Average anywhere), but its results descend from pre-trainings
+    with an MLM loss: the frontier still ranks task quality, so it marks nothing, rather than
+    ranking the rows by their upstream MLM loss."""
+    from test_report_table import make_pretrain
+
+    runs_dir = tmp_path / "runs"
+    distance = (torch.arange(N)[:, None] - torch.arange(N)[None, :]).abs()
+    for mask, task, loss in (("dense", "mrpc", 5.0), ("window", "rte", 6.0)):
+        pretrain = make_pretrain(runs_dir, mask, loss)
+        job = make_job(runs_dir / "pipeline" / mask, mask=mask, task=task, inputs={"pretrain": pretrain},
+                       metrics={"eval/accuracy": 0.7, "eval/f1": 0.7})  # fmt: skip
+        if mask == "window":
+            save_mask(job / "artifacts" / "model", (distance <= 8)[None, None].expand(1, HEADS, N, N),
+                      {"kind": "window"})  # fmt: skip
+    points = build_frontier([runs_dir / "pipeline"])
+    assert [p.mlm_loss for p in points] == [5.0, 6.0] and {p.average for p in points} == {None}
+    assert {p.ranked_by for p in points} == {"average"}
+    assert not any(p.pareto_sparsity or p.pareto_time for p in points)

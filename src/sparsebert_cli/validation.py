@@ -1,11 +1,12 @@
 """Checks of a config that types alone cannot express, each refused with the value and a fix.
 
-Three steps, all before anything is loaded or trained (and all run by `sparsebert validate`):
+Four steps, all before anything is loaded or trained (and all run by `sparsebert validate`):
 `check_overrides` refuses command-line keys the schema does not have (a `+key` too, with a
 did-you-mean) and keys the stage does not read; `validate_config` checks choices, the ranges of
 `config.RANGES` and combinations of the composed config; `preflight` checks what lies outside the
 config: named files and folders, the device, and the upstream runs that `model.from` / `mask.from`
-name.
+name; `check_command` what the command line asks of the composed config (no model size beside
+loaded weights, no unread mask.from in a single run).
 """
 
 import dataclasses
@@ -323,7 +324,7 @@ def check_no_sizes(overrides: list[str], weights: str) -> None:
     for key in (schema_override_key(o) for o in overrides):
         require(
             key not in sizes,
-            f"{key} sets up a new model, but the weights come from {weights}, whose checkpoint "
+            f"{key} sets up a new model, but the weights come from {weights}, whose config "
             f"fixes it; drop {key}, or train a new model of that size without loading weights.",
         )
 

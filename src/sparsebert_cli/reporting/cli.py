@@ -142,7 +142,8 @@ def _config_key(key: str) -> bool:
     from sparsebert_cli.validation import group_names, schema_keys
 
     keys, open_keys = schema_keys()
-    return key in keys or key in group_names() or any(key.startswith(f"{k}.") for k in open_keys)
+    groups = group_names() - {"hydra"}  # Hydra's own settings are not the runs' config
+    return key in keys or key in groups or any(key.startswith(f"{k}.") for k in open_keys)
 
 
 def write_summaries(sweep_dir: Path) -> list[Path]:
