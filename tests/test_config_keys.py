@@ -214,6 +214,27 @@ def test_mask_from_beside_another_mask_is_refused_in_a_single_run():
     check_command(compose_cfg("evaluate"), [], True)
 
 
+def test_sequences_longer_than_a_loaded_models_positions_are_refused(tmp_path):
+    """Its config.json, not model.max_position_embeddings (the preset's), fixes a loaded model's
+    positions: a 64-position model fine-tuned at task.seq_len = 128 failed with a traceback in
+    the embeddings (on data longer than 64 tokens)."""
+    import json
+
+    from transformers import BertConfig
+
+    from sparsebert_cli.validation import preflight
+
+    run = tmp_path / "runs" / "pretrain" / "p64"
+    BertConfig(max_position_embeddings=64).save_pretrained(run / "artifacts" / "model")
+    manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    common = (f"model.from_run={run}", f"paths.runs_dir={tmp_path / 'runs'}")
+    with pytest.raises(SparseBertError, match="task.seq_len=128 is longer than the 64 positions"):
+        preflight(compose_cfg("finetune", *common, "task.seq_len=128"))
+    preflight(compose_cfg("finetune", *common, "task.seq_len=64"))
+    preflight(compose_cfg("pretrain", *common, "data.seq_len=64"))  # task.seq_len: not read
+
+
 def test_flex_training_on_cpu_is_refused_up_front_unless_the_mask_is_dense():
     """A dense mask runs SDPA whatever the backend: only a sparse one reaches flex's missing
     CPU backward."""

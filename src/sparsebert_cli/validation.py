@@ -260,10 +260,7 @@ def validate_config(cfg: DictConfig) -> None:
         f"model.hidden_size={model.hidden_size} is not divisible by model.num_heads={model.num_heads}; "
         "choose sizes where it is (e.g. 256 and 4).",
     )
-    lengths = (
-        ("data.seq_len", "task.seq_len") if stage in ("finetune", "pipeline") else ("data.seq_len",)
-    )
-    for key in lengths:
+    for key in sequence_lengths(stage):
         n = _get(cfg, key)
         require(
             n <= model.max_position_embeddings,
@@ -315,6 +312,27 @@ def validate_config(cfg: DictConfig) -> None:
 
 # Task and data settings that name files or folders, checked to exist before any work.
 PATH_KEYS = ("task.glue_dir", "task.data_dir")
+
+
+def sequence_lengths(stage: str) -> list[str]:
+    """The sequence-length keys `stage` reads (a model's positions must cover them)."""
+    return [key for key in ("data.seq_len", "task.seq_len") if reads(stage, key)]
+
+
+def check_positions(cfg: DictConfig, folder: Path) -> None:
+    """The stage's sequences fit the positions of the model it loads from `folder` (a run's
+    model): its config, not model.max_position_embeddings, sets them."""
+    from sparsebert_cli.modeling import read_bert_config
+
+    positions = read_bert_config(folder).max_position_embeddings
+    for key in sequence_lengths(cfg.stage):
+        n = _get(cfg, key)
+        require(
+            n <= positions,
+            f"{key}={n} is longer than the {positions} positions of the model in {folder} "
+            f"(model.from); set {key}={positions} or less, or pre-train a model with "
+            f"model.max_position_embeddings ≥ {n}.",
+        )
 
 
 def check_no_sizes(overrides: list[str], weights: str) -> None:
@@ -383,7 +401,10 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
             f"trainer.precision=fp16 needs a CUDA device and none is visible (trainer.device="
             f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",
         )
-    return resolve_upstream(cfg)
+    upstream = resolve_upstream(cfg)
+    if "model.from_run" in upstream and cfg.stage != "evaluate":  # evaluate: the run's own task
+        check_positions(cfg, runs.layout(upstream["model.from_run"]).model)
+    return upstream
 
 
 def describe(cfg: DictConfig, upstream: dict[str, Path]) -> str:
