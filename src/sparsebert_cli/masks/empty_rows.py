@@ -45,12 +45,17 @@ def empty_query_rows(mask: torch.Tensor, key_padding: torch.Tensor | None) -> to
     `warn_empty_rows`) when a real query's row is empty: a padding query's output is discarded,
     and a band mask leaves those far past the text without a key in every padded batch.
     """
-    if key_padding is None:
-        empty = ~mask.any(dim=-1)
-        real_empty = empty
-    else:
-        empty = ~(mask & ~key_padding[:, None, None, :]).any(dim=-1)
-        real_empty = empty & ~key_padding[:, None, :]
+    return _empty_rows(_allowed(mask, key_padding), key_padding)
+
+
+def _allowed(mask: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+    return mask if key_padding is None else mask & ~key_padding[:, None, None, :]
+
+
+def _empty_rows(allowed: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+    """`empty_query_rows` of M already combined with the padding (`_allowed`)."""
+    empty = ~allowed.any(dim=-1)
+    real_empty = empty if key_padding is None else empty & ~key_padding[:, None, :]
     if bool(real_empty.any()):
         warn_empty_rows()
     return empty
@@ -63,8 +68,8 @@ def masked_softmax(
 
     scores: float [B, H, n, n] (QKᵀ/√d); mask and key_padding as in `empty_query_rows`.
     """
-    allowed = mask if key_padding is None else mask & ~key_padding[:, None, None, :]
-    empty = empty_query_rows(mask, key_padding)
+    allowed = _allowed(mask, key_padding)  # one n × n combination for the fill and the rows
+    empty = _empty_rows(allowed, key_padding)
     # A finite fill keeps empty rows finite (uniform) before they are zeroed, so no NaN anywhere.
     filled = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     return filled.softmax(dim=-1).masked_fill(empty[..., None], 0.0)
