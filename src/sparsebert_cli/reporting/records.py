@@ -70,8 +70,9 @@ def experiment_config(config: dict) -> dict:
     from sparsebert_cli.stages import _NOT_HASHED, _NOT_HASHED_TRAINER, per_step_overrides
 
     kept = {k: v for k, v in config.items() if k not in (*_NOT_HASHED, *_NOT_COMPARED)}
-    if per_step_overrides(config):
-        kept["pipeline"] = per_step_overrides(config)
+    per_step = per_step_overrides(config)
+    if per_step:
+        kept["pipeline"] = per_step
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
     for group, key in _REFERENCES:

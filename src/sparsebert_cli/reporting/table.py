@@ -286,15 +286,16 @@ def _losses_by_seed(records: list[RunRecord]) -> dict[Any, float]:
     }
 
 
-def _paired_delta(records: list[RunRecord], rows: dict[tuple, list[RunRecord]]) -> Stat:
-    """MLM loss minus the dense row's, paired by seed, over a row's pre-training results (none
-    when the dense row's runs are not replicates of one experiment)."""
-    dense_records = rows.get((("mask.name", "dense"),), [])
-    if replicate_problem([r for r in dense_records if r.status == "completed"]):
-        return _stat([])
-    dense = _losses_by_seed(dense_records)
+def _paired_delta(records: list[RunRecord], dense: dict[Any, float]) -> Stat:
+    """MLM loss minus the dense row's (`dense`: its losses by seed), paired by seed, over a row's
+    pre-training results."""
     own = _losses_by_seed(records)
     return _stat([loss - dense[seed] for seed, loss in own.items() if seed in dense])
+
+
+def _pretrain_problem(records: list[RunRecord]) -> str | None:
+    """Why a row's completed pre-training results are not replicates of one experiment."""
+    return replicate_problem([r for r in records if r.status == "completed"])
 
 
 def _gate(pretrainings: list[dict[str, float]]) -> tuple[int, int]:
@@ -338,6 +339,9 @@ def build_table(
             label = ", ".join(f"{k}={_format_value(v)}" for k, v in col_id)
         columns.append(Column(key=dict(col_id), label=label, task=task, metrics=metrics))
 
+    # the dense row's MLM losses by seed: nothing to pair with when its runs are mixed
+    dense_records = pretrain_rows.get((("mask.name", "dense"),), [])
+    dense_losses = {} if _pretrain_problem(dense_records) else _losses_by_seed(dense_records)
     table_rows = []
     for row_id in sorted(grouped, key=row_order if rows is None else _sort_key):
         by_col = grouped[row_id]
@@ -361,9 +365,7 @@ def build_table(
             if cell.problem
         ]
         # The pre-training columns pool no more than the cells do: not across configs or seeds.
-        own = replicate_problem(
-            [r for r in pretrain_rows.get(row_id, []) if r.status == "completed"]
-        )
+        own = _pretrain_problem(pretrain_rows.get(row_id, []))
         if own:
             warnings.append(f"{label} × MLM loss: {own}")
         mixed = own or any(cell.problem for cell in cells)
@@ -378,7 +380,7 @@ def build_table(
                 gate=_gate(pretrainings),
                 mlm_delta=_stat([])
                 if mixed
-                else _paired_delta(pretrain_rows.get(row_id, []), pretrain_rows),
+                else _paired_delta(pretrain_rows.get(row_id, []), dense_losses),
                 cells=cells,
                 average=average,
                 pretrain_runs=[str(r.dir) for r in pretrain_rows.get(row_id, [])],
