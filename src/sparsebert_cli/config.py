@@ -251,7 +251,7 @@ def register_schemas() -> None:
 
 
 # `from` is a Python keyword, so the schema spells it `from_run`; the CLI accepts both.
-_ALIASES = {"mask.from=": "mask.from_run=", "model.from=": "model.from_run="}
+_ALIASES = {"mask.from": "mask.from_run", "model.from": "model.from_run"}
 
 
 def sb_slug(override_dirname: str) -> str:
@@ -280,15 +280,20 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def schema_key(key: str) -> str:
+    """A key as the schema spells it: `mask.from` → `mask.from_run` (and model.from)."""
+    return _ALIASES.get(key, key)
+
+
 def rewrite_aliases(args: list[str]) -> list[str]:
     """`mask.from=` → `mask.from_run=` (and model.from), and a value starting with `~/` expanded
     to the home folder, as a shell does for an assignment (Hydra's grammar refuses a bare `~`)."""
     out = []
     for arg in args:
-        for alias, name in _ALIASES.items():
-            if arg.startswith(alias):
-                arg = name + arg[len(alias) :]
         key, sep, value = arg.partition("=")
+        if sep:
+            key = schema_key(key)
+            arg = f"{key}={value}"
         if sep and not key.startswith("-") and (value == "~" or value.startswith("~/")):
             arg = f"{key}={Path(value).expanduser()}"
         out.append(arg)

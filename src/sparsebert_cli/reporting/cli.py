@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from sparsebert_cli import runs
-from sparsebert_cli.config import rewrite_aliases
+from sparsebert_cli.config import schema_key
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import table_console
 from sparsebert_cli.tools import positive_int
@@ -119,7 +119,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if figures and args.frontier:
         parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
     for option in ("rows", "cols"):
-        keys = [_rewrite_key(k) for k in getattr(args, option) or ()]
+        keys = [schema_key(k) for k in getattr(args, option) or ()]
         unknown = [k for k in keys if not _config_key(k)]
         if unknown:
             parser.error(
@@ -129,11 +129,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             )
         setattr(args, option, keys or None)
     return args
-
-
-def _rewrite_key(key: str) -> str:
-    """A key as the runs record it: `mask.from` → `mask.from_run` (`config.rewrite_aliases`)."""
-    return rewrite_aliases([f"{key}=x"])[0][:-2]
 
 
 def _config_key(key: str) -> bool:
