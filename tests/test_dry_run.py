@@ -1,5 +1,7 @@
 """`sparsebert <stage> -m ... --dry-run` lists the sweep's jobs and their folders and runs nothing."""
 
+import json
+
 from conftest import sparsebert
 
 SWEEP = ["search", "-m", "debug=smoke", "trainer.max_steps=1", "mask.lam=1e-3,1e-2"]
@@ -60,3 +62,26 @@ def test_dry_run_refuses_what_launching_refuses_on_the_command_line(workdir):
     assert proc.returncode == 1 and "model.num_layers sets up a new model" in proc.stdout
     proc = sparsebert("pretrain", "mask.from=latest", "--dry-run", cwd=workdir, check=False)
     assert proc.returncode == 1 and "mask=dense does not read it" in proc.stdout
+
+
+def test_dry_run_resolves_latest_as_a_launched_job_does(workdir):
+    """`model.from=latest` is a run folder in the job's content hash: a completed job is 'skip',
+    not 'refuse'; with no upstream run the plan says what launching would say."""
+    sweep = ["finetune", "-m", "debug=smoke", "trainer.max_steps=1", "task=polarity"]
+    proc = sparsebert(*sweep, "model.from=latest", "--dry-run", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "no completed 'pretrain' run under" in proc.stdout
+    sparsebert("pretrain", "debug=smoke", "trainer.max_steps=1", cwd=workdir)
+    sparsebert(*sweep, "model.from=latest", cwd=workdir)
+    jobs = planned(sparsebert(*sweep, "model.from=latest,null", "--dry-run", cwd=workdir).stdout)
+    assert sorted(jobs.values()) == ["run", "skip"], jobs
+
+
+def test_dry_run_of_a_single_run_names_the_unfinished_run_it_would_resume(workdir):
+    single = ["search", "debug=smoke", "trainer.max_steps=1"]
+    sparsebert(*single, "run_id=first", cwd=workdir)
+    manifest = workdir / "runs" / "search" / "first" / "manifest.json"
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**record, "status": "interrupted"}))
+    (line,) = [row for row in sparsebert(*single, "--dry-run", cwd=workdir).stdout.splitlines()
+               if row.startswith("resume")]  # fmt: skip
+    assert "the unfinished run " in line and "search/first of this config (interrupted)" in line

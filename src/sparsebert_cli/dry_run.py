@@ -4,8 +4,10 @@ The jobs are those of Hydra's basic sweeper (the command-line sweeps and the con
 `hydra.sweeper.params`), each composed as the launcher would compose it, placed in the folder
 Hydra would give it, and compared with what that folder holds: `run` (new), `skip` (the same
 config completed there: the sweep would reuse it), `resume` (the same config started there and did
-not complete), `refuse` (another config's run) or `invalid` (validation refuses the config).
-Nothing is written: no folder, no multirun.yaml, no summary.
+not complete; for a single run without run_id=, an unfinished run of it anywhere), `refuse`
+(another config's run) or `invalid` (what a launched job would refuse before any work: its config,
+command line, files, device or upstream runs). Nothing is written: no folder, no multirun.yaml,
+no summary.
 """
 
 import sys
@@ -23,19 +25,25 @@ def job_status(
     cfg: DictConfig, folder: Path, overrides: list[str], single_run: bool
 ) -> tuple[str, str]:
     """(action, why) of the job of `cfg` (`overrides` on its command line) in `folder`: run,
-    skip, resume, refuse or invalid."""
-    from sparsebert_cli.stages import hashed_config
-    from sparsebert_cli.validation import check_command, validate_config
+    skip, resume, refuse or invalid. The config goes through what a launched job goes through
+    first (`launch.prepare`: `latest` resolved, paths expanded; `preflight`; `check_command`),
+    so its content hash is the one the run would compare."""
+    from sparsebert_cli.launch import identity, prepare, unfinished_twin
+    from sparsebert_cli.validation import check_command, preflight
 
     try:
-        validate_config(cfg)
+        prepare(cfg, folder)
+        preflight(cfg)
         check_command(cfg, overrides, single_run)
-        manifest = runs.job_manifest(folder)
+        twin = unfinished_twin(cfg, folder, overrides) if single_run else None
+        manifest = runs.job_manifest(folder if twin is None else twin)
     except SparseBertError as error:
         return "invalid", str(error)
+    if twin is not None:
+        return "resume", f"the unfinished run {twin} of this config ({manifest.get('status')})"
     if manifest is None:
         return "run", "new folder"
-    if manifest.get("config_hash") != runs.config_hash(hashed_config(OmegaConf.to_container(cfg))):
+    if manifest.get("config_hash") != identity(cfg)[1]:
         return "refuse", "the folder holds a run of another config"
     if manifest.get("status") == "completed":
         return "skip", "completed with this config"
@@ -74,7 +82,6 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
         where = cfg.hydra.sweep if multirun else cfg.hydra.run
         folder = Path(where.dir) / (where.subdir if multirun else "")
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        OmegaConf.resolve(task_cfg)
         planned.append((folder, job_status(task_cfg, folder, job, not multirun), job))
     return planned
 

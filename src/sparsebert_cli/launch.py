@@ -193,12 +193,13 @@ def _resolved_or_raw(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> None:
+def prepare(cfg: DictConfig, run_dir: Path) -> list[str]:
     """Resolve and check everything a job's folder and identity depend on, before any work.
 
     Every `${...}` is resolved (a bad one is a user error, not a traceback), folder names are one
     safe component inside paths.runs_dir, secrets stay out of names, `latest` and other upstream
-    references become run folders (printed), and the config is validated.
+    references become run folders, and the config is validated. Returns what each reference
+    resolved to (a run prints it; `--dry-run` prepares every job the same way, quietly).
     """
     from sparsebert_cli.config import expand_path_fields
     from sparsebert_cli.stages.inputs import resolve_references
@@ -228,9 +229,9 @@ def prepare(cfg: DictConfig, run_dir: Path) -> None:
             "would become a folder or W&B name (run_id, sweep_name, logger.project/group/entity/"
             "tags); use a plain name there."
         )
-    for line in resolve_references(cfg):
-        print(f"[sparsebert] {line}", flush=True)
+    said = resolve_references(cfg)
     validate_config(cfg)
+    return said
 
 
 def config_error(e: BaseException) -> str:
@@ -241,15 +242,21 @@ def config_error(e: BaseException) -> str:
     return f"the config cannot be resolved{where}: {first}. Fix that value and rerun."
 
 
-def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path:
-    """Without run_id=, an unfinished run of the same config is resumed (and said so); a stage
-    that reads no `resume` (evaluate) always is."""
+def unfinished_twin(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path | None:
+    """The unfinished run of the same config that a single run without run_id= resumes instead
+    of starting in `run_dir`, or None; a stage that reads no `resume` (evaluate) always does."""
     if any(override_key(o) == "run_id" for o in overrides) or (
         reads(cfg.stage, "resume") and cfg.resume != "auto"
     ):
-        return run_dir
+        return None
     found = runs.unfinished_run(Path(cfg.paths.runs_dir), cfg.stage, identity(cfg)[1])
-    if found is None or found.resolve() == run_dir.resolve():
+    return None if found is None or found.resolve() == run_dir.resolve() else found
+
+
+def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path:
+    """`run_dir`, or the unfinished run of the same config it resumes (said so)."""
+    found = unfinished_twin(cfg, run_dir, overrides)
+    if found is None:
         return run_dir
     with_id = [*overrides, f"run_id={found.name}"]
     print(
@@ -305,7 +312,8 @@ def run_job(cfg: DictConfig) -> None:
     from sparsebert_cli.validation import check_command, preflight
 
     try:
-        prepare(cfg, run_dir)
+        for line in prepare(cfg, run_dir):
+            print(f"[sparsebert] {line}", flush=True)
         preflight(cfg)
         check_command(cfg, overrides, single_run=not multirun)
         if not multirun:
