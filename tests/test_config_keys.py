@@ -235,6 +235,36 @@ def test_sequences_longer_than_a_loaded_models_positions_are_refused(tmp_path):
     preflight(compose_cfg("pretrain", *common, "data.seq_len=64"))  # task.seq_len: not read
 
 
+def test_a_loaded_models_positions_not_the_presets_allow_longer_sequences(tmp_path):
+    """A model pre-trained with 1024 positions fine-tunes at task.seq_len = 600: the preset's
+    max_position_embeddings (512) refused it, and overriding it beside loaded weights is refused
+    too (a dead end). A model.name_or_path folder is checked by its own config.json."""
+    import json
+
+    from transformers import BertConfig
+
+    from sparsebert_cli.validation import preflight, validate_config
+
+    run = tmp_path / "runs" / "pretrain" / "p1024"
+    BertConfig(max_position_embeddings=1024).save_pretrained(run / "artifacts" / "model")
+    manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    runs_dir = f"paths.runs_dir={tmp_path / 'runs'}"
+    cfg = compose_cfg("finetune", f"model.from_run={run}", runs_dir, "task.seq_len=600")
+    validate_config(cfg)
+    preflight(cfg)
+    folder = tmp_path / "hf64"
+    BertConfig(max_position_embeddings=64).save_pretrained(folder)
+    cfg = compose_cfg("finetune", "model=hf", f"model.name_or_path={folder}", "task.seq_len=128")
+    validate_config(cfg)
+    with pytest.raises(
+        SparseBertError, match=f"128 is longer than the 64 positions of the model in {folder}"
+    ):
+        preflight(cfg)
+    with pytest.raises(SparseBertError, match="data.seq_len=600 is longer than model.max_position"):
+        validate_config(compose_cfg("pretrain", "data.seq_len=600"))  # a new model: the preset's
+
+
 def test_flex_training_on_cpu_is_refused_up_front_unless_the_mask_is_dense():
     """A dense mask runs SDPA whatever the backend: only a sparse one reaches flex's missing
     CPU backward."""

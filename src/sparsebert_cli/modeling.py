@@ -76,10 +76,18 @@ def _check_mask_fits(mask_source: MaskSource, config: BertConfig) -> None:
 
 
 def resolve_pretrained(name_or_path: str | Path) -> Path:
-    """A local folder for a model: `embedded:minilm`, a local folder, or a Hugging Face hub name.
+    """A local folder for a model: `embedded:minilm`, a local folder, or a Hugging Face hub name
+    (downloaded). A sparsebert run directory resolves to its `artifacts/model/` folder."""
+    local = local_pretrained(name_or_path)
+    if local is not None:
+        return local
+    from sparsebert_cli.data.hub import download_hub_model
 
-    A sparsebert run directory resolves to its `artifacts/model/` folder.
-    """
+    return download_hub_model(str(name_or_path))
+
+
+def local_pretrained(name_or_path: str | Path) -> Path | None:
+    """`resolve_pretrained` without the network: None for a hub name."""
     name = str(name_or_path)
     if name in EMBEDDED_MODELS:
         package, folder = EMBEDDED_MODELS[name]
@@ -87,16 +95,14 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
     path = Path(name).expanduser()
     if (layout(path).model / "config.json").is_file():
         return layout(path).model
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise SparseBertError(
-                f"the model folder {path} has no config.json; point model.name_or_path (or "
-                "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
-            )
-        return path
-    from sparsebert_cli.data.hub import download_hub_model
-
-    return download_hub_model(name)
+    if not path.is_dir():
+        return None
+    if not (path / "config.json").is_file():
+        raise SparseBertError(
+            f"the model folder {path} has no config.json; point model.name_or_path (or "
+            "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
+        )
+    return path
 
 
 def damaged_file(path: Path, error: Exception) -> SparseBertError:

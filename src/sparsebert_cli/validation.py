@@ -260,7 +260,7 @@ def validate_config(cfg: DictConfig) -> None:
         f"model.hidden_size={model.hidden_size} is not divisible by model.num_heads={model.num_heads}; "
         "choose sizes where it is (e.g. 256 and 4).",
     )
-    for key in sequence_lengths(stage):
+    for key in sequence_lengths(stage) if not warm_started else ():  # else: `check_positions`
         n = _get(cfg, key)
         require(
             n <= model.max_position_embeddings,
@@ -320,8 +320,8 @@ def sequence_lengths(stage: str) -> list[str]:
 
 
 def check_positions(cfg: DictConfig, folder: Path) -> None:
-    """The stage's sequences fit the positions of the model it loads from `folder` (a run's
-    model): its config, not model.max_position_embeddings, sets them."""
+    """The stage's sequences fit the positions of the model it loads from `folder` (model.from's
+    or model.name_or_path's): its config, not model.max_position_embeddings, sets them."""
     from sparsebert_cli.modeling import read_bert_config
 
     positions = read_bert_config(folder).max_position_embeddings
@@ -329,8 +329,8 @@ def check_positions(cfg: DictConfig, folder: Path) -> None:
         n = _get(cfg, key)
         require(
             n <= positions,
-            f"{key}={n} is longer than the {positions} positions of the model in {folder} "
-            f"(model.from); set {key}={positions} or less, or pre-train a model with "
+            f"{key}={n} is longer than the {positions} positions of the model in {folder}; set "
+            f"{key}={positions} or less, or pre-train a model with "
             f"model.max_position_embeddings ≥ {n}.",
         )
 
@@ -402,9 +402,23 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
             f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",
         )
     upstream = resolve_upstream(cfg)
-    if "model.from_run" in upstream and cfg.stage != "evaluate":  # evaluate: the run's own task
-        check_positions(cfg, runs.layout(upstream["model.from_run"]).model)
+    if cfg.stage != "evaluate":  # evaluate: the run's own task and model
+        weights = _local_weights(cfg, upstream)
+        if weights is not None:
+            check_positions(cfg, weights)
     return upstream
+
+
+def _local_weights(cfg: DictConfig, upstream: dict[str, Path]) -> Path | None:
+    """The model folder a stage loads weights from, when it is on this machine (a hub model's
+    positions are checked once it is downloaded: `stages.inputs.weights_folder`)."""
+    if "model.from_run" in upstream:
+        return runs.layout(upstream["model.from_run"]).model
+    if not cfg.model.name_or_path:
+        return None
+    from sparsebert_cli.modeling import local_pretrained
+
+    return local_pretrained(cfg.model.name_or_path)
 
 
 def describe(cfg: DictConfig, upstream: dict[str, Path]) -> str:

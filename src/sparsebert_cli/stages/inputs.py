@@ -68,12 +68,16 @@ def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
 
 
 def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
-    """The folder the model's weights (and so its tokenizer) come from, if any."""
+    """The folder the model's weights (and so its tokenizer) come from, if any; a model.name_or_path
+    model's positions must cover the stage's sequences (a hub model's are known only now)."""
     if init_from is not None or not cfg.model.name_or_path:
         return init_from
     from sparsebert_cli.modeling import resolve_pretrained
+    from sparsebert_cli.validation import check_positions
 
-    return resolve_pretrained(cfg.model.name_or_path)
+    folder = resolve_pretrained(cfg.model.name_or_path)
+    check_positions(cfg, folder)
+    return folder
 
 
 def pretraining_data(cfg: DictConfig, tokenizer):
