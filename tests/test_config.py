@@ -44,6 +44,35 @@ def test_every_config_composes_and_validates(stage, override):
         validate_config(cfg)
 
 
+def _leaves(node, prefix: str = "") -> dict:
+    """Dotted key → value of every leaf of a nested dict."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    dot = "." if prefix else ""
+    return {
+        k: v
+        for key, value in node.items()
+        for k, v in _leaves(value, f"{prefix}{dot}{key}").items()
+    }
+
+
+CHOSEN = [(stage, override) for stage, override in CASES if override.split("=")[0] in GROUPS[:6]]
+
+
+@pytest.mark.parametrize(("stage", "override"), CHOSEN, ids=[f"{s}-{o}" for s, o in CHOSEN])
+def test_a_chosen_group_option_is_what_the_stage_composes(stage, override):
+    """Every value an option's file sets survives composition: the stage's own config must not
+    overwrite it (`pretrain trainer=lamb` trained at the stage's lr 1e-3, not LAMB's 6e-3)."""
+    from omegaconf import OmegaConf
+
+    group, option = override.split("=")
+    own = OmegaConf.to_container(OmegaConf.load(conf_dir() / group / f"{option}.yaml"))
+    own.pop("defaults", None)
+    composed = _leaves(OmegaConf.to_container(compose_cfg(stage, override)[group]))
+    for key, value in _leaves(own).items():
+        assert composed[key] == value, (key, value)
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_evaluate_refuses_every_group_option_before_composing(group):
     for option in _options(group):
