@@ -201,6 +201,21 @@ def test_a_size_set_beside_loaded_weights_is_refused_not_ignored():
     check_command(compose_cfg("finetune", "debug=smoke"), ["debug=smoke"], False)
 
 
+def test_max_steps_beside_epochs_is_refused_not_ignored():
+    """finetune trains by epochs (3): `finetune trainer.max_steps=2` ran 30 steps."""
+    from sparsebert_cli.validation import check_command
+
+    for single_run in (True, False):
+        with pytest.raises(
+            SparseBertError, match="trainer.max_steps=2 is not used: finetune trains"
+        ):
+            check_command(compose_cfg("finetune", "trainer.max_steps=2"), ["trainer.max_steps=2"],
+                          single_run)  # fmt: skip
+    by_steps = ["trainer.max_steps=2", "trainer.epochs=0"]
+    check_command(compose_cfg("finetune", *by_steps), by_steps, True)
+    check_command(compose_cfg("pretrain", "trainer.max_steps=2"), ["trainer.max_steps=2"], True)
+
+
 def test_mask_from_beside_another_mask_is_refused_in_a_single_run():
     """`pretrain mask.from=latest` without mask=from_run trained dense; a sweep over masks sets
     mask.from for its from_run jobs and leaves it unread in the others, so only a single run

@@ -349,12 +349,20 @@ def check_no_sizes(overrides: list[str], weights: str) -> None:
 
 def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> None:
     """What the command line (`overrides`) must not ask of the composed config: a model size
-    beside loaded weights (their checkpoint fixes it: the override would be ignored), and, in a
-    single run, mask.from beside a mask that does not read it (a sweep over masks sets it for its
-    mask=from_run jobs, the others leave it unread)."""
+    beside loaded weights (their checkpoint fixes it: the override would be ignored), max_steps
+    beside epochs > 0 (finetune's default: epochs win), and, in a single run, mask.from beside a
+    mask that does not read it (a sweep over masks sets it for its mask=from_run jobs, the others
+    leave it unread)."""
     weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
     if weights:
         check_no_sizes(overrides, weights)
+    steps = [o for o in overrides if schema_override_key(o) == "trainer.max_steps"]
+    if steps and reads(cfg.stage, "trainer") and cfg.trainer.epochs > 0:
+        raise SparseBertError(
+            f"{steps[-1]} is not used: {cfg.stage} trains by epochs (trainer.epochs="
+            f"{cfg.trainer.epochs}), which take precedence over max_steps; add trainer.epochs=0 "
+            "to train by steps instead, or drop trainer.max_steps."
+        )
     if not single_run or not reads(cfg.stage, "mask.from_run"):
         return
     require(
