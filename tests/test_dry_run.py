@@ -85,3 +85,5 @@ def test_dry_run_of_a_single_run_names_the_unfinished_run_it_would_resume(workdi
     (line,) = [row for row in sparsebert(*single, "--dry-run", cwd=workdir).stdout.splitlines()
                if row.startswith("resume")]  # fmt: skip
     assert "the unfinished run " in line and "search/first of this config (interrupted)" in line
+    again = sparsebert(*single, "run_id=first", "resume=never", "--dry-run", cwd=workdir).stdout
+    assert planned(again) == {"first": "run"} and "restarts at step 0 (resume=never)" in again

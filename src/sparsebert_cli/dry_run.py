@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.stages import reads
 
 FLAG = "--dry-run"
 
@@ -47,6 +48,11 @@ def job_status(
         return "refuse", "the folder holds a run of another config"
     if manifest.get("status") == "completed":
         return "skip", "completed with this config"
+    if reads(cfg.stage, "resume") and cfg.resume != "auto":
+        return (
+            "run",
+            f"this config, {manifest.get('status')}: restarts at step 0 (resume={cfg.resume})",
+        )
     return "resume", f"this config, {manifest.get('status')}"
 
 

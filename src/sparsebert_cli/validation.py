@@ -26,7 +26,7 @@ from sparsebert_cli.masks.config import (
     check_dam_config,
 )
 from sparsebert_cli.stages import READS, per_step_overrides, reads
-from sparsebert_cli.stages.inputs import resolve_upstream
+from sparsebert_cli.stages.inputs import check_positions, resolve_upstream, sequence_lengths
 from sparsebert_cli.training import config as trainer_schema
 
 MASK_SPECIAL = ("dense", "dam", ATTENTION_TOPK, "from_run", "checkpoint")
@@ -312,27 +312,6 @@ def validate_config(cfg: DictConfig) -> None:
 
 # Task and data settings that name files or folders, checked to exist before any work.
 PATH_KEYS = ("task.glue_dir", "task.data_dir")
-
-
-def sequence_lengths(stage: str) -> list[str]:
-    """The sequence-length keys `stage` reads (a model's positions must cover them)."""
-    return [key for key in ("data.seq_len", "task.seq_len") if reads(stage, key)]
-
-
-def check_positions(cfg: DictConfig, folder: Path) -> None:
-    """The stage's sequences fit the positions of the model it loads from `folder` (model.from's
-    or model.name_or_path's): its config, not model.max_position_embeddings, sets them."""
-    from sparsebert_cli.modeling import read_bert_config
-
-    positions = read_bert_config(folder).max_position_embeddings
-    for key in sequence_lengths(cfg.stage):
-        n = _get(cfg, key)
-        require(
-            n <= positions,
-            f"{key}={n} is longer than the {positions} positions of the model in {folder}; set "
-            f"{key}={positions} or less, or pre-train a model with "
-            f"model.max_position_embeddings ≥ {n}.",
-        )
 
 
 def check_no_sizes(overrides: list[str], weights: str) -> None:

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.stages import UPSTREAM
+from sparsebert_cli.stages import UPSTREAM, reads
 
 
 def cache_dir(cfg: DictConfig) -> Path:
@@ -67,13 +67,33 @@ def upstream_model(cfg: DictConfig, run: runs.Run, kind: str) -> Path | None:
     return model_dir
 
 
+def sequence_lengths(stage: str) -> list[str]:
+    """The sequence-length keys `stage` reads (a model's positions must cover them)."""
+    return [key for key in ("data.seq_len", "task.seq_len") if reads(stage, key)]
+
+
+def check_positions(cfg: DictConfig, folder: Path) -> None:
+    """The stage's sequences fit the positions of the model it loads from `folder` (model.from's
+    or model.name_or_path's): its config, not model.max_position_embeddings, sets them."""
+    from sparsebert_cli.modeling import read_bert_config
+
+    positions = read_bert_config(folder).max_position_embeddings
+    for key in sequence_lengths(cfg.stage):
+        n = OmegaConf.select(cfg, key)
+        if n > positions:
+            raise SparseBertError(
+                f"{key}={n} is longer than the {positions} positions of the model in {folder}; "
+                f"set {key}={positions} or less, or pre-train a model with "
+                f"model.max_position_embeddings ≥ {n}."
+            )
+
+
 def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
     """The folder the model's weights (and so its tokenizer) come from, if any; a model.name_or_path
     model's positions must cover the stage's sequences (a hub model's are known only now)."""
     if init_from is not None or not cfg.model.name_or_path:
         return init_from
     from sparsebert_cli.modeling import resolve_pretrained
-    from sparsebert_cli.validation import check_positions
 
     folder = resolve_pretrained(cfg.model.name_or_path)
     check_positions(cfg, folder)
