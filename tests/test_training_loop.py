@@ -168,3 +168,27 @@ def test_a_checkpoint_without_the_evaluated_step_is_taken_as_evaluated(tmp_path)
     evaluated = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl")
                  .read_text().splitlines() if "eval/score" in line]  # fmt: skip
     assert evaluated == [2, 4, 6]
+
+
+def test_an_update_that_breaks_the_model_fails_the_run_before_it_saves_or_completes(tmp_path):
+    """The loss check sees the loss before an update only: the last update of an lr = 1e30 run
+    left weights too large for the forward pass (NaN MLM loss) or NaN, and the run completed."""
+    from sparsebert_cli.errors import SparseBertError
+
+    with pytest.raises(SparseBertError, match="the evaluation gave eval/mlm_loss=nan at step 1"):
+        run_loop(tmp_path / "a", "trainer.max_steps=1", "trainer.lr=1e30",
+                 evaluate=lambda model: {"eval/mlm_loss": float("nan"), "eval/score": 0.0})  # fmt: skip
+    evaluated = []
+    with pytest.raises(SparseBertError, match="weights became NaN or infinite in the update"):
+        run_loop(tmp_path / "b", "trainer.max_steps=1", "trainer.lr=inf",
+                 evaluate=lambda model: evaluated.append(1) or {"eval/score": 0.0})  # fmt: skip
+    assert not evaluated and not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_the_logged_rate_is_the_one_each_step_used(tmp_path):
+    """Three warm-up steps then linear decay: the log showed each step the next one's rate
+    (2/3, 1, 1, 2/3, 1/3, 0 × lr)."""
+    run_loop(tmp_path, "trainer.warmup=0.5", "trainer.scheduler=linear")
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rates = [row["train/lr"] for row in rows if "train/lr" in row]
+    assert rates == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 2e-2 / 3, 1e-2 / 3])

@@ -47,9 +47,17 @@ def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
 
 
 def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, float]:
-    """The task's metrics of `logits` on one labelled split, flat keys such as eval/accuracy."""
+    """The task's metrics of `logits` on one labelled split, flat keys such as eval/accuracy.
+    NaN or infinite logits are refused: their argmax would still score (at chance)."""
+    import torch
+
     from sparsebert_cli.data.metrics import compute_metrics
 
+    if not bool(torch.isfinite(logits).all()):
+        raise SparseBertError(
+            f"the model's {split} outputs are NaN or infinite, so its weights are broken (a "
+            "fine-tuning that diverged: rerun it with a lower trainer.lr); no scores are written."
+        )
     if task.kind == "question_answering":
         scores = task.evaluate(split, logits).metrics
     else:

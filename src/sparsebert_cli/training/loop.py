@@ -16,6 +16,7 @@ aside: each rank draws its own noise).
 """
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Callable
@@ -124,6 +125,31 @@ def _all_ranks_finite(value: torch.Tensor) -> bool:
     return bool(flag.item())
 
 
+def _mean_over_ranks(value: float) -> float:
+    """The mean of `value` over the ranks (each holds its share of the global batch)."""
+    if world()[1] == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(total)
+    return total.item() / world()[1]
+
+
+def diverged(what: str, step: int, tc) -> SparseBertError:
+    """The error of a run whose loss, weights or evaluation became NaN or infinite."""
+    return SparseBertError(
+        f"{what} at step {step} (trainer.lr={tc.lr}, trainer.precision={tc.precision}); lower "
+        f"trainer.lr, keep trainer.clip_grad > 0{'' if tc.precision == 'fp32' else ' or train in fp32'}"
+        ". The run is marked failed; earlier checkpoints are kept."
+    )
+
+
+def _check_weights(model: nn.Module, step: int, tc) -> None:
+    """The loss check sees the loss before an update only: weights that the update made NaN or
+    infinite are refused before anything evaluates, saves or completes with them."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise diverged("the weights became NaN or infinite in the update", step, tc)
+
+
 def _barrier() -> None:
     if world()[1] > 1:
         torch.distributed.barrier()
@@ -157,12 +183,7 @@ def optimizer_step(
                     extra, penalty_metrics = penalty()
                     loss = loss + extra
             if not _all_ranks_finite(loss.detach()):
-                raise SparseBertError(
-                    f"the loss became {loss.item()} at step {step + 1} (trainer.lr={tc.lr}, "
-                    f"trainer.precision={tc.precision}); lower trainer.lr, keep trainer.clip_grad > 0"
-                    f"{'' if tc.precision == 'fp32' else ' or train in fp32'}. The run is marked "
-                    "failed; earlier checkpoints are kept."
-                )
+                raise diverged(f"the loss became {loss.item()}", step + 1, tc)
             scaler.scale(loss / len(batches)).backward()
         step_loss += loss.item() / len(batches)
     scaler.unscale_(optimizer)
@@ -236,6 +257,10 @@ def train(
     def evaluate(done: int) -> dict[str, float]:
         """Evaluate after step `done` on rank 0: log it, keep the best weights when selecting."""
         result = hooks.evaluate()
+        broken = [f"{k}={v}" for k, v in result.items() if not math.isfinite(v)]
+        if broken:  # finite weights too large for the forward pass (an lr of 1e30)
+            more = f" and {len(broken) - 2} more" if len(broken) > 2 else ""
+            raise diverged(f"the evaluation gave {', '.join(broken[:2])}{more}", done, tc)
         logger.log(done, result, show=True)
         if hooks.select and (state["best"] is None or result[hooks.select] > state["best"]):
             state.update(best=result[hooks.select], best_step=done, best_metrics=result)
@@ -268,6 +293,7 @@ def train(
                     for part in local.split(micro)
                 ]
                 tokens += sum(int(b["attention_mask"].sum()) for b in batches) * world_size
+                lr = scheduler.get_last_lr()[0]  # the rate this step's update uses
                 step_loss, penalty_metrics = optimizer_step(
                     wrapped, batches, optimizer, scheduler, scaler, tc, hooks.penalty, step
                 )
@@ -278,8 +304,8 @@ def train(
                     logger.log(
                         done,
                         {
-                            "train/loss": step_loss,
-                            "train/lr": scheduler.get_last_lr()[0],
+                            "train/loss": _mean_over_ranks(step_loss),
+                            "train/lr": lr,
                             "train/tokens_per_s": tokens / max(elapsed, 1e-9),
                             **penalty_metrics,
                             **extra,
@@ -287,12 +313,15 @@ def train(
                     )
                 else:
                     logger.advance(done)
+            due = checkpoint_due(tc.ckpt_every, done, total, time.monotonic() - last_save,
+                                 world_size == 1)  # fmt: skip
+            if evaluation_due(done) or due or done == total:
+                _check_weights(model, done, tc)
             if evaluation_due(done):
                 if rank == 0:
                     metrics = evaluate(done)
                 _barrier()
-            since = time.monotonic() - last_save
-            if checkpoint_due(tc.ckpt_every, done, total, since, world_size == 1):
+            if due:
                 if rank == 0:
                     ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
                 saved_at, last_save = done, time.monotonic()
