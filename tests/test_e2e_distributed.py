@@ -70,3 +70,14 @@ def test_ddp_weights_equal_gradient_accumulation_in_one_process(runs):
     ddp_metrics = json.loads((runs["ddp"] / "metrics.json").read_text())
     single_metrics = json.loads((runs["single"] / "metrics.json").read_text())
     assert ddp_metrics["eval/mlm_loss"] == pytest.approx(single_metrics["eval/mlm_loss"], abs=1e-4)
+
+
+def test_ddp_logs_the_loss_of_the_global_batch(runs):
+    """Each rank computes the loss of its half of the batch: the log showed rank 0's half."""
+
+    def losses(run_dir: Path) -> list[float]:
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [row["train/loss"] for row in rows if "train/loss" in row]
+
+    assert len(losses(runs["ddp"])) >= 2
+    assert losses(runs["ddp"]) == pytest.approx(losses(runs["single"]), abs=1e-4)
