@@ -6,6 +6,10 @@ noted and `check()` raises it once the step is whole, so the checkpoint written 
 is exact; a second signal raises at once. The job then marks its run `interrupted` and exits
 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). Signal handlers are process state by
 nature: this module holds the one pending request.
+
+A rank of a distributed run holds every request (`install(hold=True)`): the training loop stops
+all ranks after the same step (`pending`), since a rank that left on its own would
+leave the others waiting in a collective; torchrun kills ranks that do not stop in time.
 """
 
 import signal
@@ -28,20 +32,30 @@ class Interrupted(BaseException):
 
 _pending: list[int] = []  # the signal noted inside a deferred block (at most one)
 _deferring = threading.Event()
+_holding = threading.Event()  # a distributed rank: requests are only noted
 
 
 def _handle(signum: int, frame) -> None:
-    if _deferring.is_set() and not _pending:
+    if (_deferring.is_set() or _holding.is_set()) and not _pending:
         _pending.append(signum)
         return
-    raise Interrupted(signum)
+    if not _holding.is_set():
+        raise Interrupted(signum)
 
 
-def install() -> None:
-    """Route SIGINT and SIGTERM to `Interrupted` (only the main thread can install handlers)."""
+def install(hold: bool = False) -> None:
+    """Route SIGINT and SIGTERM to `Interrupted` (only the main thread can install handlers);
+    `hold`: only note them, for `check` to raise (a distributed rank)."""
     if threading.current_thread() is threading.main_thread():
+        if hold:
+            _holding.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _handle)
+
+
+def pending() -> int | None:
+    """The signal number of the noted stop request, if any."""
+    return _pending[0] if _pending else None
 
 
 @contextmanager

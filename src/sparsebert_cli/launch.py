@@ -128,13 +128,44 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     ]  # fmt: skip
     print(f"[sparsebert] launching {nproc} processes with torchrun", flush=True)
     try:
-        code = subprocess.call(cmd)
+        code = _run_torchrun(cmd, run_dir)
     finally:
         launch_config.unlink(missing_ok=True)  # it may hold secrets, which only ranks need
     manifest = runs.load_manifest(run_dir) or {}
     if code != 0 or manifest.get("status") != "completed":
         reason = manifest.get("error") or f"torchrun exited with status {code}"
         raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
+
+
+def _run_torchrun(cmd: list[str], run_dir: Path) -> int:
+    """torchrun's exit status. It runs in its own session and starts the ranks in theirs, so a
+    stop request (Ctrl-C, SIGTERM) reaches them only through this process: it is passed on once,
+    torchrun stops the ranks after their current step (or kills them after its shutdown timeout),
+    and this process waits for that, then re-raises it; a run the ranks could not mark is marked
+    `interrupted` here."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return proc.wait()
+    except interrupt.Interrupted as stop:
+        proc.send_signal(stop.signum)
+        print(
+            f"[sparsebert] {stop}: the ranks stop after their current step (torchrun kills them "
+            "after its shutdown timeout, 30 s by default)",
+            file=sys.stderr,
+            flush=True,
+        )
+        while proc.poll() is None:
+            try:
+                proc.wait()
+            except interrupt.Interrupted:
+                continue  # torchrun is stopping them; leaving now would orphan them
+        manifest = runs.load_manifest(run_dir) or {}
+        if manifest.get("status") in ("running", "failed"):  # killed, or a rank lost its peer
+            from sparsebert_cli.training.checkpoint import complete_checkpoints
+
+            kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
+            runs.Run(run_dir, manifest).interrupt(str(stop), kept[-1] if kept else None)
+        raise
 
 
 def run_in_folder(cfg: DictConfig, run_dir: Path, command: str, wait: bool = False) -> dict:
@@ -389,6 +420,7 @@ def rank_main(argv: list[str]) -> int:
     from sparsebert_cli.training.distributed import world
 
     run_dir, command = Path(argv[0]), argv[1]
+    interrupt.install(hold=True)
     cfg = OmegaConf.load(run_dir / runs.LAUNCH_CONFIG)
     if cfg.offline:
         set_offline_env()
@@ -397,6 +429,8 @@ def rank_main(argv: list[str]) -> int:
     except SparseBertError as e:
         print(f"error (rank {world()[0]}): {e}", file=sys.stderr, flush=True)
         return 1
+    except interrupt.Interrupted as stop:  # rank 0 marked the run interrupted
+        return stop.exit_code
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

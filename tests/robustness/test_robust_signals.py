@@ -149,3 +149,27 @@ def test_checkpoints_are_written_by_default_every_tenth_of_the_run(ckpt_every, t
 def test_default_checkpoints_are_also_written_every_few_minutes_in_one_process():
     assert checkpoint_due(0, 3, 1000, AUTO_CKPT_SECONDS, solo=True)
     assert not checkpoint_due(0, 3, 1000, AUTO_CKPT_SECONDS, solo=False)  # DDP ranks must agree
+
+
+@pytest.mark.slow
+def test_a_stopped_ddp_run_stops_its_ranks_after_one_step_and_resumes(workdir):
+    """torchrun starts the ranks in their own sessions: SIGTERM to the job killed torchrun and
+    left the ranks training on (and completing) unsupervised, and the job said "stopped before
+    the run started". Now the ranks stop after the same step, checkpoint it and exit."""
+    ddp = (*ARGS[:-2], "trainer.max_steps=3000", "trainer.log_every=1", "trainer.nproc_per_node=2",
+           "model.dropout=0", "model.attention_dropout=0")  # fmt: skip
+    job = Job(*ddp, "run_id=ddp", cwd=workdir)
+    assert job.wait_for("step 5/3000"), job.output
+    job.proc.send_signal(signal.SIGTERM)
+    assert job.finish() == 143, job.output
+    run_dir = workdir / "runs" / "pretrain" / "ddp"
+    manifest = read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "interrupted", manifest
+    (line,) = [text for text in job.output.splitlines() if text.startswith("interrupted")]
+    assert manifest["checkpoint"] in line
+    logged = (run_dir / "metrics.jsonl").read_text()
+    time.sleep(3)  # no rank left behind writes on
+    assert (run_dir / "metrics.jsonl").read_text() == logged
+    assert read_json(run_dir / "manifest.json") == manifest
+    step = int(manifest["checkpoint"].rsplit("-", 1)[1])
+    assert max(s for s, _, _ in losses(run_dir)) == step  # the checkpoint is the last step taken

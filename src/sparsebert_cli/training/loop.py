@@ -150,6 +150,19 @@ def _check_weights(model: nn.Module, step: int, tc) -> None:
         raise diverged("the weights became NaN or infinite in the update", step, tc)
 
 
+def _stop_if_requested() -> None:
+    """`interrupt.check`, agreed across ranks: a request any rank noted before this exchange
+    stops every rank here (ranks hold their requests: `interrupt.install(hold=True)`); one noted
+    during it waits for the next step's exchange."""
+    if world()[1] == 1:
+        interrupt.check()
+        return
+    signum = torch.tensor([interrupt.pending() or 0])
+    torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
+    if signum.item():
+        raise interrupt.Interrupted(int(signum.item()))
+
+
 def _barrier() -> None:
     if world()[1] > 1:
         torch.distributed.barrier()
@@ -326,7 +339,7 @@ def train(
                     ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
                 saved_at, last_save = done, time.monotonic()
                 _barrier()
-            interrupt.check()
+            _stop_if_requested()
     except interrupt.Interrupted:
         # Stopped between steps (or during an evaluation): keep the finished step for the rerun.
         if whole and done > saved_at and rank == 0:
