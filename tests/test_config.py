@@ -130,3 +130,16 @@ def test_search_refuses_a_fixed_mask():
 def test_evaluate_without_a_run_to_evaluate_is_refused():
     with pytest.raises(SparseBertError, match="model.from is not set; add model.from=<finetune"):
         validate_config(compose_cfg("evaluate", "model.from=null"))
+
+
+def test_the_slurm_launcher_asks_for_one_gpu_per_ddp_rank():
+    """gpus_per_node was fixed at 1 while the comment said to combine it with nproc_per_node."""
+    from hydra import compose, initialize_config_dir
+
+    from sparsebert_cli.config import register_hydra_extensions
+
+    register_hydra_extensions()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="pipeline", return_hydra_config=True,
+                      overrides=["hydra/launcher=slurm", "trainer.nproc_per_node=4"])  # fmt: skip
+    assert (cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.tasks_per_node) == (4, 1)

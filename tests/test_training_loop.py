@@ -192,3 +192,20 @@ def test_the_logged_rate_is_the_one_each_step_used(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rates = [row["train/lr"] for row in rows if "train/lr" in row]
     assert rates == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 2e-2 / 3, 1e-2 / 3])
+
+
+def test_each_ddp_rank_trains_on_its_own_gpu(monkeypatch):
+    """Every rank took plain `cuda` (cuda:0) on an 8-GPU node. No GPU here: CUDA is faked."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.training.loop import resolve_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for device in ("cuda", "auto"):
+        assert resolve_device(OmegaConf.create({"device": device})) == torch.device("cuda", 3)
+    assert chosen == [torch.device("cuda", 3)] * 2
+    assert resolve_device(OmegaConf.create({"device": "cpu"})) == torch.device("cpu")

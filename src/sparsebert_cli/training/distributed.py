@@ -9,6 +9,11 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (its GPU under torchrun); 0 outside torchrun."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
 def is_distributed() -> bool:
     return world()[1] > 1
 

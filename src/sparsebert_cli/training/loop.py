@@ -29,7 +29,12 @@ from sparsebert_cli import interrupt, runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run
 from sparsebert_cli.training import checkpoint as ckpt
-from sparsebert_cli.training.distributed import init_process_group, world
+from sparsebert_cli.training.distributed import (
+    init_process_group,
+    is_distributed,
+    local_rank,
+    world,
+)
 from sparsebert_cli.training.logging import MetricLogger
 from sparsebert_cli.training.optim import (
     NO_EXTRA_RATES,
@@ -75,9 +80,14 @@ def resolve_device(trainer_cfg) -> torch.device:
         raise SparseBertError(
             "trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu or auto."
         )
-    if trainer_cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(trainer_cfg.device)
+    kind = trainer_cfg.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and is_distributed():  # one GPU per rank, not all of them on cuda:0
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)  # the device NCCL's collectives use
+        return device
+    return torch.device(kind)
 
 
 def seed_everything(seed: int) -> None:
@@ -232,7 +242,11 @@ def train(
     model.to(device)
     wrapped = model
     if world_size > 1:
-        wrapped = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        wrapped = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
 
     n = len(dataset)
     total = total_steps(tc, n)
