@@ -61,6 +61,16 @@ def test_an_unlabelled_test_csv_gets_label_minus_one(tmp_path):
     assert read_swag_csv(tmp_path / "test.csv")["label"] == [-1, -1, -1]
 
 
+def test_a_label_that_is_not_an_ending_is_refused(tmp_path):
+    """Label 4 of four endings was scored as a wrong prediction."""
+    write_csv(tmp_path / "val.csv", rows=[(*ROWS[0][:3], 4)])
+    with pytest.raises(SparseBertError, match="has the label 4, but the task's classes are 0..3"):
+        read_swag_csv(tmp_path / "val.csv")
+    write_csv(tmp_path / "val.csv", rows=[(*ROWS[0][:3], "first")])
+    with pytest.raises(SparseBertError, match="has the label 'first', not the number"):
+        read_swag_csv(tmp_path / "val.csv")
+
+
 def test_a_csv_without_the_swag_columns_is_refused(tmp_path):
     (tmp_path / "val.csv").write_text("sentence,label\nhello,1\n")
     with pytest.raises(SparseBertError, match=r"lacks the SWAG columns \['sent1'"):

@@ -214,6 +214,26 @@ def test_unknown_string_label_in_data_files_is_refused(tmp_path, tokenizer):
         load_task(task_config("qnli", data_files=files), tokenizer, tmp_path / "cache", seed=0)
 
 
+def test_a_class_id_outside_the_tasks_classes_is_refused(tmp_path, tokenizer):
+    """SST-2 has classes 0 and 1: a dev label 2 was scored as a wrong prediction (a train label
+    2 failed inside the loss with a traceback)."""
+    (tmp_path / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\ngood,1\nfine,2\n")
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    with pytest.raises(SparseBertError, match="has the label 2, but the task's classes are 0..1"):
+        load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+
+
+def test_an_unlabelled_test_file_beside_labelled_ones_gets_label_minus_one(tmp_path, tokenizer):
+    """`datasets` gives every split the train file's columns: the test rows' label was None."""
+    (tmp_path / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n")
+    (tmp_path / "test.csv").write_text("sentence\nfine\nawful\n")
+    files = {split: str(tmp_path / f"{split}.csv") for split in ("train", "test")}
+    files["dev"] = files["train"]
+    task = load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    assert task.splits["test"]["labels"] == [-1, -1] and task.splits["dev"]["labels"] == [1, 0]
+
+
 def test_hub_path_loads_a_local_dataset_folder_with_glue_split_names(tmp_path, tokenizer):
     folder = tmp_path / "glue-rte"
     folder.mkdir()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.data.padding import padded_inputs
+from sparsebert_cli.data.tasks import class_id
 from sparsebert_cli.errors import SparseBertError
 
 ENDINGS = ("ending0", "ending1", "ending2", "ending3")
@@ -41,6 +42,16 @@ class SwagData:
         return tensors
 
 
+def _number(text: str, path: Path) -> float:
+    try:
+        value = float(text)
+        return int(value) if value.is_integer() else value
+    except ValueError:
+        raise SparseBertError(
+            f"{path} has the label '{text}', not the number of the right ending (0–3); fix that row."
+        ) from None
+
+
 def read_swag_csv(path: Path) -> dict[str, list]:
     """sent1, sent2, ending0..3, label (-1 without a label column) and idx of an original CSV."""
     with open(path, encoding="utf-8", newline="") as handle:
@@ -53,7 +64,10 @@ def read_swag_csv(path: Path) -> dict[str, list]:
             "(video-id, fold-ind, startphrase, sent1, sent2, gold-source, ending0..ending3, label)."
         )
     columns = {name: [row[name] for row in rows] for name in TEXT_COLUMNS}
-    columns["label"] = [int(row["label"]) if "label" in header else -1 for row in rows]
+    columns["label"] = [
+        class_id(_number(row["label"], path), len(ENDINGS), str(path)) if "label" in header else -1
+        for row in rows
+    ]
     columns["idx"] = list(range(len(rows)))
     return columns
 

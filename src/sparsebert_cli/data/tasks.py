@@ -237,6 +237,10 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str):
 
 
 def to_label(value, label_names: list[str], source: str):
+    """A row's label: a float for regression, else a class id; None (no label in this file, e.g.
+    an unlabelled test file beside labelled ones) is -1."""
+    if value is None:
+        return -1 if label_names else -1.0
     if not label_names:
         return float(value)
     if isinstance(value, str):
@@ -246,6 +250,18 @@ def to_label(value, label_names: list[str], source: str):
                 "Fix the data or set task.label_names to the labels it uses."
             )
         return label_names.index(value)
+    return class_id(value, len(label_names), source)
+
+
+def class_id(value, count: int, source: str) -> int:
+    """A numeric class label: 0..count − 1, or −1 for a row without one (GLUE's test splits); any
+    other value is refused (it was scored as a wrong prediction, or failed inside the loss)."""
+    if value != int(value) or not -1 <= int(value) < count:
+        raise SparseBertError(
+            f"{source} has the label {value}, but the task's classes are 0..{count - 1} (−1 marks "
+            "a row without a label); fix that row of the data, or set task.label_names to the "
+            "labels it uses."
+        )
     return int(value)
 
 
