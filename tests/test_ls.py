@@ -31,6 +31,20 @@ def test_listing_keeps_the_whole_run_folder_when_piped(tmp_path, capsys, monkeyp
     assert str(run_dir) in capsys.readouterr().out
 
 
+def test_a_command_with_a_bracketed_path_is_listed_as_written(tmp_path, capsys, monkeypatch):
+    """`data.files=[/abs/path]` in one run's command was read as rich markup: `ls` failed for
+    the whole runs folder (a closing tag), and `[mydata/*.txt]` vanished from the listing."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for name, files in (("a", "[/tmp/mydata/b.txt]"), ("b", "[mydata/*.txt]")):
+        run_dir = make_run(tmp_path, "pretrain", name, time.time())
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest["command"] = f"sparsebert pretrain data=text_files data.files={files}"
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert ls_main(["--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "data.files=[/tmp/mydata/b.txt]" in out and "data.files=[mydata/*.txt]" in out
+
+
 def test_show_latest_prints_metrics_inputs_and_the_command_with_run_id(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
     make_run(runs_dir, "finetune", "older", 1.0)

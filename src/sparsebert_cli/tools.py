@@ -75,6 +75,7 @@ def ls_main(argv: list[str]) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"runs under {args.runs_dir}")
     for col in ("stage", "status", "started", "run folder", "command", "eval/headline"):
@@ -95,12 +96,12 @@ def ls_main(argv: list[str]) -> int:
         )
         status = row["status"] or "?"
         headline = "" if row["headline"] is None else f"{row['headline']:.4f}"
-        table.add_row(
-            row["stage"] or "?",
-            f"[{colours.get(status, 'white')}]{status}",
+        table.add_row(  # plain Text: a command or error holding "[/path]" is not rich markup
+            Text(row["stage"] or "?"),
+            Text(status, style=colours.get(status, "white")),
             started,
-            row["run_dir"],
-            row["command"],
+            Text(row["run_dir"]),
+            Text(row["command"]),
             headline,
         )
     table_console().print(table)

@@ -42,7 +42,8 @@ def check_length(learned: int, n: int) -> None:
     if n > learned:
         raise SparseBertError(
             f"the attention mask covers sequences of at most n={learned} tokens but got length "
-            f"{n}; set data.seq_len ≤ {learned}, or search/build the mask at mask.seq_len={n}."
+            f"{n}; set the stage's length ≤ {learned} (data.seq_len; task.seq_len when "
+            f"fine-tuning), or search/build the mask at mask.seq_len={n}."
         )
 
 
