@@ -90,6 +90,23 @@ def test_txt_files_hold_documents_separated_by_blank_lines(tmp_path):
     assert corpus["text"] == ["One.\nTwo.\nThree", "Four.", "Five."]
 
 
+def test_a_line_of_whitespace_also_separates_txt_documents(tmp_path):
+    """`datasets` splits on "\n\n" only: "Four." and "Five." were one document."""
+    (tmp_path / "a.txt").write_text("One.\nTwo.\n \nThree.\n\t\n\nFour.\n\n\nFive.\n")
+    corpus = load_corpus(
+        data_config(name="text_files", files=[str(tmp_path / "a.txt")]), tmp_path / "cache"
+    )
+    assert corpus["text"] == ["One.\nTwo.", "Three.", "Four.", "Five."]
+
+
+def test_a_folder_among_the_data_files_is_refused(tmp_path):
+    """A folder named like a file (sub.txt) failed inside `datasets` with a traceback."""
+    (tmp_path / "sub.txt").mkdir()
+    (tmp_path / "a.txt").write_text("One.\n")
+    with pytest.raises(SparseBertError, match="gives the folder '.*sub.txt', not a file"):
+        load_corpus(data_config(name="text_files", files=[str(tmp_path / "*.txt")]), tmp_path)
+
+
 def test_jsonl_and_parquet_rows_are_documents(tmp_path):
     (tmp_path / "docs.jsonl").write_text(json.dumps({"body": "Alpha one. Beta two."}) + "\n")
     datasets.Dataset.from_dict({"body": ["Gamma three."]}).to_parquet(

