@@ -262,6 +262,19 @@ def test_wandb_offline_logs_inside_the_run_folder_without_secrets(tmp_path, monk
     assert leaks == []
 
 
+def test_a_failed_wandb_run_is_marked_failed_there_and_its_rerun_continues_it(tmp_path):
+    """W&B heard exit code 0 from a failed (or stopped) run, and a resumed run became a second
+    W&B run of the same name."""
+    args = ("pretrain", "debug=smoke", "logger=wandb", "run_id=wb", "trainer.lr=1e30",
+            "trainer.max_steps=1")  # fmt: skip
+    for _ in range(2):  # the rerun resumes the failed run in its folder, and fails again
+        assert cli(*args, root=tmp_path, check=False).returncode == 1
+    offline = sorted((tmp_path / "runs" / "pretrain" / "wb" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and len({p.name.split("-", 3)[-1] for p in offline}) == 1, offline
+    for run in offline:  # wandb's log of how its run ended
+        assert "got exitcode: 1" in (run / "logs" / "debug.log").read_text()
+
+
 # --- 9. a GLUE task from the original download layout ---------------------------------------------
 
 MRPC_HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"

@@ -7,7 +7,9 @@ shown metric, so the final bar still shows the training loss beside the last eva
 rank 0 logs.
 """
 
+import hashlib
 import json
+import re
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +26,14 @@ SHOWN = (
     "eval/loss",
     "eval/headline",
 )
+
+
+def wandb_id(run_dir: Path) -> str:
+    """The W&B run id of a run folder: its name and a digest of its absolute path (an id must
+    be unique in the project; W&B allows letters, digits, - and _)."""
+    digest = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", Path(run_dir).name)[:50]
+    return f"{name}-{digest}"
 
 
 class MetricLogger:
@@ -50,6 +60,9 @@ class MetricLogger:
 
             group = logger_cfg.group or sweep_of(run_dir)
             self.wandb = wandb.init(
+                # one W&B run per run folder: a resumed run continues it, not a second one
+                id=wandb_id(run_dir),
+                resume="allow",
                 project=logger_cfg.project,
                 entity=logger_cfg.entity,
                 mode=logger_cfg.mode,
@@ -115,12 +128,16 @@ class MetricLogger:
         if self.progress is not None:
             self.progress.update(self._task, completed=step)
 
-    def finish(self, summary: dict[str, float]) -> None:
+    def finish(self, summary: dict[str, float], exit_code: int = 0) -> None:
+        """Stop the progress bar and end the W&B run: `exit_code` ≠ 0 (an error; 130 or 143 when
+        stopped) marks it failed there, as the run folder is."""
         if not self.enabled:
             return
         if self.progress is not None:
             self.progress.stop()
             self._routing.close()
+            self.progress = None
         if self.wandb is not None:
             self.wandb.summary.update(summary)
-            self.wandb.finish()
+            self.wandb.finish(exit_code=exit_code)
+            self.wandb = None

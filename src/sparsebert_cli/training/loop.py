@@ -262,114 +262,123 @@ def train(
         run.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), total, enabled=rank == 0
     )
 
-    ckpt_dir = runs.layout(run.dir).checkpoints
-    found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
-    # evaluated: the step of the last finished evaluation (a checkpoint saved while one ran,
-    # by a stop request, has an older one)
-    state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
-    if found:
-        state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
-        # a checkpoint of the code before `evaluated` was recorded: taken as evaluated
-        state.setdefault("evaluated", state["step"])
-        print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
-    start = state.get("step", 0)
-    # Drop what an earlier, killed attempt logged after `start` (also when it left no checkpoint).
-    logger.truncate_after(start)
+    try:  # W&B hears how the run ended: a failed or stopped one is not "finished"
+        ckpt_dir = runs.layout(run.dir).checkpoints
+        found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
+        # evaluated: the step of the last finished evaluation (a checkpoint saved while one ran,
+        # by a stop request, has an older one)
+        state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
+        if found:
+            state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
+            # a checkpoint of the code before `evaluated` was recorded: taken as evaluated
+            state.setdefault("evaluated", state["step"])
+            print(
+                f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True
+            )
+        start = state.get("step", 0)
+        # Drop what an earlier, killed attempt logged after `start` (also when it left no checkpoint).
+        logger.truncate_after(start)
 
-    def evaluation_due(done: int) -> bool:
-        return hooks.evaluate is not None and (
-            (eval_every and done % eval_every == 0) or done == total
-        )
+        def evaluation_due(done: int) -> bool:
+            return hooks.evaluate is not None and (
+                (eval_every and done % eval_every == 0) or done == total
+            )
 
-    def evaluate(done: int) -> dict[str, float]:
-        """Evaluate after step `done` on rank 0: log it, keep the best weights when selecting."""
-        result = hooks.evaluate()
-        broken = [f"{k}={v}" for k, v in result.items() if not math.isfinite(v)]
-        if broken:  # finite weights too large for the forward pass (an lr of 1e30)
-            more = f" and {len(broken) - 2} more" if len(broken) > 2 else ""
-            raise diverged(f"the evaluation gave {', '.join(broken[:2])}{more}", done, tc)
-        logger.log(done, result, show=True)
-        if hooks.select and (state["best"] is None or result[hooks.select] > state["best"]):
-            state.update(best=result[hooks.select], best_step=done, best_metrics=result)
-            ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
-        state["evaluated"] = done
-        return result
+        def evaluate(done: int) -> dict[str, float]:
+            """Evaluate after step `done` on rank 0: log it, keep the best weights when selecting."""
+            result = hooks.evaluate()
+            broken = [f"{k}={v}" for k, v in result.items() if not math.isfinite(v)]
+            if broken:  # finite weights too large for the forward pass (an lr of 1e30)
+                more = f" and {len(broken) - 2} more" if len(broken) > 2 else ""
+                raise diverged(f"the evaluation gave {', '.join(broken[:2])}{more}", done, tc)
+            logger.log(done, result, show=True)
+            if hooks.select and (state["best"] is None or result[hooks.select] > state["best"]):
+                state.update(best=result[hooks.select], best_step=done, best_metrics=result)
+                ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+            state["evaluated"] = done
+            return result
 
-    metrics: dict[str, float] = {}
-    if found and start and evaluation_due(start) and state.get("evaluated") != start:
-        # Stopped during the evaluation after step `start`: redo it, so that the best step and
-        # weights are those of an uninterrupted run.
-        if rank == 0:
-            metrics = evaluate(start)
-        _barrier()
-    tokens, t0 = 0, time.perf_counter()
-    saved_at, last_save = start, time.monotonic()
-    done, whole = start, True  # whole: the weights are those after step `done` (not mid-step)
-    try:
-        for step in range(start, total):
-            whole = False
-            with interrupt.deferred():  # a stop request waits for the end of this step
-                wrapped.train()
-                seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
-                if hooks.before_step is not None:
-                    hooks.before_step(step)
-                idx = batch_indices(step, n, tc.batch_size, cfg.seed)
-                local = idx[rank * micro * tc.grad_accum : (rank + 1) * micro * tc.grad_accum]
-                batches = [
-                    {k: v.to(device) for k, v in collate([dataset[int(j)] for j in part]).items()}
-                    for part in local.split(micro)
-                ]
-                tokens += sum(int(b["attention_mask"].sum()) for b in batches) * world_size
-                lr = scheduler.get_last_lr()[0]  # the rate this step's update uses
-                step_loss, penalty_metrics = optimizer_step(
-                    wrapped, batches, optimizer, scheduler, scaler, tc, hooks.penalty, step
-                )
-                extra = hooks.after_step(step + 1) if hooks.after_step is not None else {}
-                done, whole = step + 1, True
-                if done % tc.log_every == 0 or done == total:
-                    elapsed = time.perf_counter() - t0
-                    logger.log(
-                        done,
+        metrics: dict[str, float] = {}
+        if found and start and evaluation_due(start) and state.get("evaluated") != start:
+            # Stopped during the evaluation after step `start`: redo it, so that the best step and
+            # weights are those of an uninterrupted run.
+            if rank == 0:
+                metrics = evaluate(start)
+            _barrier()
+        tokens, t0 = 0, time.perf_counter()
+        saved_at, last_save = start, time.monotonic()
+        done, whole = start, True  # whole: the weights are those after step `done` (not mid-step)
+        try:
+            for step in range(start, total):
+                whole = False
+                with interrupt.deferred():  # a stop request waits for the end of this step
+                    wrapped.train()
+                    seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
+                    if hooks.before_step is not None:
+                        hooks.before_step(step)
+                    idx = batch_indices(step, n, tc.batch_size, cfg.seed)
+                    local = idx[rank * micro * tc.grad_accum : (rank + 1) * micro * tc.grad_accum]
+                    batches = [
                         {
-                            "train/loss": _mean_over_ranks(step_loss),
-                            "train/lr": lr,
-                            "train/tokens_per_s": tokens / max(elapsed, 1e-9),
-                            **penalty_metrics,
-                            **extra,
-                        },
+                            k: v.to(device)
+                            for k, v in collate([dataset[int(j)] for j in part]).items()
+                        }
+                        for part in local.split(micro)
+                    ]
+                    tokens += sum(int(b["attention_mask"].sum()) for b in batches) * world_size
+                    lr = scheduler.get_last_lr()[0]  # the rate this step's update uses
+                    step_loss, penalty_metrics = optimizer_step(
+                        wrapped, batches, optimizer, scheduler, scaler, tc, hooks.penalty, step
                     )
-                else:
-                    logger.advance(done)
-            due = checkpoint_due(tc.ckpt_every, done, total, time.monotonic() - last_save,
-                                 world_size == 1)  # fmt: skip
-            if evaluation_due(done) or due or done == total:
-                _check_weights(model, done, tc)
-            if evaluation_due(done):
-                if rank == 0:
-                    metrics = evaluate(done)
-                _barrier()
-            if due:
-                if rank == 0:
-                    ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
-                saved_at, last_save = done, time.monotonic()
-                _barrier()
-            _stop_if_requested()
-    except interrupt.Interrupted:
-        # Stopped between steps (or during an evaluation): keep the finished step for the rerun.
-        if whole and done > saved_at and rank == 0:
-            ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
-        raise
+                    extra = hooks.after_step(step + 1) if hooks.after_step is not None else {}
+                    done, whole = step + 1, True
+                    if done % tc.log_every == 0 or done == total:
+                        elapsed = time.perf_counter() - t0
+                        logger.log(
+                            done,
+                            {
+                                "train/loss": _mean_over_ranks(step_loss),
+                                "train/lr": lr,
+                                "train/tokens_per_s": tokens / max(elapsed, 1e-9),
+                                **penalty_metrics,
+                                **extra,
+                            },
+                        )
+                    else:
+                        logger.advance(done)
+                due = checkpoint_due(tc.ckpt_every, done, total, time.monotonic() - last_save,
+                                     world_size == 1)  # fmt: skip
+                if evaluation_due(done) or due or done == total:
+                    _check_weights(model, done, tc)
+                if evaluation_due(done):
+                    if rank == 0:
+                        metrics = evaluate(done)
+                    _barrier()
+                if due:
+                    if rank == 0:
+                        ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
+                    saved_at, last_save = done, time.monotonic()
+                    _barrier()
+                _stop_if_requested()
+        except interrupt.Interrupted:
+            # Stopped between steps (or during an evaluation): keep the finished step for the rerun.
+            if whole and done > saved_at and rank == 0:
+                ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
+            raise
 
-    if start == total and hooks.evaluate is not None and rank == 0 and not metrics:
-        metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
-    if hooks.select and state["best_step"] is not None:
-        ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
-        metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
-    elapsed = time.perf_counter() - t0
-    summary = {**metrics, "train/steps": total}
-    if start < total:
-        summary["train/tokens_per_s"] = tokens / max(elapsed, 1e-9)
-    logger.finish(summary)
+        if start == total and hooks.evaluate is not None and rank == 0 and not metrics:
+            metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
+        if hooks.select and state["best_step"] is not None:
+            ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+            metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
+        elapsed = time.perf_counter() - t0
+        summary = {**metrics, "train/steps": total}
+        if start < total:
+            summary["train/tokens_per_s"] = tokens / max(elapsed, 1e-9)
+        logger.finish(summary)
+    except BaseException as error:
+        logger.finish({}, exit_code=getattr(error, "exit_code", 1))
+        raise
     if tc.ckpt_every <= 0 and rank == 0:  # default checkpoints only serve an interrupted run
         for folder in ckpt.complete_checkpoints(ckpt_dir):
             ckpt.discard(folder)
