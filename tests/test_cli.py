@@ -94,6 +94,14 @@ def test_hydra_flags_pass_through(workdir):
     assert not (workdir / "runs").exists()
 
 
+def test_printing_the_config_of_a_sweep_is_refused_with_the_two_ways_out(workdir):
+    """Hydra's ValueError traceback ("Only one of --run, --multirun, --cfg ...")."""
+    proc = sparsebert("pretrain", "-m", "mask=dense,no_diag", "--cfg", "job", cwd=workdir,
+                      check=False)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "drop -m" in proc.stderr and "--dry-run" in proc.stderr
+
+
 def test_stage_help_is_hydras(workdir):
     proc = sparsebert("search", "--help", cwd=workdir)
     assert "mask: " in proc.stdout or "== Config groups ==" in proc.stdout or "mask" in proc.stdout

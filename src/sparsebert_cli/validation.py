@@ -450,6 +450,13 @@ def check_safe_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    printing = [a for a in args if a.split("=", 1)[0] in ("-c", "--cfg")]
+    if printing and any(a in ("-m", "--multirun") for a in args):
+        raise SparseBertError(
+            f"{printing[0]} prints the config of one job, but -m asks for a sweep; drop -m (one "
+            "value per key) to print a job's config, or replace --cfg with --dry-run to list "
+            "the sweep's jobs."
+        )
     parser = OverridesParser.create()
     for arg in args:
         if arg.split("=", 1)[0] in ("-cd", "--config-dir", "-cp", "--config-path"):
