@@ -3,6 +3,7 @@ folder through the hub code path; the TSV quirks; and the tokenized splits."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_quote_characters_are_literal_text(tmp_path):
             "0\t3\t4\tA second row.\tAnother row.",
         ],
     )
-    columns, skipped = read_glue_file(path, GLUE_TASKS["mrpc"], ["0", "1"], labelled=True)
+    columns, skipped, _ = read_glue_file(path, GLUE_TASKS["mrpc"], ["0", "1"], labelled=True)
     assert columns["text_a"] == ['"He said "no.', "A second row."]
     assert skipped == 0
 
@@ -126,8 +127,19 @@ def test_lines_with_a_wrong_field_count_are_skipped_and_counted(tmp_path):
         path,
         [header, "0\t1\t2\tWhy?\tWhy not?\t1", "1\t3\t4\tHow?\n", "2\t5\t6\tWho?\tWhom?\t0\textra"],
     )
-    columns, skipped = read_glue_file(path, GLUE_TASKS["qqp"], ["0", "1"], labelled=True)
-    assert (columns["text_a"], columns["label"], skipped) == (["Why?"], [1], 2)
+    columns, skipped, unknown = read_glue_file(path, GLUE_TASKS["qqp"], ["0", "1"], labelled=True)
+    assert (columns["text_a"], columns["label"], skipped, unknown) == (["Why?"], [1], 2, set())
+
+
+def test_a_header_only_test_file_is_left_out_with_a_warning(glue_dir, tokenizer, tmp_path, caplog):
+    """An empty test split failed later in a column cast with a traceback."""
+    folder = tmp_path / "glue"
+    shutil.copytree(glue_dir / "MRPC", folder / "MRPC")
+    test = folder / "MRPC" / "test.tsv"
+    test.write_text(test.read_text().splitlines()[0] + "\n")
+    task = load_task(task_config("mrpc", glue_dir=str(folder)), tokenizer, tmp_path / "c", seed=0)
+    assert set(task.splits) == {"train", "dev"}
+    assert f"{test} has no rows: no test predictions are written" in caplog.text
 
 
 def test_cola_train_has_no_header_and_its_test_has_one(glue_dir, tokenizer, tmp_path):

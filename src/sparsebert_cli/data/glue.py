@@ -83,18 +83,24 @@ def read_glue_folder(task_name: str, glue_dir: Path, label_names: list[str]) -> 
                 f"<glue_dir>/{layout.folder}/{{{expected}}} (test files optional); point "
                 "task.glue_dir at the folder that holds the task folders."
             )
-        splits[split], skipped = read_glue_file(
+        columns, skipped, unknown = read_glue_file(
             path, layout, label_names, labelled=not split.startswith("test")
         )
         if skipped:
-            log.warning("skipped %d malformed line(s) of %s", skipped, path)
+            labels = f" (labels not in the task's set: {sorted(unknown)})" if unknown else ""
+            log.warning("skipped %d malformed line(s) of %s%s", skipped, path, labels)
+        if not columns["idx"]:  # a test file with its header only: no predictions to write
+            log.warning("%s has no rows: no %s predictions are written", path, split)
+            continue
+        splits[split] = columns
     return splits
 
 
 def read_glue_file(
     path: Path, layout: GlueLayout, label_names: list[str], labelled: bool
-) -> tuple[dict, int]:
-    """One TSV file as columns (text_a, [text_b,] label, idx), and how many lines were skipped."""
+) -> tuple[dict, int, set[str]]:
+    """One TSV file as columns (text_a, [text_b,] label, idx), how many lines were skipped and
+    the labels outside the task's set among them."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -146,7 +152,7 @@ def read_glue_file(
             columns["text_b"].append(values[1])
     if labelled and not columns["idx"]:
         raise SparseBertError(no_examples_message(path, layout, len(lines), unknown, label_names))
-    return columns, skipped
+    return columns, skipped, unknown
 
 
 def no_examples_message(
