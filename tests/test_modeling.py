@@ -300,6 +300,12 @@ def test_an_unreachable_hub_model_names_the_local_alternatives(monkeypatch, tmp_
         resolve_pretrained("bert-base-uncased")
 
 
+def test_a_missing_local_model_folder_is_named_not_looked_up_on_the_hub(tmp_path):
+    """A path that is not there was sent to the hub ("cannot get the model … HFValidationError")."""
+    with pytest.raises(SparseBertError, match=f"the model folder {tmp_path}/nope does not exist"):
+        resolve_pretrained(str(tmp_path / "nope"))
+
+
 def test_embedded_minilm_resolves_to_the_folder_in_the_installed_wheel():
     path = resolve_pretrained("embedded:minilm")
     assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
