@@ -56,7 +56,7 @@ VALIDATION = [
     ("pretrain", ["mask=random", "mask.density=1.5"], "mask.density=1.5 must be in (0, 1]"),  # < 0
     ("pretrain", ["model.block_size=0"], "model.block_size=0 must be ≥ 1"),
     ("pretrain", ["data.seq_len=1024"], "data.seq_len=1024 is longer than model.max_position_embeddings=512"),
-    ("finetune", ["task.seq_len=600"], "task.seq_len=600 is longer than model.max_position_embeddings=512"),
+    ("pretrain", ["data.seq_len=600"], "data.seq_len=600 is longer than model.max_position_embeddings=512"),
     ("pretrain", ["data.seq_len=1"], "data.seq_len=1 must be ≥ 8"),
     ("pretrain", ["mask.seq_len=0"], "mask.seq_len=0 must be ≥ 1"),
     ("pretrain", ["model.hidden_size=33"], "model.hidden_size=33 is not divisible by model.num_heads=2"),
@@ -168,7 +168,7 @@ def test_mask_shorter_than_the_sequences_is_refused(mask_dir):
     _refused(
         lambda: fit_to_length(mask, 32),
         "at most n=16 tokens but got length 32",
-        "data.seq_len ≤ 16",
+        "length ≤ 16 (data.seq_len; task.seq_len when fine-tuning)",
     )
 
 
