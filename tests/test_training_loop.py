@@ -209,3 +209,15 @@ def test_each_ddp_rank_trains_on_its_own_gpu(monkeypatch):
         assert resolve_device(OmegaConf.create({"device": device})) == torch.device("cuda", 3)
     assert chosen == [torch.device("cuda", 3)] * 2
     assert resolve_device(OmegaConf.create({"device": "cpu"})) == torch.device("cpu")
+
+
+def test_the_cuda_process_group_also_reduces_the_loops_cpu_tensors():
+    """With nccl alone the CPU all-reduces (finite-loss flag, logged loss, stop request) fail
+    on GPUs: "No backend type associated with device type cpu"."""
+    import torch.distributed as dist
+
+    from sparsebert_cli.training.distributed import process_group_backend
+
+    backends = dist.BackendConfig(dist.Backend(process_group_backend("cuda")))
+    assert backends.get_device_backend_map() == {"cpu": "gloo", "cuda": "nccl"}
+    assert process_group_backend("cpu") == "gloo"

@@ -1,15 +1,16 @@
-"""Ctrl-C and SIGTERM: a job stops at the end of the current training step, never inside one.
+"""Ctrl-C, SIGTERM and SIGHUP: a job stops at the end of the current training step, never inside
+one.
 
-`install` routes both signals to `Interrupted` (a BaseException, like KeyboardInterrupt, so no
+`install` routes these signals to `Interrupted` (a BaseException, like KeyboardInterrupt, so no
 `except Exception` swallows it). Inside `deferred()` (one optimiser step) a first signal is only
 noted and `check()` raises it once the step is whole, so the checkpoint written on the way out
 is exact; a second signal raises at once. The job then marks its run `interrupted` and exits
-128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). Signal handlers are process state by
-nature: this module holds the one pending request.
+128 + the signal number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP). Signal handlers are
+process state by nature: this module holds the one pending request.
 
 A rank of a distributed run holds every request (`install(hold=True)`): the training loop stops
-all ranks after the same step (`pending`), since a rank that left on its own would
-leave the others waiting in a collective; torchrun kills ranks that do not stop in time.
+all ranks after the same step (`pending`), since a rank that left on its own would leave the
+others waiting in a collective; torchrun kills ranks that do not stop in time.
 """
 
 import signal
@@ -43,13 +44,17 @@ def _handle(signum: int, frame) -> None:
         raise Interrupted(signum)
 
 
+# Ctrl-C, kill or a scheduler's stop, and a closed terminal (an ssh session that ended)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def install(hold: bool = False) -> None:
-    """Route SIGINT and SIGTERM to `Interrupted` (only the main thread can install handlers);
-    `hold`: only note them, for `check` to raise (a distributed rank)."""
+    """Route the STOP_SIGNALS to `Interrupted` (only the main thread can install handlers);
+    `hold`: only note them, for the training loop to act on (`pending`: a distributed rank)."""
     if threading.current_thread() is threading.main_thread():
         if hold:
             _holding.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, _handle)
 
 

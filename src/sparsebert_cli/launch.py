@@ -137,13 +137,26 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
         raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
 
 
+def _stop_with_parent() -> None:
+    """In torchrun's process, before it starts (Linux): SIGTERM it when this job dies (SIGKILL,
+    the OOM killer), so that it stops the ranks instead of leaving them training unsupervised."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _run_torchrun(cmd: list[str], run_dir: Path) -> int:
     """torchrun's exit status. It runs in its own session and starts the ranks in theirs, so a
     stop request (Ctrl-C, SIGTERM) reaches them only through this process: it is passed on once,
     torchrun stops the ranks after their current step (or kills them after its shutdown timeout),
     and this process waits for that, then re-raises it; a run the ranks could not mark is marked
     `interrupted` here."""
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_stop_with_parent)
     try:
         return proc.wait()
     except interrupt.Interrupted as stop:

@@ -152,21 +152,29 @@ def test_default_checkpoints_are_also_written_every_few_minutes_in_one_process()
 
 
 @pytest.mark.slow
-def test_a_stopped_ddp_run_stops_its_ranks_after_one_step_and_resumes(workdir):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGKILL, -9)])
+def test_a_stopped_ddp_job_stops_its_ranks_after_the_same_step(workdir, sig, code):
     """torchrun starts the ranks in their own sessions: SIGTERM to the job killed torchrun and
     left the ranks training on (and completing) unsupervised, and the job said "stopped before
-    the run started". Now the ranks stop after the same step, checkpoint it and exit."""
+    the run started". Now the ranks stop after the same step, checkpoint it and exit — also when
+    the job itself is killed (torchrun gets SIGTERM when its parent dies)."""
     ddp = (*ARGS[:-2], "trainer.max_steps=3000", "trainer.log_every=1", "trainer.nproc_per_node=2",
            "model.dropout=0", "model.attention_dropout=0")  # fmt: skip
     job = Job(*ddp, "run_id=ddp", cwd=workdir)
     assert job.wait_for("step 5/3000"), job.output
-    job.proc.send_signal(signal.SIGTERM)
-    assert job.finish() == 143, job.output
+    job.proc.send_signal(sig)
+    assert job.finish() == code, job.output
     run_dir = workdir / "runs" / "pretrain" / "ddp"
+    deadline = time.monotonic() + 60  # a killed job: the ranks mark the run as they stop
+    while (
+        read_json(run_dir / "manifest.json")["status"] == "running" and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
     manifest = read_json(run_dir / "manifest.json")
     assert manifest["status"] == "interrupted", manifest
-    (line,) = [text for text in job.output.splitlines() if text.startswith("interrupted")]
-    assert manifest["checkpoint"] in line
+    if sig != signal.SIGKILL:  # the job saw its ranks stop and says where to resume
+        (line,) = [text for text in job.output.splitlines() if text.startswith("interrupted")]
+        assert manifest["checkpoint"] in line
     logged = (run_dir / "metrics.jsonl").read_text()
     time.sleep(3)  # no rank left behind writes on
     assert (run_dir / "metrics.jsonl").read_text() == logged

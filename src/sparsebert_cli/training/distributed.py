@@ -18,9 +18,15 @@ def is_distributed() -> bool:
     return world()[1] > 1
 
 
+def process_group_backend(device_type: str) -> str:
+    """nccl for CUDA tensors, and gloo for the loop's small CPU tensors (the finite-loss flag,
+    the logged loss, the stop request) on any device: nccl alone has no CPU collectives."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
 def init_process_group(device_type: str) -> None:
-    """Join the process group: nccl on CUDA, gloo on CPU."""
+    """Join the process group (`process_group_backend`)."""
     import torch.distributed as dist
 
     if is_distributed() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(backend=process_group_backend(device_type))

@@ -173,6 +173,16 @@ def _stop_if_requested() -> None:
         raise interrupt.Interrupted(int(signum.item()))
 
 
+def _finite_evaluation(result: dict[str, float], step: int, tc) -> dict[str, float]:
+    """`result`, refused when a metric is NaN or infinite: weights finite but too large for the
+    forward pass (an lr of 1e30) pass the weight check."""
+    broken = [f"{k}={v}" for k, v in result.items() if not math.isfinite(v)]
+    if broken:
+        more = f" and {len(broken) - 2} more" if len(broken) > 2 else ""
+        raise diverged(f"the evaluation gave {', '.join(broken[:2])}{more}", step, tc)
+    return result
+
+
 def _barrier() -> None:
     if world()[1] > 1:
         torch.distributed.barrier()
@@ -286,11 +296,7 @@ def train(
 
         def evaluate(done: int) -> dict[str, float]:
             """Evaluate after step `done` on rank 0: log it, keep the best weights when selecting."""
-            result = hooks.evaluate()
-            broken = [f"{k}={v}" for k, v in result.items() if not math.isfinite(v)]
-            if broken:  # finite weights too large for the forward pass (an lr of 1e30)
-                more = f" and {len(broken) - 2} more" if len(broken) > 2 else ""
-                raise diverged(f"the evaluation gave {', '.join(broken[:2])}{more}", done, tc)
+            result = _finite_evaluation(hooks.evaluate(), done, tc)
             logger.log(done, result, show=True)
             if hooks.select and (state["best"] is None or result[hooks.select] > state["best"]):
                 state.update(best=result[hooks.select], best_step=done, best_metrics=result)
@@ -333,11 +339,12 @@ def train(
                     extra = hooks.after_step(step + 1) if hooks.after_step is not None else {}
                     done, whole = step + 1, True
                     if done % tc.log_every == 0 or done == total:
+                        step_loss = _mean_over_ranks(step_loss)  # a collective: every rank
                         elapsed = time.perf_counter() - t0
                         logger.log(
                             done,
                             {
-                                "train/loss": _mean_over_ranks(step_loss),
+                                "train/loss": step_loss,
                                 "train/lr": lr,
                                 "train/tokens_per_s": tokens / max(elapsed, 1e-9),
                                 **penalty_metrics,
@@ -363,11 +370,13 @@ def train(
         except interrupt.Interrupted:
             # Stopped between steps (or during an evaluation): keep the finished step for the rerun.
             if whole and done > saved_at and rank == 0:
+                _check_weights(model, done, tc)  # a resume would load broken weights for good
                 ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
             raise
 
         if start == total and hooks.evaluate is not None and rank == 0 and not metrics:
-            metrics = hooks.evaluate()  # resumed after the last step: recompute the final metrics
+            # resumed after the last step: recompute the final metrics
+            metrics = _finite_evaluation(hooks.evaluate(), total, tc)
         if hooks.select and state["best_step"] is not None:
             ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
             metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
