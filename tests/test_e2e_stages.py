@@ -6,6 +6,7 @@ The chain runs once per module (`chain`) and its folders are shared by the tests
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -262,17 +263,26 @@ def test_wandb_offline_logs_inside_the_run_folder_without_secrets(tmp_path, monk
     assert leaks == []
 
 
-def test_a_failed_wandb_run_is_marked_failed_there_and_its_rerun_continues_it(tmp_path):
-    """W&B heard exit code 0 from a failed (or stopped) run, and a resumed run became a second
-    W&B run of the same name."""
+def test_a_failed_wandb_run_is_marked_failed_there(tmp_path):
+    """W&B heard exit code 0 from a failed (or stopped) run."""
     args = ("pretrain", "debug=smoke", "logger=wandb", "run_id=wb", "trainer.lr=1e30",
             "trainer.max_steps=1")  # fmt: skip
-    for _ in range(2):  # the rerun resumes the failed run in its folder, and fails again
-        assert cli(*args, root=tmp_path, check=False).returncode == 1
-    offline = sorted((tmp_path / "runs" / "pretrain" / "wb" / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and len({p.name.split("-", 3)[-1] for p in offline}) == 1, offline
-    for run in offline:  # wandb's log of how its run ended
-        assert "got exitcode: 1" in (run / "logs" / "debug.log").read_text()
+    assert cli(*args, root=tmp_path, check=False).returncode == 1
+    (offline,) = (tmp_path / "runs" / "pretrain" / "wb" / "wandb").glob("offline-run-*")
+    assert "got exitcode: 1" in (offline / "logs" / "debug.log").read_text()  # wandb's own log
+
+
+def test_a_resumed_wandb_run_continues_the_w_and_b_run_of_its_checkpoint(tmp_path):
+    """A resumed run became a second W&B run of the same name."""
+    args = ("pretrain", "debug=smoke", "logger=wandb", "run_id=wb", "trainer.ckpt_every=2")
+    cli(*args, root=tmp_path)
+    run_dir = tmp_path / "runs" / "pretrain" / "wb"
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000004")  # as if stopped after step 3
+    record = manifest(run_dir)
+    (run_dir / "manifest.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    assert "resumed from" in cli(*args, root=tmp_path).stdout
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and len({p.name.rsplit("-", 1)[-1] for p in offline}) == 1, offline
 
 
 # --- 9. a GLUE task from the original download layout ---------------------------------------------

@@ -7,9 +7,7 @@ shown metric, so the final bar still shows the training loss beside the last eva
 rank 0 logs.
 """
 
-import hashlib
 import json
-import re
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -28,14 +26,6 @@ SHOWN = (
 )
 
 
-def wandb_id(run_dir: Path) -> str:
-    """The W&B run id of a run folder: its name and a digest of its absolute path (an id must
-    be unique in the project; W&B allows letters, digits, - and _)."""
-    digest = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
-    name = re.sub(r"[^A-Za-z0-9_-]", "-", Path(run_dir).name)[:50]
-    return f"{name}-{digest}"
-
-
 class MetricLogger:
     def __init__(
         self,
@@ -44,8 +34,13 @@ class MetricLogger:
         resolved_config: dict,
         total_steps: int,
         enabled: bool = True,
+        wandb_id: str | None = None,
     ):
+        """`wandb_id`: the W&B run of the checkpoint a resumed run starts from (it continues
+        that run: W&B keeps the steps it already has and drops the repeated ones); None starts a
+        new W&B run (a fresh start, resume=never), whose id `wandb_id` then holds."""
         self.path = run_dir / METRICS_LOG
+        self.wandb_id = wandb_id
         self.enabled = enabled
         self.total = total_steps
         self.wandb = None
@@ -60,9 +55,8 @@ class MetricLogger:
 
             group = logger_cfg.group or sweep_of(run_dir)
             self.wandb = wandb.init(
-                # one W&B run per run folder: a resumed run continues it, not a second one
-                id=wandb_id(run_dir),
-                resume="allow",
+                id=wandb_id,
+                resume="allow" if wandb_id else None,
                 project=logger_cfg.project,
                 entity=logger_cfg.entity,
                 mode=logger_cfg.mode,
@@ -73,6 +67,7 @@ class MetricLogger:
                 config=redact(resolved_config),
                 reinit="finish_previous",
             )
+            self.wandb_id = self.wandb.id
         if sys.stdout.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -129,8 +124,8 @@ class MetricLogger:
             self.progress.update(self._task, completed=step)
 
     def finish(self, summary: dict[str, float], exit_code: int = 0) -> None:
-        """Stop the progress bar and end the W&B run: `exit_code` ≠ 0 (an error; 130 or 143 when
-        stopped) marks it failed there, as the run folder is."""
+        """Stop the progress bar and end the W&B run with the job's `exit_code`: ≠ 0 (an
+        error; 130, 143 or 129 when stopped) marks it failed there."""
         if not self.enabled:
             return
         if self.progress is not None:

@@ -268,24 +268,24 @@ def train(
     scaler = torch.amp.GradScaler(enabled=tc.precision == "fp16")
     from omegaconf import OmegaConf
 
+    ckpt_dir = runs.layout(run.dir).checkpoints
+    found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
+    # evaluated: the step of the last finished evaluation (a checkpoint saved while one ran,
+    # by a stop request, has an older one); wandb_id: the W&B run the checkpoints belong to
+    state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
+    if found:
+        state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
+        # a checkpoint of the code before `evaluated` was recorded: taken as evaluated
+        state.setdefault("evaluated", state["step"])
+        print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
+    start = state.get("step", 0)
     logger = MetricLogger(
-        run.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), total, enabled=rank == 0
-    )
+        run.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), total,
+        enabled=rank == 0, wandb_id=state.get("wandb_id"),
+    )  # fmt: skip
+    state["wandb_id"] = logger.wandb_id
 
     try:  # W&B hears how the run ended: a failed or stopped one is not "finished"
-        ckpt_dir = runs.layout(run.dir).checkpoints
-        found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
-        # evaluated: the step of the last finished evaluation (a checkpoint saved while one ran,
-        # by a stop request, has an older one)
-        state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
-        if found:
-            state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
-            # a checkpoint of the code before `evaluated` was recorded: taken as evaluated
-            state.setdefault("evaluated", state["step"])
-            print(
-                f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True
-            )
-        start = state.get("step", 0)
         # Drop what an earlier, killed attempt logged after `start` (also when it left no checkpoint).
         logger.truncate_after(start)
 
