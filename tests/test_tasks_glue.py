@@ -236,6 +236,16 @@ def test_a_class_id_outside_the_tasks_classes_is_refused(tmp_path, tokenizer):
         load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
 
 
+@pytest.mark.parametrize("cell", ["-1", "", "nan"])
+def test_a_dev_row_without_a_valid_label_is_refused(tmp_path, tokenizer, cell):
+    """−1 marks a test row; in a dev file it was scored as a wrong prediction."""
+    (tmp_path / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n")
+    (tmp_path / "dev.csv").write_text(f"sentence,label\ngood,1\nfine,{cell}\n")
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    with pytest.raises(SparseBertError, match="dev.csv has (the label -1|a row without a label)"):
+        load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+
+
 def test_an_unlabelled_test_file_beside_labelled_ones_gets_label_minus_one(tmp_path, tokenizer):
     """`datasets` gives every split the train file's columns: the test rows' label was None."""
     (tmp_path / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n")

@@ -63,6 +63,14 @@ GLUE_TASKS = {
 }
 
 
+UNLABELLED = -1  # the label of a row without one (a test split); -1.0 for regression
+
+
+def unlabelled(label_names: list[str]) -> int | float:
+    """The label of a row without one: UNLABELLED, a float for regression (no label names)."""
+    return UNLABELLED if label_names else float(UNLABELLED)
+
+
 def read_glue_folder(task_name: str, glue_dir: Path, label_names: list[str]) -> dict[str, dict]:
     """Columns (text_a, text_b, label, idx) of every split present in `<glue_dir>/<TASK>/`.
 
@@ -145,7 +153,7 @@ def read_glue_file(
             columns["label"].append(label)
             columns["idx"].append(len(columns["idx"]))
         else:
-            columns["label"].append(-1.0 if not label_names else -1)
+            columns["label"].append(unlabelled(label_names))
             columns["idx"].append(int(values[-1]))
         columns["text_a"].append(values[0])
         if pair:

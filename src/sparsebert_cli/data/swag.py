@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparsebert_cli.data.glue import UNLABELLED
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.data.tasks import class_id
@@ -43,13 +44,15 @@ class SwagData:
 
 
 def _number(text: str, path: Path) -> float:
+    """A label cell as a number (an int when whole, for the messages)."""
     try:
         value = float(text)
-        return int(value) if value.is_integer() else value
     except ValueError:
         raise SparseBertError(
-            f"{path} has the label '{text}', not the number of the right ending (0–3); fix that row."
+            f"{path} has the label '{text}', not the number of the right ending "
+            f"(0–{len(ENDINGS) - 1}); fix that row."
         ) from None
+    return int(value) if value.is_integer() else value
 
 
 def read_swag_csv(path: Path) -> dict[str, list]:
@@ -65,7 +68,9 @@ def read_swag_csv(path: Path) -> dict[str, list]:
         )
     columns = {name: [row[name] for row in rows] for name in TEXT_COLUMNS}
     columns["label"] = [
-        class_id(_number(row["label"], path), len(ENDINGS), str(path)) if "label" in header else -1
+        class_id(_number(row["label"], path), len(ENDINGS), str(path))
+        if "label" in header
+        else UNLABELLED
         for row in rows
     ]
     columns["idx"] = list(range(len(rows)))

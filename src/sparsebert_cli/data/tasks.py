@@ -11,12 +11,13 @@ both train and dev: dev holds the pairs of two fold documents, train the pairs o
 documents, and the pairs that cross the two are left out (with 5 folds: 780 train, 45 dev pairs).
 """
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from sparsebert_cli.data import embedded
-from sparsebert_cli.data.glue import GLUE_TASKS, read_glue_folder
+from sparsebert_cli.data.glue import GLUE_TASKS, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
@@ -154,7 +155,7 @@ def hub_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
     )
     return {
         HUB_SPLIT_NAMES.get(name, name): standard_columns(
-            split, task_cfg, label_names, f"{task_cfg.hub_path}:{name}"
+            split, task_cfg, label_names, f"{task_cfg.hub_path}:{name}", labelled(name)
         )
         for name, split in loaded.items()
     }
@@ -185,16 +186,24 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
         **options,
     )
     return {
-        name: standard_columns(split, task_cfg, label_names, task_cfg.data_files[name])
+        name: standard_columns(
+            split, task_cfg, label_names, task_cfg.data_files[name], labelled(name)
+        )
         for name, split in loaded.items()
     }
 
 
-def standard_columns(split, task_cfg, label_names: list[str], source: str):
+def labelled(split_name: str) -> bool:
+    """Whether a split's rows must carry labels: all but the test splits."""
+    return not split_name.startswith("test")
+
+
+def standard_columns(split, task_cfg, label_names: list[str], source: str, labelled: bool):
     """Rename `task.text_fields` / `task.label_field` to text_a, text_b, label; add idx if absent.
 
-    String labels are mapped to class ids through `task.label_names`; a missing label column
-    (an unlabelled test file) becomes -1.
+    String labels are mapped to class ids through `task.label_names`. A test split's labels are
+    `unlabelled` (also when the file has some: they are never scored); the other splits must
+    carry a valid label in every row.
     """
     import datasets
 
@@ -206,17 +215,22 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str):
             "or two of them. Set task.text_fields (and task.label_field) to this data's columns."
         )
     regression, label_field = not label_names, task_cfg.label_field
+    if labelled and label_field not in split.column_names:
+        raise SparseBertError(
+            f"{source} has no label column '{label_field}' (its columns: {split.column_names}); "
+            "set task.label_field to the column that holds the labels."
+        )
 
     def convert(batch, indices):
         columns = {"text_a": batch[fields[0]]}
         if len(fields) == 2:
             columns["text_b"] = batch[fields[1]]
-        if label_field in batch:
+        if labelled:
             columns["label"] = [
                 to_label(value, label_names, source) for value in batch[label_field]
             ]
         else:
-            columns["label"] = [-1.0 if regression else -1] * len(indices)
+            columns["label"] = [unlabelled(label_names)] * len(indices)
         columns["idx"] = batch["idx"] if "idx" in batch else indices
         return columns
 
@@ -237,10 +251,12 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str):
 
 
 def to_label(value, label_names: list[str], source: str):
-    """A row's label: a float for regression, else a class id; None (no label in this file, e.g.
-    an unlabelled test file beside labelled ones) is -1."""
-    if value is None:
-        return -1 if label_names else -1.0
+    """A labelled row's label: a float for regression, else a class id."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        raise SparseBertError(
+            f"{source} has a row without a label ({value}); every train and dev row needs one. "
+            "Fix that row of the data."
+        )
     if not label_names:
         return float(value)
     if isinstance(value, str):
@@ -253,14 +269,13 @@ def to_label(value, label_names: list[str], source: str):
     return class_id(value, len(label_names), source)
 
 
-def class_id(value, count: int, source: str) -> int:
-    """A numeric class label: 0..count − 1, or −1 for a row without one (GLUE's test splits); any
-    other value is refused (it was scored as a wrong prediction, or failed inside the loss)."""
-    if value != int(value) or not -1 <= int(value) < count:
+def class_id(value: float, count: int, source: str) -> int:
+    """A numeric class label of a labelled row, 0..count − 1; another value is refused (it was
+    scored as a wrong prediction, or failed inside the loss)."""
+    if not math.isfinite(value) or value != int(value) or not 0 <= int(value) < count:
         raise SparseBertError(
-            f"{source} has the label {value}, but the task's classes are 0..{count - 1} (−1 marks "
-            "a row without a label); fix that row of the data, or set task.label_names to the "
-            "labels it uses."
+            f"{source} has the label {value}, but the task's classes are 0..{count - 1}; fix that "
+            "row of the data."
         )
     return int(value)
 
