@@ -158,3 +158,18 @@ def test_design_card_sweep_expands_to_six_valid_jobs_with_their_own_folders():
     assert seen == {(m, lam) for m in ("dense", "no_diag", "dam") for lam in (1e-4, 1e-3)}
     folders = {sb_slug(",".join(sorted(job))) for job in jobs}
     assert len(folders) == 6
+
+
+def test_a_trainer_preset_reaches_pre_training_and_not_fine_tuning(root):
+    """`pipeline trainer=lamb` pre-trains with LAMB at its lr 6e-3 (it trained at the stage's
+    1e-3) and fine-tunes with finetune's own AdamW at 5e-5 (LAMB at 6e-3 would diverge)."""
+    import yaml
+
+    cli(*PIPELINE, "trainer=lamb", root=root)
+    used = last_pipeline_inputs(root)
+    trainers = {
+        step: yaml.safe_load((used[step] / "config.yaml").read_text())["trainer"]
+        for step in ("pretrain", "finetune")
+    }
+    assert (trainers["pretrain"]["optimizer"], trainers["pretrain"]["lr"]) == ("lamb", 6e-3)
+    assert (trainers["finetune"]["optimizer"], trainers["finetune"]["lr"]) == ("adamw", 5e-5)

@@ -1,7 +1,7 @@
 """sparsebert pipeline: search → pretrain → finetune → evaluate with one config.
 
 Each step is composed exactly as if it were run by hand (`sparsebert <step> <same overrides>`),
-then wired to the run before it; evaluate, whose config has no groups or presets, gets the
+then wired to the run before it (the finetune step takes no trainer preset: `run`); evaluate, whose config has no groups or presets, gets the
 pipeline's values of the keys it reads instead (`evaluate_overrides`). A step's folder is named
 by the content hash of its resolved config (`<runs_dir>/<step>/pipeline-<hash>`), so a completed
 upstream run with an identical config is reused, by this sweep or a later one; concurrent jobs
@@ -126,7 +126,10 @@ def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, floa
         pretrain_args = [*_drop(common, "mask"), "mask=from_run", f"mask.from_run={search_dir}"]
     pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg, run_step_job)
     run.add_input("pretrain", pretrain_dir)
-    wired = [*_drop(common, "mask"), "mask=checkpoint"]
+    # A trainer preset (trainer=lamb: LAMB at lr 6e-3) is a pre-training recipe: the finetune
+    # step keeps finetune's own unless its per-step overrides choose one.
+    fine = [o for o in _drop(common, "mask") if override_key(o) != "trainer"]
+    wired = [*fine, "mask=checkpoint"]
     finetune_dir, _ = run_step(
         "finetune", [*wired, f"model.from_run={pretrain_dir}"], cfg, run_step_job
     )
