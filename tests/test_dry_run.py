@@ -87,3 +87,13 @@ def test_dry_run_of_a_single_run_names_the_unfinished_run_it_would_resume(workdi
     assert "the unfinished run " in line and "search/first of this config (interrupted)" in line
     again = sparsebert(*single, "run_id=first", "resume=never", "--dry-run", cwd=workdir).stdout
     assert planned(again) == {"first": "run"} and "restarts at step 0 (resume=never)" in again
+
+
+def test_a_cluster_sweeps_device_is_not_checked_on_this_machine(workdir):
+    """experiment=base asks for CUDA, which the login node (and this machine) lacks: through the
+    slurm launcher its jobs run on compute nodes, so the plan says 'run' ('invalid' locally)."""
+    sweep = ["pipeline", "-m", "experiment=base", "mask=dense", "task=mrpc"]
+    local = sparsebert(*sweep, "--dry-run", cwd=workdir, check=False)
+    assert local.returncode == 1 and "no CUDA device is visible" in local.stdout
+    cluster = sparsebert(*sweep, "hydra/launcher=slurm", "--dry-run", cwd=workdir).stdout
+    assert list(planned(cluster).values()) == ["run"]

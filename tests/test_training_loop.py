@@ -221,3 +221,17 @@ def test_the_cuda_process_group_also_reduces_the_loops_cpu_tensors():
     backends = dist.BackendConfig(dist.Backend(process_group_backend("cuda")))
     assert backends.get_device_backend_map() == {"cpu": "gloo", "cuda": "nccl"}
     assert process_group_backend("cpu") == "gloo"
+
+
+def test_more_ranks_than_gpus_are_refused_up_front(monkeypatch):
+    """Rank 2 of 4 on a 2-GPU machine failed with CUDA's "invalid device ordinal"."""
+    from conftest import compose_cfg
+
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.validation import preflight
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    preflight(compose_cfg("pretrain", "trainer.device=cuda", "trainer.nproc_per_node=2"))
+    with pytest.raises(SparseBertError, match="nproc_per_node=4 runs one rank per GPU, but 2"):
+        preflight(compose_cfg("pretrain", "trainer.device=cuda", "trainer.nproc_per_node=4"))

@@ -23,18 +23,19 @@ FLAG = "--dry-run"
 
 
 def job_status(
-    cfg: DictConfig, folder: Path, overrides: list[str], single_run: bool
+    cfg: DictConfig, folder: Path, overrides: list[str], single_run: bool, device_here: bool = True
 ) -> tuple[str, str]:
     """(action, why) of the job of `cfg` (`overrides` on its command line) in `folder`: run,
     skip, resume, refuse or invalid. The config goes through what a launched job goes through
     first (`launch.prepare`: `latest` resolved, paths expanded; `preflight`; `check_command`),
-    so its content hash is the one the run would compare."""
+    so its content hash is the one the run would compare. `device_here`: False for a cluster
+    launcher's jobs (their device is on a compute node, not this machine)."""
     from sparsebert_cli.launch import identity, prepare, unfinished_twin
     from sparsebert_cli.validation import check_command, preflight
 
     try:
         prepare(cfg, folder)
-        preflight(cfg)
+        preflight(cfg, device_here)
         check_command(cfg, overrides, single_run)
         twin = unfinished_twin(cfg, folder, overrides) if single_run else None
         manifest = runs.job_manifest(folder if twin is None else twin)
@@ -88,7 +89,8 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
         where = cfg.hydra.sweep if multirun else cfg.hydra.run
         folder = Path(where.dir) / (where.subdir if multirun else "")
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        planned.append((folder, job_status(task_cfg, folder, job, not multirun), job))
+        here = "submitit" not in str(cfg.hydra.launcher.get("_target_", "")).lower()
+        planned.append((folder, job_status(task_cfg, folder, job, not multirun, here), job))
     return planned
 
 

@@ -336,7 +336,7 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
     if weights:
         check_no_sizes(overrides, weights)
     steps = [o for o in overrides if schema_override_key(o) == "trainer.max_steps"]
-    if steps and reads(cfg.stage, "trainer") and cfg.trainer.epochs > 0:
+    if steps and reads(cfg.stage, "trainer.epochs") and cfg.trainer.epochs > 0:
         raise SparseBertError(
             f"{steps[-1]} is not used: {cfg.stage} trains by epochs (trainer.epochs="
             f"{cfg.trainer.epochs}), which take precedence over max_steps; add trainer.epochs=0 "
@@ -351,8 +351,9 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
     )
 
 
-def preflight(cfg: DictConfig) -> dict[str, Path]:
-    """Check the files, folders, device and upstream runs the job needs, before any work.
+def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
+    """Check the files, folders, device and upstream runs the job needs, before any work;
+    `device_here`: the job runs on this machine (not through a cluster launcher's compute node).
 
     Returns the upstream run folders that `model.from` / `mask.from` resolve to (by key)."""
     stage = cfg.stage
@@ -370,10 +371,33 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
                     f"task.data_files.{split}={path} is not a file; point it at the {split} split's "
                     "csv/json/parquet file."
                 )
-    if reads(stage, "trainer.device") and cfg.trainer.device == "cuda":
+    if device_here:
+        _check_device(cfg)
+    upstream = resolve_upstream(cfg)
+    if cfg.stage != "evaluate":  # evaluate: the run's own task and model
+        weights = _local_weights(cfg, upstream)
+        if weights is not None:
+            check_positions(cfg, weights)
+    return upstream
+
+
+def _check_device(cfg: DictConfig) -> None:
+    """The device the job asks for is here: CUDA (with a GPU per DDP rank) for cuda and fp16,
+    flex training only where it has a backward pass."""
+    stage = cfg.stage
+    ranks = _get(cfg, "trainer.nproc_per_node") or 1
+    if reads(stage, "trainer.device") and (cfg.trainer.device == "cuda" or ranks > 1):
+        import torch
+
         from sparsebert_cli.training.loop import resolve_device
 
-        resolve_device(cfg.trainer)  # refuses a CUDA device that is not there
+        device = resolve_device(cfg.trainer)  # refuses a CUDA device that is not there
+        require(
+            device.type != "cuda" or ranks <= torch.cuda.device_count(),
+            f"trainer.nproc_per_node={ranks} runs one rank per GPU, but "
+            f"{torch.cuda.device_count()} are visible; set trainer.nproc_per_node ≤ "
+            f"{torch.cuda.device_count()}.",
+        )
     # A stage that trains with a sparse mask on flex (a dense one runs SDPA whatever the backend)
     if stage != "evaluate" and cfg.model.attention_backend == "flex" and cfg.mask.name != "dense":
         from sparsebert_cli.attention.interface import check_flex
@@ -388,12 +412,6 @@ def preflight(cfg: DictConfig) -> dict[str, Path]:
             f"trainer.precision=fp16 needs a CUDA device and none is visible (trainer.device="
             f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",
         )
-    upstream = resolve_upstream(cfg)
-    if cfg.stage != "evaluate":  # evaluate: the run's own task and model
-        weights = _local_weights(cfg, upstream)
-        if weights is not None:
-            check_positions(cfg, weights)
-    return upstream
 
 
 def _local_weights(cfg: DictConfig, upstream: dict[str, Path]) -> Path | None:
