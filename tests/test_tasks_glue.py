@@ -139,7 +139,7 @@ def test_a_header_only_test_file_is_left_out_with_a_warning(glue_dir, tokenizer,
     test.write_text(test.read_text().splitlines()[0] + "\n")
     task = load_task(task_config("mrpc", glue_dir=str(folder)), tokenizer, tmp_path / "c", seed=0)
     assert set(task.splits) == {"train", "dev"}
-    assert f"{test} has no rows: no test predictions are written" in caplog.text
+    assert f"{test} has no usable rows: no test predictions are written" in caplog.text
 
 
 def test_cola_train_has_no_header_and_its_test_has_one(glue_dir, tokenizer, tmp_path):

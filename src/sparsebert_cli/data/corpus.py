@@ -22,9 +22,8 @@ from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerpr
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.errors import SparseBertError
 
-CORPUS_FORMAT = (
-    2  # bump when the normalisation below changes, to invalidate caches (2: .txt breaks)
-)
+# Bump when the normalisation below changes, to invalidate caches (2: whitespace .txt breaks).
+CORPUS_FORMAT = 2
 BOUNDARY = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "no", "fig", "gen", "gov",

@@ -95,10 +95,10 @@ def read_glue_folder(task_name: str, glue_dir: Path, label_names: list[str]) -> 
             path, layout, label_names, labelled=not split.startswith("test")
         )
         if skipped:
-            labels = f" (labels not in the task's set: {sorted(unknown)})" if unknown else ""
+            labels = f" (labels not in the task's set: {sorted(unknown)[:10]})" if unknown else ""
             log.warning("skipped %d malformed line(s) of %s%s", skipped, path, labels)
         if not columns["idx"]:  # a test file with its header only: no predictions to write
-            log.warning("%s has no rows: no %s predictions are written", path, split)
+            log.warning("%s has no usable rows: no %s predictions are written", path, split)
             continue
         splits[split] = columns
     return splits
