@@ -81,3 +81,12 @@ def test_ddp_logs_the_loss_of_the_global_batch(runs):
 
     assert len(losses(runs["ddp"])) >= 2
     assert losses(runs["ddp"]) == pytest.approx(losses(runs["single"]), abs=1e-4)
+
+
+def test_a_failing_ddp_run_says_why_in_one_line_without_tracebacks(tmp_path):
+    """torchrun added a ChildFailedError traceback (~35 lines) to the ranks' own error lines."""
+    proc = sparsebert("pretrain", *COMMON, "trainer.nproc_per_node=2", "trainer.lr=1e30",
+                      cwd=tmp_path, env=cli_env(tmp_path), check=False)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [text for text in proc.stderr.splitlines() if text.startswith("error:")]
+    assert "distributed run in" in line and "the loss became nan" in line

@@ -123,7 +123,7 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     runs.atomic_write_text(launch_config, OmegaConf.to_yaml(cfg, resolve=True))
     nproc = cfg.trainer.nproc_per_node
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        sys.executable, "-m", "sparsebert_cli.torchrun", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "sparsebert_cli.launch", str(run_dir), command,
     ]  # fmt: skip
     print(f"[sparsebert] launching {nproc} processes with torchrun", flush=True)

@@ -175,6 +175,7 @@ def test_a_stopped_ddp_job_stops_its_ranks_after_the_same_step(workdir, sig, cod
     if sig != signal.SIGKILL:  # the job saw its ranks stop and says where to resume
         (line,) = [text for text in job.output.splitlines() if text.startswith("interrupted")]
         assert manifest["checkpoint"] in line
+        assert "Traceback" not in job.output, job.output  # torchrun's own, for its stop
     logged = (run_dir / "metrics.jsonl").read_text()
     time.sleep(3)  # no rank left behind writes on
     assert (run_dir / "metrics.jsonl").read_text() == logged
