@@ -90,6 +90,18 @@ def test_mrpc_glue_dir_gives_train_dev_and_test(glue_dir, tokenizer, tmp_path):
     assert task.splits["test"]["idx"] == list(range(8))
 
 
+def test_evaluation_neither_needs_nor_tokenizes_the_train_split(glue_dir, tokenizer, tmp_path):
+    """evaluate required train.tsv and tokenized it for nothing (393k pairs on MNLI)."""
+    folder = tmp_path / "glue"
+    shutil.copytree(glue_dir / "MRPC", folder / "MRPC")
+    (folder / "MRPC" / "train.tsv").unlink()
+    config = task_config("mrpc", glue_dir=str(folder))
+    task = load_task(config, tokenizer, tmp_path / "cache", seed=0, train=False)
+    assert {name: len(split) for name, split in task.splits.items()} == {"dev": 10, "test": 8}
+    with pytest.raises(SparseBertError, match="has no .*train.tsv"):
+        load_task(config, tokenizer, tmp_path / "cache", seed=0)
+
+
 def test_sentence_pairs_get_segment_ids_and_are_truncated_to_seq_len(glue_dir, tokenizer, tmp_path):
     task = load_task(
         task_config("mrpc", glue_dir=str(glue_dir), seq_len=12),

@@ -71,16 +71,20 @@ def unlabelled(label_names: list[str]) -> int | float:
     return UNLABELLED if label_names else float(UNLABELLED)
 
 
-def read_glue_folder(task_name: str, glue_dir: Path, label_names: list[str]) -> dict[str, dict]:
+def read_glue_folder(
+    task_name: str, glue_dir: Path, label_names: list[str], train: bool = True
+) -> dict[str, dict]:
     """Columns (text_a, text_b, label, idx) of every split present in `<glue_dir>/<TASK>/`.
 
-    train and dev must exist; test files are optional. Test labels are -1 (unknown).
-    `label_names` empty means regression (float labels).
+    train (unless `train` is False: it is then not read) and dev must exist; test files are
+    optional. Test labels are -1 (unknown). `label_names` empty means regression (float labels).
     """
     layout = GLUE_TASKS[task_name]
     folder = Path(glue_dir) / layout.folder
     splits = {}
     for split, file_name in layout.files.items():
+        if split == "train" and not train:
+            continue
         path = folder / file_name
         if not path.is_file():
             if split.startswith("test"):

@@ -284,8 +284,9 @@ def squad_examples(task_cfg, cache_dir: Path) -> dict:
     }
 
 
-def load_squad(task_cfg, tokenizer, cache_dir: Path) -> SquadData:
-    """Questions and windowed features of SQuAD (v2.0 with task.version_2_with_negative)."""
+def load_squad(task_cfg, tokenizer, cache_dir: Path, train: bool = True) -> SquadData:
+    """Questions and windowed features of SQuAD (v2.0 with task.version_2_with_negative);
+    `train`: featurize the train split too (evaluate does not)."""
     import datasets
 
     examples = squad_examples(task_cfg, cache_dir)
@@ -303,6 +304,7 @@ def load_squad(task_cfg, tokenizer, cache_dir: Path) -> SquadData:
                 remove_columns=split.column_names,
             )
             for name, split in examples.items()
+            if train or name != "train"
         }
     )
     return SquadData(

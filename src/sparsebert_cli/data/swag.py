@@ -138,8 +138,9 @@ def encode(batch: dict, tokenizer, seq_len: int) -> dict:
     }
 
 
-def load_swag(task_cfg, tokenizer, cache_dir: Path) -> SwagData:
-    """The SWAG splits, tokenized into four sequences per question."""
+def load_swag(task_cfg, tokenizer, cache_dir: Path, train: bool = True) -> SwagData:
+    """The SWAG splits, tokenized into four sequences per question; `train`: the train split too
+    (evaluate does not tokenize it)."""
     import datasets
 
     examples = swag_examples(task_cfg, cache_dir)
@@ -152,6 +153,7 @@ def load_swag(task_cfg, tokenizer, cache_dir: Path) -> SwagData:
                 remove_columns=split.column_names,
             )
             for name, split in examples.items()
+            if train or name != "train"
         }
     )
     return SwagData(name=task_cfg.name, splits=splits, pad_token_id=tokenizer.pad_token_id)

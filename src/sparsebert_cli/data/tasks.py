@@ -59,14 +59,15 @@ class TaskData:
         return tensors
 
 
-def load_task(task_cfg, tokenizer, cache_dir: Path, seed: int) -> TaskData:
-    """The task's splits, tokenized to `task.seq_len` tokens (pairs trimmed longest-first)."""
+def load_task(task_cfg, tokenizer, cache_dir: Path, seed: int, train: bool = True) -> TaskData:
+    """The task's splits, tokenized to `task.seq_len` tokens (pairs trimmed longest-first);
+    `train`: the train split too (evaluate neither needs nor tokenizes it: 393k MNLI pairs)."""
     import datasets
 
     check_task(task_cfg)
     regression = task_cfg.kind == "regression"
     label_names = [] if regression else list(task_cfg.label_names)
-    raw = raw_splits(task_cfg, label_names, cache_dir, seed)
+    raw = raw_splits(task_cfg, label_names, cache_dir, seed, train)
     label_type = datasets.Value("float32" if regression else "int64")
 
     def tokenize(batch):
@@ -110,8 +111,11 @@ def check_task(task_cfg) -> None:
         )
 
 
-def raw_splits(task_cfg, label_names: list[str], cache_dir: Path, seed: int) -> dict:
-    """Untokenized splits with columns text_a, [text_b,] label, idx."""
+def raw_splits(
+    task_cfg, label_names: list[str], cache_dir: Path, seed: int, train: bool = True
+) -> dict:
+    """Untokenized splits with columns text_a, [text_b,] label, idx (without train unless
+    `train`: a GLUE folder's train.tsv is then neither needed nor read)."""
     import datasets
 
     if task_cfg.glue_dir:
@@ -120,8 +124,14 @@ def raw_splits(task_cfg, label_names: list[str], cache_dir: Path, seed: int) -> 
                 f"task.glue_dir is set but task={task_cfg.name} is not a GLUE task "
                 f"({sorted(GLUE_TASKS)}). Drop task.glue_dir or pick a GLUE task."
             )
-        columns = read_glue_folder(task_cfg.name, Path(task_cfg.glue_dir), label_names)
+        columns = read_glue_folder(task_cfg.name, Path(task_cfg.glue_dir), label_names, train)
         return {name: datasets.Dataset.from_dict(c) for name, c in columns.items()}
+    splits = _source_splits(task_cfg, label_names, cache_dir, seed)
+    return {name: split for name, split in splits.items() if train or name != "train"}
+
+
+def _source_splits(task_cfg, label_names: list[str], cache_dir: Path, seed: int) -> dict:
+    """The splits of a task that is not a GLUE folder: data files, embedded, or the hub."""
     if task_cfg.data_files:
         return file_splits(task_cfg, label_names, cache_dir)
     if task_cfg.name == "polarity":

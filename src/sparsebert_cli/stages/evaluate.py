@@ -114,7 +114,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     # An embedded task's folds are dealt with the finetune run's seed: its dev set, not ours
     # (a checkpoint from before the seed was recorded: this run's).
-    task = load_task_data(task_cfg, tokenizer, cache_dir(cfg), info.get("seed", cfg.seed))
+    task = load_task_data(
+        task_cfg, tokenizer, cache_dir(cfg), info.get("seed", cfg.seed), train=False
+    )
     batch = cfg.trainer.eval_batch_size
 
     predictions = run.dir / "predictions"

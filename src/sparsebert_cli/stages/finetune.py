@@ -27,23 +27,24 @@ from sparsebert_cli.training.loop import Hooks, total_steps, train
 from sparsebert_cli.training.optim import NO_EXTRA_RATES, GroupRates
 
 
-def load_task_data(task_cfg, tokenizer, cache: Path, seed: int):
+def load_task_data(task_cfg, tokenizer, cache: Path, seed: int, train: bool = True):
     """The task's tokenized splits and collate function, by task.kind: SQuAD
-    (question_answering), SWAG (multiple_choice), else GLUE or embedded (`tasks.load_task`)."""
+    (question_answering), SWAG (multiple_choice), else GLUE or embedded (`tasks.load_task`);
+    `train`: the train split too."""
     from sparsebert_cli.progress import waiting
 
     with waiting(f"task data task={task_cfg.name}: load, tokenize, cache"):
         if task_cfg.kind == "question_answering":
             from sparsebert_cli.data.squad import load_squad
 
-            return load_squad(task_cfg, tokenizer, cache)
+            return load_squad(task_cfg, tokenizer, cache, train)
         if task_cfg.kind == "multiple_choice":
             from sparsebert_cli.data.swag import load_swag
 
-            return load_swag(task_cfg, tokenizer, cache)
+            return load_swag(task_cfg, tokenizer, cache, train)
         from sparsebert_cli.data.tasks import load_task
 
-        return load_task(task_cfg, tokenizer, cache, seed)
+        return load_task(task_cfg, tokenizer, cache, seed, train)
 
 
 def task_scores(task, split: str, logits, prefix: str = "eval/") -> dict[str, float]:
