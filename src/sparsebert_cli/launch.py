@@ -137,6 +137,9 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
         raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _stop_with_parent() -> None:
     """In torchrun's process, before it starts (Linux): SIGTERM it when this job dies (SIGKILL,
     the OOM killer), so that it stops the ranks instead of leaving them training unsupervised."""
@@ -145,9 +148,6 @@ def _stop_with_parent() -> None:
         import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _run_torchrun(cmd: list[str], run_dir: Path) -> int:
