@@ -173,3 +173,11 @@ def test_a_trainer_preset_reaches_pre_training_and_not_fine_tuning(root):
     }
     assert (trainers["pretrain"]["optimizer"], trainers["pretrain"]["lr"]) == ("lamb", 6e-3)
     assert (trainers["finetune"]["optimizer"], trainers["finetune"]["lr"]) == ("adamw", 5e-5)
+
+
+def test_a_common_max_steps_that_the_finetune_step_cannot_use_is_said(root):
+    """trainer.max_steps shortens search and pretrain; finetune (by epochs) ignored it silently."""
+    proc = cli(
+        *PIPELINE, "trainer.max_steps=3", "pipeline.finetune=['trainer.epochs=1']", root=root
+    )
+    assert "pipeline step finetune: trainer.max_steps=3 is not used" in proc.stdout

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sparsebert_cli import runs
 from sparsebert_cli.config import override_key
 from sparsebert_cli.masks.config import SEARCHED_MASKS
-from sparsebert_cli.stages import hashed_config
+from sparsebert_cli.stages import hashed_config, reads
 
 # How the pipeline runs a step in its folder: `launch.run_in_folder`, handed in by the launcher.
 StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, command, wait=)
@@ -102,6 +102,15 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     validate_config(step_cfg)
     preflight(step_cfg)
     check_command(step_cfg, own, single_run=False)
+    if reads(step, "trainer.epochs") and step_cfg.trainer.epochs > 0:
+        steps = [o for o in overrides if override_key(o) == "trainer.max_steps" and o not in own]
+        if steps:
+            print(
+                f"[sparsebert] pipeline step {step}: {steps[-1]} is not used, the step trains by "
+                f"epochs (trainer.epochs={step_cfg.trainer.epochs}); "
+                f"\"pipeline.{step}=['trainer.epochs=0']\" trains it by steps.",
+                flush=True,
+            )
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
