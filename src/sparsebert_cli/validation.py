@@ -326,6 +326,18 @@ def check_no_sizes(overrides: list[str], weights: str) -> None:
         )
 
 
+def unused_max_steps(cfg: DictConfig, overrides: list[str]) -> str | None:
+    """Why a trainer.max_steps among `overrides` goes unused, or None: the stage trains by
+    epochs (finetune's default), which take precedence."""
+    steps = [o for o in overrides if schema_override_key(o) == "trainer.max_steps"]
+    if not steps or not reads(cfg.stage, "trainer.epochs") or cfg.trainer.epochs == 0:
+        return None
+    return (
+        f"{steps[-1]} is not used: {cfg.stage} trains by epochs (trainer.epochs="
+        f"{cfg.trainer.epochs}), which take precedence over max_steps"
+    )
+
+
 def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> None:
     """What the command line (`overrides`) must not ask of the composed config: a model size
     beside loaded weights (their checkpoint fixes it: the override would be ignored), max_steps
@@ -335,12 +347,10 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
     weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
     if weights:
         check_no_sizes(overrides, weights)
-    steps = [o for o in overrides if schema_override_key(o) == "trainer.max_steps"]
-    if steps and reads(cfg.stage, "trainer.epochs") and cfg.trainer.epochs > 0:
+    unused = unused_max_steps(cfg, overrides)
+    if unused:
         raise SparseBertError(
-            f"{steps[-1]} is not used: {cfg.stage} trains by epochs (trainer.epochs="
-            f"{cfg.trainer.epochs}), which take precedence over max_steps; add trainer.epochs=0 "
-            "to train by steps instead, or drop trainer.max_steps."
+            f"{unused}; add trainer.epochs=0 to train by steps instead, or drop trainer.max_steps."
         )
     if not single_run or not reads(cfg.stage, "mask.from_run"):
         return
@@ -386,32 +396,34 @@ def _check_device(cfg: DictConfig) -> None:
     flex training only where it has a backward pass."""
     stage = cfg.stage
     ranks = _get(cfg, "trainer.nproc_per_node") or 1
-    if reads(stage, "trainer.device") and (cfg.trainer.device == "cuda" or ranks > 1):
-        import torch
-
-        from sparsebert_cli.training.loop import resolve_device
-
-        device = resolve_device(cfg.trainer)  # refuses a CUDA device that is not there
-        require(
-            device.type != "cuda" or ranks <= torch.cuda.device_count(),
-            f"trainer.nproc_per_node={ranks} runs one rank per GPU, but "
-            f"{torch.cuda.device_count()} are visible; set trainer.nproc_per_node ≤ "
-            f"{torch.cuda.device_count()}.",
-        )
+    cuda = reads(stage, "trainer.device") and (cfg.trainer.device == "cuda" or ranks > 1)
     # A stage that trains with a sparse mask on flex (a dense one runs SDPA whatever the backend)
-    if stage != "evaluate" and cfg.model.attention_backend == "flex" and cfg.mask.name != "dense":
+    flex = (
+        stage != "evaluate" and cfg.model.attention_backend == "flex" and cfg.mask.name != "dense"
+    )
+    fp16 = reads(stage, "trainer.precision") and cfg.trainer.precision == "fp16"
+    if not (cuda or flex or fp16):
+        return
+    import torch
+
+    from sparsebert_cli.training.loop import resolve_device
+
+    device = resolve_device(cfg.trainer)  # refuses a CUDA device that is not there
+    visible = torch.cuda.device_count()
+    require(
+        device.type != "cuda" or ranks <= visible,
+        f"trainer.nproc_per_node={ranks} runs one rank per GPU, but {visible} are visible; set "
+        f"trainer.nproc_per_node ≤ {visible}.",
+    )
+    if flex:
         from sparsebert_cli.attention.interface import check_flex
-        from sparsebert_cli.training.loop import resolve_device
 
-        check_flex(resolve_device(cfg.trainer).type, True, cfg.model.attention_dropout)
-    if reads(stage, "trainer.precision") and cfg.trainer.precision == "fp16":
-        import torch
-
-        require(
-            torch.cuda.is_available(),
-            f"trainer.precision=fp16 needs a CUDA device and none is visible (trainer.device="
-            f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",
-        )
+        check_flex(device.type, True, cfg.model.attention_dropout)
+    require(
+        not fp16 or torch.cuda.is_available(),
+        f"trainer.precision=fp16 needs a CUDA device and none is visible (trainer.device="
+        f"{cfg.trainer.device}); use trainer.precision=bf16 or fp32 on CPU.",
+    )
 
 
 def _local_weights(cfg: DictConfig, upstream: dict[str, Path]) -> Path | None:

@@ -1,11 +1,11 @@
 """sparsebert pipeline: search → pretrain → finetune → evaluate with one config.
 
 Each step is composed exactly as if it were run by hand (`sparsebert <step> <same overrides>`),
-then wired to the run before it (the finetune step takes no trainer preset: `run`); evaluate, whose config has no groups or presets, gets the
-pipeline's values of the keys it reads instead (`evaluate_overrides`). A step's folder is named
-by the content hash of its resolved config (`<runs_dir>/<step>/pipeline-<hash>`), so a completed
-upstream run with an identical config is reused, by this sweep or a later one; concurrent jobs
-wait on the folder's lock (runs.hold).
+then wired to the run before it (the finetune step takes no trainer preset: `run`); evaluate,
+whose config has no groups or presets, gets the pipeline's values of the keys it reads instead
+(`evaluate_overrides`). A step's folder is named by the content hash of its resolved config
+(`<runs_dir>/<step>/pipeline-<hash>`), so a completed upstream run with an identical config is
+reused, by this sweep or a later one; concurrent jobs wait on the folder's lock (runs.hold).
 """
 
 from collections.abc import Callable
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sparsebert_cli import runs
 from sparsebert_cli.config import override_key
 from sparsebert_cli.masks.config import SEARCHED_MASKS
-from sparsebert_cli.stages import hashed_config, reads
+from sparsebert_cli.stages import hashed_config
 
 # How the pipeline runs a step in its folder: `launch.run_in_folder`, handed in by the launcher.
 StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, command, wait=)
@@ -92,6 +92,7 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
         check_command,
         preflight,
         read_overrides,
+        unused_max_steps,
         validate_config,
     )
 
@@ -102,15 +103,13 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     validate_config(step_cfg)
     preflight(step_cfg)
     check_command(step_cfg, own, single_run=False)
-    if reads(step, "trainer.epochs") and step_cfg.trainer.epochs > 0:
-        steps = [o for o in overrides if override_key(o) == "trainer.max_steps" and o not in own]
-        if steps:
-            print(
-                f"[sparsebert] pipeline step {step}: {steps[-1]} is not used, the step trains by "
-                f"epochs (trainer.epochs={step_cfg.trainer.epochs}); "
-                f"\"pipeline.{step}=['trainer.epochs=0']\" trains it by steps.",
-                flush=True,
-            )
+    unused = unused_max_steps(step_cfg, [o for o in overrides if o not in own])
+    if unused:  # a common override, for search and pretrain
+        print(
+            f"[sparsebert] pipeline step {step}: {unused}; "
+            f"\"pipeline.{step}=['trainer.epochs=0']\" trains it by steps.",
+            flush=True,
+        )
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
