@@ -71,6 +71,11 @@ def unlabelled(label_names: list[str]) -> int | float:
     return UNLABELLED if label_names else float(UNLABELLED)
 
 
+def labelled(split_name: str) -> bool:
+    """Whether a split's rows must carry labels: all but the test splits."""
+    return not split_name.startswith("test")
+
+
 def read_glue_folder(
     task_name: str, glue_dir: Path, label_names: list[str], train: bool = True
 ) -> dict[str, dict]:
@@ -96,7 +101,7 @@ def read_glue_folder(
                 "task.glue_dir at the folder that holds the task folders."
             )
         columns, skipped, unknown = read_glue_file(
-            path, layout, label_names, labelled=not split.startswith("test")
+            path, layout, label_names, labelled=labelled(split)
         )
         if skipped:
             labels = f" (labels not in the task's set: {sorted(unknown)[:10]})" if unknown else ""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsebert_cli.data import embedded
-from sparsebert_cli.data.glue import GLUE_TASKS, read_glue_folder, unlabelled
+from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
@@ -203,12 +203,7 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
     }
 
 
-def labelled(split_name: str) -> bool:
-    """Whether a split's rows must carry labels: all but the test splits."""
-    return not split_name.startswith("test")
-
-
-def standard_columns(split, task_cfg, label_names: list[str], source: str, labelled: bool):
+def standard_columns(split, task_cfg, label_names: list[str], source: str, has_labels: bool):
     """Rename `task.text_fields` / `task.label_field` to text_a, text_b, label; add idx if absent.
 
     String labels are mapped to class ids through `task.label_names`. A test split's labels are
@@ -225,7 +220,7 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str, label
             "or two of them. Set task.text_fields (and task.label_field) to this data's columns."
         )
     regression, label_field = not label_names, task_cfg.label_field
-    if labelled and label_field not in split.column_names:
+    if has_labels and label_field not in split.column_names:
         raise SparseBertError(
             f"{source} has no label column '{label_field}' (its columns: {split.column_names}); "
             "set task.label_field to the column that holds the labels."
@@ -235,7 +230,7 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str, label
         columns = {"text_a": batch[fields[0]]}
         if len(fields) == 2:
             columns["text_b"] = batch[fields[1]]
-        if labelled:
+        if has_labels:
             columns["label"] = [
                 to_label(value, label_names, source) for value in batch[label_field]
             ]

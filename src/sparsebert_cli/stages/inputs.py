@@ -89,14 +89,16 @@ def check_positions(cfg: DictConfig, folder: Path) -> None:
 
 
 def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
-    """The folder the model's weights (and so its tokenizer) come from, if any; a model.name_or_path
-    model's positions must cover the stage's sequences (a hub model's are known only now)."""
+    """The folder the model's weights (and so its tokenizer) come from, if any. A hub model's
+    positions are checked here, once downloaded (`preflight` checked a local folder's)."""
     if init_from is not None or not cfg.model.name_or_path:
         return init_from
-    from sparsebert_cli.modeling import resolve_pretrained
+    from sparsebert_cli.modeling import local_pretrained, resolve_pretrained
 
-    folder = resolve_pretrained(cfg.model.name_or_path)
-    check_positions(cfg, folder)
+    folder = local_pretrained(cfg.model.name_or_path)
+    if folder is None:
+        folder = resolve_pretrained(cfg.model.name_or_path)
+        check_positions(cfg, folder)
     return folder
 
 
