@@ -77,6 +77,19 @@ def test_a_csv_without_the_swag_columns_is_refused(tmp_path):
         read_swag_csv(tmp_path / "val.csv")
 
 
+def test_evaluation_neither_needs_nor_reads_a_train_csv(tmp_path):
+    """evaluate refused a SWAG folder without train.csv (it needs only val.csv)."""
+    write_csv(tmp_path / "val.csv")
+    tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
+    for source in ({"data_dir": str(tmp_path)}, {"data_files": {"dev": str(tmp_path / "val.csv")}}):
+        config = task_config("swag", **source)
+        data = load_swag(config, tokenizer, tmp_path / "cache", train=False)
+        assert {name: len(split) for name, split in data.splits.items()} == {"dev": 3}
+    config = task_config("swag", data_dir=str(tmp_path))
+    with pytest.raises(SparseBertError, match="needs a train and a dev CSV.*train.csv"):
+        load_swag(config, tokenizer, tmp_path / "cache")
+
+
 def test_each_choice_pairs_the_context_with_sent2_and_its_ending(swag):
     tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
     row = swag.splits["dev"][0]

@@ -77,8 +77,9 @@ def read_swag_csv(path: Path) -> dict[str, list]:
     return columns
 
 
-def swag_examples(task_cfg, cache_dir: Path) -> dict:
-    """split (train, dev, test when present) -> datasets.Dataset with TEXT_COLUMNS, label, idx."""
+def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
+    """split (train, dev, test when present) -> datasets.Dataset with TEXT_COLUMNS, label, idx;
+    without `train`, local files need no train CSV and it is not read."""
     import datasets
 
     if task_cfg.data_dir:
@@ -90,12 +91,16 @@ def swag_examples(task_cfg, cache_dir: Path) -> dict:
     else:
         files = {split: Path(path) for split, path in task_cfg.data_files.items()}
     if files:
+        if not train:
+            files.pop("train", None)
+        needed = {"train", "dev"} if train else {"dev"}
         absent = [str(p) for p in files.values() if not p.is_file()]
-        if absent or not {"train", "dev"} <= set(files) or not set(files) <= set(OFFICIAL_FILES):
+        if absent or not needed <= set(files) or not set(files) <= set(OFFICIAL_FILES):
+            what = "a train and a dev CSV" if train else "a dev CSV"
             raise SparseBertError(
-                f"task={task_cfg.name} needs a train and a dev CSV (test optional) in the original "
-                f"SWAG layout; missing or unknown: {absent or sorted(files)}. Put train.csv and "
-                "val.csv in task.data_dir, or set task.data_files={train: ..., dev: ...}."
+                f"task={task_cfg.name} needs {what} (test optional) in the original SWAG layout; "
+                f"missing or unknown: {absent or sorted(files)}. Put train.csv and val.csv in "
+                "task.data_dir, or set task.data_files={train: ..., dev: ...}."
             )
         return {split: datasets.Dataset.from_dict(read_swag_csv(p)) for split, p in files.items()}
     if not task_cfg.hub_path:
@@ -143,7 +148,7 @@ def load_swag(task_cfg, tokenizer, cache_dir: Path, train: bool = True) -> SwagD
     (evaluate does not tokenize it)."""
     import datasets
 
-    examples = swag_examples(task_cfg, cache_dir)
+    examples = swag_examples(task_cfg, cache_dir, train)
     splits = datasets.DatasetDict(
         {
             name: split.map(
