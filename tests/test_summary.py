@@ -28,6 +28,14 @@ def test_a_given_run_id_is_kept_as_it_was_typed(tmp_path):
     )
 
 
+def test_a_run_id_of_another_folder_is_replaced_by_the_runs_own(tmp_path):
+    """A pipeline step recorded the pipeline's run_id=: rerunning it started a new run there."""
+    run_dir = tmp_path / "runs" / "pretrain" / "pipeline-0123456789abcdef"
+    assert rerun_command("sparsebert pretrain mask=window run_id=pint", run_dir) == (
+        "sparsebert pretrain mask=window run_id=pipeline-0123456789abcdef"
+    )
+
+
 def test_a_sweep_job_is_rerun_in_its_sweep(tmp_path):
     run_dir = tmp_path / "runs" / "pipeline" / "multirun" / "lam" / "mask.lam=0.001"
     assert rerun_command("sparsebert pipeline mask.lam=0.001", run_dir) == (

@@ -56,8 +56,12 @@ def rerun_command(command: str, run_dir: Path, upstream: dict[str, str] | None =
     for key, folder in (upstream or {}).items():
         if folder and folder != "latest" and given.get(key, "latest") == "latest":
             overrides = [o for o in overrides if override_key(o) != key] + [f"{key}={folder}"]
-    if not any(o.startswith("run_id=") for o in overrides):
-        overrides.append(f"run_id={run_dir.name}")
+    # The folder names the run: a run_id= of another folder (pipeline steps once recorded the
+    # pipeline's) would start a new run there.
+    own = f"run_id={run_dir.name}"
+    overrides = [o for o in overrides if not o.startswith("run_id=") or o == own]
+    if own not in overrides:
+        overrides.append(own)
     return shlex.join([*head, *overrides])
 
 

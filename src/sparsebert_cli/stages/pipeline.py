@@ -29,6 +29,8 @@ GROUPS = ("mask", "model", "data", "task", "trainer", "logger")
 # Keys evaluate reads but not from the pipeline: its own stage and folder, the finetune step it
 # evaluates (wired), and the task data, which it reads from that run's record.
 NOT_HANDED = ("stage", "run_id", "model.from_run", "task")
+# Keys that name the pipeline's own folder: a step's folder is named by its content hash.
+PIPELINE_FOLDER = ("run_id", "sweep_name")
 
 
 def _compose(step: str, overrides: list[str]) -> DictConfig:
@@ -124,7 +126,11 @@ def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, floa
 
     hc = HydraConfig.get()
     chosen = [f"{g}={hc.runtime.choices[g]}" for g in GROUPS if hc.runtime.choices.get(g)]
-    user = [o for o in hc.overrides.task if not o.startswith("pipeline.")]
+    user = [
+        o
+        for o in hc.overrides.task
+        if not o.startswith("pipeline.") and override_key(o) not in PIPELINE_FOLDER
+    ]
     # The group choices as resolved here, then every other override (values inside groups too).
     common = [*chosen, *(o for o in user if override_key(o) not in GROUPS)]
     pretrain_args = common
