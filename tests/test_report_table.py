@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.reporting.formats import to_markdown
+from sparsebert_cli.reporting.formats import to_csv, to_markdown
 from sparsebert_cli.reporting.records import canonical
 from sparsebert_cli.reporting.table import build_table
 
@@ -374,6 +374,44 @@ def test_a_pretraining_sweep_is_reported_by_its_own_mlm_numbers_paired_with_dens
     text = to_markdown(table)
     assert "| attention_topk t=0.8 |" in text and "MLM loss − dense (same seed)" in text
     assert "Avg" not in text.splitlines()[0]
+
+
+def test_interrupted_runs_are_counted_as_interrupted_not_running(sweep):
+    """A Ctrl-C'd seed read `1 running`; a rerun resumes it, nothing is running."""
+    make_job(sweep / "a", seed=0, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "b", seed=1, status="interrupted")
+    make_job(sweep / "c", mask="no_diag", status="interrupted")
+    cells = {row.label: row.cells[0] for row in build_table([sweep]).rows}
+    dense = cells["dense"]
+    assert (dense.status, dense.interrupted, dense.running) == ("partial", 1, 0)
+    assert cells["no_diag"].status == "interrupted"
+    text = to_markdown(build_table([sweep]))
+    assert "(n=1), 1 interrupted |" in text and "| interrupted |" in text
+    assert "running" not in text
+
+
+def test_pre_training_results_show_their_failed_and_mixed_runs(tmp_path):
+    """A pretrain sweep with a failed job showed nothing of it (not in the table, no Failed runs
+    list), and one of two configs dropped the MLM columns, headers included."""
+    sweep = tmp_path / "runs" / "pretrain" / "multirun" / "lr"
+    metrics = {"eval/mlm_loss": 7.5, "eval/mlm_accuracy": 0.1}
+    make_job(sweep / "ok", stage="pretrain", metrics=metrics)
+    make_job(sweep / "bad", stage="pretrain", seed=1, status="failed", error="loss is nan\nmore")
+    text = to_markdown(build_table([sweep]))
+    assert "| dense | n/a | 7.500 (n=1), 1 failed | 10.0 (n=1) | n/a |" in text
+    assert f"Failed runs:\n- {sweep / 'bad'}: loss is nan" in text
+    make_job(sweep / "other", stage="pretrain", seed=2, metrics=metrics,
+             extra={"trainer": {"lr": 2e-3}})  # fmt: skip
+    table = build_table([sweep])
+    assert table.rows[0].pretraining.status == "mixed"
+    text = to_markdown(table)
+    assert text.splitlines()[0] == "| mask | sparsity % | MLM loss | MLM acc. % | gate |"
+    assert "| dense | n/a | mixed configs (n=2) | n/a | n/a |" in text
+    only_failed = tmp_path / "runs" / "pretrain" / "multirun" / "failed"
+    make_job(only_failed / "bad", stage="pretrain", status="failed", error="boom")
+    table = build_table([only_failed])
+    assert "| dense | n/a | failed | n/a | n/a |" in to_markdown(table)
+    assert "pretraining status" in to_csv(table) and to_csv(table).rstrip().endswith(",failed,")
 
 
 def test_pre_trainings_with_masks_searched_at_other_lambdas_are_rows_of_their_own(tmp_path):

@@ -2,14 +2,15 @@
 
 A cell reads `81.9/81.9 ± 0.3/0.2 (n=3)`: the mean of each headline number over the completed
 seeds, their sample standard deviations (shown from two seeds on) and the seed count; a cell with
-failed or running jobs says how many, one with no completed job reads `failed`, `running` or
-`missing`, and one whose runs are not replicates of one config reads `mixed configs` or
-`duplicate seeds` (not pooled). Every format carries the table's warnings: the terminal table
+failed, interrupted or running jobs says how many, one with no completed job reads `failed`,
+`interrupted`, `running` or `missing`, and one whose runs are not replicates of one config reads
+`mixed configs` or `duplicate seeds` (not pooled). Every format carries the table's warnings: the terminal table
 and Markdown below the table, LaTeX as `%` comments, JSON in `warnings`, CSV in the cell's
 status column (`mixed`), the full text on stderr from the CLI. When the results descend from pre-training runs of this
 tool, columns after the sparsity give those runs' held-out MLM loss and accuracy (mean ± std over
 the distinct pre-trainings) and how many passed the "uses attention" gate: a verdict about
-attention rests on a model that has learned to use it.
+attention rests on a model that has learned to use it. Pre-training results (pretrain runs, no
+task columns) are summed up like a cell in the MLM loss column: failed, interrupted, mixed.
 """
 
 import csv
@@ -17,11 +18,11 @@ import dataclasses
 import io
 import json
 
-from sparsebert_cli.reporting.table import MASK_IDENTITY, Cell, Column, Stat, Table
+from sparsebert_cli.reporting.table import MASK_IDENTITY, Cell, Column, Row, Stat, Table
 
 FORMATS = ("table", "md", "csv", "latex", "json")
 MLM_CSV = ("mlm_loss mean", "mlm_loss std", "mlm_accuracy mean", "mlm_accuracy std",
-           "gate passed", "gate measured")  # fmt: skip
+           "gate passed", "gate measured", "pretraining status")  # fmt: skip
 NOTE = (
     "Cells: mean ± sample std over seeds (n = completed seeds), metrics ×100, sparsity in %. "
     "Avg: mean over the columns, MNLI m and mm counted separately, the mean of acc/F1 (QQP, "
@@ -48,18 +49,23 @@ def cell_text(cell: Cell) -> str:
     if cell.problem:
         return f"{cell.problem.split(':', 1)[0]} (n={cell.completed})"
     if cell.completed == 0:
-        count = cell.failed or cell.running
+        count = dict(_unfinished(cell)).get(cell.status, 0)
         return cell.status if count <= 1 else f"{cell.status} ({count})"
     stats = list(cell.values.values())
     text = "/".join(_number(s.mean) for s in stats)
     if all(s.std is not None for s in stats):
         text += " ± " + "/".join(_number(s.std) for s in stats)
-    text += f" (n={cell.completed})"
-    if cell.failed:
-        text += f", {cell.failed} failed"
-    if cell.running:
-        text += f", {cell.running} running"
-    return text
+    return text + f" (n={cell.completed})" + _unfinished_text(cell)
+
+
+def _unfinished(cell: Cell) -> list[tuple[str, int]]:
+    counts = (("failed", cell.failed), ("interrupted", cell.interrupted), ("running", cell.running))
+    return [(status, count) for status, count in counts if count]
+
+
+def _unfinished_text(cell: Cell) -> str:
+    """`, 1 failed, 2 interrupted`: the runs of a cell that did not complete."""
+    return "".join(f", {count} {status}" for status, count in _unfinished(cell))
 
 
 def column_header(column: Column) -> str:
@@ -72,7 +78,7 @@ def _first_header(table: Table) -> str:
 
 
 def _has_mlm(table: Table) -> bool:
-    return any(row.mlm_loss.n for row in table.rows)
+    return any(row.mlm_loss.n or row.pretraining for row in table.rows)
 
 
 def note(table: Table) -> str:
@@ -96,6 +102,17 @@ def gate_text(gate: tuple[int, int]) -> str:
     return f"{passed}/{measured} pass" if measured else "n/a"
 
 
+def _mlm_texts(row: Row) -> list[str]:
+    """MLM loss, accuracy and gate of a row; pre-training results (pretrain runs) that are not
+    pooled or have no completed run read like a cell in the loss column (`mixed configs (n=2)`,
+    `failed`), and runs that did not complete are counted there."""
+    own = row.pretraining
+    if own is not None and (own.problem or not own.completed):
+        return [cell_text(own), "n/a", "n/a"]
+    loss = mlm_text(row.mlm_loss) + (_unfinished_text(own) if own else "")
+    return [loss, mlm_text(row.mlm_accuracy, 100, 1), gate_text(row.gate)]
+
+
 def _has_delta(table: Table) -> bool:
     return any(row.mlm_delta.n for row in table.rows)
 
@@ -116,8 +133,7 @@ def _grid(table: Table) -> list[list[str]]:
     for row in table.rows:
         line = [row.label, _number(row.sparsity)]
         if mlm:
-            line += [mlm_text(row.mlm_loss), mlm_text(row.mlm_accuracy, 100, 1)]
-            line.append(gate_text(row.gate))
+            line += _mlm_texts(row)
         if delta:
             line.append(mlm_text(row.mlm_delta, digits=4))
         line += map(cell_text, row.cells)
@@ -126,7 +142,12 @@ def _grid(table: Table) -> list[list[str]]:
 
 
 def _failures(table: Table) -> list[str]:
-    return [error for row in table.rows for cell in row.cells for error in cell.errors]
+    return [
+        error
+        for row in table.rows
+        for cell in [*row.cells, *([row.pretraining] if row.pretraining else [])]
+        for error in cell.errors
+    ]
 
 
 def to_markdown(table: Table) -> str:
@@ -165,6 +186,7 @@ def to_csv(table: Table) -> str:
         if mlm:
             line += [_csv(row.mlm_loss.mean), _csv(row.mlm_loss.std)]
             line += [_csv(row.mlm_accuracy.mean), _csv(row.mlm_accuracy.std), *row.gate]
+            line.append(row.pretraining.status if row.pretraining else "")
         if _has_delta(table):
             line += [_csv(row.mlm_delta.mean), _csv(row.mlm_delta.std)]
         for cell in row.cells:
@@ -232,6 +254,7 @@ def to_rich(table: Table):
     styles = {
         "failed": "red",
         "partial": "yellow",
+        "interrupted": "yellow",
         "running": "yellow",
         "missing": "dim",
         "mixed": "bold red",

@@ -69,7 +69,8 @@ def _row_mask(row: Row, records: dict[str, object]):
     """(M bool [L, H, n, n] or None for dense, the record) of the row's first completed run."""
     from sparsebert_cli.masks.artifact import MASK_FILE, load_mask
 
-    for run_dir in [*(run for cell in row.cells for run in cell.runs), *row.pretrain_runs]:
+    cells = [*row.cells, *([row.pretraining] if row.pretraining else [])]
+    for run_dir in [run for cell in cells for run in cell.runs]:
         record = records[run_dir]
         if record.status != "completed":
             continue

@@ -74,7 +74,8 @@ class Stat:
 
 @dataclass
 class Cell:
-    # ok | partial (some runs failed or running) | failed | running | missing | mixed (not pooled)
+    # ok | partial (some runs failed, interrupted or running) | failed | interrupted | running |
+    # missing | mixed (not pooled)
     status: str
     values: dict[str, Stat]  # metric label -> mean ± std over the completed runs
     seeds: list[Any]
@@ -84,6 +85,7 @@ class Cell:
     errors: list[str]
     runs: list[str]
     problem: str | None = None  # why a mixed cell is not pooled: the warning's text
+    interrupted: int = 0  # stopped runs (a rerun resumes them)
 
 
 @dataclass
@@ -106,7 +108,8 @@ class Row:
     mlm_delta: Stat
     cells: list[Cell]
     average: float | None
-    pretrain_runs: list[str]  # the row's pretrain-stage run folders (no column)
+    # the row's pretrain-stage runs (pre-training results, the MLM columns), None if none
+    pretraining: Cell | None = None
 
 
 @dataclass
@@ -234,7 +237,8 @@ def replicate_problem(done: list[RunRecord]) -> str | None:
 def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
     done = [r for r in records if r.status == "completed"]
     failed = [r for r in records if r.status == "failed"]
-    running = [r for r in records if r.status not in ("completed", "failed")]
+    interrupted = [r for r in records if r.status == "interrupted"]
+    running = [r for r in records if r.status not in ("completed", "failed", "interrupted")]
     problem = replicate_problem(done)
     pooled = [] if problem else done
     values = {
@@ -246,9 +250,13 @@ def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
     if problem:
         status = "mixed"
     elif done:
-        status = "partial" if failed or running else "ok"
+        status = "partial" if failed or interrupted or running else "ok"
     else:
-        status = "failed" if failed else "running" if running else "missing"
+        status = next(
+            (name for name, runs in (("failed", failed), ("interrupted", interrupted),
+                                     ("running", running)) if runs),
+            "missing",
+        )  # fmt: skip
     return Cell(
         status=status,
         values=values,
@@ -259,6 +267,7 @@ def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
         errors=[f"{r.dir}: {(r.error or 'failed').splitlines()[0]}" for r in failed],
         runs=[str(r.dir) for r in records],
         problem=problem,
+        interrupted=len(interrupted),
     )
 
 
@@ -291,11 +300,6 @@ def _paired_delta(records: list[RunRecord], dense: dict[Any, float]) -> Stat:
     pre-training results."""
     own = _losses_by_seed(records)
     return _stat([loss - dense[seed] for seed, loss in own.items() if seed in dense])
-
-
-def _pretrain_problem(records: list[RunRecord]) -> str | None:
-    """Why a row's completed pre-training results are not replicates of one experiment."""
-    return replicate_problem([r for r in records if r.status == "completed"])
 
 
 def _gate(pretrainings: list[dict[str, float]]) -> tuple[int, int]:
@@ -341,7 +345,7 @@ def build_table(
 
     # the dense row's MLM losses by seed: nothing to pair with when its runs are mixed
     dense_records = pretrain_rows.get((("mask.name", "dense"),), [])
-    dense_losses = {} if _pretrain_problem(dense_records) else _losses_by_seed(dense_records)
+    dense_losses = {} if _cell(dense_records, []).problem else _losses_by_seed(dense_records)
     table_rows = []
     for row_id in sorted(grouped, key=row_order if rows is None else _sort_key):
         by_col = grouped[row_id]
@@ -365,7 +369,8 @@ def build_table(
             if cell.problem
         ]
         # The pre-training columns pool no more than the cells do: not across configs or seeds.
-        own = _pretrain_problem(pretrain_rows.get(row_id, []))
+        pretraining = _cell(pretrain_rows[row_id], []) if row_id in pretrain_rows else None
+        own = pretraining.problem if pretraining else None
         if own:
             warnings.append(f"{label} × MLM loss: {own}")
         mixed = own or any(cell.problem for cell in cells)
@@ -383,7 +388,7 @@ def build_table(
                 else _paired_delta(pretrain_rows.get(row_id, []), dense_losses),
                 cells=cells,
                 average=average,
-                pretrain_runs=[str(r.dir) for r in pretrain_rows.get(row_id, [])],
+                pretraining=pretraining,
             )
         )
     row_keys = list(rows) if rows is not None else list(MASK_IDENTITY)
