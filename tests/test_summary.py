@@ -95,3 +95,15 @@ def test_pipeline_summary_names_its_step_folders(tmp_path):
 
 def test_a_folder_without_manifest_has_no_summary(tmp_path):
     assert summary_lines(tmp_path) == []
+
+
+def test_a_pre_ln_model_says_plain_transformers_misreads_it(tmp_path):
+    """Plain transformers loads a pre-LN model as post-LN without a word (outputs differ)."""
+    run_dir = make_run(tmp_path / "runs" / "pretrain" / "r", "pretrain", "sparsebert pretrain", {})
+    model = run_dir / "artifacts" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert f"  model: {model}" in summary_lines(run_dir)
+    (model / "config.json").write_text(json.dumps({"norm_position": "pre"}))
+    line = next(line for line in summary_lines(run_dir) if line.startswith("  model:"))
+    assert "(pre-LN: load it with sparsebert_cli.modeling.load_checkpoint" in line

@@ -6,6 +6,7 @@ reused by `sparsebert ls --show`. Reads only the run folder, so it describes wha
 Torch-free.
 """
 
+import json
 import shlex
 from pathlib import Path
 
@@ -93,11 +94,25 @@ def outputs(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:
             detail = ""
             if path.is_dir() and what == "submission":
                 detail = f"  ({', '.join(sorted(p.name for p in path.iterdir()))})"
+            if what == "model" and _pre_ln(path):
+                detail = (
+                    "  (pre-LN: load it with sparsebert_cli.modeling.load_checkpoint; plain "
+                    "transformers loads it without error but computes a post-LN BERT)"
+                )
             found.append((what, f"{path}{detail}"))
     for name, upstream in manifest["inputs"].items():
         if manifest.get("stage") == "pipeline" and isinstance(upstream, dict):
             found.append((f"{name} step", str(upstream.get("run_dir"))))
     return found
+
+
+def _pre_ln(model_dir: Path) -> bool:
+    """Whether the saved model is pre-LN (layer_norm.py), which plain transformers misreads."""
+    config = model_dir / "config.json"
+    try:
+        return json.loads(config.read_text()).get("norm_position") == "pre"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def summary_lines(run_dir: Path) -> list[str]:
