@@ -14,6 +14,15 @@ from sparsebert_cli.reporting.frontier import build_frontier, pareto
 N, HEADS = 128, 2  # the schema's defaults: what a run that records no model/task size used
 
 
+@pytest.fixture(autouse=True)
+def quick_timing(monkeypatch):
+    """Shorter timing samples and fewer rounds: these tests check what is timed, not how well."""
+    from sparsebert_cli.reporting import frontier
+
+    monkeypatch.setattr(frontier, "SAMPLE_S", 0.01)
+    monkeypatch.setattr(frontier, "TIMING_ROUNDS", 3)
+
+
 def test_pareto_keeps_the_points_nothing_dominates():
     points = [(75.0, 0.0), (77.0, 1.0), (55.0, 50.0), (65.0, 90.0), (65.0, 90.0), (None, 99.0)]
     assert pareto(points) == [False, True, False, True, True, False]
@@ -56,7 +65,7 @@ def sweep(tmp_path):
 
 
 def test_frontier_rows_carry_quality_sparsity_time_and_pareto_marks(sweep):
-    points = {p.label: p for p in build_frontier([sweep])}
+    points = {p.label: p for p in build_frontier([sweep])[0]}
     assert set(points) == {"dense", "no_diag", "window", "DAM_u λ=0.001"}
     dense, no_diag = points["dense"], points["no_diag"]
     assert dense.average == pytest.approx(75.0) and dense.backend == "sdpa"
@@ -106,7 +115,7 @@ def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
                        extra={"data": {"seq_len": 64}})  # fmt: skip
         if keep is not None:
             save_mask(job / "artifacts" / "model", keep.expand(1, HEADS, 64, 64), {"kind": mask})
-    points = {p.label: p for p in build_frontier([folder])}
+    points = {p.label: p for p in build_frontier([folder])[0]}
     assert set(points) == {"dense", "window", "no_diag", "star"}
     assert {p.n for p in points.values()} == {64}
     assert {p.ranked_by for p in points.values()} == {"mlm_loss"}
@@ -134,7 +143,52 @@ def test_a_task_sweep_without_any_average_is_not_ranked_by_mlm_loss(tmp_path):
         if mask == "window":
             save_mask(job / "artifacts" / "model", (distance <= 8)[None, None].expand(1, HEADS, N, N),
                       {"kind": "window"})  # fmt: skip
-    points = build_frontier([runs_dir / "pipeline"])
+    points, _ = build_frontier([runs_dir / "pipeline"])
     assert [p.mlm_loss for p in points] == [5.0, 6.0] and {p.average for p in points} == {None}
     assert {p.ranked_by for p in points} == {"average"}
     assert not any(p.pareto_sparsity or p.pareto_time for p in points)
+
+
+def test_a_row_whose_mask_is_not_found_is_left_out_not_timed_as_dense(sweep, tmp_path, capsys):
+    """A moved runs folder (its inputs outside it) timed every sparse mask as dense: ratio 1."""
+    (sweep / "window-mrpc" / "artifacts" / "model" / "mask.safetensors").unlink()
+    (sweep / "window-rte" / "artifacts" / "model" / "mask.safetensors").unlink()
+    points, warnings = build_frontier([sweep])
+    assert {p.label for p in points} == {"dense", "no_diag", "DAM_u λ=0.001"}
+    assert warnings == [
+        f"window: left out, its mask (50.00 % sparse) was not found beside {sweep / 'window-mrpc'} "
+        "or in the runs it names inside its runs folder."
+    ]
+    assert main([str(sweep), "--frontier"]) == 0
+    assert "warning: window: left out" in capsys.readouterr().err
+
+
+def test_timing_rounds_alternate_and_their_ratios_give_the_time_axis(monkeypatch):
+    """Each round times the mask then dense, and the ratio is the median of the rounds' own
+    ratios: a load burst that slows one round slows both of its sides."""
+    from sparsebert_cli.reporting import frontier
+
+    samples = iter([0.001, 0.002] + [0.01, 0.02, 0.5, 1.0, 0.01, 0.02] * 3)
+    calls = []
+    monkeypatch.setattr(frontier, "TIMING_ROUNDS", 9)
+    monkeypatch.setattr(
+        frontier, "_sample", lambda f, repeats: calls.append(repeats) or next(samples)
+    )
+    ms, dense_ms, ratio = frontier._paired(lambda: None, lambda: None)
+    assert ratio == pytest.approx(0.5) and calls[:2] == [1, 1] and calls[2:4] == [10, 5]
+    assert (ms, dense_ms) == (pytest.approx(10.0), pytest.approx(20.0))
+
+
+def test_attention_is_timed_on_one_thread_and_the_threads_are_restored(monkeypatch):
+    """Several threads on a busy machine stall at their barriers (ratios from 0.01 to 60)."""
+    from sparsebert_cli.reporting import frontier
+
+    seen = []
+    monkeypatch.setattr(frontier, "_time_layers", lambda *a: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        frontier.time_attention(None, 64, 2, 16, 1, 32)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

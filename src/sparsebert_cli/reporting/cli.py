@@ -227,7 +227,10 @@ def _frontier(args: argparse.Namespace) -> None:
 
     first = Path(args.paths[0])
     out_dir = args.out_dir or (first if first.is_dir() else Path("."))
-    for path in write_frontier(build_frontier(args.paths), out_dir):
+    points, warnings = build_frontier(args.paths)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for path in write_frontier(points, out_dir):
         print(path)
 
 

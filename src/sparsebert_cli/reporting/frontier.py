@@ -3,7 +3,14 @@
 One point per row of the results table: its quality (held-out MLM loss, the task Average and the
 worst task beside it), its sparsity, and the attention time of its mask at the run's n with the
 backend `auto` picks for a training step without attention dropout (forward + backward, timed in
-this process, median of a few rounds) as a ratio to dense SDPA timed side by side. A row is
+this process, on one thread) as a ratio to dense SDPA timed side by side: in alternating rounds,
+each sample repeated to last at least SAMPLE_S, the median of the rounds' ratios. On a busy
+machine a call on several threads can take 100× longer in one moment than in the next (0.4
+against 40 ms at n = 64, load 3 on 2 cores: a thread descheduled at a barrier stalls the others),
+so times taken apart gave ratios from 0.01 to 60 for masks that all ran SDPA; one thread and
+paired rounds keep the ratio within about 10 % there. The ratio is a relative cost: the absolute
+times are one thread's. A row whose mask file is not found (a moved runs folder,
+its inputs outside it) is left out with a warning, not timed as dense. A row is
 Pareto-optimal when no other row is at least as good on both quality and the other axis, and
 better on one; quality is the task Average, or the held-out MLM loss (lower is better) for a
 sweep of pre-trainings alone. Writes frontier.json, frontier.csv and frontier.png.
@@ -11,6 +18,7 @@ sweep of pre-trainings alone. Writes frontier.json, frontier.csv and frontier.pn
 
 import csv
 import io
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +35,7 @@ from sparsebert_cli.reporting.records import (
 )
 from sparsebert_cli.reporting.table import Row, build_table
 
-TIMING_BATCH, TIMING_ROUNDS = 4, 5
+TIMING_BATCH, TIMING_ROUNDS, SAMPLE_S = 4, 7, 0.05
 FILES = ("frontier.json", "frontier.csv", "frontier.png")
 
 
@@ -43,7 +51,7 @@ class FrontierPoint:
     backend: str  # what auto picks for this mask in training without attention dropout
     attention_ms: float  # forward + backward, all layers
     dense_ms: float  # dense SDPA, same shapes
-    time_ratio: float  # attention_ms / dense_ms
+    time_ratio: float  # median over the timing rounds of attention / dense SDPA
     # what the frontiers rank: "average" (the task Average), or "mlm_loss" (lower is better)
     # for a sweep of pre-trainings alone, which has no task columns
     ranked_by: str = "average"
@@ -66,7 +74,8 @@ def pareto(points: list[tuple[float | None, float | None]]) -> list[bool]:
 
 
 def _row_mask(row: Row, records: dict[str, object]):
-    """(M bool [L, H, n, n] or None for dense, the record) of the row's first completed run."""
+    """(M bool [L, H, n, n] or None if it has no mask file, the record) of the row's first
+    completed run."""
     from sparsebert_cli.masks.artifact import MASK_FILE, load_mask
 
     cells = [*row.cells, *([row.pretraining] if row.pretraining else [])]
@@ -84,18 +93,39 @@ def _row_mask(row: Row, records: dict[str, object]):
     return None, None
 
 
-def _median_ms(step) -> float:
-    step()  # warm-up: caches, allocator
-    times = []
-    for _ in range(TIMING_ROUNDS):
-        start = time.perf_counter()
+def _sample(step, repeats: int) -> float:
+    """Seconds per call of `step`, over `repeats` calls."""
+    start = time.perf_counter()
+    for _ in range(repeats):
         step()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return (time.perf_counter() - start) / repeats
+
+
+def _paired(step, dense) -> tuple[float, float, float]:
+    """(ms of `step`, ms of `dense`, median ratio step / dense) over TIMING_ROUNDS alternating
+    rounds; each sample repeats its call to last ≥ SAMPLE_S (one sub-millisecond call is mostly
+    timer and scheduler)."""
+    repeats = [max(1, math.ceil(SAMPLE_S / _sample(f, 1))) for f in (step, dense)]  # warm-up too
+    rounds = [(_sample(step, repeats[0]), _sample(dense, repeats[1])) for _ in range(TIMING_ROUNDS)]
+    ms = [1000 * statistics.median(times) for times in zip(*rounds, strict=True)]
+    return ms[0], ms[1], statistics.median(a / b for a, b in rounds)
 
 
 def time_attention(mask, n: int, heads: int, dim: int, layers: int, block_size: int):
-    """(backend auto picks, ms of its forward + backward over `layers`, ms of dense SDPA)."""
+    """(backend auto picks, ms of its forward + backward over `layers`, ms of dense SDPA over
+    `layers`, the ratio: the layers' median ratios to dense, averaged), on one thread; mask None:
+    dense."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _time_layers(mask, n, heads, dim, layers, block_size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_layers(mask, n: int, heads: int, dim: int, layers: int, block_size: int):
     import torch
     import torch.nn.functional as F
 
@@ -114,11 +144,11 @@ def time_attention(mask, n: int, heads: int, dim: int, layers: int, block_size: 
     def dense() -> None:
         F.scaled_dot_product_attention(q, k, v, scale=scaling).sum().backward()
 
-    dense_ms = _median_ms(dense) * layers
     if mask is None:
-        return "sdpa", dense_ms, dense_ms
+        _, dense_ms, _ = _paired(dense, dense)
+        return "sdpa", dense_ms * layers, dense_ms * layers, 1.0
     masks = AttentionMask(fit_to_length(mask, n))
-    chosen, total = None, 0.0
+    chosen, total, dense_total, ratios = None, 0.0, 0.0, []
     for layer in range(layers):
         m = masks.layer(layer)
         backend, _ = choose_backend(masks, layer, block_size, dropout=0.0)
@@ -135,8 +165,10 @@ def time_attention(mask, n: int, heads: int, dim: int, layers: int, block_size: 
                 out = sdpa_attention(q, k, v, m, None, scaling, 0.0, prepared)
             out.sum().backward()
 
-        total += _median_ms(step)
-    return chosen, total, dense_ms
+        ms, dense_ms, ratio = _paired(step, dense)
+        total, dense_total = total + ms, dense_total + dense_ms
+        ratios.append(ratio)
+    return chosen, total, dense_total, statistics.fmean(ratios)
 
 
 def _worst(row: Row, labels: list[str]) -> tuple[float | None, str | None]:
@@ -155,8 +187,9 @@ def _value(record, key: str, default):
     return default if found is None else found
 
 
-def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
-    """The frontier points of the rows of the results table of `paths`."""
+def build_frontier(paths: list[Path]) -> tuple[list[FrontierPoint], list[str]]:
+    """The frontier points of the rows of the results table of `paths`, and the warnings: the
+    table's, and the rows left out for want of their mask file."""
     from sparsebert_cli.config import ModelConfig
     from sparsebert_cli.data.config import DataConfig, TaskConfig
 
@@ -164,10 +197,16 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
     records = {str(r.dir): r for r in collect_runs([Path(p) for p in paths])[0]}
     labels = [c.label for c in table.columns]
     defaults = ModelConfig()
-    points = []
+    points, warnings = [], list(table.warnings)
     for row in table.rows:
         mask, record = _row_mask(row, records)
         if record is None:
+            continue
+        if mask is None and (row.sparsity or 0) > 0:
+            warnings.append(
+                f"{row.label}: left out, its mask ({row.sparsity:.2f} % sparse) was not found "
+                f"beside {record.dir} or in the runs it names inside its runs folder."
+            )
             continue
         if record.stage == PRETRAIN_STAGE:
             n = int(_value(record, "data.seq_len", DataConfig().seq_len))
@@ -177,7 +216,7 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
         dim = int(_value(record, "model.hidden_size", defaults.hidden_size)) // heads
         layers = int(_value(record, "model.num_layers", defaults.num_layers))
         block = int(_value(record, "model.block_size", defaults.block_size))
-        backend, ms, dense_ms = time_attention(mask, n, heads, dim, layers, block)
+        backend, ms, dense_ms, ratio = time_attention(mask, n, heads, dim, layers, block)
         worst, worst_task = _worst(row, labels)
         points.append(
             FrontierPoint(
@@ -191,7 +230,7 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
                 backend=backend,
                 attention_ms=ms,
                 dense_ms=dense_ms,
-                time_ratio=ms / dense_ms,
+                time_ratio=ratio,
                 ranked_by="average" if table.columns else "mlm_loss",
             )
         )
@@ -200,7 +239,7 @@ def build_frontier(paths: list[Path]) -> list[FrontierPoint]:
     on_time = pareto([(q, -p.time_ratio) for q, p in zip(quality, points, strict=True)])
     for point, a, b in zip(points, on_sparsity, on_time, strict=True):
         point.pareto_sparsity, point.pareto_time = a, b
-    return points
+    return points, warnings
 
 
 def _quality(point: FrontierPoint) -> float | None:
@@ -218,7 +257,12 @@ def _plot(points: list[FrontierPoint], path: Path) -> Path:
     shown = [p for p in points if y_of(p) is not None]
     for ax, x_of, flag, xlabel in (
         (axes[0], lambda p: p.sparsity or 0.0, "pareto_sparsity", "attention sparsity (%)"),
-        (axes[1], lambda p: p.time_ratio, "pareto_time", "attention time / dense SDPA (fwd+bwd)"),
+        (
+            axes[1],
+            lambda p: p.time_ratio,
+            "pareto_time",
+            "attention time / dense SDPA (fwd+bwd, one thread)",
+        ),
     ):
         for p in shown:
             on = getattr(p, flag)
