@@ -88,6 +88,24 @@ def test_validate_names_the_group_and_its_options(workdir):
     assert "Traceback" not in proc.stderr
 
 
+def test_validate_refuses_a_flag_and_names_the_sweep_check(workdir, capsys):
+    """`validate pipeline -m ...` printed `error: LexerNoViableAltException: -m`."""
+    from sparsebert_cli.tools import validate_main
+
+    assert validate_main(["pipeline", "-m", "mask=dense"]) == 1
+    err = capsys.readouterr().err
+    assert "takes overrides only, not -m" in err and "sparsebert pipeline -m" in err
+
+
+def test_an_unquoted_value_with_an_equals_sign_is_refused_with_the_quoting(workdir):
+    """A sweep job's folder (its name holds = and ,) as model.from: Hydra's grammar error."""
+    folder = "runs/finetune/multirun/s/debug=smoke,seed=1"
+    proc = sparsebert("evaluate", f"model.from={folder}", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "is not an override Hydra can read (mismatched input '='" in proc.stderr
+    assert f"\"model.from_run='{folder}'\"" in proc.stderr
+
+
 def test_hydra_flags_pass_through(workdir):
     proc = sparsebert("pretrain", "--cfg", "job", "mask=no_diag", cwd=workdir)
     assert "stage: pretrain" in proc.stdout and "name: no_diag" in proc.stdout

@@ -183,6 +183,13 @@ def validate_main(argv: list[str]) -> int:
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
     register_hydra_extensions()
     try:
+        flags = [a for a in overrides if a.startswith("-")]
+        if flags:
+            raise SparseBertError(
+                f"`sparsebert validate` takes overrides only, not {flags[0]}: it checks the "
+                f"config of one job; `sparsebert {stage} -m <overrides> --dry-run` checks every "
+                "job of a sweep."
+            )
         check_safe_overrides(overrides)
         check_overrides(stage, overrides)
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

@@ -498,8 +498,13 @@ def check_safe_overrides(args: list[str]) -> None:
             continue
         try:
             override = parser.parse_override(arg)
-        except HydraException:
-            continue  # Hydra reports the syntax error itself
+        except HydraException as e:
+            key, _, value = arg.partition("=")
+            raise SparseBertError(
+                f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}). A value "
+                "with '=', ',', spaces, brackets or quotes must be quoted inside the override, "
+                f"the shell's quotes around Hydra's: \"{key}='{value}'\"."
+            ) from None
         key = override.key_or_group
         if key.split(".")[:2] in (["hydra", "run"], ["hydra", "sweep"]):
             raise runs.FolderRefused(
