@@ -143,3 +143,12 @@ def test_the_slurm_launcher_asks_for_one_gpu_per_ddp_rank():
         cfg = compose(config_name="pipeline", return_hydra_config=True,
                       overrides=["hydra/launcher=slurm", "trainer.nproc_per_node=4"])  # fmt: skip
     assert (cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.tasks_per_node) == (4, 1)
+
+
+def test_smoke_drops_a_presets_per_step_settings_but_not_the_command_lines():
+    """experiment=pattern_table debug=smoke searched for 300 steps (its pipeline.search)."""
+    cfg = compose_cfg("pipeline", "experiment=pattern_table", "debug=smoke")
+    assert cfg.trainer.max_steps == 4 and list(cfg.pipeline.search) == []
+    assert list(compose_cfg("pipeline", "experiment=demo", "debug=smoke").pipeline.finetune) == []
+    mine = compose_cfg("pipeline", "debug=smoke", "pipeline.search=['trainer.max_steps=2']")
+    assert list(mine.pipeline.search) == ["trainer.max_steps=2"]
