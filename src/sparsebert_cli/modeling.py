@@ -200,7 +200,7 @@ def build_mask_source(
             "model.from=<a pretrain or finetune run> (or model=hf / model=minilm, dense), or name "
             "a mask (e.g. mask=dense)."
         )
-    return MaskSource.from_checkpoint(source, heads, layers)
+    return MaskSource.from_checkpoint(source, heads, layers, recorded_mask(source))
 
 
 # --- the models ---------------------------------------------------------------------------------
@@ -494,6 +494,15 @@ def read_record(directory: Path) -> dict:
     return record
 
 
+def recorded_mask(directory: Path) -> str | None:
+    """The mask kind a sparsebert checkpoint folder says it was saved with; None for a folder
+    without sparsebert.json (a Hugging Face model)."""
+    if not (Path(directory) / CHECKPOINT_FILE).is_file():
+        return None
+    mask = read_record(directory).get("mask")
+    return str(mask.get("kind", "dense")) if isinstance(mask, dict) else "dense"
+
+
 def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.Module:
     """The model saved by `save_checkpoint`, with its mask (a searched DAM comes back binarized,
     as a fixed mask: identical logits in eval mode), attending with `model_cfg`'s backend."""
@@ -509,7 +518,7 @@ def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.
     config._attn_implementation = ATTENTION_IMPLEMENTATION
     register_attention()
     mask_source = MaskSource.from_checkpoint(
-        directory, config.num_attention_heads, config.num_hidden_layers
+        directory, config.num_attention_heads, config.num_hidden_layers, recorded_mask(directory)
     )
     mask_source.use_backend(model_cfg)
     if record["head"] == "pretraining":

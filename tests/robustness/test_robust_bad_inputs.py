@@ -282,6 +282,38 @@ def test_truncated_checkpoint_record_is_refused(model_dir):
     )
 
 
+def test_a_masked_model_without_its_mask_files_is_refused_not_run_dense(tmp_path):
+    """Evaluate scored a window model whose mask.safetensors was gone as a dense one."""
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import (
+        build_mask_source,
+        build_task_model,
+        load_checkpoint,
+        save_checkpoint,
+    )
+
+    model_cfg = OmegaConf.structured(RunConfig).model
+    model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers = 32, 64, 1
+    window = torch.ones(1, model_cfg.num_heads, 16, 16, dtype=torch.bool).tril(2).triu(-2)
+    source = MaskSource("fixed", mask=window, meta={"kind": "window"})
+    save_checkpoint(build_task_model(model_cfg, source, 2, "classification", None, 100),
+                    tmp_path / "model", {})  # fmt: skip
+    checkpoint = OmegaConf.structured(RunConfig).mask
+    checkpoint.name = "checkpoint"
+    for missing in ([MASK_FILE], [MASK_FILE, META_FILE]):
+        for name in missing:
+            (tmp_path / "model" / name).unlink(missing_ok=True)
+        needle = str(tmp_path / "model") if len(missing) == 2 else str(MASK_FILE)
+        for call in (
+            lambda: load_checkpoint(tmp_path / "model", ModelConfig()),
+            lambda: build_mask_source(checkpoint, model_cfg, 16, tmp_path / "model"),
+        ):
+            _refused(call, needle)
+    assert "trained with the window mask" in _refused(
+        lambda: load_checkpoint(tmp_path / "model", ModelConfig()), "run that stage again"
+    )
+
+
 # --- upstream references: missing, failed, running, wrong kind -------------------------------------
 
 

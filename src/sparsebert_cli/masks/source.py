@@ -9,9 +9,10 @@ from torch import nn
 
 from sparsebert_cli.attention.interface import AttentionMask, check_backend
 from sparsebert_cli.config import ModelConfig
+from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import MASK_FILE, check_length, fit_to_length, load_mask
 from sparsebert_cli.masks.build import build_fixed_mask
-from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.config import META_FILE, MaskConfig
 from sparsebert_cli.masks.dam import DAM
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
 from sparsebert_cli.runs import layout
@@ -86,11 +87,22 @@ class MaskSource(nn.Module):
         return cls("fixed", mask=mask, meta=meta)
 
     @classmethod
-    def from_checkpoint(cls, directory: Path, heads: int, layers: int) -> "MaskSource":
-        """The mask stored with a model checkpoint; dense for a plain Hugging Face checkpoint."""
+    def from_checkpoint(
+        cls, directory: Path, heads: int, layers: int, recorded: str | None = None
+    ) -> "MaskSource":
+        """The mask stored with a model checkpoint; dense for a plain Hugging Face checkpoint or
+        one saved dense. `recorded`: the mask kind its sparsebert.json names, if it has one; a
+        model saved with a mask must still hold its files (without them it ran dense, silently)."""
         directory = Path(directory)
-        if not (directory / MASK_FILE).is_file():
+        stored = [name for name in (MASK_FILE, META_FILE) if (directory / name).is_file()]
+        if not stored and recorded in (None, "dense"):
             return cls("dense")
+        if not stored:
+            raise SparseBertError(
+                f"{directory} holds a model trained with the {recorded} mask, but its mask files "
+                f"({MASK_FILE}, {META_FILE}) are missing; copy them back from the run that wrote "
+                "the model, or run that stage again."
+            )
         mask, meta = load_mask(directory, heads=heads, layers=layers)
         keep = {
             "kind": meta["kind"],
