@@ -217,6 +217,10 @@ def validate_config(cfg: DictConfig) -> None:
         f"mask.name={mask.name} is not a known mask; use mask=<{'|'.join(names)}>.",
     )
     check_dam_config(mask)
+    from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
+
+    if mask.name in PATTERNS:  # the pattern's own checks of its parameters (none depends on n)
+        pattern_mask(mask, 1, 1)
     require(
         mask.name != "from_run" or bool(mask.from_run),
         "mask=from_run needs the search run to load: add mask.from=<run_dir> or mask.from=latest.",
@@ -388,7 +392,25 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
         weights = _local_weights(cfg, upstream)
         if weights is not None:
             check_positions(cfg, weights)
+        if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
+            _check_searched_mask(cfg, upstream["mask.from_run"], weights)
     return upstream
+
+
+def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None) -> None:
+    """The searched mask is intact and fits the model's heads and layers (the loaded model's,
+    `weights`) and the stage's sequences, checked as the stage will load it. A hub model's
+    shape is known once downloaded: the stage checks then."""
+    from sparsebert_cli.masks.artifact import load_mask
+
+    layers, heads = cfg.model.num_layers, cfg.model.num_heads
+    if weights is not None:
+        from sparsebert_cli.modeling import read_bert_config
+
+        config = read_bert_config(weights)
+        layers, heads = config.num_hidden_layers, config.num_attention_heads
+    for key in sequence_lengths(cfg.stage):
+        load_mask(runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key))
 
 
 def _check_device(cfg: DictConfig) -> None:

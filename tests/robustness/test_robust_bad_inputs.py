@@ -73,6 +73,9 @@ VALIDATION = [
     ("pretrain", ["mask=from_run", "mask.from=null"], "mask=from_run needs the search run to load: add mask.from="),
     ("search", ["mask=strided"], "mask=strided is fixed; use mask=dam"),
     ("pretrain", ["mask=dam"], "trains with a fixed mask, but mask=dam learns one"),
+    # a pattern's own parameter checks (validate said "config OK", the run refused them)
+    ("pretrain", ["mask=strided", "mask.stride=0"], "mask.stride=0: the strided pattern needs l ≥ 1"),
+    ("pretrain", ["mask=fixed", "mask.c=5"], "mask.c=5 must lie in [0, mask.stride=4]"),
     # a step's own overrides, refused before the pipeline runs its steps
     ("pipeline", ["pipeline.finetune=['trainer.bogus=1']"], "trainer.bogus is not a setting"),
     ("pipeline", ["pipeline.finetune=['model.num_layers=4']"], "weights come from the pipeline's pretrain step"),
@@ -322,6 +325,29 @@ def _run_folder(root: Path, stage: str, status: str, name: str = "r") -> Path:
     folder.mkdir(parents=True)
     runs.atomic_write_json(folder / runs.MANIFEST, {"stage": stage, "status": status})
     return folder
+
+
+def test_a_searched_mask_that_does_not_fit_is_refused_before_the_run(tmp_path):
+    """validate said "config OK" for a mask of other heads, a shorter one, or a damaged one."""
+    from sparsebert_cli.validation import preflight
+
+    search = _run_folder(tmp_path / "runs", "search", "completed")
+    save_mask(runs.layout(search).artifacts, torch.ones(1, 2, 64, 64, dtype=torch.bool),
+              {"kind": "dam_u"})  # fmt: skip
+    base = (
+        "debug=smoke",
+        "mask=from_run",
+        f"mask.from={search}",
+        f"paths.runs_dir={tmp_path}/runs",
+    )
+    preflight(compose_cfg("pretrain", *base))  # 2 heads, n = 64: fits
+    for extra, needle in (
+        ("model.num_heads=4", "has 2 heads but the model has 4"),
+        ("data.seq_len=128", "at most n=64 tokens but got length 128"),
+    ):
+        _refused(lambda extra=extra: preflight(compose_cfg("pretrain", *base, extra)), needle)
+    _truncate(runs.layout(search).artifacts / MASK_FILE)
+    _refused(lambda: preflight(compose_cfg("pretrain", *base)), "sha256 differs")
 
 
 @pytest.mark.parametrize(
