@@ -57,3 +57,20 @@ def test_mosaic_lays_tiles_out_by_layer_and_head_with_gaps():
 def test_heat_map_of_keep_probabilities_is_a_png(tmp_path):
     path = plot_mask_grid(torch.rand(2, 2, 8, 8), tmp_path / "probs.png", "σ(α)")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_length_whose_masks_do_not_fit_in_memory_is_refused_in_one_line(capsys):
+    """`masks --seq-len 100000` ended in an allocator traceback (120 GB asked)."""
+    from sparsebert_cli.cli import main as sparsebert
+
+    assert sparsebert(["masks", "--seq-len", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the dense mask at n=100000 with 12 heads needs about 633 GiB")
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_long_catalogue_stops_counting_reach_at_the_depth(capsys):
+    """A band at n = 1024 needs ~120 layers to reach every token; each is an n × n product."""
+    assert main(["--seq-len", "1024", "--heads", "1", "--layers", "3", "--json"]) == 0
+    rows = {row["name"]: row["connectivity"] for row in json.loads(capsys.readouterr().out)}
+    assert rows["window"]["reach_layers"] is None and rows["star"]["reach_layers"] == 2

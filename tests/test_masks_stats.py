@@ -80,6 +80,11 @@ def test_star_reaches_everyone_in_two_layers_through_the_relay():
     assert reach_layers(star(9, 1)) == 2
 
 
+def test_reach_is_not_computed_beyond_its_limit():
+    assert reach_layers(window(5, 1, window=1), limit=3) is None
+    assert reach_layers(window(5, 1, window=1), limit=4) == 4
+
+
 def test_identity_never_reaches_other_tokens():
     assert reach_layers(window(4, 1, window=0)) is None
 
@@ -95,6 +100,6 @@ def test_connectivity_flags_a_band_too_narrow_for_the_depth():
     assert connectivity(window(9, 1, window=1), layers=4) == {
         "attends_other": True,
         "hamiltonian_path": True,
-        "reach_layers": 8,
+        "reach_layers": None,  # 8: more than the depth, not computed further
         "reaches_all_within_layers": False,
     }

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparsebert {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
+    from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.interrupt import Interrupted
 
     try:
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_stage(name, rest)
         if name in TOOL_HELP:
             return _tool(name)(rest)
+    except SparseBertError as e:  # a tool's own checks print theirs; these come from its callees
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (Interrupted, KeyboardInterrupt) as e:
         code = e.exit_code if isinstance(e, Interrupted) else 130
         print(f"interrupted: sparsebert {name} stopped before its run started.", file=sys.stderr)

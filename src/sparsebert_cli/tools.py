@@ -268,8 +268,7 @@ def print_mask_table(rows: list[dict], n: int, heads: int, layers: int) -> None:
             f"{density['min']:.1f}/{density['mean']:.1f}/{density['max']:.1f}",
             _mark(checks["attends_other"]),
             _mark(checks["hamiltonian_path"]),
-            ("never" if steps is None else str(steps))
-            + ("" if checks["reaches_all_within_layers"] else f" (> {layers})"),
+            f"> {layers}" if steps is None else str(steps),
         )
     table_console().print(table)
 

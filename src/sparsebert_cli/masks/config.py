@@ -1,5 +1,6 @@
 """Schema of the `mask` config group (torch-free: composing a config must stay instant)."""
 
+import os
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -7,6 +8,13 @@ from omegaconf import DictConfig
 from sparsebert_cli.errors import SparseBertError
 
 MASK_FILE, META_FILE = "mask.safetensors", "mask.json"  # a mask artifact's tensor and metadata
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (what a mask built or learned here must fit in)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 SEARCH_OBJECTIVES = ("mlm", "distill")
 # The masks `sparsebert search` makes (a pipeline searches them first): the learnable DAM and its
 # attention-mass top-k control (masks/attention_topk.py).

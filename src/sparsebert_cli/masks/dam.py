@@ -31,7 +31,6 @@ each DDP rank. A mask learned at n serves shorter sequences by cropping (`artifa
 """
 
 import math
-import os
 import warnings
 
 import torch
@@ -41,7 +40,7 @@ from torch import nn
 from sparsebert_cli.attention.block_sparse import expand_tiles
 from sparsebert_cli.attention.diagonal import expand_distances
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.config import MaskConfig
+from sparsebert_cli.masks.config import MaskConfig, physical_memory
 
 STRUCTURES = ("unstructured", "structured", "block")
 # Bytes per α entry of a DAM_u search: α, its gradient and AdamW's two moments (fp32), and the
@@ -295,7 +294,7 @@ def check_dam_u_size(n: int, heads: int, layers: int, memory: int | None = None)
     need = DAM_U_BYTES_PER_ENTRY * entries
     if need <= DAM_U_WARN_BYTES:
         return
-    memory = memory or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    memory = memory or physical_memory()
     message = (
         f"mask=dam (DAM_u) at n={n} with {heads} heads × {layers} mask layer(s) learns "
         f"{entries / 1e6:.0f} M α: about {need / 2**30:.1f} GiB for α, its gradient, the "

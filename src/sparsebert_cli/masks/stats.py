@@ -118,8 +118,10 @@ def hamiltonian_path(mask: torch.Tensor, budget: int = 20_000) -> bool | None:
     return False
 
 
-def reach_layers(mask: torch.Tensor) -> int | None:
-    """Fewest layers after which every token's output depends on every token, or None if never.
+def reach_layers(mask: torch.Tensor, limit: int | None = None) -> int | None:
+    """Fewest layers after which every token's output depends on every token; None if never, or
+    not within `limit` layers (each layer is an n × n matrix product: a band at n = 4096 would
+    need hundreds).
 
     One layer lets token i gather from itself (residual) and from the keys it attends to; the
     mask's layers repeat in order.
@@ -129,7 +131,7 @@ def reach_layers(mask: torch.Tensor) -> int | None:
     eye = torch.eye(n, dtype=torch.bool)
     depends = eye  # [i, j]: token i depends on token j
     stalled = 0
-    for step in range(1, n * len(graphs) + 1):
+    for step in range(1, min(n * len(graphs), limit or n * len(graphs)) + 1):
         hop = (graphs[(step - 1) % len(graphs)] | eye).float()
         grown = (hop @ depends.float()) > 0
         if bool(grown.all()):
@@ -143,7 +145,7 @@ def reach_layers(mask: torch.Tensor) -> int | None:
 
 def connectivity(mask: torch.Tensor, layers: int) -> dict:
     """The three universal-approximation conditions for a model with `layers` layers."""
-    steps = reach_layers(mask)
+    steps = reach_layers(mask, limit=layers)
     return {
         "attends_other": rows_without_other_key(mask) == 0,
         "hamiltonian_path": hamiltonian_path(mask),
