@@ -181,10 +181,10 @@ def check_backend(backend: str, mask_kind: str) -> None:
         )
     if mask_kind == "dam" and backend in ("sdpa", "block_sparse", "flex"):
         raise SparseBertError(
-            f"model.attention_backend={backend} cannot learn every DAM sample (α needs the "
-            "gradients of the whole soft mask; only the sparse hard samples of a block DAM or "
-            "a DAM_s can run block-sparse, which auto does step by step); set "
-            "model.attention_backend=auto or masked for mask=dam."
+            f"model.attention_backend={backend} cannot learn a DAM mask (mask=dam, dam_s, "
+            "dam_block): while the mask is soft, α needs the gradient of every entry. auto "
+            "switches to block_sparse by itself for the steps whose sample is hard and sparse "
+            "(a block DAM's or a DAM_s's); set model.attention_backend=auto (or masked)."
         )
 
 
