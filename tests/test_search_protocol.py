@@ -246,6 +246,26 @@ def test_occlusion_refuses_a_finetune_run_though_it_holds_a_model(tmp_path):
         _starting_model(run_dir, {"stage": "finetune", "inputs": {}}, cfg)
 
 
+def test_occlusion_refuses_a_model_pre_trained_with_a_sparse_mask(tmp_path):
+    """It measured such a model without its mask (uniform attention) and said nothing."""
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.reporting.occlusion import _starting_model
+
+    run_dir = tmp_path / "runs" / "pretrain" / "p1"
+    model = run_dir / "artifacts" / "model"
+    model.mkdir(parents=True)
+    cfg = OmegaConf.create({"model": {"from_run": None}})
+    for kind in ("dense", "dam_u"):
+        (model / "sparsebert.json").write_text(
+            json.dumps({"head": "pretraining", "nsp": False, "mask": {"kind": kind}})
+        )
+        if kind == "dense":
+            assert _starting_model(run_dir, {"stage": "pretrain"}, cfg).from_run == str(run_dir)
+            continue
+        with pytest.raises(SparseBertError, match="pre-trained with the dam_u mask; occlusion"):
+            _starting_model(run_dir, {"stage": "pretrain"}, cfg)
+
+
 def test_band_masks_remove_exactly_one_band():
     masks = band_masks(n=6, heads=2, max_distance=2)
     assert list(masks) == ["diag", "d=1", "d=2", "cls"]

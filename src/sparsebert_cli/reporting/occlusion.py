@@ -44,6 +44,16 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
     started from."""
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
     stage = manifest["stage"]
+    if stage == "pretrain":
+        from sparsebert_cli.modeling import recorded_mask
+
+        kind = recorded_mask(runs.layout(run_dir).model)
+        if kind not in (None, "dense"):
+            raise SparseBertError(
+                f"{run_dir} pre-trained with the {kind} mask; occlusion removes bands from a "
+                "model trained dense (without its mask this one computes something it never "
+                "learned): pass a pretrain run with mask=dense, or the search run."
+            )
     if stage == "pretrain" or (stage == "search" and runs.layout(run_dir).model.is_dir()):
         model_cfg.from_run = str(run_dir)
     elif stage == "search":
