@@ -168,9 +168,9 @@ def pattern_mask(cfg: MaskConfig | DictConfig, n: int, heads: int) -> torch.Tens
     need, memory = n * n * (BUILD_BYTES_PER_HEAD * heads + BUILD_BYTES_SHARED), physical_memory()
     require(
         need <= memory,
-        f"the {cfg.name} mask at n={n} with {heads} head{'s' if heads > 1 else ''} needs about {need / 2**30:.0f} GiB to "
-        f"build (n × n entries per head), more than this machine's {memory / 2**30:.0f} GiB; "
-        "use a shorter sequence length.",
+        f"the {cfg.name} mask at n={n} with {heads} head{'s' if heads > 1 else ''} needs about "
+        f"{need / 2**30:.0f} GiB to build (n × n entries per head), more than this machine's "
+        f"{memory / 2**30:.0f} GiB; use a shorter sequence length.",
     )
     params = pattern_params(cfg)
     return PATTERNS[cfg.name](n, heads, **params)

@@ -4,13 +4,14 @@ A cell reads `81.9/81.9 ± 0.3/0.2 (n=3)`: the mean of each headline number over
 seeds, their sample standard deviations (shown from two seeds on) and the seed count; a cell with
 failed, interrupted or running jobs says how many, one with no completed job reads `failed`,
 `interrupted`, `running` or `missing`, and one whose runs are not replicates of one config reads
-`mixed configs` or `duplicate seeds` (not pooled). Every format carries the table's warnings: the terminal table
-and Markdown below the table, LaTeX as `%` comments, JSON in `warnings`, CSV in the cell's
-status column (`mixed`), the full text on stderr from the CLI. When the results descend from pre-training runs of this
-tool, columns after the sparsity give those runs' held-out MLM loss and accuracy (mean ± std over
-the distinct pre-trainings) and how many passed the "uses attention" gate: a verdict about
-attention rests on a model that has learned to use it. Pre-training results (pretrain runs, no
-task columns) are summed up like a cell in the MLM loss column: failed, interrupted, mixed.
+`mixed configs` or `duplicate seeds` (not pooled). Every format carries the table's warnings:
+the terminal table and Markdown below the table, LaTeX as `%` comments, JSON in `warnings`, CSV
+in the cell's status column (`mixed`), the full text on stderr from the CLI. When the results
+descend from pre-training runs of this tool, columns after the sparsity give those runs'
+held-out MLM loss and accuracy (mean ± std over the distinct pre-trainings) and how many passed
+the "uses attention" gate: a verdict about attention rests on a model that has learned to use
+it. Pre-training results (pretrain runs, no task columns) are summed up like a cell in the MLM
+loss column: failed, interrupted, mixed.
 """
 
 import csv
