@@ -204,6 +204,6 @@ def test_an_unknown_backend_is_refused_with_the_choices():
 def test_a_dam_mask_needs_a_backend_that_passes_gradients_to_alpha():
     """The message named mask=dam only, and said the samples "can run block-sparse"."""
     with pytest.raises(
-        SparseBertError, match=r"mask=dam, dam_s, dam_block.*attention_backend=auto"
+        SparseBertError, match=r"mask=dam or one of its presets.*attention_backend=auto"
     ):
         check_backend("block_sparse", "dam")

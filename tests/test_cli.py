@@ -104,6 +104,9 @@ def test_an_unquoted_value_with_an_equals_sign_is_refused_with_the_quoting(workd
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "is not an override Hydra can read (mismatched input '='" in proc.stderr
     assert f"\"model.from_run='{folder}'\"" in proc.stderr
+    proc = sparsebert("evaluate", "-m", f"model.from={folder}", "--dry-run", cwd=workdir,
+                      check=False)  # fmt: skip
+    assert proc.returncode == 1 and "is not an override Hydra can read" in proc.stderr
 
 
 def test_hydra_flags_pass_through(workdir):

@@ -86,7 +86,8 @@ def test_the_evaluate_step_gets_the_pipelines_values_of_what_it_reads(first):
 def test_a_finetune_override_reuses_pretrain_and_makes_a_new_finetune_folder(root, first):
     base = first["used"]
     # Hydra's grammar needs the list item quoted: [trainer.lr=1e-4] is a parse error.
-    proc = cli(*PIPELINE, "pipeline.finetune=['trainer.lr=1e-4']", "run_id=mine", root=root)
+    proc = cli(*PIPELINE, "pipeline.finetune=['trainer.lr=1e-4']", "run_id=mine", "sweep_name=s",
+               root=root)  # fmt: skip
     assert (root / "runs" / "pipeline" / "mine" / "manifest.json").is_file()
     used = last_pipeline_inputs(root)
     assert used["pretrain"] == base["pretrain"]
@@ -100,7 +101,8 @@ def test_a_finetune_override_reuses_pretrain_and_makes_a_new_finetune_folder(roo
     assert "trainer.lr=1e-4" in tuned["command"]
     # the pipeline's run_id names its folder, not its steps' (rerun, a step's went to runs/*/mine)
     for step in ("finetune", "evaluate"):
-        assert "run_id" not in read_json(used[step] / "manifest.json")["command"]
+        command = read_json(used[step] / "manifest.json")["command"]
+        assert "run_id" not in command and "sweep_name" not in command
     # evaluate follows the new fine-tuned model into a new folder of its own
     assert used["evaluate"] != base["evaluate"]
     assert read_json(used["evaluate"] / "manifest.json")["inputs"]["model"]["run_dir"] == str(

@@ -59,13 +59,16 @@ def test_heat_map_of_keep_probabilities_is_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_length_whose_masks_do_not_fit_in_memory_is_refused_in_one_line(capsys):
+def test_a_length_whose_masks_do_not_fit_in_memory_is_refused_in_one_line(capsys, monkeypatch):
     """`masks --seq-len 100000` ended in an allocator traceback (120 GB asked)."""
     from sparsebert_cli.cli import main as sparsebert
+    from sparsebert_cli.masks import patterns
 
+    monkeypatch.setattr(patterns, "physical_memory", lambda: 24 * 2**30)
     assert sparsebert(["masks", "--seq-len", "100000"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: the dense mask at n=100000 with 12 heads needs about 633 GiB")
+    assert err.startswith("error: the dense mask at n=100000 with 12 heads needs about 186 GiB")
+    assert "more than this machine's 24 GiB" in err
     assert "Traceback" not in err and err.count("\n") == 1
 
 

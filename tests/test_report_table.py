@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.reporting.formats import to_csv, to_markdown
+from sparsebert_cli.reporting.formats import to_csv, to_markdown, to_text
 from sparsebert_cli.reporting.records import canonical
 from sparsebert_cli.reporting.table import build_table
 
@@ -412,6 +412,11 @@ def test_pre_training_results_show_their_failed_and_mixed_runs(tmp_path):
     table = build_table([only_failed])
     assert "| dense | n/a | failed | n/a | n/a |" in to_markdown(table)
     assert "pretraining status" in to_csv(table) and to_csv(table).rstrip().endswith(",failed,")
+    assert f"failed: {only_failed / 'bad'}: boom" in to_text(table)  # the terminal table too
+    make_job(only_failed / "stopped", stage="pretrain", seed=1, status="interrupted")
+    assert "| dense | n/a | failed, 1 interrupted | n/a | n/a |" in to_markdown(
+        build_table([only_failed])
+    )
 
 
 def test_pre_trainings_with_masks_searched_at_other_lambdas_are_rows_of_their_own(tmp_path):

@@ -247,7 +247,8 @@ def test_occlusion_refuses_a_finetune_run_though_it_holds_a_model(tmp_path):
 
 
 def test_occlusion_refuses_a_model_pre_trained_with_a_sparse_mask(tmp_path):
-    """It measured such a model without its mask (uniform attention) and said nothing."""
+    """It measured such a model without its mask (uniform attention) and said nothing; a search
+    started from it occludes the same encoder."""
     from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.reporting.occlusion import _starting_model
 
@@ -255,15 +256,19 @@ def test_occlusion_refuses_a_model_pre_trained_with_a_sparse_mask(tmp_path):
     model = run_dir / "artifacts" / "model"
     model.mkdir(parents=True)
     cfg = OmegaConf.create({"model": {"from_run": None}})
+    pretrain = {"stage": "pretrain", "inputs": {}}
+    search = {"stage": "search", "inputs": {"model": {"run_dir": str(run_dir)}}}
     for kind in ("dense", "dam_u"):
         (model / "sparsebert.json").write_text(
             json.dumps({"head": "pretraining", "nsp": False, "mask": {"kind": kind}})
         )
         if kind == "dense":
-            assert _starting_model(run_dir, {"stage": "pretrain"}, cfg).from_run == str(run_dir)
+            assert _starting_model(run_dir, pretrain, cfg).from_run == str(run_dir)
+            assert _starting_model(tmp_path / "s", search, cfg).from_run == str(run_dir)
             continue
-        with pytest.raises(SparseBertError, match="pre-trained with the dam_u mask; occlusion"):
-            _starting_model(run_dir, {"stage": "pretrain"}, cfg)
+        for manifest in (pretrain, search):
+            with pytest.raises(SparseBertError, match="pre-trained with the dam_u mask; occlusion"):
+                _starting_model(run_dir if manifest is pretrain else tmp_path / "s", manifest, cfg)
 
 
 def test_band_masks_remove_exactly_one_band():

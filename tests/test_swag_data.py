@@ -88,6 +88,9 @@ def test_evaluation_neither_needs_nor_reads_a_train_csv(tmp_path):
     config = task_config("swag", data_dir=str(tmp_path))
     with pytest.raises(SparseBertError, match="needs a train and a dev CSV.*train.csv"):
         load_swag(config, tokenizer, tmp_path / "cache")
+    (tmp_path / "val.csv").unlink()
+    with pytest.raises(SparseBertError, match=r"needs a dev CSV .* Put val.csv in task.data_dir"):
+        load_swag(config, tokenizer, tmp_path / "cache", train=False)
 
 
 def test_each_choice_pairs_the_context_with_sent2_and_its_ending(swag):

@@ -60,13 +60,12 @@ def run_stage(stage: str, args: list[str]) -> int:
     from sparsebert_cli.config import conf_dir
     from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.launch import FAILURES_ENV, run_job
-    from sparsebert_cli.validation import check_overrides, check_safe_overrides
+    from sparsebert_cli.validation import check_command_line
 
     interrupt.install()
     args = rewrite_aliases(args)
     try:
-        check_safe_overrides(args)
-        check_overrides(stage, args)
+        check_command_line(stage, args)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

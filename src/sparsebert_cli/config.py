@@ -30,6 +30,7 @@ LOGGERS = ("none", "wandb")
 LOGGER_MODES = ("online", "offline", "disabled")
 RESUME_MODES = ("auto", "never")
 NORM_POSITIONS = ("post", "pre")  # model.norm: where the LayerNorms sit (layer_norm.py)
+NORM_FIELD = "norm_position"  # the config.json field that records model.norm (post if absent)
 POSITION_INITS = ("learned", "sinusoidal")  # model.position_init (modeling.init_positions)
 # Config fields that name files or folders: `~` and environment variables in them are expanded.
 PATH_FIELDS = (

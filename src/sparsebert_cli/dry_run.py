@@ -98,10 +98,10 @@ def main(stage: str, args: list[str]) -> int:
     """Print the planned jobs, one line each, and a count; exit 0 (1 if any job is invalid)."""
     from hydra.errors import HydraException
 
-    from sparsebert_cli.validation import check_overrides
+    from sparsebert_cli.validation import check_command_line
 
     try:
-        check_overrides(stage, args)
+        check_command_line(stage, args)
         planned = planned_jobs(stage, args)
     except (HydraException, SparseBertError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -21,6 +21,8 @@ from transformers import BertConfig, BertModel
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 from transformers.models.bert.modeling_bert import BertEncoder, BertLayer
 
+from sparsebert_cli.config import NORM_FIELD
+
 
 class PreNormBertLayer(BertLayer):
     """BertLayer with pre-LN residuals; the same modules and parameters as Hugging Face's."""
@@ -56,7 +58,7 @@ class PreNormBertEncoder(BertEncoder):
 
 def norm_position(config: BertConfig) -> str:
     """The LayerNorm placement a config records (Hugging Face checkpoints: post)."""
-    return getattr(config, "norm_position", "post")
+    return getattr(config, NORM_FIELD, "post")
 
 
 def use_pre_norm(bert: BertModel) -> None:

@@ -37,7 +37,7 @@ from sparsebert_cli.attention.interface import (
     register_attention,
 )
 from sparsebert_cli.attention.profile import AttentionProfile
-from sparsebert_cli.config import SIZE_FIELDS, ModelConfig
+from sparsebert_cli.config import NORM_FIELD, SIZE_FIELDS, ModelConfig
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.layer_norm import final_layer_norm_state, norm_position, use_pre_norm
 from sparsebert_cli.masks.artifact import save_mask
@@ -163,9 +163,7 @@ def bert_config(
             intermediate_size=model_cfg.intermediate_size,
             max_position_embeddings=model_cfg.max_position_embeddings,
         )
-        config.norm_position = (
-            model_cfg.norm
-        )  # a checkpoint keeps the placement it was trained with
+        setattr(config, NORM_FIELD, model_cfg.norm)  # a checkpoint keeps the placement
     config.hidden_dropout_prob = model_cfg.dropout
     config.attention_probs_dropout_prob = model_cfg.attention_dropout
     config._attn_implementation = ATTENTION_IMPLEMENTATION
@@ -499,7 +497,11 @@ def recorded_mask(directory: Path) -> str | None:
     without sparsebert.json (a Hugging Face model)."""
     if not (Path(directory) / CHECKPOINT_FILE).is_file():
         return None
-    mask = read_record(directory).get("mask")
+    return _mask_kind(read_record(directory))
+
+
+def _mask_kind(record: dict) -> str:
+    mask = record.get("mask")
     return str(mask.get("kind", "dense")) if isinstance(mask, dict) else "dense"
 
 
@@ -518,7 +520,7 @@ def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.
     config._attn_implementation = ATTENTION_IMPLEMENTATION
     register_attention()
     mask_source = MaskSource.from_checkpoint(
-        directory, config.num_attention_heads, config.num_hidden_layers, recorded_mask(directory)
+        directory, config.num_attention_heads, config.num_hidden_layers, _mask_kind(record)
     )
     mask_source.use_backend(model_cfg)
     if record["head"] == "pretraining":

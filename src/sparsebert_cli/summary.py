@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 from sparsebert_cli import runs
-from sparsebert_cli.config import override_key
+from sparsebert_cli.config import NORM_FIELD, override_key
 from sparsebert_cli.stages import UPSTREAM
 
 # Metrics a summary shows: the held-out ones and the mask's, not the per-step training numbers.
@@ -110,7 +110,7 @@ def _pre_ln(model_dir: Path) -> bool:
     """Whether the saved model is pre-LN (layer_norm.py), which plain transformers misreads."""
     config = model_dir / "config.json"
     try:
-        return json.loads(config.read_text()).get("norm_position") == "pre"
+        return json.loads(config.read_text()).get(NORM_FIELD) == "pre"
     except (OSError, ValueError, AttributeError):
         return False
 

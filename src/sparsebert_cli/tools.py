@@ -173,8 +173,7 @@ def validate_main(argv: list[str]) -> int:
     from sparsebert_cli.launch import config_error
     from sparsebert_cli.validation import (
         check_command,
-        check_overrides,
-        check_safe_overrides,
+        check_command_line,
         describe,
         preflight,
         validate_config,
@@ -190,8 +189,7 @@ def validate_main(argv: list[str]) -> int:
                 f"config of one job; `sparsebert {stage} -m <overrides> --dry-run` checks every "
                 "job of a sweep."
             )
-        check_safe_overrides(overrides)
-        check_overrides(stage, overrides)
+        check_command_line(stage, overrides)
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             cfg = compose(config_name=stage, overrides=overrides)
         try:

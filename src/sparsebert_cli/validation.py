@@ -495,6 +495,13 @@ def _described_model(cfg: DictConfig, upstream: dict[str, Path]) -> str:
     return f"new ({model.num_layers} layers, {model.hidden_size} hidden, {model.num_heads} heads)"
 
 
+def check_command_line(stage: str, args: list[str]) -> None:
+    """What a stage, `validate` and `--dry-run` all refuse on the command line, before composing:
+    unsafe or unreadable overrides, keys outside the schema or that `stage` does not read."""
+    check_safe_overrides(args)
+    check_overrides(stage, args)
+
+
 def check_safe_overrides(args: list[str]) -> None:
     """Refuse, before Hydra creates any folder or runs any code, what the command line may not do:
     name a run folder that is not one safe folder name, or bring code (`_target_`, callbacks,

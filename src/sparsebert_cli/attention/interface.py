@@ -181,8 +181,8 @@ def check_backend(backend: str, mask_kind: str) -> None:
         )
     if mask_kind == "dam" and backend in ("sdpa", "block_sparse", "flex"):
         raise SparseBertError(
-            f"model.attention_backend={backend} cannot learn a DAM mask (mask=dam, dam_s, "
-            "dam_block): while the mask is soft, α needs the gradient of every entry. auto "
+            f"model.attention_backend={backend} cannot learn a DAM mask (mask=dam or one of its "
+            "presets): while the mask is soft, α needs the gradient of every entry. auto "
             "switches to block_sparse by itself for the steps whose sample is hard and sparse "
             "(a block DAM's or a DAM_s's); set model.attention_backend=auto (or masked)."
         )

@@ -96,11 +96,15 @@ def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
         needed = {"train", "dev"} if train else {"dev"}
         absent = [str(p) for p in files.values() if not p.is_file()]
         if absent or not needed <= set(files) or not set(files) <= set(OFFICIAL_FILES):
-            what = "a train and a dev CSV" if train else "a dev CSV"
+            what, put, given = (
+                ("a train and a dev CSV", "train.csv and val.csv", "{train: ..., dev: ...}")
+                if train
+                else ("a dev CSV", "val.csv", "{dev: ...}")
+            )
             raise SparseBertError(
                 f"task={task_cfg.name} needs {what} (test optional) in the original SWAG layout; "
-                f"missing or unknown: {absent or sorted(files)}. Put train.csv and val.csv in "
-                "task.data_dir, or set task.data_files={train: ..., dev: ...}."
+                f"missing or unknown: {absent or sorted(files)}. Put {put} in task.data_dir, or "
+                f"set task.data_files={given}."
             )
         return {split: datasets.Dataset.from_dict(read_swag_csv(p)) for split, p in files.items()}
     if not task_cfg.hub_path:

@@ -20,9 +20,10 @@ from sparsebert_cli.attention.diagonal import distance_index
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import MaskConfig, physical_memory
 
-# Bytes per (head, query, key) entry while a pattern is built: the bool mask and a float score
-# (bigbird's and random's draws), plus 8 per (query, key) for the int64 distances.
-BUILD_BYTES_PER_HEAD, BUILD_BYTES_SHARED = 5, 8
+# Bytes per (head, query, key) entry while a pattern is built: the bool mask, and a float score
+# for the patterns that draw one (SCORED); plus 8 per (query, key) for the int64 distances.
+# Builds below CHECKED_BYTES are not checked against the machine's memory.
+SCORED, BUILD_BYTES_SHARED, CHECKED_BYTES = ("bigbird", "random"), 8, 2**30
 
 
 def _add_global(mask: torch.Tensor, global_tokens: int) -> torch.Tensor:
@@ -165,7 +166,8 @@ def pattern_mask(cfg: MaskConfig | DictConfig, n: int, heads: int) -> torch.Tens
     """M of the fixed pattern `cfg.name` at length n: bool [heads, n, n]."""
     require(n >= 1, f"sequence length n={n} must be at least 1; set data.seq_len ≥ 1.")
     require(heads >= 1, f"heads={heads} must be at least 1; set model.num_heads ≥ 1.")
-    need, memory = n * n * (BUILD_BYTES_PER_HEAD * heads + BUILD_BYTES_SHARED), physical_memory()
+    need = n * n * ((1 + 4 * (cfg.name in SCORED)) * heads + BUILD_BYTES_SHARED)
+    memory = physical_memory() if need > CHECKED_BYTES else need
     require(
         need <= memory,
         f"the {cfg.name} mask at n={n} with {heads} head{'s' if heads > 1 else ''} needs about "

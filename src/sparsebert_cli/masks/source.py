@@ -88,7 +88,7 @@ class MaskSource(nn.Module):
 
     @classmethod
     def from_checkpoint(
-        cls, directory: Path, heads: int, layers: int, recorded: str | None = None
+        cls, directory: Path, heads: int, layers: int, recorded: str | None
     ) -> "MaskSource":
         """The mask stored with a model checkpoint; dense for a plain Hugging Face checkpoint or
         one saved dense. `recorded`: the mask kind its sparsebert.json names, if it has one; a

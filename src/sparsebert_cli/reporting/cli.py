@@ -27,9 +27,10 @@ SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "js
 
 EPILOG = """\
 cells: mean ± sample std over seeds (the `seed` key) with the seed count n; a cell with failed
-jobs says so, one with no completed job reads failed, interrupted, running or missing. A cell
-pools only runs whose configs differ in the seed alone: other differences, or a repeated seed,
-read `mixed configs` / `duplicate seeds` (not pooled) with a warning naming the keys and runs.
+or interrupted jobs says so, one with no completed job reads failed, interrupted, running or
+missing. A cell pools only runs whose configs differ in the seed alone: other differences, or a
+repeated seed, read `mixed configs` / `duplicate seeds` (not pooled) with a warning naming the
+keys and runs.
 Avg: the plain mean over the columns, MNLI m and mm counted as two columns, the mean of acc and
 F1 (QQP, MRPC) and of Pearson and Spearman (STS-B) counted once (GLUE's convention). Metrics
 ×100, sparsity in %.
@@ -156,7 +157,7 @@ def write_summaries(sweep_dir: Path) -> list[Path]:
 
 
 def _table(args: argparse.Namespace) -> None:
-    from sparsebert_cli.reporting.formats import RENDERERS, note, to_rich
+    from sparsebert_cli.reporting.formats import RENDERERS, failures, note, to_rich
     from sparsebert_cli.reporting.table import build_table
 
     table = build_table(args.paths, args.rows, args.cols)
@@ -168,10 +169,8 @@ def _table(args: argparse.Namespace) -> None:
     elif args.format == "table":
         table_console().print(to_rich(table))
         print(note(table))
-        for row in table.rows:
-            for cell in row.cells:
-                for error in cell.errors:
-                    print(f"failed: {error}")
+        for error in failures(table):
+            print(f"failed: {error}")
     else:
         print(RENDERERS[args.format](table), end="")
 

@@ -49,9 +49,14 @@ def cell_text(cell: Cell) -> str:
     """The text of one cell (see the module docstring)."""
     if cell.problem:
         return f"{cell.problem.split(':', 1)[0]} (n={cell.completed})"
-    if cell.completed == 0:
-        count = dict(_unfinished(cell)).get(cell.status, 0)
-        return cell.status if count <= 1 else f"{cell.status} ({count})"
+    if cell.completed == 0:  # `failed (2), 1 interrupted`; `missing` without any run
+        counts = _unfinished(cell)
+        if not counts:
+            return cell.status
+        (status, count), rest = counts[0], counts[1:]
+        return (status if count <= 1 else f"{status} ({count})") + "".join(
+            f", {n} {other}" for other, n in rest
+        )
     stats = list(cell.values.values())
     text = "/".join(_number(s.mean) for s in stats)
     if all(s.std is not None for s in stats):
@@ -104,9 +109,10 @@ def gate_text(gate: tuple[int, int]) -> str:
 
 
 def _mlm_texts(row: Row) -> list[str]:
-    """MLM loss, accuracy and gate of a row; pre-training results (pretrain runs) that are not
-    pooled or have no completed run read like a cell in the loss column (`mixed configs (n=2)`,
-    `failed`), and runs that did not complete are counted there."""
+    """MLM loss, accuracy and gate of a row. Its own pre-training results (pretrain runs, the
+    rows of a report without task results) read like a cell in the loss column when they are
+    not pooled or none completed (`mixed configs (n=2)`, `failed`); otherwise their runs that did
+    not complete are counted beside the number."""
     own = row.pretraining
     if own is not None and (own.problem or not own.completed):
         return [cell_text(own), "n/a", "n/a"]
@@ -142,7 +148,8 @@ def _grid(table: Table) -> list[list[str]]:
     return [header, *body]
 
 
-def _failures(table: Table) -> list[str]:
+def failures(table: Table) -> list[str]:
+    """`<run folder>: <first line of its error>` of every failed run in the table."""
     return [
         error
         for row in table.rows
@@ -158,9 +165,9 @@ def to_markdown(table: Table) -> str:
     lines += ["", note(table)]
     if table.warnings:
         lines += ["", "Warnings:", *(f"- **{warning}**" for warning in table.warnings)]
-    failures = _failures(table)
-    if failures:
-        lines += ["", "Failed runs:", *(f"- {line}" for line in failures)]
+    failed = failures(table)
+    if failed:
+        lines += ["", "Failed runs:", *(f"- {line}" for line in failed)]
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +284,8 @@ def to_text(table: Table) -> str:
     console = Console(record=True, width=200, file=io.StringIO())
     console.print(to_rich(table))
     warnings = "".join(f"warning: {warning}\n" for warning in table.warnings)
-    return console.export_text() + note(table) + "\n" + warnings
+    failed = "".join(f"failed: {error}\n" for error in failures(table))
+    return console.export_text() + note(table) + "\n" + failed + warnings
 
 
 RENDERERS = {"table": to_text, "md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}

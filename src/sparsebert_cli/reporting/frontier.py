@@ -4,16 +4,17 @@ One point per row of the results table: its quality (held-out MLM loss, the task
 worst task beside it), its sparsity, and the attention time of its mask at the run's n with the
 backend `auto` picks for a training step without attention dropout (forward + backward, timed in
 this process, on one thread) as a ratio to dense SDPA timed side by side: in alternating rounds,
-each sample repeated to last at least SAMPLE_S, the median of the rounds' ratios. On a busy
-machine a call on several threads can take 100× longer in one moment than in the next (0.4
-against 40 ms at n = 64, load 3 on 2 cores: a thread descheduled at a barrier stalls the others),
-so times taken apart gave ratios from 0.01 to 60 for masks that all ran SDPA; one thread and
-paired rounds keep the ratio within about 10 % there. The ratio is a relative cost: the absolute
-times are one thread's. A row whose mask file is not found (a moved runs folder,
-its inputs outside it) is left out with a warning, not timed as dense. A row is
-Pareto-optimal when no other row is at least as good on both quality and the other axis, and
-better on one; quality is the task Average, or the held-out MLM loss (lower is better) for a
-sweep of pre-trainings alone. Writes frontier.json, frontier.csv and frontier.png.
+each sample repeated to last at least SAMPLE_S, the median of the rounds' ratios (per layer mask;
+a mask shared by the layers is timed once), averaged over the layers. On a busy machine a call on
+several threads can take 100× longer in one moment than in the next (0.4 against 40 ms at n = 64,
+load 3 on 2 cores: a thread descheduled at a barrier stalls the others), so times taken apart gave
+ratios from 0.01 to 60 for masks that all ran SDPA; one thread and paired rounds kept them within
+0.98–1.26 there. The ratio is a relative cost: the absolute times are one thread's. A row whose
+mask file is not found (a moved runs folder, its inputs outside it) is left out with a warning,
+not timed as dense. A row is Pareto-optimal when no other row is at least as good on both quality
+and the other axis, and better on one; quality is the task Average, or the held-out MLM loss
+(lower is better) for a sweep of pre-trainings alone. Writes frontier.json, frontier.csv and
+frontier.png.
 """
 
 import csv
@@ -51,7 +52,9 @@ class FrontierPoint:
     backend: str  # what auto picks for this mask in training without attention dropout
     attention_ms: float  # forward + backward, all layers
     dense_ms: float  # dense SDPA, same shapes
-    time_ratio: float  # median over the timing rounds of attention / dense SDPA
+    # attention / dense SDPA: per layer mask the median over the timing rounds, averaged over
+    # the layers (not attention_ms / dense_ms, which are medians of each side alone)
+    time_ratio: float
     # what the frontiers rank: "average" (the task Average), or "mlm_loss" (lower is better)
     # for a sweep of pre-trainings alone, which has no task columns
     ranked_by: str = "average"
@@ -147,9 +150,11 @@ def _time_layers(mask, n: int, heads: int, dim: int, layers: int, block_size: in
     if mask is None:
         _, dense_ms, _ = _paired(dense, dense)
         return "sdpa", dense_ms * layers, dense_ms * layers, 1.0
-    masks = AttentionMask(fit_to_length(mask, n))
+    fitted = fit_to_length(mask, n)
+    masks = AttentionMask(fitted)
+    timed = range(min(layers, len(fitted)))  # a mask shared by every layer is timed once
     chosen, total, dense_total, ratios = None, 0.0, 0.0, []
-    for layer in range(layers):
+    for layer in timed:
         m = masks.layer(layer)
         backend, _ = choose_backend(masks, layer, block_size, dropout=0.0)
         chosen = chosen or backend
@@ -168,7 +173,8 @@ def _time_layers(mask, n: int, heads: int, dim: int, layers: int, block_size: in
         ms, dense_ms, ratio = _paired(step, dense)
         total, dense_total = total + ms, dense_total + dense_ms
         ratios.append(ratio)
-    return chosen, total, dense_total, statistics.fmean(ratios)
+    scale = layers / len(timed)
+    return chosen, total * scale, dense_total * scale, statistics.fmean(ratios)
 
 
 def _worst(row: Row, labels: list[str]) -> tuple[float | None, str | None]:

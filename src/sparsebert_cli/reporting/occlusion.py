@@ -44,20 +44,10 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
     started from."""
     model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
     stage = manifest["stage"]
-    if stage == "pretrain":
-        from sparsebert_cli.modeling import recorded_mask
-
-        kind = recorded_mask(runs.layout(run_dir).model)
-        if kind not in (None, "dense"):
-            raise SparseBertError(
-                f"{run_dir} pre-trained with the {kind} mask; occlusion removes bands from a "
-                "model trained dense (without its mask this one computes something it never "
-                "learned): pass a pretrain run with mask=dense, or the search run."
-            )
+    source = manifest["inputs"].get("model")  # the run a search started from
     if stage == "pretrain" or (stage == "search" and runs.layout(run_dir).model.is_dir()):
         model_cfg.from_run = str(run_dir)
     elif stage == "search":
-        source = manifest["inputs"].get("model")
         if source is not None:
             model_cfg.from_run = source["run_dir"]
         elif not model_cfg.get("name_or_path"):
@@ -70,6 +60,19 @@ def _starting_model(run_dir: Path, manifest: dict, cfg) -> DictConfig:
         raise SparseBertError(
             f"{run_dir} is {runs.a_run_of(stage)}; --occlusion reads a pretrain run or a search run."
         )
+    # the pretrain run that trained the encoder (a search's frozen encoder is its input's)
+    trained = run_dir if stage == "pretrain" else source["run_dir"] if source else None
+    if trained is not None:
+        from sparsebert_cli.modeling import recorded_mask
+
+        kind = recorded_mask(runs.layout(trained).model)
+        if kind not in (None, "dense"):
+            raise SparseBertError(
+                f"{trained} pre-trained with the {kind} mask; occlusion removes bands "
+                "from a model trained dense (without its mask this one computes something it "
+                "never learned): pass a pretrain run with mask=dense, or a search run started "
+                "from one."
+            )
     return model_cfg
 
 

@@ -26,11 +26,11 @@ from sparsebert_cli.stages import hashed_config
 StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, command, wait=)
 
 GROUPS = ("mask", "model", "data", "task", "trainer", "logger")
-# Keys evaluate reads but not from the pipeline: its own stage and folder, the finetune step it
-# evaluates (wired), and the task data, which it reads from that run's record.
-NOT_HANDED = ("stage", "run_id", "model.from_run", "task")
 # Keys that name the pipeline's own folder: a step's folder is named by its content hash.
 PIPELINE_FOLDER = ("run_id", "sweep_name")
+# Keys evaluate reads but not from the pipeline: its own stage and folder, the finetune step it
+# evaluates (wired), and the task data, which it reads from that run's record.
+NOT_HANDED = (*PIPELINE_FOLDER, "stage", "model.from_run", "task")
 
 
 def _compose(step: str, overrides: list[str]) -> DictConfig:
