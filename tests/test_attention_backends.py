@@ -119,16 +119,18 @@ def test_flex_without_padding_equals_masked_using_full_blocks():
     torch.testing.assert_close(got, masked_attention(q, k, v, mask, None, SCALE), atol=1e-5, rtol=0)
 
 
-def test_block_sparse_gradients_equal_masked_gradients():
+@pytest.mark.parametrize("lengths", [[45, 30], [45]], ids=["batch", "one sequence"])
+def test_block_sparse_gradients_equal_masked_gradients(lengths):
+    """One sequence sums the key and value gradients another way (`_scatter_add`)."""
     n = 45
     mask = catalogue_mask(CONF_MASKS / "bigbird.yaml", n)  # per-head random keys
-    pad = padding([45, 30], n)
+    pad = padding(lengths, n)
     grads = []
     for attend in (
         lambda q, k, v: masked_attention(q, k, v, mask, pad, SCALE),
         lambda q, k, v: block_sparse_attention(q, k, v, block_layout(mask, 16), pad, SCALE),
     ):
-        q, k, v = qkv(2, n, grad=True)
+        q, k, v = qkv(len(lengths), n, grad=True)
         weights = torch.linspace(-1, 1, DIM)
         (attend(q, k, v) * weights).sum().backward()
         grads.append([q.grad, k.grad, v.grad])

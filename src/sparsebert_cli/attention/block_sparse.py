@@ -532,7 +532,7 @@ class _BlockSparseAttention(torch.autograd.Function):
                 dkv = grad.new_empty(2, batch * rows, width, dim)
                 _scaled_bmm(grad_scores.mT, q, scaling, out=dkv[0])
                 torch.bmm(weights.mT, g, out=dkv[1])
-                grad_kv.index_add_(2, group.key_blocks, dkv.view(2, batch, -1, piece, dim))
+                _scatter_add(grad_kv, group.key_blocks, dkv.view(2, batch, -1, piece, dim))
         if need_k:
             grad_k = grad_kv[0].view(batch, total, size, dim)
         if need_v:
@@ -544,6 +544,19 @@ class _BlockSparseAttention(torch.autograd.Function):
         if per_distance is not None:
             grad_distances = per_distance.view(layout.heads, layout.n) * MASK_PENALTY
         return grad_q, grad_k, grad_v, None, None, None, None, grad_tiles, grad_distances
+
+
+def _scatter_add(into: torch.Tensor, index: torch.Tensor, source: torch.Tensor) -> None:
+    """into[:, :, index[r]] += source[:, :, r] over pieces [2, B, pieces, piece, d]. With one
+    sequence, along the first dimension of 2-D slices: CPU's index_add_ runs that about twice as
+    fast as along the inner dimension (1.1 against 0.5 ms for 800 pieces of 32 × 64, 2 cores)."""
+    if into.shape[1] != 1:
+        into.index_add_(2, index, source)
+        return
+    flat = into.view(2, into.shape[2], -1)  # [2, pieces, piece · d]
+    rows = source.view(2, source.shape[2], -1)
+    for half in range(2):  # keys, values
+        flat[half].index_add_(0, index, rows[half])
 
 
 def _add_tile_gradient(
