@@ -79,3 +79,22 @@ def test_show_of_a_name_too_long_for_the_system_is_no_run_folder(tmp_path, capsy
     """os.stat raises ENAMETOOLONG for a 300-character name: the usual error, no traceback."""
     assert ls_main(["--show", str(tmp_path / ("x" * 300))]) == 1
     assert "is not a run folder" in capsys.readouterr().err
+
+
+def test_a_running_run_that_nobody_holds_reads_interrupted(tmp_path, capsys):
+    """A joblib sweep stopped with Ctrl-C (or a SIGKILL) left `running` runs that ls and report
+    showed as running for ever; a rerun resumes them."""
+    from sparsebert_cli import runs
+    from sparsebert_cli.reporting.records import collect_runs
+
+    run_dir = make_run(tmp_path / "runs", "finetune", "r", time.time())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    with runs.hold(run_dir):
+        assert ls_main(["--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["status"] == "running"
+    assert ls_main(["--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "interrupted"
+    assert ls_main(["--runs-dir", str(tmp_path / "runs"), "--show", str(run_dir)]) == 0
+    assert "status: interrupted" in capsys.readouterr().out
+    assert [r.status for r in collect_runs([tmp_path / "runs"])[0]] == ["interrupted"]

@@ -368,6 +368,16 @@ def is_locked(run_dir: Path) -> bool:
     return False
 
 
+def observed_status(run_dir: Path, manifest: dict) -> str | None:
+    """The manifest's status, except `running` when no live job holds the run's lock: its job
+    died before it could say so (SIGKILL, out of memory, a joblib sweep stopped with Ctrl-C), so
+    it reads `interrupted`, which a rerun resumes (`unfinished_run`)."""
+    status = manifest.get("status")
+    if status == "running" and not is_locked(run_dir):
+        return "interrupted"
+    return status
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where a run folder keeps what: the folder names live here, every module asks this."""

@@ -54,7 +54,7 @@ def ls_main(argv: list[str]) -> int:
         return _show(args.show, args.stage, args.runs_dir, args.json)
     rows = []
     for run_dir, manifest in runs.iter_runs(args.runs_dir, args.stage):
-        status = manifest.get("status")
+        status = runs.observed_status(run_dir, manifest)
         try:
             headline = runs.read_metrics(run_dir).get("eval/headline")
         except SparseBertError as e:
@@ -133,6 +133,7 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
         print(json.dumps(manifest, indent=2, sort_keys=True))
         return 0
     print(f"run folder: {run_dir.resolve()}")
+    manifest = {**manifest, "status": runs.observed_status(run_dir, manifest)}
     for key in SHOWN_FIELDS:
         if manifest.get(key) is not None:
             print(f"{key}: {manifest[key]}")

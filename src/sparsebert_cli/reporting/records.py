@@ -306,7 +306,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
             continue
         if result:
             results_seen.add(result)
-        status = manifest.get("status", "running")
+        status = runs.observed_status(run_dir, manifest) or "running"
         metrics_path = run_dir / runs.METRICS
         metrics = {}
         if status == "completed" and metrics_path.is_file():
