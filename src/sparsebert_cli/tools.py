@@ -129,11 +129,11 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
     if manifest is None:
         print(f"error: {run_dir} is not a run folder (no manifest.json).", file=sys.stderr)
         return 1
+    manifest = {**manifest, "status": runs.observed_status(run_dir, manifest)}
     if as_json:
         print(json.dumps(manifest, indent=2, sort_keys=True))
         return 0
     print(f"run folder: {run_dir.resolve()}")
-    manifest = {**manifest, "status": runs.observed_status(run_dir, manifest)}
     for key in SHOWN_FIELDS:
         if manifest.get(key) is not None:
             print(f"{key}: {manifest[key]}")

@@ -402,13 +402,9 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
     `weights`) and the stage's sequences, checked as the stage will load it. A hub model's
     shape is known once downloaded: the stage checks then."""
     from sparsebert_cli.masks.artifact import load_mask
+    from sparsebert_cli.modeling import model_shape
 
-    layers, heads = cfg.model.num_layers, cfg.model.num_heads
-    if weights is not None:
-        from sparsebert_cli.modeling import read_bert_config
-
-        config = read_bert_config(weights)
-        layers, heads = config.num_hidden_layers, config.num_attention_heads
+    layers, heads = model_shape(cfg.model, weights)  # as build_mask_source reads them
     for key in sequence_lengths(cfg.stage):
         load_mask(runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key))
 

@@ -131,7 +131,8 @@ def reach_layers(mask: torch.Tensor, limit: int | None = None) -> int | None:
     eye = torch.eye(n, dtype=torch.bool)
     depends = eye  # [i, j]: token i depends on token j
     stalled = 0
-    for step in range(1, min(n * len(graphs), limit or n * len(graphs)) + 1):
+    most = n * len(graphs) if limit is None else min(limit, n * len(graphs))
+    for step in range(1, most + 1):
         hop = (graphs[(step - 1) % len(graphs)] | eye).float()
         grown = (hop @ depends.float()) > 0
         if bool(grown.all()):

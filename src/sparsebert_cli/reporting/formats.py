@@ -50,7 +50,7 @@ def cell_text(cell: Cell) -> str:
     if cell.problem:
         return f"{cell.problem.split(':', 1)[0]} (n={cell.completed})"
     if cell.completed == 0:  # `failed (2), 1 interrupted`; `missing` without any run
-        counts = _unfinished(cell)
+        counts = cell.unfinished()
         if not counts:
             return cell.status
         (status, count), rest = counts[0], counts[1:]
@@ -64,14 +64,9 @@ def cell_text(cell: Cell) -> str:
     return text + f" (n={cell.completed})" + _unfinished_text(cell)
 
 
-def _unfinished(cell: Cell) -> list[tuple[str, int]]:
-    counts = (("failed", cell.failed), ("interrupted", cell.interrupted), ("running", cell.running))
-    return [(status, count) for status, count in counts if count]
-
-
 def _unfinished_text(cell: Cell) -> str:
     """`, 1 failed, 2 interrupted`: the runs of a cell that did not complete."""
-    return "".join(f", {count} {status}" for status, count in _unfinished(cell))
+    return "".join(f", {count} {status}" for status, count in cell.unfinished())
 
 
 def column_header(column: Column) -> str:
@@ -150,12 +145,7 @@ def _grid(table: Table) -> list[list[str]]:
 
 def failures(table: Table) -> list[str]:
     """`<run folder>: <first line of its error>` of every failed run in the table."""
-    return [
-        error
-        for row in table.rows
-        for cell in [*row.cells, *([row.pretraining] if row.pretraining else [])]
-        for error in cell.errors
-    ]
+    return [error for row in table.rows for cell in row.all_cells() for error in cell.errors]
 
 
 def to_markdown(table: Table) -> str:

@@ -81,8 +81,7 @@ def _row_mask(row: Row, records: dict[str, object]):
     completed run."""
     from sparsebert_cli.masks.artifact import MASK_FILE, load_mask
 
-    cells = [*row.cells, *([row.pretraining] if row.pretraining else [])]
-    for run_dir in [run for cell in cells for run in cell.runs]:
+    for run_dir in [run for cell in row.all_cells() for run in cell.runs]:
         record = records[run_dir]
         if record.status != "completed":
             continue

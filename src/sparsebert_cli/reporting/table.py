@@ -63,6 +63,9 @@ ROW_ORDER = (
     "window", "random", "dam", "from_run", "checkpoint",
 )  # fmt: skip
 SPLIT_IN_AVERAGE = ("mnli",)  # each of its numbers counts as a column of its own
+# The statuses of runs that did not complete, as a cell counts and names them (first: a cell
+# of no completed run reads it); any status not listed counts as running.
+UNFINISHED = ("failed", "interrupted", "running")
 
 
 @dataclass
@@ -87,6 +90,10 @@ class Cell:
     problem: str | None = None  # why a mixed cell is not pooled: the warning's text
     interrupted: int = 0  # stopped runs (a rerun resumes them)
 
+    def unfinished(self) -> list[tuple[str, int]]:
+        """(status, count) of the runs that did not complete, in UNFINISHED order, counts > 0."""
+        return [(status, getattr(self, status)) for status in UNFINISHED if getattr(self, status)]
+
 
 @dataclass
 class Column:
@@ -110,6 +117,10 @@ class Row:
     average: float | None
     # the row's pretrain-stage runs (pre-training results, the MLM columns), None if none
     pretraining: Cell | None = None
+
+    def all_cells(self) -> list[Cell]:
+        """The task cells and the pre-training cell, if any."""
+        return [*self.cells, *([self.pretraining] if self.pretraining else [])]
 
 
 @dataclass
@@ -236,9 +247,11 @@ def replicate_problem(done: list[RunRecord]) -> str | None:
 
 def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
     done = [r for r in records if r.status == "completed"]
-    failed = [r for r in records if r.status == "failed"]
-    interrupted = [r for r in records if r.status == "interrupted"]
-    running = [r for r in records if r.status not in ("completed", "failed", "interrupted")]
+    unfinished: dict[str, list[RunRecord]] = {status: [] for status in UNFINISHED}
+    for r in records:
+        if r.status != "completed":
+            unfinished[r.status if r.status in unfinished else "running"].append(r)
+    failed = unfinished["failed"]
     problem = replicate_problem(done)
     pooled = [] if problem else done
     values = {
@@ -250,24 +263,20 @@ def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
     if problem:
         status = "mixed"
     elif done:
-        status = "partial" if failed or interrupted or running else "ok"
+        status = "partial" if any(unfinished.values()) else "ok"
     else:
-        status = next(
-            (name for name, runs in (("failed", failed), ("interrupted", interrupted),
-                                     ("running", running)) if runs),
-            "missing",
-        )  # fmt: skip
+        status = next((name for name, runs in unfinished.items() if runs), "missing")
     return Cell(
         status=status,
         values=values,
         seeds=sorted((lookup(r, SEED_KEY) for r in done), key=str),
         completed=len(done),
         failed=len(failed),
-        running=len(running),
+        running=len(unfinished["running"]),
         errors=[f"{r.dir}: {(r.error or 'failed').splitlines()[0]}" for r in failed],
         runs=[str(r.dir) for r in records],
         problem=problem,
-        interrupted=len(interrupted),
+        interrupted=len(unfinished["interrupted"]),
     )
 
 
