@@ -68,6 +68,17 @@ def compare(
     return {name: summarize(values) for name, values in times.items()}
 
 
+def paired_ratio(timings: dict[str, dict], numerator: str, denominator: str) -> float:
+    """Median over `compare`'s rounds of numerator's time / denominator's in the same round.
+
+    Both ran within one round, next to each other, so a drift of the shared machine slower than a
+    round cancels; a ratio of the two medians pairs a quiet minute of one with a busy one of the
+    other (at n = 4096 in the e2e suite, the two dropout settings' identical ceiling models gave
+    medians 16 % apart)."""
+    pairs = zip(timings[numerator]["times_s"], timings[denominator]["times_s"], strict=True)
+    return statistics.median(a / b for a, b in pairs)
+
+
 def summarize(times: list[float]) -> dict:
     return {
         "median_s": statistics.median(times),
