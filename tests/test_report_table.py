@@ -482,3 +482,62 @@ def test_pretrain_runs_beside_results_are_upstream_not_rows(tmp_path):
     table = build_table([runs_dir])
     assert [row.label for row in table.rows] == ["dense"] and table.rows[0].mlm_delta.n == 0
     assert table.rows[0].mlm_loss.mean == 5.5
+
+
+def _upstream(folder: Path, config: dict) -> str:
+    """An upstream run folder holding only its resolved config (what the reference stands for)."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return str(folder)
+
+
+def test_results_built_on_different_upstream_experiments_are_not_pooled(tmp_path):
+    """Two fine-tunes of models pre-trained with different masks are two experiments, not two
+    runs of one seed to delete."""
+    runs = tmp_path / "runs"
+    models = [
+        _upstream(runs / "pretrain" / name, {"seed": 0, "mask": {"name": name}})
+        for name in ("window", "dense")
+    ]
+    for i, model in enumerate(models):
+        make_job(
+            runs / "finetune" / f"f{i}",
+            mask="checkpoint",
+            stage="finetune",
+            extra={"model": {"from_run": model}},
+            metrics=mrpc(0.8 - i / 10, 0.9),
+        )
+    table = build_table([runs / "finetune"])
+    [warning] = table.warnings
+    assert "mixed configs" in warning and "model.from_run.mask.name" in warning
+    assert "duplicate seeds" not in warning
+
+
+def test_results_built_on_replicates_of_one_upstream_experiment_pool_by_their_seeds(tmp_path):
+    """Fine-tunes with seed 0 using masks searched with seeds 0 and 1 are two replicates; two
+    with the same search seed as well are one, repeated."""
+    runs = tmp_path / "runs"
+    searches = [
+        _upstream(runs / "search" / f"s{i}", {"seed": seed, "mask": {"name": "dam", "lam": 1}})
+        for i, seed in enumerate((0, 1, 1))
+    ]
+    for i, search in enumerate(searches[:2]):
+        make_job(
+            runs / "finetune" / "two" / f"p{i}",
+            mask="from_run",
+            stage="finetune",
+            extra={"mask": {"from_run": search}},
+            metrics=mrpc(0.8 - i / 10, 0.9),
+        )
+    table = build_table([runs / "finetune" / "two"])
+    assert (table.rows[0].cells[0].status, table.rows[0].cells[0].completed) == ("ok", 2)
+    assert table.warnings == []
+    make_job(
+        runs / "finetune" / "two" / "p2",
+        mask="from_run",
+        stage="finetune",
+        extra={"mask": {"from_run": searches[2]}},
+        metrics=mrpc(0.7, 0.9),
+    )
+    [warning] = build_table([runs / "finetune" / "two"]).warnings
+    assert "duplicate seeds: seed 0 (upstream runs: 1) appears in more than one run" in warning

@@ -14,6 +14,7 @@ table shows beside the task scores.
 
 import glob
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,14 @@ RESULT_STAGES = ("pipeline", "finetune", "evaluate")
 # study's table is its held-out MLM numbers (no task columns).
 PRETRAIN_STAGE = "pretrain"
 # Beside what a run's content hash leaves out (where and how it was launched), these do not make
-# two result runs different experiments: the seed (what replicates differ by), the stage that
-# produced the result, and references to upstream run folders (whose own configs differ by seed).
-_NOT_COMPARED = ("seed", "stage")
+# two result runs different experiments: the seed (what replicates differ by) and the stage that
+# produced the result. A reference to an upstream run folder stands for that run's own experiment
+# config (followed up to UPSTREAM_DEPTH runs back): runs built on replicates of one upstream
+# experiment pool, runs built on different ones do not.
+SEED_KEY = "seed"
+_NOT_COMPARED = (SEED_KEY, "stage")
 _REFERENCES = (("model", "from_run"), ("mask", "from_run"))
+UPSTREAM_DEPTH = 4  # search → pretrain → finetune → evaluate is three references deep
 # The pre-training numbers the table shows beside the tasks: held-out MLM loss and accuracy, and
 # the "uses attention" gate (attention/profile.py; 1.0 passed, absent in runs older than the gate)
 PRETRAIN_METRICS = {"loss": "eval/mlm_loss", "accuracy": "eval/mlm_accuracy",
@@ -54,18 +59,48 @@ class RunRecord:
     # searched without a target, its λ
     searched: tuple[str, float | None, float | None] | None = None
 
-    @property
+    @cached_property
     def experiment(self) -> dict:
         """The config a replicate shares with this run: all that determines its result but the
         seed (see `experiment_config`)."""
         return experiment_config(self.config)
 
+    @cached_property
+    def replicate(self) -> tuple:
+        """What tells this run's replicates apart: its seed and its upstream runs' seeds (two
+        pre-trainings with seed 0 of masks searched with seeds 0 and 1 are two replicates)."""
+        return (lookup(self, SEED_KEY), *upstream_seeds(self.config))
 
-def experiment_config(config: dict) -> dict:
+
+def _upstream_configs(config: dict) -> dict[tuple[str, str], dict]:
+    """The readable configs of the upstream runs `config` references (model.from_run, and
+    mask.from_run of a mask=from_run), by reference, in _REFERENCES order."""
+    found = {}
+    for group, key in _REFERENCES:
+        section = config.get(group)
+        folder = section.get(key) if isinstance(section, dict) else None
+        if folder and (group != "mask" or section.get("name") == "from_run"):
+            upstream = _load_config(Path(str(folder)))
+            if upstream:
+                found[group, key] = upstream
+    return found
+
+
+def upstream_seeds(config: dict, depth: int = UPSTREAM_DEPTH) -> tuple:
+    """The seeds of the upstream runs `config` references and of theirs (depth first)."""
+    seeds: tuple = ()
+    if depth:
+        for upstream in _upstream_configs(config).values():
+            seeds += (canonical(upstream.get(SEED_KEY)), *upstream_seeds(upstream, depth - 1))
+    return seeds
+
+
+def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     """`config` without the keys that do not make two result runs different experiments: the
     launch settings a run's content hash leaves out (`stages.hashed_config`), the seed, the stage,
-    upstream run folders, and the mask settings the chosen mask does not read (λ of a fixed
-    pattern); a pipeline's per-step overrides stay."""
+    and the mask settings the chosen mask does not read (λ of a fixed pattern); a pipeline's
+    per-step overrides stay. An upstream run folder is replaced by that run's experiment config
+    (`depth` runs back; an unreadable one, e.g. of a moved runs folder, is left out)."""
     from sparsebert_cli.masks.config import DAM_FIELDS
     from sparsebert_cli.stages import _NOT_HASHED, _NOT_HASHED_TRAINER, per_step_overrides
 
@@ -75,9 +110,13 @@ def experiment_config(config: dict) -> dict:
         kept["pipeline"] = per_step
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
+    upstream = _upstream_configs(config) if depth else {}
     for group, key in _REFERENCES:
-        if isinstance(kept.get(group), dict):
-            kept[group] = {k: v for k, v in kept[group].items() if k != key}
+        section = kept.get(group)
+        if isinstance(section, dict):
+            kept[group] = {k: v for k, v in section.items() if k != key}
+            if (group, key) in upstream:
+                kept[group][key] = experiment_config(upstream[group, key], depth - 1)
     mask = kept.get("mask")
     if isinstance(mask, dict) and mask.get("name") != "dam":
         kept["mask"] = {k: v for k, v in mask.items() if k not in DAM_FIELDS}

@@ -26,13 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from sparsebert_cli.data.glue import GLUE_TASKS
-from sparsebert_cli.reporting.records import PRETRAIN_STAGE, RunRecord, collect_runs, lookup
+from sparsebert_cli.reporting.records import (
+    PRETRAIN_STAGE,
+    SEED_KEY,
+    RunRecord,
+    collect_runs,
+    lookup,
+)
 from sparsebert_cli.runs import config_hash
 
 MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam", "mask.target_sparsity")
 DAM_VARIANTS = {"unstructured": "DAM_u", "structured": "DAM_s", "block": "DAM_b"}
 DEFAULT_COLS = ("task.name",)
-SEED_KEY = "seed"
 HEADLINE = (("", "eval/headline"),)
 # task -> (short label, metrics.json key) of the numbers its cell shows, in the paper's order.
 TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -220,6 +225,12 @@ def _differences(configs: list[dict]) -> list[str]:
     return [f"{k}: {' | '.join(v)}" for k, v in zip(keys, shown, strict=True) if len(set(v)) > 1]
 
 
+def _seeds_label(seeds: tuple) -> str:
+    """`0`, or `0 (upstream runs: 1, 1)` for a run built on upstream runs."""
+    own, *upstream = seeds
+    return str(own) + (f" (upstream runs: {', '.join(map(str, upstream))})" if upstream else "")
+
+
 def replicate_problem(done: list[RunRecord]) -> str | None:
     """Why the completed runs of a cell are not replicates of one experiment, or None."""
     groups: dict[str, list[RunRecord]] = {}
@@ -234,8 +245,8 @@ def replicate_problem(done: list[RunRecord]) -> str | None:
             f"not pooled. Report one sweep at a time, or add the differing key to --rows or "
             f"--cols. Runs: {folders}"
         )
-    seeds = [lookup(r, SEED_KEY) for r in done]
-    repeated = sorted({str(s) for s in seeds if seeds.count(s) > 1})
+    replicates = [r.replicate for r in done]
+    repeated = sorted({_seeds_label(s) for s in replicates if replicates.count(s) > 1})
     if repeated:
         return (
             f"duplicate seeds: seed {', '.join(repeated)} appears in more than one run of the "
