@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, tiny_model
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
@@ -248,6 +248,38 @@ def test_sequences_longer_than_a_loaded_models_positions_are_refused(tmp_path):
         preflight(compose_cfg("finetune", *common, "task.seq_len=128"))
     preflight(compose_cfg("finetune", *common, "task.seq_len=64"))
     preflight(compose_cfg("pretrain", *common, "data.seq_len=64"))  # task.seq_len: not read
+
+
+def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(tmp_path):
+    """`validate finetune` said "config OK" for a model pre-trained with a 32-token window mask
+    at task.seq_len = 64, and the run failed at its first batch longer than 32 tokens, with
+    advice for a searched mask."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.config import MaskConfig
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_pretraining_model, save_checkpoint
+    from sparsebert_cli.validation import preflight
+
+    run = tmp_path / "runs" / "pretrain" / "w32"
+    window = OmegaConf.structured(MaskConfig(name="window", window=2))
+    source = MaskSource.from_config(window, heads=2, layers=2, n=32)
+    model_cfg = tiny_model(max_position_embeddings=64)
+    save_checkpoint(
+        build_pretraining_model(model_cfg, source, 100, True), run / "artifacts" / "model", {}
+    )
+    manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    common = (f"model.from_run={run}", f"paths.runs_dir={tmp_path / 'runs'}", "mask=checkpoint")
+    with pytest.raises(
+        SparseBertError,
+        match=r"task.seq_len=64 is longer than the n=32 positions the mask stored with the model "
+        r"covers; .* Set task.seq_len=32 .* pre-train the model at data.seq_len=64",
+    ):
+        preflight(compose_cfg("finetune", *common, "task.seq_len=64"))
+    preflight(compose_cfg("finetune", *common, "task.seq_len=32"))
 
 
 def test_a_loaded_models_positions_not_the_presets_allow_longer_sequences(tmp_path):

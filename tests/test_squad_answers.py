@@ -19,7 +19,7 @@ from sparsebert_cli.modeling import (
     load_checkpoint,
     save_checkpoint,
 )
-from sparsebert_cli.stages.finetune import check_mask_covers
+from sparsebert_cli.stages.inputs import check_mask_length
 
 COUNTING = "one two three four five six seven eight nine ten"
 VOCAB, N = 60, 24
@@ -154,8 +154,8 @@ def test_sequences_longer_than_the_mask_are_refused_with_the_fix():
 
 
 def test_squad_refuses_a_mask_shorter_than_its_windows_before_training():
-    task = task_config("squad")
+    cfg = OmegaConf.create({"stage": "finetune", "task": task_config("squad")})
     with pytest.raises(
-        SparseBertError, match=r"task.seq_len=384 .* covers n=16; .* never extended"
+        SparseBertError, match=r"task.seq_len=384 is longer than the n=16 .* never extended"
     ):
-        check_mask_covers(window_source(n=16), task)
+        check_mask_length(cfg, 16, checkpoint=False)

@@ -26,7 +26,12 @@ from sparsebert_cli.masks.config import (
     check_dam_config,
 )
 from sparsebert_cli.stages import READS, per_step_overrides, reads
-from sparsebert_cli.stages.inputs import check_positions, resolve_upstream, sequence_lengths
+from sparsebert_cli.stages.inputs import (
+    check_mask_length,
+    check_positions,
+    resolve_upstream,
+    sequence_lengths,
+)
 from sparsebert_cli.training import config as trainer_schema
 
 MASK_SPECIAL = ("dense", "dam", ATTENTION_TOPK, "from_run", "checkpoint")
@@ -394,6 +399,8 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
             check_positions(cfg, weights)
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
             _check_searched_mask(cfg, upstream["mask.from_run"], weights)
+        if cfg.mask.name == "checkpoint" and weights is not None:
+            _check_stored_mask(cfg, weights)
     return upstream
 
 
@@ -407,6 +414,18 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
     layers, heads = model_shape(cfg.model, weights)  # as build_mask_source reads them
     for key in sequence_lengths(cfg.stage):
         load_mask(runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key))
+
+
+def _check_stored_mask(cfg: DictConfig, weights: Path) -> None:
+    """The mask stored with the model (mask=checkpoint) is intact, fits it and covers the stage's
+    sequences, checked as the stage will load it."""
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import model_shape, recorded_mask
+
+    layers, heads = model_shape(cfg.model, weights)
+    mask = MaskSource.from_checkpoint(weights, heads, layers, recorded_mask(weights)).binarized()
+    if mask is not None:
+        check_mask_length(cfg, mask.shape[-1], checkpoint=True)
 
 
 def _check_device(cfg: DictConfig) -> None:

@@ -16,6 +16,7 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, layout
 from sparsebert_cli.stages.inputs import (
     cache_dir,
+    check_mask_length,
     mask_sparsity,
     resolve_mask,
     upstream_model,
@@ -76,22 +77,6 @@ def name_labels(config, task) -> None:
         config.label2id = {name: i for i, name in enumerate(names)}
 
 
-def check_mask_covers(source, task_cfg) -> None:
-    """SQuAD pads every window to task.seq_len, so its mask must cover that length: a mask is
-    cropped to shorter sequences but never extended (it says nothing about later positions)."""
-    mask = source.binarized()
-    if mask is None or mask.shape[-1] >= task_cfg.seq_len:
-        return
-    n = mask.shape[-1]
-    raise SparseBertError(
-        f"task={task_cfg.name} reads windows of task.seq_len={task_cfg.seq_len} tokens but the "
-        f"mask covers n={n}; a mask is cropped for shorter sequences, never extended past the "
-        f"positions it was built or searched for. Build the pattern at this length (mask=<pattern> "
-        f"is built at task.seq_len), search a DAM at mask.seq_len={task_cfg.seq_len} (with "
-        f"data.seq_len={task_cfg.seq_len}), or set task.seq_len={n}."
-    )
-
-
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
     from sparsebert_cli.modeling import build_mask_source, build_task_model, save_checkpoint
@@ -103,8 +88,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     model = build_task_model(
         cfg.model, source, task.num_labels, task.kind, init_from, vocab_size=len(tokenizer)
     )
-    if task.kind == "question_answering":
-        check_mask_covers(source, cfg.task)
+    mask = source.binarized()
+    if mask is not None:
+        check_mask_length(cfg, mask.shape[-1], checkpoint=cfg.mask.name == "checkpoint")
     name_labels(model.config, task)
     trainer = cfg.trainer
 
