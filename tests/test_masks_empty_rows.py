@@ -130,4 +130,23 @@ def test_a_searched_mask_that_leaves_queries_without_a_key_is_reported():
     mask[1, 0, 3] = False  # and one query of another
     said = searched_mask_warning(mask)
     assert said.startswith("the searched mask leaves 31.2% of the queries without a key (1 of 4")
-    assert "mask.keep_diagonal_blocks=true" in said
+    assert "mask.keep_diagonal_blocks=true" in said and "mask.lam=0" in said
+    assert "refuse" not in said
+    targeted = searched_mask_warning(mask, targeted=True)  # it had a target: lower that one
+    assert "A lower mask.target_sparsity" in targeted and "mask.lam=0" not in targeted
+
+
+def test_a_mask_that_allows_nothing_in_a_layer_is_refused_and_its_search_says_so():
+    """A search driven to 100 % sparsity (a λ too large: mask.lam=1e5) handed on a mask that
+    pre-training used with only the generic empty-row warning: its layers never attended."""
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.masks.source import MaskSource
+
+    mask = torch.ones(2, 2, 4, 4, dtype=torch.bool)
+    MaskSource("fixed", mask=mask)
+    mask[1] = False
+    with pytest.raises(SparseBertError, match=r"allows no entry in layer\(s\) \[1\] .* mask.lam"):
+        MaskSource("fixed", mask=mask)
+    assert "layer(s) [1], so pretrain and finetune refuse it" in searched_mask_warning(mask)
+    with pytest.raises(SparseBertError, match="allows no entry in every layer"):
+        MaskSource("fixed", mask=torch.zeros(1, 2, 4, 4, dtype=torch.bool))

@@ -409,11 +409,15 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
     `weights`) and the stage's sequences, checked as the stage will load it. A hub model's
     shape is known once downloaded: the stage checks then."""
     from sparsebert_cli.masks.artifact import load_mask
+    from sparsebert_cli.masks.empty_rows import check_keeps_attention
     from sparsebert_cli.modeling import model_shape
 
     layers, heads = model_shape(cfg.model, weights)  # as build_mask_source reads them
     for key in sequence_lengths(cfg.stage):
-        load_mask(runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key))
+        mask, _ = load_mask(
+            runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key)
+        )
+        check_keeps_attention(mask)
 
 
 def _check_stored_mask(cfg: DictConfig, weights: Path) -> None:

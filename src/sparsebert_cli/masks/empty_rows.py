@@ -13,6 +13,8 @@ import warnings
 
 import torch
 
+from sparsebert_cli.errors import SparseBertError
+
 
 class EmptyAttentionRowWarning(UserWarning):
     """Some query had no key to attend to; its attention output was set to zero."""
@@ -75,16 +77,52 @@ def masked_softmax(
     return filled.softmax(dim=-1).masked_fill(empty[..., None], 0.0)
 
 
-def searched_mask_warning(mask: torch.Tensor) -> str | None:
+def _more_kept(targeted: bool) -> str:
+    """What makes a search keep more entries: its target when it had one, else λ or a target."""
+    how = (
+        "a lower mask.target_sparsity"
+        if targeted
+        else "a smaller mask.lam, a target sparsity (mask.lam=0 mask.target_sparsity=0.9)"
+    )
+    return f"{how} or, for a block DAM, mask.keep_diagonal_blocks=true keeps more"
+
+
+def empty_layers(mask: torch.Tensor) -> list[int]:
+    """The layers of M (bool [L, H, n, n]) that allow no entry at all."""
+    return [layer for layer in range(mask.shape[0]) if not bool(mask[layer].any())]
+
+
+def check_keeps_attention(mask: torch.Tensor) -> None:
+    """Refuse a fixed mask M (bool [L, H, n, n]) that allows nothing in some layer: that layer's
+    attention would be zero for every token (an empty row is defined, a model whose layer never
+    attends is a mistake: a search driven to 100 % sparsity)."""
+    empty = empty_layers(mask)
+    if empty:
+        where = "every layer" if len(empty) == mask.shape[0] else f"layer(s) {empty}"
+        raise SparseBertError(
+            f"the attention mask allows no entry in {where} (100 % sparse there): the model would "
+            f"attend to nothing. A search gets there with a λ too large for its steps or a target "
+            f"of 1; search again with {_more_kept(False)}, or use another mask."
+        )
+
+
+def searched_mask_warning(mask: torch.Tensor, targeted: bool = False) -> str | None:
     """What to tell the user of a searched mask M (bool [L, H, n, n]) that leaves queries with no
-    key (every run that uses it zeroes their attention), or None when every query keeps one."""
+    key (every run that uses it zeroes their attention; a layer that keeps nothing is refused by
+    them), or None when every query keeps one. `targeted`: the search had a target sparsity."""
     empty = ~mask.any(dim=-1)  # [L, H, n]
     if not bool(empty.any()):
         return None
     heads = int(empty.all(dim=-1).sum())
+    layers = empty_layers(mask)
+    refused = (
+        f"; it allows no entry in layer(s) {layers}, so pretrain and finetune refuse it"
+        if layers
+        else ""
+    )
+    more = _more_kept(targeted)
     return (
         f"the searched mask leaves {float(empty.float().mean()):.1%} of the queries without a key "
-        f"({heads} of {empty.shape[0] * empty.shape[1]} (layer, head) maps keep nothing); the "
-        "runs that use it zero their attention. A smaller mask.lam, a target sparsity (mask.lam=0 "
-        "mask.target_sparsity=0.9) or, for a block DAM, mask.keep_diagonal_blocks=true keeps more."
+        f"({heads} of {empty.shape[0] * empty.shape[1]} (layer, head) maps keep nothing){refused}; "
+        f"the runs that use it zero their attention. {more[0].upper()}{more[1:]}."
     )

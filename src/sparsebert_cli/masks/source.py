@@ -14,6 +14,7 @@ from sparsebert_cli.masks.artifact import MASK_FILE, check_length, fit_to_length
 from sparsebert_cli.masks.build import build_fixed_mask
 from sparsebert_cli.masks.config import META_FILE, MaskConfig
 from sparsebert_cli.masks.dam import DAM
+from sparsebert_cli.masks.empty_rows import check_keeps_attention
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
 from sparsebert_cli.runs import layout
 
@@ -41,6 +42,7 @@ class MaskSource(nn.Module):
         self.kind = kind  # dense | fixed | dam
         self.meta = meta or {"kind": "dense"}  # mask.json fields: kind, params, source_run
         if kind == "fixed":
+            check_keeps_attention(mask)
             # Not in state_dict: the mask travels as mask.safetensors, beside the weights.
             self.register_buffer("mask", mask, persistent=False)
         self.dam = dam

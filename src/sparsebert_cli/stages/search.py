@@ -153,7 +153,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     metrics = train(objective, splits["train"], collate, cfg, run, hooks, rates)
     mask = dam.binarize().cpu()
-    warning = searched_mask_warning(mask)
+    warning = searched_mask_warning(mask, targeted=dam.target is not None)
     if warning and run.writer:
         print(f"[sparsebert] warning: {warning}", file=sys.stderr, flush=True)
     if run.writer:
