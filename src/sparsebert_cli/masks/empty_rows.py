@@ -87,18 +87,21 @@ def _more_kept(targeted: bool) -> str:
     return f"{how} or, for a block DAM, mask.keep_diagonal_blocks=true keeps more"
 
 
-def empty_layers(mask: torch.Tensor) -> list[int]:
-    """The layers of M (bool [L, H, n, n]) that allow no entry at all."""
-    return [layer for layer in range(mask.shape[0]) if not bool(mask[layer].any())]
+def empty_layers(mask: torch.Tensor) -> str | None:
+    """Which layers of M (bool [L, H, n, n]; L = 1: shared by all) allow no entry at all, in
+    words ("every layer", "layer(s) [1, 3]"), or None."""
+    empty = [layer for layer in range(mask.shape[0]) if not bool(mask[layer].any())]
+    if not empty:
+        return None
+    return "every layer" if len(empty) == mask.shape[0] else f"layer(s) {empty}"
 
 
 def check_keeps_attention(mask: torch.Tensor) -> None:
     """Refuse a fixed mask M (bool [L, H, n, n]) that allows nothing in some layer: that layer's
     attention would be zero for every token (an empty row is defined, a model whose layer never
     attends is a mistake: a search driven to 100 % sparsity)."""
-    empty = empty_layers(mask)
-    if empty:
-        where = "every layer" if len(empty) == mask.shape[0] else f"layer(s) {empty}"
+    where = empty_layers(mask)
+    if where:
         raise SparseBertError(
             f"the attention mask allows no entry in {where} (100 % sparse there): the model would "
             f"attend to nothing. A search gets there with a λ too large for its steps or a target "
@@ -116,9 +119,7 @@ def searched_mask_warning(mask: torch.Tensor, targeted: bool = False) -> str | N
     heads = int(empty.all(dim=-1).sum())
     layers = empty_layers(mask)
     refused = (
-        f"; it allows no entry in layer(s) {layers}, so pretrain and finetune refuse it"
-        if layers
-        else ""
+        f"; it allows no entry in {layers}, so pretrain and finetune refuse it" if layers else ""
     )
     more = _more_kept(targeted)
     return (
