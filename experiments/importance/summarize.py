@@ -4,8 +4,11 @@ Usage: python experiments/importance/summarize.py SWEEP [SWEEP ...] OUT_DIR
 Reads `<job>/figures/importance.json` (written by `sparsebert report --figures <job>`),
 `<job>/figures/occlusion.json` when present (`sparsebert report --occlusion <job>`), and
 `<job>/config.yaml`, and writes `summary.json` and `summary.md` into OUT_DIR: per mask structure,
-the rank of the diagonal among the n distances (1 = least kept) at each snapshot, mean ± std over
-seeds, and the final keep probability of the diagonal, the near-diagonal band and the rest.
+the held-out MLM accuracy and "uses attention" gate of the model the verdict rests on (the
+pre-training run's metrics.json when the search started from one, else the search's own final
+evaluation), the rank of the diagonal among the n distances (1 = least kept) at each snapshot,
+mean ± std over seeds, and the final keep probability of the diagonal, the near-diagonal band and
+the rest.
 """
 
 import json
@@ -20,6 +23,21 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _model_metrics(job: Path, config: dict) -> dict:
+    """The model a search ran on and its held-out MLM accuracy and gate: its pre-training run's,
+    else the search's own final evaluation (with the searched mask)."""
+    upstream = config["model"].get("from_run")
+    source = Path(upstream) if upstream else job
+    metrics_path = source / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return {
+        "model": upstream or config["model"].get("name_or_path"),
+        "measured_by": "its pre-training run" if upstream else "the search's own evaluation",
+        "mlm_accuracy": metrics.get("eval/mlm_accuracy"),
+        "uses_attention": metrics.get("eval/uses_attention"),
+    }
+
+
 def summarize(sweeps: list[Path]) -> dict:
     groups: dict[str, list[dict]] = {}
     for numbers_path in sorted(p for s in sweeps for p in s.glob("*/figures/importance.json")):
@@ -28,7 +46,12 @@ def summarize(sweeps: list[Path]) -> dict:
         occlusion = numbers_path.parent / "occlusion.json"
         extra = {"occlusion": json.loads(occlusion.read_text())} if occlusion.is_file() else {}
         groups.setdefault(config["mask"]["structure"], []).append(
-            {"seed": config["seed"], **json.loads(numbers_path.read_text()), **extra}
+            {
+                "seed": config["seed"],
+                "model": _model_metrics(job, config),
+                **json.loads(numbers_path.read_text()),
+                **extra,
+            }
         )
     summary = {}
     for structure, jobs in groups.items():
@@ -41,6 +64,7 @@ def summarize(sweeps: list[Path]) -> dict:
         least_kept = sum(job["diagonal_rank"][-1] == 1 for job in jobs)
         summary[structure] = {
             "seeds": sorted(job["seed"] for job in jobs),
+            "models": [job["model"] for job in jobs],
             "n": jobs[0]["n"],
             "steps": steps,
             "diagonal_rank_mean_std": ranks,
@@ -56,11 +80,29 @@ def summarize(sweeps: list[Path]) -> dict:
     return summary
 
 
+def _model_line(models: list[dict]) -> str:
+    """The models' held-out MLM accuracy and gate, as the table's first line."""
+    names = sorted({str(m["model"]) for m in models})
+    accuracies = [m["mlm_accuracy"] for m in models if m["mlm_accuracy"] is not None]
+    passed = sum(m["uses_attention"] == 1.0 for m in models)
+    accuracy = "not recorded"
+    if accuracies:
+        ends = dict.fromkeys(f"{100 * a:.1f}" for a in (min(accuracies), max(accuracies)))
+        accuracy = f"{'–'.join(ends)} %"
+    return (
+        f"Model: {', '.join(names)}; held-out MLM accuracy {accuracy} "
+        f'({models[0]["measured_by"]}); "uses attention" gate passed in {passed} of '
+        f"{len(models)}."
+    )
+
+
 def to_markdown(summary: dict) -> str:
     lines = []
     for structure, s in summary.items():
         lines += [
             f"### {structure} (seeds {s['seeds']}, n = {s['n']}; rank 1 = least kept of {s['n']} distances)",
+            "",
+            _model_line(s["models"]),
             "",
             "| step | " + " | ".join(str(step) for step in s["steps"]) + " |",
             "|---|" + "---|" * len(s["steps"]),
