@@ -110,7 +110,8 @@ def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
         ("no_diag", 5.1, 1.6, distance > 0),
         ("star", 6.0, 70.0, distance <= 3),  # worse than window on both axes
     ):
-        metrics = {"eval/mlm_loss": loss, "mask/sparsity": sparsity}
+        metrics = {"eval/mlm_loss": loss, "mask/sparsity": sparsity, "eval/mlm_accuracy": 0.25,
+                   "eval/uses_attention": 1.0}  # fmt: skip
         job = make_job(folder / mask, mask=mask, stage="pretrain", metrics=metrics,
                        extra={"data": {"seq_len": 64}})  # fmt: skip
         if keep is not None:
@@ -119,6 +120,8 @@ def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
     assert set(points) == {"dense", "window", "no_diag", "star"}
     assert {p.n for p in points.values()} == {64}
     assert {p.ranked_by for p in points.values()} == {"mlm_loss"}
+    # what the verdict rests on travels with each point
+    assert {(p.mlm_accuracy, p.gate) for p in points.values()} == {(0.25, "1/1")}
     assert {label for label, p in points.items() if p.pareto_sparsity} == {
         "dense",
         "no_diag",
@@ -126,6 +129,8 @@ def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
     }
     assert main([str(folder), "--frontier"]) == 0
     assert len(json.loads((folder / "frontier.json").read_text())["points"]) == 4
+    header = (folder / "frontier.csv").read_text().splitlines()[0].split(",")
+    assert {"mlm_accuracy", "gate"} <= set(header)
 
 
 def test_a_task_sweep_without_any_average_is_not_ranked_by_mlm_loss(tmp_path):

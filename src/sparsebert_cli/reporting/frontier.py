@@ -45,6 +45,10 @@ class FrontierPoint:
     label: str
     sparsity: float | None  # %
     mlm_loss: float | None
+    # the held-out MLM accuracy (a fraction) and "uses attention" gate ("passed/measured") of the
+    # row's pre-trainings: what a verdict about attention rests on
+    mlm_accuracy: float | None
+    gate: str
     average: float | None  # the table's Average (×100)
     worst: float | None  # the lowest task headline of the row (×100)
     worst_task: str | None
@@ -228,6 +232,8 @@ def build_frontier(paths: list[Path]) -> tuple[list[FrontierPoint], list[str]]:
                 label=row.label,
                 sparsity=row.sparsity,
                 mlm_loss=row.mlm_loss.mean,
+                mlm_accuracy=row.mlm_accuracy.mean,
+                gate="{}/{}".format(*row.gate),
                 average=row.average,
                 worst=worst,
                 worst_task=worst_task,
