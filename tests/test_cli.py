@@ -84,8 +84,8 @@ def test_validate_accepts_a_good_config(workdir):
 def test_validate_names_the_group_and_its_options(workdir):
     proc = sparsebert("validate", "finetune", "task=nope", cwd=workdir, check=False)
     assert proc.returncode != 0
-    assert "task/nope" in proc.stderr and "polarity" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "there is no task option 'nope'" in proc.stderr and "polarity" in proc.stderr
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
 
 
 def test_validate_refuses_a_flag_and_names_the_sweep_check(workdir, capsys):

@@ -169,6 +169,27 @@ def test_a_typo_and_a_plus_key_are_refused_with_a_did_you_mean():
     check_overrides("finetune", ["task.data_files.train=a.csv", "+task.data_files.dev=b.csv"])
 
 
+def test_a_missing_group_option_and_a_value_of_the_wrong_type_are_refused_before_hydra():
+    """`mask=dam_x` and `mask.lam=abc` got Hydra's multi-line composition error (the config
+    search path, HYDRA_FULL_ERROR) instead of one line with the choices or the type."""
+    from sparsebert_cli.validation import check_override_values
+
+    for args, said in (
+        (["mask=dam_x"], r"no mask option 'dam_x'\. Did you mean mask=dam_s\? .* window"),
+        (["-m", "mask=dense,dam_x"], "no mask option 'dam_x'"),
+        (["mask.lam=abc"], r"mask.lam takes a number, not 'abc'; write e.g. mask.lam=1e-3"),
+        (["trainer.max_steps=1.5"], "trainer.max_steps takes a whole number, not 1.5"),
+        (["mask.hard=yes"], "mask.hard takes true or false"),
+        (["-m", "seed=0,x"], "seed takes a whole number, not 'x'"),
+    ):
+        with pytest.raises(SparseBertError, match=said):
+            check_override_values(args)
+    check_override_values(
+        ["-m", "mask=dense,dam_s", "mask.lam=1e-3", "mask.target_sparsity=null", "seed=0,1",
+         "mask.tau=2", "~mask.tau_final", "data.seq_len=range(8,16,4)", "mask.lam=${mask.tau}"]
+    )  # fmt: skip
+
+
 def test_evaluate_refuses_what_it_does_not_read_and_does_not_hash_it():
     for override in ("mask=no_diag", "model.hidden_size=64", "data.seq_len=64", "task=mrpc"):
         with pytest.raises(SparseBertError, match="`sparsebert evaluate` does not read"):

@@ -516,9 +516,85 @@ def _described_model(cfg: DictConfig, upstream: dict[str, Path]) -> str:
 
 def check_command_line(stage: str, args: list[str]) -> None:
     """What a stage, `validate` and `--dry-run` all refuse on the command line, before composing:
-    unsafe or unreadable overrides, keys outside the schema or that `stage` does not read."""
+    unsafe or unreadable overrides, keys outside the schema or that `stage` does not read, group
+    options that do not exist and values of the wrong type."""
     check_safe_overrides(args)
     check_overrides(stage, args)
+    check_override_values(args)
+
+
+def _leaf_types(node: type = schema.RunConfig, prefix: str = "") -> dict[str, type]:
+    """{dotted key: its type without Optional} for every leaf of the schema."""
+    found = {}
+    hints = typing.get_type_hints(node)
+    for f in dataclasses.fields(node):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            found |= _leaf_types(kind, f"{prefix}{f.name}.")
+            continue
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        found[f"{prefix}{f.name}"] = args[0] if typing.get_origin(kind) and len(args) == 1 else kind
+    return found
+
+
+def _override_values(override) -> list | None:
+    """The values an override sets (each of a sweep's), typed as Hydra parsed them; None for
+    what has no list of values (a deletion, a glob or interval sweep)."""
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    value = override.value()
+    if override.is_delete() or value is None:
+        return None
+    if override.is_sweep_override():
+        return (
+            list(override.sweep_iterator()) if isinstance(value, ChoiceSweep | RangeSweep) else None
+        )
+    return [value]
+
+
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number"}
+_TYPE_EXAMPLES = {bool: "true", int: "4", float: "1e-3"}
+
+
+def check_override_values(args: list[str]) -> None:
+    """Refuse a group option with no file in conf/ (`mask=dam_x`) and a number or flag setting
+    given a value of another type (`mask.lam=abc`), with the choices or the type, before Hydra
+    answers with its own multi-line composition error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    groups, types = group_names(), _leaf_types()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        override = parser.parse_override(arg)
+        key, values = override.key_or_group, _override_values(override)
+        if values is None:
+            continue
+        if key in groups:
+            options = sorted(p.stem for p in (schema.conf_dir() / key).glob("*.yaml"))
+            for value in values:
+                if str(value) not in options:
+                    close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
+                    hint = f" Did you mean {key}={close[0]}?" if close else ""
+                    raise SparseBertError(
+                        f"{arg}: there is no {key} option {value!r}.{hint} The {key} options are "
+                        f"{', '.join(options)} (conf/{key}/)."
+                    )
+            continue
+        kind = types.get(schema.schema_key(key))
+        if kind not in (int, float, bool):
+            continue
+        for value in values:
+            fits = isinstance(value, bool) if kind is bool else (
+                isinstance(value, int | float) and not isinstance(value, bool)
+                and (kind is float or isinstance(value, int))
+            )  # fmt: skip
+            if not fits and not str(value).startswith("${"):
+                raise SparseBertError(
+                    f"{arg}: {key} takes {_TYPE_WORDS[kind]}, not {value!r}; write e.g. "
+                    f"{key}={_TYPE_EXAMPLES[kind]}."
+                )
 
 
 def check_safe_overrides(args: list[str]) -> None:
