@@ -96,6 +96,13 @@ def test_resolve_refuses_a_folder_that_is_no_run(tmp_path):
         runs.resolve("search", str(tmp_path), tmp_path)
 
 
+def test_a_refused_reference_lists_completed_runs_and_says_when_the_list_is_cut(tmp_path):
+    for i in range(7):
+        _make_run(tmp_path, "search", "completed", run_id=f"r{i}")
+    with pytest.raises(SparseBertError, match=r"r6 \(the last 5 of 7: `sparsebert ls search`"):
+        runs.resolve("search", str(tmp_path / "nope"), tmp_path)
+
+
 def test_latest_is_the_newest_completed_run(tmp_path):
     _make_run(tmp_path, "search", "completed", finished_at=1.0, run_id="old")
     new = _make_run(tmp_path, "search", "completed", finished_at=5.0, run_id="new")

@@ -605,6 +605,10 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
             str(d) for d, m in iter_runs(runs_dir, kind) if m.get("status") == "completed"
         ]
         listing = ", ".join(candidates[-5:]) if candidates else "none yet"
+        if len(candidates) > 5:
+            listing = (
+                f"{listing} (the last 5 of {len(candidates)}: `sparsebert ls {kind}` lists all)"
+            )
         raise SparseBertError(
             f"{problem}. Completed '{kind}' runs under {runs_dir}: {listing}. Pass one of them, "
             f"or 'latest'."

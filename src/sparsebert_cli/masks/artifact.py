@@ -147,11 +147,14 @@ def load_mask(
     if heads is not None and meta["heads"] != heads:
         raise SparseBertError(
             f"the mask in {directory} has {meta['heads']} heads but the model has {heads}; use a "
-            f"model with model.num_heads={meta['heads']} or a mask searched for {heads} heads."
+            f"model with {meta['heads']} heads (a new one: model.num_heads={meta['heads']}; a "
+            f"pre-trained one has its own) or a mask searched for {heads} heads (search it with "
+            "this model)."
         )
     if layers is not None and meta["layers"] not in (1, layers):
         raise SparseBertError(
             f"the mask in {directory} has {meta['layers']} layers but the model has {layers}; use "
-            f"a model with model.num_layers={meta['layers']} or a mask shared by all layers."
+            f"a model with {meta['layers']} layers (a new one: model.num_layers={meta['layers']}) "
+            "or a mask shared by all layers (mask.share_layers=true in its search)."
         )
     return (mask if n is None else fit_to_length(mask, n)), meta
