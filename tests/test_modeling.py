@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_model
 from huggingface_hub import constants
 from omegaconf import OmegaConf
-from transformers import BertForPreTraining, BertModel
+from transformers import BertConfig, BertForPreTraining, BertModel
 
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
@@ -335,3 +335,15 @@ def test_a_pretraining_model_knows_whether_its_mlm_head_was_trained(tmp_path):
         tiny(), MaskSource("dense"), VOCAB, nsp=False, init_from=tmp_path
     )
     assert again.trained_mlm_head
+
+
+def test_a_model_of_another_architecture_is_refused_not_replaced_by_a_random_bert(tmp_path):
+    """A GPT-2 folder as model.name_or_path fine-tuned a randomly initialised BERT-base (its
+    config read as a BertConfig, none of its weights loaded) and reported "completed"."""
+    from sparsebert_cli.modeling import read_bert_config
+
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_layer": 2}')
+    with pytest.raises(SparseBertError, match=r"is a 'gpt2' model .* not a BERT"):
+        read_bert_config(tmp_path)
+    BertConfig(num_hidden_layers=1).save_pretrained(tmp_path)  # model_type bert
+    assert read_bert_config(tmp_path).num_hidden_layers == 1

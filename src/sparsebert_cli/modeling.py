@@ -121,11 +121,32 @@ def damaged_file(path: Path, error: Exception) -> SparseBertError:
 
 
 def read_bert_config(folder: Path) -> BertConfig:
-    """`folder`/config.json as a BertConfig; a damaged file is refused, naming it."""
+    """`folder`/config.json as a BertConfig; a damaged file is refused, naming it, and so is
+    another architecture's (BertConfig reads any config.json, and its weights would not load:
+    the model would train from a random BERT without a word)."""
+    written = _written_model_type(Path(folder) / "config.json")
+    if written not in (None, BertConfig.model_type):
+        raise SparseBertError(
+            f"the model in {folder} is a '{written}' model (config.json model_type), not a BERT: "
+            f"sparsebert's models are BERT encoders and would load none of its weights. Point "
+            "model.name_or_path at a BERT-family checkpoint (model_type 'bert', e.g. "
+            "bert-base-uncased or model=minilm)."
+        )
     try:
         return BertConfig.from_pretrained(folder)
     except Exception as error:  # OSError (not JSON), TypeError (not an object), field validation
         raise damaged_file(Path(folder) / "config.json", error) from None
+
+
+def _written_model_type(path: Path) -> str | None:
+    """The model_type a config.json names, or None when it names none (or is not an object)."""
+    import json
+
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return written.get("model_type") if isinstance(written, dict) else None
 
 
 def weights_file(folder: Path) -> Path:
