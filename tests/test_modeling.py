@@ -304,6 +304,9 @@ def test_a_missing_local_model_folder_is_named_not_looked_up_on_the_hub(tmp_path
     """A path that is not there was sent to the hub ("cannot get the model … HFValidationError")."""
     with pytest.raises(SparseBertError, match=f"the model folder {tmp_path}/nope does not exist"):
         resolve_pretrained(str(tmp_path / "nope"))
+    (tmp_path / "weights.txt").write_text("x")  # a file: there, but no folder
+    with pytest.raises(SparseBertError, match="weights.txt is a file, not a folder"):
+        resolve_pretrained(str(tmp_path / "weights.txt"))
 
 
 def test_embedded_minilm_resolves_to_the_folder_in_the_installed_wheel():

@@ -96,10 +96,11 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
     if (layout(path).model / "config.json").is_file():
         return layout(path).model
     if not path.is_dir():
-        if name.startswith(("/", "./", "../", "~")):  # a path, never a hub name
+        if name.startswith(("/", "./", "../", "~")) or path.exists():  # a path, not a hub name
+            problem = "is a file, not a folder" if path.exists() else "does not exist"
             raise SparseBertError(
-                f"the model folder {path} does not exist; point model.name_or_path (or "
-                "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
+                f"the model folder {path} {problem}; point model.name_or_path (or model.from) at "
+                "a save_pretrained folder or a pretrain/finetune run directory."
             )
         return None
     if not (path / "config.json").is_file():
