@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_cfg, tiny_model
+from conftest import ROOT, compose_cfg, sparsebert, tiny_model
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
@@ -271,10 +271,10 @@ def test_sequences_longer_than_a_loaded_models_positions_are_refused(tmp_path):
     preflight(compose_cfg("pretrain", *common, "data.seq_len=64"))  # task.seq_len: not read
 
 
-def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(tmp_path):
-    """`validate finetune` said "config OK" for a model pre-trained with a 32-token window mask
-    at task.seq_len = 64, and the run failed at its first batch longer than 32 tokens, with
-    advice for a searched mask."""
+def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir):
+    """A model pre-trained with a 16-token mask fine-tuned at task.seq_len = 64 failed at its
+    first batch longer than 16 tokens ("got length 42", with advice for a searched mask); it is
+    refused once the data is tokenized, naming the longest batch, before any training."""
     import json
 
     from omegaconf import OmegaConf
@@ -282,25 +282,21 @@ def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(tmp_pat
     from sparsebert_cli.config import MaskConfig
     from sparsebert_cli.masks.source import MaskSource
     from sparsebert_cli.modeling import build_pretraining_model, save_checkpoint
-    from sparsebert_cli.validation import preflight
 
-    run = tmp_path / "runs" / "pretrain" / "w32"
+    run = workdir / "runs" / "pretrain" / "w16"
     window = OmegaConf.structured(MaskConfig(name="window", window=2))
-    source = MaskSource.from_config(window, heads=2, layers=2, n=32)
-    model_cfg = tiny_model(max_position_embeddings=64)
-    save_checkpoint(
-        build_pretraining_model(model_cfg, source, 100, True), run / "artifacts" / "model", {}
+    model = build_pretraining_model(
+        tiny_model(), MaskSource.from_config(window, heads=2, layers=2, n=16), 30522, True
     )
+    save_checkpoint(model, run / "artifacts" / "model", {})
     manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
     (run / "manifest.json").write_text(json.dumps(manifest))
-    common = (f"model.from_run={run}", f"paths.runs_dir={tmp_path / 'runs'}", "mask=checkpoint")
-    with pytest.raises(
-        SparseBertError,
-        match=r"task.seq_len=64 is longer than the n=32 positions the mask stored with the model "
-        r"covers; .* Set task.seq_len=32 .* pre-train the model at data.seq_len=64",
-    ):
-        preflight(compose_cfg("finetune", *common, "task.seq_len=64"))
-    preflight(compose_cfg("finetune", *common, "task.seq_len=32"))
+    args = ("finetune", f"model.from={run}", "task=polarity", "debug=smoke", "run_id=short")
+    proc = sparsebert(*args, cwd=workdir, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "covers n=16 tokens, but task=polarity feeds it batches of up to" in proc.stderr
+    assert "Set task.seq_len=16" in proc.stderr
+    assert not list((workdir / "runs" / "finetune" / "short").glob("checkpoints/*"))
 
 
 def test_a_loaded_models_positions_not_the_presets_allow_longer_sequences(tmp_path):

@@ -19,7 +19,7 @@ from sparsebert_cli.modeling import (
     load_checkpoint,
     save_checkpoint,
 )
-from sparsebert_cli.stages.inputs import check_mask_length
+from sparsebert_cli.stages.finetune import check_stored_mask_covers
 
 COUNTING = "one two three four five six seven eight nine ten"
 VOCAB, N = 60, 24
@@ -153,9 +153,11 @@ def test_sequences_longer_than_the_mask_are_refused_with_the_fix():
         model(**qa_batch())
 
 
-def test_squad_refuses_a_mask_shorter_than_its_windows_before_training():
-    cfg = OmegaConf.create({"stage": "finetune", "task": task_config("squad")})
+def test_squad_refuses_a_stored_mask_shorter_than_its_windows_before_training():
+    """Every SQuAD window is padded to task.seq_len: that is its longest batch."""
+    task = task_config("squad")
     with pytest.raises(
-        SparseBertError, match=r"task.seq_len=384 is longer than the n=16 .* never extended"
+        SparseBertError, match=r"covers n=16 tokens, but task=squad feeds it batches of up to 384"
     ):
-        check_mask_length(cfg, 16, checkpoint=False)
+        check_stored_mask_covers(window_source(n=16), 384, task)
+    check_stored_mask_covers(window_source(n=16), 16, task)

@@ -102,3 +102,20 @@ def test_num_labels_disagreeing_with_label_names_is_refused(tmp_path):
     tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
     with pytest.raises(SparseBertError, match="task.num_labels=3 but task.label_names has 2"):
         load_task(task_config("polarity", num_labels=3), tokenizer, tmp_path, seed=0)
+
+
+def test_the_longest_batch_is_the_longest_sequence_of_any_split_or_choice():
+    """What a stored mask must cover before fine-tuning (collate pads a batch to its longest)."""
+    import datasets
+
+    from sparsebert_cli.data.padding import longest_input
+
+    flat = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"input_ids": [[1, 2], [1, 2, 3, 4]]}),
+        dev=datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5]]}),
+    )
+    assert longest_input(flat) == 5
+    choices = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"input_ids": [[[1], [1, 2, 3]], [[1, 2], [1]]]})
+    )
+    assert longest_input(choices) == 3

@@ -27,7 +27,6 @@ from sparsebert_cli.masks.config import (
 )
 from sparsebert_cli.stages import READS, per_step_overrides, reads
 from sparsebert_cli.stages.inputs import (
-    check_mask_length,
     check_positions,
     resolve_upstream,
     sequence_lengths,
@@ -399,8 +398,6 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
             check_positions(cfg, weights)
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
             _check_searched_mask(cfg, upstream["mask.from_run"], weights)
-        if cfg.mask.name == "checkpoint" and weights is not None:
-            _check_stored_mask(cfg, weights)
     return upstream
 
 
@@ -418,18 +415,6 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
             runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key)
         )
         check_keeps_attention(mask)
-
-
-def _check_stored_mask(cfg: DictConfig, weights: Path) -> None:
-    """The mask stored with the model (mask=checkpoint) is intact, fits it and covers the stage's
-    sequences, checked as the stage will load it."""
-    from sparsebert_cli.masks.source import MaskSource
-    from sparsebert_cli.modeling import model_shape, recorded_mask
-
-    layers, heads = model_shape(cfg.model, weights)
-    mask = MaskSource.from_checkpoint(weights, heads, layers, recorded_mask(weights)).binarized()
-    if mask is not None:
-        check_mask_length(cfg, mask.shape[-1], checkpoint=True)
 
 
 def _check_device(cfg: DictConfig) -> None:

@@ -1,6 +1,23 @@
 """Batches of token sequences as tensors: one padding rule for every collate."""
 
 
+def longest_input(splits) -> int:
+    """The most tokens of any sequence in `splits` (a DatasetDict with input_ids; a
+    multiple-choice example's choices each count): the longest batch a collate that pads to its
+    longest sequence can make. Read from the Arrow column, not row by row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    longest = 0
+    for split in splits.values():
+        column = split.data.column("input_ids")
+        while pa.types.is_list(column.type.value_type):  # one list per choice
+            column = pc.list_flatten(column)
+        if len(column):
+            longest = max(longest, pc.max(pc.list_value_length(column)).as_py() or 0)
+    return longest
+
+
 def padded_inputs(batch: list[dict], length: int, pad_token_id: int) -> dict:
     """input_ids, token_type_ids and attention_mask of a batch as long tensors, every sequence
     padded to `length` (input_ids with the tokenizer's pad id, the others with 0); an example's

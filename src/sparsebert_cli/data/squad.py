@@ -63,6 +63,10 @@ class SquadData:
     kind: str = "question_answering"
     label_names: tuple = ()
 
+    def longest_batch(self) -> int:
+        """The most tokens a batch can have: every window is padded to task.seq_len."""
+        return self.seq_len
+
     def collate(self, batch: list[dict]) -> dict:
         """Tensors for a batch, padded to task.seq_len (so logits of all batches stack); the
         bookkeeping columns (example_index, offsets) stay behind."""

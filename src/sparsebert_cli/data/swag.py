@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sparsebert_cli.data.glue import UNLABELLED
 from sparsebert_cli.data.hub import load_hub_dataset
-from sparsebert_cli.data.padding import padded_inputs
+from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.data.tasks import class_id
 from sparsebert_cli.errors import SparseBertError
 
@@ -31,6 +31,10 @@ class SwagData:
     num_labels: int = len(ENDINGS)
     kind: str = "multiple_choice"
     label_names: list[str] = field(default_factory=lambda: [str(k) for k in range(len(ENDINGS))])
+
+    def longest_batch(self) -> int:
+        """The most tokens a batch can have: the longest choice (collate pads to it)."""
+        return longest_input(self.splits)
 
     def collate(self, batch: list[dict]) -> dict:
         """Tensors [B, 4, L] (L: the longest sequence in the batch), labels [B] and idx [B]."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import load_hub_dataset
-from sparsebert_cli.data.padding import padded_inputs
+from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
 HUB_SPLIT_NAMES = {
@@ -46,6 +46,10 @@ class TaskData:
     kind: str  # classification | regression
     label_names: list[str]  # empty for regression
     pad_token_id: int
+
+    def longest_batch(self) -> int:
+        """The most tokens a batch can have: the longest example (collate pads to it)."""
+        return longest_input(self.splits)
 
     def collate(self, batch: list[dict]) -> dict:
         """Tensors for a batch, sequences padded to the longest one in it."""

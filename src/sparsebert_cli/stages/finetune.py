@@ -16,7 +16,6 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, layout
 from sparsebert_cli.stages.inputs import (
     cache_dir,
-    check_mask_length,
     mask_sparsity,
     resolve_mask,
     upstream_model,
@@ -77,6 +76,24 @@ def name_labels(config, task) -> None:
         config.label2id = {name: i for i, name in enumerate(names)}
 
 
+def check_stored_mask_covers(source, longest: int, task_cfg) -> None:
+    """The mask stored with the model (mask=checkpoint) covers the task's longest batch, refused
+    before training rather than at the first longer batch: a mask is cropped for shorter
+    sequences, never extended past the positions it was built or searched for. (A named pattern
+    is built at task.seq_len; a searched mask is refused at load when shorter.)"""
+    mask = source.binarized()
+    if mask is None or mask.shape[-1] >= longest:
+        return
+    n = mask.shape[-1]
+    raise SparseBertError(
+        f"the mask stored with the model covers n={n} tokens, but task={task_cfg.name} feeds it "
+        f"batches of up to {longest} (task.seq_len={task_cfg.seq_len}); a mask is cropped for "
+        f"shorter sequences, never extended. Set task.seq_len={n} (longer inputs are truncated), "
+        f"or pre-train the model at data.seq_len={task_cfg.seq_len} (a searched mask at "
+        f"mask.seq_len={task_cfg.seq_len})."
+    )
+
+
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
     from sparsebert_cli.modeling import build_mask_source, build_task_model, save_checkpoint
@@ -88,9 +105,8 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     model = build_task_model(
         cfg.model, source, task.num_labels, task.kind, init_from, vocab_size=len(tokenizer)
     )
-    mask = source.binarized()
-    if mask is not None:
-        check_mask_length(cfg, mask.shape[-1], checkpoint=cfg.mask.name == "checkpoint")
+    if cfg.mask.name == "checkpoint":
+        check_stored_mask_covers(source, task.longest_batch(), cfg.task)
     name_labels(model.config, task)
     trainer = cfg.trainer
 

@@ -88,32 +88,6 @@ def check_positions(cfg: DictConfig, folder: Path) -> None:
             )
 
 
-def check_mask_length(cfg: DictConfig, n: int, checkpoint: bool) -> None:
-    """The stage's sequences fit the n positions of its mask: a mask is cropped for shorter
-    sequences but never extended, and a batch may be as long as the stage's length (SQuAD pads
-    every window to it). `checkpoint`: the mask is the one stored with the loaded model."""
-    for key in sequence_lengths(cfg.stage):
-        value = OmegaConf.select(cfg, key)
-        if value <= n:
-            continue
-        if checkpoint:
-            fix = (
-                f"or pre-train the model at data.seq_len={value} (a searched mask at "
-                f"mask.seq_len={value})"
-            )
-        else:
-            fix = (
-                f"build the pattern at this length (a named pattern is built at {key}), or search "
-                f"a DAM at mask.seq_len={value} (with data.seq_len={value})"
-            )
-        where = "the mask stored with the model" if checkpoint else "the mask"
-        raise SparseBertError(
-            f"{key}={value} is longer than the n={n} positions {where} covers; a mask is cropped "
-            f"for shorter sequences, never extended past the positions it was built or searched "
-            f"for. Set {key}={n} (longer inputs are truncated), {fix}."
-        )
-
-
 def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
     """The folder the model's weights (and so its tokenizer) come from, if any. A hub model's
     positions are checked here, once downloaded (`preflight` checked a local folder's)."""
