@@ -140,13 +140,37 @@ def test_a_mask_that_allows_nothing_in_a_layer_is_refused_and_its_search_says_so
     """A search driven to 100 % sparsity (a λ too large: mask.lam=1e5) handed on a mask that
     pre-training used with only the generic empty-row warning: its layers never attended."""
     from sparsebert_cli.errors import SparseBertError
-    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.masks.empty_rows import check_keeps_attention
 
     mask = torch.ones(2, 2, 4, 4, dtype=torch.bool)
-    MaskSource("fixed", mask=mask)
+    check_keeps_attention(mask)
     mask[1] = False
     with pytest.raises(SparseBertError, match=r"allows no entry in layer\(s\) \[1\] .* mask.lam"):
-        MaskSource("fixed", mask=mask)
-    assert "layer(s) [1], so pretrain and finetune refuse it" in searched_mask_warning(mask)
+        check_keeps_attention(mask)
+    with pytest.raises(SparseBertError, match="again with a lower mask.target_sparsity"):
+        check_keeps_attention(mask, targeted=True)
+    said = searched_mask_warning(mask)
+    assert "layer(s) [1], so the stages refuse to train with it" in said
     with pytest.raises(SparseBertError, match="allows no entry in every layer"):
-        MaskSource("fixed", mask=torch.zeros(1, 2, 4, 4, dtype=torch.bool))
+        check_keeps_attention(torch.zeros(1, 2, 4, 4, dtype=torch.bool))
+
+
+def test_a_searched_mask_that_allows_nothing_is_refused_to_train_with_but_a_trained_model_loads(
+    tmp_path,
+):
+    """Pre-training refuses the empty searched mask; a model already saved with one still loads
+    (evaluate must be able to score it)."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.masks.artifact import save_mask
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.runs import layout
+
+    empty = torch.zeros(1, 2, 8, 8, dtype=torch.bool)
+    save_mask(layout(tmp_path).artifacts, empty, {"kind": "dam_s"})
+    cfg = OmegaConf.create({"name": "from_run", "from_run": str(tmp_path)})
+    with pytest.raises(SparseBertError, match="allows no entry in every layer"):
+        MaskSource.from_config(cfg, heads=2, layers=2, n=8)
+    save_mask(tmp_path / "model", empty, {"kind": "dam_s"})
+    assert MaskSource.from_checkpoint(tmp_path / "model", 2, 2, "dam_s").kind == "fixed"

@@ -411,10 +411,10 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
 
     layers, heads = model_shape(cfg.model, weights)  # as build_mask_source reads them
     for key in sequence_lengths(cfg.stage):
-        mask, _ = load_mask(
+        mask, meta = load_mask(
             runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key)
         )
-        check_keeps_attention(mask)
+        check_keeps_attention(mask, targeted=meta.get("target_sparsity") is not None)
 
 
 def _check_device(cfg: DictConfig) -> None:

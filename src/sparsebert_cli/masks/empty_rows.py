@@ -96,16 +96,17 @@ def empty_layers(mask: torch.Tensor) -> str | None:
     return "every layer" if len(empty) == mask.shape[0] else f"layer(s) {empty}"
 
 
-def check_keeps_attention(mask: torch.Tensor) -> None:
-    """Refuse a fixed mask M (bool [L, H, n, n]) that allows nothing in some layer: that layer's
-    attention would be zero for every token (an empty row is defined, a model whose layer never
-    attends is a mistake: a search driven to 100 % sparsity)."""
+def check_keeps_attention(mask: torch.Tensor, targeted: bool = False) -> None:
+    """Refuse a fixed mask M (bool [L, H, n, n]) to train with that allows nothing in some layer:
+    that layer's attention would be zero for every token (an empty row is defined, a model whose
+    layer never attends is a mistake: a search driven to 100 % sparsity). `targeted`: the mask's
+    search had a target sparsity (the advice names it)."""
     where = empty_layers(mask)
     if where:
         raise SparseBertError(
             f"the attention mask allows no entry in {where} (100 % sparse there): the model would "
-            f"attend to nothing. A search gets there with a λ too large for its steps or a target "
-            f"of 1; search again with {_more_kept(False)}, or use another mask."
+            f"attend to nothing. A search gets there with a λ too large for its steps; search "
+            f"again with {_more_kept(targeted)}, or use another mask."
         )
 
 
@@ -119,7 +120,7 @@ def searched_mask_warning(mask: torch.Tensor, targeted: bool = False) -> str | N
     heads = int(empty.all(dim=-1).sum())
     layers = empty_layers(mask)
     refused = (
-        f"; it allows no entry in {layers}, so pretrain and finetune refuse it" if layers else ""
+        f"; it allows no entry in {layers}, so the stages refuse to train with it" if layers else ""
     )
     more = _more_kept(targeted)
     return (

@@ -42,7 +42,6 @@ class MaskSource(nn.Module):
         self.kind = kind  # dense | fixed | dam
         self.meta = meta or {"kind": "dense"}  # mask.json fields: kind, params, source_run
         if kind == "fixed":
-            check_keeps_attention(mask)
             # Not in state_dict: the mask travels as mask.safetensors, beside the weights.
             self.register_buffer("mask", mask, persistent=False)
         self.dam = dam
@@ -77,6 +76,7 @@ class MaskSource(nn.Module):
             dam = DAM.from_config(cfg, heads, layers, block_size)
             return cls("dam", dam=dam, meta={"kind": dam.kind})
         mask = build_fixed_mask(cfg, n, heads, layers)
+        targeted = False  # the mask's search had a target sparsity
         if cfg.name in PATTERNS:
             meta = {"kind": cfg.name, "params": pattern_params(cfg)}
         else:
@@ -86,6 +86,9 @@ class MaskSource(nn.Module):
                 "params": stored.get("params", {}),
                 "source_run": cfg.from_run,
             }
+            targeted = stored.get("target_sparsity") is not None
+        # a mask to train with (a model saved with one, from_checkpoint, was trained already)
+        check_keeps_attention(mask, targeted)
         return cls("fixed", mask=mask, meta=meta)
 
     @classmethod
