@@ -179,14 +179,16 @@ def test_a_missing_group_option_and_a_value_of_the_wrong_type_are_refused_before
         (["-m", "mask=dense,dam_x"], "no mask option 'dam_x'"),
         (["mask.lam=abc"], r"mask.lam takes a number, not 'abc'; write e.g. mask.lam=1e-3"),
         (["trainer.max_steps=1.5"], "trainer.max_steps takes a whole number, not 1.5"),
-        (["mask.hard=yes"], "mask.hard takes true or false"),
+        (["mask.hard=maybe"], "mask.hard takes true or false"),
         (["-m", "seed=0,x"], "seed takes a whole number, not 'x'"),
     ):
         with pytest.raises(SparseBertError, match=said):
             check_override_values(args)
     check_override_values(
         ["-m", "mask=dense,dam_s", "mask.lam=1e-3", "mask.target_sparsity=null", "seed=0,1",
-         "mask.tau=2", "~mask.tau_final", "data.seq_len=range(8,16,4)", "mask.lam=${mask.tau}"]
+         "mask.tau=2", "~mask.tau_final", "data.seq_len=range(8,16,4)", "mask.lam=${mask.tau}",
+         "mask.hard=yes", "trainer.max_steps='4'", "mask.lam='1e-3'", "mask.lam=1${x}",
+         "data.files=[a.txt,b.txt]"]  # what OmegaConf itself accepts passes
     )  # fmt: skip
 
 

@@ -11,10 +11,13 @@ loaded weights, no unread mask.from in a single run).
 
 import dataclasses
 import difflib
+import types
 import typing
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ValidationError
+from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
@@ -509,7 +512,7 @@ def check_command_line(stage: str, args: list[str]) -> None:
 
 
 def _leaf_types(node: type = schema.RunConfig, prefix: str = "") -> dict[str, type]:
-    """{dotted key: its type without Optional} for every leaf of the schema."""
+    """{dotted key: its type, Optional[X] as X} for every leaf of the schema."""
     found = {}
     hints = typing.get_type_hints(node)
     for f in dataclasses.fields(node):
@@ -517,8 +520,10 @@ def _leaf_types(node: type = schema.RunConfig, prefix: str = "") -> dict[str, ty
         if dataclasses.is_dataclass(kind):
             found |= _leaf_types(kind, f"{prefix}{f.name}.")
             continue
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        found[f"{prefix}{f.name}"] = args[0] if typing.get_origin(kind) and len(args) == 1 else kind
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind = args[0] if len(args) == 1 else kind
+        found[f"{prefix}{f.name}"] = kind
     return found
 
 
@@ -537,7 +542,9 @@ def _override_values(override) -> list | None:
     return [value]
 
 
-_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number"}
+# The value nodes OmegaConf checks a typed setting with, and how the refusal describes them.
+_TYPE_NODES = {bool: (BooleanNode, "true or false"), int: (IntegerNode, "a whole number"),
+               float: (FloatNode, "a number")}  # fmt: skip
 _TYPE_EXAMPLES = {bool: "true", int: "4", float: "1e-3"}
 
 
@@ -548,7 +555,7 @@ def check_override_values(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    groups, types = group_names(), _leaf_types()
+    groups, leaf_types = group_names(), _leaf_types()
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -567,19 +574,20 @@ def check_override_values(args: list[str]) -> None:
                         f"{', '.join(options)} (conf/{key}/)."
                     )
             continue
-        kind = types.get(schema.schema_key(key))
-        if kind not in (int, float, bool):
+        kind = leaf_types.get(schema.schema_key(key))
+        if kind not in _TYPE_NODES:
             continue
+        node, words = _TYPE_NODES[kind]
         for value in values:
-            fits = isinstance(value, bool) if kind is bool else (
-                isinstance(value, int | float) and not isinstance(value, bool)
-                and (kind is float or isinstance(value, int))
-            )  # fmt: skip
-            if not fits and not str(value).startswith("${"):
+            if "${" in str(value):  # an interpolation: resolved later
+                continue
+            try:
+                node(value=value)
+            except ValidationError:
                 raise SparseBertError(
-                    f"{arg}: {key} takes {_TYPE_WORDS[kind]}, not {value!r}; write e.g. "
+                    f"{arg}: {key} takes {words}, not {value!r}; write e.g. "
                     f"{key}={_TYPE_EXAMPLES[kind]}."
-                )
+                ) from None
 
 
 def check_safe_overrides(args: list[str]) -> None:
