@@ -121,7 +121,7 @@ def test_a_sweep_of_pretrainings_alone_is_ranked_by_mlm_loss(tmp_path):
     assert {p.n for p in points.values()} == {64}
     assert {p.ranked_by for p in points.values()} == {"mlm_loss"}
     # what the verdict rests on travels with each point
-    assert {(p.mlm_accuracy, p.gate) for p in points.values()} == {(0.25, "1/1")}
+    assert {(p.mlm_accuracy, p.gate) for p in points.values()} == {(0.25, "1/1 pass")}
     assert {label for label, p in points.items() if p.pareto_sparsity} == {
         "dense",
         "no_diag",

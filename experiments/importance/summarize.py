@@ -84,15 +84,15 @@ def _model_line(models: list[dict]) -> str:
     """The models' held-out MLM accuracy and gate, as the table's first line."""
     names = sorted({str(m["model"]) for m in models})
     accuracies = [m["mlm_accuracy"] for m in models if m["mlm_accuracy"] is not None]
-    passed = sum(m["uses_attention"] == 1.0 for m in models)
+    measured = [m["uses_attention"] for m in models if m["uses_attention"] is not None]
+    gate = f"passed in {measured.count(1.0)} of {len(measured)}" if measured else "not measured"
     accuracy = "not recorded"
     if accuracies:
         ends = dict.fromkeys(f"{100 * a:.1f}" for a in (min(accuracies), max(accuracies)))
         accuracy = f"{'–'.join(ends)} %"
     return (
         f"Model: {', '.join(names)}; held-out MLM accuracy {accuracy} "
-        f'({models[0]["measured_by"]}); "uses attention" gate passed in {passed} of '
-        f"{len(models)}."
+        f'({models[0]["measured_by"]}); "uses attention" gate {gate}.'
     )
 
 

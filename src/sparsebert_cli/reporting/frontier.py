@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.figures import new_figure, save_png
+from sparsebert_cli.reporting.formats import gate_text
 from sparsebert_cli.reporting.records import (
     PRETRAIN_STAGE,
     _input_dirs,
@@ -45,7 +46,7 @@ class FrontierPoint:
     label: str
     sparsity: float | None  # %
     mlm_loss: float | None
-    # the held-out MLM accuracy (a fraction) and "uses attention" gate ("passed/measured") of the
+    # the held-out MLM accuracy (a fraction) and "uses attention" gate ("2/3 pass", "n/a") of the
     # row's pre-trainings: what a verdict about attention rests on
     mlm_accuracy: float | None
     gate: str
@@ -233,7 +234,7 @@ def build_frontier(paths: list[Path]) -> tuple[list[FrontierPoint], list[str]]:
                 sparsity=row.sparsity,
                 mlm_loss=row.mlm_loss.mean,
                 mlm_accuracy=row.mlm_accuracy.mean,
-                gate="{}/{}".format(*row.gate),
+                gate=gate_text(row.gate),
                 average=row.average,
                 worst=worst,
                 worst_task=worst_task,
