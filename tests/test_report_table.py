@@ -510,7 +510,9 @@ def test_results_built_on_different_upstream_experiments_are_not_pooled(tmp_path
     table = build_table([runs / "finetune"])
     [warning] = table.warnings
     assert "mixed configs" in warning and "model.from_run.mask.name" in warning
-    assert "duplicate seeds" not in warning
+    assert "duplicate seeds" not in warning and "add model.from_run to --rows" in warning
+    table = build_table([runs / "finetune"], rows=["model.from_run"])
+    assert table.warnings == [] and len(table.rows) == 2
 
 
 def test_results_built_on_replicates_of_one_upstream_experiment_pool_by_their_seeds(tmp_path):

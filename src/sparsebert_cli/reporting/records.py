@@ -32,7 +32,7 @@ PRETRAIN_STAGE = "pretrain"
 # experiment pool, runs built on different ones do not.
 SEED_KEY = "seed"
 _NOT_COMPARED = (SEED_KEY, "stage")
-_REFERENCES = (("model", "from_run"), ("mask", "from_run"))
+REFERENCES = (("model", "from_run"), ("mask", "from_run"))
 UPSTREAM_DEPTH = 4  # search → pretrain → finetune → evaluate is three references deep
 # The pre-training numbers the table shows beside the tasks: held-out MLM loss and accuracy, and
 # the "uses attention" gate (attention/profile.py; 1.0 passed, absent in runs older than the gate)
@@ -74,9 +74,9 @@ class RunRecord:
 
 def _upstream_configs(config: dict) -> dict[tuple[str, str], dict]:
     """The readable configs of the upstream runs `config` references (model.from_run, and
-    mask.from_run of a mask=from_run), by reference, in _REFERENCES order."""
+    mask.from_run of a mask=from_run), by reference, in REFERENCES order."""
     found = {}
-    for group, key in _REFERENCES:
+    for group, key in REFERENCES:
         section = config.get(group)
         folder = section.get(key) if isinstance(section, dict) else None
         if folder and (group != "mask" or section.get("name") == "from_run"):
@@ -111,7 +111,7 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
     upstream = _upstream_configs(config) if depth else {}
-    for group, key in _REFERENCES:
+    for group, key in REFERENCES:
         section = kept.get(group)
         if isinstance(section, dict):
             kept[group] = {k: v for k, v in section.items() if k != key}

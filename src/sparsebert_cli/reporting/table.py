@@ -28,6 +28,7 @@ from typing import Any
 from sparsebert_cli.data.glue import GLUE_TASKS
 from sparsebert_cli.reporting.records import (
     PRETRAIN_STAGE,
+    REFERENCES,
     SEED_KEY,
     RunRecord,
     collect_runs,
@@ -240,10 +241,17 @@ def replicate_problem(done: list[RunRecord]) -> str | None:
     if len(groups) > 1:
         differences = _differences([members[0].experiment for members in groups.values()])
         shown = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
+        # a difference inside an upstream run splits by that run's reference (its folder)
+        upstream = sorted(
+            {f"{group}.{key}" for group, key in REFERENCES for d in differences
+             if d.startswith(f"{group}.{key}.")}
+        )  # fmt: skip
+        split = f"add {' and '.join(upstream)} to --rows" if upstream else (
+            "add the differing key to --rows or --cols"
+        )  # fmt: skip
         return (
             f"mixed configs: {len(done)} runs of {len(groups)} different configs ({shown}) are "
-            f"not pooled. Report one sweep at a time, or add the differing key to --rows or "
-            f"--cols. Runs: {folders}"
+            f"not pooled. Report one sweep at a time, or {split}. Runs: {folders}"
         )
     replicates = [r.replicate for r in done]
     repeated = sorted({_seeds_label(s) for s in replicates if replicates.count(s) > 1})
