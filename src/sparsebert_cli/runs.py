@@ -601,14 +601,11 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
     elif manifest.get("status") != "completed":
         problem = f"{run_dir} is not completed (status: {manifest.get('status')})"
     if problem:
-        candidates = [
-            str(d) for d, m in iter_runs(runs_dir, kind) if m.get("status") == "completed"
-        ]
-        listing = ", ".join(candidates[-5:]) if candidates else "none yet"
-        if len(candidates) > 5:
-            listing = (
-                f"{listing} (the last 5 of {len(candidates)}: `sparsebert ls {kind}` lists all)"
-            )
+        done = [(d, m) for d, m in iter_runs(runs_dir, kind) if m.get("status") == "completed"]
+        done.sort(key=lambda found: found[1].get("finished_at") or 0)  # the newest last
+        listing = ", ".join(str(d) for d, _ in done[-5:]) if done else "none yet"
+        if len(done) > 5:
+            listing += f" (the 5 newest of {len(done)}; `sparsebert ls {kind}` lists them all)"
         raise SparseBertError(
             f"{problem}. Completed '{kind}' runs under {runs_dir}: {listing}. Pass one of them, "
             f"or 'latest'."
