@@ -22,6 +22,33 @@ def test_dry_run_lists_every_job_and_writes_nothing(workdir):
     assert not (workdir / "runs").exists()
 
 
+def test_launch_settings_do_not_name_a_sweep_jobs_folder(workdir):
+    """A sweep run with trainer.num_threads=1 wrote `...,trainer.num_threads=1` folders, so the
+    same sweep without it would have redone every finished job: the settings the content hash
+    leaves out (stages.unnamed_overrides) leave the folder name too; per-step ones name it."""
+    extra = (
+        "trainer.num_threads=1",
+        "trainer.log_every=1",
+        "paths.cache_dir=.c",
+        "logger.mode=offline",
+    )
+    jobs = planned(sparsebert(*SWEEP, *extra, "--dry-run", cwd=workdir).stdout)
+    assert set(jobs) == {
+        "debug=smoke,mask.lam=0.001,trainer.max_steps=1",
+        "debug=smoke,mask.lam=0.01,trainer.max_steps=1",
+    }
+    pipeline = (
+        "pipeline",
+        "-m",
+        "debug=smoke",
+        "pipeline.search=['trainer.max_steps=2']",
+        "--dry-run",
+    )
+    assert any(
+        "pipeline.search" in name for name in planned(sparsebert(*pipeline, cwd=workdir).stdout)
+    )
+
+
 def test_dry_run_after_a_partial_sweep_marks_the_completed_jobs_skipped(workdir):
     sparsebert(*SWEEP[:-1], "mask.lam=1e-3", cwd=workdir)  # one of the two jobs, completed
     jobs = planned(sparsebert(*SWEEP, "--dry-run", cwd=workdir).stdout)

@@ -99,7 +99,9 @@ def test_resolve_refuses_a_folder_that_is_no_run(tmp_path):
 def test_a_refused_reference_lists_completed_runs_and_says_when_the_list_is_cut(tmp_path):
     for i in range(7):  # r0 finished last
         _make_run(tmp_path, "search", "completed", finished_at=10.0 - i, run_id=f"r{i}")
-    with pytest.raises(SparseBertError, match=r"search/r4, .*search/r0 \(the 5 newest of 7; `sparsebert"):
+    with pytest.raises(
+        SparseBertError, match=r"search/r4, .*search/r0 \(the 5 newest of 7; `sparsebert"
+    ):
         runs.resolve("search", str(tmp_path / "nope"), tmp_path)
 
 

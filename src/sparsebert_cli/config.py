@@ -267,13 +267,17 @@ def sb_slug(override_dirname: str) -> str:
 
 
 def register_hydra_extensions() -> None:
-    """The config schema and the `sb_slug` and `sb_path` resolvers, needed before any
-    composition."""
+    """The config schema and the `sb_slug`, `sb_path` and `sb_unnamed` resolvers, needed before
+    any composition."""
     register_schemas()
     if not OmegaConf.has_resolver("sb_slug"):
         OmegaConf.register_new_resolver("sb_slug", sb_slug)
     if not OmegaConf.has_resolver("sb_path"):
         OmegaConf.register_new_resolver("sb_path", expand_path)
+    if not OmegaConf.has_resolver("sb_unnamed"):
+        from sparsebert_cli.stages import unnamed_overrides
+
+        OmegaConf.register_new_resolver("sb_unnamed", unnamed_overrides)
 
 
 def override_key(override: str) -> str:

@@ -70,6 +70,27 @@ _NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "
 _NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
 
 
+def unnamed_overrides() -> list[str]:
+    """The override keys a sweep job's folder name leaves out (hydra.job.config.override_dirname
+    .exclude_keys): the settings the content hash leaves out, so a sweep rerun with other launch
+    settings (threads, W&B, another runs folder) finds its finished jobs, and the launcher's width.
+    A pipeline's per-step overrides name the folder: they are hashed."""
+    import dataclasses
+    import typing
+
+    from sparsebert_cli.config import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    keys = ["hydra.launcher.n_jobs", *(f"trainer.{key}" for key in _NOT_HASHED_TRAINER)]
+    for name in _NOT_HASHED:
+        if name == "pipeline":
+            continue
+        keys.append(name)
+        if dataclasses.is_dataclass(hints[name]):
+            keys += [f"{name}.{f.name}" for f in dataclasses.fields(hints[name])]
+    return keys
+
+
 def hashed_config(resolved: dict) -> dict:
     """The part of a resolved config that determines a job's result (its identity for reuse):
     the keys its stage reads, less those that only say where or how fast it runs."""
