@@ -543,3 +543,19 @@ def test_results_built_on_replicates_of_one_upstream_experiment_pool_by_their_se
     )
     [warning] = build_table([runs / "finetune" / "two"]).warnings
     assert "duplicate seeds: seed 0 (upstream runs: 1) appears in more than one run" in warning
+
+
+def test_the_folds_of_an_embedded_task_pool_like_seeds(sweep):
+    """conf/task/polarity.yaml asks for the mean over task.fold=0..4: a fold sweep read
+    `mixed configs`; a fold repeated with the same seed is a duplicate."""
+    for fold, acc in enumerate([0.6, 0.7]):
+        make_job(sweep / f"f{fold}", task="polarity", extra={"task": {"fold": fold}},
+                 metrics={"eval/headline": acc})  # fmt: skip
+    table = build_table([sweep])
+    cell = table.rows[0].cells[0]
+    assert (cell.status, cell.completed, table.warnings) == ("ok", 2, [])
+    assert cell.values[""].mean == pytest.approx(65.0)
+    make_job(sweep / "again", task="polarity", extra={"task": {"fold": 1}},
+             metrics={"eval/headline": 0.5})  # fmt: skip
+    [warning] = build_table([sweep]).warnings
+    assert "duplicate seeds: seed 0 (fold 1) appears" in warning

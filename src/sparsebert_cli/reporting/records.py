@@ -31,6 +31,9 @@ PRETRAIN_STAGE = "pretrain"
 # config (followed up to UPSTREAM_DEPTH runs back): runs built on replicates of one upstream
 # experiment pool, runs built on different ones do not.
 SEED_KEY = "seed"
+# An embedded task's cross-validation fold: its folds are replicates too (conf/task/polarity.yaml:
+# report the mean over task.fold=0..4), told apart like seeds.
+FOLD_KEY = "task.fold"
 _NOT_COMPARED = (SEED_KEY, "stage")
 REFERENCES = (("model", "from_run"), ("mask", "from_run"))
 UPSTREAM_DEPTH = 4  # search → pretrain → finetune → evaluate is three references deep
@@ -62,14 +65,15 @@ class RunRecord:
     @cached_property
     def experiment(self) -> dict:
         """The config a replicate shares with this run: all that determines its result but the
-        seed (see `experiment_config`)."""
+        seed and fold (see `experiment_config`)."""
         return experiment_config(self.config)
 
     @cached_property
     def replicate(self) -> tuple:
-        """What tells this run's replicates apart: its seed and its upstream runs' seeds (two
-        pre-trainings with seed 0 of masks searched with seeds 0 and 1 are two replicates)."""
-        return (lookup(self, SEED_KEY), *upstream_seeds(self.config))
+        """What tells this run's replicates apart: its seed, its task fold and its upstream
+        runs' seeds (two pre-trainings with seed 0 of masks searched with seeds 0 and 1 are two
+        replicates)."""
+        return (lookup(self, SEED_KEY), lookup(self, FOLD_KEY), *upstream_seeds(self.config))
 
 
 def _upstream_configs(config: dict) -> dict[tuple[str, str], dict]:
@@ -97,14 +101,17 @@ def upstream_seeds(config: dict, depth: int = UPSTREAM_DEPTH) -> tuple:
 
 def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     """`config` without the keys that do not make two result runs different experiments: the
-    launch settings a run's content hash leaves out (`stages.hashed_config`), the seed, the stage,
-    and the mask settings the chosen mask does not read (λ of a fixed pattern); a pipeline's
-    per-step overrides stay. An upstream run folder is replaced by that run's experiment config
+    launch settings a run's content hash leaves out (`stages.hashed_config`), the seed and task
+    fold, the stage, and the mask settings the chosen mask does not read (λ of a fixed pattern);
+    a pipeline's per-step overrides stay. An upstream run folder is replaced by that run's experiment config
     (`depth` runs back; an unreadable one, e.g. of a moved runs folder, is left out)."""
     from sparsebert_cli.masks.config import DAM_FIELDS
     from sparsebert_cli.stages import _NOT_HASHED, _NOT_HASHED_TRAINER, per_step_overrides
 
     kept = {k: v for k, v in config.items() if k not in (*_NOT_HASHED, *_NOT_COMPARED)}
+    group, key = FOLD_KEY.split(".")
+    if isinstance(kept.get(group), dict):
+        kept[group] = {k: v for k, v in kept[group].items() if k != key}
     per_step = per_step_overrides(config)
     if per_step:
         kept["pipeline"] = per_step

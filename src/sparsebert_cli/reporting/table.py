@@ -226,10 +226,11 @@ def _differences(configs: list[dict]) -> list[str]:
     return [f"{k}: {' | '.join(v)}" for k, v in zip(keys, shown, strict=True) if len(set(v)) > 1]
 
 
-def _seeds_label(seeds: tuple) -> str:
-    """`0`, or `0 (upstream runs: 1, 1)` for a run built on upstream runs."""
-    own, *upstream = seeds
-    return str(own) + (f" (upstream runs: {', '.join(map(str, upstream))})" if upstream else "")
+def _seeds_label(replicate: tuple) -> str:
+    """`0`, `0 (fold 2)`, `0 (upstream runs: 1, 1)` for a run's `RunRecord.replicate`."""
+    own, fold, *upstream = replicate
+    label = str(own) + ("" if fold in (None, 0) else f" (fold {fold})")
+    return label + (f" (upstream runs: {', '.join(map(str, upstream))})" if upstream else "")
 
 
 def replicate_problem(done: list[RunRecord]) -> str | None:
