@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, sparsebert
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
@@ -167,3 +167,15 @@ def test_a_stage_in_a_message_takes_its_article():
         "a 'search' run",
         "an 'evaluate' run",
     )
+
+
+def test_a_runs_folder_hydra_could_not_make_is_refused_before_it_tries(workdir):
+    """A file in the place of paths.runs_dir (or a read-only one) gave Hydra's 20-line
+    traceback from its mkdir; `validate` said "config OK"."""
+    (workdir / "afile").write_text("x")
+    with pytest.raises(runs.FolderRefused, match="afile is a file, not a folder"):
+        runs.check_runs_dir(workdir / "afile" / "runs")
+    runs.check_runs_dir(workdir / "new" / "runs")  # made when missing
+    proc = sparsebert("pretrain", f"paths.runs_dir={workdir}/afile/runs", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "is a file, not a folder" in proc.stderr

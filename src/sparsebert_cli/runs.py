@@ -267,14 +267,36 @@ def check_name(key: str, value: Any) -> str:
 NAME_BYTES = 255  # the longest file name Linux and macOS file systems take (NAME_MAX)
 
 
+def default_runs_dir() -> Path:
+    """The runs folder when paths.runs_dir is not set (conf/paths/default.yaml reads the same
+    variable): $SPARSEBERT_RUNS_DIR, else runs/ where sparsebert is launched."""
+    from sparsebert_cli.config import PathsConfig
+
+    return Path(os.environ.get("SPARSEBERT_RUNS_DIR") or PathsConfig.runs_dir)
+
+
 def check_runs_dir(value: Any) -> None:
-    """Refuse a runs folder with a name longer than file systems take (before Hydra makes it)."""
-    long = next((p for p in Path(str(value)).parts if len(p.encode()) > NAME_BYTES), None)
+    """Refuse a runs folder Hydra could not make (before it tries, with a traceback): a name
+    longer than file systems take, a file in its place, or a place this user cannot write."""
+    path = Path(os.path.expandvars(os.path.expanduser(str(value))))
+    long = next((p for p in path.parts if len(p.encode()) > NAME_BYTES), None)
     if long is not None:
         raise FolderRefused(
             f"paths.runs_dir={str(value)[:60]!r}…: its folder name {long[:20]!r}… is "
             f"{len(long.encode())} bytes long, and file systems take at most {NAME_BYTES}; use "
             "a shorter name, e.g. paths.runs_dir=runs."
+        )
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise FolderRefused(
+            f"paths.runs_dir={value}: {existing} is a file, not a folder; point paths.runs_dir "
+            "at a folder (it is created if missing)."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FolderRefused(
+            f"paths.runs_dir={value}: {existing} cannot be written by this user (read-only or "
+            "another user's); point paths.runs_dir at a writable folder, e.g. "
+            "paths.runs_dir=$HOME/runs."
         )
 
 

@@ -6,7 +6,6 @@ at --layers."""
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,17 +30,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("SPARSEBERT_RUNS_DIR", "runs"))
-
-
 def ls_main(argv: list[str]) -> int:
     """`sparsebert ls [STAGE] [--runs-dir D] [--show RUN|latest] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="sparsebert ls", description="List runs with their status."
     )
     parser.add_argument("stage", nargs="?", choices=STAGES)
-    parser.add_argument("--runs-dir", type=Path, default=default_runs_dir())
+    parser.add_argument("--runs-dir", type=Path, default=runs.default_runs_dir())
     parser.add_argument(
         "--show",
         metavar="RUN",

@@ -506,7 +506,9 @@ def check_command_line(stage: str, args: list[str]) -> None:
     """What a stage, `validate` and `--dry-run` all refuse on the command line, before composing:
     unsafe or unreadable overrides, keys outside the schema or that `stage` does not read, group
     options that do not exist and values of the wrong type."""
-    check_safe_overrides(args)
+    check_safe_overrides(args)  # checks a paths.runs_dir given here
+    if not any(schema_override_key(a) == "paths.runs_dir" for a in args):
+        runs.check_runs_dir(runs.default_runs_dir())
     check_overrides(stage, args)
     check_override_values(args)
 

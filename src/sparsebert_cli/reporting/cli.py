@@ -236,9 +236,7 @@ def _frontier(args: argparse.Namespace) -> None:
 
 def _run_folder(ref: str) -> Path:
     if ref == "latest":
-        from sparsebert_cli.tools import default_runs_dir
-
-        return runs.resolve("search", "latest", default_runs_dir())
+        return runs.resolve("search", "latest", runs.default_runs_dir())
     run_dir = Path(ref).expanduser()
     if not runs.path_is(Path.is_file, run_dir / runs.MANIFEST):
         raise SparseBertError(
