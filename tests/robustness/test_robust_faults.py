@@ -260,3 +260,28 @@ def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
     logger = MetricLogger(tmp_path, OmegaConf.create({"name": "none"}), {"stage": "pretrain"}, 9)
     logger.truncate_after(2)
     assert (tmp_path / "metrics.jsonl").read_text().splitlines() == lines[:2]
+
+
+def test_wandb_online_without_an_api_key_is_a_clear_error(tmp_path, monkeypatch):
+    """`logger=wandb logger.mode=online` without a key ended in 30 lines of W&B traceback."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.training.logging import MetricLogger
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = OmegaConf.create(
+        {
+            "name": "wandb",
+            "mode": "online",
+            "project": "p",
+            "entity": None,
+            "group": "g",
+            "tags": [],
+        }
+    )
+    with pytest.raises(
+        SparseBertError, match=r"logger.mode=online could not start a W&B run .*run `wandb login`"
+    ):
+        MetricLogger(tmp_path, cfg, {"stage": "pretrain"}, 9)

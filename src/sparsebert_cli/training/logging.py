@@ -12,6 +12,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import route_logging
 from sparsebert_cli.runs import METRICS_LOG, atomic_write_text, redact, sweep_of
 
@@ -54,19 +55,27 @@ class MetricLogger:
             import wandb
 
             group = logger_cfg.group or sweep_of(run_dir)
-            self.wandb = wandb.init(
-                id=wandb_id,
-                resume="allow" if wandb_id else None,
-                project=logger_cfg.project,
-                entity=logger_cfg.entity,
-                mode=logger_cfg.mode,
-                group=group,
-                tags=list(logger_cfg.tags),
-                name=f"{resolved_config['stage']}-{run_dir.name}",
-                dir=str(run_dir),
-                config=redact(resolved_config),
-                reinit="finish_previous",
-            )
+            try:
+                self.wandb = wandb.init(
+                    id=wandb_id,
+                    resume="allow" if wandb_id else None,
+                    project=logger_cfg.project,
+                    entity=logger_cfg.entity,
+                    mode=logger_cfg.mode,
+                    group=group,
+                    tags=list(logger_cfg.tags),
+                    name=f"{resolved_config['stage']}-{run_dir.name}",
+                    dir=str(run_dir),
+                    config=redact(resolved_config),
+                    reinit="finish_previous",
+                )
+            except wandb.errors.Error as error:  # no API key, the server unreachable, ...
+                reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+                raise SparseBertError(
+                    f"logger=wandb logger.mode={logger_cfg.mode} could not start a W&B run "
+                    f"({reason}); for online logging run `wandb login` or set WANDB_API_KEY, or "
+                    "use logger.mode=offline (`wandb sync` uploads the run later)."
+                ) from None
             self.wandb_id = self.wandb.id
         if sys.stdout.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
