@@ -143,6 +143,16 @@ def test_lines_with_a_wrong_field_count_are_skipped_and_counted(tmp_path):
     assert (columns["text_a"], columns["label"], skipped, unknown) == (["Why?"], [1], 2, set())
 
 
+def test_a_test_file_row_with_a_wrong_field_count_is_refused_not_skipped(tmp_path):
+    """A test row with an extra tab was left out of the submission file (9 of 10 rows), which
+    the GLUE server refuses; training rows may be skipped, test rows each need a prediction."""
+    path = tmp_path / "test.tsv"
+    header = "id\tquestion1\tquestion2"
+    write_tsv(path, [header, "0\tWhy?\tWhy not?", "1\tHow?\tHow so?\textra"])
+    with pytest.raises(SparseBertError, match=r"test.tsv: a row has 4 tab-separated fields, its"):
+        read_glue_file(path, GLUE_TASKS["qqp"], ["0", "1"], labelled=False)
+
+
 def test_a_header_only_test_file_is_left_out_with_a_warning(glue_dir, tokenizer, tmp_path, caplog):
     """An empty test split failed later in a column cast with a traceback."""
     folder = tmp_path / "glue"

@@ -149,6 +149,13 @@ def read_glue_file(
     skipped, unknown = 0, set()
     for line in lines:
         fields = line.split("\t")
+        if len(fields) != len(header) and not labelled:
+            raise SparseBertError(
+                f"{path}: a row has {len(fields)} tab-separated fields, its header {len(header)} "
+                f"({line[:60]!r}…); a test file's rows all need a prediction in the submission "
+                "(the GLUE server refuses a file with rows missing), so none is skipped. "
+                "Re-download the file, or mend that row."
+            )
         if len(fields) != len(header):
             skipped += 1
             continue
