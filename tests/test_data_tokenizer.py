@@ -117,3 +117,12 @@ def test_the_tokenizer_saved_with_the_model_wins_over_data_tokenizer(text_files,
 def test_a_model_folder_without_tokenizer_leaves_data_tokenizer_in_charge(tmp_path):
     tokenizer = load_tokenizer(data_config(tokenizer="embedded"), tmp_path, source=tmp_path)
     assert len(tokenizer) == 30522
+
+
+def test_a_model_folder_without_a_tokenizer_says_which_one_is_used(tmp_path, caplog):
+    """A weights-only folder silently got data.tokenizer's vocabulary."""
+    caplog.set_level("WARNING")
+    tokenizer = load_tokenizer(data_config(tokenizer="embedded"), tmp_path / "c", source=tmp_path)
+    assert len(tokenizer) == 30522
+    assert f"the model folder {tmp_path} holds no tokenizer" in caplog.text
+    assert "using data.tokenizer=embedded" in caplog.text

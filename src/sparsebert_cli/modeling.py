@@ -172,9 +172,17 @@ def bert_config(
     if source is not None:
         config = read_bert_config(source)
         if vocab_size is not None and config.vocab_size != vocab_size:
+            from sparsebert_cli.data.tokenizer import holds_tokenizer
+
+            why = (
+                ""
+                if holds_tokenizer(source)
+                else " (the model folder holds no tokenizer, so data.tokenizer's was used)"
+            )
             raise SparseBertError(
                 f"the model in {source} has a vocabulary of {config.vocab_size} tokens but the "
-                f"tokenizer has {vocab_size}; use the tokenizer that ships with that model."
+                f"tokenizer has {vocab_size}{why}; point data.tokenizer at the folder of the "
+                "tokenizer that model was trained with."
             )
     else:
         config = BertConfig(

@@ -7,6 +7,7 @@ folder with `tokenizer_from_folder` (or `load_tokenizer` with `data.tokenizer=<f
 """
 
 import heapq
+import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sparsebert_cli.data.hub import load_hub_tokenizer
 from sparsebert_cli.errors import SparseBertError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: id 0, as in BERT
+
+log = logging.getLogger(__name__)
 
 
 def embedded_tokenizer_folder() -> Path:
@@ -33,6 +36,14 @@ def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
     if source is not None and holds_tokenizer(Path(source)):
         return tokenizer_from_folder(Path(source))
     name = data_cfg.tokenizer
+    if source is not None:
+        log.warning(
+            "the model folder %s holds no tokenizer (tokenizer.json or vocab.txt): using "
+            "data.tokenizer=%s; point data.tokenizer at the tokenizer the model was trained with "
+            "if that is another one",
+            source,
+            name,
+        )
     if name == "embedded":
         return tokenizer_from_folder(embedded_tokenizer_folder())
     from sparsebert_cli.progress import waiting
