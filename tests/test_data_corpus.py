@@ -127,6 +127,19 @@ def test_files_without_the_text_column_are_refused(tmp_path):
         )
 
 
+def test_rows_without_text_are_left_out_with_a_warning(tmp_path, caplog):
+    """A .jsonl row without the text key was dropped without a word, and the corpus then read
+    as too small with advice to raise data.max_documents."""
+    rows = [{"text": "Alpha one."}, {"other": "no text here"}, {"text": "Beta two."}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    caplog.set_level("WARNING")
+    corpus = load_corpus(
+        data_config(name="text_files", files=[str(tmp_path / "d.jsonl")]), tmp_path / "cache"
+    )
+    assert corpus["text"] == ["Alpha one.", "Beta two."]
+    assert "1 of the corpus's 3 documents hold no text" in caplog.text
+
+
 def test_a_glob_matching_nothing_is_refused(tmp_path):
     with pytest.raises(SparseBertError, match="'.*nothing/\\*.txt' matches no file"):
         load_corpus(

@@ -13,6 +13,7 @@ by blank lines as in BERT's own format, .jsonl/.json or .parquet with one docume
 
 import codecs
 import glob
+import logging
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -21,6 +22,8 @@ from sparsebert_cli.data import embedded
 from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerprint
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.errors import SparseBertError
+
+log = logging.getLogger(__name__)
 
 # Bump when the normalisation below changes, to invalidate caches (2: whitespace .txt breaks).
 CORPUS_FORMAT = 2
@@ -117,7 +120,16 @@ def load_corpus(data_cfg, cache_dir: Path):
             "data=bookcorpus, data=wiki_books)."
         )
     corpus = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    before = len(corpus)
     corpus = corpus.filter(lambda batch: [bool(t) for t in batch["text"]], batched=True)
+    if len(corpus) < before:
+        log.warning(
+            "%d of the corpus's %d documents hold no text (empty, or without the column "
+            "data.text_column=%s) and are left out",
+            before - len(corpus),
+            before,
+            data_cfg.text_column,
+        )
     if len(corpus) == 0:
         sources = list(data_cfg.hub_sources) + sorted(
             {path for pattern in data_cfg.files for path in glob.glob(pattern)}

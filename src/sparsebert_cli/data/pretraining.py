@@ -62,9 +62,10 @@ def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
 
     corpus = load_corpus(data_cfg, cache_dir)
     if len(corpus) < 2:
+        more = " or raise data.max_documents" if data_cfg.max_documents is not None else ""
         raise SparseBertError(
             f"The corpus data={data_cfg.name} has {len(corpus)} document(s); pre-training needs at "
-            "least 2 (one held out for evaluation). Add text or raise data.max_documents."
+            f"least 2 (one held out for evaluation). Add text{more}."
         )
     documents = corpus.train_test_split(test_size=data_cfg.eval_fraction, seed=seed)
     splits = {}
