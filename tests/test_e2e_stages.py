@@ -261,6 +261,9 @@ def test_wandb_offline_logs_inside_the_run_folder_without_secrets(tmp_path, monk
     ), [str(p) for p in stored]
     leaks = [p for p in run_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
+    # the summary holds what metrics.json holds: the mask sparsity of a pre-training too
+    (record,) = offline[0].glob("*.wandb")
+    assert b"mask/sparsity" in record.read_bytes()
 
 
 def test_a_failed_wandb_run_is_marked_failed_there(tmp_path):

@@ -114,7 +114,11 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         logits, _ = predict(model, task.splits["dev"], task.collate, trainer.eval_batch_size)
         return task_scores(task, "dev", logits)
 
-    hooks = Hooks(evaluate=evaluate, select="eval/headline")
+    hooks = Hooks(
+        evaluate=evaluate,
+        select="eval/headline",
+        final=lambda: {"mask/sparsity": mask_sparsity(model)},
+    )
     rates = NO_EXTRA_RATES
     if source.dam is not None:
         add_dam_hooks(hooks, cfg.mask, source.dam, total_steps(trainer, len(task.splits["train"])))
@@ -130,4 +134,4 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         }
         save_checkpoint(model, layout(run.dir).model, extra)
         save_tokenizer(tokenizer, layout(run.dir).model)
-    return {**metrics, "mask/sparsity": mask_sparsity(model)}
+    return metrics

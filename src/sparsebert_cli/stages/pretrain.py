@@ -34,11 +34,12 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
 
     evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
-    metrics = train(model, splits["train"], collate, cfg, run, Hooks(evaluate=evaluate))
+    hooks = Hooks(evaluate=evaluate, final=lambda: {"mask/sparsity": mask_sparsity(model)})
+    metrics = train(model, splits["train"], collate, cfg, run, hooks)
     if run.writer:
         evaluate.write_profile(run.artifacts)
         save_checkpoint(
             model, layout(run.dir).model, {"stage": "pretrain", "run_dir": str(run.dir)}
         )
         save_tokenizer(tokenizer, layout(run.dir).model)
-    return {**metrics, "mask/sparsity": mask_sparsity(model)}
+    return metrics

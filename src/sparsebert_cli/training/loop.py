@@ -73,6 +73,9 @@ class Hooks:
     evaluate: Callable[[], dict[str, float]] | None = None
     # Keep the weights of the best evaluation by this key (higher is better), e.g. "eval/headline".
     select: str | None = None
+    # Metrics of the final (or best) model beside its evaluation, e.g. its mask sparsity: in the
+    # returned metrics and the W&B summary alike.
+    final: Callable[[], dict[str, float]] | None = None
 
 
 def resolve_device(trainer_cfg) -> torch.device:
@@ -384,6 +387,8 @@ def train(
         summary = {**metrics, "train/steps": total}
         if start < total:
             summary["train/tokens_per_s"] = tokens / max(elapsed, 1e-9)
+        if hooks.final is not None:
+            summary.update(hooks.final())
         logger.finish(summary)
     except BaseException as error:
         logger.finish({}, exit_code=getattr(error, "exit_code", 1))
