@@ -111,7 +111,9 @@ def test_dry_run_of_a_single_run_names_the_unfinished_run_it_would_resume(workdi
     manifest.write_text(json.dumps({**record, "status": "interrupted"}))
     (line,) = [row for row in sparsebert(*single, "--dry-run", cwd=workdir).stdout.splitlines()
                if row.startswith("resume")]  # fmt: skip
-    assert "the unfinished run " in line and "search/first of this config (interrupted)" in line
+    # the folder listed is the one the launched run continues in, not a new one
+    assert line.split()[1].endswith("search/first")
+    assert "the unfinished run of this config (interrupted)" in line
     again = sparsebert(*single, "run_id=first", "resume=never", "--dry-run", cwd=workdir).stdout
     assert planned(again) == {"first": "run"} and "restarts at step 0 (resume=never)" in again
 

@@ -24,9 +24,10 @@ FLAG = "--dry-run"
 
 def job_status(
     cfg: DictConfig, folder: Path, overrides: list[str], single_run: bool, device_here: bool = True
-) -> tuple[str, str]:
-    """(action, why) of the job of `cfg` (`overrides` on its command line) in `folder`: run,
-    skip, resume, refuse or invalid. The config goes through what a launched job goes through
+) -> tuple[str, str, Path]:
+    """(action, why, the folder it acts in) of the job of `cfg` (`overrides` on its command line)
+    in `folder`: run, skip, resume, refuse or invalid; a single run resumes an unfinished run of
+    its config in that run's folder. The config goes through what a launched job goes through
     first (`launch.prepare`: `latest` resolved, paths expanded; `preflight`; `check_command`),
     so its content hash is the one the run would compare. `device_here`: False for a cluster
     launcher's jobs (their device is on a compute node, not this machine)."""
@@ -40,21 +41,19 @@ def job_status(
         twin = unfinished_twin(cfg, folder, overrides) if single_run else None
         manifest = runs.job_manifest(folder if twin is None else twin)
     except SparseBertError as error:
-        return "invalid", str(error)
+        return "invalid", str(error), folder
     if twin is not None:
-        return "resume", f"the unfinished run {twin} of this config ({manifest.get('status')})"
+        return "resume", f"the unfinished run of this config ({manifest.get('status')})", twin
     if manifest is None:
-        return "run", "new folder"
+        return "run", "new folder", folder
     if manifest.get("config_hash") != identity(cfg)[1]:
-        return "refuse", "the folder holds a run of another config"
+        return "refuse", "the folder holds a run of another config", folder
     if manifest.get("status") == "completed":
-        return "skip", "completed with this config"
+        return "skip", "completed with this config", folder
     if reads(cfg.stage, "resume") and cfg.resume != "auto":
-        return (
-            "run",
-            f"this config, {manifest.get('status')}: restarts at step 0 (resume={cfg.resume})",
-        )
-    return "resume", f"this config, {manifest.get('status')}"
+        why = f"this config, {manifest.get('status')}: restarts at step 0 (resume={cfg.resume})"
+        return "run", why, folder
+    return "resume", f"this config, {manifest.get('status')}", folder
 
 
 def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str], list[str]]]:
@@ -90,7 +89,8 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
         folder = Path(where.dir) / (where.subdir if multirun else "")
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         here = "submitit" not in str(cfg.hydra.launcher.get("_target_", "")).lower()
-        planned.append((folder, job_status(task_cfg, folder, job, not multirun, here), job))
+        action, why, acts_in = job_status(task_cfg, folder, job, not multirun, here)
+        planned.append((acts_in, (action, why), job))
     return planned
 
 
