@@ -132,3 +132,19 @@ def test_bad_value_exits_nonzero_without_traceback(workdir):
     proc = sparsebert("search", "mask.lam=-1", cwd=workdir, check=False)
     assert proc.returncode == 1
     assert "mask.lam=-1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_stopped_sweep_says_its_jobs_resume_not_that_nothing_started(monkeypatch, capsys):
+    """Ctrl-C in a joblib sweep reached the dispatcher as KeyboardInterrupt and printed "stopped
+    before its run started" while both jobs had checkpoints."""
+    from sparsebert_cli import cli
+
+    def stopped(stage, args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_stage", stopped)
+    assert cli.main(["pretrain", "-m", "seed=0,1"]) == 130
+    err = capsys.readouterr().err
+    assert "the sweep stopped" in err and "same command again resumes them" in err
+    assert cli.main(["pretrain", "seed=0"]) == 130
+    assert "stopped before its run started" in capsys.readouterr().err

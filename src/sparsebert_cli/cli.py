@@ -153,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (Interrupted, KeyboardInterrupt) as e:
         code = e.exit_code if isinstance(e, Interrupted) else 130
-        print(f"interrupted: sparsebert {name} stopped before its run started.", file=sys.stderr)
+        if name in STAGES and ("-m" in rest or "--multirun" in rest):
+            # a launcher's workers (joblib) ran the jobs: each marked its own run
+            said = (
+                "the sweep stopped; its started jobs are marked interrupted, and the same "
+                "command again resumes them and skips the completed ones"
+            )
+        else:
+            said = f"sparsebert {name} stopped before its run started"
+        print(f"interrupted: {said}.", file=sys.stderr)
         return code
     except BrokenPipeError:  # the reader closed the pipe (`sparsebert masks --json | head`)
         # What is still buffered goes nowhere, so the interpreter's last flush cannot fail too;

@@ -83,11 +83,11 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     torch.manual_seed(cfg.seed)  # model init: a function of the seed
     try:
         metrics = stage_runner(cfg.stage)(cfg, run)
-    except interrupt.Interrupted as e:
+    except (interrupt.Interrupted, KeyboardInterrupt) as e:  # the latter: no handler installed
         from sparsebert_cli.training.checkpoint import complete_checkpoints
 
         kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
-        run.interrupt(str(e), kept[-1] if kept else None)
+        run.interrupt(str(e) or "SIGINT", kept[-1] if kept else None)
         raise
     except BaseException as e:
         run.fail(str(e) if isinstance(e, SparseBertError) else f"{type(e).__name__}: {e}")
