@@ -181,6 +181,8 @@ def test_a_missing_group_option_and_a_value_of_the_wrong_type_are_refused_before
         (["trainer.max_steps=1.5"], "trainer.max_steps takes a whole number, not 1.5"),
         (["mask.hard=maybe"], "mask.hard takes true or false"),
         (["-m", "seed=0,x"], "seed takes a whole number, not 'x'"),
+        (["pipeline.search=['mask.lam=abc']"], "mask.lam=abc: mask.lam takes a number"),
+        (["pipeline.finetune=['task=nope']"], "no task option 'nope'"),
     ):
         with pytest.raises(SparseBertError, match=said):
             check_override_values(args)

@@ -565,6 +565,11 @@ def check_override_values(args: list[str]) -> None:
         key, values = override.key_or_group, _override_values(override)
         if values is None:
             continue
+        if key.startswith("pipeline."):  # one step's overrides: checked as that step gets them
+            for value in values:
+                if isinstance(value, list):
+                    check_override_values([str(item) for item in value])
+            continue
         if key in groups:
             options = sorted(p.stem for p in (schema.conf_dir() / key).glob("*.yaml"))
             for value in values:
