@@ -181,7 +181,9 @@ def test_a_missing_group_option_and_a_value_of_the_wrong_type_are_refused_before
         (["trainer.max_steps=1.5"], "trainer.max_steps takes a whole number, not 1.5"),
         (["mask.hard=maybe"], "mask.hard takes true or false"),
         (["-m", "seed=0,x"], "seed takes a whole number, not 'x'"),
-        (["pipeline.search=['mask.lam=abc']"], "mask.lam=abc: mask.lam takes a number"),
+        (["pipeline.search=['mask.lam=abc']"], r"pipeline.search=.*: mask.lam=abc: mask.lam takes"),
+        (["pipeline.search=['mask.lam=[']"], r"mask.lam=\[ is not an override Hydra can read"),
+        (["-m", "trainer.num_threads=1,2"], "would all be one job in one folder"),
         (["pipeline.finetune=['task=nope']"], "no task option 'nope'"),
     ):
         with pytest.raises(SparseBertError, match=said):

@@ -25,7 +25,7 @@ def test_dry_run_lists_every_job_and_writes_nothing(workdir):
 def test_launch_settings_do_not_name_a_sweep_jobs_folder(workdir):
     """A sweep run with trainer.num_threads=1 wrote `...,trainer.num_threads=1` folders, so the
     same sweep without it would have redone every finished job: the settings the content hash
-    leaves out (stages.unnamed_overrides) leave the folder name too; per-step ones name it."""
+    leaves out (config.unnamed_overrides) leave the folder name too; per-step ones name it."""
     extra = (
         "trainer.num_threads=1",
         "trainer.log_every=1",

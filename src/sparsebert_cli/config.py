@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.data.config import DataConfig, TaskConfig
 from sparsebert_cli.masks.config import MaskConfig
-from sparsebert_cli.stages import READS
+from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, READS
 from sparsebert_cli.training.config import TrainerConfig
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
@@ -115,6 +115,23 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+def unnamed_overrides() -> list[str]:
+    """The override keys a sweep job's folder name leaves out (hydra.job.config.override_dirname
+    .exclude_keys, through the `sb_unnamed` resolver): the settings the content hash leaves out,
+    so a sweep rerun with other launch settings (threads, W&B, another runs folder) finds its
+    finished jobs, and the launcher's width. A pipeline's per-step overrides name the folder: they
+    are hashed."""
+    hints = typing.get_type_hints(RunConfig)
+    keys = ["hydra.launcher.n_jobs", *(f"trainer.{key}" for key in NOT_HASHED_TRAINER)]
+    for name in NOT_HASHED:
+        if name == "pipeline":
+            continue
+        keys.append(name)
+        if dataclasses.is_dataclass(hints[name]):
+            keys += [f"{name}.{f.name}" for f in dataclasses.fields(hints[name])]
+    return keys
 
 
 @dataclass(frozen=True)
@@ -275,8 +292,6 @@ def register_hydra_extensions() -> None:
     if not OmegaConf.has_resolver("sb_path"):
         OmegaConf.register_new_resolver("sb_path", expand_path)
     if not OmegaConf.has_resolver("sb_unnamed"):
-        from sparsebert_cli.stages import unnamed_overrides
-
         OmegaConf.register_new_resolver("sb_unnamed", unnamed_overrides)
 
 

@@ -286,7 +286,8 @@ def check_runs_dir(value: Any) -> None:
             f"{len(long.encode())} bytes long, and file systems take at most {NAME_BYTES}; use "
             "a shorter name, e.g. paths.runs_dir=runs."
         )
-    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    # os.path.exists: False, not PermissionError, under a folder this user cannot search
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if os.path.exists(p))
     if not existing.is_dir():
         raise FolderRefused(
             f"paths.runs_dir={value}: {existing} is a file, not a folder; point paths.runs_dir "

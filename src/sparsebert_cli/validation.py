@@ -507,7 +507,8 @@ def check_command_line(stage: str, args: list[str]) -> None:
     unsafe or unreadable overrides, keys outside the schema or that `stage` does not read, group
     options that do not exist and values of the wrong type."""
     check_safe_overrides(args)  # checks a paths.runs_dir given here
-    if not any(schema_override_key(a) == "paths.runs_dir" for a in args):
+    prints_only = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)  # --cfg
+    if not prints_only and not any(schema_override_key(a) == "paths.runs_dir" for a in args):
         runs.check_runs_dir(runs.default_runs_dir())
     check_overrides(stage, args)
     check_override_values(args)
@@ -550,6 +551,20 @@ _TYPE_NODES = {bool: (BooleanNode, "true or false"), int: (IntegerNode, "a whole
 _TYPE_EXAMPLES = {bool: "true", int: "4", float: "1e-3"}
 
 
+def _parse_nested(parser, arg: str):
+    """An override parsed by Hydra; one that cannot be (an item of a pipeline's per-step list)
+    refused like a top-level one."""
+    from hydra.errors import HydraException
+
+    try:
+        return parser.parse_override(arg)
+    except HydraException as e:
+        raise SparseBertError(
+            f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}); quote a value "
+            "with '=', ',', spaces or brackets inside the override."
+        ) from None
+
+
 def check_override_values(args: list[str]) -> None:
     """Refuse a group option with no file in conf/ (`mask=dam_x`) and a number or flag setting
     given a value of another type (`mask.lam=abc`), with the choices or the type, before Hydra
@@ -557,18 +572,27 @@ def check_override_values(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    groups, leaf_types = group_names(), _leaf_types()
+    groups, leaf_types, unnamed = group_names(), _leaf_types(), schema.unnamed_overrides()
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
-        override = parser.parse_override(arg)
+        override = _parse_nested(parser, arg)
         key, values = override.key_or_group, _override_values(override)
+        if override.is_sweep_override() and schema.schema_key(key) in unnamed:
+            raise SparseBertError(
+                f"{arg}: {key} does not change what a job computes (it is left out of a job's "
+                "identity and of its folder name), so the sweep's jobs would all be one job in "
+                f"one folder. Run one sweep per value, each with its own sweep_name=."
+            )
         if values is None:
             continue
         if key.startswith("pipeline."):  # one step's overrides: checked as that step gets them
             for value in values:
                 if isinstance(value, list):
-                    check_override_values([str(item) for item in value])
+                    try:
+                        check_override_values([str(item) for item in value])
+                    except SparseBertError as e:
+                        raise SparseBertError(f"{arg}: {e}") from None
             continue
         if key in groups:
             options = sorted(p.stem for p in (schema.conf_dir() / key).glob("*.yaml"))

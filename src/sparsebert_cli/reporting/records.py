@@ -106,9 +106,9 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     a pipeline's per-step overrides stay. An upstream run folder is replaced by that run's experiment config
     (`depth` runs back; an unreadable one, e.g. of a moved runs folder, is left out)."""
     from sparsebert_cli.masks.config import DAM_FIELDS
-    from sparsebert_cli.stages import _NOT_HASHED, _NOT_HASHED_TRAINER, per_step_overrides
+    from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, per_step_overrides
 
-    kept = {k: v for k, v in config.items() if k not in (*_NOT_HASHED, *_NOT_COMPARED)}
+    kept = {k: v for k, v in config.items() if k not in (*NOT_HASHED, *_NOT_COMPARED)}
     group, key = FOLD_KEY.split(".")
     if isinstance(kept.get(group), dict):
         kept[group] = {k: v for k, v in kept[group].items() if k != key}
@@ -116,7 +116,7 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     if per_step:
         kept["pipeline"] = per_step
     if isinstance(kept.get("trainer"), dict):
-        kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in _NOT_HASHED_TRAINER}
+        kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in NOT_HASHED_TRAINER}
     upstream = _upstream_configs(config) if depth else {}
     for group, key in REFERENCES:
         section = kept.get(group)

@@ -64,31 +64,12 @@ def reads(stage: str, key: str) -> bool:
 
 
 # Keys that do not change what a job computes, left out of its content hash (as are the keys
-# the stage does not read): resuming with another checkpoint interval or log rate is the same job.
-# The pipeline's per-step overrides are hashed when there are any (`per_step_overrides`).
-_NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
-_NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
-
-
-def unnamed_overrides() -> list[str]:
-    """The override keys a sweep job's folder name leaves out (hydra.job.config.override_dirname
-    .exclude_keys): the settings the content hash leaves out, so a sweep rerun with other launch
-    settings (threads, W&B, another runs folder) finds its finished jobs, and the launcher's width.
-    A pipeline's per-step overrides name the folder: they are hashed."""
-    import dataclasses
-    import typing
-
-    from sparsebert_cli.config import RunConfig
-
-    hints = typing.get_type_hints(RunConfig)
-    keys = ["hydra.launcher.n_jobs", *(f"trainer.{key}" for key in _NOT_HASHED_TRAINER)]
-    for name in _NOT_HASHED:
-        if name == "pipeline":
-            continue
-        keys.append(name)
-        if dataclasses.is_dataclass(hints[name]):
-            keys += [f"{name}.{f.name}" for f in dataclasses.fields(hints[name])]
-    return keys
+# the stage does not read; `hashed_config`) and of a sweep job's folder name
+# (`config.unnamed_overrides`): resuming with another checkpoint interval or log rate is the
+# same job. The pipeline's per-step overrides are hashed when there are any
+# (`per_step_overrides`).
+NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
+NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
 
 
 def hashed_config(resolved: dict) -> dict:
@@ -106,10 +87,10 @@ def hashed_config(resolved: dict) -> dict:
             )
         return out
 
-    hashed = kept({k: v for k, v in resolved.items() if k not in _NOT_HASHED}, "")
+    hashed = kept({k: v for k, v in resolved.items() if k not in NOT_HASHED}, "")
     if "trainer" in hashed:
         hashed["trainer"] = {
-            k: v for k, v in hashed["trainer"].items() if k not in _NOT_HASHED_TRAINER
+            k: v for k, v in hashed["trainer"].items() if k not in NOT_HASHED_TRAINER
         }
     if "mask" in hashed:
         hashed["mask"] = _mask_identity(resolved["mask"])
