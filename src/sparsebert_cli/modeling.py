@@ -174,15 +174,15 @@ def bert_config(
         if vocab_size is not None and config.vocab_size != vocab_size:
             from sparsebert_cli.data.tokenizer import holds_tokenizer
 
-            why = (
-                ""
-                if holds_tokenizer(source)
-                else " (the model folder holds no tokenizer, so data.tokenizer's was used)"
-            )
+            if holds_tokenizer(source):  # that one was used, whatever data.tokenizer says
+                fix = "its own tokenizer disagrees with its config.json: put the tokenizer the "
+                fix += "model was trained with into that folder"
+            else:
+                fix = "the folder holds no tokenizer, so data.tokenizer's was used: point "
+                fix += "data.tokenizer at the folder of the tokenizer the model was trained with"
             raise SparseBertError(
                 f"the model in {source} has a vocabulary of {config.vocab_size} tokens but the "
-                f"tokenizer has {vocab_size}{why}; point data.tokenizer at the folder of the "
-                "tokenizer that model was trained with."
+                f"tokenizer has {vocab_size}; {fix}."
             )
     else:
         config = BertConfig(

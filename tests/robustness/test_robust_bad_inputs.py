@@ -603,9 +603,9 @@ def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(tmp_path):
     model_cfg = OmegaConf.structured(RunConfig).model
     _refused(
         lambda: bert_config(model_cfg, 30522, tmp_path),
-        "vocabulary of 1000 tokens but the tokenizer has 30522 (the model folder holds no "
-        "tokenizer, so data.tokenizer's was used)",
-        "point data.tokenizer at the folder of the tokenizer that model was trained with",
+        "vocabulary of 1000 tokens but the tokenizer has 30522; the folder holds no tokenizer, so "
+        "data.tokenizer's was used",
+        "point data.tokenizer at the folder of the tokenizer the model was trained with",
     )
 
 
