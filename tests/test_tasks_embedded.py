@@ -119,3 +119,5 @@ def test_the_longest_batch_is_the_longest_sequence_of_any_split_or_choice():
         train=datasets.Dataset.from_dict({"input_ids": [[[1], [1, 2, 3]], [[1, 2], [1]]]})
     )
     assert longest_input(choices) == 3
+    kept = flat["dev"].filter(lambda e: len(e["input_ids"]) < 5)  # no row left: nothing counts
+    assert longest_input({"dev": kept, "train": flat["train"].select([0])}) == 2

@@ -10,7 +10,7 @@ def longest_input(splits) -> int:
 
     longest = 0
     for split in splits.values():
-        column = split.data.column("input_ids")
+        column = split.with_format("arrow")["input_ids"]  # the split's rows, after any filter
         while pa.types.is_list(column.type.value_type):  # one list per choice
             column = pc.list_flatten(column)
         if len(column):
