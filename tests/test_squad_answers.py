@@ -161,3 +161,6 @@ def test_squad_refuses_a_stored_mask_shorter_than_its_windows_before_training():
     ):
         check_stored_mask_covers(window_source(n=16), 384, task)
     check_stored_mask_covers(window_source(n=16), 16, task)
+    empty = MaskSource("fixed", mask=torch.zeros(1, 2, 16, 16, dtype=torch.bool))
+    with pytest.raises(SparseBertError, match="allows no entry in every layer"):
+        check_stored_mask_covers(empty, 16, task)  # fine-tuning would train without attention

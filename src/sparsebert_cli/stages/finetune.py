@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.empty_rows import check_keeps_attention
 from sparsebert_cli.runs import Run, layout
 from sparsebert_cli.stages.inputs import (
     cache_dir,
@@ -77,12 +78,16 @@ def name_labels(config, task) -> None:
 
 
 def check_stored_mask_covers(source, longest: int, task_cfg) -> None:
-    """The mask stored with the model (mask=checkpoint) covers the task's longest batch, refused
-    before training rather than at the first longer batch: a mask is cropped for shorter
-    sequences, never extended past the positions it was built or searched for. (A named pattern
-    is built at task.seq_len; a searched mask is refused at load when shorter.)"""
+    """The mask stored with the model (mask=checkpoint) attends somewhere in every layer and
+    covers the task's longest batch, refused before training rather than at the first longer
+    batch: a mask is cropped for shorter sequences, never extended past the positions it was
+    built or searched for. (A named pattern is built at task.seq_len; a searched mask is refused
+    at load when shorter.)"""
     mask = source.binarized()
-    if mask is None or mask.shape[-1] >= longest:
+    if mask is None:
+        return
+    check_keeps_attention(mask)  # a mask to train with (evaluate of such a model is not refused)
+    if mask.shape[-1] >= longest:
         return
     n = mask.shape[-1]
     raise SparseBertError(
