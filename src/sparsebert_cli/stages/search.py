@@ -142,7 +142,12 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     def before_step(step: int) -> None:
         source.dam_active = step >= warmup  # the head warm-up runs on the dense model
 
-    hooks = add_dam_hooks(Hooks(after_step=after_step, evaluate=evaluate), cfg.mask, dam, total)
+    def final() -> dict[str, float]:  # the handed-on mask's, over its n × n entries
+        return {"mask/sparsity": sparsity(dam.binarize().cpu())}
+
+    hooks = add_dam_hooks(
+        Hooks(after_step=after_step, evaluate=evaluate, final=final), cfg.mask, dam, total
+    )
     anneal = hooks.before_step
     hooks.before_step = lambda step: (before_step(step), anneal(step))
     rates = GroupRates(
@@ -189,7 +194,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         _write_trace(trace_dir, layout(run.dir).importance_trace)
         if warmup > 0 and cfg.mask.encoder_lr == 0 and cfg.mask.objective == "mlm":
             _save_warmed_model(model, tokenizer, run)
-    return {**metrics, "mask/sparsity": sparsity(mask)}
+    return metrics
 
 
 def _save_warmed_model(model, tokenizer, run: Run) -> None:
