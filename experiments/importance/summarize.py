@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from sparsebert_cli.reporting.formats import gate_text
+
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
@@ -85,7 +87,7 @@ def _model_line(models: list[dict]) -> str:
     names = sorted({str(m["model"]) for m in models})
     accuracies = [m["mlm_accuracy"] for m in models if m["mlm_accuracy"] is not None]
     measured = [m["uses_attention"] for m in models if m["uses_attention"] is not None]
-    gate = f"passed in {measured.count(1.0)} of {len(measured)}" if measured else "not measured"
+    gate = gate_text((measured.count(1.0), len(measured)))
     accuracy = "not recorded"
     if accuracies:
         ends = dict.fromkeys(f"{100 * a:.1f}" for a in (min(accuracies), max(accuracies)))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from sparsebert_cli.reporting.formats import gate_text
+
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided t quantiles by df
 
 
@@ -86,6 +88,7 @@ def summarize(found: list[dict]) -> dict:
             "first_eval_step": group[0]["first_eval"]["step"],
             "delta_loss_first_eval_mean_std": _mean_std(early) if early else (None, None),
             "gate_passed": sum(j["gate"] == 1.0 for j in group),
+            "gate_measured": sum(j["gate"] is not None for j in group),
             "neighbour_ratio_min": min(j["neighbour_ratio"] or 0.0 for j in group),
         }
     return dict(sorted(rows.items(), key=lambda kv: kv[1]["sparsity"]))
@@ -112,7 +115,7 @@ def markdown(rows: dict) -> str:
             f"| {_pm(row['delta_loss_vs_dense_mean_std'], 4)} "
             f"| {'n/a' if ci is None else f'{ci[0]:+.4f} … {ci[1]:+.4f}'} "
             f"| {_pm(row['delta_loss_first_eval_mean_std'], 4)} (step {row['first_eval_step']}) "
-            f"| {row['gate_passed']}/{len(row['seeds'])} |"
+            f"| {gate_text((row['gate_passed'], row['gate_measured']))} |"
         )
     return "\n".join(lines) + "\n"
 
