@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in STAGES and ("-m" in rest or "--multirun" in rest):
             # a launcher's workers (joblib) ran the jobs: each marked its own run
             said = (
-                "the sweep stopped; its started jobs are marked interrupted, and the same "
-                "command again resumes them and skips the completed ones"
+                "the sweep stopped; its started jobs are marked interrupted (one its launcher "
+                "killed first reads so in `sparsebert ls`), and the same command again resumes "
+                "them and skips the completed ones"
             )
         else:
             said = f"sparsebert {name} stopped before its run started"

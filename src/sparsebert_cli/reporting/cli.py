@@ -28,7 +28,8 @@ SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "js
 EPILOG = """\
 cells: mean ± sample std over seeds (the `seed` key) with the seed count n; a cell with failed
 or interrupted jobs says so, one with no completed job reads failed, interrupted, running or
-missing. A cell pools only runs whose configs differ in the seed alone: other differences, or a
+missing. A cell pools only runs whose configs differ in the seed alone (an embedded task's
+task.fold counts like a seed; an upstream run by its own config): other differences, or a
 repeated seed, read `mixed configs` / `duplicate seeds` (not pooled) with a warning naming the
 keys and runs.
 Avg: the plain mean over the columns, MNLI m and mm counted as two columns, the mean of acc and

@@ -25,7 +25,8 @@ FORMATS = ("table", "md", "csv", "latex", "json")
 MLM_CSV = ("mlm_loss mean", "mlm_loss std", "mlm_accuracy mean", "mlm_accuracy std",
            "gate passed", "gate measured", "pretraining status")  # fmt: skip
 NOTE = (
-    "Cells: mean ± sample std over seeds (n = completed seeds), metrics ×100, sparsity in %. "
+    "Cells: mean ± sample std over seeds (n = completed seeds and folds), metrics ×100, "
+    "sparsity in %. "
     "Avg: mean over the columns, MNLI m and mm counted separately, the mean of acc/F1 (QQP, "
     "MRPC) and of Pearson/Spearman (STS-B) counted once."
 )
