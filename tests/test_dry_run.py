@@ -126,3 +126,12 @@ def test_a_cluster_sweeps_device_is_not_checked_on_this_machine(workdir):
     assert local.returncode == 1 and "no CUDA device is visible" in local.stdout
     cluster = sparsebert(*sweep, "hydra/launcher=slurm", "--dry-run", cwd=workdir).stdout
     assert list(planned(cluster).values()) == ["run"]
+
+
+def test_an_empty_runs_dir_variable_is_the_launch_folder_not_the_file_systems_root(workdir):
+    """SPARSEBERT_RUNS_DIR set but empty made paths.runs_dir "" (the launch folder for the
+    stages) and Hydra's run folder /<stage>/<run_id>, at the root."""
+    proc = sparsebert("pretrain", "debug=smoke", "--dry-run", cwd=workdir,
+                      env={"SPARSEBERT_RUNS_DIR": ""})  # fmt: skip
+    (line,) = [row for row in proc.stdout.splitlines() if " [" in row]
+    assert line.split()[1].startswith("pretrain/"), line

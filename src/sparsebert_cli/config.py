@@ -290,7 +290,9 @@ def register_hydra_extensions() -> None:
     if not OmegaConf.has_resolver("sb_slug"):
         OmegaConf.register_new_resolver("sb_slug", sb_slug)
     if not OmegaConf.has_resolver("sb_path"):
-        OmegaConf.register_new_resolver("sb_path", expand_path)
+        # "" (SPARSEBERT_RUNS_DIR set but empty) is the launch folder, as Path("") is for the
+        # stages, not the file system's root under "/<stage>/<run_id>"
+        OmegaConf.register_new_resolver("sb_path", lambda value: expand_path(value) or ".")
     if not OmegaConf.has_resolver("sb_unnamed"):
         OmegaConf.register_new_resolver("sb_unnamed", unnamed_overrides)
 

@@ -269,10 +269,11 @@ NAME_BYTES = 255  # the longest file name Linux and macOS file systems take (NAM
 
 def default_runs_dir() -> Path:
     """The runs folder when paths.runs_dir is not set (conf/paths/default.yaml reads the same
-    variable): $SPARSEBERT_RUNS_DIR, else runs/ where sparsebert is launched."""
+    variable, as oc.env does: set but empty is the launch folder itself): $SPARSEBERT_RUNS_DIR,
+    else runs/ where sparsebert is launched."""
     from sparsebert_cli.config import PathsConfig
 
-    return Path(os.environ.get("SPARSEBERT_RUNS_DIR") or PathsConfig.runs_dir)
+    return Path(os.environ.get("SPARSEBERT_RUNS_DIR", PathsConfig.runs_dir))
 
 
 def check_runs_dir(value: Any) -> None:
