@@ -493,26 +493,31 @@ def _upstream(folder: Path, config: dict) -> str:
 
 def test_results_built_on_different_upstream_experiments_are_not_pooled(tmp_path):
     """Two fine-tunes of models pre-trained with different masks are two experiments, not two
-    runs of one seed to delete."""
+    runs of one seed to delete: each row is named by its model's mask; models that differ in
+    something else share a row that says to split by the model."""
     runs = tmp_path / "runs"
-    models = [
-        _upstream(runs / "pretrain" / name, {"seed": 0, "mask": {"name": name}})
-        for name in ("window", "dense")
-    ]
-    for i, model in enumerate(models):
+    upstream = {
+        "window": {"seed": 0, "mask": {"name": "window"}},
+        "dense": {"seed": 0, "mask": {"name": "dense"}},
+        "dense_long": {"seed": 0, "mask": {"name": "dense"}, "trainer": {"max_steps": 9}},
+    }
+    models = {name: _upstream(runs / "pretrain" / name, cfg) for name, cfg in upstream.items()}
+    for name, model in models.items():
         make_job(
-            runs / "finetune" / f"f{i}",
+            runs / "finetune" / name,
             mask="checkpoint",
             stage="finetune",
             extra={"model": {"from_run": model}},
-            metrics=mrpc(0.8 - i / 10, 0.9),
+            metrics=mrpc(0.8, 0.9),
         )
     table = build_table([runs / "finetune"])
-    [warning] = table.warnings
-    assert "mixed configs" in warning and "model.from_run.mask.name" in warning
-    assert "duplicate seeds" not in warning and "add model.from_run to --rows" in warning
+    assert [r.label for r in table.rows] == ["dense (checkpoint)", "window (checkpoint)"]
+    [warning] = table.warnings  # the two dense models differ in their own max_steps
+    assert warning.startswith("dense (checkpoint) × MRPC: mixed configs")
+    assert "model.from_run.trainer.max_steps" in warning and "duplicate seeds" not in warning
+    assert "add model.from_run to --rows" in warning
     table = build_table([runs / "finetune"], rows=["model.from_run"])
-    assert table.warnings == [] and len(table.rows) == 2
+    assert table.warnings == [] and len(table.rows) == 3
 
 
 def test_results_built_on_replicates_of_one_upstream_experiment_pool_by_their_seeds(tmp_path):

@@ -61,6 +61,8 @@ class RunRecord:
     # a searched mask used through mask=from_run: its mask.json kind, target sparsity (%) and,
     # searched without a target, its λ
     searched: tuple[str, float | None, float | None] | None = None
+    # mask=checkpoint: the run whose model (and so whose mask) it started from, if readable
+    model_run: "RunRecord | None" = None
 
     @cached_property
     def experiment(self) -> dict:
@@ -299,6 +301,28 @@ def _searched(config: dict) -> tuple[str, float | None, float | None] | None:
     return kind, None, float(lam) if isinstance(lam, int | float) else None
 
 
+def _model_run(config: dict) -> RunRecord | None:
+    """The run a mask=checkpoint result took its model (and mask) from, read as far as its row
+    needs it: its config, overrides and searched mask."""
+    mask, model = config.get("mask"), config.get("model")
+    folder = model.get("from_run") if isinstance(model, dict) else None
+    if not isinstance(mask, dict) or mask.get("name") != "checkpoint" or not folder:
+        return None
+    upstream = _load_config(Path(str(folder)))
+    if not upstream:
+        return None
+    return RunRecord(
+        dir=Path(str(folder)),
+        status="completed",
+        config=upstream,
+        overrides=_load_overrides(Path(str(folder))),
+        metrics={},
+        error=None,
+        sparsity=None,
+        searched=_searched(upstream),
+    )
+
+
 def _expand(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
@@ -383,6 +407,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
                 pretrain=pretrain,
                 stage=stage,
                 searched=_searched(config),
+                model_run=_model_run(config),
             )
         )
     return records, warnings
