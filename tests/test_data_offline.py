@@ -49,6 +49,7 @@ def test_offline_wikipedia_corpus_names_the_dataset_and_local_corpora(tmp_path):
     assert "'wikimedia/wikipedia' (config '20231101.en')" in result.stdout
     assert "data=wiki_sample" in result.stdout and "data=text_files" in result.stdout
     assert "without offline=true and without HF_HUB_OFFLINE=1" in result.stdout
+    assert "offline=true gives this answer at once" in result.stdout  # not after the retries
 
 
 def test_a_hub_library_record_reaches_the_screen_once(capfd):

