@@ -71,21 +71,22 @@ def _choices() -> dict[str, tuple[str, ...]]:
 # --- keys -------------------------------------------------------------------------------------
 
 
-def schema_keys(node: type = schema.RunConfig, prefix: str = "") -> tuple[set[str], set[str]]:
-    """(every dotted key of the schema, the keys whose children are free: dict settings)."""
-    keys, open_keys = set(), set()
+def schema_fields(node: type = schema.RunConfig, prefix: str = "") -> dict[str, type]:
+    """{dotted key: its annotated type} for every field of the schema, groups included."""
+    found = {}
     hints = typing.get_type_hints(node)
     for f in dataclasses.fields(node):
-        key = f"{prefix}{f.name}"
-        keys.add(key)
-        kind = hints[f.name]
+        key, kind = f"{prefix}{f.name}", hints[f.name]
+        found[key] = kind
         if dataclasses.is_dataclass(kind):
-            sub, sub_open = schema_keys(kind, f"{key}.")
-            keys |= sub
-            open_keys |= sub_open
-        elif typing.get_origin(kind) is dict:
-            open_keys.add(key)
-    return keys, open_keys
+            found |= schema_fields(kind, f"{key}.")
+    return found
+
+
+def schema_keys() -> tuple[set[str], set[str]]:
+    """(every dotted key of the schema, the keys whose children are free: dict settings)."""
+    fields = schema_fields()
+    return set(fields), {key for key, kind in fields.items() if typing.get_origin(kind) is dict}
 
 
 def group_names() -> set[str]:
@@ -514,19 +515,16 @@ def check_command_line(stage: str, args: list[str]) -> None:
     check_override_values(args)
 
 
-def _leaf_types(node: type = schema.RunConfig, prefix: str = "") -> dict[str, type]:
+def _leaf_types() -> dict[str, type]:
     """{dotted key: its type, Optional[X] as X} for every leaf of the schema."""
     found = {}
-    hints = typing.get_type_hints(node)
-    for f in dataclasses.fields(node):
-        kind = hints[f.name]
+    for key, kind in schema_fields().items():
         if dataclasses.is_dataclass(kind):
-            found |= _leaf_types(kind, f"{prefix}{f.name}.")
             continue
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(kind) if a is not type(None)]
             kind = args[0] if len(args) == 1 else kind
-        found[f"{prefix}{f.name}"] = kind
+        found[key] = kind
     return found
 
 
