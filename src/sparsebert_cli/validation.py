@@ -549,17 +549,19 @@ _TYPE_NODES = {bool: (BooleanNode, "true or false"), int: (IntegerNode, "a whole
 _TYPE_EXAMPLES = {bool: "true", int: "4", float: "1e-3"}
 
 
-def _parse_nested(parser, arg: str):
-    """An override parsed by Hydra; one that cannot be (an item of a pipeline's per-step list)
-    refused like a top-level one."""
+def _parse_override(parser, arg: str):
+    """`arg` parsed by Hydra's override grammar; one it cannot read (on the command line or in a
+    pipeline's per-step list) refused with the quoting that fixes it."""
     from hydra.errors import HydraException
 
     try:
         return parser.parse_override(arg)
     except HydraException as e:
+        key, _, value = arg.partition("=")
         raise SparseBertError(
-            f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}); quote a value "
-            "with '=', ',', spaces or brackets inside the override."
+            f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}). A value "
+            "with '=', ',', spaces, brackets or quotes must be quoted inside the override, "
+            f"the shell's quotes around Hydra's: \"{key}='{value}'\"."
         ) from None
 
 
@@ -574,7 +576,7 @@ def check_override_values(args: list[str]) -> None:
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
-        override = _parse_nested(parser, arg)
+        override = _parse_override(parser, arg)
         key, values = override.key_or_group, _override_values(override)
         if override.is_sweep_override() and schema.schema_key(key) in unnamed:
             raise SparseBertError(
@@ -624,7 +626,6 @@ def check_safe_overrides(args: list[str]) -> None:
     name a run folder that is not one safe folder name, or bring code (`_target_`, callbacks,
     another config tree)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     printing = [a for a in args if a.split("=", 1)[0] in ("-c", "--cfg")]
     if printing and any(a in ("-m", "--multirun") for a in args):
@@ -642,15 +643,7 @@ def check_safe_overrides(args: list[str]) -> None:
             )
         if arg.startswith("-") or "=" not in arg:
             continue
-        try:
-            override = parser.parse_override(arg)
-        except HydraException as e:
-            key, _, value = arg.partition("=")
-            raise SparseBertError(
-                f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}). A value "
-                "with '=', ',', spaces, brackets or quotes must be quoted inside the override, "
-                f"the shell's quotes around Hydra's: \"{key}='{value}'\"."
-            ) from None
+        override = _parse_override(parser, arg)
         key = override.key_or_group
         if key.split(".")[:2] in (["hydra", "run"], ["hydra", "sweep"]):
             raise runs.FolderRefused(
