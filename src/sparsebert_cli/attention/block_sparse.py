@@ -44,6 +44,7 @@ from sparsebert_cli.attention.diagonal import (
     distance_diagonal_layout,
     mask_offsets,
 )
+from sparsebert_cli.attention.dropout import dropout_multiplier
 from sparsebert_cli.attention.masked import MASK_PENALTY, additive_bias, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
@@ -463,11 +464,10 @@ class _BlockSparseAttention(torch.autograd.Function):
                 real = ~(padded_keys_q if every_row else padded_keys_q.index_select(1, group.rows))
                 found.append((empty[..., 0] & real).any())
             probs = scores.softmax(dim=-1)
-            drop = None
+            drop, weights = None, probs
             if dropout_p > 0:
-                weights, drop = torch.native_dropout(probs, dropout_p, True)
-            else:
-                weights = probs
+                drop = dropout_multiplier(probs, dropout_p)
+                weights = probs * drop
             out = torch.bmm(weights, v).view(batch, rows, size, dim)
             if empty is not None:  # an empty row attended uniformly to masked keys: zero it
                 out.masked_fill_(empty, 0.0)
@@ -476,10 +476,10 @@ class _BlockSparseAttention(torch.autograd.Function):
             else:
                 result.index_copy_(1, group.rows, out)
             if any(ctx.needs_input_grad[:3]) or any(ctx.needs_input_grad[7:]):  # inference: none
-                saved.append((q, k, v, probs, weights, drop, empty))
+                saved.append((q, k, v, probs, drop, empty))  # weights: probs · drop
         if found and bool(torch.stack(found).any()):
             warn_empty_rows()
-        ctx.layout, ctx.scaling, ctx.dropout_p, ctx.saved = layout, scaling, dropout_p, saved
+        ctx.layout, ctx.scaling, ctx.saved = layout, scaling, saved
         ctx.shape = query.shape
         return result
 
@@ -504,7 +504,7 @@ class _BlockSparseAttention(torch.autograd.Function):
         grad_kv = None
         if need_k or need_v:  # key and value gradients share one buffer: one fill, one scatter
             grad_kv = grad.new_zeros(2, batch, total * size // piece, piece, dim)
-        for group, (q, k, v, probs, weights, drop, empty) in zip(groups, ctx.saved, strict=True):
+        for group, (q, k, v, probs, drop, empty) in zip(groups, ctx.saved, strict=True):
             rows = len(group.rows)
             width = k.shape[1]
             g = grad if rows == total else grad.index_select(1, group.rows)  # [B, R, bs, d]
@@ -512,10 +512,10 @@ class _BlockSparseAttention(torch.autograd.Function):
                 g = g.masked_fill(empty, 0.0)
             g = g.reshape(batch * rows, size, dim)
             grad_probs = torch.bmm(g, v.mT)  # [B·R, bs, K·piece]
+            weights = probs
             if drop is not None:
-                grad_probs = torch.ops.aten.native_dropout_backward(
-                    grad_probs, drop, 1 / (1 - ctx.dropout_p)
-                )
+                grad_probs.mul_(drop)
+                weights = probs * drop
             # masked entries have probability 0, so their score gradient is 0
             grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             if grid is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.function import once_differentiable
 
+from sparsebert_cli.attention.dropout import dropout_multiplier
 from sparsebert_cli.attention.masked import MASK_PENALTY, additive_bias, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
@@ -197,20 +198,22 @@ class _DiagonalAttention(torch.autograd.Function):
         drop = None
         weights = probs
         if dropout_p > 0:
-            weights, drop = torch.native_dropout(probs, dropout_p, True)
+            drop = dropout_multiplier(probs, dropout_p)
+            weights = probs * drop
         out = torch.zeros_like(query)
         for j, (rows, keys) in enumerate(spans):
             out[:, :, rows].addcmul_(weights[j, :, :, rows, None], value[:, :, keys])
         if empty is not None:  # an empty row attended uniformly to masked keys: zero it
             out.masked_fill_(empty[..., None], 0.0)
-        ctx.save_for_backward(query, key, value, probs, weights, drop)
-        ctx.spans, ctx.scaling, ctx.dropout_p, ctx.empty = spans, scaling, dropout_p, empty
+        ctx.save_for_backward(query, key, value, probs, drop)  # weights: probs · drop
+        ctx.spans, ctx.scaling, ctx.empty = spans, scaling, empty
         ctx.offsets = layout.offsets
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        query, key, value, probs, weights, drop = ctx.saved_tensors
+        query, key, value, probs, drop = ctx.saved_tensors
+        weights = probs if drop is None else probs * drop
         spans, scaling = ctx.spans, ctx.scaling
         grad = grad.contiguous()
         if ctx.empty is not None:
@@ -221,9 +224,7 @@ class _DiagonalAttention(torch.autograd.Function):
             grad_weights[j, :, :, rows] = torch.linalg.vecdot(grad[:, :, rows], value[:, :, keys])
             grad_value[:, :, keys].addcmul_(weights[j, :, :, rows, None], grad[:, :, rows])
         if drop is not None:
-            grad_weights = torch.ops.aten.native_dropout_backward(
-                grad_weights, drop, 1 / (1 - ctx.dropout_p)
-            )
+            grad_weights.mul_(drop)
         # masked entries have probability 0, so their score gradient is 0
         grad_scores = torch.ops.aten._softmax_backward_data(grad_weights, probs, 0, probs.dtype)
         grad_distances = None
