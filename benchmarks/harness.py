@@ -1,8 +1,10 @@
 """Timing, peak memory, machine description, checks and result files shared by the benchmarks.
 
 Every figure is a ratio against a peer measured in the same process: `compare` warms each
-candidate up, then runs them in interleaved rounds (the order rotating each round), so drift of a
-shared machine hits all of them alike; it reports the median and the min–max of the rounds.
+candidate up, then runs them in interleaved rounds (each round in its own seeded random order), so drift of a
+shared machine hits all of them alike and no candidate is always timed right after the same one
+(a rotating order kept the neighbours: the e2e suite's ceiling always ran after the dense or HF
+model, the two that free the most memory); it reports the median and the min–max of the rounds.
 
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated` above the bytes allocated before the call.
 On CPU no allocator keeps a peak, and the process RSS is too coarse (the allocator keeps freed
@@ -15,6 +17,7 @@ before it (inputs, masks and block tables built beforehand are not counted).
 import json
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -50,17 +53,17 @@ def compare(
     """Seconds per call of each candidate: {name: {median_s, min_s, max_s, times_s}}.
 
     Each candidate runs `warmup` times (compilation, caches, allocator), then `repeats` rounds run
-    every candidate once, in an order rotated by one each round.
+    every candidate once, each round in a random order (seeded: a rerun times the same orders).
     """
     names = list(candidates)
+    order = random.Random(0)
     for name in names:
         for _ in range(warmup):
             candidates[name]()
     synchronize(device)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+    for _ in range(repeats):
+        for name in order.sample(names, len(names)):
             start = time.perf_counter()
             candidates[name]()
             synchronize(device)

@@ -21,6 +21,18 @@ def test_compare_runs_every_candidate_warmup_plus_repeats_times():
         assert t["min_s"] <= t["median_s"] <= t["max_s"]
 
 
+def test_compare_times_each_round_in_its_own_order():
+    """Every candidate once a round, and not always right after the same neighbour."""
+    sequence = []
+    names = ["a", "b", "c", "d"]
+    candidates = {name: (lambda name=name: sequence.append(name)) for name in names}
+    harness.compare(candidates, torch.device("cpu"), repeats=12, warmup=0)
+    rounds = [sequence[i : i + 4] for i in range(0, len(sequence), 4)]
+    assert all(sorted(r) == names for r in rounds)
+    before_b = {r[r.index("b") - 1] for r in rounds if r[0] != "b"}  # within its round
+    assert len(before_b) > 1
+
+
 def test_peak_memory_counts_bytes_held_at_once_on_cpu():
     def two_then_one():
         a = torch.ones(1 << 20, dtype=torch.float32)  # 4 MiB
