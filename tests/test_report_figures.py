@@ -143,9 +143,20 @@ def test_pattern_grid_draws_every_pattern_with_its_sparsity(tmp_path):
 def test_cli_figures_go_to_the_run_figures_folder(search_run, capsys):
     run_dir, _ = search_run
     assert main(["--figures", str(run_dir)]) == 0
-    printed = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert "not completed" not in captured.err
+    printed = captured.out.splitlines()
     assert str(run_dir.resolve() / "figures" / "importance.json") in printed
     assert str(run_dir.resolve() / "figures" / "mask_binarised.png") in printed
+
+
+def test_cli_figures_of_a_running_search_say_they_show_it_so_far(search_run, capsys):
+    run_dir, _ = search_run
+    (run_dir / "manifest.json").write_text(json.dumps({"stage": "search", "status": "running"}))
+    assert main(["--figures", str(run_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "is not completed (status: running)" in captured.err
+    assert str(run_dir.resolve() / "figures" / "mask_binarised.png") in captured.out.splitlines()
 
 
 @pytest.mark.parametrize("name", ["", "x" * 300], ids=["a-folder", "a-name-too-long"])

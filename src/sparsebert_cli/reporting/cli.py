@@ -244,6 +244,13 @@ def _run_folder(ref: str) -> Path:
             f"{run_dir} is not a run folder (no manifest.json); pass the folder of a completed "
             "search, pretrain or finetune run, or 'latest'."
         )
+    status = runs.load_manifest(run_dir).get("status")
+    if status != "completed":  # a search's figures while it runs are worth a look, said so
+        print(
+            f"note: {run_dir} is not completed (status: {status}); its figures show what it had "
+            "written so far.",
+            file=sys.stderr,
+        )
     return run_dir.resolve()
 
 
