@@ -56,7 +56,7 @@ class ModelConfig:
         "learned"  # learned (BERT: N(0, 0.02²)) | sinusoidal (scaled); new models only
     )
     dropout: float = 0.1
-    attention_dropout: float = 0.1
+    attention_dropout: float = 0.1  # block_sparse/diagonal round it to 2⁻¹⁶ (attention/dropout.py)
     attention_backend: str = "auto"  # one of BACKENDS
     block_size: int = 32  # block_sparse / flex block size
 
