@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import sparsebert
 
 from sparsebert_cli.cli import main
@@ -95,6 +96,16 @@ def test_validate_refuses_a_flag_and_names_the_sweep_check(workdir, capsys):
     assert validate_main(["pipeline", "-m", "mask=dense"]) == 1
     err = capsys.readouterr().err
     assert "takes overrides only, not -m" in err and "sparsebert pipeline -m" in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["pretrain", "-h"]])
+def test_validate_help_says_what_it_checks_and_exits_0(argv, capsys):
+    """The top-level help says tools take --help; validate printed its usage and exited 2."""
+    from sparsebert_cli.tools import validate_main
+
+    assert validate_main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: sparsebert validate STAGE") and "--dry-run" in out
 
 
 def test_an_unquoted_value_with_an_equals_sign_is_refused_with_the_quoting(workdir):

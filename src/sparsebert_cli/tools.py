@@ -149,11 +149,17 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
 
 def validate_main(argv: list[str]) -> int:
     """`sparsebert validate STAGE [overrides]`: compose and check a config without running it."""
-    if not argv or argv[0] not in STAGES:
+    usage = f"usage: sparsebert validate STAGE [overrides]  (STAGE: {', '.join(STAGES)})"
+    if "-h" in argv or "--help" in argv:
         print(
-            f"usage: sparsebert validate STAGE [overrides]  (STAGE: {', '.join(STAGES)})",
-            file=sys.stderr,
+            f"{usage}\n\nCompose the stage's config with the overrides and check it as the stage "
+            "would before running (keys, values, ranges, the upstream runs it reads), without "
+            "running anything; prints 'config OK' and what would run, or one error paragraph "
+            "(exit 1). For every job of a sweep: sparsebert STAGE -m <overrides> --dry-run."
         )
+        return 0
+    if not argv or argv[0] not in STAGES:
+        print(usage, file=sys.stderr)
         return 2
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException

@@ -23,8 +23,9 @@ class EmptyAttentionRowWarning(UserWarning):
 EMPTY_ROWS_MESSAGE = (
     "some attention query rows have no allowed key (in the mask, or once padding is masked too): "
     "their attention output is set to zero (the residual still carries the token). This is "
-    "defined behaviour, not an error. `sparsebert masks --check` lists the named patterns that "
-    "leave empty rows; a searched (DAM) mask can drop every key of a query too: its per-head "
+    "defined behaviour, not an error. `sparsebert masks --seq-len N` shows each named pattern's "
+    "least row density at length N (0 % = a query with no key); a searched (DAM) mask can drop "
+    "every key of a query too: its per-head "
     "sparsity is in the search run's artifacts/mask.json, and a smaller mask.lam keeps more keys."
 )
 _WARNED: dict = {}  # the warnings registry of this one warning: shown once per process
