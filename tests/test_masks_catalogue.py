@@ -54,6 +54,25 @@ def test_mosaic_lays_tiles_out_by_layer_and_head_with_gaps():
     assert image[3:5, 6:8].tolist() == [[1.0, 1.0], [1.0, 1.0]]
 
 
+def test_mosaic_of_a_long_mask_averages_each_tile_over_cells():
+    """A long mask is drawn at TILE_PIXELS a side, each pixel the share of its cell that may
+    attend (full resolution took ~14 GB at n = 4096 and crashed a finished search)."""
+    mask = torch.zeros(1, 2, 8, 8, dtype=torch.bool)
+    mask[0, 0, :4, :4] = True  # head 0: the top-left quarter
+    mask[0, 1, ::2] = True  # head 1: every other query row
+    image = mosaic(mask, gap=1, size=2)
+    assert image.shape == (2, 5)
+    assert image[:, :2].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert image[:, 3:].tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_the_mask_figure_of_a_long_mask_is_drawn_at_a_bounded_size(tmp_path):
+    from matplotlib.image import imread
+
+    path = plot_mask_grid(torch.rand(1, 2, 1000, 1000) < 0.1, tmp_path / "m.png", "long")
+    assert imread(path).shape[0] < 1000
+
+
 def test_heat_map_of_keep_probabilities_is_a_png(tmp_path):
     path = plot_mask_grid(torch.rand(2, 2, 8, 8), tmp_path / "probs.png", "σ(α)")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
