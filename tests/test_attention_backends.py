@@ -238,6 +238,15 @@ def test_the_written_out_backward_is_the_gradient_with_attention_dropout(name):
     assert torch.autograd.gradcheck(attend, (q, k, v), fast_mode=True, atol=1e-9, rtol=1e-7)
 
 
+@pytest.mark.parametrize("heads, n", [(HEADS, 40), (1, 32)], ids=["longer-layout", "one-head"])
+def test_a_layout_of_another_length_or_head_count_is_refused(heads, n):
+    """A layout for n = 40 on inputs of n = 32 attended to zero-padded keys without a word."""
+    q, k, v = qkv(1, 32)
+    layout = block_layout(torch.ones(heads, n, n, dtype=torch.bool), 8)
+    with pytest.raises(ValueError, match=rf"layout is for {heads} heads at n = {n}"):
+        block_sparse_attention(q, k, v, layout, None, SCALE)
+
+
 def test_block_layout_of_a_dense_mask_has_every_tile():
     layout = block_layout(torch.ones(2, 50, 50, dtype=torch.bool), 16)
     assert layout.block_density == 1.0

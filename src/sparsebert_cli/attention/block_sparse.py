@@ -611,6 +611,12 @@ def block_sparse_attention(
     DAM's [H, QB, QB] (`layout` = `tile_layout` of it), or distances, a DAM_s's [H, n]
     (`layout` = `distance_layout` of its kept distances).
     """
+    if query.dim() != 4 or (layout.heads, layout.n) != (query.shape[1], query.shape[2]):
+        raise ValueError(
+            f"the layout is for {layout.heads} heads at n = {layout.n}, the query is "
+            f"{list(query.shape)} [B, H, n, d]: build the layout from a mask [H, n, n] of the "
+            "inputs' heads and length (a mask shared by all heads: mask.expand(H, n, n))"
+        )
     if tiles is not None and (layout.diagonal is not None or layout.piece != layout.block_size):
         raise ValueError("tiles take their gradient from whole-tile groups: use tile_layout")
     if distances is not None and (tiles is not None or distances.shape != (layout.heads, layout.n)):
