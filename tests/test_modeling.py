@@ -207,6 +207,29 @@ def test_a_checkpoint_with_a_mask_reloads_with_identical_logits(tmp_path):
     assert torch.equal(loaded.sparse_mask.mask, model.sparse_mask.mask)
 
 
+@pytest.mark.parametrize("head", ["pretraining", "classification"])
+def test_the_encoder_called_alone_attends_with_the_models_mask(tmp_path, head):
+    """`model.bert(...)` (hidden states) ran dense attention: only the model's forward passed
+    the mask. A deep copy attends with its own mask, not the original's."""
+    import copy
+
+    if head == "pretraining":
+        model = pretraining(window_source()).eval()
+    else:
+        model = build_task_model(tiny(), window_source(), 2, "classification", None, VOCAB).eval()
+    dense = copy.deepcopy(model)
+    dense.sparse_mask = MaskSource("dense")
+    ids, attention = padded_batch()
+    with torch.no_grad():
+        alone = model.bert(ids, attention_mask=attention).last_hidden_state
+        given = model.bert(
+            ids, attention_mask=attention, sparse_mask=model.sparse_mask(ids.shape[1])
+        ).last_hidden_state
+        unmasked = dense.bert(ids, attention_mask=attention).last_hidden_state
+    assert torch.equal(alone, given)
+    assert not torch.allclose(alone, unmasked, atol=1e-3)
+
+
 def test_a_loaded_checkpoint_attends_with_the_backend_it_is_loaded_with(tmp_path):
     """The backend is the loading stage's model.attention_backend, not the training one."""
     save_checkpoint(pretraining(window_source()), tmp_path, {})

@@ -268,7 +268,30 @@ class PreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2) if nsp else None
 
 
-class SparseBertForPreTraining(BertPreTrainedModel):
+class MaskedEncoder:
+    """Mixin for a model whose encoder `bert` attends with `sparse_mask` (a MaskSource, set after
+    HF's `__init__` and so after its weight initialisation: it must not reset α).
+
+    A forward pre-hook on the encoder passes it the mask of each call's length (the last
+    dimension of `input_ids`: [B, n], or [B·choices, n] for multiple choice) unless the caller
+    gives `sparse_mask=`, so `model.bert(...)` alone (hidden states) attends with the mask too.
+    The hook is a bound method: a deep copy of the model gets one bound to the copy.
+    """
+
+    def attach_mask(self, mask_source: MaskSource) -> None:
+        self.sparse_mask = mask_source
+        self.bert.register_forward_pre_hook(self._pass_sparse_mask, with_kwargs=True)
+
+    def _pass_sparse_mask(self, encoder: nn.Module, args: tuple, kwargs: dict):
+        if kwargs.get("sparse_mask") is None:
+            ids = args[0] if args else kwargs.get("input_ids")
+            if ids is None:
+                ids = kwargs["inputs_embeds"][..., 0]
+            kwargs["sparse_mask"] = self.sparse_mask(ids.shape[-1])
+        return args, kwargs
+
+
+class SparseBertForPreTraining(MaskedEncoder, BertPreTrainedModel):
     """BERT with masked attention for MLM (+ NSP) pre-training."""
 
     def __init__(self, config: BertConfig, mask_source: MaskSource, nsp: bool) -> None:
@@ -277,7 +300,7 @@ class SparseBertForPreTraining(BertPreTrainedModel):
         use_pre_norm(self.bert)
         self.cls = PreTrainingHeads(config, nsp)
         self.post_init()
-        self.sparse_mask = mask_source  # after post_init: HF's weight init must not reset α
+        self.attach_mask(mask_source)
 
     def forward(
         self,
@@ -296,7 +319,6 @@ class SparseBertForPreTraining(BertPreTrainedModel):
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
-            sparse_mask=self.sparse_mask(input_ids.shape[1]),
             attention_profile=attention_profile,
         )
         hidden = out.last_hidden_state  # [B, n, h]
@@ -323,23 +345,13 @@ class SparseBertForPreTraining(BertPreTrainedModel):
         return output
 
 
-class MaskedHead:
-    """Mixin for a Hugging Face BERT task model: its attention reads `sparse_mask`.
-
-    The MaskSource is set after HF's `__init__` (and so after its weight initialisation) and
-    called once per forward pass with the sequence length, the last dimension of `input_ids`
-    ([B, n], or [B, choices, n] for multiple choice).
-    """
+class MaskedHead(MaskedEncoder):
+    """Mixin for a Hugging Face BERT task model: its encoder attends with `sparse_mask`."""
 
     def __init__(self, config: BertConfig, mask_source: MaskSource) -> None:
         super().__init__(config)
         use_pre_norm(self.bert)  # after HF's init: the final LayerNorm starts as the identity
-        self.sparse_mask = mask_source
-
-    def forward(self, input_ids: torch.Tensor, *args, **kwargs):
-        return super().forward(
-            input_ids, *args, sparse_mask=self.sparse_mask(input_ids.shape[-1]), **kwargs
-        )
+        self.attach_mask(mask_source)
 
 
 class SparseBertForSequenceClassification(MaskedHead, BertForSequenceClassification):

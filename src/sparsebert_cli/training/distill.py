@@ -21,12 +21,10 @@ class DistillationObjective(nn.Module):
         self._teacher = (teacher.eval().requires_grad_(False),)
 
     def _states(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        ids = batch["input_ids"]
-        return model.bert(
-            ids,
+        return model.bert(  # with the model's mask (MaskedEncoder)
+            batch["input_ids"],
             attention_mask=batch["attention_mask"],
             token_type_ids=batch["token_type_ids"],
-            sparse_mask=model.sparse_mask(ids.shape[1]),
         ).last_hidden_state
 
     def mse(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
