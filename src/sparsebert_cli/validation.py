@@ -21,6 +21,7 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
+from sparsebert_cli.data.metrics import task_metrics
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
@@ -304,6 +305,8 @@ def validate_config(cfg: DictConfig) -> None:
         f"task.fold={cfg.task.fold} is not a fold of task.num_folds={cfg.task.num_folds}; "
         f"use task.fold=0..{cfg.task.num_folds - 1}.",
     )
+    if reads(stage, "task.name") and cfg.task.kind != "question_answering":  # spans: squad.py
+        _check_task_scoring(cfg.task)
     require(
         trainer.precision != "fp16" or trainer.device != "cpu",
         "trainer.precision=fp16 needs a CUDA device; on CPU use trainer.precision=bf16 or fp32.",
@@ -317,6 +320,24 @@ def validate_config(cfg: DictConfig) -> None:
         trainer.batch_size % per_step == 0,
         f"trainer.batch_size={trainer.batch_size} (the global batch) must be a positive multiple of "
         f"trainer.grad_accum × trainer.nproc_per_node = {per_step}.",
+    )
+
+
+def _check_task_scoring(task: DictConfig) -> None:
+    """The task has metrics that fit its kind and labels, before any training (a custom task
+    name, or 3 labels under a binary-F1 task, failed only when the trained model was scored)."""
+    kind, metrics, _ = task_metrics(task.name)
+    require(
+        task.kind == kind,
+        f"task.kind={task.kind}, but task '{task.name}' is scored as {kind}; keep "
+        f"task.kind={kind}, or put the data under a {task.kind} task.",
+    )
+    require(
+        "f1" not in metrics or task.num_labels == 2,
+        f"task.num_labels={task.num_labels}, but task '{task.name}' is scored with binary F1 "
+        "(class 1 positive); data with other than 2 labels go in under a task scored by "
+        "accuracy alone (e.g. task=mnli for 3 labels, or task=sst2) with task.num_labels and "
+        "task.label_names set.",
     )
 
 
