@@ -258,6 +258,33 @@ def test_a_class_id_outside_the_tasks_classes_is_refused(tmp_path, tokenizer):
         load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
 
 
+@pytest.mark.parametrize(
+    ("dev", "words"),
+    [
+        ('sentence,label\n"unclosed,1\nok,0\n', "ParserError"),
+        ("sentence,label\ngood,1\nbad,0,extra,more\n", "Expected 2 fields"),
+        ("sentence,label\n", 'Instruction "dev" corresponds to no data'),
+    ],
+    ids=["unclosed-quote", "ragged-row", "header-only"],
+)
+def test_a_malformed_data_file_is_refused_naming_it(tmp_path, tokenizer, dev, words):
+    """These ended in datasets' 60-line traceback."""
+    (tmp_path / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n")
+    (tmp_path / "dev.csv").write_text(dev)
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    with pytest.raises(SparseBertError, match="Could not read") as info:
+        load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    assert words in str(info.value) and str(tmp_path / "dev.csv") in str(info.value)
+
+
+def test_a_text_label_under_a_regression_task_is_refused(tmp_path, tokenizer):
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.csv").write_text("sentence1,sentence2,label\na,b,negative\n")
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    with pytest.raises(SparseBertError, match="label 'negative', but the task is a regression"):
+        load_task(task_config("stsb", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+
+
 @pytest.mark.parametrize("cell", ["-1", "", "nan"])
 def test_a_dev_row_without_a_valid_label_is_refused(tmp_path, tokenizer, cell):
     """−1 marks a test row; in a dev file it was scored as a wrong prediction."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerprint
 from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.data.local_files import load_local_files
 from sparsebert_cli.errors import SparseBertError
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,6 @@ def _split_documents(batch: dict[str, list]) -> dict[str, list]:
 def local_files(data_cfg, cache_dir: Path):
     """`data.files` (paths or globs) read with the `datasets` builder of their extension."""
     import datasets
-    from datasets.exceptions import DatasetGenerationError
 
     by_builder: dict[str, list[str]] = {}
     for pattern in data_cfg.files:
@@ -224,16 +224,10 @@ def local_files(data_cfg, cache_dir: Path):
         # .txt: documents are separated by blank lines; line breaks inside are kept as boundaries.
         options = {"sample_by": "paragraph", "keep_linebreaks": True} if builder == "text" else {}
         try:
-            files = datasets.load_dataset(
-                builder,
-                data_files=paths,
-                split="train",
-                cache_dir=str(cache_dir / "hf_datasets"),
-                **options,
-            )
-        except DatasetGenerationError:
+            files = load_local_files(builder, paths, cache_dir, split="train", **options)
+        except SparseBertError:
             if builder == "text":
-                check_text_files(paths)  # raises the clear error when it is the files' fault
+                check_text_files(paths)  # the clearer error when the files are not UTF-8 text
             raise
         if builder == "text":
             files = files.map(_split_documents, batched=True, desc="documents")

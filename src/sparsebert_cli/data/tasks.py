@@ -19,6 +19,7 @@ from pathlib import Path
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.data.local_files import load_local_files
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
@@ -176,8 +177,6 @@ def hub_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
 
 
 def file_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
-    import datasets
-
     missing = [name for name in ("train", "dev") if name not in task_cfg.data_files]
     suffixes = {Path(path).suffix.lower() for path in task_cfg.data_files.values()}
     if missing or len(suffixes) != 1 or next(iter(suffixes)) not in FILE_BUILDERS:
@@ -193,11 +192,8 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
             )
     suffix = next(iter(suffixes))
     options = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3: csv.QUOTE_NONE
-    loaded = datasets.load_dataset(
-        FILE_BUILDERS[suffix],
-        data_files=dict(task_cfg.data_files),
-        cache_dir=str(cache_dir / "hf_datasets"),
-        **options,
+    loaded = load_local_files(
+        FILE_BUILDERS[suffix], dict(task_cfg.data_files), cache_dir, **options
     )
     return {
         name: standard_columns(
@@ -267,7 +263,14 @@ def to_label(value, label_names: list[str], source: str):
             "Fix that row of the data."
         )
     if not label_names:
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise SparseBertError(
+                f"{source} has the label {value!r}, but the task is a regression (number "
+                "labels); set task.label_field to the column with the scores, or put the data "
+                "under a classification task with task.label_names."
+            ) from None
     if isinstance(value, str):
         if value not in label_names:
             raise SparseBertError(
