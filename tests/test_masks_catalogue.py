@@ -46,6 +46,23 @@ def test_check_passes_when_every_mask_meets_the_conditions(capsys):
     assert main(["--check", "--layers", "16", "--json"]) == 0
 
 
+def test_a_preset_with_a_key_the_schema_lacks_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """A new pattern's preset with a parameter MaskConfig has no field for: `sparsebert masks`
+    printed omegaconf's traceback."""
+    import shutil
+
+    from sparsebert_cli import config
+    from sparsebert_cli.cli import main as sparsebert
+
+    conf = shutil.copytree(config.conf_dir(), tmp_path / "conf")
+    (conf / "mask" / "window.yaml").write_text("name: window\nwindow: 8\ndilation: 2\n")
+    monkeypatch.setattr(config, "conf_dir", lambda: conf)
+    assert sparsebert(["masks", "--seq-len", "32"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: conf/mask/window.yaml does not fit the mask schema")
+    assert "dilation" in err and "Traceback" not in err
+
+
 def test_mosaic_lays_tiles_out_by_layer_and_head_with_gaps():
     mask = torch.ones(2, 3, 2, 2, dtype=torch.bool)
     image = mosaic(mask, gap=1)

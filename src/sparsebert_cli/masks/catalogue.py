@@ -11,17 +11,25 @@ def presets(names: list[str]) -> dict:
     """The `mask` config of each conf/mask/<name>.yaml, on top of the MaskConfig defaults."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.masks.config import MaskConfig
 
+    configs = {}
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return {
-            name: OmegaConf.merge(
-                OmegaConf.structured(MaskConfig), compose(overrides=[f"+mask={name}"]).mask
-            )
-            for name in names
-        }
+        for name in names:
+            preset = compose(overrides=[f"+mask={name}"]).mask
+            try:
+                configs[name] = OmegaConf.merge(OmegaConf.structured(MaskConfig), preset)
+            except OmegaConfBaseException as error:  # a key MaskConfig has no field for
+                raise SparseBertError(
+                    f"conf/mask/{name}.yaml does not fit the mask schema: "
+                    f"{str(error).splitlines()[0]}. A pattern's parameter needs a field in "
+                    "MaskConfig (masks/config.py); see docs/extending.md."
+                ) from None
+    return configs
 
 
 def catalogue(n: int, heads: int, layers: int) -> list[dict]:
