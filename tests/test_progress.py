@@ -36,3 +36,17 @@ def test_off_a_terminal_each_wait_is_one_start_and_one_done_line(monkeypatch, ca
     assert lines[0] == "[sparsebert] task data..."
     assert lines[1].startswith("[sparsebert] task data: done in ")
     assert lines[2] == "[sparsebert] prediction (3 batches)"
+
+
+def test_off_a_terminal_a_step_line_is_printed_once_per_change(tmp_path, capsys):
+    """Logging the evaluation at the last step printed its step line a second time, unchanged."""
+    from types import SimpleNamespace
+
+    from sparsebert_cli.training.logging import MetricLogger
+
+    logger = MetricLogger(tmp_path, SimpleNamespace(name="none"), {"stage": "search"}, 4)
+    logger.log(4, {"train/loss": 11.37, "train/lr": 1e-3})
+    logger.log(4, {"eval/mlm_loss": 10.26})
+    logger.log(4, {"train/loss": 11.0})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert lines == ["step 4/4  loss=11.37  lr=0.001", "step 4/4  loss=11  lr=0.001"]

@@ -48,6 +48,7 @@ class MetricLogger:
         self.progress = None
         self._task = None
         self._shown: dict[str, float] = {}
+        self._printed: tuple[int, str] | None = None  # the last progress line printed
         self._routing = ExitStack()
         if not enabled:
             return
@@ -125,8 +126,9 @@ class MetricLogger:
         )
         if self.progress is not None:
             self.progress.update(self._task, completed=step, info=info)
-        else:
+        elif (step, info) != self._printed:  # evaluation metrics alone change no shown value
             print(f"step {step}/{self.total}  {info}", flush=True)
+            self._printed = (step, info)
 
     def advance(self, step: int) -> None:
         if self.progress is not None:
