@@ -173,3 +173,20 @@ def test_presets_compose_into_the_schema():
     assert PRESETS["dam"].structure == "unstructured"
     assert PRESETS["from_run"].from_run == "latest"
     assert all(PRESETS[name].name == name for name in PATTERNS)
+
+
+def test_each_pattern_takes_as_keywords_exactly_the_fields_the_registry_lists():
+    """PATTERN_FIELDS (torch-free, read by the content hash and the report) and the functions'
+    keyword parameters (what pattern_params passes) are one fact."""
+    import inspect
+
+    from sparsebert_cli.masks.config import PATTERN_FIELDS
+
+    assert list(PATTERN_FIELDS) == list(PATTERNS)
+    for name, function in PATTERNS.items():
+        keywords = [
+            p.name
+            for p in inspect.signature(function).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        assert keywords == list(PATTERN_FIELDS[name]), name

@@ -305,6 +305,20 @@ def test_a_demo_and_a_smoke_sweep_under_one_path_are_not_pooled(tmp_path):
     assert "model.hidden_size: 128 | 64" in warning and "trainer.max_steps: 100 | 4" in warning
 
 
+def test_runs_of_one_pattern_that_differ_in_a_setting_it_does_not_read_pool(sweep, tmp_path):
+    """`mask=window mask.stride=1,3`: window never reads stride, the runs trained one mask; the
+    cell read "mixed configs". Another window width is another mask."""
+    for seed, stride in enumerate((1, 3, 1)):
+        extra = {"mask": {"window": 8, "stride": stride}}
+        make_job(sweep / f"s{seed}", mask="window", seed=seed, extra=extra, metrics=mrpc(0.8, 0.9))
+    cell = build_table([sweep]).rows[0].cells[0]
+    assert cell.status == "ok" and cell.completed == 3
+    wider = tmp_path / "runs" / "pipeline" / "multirun" / "wide"
+    make_job(wider / "a", mask="window", extra={"mask": {"window": 8}}, metrics=mrpc(0.8, 0.9))
+    make_job(wider / "b", mask="window", seed=1, extra={"mask": {"window": 16}})
+    assert build_table([wider]).rows[0].cells[0].status == "mixed"
+
+
 def test_a_seed_repeated_in_one_config_is_not_pooled(sweep):
     make_job(sweep / "a", seed=0, extra=DEMO, metrics=mrpc(0.8, 0.9))
     make_job(sweep / "b", seed=0, extra=DEMO, metrics=mrpc(0.7, 0.8))

@@ -101,9 +101,32 @@ def dam_identity(mask: dict) -> dict:
     return {k: v for k, v in mask.items() if k not in unread}
 
 
-# The fields only DAM reads: two runs of a fixed pattern that differ in these ran the same mask.
-DAM_FIELDS = (
-    "structure", "lam", "l1_norm", "tau", "tau_final", "hard", "init", "lr", "seq_len",
-    "share_layers", "trace_every", "target_sparsity", "target_warmup", "lagrangian_lr",
-    "keep_diagonal_blocks", "objective", "head_warmup", "encoder_lr",
-)  # fmt: skip
+# The MaskConfig fields each fixed pattern reads: masks/patterns.py's PATTERNS take them as
+# keyword arguments (a test holds the two together). Here, torch-free, for the report and hash.
+PATTERN_FIELDS: dict[str, tuple[str, ...]] = {
+    "dense": (),
+    "no_diag": (),
+    "strided": ("stride",),
+    "fixed": ("stride", "c"),
+    "longformer": ("window", "global_tokens"),
+    "logsparse": (),
+    "bigbird": ("window", "global_tokens", "random_keys", "seed"),
+    "star": (),
+    "window": ("window",),
+    "random": ("density", "seed"),
+}
+
+
+def mask_identity(mask: dict) -> dict:
+    """Only the mask settings the chosen mask reads (what makes two masks differ): dense with
+    λ=1e-4 is dense with λ=1e-3, and window with stride=3 is window."""
+    name = mask["name"]
+    if name in PATTERN_FIELDS:
+        return {"name": name, **{k: mask.get(k) for k in PATTERN_FIELDS[name]}}
+    if name in ("from_run", "checkpoint"):
+        return {"name": name, "from_run": mask.get("from_run")}
+    if name == "dam":
+        return dam_identity(mask)
+    if name == ATTENTION_TOPK:
+        return {k: mask.get(k) for k in ("name", "target_sparsity", "share_layers")}
+    return mask

@@ -10,7 +10,6 @@ This module may not touch the model: applying M is the attention backends' job.
 """
 
 import difflib
-import inspect
 from collections.abc import Callable
 
 import torch
@@ -18,7 +17,7 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.attention.diagonal import distance_index
 from sparsebert_cli.errors import SparseBertError, require
-from sparsebert_cli.masks.config import MaskConfig, physical_memory
+from sparsebert_cli.masks.config import PATTERN_FIELDS, MaskConfig, physical_memory
 
 # Bytes per (head, query, key) entry while a pattern is built: the bool mask, and a float score
 # for the patterns that draw one (SCORED); plus 8 per (query, key) for the int64 distances.
@@ -154,12 +153,7 @@ def pattern_params(cfg: MaskConfig | DictConfig) -> dict:
     """The parameters the pattern `cfg.name` reads, taken from the config (names = MaskConfig fields)."""
     if cfg.name not in PATTERNS:
         raise unknown_mask_error(cfg.name, list(PATTERNS))
-    signature = inspect.signature(PATTERNS[cfg.name])
-    return {
-        name: getattr(cfg, name)
-        for name, p in signature.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    return {name: getattr(cfg, name) for name in PATTERN_FIELDS[cfg.name]}
 
 
 def pattern_mask(cfg: MaskConfig | DictConfig, n: int, heads: int) -> torch.Tensor:

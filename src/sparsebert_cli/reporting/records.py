@@ -104,10 +104,10 @@ def upstream_seeds(config: dict, depth: int = UPSTREAM_DEPTH) -> tuple:
 def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     """`config` without the keys that do not make two result runs different experiments: the
     launch settings a run's content hash leaves out (`stages.hashed_config`), the seed and task
-    fold, the stage, and the mask settings the chosen mask does not read (λ of a fixed pattern);
+    fold, the stage, and the mask settings the chosen mask does not read (`mask_identity`);
     a pipeline's per-step overrides stay. An upstream run folder is replaced by that run's experiment config
     (`depth` runs back; an unreadable one, e.g. of a moved runs folder, is left out)."""
-    from sparsebert_cli.masks.config import DAM_FIELDS
+    from sparsebert_cli.masks.config import mask_identity
     from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, per_step_overrides
 
     kept = {k: v for k, v in config.items() if k not in (*NOT_HASHED, *_NOT_COMPARED)}
@@ -127,8 +127,8 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
             if (group, key) in upstream:
                 kept[group][key] = experiment_config(upstream[group, key], depth - 1)
     mask = kept.get("mask")
-    if isinstance(mask, dict) and mask.get("name") != "dam":
-        kept["mask"] = {k: v for k, v in mask.items() if k not in DAM_FIELDS}
+    if isinstance(mask, dict) and "name" in mask:  # as the content hash: what the mask reads
+        kept["mask"] = mask_identity(mask)
     return kept
 
 

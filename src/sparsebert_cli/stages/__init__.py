@@ -10,7 +10,7 @@ reader.
 import glob
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from sparsebert_cli.masks.config import mask_identity
 
 # Read by the job machinery of every stage (launch.py, runs.py): where and how the job runs.
 _JOB = ("stage", "seed", "offline", "run_id", "sweep_name", "paths", "trainer.nproc_per_node")
@@ -93,7 +93,7 @@ def hashed_config(resolved: dict) -> dict:
             k: v for k, v in hashed["trainer"].items() if k not in NOT_HASHED_TRAINER
         }
     if "mask" in hashed:
-        hashed["mask"] = _mask_identity(resolved["mask"])
+        hashed["mask"] = mask_identity(resolved["mask"])
     per_step = per_step_overrides(resolved)
     if per_step:  # absent otherwise, so pipelines without them keep their hashes
         hashed["pipeline"] = per_step
@@ -129,19 +129,3 @@ def _input_files(resolved: dict) -> list[str]:
         if reads(stage, f"task.{key}") and folder and Path(folder).expanduser().is_dir():
             files += [str(p) for p in Path(folder).expanduser().rglob("*") if p.is_file()]
     return files
-
-
-def _mask_identity(mask: dict) -> dict:
-    """Only the mask settings the chosen mask reads: dense with λ=1e-4 is dense with λ=1e-3."""
-    from sparsebert_cli.masks.config import ATTENTION_TOPK, dam_identity
-    from sparsebert_cli.masks.patterns import PATTERNS, pattern_params
-
-    if mask["name"] in PATTERNS:
-        return {"name": mask["name"], **pattern_params(OmegaConf.create(mask))}
-    if mask["name"] in ("from_run", "checkpoint"):
-        return {"name": mask["name"], "from_run": mask["from_run"]}
-    if mask["name"] == "dam":
-        return dam_identity(mask)
-    if mask["name"] == ATTENTION_TOPK:
-        return {k: mask[k] for k in ("name", "target_sparsity", "share_layers")}
-    return mask
