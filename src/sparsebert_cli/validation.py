@@ -287,6 +287,10 @@ def validate_config(cfg: DictConfig) -> None:
         "mask.from=latest` (`sparsebert pipeline mask=dam` does both).",
     )
     if mask.name == "dam":  # its α are learned on this stage's sequences, entry by entry
+        from sparsebert_cli.attention.interface import check_backend
+
+        if stage != "pipeline":  # a pipeline's search step may set its own backend
+            check_backend(model.attention_backend, "dam")  # the run refused it once started
         key = "task.seq_len" if stage == "finetune" else "data.seq_len"
         n = _get(cfg, key)
         require(

@@ -82,6 +82,7 @@ VALIDATION = [
     # a DAM learned at another length than its sequences: α never trained, or too short a mask
     ("search", ["mask=dam", "data.seq_len=64"], "α of positions ≥ 64 would never see a token"),
     ("finetune", ["mask=dam_s", "task.seq_len=256"], "set mask.seq_len=256 (or task.seq_len=128)"),
+    ("search", ["mask=dam", "model.attention_backend=block_sparse"], "cannot learn a DAM mask"),
     # a task that could not be scored once trained: refused before training
     ("finetune", ["task=polarity", "task.name=mysent"], "Unknown task 'mysent'"),
     ("finetune", ["task=polarity", "task.num_labels=3"], "scored with binary F1"),
