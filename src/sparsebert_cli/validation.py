@@ -21,7 +21,6 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
-from sparsebert_cli.data.metrics import task_metrics
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
@@ -330,6 +329,8 @@ def validate_config(cfg: DictConfig) -> None:
 def _check_task_scoring(task: DictConfig) -> None:
     """The task has metrics that fit its kind and labels, before any training (a custom task
     name, or 3 labels under a binary-F1 task, failed only when the trained model was scored)."""
+    from sparsebert_cli.data.metrics import task_metrics  # imports scikit-learn: 1.6 s
+
     kind, metrics, _ = task_metrics(task.name)
     require(
         task.kind == kind,
