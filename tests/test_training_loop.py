@@ -6,6 +6,7 @@ subprocess tests kill real CLI runs; these pin the loop's own contract.)"""
 
 import json
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from sparsebert_cli.data.pretraining import collate_pretraining
 from sparsebert_cli.masks.source import MaskSource
 from sparsebert_cli.modeling import build_pretraining_model
 from sparsebert_cli.runs import Run
+from sparsebert_cli.training.checkpoint import complete_checkpoints
 from sparsebert_cli.training.loop import Hooks, batch_indices, train
 
 VOCAB, N, EXAMPLES = 40, 12, 24
@@ -96,6 +98,26 @@ def test_a_run_stopped_after_a_step_resumes_to_the_weights_of_an_unstopped_run(t
     resumed = weights(run_loop(tmp_path / "stopped"))
     assert "(step 2/6)" in capsys.readouterr().out  # from the checkpoint, not from scratch
     assert all(torch.equal(unstopped[k], resumed[k]) for k in unstopped)
+
+
+def test_a_stop_request_handled_as_a_step_begins_saves_the_step_before(tmp_path, monkeypatch):
+    """A signal's handler runs at the next bytecode: one noted just before the fourth step's
+    deferred block raises there, and the weights of step 3 (whole) are saved on the way out."""
+    entered: list[int] = []
+    deferred = interrupt.deferred
+
+    @contextmanager
+    def signalled_as_the_fourth_step_begins():
+        entered.append(1)
+        if len(entered) == 4:
+            raise interrupt.Interrupted(15)
+        with deferred():
+            yield
+
+    monkeypatch.setattr(interrupt, "deferred", signalled_as_the_fourth_step_begins)
+    with pytest.raises(interrupt.Interrupted):
+        run_loop(tmp_path, "trainer.ckpt_every=100")  # no checkpoint but the one on the way out
+    assert [p.name for p in complete_checkpoints(tmp_path / "checkpoints")] == ["step-00000003"]
 
 
 def test_a_run_stopped_during_an_evaluation_redoes_it_and_keeps_the_same_best(tmp_path):

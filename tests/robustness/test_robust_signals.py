@@ -11,13 +11,15 @@ import signal
 import time
 
 import pytest
-from conftest import sparsebert
+from conftest import compose_cfg, sparsebert
 from robust_helpers import TINY, TINY_TASK, Job, assert_same_weights, losses, read_json, stable
 
-from sparsebert_cli import runs
+from sparsebert_cli import interrupt, launch, modeling, runs
 from sparsebert_cli.training.loop import AUTO_CKPT_SECONDS, checkpoint_due
 
-STEPS = 40
+# A tiny step takes ~50 ms: 100 steps leave a test about 7 s (with the final evaluation) to send
+# its signal while the job trains, also on a loaded machine.
+STEPS = 100
 ARGS = ("pretrain", *TINY, f"trainer.max_steps={STEPS}", "trainer.log_every=1")
 
 
@@ -49,9 +51,9 @@ def test_a_stopped_job_marks_its_run_interrupted_with_a_checkpoint_and_says_how_
 @pytest.mark.slow
 def test_a_stopped_pipeline_says_its_steps_resume_from_their_checkpoints(workdir):
     """The pipeline's own folder holds no checkpoint; its interrupted step does."""
-    job = Job("pipeline", *TINY_TASK, "mask=no_diag", "pipeline.pretrain=['trainer.max_steps=40']",
+    job = Job("pipeline", *TINY_TASK, "mask=no_diag", f"pipeline.pretrain=['trainer.max_steps={STEPS}']",
               "trainer.log_every=1", cwd=workdir)  # fmt: skip
-    assert job.wait_for("step 3/40"), job.output
+    assert job.wait_for(f"step 3/{STEPS}"), job.output
     job.proc.send_signal(signal.SIGINT)
     assert job.finish() == 130, job.output
     (line,) = [text for text in job.output.splitlines() if text.startswith("interrupted")]
@@ -87,6 +89,32 @@ def test_a_rerun_without_run_id_resumes_the_interrupted_run_bit_for_bit(workdir)
         read_json(reference / "metrics.json")
     )
     assert not (victim / "checkpoints").exists()  # default checkpoints go once the run completes
+
+
+def test_a_stop_after_the_last_step_keeps_the_checkpoints_the_rerun_resumes_from(
+    workdir, monkeypatch, capsys
+):
+    """Stopped while the stage writes its artifacts (training done, run not completed): the
+    default checkpoints stay until the run completes, so the rerun does not start at step 0."""
+    cfg = compose_cfg("pretrain", *(a for a in TINY if "num_threads" not in a),
+                      "trainer.max_steps=10")  # fmt: skip
+    run_dir = workdir / "runs" / "pretrain" / "stopped"
+    save_model = modeling.save_checkpoint
+
+    def stopped(*args, **kwargs):
+        raise interrupt.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(modeling, "save_checkpoint", stopped)
+    with pytest.raises(interrupt.Interrupted):
+        launch.execute(cfg, run_dir, "sparsebert pretrain")
+    manifest = runs.load_manifest(run_dir)
+    assert manifest["status"] == "interrupted"
+    assert manifest["checkpoint"].endswith("step-00000009")  # the last one before the end
+    monkeypatch.setattr(modeling, "save_checkpoint", save_model)
+    launch.execute(cfg, run_dir, "sparsebert pretrain")
+    assert "(step 9/10)" in capsys.readouterr().out
+    assert runs.load_manifest(run_dir)["status"] == "completed"
+    assert not (run_dir / "checkpoints").exists()
 
 
 def _manifest(run_dir, status: str, chash: str, started: float) -> None:

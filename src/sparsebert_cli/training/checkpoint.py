@@ -104,6 +104,14 @@ def discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def discard_all(directory: Path) -> None:
+    """Remove every checkpoint in `directory`, then the folder if nothing else is left there."""
+    for folder in complete_checkpoints(directory):
+        discard(folder)
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+
+
 def complete_checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoint folders, oldest first (temporary folders are never listed)."""
     if not directory.exists():

@@ -319,8 +319,10 @@ def train(
         done, whole = start, True  # whole: the weights are those after step `done` (not mid-step)
         try:
             for step in range(start, total):
-                whole = False
                 with interrupt.deferred():  # a stop request waits for the end of this step
+                    # only here, where a first stop request cannot raise: one handled just before
+                    # (between two steps) leaves the weights of step `done`, saved on the way out
+                    whole = False
                     wrapped.train()
                     seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
                     if hooks.before_step is not None:
@@ -393,9 +395,4 @@ def train(
     except BaseException as error:
         logger.finish({}, exit_code=getattr(error, "exit_code", 1))
         raise
-    if tc.ckpt_every <= 0 and rank == 0:  # default checkpoints only serve an interrupted run
-        for folder in ckpt.complete_checkpoints(ckpt_dir):
-            ckpt.discard(folder)
-        if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
-            ckpt_dir.rmdir()
     return summary
