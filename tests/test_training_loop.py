@@ -17,7 +17,7 @@ from sparsebert_cli.data.pretraining import collate_pretraining
 from sparsebert_cli.masks.source import MaskSource
 from sparsebert_cli.modeling import build_pretraining_model
 from sparsebert_cli.runs import Run
-from sparsebert_cli.training.checkpoint import complete_checkpoints
+from sparsebert_cli.training import checkpoint as ckpt
 from sparsebert_cli.training.loop import Hooks, batch_indices, train
 
 VOCAB, N, EXAMPLES = 40, 12, 24
@@ -117,13 +117,19 @@ def test_a_stop_request_handled_as_a_step_begins_saves_the_step_before(tmp_path,
     monkeypatch.setattr(interrupt, "deferred", signalled_as_the_fourth_step_begins)
     with pytest.raises(interrupt.Interrupted):
         run_loop(tmp_path, "trainer.ckpt_every=100")  # no checkpoint but the one on the way out
-    assert [p.name for p in complete_checkpoints(tmp_path / "checkpoints")] == ["step-00000003"]
+    assert [p.name for p in ckpt.complete_checkpoints(tmp_path / "checkpoints")] == [
+        "step-00000003"
+    ]
 
 
-def test_a_run_stopped_during_an_evaluation_redoes_it_and_keeps_the_same_best(tmp_path):
-    """Selecting the best evaluation (finetune): a stop during the evaluation after step 4 is
-    checkpointed at step 4 without it; the resumed run evaluates step 4 before going on, so the
-    best step and the weights kept are those of the run that was never stopped."""
+@pytest.mark.parametrize("where", ["evaluation", "best weights"])
+def test_a_run_stopped_during_an_evaluation_redoes_it_and_keeps_the_same_best(
+    tmp_path, monkeypatch, where
+):
+    """Selecting the best evaluation (finetune): a stop during the evaluation after step 4 (or
+    while it writes step 4's weights as the new best) is checkpointed at step 4 without it; the
+    resumed run evaluates step 4 before going on, so the best step and the weights kept are
+    those of the run that was never stopped."""
     overrides = ("trainer.eval_every=2",)
 
     def bias_sum(model) -> float:
@@ -148,12 +154,24 @@ def test_a_run_stopped_during_an_evaluation_redoes_it_and_keeps_the_same_best(tm
             raise interrupt.Interrupted(2)
         return score(model)
 
+    save_weights = ckpt.save_weights
+
+    def stop_writing_step_four(model, path) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the best weights of step 4 (step 2's came first)
+            raise interrupt.Interrupted(2)
+        save_weights(model, path)
+
     unstopped_summary, stopped_summary = {}, {}
     unstopped = weights(
         run_loop(tmp_path / "a", *overrides, evaluate=score, summary=unstopped_summary)
     )
-    with pytest.raises(interrupt.Interrupted):
-        run_loop(tmp_path / "b", *overrides, evaluate=stop_at_step_four)
+    with pytest.raises(interrupt.Interrupted), monkeypatch.context() as patch:
+        if where == "evaluation":
+            run_loop(tmp_path / "b", *overrides, evaluate=stop_at_step_four)
+        else:
+            patch.setattr(ckpt, "save_weights", stop_writing_step_four)
+            run_loop(tmp_path / "b", *overrides, evaluate=score)
     resumed = weights(run_loop(tmp_path / "b", *overrides, evaluate=score, summary=stopped_summary))
     assert unstopped_summary["eval/best_step"] == 4
     assert stopped_summary["eval/best_step"] == 4

@@ -300,10 +300,12 @@ def train(
         def evaluate(done: int) -> dict[str, float]:
             """Evaluate after step `done` on rank 0: log it, keep the best weights when selecting."""
             result = _finite_evaluation(hooks.evaluate(), done, tc)
-            logger.log(done, result, show=True)
             if hooks.select and (state["best"] is None or result[hooks.select] > state["best"]):
-                state.update(best=result[hooks.select], best_step=done, best_metrics=result)
+                # the weights first: a stop while they are written leaves the old best in both,
+                # and the evaluation unlogged, to be redone by the resumed run
                 ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+                state.update(best=result[hooks.select], best_step=done, best_metrics=result)
+            logger.log(done, result, show=True)
             state["evaluated"] = done
             return result
 
