@@ -191,7 +191,11 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def checks_table(checks: list[dict]) -> str:
-    rows = [[c["name"], c["value"], c["target"], c["met"], c.get("note", "")] for c in checks]
+    """The checks with their values as stored (three decimals): rounded to three significant
+    digits, 1.799 would read 1.8 beside a missed target of 1.8–2.2."""
+    rows = [
+        [c["name"], f"{c['value']:g}", c["target"], c["met"], c.get("note", "")] for c in checks
+    ]
     return markdown_table(["check", "value", "target", "met", "note"], rows)
 
 

@@ -57,6 +57,11 @@ def test_check_states_target_and_whether_it_is_met():
     assert harness.check("exponent", 1.05, "in", (0.8, 1.2))["target"] == "0.8–1.2"
 
 
+def test_the_checks_table_shows_a_missed_value_that_rounds_onto_its_target():
+    table = harness.checks_table([harness.check("exponent", 1.7994, "in", (1.8, 2.2))])
+    assert "| exponent | 1.799 | 1.8–2.2 | **no** |" in table
+
+
 def test_fitted_exponent_recovers_a_power_law():
     ns = [512, 1024, 2048, 4096]
     assert abs(fitted_exponent(ns, [3e-9 * n**2 for n in ns]) - 2.0) < 1e-9

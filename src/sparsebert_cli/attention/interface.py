@@ -53,8 +53,9 @@ ATTENTION_IMPLEMENTATION = "sparsebert"
 # auto: below this length, or above this block density, SDPA with the (cached) mask is faster
 # than skipping blocks (measured with `python -m benchmarks attention`; its crossover table times
 # masks of randomly kept 32 × 32 tiles, the worst layout for block_sparse: fwd+bwd over dense at
-# block density ≈ 0.3 / 0.45 / 0.6, block_sparse ran ×1.39 / ×1.08 / ×0.82 at n = 1024 against
-# ×0.93–0.96 for SDPA with the mask, and ×1.65 / ×1.06 / ×0.73 against ×0.68–0.74 at n = 4096).
+# block density ≈ 0.3 / 0.45 / 0.6, block_sparse ran ×1.41 / ×1.01 / ×0.84 at n = 1024 against
+# ×0.90–0.91 for SDPA with the mask, and ×1.56 / ×1.08 / ×0.69 against ×0.73–0.75 at n = 4096 in
+# the committed run, benchmarks/results/attention.md).
 AUTO_MIN_SPARSE_LENGTH = 512
 AUTO_MAX_BLOCK_DENSITY = 0.45
 # With attention dropout on CPU, SDPA leaves its fused kernel for the math path (the n × n
