@@ -120,6 +120,21 @@ def test_an_unquoted_value_with_an_equals_sign_is_refused_with_the_quoting(workd
     assert proc.returncode == 1 and "is not an override Hydra can read" in proc.stderr
 
 
+def test_an_unquoted_list_of_overrides_is_refused_with_each_element_quoted():
+    """A pipeline's per-step list: quoting the whole list would make it a string."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.validation import check_override_values
+
+    with pytest.raises(SparseBertError) as info:
+        check_override_values(["pipeline.finetune=[trainer.lr=1e-4,trainer.epochs=5]"])
+    fix = "pipeline.finetune=['trainer.lr=1e-4','trainer.epochs=5']"
+    assert f'"{fix}"' in str(info.value)
+    parsed = OverridesParser.create().parse_override(fix)
+    assert parsed.value() == ["trainer.lr=1e-4", "trainer.epochs=5"]
+
+
 def test_hydra_flags_pass_through(workdir):
     proc = sparsebert("pretrain", "--cfg", "job", "mask=no_diag", cwd=workdir)
     assert "stage: pretrain" in proc.stdout and "name: no_diag" in proc.stdout

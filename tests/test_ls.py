@@ -31,6 +31,11 @@ def test_listing_keeps_the_whole_run_folder_when_piped(tmp_path, capsys, monkeyp
     assert str(run_dir) in capsys.readouterr().out
 
 
+def test_a_runs_folder_that_does_not_exist_is_said_so(tmp_path, capsys):
+    assert ls_main(["--runs-dir", str(tmp_path / "nowhere")]) == 0
+    assert f"note: {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
 def test_a_command_with_a_bracketed_path_is_listed_as_written(tmp_path, capsys, monkeypatch):
     """`data.files=[/abs/path]` in one run's command was read as rich markup: `ls` failed for
     the whole runs folder (a closing tag), and `[mydata/*.txt]` vanished from the listing."""

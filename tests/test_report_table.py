@@ -277,6 +277,12 @@ def test_folder_without_result_runs_is_an_error(tmp_path):
         build_table([tmp_path])
 
 
+def test_a_search_run_is_pointed_to_its_figures(tmp_path):
+    search = make_job(tmp_path / "search" / "s", stage="search")
+    with pytest.raises(SparseBertError, match=f"report --figures {search}"):
+        build_table([tmp_path / "search"])
+
+
 def test_missing_path_is_an_error_naming_it(tmp_path):
     with pytest.raises(SparseBertError, match="nope does not exist"):
         build_table([tmp_path / "nope"])
@@ -322,9 +328,11 @@ def test_runs_of_one_pattern_that_differ_in_a_setting_it_does_not_read_pool(swee
 def test_a_seed_repeated_in_one_config_is_not_pooled(sweep):
     make_job(sweep / "a", seed=0, extra=DEMO, metrics=mrpc(0.8, 0.9))
     make_job(sweep / "b", seed=0, extra=DEMO, metrics=mrpc(0.7, 0.8))
+    make_job(sweep / "c", seed=1, extra=DEMO, metrics=mrpc(0.7, 0.8))
     table = build_table([sweep])
     assert table.rows[0].cells[0].status == "mixed"
     assert "duplicate seeds: seed 0 appears in more than one run" in table.warnings[0]
+    assert "its 3 runs are 2 replicate(s), not 3" in table.warnings[0]
 
 
 def test_replicates_differing_in_seed_and_launch_settings_are_pooled(sweep):
@@ -578,3 +586,11 @@ def test_the_folds_of_an_embedded_task_pool_like_seeds(sweep):
              metrics={"eval/headline": 0.5})  # fmt: skip
     [warning] = build_table([sweep]).warnings
     assert "duplicate seeds: seed 0 (fold 1) appears" in warning
+
+
+def test_a_mixed_configs_warning_names_the_chosen_mask_first():
+    from sparsebert_cli.reporting.table import _differences
+
+    configs = [{"mask": {"c": 0, "density": 0.1, "name": "dense"}},
+               {"mask": {"c": None, "density": None, "name": "dam"}}]  # fmt: skip
+    assert _differences(configs)[0] == 'mask.name: "dense" | "dam"'

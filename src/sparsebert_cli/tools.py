@@ -47,6 +47,11 @@ def ls_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.show:
         return _show(args.show, args.stage, args.runs_dir, args.json)
+    if not args.runs_dir.is_dir():
+        print(
+            f"note: {args.runs_dir} does not exist: no runs there yet, or a mistyped --runs-dir.",
+            file=sys.stderr,
+        )
     rows = []
     for run_dir, manifest in runs.iter_runs(args.runs_dir, args.stage):
         status = runs.observed_status(run_dir, manifest)

@@ -584,10 +584,15 @@ def _parse_override(parser, arg: str):
         return parser.parse_override(arg)
     except HydraException as e:
         key, _, value = arg.partition("=")
+        quoted = f"'{value}'"
+        if value.startswith("[") and value.endswith("]"):  # a list: quote each element
+            items = [item.strip().strip("'\"") for item in value[1:-1].split(",")]
+            quoted = "[" + ",".join(f"'{item}'" for item in items if item) + "]"
         raise SparseBertError(
             f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}). A value "
-            "with '=', ',', spaces, brackets or quotes must be quoted inside the override, "
-            f"the shell's quotes around Hydra's: \"{key}='{value}'\"."
+            "with '=', ',', spaces, brackets or quotes must be quoted inside the override (each "
+            "element of a list), the shell's quotes around Hydra's: "
+            f'"{key}={quoted}".'
         ) from None
 
 

@@ -541,9 +541,21 @@ def test_evaluate_refuses_task_data_that_moved_since_finetune(tmp_path, tokenize
     _refused(
         lambda: _evaluate(tmp_path, finetune),
         f"task.glue_dir={tmp_path / 'glue'}",
-        "no longer exists",
+        "does not exist here",
         f"sparsebert evaluate model.from={finetune} task.glue_dir=",
     )
+
+
+def test_evaluate_names_a_fix_for_missing_data_files_that_hydra_accepts(tmp_path, tokenizer):
+    """Relative data_files of a finetune launched elsewhere: the fix it prints composes."""
+    task = {**OmegaConf.to_container(_glue_task(tmp_path, GOOD_ROWS, GOOD_ROWS)), "glue_dir": None}
+    task["data_files"] = {"train": "train.csv", "dev": "dev.csv"}
+    finetune = _finetune_run(tmp_path, tokenizer, task)
+    message = _refused(lambda: _evaluate(tmp_path, finetune), "relative paths count from")
+    fix = message.split(f"model.from={finetune} ")[1].rstrip(".").strip("'")
+    assert fix.startswith("+task.data_files=")
+    cfg = compose_cfg("evaluate", fix.replace("<file>", "a.csv"))
+    assert dict(cfg.task.data_files) == {"train": "a.csv", "dev": "a.csv"}
 
 
 def test_evaluate_task_glue_dir_replaces_the_recorded_one(tmp_path, tokenizer):

@@ -343,6 +343,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
     warnings: list[str] = []
     manifests: dict[Path, dict] = {}
     pretrainings: dict[Path, dict] = {}
+    searches: list[Path] = []
     for path in _expand(paths):
         for run_dir, manifest in runs.iter_runs(path):
             if manifest.get("status") == runs.DAMAGED:
@@ -351,11 +352,19 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
                 manifests[run_dir.resolve()] = manifest
             elif manifest.get("stage") == PRETRAIN_STAGE:
                 pretrainings[run_dir.resolve()] = manifest
+            elif manifest.get("stage") == "search":
+                searches.append(run_dir)
     manifests = manifests or pretrainings
     if not manifests:
+        searched = (
+            f" (only search runs, which have no table: draw one with sparsebert report --figures "
+            f"{searches[0]})"
+            if searches
+            else ""
+        )
         raise SparseBertError(
             f"no pipeline, finetune, evaluate or pretrain run folder (with a manifest.json) under "
-            f"{', '.join(str(p) for p in paths)}; pass a sweep folder such as "
+            f"{', '.join(str(p) for p in paths)}{searched}; pass a sweep folder such as "
             "runs/pipeline/multirun/<sweep_name> or a run folder."
         )
     consumed = {

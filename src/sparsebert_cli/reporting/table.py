@@ -226,9 +226,10 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _differences(configs: list[dict]) -> list[str]:
-    """`model.hidden_size: 128 | 64` for every key whose value differs between `configs`."""
+    """`model.hidden_size: 128 | 64` for every key whose value differs between `configs`; the
+    keys naming a choice (`mask.name`) first, since they explain the others' differences."""
     flats = [_flat(c) for c in configs]
-    keys = sorted(set().union(*flats))
+    keys = sorted(set().union(*flats), key=lambda k: (not k.endswith(".name"), k))
     shown = [[json.dumps(f.get(k), default=str) for f in flats] for k in keys]
     return [f"{k}: {' | '.join(v)}" for k, v in zip(keys, shown, strict=True) if len(set(v)) > 1]
 
@@ -266,7 +267,8 @@ def replicate_problem(done: list[RunRecord]) -> str | None:
     if repeated:
         return (
             f"duplicate seeds: seed {', '.join(repeated)} appears in more than one run of the "
-            f"same config, so they are one replicate, not {len(done)}; not pooled. Delete the "
+            f"same config, so its {len(done)} runs are {len(set(replicates))} replicate(s), not "
+            f"{len(done)}; not pooled. Delete the "
             f"extra run folders or report one of them. Runs: {folders}"
         )
     return None

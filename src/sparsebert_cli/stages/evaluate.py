@@ -44,11 +44,17 @@ def recorded_task(recorded: dict, given: DictConfig, run_dir: Path) -> DictConfi
         missing = [path for path in paths if path and not Path(path).exists()]
         if missing:
             shown = dict(value) if key == "data_files" else value
-            fix = "{train: <file>, dev: <file>}" if key == "data_files" else "<its new folder>"
+            fix = (
+                "'+task.data_files={train: <file>, dev: <file>}'"
+                if key == "data_files"
+                else f"task.{key}=<its new folder>"
+            )
             raise SparseBertError(
                 f"the finetune run {run_dir} read its task data from task.{key}={shown}, but "
-                f"{missing[0]} no longer exists: the task data moved or was deleted. Point "
-                f"evaluate at it: sparsebert evaluate model.from={run_dir} task.{key}={fix}."
+                f"{missing[0]} does not exist here: the task data moved or was deleted, or the "
+                "path is relative and evaluate runs in another folder (relative paths count from "
+                f"the folder a command starts in). Point evaluate at it: sparsebert evaluate "
+                f"model.from={run_dir} {fix}."
             )
     return task_cfg
 
