@@ -15,7 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from sparsebert_cli.config import RANGES, STAGES, RunConfig
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.stages import READS, hashed_config, reads
-from sparsebert_cli.validation import check_overrides, schema_keys, validate_config
+from sparsebert_cli.validation import (
+    check_override_values,
+    check_overrides,
+    schema_keys,
+    validate_config,
+)
 
 SRC = ROOT / "src" / "sparsebert_cli"
 # Where keys are declared, ranged or hashed, not read: their mention proves no reader.
@@ -365,6 +370,43 @@ def test_a_pipelines_per_step_overrides_are_part_of_its_identity():
     search = OmegaConf.to_container(compose_cfg("search", "experiment=demo"))
     assert search["pipeline"]["finetune"]
     assert "pipeline" not in hashed_config(search) and "pipeline" not in experiment_config(search)
+
+
+def _pipeline_hash(workdir, *overrides: str) -> str:
+    """The content hash of the pipeline job `sparsebert pipeline <overrides>`, prepared as a
+    launched job (or `--dry-run`) prepares it: with Hydra's record of its overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from sparsebert_cli.config import conf_dir, register_hydra_extensions
+    from sparsebert_cli.launch import identity, prepare
+
+    register_hydra_extensions()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("pipeline", overrides=list(overrides), return_hydra_config=True)
+    hydra_config = HydraConfig.instance()
+    before, hydra_config.cfg = hydra_config.cfg, None
+    try:
+        hydra_config.set_config(cfg)
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        prepare(job, workdir / "runs" / "pipeline" / "x")
+        return identity(job)[1]
+    finally:
+        hydra_config.cfg = before
+
+
+def test_a_key_the_pipeline_command_line_sets_is_part_of_its_identity(workdir):
+    """Its steps are composed from the command line: `trainer.lr=1e-3`, the pipeline's own
+    default, gives the finetune step lr 1e-3 instead of finetune's, so it is another pipeline
+    (it was 'already completed with this config: skipped', and a report's duplicate)."""
+    plain = _pipeline_hash(workdir, "debug=smoke")
+    assert _pipeline_hash(workdir, "debug=smoke", "trainer.lr=1e-3") != plain
+    assert _pipeline_hash(workdir, "debug=smoke", "trainer.lr=1e-3") == _pipeline_hash(
+        workdir, "debug=smoke", "trainer.lr=0.001"
+    )  # the key is recorded, its value is the config's
+    assert _pipeline_hash(workdir, "debug=smoke", "run_id=x") == plain
+    with pytest.raises(SparseBertError, match="pipeline.inherited is set by sparsebert"):
+        check_override_values(["pipeline.inherited=[trainer.lr]"])
 
 
 def test_the_smoke_preset_keeps_a_pre_trained_model_so_mask_checkpoint_works():

@@ -97,6 +97,11 @@ class PipelineConfig:
     pretrain: list[str] = field(default_factory=list)
     finetune: list[str] = field(default_factory=list)
     evaluate: list[str] = field(default_factory=list)
+    # Set by sparsebert, not on the command line: the keys the command line sets, which every
+    # step inherits as typed (`stages.pipeline.inherited_overrides`). Part of the pipeline's
+    # identity: `trainer.lr=1e-3`, the pipeline's own default, still gives its finetune step that
+    # rate instead of finetune's, so it is another pipeline than one without it.
+    inherited: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -257,6 +257,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> list[str]:
     except (OmegaConfBaseException, HydraException) as e:
         raise SparseBertError(config_error(e)) from None
     expand_path_fields(cfg)
+    if cfg.stage == "pipeline":
+        record_inherited_keys(cfg)
     for key in runs.NAME_KEYS:
         runs.check_name(key, cfg[key])
     runs_dir = Path(cfg.paths.runs_dir)
@@ -279,6 +281,18 @@ def prepare(cfg: DictConfig, run_dir: Path) -> list[str]:
     said = resolve_references(cfg)
     validate_config(cfg)
     return said
+
+
+def record_inherited_keys(cfg: DictConfig) -> None:
+    """pipeline.inherited: the keys of the job's command line that its steps inherit (from
+    Hydra's record of the job's overrides, set for a launched job and for `--dry-run` alike)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from sparsebert_cli.stages.pipeline import inherited_overrides
+
+    if HydraConfig.initialized():
+        given = inherited_overrides(list(HydraConfig.get().overrides.task))
+        cfg.pipeline.inherited = sorted({override_key(o) for o in given})
 
 
 def config_error(e: BaseException) -> str:

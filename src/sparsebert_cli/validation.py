@@ -609,6 +609,11 @@ def check_override_values(args: list[str]) -> None:
             continue
         override = _parse_override(parser, arg)
         key, values = override.key_or_group, _override_values(override)
+        if key == "pipeline.inherited":
+            raise SparseBertError(
+                f"{arg}: pipeline.inherited is set by sparsebert (the keys this command line "
+                "sets, which every step inherits); leave it out and set those keys instead."
+            )
         if override.is_sweep_override() and schema.schema_key(key) in unnamed:
             raise SparseBertError(
                 f"{arg}: {key} does not change what a job computes (it is left out of a job's "

@@ -108,15 +108,15 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     a pipeline's per-step overrides stay. An upstream run folder is replaced by that run's experiment config
     (`depth` runs back; an unreadable one, e.g. of a moved runs folder, is left out)."""
     from sparsebert_cli.masks.config import mask_identity
-    from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, per_step_overrides
+    from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, pipeline_identity
 
     kept = {k: v for k, v in config.items() if k not in (*NOT_HASHED, *_NOT_COMPARED)}
     group, key = FOLD_KEY.split(".")
     if isinstance(kept.get(group), dict):
         kept[group] = {k: v for k, v in kept[group].items() if k != key}
-    per_step = per_step_overrides(config)
-    if per_step:
-        kept["pipeline"] = per_step
+    pipeline = pipeline_identity(config)
+    if pipeline:
+        kept["pipeline"] = pipeline
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in NOT_HASHED_TRAINER}
     upstream = _upstream_configs(config) if depth else {}

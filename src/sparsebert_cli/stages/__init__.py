@@ -94,9 +94,9 @@ def hashed_config(resolved: dict) -> dict:
         }
     if "mask" in hashed:
         hashed["mask"] = mask_identity(resolved["mask"])
-    per_step = per_step_overrides(resolved)
-    if per_step:  # absent otherwise, so pipelines without them keep their hashes
-        hashed["pipeline"] = per_step
+    pipeline = pipeline_identity(resolved)
+    if pipeline:  # absent otherwise, so pipelines without them keep their hashes
+        hashed["pipeline"] = pipeline
     files = _input_files(resolved)
     if files:  # absent otherwise, so configs without local files keep their hashes
         from sparsebert_cli.data.cache import file_fingerprint
@@ -111,7 +111,20 @@ def per_step_overrides(config: dict) -> dict[str, list[str]]:
     preset's (experiment=demo) without reading them."""
     if config.get("stage") != "pipeline":
         return {}
-    return {step: list(o) for step, o in (config.get("pipeline") or {}).items() if o}
+    lists = config.get("pipeline") or {}
+    return {step: list(o) for step, o in lists.items() if step != INHERITED and o}
+
+
+INHERITED = "inherited"  # pipeline.inherited: the keys the command line sets (config.py)
+
+
+def pipeline_identity(config: dict) -> dict[str, list[str]]:
+    """What a pipeline's config alone does not say about its steps: the per-step overrides and
+    the keys its command line sets (`pipeline.inherited`); empty for the other stages."""
+    if config.get("stage") != "pipeline":
+        return {}
+    inherited = sorted((config.get("pipeline") or {}).get(INHERITED) or [])
+    return {**per_step_overrides(config), **({INHERITED: inherited} if inherited else {})}
 
 
 def _input_files(resolved: dict) -> list[str]:

@@ -121,18 +121,23 @@ def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tup
     return run_dir, metrics
 
 
+def inherited_overrides(command_line: list[str]) -> list[str]:
+    """The overrides of a pipeline's command line that its steps get as typed: all but the
+    per-step lists, the pipeline's folder keys and the group choices (passed as resolved)."""
+    return [
+        o
+        for o in command_line
+        if not o.startswith("pipeline.") and override_key(o) not in (*PIPELINE_FOLDER, *GROUPS)
+    ]
+
+
 def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     chosen = [f"{g}={hc.runtime.choices[g]}" for g in GROUPS if hc.runtime.choices.get(g)]
-    user = [
-        o
-        for o in hc.overrides.task
-        if not o.startswith("pipeline.") and override_key(o) not in PIPELINE_FOLDER
-    ]
     # The group choices as resolved here, then every other override (values inside groups too).
-    common = [*chosen, *(o for o in user if override_key(o) not in GROUPS)]
+    common = [*chosen, *inherited_overrides(list(hc.overrides.task))]
     pretrain_args = common
     if cfg.mask.name in SEARCHED_MASKS:  # search it, then pre-train with it frozen
         search_dir, _ = run_step("search", common, cfg, run_step_job)
