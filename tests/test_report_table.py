@@ -393,6 +393,12 @@ def test_a_pretraining_sweep_is_reported_by_its_own_mlm_numbers_paired_with_dens
     assert rows["attention_topk t=0.8"].mlm_delta.mean == pytest.approx(0.3)
     assert rows["attention_topk t=0.8"].mlm_loss.mean == pytest.approx(5.5)
     assert rows["dense"].gate == (2, 2) and rows["star"].mlm_loss.n == 0  # failed: no numbers
+    # rows by more keys: the dense row of the same non-mask keys is still the peer
+    by_seed = {row.label: row for row in build_table([sweep], rows=["mask.name", "seed"]).rows}
+    assert by_seed["mask.name=no_diag, seed=1"].mlm_delta.mean == pytest.approx(-0.1)
+    by_mask = build_table([sweep], rows=["mask.name", "mask.window"]).rows
+    no_diag = {row.label: row for row in by_mask}["mask.name=no_diag, mask.window=None"]
+    assert no_diag.mlm_delta.mean == pytest.approx(0.0)
     text = to_markdown(table)
     assert "| attention_topk t=0.8 |" in text and "MLM loss − dense (same seed)" in text
     assert "Avg" not in text.splitlines()[0]

@@ -241,6 +241,21 @@ def _seeds_label(replicate: tuple) -> str:
     return label + (f" (upstream runs: {', '.join(map(str, upstream))})" if upstream else "")
 
 
+def _dense_peers(row_id: tuple, pretrain_rows: dict[tuple, list[RunRecord]]) -> list[RunRecord]:
+    """The dense pre-training runs a row's MLM loss is paired with: mask.name=dense and the
+    row's keys outside the mask alike (`--rows mask.name,mask.window` or `mask.name,seed`)."""
+
+    def outside_mask(key: tuple) -> dict:
+        return {k: v for k, v in key if not k.startswith("mask.")}
+
+    return [
+        record
+        for key, records in pretrain_rows.items()
+        if dict(key).get("mask.name") == "dense" and outside_mask(key) == outside_mask(row_id)
+        for record in records
+    ]
+
+
 def replicate_problem(done: list[RunRecord]) -> str | None:
     """Why the completed runs of a cell are not replicates of one experiment, or None."""
     groups: dict[str, list[RunRecord]] = {}
@@ -381,9 +396,6 @@ def build_table(
             label = ", ".join(f"{k}={_format_value(v)}" for k, v in col_id)
         columns.append(Column(key=dict(col_id), label=label, task=task, metrics=metrics))
 
-    # the dense row's MLM losses by seed: nothing to pair with when its runs are mixed
-    dense_records = pretrain_rows.get((("mask.name", "dense"),), [])
-    dense_losses = {} if _cell(dense_records, []).problem else _losses_by_seed(dense_records)
     table_rows = []
     for row_id in sorted(grouped, key=row_order if rows is None else _sort_key):
         by_col = grouped[row_id]
@@ -413,6 +425,9 @@ def build_table(
             warnings.append(f"{label} × MLM loss: {own}")
         mixed = own or any(cell.problem for cell in cells)
         pretrainings = [] if mixed else _pretrainings(members)
+        # the dense peer's MLM losses by seed: nothing to pair with when its runs are mixed
+        dense_records = _dense_peers(row_id, pretrain_rows)
+        dense_losses = {} if _cell(dense_records, []).problem else _losses_by_seed(dense_records)
         table_rows.append(
             Row(
                 key=key,
