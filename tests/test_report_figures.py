@@ -159,6 +159,23 @@ def test_cli_figures_of_a_running_search_say_they_show_it_so_far(search_run, cap
     assert str(run_dir.resolve() / "figures" / "mask_binarised.png") in captured.out.splitlines()
 
 
+def test_cli_figures_of_a_stopped_search_draw_its_snapshots_so_far(search_run, capsys):
+    """Stopped before it completed: no stacked trace and no mask yet, only the snapshots."""
+    from sparsebert_cli.masks.trace import write_snapshot
+    from sparsebert_cli.reporting.importance import load_trace
+
+    run_dir, probs = search_run
+    for path in (run_dir / "artifacts").iterdir():
+        path.unlink()
+    for step in (0, 10, 20):
+        write_snapshot(run_dir / "trace", step, probs[step // 10])
+    (run_dir / "manifest.json").write_text(json.dumps({"stage": "search", "status": "interrupted"}))
+    assert main(["--figures", str(run_dir)]) == 0
+    assert str(run_dir.resolve() / "figures" / "importance.json") in capsys.readouterr().out
+    stacked, steps = load_trace(run_dir)
+    assert torch.equal(stacked, probs[:3]) and steps.tolist() == [0, 10, 20]
+
+
 @pytest.mark.parametrize("name", ["", "x" * 300], ids=["a-folder", "a-name-too-long"])
 def test_cli_figures_of_a_folder_that_is_no_run_is_an_error(tmp_path, capsys, name):
     assert main(["--figures", str(tmp_path / name)]) == 1

@@ -198,7 +198,8 @@ def _figures(args: argparse.Namespace) -> None:
         run_dir = _run_folder(args.figures)
         out_dir = args.out_dir or runs.layout(run_dir).figures
         written = []
-        if runs.layout(run_dir).importance_trace.is_file():
+        folders = runs.layout(run_dir)
+        if folders.importance_trace.is_file() or any(folders.trace.glob("step-*.safetensors")):
             written += write_importance_figures(run_dir, out_dir)
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:

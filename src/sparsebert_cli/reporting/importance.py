@@ -31,22 +31,28 @@ def _diagonal_rank(by_distance):
 
 
 def load_trace(run_dir: Path):
-    """(probs float [T, L, H, n, n], steps long [T]) of a search run, checked."""
+    """(probs float [T, L, H, n, n], steps long [T]) of a search run, checked; of its snapshots
+    so far while it runs (or after it stopped)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from sparsebert_cli.masks.trace import stacked_snapshots
+
     path = runs.layout(run_dir).importance_trace
     if not path.is_file():
-        raise SparseBertError(
-            f"{path} does not exist: {run_dir} is not a search run with an importance trace; pass "
-            "the folder of a completed `sparsebert search mask=dam` run (or 'latest')."
-        )
-    try:
-        tensors = load_file(path)
-    except SafetensorError as error:
-        raise SparseBertError(
-            f"{path} is not a valid safetensors file ({error}); re-run the search."
-        ) from None
+        tensors = stacked_snapshots(runs.layout(run_dir).trace)  # a search still running
+        if not tensors:
+            raise SparseBertError(
+                f"{path} does not exist: {run_dir} is not a search run with an importance trace; "
+                "pass the folder of a completed `sparsebert search mask=dam` run (or 'latest')."
+            )
+    else:
+        try:
+            tensors = load_file(path)
+        except SafetensorError as error:
+            raise SparseBertError(
+                f"{path} is not a valid safetensors file ({error}); re-run the search."
+            ) from None
     probs, steps = tensors.get("probs"), tensors.get("steps")
     if (
         probs is None

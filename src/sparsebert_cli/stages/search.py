@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from sparsebert_cli.attention.profile import AttentionMap
 from sparsebert_cli.masks import attention_topk
@@ -32,6 +32,7 @@ from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.config import ATTENTION_TOPK
 from sparsebert_cli.masks.empty_rows import searched_mask_warning
 from sparsebert_cli.masks.stats import sparsity
+from sparsebert_cli.masks.trace import stacked_snapshots, write_snapshot
 from sparsebert_cli.runs import Run, atomic_write, layout
 from sparsebert_cli.stages.inputs import (
     cache_dir,
@@ -47,16 +48,9 @@ from sparsebert_cli.training.optim import GroupRates
 TOPK_EXAMPLES = 8192  # training examples whose attention the attention_topk mask is read from
 
 
-def _snapshot(trace_dir: Path, step: int, probs: torch.Tensor) -> None:
-    tensors = {"probs": probs.float().contiguous()}
-    atomic_write(trace_dir / f"step-{step:08d}.safetensors", lambda tmp: save_file(tensors, tmp))
-
-
 def _write_trace(trace_dir: Path, out: Path) -> None:
     """Stack the per-step snapshots into one [T, L, H, n, n] tensor with its `steps`."""
-    files = sorted(trace_dir.glob("step-*.safetensors"))
-    steps = torch.tensor([int(f.stem.split("-")[1]) for f in files], dtype=torch.int64)
-    tensors = {"probs": torch.stack([load_file(str(f))["probs"] for f in files]), "steps": steps}
+    tensors = stacked_snapshots(trace_dir)
     atomic_write(out, lambda tmp: save_file(tensors, tmp))
 
 
@@ -124,7 +118,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
 
     def after_step(step: int) -> dict[str, float]:
         if run.writer and (step % cfg.mask.trace_every == 0 or step == total):
-            _snapshot(trace_dir, step, dam.probs().detach().cpu())
+            write_snapshot(trace_dir, step, dam.probs().detach().cpu())
         return {  # counted per α: no n × n mask each step
             "mask/sparsity": dam.binarized_sparsity(),
             "mask/keep_probability": 1.0 - dam.expected_sparsity().item(),
