@@ -135,6 +135,27 @@ def test_an_unquoted_list_of_overrides_is_refused_with_each_element_quoted():
     assert parsed.value() == ["trainer.lr=1e-4", "trainer.epochs=5"]
 
 
+def test_several_values_without_multirun_are_refused_with_the_fix(workdir):
+    """Hydra's own answer was a 5-line block (a stage) or advice validate refuses (validate)."""
+    for args in (["pipeline", "mask=dense,dam"], ["validate", "pipeline", "mask=dense,dam"]):
+        proc = sparsebert(*args, "debug=smoke", cwd=workdir, check=False)
+        assert proc.returncode == 1 and proc.stderr.count("error:") == 1, proc.stderr
+        assert "mask=dense,dam lists several values, a sweep: run it with -m" in proc.stderr
+    assert not (workdir / "runs").exists()
+
+
+def test_help_lists_only_the_groups_a_stage_takes(workdir):
+    """Hydra's own list named every group in conf/, also those the stage refuses."""
+    groups = {}
+    for stage in ("evaluate", "finetune", "search"):
+        out = sparsebert(stage, "--help", cwd=workdir).stdout
+        listed = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+        groups[stage] = {line.split(":")[0] for line in listed.splitlines() if ": " in line}
+    assert groups["evaluate"] == {"paths"}
+    assert "task" in groups["finetune"] and "data" not in groups["finetune"]
+    assert "data" in groups["search"] and "task" not in groups["search"]
+
+
 def test_hydra_flags_pass_through(workdir):
     proc = sparsebert("pretrain", "--cfg", "job", "mask=no_diag", cwd=workdir)
     assert "stage: pretrain" in proc.stdout and "name: no_diag" in proc.stdout

@@ -55,12 +55,13 @@ TOOL_HELP = {
 def run_stage(stage: str, args: list[str]) -> int:
     """Run one stage as a Hydra app; in a multirun, report the failed jobs and exit 1."""
     import hydra
+    from omegaconf import OmegaConf
 
     from sparsebert_cli import interrupt
     from sparsebert_cli.config import conf_dir
     from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.launch import FAILURES_ENV, run_job
-    from sparsebert_cli.validation import check_command_line
+    from sparsebert_cli.validation import check_command_line, help_groups
 
     interrupt.install()
     args = rewrite_aliases(args)
@@ -70,6 +71,8 @@ def run_stage(stage: str, args: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     register_hydra_extensions()
+    if not OmegaConf.has_resolver("sb_help_groups"):  # `--help` (conf/hydra/default.yaml)
+        OmegaConf.register_new_resolver("sb_help_groups", help_groups)
     with tempfile.NamedTemporaryFile(
         "w+", prefix="sparsebert-failures-", suffix=".txt"
     ) as failures:

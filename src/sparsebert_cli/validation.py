@@ -93,6 +93,20 @@ def group_names() -> set[str]:
     return {p.name for p in schema.conf_dir().iterdir() if p.is_dir()}
 
 
+def help_groups(stage: str) -> str:
+    """`group: option, option` per config group `sparsebert <stage>` takes: the `sb_help_groups`
+    resolver of `--help` (conf/hydra/default.yaml; Hydra's own list names every group in conf/,
+    also those the stage refuses)."""
+    keys, _ = schema_keys()
+    groups = group_names() - {"hydra"}
+    lines = [
+        f"{group}: {', '.join(sorted(p.stem for p in (schema.conf_dir() / group).glob('*.yaml')))}"
+        for group in sorted(groups)
+        if _read(stage, group, keys, groups)
+    ]
+    return "Compose your configuration from those groups (group=option)\n\n" + "\n".join(lines)
+
+
 def schema_override_key(override: str) -> str | None:
     """The schema key a command-line override sets (`+mask.lam=1` → mask.lam), or None for a
     flag, a value of a flag, or a Hydra-internal setting."""
@@ -539,6 +553,27 @@ def check_command_line(stage: str, args: list[str]) -> None:
         runs.check_runs_dir(runs.default_runs_dir())
     check_overrides(stage, args)
     check_override_values(args)
+    if not any(a in ("-m", "--multirun") for a in args):
+        check_one_job(stage, args)
+
+
+def check_one_job(stage: str, args: list[str]) -> None:
+    """A command line without -m that lists several values of a key (`mask=dense,dam`), refused
+    with the fix, before Hydra answers with its own multi-line error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if (
+            not arg.startswith("-")
+            and "=" in arg
+            and _parse_override(parser, arg).is_sweep_override()
+        ):
+            raise SparseBertError(
+                f"{arg} lists several values, a sweep: run it with -m (sparsebert {stage} -m "
+                f"... {arg}; `sparsebert {stage} -m ... --dry-run` lists its jobs), or give one "
+                "value for one job."
+            )
 
 
 def _leaf_types() -> dict[str, type]:
