@@ -15,9 +15,14 @@ def write_snapshot(trace_dir: Path, step: int, probs: torch.Tensor) -> None:
     atomic_write(trace_dir / f"step-{step:08d}.safetensors", lambda tmp: save_file(tensors, tmp))
 
 
+def snapshot_files(trace_dir: Path) -> list[Path]:
+    """The snapshots in `trace_dir`, oldest first."""
+    return sorted(trace_dir.glob("step-*.safetensors"))
+
+
 def stacked_snapshots(trace_dir: Path) -> dict[str, torch.Tensor]:
     """{"probs": [T, L, H, n, n], "steps": [T]} of the snapshots in `trace_dir` ({} if none)."""
-    files = sorted(trace_dir.glob("step-*.safetensors"))
+    files = snapshot_files(trace_dir)
     if not files:
         return {}
     steps = torch.tensor([int(f.stem.split("-")[1]) for f in files], dtype=torch.int64)

@@ -188,6 +188,7 @@ def _occlusion(args: argparse.Namespace) -> None:
 
 
 def _figures(args: argparse.Namespace) -> None:
+    from sparsebert_cli.masks.trace import snapshot_files
     from sparsebert_cli.reporting.attention_curves import write_attention_curves
     from sparsebert_cli.reporting.importance import write_importance_figures
     from sparsebert_cli.reporting.mask_figures import write_pattern_grid, write_run_mask_figure
@@ -199,7 +200,7 @@ def _figures(args: argparse.Namespace) -> None:
         out_dir = args.out_dir or runs.layout(run_dir).figures
         written = []
         folders = runs.layout(run_dir)
-        if folders.importance_trace.is_file() or any(folders.trace.glob("step-*.safetensors")):
+        if folders.importance_trace.is_file() or snapshot_files(folders.trace):
             written += write_importance_figures(run_dir, out_dir)
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         if mask_figure is not None:

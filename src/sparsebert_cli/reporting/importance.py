@@ -38,9 +38,10 @@ def load_trace(run_dir: Path):
 
     from sparsebert_cli.masks.trace import stacked_snapshots
 
-    path = runs.layout(run_dir).importance_trace
+    folders = runs.layout(run_dir)
+    path = folders.importance_trace
     if not path.is_file():
-        tensors = stacked_snapshots(runs.layout(run_dir).trace)  # a search still running
+        tensors = stacked_snapshots(folders.trace)  # a search still running
         if not tensors:
             raise SparseBertError(
                 f"{path} does not exist: {run_dir} is not a search run with an importance trace; "
