@@ -6,11 +6,11 @@ import logging
 import pytest
 import torch
 
+from sparsebert_cli.attention.capabilities import check_backend
 from sparsebert_cli.attention.interface import (
     AUTO_MAX_BLOCK_DENSITY,
     AUTO_MAX_BLOCK_DENSITY_DROPOUT,
     AttentionMask,
-    check_backend,
     choose_backend,
 )
 from sparsebert_cli.config import ModelConfig

@@ -285,7 +285,8 @@ def test_sequences_longer_than_a_loaded_models_positions_are_refused(tmp_path):
 def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir):
     """A model pre-trained with a 16-token mask fine-tuned at task.seq_len = 64 failed at its
     first batch longer than 16 tokens ("got length 42", with advice for a searched mask); it is
-    refused once the data is tokenized, naming the longest batch, before any training."""
+    refused once the data is tokenized, naming the longest batch, before any training; validate
+    (which passed it) says so."""
     import json
 
     from omegaconf import OmegaConf
@@ -303,6 +304,11 @@ def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir
     manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
     (run / "manifest.json").write_text(json.dumps(manifest))
     args = ("finetune", f"model.from={run}", "task=polarity", "debug=smoke", "run_id=short")
+    checked = sparsebert("validate", *args[:-1], cwd=workdir)  # OK, with the run's condition
+    assert "covers n=16 tokens but task.seq_len=64" in checked.stderr
+    assert "set task.seq_len=16 to truncate" in checked.stderr
+    quiet = sparsebert("validate", *args[:-1], "task.seq_len=16", cwd=workdir)
+    assert "covers n=" not in quiet.stderr and "config OK" in quiet.stdout
     proc = sparsebert(*args, cwd=workdir, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "covers n=16 tokens, but task=polarity feeds it batches of up to" in proc.stderr

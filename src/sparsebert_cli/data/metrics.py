@@ -5,14 +5,13 @@ Headline per task (the paper's table column): CoLA Matthews correlation, STS-B a
 Pearson, MRPC and QQP F1 (the paper's QQP 87.1 matches BERT-base's dev F1, not its ≈ 91 accuracy),
 all others accuracy. F1 is binary with class 1 (equivalent / duplicate / pos) as positive.
 Correlations are 0.0 where undefined (constant predictions or labels), as scikit-learn does for MCC.
+scikit-learn and scipy are imported when a metric is computed (1.6 s): `validate` reads the table.
 """
 
 import os
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from sparsebert_cli.data.glue import GLUE_TASKS
 from sparsebert_cli.errors import SparseBertError
@@ -68,16 +67,22 @@ def compute_metrics(task_name: str, predictions, labels) -> dict[str, float]:
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import accuracy_score
+
     return float(accuracy_score(labels, predictions))
 
 
 def binary_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """F1 of class 1; 0.0 when neither the predictions nor the labels have a class 1."""
+    from sklearn.metrics import f1_score
+
     return float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0.0))
 
 
 def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Multi-class MCC (Gorodkin's R_K), the usual MCC for two classes; 0.0 where undefined."""
+    from sklearn.metrics import matthews_corrcoef
+
     return float(matthews_corrcoef(labels, predictions))
 
 
@@ -89,11 +94,15 @@ def _correlation(statistic, predictions: np.ndarray, labels: np.ndarray) -> floa
 
 
 def pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
+    from scipy.stats import pearsonr
+
     return _correlation(pearsonr, predictions, labels)
 
 
 def spearman(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Spearman's ρ, tied values sharing the mean of their ranks."""
+    from scipy.stats import spearmanr
+
     return _correlation(spearmanr, predictions, labels)
 
 

@@ -19,7 +19,6 @@ from safetensors.torch import save as dump_safetensors
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import ATTENTION_TOPK, MASK_FILE, META_FILE
 from sparsebert_cli.masks.patterns import PATTERNS
-from sparsebert_cli.masks.plots import plot_mask_grid
 from sparsebert_cli.masks.stats import sparsity, sparsity_per_head, sparsity_per_layer
 from sparsebert_cli.runs import atomic_write
 
@@ -78,6 +77,8 @@ def save_mask(directory: Path, mask: torch.Tensor, meta: dict) -> list[Path]:
         },
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+    from sparsebert_cli.masks.plots import plot_mask_grid  # matplotlib: not for load_mask
+
     plot_path = plot_mask_grid(
         mask, directory / PLOT_FILE, f"{meta['kind']} mask, n={n}, sparsity {sparsity(mask):.1f}%"
     )

@@ -7,7 +7,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from sparsebert_cli.attention.interface import AttentionMask, check_backend
+from sparsebert_cli.attention.capabilities import check_backend
+from sparsebert_cli.attention.interface import AttentionMask
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import MASK_FILE, check_length, fit_to_length, load_mask

@@ -99,11 +99,8 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
     """The occlusion record of a pretrain or search run (see the module docstring)."""
     from sparsebert_cli.attention.profile import AttentionProfile
     from sparsebert_cli.data.tokenizer import load_tokenizer
-    from sparsebert_cli.modeling import (
-        MaskSource,
-        build_pretraining_model,
-        resolve_pretrained,
-    )
+    from sparsebert_cli.modeling import MaskSource, build_pretraining_model
+    from sparsebert_cli.pretrained import resolve_pretrained
     from sparsebert_cli.stages.inputs import cache_dir, pretraining_data
     from sparsebert_cli.training.distill import DistillationObjective
     from sparsebert_cli.training.evaluation import evaluate_mlm

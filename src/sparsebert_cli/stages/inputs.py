@@ -75,7 +75,7 @@ def sequence_lengths(stage: str) -> list[str]:
 def check_positions(cfg: DictConfig, folder: Path) -> None:
     """The stage's sequences fit the positions of the model it loads from `folder` (model.from's
     or model.name_or_path's): its config, not model.max_position_embeddings, sets them."""
-    from sparsebert_cli.modeling import read_bert_config
+    from sparsebert_cli.pretrained import read_bert_config
 
     positions = read_bert_config(folder).max_position_embeddings
     for key in sequence_lengths(cfg.stage):
@@ -93,7 +93,7 @@ def weights_folder(cfg: DictConfig, init_from: Path | None) -> Path | None:
     positions are checked here, once downloaded (`preflight` checked a local folder's)."""
     if init_from is not None or not cfg.model.name_or_path:
         return init_from
-    from sparsebert_cli.modeling import local_pretrained, resolve_pretrained
+    from sparsebert_cli.pretrained import local_pretrained, resolve_pretrained
 
     folder = local_pretrained(cfg.model.name_or_path)
     if folder is None:

