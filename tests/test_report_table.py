@@ -548,6 +548,26 @@ def test_results_built_on_different_upstream_experiments_are_not_pooled(tmp_path
     assert table.warnings == [] and len(table.rows) == 3
 
 
+def test_fine_tunes_of_models_that_are_no_runs_are_named_by_their_model(tmp_path):
+    """model=minilm and model=hf with mask=checkpoint were one row, `checkpoint`, with a
+    mixed-configs warning: the mask is the model's, so the model names the row."""
+    runs = tmp_path / "runs"
+    for name in ("embedded:minilm", "bert-base-uncased"):
+        make_job(
+            runs / "finetune" / name.replace(":", "_"),
+            mask="checkpoint",
+            stage="finetune",
+            extra={"model": {"name_or_path": name}},
+            metrics=mrpc(0.8, 0.9),
+        )
+    table = build_table([runs / "finetune"])
+    assert [r.label for r in table.rows] == [
+        "checkpoint of bert-base-uncased",
+        "checkpoint of embedded:minilm",
+    ]
+    assert table.warnings == []
+
+
 def test_results_built_on_replicates_of_one_upstream_experiment_pool_by_their_seeds(tmp_path):
     """Fine-tunes with seed 0 using masks searched with seeds 0 and 1 are two replicates; two
     with the same search seed as well are one, repeated."""

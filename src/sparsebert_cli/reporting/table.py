@@ -17,7 +17,8 @@ Beside the tasks, a row shows the held-out MLM loss of the pre-trainings its res
 no fine-tuning result, the pre-trainings are the results (a continued-pretraining study): rows
 without task columns, and the same-seed difference of each row's MLM loss to the dense row.
 A row of `mask=from_run` is named by the searched mask it used (its mask.json kind and target),
-one of `mask=checkpoint` by the mask of the run its model came from (`window (checkpoint)`).
+one of `mask=checkpoint` by the mask of the run its model came from (`window (checkpoint)`), or
+by the model when it is not a run's (`checkpoint of embedded:minilm`).
 """
 
 import json
@@ -146,6 +147,8 @@ def _row_key(record: RunRecord, row_keys: list[str] | None) -> tuple[tuple[str, 
     if name == "checkpoint" and record.model_run is not None:  # named by the model's mask
         inner = dict(_row_key(record.model_run, None))
         return (("mask.name", name), ("mask.of_model", row_label(inner, True)))
+    if name == "checkpoint":  # a model that is not a run's: named by the model (model=minilm)
+        return (("mask.name", name), ("model.name_or_path", lookup(record, "model.name_or_path")))
     if name == "from_run" and record.searched is not None:
         kind, target, lam = record.searched
         return (
@@ -166,9 +169,12 @@ def row_label(key: dict[str, Any], default_keys: bool) -> str:
     """`DAM_s λ=0.001` (`DAM_b t=0.9` when searched to a target sparsity) for a default (mask
     identity) row, `k=v, k=v` otherwise; a searched mask used through mask=from_run by its
     mask.json kind (`dam_s λ=0.001`, `attention_topk t=0.8`); a fine-tune of a model with the
-    mask it was pre-trained with by that mask (`window (checkpoint)`)."""
+    mask it was pre-trained with by that mask (`window (checkpoint)`), of another model by the
+    model (`checkpoint of embedded:minilm`)."""
     if default_keys and "mask.of_model" in key:
         return f"{key['mask.of_model']} (checkpoint)"
+    if default_keys and key.get("model.name_or_path"):
+        return f"checkpoint of {key['model.name_or_path']}"
     if default_keys and "mask.kind" in key:
         target, lam = key.get("mask.target_sparsity"), key.get("mask.lam")
         if target is not None:
