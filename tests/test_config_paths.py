@@ -1,8 +1,6 @@
 """Path fields expand `~` and environment variables (config files, quoted overrides)."""
 
-import os
-
-from conftest import compose_cfg, sparsebert
+from conftest import cli_env, compose_cfg, sparsebert
 
 from sparsebert_cli.config import expand_path, expand_path_fields
 
@@ -41,12 +39,18 @@ def test_every_path_field_of_a_composed_config_is_expanded(monkeypatch):
 def test_a_quoted_tilde_runs_dir_puts_the_run_folder_under_home(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    env = {"HOME": str(home), "OMP_NUM_THREADS": "1"}
-    env = {**env, **{k: v for k, v in os.environ.items() if k.startswith("SPARSEBERT_CACHE")}}
-    # finetune with mask=checkpoint and no model fails validation at once: the failed run's
-    # folder is enough to see where the run went.
+    env = {**cli_env(tmp_path), "HOME": str(home)}
+    del env["SPARSEBERT_RUNS_DIR"]
+    # A run refused once started (a corpus of one document: none to hold out) leaves its
+    # failed folder, enough to see where the run went.
     sparsebert(
-        "finetune", 'paths.runs_dir="~/runs"', "debug=smoke", cwd=tmp_path, check=False, env=env
+        "pretrain",
+        'paths.runs_dir="~/runs"',
+        "debug=smoke",
+        "data.max_documents=1",
+        cwd=tmp_path,
+        check=False,
+        env=env,
     )
-    assert list((home / "runs" / "finetune").glob("*/manifest.json"))
+    assert list((home / "runs" / "pretrain").glob("*/manifest.json"))
     assert not (tmp_path / "~").exists()
