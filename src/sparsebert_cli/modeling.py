@@ -50,6 +50,7 @@ from sparsebert_cli.pretrained import (
     weights_file,
     weights_source,
 )
+from sparsebert_cli.runs import atomic_write_text
 
 CHECKPOINT_FILE = "sparsebert.json"
 RECORD_KEYS = ("model", "head", "nsp", "num_labels", "kind")  # written by build_*_model
@@ -416,9 +417,7 @@ def save_checkpoint(model: nn.Module, directory: Path, extra_config: dict) -> No
     if mask is not None:
         save_mask(directory, mask.cpu(), dict(source.meta))
     record = {**model.sparsebert_record, "mask": source.meta, **extra_config}
-    tmp = directory / f".{CHECKPOINT_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(directory / CHECKPOINT_FILE)
+    atomic_write_text(directory / CHECKPOINT_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def read_record(directory: Path) -> dict:

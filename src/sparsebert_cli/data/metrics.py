@@ -8,13 +8,13 @@ Correlations are 0.0 where undefined (constant predictions or labels), as scikit
 scikit-learn and scipy are imported when a metric is computed (1.6 s): `validate` reads the table.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from sparsebert_cli.data.glue import GLUE_TASKS
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.runs import atomic_write_text
 
 # task -> (problem type, metrics, headline)
 TASK_METRICS = {
@@ -137,9 +137,6 @@ def write_submission(
     else:
         values = [f"{float(p):.3f}" for p in predictions.reshape(-1)]
     path = submission_path(task_name, directory, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["index\tprediction"] + [f"{int(i)}\t{v}" for i, v in zip(indices, values, strict=True)]
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.runs import atomic_write
 
 KEEP = 2  # complete checkpoints kept on disk
 FILES = ("model.safetensors", "training_state.pt", "loop_state.json")  # a complete checkpoint
@@ -32,12 +33,10 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    state = _state_dict(model)
     try:
-        save_file(_state_dict(model), str(tmp))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(state, tmp))
     except (OSError, SafetensorError) as e:
-        tmp.unlink(missing_ok=True)
         raise SparseBertError(
             f"cannot write {path} ({type(e).__name__}: {e}); free disk space or make the run "
             "folder writable, then rerun the same command to resume."
