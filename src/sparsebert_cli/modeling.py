@@ -78,7 +78,7 @@ def _check_mask_fits(mask_source: MaskSource, config: BertConfig) -> None:
         )
 
 
-# --- where the weights come from -----------------------------------------------------------------
+# --- the config and the mask of a model (where its weights come from: pretrained.py) --------------
 
 
 def bert_config(
