@@ -325,6 +325,21 @@ def test_runs_of_one_pattern_that_differ_in_a_setting_it_does_not_read_pool(swee
     assert build_table([wider]).rows[0].cells[0].status == "mixed"
 
 
+def test_a_row_of_runs_of_different_masks_shows_no_mean_sparsity(sweep):
+    """Two window widths in one row (mixed configs, not pooled) showed the mean of their
+    sparsities, a mask that was never trained; runs of one mask that are mixed for another
+    reason keep their common sparsity."""
+    for seed, window in enumerate((8, 16)):
+        make_job(sweep / f"w{window}", mask="window", seed=seed,
+                 extra={"mask": {"window": window}}, metrics=mrpc(0.8, 0.9, 80.0 - window))  # fmt: skip
+    for seed, steps in enumerate((4, 8)):
+        make_job(sweep / f"d{steps}", seed=seed, extra={"trainer": {"max_steps": steps}},
+                 metrics=mrpc(0.8, 0.9, 0.0))  # fmt: skip
+    rows = {row.label: row for row in build_table([sweep]).rows}
+    assert rows["window"].cells[0].status == rows["dense"].cells[0].status == "mixed"
+    assert rows["window"].sparsity is None and rows["dense"].sparsity == 0.0
+
+
 def test_a_seed_repeated_in_one_config_is_not_pooled(sweep):
     make_job(sweep / "a", seed=0, extra=DEMO, metrics=mrpc(0.8, 0.9))
     make_job(sweep / "b", seed=0, extra=DEMO, metrics=mrpc(0.7, 0.8))

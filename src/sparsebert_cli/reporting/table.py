@@ -416,7 +416,6 @@ def build_table(
             else statistics.fmean(x for t in terms for x in t)
         )
         members = [r for cell in by_col.values() for r in cell] + pretrain_rows.get(row_id, [])
-        found = [r.sparsity for r in members if r.sparsity is not None]
         key = dict(row_id)
         label = row_label(key, rows is None)
         warnings += [
@@ -430,6 +429,10 @@ def build_table(
         if own:
             warnings.append(f"{label} × MLM loss: {own}")
         mixed = own or any(cell.problem for cell in cells)
+        # a mean over runs of different masks is no mask's sparsity: shown only if they agree
+        found = [r.sparsity for r in members if r.sparsity is not None]
+        if mixed and len(set(found)) > 1:
+            found = []
         pretrainings = [] if mixed else _pretrainings(members)
         # the dense peer's MLM losses by seed: nothing to pair with when its runs are mixed
         dense_records = _dense_peers(row_id, pretrain_rows)
