@@ -147,7 +147,7 @@ def test_leftover_temporary_files_are_removed_when_a_run_starts_again(tmp_path):
     left = [
         run_dir / ".metrics.4242-0123456789ab.tmp.json",
         run_dir / "artifacts" / "figures" / ".mask.77-ab.tmp.png",
-        run_dir / ".best_model.safetensors.12.tmp",
+        run_dir / ".best_model.12-0123456789ab.tmp.safetensors",
     ]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
