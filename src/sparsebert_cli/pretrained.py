@@ -88,7 +88,7 @@ def _written_model_type(path: Path) -> str | None:
     """The model_type a config.json names, or None when it names none (or is not an object)."""
     try:
         written = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # BertConfig's reading names the damage
         return None
     return written.get("model_type") if isinstance(written, dict) else None
 

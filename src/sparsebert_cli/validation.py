@@ -11,7 +11,6 @@ loaded weights, no unread mask.from in a single run).
 
 import dataclasses
 import difflib
-import json
 import logging
 import types
 import typing
@@ -453,14 +452,15 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
 
 
 def _note_stored_mask_length(cfg: DictConfig, weights: Path) -> None:
-    """A stored mask shorter than task.seq_len is refused only once the task data are read, if a
-    batch is longer (stages/finetune.check_stored_mask_covers): say so now. An unreadable
-    mask.json is refused where the model is loaded."""
-    try:
-        n = json.loads((weights / META_FILE).read_text(encoding="utf-8"))["n"]
-    except (OSError, ValueError, KeyError, TypeError):
+    """A damaged stored mask.json is refused as loading the model would; one shorter than
+    task.seq_len is refused only once the task data are read, if a batch is longer
+    (stages/finetune.check_stored_mask_covers): say so now."""
+    from sparsebert_cli.masks.artifact import read_meta
+
+    if not (weights / META_FILE).is_file():
         return
-    if isinstance(n, int) and n < cfg.task.seq_len:
+    n = read_meta(weights / META_FILE)["n"]
+    if n < cfg.task.seq_len:
         log.warning(
             "the mask stored with the model in %s covers n=%d tokens but task.seq_len=%d: "
             "fine-tuning stops before training if a batch of task=%s is longer than %d tokens "

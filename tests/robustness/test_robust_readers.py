@@ -4,6 +4,7 @@ and go on with the others."""
 import json
 
 import pytest
+import torch
 
 from sparsebert_cli import runs, tools
 from sparsebert_cli.errors import SparseBertError
@@ -138,3 +139,17 @@ def test_a_damaged_tokenizer_is_refused_with_a_message(tmp_path, name, content):
     (tmp_path / name).write_text(content)
     with pytest.raises(SparseBertError, match="tokenizer in"):
         tokenizer_from_folder(tmp_path)
+
+
+@pytest.mark.parametrize("damaged", ["mask.json", "config.json"])
+def test_validate_refuses_a_deeply_nested_model_file_in_one_line(tmp_path, capsys, damaged):
+    """`validate finetune mask=checkpoint` of a model folder whose mask.json (read to compare its
+    n with task.seq_len) or config.json is nested 100,000 deep ended in a RecursionError."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    save_mask(model, torch.ones(1, 2, 8, 8, dtype=torch.bool), {"kind": "dense"})
+    (model / damaged).write_text(DEEP)
+    code = tools.validate_main(["finetune", f"model.name_or_path={model}", "mask=checkpoint"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and str(model / damaged) in err, err

@@ -96,7 +96,8 @@ def _bad(path: Path, problem: str) -> SparseBertError:
     )
 
 
-def _read_meta(path: Path) -> dict:
+def read_meta(path: Path) -> dict:
+    """A mask.json, its fields checked; a damaged one is refused, naming the file."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
@@ -127,7 +128,7 @@ def load_mask(
     for path in (tensor_path, meta_path):
         if not path.is_file():
             raise _bad(path, "does not exist (a mask artifact is mask.safetensors + mask.json)")
-    meta = _read_meta(meta_path)
+    meta = read_meta(meta_path)
     data = tensor_path.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta["sha256"]:
         raise _bad(
