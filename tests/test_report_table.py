@@ -328,16 +328,22 @@ def test_runs_of_one_pattern_that_differ_in_a_setting_it_does_not_read_pool(swee
 def test_a_row_of_runs_of_different_masks_shows_no_mean_sparsity(sweep):
     """Two window widths in one row (mixed configs, not pooled) showed the mean of their
     sparsities, a mask that was never trained; runs of one mask that are mixed for another
-    reason keep their common sparsity."""
+    reason (another max_steps, a repeated seed) keep their mean sparsity."""
     for seed, window in enumerate((8, 16)):
         make_job(sweep / f"w{window}", mask="window", seed=seed,
                  extra={"mask": {"window": window}}, metrics=mrpc(0.8, 0.9, 80.0 - window))  # fmt: skip
     for seed, steps in enumerate((4, 8)):
         make_job(sweep / f"d{steps}", seed=seed, extra={"trainer": {"max_steps": steps}},
                  metrics=mrpc(0.8, 0.9, 0.0))  # fmt: skip
+    for steps in (4, 4):  # one DAM config, seed 0 twice: mixed (duplicate seeds), one mask
+        make_job(sweep / f"dam{steps}-{len(list(sweep.glob('dam*')))}", mask="dam",
+                 metrics=mrpc(0.8, 0.9, 50.0 + len(list(sweep.glob("dam*")))))  # fmt: skip
     rows = {row.label: row for row in build_table([sweep]).rows}
-    assert rows["window"].cells[0].status == rows["dense"].cells[0].status == "mixed"
+    assert {rows[label].cells[0].status for label in ("window", "dense", "DAM_u λ=0.0001")} == {
+        "mixed"
+    }
     assert rows["window"].sparsity is None and rows["dense"].sparsity == 0.0
+    assert rows["DAM_u λ=0.0001"].sparsity == 50.5
 
 
 def test_a_seed_repeated_in_one_config_is_not_pooled(sweep):
@@ -581,6 +587,22 @@ def test_fine_tunes_of_models_that_are_no_runs_are_named_by_their_model(tmp_path
         "checkpoint of embedded:minilm",
     ]
     assert table.warnings == []
+    # a fine-tune of a run's model (finetune's default model=minilm still names MiniLM) whose
+    # run is no longer readable is not taken for a fine-tune of MiniLM
+    make_job(
+        runs / "finetune" / "moved",
+        mask="checkpoint",
+        stage="finetune",
+        extra={"model": {"name_or_path": "embedded:minilm", "from_run": str(tmp_path / "gone")}},
+        metrics=mrpc(0.8, 0.9),
+    )
+    table = build_table([runs / "finetune"])
+    assert [r.label for r in table.rows] == [
+        "checkpoint",
+        "checkpoint of bert-base-uncased",
+        "checkpoint of embedded:minilm",
+    ]
+    assert [r.cells[0].completed for r in table.rows] == [1, 1, 1]
 
 
 def test_results_built_on_replicates_of_one_upstream_experiment_pool_by_their_seeds(tmp_path):

@@ -147,7 +147,7 @@ def _row_key(record: RunRecord, row_keys: list[str] | None) -> tuple[tuple[str, 
     if name == "checkpoint" and record.model_run is not None:  # named by the model's mask
         inner = dict(_row_key(record.model_run, None))
         return (("mask.name", name), ("mask.of_model", row_label(inner, True)))
-    if name == "checkpoint":  # a model that is not a run's: named by the model (model=minilm)
+    if name == "checkpoint" and not lookup(record, "model.from_run"):  # model=minilm, model=hf
         return (("mask.name", name), ("model.name_or_path", lookup(record, "model.name_or_path")))
     if name == "from_run" and record.searched is not None:
         kind, target, lam = record.searched
@@ -429,9 +429,9 @@ def build_table(
         if own:
             warnings.append(f"{label} × MLM loss: {own}")
         mixed = own or any(cell.problem for cell in cells)
-        # a mean over runs of different masks is no mask's sparsity: shown only if they agree
+        # a mean over runs of different masks is no mask's sparsity: shown for one mask only
         found = [r.sparsity for r in members if r.sparsity is not None]
-        if mixed and len(set(found)) > 1:
+        if mixed and len({config_hash(r.experiment.get("mask") or {}) for r in members}) > 1:
             found = []
         pretrainings = [] if mixed else _pretrainings(members)
         # the dense peer's MLM losses by seed: nothing to pair with when its runs are mixed
