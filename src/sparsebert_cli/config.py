@@ -24,7 +24,8 @@ from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, READS
 from sparsebert_cli.training.config import TrainerConfig
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
-# attention/interface.py implements them; kept here, torch-free, so `validate` stays quick.
+# attention/interface.py implements them, attention/capabilities.py says what each can do; kept
+# here, torch-free, so `validate` stays quick.
 BACKENDS = ("auto", "masked", "sdpa", "block_sparse", "flex")
 LOGGERS = ("none", "wandb")
 LOGGER_MODES = ("online", "offline", "disabled")
