@@ -30,7 +30,7 @@ from sparsebert_cli.masks.config import (
     SEARCHED_MASKS,
     check_dam_config,
 )
-from sparsebert_cli.stages import READS, per_step_overrides, reads
+from sparsebert_cli.stages import INHERITED, READS, per_step_overrides, reads
 from sparsebert_cli.stages.inputs import (
     check_positions,
     resolve_upstream,
@@ -576,28 +576,14 @@ def check_command_line(stage: str, args: list[str]) -> None:
     if not prints_only and not any(schema_override_key(a) == "paths.runs_dir" for a in args):
         runs.check_runs_dir(runs.default_runs_dir())
     check_overrides(stage, args)
-    check_override_values(args)
-    if not any(a in ("-m", "--multirun") for a in args):
-        check_one_job(stage, args)
-
-
-def check_one_job(stage: str, args: list[str]) -> None:
-    """A command line without -m that lists several values of a key (`mask=dense,dam`), refused
-    with the fix, before Hydra answers with its own multi-line error."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for arg in args:
-        if (
-            not arg.startswith("-")
-            and "=" in arg
-            and _parse_override(parser, arg).is_sweep_override()
-        ):
-            raise SparseBertError(
-                f"{arg} lists several values, a sweep: run it with -m (sparsebert {stage} -m "
-                f"... {arg}; `sparsebert {stage} -m ... --dry-run` lists its jobs), or give one "
-                "value for one job."
-            )
+    sweeps = check_override_values(args)
+    if sweeps and not any(a in ("-m", "--multirun") for a in args):
+        # refused with the fix, before Hydra answers with its own multi-line error
+        raise SparseBertError(
+            f"{sweeps[0]} lists several values, a sweep: run it with -m (sparsebert {stage} -m "
+            f"... {sweeps[0]}; `sparsebert {stage} -m ... --dry-run` lists its jobs), or give "
+            "one value for one job."
+        )
 
 
 def _leaf_types() -> dict[str, type]:
@@ -655,20 +641,24 @@ def _parse_override(parser, arg: str):
         ) from None
 
 
-def check_override_values(args: list[str]) -> None:
+def check_override_values(args: list[str]) -> list[str]:
     """Refuse a group option with no file in conf/ (`mask=dam_x`) and a number or flag setting
     given a value of another type (`mask.lam=abc`), with the choices or the type, before Hydra
-    answers with its own multi-line composition error."""
+    answers with its own multi-line composition error. Returns the overrides that list several
+    values (`mask=dense,dam`: a sweep)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     groups, leaf_types, unnamed = group_names(), _leaf_types(), schema.unnamed_overrides()
+    sweeps = []
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
         override = _parse_override(parser, arg)
+        if override.is_sweep_override():
+            sweeps.append(arg)
         key, values = override.key_or_group, _override_values(override)
-        if key == "pipeline.inherited":
+        if key == f"pipeline.{INHERITED}":
             raise SparseBertError(
                 f"{arg}: pipeline.inherited is set by sparsebert (the keys this command line "
                 "sets, which every step inherits); leave it out and set those keys instead."
@@ -714,6 +704,7 @@ def check_override_values(args: list[str]) -> None:
                     f"{arg}: {key} takes {words}, not {value!r}; write e.g. "
                     f"{key}={_TYPE_EXAMPLES[kind]}."
                 ) from None
+    return sweeps
 
 
 def check_safe_overrides(args: list[str]) -> None:

@@ -105,6 +105,9 @@ def hashed_config(resolved: dict) -> dict:
     return hashed
 
 
+INHERITED = "inherited"  # pipeline.inherited: the keys the command line sets (config.py)
+
+
 def per_step_overrides(config: dict) -> dict[str, list[str]]:
     """A pipeline's per-step overrides (`pipeline.finetune=[...]`), the steps that have any:
     they change what its steps compute. None for the other stages, whose configs may carry a
@@ -113,9 +116,6 @@ def per_step_overrides(config: dict) -> dict[str, list[str]]:
         return {}
     lists = config.get("pipeline") or {}
     return {step: list(o) for step, o in lists.items() if step != INHERITED and o}
-
-
-INHERITED = "inherited"  # pipeline.inherited: the keys the command line sets (config.py)
 
 
 def pipeline_identity(config: dict) -> dict[str, list[str]]:
