@@ -247,17 +247,17 @@ def _seeds_label(replicate: tuple) -> str:
     return label + (f" (upstream runs: {', '.join(map(str, upstream))})" if upstream else "")
 
 
-def _dense_peers(row_id: tuple, pretrain_rows: dict[tuple, list[RunRecord]]) -> list[RunRecord]:
-    """The dense pre-training runs a row's MLM loss is paired with: mask.name=dense and the
-    row's keys outside the mask alike (`--rows mask.name,mask.window` or `mask.name,seed`)."""
+def _outside_mask(key: tuple) -> tuple:
+    return tuple((k, v) for k, v in key if not k.startswith("mask."))
 
-    def outside_mask(key: tuple) -> dict:
-        return {k: v for k, v in key if not k.startswith("mask.")}
 
+def _dense_peers(context: tuple, pretrain_rows: dict[tuple, list[RunRecord]]) -> list[RunRecord]:
+    """The dense pre-training runs the MLM loss of the rows with the keys `context` outside the
+    mask is paired with: mask.name=dense and those keys alike (`--rows mask.name,seed`)."""
     return [
         record
         for key, records in pretrain_rows.items()
-        if dict(key).get("mask.name") == "dense" and outside_mask(key) == outside_mask(row_id)
+        if dict(key).get("mask.name") == "dense" and _outside_mask(key) == context
         for record in records
     ]
 
@@ -403,6 +403,7 @@ def build_table(
         columns.append(Column(key=dict(col_id), label=label, task=task, metrics=metrics))
 
     table_rows = []
+    dense_losses: dict[tuple, dict] = {}  # by the row keys outside the mask
     for row_id in sorted(grouped, key=row_order if rows is None else _sort_key):
         by_col = grouped[row_id]
         cells = [
@@ -435,8 +436,10 @@ def build_table(
             found = []
         pretrainings = [] if mixed else _pretrainings(members)
         # the dense peer's MLM losses by seed: nothing to pair with when its runs are mixed
-        dense_records = _dense_peers(row_id, pretrain_rows)
-        dense_losses = {} if _cell(dense_records, []).problem else _losses_by_seed(dense_records)
+        context = _outside_mask(row_id)
+        if context not in dense_losses:
+            peers = _dense_peers(context, pretrain_rows)
+            dense_losses[context] = {} if _cell(peers, []).problem else _losses_by_seed(peers)
         table_rows.append(
             Row(
                 key=key,
@@ -447,7 +450,7 @@ def build_table(
                 gate=_gate(pretrainings),
                 mlm_delta=_stat([])
                 if mixed
-                else _paired_delta(pretrain_rows.get(row_id, []), dense_losses),
+                else _paired_delta(pretrain_rows.get(row_id, []), dense_losses[context]),
                 cells=cells,
                 average=average,
                 pretraining=pretraining,
