@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.setenv(var, "1")
-    monkeypatch.setenv("WANDB_MODE", "offline")
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+}
+# Before any test module imports datasets or huggingface_hub: they read offline mode once, at
+# import, and a process imported online spends ~20 s retrying the hub on each miss.
+os.environ.update(OFFLINE)
 
 
 @pytest.fixture
@@ -56,10 +58,7 @@ def cli_env(root: Path, **extra: str) -> dict[str, str]:
     return {
         "SPARSEBERT_RUNS_DIR": str(root / "runs"),
         "SPARSEBERT_CACHE_DIR": str(ROOT / ".cache" / "test-data"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "WANDB_MODE": "offline",
+        **OFFLINE,
         "OMP_NUM_THREADS": "1",
         **extra,
     }

@@ -317,7 +317,6 @@ def test_a_mask_for_other_heads_is_refused():
 
 
 def test_an_unreachable_hub_model_names_the_local_alternatives(monkeypatch, tmp_path):
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(SparseBertError, match="'bert-base-uncased'.*model=minilm"):
         resolve_pretrained("bert-base-uncased")

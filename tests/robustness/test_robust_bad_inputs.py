@@ -586,7 +586,6 @@ def test_unreachable_hub_model_is_refused():
     )
 
 
-@pytest.mark.slow  # datasets spends ~20 s giving up on the hub
 def test_unreachable_hub_dataset_is_refused(tmp_path, tokenizer):
     base = OmegaConf.structured(RunConfig).task
     task = OmegaConf.merge(base, OmegaConf.load(conf_dir() / "task" / "mrpc.yaml"))
