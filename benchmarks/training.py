@@ -72,17 +72,17 @@ def _trainer():
 
 def _step(model: nn.Module, inputs: dict, penalty=None, after_step=None, alpha_lr=None):
     """One optimiser step of the real loop (`training.loop.optimizer_step`, fp32, one micro-batch)."""
-    from sparsebert_cli.training.loop import optimizer_step
+    from sparsebert_cli.training.loop import Penalised, optimizer_step
     from sparsebert_cli.training.optim import GroupRates, build_optimizer, build_scheduler
 
     trainer = _trainer()
     optimizer = build_optimizer(model, trainer, GroupRates(alpha=alpha_lr))
     scheduler = build_scheduler(optimizer, trainer, 1_000_000)
     scaler = torch.amp.GradScaler(enabled=False)
-    model.train()
+    objective = Penalised(model, penalty).train()
 
     def step() -> float:
-        loss, _ = optimizer_step(model, [inputs], optimizer, scheduler, scaler, trainer, penalty)
+        loss, _ = optimizer_step(objective, [inputs], optimizer, scheduler, scaler, trainer)
         if after_step is not None:
             after_step()
         return loss

@@ -90,3 +90,18 @@ def test_a_failing_ddp_run_says_why_in_one_line_without_tracebacks(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = [text for text in proc.stderr.splitlines() if text.startswith("error:")]
     assert "distributed run in" in line and "the loss became nan" in line
+
+
+def test_a_dam_search_to_a_target_after_a_head_warm_up_runs_under_ddp(tmp_path):
+    """The target's multipliers and (during the warm-up) α are read only by the penalty: added
+    outside the forward that DDP wraps, their gradients stopped the first step ("marked ready
+    twice")."""
+    sparsebert(
+        "search", "debug=smoke", "mask.lam=0", "mask.target_sparsity=0.5",
+        "mask.head_warmup=2", "trainer.log_every=1", "trainer.nproc_per_node=2", "run_id=dam",
+        cwd=tmp_path, env=cli_env(tmp_path),
+    )  # fmt: skip
+    run_dir = tmp_path / "runs" / "search" / "dam"
+    assert (manifest(run_dir)["status"], manifest(run_dir)["world_size"]) == ("completed", 2)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "mask/lambda1" in row] == [1, 2, 3, 4]

@@ -59,12 +59,16 @@ def checkpoint_due(ckpt_every: int, done: int, total: int, seconds_since: float,
     )
 
 
+# An extra loss term and its metrics (`Hooks.penalty`).
+Penalty = Callable[[], tuple[torch.Tensor, dict[str, float]]]
+
+
 @dataclass
 class Hooks:
     """What a stage adds to the loop."""
 
     # Extra loss term and its metrics, computed once per micro-batch (DAM: λ·‖M‖₁).
-    penalty: Callable[[], tuple[torch.Tensor, dict[str, float]]] | None = None
+    penalty: Penalty | None = None
     # Called before each optimiser step with its 0-based index (e.g. anneal τ).
     before_step: Callable[[int], None] | None = None
     # Called after each optimiser step with the number of steps done; returns metrics to log.
@@ -191,40 +195,55 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+class Penalised(nn.Module):
+    """The model's loss plus the stage's penalty, in one forward: what DDP wraps. DDP takes a
+    parameter reached only outside the forward (a DAM's target multipliers, its α while the head
+    warm-up holds the mask aside) for unused, and stops at its gradient ("marked ready twice")."""
+
+    def __init__(self, model: nn.Module, penalty: Penalty | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.penalty = penalty
+
+    def forward(self, **batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = self.model(**batch)["loss"].float()
+        if self.penalty is None:
+            return loss, {}
+        extra, metrics = self.penalty()
+        return loss + extra, metrics
+
+
 def optimizer_step(
-    model: nn.Module,
+    objective: nn.Module,
     batches: list[dict[str, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     scheduler,
     scaler: torch.amp.GradScaler,
     tc,
-    penalty: Callable[[], tuple[torch.Tensor, dict[str, float]]] | None = None,
     step: int = 0,
 ) -> tuple[float, dict[str, float]]:
     """One optimiser step over this rank's micro-batches (already on the device).
 
-    Forward (+ penalty) and backward per micro-batch (DDP syncs gradients on the last one only),
-    a finite-loss check across ranks, clipping, optimiser, scaler and schedule step. Returns the
-    step's mean loss and the penalty's metrics. The benchmarks time exactly this function.
+    `objective`: a `Penalised` model, or DDP of one. Forward (+ penalty) and backward per
+    micro-batch (DDP syncs gradients on the last one only), a finite-loss check across ranks,
+    clipping, optimiser, scaler and schedule step. Returns the step's mean loss and the penalty's
+    metrics. The benchmarks time exactly this function.
     """
     device = next(iter(batches[0].values())).device
-    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    ddp = isinstance(objective, nn.parallel.DistributedDataParallel)
     step_loss, penalty_metrics = 0.0, {}
     for i, batch in enumerate(batches):
-        sync = model.no_sync() if ddp and i < len(batches) - 1 else contextlib.nullcontext()
+        sync = objective.no_sync() if ddp and i < len(batches) - 1 else contextlib.nullcontext()
         with sync:
             with _autocast(device, tc.precision):
-                loss = model(**batch)["loss"].float()
-                if penalty is not None:
-                    extra, penalty_metrics = penalty()
-                    loss = loss + extra
+                loss, penalty_metrics = objective(**batch)
             if not _all_ranks_finite(loss.detach()):
                 raise diverged(f"the loss became {loss.item()}", step + 1, tc)
             scaler.scale(loss / len(batches)).backward()
         step_loss += loss.item() / len(batches)
     scaler.unscale_(optimizer)
     if tc.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), tc.clip_grad)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
@@ -253,10 +272,10 @@ def train(
         torch.set_num_threads(tc.num_threads)
     init_process_group(device.type)
     model.to(device)
-    wrapped = model
+    wrapped = Penalised(model, hooks.penalty)
     if world_size > 1:
         wrapped = nn.parallel.DistributedDataParallel(
-            model,
+            wrapped,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
         )
@@ -341,7 +360,7 @@ def train(
                     tokens += sum(int(b["attention_mask"].sum()) for b in batches) * world_size
                     lr = scheduler.get_last_lr()[0]  # the rate this step's update uses
                     step_loss, penalty_metrics = optimizer_step(
-                        wrapped, batches, optimizer, scheduler, scaler, tc, hooks.penalty, step
+                        wrapped, batches, optimizer, scheduler, scaler, tc, step
                     )
                     extra = hooks.after_step(step + 1) if hooks.after_step is not None else {}
                     done, whole = step + 1, True
