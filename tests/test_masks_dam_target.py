@@ -65,6 +65,39 @@ def test_controller_moves_the_sparsity_toward_the_target(optimizer, structure):
     assert logged["mask/target_sparsity"] == pytest.approx(80)
 
 
+def test_the_dam_stands_aside_during_a_head_warm_up_and_its_schedules_start_after_it():
+    """Warm-up steps: no penalty (the multipliers climbed on the gap of the untrained mask, α's
+    moments filled with penalty-only gradients); τ and the target counted from the warm-up's end."""
+    fields = {"structure": "structured", "seq_len": 16, "lam": 0.0, "target_warmup": 10}
+    cfg = OmegaConf.structured(
+        MaskConfig(name="dam", target_sparsity=0.8, tau=1.0, tau_final=0.5, **fields)
+    )
+    model = torch.nn.Module()
+    model.dam = DAM.from_config(cfg, heads=2, layers=1)
+    trainer = OmegaConf.create(
+        {"weight_decay": 0.01, "optimizer": "adamw", "lr": 1e-3, "betas": [0.9, 0.999]}
+    )
+    opt = build_optimizer(model, trainer, GroupRates(alpha=0.05, multipliers=1e-2))
+    hooks = add_dam_hooks(Hooks(), cfg, model.dam, total_steps=25, start=5)
+    alpha = model.dam.alpha.detach().clone()
+    for step in range(5):
+        hooks.before_step(step)
+        penalty, logged = hooks.penalty()
+        assert penalty.item() == 0 and not penalty.requires_grad
+        assert logged["mask/sign_sparsity"] == 100  # α = 0: the mask is still measured
+        opt.step()
+    assert model.dam.target.multipliers.tolist() == [0, 0]
+    assert torch.equal(model.dam.alpha, alpha) and not opt.state  # no moments either
+    taus, targets = [], []
+    for step in (5, 10, 15, 25):
+        hooks.before_step(step)
+        taus.append(model.dam.tau)
+        targets.append(hooks.penalty()[1]["mask/target_sparsity"])
+    assert taus == pytest.approx([1.0, 0.875, 0.75, 0.5])
+    assert targets == pytest.approx([0, 40, 80, 80])
+    assert hooks.penalty()[0].requires_grad
+
+
 def test_l1_path_is_unchanged_without_a_target():
     cfg = OmegaConf.structured(MaskConfig(name="dam", seq_len=4, lam=1e-3))
     dam = DAM.from_config(cfg, heads=2, layers=1)

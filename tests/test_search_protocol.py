@@ -148,7 +148,6 @@ def warm_search(tmp_path_factory):
         "mask=dam_s",
         "model.from=latest",
         "mask.objective=distill",
-        "mask.head_warmup=2",
         "mask.encoder_lr=0",
         "trainer.max_steps=4",
         "run_id=dam",
@@ -170,7 +169,7 @@ def test_search_on_a_pretrained_model_runs_the_protocol_from_the_cli(warm_search
     metrics = json.loads((search / "metrics.json").read_text())
     assert "eval/distill_mse" in metrics and "eval/uses_attention" in metrics
     params = json.loads((search / "artifacts" / "mask.json").read_text())["params"]
-    assert (params["objective"], params["head_warmup"], params["encoder_lr"]) == ("distill", 2, 0.0)
+    assert (params["objective"], params["head_warmup"], params["encoder_lr"]) == ("distill", 0, 0.0)
     assert not (search / "artifacts" / "model").exists()  # distillation trains no head
     # An MLM head warmed up on the frozen encoder is kept with it (occlusion reads that model).
     mlm = warm_search[0] / "search" / "dam_mlm"
@@ -283,6 +282,10 @@ def test_band_masks_remove_exactly_one_band():
     ("args", "fragment"),
     [
         (("search", "mask=dam", "mask.objective=distill"), "no trained model is loaded"),
+        (
+            ("search", "mask=dam", "model=minilm", "mask.objective=distill", "mask.head_warmup=3"),
+            "mask.head_warmup=3 warms up the MLM head",
+        ),
         (("pretrain", "mask.head_warmup=5"), "does not read them"),
         (("search", "mask=dam", "mask.encoder_lr=-1"), "mask.encoder_lr=-1"),
         (("search", "mask=attention_topk"), "needs model.from=<pretrain run>"),

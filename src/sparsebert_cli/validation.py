@@ -275,6 +275,12 @@ def validate_config(cfg: DictConfig) -> None:
         "(or model=minilm) and a target, e.g. mask.target_sparsity=0.8.",
     )
     require(
+        mask.objective != "distill" or mask.head_warmup == 0,
+        f"mask.head_warmup={mask.head_warmup} warms up the MLM head on the dense model, but "
+        "mask.objective=distill trains no head (it keeps the dense model's hidden states), so "
+        "the warm-up steps would train nothing; drop mask.head_warmup.",
+    )
+    require(
         mask.objective != "distill" or warm_started,
         "mask.objective=distill keeps the hidden states of the dense model the search starts "
         "from, but no trained model is loaded; add model.from=<pretrain run> or model=minilm.",

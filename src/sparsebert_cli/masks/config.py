@@ -40,15 +40,18 @@ class MaskConfig:
     # unstructured (DAM_u) | structured (DAM_s, Toeplitz) | block (one α per model.block_size tile)
     structure: str = "unstructured"
     lam: float = 1e-4  # λ of the L1 penalty λ·‖M‖₁ (0 with target_sparsity)
-    # Instead of λ: reach this expected sparsity ŝ with Lagrange multipliers (None: use λ);
-    # attention_topk: the sparsity of its mask
+    # Instead of λ: Lagrange multipliers steer the sign mask 1[α > 0] toward this sparsity (the
+    # expected sparsity ŝ carries the gradient) and the mask handed on is 1[α ≥ θ] at exactly it
+    # (None: use λ); attention_topk: the sparsity of its mask
     target_sparsity: float | None = None
-    target_warmup: int = 0  # steps over which the target rises linearly from 0 to target_sparsity
+    # the DAM's first steps (after any head_warmup) over which the target rises from 0 linearly
+    target_warmup: int = 0
     lagrangian_lr: float = 1e-5  # learning rate of the multipliers λ₁, λ₂ (gradient ascent)
     keep_diagonal_blocks: bool = False  # block DAM: always keep the diagonal tiles
     l1_norm: str = "sum"  # sum (as in the paper) | mean
     tau: float = 1.0  # Gumbel-sigmoid temperature τ
-    tau_final: float | None = None  # anneal τ linearly to this over the search (None: constant)
+    # anneal τ linearly to this over the DAM's steps (after any head_warmup; None: constant)
+    tau_final: float | None = None
     hard: bool = True  # hard straight-through: forward 0/1, gradients through the soft value
     init: float = 0.0  # initial α (0 -> keep probability 0.5)
     lr: float = 1e-2  # learning rate of α (own optimiser group, no weight decay)
@@ -57,7 +60,8 @@ class MaskConfig:
     trace_every: int = 10  # importance trace: σ(α) snapshot every K steps
     # --- the search on a trained model (stages/search.py) ---
     objective: str = "mlm"  # mlm: L_pretrain | distill: MSE to the frozen dense model's states
-    head_warmup: int = 0  # first steps: only the pre-training heads learn, on the dense model
+    # first steps: only the pre-training heads learn, on the dense model (no sparsity penalty)
+    head_warmup: int = 0
     encoder_lr: float | None = None  # None: trainer.lr (joint, the paper) | 0: frozen | own rate
     # --- a searched mask (name=from_run) ---
     from_run: str | None = None  # run dir of a search run, or "latest"

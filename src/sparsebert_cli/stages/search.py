@@ -140,7 +140,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         return {"mask/sparsity": sparsity(dam.binarize().cpu())}
 
     hooks = add_dam_hooks(
-        Hooks(after_step=after_step, evaluate=evaluate, final=final), cfg.mask, dam, total
+        Hooks(after_step=after_step, evaluate=evaluate, final=final), cfg.mask, dam, total, warmup
     )
     anneal = hooks.before_step
     hooks.before_step = lambda step: (before_step(step), anneal(step))
