@@ -275,3 +275,25 @@ def test_more_ranks_than_gpus_are_refused_up_front(monkeypatch):
     preflight(compose_cfg("pretrain", "trainer.device=cuda", "trainer.nproc_per_node=2"))
     with pytest.raises(SparseBertError, match="nproc_per_node=4 runs one rank per GPU, but 2"):
         preflight(compose_cfg("pretrain", "trainer.device=cuda", "trainer.nproc_per_node=4"))
+
+
+def test_a_checkpoint_keeps_the_fp16_loss_scale(tmp_path):
+    """A resumed fp16 run began again at 2¹⁶ with no growth count: steps that the uninterrupted
+    run took at its backed-off scale overflowed and were skipped."""
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", growth_interval=3)
+
+    def step(new_scale: float | None = None) -> None:
+        scaler.scale(model(torch.ones(4)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update(new_scale)
+
+    step(1024.0)  # backed off to 1024
+    step()  # one finite step towards growing again
+    saved = ckpt.save_checkpoint(tmp_path, 2, model, optimizer, scheduler, scaler, {})
+    resumed = torch.amp.GradScaler("cpu", growth_interval=3)
+    ckpt.load_checkpoint(saved, model, optimizer, scheduler, resumed)
+    assert resumed.state_dict() == scaler.state_dict()
+    assert (resumed.get_scale(), resumed.state_dict()["_growth_tracker"]) == (1024.0, 1)

@@ -24,6 +24,8 @@ TINY = [
     "trainer.eval_batch_size=32",
     "trainer.num_threads=1",
 ]
+# The loss scale a checkpoint saves beside the optimiser: fp32's (disabled) one.
+NO_SCALER = torch.amp.GradScaler(enabled=False)
 # The same for the stages that fine-tune (a stage refuses keys it does not read: task.* in
 # pretrain, data.seq_len in finetune).
 TINY_TASK = [*(a for a in TINY if not a.startswith("data.")), "task.seq_len=32"]

@@ -15,7 +15,7 @@ from conftest import compose_cfg, sparsebert
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from robust_helpers import TINY, TINY_TASK, assert_clean_error
+from robust_helpers import NO_SCALER, TINY, TINY_TASK, assert_clean_error
 from safetensors.torch import save as safetensors_bytes
 
 from sparsebert_cli import runs
@@ -213,11 +213,11 @@ def test_truncated_optimiser_state_is_refused(tmp_path):
     model = torch.nn.Linear(4, 4)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    folder = checkpoint.save_checkpoint(tmp_path, 3, model, optimizer, scheduler, {})
+    folder = checkpoint.save_checkpoint(tmp_path, 3, model, optimizer, scheduler, NO_SCALER, {})
     data = (folder / "training_state.pt").read_bytes()
     (folder / "training_state.pt").write_bytes(data[: len(data) // 2])
     _refused(
-        lambda: checkpoint.load_checkpoint(folder, model, optimizer, scheduler),
+        lambda: checkpoint.load_checkpoint(folder, model, optimizer, scheduler, NO_SCALER),
         f"checkpoint {folder} cannot be read",
         "resume=never",
     )

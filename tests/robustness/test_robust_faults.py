@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import sparsebert
 from robust_helpers import (
+    NO_SCALER,
     TINY,
     TINY_TASK,
     Job,
@@ -237,7 +238,7 @@ def test_partial_checkpoint_folders_are_never_taken_as_complete(tmp_path):
     model = torch.nn.Linear(4, 4)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    first = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {})
+    first = checkpoint.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, NO_SCALER, {})
     shutil.copytree(first, tmp_path / ".step-00000002.tmp")  # killed before the rename
     data = (first / "model.safetensors").read_bytes()
     (tmp_path / ".step-00000002.tmp" / "model.safetensors").write_bytes(data[:100])
@@ -246,7 +247,7 @@ def test_partial_checkpoint_folders_are_never_taken_as_complete(tmp_path):
     assert checkpoint.complete_checkpoints(tmp_path) == [first]
     # The next save replaces the leftovers; only whole step folders remain, the newest KEEP.
     for step in (2, 3, 4):
-        checkpoint.save_checkpoint(tmp_path, step, model, optimizer, scheduler, {})
+        checkpoint.save_checkpoint(tmp_path, step, model, optimizer, scheduler, NO_SCALER, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000003", "step-00000004"]
 
 

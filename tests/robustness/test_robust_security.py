@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import sparsebert
-from robust_helpers import TINY, assert_clean_error
+from robust_helpers import NO_SCALER, TINY, assert_clean_error
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
@@ -47,10 +47,12 @@ def test_malicious_optimiser_state_is_refused_without_running(tmp_path):
     model = torch.nn.Linear(4, 4)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    folder = checkpoint.save_checkpoint(tmp_path / "ckpt", 2, model, optimizer, scheduler, {})
+    folder = checkpoint.save_checkpoint(
+        tmp_path / "ckpt", 2, model, optimizer, scheduler, NO_SCALER, {}
+    )
     plant_pickle(folder / "training_state.pt", marker)
     with pytest.raises(SparseBertError, match="refuses to unpickle"):
-        checkpoint.load_checkpoint(folder, model, optimizer, scheduler)
+        checkpoint.load_checkpoint(folder, model, optimizer, scheduler, NO_SCALER)
     assert not marker.exists()
 
 

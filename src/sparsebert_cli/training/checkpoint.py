@@ -1,4 +1,5 @@
-"""Training checkpoints: model, optimiser, scheduler and loop position, written atomically.
+"""Training checkpoints: model, optimiser, scheduler, fp16 loss scale and loop position, written
+atomically.
 
 A checkpoint is a folder `checkpoints/step-<N>/` that is filled under a temporary name and renamed
 into place when complete, so a run killed mid-write leaves no folder that looks complete. Model
@@ -54,7 +55,13 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 
 def save_checkpoint(
-    directory: Path, step: int, model: nn.Module, optimizer, scheduler, loop_state: dict
+    directory: Path,
+    step: int,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    loop_state: dict,
 ) -> Path:
     """Write `directory/step-<step>` atomically and keep the newest KEEP checkpoints.
 
@@ -69,7 +76,11 @@ def save_checkpoint(
         tmp.mkdir()
         save_file(_state_dict(model), str(tmp / "model.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),  # fp16's loss scale ({} when disabled)
+            },
             tmp / "training_state.pt",
         )
         (tmp / "loop_state.json").write_text(json.dumps({**loop_state, "step": step}))
@@ -120,11 +131,16 @@ def complete_checkpoints(directory: Path) -> list[Path]:
     )
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict:
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler
+) -> dict:
     """Restore everything saved by `save_checkpoint`; returns the loop state (with `step`)."""
     load_weights(model, path / "model.safetensors")
     try:
-        state = torch.load(path / "training_state.pt", weights_only=True)
+        # Onto the CPU: a GPU run resumes on a CPU machine (device is not in the config hash),
+        # and each DDP rank would otherwise load rank 0's state onto cuda:0. The optimiser moves
+        # its state onto its parameters' device.
+        state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
         loop_state = json.loads((path / "loop_state.json").read_text())
     except pickle.UnpicklingError:
         raise SparseBertError(
@@ -140,4 +156,6 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler) -> dict:
         ) from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):  # saved by an fp16 run (checkpoints before it was saved have none)
+        scaler.load_state_dict(state["scaler"])
     return loop_state

@@ -296,7 +296,7 @@ def train(
     # by a stop request, has an older one); wandb_id: the W&B run the checkpoints belong to
     state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
     if found:
-        state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler)
+        state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler, scaler)
         # a checkpoint of the code before `evaluated` was recorded: taken as evaluated
         state.setdefault("evaluated", state["step"])
         print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
@@ -389,7 +389,9 @@ def train(
                     _barrier()
                 if due:
                     if rank == 0:
-                        ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
+                        ckpt.save_checkpoint(
+                            ckpt_dir, done, model, optimizer, scheduler, scaler, state
+                        )
                     saved_at, last_save = done, time.monotonic()
                     _barrier()
                 _stop_if_requested()
@@ -397,7 +399,7 @@ def train(
             # Stopped between steps (or during an evaluation): keep the finished step for the rerun.
             if whole and done > saved_at and rank == 0:
                 _check_weights(model, done, tc)  # a resume would load broken weights for good
-                ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, state)
+                ckpt.save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, scaler, state)
             raise
 
         if start == total and hooks.evaluate is not None and rank == 0 and not metrics:
