@@ -297,3 +297,13 @@ def test_a_checkpoint_keeps_the_fp16_loss_scale(tmp_path):
     ckpt.load_checkpoint(saved, model, optimizer, scheduler, resumed)
     assert resumed.state_dict() == scaler.state_dict()
     assert (resumed.get_scale(), resumed.state_dict()["_growth_tracker"]) == (1024.0, 1)
+
+
+def test_a_fresh_start_with_resume_never_removes_the_earlier_attempts_checkpoints(tmp_path, capsys):
+    """They outranked the new ones (the newest two step numbers are kept): the new attempt's were
+    pruned as written, and a stopped run would have resumed the attempt it had abandoned."""
+    run_loop(tmp_path)
+    run_loop(tmp_path, "resume=never", "trainer.max_steps=3")
+    kept = [p.name for p in ckpt.complete_checkpoints(tmp_path / "checkpoints")]
+    assert kept == ["step-00000002", "step-00000003"]
+    assert "resume=never: removed the earlier checkpoints" in capsys.readouterr().out

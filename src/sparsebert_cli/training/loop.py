@@ -292,6 +292,13 @@ def train(
 
     ckpt_dir = runs.layout(run.dir).checkpoints
     found = ckpt.complete_checkpoints(ckpt_dir) if cfg.resume == "auto" else []
+    if cfg.resume == "never" and rank == 0 and ckpt.complete_checkpoints(ckpt_dir):
+        # A fresh start in a folder an earlier attempt checkpointed: its later steps would outrank
+        # this attempt's (only the newest are kept) and be what a stopped run resumes from.
+        ckpt.discard_all(ckpt_dir)
+        print(
+            f"[sparsebert] resume=never: removed the earlier checkpoints in {ckpt_dir}", flush=True
+        )
     # evaluated: the step of the last finished evaluation (a checkpoint saved while one ran,
     # by a stop request, has an older one); wandb_id: the W&B run the checkpoints belong to
     state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
