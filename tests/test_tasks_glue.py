@@ -369,3 +369,38 @@ def test_tsv_data_files_are_read_without_quoting(tmp_path, tokenizer):
     task = load_task(task_config("rte", data_files=files), tokenizer, tmp_path / "cache", seed=0)
     first = tokenizer.decode(task.splits["dev"][0]["input_ids"], skip_special_tokens=True)
     assert (first, task.splits["dev"]["labels"]) == ('" he said " no. he refused.', [0, 1])
+
+
+def test_a_hub_dataset_without_a_validation_split_is_refused_before_training(tmp_path, tokenizer):
+    """imdb-like (train and test only): fine-tuning ran a whole epoch, then stopped at the first
+    evaluation with a bare KeyError: 'dev'."""
+    folder = tmp_path / "no-validation"
+    folder.mkdir()
+    for split in ("train", "test"):
+        rows = [{"sentence": f"A {split} sentence.", "label": i % 2} for i in range(3)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(SparseBertError) as refused:
+        load_task(task_config("sst2", hub_path=str(folder), hub_config=None), tokenizer,
+                  tmp_path / "cache", seed=0)  # fmt: skip
+    message = str(refused.value)
+    assert f"the dataset '{folder}' has the splits ['test', 'train']" in message
+    assert "finds no dev" in message and "task.data_files={train: <file>, dev: <file>}" in message
+
+
+@pytest.mark.parametrize(
+    ("task", "splits", "missing"),
+    [("squad", ("train",), "dev"), ("swag", ("validation", "test"), "train")],
+)
+def test_squad_and_swag_hub_datasets_without_a_split_they_read_are_refused(
+    tmp_path, task, splits, missing
+):
+    from sparsebert_cli.data.squad import squad_examples
+    from sparsebert_cli.data.swag import swag_examples
+
+    folder = tmp_path / "hub-copy"
+    folder.mkdir()
+    for split in splits:  # refused before any column is read
+        (folder / f"{split}.jsonl").write_text('{"a": 1}\n')
+    read = {"squad": squad_examples, "swag": swag_examples}[task]
+    with pytest.raises(SparseBertError, match=f"'{folder}' has the splits .* finds no {missing}"):
+        read(task_config(task, hub_path=str(folder), hub_config=None), tmp_path / "cache")

@@ -44,6 +44,21 @@ def load_hub_dataset(path: str, config: str | None, cache_dir: Path, alternative
         ) from error
 
 
+def require_splits(
+    loaded, path: str, names: dict[str, str], needed: tuple[str, ...], fix: str
+) -> None:
+    """Refuse the hub dataset `path` without a split the stage reads, before any training:
+    `names` maps hub split names to the task's (validation → dev), `needed` lists the task's."""
+    found = {names.get(name, name) for name in loaded}
+    missing = [split for split in needed if split not in found]
+    if missing:
+        raise SparseBertError(
+            f"the dataset '{path}' has the splits {sorted(loaded)}, but this stage reads "
+            f"{' and '.join(needed)} (dev: the hub's validation split) and finds no "
+            f"{' and no '.join(missing)}. {fix}"
+        )
+
+
 def load_hub_tokenizer(name: str, cache_dir: Path):
     """`AutoTokenizer.from_pretrained(name)`; an unreachable hub raises SparseBertError."""
     from transformers import AutoTokenizer

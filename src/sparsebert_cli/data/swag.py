@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsebert_cli.data.glue import UNLABELLED
-from sparsebert_cli.data.hub import load_hub_dataset
+from sparsebert_cli.data.hub import load_hub_dataset, require_splits
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.data.tasks import class_id
 from sparsebert_cli.errors import SparseBertError
@@ -121,6 +121,14 @@ def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
         task_cfg.hub_config,
         cache_dir,
         "Offline, use a local copy: task.data_dir=<folder with train.csv, val.csv>.",
+    )
+    needed = ("train", "dev") if train else ("dev",)
+    require_splits(
+        loaded,
+        task_cfg.hub_path,
+        HUB_SPLIT_NAMES,
+        needed,
+        "Use the original files: task.data_dir=<folder with train.csv and val.csv>.",
     )
     return {
         HUB_SPLIT_NAMES[name]: split.select_columns([*TEXT_COLUMNS, "label"]).add_column(
