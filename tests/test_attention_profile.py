@@ -40,6 +40,16 @@ def test_a_previous_token_head_shows_eight_times_the_uniform_mass_at_offset_minu
     assert metrics["eval/uses_attention"] == 1.0
 
 
+def test_distances_beyond_a_batch_hold_no_mass_rather_than_failing():
+    """report --occlusion --max-distance D on batches shorter than D stopped with a shape error."""
+    profile = AttentionProfile(distances=N + 2)
+    profile.add(0, previous_token_and_uniform_heads(), None, None)
+    prev_head, uniform_head = profile.heads()[0]
+    assert prev_head["dist1"] == pytest.approx((N - 1) / N)  # queries 1… at distance 1
+    assert uniform_head["dist1"] == pytest.approx(2 * (N - 1) / N / N)
+    assert [uniform_head[f"dist{d}"] for d in (N, N + 1, N + 2)] == [0, 0, 0]
+
+
 @pytest.mark.parametrize(
     ("accuracy", "probs", "passed"),
     [

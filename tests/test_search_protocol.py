@@ -233,6 +233,16 @@ def test_occlusion_report_measures_every_band_of_the_starting_model(warm_search,
     assert all(("keep_probability" in b) == searched for b in record["bands"])
 
 
+@pytest.mark.slow
+def test_occlusion_refuses_a_max_distance_past_the_runs_sequences(warm_search):
+    runs_dir, env = warm_search
+    proc = sparsebert("report", "--occlusion", str(runs_dir / "pretrain" / "pre"),
+                      "--max-distance", "64", cwd=runs_dir.parent, env=env, check=False)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--max-distance 64 reaches past the run's sequences (data.seq_len=64)" in proc.stderr
+    assert "use --max-distance 63 or less" in proc.stderr
+
+
 def test_occlusion_refuses_a_finetune_run_though_it_holds_a_model(tmp_path):
     """A classifier's weights are not the pre-training model occlusion measures the MLM loss of."""
     from sparsebert_cli.errors import SparseBertError

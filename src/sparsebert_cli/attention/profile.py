@@ -62,8 +62,9 @@ class AttentionProfile:
         columns = [probs[..., 0], sep, 1.0 / keys]
         for d in range(1, len(self.stats) - len(STATS) + 1):
             both_sides = torch.zeros_like(probs[..., 0])  # [B, H, n]: query i's keys i ± d
-            both_sides[..., : n - d] += torch.diagonal(probs, offset=d, dim1=-2, dim2=-1)
-            both_sides[..., d:] += torch.diagonal(probs, offset=-d, dim1=-2, dim2=-1)
+            if d < n:  # a batch shorter than d has no key at distance d: mass 0
+                both_sides[..., : n - d] += torch.diagonal(probs, offset=d, dim1=-2, dim2=-1)
+                both_sides[..., d:] += torch.diagonal(probs, offset=-d, dim1=-2, dim2=-1)
             columns.append(both_sides)
         for column in columns:
             sums.append((column * real[:, None]).sum(dim=(0, 2)))

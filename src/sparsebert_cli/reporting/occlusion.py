@@ -112,6 +112,12 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
             "completed pretrain or search run."
         )
     cfg = OmegaConf.load(run_dir / runs.CONFIG)
+    if max_distance >= cfg.data.seq_len:
+        raise SparseBertError(
+            f"--max-distance {max_distance} reaches past the run's sequences (data.seq_len="
+            f"{cfg.data.seq_len}): a band |i − j| = d ≥ {cfg.data.seq_len} holds no entry to "
+            f"remove; use --max-distance {cfg.data.seq_len - 1} or less."
+        )
     model_cfg = _starting_model(run_dir, manifest, cfg)
     weights = resolve_pretrained(model_cfg.from_run or model_cfg.name_or_path)
     tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights)
