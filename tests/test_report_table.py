@@ -657,3 +657,25 @@ def test_a_mixed_configs_warning_names_the_chosen_mask_first():
     configs = [{"mask": {"c": 0, "density": 0.1, "name": "dense"}},
                {"mask": {"c": None, "density": None, "name": "dam"}}]  # fmt: skip
     assert _differences(configs)[0] == 'mask.name: "dense" | "dam"'
+
+
+def test_a_row_whose_columns_used_different_masks_shows_no_sparsity_or_average(sweep):
+    """Each cell one window width, RTE at 8 and MRPC at 4: no cell was mixed, so the row showed
+    the mean of two masks' sparsities and an Average across them, without a warning."""
+    for seed in (0, 1):
+        make_job(sweep / f"r{seed}", mask="window", task="rte", seed=seed,
+                 metrics={"eval/accuracy": 0.6, "mask/sparsity": 87.16},
+                 extra={"mask": {"window": 8}})  # fmt: skip
+        make_job(sweep / f"m{seed}", mask="window", seed=seed, metrics=mrpc(0.8, 0.9, 93.0),
+                 extra={"mask": {"window": 4}})  # fmt: skip
+    table = build_table([sweep])
+    (row,) = table.rows
+    assert [cell.status for cell in row.cells] == ["ok", "ok"]
+    assert (row.sparsity, row.average) == (None, None)
+    (warning,) = table.warnings
+    assert warning.startswith(
+        "window: its columns were run with different masks (mask.window: 4 | 8"
+    )
+    assert "add the differing key to --rows" in warning
+    split = build_table([sweep], rows=["mask.name", "mask.window"])
+    assert not split.warnings and [r.sparsity for r in split.rows] == [93.0, 87.16]

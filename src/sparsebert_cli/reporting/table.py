@@ -5,7 +5,8 @@ what a cell's mean ± std (sample standard deviation) is taken over. A cell pool
 completed runs of one experiment config (`RunRecord.experiment`: the config but the seed) with
 distinct seeds. A cell whose runs differ in anything else (a demo sweep and a smoke sweep under
 one path, `mask.window=4,8` in one `window` row) or repeat a seed is not pooled: it reads `mixed
-configs` or `duplicate seeds`, and the table's warnings name the differing keys and the runs. Metrics in metrics.json are
+configs` or `duplicate seeds`, and the table's warnings name the differing keys and the runs; a
+row whose cells used different masks has no sparsity and no Average, and a warning. Metrics in metrics.json are
 fractions; the table shows them ×100 like the paper, and the mask sparsity in percent.
 
 Cells of a task with two headline numbers show both (MNLI m/mm, QQP and MRPC acc/F1, STS-B
@@ -240,6 +241,12 @@ def _differences(configs: list[dict]) -> list[str]:
     return [f"{k}: {' | '.join(v)}" for k, v in zip(keys, shown, strict=True) if len(set(v)) > 1]
 
 
+def _masks(records: list[RunRecord]) -> dict[str, dict]:
+    """The distinct mask identities (`RunRecord.experiment`'s mask section) of `records`, by hash."""
+    sections = ({"mask": r.experiment.get("mask") or {}} for r in records)
+    return {config_hash(section): section for section in sections}
+
+
 def _seeds_label(replicate: tuple) -> str:
     """`0`, `0 (fold 2)`, `0 (upstream runs: 1, 1)` for a run's `RunRecord.replicate`."""
     own, fold, *upstream = replicate
@@ -432,8 +439,16 @@ def build_table(
         mixed = own or any(cell.problem for cell in cells)
         # a mean over runs of different masks is no mask's sparsity: shown for one mask only
         found = [r.sparsity for r in members if r.sparsity is not None]
-        if mixed and len({config_hash(r.experiment.get("mask") or {}) for r in members}) > 1:
+        results = _masks([r for cell in by_col.values() for r in cell if r.status == "completed"])
+        if len(results) > 1 or (mixed and len(_masks(members)) > 1):
             found = []
+        if not mixed and len(results) > 1:  # each cell one mask, but not the same one
+            average = None
+            warnings.append(
+                f"{label}: its columns were run with different masks ("
+                f"{'; '.join(_differences(list(results.values()))[:5])}), so the row shows no "
+                "sparsity and no Average. Report one mask per row: add the differing key to --rows."
+            )
         pretrainings = [] if mixed else _pretrainings(members)
         # the dense peer's MLM losses by seed: nothing to pair with when its runs are mixed
         context = _outside_mask(row_id)
