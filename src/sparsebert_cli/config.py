@@ -22,6 +22,7 @@ from sparsebert_cli.data.config import DataConfig, TaskConfig
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, READS
 from sparsebert_cli.training.config import TrainerConfig
+from sparsebert_cli.user_paths import user_path
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
 # attention/interface.py implements them, attention/capabilities.py says what each can do; kept
@@ -323,7 +324,7 @@ def rewrite_aliases(args: list[str]) -> list[str]:
             key = schema_key(key)
             arg = f"{key}={value}"
         if sep and not key.startswith("-") and (value == "~" or value.startswith("~/")):
-            arg = f"{key}={Path(value).expanduser()}"
+            arg = f"{key}={user_path(value)}"
         out.append(arg)
     return out
 
@@ -340,7 +341,7 @@ def expand_path(value: str) -> str:
     """`~`, `$VAR` and `${VAR}` expanded: a path written in a config file, or quoted on the command
     line (Hydra's override grammar refuses an unquoted `~`; an unquoted `$HOME/...` is expanded
     by the shell already)."""
-    return os.path.expandvars(os.path.expanduser(value))
+    return os.path.expandvars(user_path(value))
 
 
 def expand_path_fields(cfg: DictConfig) -> None:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import layout
+from sparsebert_cli.user_paths import user_path
 
 if TYPE_CHECKING:
     from transformers import BertConfig
@@ -35,7 +36,7 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
     if name in EMBEDDED_MODELS:
         package, folder = EMBEDDED_MODELS[name]
         return Path(str(resources.files(package) / folder))
-    path = Path(name).expanduser()
+    path = user_path(name)
     if (layout(path).model / "config.json").is_file():
         return layout(path).model
     if not path.is_dir():

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.user_paths import user_path
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
@@ -220,7 +221,7 @@ def check_manifest(manifest: dict, path: Path) -> dict:
 
 def load_manifest(run_dir: Path) -> dict | None:
     """The (checked) manifest of a run folder, or None when it has none yet."""
-    path = Path(run_dir).expanduser() / MANIFEST
+    path = user_path(run_dir) / MANIFEST
     return check_manifest(read_json(path), path) if path_is(Path.exists, path) else None
 
 
@@ -239,7 +240,7 @@ def job_manifest(run_dir: Path) -> dict | None:
 
 def read_metrics(run_dir: Path) -> dict:
     """metrics.json of a run ({} when absent): flat names mapped to numbers (or null/text)."""
-    path = Path(run_dir).expanduser() / METRICS
+    path = user_path(run_dir) / METRICS
     if not path_is(Path.exists, path):
         return {}
     metrics = read_json(path)
@@ -279,7 +280,7 @@ def default_runs_dir() -> Path:
 def check_runs_dir(value: Any) -> None:
     """Refuse a runs folder Hydra could not make (before it tries, with a traceback): a name
     longer than file systems take, a file in its place, or a place this user cannot write."""
-    path = Path(os.path.expandvars(os.path.expanduser(str(value))))
+    path = Path(os.path.expandvars(user_path(value)))
     long = next((p for p in path.parts if len(p.encode()) > NAME_BYTES), None)
     if long is not None:
         raise FolderRefused(
@@ -573,7 +574,7 @@ def iter_runs(runs_dir: Path, stage: str | None = None) -> Iterator[tuple[Path, 
     A manifest that cannot be read or has wrong types is yielded as {"status": "damaged",
     "error": why} (under every stage), so listings mark it and go on.
     """
-    root = Path(runs_dir).expanduser() / (stage or "")
+    root = user_path(runs_dir) / (stage or "")
     if not path_is(Path.is_dir, root):  # a name too long for the system is not there either
         return
     for path in sorted(root.rglob(MANIFEST)):
@@ -589,7 +590,7 @@ def path_is(check: Callable[[Path], bool], path: str | Path) -> bool:
     """`check` (Path.is_dir / is_file) of a user's path; a name the system refuses (too long,
     not encodable, ~user that does not exist) is simply not there."""
     try:
-        return check(Path(path).expanduser())
+        return check(user_path(path))
     except (OSError, ValueError, RuntimeError):
         return False
 
@@ -615,7 +616,7 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
                 f"`sparsebert {kind} ...` first, or pass a run folder explicitly."
             )
         return max(done)[1].resolve()
-    run_dir = Path(ref).expanduser()
+    run_dir = user_path(ref)
     manifest = load_manifest(run_dir) if path_is(Path.is_dir, run_dir) else None
     problem = None
     if manifest is None:

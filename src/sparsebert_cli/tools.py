@@ -14,6 +14,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.config import STAGES
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import table_console
+from sparsebert_cli.user_paths import user_path
 
 # The manifest fields `ls --show` prints, in this order.
 SHOWN_FIELDS = (
@@ -120,7 +121,7 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
             return 1
         run_dir = max(started)[1]
     else:
-        run_dir = Path(ref).expanduser()
+        run_dir = user_path(ref)
     try:
         manifest = runs.load_manifest(run_dir)
     except SparseBertError as e:

@@ -204,6 +204,7 @@ def test_the_real_cli_never_writes_outside_the_runs_folder(tmp_path_factory, key
        value=st.one_of(st.sampled_from(EDGE_NUMBERS), TEXT_VALUES))  # fmt: skip
 @example(stage="search", key="model.from_run", value="x" * 300)  # found by CI: ENAMETOOLONG
 @example(stage="evaluate", key="paths.runs_dir", value="x" * 300)  # found locally: ENAMETOOLONG
+@example(stage="search", key="model.from_run", value="~0")  # found locally: pathlib's ~user
 def test_long_fuzz_of_the_config_schema(stage, key, value, capsys):
     check_validate([stage, f"{key}={quoted(value) if value not in EDGE_NUMBERS else value}"],
                    capsys)  # fmt: skip

@@ -7,6 +7,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from sparsebert_cli.user_paths import user_path
+
 
 def content_key(parts: dict) -> str:
     """A short stable hash of JSON-serialisable parts (the cache folder's name)."""
@@ -21,7 +23,7 @@ def file_fingerprint(paths) -> list[tuple[str, int, int]]:
     one `stat` per file; an edit that keeps both (rare: mtime has ns resolution) goes unnoticed.
     """
     found = []
-    for path in sorted({str(Path(p).expanduser().resolve()) for p in paths}):
+    for path in sorted({str(user_path(p).resolve()) for p in paths}):
         info = Path(path).stat()
         found.append((path, info.st_size, info.st_mtime_ns))
     return found

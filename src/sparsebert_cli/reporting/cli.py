@@ -22,6 +22,7 @@ from sparsebert_cli.config import schema_key
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import table_console
 from sparsebert_cli.tools import positive_int
+from sparsebert_cli.user_paths import user_path
 
 SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "json"}
 
@@ -240,7 +241,7 @@ def _frontier(args: argparse.Namespace) -> None:
 def _run_folder(ref: str) -> Path:
     if ref == "latest":
         return runs.resolve("search", "latest", runs.default_runs_dir())
-    run_dir = Path(ref).expanduser()
+    run_dir = user_path(ref)
     if not runs.path_is(Path.is_file, run_dir / runs.MANIFEST):
         raise SparseBertError(
             f"{run_dir} is not a run folder (no manifest.json); pass the folder of a completed "

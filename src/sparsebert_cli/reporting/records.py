@@ -20,6 +20,7 @@ from typing import Any
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.user_paths import user_path
 
 RESULT_STAGES = ("pipeline", "finetune", "evaluate")
 # Under paths with no result run, the pre-trainings are the results: a continued-pretraining
@@ -328,7 +329,7 @@ def _expand(paths: list[Path]) -> list[Path]:
     for path in paths:
         matches = sorted(glob.glob(str(path))) if glob.has_magic(str(path)) else [str(path)]
         # path_is: a name the system refuses (too long, …) does not exist either
-        existing = [Path(m).expanduser() for m in matches if runs.path_is(Path.exists, m)]
+        existing = [user_path(m) for m in matches if runs.path_is(Path.exists, m)]
         if not existing:
             raise SparseBertError(
                 f"{path} does not exist; pass a sweep folder such as "

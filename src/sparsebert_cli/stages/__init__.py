@@ -8,9 +8,9 @@ reader.
 """
 
 import glob
-from pathlib import Path
 
 from sparsebert_cli.masks.config import mask_identity
+from sparsebert_cli.user_paths import user_path
 
 # Read by the job machinery of every stage (launch.py, runs.py): where and how the job runs.
 _JOB = ("stage", "seed", "offline", "run_id", "sweep_name", "paths", "trainer.nproc_per_node")
@@ -136,9 +136,9 @@ def _input_files(resolved: dict) -> list[str]:
         files += [p for pattern in resolved["data"]["files"] for p in glob.glob(pattern)]
     task = resolved["task"]
     if reads(stage, "task.data_files"):
-        files += [p for p in task["data_files"].values() if Path(p).expanduser().is_file()]
+        files += [p for p in task["data_files"].values() if user_path(p).is_file()]
     for key in ("glue_dir", "data_dir"):
         folder = task[key]
-        if reads(stage, f"task.{key}") and folder and Path(folder).expanduser().is_dir():
-            files += [str(p) for p in Path(folder).expanduser().rglob("*") if p.is_file()]
+        if reads(stage, f"task.{key}") and folder and user_path(folder).is_dir():
+            files += [str(p) for p in user_path(folder).rglob("*") if p.is_file()]
     return files
