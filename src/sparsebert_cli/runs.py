@@ -493,7 +493,7 @@ class Run:
             "git_sha": _git_sha(),
             "host": platform.node(),
             "started_at": time.time(),
-            "attempts": (previous or {}).get("attempts", 0) + 1,
+            "attempts": ((previous or {}).get("attempts") or 0) + 1,
         }
         run = cls(run_dir, manifest, writer)
         if writer:

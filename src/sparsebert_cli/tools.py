@@ -68,7 +68,8 @@ def ls_main(argv: list[str]) -> int:
                 "stage": manifest.get("stage"),
                 "status": status,
                 "started": manifest.get("started_at"),
-                "command": manifest.get("error", "") if damaged else manifest.get("command", ""),
+                # a field may be null in a valid manifest (runs.MANIFEST_FIELDS)
+                "command": (manifest.get("error") if damaged else manifest.get("command")) or "",
                 "headline": headline if isinstance(headline, int | float) else None,
             }
         )

@@ -214,5 +214,6 @@ def test_long_fuzz_of_the_config_schema(stage, key, value, capsys):
 @LONG
 @given(manifest=st.one_of(FIELDS, JSON), metrics=JSON)
 @example(manifest={"stage": "search", "inputs": None}, metrics=None)  # found by CI
+@example(manifest={"stage": "search", "command": None}, metrics={})  # found locally: ls
 def test_long_fuzz_of_the_run_file_readers(tmp_path, manifest, metrics, capsys):
     check_readers(tmp_path, manifest, metrics, capsys)
