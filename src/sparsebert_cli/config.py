@@ -8,7 +8,6 @@ training/); this module only assembles them. Torch-free: importing it must stay 
 
 import dataclasses
 import hashlib
-import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from sparsebert_cli.data.config import DataConfig, TaskConfig
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, READS
 from sparsebert_cli.training.config import TrainerConfig
-from sparsebert_cli.user_paths import user_path
+from sparsebert_cli.user_paths import expand_path, user_path
 
 STAGES = ("search", "pretrain", "finetune", "evaluate", "pipeline")
 # attention/interface.py implements them, attention/capabilities.py says what each can do; kept
@@ -335,13 +334,6 @@ def conf_dir() -> Path:
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "conf"
-
-
-def expand_path(value: str) -> str:
-    """`~`, `$VAR` and `${VAR}` expanded: a path written in a config file, or quoted on the command
-    line (Hydra's override grammar refuses an unquoted `~`; an unquoted `$HOME/...` is expanded
-    by the shell already)."""
-    return os.path.expandvars(user_path(value))
 
 
 def expand_path_fields(cfg: DictConfig) -> None:

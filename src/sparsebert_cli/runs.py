@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.user_paths import user_path
+from sparsebert_cli.user_paths import expand_path, user_path
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.json"
@@ -280,7 +280,7 @@ def default_runs_dir() -> Path:
 def check_runs_dir(value: Any) -> None:
     """Refuse a runs folder Hydra could not make (before it tries, with a traceback): a name
     longer than file systems take, a file in its place, or a place this user cannot write."""
-    path = Path(os.path.expandvars(user_path(value)))
+    path = Path(expand_path(str(value)))
     long = next((p for p in path.parts if len(p.encode()) > NAME_BYTES), None)
     if long is not None:
         raise FolderRefused(

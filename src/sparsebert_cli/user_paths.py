@@ -1,4 +1,5 @@
-"""Paths as a user writes them (a config value, a command-line argument): `~` expanded."""
+"""Paths as a user writes them (a config value, a command-line argument): `~` and `$VAR`
+expanded."""
 
 import os
 from pathlib import Path
@@ -8,3 +9,10 @@ def user_path(value: str | Path) -> Path:
     """`value` with a leading `~` or `~user` expanded as a shell would; `~name` of no such user
     stays as written (pathlib's expanduser raises "Could not determine home directory")."""
     return Path(os.path.expanduser(str(value)))
+
+
+def expand_path(value: str) -> str:
+    """`~`, `$VAR` and `${VAR}` expanded: a path written in a config file, or quoted on the command
+    line (Hydra's override grammar refuses an unquoted `~`; an unquoted `$HOME/...` is expanded
+    by the shell already)."""
+    return os.path.expandvars(user_path(value))

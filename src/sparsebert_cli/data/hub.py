@@ -44,12 +44,25 @@ def load_hub_dataset(path: str, config: str | None, cache_dir: Path, alternative
         ) from error
 
 
-def require_splits(
-    loaded, path: str, names: dict[str, str], needed: tuple[str, ...], fix: str
-) -> None:
-    """Refuse the hub dataset `path` without a split the stage reads, before any training:
-    `names` maps hub split names to the task's (validation → dev), `needed` lists the task's."""
-    found = {names.get(name, name) for name in loaded}
+# The hub's split names → the tasks' (train, dev, test); other names are kept as they are.
+HUB_SPLIT_NAMES = {
+    "validation": "dev",
+    "validation_matched": "dev",
+    "validation_mismatched": "dev_mismatched",
+    "test_matched": "test",
+    "test_mismatched": "test_mismatched",
+}
+
+
+def hub_split_name(name: str) -> str:
+    """The task's name of a hub split (validation → dev)."""
+    return HUB_SPLIT_NAMES.get(name, name)
+
+
+def require_splits(loaded, path: str, needed: tuple[str, ...], fix: str) -> None:
+    """Refuse the hub dataset `path` without a split the stage reads (`needed`, the task's
+    names), before any training."""
+    found = {hub_split_name(name) for name in loaded}
     missing = [split for split in needed if split not in found]
     if missing:
         raise SparseBertError(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparsebert_cli.data.hub import load_hub_dataset, require_splits
+from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.data.qa_metrics import best_null_threshold, squad_metrics
 from sparsebert_cli.errors import SparseBertError
@@ -273,11 +273,9 @@ def squad_examples(task_cfg, cache_dir: Path) -> dict:
         cache_dir,
         f"Offline, use a local copy: task.data_dir=<folder with {official}>.",
     )
-    names = {"train": "train", "validation": "dev"}
     require_splits(
         loaded,
         task_cfg.hub_path,
-        names,
         ("train", "dev"),
         f"Use the official files: task.data_dir=<folder with {official}>.",
     )
@@ -289,9 +287,9 @@ def squad_examples(task_cfg, cache_dir: Path) -> dict:
         }
 
     return {
-        names[name]: split.map(flatten, batched=True, remove_columns=["answers"])
+        hub_split_name(name): split.map(flatten, batched=True, remove_columns=["answers"])
         for name, split in loaded.items()
-        if name in names
+        if hub_split_name(name) in ("train", "dev")
     }
 
 

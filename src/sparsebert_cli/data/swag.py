@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsebert_cli.data.glue import UNLABELLED
-from sparsebert_cli.data.hub import load_hub_dataset, require_splits
+from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.data.tasks import class_id
 from sparsebert_cli.errors import SparseBertError
@@ -20,7 +20,6 @@ from sparsebert_cli.errors import SparseBertError
 ENDINGS = ("ending0", "ending1", "ending2", "ending3")
 TEXT_COLUMNS = ("sent1", "sent2", *ENDINGS)
 OFFICIAL_FILES = {"train": "train.csv", "dev": "val.csv", "test": "test.csv"}  # test optional
-HUB_SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
 
 
 @dataclass
@@ -126,16 +125,15 @@ def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
     require_splits(
         loaded,
         task_cfg.hub_path,
-        HUB_SPLIT_NAMES,
         needed,
         "Use the original files: task.data_dir=<folder with train.csv and val.csv>.",
     )
     return {
-        HUB_SPLIT_NAMES[name]: split.select_columns([*TEXT_COLUMNS, "label"]).add_column(
+        hub_split_name(name): split.select_columns([*TEXT_COLUMNS, "label"]).add_column(
             "idx", list(range(len(split)))
         )
         for name, split in loaded.items()
-        if name in HUB_SPLIT_NAMES
+        if hub_split_name(name) in OFFICIAL_FILES
     }
 
 

@@ -18,18 +18,11 @@ from pathlib import Path
 
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
-from sparsebert_cli.data.hub import load_hub_dataset, require_splits
+from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.local_files import load_local_files
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
-HUB_SPLIT_NAMES = {
-    "validation": "dev",
-    "validation_matched": "dev",
-    "validation_mismatched": "dev_mismatched",
-    "test_matched": "test",
-    "test_mismatched": "test_mismatched",
-}
 FILE_BUILDERS = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -169,12 +162,12 @@ def hub_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
         task_cfg.hub_path, task_cfg.hub_config, cache_dir, local_alternatives(task_cfg)
     )
     require_splits(
-        loaded, task_cfg.hub_path, HUB_SPLIT_NAMES, ("train", "dev"),
+        loaded, task_cfg.hub_path, ("train", "dev"),
         "Split a dev set off its train split and pass both as files: "
         "task.data_files={train: <file>, dev: <file>} (csv/json/parquet).",
     )  # fmt: skip
     return {
-        HUB_SPLIT_NAMES.get(name, name): standard_columns(
+        hub_split_name(name): standard_columns(
             split, task_cfg, label_names, f"{task_cfg.hub_path}:{name}", labelled(name)
         )
         for name, split in loaded.items()
