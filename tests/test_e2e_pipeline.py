@@ -187,3 +187,38 @@ def test_a_common_max_steps_that_the_finetune_step_cannot_use_is_said(root):
         *PIPELINE, "trainer.max_steps=3", "pipeline.finetune=['trainer.epochs=1']", root=root
     )
     assert "pipeline step finetune: trainer.max_steps=3 is not used" in proc.stdout
+
+
+def test_a_pipeline_resolves_latest_when_it_starts_and_is_named_by_that_run(root, first):
+    """`model.from=latest` was handed to the steps as the word: each step resolved it when it
+    ran, and the step folders (and the pipeline's own) were named by `latest`, so the same
+    command run after another pre-training completed was skipped as done, from the old model."""
+    from omegaconf import OmegaConf
+
+    def pipeline_from_latest_after(run_id: str) -> dict[str, Path]:
+        cli("pretrain", "debug=smoke", "mask=no_diag", f"run_id={run_id}", root=root)
+        cli(*PIPELINE, "model.from=latest", root=root)
+        used = last_pipeline_inputs(root)
+        started = read_json(used["pretrain"] / "manifest.json")["inputs"]["model"]["run_dir"]
+        assert Path(started) == (root / "runs" / "pretrain" / run_id).resolve()
+        return used
+
+    before = pipeline_from_latest_after("newer")
+    after = pipeline_from_latest_after("newest")
+    assert after["pretrain"] != before["pretrain"]
+    newest = max(
+        (root / "runs" / "pipeline").glob("*/config.yaml"), key=lambda p: p.stat().st_mtime
+    )
+    assert OmegaConf.load(newest).model.from_run == str(
+        (root / "runs" / "pretrain" / "newest").resolve()
+    )
+
+
+def test_launch_settings_on_a_pipelines_command_line_do_not_change_its_identity(root, first):
+    """pipeline.inherited listed every key of the command line, trainer.num_threads too, so the
+    rerun of a pipeline with fewer threads (README: slow on a shared machine) was refused as a
+    different config in its own folder."""
+    cli(*PIPELINE, "run_id=threads", root=root)
+    proc = cli(*PIPELINE, "run_id=threads", "trainer.num_threads=1", "trainer.log_every=7",
+               root=root)  # fmt: skip
+    assert "already completed with this config: skipped" in proc.stdout

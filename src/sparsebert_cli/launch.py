@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sparsebert_cli import interrupt, runs
-from sparsebert_cli.config import override_key
+from sparsebert_cli.config import override_key, unnamed_overrides
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.stages import hashed_config, reads
@@ -285,14 +285,17 @@ def prepare(cfg: DictConfig, run_dir: Path) -> list[str]:
 
 def record_inherited_keys(cfg: DictConfig) -> None:
     """pipeline.inherited: the keys of the job's command line that its steps inherit (from
-    Hydra's record of the job's overrides, set for a launched job and for `--dry-run` alike)."""
+    Hydra's record of the job's overrides, set for a launched job and for `--dry-run` alike),
+    less the launch settings no content hash reads (`config.unnamed_overrides`): a pipeline
+    rerun with fewer threads is the same pipeline."""
     from hydra.core.hydra_config import HydraConfig
 
     from sparsebert_cli.stages.pipeline import inherited_overrides
 
     if HydraConfig.initialized():
         given = inherited_overrides(list(HydraConfig.get().overrides.task))
-        cfg.pipeline.inherited = sorted({override_key(o) for o in given})
+        launch_only = set(unnamed_overrides())
+        cfg.pipeline.inherited = sorted({override_key(o) for o in given} - launch_only)
 
 
 def config_error(e: BaseException) -> str:

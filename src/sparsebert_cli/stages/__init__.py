@@ -55,6 +55,8 @@ UPSTREAM: dict[str, dict[str, str]] = {
     "pretrain": {"model.from_run": "pretrain", "mask.from_run": "search"},
     "finetune": {"model.from_run": "pretrain", "mask.from_run": "search"},
     "evaluate": {"model.from_run": "finetune"},
+    # resolved once, before the pipeline is hashed, and handed to its steps as folders
+    "pipeline": {"model.from_run": "pretrain", "mask.from_run": "search"},
 }
 
 

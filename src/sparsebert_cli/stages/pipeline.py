@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sparsebert_cli import runs
 from sparsebert_cli.config import override_key
 from sparsebert_cli.masks.config import SEARCHED_MASKS
-from sparsebert_cli.stages import hashed_config
+from sparsebert_cli.stages import UPSTREAM, hashed_config
 
 # How the pipeline runs a step in its folder: `launch.run_in_folder`, handed in by the launcher.
 StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, command, wait=)
@@ -131,13 +131,32 @@ def inherited_overrides(command_line: list[str]) -> list[str]:
     ]
 
 
+def resolved_references(cfg: DictConfig) -> list[str]:
+    """The upstream run folders the pipeline resolved (`model.from=latest` → its folder, by
+    `launch.prepare`) as overrides: every step starts from the runs that were latest when the
+    pipeline started, and a step's folder is named by them, not by the word `latest`."""
+    found = []
+    for key in UPSTREAM["pipeline"]:
+        value = OmegaConf.select(cfg, key)
+        if value and (key != "mask.from_run" or cfg.mask.name == "from_run"):
+            found.append(f"{key}={_override_value(value)}")
+    return found
+
+
 def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     chosen = [f"{g}={hc.runtime.choices[g]}" for g in GROUPS if hc.runtime.choices.get(g)]
-    # The group choices as resolved here, then every other override (values inside groups too).
-    common = [*chosen, *inherited_overrides(list(hc.overrides.task))]
+    # The group choices as resolved here, then every other override (values inside groups too),
+    # the upstream references as the folders they resolved to.
+    references = resolved_references(cfg)
+    typed = [
+        o
+        for o in inherited_overrides(list(hc.overrides.task))
+        if override_key(o) not in UPSTREAM["pipeline"]
+    ]
+    common = [*chosen, *typed, *references]
     pretrain_args = common
     if cfg.mask.name in SEARCHED_MASKS:  # search it, then pre-train with it frozen
         search_dir, _ = run_step("search", common, cfg, run_step_job)
