@@ -222,3 +222,15 @@ def test_launch_settings_on_a_pipelines_command_line_do_not_change_its_identity(
     proc = cli(*PIPELINE, "run_id=threads", "trainer.num_threads=1", "trainer.log_every=7",
                root=root)  # fmt: skip
     assert "already completed with this config: skipped" in proc.stdout
+
+
+def test_a_bad_per_step_value_is_refused_before_any_step_runs(tmp_path):
+    """A per-step value was checked only when the pipeline reached its step: `validate` said
+    "config OK" and a run pre-trained first, then stopped on the fine-tuning learning rate."""
+    bad = (*PIPELINE, "pipeline.finetune=['trainer.lr=-1']")
+    for command in (("validate", *bad), bad):
+        proc = cli(*command, root=tmp_path, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        said = "pipeline step finetune (pipeline.finetune=['trainer.lr=-1']): trainer.lr=-1.0"
+        assert f"{said} must be > 0" in proc.stderr
+    assert not (tmp_path / "runs" / "pretrain").exists()

@@ -112,7 +112,7 @@ def stage_runner(stage: str) -> Callable[[DictConfig, runs.Run], dict[str, float
         "pretrain": pretrain.run,
         "finetune": finetune.run,
         "evaluate": evaluate.run,
-        "pipeline": functools.partial(pipeline.run, run_step_job=run_in_folder),
+        "pipeline": functools.partial(pipeline.run, job=run_in_folder),
     }
     return runners[stage]
 

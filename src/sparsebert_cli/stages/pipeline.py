@@ -9,6 +9,7 @@ reused, by this sweep or a later one; concurrent jobs wait on the folder's lock 
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
 from sparsebert_cli.config import override_key
+from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import SEARCHED_MASKS
 from sparsebert_cli.stages import UPSTREAM, hashed_config
 
@@ -85,40 +87,38 @@ def evaluate_overrides(cfg: DictConfig) -> list[str]:
     return [f"{k}={_override_value(v)}" for k, v in handed.items() if v != default[k]]
 
 
-def run_step(step: str, common: list[str], cfg: DictConfig, job: StepJob) -> tuple[Path, dict]:
-    """Compose, place (content hash) and run one step, or reuse its completed folder. The step
-    gets the common overrides it reads and all of its own (`pipeline.<step>=[...]`), which
-    `validate_config` refused up front if the step does not read them."""
-    from sparsebert_cli.config import expand_path_fields
-    from sparsebert_cli.validation import (
-        check_command,
-        preflight,
-        read_overrides,
-        unused_max_steps,
-        validate_config,
-    )
+@dataclass
+class Step:
+    """One step of a pipeline as it will run: composed, checked and placed before any runs."""
 
-    own = list(cfg.pipeline[step])  # checked when the pipeline's config was validated
+    name: str
+    overrides: list[str]  # all of them: the common ones it reads, the wiring, its own
+    own: list[str]  # pipeline.<name>=[...]
+    cfg: DictConfig
+    run_dir: Path
+
+
+def plan_step(step: str, common: list[str], cfg: DictConfig) -> Step:
+    """Compose, check and place (content hash) one step. The step gets the common overrides it
+    reads and all of its own (`pipeline.<step>=[...]`); a value it cannot run with is refused
+    naming the step, before any step of the pipeline has run."""
+    from sparsebert_cli.config import expand_path_fields
+    from sparsebert_cli.validation import check_command, read_overrides, validate_config
+
+    own = list(cfg.pipeline[step])  # their keys were checked with the pipeline's config
     overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
     expand_path_fields(step_cfg)
-    validate_config(step_cfg)
-    preflight(step_cfg)
-    check_command(step_cfg, own, single_run=False)
-    unused = unused_max_steps(step_cfg, [o for o in overrides if o not in own])
-    if unused:  # a common override, for search and pretrain
-        print(
-            f"[sparsebert] pipeline step {step}: {unused}; "
-            f"\"pipeline.{step}=['trainer.epochs=0']\" trains it by steps.",
-            flush=True,
-        )
+    try:
+        validate_config(step_cfg)
+        check_command(step_cfg, own, single_run=False)
+    except SparseBertError as error:
+        given = f" (pipeline.{step}={own})" if own else ""
+        raise SparseBertError(f"pipeline step {step}{given}: {error}") from None
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
     run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
     step_cfg.run_id = run_dir.name
-    run_dir.mkdir(parents=True, exist_ok=True)  # an empty folder: announced only once it exists
-    print(f"[sparsebert] pipeline step {step}: {run_dir}", flush=True)
-    metrics = job(step_cfg, run_dir, runs.command_line(step, overrides), wait=True)
-    return run_dir, metrics
+    return Step(step, overrides, own, step_cfg, run_dir)
 
 
 def inherited_overrides(command_line: list[str]) -> list[str]:
@@ -143,37 +143,53 @@ def resolved_references(cfg: DictConfig) -> list[str]:
     return found
 
 
-def run(cfg: DictConfig, run: runs.Run, run_step_job: StepJob) -> dict[str, float]:
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    chosen = [f"{g}={hc.runtime.choices[g]}" for g in GROUPS if hc.runtime.choices.get(g)]
+def plan(cfg: DictConfig, choices: dict[str, str], command_line: list[str]) -> list[Step]:
+    """The steps of the pipeline of `cfg` in order, each wired to the folder of the step before
+    it: `choices` are the group choices Hydra resolved, `command_line` its overrides."""
+    chosen = [f"{g}={choices[g]}" for g in GROUPS if choices.get(g)]
     # The group choices as resolved here, then every other override (values inside groups too),
     # the upstream references as the folders they resolved to.
-    references = resolved_references(cfg)
     typed = [
-        o
-        for o in inherited_overrides(list(hc.overrides.task))
-        if override_key(o) not in UPSTREAM["pipeline"]
+        o for o in inherited_overrides(command_line) if override_key(o) not in UPSTREAM["pipeline"]
     ]
-    common = [*chosen, *typed, *references]
+    common = [*chosen, *typed, *resolved_references(cfg)]
+    steps = []
     pretrain_args = common
     if cfg.mask.name in SEARCHED_MASKS:  # search it, then pre-train with it frozen
-        search_dir, _ = run_step("search", common, cfg, run_step_job)
-        run.add_input("search", search_dir)
-        pretrain_args = [*_drop(common, "mask"), "mask=from_run", f"mask.from_run={search_dir}"]
-    pretrain_dir, _ = run_step("pretrain", pretrain_args, cfg, run_step_job)
-    run.add_input("pretrain", pretrain_dir)
+        steps.append(plan_step("search", common, cfg))
+        mask = ["mask=from_run", f"mask.from_run={steps[-1].run_dir}"]
+        pretrain_args = [*_drop(common, "mask"), *mask]
+    steps.append(plan_step("pretrain", pretrain_args, cfg))
     # A trainer preset (trainer=lamb: LAMB at lr 6e-3) is a pre-training recipe: the finetune
     # step keeps finetune's own unless its per-step overrides choose one.
     fine = [o for o in _drop(common, "mask") if override_key(o) != "trainer"]
-    wired = [*fine, "mask=checkpoint"]
-    finetune_dir, _ = run_step(
-        "finetune", [*wired, f"model.from_run={pretrain_dir}"], cfg, run_step_job
-    )
-    run.add_input("finetune", finetune_dir)
-    evaluate_dir, metrics = run_step(
-        "evaluate", [*evaluate_overrides(cfg), f"model.from_run={finetune_dir}"], cfg, run_step_job
-    )
-    run.add_input("evaluate", evaluate_dir)
+    wired = [*fine, "mask=checkpoint", f"model.from_run={steps[-1].run_dir}"]
+    steps.append(plan_step("finetune", wired, cfg))
+    handed = [*evaluate_overrides(cfg), f"model.from_run={steps[-1].run_dir}"]
+    steps.append(plan_step("evaluate", handed, cfg))
+    return steps
+
+
+def run(cfg: DictConfig, run: runs.Run, job: StepJob) -> dict[str, float]:
+    """Run the planned steps in order, or reuse their completed folders."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from sparsebert_cli.validation import preflight, unused_max_steps
+
+    hc = HydraConfig.get()
+    metrics: dict[str, float] = {}
+    for step in plan(cfg, dict(hc.runtime.choices), list(hc.overrides.task)):
+        preflight(step.cfg)  # its upstream step has completed by now
+        unused = unused_max_steps(step.cfg, [o for o in step.overrides if o not in step.own])
+        if unused:  # a common override, for search and pretrain
+            print(
+                f"[sparsebert] pipeline step {step.name}: {unused}; "
+                f"\"pipeline.{step.name}=['trainer.epochs=0']\" trains it by steps.",
+                flush=True,
+            )
+        step.run_dir.mkdir(parents=True, exist_ok=True)  # announced only once it exists
+        print(f"[sparsebert] pipeline step {step.name}: {step.run_dir}", flush=True)
+        command = runs.command_line(step.name, step.overrides)
+        metrics = job(step.cfg, step.run_dir, command, wait=True)
+        run.add_input(step.name, step.run_dir)
     return metrics
