@@ -105,3 +105,19 @@ def test_a_dam_search_to_a_target_after_a_head_warm_up_runs_under_ddp(tmp_path):
     assert (manifest(run_dir)["status"], manifest(run_dir)["world_size"]) == ("completed", 2)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "mask/lambda1" in row] == [1, 2, 3, 4]
+
+
+def test_a_distributed_job_refused_for_another_configs_folder_leaves_that_run_as_it_was(tmp_path):
+    """The ranks refused the folder, but the launcher took their failure for its own and marked
+    the other config's interrupted run failed, with that run's old error."""
+    env = cli_env(tmp_path)
+    sparsebert("pretrain", *COMMON, "run_id=other", cwd=tmp_path, env=env)
+    other = tmp_path / "runs" / "pretrain" / "other"
+    stopped = {**manifest(other), "status": "interrupted", "error": "stopped by SIGINT"}
+    (other / "manifest.json").write_text(json.dumps(stopped))
+    proc = sparsebert("pretrain", *COMMON, "mask=dense", "run_id=other",
+                      "trainer.nproc_per_node=2", cwd=tmp_path, env=env, check=False)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "already holds a 'pretrain' run of a different config" in proc.stderr
+    assert "launching 2 processes" not in proc.stdout
+    assert manifest(other) == stopped

@@ -60,6 +60,19 @@ def identity(cfg: DictConfig) -> tuple[dict, str]:
     return resolved, runs.config_hash(hashed_config(resolved))
 
 
+def existing_run(run_dir: Path, chash: str) -> dict | None:
+    """The manifest of the run of this config (hash `chash`) already in `run_dir`, or None; the
+    run of another config is refused, and its folder left as it is."""
+    existing = runs.job_manifest(run_dir)
+    if existing is not None and existing.get("config_hash") != chash:
+        raise runs.FolderRefused(
+            f"{run_dir} already holds {runs.a_run_of(existing.get('stage'))} of a different config "
+            f"(hash {existing.get('config_hash')}, this job {chash}); choose another folder with "
+            "run_id=<name> (or sweep_name=<name> for a sweep), or delete that folder."
+        )
+    return existing
+
+
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     """Run `cfg.stage` in `run_dir` (or return the metrics of the same completed job there)."""
     import torch
@@ -68,13 +81,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
 
     quiet_libraries()
     resolved, chash = identity(cfg)
-    existing = runs.job_manifest(run_dir)
-    if existing is not None and existing.get("config_hash") != chash:
-        raise runs.FolderRefused(
-            f"{run_dir} already holds {runs.a_run_of(existing.get('stage'))} of a different config "
-            f"(hash {existing.get('config_hash')}, this job {chash}); choose another folder with "
-            "run_id=<name> (or sweep_name=<name> for a sweep), or delete that folder."
-        )
+    existing = existing_run(run_dir, chash)
     if existing is not None and existing.get("status") == "completed":
         print(f"[sparsebert] {run_dir} already completed with this config: skipped.", flush=True)
         return runs.read_metrics(run_dir)
@@ -194,6 +201,7 @@ def run_in_folder(cfg: DictConfig, run_dir: Path, command: str, wait: bool = Fal
             and "LOCAL_RANK" not in os.environ
             and cfg.stage != "pipeline"
         ):
+            existing_run(run_dir, identity(cfg)[1])  # refused here: a rank's refusal is a failure
             relaunch_distributed(cfg, run_dir, command)
             return runs.read_metrics(run_dir)
         return execute(cfg, run_dir, command)
