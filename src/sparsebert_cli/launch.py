@@ -197,7 +197,7 @@ def run_in_folder(cfg: DictConfig, run_dir: Path, command: str, wait: bool = Fal
     runs.check_run_folder(run_dir)
     with runs.hold(run_dir, wait=wait):
         if (
-            cfg.trainer.nproc_per_node > 1
+            OmegaConf.select(cfg, "trainer.nproc_per_node", default=1) > 1  # evaluate: one
             and "LOCAL_RANK" not in os.environ
             and cfg.stage != "pipeline"
         ):

@@ -50,7 +50,7 @@ from sparsebert_cli.pretrained import (
     weights_file,
     weights_source,
 )
-from sparsebert_cli.runs import atomic_write_text
+from sparsebert_cli.runs import atomic_write_text, layout
 
 CHECKPOINT_FILE = "sparsebert.json"
 RECORD_KEYS = ("model", "head", "nsp", "num_labels", "kind")  # written by build_*_model
@@ -458,7 +458,7 @@ def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.
     if not record_path.is_file():
         raise SparseBertError(
             f"{directory} is not a sparsebert checkpoint (no {CHECKPOINT_FILE}); point at the "
-            "artifacts/model folder of a completed pretrain or finetune run."
+            f"model folder ({layout('<run>').model}) of a completed pretrain or finetune run."
         )
     record = read_record(directory)
     config = read_bert_config(directory)

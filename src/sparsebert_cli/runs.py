@@ -438,6 +438,29 @@ class Layout:
         """The stacked snapshots a completed search hands on."""
         return self.artifacts / "importance_trace.safetensors"
 
+    @property
+    def predictions(self) -> Path:
+        """What `evaluate` predicted: <split>.jsonl, or SQuAD's official prediction files."""
+        return self.dir / "predictions"
+
+    @property
+    def submission(self) -> Path:
+        """The GLUE test-server files `evaluate` writes."""
+        return self.predictions / "submission"
+
+    @property
+    def mask_stats(self) -> Path:
+        """The per-head sparsity of the mask `evaluate` ran with."""
+        return self.dir / "mask_stats.json"
+
+    def outputs(self) -> list[Path]:
+        """The files a completed run hands on, hashed into its manifest's `outputs`."""
+        found = [self.mask_stats] if self.mask_stats.is_file() else []
+        for root in (self.artifacts, self.predictions):
+            if root.is_dir():
+                found += [p for p in root.rglob("*") if p.is_file()]
+        return sorted(found)
+
 
 def layout(run_dir: Path | str) -> Layout:
     return Layout(Path(run_dir))
@@ -520,11 +543,10 @@ class Run:
         if not self.writer:
             return
         atomic_write_json(self.dir / METRICS, metrics)
-        outputs = {}
-        if self.artifacts.exists():
-            for path in sorted(p for p in self.artifacts.rglob("*") if p.is_file()):
-                outputs[str(path.relative_to(self.dir))] = sha256_file(path)
-        self.manifest["outputs"] = outputs
+        self.manifest["outputs"] = {
+            str(path.relative_to(self.dir)): sha256_file(path)
+            for path in layout(self.dir).outputs()
+        }
         self.manifest["finished_at"] = time.time()
         self.manifest["duration_s"] = round(
             self.manifest["finished_at"] - self.manifest["started_at"], 3

@@ -12,20 +12,25 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.config import NORM_FIELD, override_key
+from sparsebert_cli.masks.config import MASK_FILE, PLOT_FILE
 from sparsebert_cli.stages import UPSTREAM
 
 # Metrics a summary shows: the held-out ones and the mask's, not the per-step training numbers.
 SHOWN_PREFIXES = ("eval/", "mask/sparsity", "inference/")
-# Output files and folders of a run folder, by what they are to the user.
-OUTPUTS = (
-    ("model", "artifacts/model"),
-    ("mask", "artifacts/mask.safetensors"),
-    ("mask figure", "artifacts/mask.png"),
-    ("importance trace", "artifacts/importance_trace.safetensors"),
-    ("predictions", "predictions"),
-    ("submission", "predictions/submission"),
-    ("mask statistics", "mask_stats.json"),
-)
+
+
+def _outputs(run_dir: Path) -> list[tuple[str, Path]]:
+    """The output files and folders a run folder may hold, by what they are to the user."""
+    run = runs.layout(run_dir)
+    return [
+        ("model", run.model),
+        ("mask", run.artifacts / MASK_FILE),
+        ("mask figure", run.artifacts / PLOT_FILE),
+        ("importance trace", run.importance_trace),
+        ("predictions", run.predictions),
+        ("submission", run.submission),
+        ("mask statistics", run.mask_stats),
+    ]
 
 
 def upstream_of(manifest: dict) -> dict[str, str]:
@@ -88,8 +93,7 @@ def headline_metrics(metrics: dict) -> list[str]:
 def outputs(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:
     """(what, path) of the run's key outputs that exist; a pipeline's are its step folders."""
     found = []
-    for what, relative in OUTPUTS:
-        path = run_dir / relative
+    for what, path in _outputs(run_dir):
         if path.exists():
             detail = ""
             if path.is_dir() and what == "submission":

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 from sparsebert_cli.errors import SparseBertError
 
 MASK_FILE, META_FILE = "mask.safetensors", "mask.json"  # a mask artifact's tensor and metadata
+PLOT_FILE = "mask.png"  # and its heat map
 
 
 def physical_memory() -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from sparsebert_cli import runs
 from sparsebert_cli.config import schema_key
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import META_FILE
 from sparsebert_cli.progress import table_console
 from sparsebert_cli.tools import positive_int
 from sparsebert_cli.user_paths import user_path
@@ -216,11 +217,14 @@ def _figures(args: argparse.Namespace) -> None:
             )
             return
         if not written:
-            trace = runs.layout(run_dir).importance_trace.relative_to(run_dir)
+            run = runs.layout(run_dir)
+            trace, searched, trained = (
+                path.relative_to(run_dir)
+                for path in (run.importance_trace, run.artifacts / META_FILE, run.model / META_FILE)
+            )
             raise SparseBertError(
                 f"{run_dir} has neither an importance trace ({trace}) nor a mask artifact "
-                "(artifacts/mask.json or artifacts/model/mask.json); pass a completed search, "
-                "pretrain or finetune run."
+                f"({searched} or {trained}); pass a completed search, pretrain or finetune run."
             )
     for path in written:
         print(path)

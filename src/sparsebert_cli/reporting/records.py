@@ -20,6 +20,7 @@ from typing import Any
 
 from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import META_FILE
 from sparsebert_cli.user_paths import user_path
 
 RESULT_STAGES = ("pipeline", "finetune", "evaluate")
@@ -220,8 +221,8 @@ def _sparsity(run_dir: Path, metrics: dict, inputs: list[Path]) -> float | None:
     if isinstance(metrics.get("mask/sparsity"), int | float):
         return float(metrics["mask/sparsity"])
     for candidate in (run_dir, *inputs):
-        for relative in ("artifacts/mask.json", "artifacts/model/mask.json"):
-            found = _mask_json_sparsity(candidate / relative)
+        for folder in (runs.layout(candidate).artifacts, runs.layout(candidate).model):
+            found = _mask_json_sparsity(folder / META_FILE)
             if found is not None:
                 return found
     return None

@@ -34,8 +34,9 @@ READS: dict[str, tuple[str, ...]] = {
     "search": (*_TRAINING, "mask", "model", "data"),
     "pretrain": (*_TRAINING, "mask", "model", "data"),
     "finetune": (*_TRAINING, "mask", "model", "task", *_TOKENIZER),
+    # one process: it does not shard the evaluation, so more would only repeat it
     "evaluate": (
-        *_JOB,
+        *(key for key in _JOB if key != "trainer.nproc_per_node"),
         "model.from_run",
         "model.attention_backend",
         "model.block_size",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, atomic_write_text
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
@@ -69,7 +70,7 @@ def question_answering_outputs(model, task, batch_size: int, directory: Path) ->
     return {**{f"eval/{k}": v for k, v in result.metrics.items()}, **speed}
 
 
-def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool) -> dict:
+def labelled_outputs(model, task, batch_size: int, out: runs.Layout) -> dict:
     """Dev metrics, predictions/<split>.jsonl for every split and GLUE submission files (each
     split predicted once)."""
     from sparsebert_cli.data.metrics import write_submission
@@ -84,16 +85,11 @@ def labelled_outputs(model, task, batch_size: int, directory: Path, writer: bool
             {"idx": i, "prediction": p}
             for i, p in zip(task.splits[split]["idx"], preds, strict=True)
         ]
-        atomic_write_text(directory / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        if split in TEST_SPLITS and writer:
-            write_submission(
-                task.name,
-                preds,
-                task.splits[split]["idx"],
-                task.label_names,
-                directory / "submission",
-                split=split,
-            )
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        atomic_write_text(out.predictions / f"{split}.jsonl", text)
+        if split in TEST_SPLITS:
+            idx = task.splits[split]["idx"]
+            write_submission(task.name, preds, idx, task.label_names, out.submission, split=split)
         metrics.update(speed)
     return metrics
 
@@ -125,15 +121,14 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     batch = cfg.trainer.eval_batch_size
 
-    predictions = run.dir / "predictions"
+    out = runs.layout(run.dir)
     if task.kind == "question_answering":
-        metrics = question_answering_outputs(model, task, batch, predictions)
+        metrics = question_answering_outputs(model, task, batch, out.predictions)
     else:
-        metrics = labelled_outputs(model, task, batch, predictions, run.writer)
+        metrics = labelled_outputs(model, task, batch, out)
     mask = model.sparse_mask.binarized()
     metrics["mask/sparsity"] = mask_sparsity(model)
     if mask is not None:
-        atomic_write_text(
-            run.dir / "mask_stats.json", json.dumps({"per_head": sparsity_per_head(mask)}, indent=2)
-        )
+        stats = json.dumps({"per_head": sparsity_per_head(mask)}, indent=2)
+        atomic_write_text(out.mask_stats, stats)
     return metrics
