@@ -85,7 +85,7 @@ def test_mlm_columns_appear_when_results_descend_from_pretrainings(tmp_path, cap
     row = next(csv.DictReader(io.StringIO(to_csv(table))))
     assert (row["mlm_loss mean"], row["mlm_loss std"]) == ("6.2500", "0.3536")
     assert (row["mlm_accuracy mean"], row["gate passed"], row["gate measured"]) == (
-        "0.2500",
+        "25.0000",
         "1",
         "2",
     )

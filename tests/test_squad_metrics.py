@@ -83,3 +83,13 @@ def test_questions_with_equal_null_odds_are_answered_together():
     odds = {"a": 0.0, "b": 0.0}
     threshold = best_null_threshold(odds, {"a": "ten", "b": "x"}, {"a": ["ten"], "b": []})
     assert threshold == -1.0
+
+
+def test_v2_drops_gold_answers_that_normalise_to_nothing_as_the_official_script():
+    """A gold "The" normalises to "": it matched an empty prediction (exact 1.0); the v2.0 script
+    drops it, so the question scores against its real answer only. v1.1's script keeps it."""
+    golds = {"q": ["The", "cat"]}
+    assert squad_metrics({"q": ""}, golds, v2=True)["exact"] == 0.0
+    assert squad_metrics({"q": "the cat"}, golds, v2=True)["exact"] == 1.0
+    assert squad_metrics({"q": ""}, golds)["exact"] == 1.0
+    assert squad_metrics({"q": ""}, {"q": ["The"]}, v2=True)["exact"] == 1.0  # only "" is left

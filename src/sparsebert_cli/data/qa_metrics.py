@@ -39,8 +39,11 @@ def f1_score(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def best_over_golds(metric, prediction: str, golds: list[str]) -> float:
-    """The score against the closest gold answer ("" stands for no answer)."""
+def best_over_golds(metric, prediction: str, golds: list[str], v2: bool = False) -> float:
+    """The score against the closest gold answer ("" stands for no answer). With `v2`, as the
+    official v2.0 script (not v1.1's), golds that normalise to nothing ("The") are dropped first."""
+    if v2:
+        golds = [gold for gold in golds if normalize_answer(gold)]
     return max(metric(prediction, gold) for gold in golds or [""])
 
 
@@ -54,9 +57,9 @@ def squad_metrics(
     for question, gold in golds.items():
         found = question in predictions
         exact[question] = (
-            best_over_golds(exact_match, predictions[question], gold) if found else 0.0
+            best_over_golds(exact_match, predictions[question], gold, v2) if found else 0.0
         )
-        f1[question] = best_over_golds(f1_score, predictions[question], gold) if found else 0.0
+        f1[question] = best_over_golds(f1_score, predictions[question], gold, v2) if found else 0.0
     metrics = {"exact": _mean(exact.values()), "f1": _mean(f1.values())}
     if v2:
         has_answer = [q for q, g in golds.items() if g]
@@ -83,12 +86,12 @@ def best_null_threshold(
     `span_texts` holds each question's best non-null answer.
     """
     order = sorted(null_odds, key=null_odds.get)
-    total = best = sum(best_over_golds(f1_score, "", golds[q]) for q in order)
+    total = best = sum(best_over_golds(f1_score, "", golds[q], v2=True) for q in order)
     threshold = null_odds[order[0]] - 1.0 if order else 0.0
     for position, question in enumerate(order):
         gold = golds[question]
-        total += best_over_golds(f1_score, span_texts[question], gold)
-        total -= best_over_golds(f1_score, "", gold)
+        total += best_over_golds(f1_score, span_texts[question], gold, v2=True)
+        total -= best_over_golds(f1_score, "", gold, v2=True)
         tied_with_next = (
             position + 1 < len(order) and null_odds[order[position + 1]] == null_odds[question]
         )

@@ -184,7 +184,8 @@ def to_csv(table: Table) -> str:
         line = [row.label, *(row.key.get(k, "") for k in table.row_keys), _csv(row.sparsity)]
         if mlm:
             line += [_csv(row.mlm_loss.mean), _csv(row.mlm_loss.std)]
-            line += [_csv(row.mlm_accuracy.mean), _csv(row.mlm_accuracy.std), *row.gate]
+            accuracy = row.mlm_accuracy  # ×100 like the table and the task columns beside it
+            line += [_csv(_percent(accuracy.mean)), _csv(_percent(accuracy.std)), *row.gate]
             line.append(row.pretraining.status if row.pretraining else "")
         if _has_delta(table):
             line += [_csv(row.mlm_delta.mean), _csv(row.mlm_delta.std)]
@@ -194,6 +195,10 @@ def to_csv(table: Table) -> str:
             line += [cell.completed, cell.status]
         writer.writerow([*line, _csv(row.average)])
     return out.getvalue()
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
 
 
 def _csv(value: float | None) -> str:
