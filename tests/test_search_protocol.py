@@ -9,6 +9,7 @@ from conftest import ROOT, sparsebert, tiny_model
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.source import MaskSource
 from sparsebert_cli.modeling import build_pretraining_model
@@ -306,3 +307,16 @@ def test_protocol_settings_that_cannot_work_are_refused(workdir, args, fragment)
     proc = sparsebert("validate", *args, cwd=workdir, check=False)
     assert proc.returncode == 1
     assert fragment in proc.stderr + proc.stdout
+
+
+def test_a_head_warmup_as_long_as_the_search_is_refused():
+    """α stood still for every step and the search handed on the mask of its init (at init 0,
+    binarised 1[α > 0]: nothing kept), with only a warning at the end."""
+    from conftest import compose_cfg
+
+    from sparsebert_cli.validation import validate_config
+
+    warm = ("model=minilm", "mask=dam", "mask.encoder_lr=0", "trainer.max_steps=10")
+    with pytest.raises(SparseBertError, match=r"mask.head_warmup=10 holds α still .* runs 10"):
+        validate_config(compose_cfg("search", *warm, "mask.head_warmup=10"))
+    validate_config(compose_cfg("search", *warm, "mask.head_warmup=9"))

@@ -29,6 +29,7 @@ from sparsebert_cli.masks.config import (
     SEARCH_OBJECTIVES,
     SEARCHED_MASKS,
     check_dam_config,
+    head_warmup_problem,
 )
 from sparsebert_cli.stages import INHERITED, READS, per_step_overrides, reads
 from sparsebert_cli.stages.inputs import (
@@ -280,6 +281,9 @@ def validate_config(cfg: DictConfig) -> None:
         "mask.objective=distill trains no head (it keeps the dense model's hidden states), so "
         "the warm-up steps would train nothing; drop mask.head_warmup.",
     )
+    if reads(stage, "mask.head_warmup") and trainer.epochs == 0:  # by epochs: the loop checks
+        problem = head_warmup_problem(mask.head_warmup, trainer.max_steps)
+        require(problem is None, str(problem))
     require(
         mask.objective != "distill" or warm_started,
         "mask.objective=distill keeps the hidden states of the dense model the search starts "

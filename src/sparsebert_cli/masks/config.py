@@ -135,3 +135,15 @@ def mask_identity(mask: dict) -> dict:
     if name == ATTENTION_TOPK:
         return {k: mask.get(k) for k in ("name", "target_sparsity", "share_layers")}
     return mask
+
+
+def head_warmup_problem(head_warmup: int, total: int) -> str | None:
+    """Why `head_warmup` warm-up steps leave a run of `total` steps nothing to learn α in."""
+    if head_warmup < total:
+        return None
+    return (
+        f"mask.head_warmup={head_warmup} holds α still for the first {head_warmup} steps, but the "
+        f"search runs {total}: the mask would never be learned (α stays at mask.init and the "
+        "handed-on mask is what its init gives). Lower mask.head_warmup below the step count, "
+        "or train longer."
+    )
