@@ -439,3 +439,18 @@ def test_evaluate_runs_in_one_process():
         check_overrides("evaluate", ["trainer.nproc_per_node=2"])
     cfg = compose_cfg("pipeline", "experiment=base")
     assert cfg.trainer.nproc_per_node == 8 and not cfg.pipeline.evaluate
+
+
+def test_a_glue_folder_enters_the_hash_by_the_tasks_own_files(tmp_path):
+    """The whole task.glue_dir was fingerprinted: downloading RTE changed the hash of an MRPC
+    fine-tune, so its interrupted run was refused as another config."""
+    glue = tmp_path / "glue"
+    (glue / "MRPC").mkdir(parents=True)
+    (glue / "MRPC" / "train.tsv").write_text("a\n")
+    cfg = OmegaConf.to_container(compose_cfg("finetune", "task=mrpc", f"task.glue_dir={glue}"))
+    before = hashed_config(cfg)
+    (glue / "RTE").mkdir()
+    (glue / "RTE" / "train.tsv").write_text("b\n")
+    assert hashed_config(cfg) == before
+    (glue / "MRPC" / "dev.tsv").write_text("c\n")
+    assert hashed_config(cfg) != before

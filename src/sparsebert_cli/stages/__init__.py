@@ -143,5 +143,11 @@ def _input_files(resolved: dict) -> list[str]:
     for key in ("glue_dir", "data_dir"):
         folder = task[key]
         if reads(stage, f"task.{key}") and folder and user_path(folder).is_dir():
-            files += [str(p) for p in user_path(folder).rglob("*") if p.is_file()]
+            root = user_path(folder)
+            if key == "glue_dir":  # only the task's own folder: another task's files are not read
+                from sparsebert_cli.data.glue import GLUE_TASKS
+
+                layout = GLUE_TASKS.get(task.get("name"))
+                root = root / layout.folder if layout else root
+            files += [str(p) for p in root.rglob("*") if p.is_file()]
     return files
