@@ -679,3 +679,64 @@ def test_a_row_whose_columns_used_different_masks_shows_no_sparsity_or_average(s
     assert "add the differing key to --rows" in warning
     split = build_table([sweep], rows=["mask.name", "mask.window"])
     assert not split.warnings and [r.sparsity for r in split.rows] == [93.0, 87.16]
+
+
+def test_fine_tunes_of_models_with_different_masks_share_no_sparsity_or_average(tmp_path):
+    """mask=checkpoint runs all read {name: checkpoint}: fine-tunes of a window=8 and a window=4
+    pre-training formed one `window (checkpoint)` row with the mean of their sparsities and an
+    Average across them, and no warning."""
+    runs_dir = tmp_path / "runs"
+    sweep = runs_dir / "finetune" / "multirun" / "s"
+    for window, task, sparsity in ((8, "mrpc", 87.0), (4, "rte", 93.0)):
+        pre = make_job(runs_dir / "pretrain" / f"w{window}", mask="window", stage="pretrain",
+                       metrics={"eval/mlm_loss": 5.0}, extra={"mask": {"window": window}})  # fmt: skip
+        for seed in (0, 1):
+            make_job(sweep / f"{task}{seed}", mask="checkpoint", task=task, seed=seed,
+                     stage="finetune", metrics={**mrpc(0.8, 0.9), "mask/sparsity": sparsity},
+                     extra={"model": {"from_run": str(pre.resolve())}},
+                     inputs={"model": {"run_dir": str(pre.resolve())}})  # fmt: skip
+    table = build_table([sweep])
+    (row,) = table.rows
+    assert row.label == "window (checkpoint)"
+    assert (row.sparsity, row.average) == (None, None)
+    assert any("mask.window: 8 | 4" in w for w in table.warnings), table.warnings
+
+
+def test_mlm_loss_minus_dense_pairs_the_same_config_and_every_replicate(tmp_path):
+    """Pairs were made by seed alone: a no_diag pre-training at n = 64 and 300 steps was
+    subtracted from a dense one at n = 128 and 800 steps; and two DAM pre-trainings with seed 0
+    (from searches with seeds 0 and 1) kept one delta of the two."""
+    sweep = tmp_path / "runs" / "pretrain" / "multirun" / "s"
+
+    def pretrain(name: str, kind: str, loss: float, **extra) -> None:
+        make_job(sweep / name, mask=kind, stage="pretrain", metrics={"eval/mlm_loss": loss},
+                 extra={"trainer": {"max_steps": 800}, "data": {"seq_len": 128}, **extra})  # fmt: skip
+
+    pretrain("dense", "dense", 5.0)
+    pretrain("short", "no_diag", 5.5, trainer={"max_steps": 300}, data={"seq_len": 64})
+    for seed in (0, 1):
+        search = make_job(tmp_path / "runs" / "search" / f"s{seed}", mask="dam_s", seed=seed,
+                          stage="search")  # fmt: skip
+        pretrain(f"dam{seed}", "from_run", 5.1 + 0.2 * seed,
+                 mask={"name": "from_run", "from_run": str(search.resolve())})  # fmt: skip
+    table = build_table([sweep])
+    rows = {r.label: r for r in table.rows}
+    assert rows["no_diag"].mlm_delta.n == 0
+    assert any(w.startswith("no_diag: 1 pre-training(s) have no dense run") for w in table.warnings)
+    dam = next(r for label, r in rows.items() if label not in ("dense", "no_diag"))
+    assert (dam.mlm_delta.n, dam.mlm_delta.mean) == (2, pytest.approx(0.2))
+
+
+def test_a_row_with_a_partial_cell_has_no_average(sweep):
+    """The Average pooled a one-seed MRPC (its other seed failed) with a two-seed RTE, and moved
+    while the sweep ran."""
+    make_job(sweep / "m0", task="mrpc", seed=0, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "m1", task="mrpc", seed=1, status="failed", error="out of memory")
+    for seed in (0, 1):
+        make_job(sweep / f"r{seed}", task="rte", seed=seed, metrics={"eval/accuracy": 0.6})
+    table = build_table([sweep])
+    (row,) = table.rows
+    assert [c.status for c in row.cells] == ["partial", "ok"] and row.average is None
+    assert any(w.startswith("dense: no Average while MRPC lack runs") for w in table.warnings)
+    (sweep / "m1" / "manifest.json").unlink()  # the failed seed removed: the cells agree again
+    assert build_table([sweep]).rows[0].average == pytest.approx((80 + 90) / 4 + 60 / 2)

@@ -241,9 +241,19 @@ def _differences(configs: list[dict]) -> list[str]:
     return [f"{k}: {' | '.join(v)}" for k, v in zip(keys, shown, strict=True) if len(set(v)) > 1]
 
 
+def _mask_of(experiment: dict) -> dict:
+    """The mask an experiment ran with: its mask section, or for mask=checkpoint the mask of the
+    model it started from (its experiment stands in `model.from_run`)."""
+    mask = experiment.get("mask") or {}
+    upstream = (experiment.get("model") or {}).get("from_run")
+    if mask.get("name") == "checkpoint" and isinstance(upstream, dict):
+        return _mask_of(upstream)
+    return mask
+
+
 def _masks(records: list[RunRecord]) -> dict[str, dict]:
-    """The distinct mask identities (`RunRecord.experiment`'s mask section) of `records`, by hash."""
-    sections = ({"mask": r.experiment.get("mask") or {}} for r in records)
+    """The distinct masks (`_mask_of`) the `records` ran with, by hash."""
+    sections = ({"mask": _mask_of(r.experiment)} for r in records)
     return {config_hash(section): section for section in sections}
 
 
@@ -353,19 +363,28 @@ def _pretrainings(records: list[RunRecord]) -> list[dict[str, float]]:
     )
 
 
-def _losses_by_seed(records: list[RunRecord]) -> dict[Any, float]:
-    return {
-        lookup(r, SEED_KEY): r.pretrain[1]["loss"]
+def _pairing(record: RunRecord) -> tuple[str, Any]:
+    """What a pre-training is paired with the dense one by: its experiment outside the mask (the
+    same data, model and training) and its own seed."""
+    outside = {k: v for k, v in record.experiment.items() if k != "mask"}
+    return config_hash(outside), lookup(record, SEED_KEY)
+
+
+def _losses(records: list[RunRecord]) -> list[tuple[tuple[str, Any], float]]:
+    """(pairing, MLM loss) of the completed pre-trainings among `records`."""
+    return [
+        (_pairing(r), r.pretrain[1]["loss"])
         for r in records
         if r.status == "completed" and r.pretrain and "loss" in r.pretrain[1]
-    }
+    ]
 
 
-def _paired_delta(records: list[RunRecord], dense: dict[Any, float]) -> Stat:
-    """MLM loss minus the dense row's (`dense`: its losses by seed), paired by seed, over a row's
-    pre-training results."""
-    own = _losses_by_seed(records)
-    return _stat([loss - dense[seed] for seed, loss in own.items() if seed in dense])
+def _paired_delta(records: list[RunRecord], dense: dict[tuple, float]) -> tuple[Stat, int]:
+    """MLM loss minus the dense row's (`dense`: its losses by pairing) over a row's pre-training
+    results, each paired with the dense run of its config and seed; and how many found none."""
+    own = _losses(records)
+    deltas = [loss - dense[key] for key, loss in own if key in dense]
+    return _stat(deltas), len(own) - len(deltas)
 
 
 def _gate(pretrainings: list[dict[str, float]]) -> tuple[int, int]:
@@ -410,7 +429,7 @@ def build_table(
         columns.append(Column(key=dict(col_id), label=label, task=task, metrics=metrics))
 
     table_rows = []
-    dense_losses: dict[tuple, dict] = {}  # by the row keys outside the mask
+    dense_losses: dict[tuple, dict] = {}  # by the row keys outside the mask, then by pairing
     for row_id in sorted(grouped, key=row_order if rows is None else _sort_key):
         by_col = grouped[row_id]
         cells = [
@@ -426,6 +445,15 @@ def build_table(
         members = [r for cell in by_col.values() for r in cell] + pretrain_rows.get(row_id, [])
         key = dict(row_id)
         label = row_label(key, rows is None)
+        partial = [
+            col.label for col, cell in zip(columns, cells, strict=True) if cell.status == "partial"
+        ]
+        if average is not None and partial:  # the columns' seed sets differ, and still move
+            average = None
+            warnings.append(
+                f"{label}: no Average while {', '.join(partial)} lack runs that failed or have "
+                "not finished (an Average over the rest would mix seed sets); rerun the sweep."
+            )
         warnings += [
             f"{label} × {column.label}: {cell.problem}"
             for column, cell in zip(columns, cells, strict=True)
@@ -447,14 +475,26 @@ def build_table(
             warnings.append(
                 f"{label}: its columns were run with different masks ("
                 f"{'; '.join(_differences(list(results.values()))[:5])}), so the row shows no "
-                "sparsity and no Average. Report one mask per row: add the differing key to --rows."
+                "sparsity, no Average and no MLM results. Report one mask per row: add the "
+                "differing key to --rows (for fine-tunes of a model's own mask, report their "
+                "pre-trainings one at a time)."
             )
+        mixed = mixed or len(results) > 1
         pretrainings = [] if mixed else _pretrainings(members)
         # the dense peer's MLM losses by seed: nothing to pair with when its runs are mixed
         context = _outside_mask(row_id)
         if context not in dense_losses:
             peers = _dense_peers(context, pretrain_rows)
-            dense_losses[context] = {} if _cell(peers, []).problem else _losses_by_seed(peers)
+            dense_losses[context] = {} if _cell(peers, []).problem else dict(_losses(peers))
+        delta, unpaired = _paired_delta(pretrain_rows.get(row_id, []), dense_losses[context])
+        if mixed:
+            delta, unpaired = _stat([]), 0
+        if unpaired and dense_losses[context]:
+            warnings.append(
+                f"{label}: {unpaired} pre-training(s) have no dense run of the same config outside "
+                "the mask and the same seed, so they have no 'MLM loss − dense'; pre-train the "
+                "dense model with the same data, model and training settings and seeds."
+            )
         table_rows.append(
             Row(
                 key=key,
@@ -463,9 +503,7 @@ def build_table(
                 mlm_loss=_stat([p["loss"] for p in pretrainings if "loss" in p]),
                 mlm_accuracy=_stat([p["accuracy"] for p in pretrainings if "accuracy" in p]),
                 gate=_gate(pretrainings),
-                mlm_delta=_stat([])
-                if mixed
-                else _paired_delta(pretrain_rows.get(row_id, []), dense_losses[context]),
+                mlm_delta=delta,
                 cells=cells,
                 average=average,
                 pretraining=pretraining,
