@@ -333,6 +333,7 @@ def test_glue_mrpc_from_the_download_layout_gives_metrics_and_a_submission(tmp_p
     for key in ("eval/f1", "eval/accuracy"):
         assert 0.0 <= found[key] <= 1.0, key
     assert found["mask/sparsity"] == pytest.approx(100 / 64)  # no_diag at n=64: 1/64 removed
+    assert found["mask/seq_len"] == 64
     lines = (run_dir / "predictions" / "submission" / "MRPC.tsv").read_text().splitlines()
     assert lines[0] == "index\tprediction"
     rows = [line.split("\t") for line in lines[1:]]

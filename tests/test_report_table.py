@@ -740,3 +740,21 @@ def test_a_row_with_a_partial_cell_has_no_average(sweep):
     assert any(w.startswith("dense: no Average while MRPC lack runs") for w in table.warnings)
     (sweep / "m1" / "manifest.json").unlink()  # the failed seed removed: the cells agree again
     assert build_table([sweep]).rows[0].average == pytest.approx((80 + 90) / 4 + 60 / 2)
+
+
+def test_a_rows_sparsity_is_of_one_sequence_length(sweep):
+    """A window row's sparsity was the mean of its GLUE runs' at n = 128 and its SQuAD runs' at
+    n = 384: no mask has that sparsity."""
+    for seed in (0, 1):
+        make_job(sweep / f"m{seed}", mask="window", seed=seed,
+                 metrics={**mrpc(0.8, 0.9, sparsity=85.0), "mask/seq_len": 128})  # fmt: skip
+    make_job(sweep / "q0", mask="window", task="squad",
+             metrics={"eval/exact": 0.5, "eval/f1": 0.6, "mask/sparsity": 95.0,
+                      "mask/seq_len": 384})  # fmt: skip
+    table = build_table([sweep])
+    (row,) = table.rows
+    assert row.sparsity == pytest.approx(85.0)
+    assert (
+        "window: sparsity shown at n = 128, where most of its runs measured it; 95.0 % at "
+        "n = 384 (1 run(s))" in table.warnings
+    )

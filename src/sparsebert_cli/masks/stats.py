@@ -16,6 +16,14 @@ def sparsity(mask: torch.Tensor) -> float:
     return 100.0 * (1.0 - mask.float().mean().item())
 
 
+def sparsity_metrics(mask: torch.Tensor | None) -> dict[str, float]:
+    """`mask/sparsity` of a run's mask (0 for dense: no mask) and the n it was measured at
+    (`mask/seq_len`; a pattern's sparsity changes with n)."""
+    if mask is None:
+        return {"mask/sparsity": 0.0}
+    return {"mask/sparsity": sparsity(mask), "mask/seq_len": mask.shape[-1]}
+
+
 def sparsity_per_layer(mask: torch.Tensor) -> list[float]:
     """Sparsity of each layer of M [L, H, n, n], in percent."""
     return [sparsity(layer) for layer in mask]

@@ -55,7 +55,8 @@ class RunRecord:
     overrides: dict[str, str]
     metrics: dict[str, float]
     error: str | None
-    sparsity: float | None
+    # the mask's sparsity (%) and the n it was measured at (None: dense, or a run older than it)
+    sparsity: tuple[float, int | None] | None
     # the upstream pre-training run (the run itself for a pretrain result) and its
     # PRETRAIN_METRICS (by their short names)
     pretrain: tuple[str, dict[str, float]] | None = None
@@ -187,16 +188,21 @@ def runs_root(run_dir: Path, stage: str) -> Path:
     return run_dir
 
 
-def _mask_json_sparsity(path: Path) -> float | None:
+def _whole(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and float(value).is_integer() else None
+
+
+def _mask_json_sparsity(path: Path) -> tuple[float, int | None] | None:
     if not path.is_file():
         return None
     try:
-        value = runs.read_json(path).get("sparsity")
+        meta = runs.read_json(path)
     except SparseBertError:
         return None
+    value = meta.get("sparsity")
     if isinstance(value, dict):
         value = value.get("overall")
-    return float(value) if isinstance(value, int | float) else None
+    return (float(value), _whole(meta.get("n"))) if isinstance(value, int | float) else None
 
 
 def _input_dirs(
@@ -216,10 +222,11 @@ def _input_dirs(
     return found
 
 
-def _sparsity(run_dir: Path, metrics: dict, inputs: list[Path]) -> float | None:
-    """`mask/sparsity` from metrics.json, else the mask.json of the run or of its inputs."""
+def _sparsity(run_dir: Path, metrics: dict, inputs: list[Path]) -> tuple[float, int | None] | None:
+    """(`mask/sparsity`, `mask/seq_len`) from metrics.json, else from the mask.json of the run or
+    of its inputs."""
     if isinstance(metrics.get("mask/sparsity"), int | float):
-        return float(metrics["mask/sparsity"])
+        return float(metrics["mask/sparsity"]), _whole(metrics.get("mask/seq_len"))
     for candidate in (run_dir, *inputs):
         for folder in (runs.layout(candidate).artifacts, runs.layout(candidate).model):
             found = _mask_json_sparsity(folder / META_FILE)

@@ -363,6 +363,29 @@ def _pretrainings(records: list[RunRecord]) -> list[dict[str, float]]:
     )
 
 
+def _sparsity_at_one_n(
+    measured: list[tuple[float, int | None]],
+) -> tuple[list[float], str | None]:
+    """The sparsities (%) of a row's runs measured at one n, and what the others measured: a
+    pattern's sparsity changes with n (GLUE at 128, SQuAD at 384). The n most runs used is shown,
+    the smallest of a tie; a run that did not record its n (older runs) counts only while no two
+    recorded n differ."""
+    by_n: dict[int, list[float]] = {}
+    for value, n in measured:
+        if n is not None:
+            by_n.setdefault(n, []).append(value)
+    if len(by_n) < 2:
+        return [value for value, _ in measured], None
+    shown = min(by_n, key=lambda n: (-len(by_n[n]), n))
+    others = "; ".join(
+        f"{statistics.fmean(values):.1f} % at n = {n} ({len(values)} run(s))"
+        for n, values in sorted(by_n.items())
+        if n != shown
+    )
+    note = f"sparsity shown at n = {shown}, where most of its runs measured it; {others}"
+    return by_n[shown], note
+
+
 def _pairing(record: RunRecord) -> tuple[str, Any]:
     """What a pre-training is paired with the dense one by: its experiment outside the mask (the
     same data, model and training) and its own seed."""
@@ -466,7 +489,9 @@ def build_table(
             warnings.append(f"{label} × MLM loss: {own}")
         mixed = own or any(cell.problem for cell in cells)
         # a mean over runs of different masks is no mask's sparsity: shown for one mask only
-        found = [r.sparsity for r in members if r.sparsity is not None]
+        found, other_n = _sparsity_at_one_n([r.sparsity for r in members if r.sparsity])
+        if other_n:
+            warnings.append(f"{label}: {other_n}")
         results = _masks([r for cell in by_col.values() for r in cell if r.status == "completed"])
         if len(results) > 1 or (mixed and len(_masks(members)) > 1):
             found = []

@@ -127,7 +127,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     else:
         metrics = labelled_outputs(model, task, batch, out)
     mask = model.sparse_mask.binarized()
-    metrics["mask/sparsity"] = mask_sparsity(model)
+    metrics |= mask_sparsity(model)
     if mask is not None:
         stats = json.dumps({"per_head": sparsity_per_head(mask)}, indent=2)
         atomic_write_text(out.mask_stats, stats)

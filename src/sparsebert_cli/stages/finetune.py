@@ -122,7 +122,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     hooks = Hooks(
         evaluate=evaluate,
         select="eval/headline",
-        final=lambda: {"mask/sparsity": mask_sparsity(model)},
+        final=lambda: mask_sparsity(model),
     )
     rates = NO_EXTRA_RATES
     if source.dam is not None:

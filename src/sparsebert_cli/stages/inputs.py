@@ -112,9 +112,8 @@ def pretraining_data(cfg: DictConfig, tokenizer):
     return splits, collate_pretraining
 
 
-def mask_sparsity(model) -> float:
-    """Percent of attention entries the model's mask removes (0 for dense)."""
-    from sparsebert_cli.masks.stats import sparsity
+def mask_sparsity(model) -> dict[str, float]:
+    """The model's mask's `sparsity_metrics`: percent of attention entries it removes, its n."""
+    from sparsebert_cli.masks.stats import sparsity_metrics
 
-    mask = model.sparse_mask.binarized()
-    return 0.0 if mask is None else sparsity(mask)
+    return sparsity_metrics(model.sparse_mask.binarized())

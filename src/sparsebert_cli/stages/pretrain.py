@@ -34,7 +34,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
 
     evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
-    hooks = Hooks(evaluate=evaluate, final=lambda: {"mask/sparsity": mask_sparsity(model)})
+    hooks = Hooks(evaluate=evaluate, final=lambda: mask_sparsity(model))
     metrics = train(model, splits["train"], collate, cfg, run, hooks)
     if run.writer:
         evaluate.write_profile(run.artifacts)

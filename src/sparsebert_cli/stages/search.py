@@ -31,7 +31,7 @@ from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.config import ATTENTION_TOPK
 from sparsebert_cli.masks.empty_rows import searched_mask_warning
-from sparsebert_cli.masks.stats import sparsity
+from sparsebert_cli.masks.stats import sparsity_metrics
 from sparsebert_cli.masks.trace import stacked_snapshots, write_snapshot
 from sparsebert_cli.runs import Run, atomic_write, layout
 from sparsebert_cli.stages.inputs import (
@@ -94,7 +94,7 @@ def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
         meta = {"kind": ATTENTION_TOPK, "params": params, "source_run": str(run.dir)}
         meta["target_sparsity"] = 100.0 * cfg.mask.target_sparsity
         save_mask(run.artifacts, mask, meta)
-    return {"mask/sparsity": sparsity(mask)}
+    return sparsity_metrics(mask)
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
@@ -137,7 +137,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         source.dam_active = step >= warmup  # the head warm-up runs on the dense model
 
     def final() -> dict[str, float]:  # the handed-on mask's, over its n × n entries
-        return {"mask/sparsity": sparsity(dam.binarize().cpu())}
+        return sparsity_metrics(dam.binarize().cpu())
 
     hooks = add_dam_hooks(
         Hooks(after_step=after_step, evaluate=evaluate, final=final), cfg.mask, dam, total, warmup
