@@ -199,3 +199,18 @@ def test_a_runs_folder_hydra_could_not_make_is_refused_before_it_tries(workdir):
     proc = sparsebert("pretrain", f"paths.runs_dir={workdir}/afile/runs", cwd=workdir, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "is a file, not a folder" in proc.stderr
+
+
+def test_git_sha_is_this_checkouts_and_never_another_repositorys(tmp_path):
+    """Installed (a wheel) into a venv inside the user's own git repository, the package recorded
+    that repository's HEAD as its own commit."""
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert runs.git_sha() == head.stdout.strip()
+    installed = tmp_path / "venv" / "lib" / "site-packages" / "sparsebert_cli"
+    installed.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=u", "-c", "user.email=u@x",
+                    "commit", "-q", "--allow-empty", "-m", "theirs"], check=True)  # fmt: skip
+    assert runs.git_sha(installed) is None

@@ -153,18 +153,27 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _git_sha() -> str | None:
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def git_sha(package: Path = PACKAGE_DIR) -> str | None:
+    """The commit of the checkout this package runs from, or None: an installed wheel inside
+    another git repository (a user's project with its venv) must not record that repo's HEAD."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
+            ["git", "rev-parse", "--show-toplevel", "HEAD"],
+            cwd=package,
             capture_output=True,
             text=True,
             timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2:
+        return None
+    top, sha = lines
+    return sha if Path(top).resolve() / "src" / package.name == package else None
 
 
 # The manifest's fields and their JSON types (others are kept unchecked); None is always allowed.
@@ -513,7 +522,7 @@ class Run:
             "inputs": {},
             "outputs": {},
             "versions": _versions(),
-            "git_sha": _git_sha(),
+            "git_sha": git_sha(),
             "host": platform.node(),
             "started_at": time.time(),
             "attempts": ((previous or {}).get("attempts") or 0) + 1,
