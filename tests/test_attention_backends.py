@@ -171,6 +171,24 @@ def test_a_global_token_does_not_make_the_other_rows_dense():
     assert [len(g.rows) for g in layout.groups] == [1, 7]
 
 
+def test_scored_fraction_counts_the_entries_the_kernel_scores_not_its_tiles():
+    """The benchmark's ideal 1 / block density understates a kernel that scores fewer entries
+    (key pieces finer than a tile, or M's diagonals): the star mask above scores 1·16·128 +
+    7·16·40 of 128² entries in 8-key pieces, while 22 of its 64 tiles are active."""
+    n, size = 128, 16
+    i = torch.arange(n)
+    star = (i[:, None] - i[None, :]).abs() <= 1
+    star[0, :] = True
+    star[:, 0] = True
+    layout = block_layout(star[None], size)
+    assert layout.scored_fraction == pytest.approx((16 * 128 + 7 * 16 * 40) / n**2)
+    assert layout.scored_fraction < layout.block_density
+    logsparse = pattern_mask(MaskConfig(name="logsparse"), 512, 1)
+    diagonals = block_layout(logsparse, 32)
+    assert diagonals.diagonal is not None
+    assert diagonals.scored_fraction == pytest.approx(len(diagonals.diagonal.offsets) / 512)
+
+
 def test_rows_split_into_groups_only_where_the_padding_costs_more_than_a_group():
     """A group costs GROUP_COST scored entries; padding a row costs its missing slots' entries."""
     slot = 16 * 16

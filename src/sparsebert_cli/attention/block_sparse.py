@@ -131,6 +131,14 @@ class BlockLayout:
         """Fraction of the H·QB·QB tiles that are active (the cost relative to dense)."""
         return self.active_blocks / (self.heads * self.query_blocks**2)
 
+    @property
+    def scored_fraction(self) -> float:
+        """Fraction of the H·n² entries the kernel scores: the gathered pieces' (finer than the
+        tiles for a band) or M's diagonals'; below `block_density` when it takes either path."""
+        if self.diagonal is not None:
+            return len(self.diagonal.offsets) / self.n
+        return sum(g.allowed.numel() for g in self.groups) / (self.heads * self.n**2)
+
 
 def _group_counts(counts: list[int], slot: int) -> tuple[list[list[int]], int]:
     """Distinct active-piece counts (> 0) → groups of neighbouring counts, each padded to its
