@@ -281,7 +281,7 @@ def validate_config(cfg: DictConfig) -> None:
         "mask.objective=distill trains no head (it keeps the dense model's hidden states), so "
         "the warm-up steps would train nothing; drop mask.head_warmup.",
     )
-    if reads(stage, "mask.head_warmup") and trainer.epochs == 0:  # by epochs: the loop checks
+    if stage in ("search", "pipeline") and trainer.epochs == 0:  # by epochs: the loop checks
         problem = head_warmup_problem(mask.head_warmup, trainer.max_steps)
         require(problem is None, str(problem))
     require(

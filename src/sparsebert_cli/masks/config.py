@@ -139,7 +139,7 @@ def mask_identity(mask: dict) -> dict:
 
 def head_warmup_problem(head_warmup: int, total: int) -> str | None:
     """Why `head_warmup` warm-up steps leave a run of `total` steps nothing to learn α in."""
-    if head_warmup < total:
+    if head_warmup == 0 or head_warmup < total:
         return None
     return (
         f"mask.head_warmup={head_warmup} holds α still for the first {head_warmup} steps, but the "
