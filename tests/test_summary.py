@@ -21,6 +21,18 @@ def test_a_single_run_is_rerun_with_its_run_id(tmp_path):
     )
 
 
+def test_the_resume_command_resumes_a_run_started_with_resume_never(tmp_path):
+    """It kept resume=never, so following it removed the checkpoints it was to resume from."""
+    run_dir = tmp_path / "runs" / "pretrain" / "killed"
+    for sweep in ("", "multirun/s/"):
+        folder = tmp_path / "runs" / "pretrain" / f"{sweep}killed"
+        command = rerun_command(
+            "sparsebert pretrain mask=window resume=never run_id=killed", folder
+        )
+        assert "resume=" not in command and "mask=window" in command
+    assert rerun_command("sparsebert pretrain resume=never", run_dir).endswith("run_id=killed")
+
+
 def test_a_given_run_id_is_kept_as_it_was_typed(tmp_path):
     run_dir = tmp_path / "runs" / "search" / "mine"
     assert rerun_command("sparsebert search run_id=mine 'mask.lam=1e-3'", run_dir) == (

@@ -130,7 +130,7 @@ def build_mask_source(
     if source is None:
         raise SparseBertError(
             "mask=checkpoint means the mask stored with the model, but no model is loaded; set "
-            "model.from=<a pretrain or finetune run> (or model=hf / model=minilm, dense), or name "
+            "model.from=<a pretrain run> (or model=hf / model=minilm, dense), or name "
             "a mask (e.g. mask=dense)."
         )
     return MaskSource.from_checkpoint(source, heads, layers, recorded_mask(source))

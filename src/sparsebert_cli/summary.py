@@ -53,7 +53,9 @@ def rerun_command(command: str, run_dir: Path, upstream: dict[str, str] | None =
     args = shlex.split(command)
     if len(args) < 2:
         return command
-    head, overrides = args[:2], [a for a in args[2:] if a not in ("-m", "--multirun")]
+    # resume=never/restart on the rerun would discard the checkpoints it is meant to resume from
+    kept = [a for a in args[2:] if a not in ("-m", "--multirun") and override_key(a) != "resume"]
+    head, overrides = args[:2], kept
     sweep = runs.sweep_of(run_dir)
     if sweep is not None:
         overrides = [o for o in overrides if not o.startswith("sweep_name=")]

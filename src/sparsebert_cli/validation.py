@@ -292,7 +292,7 @@ def validate_config(cfg: DictConfig) -> None:
     require(
         mask.name != "checkpoint" or bool(model.from_run or model.name_or_path),
         "mask=checkpoint means the mask stored with the model, but no model is loaded; set "
-        "model.from=<a pretrain or finetune run> (or model=minilm / model=hf "
+        "model.from=<a pretrain run> (or model=minilm / model=hf "
         "model.name_or_path=<name>), or name a mask (e.g. mask=dense).",
     )
     require(

@@ -41,6 +41,6 @@ def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: i
     if cfg.name == "checkpoint":
         raise SparseBertError(
             "mask=checkpoint means the mask stored with the model checkpoint; use it with "
-            "model.from=<a pretrain or finetune run>, or name a mask (e.g. mask=dense)."
+            "model.from=<a pretrain run>, or name a mask (e.g. mask=dense)."
         )
     raise unknown_mask_error(cfg.name, [*PATTERNS, *SEARCHED_MASKS, "from_run", "checkpoint"])
