@@ -454,3 +454,13 @@ def test_a_glue_folder_enters_the_hash_by_the_tasks_own_files(tmp_path):
     assert hashed_config(cfg) == before
     (glue / "MRPC" / "dev.tsv").write_text("c\n")
     assert hashed_config(cfg) != before
+
+
+def test_a_steps_own_overrides_take_the_command_lines_spelling_of_from():
+    """`model.from` is what every message and help text says, but inside pipeline.<step>=[...]
+    it was refused as 'not a setting of sparsebert'."""
+    from sparsebert_cli.validation import validate_config
+
+    validate_config(
+        compose_cfg("pipeline", "mask=window", "pipeline.pretrain=['model.from=runs/x']")
+    )

@@ -5,6 +5,7 @@ the exit status 1 when some listed mask misses a universal-approximation conditi
 at --layers."""
 
 import argparse
+import difflib
 import json
 import sys
 import time
@@ -166,7 +167,9 @@ def validate_main(argv: list[str]) -> int:
         )
         return 0
     if not argv or argv[0] not in STAGES:
-        print(usage, file=sys.stderr)
+        close = difflib.get_close_matches(argv[0], STAGES, n=1) if argv else []
+        hint = f"sparsebert validate: unknown stage '{argv[0]}'; did you mean '{close[0]}'?\n"
+        print(f"{hint if close else ''}{usage}", file=sys.stderr)
         return 2
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException

@@ -227,7 +227,7 @@ def validate_config(cfg: DictConfig) -> None:
     check_ranges(cfg, stage)
     if stage == "pipeline":  # refused up front, not when the pipeline reaches that step
         for step, overrides in per_step_overrides(cfg).items():
-            check_overrides(step, overrides)
+            check_overrides(step, schema.rewrite_aliases(overrides))
             if step == "finetune":
                 check_no_sizes(overrides, "the pipeline's pretrain step")
     if stage == "evaluate":
@@ -346,6 +346,11 @@ def validate_config(cfg: DictConfig) -> None:
         trainer.max_steps >= 1 or trainer.epochs >= 1,
         "set trainer.max_steps ≥ 1 or trainer.epochs ≥ 1.",
     )
+    require(
+        len(trainer.betas) == 2,
+        f"trainer.betas={list(trainer.betas)} must be two numbers (Adam's β1 and β2); write "
+        "e.g. trainer.betas=[0.9,0.999].",
+    )
     per_step = trainer.grad_accum * trainer.nproc_per_node
     require(
         trainer.batch_size % per_step == 0,
@@ -367,7 +372,7 @@ def _check_task_scoring(task: DictConfig) -> None:
     )
     require(
         "f1" not in metrics or task.num_labels == 2,
-        f"task.num_labels={task.num_labels}, but task '{task.name}' is scored with binary F1 "
+        f"task.num_labels={task.num_labels}, but task '{task.name}' computes binary F1 "
         "(class 1 positive); data with other than 2 labels go in under a task scored by "
         "accuracy alone (e.g. task=mnli for 3 labels, or task=sst2) with task.num_labels and "
         "task.label_names set.",
@@ -651,6 +656,11 @@ def _parse_override(parser, arg: str):
         ) from None
 
 
+def _options(group: str) -> list[str]:
+    """The options of a config group: its files in conf/<group>/."""
+    return sorted(p.stem for p in (schema.conf_dir() / group).glob("*.yaml"))
+
+
 def check_override_values(args: list[str]) -> list[str]:
     """Refuse a group option with no file in conf/ (`mask=dam_x`) and a number or flag setting
     given a value of another type (`mask.lam=abc`), with the choices or the type, before Hydra
@@ -679,6 +689,11 @@ def check_override_values(args: list[str]) -> list[str]:
                 "identity and of its folder name), so the sweep's jobs would all be one job in "
                 f"one folder. Run one sweep per value, each with its own sweep_name=."
             )
+        if key in groups and override.value() is None and not override.is_delete():
+            raise SparseBertError(
+                f"{arg}: every stage needs a {key}; choose one of {', '.join(_options(key))} "
+                f"(conf/{key}/), or leave {key} out for the stage's default."
+            )
         if values is None:
             continue
         if key.startswith("pipeline."):  # one step's overrides: checked as that step gets them
@@ -690,7 +705,7 @@ def check_override_values(args: list[str]) -> list[str]:
                         raise SparseBertError(f"{arg}: {e}") from None
             continue
         if key in groups:
-            options = sorted(p.stem for p in (schema.conf_dir() / key).glob("*.yaml"))
+            options = _options(key)
             for value in values:
                 if str(value) not in options:
                     close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)

@@ -85,7 +85,10 @@ VALIDATION = [
     ("search", ["mask=dam", "model.attention_backend=block_sparse"], "cannot learn a DAM mask"),
     # a task that could not be scored once trained: refused before training
     ("finetune", ["task=polarity", "task.name=mysent"], "Unknown task 'mysent'"),
-    ("finetune", ["task=polarity", "task.num_labels=3"], "scored with binary F1"),
+    ("finetune", ["task=polarity", "task.num_labels=3"], "computes binary F1"),
+    # found at the first optimiser step (a traceback), after validate said "config OK"
+    ("pretrain", ["trainer.betas=[0.9,0.999,0.5]"], "must be two numbers (Adam's β1 and β2)"),
+    ("pretrain", ["trainer.betas=[]"], "trainer.betas=[] must be two numbers"),
     ("pipeline", ["task=stsb", "task.kind=classification"], "task 'stsb' is scored as regression"),
 ]  # fmt: skip
 
@@ -682,6 +685,17 @@ CLI = {
     "negative lambda": (["search", "mask.lam=-1"], ["error: mask.lam=-1.0 must be ≥ 0"]),
     "too long": (["pretrain", "data.seq_len=1024"], ["error: data.seq_len=1024 is longer than"]),
     "validate tool": (["validate", "search", "mask.tau=0"], ["error: mask.tau=0.0 must be > 0"]),
+    "validate a mistyped stage": (["validate", "finetun"], ["did you mean 'finetune'?"]),
+    "a group set to null": (["validate", "pretrain", "mask=null"], ["every stage needs a mask"]),
+    # a traceback from `datasets` once the data were read
+    "folds with an empty dev split": (
+        ["finetune", "debug=smoke", "task.num_folds=200", "task.fold=150"],
+        ["task.num_folds=200 task.fold=150 leaves task=polarity no dev examples"],
+    ),
+    "no documents left to train on": (
+        ["pretrain", "debug=smoke", "data.eval_fraction=0.999"],
+        ["data.eval_fraction=0.999 holds out 40 of the 40 documents"],
+    ),
     # found when the job reaches them, after the data is loaded, unless checked up front
     "no cuda": (["validate", "pretrain", "trainer.device=cuda"], ["no CUDA device is visible"]),
     "flex training on cpu": (

@@ -17,6 +17,7 @@ not depend on `num_proc`. The result is cached under `cache_dir/pretraining/` ke
 the corpus, the tokenizer's full definition, the parameters and the seed.
 """
 
+import math
 import random
 from pathlib import Path
 
@@ -66,6 +67,13 @@ def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
         raise SparseBertError(
             f"The corpus data={data_cfg.name} has {len(corpus)} document(s); pre-training needs at "
             f"least 2 (one held out for evaluation). Add text{more}."
+        )
+    held_out = math.ceil(data_cfg.eval_fraction * len(corpus))
+    if held_out >= len(corpus):
+        raise SparseBertError(
+            f"data.eval_fraction={data_cfg.eval_fraction} holds out {held_out} of the "
+            f"{len(corpus)} documents of data={data_cfg.name}, leaving none to train on; lower "
+            "data.eval_fraction (or add text / raise data.max_documents)."
         )
     documents = corpus.train_test_split(test_size=data_cfg.eval_fraction, seed=seed)
     splits = {}

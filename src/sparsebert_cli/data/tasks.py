@@ -294,6 +294,16 @@ def fold_of(position: int, num_folds: int) -> int:
     return position % num_folds
 
 
+def _fold_rows(task_cfg, split: str, chosen: list[int], unit: str) -> list[int]:
+    """The rows of one split of an embedded task's folds, refused when there are none."""
+    if not chosen:
+        raise SparseBertError(
+            f"task.num_folds={task_cfg.num_folds} task.fold={task_cfg.fold} leaves task="
+            f"{task_cfg.name} no {split} examples (each fold needs {unit}); use fewer folds."
+        )
+    return chosen
+
+
 def polarity_splits(task_cfg, seed: int) -> dict:
     """Stratified folds: each label's sentences are shuffled (seeded) and dealt round-robin."""
     import datasets
@@ -309,6 +319,7 @@ def polarity_splits(task_cfg, seed: int) -> dict:
     splits = {}
     for name, in_dev in (("train", False), ("dev", True)):
         chosen = [i for i in range(len(sentences)) if (folds[i] == task_cfg.fold) == in_dev]
+        chosen = _fold_rows(task_cfg, name, chosen, "a sentence")
         splits[name] = datasets.Dataset.from_dict(
             {
                 "text_a": [sentences[i] for i in chosen],
@@ -334,6 +345,7 @@ def lee_sts_splits(task_cfg, seed: int) -> dict:
     splits = {}
     for name, in_dev in (("train", False), ("dev", True)):
         chosen = [n for n, (i, j) in enumerate(pairs) if in_fold[i] == in_fold[j] == in_dev]
+        chosen = _fold_rows(task_cfg, name, chosen, "two documents, to pair")
         splits[name] = datasets.Dataset.from_dict(
             {
                 "text_a": [documents[pairs[n][0]] for n in chosen],

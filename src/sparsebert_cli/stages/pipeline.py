@@ -102,10 +102,11 @@ def plan_step(step: str, common: list[str], cfg: DictConfig) -> Step:
     """Compose, check and place (content hash) one step. The step gets the common overrides it
     reads and all of its own (`pipeline.<step>=[...]`); a value it cannot run with is refused
     naming the step, before any step of the pipeline has run."""
-    from sparsebert_cli.config import expand_path_fields
+    from sparsebert_cli.config import expand_path_fields, rewrite_aliases
     from sparsebert_cli.validation import check_command, read_overrides, validate_config
 
-    own = list(cfg.pipeline[step])  # their keys were checked with the pipeline's config
+    # their keys were checked with the pipeline's config; model.from as on the command line
+    own = rewrite_aliases(list(cfg.pipeline[step]))
     overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
     expand_path_fields(step_cfg)
