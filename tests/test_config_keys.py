@@ -464,3 +464,11 @@ def test_a_steps_own_overrides_take_the_command_lines_spelling_of_from():
     validate_config(
         compose_cfg("pipeline", "mask=window", "pipeline.pretrain=['model.from=runs/x']")
     )
+
+
+def test_task_data_files_is_set_as_every_task_comment_writes_it():
+    """conf/task/*.yaml and the data errors say `task.data_files={train: ..., dev: ...}`, which
+    Hydra refused ("Key 'train' is not in struct"); only `+task.data_files=` worked."""
+    for given in ("task.data_files", "+task.data_files"):
+        cfg = compose_cfg("finetune", "task=sst2", f"{given}={{train: a.csv, dev: b.csv}}")
+        assert dict(cfg.task.data_files) == {"train": "a.csv", "dev": "b.csv"}

@@ -313,14 +313,21 @@ def schema_key(key: str) -> str:
     return _ALIASES.get(key, key)
 
 
+# Mappings set whole on the command line (`task.data_files={train: a.csv}`): Hydra merges a
+# mapping into the composed one, which refuses keys it does not have yet; `++` sets it.
+MAPPING_FIELDS = ("task.data_files",)
+
+
 def rewrite_aliases(args: list[str]) -> list[str]:
-    """`mask.from=` → `mask.from_run=` (and model.from), and a value starting with `~/` expanded
-    to the home folder, as a shell does for an assignment (Hydra's grammar refuses a bare `~`)."""
+    """`mask.from=` → `mask.from_run=` (and model.from); `task.data_files=` → `++task.data_files=`
+    (MAPPING_FIELDS); and a value starting with `~/` expanded to the home folder, as a shell does
+    for an assignment (Hydra's grammar refuses a bare `~`)."""
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep:
             key = schema_key(key)
+            key = f"++{key}" if key in MAPPING_FIELDS else key
             arg = f"{key}={value}"
         if sep and not key.startswith("-") and (value == "~" or value.startswith("~/")):
             arg = f"{key}={user_path(value)}"
