@@ -1,6 +1,7 @@
 """`build_table`: grouping, mean ± std over seeds, Average, failed and missing cells, sparsity."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -758,3 +759,31 @@ def test_a_rows_sparsity_is_of_one_sequence_length(sweep):
         "window: sparsity shown at n = 128, where most of its runs measured it; 95.0 % at "
         "n = 384 (1 run(s))" in table.warnings
     )
+
+
+def test_a_hand_run_fine_tune_pools_with_the_pipelines_of_the_same_model(tmp_path):
+    """Both start from one pretrain run; the hand run kept finetune's default
+    model.name_or_path=embedded:minilm (unread beside model.from), the pipeline step null, and
+    the cell read `mixed configs`."""
+    runs = tmp_path / "runs"
+    pretrained = _upstream(runs / "pretrain" / "p", {"seed": 0, "mask": {"name": "window"}})
+    for seed, name in enumerate(("embedded:minilm", None)):
+        make_job(runs / "finetune" / "s" / f"f{seed}", mask="checkpoint", stage="finetune",
+                 seed=seed, metrics=mrpc(0.8, 0.9),
+                 extra={"model": {"from_run": pretrained, "name_or_path": name}})  # fmt: skip
+    table = build_table([runs / "finetune" / "s"])
+    assert (table.rows[0].cells[0].status, table.rows[0].cells[0].completed) == ("ok", 2)
+
+
+def test_an_unfinished_run_of_another_config_is_not_counted_in_a_cell(sweep):
+    """A stopped 300-step run sat in the cell of completed 40-step runs as `1 interrupted`, with
+    no warning, and cost the row its Average: no rerun of the sweep completes it there."""
+    make_job(sweep / "done", metrics=mrpc(0.8, 0.9), extra={"trainer": {"max_steps": 40}})
+    make_job(sweep / "stopped", seed=1, status="interrupted", extra={"trainer": {"max_steps": 300}})
+    table = build_table([sweep])
+    cell = table.rows[0].cells[0]
+    assert cell.status == "mixed" and "trainer.max_steps: 40 | 300" in cell.problem
+    assert any("1 unfinished run(s) of another config" in w for w in table.warnings)
+    make_job(sweep / "again", seed=1, status="interrupted", extra={"trainer": {"max_steps": 40}})
+    shutil.rmtree(sweep / "stopped")
+    assert build_table([sweep]).rows[0].cells[0].status == "partial"  # the same config: counted

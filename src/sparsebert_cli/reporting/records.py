@@ -129,6 +129,11 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
             kept[group] = {k: v for k, v in section.items() if k != key}
             if (group, key) in upstream:
                 kept[group][key] = experiment_config(upstream[group, key], depth - 1)
+    model = kept.get("model")
+    if isinstance(model, dict) and (config.get("model") or {}).get("from_run"):
+        # weights from an upstream run: the model preset's checkpoint name is not read (a
+        # hand-run finetune keeps finetune's default embedded:minilm, a pipeline step null)
+        kept["model"] = {k: v for k, v in model.items() if k != "name_or_path"}
     mask = kept.get("mask")
     if isinstance(mask, dict) and "name" in mask:  # as the content hash: what the mask reads
         kept["mask"] = mask_identity(mask)

@@ -312,6 +312,23 @@ def replicate_problem(done: list[RunRecord]) -> str | None:
     return None
 
 
+def _unfinished_elsewhere(done: list[RunRecord], unfinished: list[RunRecord]) -> str | None:
+    """Why unfinished runs whose recorded config differs from the completed runs' do not belong
+    in their cell (a rerun would not complete them here), or None."""
+    if not done:
+        return None
+    ours = {config_hash(r.experiment) for r in done}
+    others = [r for r in unfinished if r.config and config_hash(r.experiment) not in ours]
+    if not others:
+        return None
+    shown = "; ".join(_differences([done[0].experiment, others[0].experiment])[:5])
+    return (
+        f"mixed configs: {len(others)} unfinished run(s) of another config than its "
+        f"{len(done)} completed one(s) ({shown}). Report one sweep at a time, add the differing "
+        f"key to --rows or --cols, or delete them. Runs: {', '.join(str(r.dir) for r in others)}"
+    )
+
+
 def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
     done = [r for r in records if r.status == "completed"]
     unfinished: dict[str, list[RunRecord]] = {status: [] for status in UNFINISHED}
@@ -319,7 +336,9 @@ def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
         if r.status != "completed":
             unfinished[r.status if r.status in unfinished else "running"].append(r)
     failed = unfinished["failed"]
-    problem = replicate_problem(done)
+    problem = replicate_problem(done) or _unfinished_elsewhere(
+        done, [r for runs in unfinished.values() for r in runs]
+    )
     pooled = [] if problem else done
     values = {
         label: _stat(
