@@ -135,3 +135,19 @@ def test_an_empty_runs_dir_variable_is_the_launch_folder_not_the_file_systems_ro
                       env={"SPARSEBERT_RUNS_DIR": ""})  # fmt: skip
     (line,) = [row for row in proc.stdout.splitlines() if " [" in row]
     assert line.split()[1].startswith("pretrain/"), line
+
+
+def test_a_pipelines_steps_are_planned_as_its_job_will_plan_them(workdir):
+    """--dry-run said `run` for pipelines that the job refused at one of its steps: a per-step
+    data folder that does not exist, or a preset (experiment=target_table once set mask.name:
+    dam for every step) that a step refuses."""
+    bad = "pipeline.finetune=['task.glue_dir=/nonexistent']"
+    proc = sparsebert("pipeline", "-m", "debug=smoke", "task=mrpc", bad, "seed=0,1", "--dry-run",
+                      cwd=workdir, check=False)  # fmt: skip
+    assert proc.returncode == 1 and set(planned(proc.stdout).values()) == {"invalid"}
+    assert (
+        "pipeline step finetune (pipeline.finetune=['task.glue_dir=/nonexistent']): "
+        "task.glue_dir=/nonexistent is not a folder" in proc.stdout
+    )
+    proc = sparsebert("pipeline", "experiment=target_table", "--dry-run", cwd=workdir)
+    assert set(planned(proc.stdout).values()) == {"run"}

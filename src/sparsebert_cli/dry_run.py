@@ -38,6 +38,10 @@ def job_status(
         prepare(cfg, folder)
         preflight(cfg, device_here)
         check_command(cfg, overrides, single_run)
+        if cfg.stage == "pipeline":  # its steps, as the job will compose them
+            from sparsebert_cli.stages.pipeline import check_plan
+
+            check_plan(cfg, overrides, device_here)
         twin = unfinished_twin(cfg, folder, overrides) if single_run else None
         manifest = runs.job_manifest(folder if twin is None else twin)
     except SparseBertError as error:

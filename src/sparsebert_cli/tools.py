@@ -215,11 +215,9 @@ def validate_main(argv: list[str]) -> int:
         upstream = preflight(cfg)
         check_command(cfg, overrides, single_run=True)
         if stage == "pipeline":  # its steps composed and checked as it will run them
-            from sparsebert_cli.stages.pipeline import plan
+            from sparsebert_cli.stages.pipeline import check_plan
 
-            with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-                hydra_cfg = compose(stage, overrides=overrides, return_hydra_config=True).hydra
-                plan(cfg, dict(hydra_cfg.runtime.choices), overrides)
+            check_plan(cfg, overrides)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -437,6 +437,22 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
     `device_here`: the job runs on this machine (not through a cluster launcher's compute node).
 
     Returns the upstream run folders that `model.from` / `mask.from` resolve to (by key)."""
+    check_local_inputs(cfg, device_here)
+    upstream = resolve_upstream(cfg)
+    if cfg.stage != "evaluate":  # evaluate: the run's own task and model
+        weights = _local_weights(cfg, upstream)
+        if weights is not None:
+            check_positions(cfg, weights)
+            if cfg.stage == "finetune" and cfg.mask.name == "checkpoint":
+                _note_stored_mask_length(cfg, weights)
+        if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
+            _check_searched_mask(cfg, upstream["mask.from_run"], weights)
+    return upstream
+
+
+def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
+    """The data folders and files and the device the job reads: what `preflight` checks
+    without its upstream runs (a pipeline's later steps are checked so before the first runs)."""
     stage = cfg.stage
     for key in PATH_KEYS:
         value = _get(cfg, key)
@@ -454,16 +470,6 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
                 )
     if device_here:
         _check_device(cfg)
-    upstream = resolve_upstream(cfg)
-    if cfg.stage != "evaluate":  # evaluate: the run's own task and model
-        weights = _local_weights(cfg, upstream)
-        if weights is not None:
-            check_positions(cfg, weights)
-            if stage == "finetune" and cfg.mask.name == "checkpoint":
-                _note_stored_mask_length(cfg, weights)
-        if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
-            _check_searched_mask(cfg, upstream["mask.from_run"], weights)
-    return upstream
 
 
 def _note_stored_mask_length(cfg: DictConfig, weights: Path) -> None:

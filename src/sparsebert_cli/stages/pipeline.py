@@ -98,12 +98,18 @@ class Step:
     run_dir: Path
 
 
-def plan_step(step: str, common: list[str], cfg: DictConfig) -> Step:
+def plan_step(step: str, common: list[str], cfg: DictConfig, device_here: bool = True) -> Step:
     """Compose, check and place (content hash) one step. The step gets the common overrides it
-    reads and all of its own (`pipeline.<step>=[...]`); a value it cannot run with is refused
-    naming the step, before any step of the pipeline has run."""
+    reads and all of its own (`pipeline.<step>=[...]`); a value it cannot run with (its data
+    files and device too, not its upstream runs: they do not exist yet) is refused naming the
+    step, before any step of the pipeline has run."""
     from sparsebert_cli.config import expand_path_fields, rewrite_aliases
-    from sparsebert_cli.validation import check_command, read_overrides, validate_config
+    from sparsebert_cli.validation import (
+        check_command,
+        check_local_inputs,
+        read_overrides,
+        validate_config,
+    )
 
     # their keys were checked with the pipeline's config; model.from as on the command line
     own = rewrite_aliases(list(cfg.pipeline[step]))
@@ -113,6 +119,7 @@ def plan_step(step: str, common: list[str], cfg: DictConfig) -> Step:
     try:
         validate_config(step_cfg)
         check_command(step_cfg, own, single_run=False)
+        check_local_inputs(step_cfg, device_here)
     except SparseBertError as error:
         given = f" (pipeline.{step}={own})" if own else ""
         raise SparseBertError(f"pipeline step {step}{given}: {error}") from None
@@ -144,9 +151,12 @@ def resolved_references(cfg: DictConfig) -> list[str]:
     return found
 
 
-def plan(cfg: DictConfig, choices: dict[str, str], command_line: list[str]) -> list[Step]:
+def plan(
+    cfg: DictConfig, choices: dict[str, str], command_line: list[str], device_here: bool = True
+) -> list[Step]:
     """The steps of the pipeline of `cfg` in order, each wired to the folder of the step before
-    it: `choices` are the group choices Hydra resolved, `command_line` its overrides."""
+    it: `choices` are the group choices Hydra resolved, `command_line` its overrides;
+    `device_here`: as for `validation.preflight`."""
     chosen = [f"{g}={choices[g]}" for g in GROUPS if choices.get(g)]
     # The group choices as resolved here, then every other override (values inside groups too),
     # the upstream references as the folders they resolved to.
@@ -157,18 +167,37 @@ def plan(cfg: DictConfig, choices: dict[str, str], command_line: list[str]) -> l
     steps = []
     pretrain_args = common
     if cfg.mask.name in SEARCHED_MASKS:  # search it, then pre-train with it frozen
-        steps.append(plan_step("search", common, cfg))
+        steps.append(plan_step("search", common, cfg, device_here))
         mask = ["mask=from_run", f"mask.from_run={steps[-1].run_dir}"]
         pretrain_args = [*_drop(common, "mask"), *mask]
-    steps.append(plan_step("pretrain", pretrain_args, cfg))
+    steps.append(plan_step("pretrain", pretrain_args, cfg, device_here))
     # A trainer preset (trainer=lamb: LAMB at lr 6e-3) is a pre-training recipe: the finetune
     # step keeps finetune's own unless its per-step overrides choose one.
     fine = [o for o in _drop(common, "mask") if override_key(o) != "trainer"]
     wired = [*fine, "mask=checkpoint", f"model.from_run={steps[-1].run_dir}"]
-    steps.append(plan_step("finetune", wired, cfg))
+    steps.append(plan_step("finetune", wired, cfg, device_here))
     handed = [*evaluate_overrides(cfg), f"model.from_run={steps[-1].run_dir}"]
-    steps.append(plan_step("evaluate", handed, cfg))
+    steps.append(plan_step("evaluate", handed, cfg, device_here))
     return steps
+
+
+def check_plan(cfg: DictConfig, command_line: list[str], device_here: bool = True) -> None:
+    """Plan the steps outside a running pipeline job (`validate`, `--dry-run`), composed as the
+    job will compose them: a step it would refuse is refused now."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sparsebert_cli.config import conf_dir
+
+    def check() -> None:
+        hydra_cfg = compose("pipeline", overrides=command_line, return_hydra_config=True).hydra
+        plan(cfg, dict(hydra_cfg.runtime.choices), command_line, device_here)
+
+    if GlobalHydra.instance().is_initialized():
+        check()
+    else:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            check()
 
 
 def run(cfg: DictConfig, run: runs.Run, job: StepJob) -> dict[str, float]:
