@@ -142,7 +142,11 @@ def test_the_slurm_launcher_asks_for_one_gpu_per_ddp_rank():
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose(config_name="pipeline", return_hydra_config=True,
                       overrides=["hydra/launcher=slurm", "trainer.nproc_per_node=4"])  # fmt: skip
+        # evaluate's schema has no nproc_per_node: an InterpolationKeyError when composed
+        evaluate = compose(config_name="evaluate", return_hydra_config=True,
+                           overrides=["hydra/launcher=slurm"])  # fmt: skip
     assert (cfg.hydra.launcher.gpus_per_node, cfg.hydra.launcher.tasks_per_node) == (4, 1)
+    assert evaluate.hydra.launcher.gpus_per_node == 1
 
 
 def test_smoke_drops_a_presets_per_step_settings_but_not_the_command_lines():

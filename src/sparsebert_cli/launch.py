@@ -16,6 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -229,7 +230,12 @@ def _record_failure(
             f.write(f"{run_dir}: {message.splitlines()[0] if message else 'failed'}\n")
     if not mark or not _ours(run_dir, cfg):
         return
-    manifest = _manifest_or_none(run_dir) or {"stage": cfg.stage, "command": runs.redact(command)}
+    # a job refused before it started: when, so `ls` sorts it and `ls --show latest` finds it
+    manifest = _manifest_or_none(run_dir) or {
+        "stage": cfg.stage,
+        "command": runs.redact(command),
+        "started_at": time.time(),
+    }
     if manifest.get("status") != "completed":
         manifest.update(status="failed", error=message)
         try:

@@ -756,6 +756,7 @@ def test_cli_refuses(workdir, case):
     elif args[0] in ("search", "pretrain", "finetune") and errors:
         manifest = runs.load_manifest(root / args[0] / "bad")
         assert manifest["status"] == "failed" and manifest["error"] == errors[0][len("error: ") :]
+        assert manifest["started_at"] > 0  # `ls --show latest` sorts by it
 
 
 # --- defined behaviour rather than an error: a query with nothing to attend to -----------------------

@@ -194,7 +194,7 @@ def write_occlusion(run_dir: Path, out_dir: Path, max_distance: int, examples: i
     for column in ["band", *columns]:
         table.add_column(column, justify="left" if column == "band" else "right")
     for row in record["bands"]:
-        table.add_row(row["band"], *(f"{row[c]:.4f}" for c in columns))
+        table.add_row(row["band"], *(f"{row[c]:.4g}" for c in columns))  # MSEs of ~1e-6
     console = table_console()
     console.print(table)
     for name, value in record.get("spearman", {}).items():
