@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.config import MaskConfig
-from sparsebert_cli.masks.dam import DAM, annealed_tau, check_dam_u_size
+from sparsebert_cli.masks.config import MaskConfig, check_dam_u_size
+from sparsebert_cli.masks.dam import DAM, annealed_tau
 
 
 def toeplitz(values: torch.Tensor) -> torch.Tensor:
@@ -292,3 +292,16 @@ def test_expansion_gradients_equal_those_of_plain_indexing(shape, n, dtype, chun
         assert torch.allclose(
             ours.grad.double(), plain.grad.double(), rtol=tolerance, atol=tolerance * n
         )
+
+
+def test_validate_refuses_a_dam_u_search_this_machine_cannot_hold():
+    """`validate` said "config OK"; the run then failed at once and left a failed run folder.
+    (n = 65536: about 1.3 TiB, more than any machine this runs on.)"""
+    from conftest import compose_cfg
+
+    from sparsebert_cli.validation import preflight
+
+    cfg = compose_cfg("search", "mask=dam", "mask.seq_len=65536", "data.seq_len=65536",
+                      "model=base", "model.max_position_embeddings=65536")  # fmt: skip
+    with pytest.raises(SparseBertError, match="DAM_u.*at n=65536.*GiB"):
+        preflight(cfg)

@@ -29,6 +29,7 @@ from sparsebert_cli.masks.config import (
     SEARCH_OBJECTIVES,
     SEARCHED_MASKS,
     check_dam_config,
+    check_dam_u_size,
     head_warmup_problem,
 )
 from sparsebert_cli.stages import INHERITED, READS, per_step_overrides, reads
@@ -441,6 +442,7 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
     upstream = resolve_upstream(cfg)
     if cfg.stage != "evaluate":  # evaluate: the run's own task and model
         weights = _local_weights(cfg, upstream)
+        _check_dam_u_fits(cfg, weights)
         if weights is not None:
             check_positions(cfg, weights)
             if cfg.stage == "finetune" and cfg.mask.name == "checkpoint":
@@ -448,6 +450,23 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
             _check_searched_mask(cfg, upstream["mask.from_run"], weights)
     return upstream
+
+
+def _check_dam_u_fits(cfg: DictConfig, weights: Path | None) -> None:
+    """A DAM_u search too large for this machine is refused before any data are read (the
+    model's heads and layers: the loaded checkpoint's, else model.*)."""
+    mask = cfg.mask
+    if cfg.stage not in ("search", "pipeline") or mask.name != "dam":
+        return
+    if mask.structure != "unstructured":
+        return
+    heads, layers = cfg.model.num_heads, cfg.model.num_layers
+    if weights is not None:
+        from sparsebert_cli.pretrained import read_bert_config
+
+        bert = read_bert_config(weights)
+        heads, layers = bert.num_attention_heads, bert.num_hidden_layers
+    check_dam_u_size(mask.seq_len, heads, 1 if mask.share_layers else layers)
 
 
 def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:

@@ -1,6 +1,7 @@
 """Schema of the `mask` config group (torch-free: composing a config must stay instant)."""
 
 import os
+import warnings
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -147,3 +148,30 @@ def head_warmup_problem(head_warmup: int, total: int) -> str | None:
         "handed-on mask is what its init gives). Lower mask.head_warmup below the step count, "
         "or train longer."
     )
+
+
+# Bytes per α entry of a DAM_u search: α, its gradient and AdamW's two moments (fp32), and the
+# per-step [L, H, n, n] sample with its soft value and the mask built from it.
+DAM_U_BYTES_PER_ENTRY = 28
+DAM_U_WARN_BYTES = 1 << 30
+
+
+def check_dam_u_size(n: int, heads: int, layers: int, memory: int | None = None) -> None:
+    """Refuse a DAM_u whose search would not fit in `memory` bytes (default: this machine's RAM);
+    warn above DAM_U_WARN_BYTES. One α per (layer, head, i, j) grows as n²: at n = 4096 with 12
+    heads it is 201 M α, where DAM_s has 49 k and a block DAM 196 k (tiles of 32)."""
+    entries = layers * heads * n * n
+    need = DAM_U_BYTES_PER_ENTRY * entries
+    if need <= DAM_U_WARN_BYTES:
+        return
+    memory = memory or physical_memory()
+    message = (
+        f"mask=dam (DAM_u) at n={n} with {heads} heads × {layers} mask layer(s) learns "
+        f"{entries / 1e6:.0f} M α: about {need / 2**30:.1f} GiB for α, its gradient, the "
+        f"optimiser state and each step's sample (this machine has {memory / 2**30:.0f} GiB). "
+        "At long n use mask=dam_s (one α per head and distance) or mask.structure=block (one α "
+        "per model.block_size tile, which the block_sparse backend turns into speed)."
+    )
+    if need > memory:
+        raise SparseBertError(message)
+    warnings.warn(message, stacklevel=2)

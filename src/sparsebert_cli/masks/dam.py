@@ -31,7 +31,6 @@ each DDP rank. A mask learned at n serves shorter sequences by cropping (`artifa
 """
 
 import math
-import warnings
 
 import torch
 from omegaconf import DictConfig
@@ -40,13 +39,9 @@ from torch import nn
 from sparsebert_cli.attention.block_sparse import expand_tiles
 from sparsebert_cli.attention.diagonal import expand_distances
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.config import MaskConfig, physical_memory
+from sparsebert_cli.masks.config import MaskConfig, check_dam_u_size
 
 STRUCTURES = ("unstructured", "structured", "block")
-# Bytes per α entry of a DAM_u search: α, its gradient and AdamW's two moments (fp32), and the
-# per-step [L, H, n, n] sample with its soft value and the mask built from it.
-DAM_U_BYTES_PER_ENTRY = 28
-DAM_U_WARN_BYTES = 1 << 30
 KINDS = {"unstructured": "dam_u", "structured": "dam_s", "block": "dam_b"}  # mask.json kind
 L1_NORMS = ("sum", "mean")
 
@@ -284,27 +279,6 @@ class SparsityTarget(nn.Module):
         lam = 2 * self.multipliers.detach() - self.multipliers
         gap = binarized_sparsity + (expected_sparsity - expected_sparsity.detach()) - target
         return lam[0] * gap + lam[1] * gap * gap
-
-
-def check_dam_u_size(n: int, heads: int, layers: int, memory: int | None = None) -> None:
-    """Refuse a DAM_u whose search would not fit in `memory` bytes (default: this machine's RAM);
-    warn above DAM_U_WARN_BYTES. One α per (layer, head, i, j) grows as n²: at n = 4096 with 12
-    heads it is 201 M α, where DAM_s has 49 k and a block DAM 196 k (tiles of 32)."""
-    entries = layers * heads * n * n
-    need = DAM_U_BYTES_PER_ENTRY * entries
-    if need <= DAM_U_WARN_BYTES:
-        return
-    memory = memory or physical_memory()
-    message = (
-        f"mask=dam (DAM_u) at n={n} with {heads} heads × {layers} mask layer(s) learns "
-        f"{entries / 1e6:.0f} M α: about {need / 2**30:.1f} GiB for α, its gradient, the "
-        f"optimiser state and each step's sample (this machine has {memory / 2**30:.0f} GiB). "
-        "At long n use mask=dam_s (one α per head and distance) or mask.structure=block (one α "
-        "per model.block_size tile, which the block_sparse backend turns into speed)."
-    )
-    if need > memory:
-        raise SparseBertError(message)
-    warnings.warn(message, stacklevel=2)
 
 
 def check_tau(tau: float) -> None:
