@@ -328,7 +328,8 @@ def unfinished_twin(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Pat
     ):
         return None
     found = runs.unfinished_run(Path(cfg.paths.runs_dir), cfg.stage, identity(cfg)[1])
-    return None if found is None or found.resolve() == run_dir.resolve() else found
+    # absolute, as a new run's folder: the summary and the resume command print it
+    return None if found is None or found.resolve() == run_dir.resolve() else found.resolve()
 
 
 def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path:
