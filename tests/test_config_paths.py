@@ -26,8 +26,15 @@ def test_every_path_field_of_a_composed_config_is_expanded(monkeypatch):
         'model.name_or_path="~/models/bert"',
         'paths.runs_dir="~/runs"',
         'paths.cache_dir="$CORPUS/cache"',
+        'model.from="$CORPUS/runs/pretrain/p"',
+        'data.tokenizer="~/tok"',
     )
     expand_path_fields(cfg)
+    # run folders too (they were left as written: "$R is not a sparsebert run folder")
+    assert (cfg.model.from_run, cfg.data.tokenizer) == (
+        "/data/text/runs/pretrain/p",
+        "/home/ada/tok",
+    )
     assert cfg.task.glue_dir == "/home/ada/glue_data"
     assert cfg.task.data_dir == "/data/text/squad"
     assert dict(cfg.task.data_files) == {"train": "/home/ada/t.csv", "dev": "/data/text/d.csv"}

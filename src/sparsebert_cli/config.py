@@ -36,7 +36,7 @@ POSITION_INITS = ("learned", "sinusoidal")  # model.position_init (modeling.init
 # Config fields that name files or folders: `~` and environment variables in them are expanded.
 PATH_FIELDS = (
     "task.glue_dir", "task.data_dir", "task.data_files", "data.files", "model.name_or_path",
-    "paths.runs_dir", "paths.cache_dir",
+    "paths.runs_dir", "paths.cache_dir", "model.from_run", "mask.from_run", "data.tokenizer",
 )  # fmt: skip
 
 
