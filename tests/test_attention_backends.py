@@ -157,13 +157,17 @@ def test_block_layout_keeps_only_the_tiles_the_mask_touches():
     assert layout.block_density == pytest.approx(10 / 16)
 
 
-def test_a_global_token_does_not_make_the_other_rows_dense():
-    n, size = 128, 16
+def _star(n: int) -> torch.Tensor:
+    """The star pattern, [1, n, n]: distances ≤ 1 and token 0 global."""
     i = torch.arange(n)
     star = (i[:, None] - i[None, :]).abs() <= 1
     star[0, :] = True
     star[:, 0] = True
-    layout = block_layout(star[None], size)
+    return star[None]
+
+
+def test_a_global_token_does_not_make_the_other_rows_dense():
+    layout = block_layout(_star(128), 16)
     # query block 0 needs all 128 keys; the others (in pieces of 8 keys) the global token's piece
     # and the 4 pieces around their own block
     assert layout.piece == 8
@@ -175,13 +179,8 @@ def test_scored_fraction_counts_the_entries_the_kernel_scores_not_its_tiles():
     """The benchmark's ideal 1 / block density understates a kernel that scores fewer entries
     (key pieces finer than a tile, or M's diagonals): the star mask above scores 1·16·128 +
     7·16·40 of 128² entries in 8-key pieces, while 22 of its 64 tiles are active."""
-    n, size = 128, 16
-    i = torch.arange(n)
-    star = (i[:, None] - i[None, :]).abs() <= 1
-    star[0, :] = True
-    star[:, 0] = True
-    layout = block_layout(star[None], size)
-    assert layout.scored_fraction == pytest.approx((16 * 128 + 7 * 16 * 40) / n**2)
+    layout = block_layout(_star(128), 16)
+    assert layout.scored_fraction == pytest.approx((16 * 128 + 7 * 16 * 40) / 128**2)
     assert layout.scored_fraction < layout.block_density
     logsparse = pattern_mask(MaskConfig(name="logsparse"), 512, 1)
     diagonals = block_layout(logsparse, 32)
