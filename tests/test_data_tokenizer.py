@@ -52,6 +52,13 @@ def test_trained_tokenizer_has_bert_special_tokens_and_the_vocabulary_size(text_
     assert encoded["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
 
 
+def test_a_vocabulary_smaller_than_the_corpus_alphabet_is_refused(text_files, tmp_path):
+    """data.vocab_size=1 trained a larger vocabulary than asked, silently."""
+    text_files.vocab_size = 1
+    with pytest.raises(SparseBertError, match=r"data.vocab_size=1 is below the \d+ tokens"):
+        load_tokenizer(text_files, tmp_path / "cache")
+
+
 def test_trained_tokenizer_is_reused_from_the_cache(text_files, tmp_path, monkeypatch):
     first = load_tokenizer(text_files, tmp_path / "cache")
     monkeypatch.setattr(

@@ -174,3 +174,15 @@ def test_a_searched_mask_that_allows_nothing_is_refused_to_train_with_but_a_trai
         MaskSource.from_config(cfg, heads=2, layers=2, n=8)
     save_mask(tmp_path / "model", empty, {"kind": "dam_s"})
     assert MaskSource.from_checkpoint(tmp_path / "model", 2, 2, "dam_s").kind == "fixed"
+
+
+def test_a_fixed_pattern_that_keeps_nothing_is_refused_with_its_own_fix():
+    """mask=random at a density that keeps nothing at this n was told to search again with a
+    smaller λ or a target sparsity, advice for a searched mask."""
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.masks.config import MaskConfig
+    from sparsebert_cli.masks.source import MaskSource
+
+    with pytest.raises(SparseBertError, match="mask=random keeps no entry there at n=16") as e:
+        MaskSource.from_config(MaskConfig(name="random", density=1e-4), heads=2, layers=1, n=16)
+    assert "λ" not in str(e.value)

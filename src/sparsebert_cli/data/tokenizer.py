@@ -171,6 +171,12 @@ def learn_wordpiece_vocab(counts: Counter, vocab_size: int) -> list[str]:
     alphabet = sorted({c for word in types for c in word})  # every character, as a word start
     pieces = sorted({t for word in words for t in word[1:]})
     vocab = list(dict.fromkeys([*SPECIAL_TOKENS, *alphabet, *pieces]))
+    if len(vocab) > vocab_size:  # it was kept whole: a larger vocabulary than asked for
+        raise SparseBertError(
+            f"data.vocab_size={vocab_size} is below the {len(vocab)} tokens every WordPiece "
+            "vocabulary of this corpus holds (the special tokens and each character, alone and "
+            f"continuing a word); set data.vocab_size ≥ {len(vocab)}."
+        )
     known = set(vocab)
     pairs: Counter[tuple[str, str]] = Counter()
     where: dict[tuple[str, str], set[int]] = defaultdict(set)

@@ -97,18 +97,30 @@ def empty_layers(mask: torch.Tensor) -> str | None:
     return "every layer" if len(empty) == mask.shape[0] else f"layer(s) {empty}"
 
 
-def check_keeps_attention(mask: torch.Tensor, targeted: bool = False) -> None:
+def check_keeps_attention(
+    mask: torch.Tensor, targeted: bool = False, pattern: str | None = None
+) -> None:
     """Refuse a fixed mask M (bool [L, H, n, n]) to train with that allows nothing in some layer:
     that layer's attention would be zero for every token (an empty row is defined, a model whose
     layer never attends is a mistake: a search driven to 100 % sparsity). `targeted`: the mask's
-    search had a target sparsity (the advice names it)."""
+    search had a target sparsity; `pattern`: M is that fixed pattern (the advice names them)."""
     where = empty_layers(mask)
-    if where:
-        raise SparseBertError(
-            f"the attention mask allows no entry in {where} (100 % sparse there): the model would "
-            f"attend to nothing. A search gets there with a λ too large for its steps; search "
-            f"again with {_more_kept(targeted)}, or use another mask."
+    if not where:
+        return
+    if pattern is not None:
+        fix = (
+            f"mask={pattern} keeps no entry there at n={mask.shape[-1]} with its parameters; "
+            "raise them (mask.density for random), or use another mask."
         )
+    else:
+        fix = (
+            "A search gets there with a λ too large for its steps; search again with "
+            f"{_more_kept(targeted)}, or use another mask."
+        )
+    raise SparseBertError(
+        f"the attention mask allows no entry in {where} (100 % sparse there): the model would "
+        f"attend to nothing. {fix}"
+    )
 
 
 def searched_mask_warning(mask: torch.Tensor, targeted: bool = False) -> str | None:

@@ -77,8 +77,9 @@ class MaskSource(nn.Module):
             dam = DAM.from_config(cfg, heads, layers, block_size)
             return cls("dam", dam=dam, meta={"kind": dam.kind})
         mask = build_fixed_mask(cfg, n, heads, layers)
-        targeted = False  # the mask's search had a target sparsity
+        targeted, pattern = False, None  # the mask's search had a target; the fixed pattern
         if cfg.name in PATTERNS:
+            pattern = cfg.name
             meta = {"kind": cfg.name, "params": pattern_params(cfg)}
         else:
             _, stored = load_mask(layout(cfg.from_run).artifacts)
@@ -89,7 +90,7 @@ class MaskSource(nn.Module):
             }
             targeted = stored.get("target_sparsity") is not None
         # a mask to train with (a model saved with one, from_checkpoint, was trained already)
-        check_keeps_attention(mask, targeted)
+        check_keeps_attention(mask, targeted, pattern)
         return cls("fixed", mask=mask, meta=meta)
 
     @classmethod
