@@ -337,6 +337,8 @@ def validate_config(cfg: DictConfig) -> None:
         f"task.fold={cfg.task.fold} is not a fold of task.num_folds={cfg.task.num_folds}; "
         f"use task.fold=0..{cfg.task.num_folds - 1}.",
     )
+    if reads(stage, "task.name"):
+        _check_head_outputs(cfg.task)
     if reads(stage, "task.name") and cfg.task.kind != "question_answering":  # spans: squad.py
         _check_task_scoring(cfg.task)
     require(
@@ -357,6 +359,19 @@ def validate_config(cfg: DictConfig) -> None:
         trainer.batch_size % per_step == 0,
         f"trainer.batch_size={trainer.batch_size} (the global batch) must be a positive multiple of "
         f"trainer.grad_accum × trainer.nproc_per_node = {per_step}.",
+    )
+
+
+def _check_head_outputs(task: DictConfig) -> None:
+    """task.num_labels of a kind whose head size is fixed (regression, spans, SWAG) says so: the
+    head is built from the kind, so another value was accepted and ignored."""
+    from sparsebert_cli.data.metrics import FIXED_OUTPUTS
+
+    fixed = FIXED_OUTPUTS.get(task.kind)
+    require(
+        fixed is None or task.num_labels == fixed,
+        f"task.num_labels={task.num_labels}, but a {task.kind} task's head has {fixed} "
+        f"output(s) whatever the data; drop task.num_labels (task={task.name} sets {fixed}).",
     )
 
 

@@ -86,6 +86,9 @@ VALIDATION = [
     # a task that could not be scored once trained: refused before training
     ("finetune", ["task=polarity", "task.name=mysent"], "Unknown task 'mysent'"),
     ("finetune", ["task=polarity", "task.num_labels=3"], "computes binary F1"),
+    # accepted and ignored: the head's size comes from the task kind
+    ("finetune", ["task=lee_sts", "task.num_labels=3"], "a regression task's head has 1 output(s)"),
+    ("finetune", ["task=swag", "task.num_labels=2"], "a multiple_choice task's head has 4"),
     # found at the first optimiser step (a traceback), after validate said "config OK"
     ("pretrain", ["trainer.betas=[0.9,0.999,0.5]"], "must be two numbers (Adam's β1 and β2)"),
     ("pretrain", ["trainer.betas=[]"], "trainer.betas=[] must be two numbers"),

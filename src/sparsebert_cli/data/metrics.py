@@ -33,6 +33,11 @@ TASK_METRICS = {
 }
 
 
+# The head's outputs where the task kind fixes them, not the data: one score, a span's start and
+# end, one per SWAG ending (task.num_labels must agree; classification counts its labels).
+FIXED_OUTPUTS = {"regression": 1, "question_answering": 2, "multiple_choice": 4}
+
+
 def task_metrics(task_name: str) -> tuple[str, tuple[str, ...], str]:
     """(problem type, metric names, headline metric) of a task."""
     if task_name not in TASK_METRICS:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
+from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.data.qa_metrics import best_null_threshold, squad_metrics
 from sparsebert_cli.errors import SparseBertError
@@ -59,7 +60,7 @@ class SquadData:
     max_answer_length: int
     version_2_with_negative: bool
     null_score_threshold: float | None
-    num_labels: int = 2  # the QA head's outputs: start and end
+    num_labels: int = FIXED_OUTPUTS["question_answering"]  # the QA head's: start and end
     kind: str = "question_answering"
     label_names: tuple = ()
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from sparsebert_cli.data.glue import UNLABELLED
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
+from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.data.tasks import class_id
 from sparsebert_cli.errors import SparseBertError
 
-ENDINGS = ("ending0", "ending1", "ending2", "ending3")
+ENDINGS = tuple(f"ending{k}" for k in range(FIXED_OUTPUTS["multiple_choice"]))
 TEXT_COLUMNS = ("sent1", "sent2", *ENDINGS)
 OFFICIAL_FILES = {"train": "train.csv", "dev": "val.csv", "test": "test.csv"}  # test optional
 

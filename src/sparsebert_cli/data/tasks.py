@@ -20,6 +20,7 @@ from sparsebert_cli.data import embedded
 from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.local_files import load_local_files
+from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
@@ -89,7 +90,7 @@ def load_task(task_cfg, tokenizer, cache_dir: Path, seed: int, train: bool = Tru
     return TaskData(
         name=task_cfg.name,
         splits=splits,
-        num_labels=1 if regression else len(label_names),
+        num_labels=FIXED_OUTPUTS["regression"] if regression else len(label_names),
         kind=task_cfg.kind,
         label_names=label_names,
         pad_token_id=tokenizer.pad_token_id,
