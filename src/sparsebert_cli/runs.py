@@ -169,7 +169,7 @@ def git_sha(package: Path = PACKAGE_DIR) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = out.stdout.split()
+    lines = out.stdout.splitlines()  # a checkout path may hold spaces
     if out.returncode != 0 or len(lines) != 2:
         return None
     top, sha = lines
