@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, sparsebert
@@ -214,3 +215,20 @@ def test_git_sha_is_this_checkouts_and_never_another_repositorys(tmp_path):
     subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=u", "-c", "user.email=u@x",
                     "commit", "-q", "--allow-empty", "-m", "theirs"], check=True)  # fmt: skip
     assert runs.git_sha(installed) is None
+
+
+def test_a_manifest_written_while_the_folder_is_listed_makes_it_a_run(tmp_path, monkeypatch):
+    """Four pipelines sharing a step: one saw no manifest, then listed the folder after the job
+    holding it had written one, and refused the folder as 'holds files (manifest.json) but no
+    manifest.json'."""
+    run_dir = tmp_path / "step"
+    run_dir.mkdir()
+    listed = Path.iterdir
+
+    def listing_while_the_holder_starts(self):
+        if self == run_dir:
+            runs.atomic_write_json(run_dir / runs.MANIFEST, {"stage": "search"})
+        return listed(self)
+
+    monkeypatch.setattr(Path, "iterdir", listing_while_the_holder_starts)
+    runs.check_run_folder(run_dir)

@@ -322,7 +322,9 @@ def check_run_folder(run_dir: Path) -> None:
         for p in run_dir.iterdir()
         if p.name not in _OWN_BEFORE_MANIFEST and p.suffix != ".log" and not _leftover(p)
     )
-    if foreign:
+    # the job holding the folder writes its manifest first: one that appeared while the folder
+    # was listed (a concurrent pipeline's step starting) makes it a run
+    if foreign and not (run_dir / MANIFEST).exists():
         raise FolderRefused(
             f"{run_dir} already exists and holds files ({', '.join(foreign[:3])}"
             f"{', ...' if len(foreign) > 3 else ''}) but no {MANIFEST}, so it is not a sparsebert "
