@@ -366,14 +366,13 @@ def _move_job_log(old: Path, new: Path) -> None:
 def _resume_command(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
     """`summary.rerun_command` of the command as given; for a single run with the upstream runs
     `latest` resolved to (by `prepare`)."""
-    from sparsebert_cli.stages import UPSTREAM
+    from sparsebert_cli.stages.inputs import references
     from sparsebert_cli.summary import rerun_command
 
     command = shlex.join(["sparsebert", cfg.stage, *sys.argv[1:]])
     if multirun:
         return runs.redact(rerun_command(command, run_dir))
-    upstream = {key: OmegaConf.select(cfg, key) for key in UPSTREAM.get(cfg.stage, {})}
-    return runs.redact(rerun_command(command, run_dir, upstream))
+    return runs.redact(rerun_command(command, run_dir, references(cfg)))
 
 
 def run_job(cfg: DictConfig) -> None:

@@ -471,9 +471,8 @@ def _check_dam_u_fits(cfg: DictConfig, weights: Path | None) -> None:
     """A DAM_u search too large for this machine is refused before any data are read (the
     model's heads and layers: the loaded checkpoint's, else model.*)."""
     mask = cfg.mask
-    if cfg.stage not in ("search", "pipeline") or mask.name != "dam":
-        return
-    if mask.structure != "unstructured":
+    dam_u = mask.name == "dam" and mask.structure == "unstructured"
+    if cfg.stage not in ("search", "pipeline") or not dam_u:
         return
     heads, layers = cfg.model.num_heads, cfg.model.num_layers
     if weights is not None:

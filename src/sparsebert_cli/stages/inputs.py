@@ -17,16 +17,21 @@ def cache_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir)
 
 
+def references(cfg: DictConfig) -> dict[str, str]:
+    """The upstream references the job uses, by key: `model.from`, and `mask.from` when the
+    mask is `from_run` (as written: "latest" or a folder)."""
+    found = {}
+    for key in UPSTREAM.get(cfg.stage, {}):
+        ref = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if ref and (key != "mask.from_run" or cfg.mask.name == "from_run"):
+            found[key] = ref
+    return found
+
+
 def resolve_upstream(cfg: DictConfig) -> dict[str, Path]:
     """The completed runs that `model.from` and `mask.from` name (`latest` included), by key."""
-    found = {}
-    for key, kind in UPSTREAM.get(cfg.stage, {}).items():
-        ref = OmegaConf.select(cfg, key, throw_on_missing=False)
-        if key == "mask.from_run" and cfg.mask.name != "from_run":
-            continue
-        if ref:
-            found[key] = runs.resolve(kind, ref, Path(cfg.paths.runs_dir))
-    return found
+    kinds, runs_dir = UPSTREAM.get(cfg.stage, {}), Path(cfg.paths.runs_dir)
+    return {key: runs.resolve(kinds[key], ref, runs_dir) for key, ref in references(cfg).items()}
 
 
 def resolve_references(cfg: DictConfig) -> list[str]:

@@ -23,6 +23,7 @@ from sparsebert_cli.config import override_key
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import SEARCHED_MASKS
 from sparsebert_cli.stages import UPSTREAM, hashed_config
+from sparsebert_cli.stages.inputs import references
 
 # How the pipeline runs a step in its folder: `launch.run_in_folder`, handed in by the launcher.
 StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, command, wait=)
@@ -143,12 +144,7 @@ def resolved_references(cfg: DictConfig) -> list[str]:
     """The upstream run folders the pipeline resolved (`model.from=latest` → its folder, by
     `launch.prepare`) as overrides: every step starts from the runs that were latest when the
     pipeline started, and a step's folder is named by them, not by the word `latest`."""
-    found = []
-    for key in UPSTREAM["pipeline"]:
-        value = OmegaConf.select(cfg, key)
-        if value and (key != "mask.from_run" or cfg.mask.name == "from_run"):
-            found.append(f"{key}={_override_value(value)}")
-    return found
+    return [f"{key}={_override_value(value)}" for key, value in references(cfg).items()]
 
 
 def plan(
