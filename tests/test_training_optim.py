@@ -45,9 +45,54 @@ def test_lamb_state_round_trips_through_a_state_dict():
         (0, "linear", 0.5),  # warm-up: 2 steps of 10
         (1, "linear", 1.0),
         (6, "linear", 0.5),  # (1 − 4/8)
-        (6, "poly", 0.5**0.5),  # (1 − 4/8)^0.5
+        (6, "poly", 0.4**0.5),  # the reference's (1 − 6/10)^0.5, over all steps
+        (2, "poly", 0.8**0.5),  # the first step after the warm-up already decays
         (9, "constant", 1.0),
     ],
 )
 def test_schedule_warms_up_then_decays(step, kind, expected):
     assert lr_factor(step, total=10, warmup=0.2, kind=kind, power=0.5) == pytest.approx(expected)
+
+
+class _Linear(torch.nn.Module):
+    """loss = w · x: the gradient of w is x."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2, 2))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": (self.weight * x).sum()}
+
+
+def test_clipping_leaves_out_a_targets_multipliers():
+    """The multipliers' gradient is N·(s − t, (s − t)²), N the mask's entry count: inside the
+    global norm it scaled the model's gradients by ~1e-4 at every step of a targeted search."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.masks.dam import SparsityTarget
+    from sparsebert_cli.training.config import TrainerConfig
+    from sparsebert_cli.training.loop import Penalised, optimizer_step
+    from sparsebert_cli.training.optim import GroupRates, build_optimizer, build_scheduler
+
+    model, target = _Linear(), SparsityTarget(0.8)
+    entries = 8192  # the scale of N·(s − t)
+
+    def penalty():
+        expected = torch.tensor(0.3, requires_grad=True)
+        return entries * target(expected, 0.3, 0.8), {}
+
+    objective = Penalised(model, penalty)
+    objective.target = target  # its multipliers train with the model, as a search's do
+    trainer = OmegaConf.structured(TrainerConfig(clip_grad=1.0, lr=1e-3))
+    optimizer = build_optimizer(objective, trainer, GroupRates(multipliers=1e-2))
+    seen = {}
+    optimizer.register_step_pre_hook(
+        lambda *_: seen.update(w=model.weight.grad.clone(), m=target.multipliers.grad.clone())
+    )
+    x = torch.full((2, 2), 0.2)  # ‖∂loss/∂w‖ = 0.4, under clip_grad
+    scheduler = build_scheduler(optimizer, trainer, 10)
+    scaler = torch.amp.GradScaler(enabled=False)
+    optimizer_step(objective, [{"x": x}], optimizer, scheduler, scaler, trainer)
+    assert torch.equal(seen["w"], x)  # not scaled by clip_grad / ‖(g_w, g_λ)‖ ≈ 2e-4
+    assert seen["m"].abs().max() > 1000  # the controller's own step is untouched too

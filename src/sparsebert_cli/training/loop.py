@@ -42,6 +42,7 @@ from sparsebert_cli.training.optim import (
     GroupRates,
     build_optimizer,
     build_scheduler,
+    clipped_parameters,
 )
 
 AUTO_CKPT_STEPS = 0.1  # default checkpoints: every 10 % of the steps ...
@@ -244,7 +245,7 @@ def optimizer_step(
         step_loss += loss.item() / len(batches)
     scaler.unscale_(optimizer)
     if tc.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(objective.parameters(), tc.clip_grad)
+        torch.nn.utils.clip_grad_norm_(clipped_parameters(optimizer), tc.clip_grad)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
