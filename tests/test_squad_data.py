@@ -6,11 +6,37 @@ import json
 import pytest
 from conftest import task_config
 
-from sparsebert_cli.data.squad import featurize, read_squad_json, token_span, window_starts
+from sparsebert_cli.data.squad import (
+    featurize,
+    read_squad_json,
+    squad_examples,
+    token_span,
+    window_starts,
+)
 from sparsebert_cli.errors import SparseBertError
 
 COUNTING = "one two three four five six seven eight nine ten"  # one token per word
 ACCENTS = "Marie  Skłodowska-Curie   was born in\tVienna's  Café  Central."
+SQUAD_DOCUMENT = {
+    "data": [
+        {
+            "title": "T",
+            "paragraphs": [
+                {
+                    "context": "Ten rivers.",
+                    "qas": [
+                        {
+                            "id": "a",
+                            "question": "How many?",
+                            "answers": [{"text": "Ten", "answer_start": 0}],
+                        },
+                        {"id": "b", "question": "Why?", "answers": [], "is_impossible": True},
+                    ],
+                }
+            ],
+        }
+    ]
+}
 
 
 def batch_of(context: str, answer: str | None, question: str = "what?") -> dict:
@@ -91,27 +117,7 @@ def test_a_sequence_too_short_for_the_question_is_refused(tokenizer):
 
 
 def test_the_official_layout_reads_into_one_row_per_question(tmp_path):
-    document = {
-        "data": [
-            {
-                "title": "T",
-                "paragraphs": [
-                    {
-                        "context": "Ten rivers.",
-                        "qas": [
-                            {
-                                "id": "a",
-                                "question": "How many?",
-                                "answers": [{"text": "Ten", "answer_start": 0}],
-                            },
-                            {"id": "b", "question": "Why?", "answers": [], "is_impossible": True},
-                        ],
-                    }
-                ],
-            }
-        ]
-    }
-    (tmp_path / "dev-v2.0.json").write_text(json.dumps(document))
+    (tmp_path / "dev-v2.0.json").write_text(json.dumps(SQUAD_DOCUMENT))
     columns = read_squad_json(tmp_path / "dev-v2.0.json")
     assert columns == {
         "id": ["a", "b"],
@@ -127,3 +133,19 @@ def test_a_file_outside_the_official_layout_is_refused(tmp_path):
     (tmp_path / "dev-v1.1.json").write_text(json.dumps({"rows": []}))
     with pytest.raises(SparseBertError, match="official JSON layout"):
         read_squad_json(tmp_path / "dev-v1.1.json")
+
+
+@pytest.mark.parametrize("source", ["data_dir", "data_files"])
+def test_evaluation_needs_and_reads_only_the_dev_file(tmp_path, source):
+    """A machine holding only the dev file could not evaluate: the train file was required (and
+    parsed in full)."""
+    (tmp_path / "dev-v2.0.json").write_text(json.dumps(SQUAD_DOCUMENT))
+    where = (
+        {"data_dir": str(tmp_path)}
+        if source == "data_dir"
+        else {"data_files": {"dev": str(tmp_path / "dev-v2.0.json")}}
+    )
+    config = task_config("squad_v2", **where)
+    assert list(squad_examples(config, tmp_path / "cache", train=False)) == ["dev"]
+    with pytest.raises(SparseBertError, match="train"):
+        squad_examples(config, tmp_path / "cache")

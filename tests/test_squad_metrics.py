@@ -37,8 +37,16 @@ def test_f1_counts_a_repeated_token_once_per_gold_occurrence():
     assert f1_score("ten ten", "ten") == pytest.approx(2 / 3)
 
 
-def test_an_empty_answer_scores_one_only_against_no_answer():
-    assert (f1_score("", ""), f1_score("", "ten"), f1_score("the", "")) == (1.0, 0.0, 1.0)
+def test_an_empty_answer_scores_one_only_against_no_answer_in_v2():
+    v2 = (f1_score("", "", v2=True), f1_score("", "ten", v2=True), f1_score("the", "", v2=True))
+    assert v2 == (1.0, 0.0, 1.0)
+
+
+def test_v1_f1_of_two_answers_that_share_no_token_is_zero_even_when_both_normalise_to_nothing():
+    """The v1.1 script has no empty-answer rule: 'the the' against '' shares no token, F1 0 (the
+    v2.0 rule gave 1)."""
+    assert (f1_score("", ""), f1_score("the the", "")) == (0.0, 0.0)
+    assert squad_metrics({"q": ""}, {"q": ["the the"]}) == {"exact": 1.0, "f1": 0.0}
 
 
 def test_v1_reports_exact_and_f1_only():

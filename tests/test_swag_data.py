@@ -9,7 +9,7 @@ from conftest import task_config, tiny_model
 from omegaconf import OmegaConf
 
 from sparsebert_cli.config import ModelConfig
-from sparsebert_cli.data.swag import load_swag, read_swag_csv
+from sparsebert_cli.data.swag import load_swag, read_swag_csv, swag_examples
 from sparsebert_cli.data.tokenizer import embedded_tokenizer_folder, tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import MaskConfig
@@ -59,6 +59,17 @@ def test_the_original_csv_reads_sentences_endings_and_labels(tmp_path):
 def test_an_unlabelled_test_csv_gets_label_minus_one(tmp_path):
     write_csv(tmp_path / "test.csv", labelled=False)
     assert read_swag_csv(tmp_path / "test.csv")["label"] == [-1, -1, -1]
+
+
+def test_a_test_file_with_the_hubs_label_minus_one_is_read_unlabelled(tmp_path):
+    """The originals' test split carries -1 (or nothing) as its label; it was refused as 'not
+    the number of the right ending'."""
+    rows = [(s1, s2, endings, -1) for s1, s2, endings, _ in ROWS]
+    for name in ("train", "val"):
+        write_csv(tmp_path / f"{name}.csv")
+    write_csv(tmp_path / "test.csv", rows)
+    examples = swag_examples(task_config("swag", data_dir=str(tmp_path)), tmp_path / "cache")
+    assert examples["test"]["label"] == [-1, -1, -1]
 
 
 def test_a_label_that_is_not_an_ending_is_refused(tmp_path):

@@ -291,7 +291,9 @@ def test_a_dev_row_without_a_valid_label_is_refused(tmp_path, tokenizer, cell):
     (tmp_path / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n")
     (tmp_path / "dev.csv").write_text(f"sentence,label\ngood,1\nfine,{cell}\n")
     files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
-    with pytest.raises(SparseBertError, match="dev.csv has (the label -1|a row without a label)"):
+    # 'nan' is a word, not a missing value, in a csv cell: the int labels cannot parse it
+    refused = r"dev.csv has (the label -1|a row without a label)|parse string: 'nan'"
+    with pytest.raises(SparseBertError, match=refused):
         load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
 
 
@@ -404,3 +406,82 @@ def test_squad_and_swag_hub_datasets_without_a_split_they_read_are_refused(
     read = {"squad": squad_examples, "swag": swag_examples}[task]
     with pytest.raises(SparseBertError, match=f"'{folder}' has the splits .* finds no {missing}"):
         read(task_config(task, hub_path=str(folder), hub_config=None), tmp_path / "cache")
+
+
+def _sst2_files(tmp_path: Path, dev: str, suffix: str = "csv") -> dict[str, str]:
+    (tmp_path / f"train.{suffix}").write_text("sentence,label\ngood,1\nbad,0\n")
+    (tmp_path / f"dev.{suffix}").write_text(dev)
+    return {"train": str(tmp_path / f"train.{suffix}"), "dev": str(tmp_path / f"dev.{suffix}")}
+
+
+def test_an_edited_data_file_with_its_old_modification_time_is_read_again(tmp_path, tokenizer):
+    """`datasets` keys its cache of a local file by the modification time alone: after `cp -p`
+    or `tar x` the old rows came back under the new file's fingerprint."""
+    files = _sst2_files(tmp_path, "sentence,label\nfine,1\n")
+    dev = Path(files["dev"])
+    os.utime(dev, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    cache = tmp_path / "cache"
+    first = load_task(task_config("sst2", data_files=files), tokenizer, cache, seed=0)
+    dev.write_text("sentence,label\nawful,0\nsplendid,1\n")
+    os.utime(dev, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    second = load_task(task_config("sst2", data_files=files), tokenizer, cache, seed=0)
+    assert (first.splits["dev"]["labels"], second.splits["dev"]["labels"]) == ([1], [0, 1])
+
+
+def test_words_pandas_reads_as_missing_are_text(tmp_path, tokenizer):
+    files = _sst2_files(tmp_path, "sentence,label\nNA,1\nnull,0\nNone,1\nnan,0\n")
+    task = load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    words = [tokenizer.decode(ids[1:-1]) for ids in task.splits["dev"]["input_ids"]]
+    assert words == ["na", "null", "none", "nan"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "dev"),
+    [("csv", 'sentence,label\ngood,1\n"",0\n'), ("jsonl", '{"sentence": null, "label": 0}\n')],
+)
+def test_a_row_without_its_text_is_refused_naming_the_row(tmp_path, tokenizer, suffix, dev):
+    """The tokenizer's TypeError ('TextInputSequence must be str') with a traceback, before."""
+    files = _sst2_files(tmp_path, dev, suffix)
+    if suffix == "jsonl":
+        Path(files["train"]).write_text('{"sentence": "good", "label": 1}\n')
+    with pytest.raises(SparseBertError, match=r"no text in 'sentence' in data row \d"):
+        load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+
+
+def test_an_empty_json_file_is_refused_naming_it(tmp_path, tokenizer):
+    """datasets' json reader raised a bare StopIteration."""
+    files = _sst2_files(tmp_path, "", "json")
+    Path(files["train"]).write_text('[{"sentence": "good", "label": 1}]')
+    with pytest.raises(SparseBertError, match="Could not read") as info:
+        load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    assert files["dev"] in str(info.value)
+
+
+def test_evaluation_reads_data_files_without_a_train_file(tmp_path, tokenizer):
+    (tmp_path / "dev.csv").write_text("sentence,label\nfine,1\n")
+    files = {"dev": str(tmp_path / "dev.csv")}
+    task = load_task(
+        task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0, train=False
+    )
+    assert list(task.splits) == ["dev"]
+
+
+def test_a_non_finite_sts_score_in_a_glue_file_is_skipped_as_an_invalid_label(glue_dir):
+    lines = (glue_dir / "STS-B" / "dev.tsv").read_text().splitlines()
+    lines[2] = lines[2].rsplit("\t", 1)[0] + "\tnan"
+    lines[3] = lines[3].rsplit("\t", 1)[0] + "\tinf"
+    write_tsv(glue_dir / "STS-B" / "dev.tsv", lines)
+    columns, skipped, _ = read_glue_file(
+        glue_dir / "STS-B" / "dev.tsv", GLUE_TASKS["stsb"], [], labelled=True
+    )
+    assert (columns["label"], skipped) == ([0.0, 1.5], 2)
+
+
+def test_an_unknown_hub_config_is_refused_naming_the_configs(tmp_path):
+    from sparsebert_cli.data.hub import load_hub_dataset
+
+    folder = tmp_path / "glue-rte"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"sentence1": "A.", "sentence2": "B.", "label": 0}\n')
+    with pytest.raises(SparseBertError, match="cannot be loaded with the config 'rtee'"):
+        load_hub_dataset(str(folder), "rtee", tmp_path / "cache", "")

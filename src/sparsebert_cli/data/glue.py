@@ -9,6 +9,7 @@ outside the task's label set) are skipped and counted.
 """
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,10 +202,12 @@ def no_examples_message(
 
 
 def parse_label(text: str, label_names: list[str]) -> float | int | None:
-    """A label as its class id (or float for regression); None when it is not a valid label."""
+    """A label as its class id (or float for regression); None when it is not a valid label
+    (also a score of nan or inf: it made the loss and both correlations nan)."""
     if not label_names:
         try:
-            return float(text)
+            score = float(text)
         except ValueError:
             return None
+        return score if math.isfinite(score) else None
     return label_names.index(text) if text in label_names else None

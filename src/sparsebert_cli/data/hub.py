@@ -34,6 +34,12 @@ def load_hub_dataset(path: str, config: str | None, cache_dir: Path, alternative
         return datasets.load_dataset(
             path, config, cache_dir=str(cache_dir / "hf_datasets"), **kwargs
         )
+    except ValueError as error:  # an unknown config, or none given where there are several
+        words = (str(error).strip().splitlines() or [""])[0][:300]
+        raise SparseBertError(
+            f"The dataset '{path}' cannot be loaded with the config {config!r}: {words}. Name "
+            "one of its configs (task.hub_config=..., or 'path:config' in data.hub_sources)."
+        ) from None
     except (OSError, RuntimeError) as error:  # RuntimeError: a hub copy that needs a loading script
         what = f"'{path}'" + (f" (config '{config}')" if config else "")
         raise SparseBertError(

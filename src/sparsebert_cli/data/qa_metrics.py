@@ -2,8 +2,8 @@
 
 Answers are normalised as the official scripts do: lower-case, drop ASCII punctuation, drop the
 articles a/an/the, collapse whitespace. Exact match compares normalised strings; F1 is the
-token-overlap F1 of the normalised tokens, where an empty side (no answer) scores 1 only against
-another empty side. A question scores its best over its gold answers; a question without gold
+token-overlap F1 of the normalised tokens; with v2.0 an empty side (no answer) scores 1 against
+another empty side (v1.1: 0, no token is shared). A question scores its best over its gold answers; a question without gold
 answers (SQuAD v2.0) has the single gold answer "". Scores are fractions (the scripts print ×100).
 
 The no-answer threshold: a v2.0 prediction is "" when its null odds (null score minus the best
@@ -13,6 +13,7 @@ span's score) exceed the threshold; `best_null_threshold` picks the one that max
 import re
 import string
 from collections import Counter
+from functools import partial
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 PUNCTUATION = frozenset(string.punctuation)
@@ -28,9 +29,9 @@ def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def f1_score(prediction: str, gold: str) -> float:
+def f1_score(prediction: str, gold: str, v2: bool = False) -> float:
     predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not predicted or not expected:
+    if v2 and (not predicted or not expected):
         return float(predicted == expected)
     common = sum((Counter(predicted) & Counter(expected)).values())
     if common == 0:
@@ -54,12 +55,13 @@ def squad_metrics(
     the v2.0 script, also HasAns_* and NoAns_* over the answerable and the unanswerable ones
     (each when there are any)."""
     exact, f1 = {}, {}
+    f1_of = partial(f1_score, v2=v2)
     for question, gold in golds.items():
         found = question in predictions
         exact[question] = (
             best_over_golds(exact_match, predictions[question], gold, v2) if found else 0.0
         )
-        f1[question] = best_over_golds(f1_score, predictions[question], gold, v2) if found else 0.0
+        f1[question] = best_over_golds(f1_of, predictions[question], gold, v2) if found else 0.0
     metrics = {"exact": _mean(exact.values()), "f1": _mean(f1.values())}
     if v2:
         has_answer = [q for q, g in golds.items() if g]
@@ -86,12 +88,13 @@ def best_null_threshold(
     `span_texts` holds each question's best non-null answer.
     """
     order = sorted(null_odds, key=null_odds.get)
-    total = best = sum(best_over_golds(f1_score, "", golds[q], v2=True) for q in order)
+    f1_v2 = partial(f1_score, v2=True)
+    total = best = sum(best_over_golds(f1_v2, "", golds[q], v2=True) for q in order)
     threshold = null_odds[order[0]] - 1.0 if order else 0.0
     for position, question in enumerate(order):
         gold = golds[question]
-        total += best_over_golds(f1_score, span_texts[question], gold, v2=True)
-        total -= best_over_golds(f1_score, "", gold, v2=True)
+        total += best_over_golds(f1_v2, span_texts[question], gold, v2=True)
+        total -= best_over_golds(f1_v2, "", gold, v2=True)
         tied_with_next = (
             position + 1 < len(order) and null_odds[order[position + 1]] == null_odds[question]
         )

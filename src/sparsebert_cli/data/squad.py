@@ -232,19 +232,22 @@ def read_squad_json(path: Path) -> dict[str, list]:
     return columns
 
 
-def local_files(task_cfg) -> dict[str, Path]:
-    """split -> file of task.data_dir (official names) or task.data_files; {} when neither."""
+def local_files(task_cfg, train: bool = True) -> dict[str, Path]:
+    """split -> file of task.data_dir (official names) or task.data_files; {} when neither.
+    Without `train` (evaluate) the train file is neither needed nor read."""
     if task_cfg.data_dir:
         official = OFFICIAL_FILES[bool(task_cfg.version_2_with_negative)]
         files = {split: Path(task_cfg.data_dir) / name for split, name in official.items()}
     else:
         files = {split: Path(path) for split, path in task_cfg.data_files.items()}
-    if files and set(files) != {"train", "dev"}:
+    if files and set(files) != {"train", "dev"} and (train or set(files) - {"train"} != {"dev"}):
         raise SparseBertError(
             f"task.data_files={dict(task_cfg.data_files)} must name exactly a train and a dev file "
             "in the official SQuAD JSON layout, e.g. task.data_files={train: train-v1.1.json, "
             "dev: dev-v1.1.json}."
         )
+    if not train:
+        files.pop("train", None)
     for split, path in files.items():
         if not path.is_file():
             raise SparseBertError(
@@ -255,11 +258,12 @@ def local_files(task_cfg) -> dict[str, Path]:
     return files
 
 
-def squad_examples(task_cfg, cache_dir: Path) -> dict:
-    """split (train, dev) -> datasets.Dataset of questions with EXAMPLE_COLUMNS."""
+def squad_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
+    """split (train, dev; dev alone without `train`) -> datasets.Dataset of questions with
+    EXAMPLE_COLUMNS."""
     import datasets
 
-    files = local_files(task_cfg)
+    files = local_files(task_cfg, train)
     if files:
         return {split: datasets.Dataset.from_dict(read_squad_json(p)) for split, p in files.items()}
     if not task_cfg.hub_path:
@@ -277,7 +281,7 @@ def squad_examples(task_cfg, cache_dir: Path) -> dict:
     require_splits(
         loaded,
         task_cfg.hub_path,
-        ("train", "dev"),
+        ("train", "dev") if train else ("dev",),
         f"Use the official files: task.data_dir=<folder with {official}>.",
     )
 
@@ -290,7 +294,7 @@ def squad_examples(task_cfg, cache_dir: Path) -> dict:
     return {
         hub_split_name(name): split.map(flatten, batched=True, remove_columns=["answers"])
         for name, split in loaded.items()
-        if hub_split_name(name) in ("train", "dev")
+        if hub_split_name(name) in (("train", "dev") if train else ("dev",))
     }
 
 
@@ -299,7 +303,7 @@ def load_squad(task_cfg, tokenizer, cache_dir: Path, train: bool = True) -> Squa
     `train`: featurize the train split too (evaluate does not)."""
     import datasets
 
-    examples = squad_examples(task_cfg, cache_dir)
+    examples = squad_examples(task_cfg, cache_dir, train)
     splits = datasets.DatasetDict(
         {
             name: split.map(
@@ -314,7 +318,6 @@ def load_squad(task_cfg, tokenizer, cache_dir: Path, train: bool = True) -> Squa
                 remove_columns=split.column_names,
             )
             for name, split in examples.items()
-            if train or name != "train"
         }
     )
     return SquadData(

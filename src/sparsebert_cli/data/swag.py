@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparsebert_cli.data.glue import UNLABELLED
+from sparsebert_cli.data.glue import UNLABELLED, labelled
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 from sparsebert_cli.data.padding import longest_input, padded_inputs
@@ -59,8 +59,10 @@ def _number(text: str, path: Path) -> float:
     return int(value) if value.is_integer() else value
 
 
-def read_swag_csv(path: Path) -> dict[str, list]:
-    """sent1, sent2, ending0..3, label (-1 without a label column) and idx of an original CSV."""
+def read_swag_csv(path: Path, labelled: bool = True) -> dict[str, list]:
+    """sent1, sent2, ending0..3, label and idx of an original CSV; the label is -1 without a label
+    column or when not `labelled` (a test file: its labels, -1 or empty in the originals, are
+    never scored)."""
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     header = set(rows[0]) if rows else set()
@@ -73,7 +75,7 @@ def read_swag_csv(path: Path) -> dict[str, list]:
     columns = {name: [row[name] for row in rows] for name in TEXT_COLUMNS}
     columns["label"] = [
         class_id(_number(row["label"], path), len(ENDINGS), str(path))
-        if "label" in header
+        if labelled and "label" in header
         else UNLABELLED
         for row in rows
     ]
@@ -110,7 +112,10 @@ def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
                 f"missing or unknown: {absent or sorted(files)}. Put {put} in task.data_dir, or "
                 f"set task.data_files={given}."
             )
-        return {split: datasets.Dataset.from_dict(read_swag_csv(p)) for split, p in files.items()}
+        return {
+            split: datasets.Dataset.from_dict(read_swag_csv(p, labelled(split)))
+            for split, p in files.items()
+        }
     if not task_cfg.hub_path:
         raise SparseBertError(
             f"task={task_cfg.name} has no data source: set task.data_dir=<folder with train.csv "

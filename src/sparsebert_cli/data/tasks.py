@@ -125,14 +125,16 @@ def raw_splits(
             )
         columns = read_glue_folder(task_cfg.name, Path(task_cfg.glue_dir), label_names, train)
         return {name: datasets.Dataset.from_dict(c) for name, c in columns.items()}
-    splits = _source_splits(task_cfg, label_names, cache_dir, seed)
+    splits = _source_splits(task_cfg, label_names, cache_dir, seed, train)
     return {name: split for name, split in splits.items() if train or name != "train"}
 
 
-def _source_splits(task_cfg, label_names: list[str], cache_dir: Path, seed: int) -> dict:
+def _source_splits(
+    task_cfg, label_names: list[str], cache_dir: Path, seed: int, train: bool
+) -> dict:
     """The splits of a task that is not a GLUE folder: data files, embedded, or the hub."""
     if task_cfg.data_files:
-        return file_splits(task_cfg, label_names, cache_dir)
+        return file_splits(task_cfg, label_names, cache_dir, train)
     if task_cfg.name == "polarity":
         return polarity_splits(task_cfg, seed)
     if task_cfg.name == "lee_sts":
@@ -175,29 +177,30 @@ def hub_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
     }
 
 
-def file_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
-    missing = [name for name in ("train", "dev") if name not in task_cfg.data_files]
-    suffixes = {Path(path).suffix.lower() for path in task_cfg.data_files.values()}
+def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool = True) -> dict:
+    """The splits of `task.data_files`; without `train` (evaluate) the train file is neither
+    needed nor read."""
+    files = {
+        split: path for split, path in task_cfg.data_files.items() if train or split != "train"
+    }
+    missing = [name for name in ("train", "dev") if name not in files and (train or name == "dev")]
+    suffixes = {Path(path).suffix.lower() for path in files.values()}
     if missing or len(suffixes) != 1 or next(iter(suffixes)) not in FILE_BUILDERS:
         raise SparseBertError(
             f"task.data_files={dict(task_cfg.data_files)} needs a train and a dev file (test "
             f"optional) of one format among {sorted(FILE_BUILDERS)}, e.g. "
             "task.data_files={train: train.csv, dev: dev.csv}."
         )
-    for path in task_cfg.data_files.values():
+    for path in files.values():
         if not Path(path).is_file():
             raise SparseBertError(
                 f"task.data_files names '{path}', which does not exist. Fix the path."
             )
     suffix = next(iter(suffixes))
     options = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3: csv.QUOTE_NONE
-    loaded = load_local_files(
-        FILE_BUILDERS[suffix], dict(task_cfg.data_files), cache_dir, **options
-    )
+    loaded = load_local_files(FILE_BUILDERS[suffix], files, cache_dir, **options)
     return {
-        name: standard_columns(
-            split, task_cfg, label_names, task_cfg.data_files[name], labelled(name)
-        )
+        name: standard_columns(split, task_cfg, label_names, files[name], labelled(name))
         for name, split in loaded.items()
     }
 
@@ -226,9 +229,9 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str, has_l
         )
 
     def convert(batch, indices):
-        columns = {"text_a": batch[fields[0]]}
+        columns = {"text_a": _texts(batch, fields[0], indices, source)}
         if len(fields) == 2:
-            columns["text_b"] = batch[fields[1]]
+            columns["text_b"] = _texts(batch, fields[1], indices, source)
         if has_labels:
             columns["label"] = [
                 to_label(value, label_names, source) for value in batch[label_field]
@@ -254,22 +257,41 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str, has_l
     )
 
 
+def _texts(batch: dict, field: str, indices: list[int], source: str) -> list[str]:
+    """A text column of a batch; a row without the text (an empty csv cell, a JSON or parquet
+    null) is refused: the tokenizer failed on it with a traceback."""
+    values = batch[field]
+    for value, row in zip(values, indices, strict=True):
+        if not isinstance(value, str):
+            raise SparseBertError(
+                f"{source} has no text in '{field}' in data row {row + 1} (an empty cell or null); every "
+                "row needs its text fields. Fill or drop that row of the data."
+            )
+    return values
+
+
 def to_label(value, label_names: list[str], source: str):
     """A labelled row's label: a float for regression, else a class id."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         raise SparseBertError(
-            f"{source} has a row without a label ({value}); every train and dev row needs one. "
-            "Fix that row of the data."
+            f"{source} has a row without a label ({value!r}); every train and dev row needs "
+            "one. Fix that row of the data."
         )
     if not label_names:
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise SparseBertError(
                 f"{source} has the label {value!r}, but the task is a regression (number "
                 "labels); set task.label_field to the column with the scores, or put the data "
                 "under a classification task with task.label_names."
             ) from None
+        if not math.isfinite(number):
+            raise SparseBertError(
+                f"{source} has the score {value!r}; a regression's labels must be finite "
+                "numbers. Fix that row of the data."
+            )
+        return number
     if isinstance(value, str):
         if value not in label_names:
             raise SparseBertError(
