@@ -156,3 +156,35 @@ def test_smoke_drops_a_presets_per_step_settings_but_not_the_command_lines():
     assert list(compose_cfg("pipeline", "experiment=demo", "debug=smoke").pipeline.finetune) == []
     mine = compose_cfg("pipeline", "debug=smoke", "pipeline.search=['trainer.max_steps=2']")
     assert list(mine.pipeline.search) == ["trainer.max_steps=2"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "overrides", "message"),
+    [
+        # the GLUE folder won and the data files went unread
+        (
+            "finetune",
+            ["task=mnli", "task.glue_dir=/g", "++task.data_files={train: t.csv, dev: d.csv}"],
+            "two local sources, task.glue_dir and task.data_files",
+        ),
+        # SQuAD's and SWAG's folder key: a GLUE task ignored it and went to the hub
+        ("finetune", ["task=mrpc", "task.data_dir=/g"], "task.data_dir is not read by task=mrpc"),
+        ("pipeline", ["task=squad", "task.glue_dir=/g"], "task.glue_dir is not read by task=squad"),
+        # an entry naming no hub source grouped nothing (every sentence became a document)
+        (
+            "pretrain",
+            ["data=bookcorpus", "data.sentence_sources=[bookcorpus/bookcorpus_v2]"],
+            "lists 'bookcorpus/bookcorpus_v2', which is none of data.hub_sources",
+        ),
+    ],
+)
+def test_a_data_source_that_would_go_unread_is_refused(stage, overrides, message):
+    cfg = compose_cfg(stage, *overrides)
+    with pytest.raises(SparseBertError, match=message.replace(".", r"\.")):
+        validate_config(cfg)
+
+
+def test_a_pinned_revision_still_matches_its_sentence_source():
+    validate_config(
+        compose_cfg("pretrain", "data=bookcorpus", "data.hub_sources=[bookcorpus/bookcorpus@r1]")
+    )

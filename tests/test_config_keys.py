@@ -472,3 +472,29 @@ def test_task_data_files_is_set_as_every_task_comment_writes_it():
     for given in ("task.data_files", "+task.data_files"):
         cfg = compose_cfg("finetune", "task=sst2", f"{given}={{train: a.csv, dev: b.csv}}")
         assert dict(cfg.task.data_files) == {"train": "a.csv", "dev": "b.csv"}
+
+
+@pytest.mark.parametrize(("mask", "warned"), [("dense", True), ("checkpoint", False)])
+def test_pre_training_a_sparse_model_under_another_mask_says_so(workdir, caplog, mask, warned):
+    """`pretrain model.from=<a window run>` trained and saved it dense without a word (pretrain's
+    default is mask=dense; finetune's mask=checkpoint keeps the stored one)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.config import MaskConfig
+    from sparsebert_cli.masks.source import MaskSource
+    from sparsebert_cli.modeling import build_pretraining_model, save_checkpoint
+    from sparsebert_cli.validation import preflight
+
+    run = workdir / "runs" / "pretrain" / "w16"
+    window = OmegaConf.structured(MaskConfig(name="window", window=2))
+    model = build_pretraining_model(
+        tiny_model(), MaskSource.from_config(window, heads=2, layers=2, n=16), 30522, True
+    )
+    save_checkpoint(model, run / "artifacts" / "model", {})
+    manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    cfg = compose_cfg("pretrain", f"model.from={run}", f"mask={mask}", "data.seq_len=16")
+    preflight(cfg)
+    assert ("trained with the window mask stored beside it" in caplog.text) is warned

@@ -170,14 +170,17 @@ def test_hub_source_loads_a_local_dataset_folder(tmp_path):
     assert corpus["text"] == ["Apples grow.\nCats sleep.", "Dogs bark."]
 
 
-def test_sentence_sources_group_consecutive_rows_into_documents(tmp_path):
+@pytest.mark.parametrize("revision", ["", "@main"])
+def test_sentence_sources_group_consecutive_rows_into_documents(tmp_path, revision):
+    """A hub source pinned to a revision (the bookcorpus preset's advice) is still grouped: each
+    sentence became its own document, every NSP pair a random one."""
     folder = tmp_path / "books-copy"
     folder.mkdir()
     sentences = [f"sentence {i} ." for i in range(5)]
     datasets.Dataset.from_dict({"text": sentences}).to_parquet(str(folder / "train.parquet"))
     config = data_config(
         name="bookcorpus",
-        hub_sources=[str(folder)],
+        hub_sources=[f"{folder}{revision}"],
         sentence_sources=[str(folder)],
         sentences_per_document=2,
     )

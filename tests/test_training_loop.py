@@ -182,6 +182,36 @@ def test_a_run_stopped_during_an_evaluation_redoes_it_and_keeps_the_same_best(
     assert evaluated == [2, 4, 6]  # step 4's evaluation logged once, after the resume
 
 
+def test_an_evaluation_redone_after_a_resume_sees_the_step_state_of_the_run_that_was_not_stopped(
+    tmp_path,
+):
+    """A search's head warm-up sets the mask aside in its before_step hook: an evaluation redone
+    on resume ran before any hook, on the binarised mask, where the stopped run evaluated the
+    dense model (metrics.jsonl differed)."""
+    state = {"step": None}
+    calls: list[int] = []
+
+    def before_step(step: int) -> None:
+        state["step"] = step
+
+    def evaluate(stop: bool) -> dict:
+        calls.append(1)
+        if stop and len(calls) == 2:  # the evaluation after step 4
+            raise interrupt.Interrupted(2)
+        return {"eval/under_step": float(state["step"])}
+
+    def hooks(stop: bool) -> Hooks:
+        return Hooks(before_step=before_step, evaluate=lambda: evaluate(stop))
+
+    with pytest.raises(interrupt.Interrupted):
+        run_loop(tmp_path, "trainer.eval_every=2", hooks=hooks(stop=True))
+    state["step"] = None  # a new process
+    run_loop(tmp_path, "trainer.eval_every=2", hooks=hooks(stop=False))
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    seen = {row["step"]: row["eval/under_step"] for row in logged if "eval/under_step" in row}
+    assert seen == {2: 1.0, 4: 3.0, 6: 5.0}
+
+
 def test_a_checkpoint_without_the_evaluated_step_is_taken_as_evaluated(tmp_path):
     """Checkpoints written before the loop recorded its last evaluation: a resume does not redo
     (and log twice) the evaluation of the step it resumes from."""
@@ -307,3 +337,24 @@ def test_a_fresh_start_with_resume_never_removes_the_earlier_attempts_checkpoint
     kept = [p.name for p in ckpt.complete_checkpoints(tmp_path / "checkpoints")]
     assert kept == ["step-00000002", "step-00000003"]
     assert "resume=never: removed the earlier checkpoints" in capsys.readouterr().out
+
+
+def test_the_progress_lines_show_a_pre_training_evaluation(tmp_path, capsys):
+    """The lines listed eval/loss, which no stage logs: a search's or pre-training's evaluation
+    never reached the screen."""
+    hooks = Hooks(evaluate=lambda: {"eval/mlm_loss": 1.25, "eval/mlm_accuracy": 0.5})
+    run_loop(tmp_path, "trainer.eval_every=2", hooks=hooks)
+    assert "mlm_loss=1.25" in capsys.readouterr().out
+
+
+def test_a_loss_that_is_not_finite_on_another_rank_is_not_reported_as_this_ranks(
+    tmp_path, monkeypatch
+):
+    """The rank whose loss was finite said 'the loss became 11.03', and that message became the
+    run's error."""
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.training import loop
+
+    monkeypatch.setattr(loop, "_all_ranks_finite", lambda loss: False)  # another rank's NaN
+    with pytest.raises(SparseBertError, match="the loss is not finite on a rank at step 1"):
+        run_loop(tmp_path)

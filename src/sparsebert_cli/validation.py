@@ -238,6 +238,7 @@ def validate_config(cfg: DictConfig) -> None:
             "model.from=<finetune run folder> or model.from=latest.",
         )
         return
+    _check_sources(cfg, stage)
     mask, model, trainer = cfg.mask, cfg.model, cfg.trainer
     names = mask_names()
     require(
@@ -362,6 +363,48 @@ def validate_config(cfg: DictConfig) -> None:
     )
 
 
+# The local task sources each kind of task reads (the hub's task.hub_path: every kind).
+LOCAL_SOURCES = {
+    "classification": ("glue_dir", "data_files"),
+    "regression": ("glue_dir", "data_files"),
+    "question_answering": ("data_dir", "data_files"),
+    "multiple_choice": ("data_dir", "data_files"),
+}
+
+
+def _check_sources(cfg: DictConfig, stage: str) -> None:
+    """Data sources that would be ignored: a sentence_sources entry that names no hub source,
+    a local task source the task's kind does not read, two local sources at once (the first
+    won and the other went unread)."""
+    from sparsebert_cli.data.config import source_dataset
+
+    if reads(stage, "data.sentence_sources"):
+        hub = {source_dataset(s) for s in cfg.data.hub_sources}
+        for entry in cfg.data.sentence_sources:
+            require(
+                source_dataset(entry) in hub,
+                f"data.sentence_sources lists '{entry}', which is none of data.hub_sources="
+                f"{list(cfg.data.hub_sources)}, so no source would be grouped into documents; "
+                "name the dataset as data.hub_sources does (a revision may be left out).",
+            )
+    if not reads(stage, "task.name"):
+        return
+    task = cfg.task
+    given = [key for key in ("glue_dir", "data_dir", "data_files") if task[key]]
+    readable = LOCAL_SOURCES.get(task.kind, ())
+    for key in given:
+        require(
+            key in readable,
+            f"task.{key} is not read by task={task.name} (a {task.kind} task reads "
+            f"{' or '.join(f'task.{k}' for k in readable)}); drop task.{key} or use one of those.",
+        )
+    require(
+        len(given) < 2,
+        f"task={task.name} has two local sources, {' and '.join(f'task.{k}' for k in given)}; "
+        "only one would be read: drop the other.",
+    )
+
+
 def _check_head_outputs(task: DictConfig) -> None:
     """task.num_labels of a kind whose head size is fixed (regression, spans, SWAG) says so: the
     head is built from the kind, so another value was accepted and ignored."""
@@ -462,6 +505,8 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
             check_positions(cfg, weights)
             if cfg.stage == "finetune" and cfg.mask.name == "checkpoint":
                 _note_stored_mask_length(cfg, weights)
+            if cfg.stage == "pretrain" and cfg.mask.name != "checkpoint":
+                _note_replaced_mask(cfg, weights)
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
             _check_searched_mask(cfg, upstream["mask.from_run"], weights)
     return upstream
@@ -520,6 +565,21 @@ def _note_stored_mask_length(cfg: DictConfig, weights: Path) -> None:
             "fine-tuning stops before training if a batch of task=%s is longer than %d tokens "
             "(known once the data are read); set task.seq_len=%d to truncate the inputs instead.",
             weights, n, cfg.task.seq_len, cfg.task.name, n, n,
+        )  # fmt: skip
+
+
+def _note_replaced_mask(cfg: DictConfig, weights: Path) -> None:
+    """Pre-training goes on from a model with a stored sparse mask under another mask (pretrain's
+    default is mask=dense, finetune's mask=checkpoint): say so, it is easy to miss."""
+    from sparsebert_cli.masks.artifact import read_meta
+
+    if (weights / META_FILE).is_file():
+        kind = read_meta(weights / META_FILE)["kind"]
+        log.warning(
+            "the model in %s was trained with the %s mask stored beside it; this pre-training "
+            "uses mask=%s and stores that one with the model instead; add mask=checkpoint to "
+            "go on with the stored mask.",
+            weights, kind, cfg.mask.name,
         )  # fmt: skip
 
 

@@ -3,6 +3,12 @@
 from dataclasses import dataclass, field
 
 
+def source_dataset(spec: str) -> str:
+    """The dataset a hub source "path[:config][@revision]" names, without its revision: what a
+    `sentence_sources` entry is matched on."""
+    return spec.partition("@")[0]
+
+
 @dataclass
 class DataConfig:
     # Corpus: wiki_sample or wiki_sotu (embedded, offline), wikipedia, bookcorpus, wiki_books,
@@ -11,7 +17,8 @@ class DataConfig:
     # Hub datasets for datasets.load_dataset, each "path[:config][@revision]".
     hub_sources: list[str] = field(default_factory=list)
     # Hub sources whose rows are single sentences (BookCorpus): consecutive rows are grouped into
-    # pseudo-documents of `sentences_per_document` sentences, since NSP needs documents.
+    # pseudo-documents of `sentences_per_document` sentences, since NSP needs documents. Each
+    # names a hub source ("path[:config]", its revision may be left out).
     sentence_sources: list[str] = field(default_factory=list)
     sentences_per_document: int = 64
     # text_files: paths or globs (.txt: documents separated by blank lines; .jsonl/.parquet: one

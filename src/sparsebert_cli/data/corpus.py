@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sparsebert_cli.data import embedded
 from sparsebert_cli.data.cache import cached_dataset, content_key, file_fingerprint
+from sparsebert_cli.data.config import source_dataset
 from sparsebert_cli.data.hub import load_hub_dataset
 from sparsebert_cli.data.local_files import load_local_files
 from sparsebert_cli.errors import SparseBertError
@@ -174,7 +175,7 @@ def hub_source(spec: str, data_cfg, cache_dir: Path):
             f"The dataset '{spec}' has no column '{data_cfg.text_column}' (it has "
             f"{source.column_names}). Set data.text_column to the column that holds the text."
         )
-    if spec in data_cfg.sentence_sources:
+    if source_dataset(spec) in {source_dataset(s) for s in data_cfg.sentence_sources}:
         column = data_cfg.text_column
         return source.map(
             lambda batch: {"text": ["\n".join(batch[column])]},

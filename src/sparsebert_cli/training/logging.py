@@ -22,8 +22,8 @@ SHOWN = (
     "train/lr",
     "train/tokens_per_s",
     "mask/sparsity",
-    "eval/loss",
-    "eval/headline",
+    "eval/mlm_loss",  # pre-training and search (training/evaluation.py)
+    "eval/headline",  # fine-tuning
 )
 
 

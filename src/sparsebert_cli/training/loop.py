@@ -240,7 +240,9 @@ def optimizer_step(
             with _autocast(device, tc.precision):
                 loss, penalty_metrics = objective(**batch)
             if not _all_ranks_finite(loss.detach()):
-                raise diverged(f"the loss became {loss.item()}", step + 1, tc)
+                value = loss.item()  # this rank's: finite when another rank's was not
+                what = f"became {value}" if not math.isfinite(value) else "is not finite on a rank"
+                raise diverged(f"the loss {what}", step + 1, tc)
             scaler.scale(loss / len(batches)).backward()
         step_loss += loss.item() / len(batches)
     scaler.unscale_(optimizer)
@@ -341,13 +343,17 @@ def train(
             return result
 
         metrics: dict[str, float] = {}
+        if start and hooks.before_step is not None:
+            # the per-step state step `start` ran under (a search's head warm-up, τ), which an
+            # evaluation redone below, or the final one after the last step, reads
+            hooks.before_step(start - 1)
         if found and start and evaluation_due(start) and state.get("evaluated") != start:
             # Stopped during the evaluation after step `start`: redo it, so that the best step and
             # weights are those of an uninterrupted run.
             if rank == 0:
                 metrics = evaluate(start)
             _barrier()
-        tokens, t0 = 0, time.perf_counter()
+        tokens, training_s = 0, 0.0  # the steps' own time: not evaluations nor checkpoints
         saved_at, last_save = start, time.monotonic()
         done, whole = start, True  # whole: the weights are those after step `done` (not mid-step)
         try:
@@ -356,6 +362,7 @@ def train(
                     # only here, where a first stop request cannot raise: one handled just before
                     # (between two steps) leaves the weights of step `done`, saved on the way out
                     whole = False
+                    began = time.perf_counter()
                     wrapped.train()
                     seed_everything(cfg.seed * 1_000_003 + 7919 * rank + step)
                     if hooks.before_step is not None:
@@ -376,15 +383,15 @@ def train(
                     )
                     extra = hooks.after_step(step + 1) if hooks.after_step is not None else {}
                     done, whole = step + 1, True
+                    training_s += time.perf_counter() - began
                     if done % tc.log_every == 0 or done == total:
                         step_loss = _mean_over_ranks(step_loss)  # a collective: every rank
-                        elapsed = time.perf_counter() - t0
                         logger.log(
                             done,
                             {
                                 "train/loss": step_loss,
                                 "train/lr": lr,
-                                "train/tokens_per_s": tokens / max(elapsed, 1e-9),
+                                "train/tokens_per_s": tokens / max(training_s, 1e-9),
                                 **penalty_metrics,
                                 **extra,
                             },
@@ -420,10 +427,9 @@ def train(
         if hooks.select and state["best_step"] is not None:
             ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
             metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
-        elapsed = time.perf_counter() - t0
         summary = {**metrics, "train/steps": total}
         if start < total:
-            summary["train/tokens_per_s"] = tokens / max(elapsed, 1e-9)
+            summary["train/tokens_per_s"] = tokens / max(training_s, 1e-9)
         if hooks.final is not None:
             summary.update(hooks.final())
         logger.finish(summary)
