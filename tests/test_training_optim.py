@@ -6,25 +6,35 @@ import torch
 from sparsebert_cli.training.optim import Lamb, lr_factor
 
 
-def _one_step(weights: list[float], grad: list[float], lr: float = 0.01) -> torch.Tensor:
+def _one_step(
+    weights: list[float], grad: list[float], lr: float = 0.01, weight_decay: float = 0.0
+) -> torch.Tensor:
     p = torch.nn.Parameter(torch.tensor(weights))
-    optimizer = Lamb([p], lr=lr, eps=0.0)
+    optimizer = Lamb([p], lr=lr, eps=0.0, weight_decay=weight_decay)
     p.grad = torch.tensor(grad)
     optimizer.step()
     return p.detach()
 
 
 def test_lamb_scales_the_adam_update_by_the_trust_ratio():
-    # First step: m̂ = g, v̂ = g², so the Adam update is sign(g) = [1, 1] (‖u‖ = √2);
-    # ‖w‖ = 5, trust = 5/√2, w ← w − lr · trust · u.
-    trust = 5 / 2**0.5
-    expected = torch.tensor([3.0, 4.0]) - 0.01 * trust
-    assert torch.allclose(_one_step([3.0, 4.0], [0.5, 2.0]), expected, atol=1e-6)
+    # First step: m̂ = g, v̂ = g², so the Adam update is sign(g) = [1, 1], plus the decoupled
+    # decay 0.1·w = [0.3, 0.4]: u = [1.3, 1.4]; trust = ‖w‖ / ‖u‖, w ← w − lr · trust · u.
+    u = torch.tensor([1.3, 1.4])
+    expected = torch.tensor([3.0, 4.0]) - 0.01 * (5 / u.norm()) * u
+    assert torch.allclose(_one_step([3.0, 4.0], [0.5, 2.0], weight_decay=0.1), expected, atol=1e-6)
+
+
+def test_lamb_takes_a_plain_adam_step_without_weight_decay():
+    """apex's FusedLAMB (the reference code's, use_nvlamb=False): biases and LayerNorm, in the
+    no-decay group, get no trust ratio; it scaled their step by ‖w‖ / ‖u‖ = 5/√2 here."""
+    assert torch.allclose(_one_step([3.0, 4.0], [0.5, 2.0]), torch.tensor([2.99, 3.99]), atol=1e-6)
 
 
 def test_lamb_trust_ratio_is_one_for_zero_weights():
     assert torch.allclose(
-        _one_step([0.0, 0.0], [1.0, -3.0]), torch.tensor([-0.01, 0.01]), atol=1e-7
+        _one_step([0.0, 0.0], [1.0, -3.0], weight_decay=0.1),
+        torch.tensor([-0.01, 0.01]),
+        atol=1e-7,
     )
 
 

@@ -1,8 +1,8 @@
 """Fine-tuning tasks: GLUE (hub, GLUE download folder, or csv/json/parquet files) and the embedded
 polarity and lee_sts tasks, tokenized into a `datasets.DatasetDict`.
 
-Sources, first match wins: `task.glue_dir`, `task.data_files`, the embedded data (polarity,
-lee_sts), `task.hub_path`. Split names: `train`, `dev`, `test` (MNLI adds `dev_mismatched` and
+Sources, first match wins: `task.glue_dir` or `task.data_files` (validate refuses both at once),
+the embedded data (polarity, lee_sts), `task.hub_path`. Split names: `train`, `dev`, `test` (MNLI adds `dev_mismatched` and
 `test_mismatched`; `dev`/`test` are the matched sets). Unknown test labels are -1.
 
 Embedded splits are k-fold cross-validation (`task.fold` of `task.num_folds`), seeded by the run's

@@ -2,9 +2,11 @@
 
 Parameter groups: weights with decay; biases and LayerNorm without; a DAM's α in its own group
 with its own learning rate and no weight decay (PAPER.md §4: decaying α would bias the mask); and
-the Lagrange multipliers of a target sparsity (`masks.dam.SparsityTarget`) in another. Neither α
-nor the multipliers get LAMB's trust ratio ‖w‖/‖u‖: it scales a step by the tensor's size, so
-logits or multipliers that start at 0 stay near 0 and can hardly change sign.
+the Lagrange multipliers of a target sparsity (`masks.dam.SparsityTarget`) in another. LAMB's
+trust ratio ‖w‖/‖u‖ applies to the groups with weight decay only, as in apex's FusedLAMB that the
+reference code uses (its default, use_nvlamb=False): not to biases and LayerNorm, nor to α or
+the multipliers, where it would scale a step by the tensor's size (logits or multipliers that
+start at 0 would stay near 0 and could hardly change sign).
 """
 
 import math
@@ -22,8 +24,8 @@ class Lamb(torch.optim.Optimizer):
     """LAMB (You et al., 2020): Adam's update rescaled per tensor by the trust ratio ‖w‖ / ‖u‖.
 
     The reference code pre-trains with it (lr 6e-3 at batch 65,536). Bias correction is applied;
-    the trust ratio is 1 where either norm is zero, and is skipped for a group with
-    `trust_ratio: False` (plain Adam steps).
+    the trust ratio is 1 where either norm is zero, and a group without weight decay takes plain
+    Adam steps (apex's FusedLAMB with its default use_nvlamb=False).
     """
 
     def __init__(
@@ -57,11 +59,10 @@ class Lamb(torch.optim.Optimizer):
                 m_hat = exp_avg / (1 - beta1**step)
                 v_hat = exp_avg_sq / (1 - beta2**step)
                 update = m_hat / (v_hat.sqrt() + group["eps"])
-                if group["weight_decay"]:
-                    update.add_(p, alpha=group["weight_decay"])
-                if not group.get("trust_ratio", True):
+                if not group["weight_decay"]:
                     p.add_(update, alpha=-group["lr"])
                     continue
+                update.add_(p, alpha=group["weight_decay"])
                 w_norm, u_norm = p.norm(), update.norm()
                 trust = torch.where(
                     (w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm)
@@ -111,17 +112,17 @@ def _decay(name: str, p: nn.Parameter) -> bool:
 def param_groups(model: nn.Module, weight_decay: float, rates: GroupRates) -> list[dict]:
     """Decay / no-decay groups (encoder and heads apart when `rates` give the encoder its own
     rate or a warm-up), plus the mask logits α (names ending in 'alpha') and the Lagrange
-    multipliers (names ending in 'multipliers') each on their own, neither with LAMB's trust ratio."""
+    multipliers (names ending in 'multipliers') each on their own, without weight decay."""
     groups: dict[str, dict] = {}
     encoder = encoder_parameters(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if name.endswith("alpha"):
-            group, options = "alpha", {"weight_decay": 0.0, "lr": rates.alpha, "trust_ratio": False}
+            group, options = "alpha", {"weight_decay": 0.0, "lr": rates.alpha}
         elif name.endswith(MULTIPLIERS):
             group = MULTIPLIERS
-            options = {"weight_decay": 0.0, "lr": rates.multipliers, "trust_ratio": False}
+            options = {"weight_decay": 0.0, "lr": rates.multipliers}
             options["scheduled"] = False  # a controller at constant pace, never faded out
         else:
             decays = _decay(name, p)
