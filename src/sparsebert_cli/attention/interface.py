@@ -207,8 +207,9 @@ def choose_backend(
         return "sdpa", f"block density {density:.2f} > {most}"
     if mask.device.type == "cuda" and dropout == 0:
         return "flex", f"block density {density:.2f} on CUDA"
-    # On CPU block_sparse also for inference: FlexAttention measured slower for every pattern
-    # but logsparse at n = 8192 (benchmarks/results/attention.md) and compiles for 26–105 s first.
+    # On CPU block_sparse also for inference: FlexAttention's forward measured slower for every
+    # pattern at n ≥ 2048 and for logsparse at every n (faster only at n = 512 for longformer,
+    # star and the DAM_s band: benchmarks/results/attention.md), and compiles for 26–105 s first.
     return "block_sparse", f"block density {density:.2f} ≤ {most} on {mask.device.type}"
 
 
