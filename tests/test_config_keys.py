@@ -474,7 +474,15 @@ def test_task_data_files_is_set_as_every_task_comment_writes_it():
         assert dict(cfg.task.data_files) == {"train": "a.csv", "dev": "b.csv"}
 
 
-@pytest.mark.parametrize(("mask", "warned"), [("dense", True), ("checkpoint", False)])
+@pytest.mark.parametrize(
+    ("mask", "warned"),
+    [
+        (["mask=dense"], True),
+        (["mask=window", "mask.window=3"], True),
+        (["mask=window", "mask.window=2"], False),  # the stored one, named
+        (["mask=checkpoint"], False),
+    ],
+)
 def test_pre_training_a_sparse_model_under_another_mask_says_so(workdir, caplog, mask, warned):
     """`pretrain model.from=<a window run>` trained and saved it dense without a word (pretrain's
     default is mask=dense; finetune's mask=checkpoint keeps the stored one)."""
@@ -495,6 +503,6 @@ def test_pre_training_a_sparse_model_under_another_mask_says_so(workdir, caplog,
     save_checkpoint(model, run / "artifacts" / "model", {})
     manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
     (run / "manifest.json").write_text(json.dumps(manifest))
-    cfg = compose_cfg("pretrain", f"model.from={run}", f"mask={mask}", "data.seq_len=16")
+    cfg = compose_cfg("pretrain", f"model.from={run}", *mask, "data.seq_len=16")
     preflight(cfg)
     assert ("trained with the window mask stored beside it" in caplog.text) is warned

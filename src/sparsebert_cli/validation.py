@@ -31,6 +31,7 @@ from sparsebert_cli.masks.config import (
     check_dam_config,
     check_dam_u_size,
     head_warmup_problem,
+    mask_identity,
 )
 from sparsebert_cli.stages import INHERITED, READS, per_step_overrides, reads
 from sparsebert_cli.stages.inputs import (
@@ -363,20 +364,11 @@ def validate_config(cfg: DictConfig) -> None:
     )
 
 
-# The local task sources each kind of task reads (the hub's task.hub_path: every kind).
-LOCAL_SOURCES = {
-    "classification": ("glue_dir", "data_files"),
-    "regression": ("glue_dir", "data_files"),
-    "question_answering": ("data_dir", "data_files"),
-    "multiple_choice": ("data_dir", "data_files"),
-}
-
-
 def _check_sources(cfg: DictConfig, stage: str) -> None:
     """Data sources that would be ignored: a sentence_sources entry that names no hub source,
     a local task source the task's kind does not read, two local sources at once (the first
     won and the other went unread)."""
-    from sparsebert_cli.data.config import source_dataset
+    from sparsebert_cli.data.config import source_dataset, task_source_problem
 
     if reads(stage, "data.sentence_sources"):
         hub = {source_dataset(s) for s in cfg.data.hub_sources}
@@ -387,22 +379,9 @@ def _check_sources(cfg: DictConfig, stage: str) -> None:
                 f"{list(cfg.data.hub_sources)}, so no source would be grouped into documents; "
                 "name the dataset as data.hub_sources does (a revision may be left out).",
             )
-    if not reads(stage, "task.name"):
-        return
-    task = cfg.task
-    given = [key for key in ("glue_dir", "data_dir", "data_files") if task[key]]
-    readable = LOCAL_SOURCES.get(task.kind, ())
-    for key in given:
-        require(
-            key in readable,
-            f"task.{key} is not read by task={task.name} (a {task.kind} task reads "
-            f"{' or '.join(f'task.{k}' for k in readable)}); drop task.{key} or use one of those.",
-        )
-    require(
-        len(given) < 2,
-        f"task={task.name} has two local sources, {' and '.join(f'task.{k}' for k in given)}; "
-        "only one would be read: drop the other.",
-    )
+    if reads(stage, "task.name"):
+        problem = task_source_problem(cfg.task)
+        require(problem is None, str(problem))
 
 
 def _check_head_outputs(task: DictConfig) -> None:
@@ -573,8 +552,11 @@ def _note_replaced_mask(cfg: DictConfig, weights: Path) -> None:
     default is mask=dense, finetune's mask=checkpoint): say so, it is easy to miss."""
     from sparsebert_cli.masks.artifact import read_meta
 
-    if (weights / META_FILE).is_file():
-        kind = read_meta(weights / META_FILE)["kind"]
+    if not (weights / META_FILE).is_file():
+        return
+    meta = read_meta(weights / META_FILE)
+    kind = meta["kind"]
+    if mask_identity(cfg.mask) != {"name": kind, **meta.get("params", {})}:  # not the same one
         log.warning(
             "the model in %s was trained with the %s mask stored beside it; this pre-training "
             "uses mask=%s and stores that one with the model instead; add mask=checkpoint to "

@@ -561,7 +561,37 @@ def test_evaluate_names_a_fix_for_missing_data_files_that_hydra_accepts(tmp_path
     fix = message.split(f"model.from={finetune} ")[1].rstrip(".").strip("'")
     assert fix.startswith("+task.data_files=")
     cfg = compose_cfg("evaluate", fix.replace("<file>", "a.csv"))
-    assert dict(cfg.task.data_files) == {"train": "a.csv", "dev": "a.csv"}
+    assert dict(cfg.task.data_files) == {"dev": "a.csv"}
+
+
+def _csv_task(tmp_path: Path) -> dict:
+    """MRPC from csv data files (absolute paths)."""
+    task = {**OmegaConf.to_container(_glue_task(tmp_path, GOOD_ROWS, GOOD_ROWS)), "glue_dir": None}
+    rows = "sentence1,sentence2,label\n" + "a b,c d,1\n" * 2 + "a b,e f,0\n" * 2
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.csv").write_text(rows)
+    task["data_files"] = {split: str(tmp_path / f"{split}.csv") for split in ("train", "dev")}
+    return task
+
+
+def test_evaluate_needs_no_recorded_train_file(tmp_path, tokenizer):
+    """A machine holding only the dev file could not evaluate: the recorded train file (which
+    evaluate never reads) had to exist."""
+    finetune = _finetune_run(tmp_path, tokenizer, _csv_task(tmp_path))
+    (tmp_path / "train.csv").unlink()
+    assert "eval/accuracy" in _evaluate(tmp_path, finetune)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["task.glue_dir=/g", "+task.data_files={dev: d.csv}"], "two local sources"),
+        (["task.data_dir=/g"], "task.data_dir is not read by task=mrpc"),
+    ],
+)
+def test_evaluate_refuses_a_data_source_it_would_not_read(tmp_path, tokenizer, given, message):
+    finetune = _finetune_run(tmp_path, tokenizer, _csv_task(tmp_path))
+    _refused(lambda: _evaluate(tmp_path, finetune, *given), message)
 
 
 def test_evaluate_task_glue_dir_replaces_the_recorded_one(tmp_path, tokenizer):

@@ -2,6 +2,34 @@
 
 from dataclasses import dataclass, field
 
+# The local sources each kind of task reads (the hub's task.hub_path: every kind).
+LOCAL_TASK_SOURCES = {
+    "classification": ("glue_dir", "data_files"),
+    "regression": ("glue_dir", "data_files"),
+    "question_answering": ("data_dir", "data_files"),
+    "multiple_choice": ("data_dir", "data_files"),
+}
+
+
+def task_source_problem(task) -> str | None:
+    """Why the task's local sources would not all be read (a key its kind does not read, two
+    at once: the first won), or None."""
+    given = [key for key in ("glue_dir", "data_dir", "data_files") if task.get(key)]
+    readable = LOCAL_TASK_SOURCES.get(task.kind, ())
+    for key in given:
+        if key not in readable:
+            return (
+                f"task.{key} is not read by task={task.name} (a {task.kind} task reads "
+                f"{' or '.join(f'task.{k}' for k in readable)}); drop task.{key} or use one of "
+                "those."
+            )
+    if len(given) > 1:
+        return (
+            f"task={task.name} has two local sources, "
+            f"{' and '.join(f'task.{k}' for k in given)}; only one would be read: drop the other."
+        )
+    return None
+
 
 def source_dataset(spec: str) -> str:
     """The dataset a hub source "path[:config][@revision]" names, without its revision: what a

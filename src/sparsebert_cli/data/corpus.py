@@ -27,8 +27,9 @@ from sparsebert_cli.errors import SparseBertError
 
 log = logging.getLogger(__name__)
 
-# Bump when the normalisation below changes, to invalidate caches (2: whitespace .txt breaks).
-CORPUS_FORMAT = 2
+# Bump when the normalisation below changes, to invalidate caches (2: whitespace .txt breaks;
+# 3: a sentence source pinned to a revision is grouped into documents).
+CORPUS_FORMAT = 3
 BOUNDARY = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "no", "fig", "gen", "gov",

@@ -34,20 +34,29 @@ def load_hub_dataset(path: str, config: str | None, cache_dir: Path, alternative
         return datasets.load_dataset(
             path, config, cache_dir=str(cache_dir / "hf_datasets"), **kwargs
         )
-    except ValueError as error:  # an unknown config, or none given where there are several
-        words = (str(error).strip().splitlines() or [""])[0][:300]
-        raise SparseBertError(
-            f"The dataset '{path}' cannot be loaded with the config {config!r}: {words}. Name "
-            "one of its configs (task.hub_config=..., or 'path:config' in data.hub_sources)."
-        ) from None
+    except ValueError as error:
+        text = " ".join(str(error).split())[:400]
+        if "BuilderConfig" in text or "Config name is missing" in text:  # unknown or none given
+            raise SparseBertError(
+                f"The dataset '{path}' has no config {config!r} ({text}) Name one of its "
+                "configs: task.hub_config=<config>, or 'path:config' in data.hub_sources."
+            ) from None
+        if "Couldn't find cache" not in text:  # offline, not cached: the answer below
+            raise SparseBertError(
+                f"Could not load the dataset '{path}' ({text}). Check its name, config and "
+                "splits: a task reads its train and validation splits, a corpus "
+                "(data.hub_sources) its train split."
+            ) from None
+        unreachable = error
     except (OSError, RuntimeError) as error:  # RuntimeError: a hub copy that needs a loading script
-        what = f"'{path}'" + (f" (config '{config}')" if config else "")
-        raise SparseBertError(
-            f"Could not load the dataset {what} from the Hugging Face Hub or its local cache "
-            f"({error}). {alternatives} To download it, run on a machine that reaches "
-            "huggingface.co, without offline=true and without HF_HUB_OFFLINE=1 or "
-            f"HF_DATASETS_OFFLINE=1 in the environment. {NO_NETWORK}"
-        ) from error
+        unreachable = error
+    what = f"'{path}'" + (f" (config '{config}')" if config else "")
+    raise SparseBertError(
+        f"Could not load the dataset {what} from the Hugging Face Hub or its local cache "
+        f"({unreachable}). {alternatives} To download it, run on a machine that reaches "
+        "huggingface.co, without offline=true and without HF_HUB_OFFLINE=1 or "
+        f"HF_DATASETS_OFFLINE=1 in the environment. {NO_NETWORK}"
+    ) from unreachable
 
 
 # The hub's split names → the tasks' (train, dev, test); other names are kept as they are.

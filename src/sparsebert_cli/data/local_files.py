@@ -42,5 +42,6 @@ def load_local_files(builder: str, data_files, cache_dir: Path, **options):
         raise SparseBertError(
             f"Could not read {data_files} as {builder} files: {type(cause).__name__}: {words}. "
             "Fix the file: every row needs the header's columns, quotes closed, each split at "
-            "least one row."
+            "least one row, each column one type (a word such as NA in a number column: leave "
+            "the cell empty for a missing label)."
         ) from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
+from sparsebert_cli.data.config import task_source_problem
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, atomic_write_text
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
@@ -38,15 +39,23 @@ def recorded_task(recorded: dict, given: DictConfig, run_dir: Path) -> DictConfi
     if any(given.get(key) for key in SOURCE_KEYS):
         for key, empty in SOURCE_KEYS.items():
             task_cfg[key] = given.get(key) or empty
+        problem = task_source_problem(task_cfg)
+        if problem is not None:
+            raise SparseBertError(problem)
         return task_cfg
     for key in SOURCE_KEYS:
         value = task_cfg.get(key)
-        paths = list(value.values()) if key == "data_files" and value else [value]
+        # evaluate reads no train split (its recorded train file may be gone)
+        paths = (
+            [path for split, path in value.items() if split != "train"]
+            if key == "data_files" and value
+            else [value]
+        )
         missing = [path for path in paths if path and not Path(path).exists()]
         if missing:
             shown = dict(value) if key == "data_files" else value
             fix = (
-                "'+task.data_files={train: <file>, dev: <file>}'"
+                "'+task.data_files={dev: <file>}'"
                 if key == "data_files"
                 else f"task.{key}=<its new folder>"
             )
