@@ -39,14 +39,20 @@ def test_off_a_terminal_each_wait_is_one_start_and_one_done_line(monkeypatch, ca
 
 
 def test_off_a_terminal_a_step_line_is_printed_once_per_change(tmp_path, capsys):
-    """Logging the evaluation at the last step printed its step line a second time, unchanged."""
+    """Logging an evaluation whose metrics are not shown printed the step line a second time,
+    unchanged; a shown one (the MLM loss) adds its value to the line."""
     from types import SimpleNamespace
 
     from sparsebert_cli.training.logging import MetricLogger
 
     logger = MetricLogger(tmp_path, SimpleNamespace(name="none"), {"stage": "search"}, 4)
     logger.log(4, {"train/loss": 11.37, "train/lr": 1e-3})
+    logger.log(4, {"eval/perplexity": 2.851e4})
     logger.log(4, {"eval/mlm_loss": 10.26})
     logger.log(4, {"train/loss": 11.0})
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
-    assert lines == ["step 4/4  loss=11.37  lr=0.001", "step 4/4  loss=11  lr=0.001"]
+    assert lines == [
+        "step 4/4  loss=11.37  lr=0.001",
+        "step 4/4  loss=11.37  lr=0.001  mlm_loss=10.26",
+        "step 4/4  loss=11  lr=0.001  mlm_loss=10.26",
+    ]
