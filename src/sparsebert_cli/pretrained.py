@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.runs import layout
+from sparsebert_cli.runs import layout, path_is
 from sparsebert_cli.user_paths import user_path
 
 if TYPE_CHECKING:
@@ -37,11 +37,13 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
         package, folder = EMBEDDED_MODELS[name]
         return Path(str(resources.files(package) / folder))
     path = user_path(name)
-    if (layout(path).model / "config.json").is_file():
+    # path_is: a name the system refuses (too long, not encodable) is simply not there
+    if path_is(Path.is_file, layout(path).model / "config.json"):
         return layout(path).model
-    if not path.is_dir():
-        if name.startswith(("/", "./", "../", "~")) or path.exists():  # a path, not a hub name
-            problem = "is a file, not a folder" if path.exists() else "does not exist"
+    if not path_is(Path.is_dir, path):
+        exists = path_is(Path.exists, path)
+        if name.startswith(("/", "./", "../", "~")) or exists:  # a path, not a hub name
+            problem = "is a file, not a folder" if exists else "does not exist"
             raise SparseBertError(
                 f"the model folder {path} {problem}; point model.name_or_path (or model.from) at "
                 "a save_pretrained folder or a pretrain/finetune run directory."

@@ -622,6 +622,14 @@ def test_unreachable_hub_model_is_refused():
     )
 
 
+def test_a_model_name_too_long_for_the_file_system_is_taken_for_a_hub_name():
+    """model.name_or_path of 300 characters: validate ended in 'OSError: File name too long'
+    (found by the config fuzz)."""
+    from sparsebert_cli.pretrained import local_pretrained
+
+    assert local_pretrained("x" * 300) is None
+
+
 def test_unreachable_hub_dataset_is_refused(tmp_path, tokenizer):
     base = OmegaConf.structured(RunConfig).task
     task = OmegaConf.merge(base, OmegaConf.load(conf_dir() / "task" / "mrpc.yaml"))
