@@ -282,11 +282,8 @@ def test_sequences_longer_than_a_loaded_models_positions_are_refused(tmp_path):
     preflight(compose_cfg("pretrain", *common, "data.seq_len=64"))  # task.seq_len: not read
 
 
-def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir):
-    """A model pre-trained with a 16-token mask fine-tuned at task.seq_len = 64 failed at its
-    first batch longer than 16 tokens ("got length 42", with advice for a searched mask); it is
-    refused once the data is tokenized, naming the longest batch, before any training; validate
-    (which passed it) says so."""
+def _window_pretrain_run(workdir):
+    """A completed pretrain run folder whose model carries a window mask (half-width 2, n = 16)."""
     import json
 
     from omegaconf import OmegaConf
@@ -303,6 +300,15 @@ def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir
     save_checkpoint(model, run / "artifacts" / "model", {})
     manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
     (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir):
+    """A model pre-trained with a 16-token mask fine-tuned at task.seq_len = 64 failed at its
+    first batch longer than 16 tokens ("got length 42", with advice for a searched mask); it is
+    refused once the data is tokenized, naming the longest batch, before any training; validate
+    (which passed it) says so."""
+    run = _window_pretrain_run(workdir)
     args = ("finetune", f"model.from={run}", "task=polarity", "debug=smoke", "run_id=short")
     checked = sparsebert("validate", *args[:-1], cwd=workdir)  # OK, with the run's condition
     assert "covers n=16 tokens but task.seq_len=64" in checked.stderr
@@ -486,23 +492,9 @@ def test_task_data_files_is_set_as_every_task_comment_writes_it():
 def test_pre_training_a_sparse_model_under_another_mask_says_so(workdir, caplog, mask, warned):
     """`pretrain model.from=<a window run>` trained and saved it dense without a word (pretrain's
     default is mask=dense; finetune's mask=checkpoint keeps the stored one)."""
-    import json
-
-    from omegaconf import OmegaConf
-
-    from sparsebert_cli.config import MaskConfig
-    from sparsebert_cli.masks.source import MaskSource
-    from sparsebert_cli.modeling import build_pretraining_model, save_checkpoint
     from sparsebert_cli.validation import preflight
 
-    run = workdir / "runs" / "pretrain" / "w16"
-    window = OmegaConf.structured(MaskConfig(name="window", window=2))
-    model = build_pretraining_model(
-        tiny_model(), MaskSource.from_config(window, heads=2, layers=2, n=16), 30522, True
-    )
-    save_checkpoint(model, run / "artifacts" / "model", {})
-    manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
-    (run / "manifest.json").write_text(json.dumps(manifest))
+    run = _window_pretrain_run(workdir)
     cfg = compose_cfg("pretrain", f"model.from={run}", *mask, "data.seq_len=16")
     preflight(cfg)
     assert ("trained with the window mask stored beside it" in caplog.text) is warned
