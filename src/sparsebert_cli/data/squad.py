@@ -240,14 +240,14 @@ def local_files(task_cfg, train: bool = True) -> dict[str, Path]:
         files = {split: Path(task_cfg.data_dir) / name for split, name in official.items()}
     else:
         files = {split: Path(path) for split, path in task_cfg.data_files.items()}
-    if files and set(files) != {"train", "dev"} and (train or set(files) - {"train"} != {"dev"}):
+    read = set(files) - (set() if train else {"train"})  # evaluate reads dev alone
+    if files and read != ({"train", "dev"} if train else {"dev"}):
         raise SparseBertError(
             f"task.data_files={dict(task_cfg.data_files)} must name exactly a train and a dev file "
             "in the official SQuAD JSON layout, e.g. task.data_files={train: train-v1.1.json, "
             "dev: dev-v1.1.json}."
         )
-    if not train:
-        files.pop("train", None)
+    files = {split: path for split, path in files.items() if split in read}
     for split, path in files.items():
         if not path.is_file():
             raise SparseBertError(

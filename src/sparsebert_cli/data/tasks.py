@@ -183,7 +183,7 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool =
     files = {
         split: path for split, path in task_cfg.data_files.items() if train or split != "train"
     }
-    missing = [name for name in ("train", "dev") if name not in files and (train or name == "dev")]
+    missing = [name for name in (("train", "dev") if train else ("dev",)) if name not in files]
     suffixes = {Path(path).suffix.lower() for path in files.values()}
     if missing or len(suffixes) != 1 or next(iter(suffixes)) not in FILE_BUILDERS:
         raise SparseBertError(
