@@ -155,10 +155,25 @@ def test_the_same_seed_gives_the_same_examples(word_documents, tokenizer, tmp_pa
     assert first["train"][:] == second["train"][:] and first["eval"][:] == second["eval"][:]
 
 
-def test_another_seed_gives_other_examples(word_documents, tokenizer, tmp_path):
+def test_another_seed_gives_other_train_examples_and_the_same_eval(
+    word_documents, tokenizer, tmp_path
+):
     first = build_pretraining_splits(word_documents, tokenizer, 5, tmp_path / "cache")
     second = build_pretraining_splits(word_documents, tokenizer, 6, tmp_path / "cache")
     assert first["train"]["input_ids"] != second["train"]["input_ids"]
+    assert first["eval"][:] == second["eval"][:]
+
+
+def test_no_seed_trains_on_another_seeds_held_out_documents(word_documents, tokenizer, tmp_path):
+    # A continuation (model.from=) with another seed must not evaluate on what its checkpoint
+    # trained on: the held-out documents do not depend on the run's seed.
+    word_ids = {tokenizer.convert_tokens_to_ids(word) for word in WORDS}
+    held_out, trained = set(), set()
+    for seed in range(6):
+        splits = build_pretraining_splits(word_documents, tokenizer, seed, tmp_path / "cache")
+        for split, words in (("eval", held_out), ("train", trained)):
+            words |= {t for e in splits[split] for t in e["input_ids"] if t in word_ids}
+    assert len(held_out) == 2 and held_out.isdisjoint(trained)
 
 
 def test_examples_do_not_depend_on_num_proc(word_documents, tokenizer, tmp_path):

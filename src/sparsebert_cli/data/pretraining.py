@@ -1,7 +1,10 @@
 """BERT pre-training examples: sentence pairs with next-sentence labels and static MLM masks.
 
 The recipe of Google's `create_pretraining_data.py`, which the paper's reference code uses:
-- Documents are split into held-out `eval` and `train` documents (`data.eval_fraction`, seeded).
+- Documents are split into held-out `eval` and `train` documents (`data.eval_fraction`). The
+  split and the eval examples are drawn with `HELD_OUT_SEED`, not the run's seed: every seed
+  evaluates on the same examples, and a continuation (`model.from=`) with another seed never
+  evaluates on documents its checkpoint trained on.
 - Sentences of a document are packed into chunks up to `seq_len - 3` tokens (with probability
   `short_seq_prob` a shorter random target, so the model also sees short inputs). A chunk splits
   at a random sentence boundary into segment A and B; B is replaced with probability 0.5 by text
@@ -13,7 +16,7 @@ The recipe of Google's `create_pretraining_data.py`, which the paper's reference
   non-special token, 10 % stay. [CLS], [SEP] and padding are never chosen.
 - With `data.nsp=false` an example is one segment `[CLS] A [SEP]` and next_sentence_label is -100.
 Every document draws from its own RNG seeded by (seed, pass, document index), so the examples do
-not depend on `num_proc`. The result is cached under `cache_dir/pretraining/` keyed by a hash of
+not depend on `num_proc`; the run's seed draws the train examples and their order. The result is cached under `cache_dir/pretraining/` keyed by a hash of
 the corpus, the tokenizer's full definition, the parameters and the seed.
 """
 
@@ -26,7 +29,8 @@ from sparsebert_cli.data.corpus import corpus_identity, load_corpus, map_process
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
-PRETRAINING_FORMAT = 1  # bump when the recipe below changes, to invalidate caches
+PRETRAINING_FORMAT = 2  # bump when the recipe below changes, to invalidate caches
+HELD_OUT_SEED = 0  # draws the held-out documents and their examples, whatever the run's seed
 NOT_NSP = -100  # next_sentence_label when data.nsp=false: ignored by a cross-entropy loss
 
 
@@ -75,9 +79,12 @@ def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
             f"{len(corpus)} documents of data={data_cfg.name}, leaving none to train on; lower "
             "data.eval_fraction (or add text / raise data.max_documents)."
         )
-    documents = corpus.train_test_split(test_size=data_cfg.eval_fraction, seed=seed)
+    documents = corpus.train_test_split(test_size=data_cfg.eval_fraction, seed=HELD_OUT_SEED)
     splits = {}
-    for split, source in (("train", documents["train"]), ("eval", documents["test"])):
+    for split, source, split_seed in (
+        ("train", documents["train"], seed),
+        ("eval", documents["test"], HELD_OUT_SEED),
+    ):
         tokenized = tokenize_documents(source, tokenizer, data_cfg, f"{key}-{split}")
         examples = tokenized.map(
             create_examples,
@@ -88,7 +95,7 @@ def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
             fn_kwargs={
                 "documents": tokenized,
                 "settings": example_settings(data_cfg, tokenizer),
-                "seed": seed,
+                "seed": split_seed,
             },
             num_proc=map_processes(data_cfg),
             new_fingerprint=f"{key}-{split}-examples",
