@@ -303,6 +303,29 @@ def _window_pretrain_run(workdir):
     return run
 
 
+@pytest.mark.parametrize(
+    ("stage", "data", "warned"),
+    [
+        ("pretrain", [], False),
+        ("search", ["mask=dam_s", "mask.seq_len=16"], False),
+        ("pretrain", ["data.eval_fraction=0.1"], True),
+        ("search", ["mask=dam_s", "mask.seq_len=16", "data.max_documents=50"], True),
+    ],
+)
+def test_a_continuation_on_other_held_out_documents_says_so(workdir, caplog, stage, data, warned):
+    """The held-out documents follow the corpus and data.eval_fraction: continuing a checkpoint
+    under others may evaluate on documents it trained on."""
+    from sparsebert_cli.validation import preflight
+
+    run = _window_pretrain_run(workdir)
+    OmegaConf.save(compose_cfg("pretrain", "mask=window", "data.seq_len=16"), run / "config.yaml")
+    preflight(compose_cfg(stage, f"model.from={run}", "data.seq_len=16", *data))
+    said = "held-out documents of this run are not those of" in caplog.text
+    assert said is warned
+    if warned:
+        assert f"({data[-1].split('=')[0]} differ)" in caplog.text
+
+
 def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir):
     """A model pre-trained with a 16-token mask fine-tuned at task.seq_len = 64 failed at its
     first batch longer than 16 tokens ("got length 42", with advice for a searched mask); it is

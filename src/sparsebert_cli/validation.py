@@ -486,6 +486,8 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
                 _note_stored_mask_length(cfg, weights)
             if cfg.stage == "pretrain" and cfg.mask.name != "checkpoint":
                 _note_replaced_mask(cfg, weights)
+        if cfg.stage in ("pretrain", "search") and "model.from_run" in upstream:
+            _note_other_held_out(cfg, upstream["model.from_run"])
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
             _check_searched_mask(cfg, upstream["mask.from_run"], weights)
     return upstream
@@ -562,6 +564,33 @@ def _note_replaced_mask(cfg: DictConfig, weights: Path) -> None:
             "uses mask=%s and stores that one with the model instead; add mask=checkpoint to "
             "go on with the stored mask.",
             weights, kind, cfg.mask.name,
+        )  # fmt: skip
+
+
+def _note_other_held_out(cfg: DictConfig, upstream: Path) -> None:
+    """A continuation whose held-out documents are not those its checkpoint was trained
+    beside: its eval/mlm_* may count documents the checkpoint trained on. Say so (continuing on
+    another corpus on purpose is fine)."""
+    from sparsebert_cli.data.pretraining import held_out_identity
+
+    recorded = upstream / runs.CONFIG
+    if not recorded.is_file():
+        return
+    before = OmegaConf.load(recorded)
+    if OmegaConf.select(before, "stage") not in ("pretrain", "search"):
+        return
+    try:
+        theirs = held_out_identity(before.data)
+    except AttributeError:  # recorded by a version without some data key: nothing to compare
+        return
+    ours = held_out_identity(cfg.data)
+    differ = [f"data.{k}" if k in cfg.data else k for k in ours if ours[k] != theirs.get(k)]
+    if differ:
+        log.warning(
+            "the held-out documents of this run are not those of %s, which this model comes "
+            "from (%s differ): eval/mlm_* may count documents it trained on; keep data.* and "
+            "data.eval_fraction as that run had them for a held-out measurement.",
+            upstream, ", ".join(differ),
         )  # fmt: skip
 
 

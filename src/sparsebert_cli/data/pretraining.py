@@ -34,6 +34,11 @@ HELD_OUT_SEED = 0  # draws the held-out documents and their examples, whatever t
 NOT_NSP = -100  # next_sentence_label when data.nsp=false: ignored by a cross-entropy loss
 
 
+def held_out_identity(data_cfg) -> dict:
+    """What decides which documents pre-training holds out (drawn with `HELD_OUT_SEED`)."""
+    return {**corpus_identity(data_cfg), "eval_fraction": data_cfg.eval_fraction}
+
+
 def build_pretraining_splits(data_cfg, tokenizer, seed: int, cache_dir: Path):
     """`DatasetDict` with `train` and `eval` pre-training examples, built once per cache key
     (the settings' ranges are checked once, by `validation`, before any work)."""
