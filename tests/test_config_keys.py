@@ -485,6 +485,19 @@ def test_a_glue_folder_enters_the_hash_by_the_tasks_own_files(tmp_path):
     assert hashed_config(cfg) != before
 
 
+@pytest.mark.parametrize(
+    ("stage", "seed", "changed"),
+    [("pretrain", 1, True), ("search", 2, True), ("pipeline", 1, True), ("pretrain", 0, False),
+     ("finetune", 1, False)],
+)  # fmt: skip
+def test_runs_whose_held_out_documents_changed_get_another_hash(stage, seed, changed):
+    """Until 2026-12-06 the run's seed drew the held-out documents: a completed seed-1
+    pre-training of then (other documents) would be reused by a pipeline, or resumed on the new
+    split. Seed 0's documents did not change, nor did a fine-tuning's: their hashes stay."""
+    cfg = OmegaConf.to_container(compose_cfg(stage, f"seed={seed}"), resolve=True)
+    assert ("held_out_seed" in hashed_config(cfg)) is changed
+
+
 def test_a_steps_own_overrides_take_the_command_lines_spelling_of_from():
     """`model.from` is what every message and help text says, but inside pipeline.<step>=[...]
     it was refused as 'not a setting of sparsebert'."""

@@ -25,12 +25,12 @@ import random
 from pathlib import Path
 
 from sparsebert_cli.data.cache import cached_dataset, content_key
+from sparsebert_cli.data.config import HELD_OUT_SEED
 from sparsebert_cli.data.corpus import corpus_identity, load_corpus, map_processes
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
 PRETRAINING_FORMAT = 2  # bump when the recipe below changes, to invalidate caches
-HELD_OUT_SEED = 0  # draws the held-out documents and their examples, whatever the run's seed
 NOT_NSP = -100  # next_sentence_label when data.nsp=false: ignored by a cross-entropy loss
 
 

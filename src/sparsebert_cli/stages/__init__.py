@@ -9,6 +9,7 @@ reader.
 
 import glob
 
+from sparsebert_cli.data.config import HELD_OUT_SEED
 from sparsebert_cli.masks.config import mask_identity
 from sparsebert_cli.user_paths import user_path
 
@@ -100,6 +101,9 @@ def hashed_config(resolved: dict) -> dict:
     pipeline = pipeline_identity(resolved)
     if pipeline:  # absent otherwise, so pipelines without them keep their hashes
         hashed["pipeline"] = pipeline
+    held_out = reads(resolved["stage"], "data.eval_fraction")  # the stage builds MLM examples
+    if held_out and resolved.get("seed") != HELD_OUT_SEED:  # other seeds' examples changed
+        hashed["held_out_seed"] = HELD_OUT_SEED  # (their held-out documents); seed 0's did not
     files = _input_files(resolved)
     if files:  # absent otherwise, so configs without local files keep their hashes
         from sparsebert_cli.data.cache import file_fingerprint
