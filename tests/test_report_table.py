@@ -513,6 +513,23 @@ def test_pre_trainings_of_different_configs_or_one_seed_are_not_pooled(tmp_path)
     assert alone["no_diag"].mlm_delta.mean == pytest.approx(0.1)
 
 
+def test_continuations_of_two_checkpoints_pair_with_the_dense_run_of_their_own(tmp_path):
+    """Dense and no_diag continued from two replicate checkpoints (seeds 0, 1) with seed 0: each
+    no_diag run pairs with the dense run of its checkpoint; both dense runs had the same
+    (config, seed) key and the last one read was every no_diag run's peer."""
+    runs_dir = tmp_path / "runs"
+    sweep = runs_dir / "pretrain" / "multirun" / "study"
+    for base_seed, base_loss in ((0, 5.0), (1, 6.0)):
+        base = make_job(runs_dir / "pretrain" / f"base{base_seed}", seed=base_seed,
+                        stage="pretrain", metrics={"eval/mlm_loss": 7.0})  # fmt: skip
+        for mask, loss in (("dense", base_loss), ("no_diag", base_loss + 0.1)):
+            make_job(sweep / f"{mask}-{base_seed}", mask=mask, stage="pretrain",
+                     metrics={"eval/mlm_loss": loss}, extra={"model": {"from_run": str(base)}})  # fmt: skip
+    rows = {row.label: row for row in build_table([sweep]).rows}
+    assert rows["no_diag"].mlm_delta.n == 2
+    assert rows["no_diag"].mlm_delta.mean == pytest.approx(0.1)
+
+
 def test_a_mixed_cell_leaves_its_rows_pre_training_numbers_unpooled(tmp_path):
     """Two pipelines of seed 0 with other learning rates: the cell refuses to pool them, and so
     does the MLM loss of their two pre-trainings."""

@@ -36,6 +36,7 @@ from sparsebert_cli.reporting.records import (
     RunRecord,
     collect_runs,
     lookup,
+    upstream_seeds,
 )
 from sparsebert_cli.runs import config_hash
 
@@ -405,11 +406,14 @@ def _sparsity_at_one_n(
     return by_n[shown], note
 
 
-def _pairing(record: RunRecord) -> tuple[str, Any]:
+def _pairing(record: RunRecord) -> tuple[str, Any, tuple]:
     """What a pre-training is paired with the dense one by: its experiment outside the mask (the
-    same data, model and training) and its own seed."""
+    same data, model and training), its own seed and the seeds of the runs its weights come from
+    (continuations of two replicate checkpoints are two pairs; a searched mask's seed is the
+    mask's, not the pair's)."""
     outside = {k: v for k, v in record.experiment.items() if k != "mask"}
-    return config_hash(outside), lookup(record, SEED_KEY)
+    weights = upstream_seeds({"model": record.config.get("model")})
+    return config_hash(outside), lookup(record, SEED_KEY), weights
 
 
 def _losses(records: list[RunRecord]) -> list[tuple[tuple[str, Any], float]]:
