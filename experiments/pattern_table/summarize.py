@@ -5,8 +5,8 @@ Reads each job's `config.yaml`, `metrics.json` and mask (`artifacts/model/mask.j
 dam_u / dam_s / attention_topk for a searched mask, and sparsity) under the pretrain sweep folders,
 and writes `summary.json`, `summary.md` and `loss_vs_sparsity.png` into OUT_DIR: per mask the
 sparsity, held-out MLM loss and accuracy (mean ± std over seeds), the gate count, and the
-same-seed difference to dense with a 95 % t-interval (the seeds fix the batches and the held-out
-split, so the paired difference is the sharper measure), and the same difference at the first
+same-seed difference to dense with a 95 % t-interval (a seed fixes the batches; every seed holds
+out the same documents; the paired difference is the sharper measure), and the same difference at the first
 evaluation (how much the mask cost before the model adapted to it).
 """
 
