@@ -353,3 +353,23 @@ def test_a_completed_finetune_keeps_one_copy_of_its_final_weights(chain):
     )
     assert Path("artifacts/model/model.safetensors") in weights
     assert Path("best_model.safetensors") not in weights
+
+
+def test_a_finetune_that_keeps_its_last_weights_reports_its_last_evaluation(tmp_path):
+    """task.select=last: no best-epoch selection on dev (whose maximum over evaluations is an
+    optimistic score); the metrics are the last evaluation's, the weights the last step's."""
+    cli(
+        "finetune", "debug=smoke", "task=polarity", "model=tiny", "mask=dense", "trainer.eval_every=1",
+        "task.select=last", root=tmp_path,
+    )  # fmt: skip
+    run_dir = only_run(tmp_path, "finetune")
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [row for row in logged if "eval/headline" in row]
+    assert [row["step"] for row in evaluations] == [1, 2, 3, 4]
+    found = metrics(run_dir)
+    assert "eval/best_step" not in found
+    assert found["eval/headline"] == evaluations[-1]["eval/headline"]
+    cli("evaluate", root=tmp_path)
+    assert metrics(only_run(tmp_path, "evaluate"))["eval/headline"] == pytest.approx(
+        found["eval/headline"]
+    )

@@ -22,6 +22,7 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
+from sparsebert_cli.data.config import SELECTIONS
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
@@ -56,6 +57,7 @@ CHOICES = {
     "logger.name": schema.LOGGERS,
     "logger.mode": schema.LOGGER_MODES,
     "resume": schema.RESUME_MODES,
+    "task.select": SELECTIONS,
 }
 
 

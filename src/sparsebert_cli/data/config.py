@@ -68,6 +68,12 @@ class DataConfig:
     num_proc: int = 1
 
 
+# The weights a fine-tuning keeps (task.select): "best", the best dev evaluation's (as Hugging
+# Face's load_best_model_at_end; its dev score is then the maximum over the evaluations, an
+# optimistic estimate, the more so the smaller the dev set), or "last", the last step's (as the
+# paper's reference scripts; dev stays an unbiased measure).
+SELECTIONS = ("best", "last")
+
 # Draws pre-training's held-out documents and their examples whatever the run's seed (until
 # 2026-12-06 the run's seed drew them: runs with another seed hold out other documents).
 HELD_OUT_SEED = 0
@@ -95,6 +101,7 @@ class TaskConfig:
     label_field: str = "label"
     seq_len: int = 128
     fold: int = 0  # embedded tasks: which cross-validation fold is dev
+    select: str = "best"  # one of SELECTIONS
     num_folds: int = 5
     # Local copy in the original layout (SQuAD: train-v1.1.json, dev-v1.1.json / -v2.0.json;
     # SWAG: train.csv, val.csv, test.csv); task.data_files={split: file} names files one by one.

@@ -121,7 +121,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
 
     hooks = Hooks(
         evaluate=evaluate,
-        select="eval/headline",
+        select="eval/headline" if cfg.task.select == "best" else None,
         final=lambda: mask_sparsity(model),
     )
     rates = NO_EXTRA_RATES
