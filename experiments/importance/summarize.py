@@ -21,8 +21,14 @@ import yaml
 from sparsebert_cli.reporting.formats import gate_text
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _pm(mean: float, std: float | None, digits: int, sign: str = "") -> str:
+    """mean ± std, the mean alone for one seed (no spread to show)."""
+    spread = "" if std is None else f" ± {std:.{digits}f}"
+    return f"{mean:{sign}.{digits}f}{spread}"
 
 
 def _model_metrics(job: Path, config: dict) -> dict:
@@ -109,13 +115,13 @@ def to_markdown(summary: dict) -> str:
             "| step | " + " | ".join(str(step) for step in s["steps"]) + " |",
             "|---|" + "---|" * len(s["steps"]),
             "| diagonal rank | "
-            + " | ".join(f"{m:.1f} ± {d:.1f}" for m, d in s["diagonal_rank_mean_std"])
+            + " | ".join(_pm(m, d, 1) for m, d in s["diagonal_rank_mean_std"])
             + " |",
             "",
             "| final keep probability | mean ± std |",
             "|---|---|",
             *(
-                f"| {k} | {m:.4f} ± {d:.4f} |"
+                f"| {k} | {_pm(m, d, 4)} |"
                 for k, (m, d) in s["final_keep_probability_mean_std"].items()
             ),
             "",
@@ -123,7 +129,7 @@ def to_markdown(summary: dict) -> str:
             f"{s['seeds_where_diagonal_is_least_kept']} of {len(s['seeds'])}.",
             "",
             *(
-                f"Spearman {k} (bands diag, 1–8, [CLS]): {m:+.2f} ± {d:.2f}"
+                f"Spearman {k} (bands diag, 1–8, [CLS]): {_pm(m, d, 2, '+')}"
                 for k, (m, d) in s.get("spearman_mean_std", {}).items()
             ),
             "",

@@ -19,7 +19,9 @@ import yaml
 
 from sparsebert_cli.reporting.formats import gate_text
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided t quantiles by df
+# two-sided 95 % t quantiles by degrees of freedom
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+       10: 2.228}  # fmt: skip
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -51,6 +53,7 @@ def jobs(sweeps: list[Path]) -> list[dict]:
                 "mask": name,
                 "first_eval": {"step": first_eval["step"], "loss": first_eval["eval/mlm_loss"]},
                 "seed": config["seed"],
+                "checkpoint": config["model"].get("from_run"),
                 "sparsity": sparsity,
                 "loss": metrics["eval/mlm_loss"],
                 "accuracy": metrics["eval/mlm_accuracy"],
@@ -62,24 +65,37 @@ def jobs(sweeps: list[Path]) -> list[dict]:
     return found
 
 
+def _pair(job: dict) -> tuple:
+    """What a job is paired with its dense run by: the checkpoint it continues and its seed."""
+    return job["checkpoint"], job["seed"]
+
+
 def summarize(found: list[dict]) -> dict:
-    dense = {j["seed"]: j["loss"] for j in found if j["mask"] == "dense"}
-    dense_first = {j["seed"]: j["first_eval"]["loss"] for j in found if j["mask"] == "dense"}
+    seen: dict[tuple, str] = {}
+    for job in found:
+        key = (job["mask"], *_pair(job))
+        if key in seen:
+            raise SystemExit(f"two {job['mask']} jobs of one checkpoint and seed: {seen[key]} and "
+                             f"{job['job']}; summarize one of them")  # fmt: skip
+        seen[key] = job["job"]
+    dense = {_pair(j): j for j in found if j["mask"] == "dense"}
     by_mask: dict[str, list[dict]] = {}
     for job in found:
         by_mask.setdefault(job["mask"], []).append(job)
     rows = {}
     for mask, group in by_mask.items():
-        paired = [j["loss"] - dense[j["seed"]] for j in group if j["seed"] in dense]
-        early = [j["first_eval"]["loss"] - dense_first[j["seed"]] for j in group
-                 if j["seed"] in dense_first]  # fmt: skip
+        peers = [(j, dense[_pair(j)]) for j in group if _pair(j) in dense]
+        paired = [j["loss"] - d["loss"] for j, d in peers]
+        early = [j["first_eval"]["loss"] - d["first_eval"]["loss"] for j, d in peers]
         delta, spread = _mean_std(paired) if paired else (None, None)
         interval = None
         if spread is not None:
             half = T95[len(paired) - 1] * spread / len(paired) ** 0.5
             interval = [delta - half, delta + half]
+        ratios = [j["neighbour_ratio"] for j in group if j["neighbour_ratio"] is not None]
         rows[mask] = {
             "seeds": sorted(j["seed"] for j in group),
+            "n_paired": len(paired),
             "sparsity": statistics.fmean(j["sparsity"] for j in group),
             "loss_mean_std": _mean_std([j["loss"] for j in group]),
             "accuracy_mean_std": _mean_std([j["accuracy"] for j in group]),
@@ -89,7 +105,7 @@ def summarize(found: list[dict]) -> dict:
             "delta_loss_first_eval_mean_std": _mean_std(early) if early else (None, None),
             "gate_passed": sum(j["gate"] == 1.0 for j in group),
             "gate_measured": sum(j["gate"] is not None for j in group),
-            "neighbour_ratio_min": min(j["neighbour_ratio"] or 0.0 for j in group),
+            "neighbour_ratio_min": min(ratios) if ratios else None,
         }
     return dict(sorted(rows.items(), key=lambda kv: kv[1]["sparsity"]))
 
@@ -103,16 +119,16 @@ def _pm(pair, digits: int, scale: float = 1.0) -> str:
 
 def markdown(rows: dict) -> str:
     lines = [
-        "| mask | sparsity % | MLM loss | MLM acc. % | loss − dense (same seed) | 95 % CI "
+        "| mask | sparsity % | MLM loss | MLM acc. % | loss − dense (same seed) | n | 95 % CI "
         "| − dense at the first evaluation | gate |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mask, row in rows.items():
         ci = row["delta_loss_95ci"]
         lines.append(
             f"| {mask} | {row['sparsity']:.1f} | {_pm(row['loss_mean_std'], 4)} "
             f"| {_pm(row['accuracy_mean_std'], 2, 100)} "
-            f"| {_pm(row['delta_loss_vs_dense_mean_std'], 4)} "
+            f"| {_pm(row['delta_loss_vs_dense_mean_std'], 4)} | {row['n_paired']} "
             f"| {'n/a' if ci is None else f'{ci[0]:+.4f} … {ci[1]:+.4f}'} "
             f"| {_pm(row['delta_loss_first_eval_mean_std'], 4)} (step {row['first_eval_step']}) "
             f"| {gate_text((row['gate_passed'], row['gate_measured']))} |"
@@ -146,7 +162,9 @@ def figure(rows: dict, out: Path) -> None:
         ax.set_ylabel("held-out MLM loss − dense (same seed)")
     axes[0].set_title("all masks (red: searched and controls)")
     axes[1].set_title("zoom: differences below 0.3")
-    fig.suptitle("Continued pre-training of the gated checkpoint, 300 steps (mean ± std, 3 seeds)")
+    seeds = sorted({len(row["seeds"]) for row in rows.values()})
+    fig.suptitle("Continued pre-training of the gated checkpoint, 300 steps (mean ± std over "
+                 f"{'/'.join(map(str, seeds))} seeds)")  # fmt: skip
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

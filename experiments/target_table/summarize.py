@@ -35,6 +35,8 @@ def record(run_dir: Path) -> dict:
 
 def table(records: list[dict]) -> str:
     cell = {(r["target"], r["structure"]): r for r in records}
+    if len(cell) < len(records):
+        raise SystemExit("two searches of one target and structure: summarize one sweep at a time")
     targets = sorted({r["target"] for r in records})
     head = " | ".join(f"{name}: handed on / sign mask / MLM acc." for name in STRUCTURES.values())
     lines = [f"| target | {head} |", "|---" * (len(STRUCTURES) + 1) + "|"]
