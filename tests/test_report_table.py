@@ -127,6 +127,19 @@ def test_row_missing_a_column_has_no_average_and_a_missing_cell(sweep):
     assert no_diag.average is None
 
 
+def test_a_row_whose_columns_ran_different_seeds_has_no_average(sweep):
+    """MRPC over seeds 0-2 and RTE over seed 0 only: an Average of their means mixes seed sets."""
+    for seed in range(3):
+        make_job(sweep / f"m{seed}", seed=seed, metrics=mrpc(0.8, 0.9))
+    make_job(sweep / "r0", task="rte", metrics={"eval/accuracy": 0.6})
+    table = build_table([sweep])
+    assert table.rows[0].average is None
+    assert table.warnings == [
+        "dense: no Average: its columns were run with different seeds ({0} vs {0, 1, 2}), and an "
+        "Average over them would mix seed sets; run every task with the same seeds."
+    ]
+
+
 def test_failed_seed_marks_the_cell_partial_with_its_error(sweep):
     make_job(sweep / "a", seed=0, metrics=mrpc(0.8, 0.9))
     make_job(sweep / "b", seed=1, status="failed", error="boom\ntrace", resolved_config=False)
@@ -756,7 +769,9 @@ def test_a_row_with_a_partial_cell_has_no_average(sweep):
     (row,) = table.rows
     assert [c.status for c in row.cells] == ["partial", "ok"] and row.average is None
     assert any(w.startswith("dense: no Average while MRPC lack runs") for w in table.warnings)
-    (sweep / "m1" / "manifest.json").unlink()  # the failed seed removed: the cells agree again
+    (sweep / "m1" / "manifest.json").unlink()  # the failed seed removed: still other seed sets
+    assert build_table([sweep]).rows[0].average is None
+    (sweep / "r1" / "manifest.json").unlink()  # seed 0 alone in both columns: an Average
     assert build_table([sweep]).rows[0].average == pytest.approx((80 + 90) / 4 + 60 / 2)
 
 

@@ -494,11 +494,19 @@ def build_table(
         partial = [
             col.label for col, cell in zip(columns, cells, strict=True) if cell.status == "partial"
         ]
+        seed_sets = sorted({tuple(sorted({str(s) for s in cell.seeds})) for cell in cells})
         if average is not None and partial:  # the columns' seed sets differ, and still move
             average = None
             warnings.append(
                 f"{label}: no Average while {', '.join(partial)} lack runs that failed or have "
                 "not finished (an Average over the rest would mix seed sets); rerun the sweep."
+            )
+        elif average is not None and len(seed_sets) > 1:
+            average = None
+            shown = " vs ".join("{" + ", ".join(seeds) + "}" for seeds in seed_sets)
+            warnings.append(
+                f"{label}: no Average: its columns were run with different seeds ({shown}), and "
+                "an Average over them would mix seed sets; run every task with the same seeds."
             )
         warnings += [
             f"{label} × {column.label}: {cell.problem}"
