@@ -164,6 +164,24 @@ def test_another_seed_gives_other_train_examples_and_the_same_eval(
     assert first["eval"][:] == second["eval"][:]
 
 
+def test_the_first_eval_examples_span_the_held_out_documents(word_documents, tokenizer, tmp_path):
+    """The attention gate reads the first 256 eval examples and occlusion the first 512; in
+    document order they came from one or two of the held-out documents."""
+    documents = [" ".join(f"{w.capitalize()} {w} {w} {w}." for _ in range(200)) for w in WORDS]
+    (tmp_path / "long.txt").write_text("\n\n".join(documents) + "\n")
+    data = OmegaConf.merge(word_documents, {"files": [str(tmp_path / "long.txt")]})
+    splits = build_pretraining_splits(data, tokenizer, 0, tmp_path / "cache")
+    word_ids = {tokenizer.convert_tokens_to_ids(word) for word in WORDS}
+
+    def document(example) -> int:  # the word of its segment A
+        ids, kinds = example["input_ids"], example["token_type_ids"]
+        return next(t for t, kind in zip(ids, kinds, strict=True) if kind == 0 and t in word_ids)
+
+    order = [document(example) for example in splits["eval"]]
+    assert len(order) >= 40 and len(set(order)) == 2
+    assert len(set(order[: len(order) // 4])) == 2
+
+
 def test_no_seed_trains_on_another_seeds_held_out_documents(word_documents, tokenizer, tmp_path):
     # A continuation (model.from=) with another seed must not evaluate on what its checkpoint
     # trained on: the held-out documents do not depend on the run's seed.

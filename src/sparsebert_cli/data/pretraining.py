@@ -2,9 +2,9 @@
 
 The recipe of Google's `create_pretraining_data.py`, which the paper's reference code uses:
 - Documents are split into held-out `eval` and `train` documents (`data.eval_fraction`). The
-  split and the eval examples are drawn with `HELD_OUT_SEED`, not the run's seed: every seed
-  evaluates on the same examples, and a continuation (`model.from=`) with another seed never
-  evaluates on documents its checkpoint trained on.
+  split and the eval examples (and their order) are drawn with `HELD_OUT_SEED`, not the run's
+  seed: every seed evaluates on the same examples, and a continuation (`model.from=`) with another
+  seed never evaluates on documents its checkpoint trained on.
 - Sentences of a document are packed into chunks up to `seq_len - 3` tokens (with probability
   `short_seq_prob` a shorter random target, so the model also sees short inputs). A chunk splits
   at a random sentence boundary into segment A and B; B is replaced with probability 0.5 by text
@@ -30,7 +30,7 @@ from sparsebert_cli.data.corpus import corpus_identity, load_corpus, map_process
 from sparsebert_cli.data.padding import padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
-PRETRAINING_FORMAT = 2  # bump when the recipe below changes, to invalidate caches
+PRETRAINING_FORMAT = 3  # bump when the recipe below changes, to invalidate caches
 NOT_NSP = -100  # next_sentence_label when data.nsp=false: ignored by a cross-entropy loss
 
 
@@ -106,7 +106,9 @@ def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
             new_fingerprint=f"{key}-{split}-examples",
             desc=f"creating {split} pre-training examples",
         )
-        splits[split] = examples.shuffle(seed=seed) if split == "train" else examples
+        # eval too: its first examples (what the attention gate and occlusion read) then span
+        # the held-out documents instead of coming from one
+        splits[split] = examples.shuffle(seed=split_seed)
     return datasets.DatasetDict(splits)
 
 
