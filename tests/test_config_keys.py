@@ -498,6 +498,21 @@ def test_runs_whose_held_out_documents_changed_get_another_hash(stage, seed, cha
     assert ("held_out_seed" in hashed_config(cfg)) is changed
 
 
+@pytest.mark.parametrize("stage", ["finetune", "pipeline", "pretrain"])
+def test_a_config_recorded_before_task_select_keeps_its_hash_and_pools(stage):
+    """task.select joined the task group later: runs recorded without it (the default, best)
+    keep their content hash (reused, resumed) and their experiment (pooled in the report)."""
+    from sparsebert_cli.reporting.records import experiment_config
+
+    cfg = OmegaConf.to_container(compose_cfg(stage, "task=polarity"), resolve=True)
+    older = {**cfg, "task": {k: v for k, v in cfg["task"].items() if k != "select"}}
+    assert hashed_config(older) == hashed_config(cfg)
+    assert experiment_config(older) == experiment_config(cfg)
+    if stage != "pretrain":  # which reads no task
+        last = compose_cfg(stage, "task=polarity", "task.select=last")
+        assert hashed_config(OmegaConf.to_container(last, resolve=True)) != hashed_config(cfg)
+
+
 def test_a_steps_own_overrides_take_the_command_lines_spelling_of_from():
     """`model.from` is what every message and help text says, but inside pipeline.<step>=[...]
     it was refused as 'not a setting of sparsebert'."""

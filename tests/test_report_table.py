@@ -140,6 +140,25 @@ def test_a_row_whose_columns_ran_different_seeds_has_no_average(sweep):
     ]
 
 
+def test_a_row_whose_columns_came_from_other_checkpoints_has_no_average(tmp_path):
+    """MRPC fine-tuned (seed 0) from checkpoints of seeds 0 and 1, RTE from seed 0's only: the
+    own seeds agree, the replicates do not."""
+    sweep = tmp_path / "runs" / "finetune" / "multirun" / "s"
+    for base_seed in (0, 1):
+        base = make_job(tmp_path / "runs" / "pretrain" / f"b{base_seed}", seed=base_seed,
+                        stage="pretrain", metrics={"eval/mlm_loss": 7.0})  # fmt: skip
+        tasks = ("mrpc", "rte") if base_seed == 0 else ("mrpc",)
+        for task in tasks:
+            make_job(sweep / f"{task}{base_seed}", task=task, stage="finetune",
+                     metrics=mrpc(0.8, 0.9), extra={"model": {"from_run": str(base)}})  # fmt: skip
+    table = build_table([sweep])
+    assert table.rows[0].average is None
+    assert (
+        "({0 (upstream runs: 0)} vs {0 (upstream runs: 0), 0 (upstream runs: 1)})"
+        in (table.warnings[0])
+    )
+
+
 def test_failed_seed_marks_the_cell_partial_with_its_error(sweep):
     make_job(sweep / "a", seed=0, metrics=mrpc(0.8, 0.9))
     make_job(sweep / "b", seed=1, status="failed", error="boom\ntrace", resolved_config=False)

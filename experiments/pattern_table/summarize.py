@@ -90,6 +90,8 @@ def summarize(found: list[dict]) -> dict:
         delta, spread = _mean_std(paired) if paired else (None, None)
         interval = None
         if spread is not None:
+            if len(paired) - 1 not in T95:
+                raise SystemExit(f"{mask}: {len(paired)} pairs; T95 holds t quantiles to 10 df")
             half = T95[len(paired) - 1] * spread / len(paired) ** 0.5
             interval = [delta - half, delta + half]
         ratios = [j["neighbour_ratio"] for j in group if j["neighbour_ratio"] is not None]

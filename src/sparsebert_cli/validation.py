@@ -570,21 +570,20 @@ def _note_replaced_mask(cfg: DictConfig, weights: Path) -> None:
 
 
 def _note_other_held_out(cfg: DictConfig, upstream: Path) -> None:
-    """A continuation whose held-out documents are not those its checkpoint was trained
-    beside: its eval/mlm_* may count documents the checkpoint trained on. Say so (continuing on
-    another corpus on purpose is fine)."""
+    """A continuation of a pre-training (`upstream`) whose held-out documents are not those its
+    checkpoint was trained beside: its eval/mlm_* may count documents the checkpoint trained on.
+    Say so (continuing on another corpus on purpose is fine)."""
+    from importlib.metadata import PackageNotFoundError
+
     from sparsebert_cli.data.pretraining import held_out_identity
 
     recorded = upstream / runs.CONFIG
     if not recorded.is_file():
         return
-    before = OmegaConf.load(recorded)
-    if OmegaConf.select(before, "stage") not in ("pretrain", "search"):
-        return
     try:
-        theirs = held_out_identity(before.data)
-    except AttributeError:  # recorded by a version without some data key: nothing to compare
-        return
+        theirs = held_out_identity(OmegaConf.load(recorded).data)
+    except (AttributeError, PackageNotFoundError):  # recorded by a version without some data
+        return  # key, or of an embedded corpus not installed here: nothing to compare
     ours = held_out_identity(cfg.data)
     differ = [f"data.{k}" if k in cfg.data else k for k in ours if ours[k] != theirs.get(k)]
     if differ:

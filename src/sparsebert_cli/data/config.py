@@ -114,3 +114,10 @@ class TaskConfig:
     version_2_with_negative: bool = False  # SQuAD v2.0: questions may have no answer
     # Predict no answer when null score − best span score > this; null: the F1-best on dev.
     null_score_threshold: float | None = None
+
+
+def task_identity(task: dict) -> dict:
+    """The task settings that name a run's experiment: `select` only when not the default, so
+    runs recorded before the key existed keep their content hash and pool with later ones."""
+    default = TaskConfig.select
+    return {k: v for k, v in task.items() if not (k == "select" and v == default)}

@@ -16,8 +16,9 @@ The recipe of Google's `create_pretraining_data.py`, which the paper's reference
   non-special token, 10 % stay. [CLS], [SEP] and padding are never chosen.
 - With `data.nsp=false` an example is one segment `[CLS] A [SEP]` and next_sentence_label is -100.
 Every document draws from its own RNG seeded by (seed, pass, document index), so the examples do
-not depend on `num_proc`; the run's seed draws the train examples and their order. The result is cached under `cache_dir/pretraining/` keyed by a hash of
-the corpus, the tokenizer's full definition, the parameters and the seed.
+not depend on `num_proc`; the run's seed draws the train examples and their order. The result is
+cached under `cache_dir/pretraining/` keyed by a hash of the corpus, the tokenizer's full
+definition, the parameters and the seed.
 """
 
 import math

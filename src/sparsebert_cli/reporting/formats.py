@@ -33,8 +33,8 @@ NOTE = (
 DELTA_HEADER = "MLM loss − dense (same seed)"
 DELTA_NOTE = (
     " MLM loss − dense: each pre-training's held-out loss minus the dense row's of the same seed"
-    " (the seed fixes the batches; every seed holds out the same documents) and the same data,"
-    " model and training, mean ± std over the seeds."
+    " (the seed fixes the batches; every seed holds out the same documents), the same data, model"
+    " and training, and the same checkpoint it continues, mean ± std over the seeds."
 )
 MLM_NOTE = (
     " MLM loss / acc.: held-out masked-LM loss (not ×100) and accuracy (%) of the pre-trainings"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsebert_cli import runs
+from sparsebert_cli.data.config import task_identity
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import META_FILE
 from sparsebert_cli.user_paths import user_path
@@ -74,11 +75,17 @@ class RunRecord:
         return experiment_config(self.config)
 
     @cached_property
+    def seeds(self) -> tuple:
+        """Its seed and its upstream runs' seeds: its replicate without the task fold."""
+        return (lookup(self, SEED_KEY), *upstream_seeds(self.config))
+
+    @cached_property
     def replicate(self) -> tuple:
         """What tells this run's replicates apart: its seed, its task fold and its upstream
         runs' seeds (two pre-trainings with seed 0 of masks searched with seeds 0 and 1 are two
         replicates)."""
-        return (lookup(self, SEED_KEY), lookup(self, FOLD_KEY), *upstream_seeds(self.config))
+        own, *upstream = self.seeds
+        return (own, lookup(self, FOLD_KEY), *upstream)
 
 
 def _upstream_configs(config: dict) -> dict[tuple[str, str], dict]:
@@ -137,6 +144,8 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     mask = kept.get("mask")
     if isinstance(mask, dict) and "name" in mask:  # as the content hash: what the mask reads
         kept["mask"] = mask_identity(mask)
+    if isinstance(kept.get("task"), dict):
+        kept["task"] = task_identity(kept["task"])
     return kept
 
 

@@ -494,7 +494,11 @@ def build_table(
         partial = [
             col.label for col, cell in zip(columns, cells, strict=True) if cell.status == "partial"
         ]
-        seed_sets = sorted({tuple(sorted({str(s) for s in cell.seeds})) for cell in cells})
+        # the seeds (own and upstream runs') of each column's completed runs; folds aside
+        seed_sets = {
+            tuple(sorted({r.seeds for r in by_col.get(c, []) if r.status == "completed"}, key=str))
+            for c in ordered_cols
+        }
         if average is not None and partial:  # the columns' seed sets differ, and still move
             average = None
             warnings.append(
@@ -503,7 +507,10 @@ def build_table(
             )
         elif average is not None and len(seed_sets) > 1:
             average = None
-            shown = " vs ".join("{" + ", ".join(seeds) + "}" for seeds in seed_sets)
+            shown = " vs ".join(
+                "{" + ", ".join(_seeds_label((s[0], None, *s[1:])) for s in seeds) + "}"
+                for seeds in sorted(seed_sets, key=len)
+            )
             warnings.append(
                 f"{label}: no Average: its columns were run with different seeds ({shown}), and "
                 "an Average over them would mix seed sets; run every task with the same seeds."

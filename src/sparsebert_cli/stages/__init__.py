@@ -9,7 +9,7 @@ reader.
 
 import glob
 
-from sparsebert_cli.data.config import HELD_OUT_SEED
+from sparsebert_cli.data.config import HELD_OUT_SEED, task_identity
 from sparsebert_cli.masks.config import mask_identity
 from sparsebert_cli.user_paths import user_path
 
@@ -98,12 +98,17 @@ def hashed_config(resolved: dict) -> dict:
         }
     if "mask" in hashed:
         hashed["mask"] = mask_identity(resolved["mask"])
+    if "task" in hashed:
+        hashed["task"] = task_identity(hashed["task"])
     pipeline = pipeline_identity(resolved)
     if pipeline:  # absent otherwise, so pipelines without them keep their hashes
         hashed["pipeline"] = pipeline
+    # Other seeds' held-out documents changed (02ef264): their runs of before are not reused.
+    # Seed 0's documents did not (only their order, which its gate and occlusion read), so its
+    # runs of before are.
     held_out = reads(resolved["stage"], "data.eval_fraction")  # the stage builds MLM examples
-    if held_out and resolved.get("seed") != HELD_OUT_SEED:  # other seeds' examples changed
-        hashed["held_out_seed"] = HELD_OUT_SEED  # (their held-out documents); seed 0's did not
+    if held_out and resolved.get("seed") != HELD_OUT_SEED:
+        hashed["held_out_seed"] = HELD_OUT_SEED
     files = _input_files(resolved)
     if files:  # absent otherwise, so configs without local files keep their hashes
         from sparsebert_cli.data.cache import file_fingerprint

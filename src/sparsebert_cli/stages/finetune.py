@@ -5,7 +5,8 @@ The model comes from `model.from=<pretrain run>` or a Hugging Face checkpoint (`
 given (`mask=no_diag` on a pre-trained model is allowed and recorded). `mask=dam` learns a DAM
 jointly with the task (α in its own optimiser group at mask.lr, the λ·‖M‖₁ penalty, τ annealed as
 in `search`); the binarised mask is saved with the model. Evaluates on dev after every epoch, keeps
-the best epoch, and writes `artifacts/model/` for `evaluate`.
+the best evaluation's weights (`task.select=best`) or the last step's (`last`), and writes
+`artifacts/model/` for `evaluate`.
 """
 
 from pathlib import Path
