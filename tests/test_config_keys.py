@@ -326,6 +326,28 @@ def test_a_continuation_on_other_held_out_documents_says_so(workdir, caplog, sta
         assert f"({data[-1].split('=')[0]} differ)" in caplog.text
 
 
+def test_a_continuation_of_a_seed_1_checkpoint_of_before_the_fixed_split_says_so(workdir, caplog):
+    """Until 02ef264 a run's seed drew its held-out documents: a seed-1 checkpoint of then
+    trained on most of the documents every run now holds out (seed 0's)."""
+    import json
+
+    from sparsebert_cli.runs import config_hash
+    from sparsebert_cli.validation import preflight
+
+    run = _window_pretrain_run(workdir)
+    upstream = compose_cfg("pretrain", "mask=window", "data.seq_len=16", "seed=1")
+    OmegaConf.save(upstream, run / "config.yaml")
+    hashed = hashed_config(OmegaConf.to_container(upstream, resolve=True))
+    manifest = json.loads((run / "manifest.json").read_text())
+    continuation = compose_cfg("pretrain", f"model.from={run}", "data.seq_len=16")
+    older = {k: v for k, v in hashed.items() if k != "held_out_seed"}
+    for recorded, warned in ((config_hash(older), True), (config_hash(hashed), False)):
+        (run / "manifest.json").write_text(json.dumps({**manifest, "config_hash": recorded}))
+        caplog.clear()
+        preflight(continuation)
+        assert ("was pre-trained before 02ef264, with seed 1" in caplog.text) is warned
+
+
 def test_a_model_saved_with_a_shorter_mask_is_refused_before_fine_tuning(workdir):
     """A model pre-trained with a 16-token mask fine-tuned at task.seq_len = 64 failed at its
     first batch longer than 16 tokens ("got length 42", with advice for a searched mask); it is

@@ -22,7 +22,7 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
-from sparsebert_cli.data.config import SELECTIONS
+from sparsebert_cli.data.config import HELD_OUT_SEED, SELECTIONS
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
@@ -34,7 +34,7 @@ from sparsebert_cli.masks.config import (
     head_warmup_problem,
     mask_identity,
 )
-from sparsebert_cli.stages import INHERITED, READS, per_step_overrides, reads
+from sparsebert_cli.stages import INHERITED, READS, hashed_config, per_step_overrides, reads
 from sparsebert_cli.stages.inputs import (
     check_positions,
     resolve_upstream,
@@ -580,8 +580,17 @@ def _note_other_held_out(cfg: DictConfig, upstream: Path) -> None:
     recorded = upstream / runs.CONFIG
     if not recorded.is_file():
         return
+    before = OmegaConf.load(recorded)
+    if _held_out_by_its_seed(OmegaConf.to_container(before, resolve=True), upstream):
+        log.warning(
+            "%s was pre-trained before 02ef264, with seed %s, when a run's seed drew its held-out "
+            "documents; this run holds out seed %d's, most of which that model trained on: its "
+            "eval/mlm_* are not held-out measurements. Pre-train it again for them.",
+            upstream, before.seed, HELD_OUT_SEED,
+        )  # fmt: skip
+        return
     try:
-        theirs = held_out_identity(OmegaConf.load(recorded).data)
+        theirs = held_out_identity(before.data)
     except (AttributeError, PackageNotFoundError):  # recorded by a version without some data
         return  # key, or of an embedded corpus not installed here: nothing to compare
     ours = held_out_identity(cfg.data)
@@ -593,6 +602,16 @@ def _note_other_held_out(cfg: DictConfig, upstream: Path) -> None:
             "data.eval_fraction as that run had them for a held-out measurement.",
             upstream, ", ".join(differ),
         )  # fmt: skip
+
+
+def _held_out_by_its_seed(recorded: dict, run_dir: Path) -> bool:
+    """Whether a pre-training run with a seed ≠ HELD_OUT_SEED is of before 02ef264: its recorded
+    content hash is that of its config without the `held_out_seed` key (stages.hashed_config)."""
+    hashed = hashed_config(recorded)
+    if hashed.pop("held_out_seed", None) is None:
+        return False
+    manifest = runs.load_manifest(run_dir) or {}
+    return runs.config_hash(hashed) == manifest.get("config_hash")
 
 
 def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None) -> None:
