@@ -108,6 +108,10 @@ def summarize(found: list[dict]) -> dict:
             "gate_passed": sum(j["gate"] == 1.0 for j in group),
             "gate_measured": sum(j["gate"] is not None for j in group),
             "neighbour_ratio_min": min(ratios) if ratios else None,
+            "runs": [
+                {k: j[k] for k in ("seed", "loss", "accuracy", "neighbour_ratio", "gate", "job")}
+                for j in sorted(group, key=lambda j: j["seed"])
+            ],
         }
     return dict(sorted(rows.items(), key=lambda kv: kv[1]["sparsity"]))
 
