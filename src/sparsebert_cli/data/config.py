@@ -68,6 +68,12 @@ class DataConfig:
     num_proc: int = 1
 
 
+def splits_read(train: bool) -> tuple[str, ...]:
+    """The labelled splits of a task a stage reads: fine-tuning (`train`) train and dev,
+    evaluate dev alone."""
+    return ("train", "dev") if train else ("dev",)
+
+
 # The weights a fine-tuning keeps (task.select): "best", the best dev evaluation's (as Hugging
 # Face's load_best_model_at_end; its dev score is then the maximum over the evaluations, an
 # optimistic estimate, the more so the smaller the dev set), or "last", the last step's (as the

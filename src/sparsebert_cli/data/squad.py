@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsebert_cli.data.config import splits_read
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 from sparsebert_cli.data.padding import padded_inputs
@@ -241,7 +242,7 @@ def local_files(task_cfg, train: bool = True) -> dict[str, Path]:
     else:
         files = {split: Path(path) for split, path in task_cfg.data_files.items()}
     read = set(files) - (set() if train else {"train"})  # evaluate reads dev alone
-    if files and read != ({"train", "dev"} if train else {"dev"}):
+    if files and read != set(splits_read(train)):
         raise SparseBertError(
             f"task.data_files={dict(task_cfg.data_files)} must name exactly a train and a dev file "
             "in the official SQuAD JSON layout, e.g. task.data_files={train: train-v1.1.json, "
@@ -281,7 +282,7 @@ def squad_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
     require_splits(
         loaded,
         task_cfg.hub_path,
-        ("train", "dev") if train else ("dev",),
+        splits_read(train),
         f"Use the official files: task.data_dir=<folder with {official}>.",
     )
 
@@ -294,7 +295,7 @@ def squad_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
     return {
         hub_split_name(name): split.map(flatten, batched=True, remove_columns=["answers"])
         for name, split in loaded.items()
-        if hub_split_name(name) in (("train", "dev") if train else ("dev",))
+        if hub_split_name(name) in splits_read(train)
     }
 
 

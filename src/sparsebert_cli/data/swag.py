@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparsebert_cli.data.config import splits_read
 from sparsebert_cli.data.glue import UNLABELLED, labelled
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.metrics import FIXED_OUTPUTS
@@ -99,7 +100,7 @@ def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
     if files:
         if not train:
             files.pop("train", None)
-        needed = {"train", "dev"} if train else {"dev"}
+        needed = set(splits_read(train))
         absent = [str(p) for p in files.values() if not p.is_file()]
         if absent or not needed <= set(files) or not set(files) <= set(OFFICIAL_FILES):
             what, put, given = (
@@ -127,11 +128,10 @@ def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
         cache_dir,
         "Offline, use a local copy: task.data_dir=<folder with train.csv, val.csv>.",
     )
-    needed = ("train", "dev") if train else ("dev",)
     require_splits(
         loaded,
         task_cfg.hub_path,
-        needed,
+        splits_read(train),
         "Use the original files: task.data_dir=<folder with train.csv and val.csv>.",
     )
     return {

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsebert_cli.data import embedded
+from sparsebert_cli.data.config import splits_read
 from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.local_files import load_local_files
@@ -165,7 +166,7 @@ def hub_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
         task_cfg.hub_path, task_cfg.hub_config, cache_dir, local_alternatives(task_cfg)
     )
     require_splits(
-        loaded, task_cfg.hub_path, ("train", "dev"),
+        loaded, task_cfg.hub_path, splits_read(train=True),
         "Split a dev set off its train split and pass both as files: "
         "task.data_files={train: <file>, dev: <file>} (csv/json/parquet).",
     )  # fmt: skip
@@ -183,7 +184,7 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool =
     files = {
         split: path for split, path in task_cfg.data_files.items() if train or split != "train"
     }
-    missing = [name for name in (("train", "dev") if train else ("dev",)) if name not in files]
+    missing = [name for name in splits_read(train) if name not in files]
     suffixes = {Path(path).suffix.lower() for path in files.values()}
     if missing or len(suffixes) != 1 or next(iter(suffixes)) not in FILE_BUILDERS:
         raise SparseBertError(
