@@ -1,4 +1,4 @@
-"""DAM, the Differentiable Attention Mask (PAPER.md §4): a learnable M(α) searched jointly with BERT.
+"""DAM, the Differentiable Attention Mask (docs/paper.md §4): a learnable M(α) searched jointly with BERT.
 
     min over (w, α) of  L_pretrain(w; M(α)) + λ · ‖M(α)‖₁
 

@@ -1,4 +1,4 @@
-"""The empty-row rule: what a query with no allowed key gets (PAPER.md §1).
+"""The empty-row rule: what a query with no allowed key gets (docs/paper.md §1).
 
 `softmax(QKᵀ/√d + P + (1 − M)·(−c))` is undefined for a query whose every key is masked out by
 M, by padding P, or by both (with −∞ it is NaN; with the reference code's c = 10000 it silently

@@ -5,7 +5,7 @@ M[h, i, j] is True when query i may attend to key j in head h. D = |i − j| is 
 give the same mask to every head; the seeded random parts (`bigbird`, `random`) differ by head,
 drawn in head order from one generator seeded with `seed` (so head h is the same for any `heads`).
 
-Default parameters (conf/mask/*.yaml) reproduce the paper's sparsities at n = 128 (PAPER.md §6).
+Default parameters (conf/mask/*.yaml) reproduce the paper's sparsities at n = 128 (docs/paper.md §6).
 This module may not touch the model: applying M is the attention backends' job.
 """
 

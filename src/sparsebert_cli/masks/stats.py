@@ -1,7 +1,7 @@
 """Statistics of a mask M (bool [..., n, n], True = may attend) and the universal-approximation checks.
 
 Sparsity is the percentage of entries masked out (the reference code printed the density under
-that name). The checks follow PAPER.md §3 (Yun et al. 2020 with self-loops replaced by "no
+that name). The checks follow docs/paper.md §3 (Yun et al. 2020 with self-loops replaced by "no
 self-loop"): (1) every query attends to at least one other token, (2) a Hamiltonian path exists
 through the allowed edges, (3) every token reaches every other within L layers. For (2) and (3)
 the graph of one layer is the union of its heads, with an edge j → i when query i may attend to

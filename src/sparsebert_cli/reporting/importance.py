@@ -1,4 +1,4 @@
-"""Importance analysis of a search run (PAPER.md §2): how the keep probability σ(α) evolves.
+"""Importance analysis of a search run (docs/paper.md §2): how the keep probability σ(α) evolves.
 
 Reads `<search_run>/artifacts/importance_trace.safetensors`: `probs` float [T, L, H, n, n] (σ(α) at
 each snapshot, L = 1 for a mask shared by all layers) and `steps` int [T]. Draws

@@ -1,4 +1,4 @@
-"""The paper's results table (PAPER.md §5) from run folders: one row per mask, one column per task.
+"""The paper's results table (docs/paper.md §5) from run folders: one row per mask, one column per task.
 
 Runs (read by `records`) are grouped by `row_keys` and `col_keys` (dotted config keys); seeds are
 what a cell's mean ± std (sample standard deviation) is taken over. A cell pools only replicates:
@@ -11,7 +11,7 @@ fractions; the table shows them ×100 like the paper, and the mask sparsity in p
 
 Cells of a task with two headline numbers show both (MNLI m/mm, QQP and MRPC acc/F1, STS-B
 Pearson/Spearman, SQuAD EM/F1). The Average is the plain mean over the table's columns with MNLI
-m and mm counted as two columns (PAPER.md §5); for QQP, MRPC, STS-B and SQuAD the mean of the pair
+m and mm counted as two columns (docs/paper.md §5); for QQP, MRPC, STS-B and SQuAD the mean of the pair
 enters the Average, as in the GLUE benchmark's score. A row missing any column has no Average.
 Beside the tasks, a row shows the held-out MLM loss of the pre-trainings its results descend from
 (each pre-training counted once, however many tasks were fine-tuned from it). Under paths with

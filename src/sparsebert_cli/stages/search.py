@@ -1,6 +1,6 @@
 """sparsebert search: learn the attention mask M(α) (DAM) jointly with MLM(+NSP) pre-training.
 
-Objective (PAPER.md §4): L_pretrain(w; M(α)) + λ·‖M(α)‖₁, with α in its own optimiser group.
+Objective (docs/paper.md §4): L_pretrain(w; M(α)) + λ·‖M(α)‖₁, with α in its own optimiser group.
 On a trained model (`model.from=<pretrain run>`, `model=minilm`) the search can first warm up a
 new MLM head on the dense model (`mask.head_warmup` steps), then learn α with the encoder frozen
 (`mask.encoder_lr=0`) or on its own rate, and with `mask.objective=distill` keep the dense

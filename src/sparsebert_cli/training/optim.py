@@ -1,7 +1,7 @@
 """Optimisers (AdamW, LAMB) and the learning-rate schedule (warm-up, then linear or polynomial decay).
 
 Parameter groups: weights with decay; biases and LayerNorm without; a DAM's α in its own group
-with its own learning rate and no weight decay (PAPER.md §4: decaying α would bias the mask); and
+with its own learning rate and no weight decay (docs/paper.md §4: decaying α would bias the mask); and
 the Lagrange multipliers of a target sparsity (`masks.dam.SparsityTarget`) in another. LAMB's
 trust ratio ‖w‖/‖u‖ applies to the groups with weight decay only, as in apex's FusedLAMB that the
 reference code uses (its default, use_nvlamb=False): not to biases and LayerNorm, nor to α or
