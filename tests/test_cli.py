@@ -144,6 +144,21 @@ def test_several_values_without_multirun_are_refused_with_the_fix(workdir):
     assert not (workdir / "runs").exists()
 
 
+def test_a_sweep_that_expands_to_no_job_is_refused_naming_the_sweep(workdir):
+    """Hydra launched 0 jobs and the command exited 0, a typo taken for success."""
+    for args in (["mask=glob(nope*)"], ["trainer.max_steps=range(5,2)", "--dry-run"]):
+        proc = sparsebert("pretrain", "-m", "debug=smoke", *args, cwd=workdir, check=False)
+        assert proc.returncode == 1 and proc.stderr.count("error:") == 1, proc.stderr
+        assert f"the sweep has no job: {args[0]} expands to no value" in proc.stderr
+    assert not (workdir / "runs").exists()
+
+
+def test_a_runs_dir_that_is_a_file_is_refused_by_ls(workdir, capsys):
+    (workdir / "afile").write_text("")
+    assert main(["ls", "--runs-dir", "afile"]) == 1
+    assert "--runs-dir afile is a file, not a runs folder" in capsys.readouterr().err
+
+
 def test_help_lists_only_the_groups_a_stage_takes(workdir):
     """Hydra's own list named every group in conf/, also those the stage refuses."""
     groups = {}

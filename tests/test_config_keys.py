@@ -98,7 +98,11 @@ def test_evaluate_refuses_a_preset_naming_it_and_the_fix(preset):
         SparseBertError, match=rf"takes no preset \({re.escape(preset)}\).*--cfg job"
     ):
         check_overrides("evaluate", [preset])
-    check_overrides("finetune", [preset])
+    if preset.startswith("+"):  # a stage that composes the group: Hydra's "Multiple values"
+        with pytest.raises(SparseBertError, match=r"drop the \+: debug=smoke"):
+            check_overrides("finetune", [preset])
+    else:
+        check_overrides("finetune", [preset])
 
 
 def test_every_presets_step_overrides_are_read_by_their_step():
@@ -199,6 +203,35 @@ def test_a_missing_group_option_and_a_value_of_the_wrong_type_are_refused_before
          "mask.hard=yes", "trainer.max_steps='4'", "mask.lam='1e-3'", "mask.lam=1${x}",
          "data.files=[a.txt,b.txt]"]  # what OmegaConf itself accepts passes
     )  # fmt: skip
+
+
+def test_what_hydra_refuses_in_its_own_words_is_refused_with_the_fix():
+    """Hydra's multi-line merge errors (or `Error merging override` alone, from `validate`)
+    for a list or mapping given one value, a deleted setting and a `+` on what exists."""
+    from sparsebert_cli.validation import check_command_line
+
+    for stage, args, said in (
+        ("pretrain", ["data.files=c.jsonl"], r"takes a list, .* write \"data.files=\[c.jsonl\]\""),
+        ("finetune", ["task.text_fields=text"], r"write \"task.text_fields=\[text\]\""),
+        ("finetune", ["++task.data_files=a.csv"], r"takes a mapping, .*\{train: train.csv"),
+        ("pipeline", ["pipeline.finetune=trainer.lr=1e-4"],
+         r"\"pipeline.finetune=\['trainer.lr=1e-4'\]\""),
+        ("pretrain", ["~trainer.lr"], "a setting cannot be deleted"),
+        ("pretrain", ["~mask"], "every stage needs a mask"),
+        ("pretrain", ["+experiment=demo"], r"experiment is already a config group .* experiment=demo"),
+        ("pretrain", ["+trainer.lr=1e-3"], r"already a setting .*drop the \+: trainer.lr=1e-3"),
+        ("pretrain", ["-m", "run_id=same", "seed=0,1"], "run_id names one run's folder"),
+        ("pretrain", ["run_id=latest"], "run_id=latest is a word sparsebert reads otherwise"),
+        ("pretrain", ["run_id=multirun"], "run_id=multirun is a word"),
+    ):  # fmt: skip
+        with pytest.raises(SparseBertError, match=said):
+            check_command_line(stage, args)
+    for stage, args in (  # what Hydra takes stays taken
+        ("pretrain", ["+logger.tags=[a]", "++trainer.lr=1e-3", "~debug", "data.files=[a,b]"]),
+        ("finetune", ["task.data_files={train: a.csv, dev: b.csv}", "+task.data_files.dev=b"]),
+        ("pipeline", ["pipeline.finetune=['trainer.lr=1e-4']"]),
+    ):
+        check_command_line(stage, args)
 
 
 def test_evaluate_refuses_what_it_does_not_read_and_does_not_hash_it():

@@ -127,6 +127,17 @@ def test_files_without_the_text_column_are_refused(tmp_path):
         )
 
 
+@pytest.mark.parametrize(
+    ("row", "kind"), [({"text": ["One.", "Two."]}, "List"), ({"text": 42}, "int64")]
+)
+def test_a_text_column_that_holds_no_strings_is_refused(tmp_path, row, kind):
+    """`'list' object has no attribute 'splitlines'`, with a traceback, before."""
+    (tmp_path / "docs.jsonl").write_text(json.dumps(row) + "\n")
+    files = [str(tmp_path / "docs.jsonl")]
+    with pytest.raises(SparseBertError, match=f"column 'text' of the files .* holds {kind} values"):
+        load_corpus(data_config(name="text_files", files=files), tmp_path / "cache")
+
+
 def test_rows_without_text_are_left_out_with_a_warning(tmp_path, caplog):
     """A .jsonl row without the text key was dropped without a word, and the corpus then read
     as too small with advice to raise data.max_documents."""

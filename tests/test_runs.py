@@ -71,6 +71,18 @@ def test_atomic_write_leaves_old_content_when_killed_before_rename(tmp_path):
     assert runs.read_json(target) == {"v": 1}
 
 
+def test_atomic_write_refuses_a_folder_or_a_file_in_the_way_naming_it(tmp_path):
+    """`report --out <folder>` ended in IsADirectoryError, `--out-dir <file>` in
+    FileExistsError, both with a traceback."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("kept")
+    with pytest.raises(SparseBertError, match="folder is a folder, so no file"):
+        runs.atomic_write_text(tmp_path / "folder", "x")
+    with pytest.raises(SparseBertError, match="afile is a file, not a folder"):
+        runs.atomic_write_text(tmp_path / "afile" / "sub" / "t.md", "x")
+    assert (tmp_path / "afile").read_text() == "kept" and not any((tmp_path / "folder").iterdir())
+
+
 def test_resolve_accepts_a_completed_run_of_the_right_stage(tmp_path):
     run_dir = _make_run(tmp_path, "search", "completed")
     assert runs.resolve("search", str(run_dir), tmp_path) == run_dir.resolve()

@@ -435,6 +435,22 @@ def test_words_pandas_reads_as_missing_are_text(tmp_path, tokenizer):
     assert words == ["na", "null", "none", "nan"]
 
 
+def test_numbers_in_a_text_column_are_text_as_written(tmp_path, tokenizer):
+    """A column of numbers was read as int64 and every row refused as "an empty cell"."""
+    files = _sst2_files(tmp_path, "sentence,label\n1,1\n2.50,0\n")
+    Path(files["train"]).write_text("sentence,label\n3,1\n4,0\n")
+    task = load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    words = [tokenizer.decode(ids[1:-1]) for ids in task.splits["dev"]["input_ids"]]
+    assert words == ["1", "2. 50"]
+
+
+def test_a_number_where_text_belongs_in_json_is_refused_as_not_text(tmp_path, tokenizer):
+    files = _sst2_files(tmp_path, '{"sentence": 7, "label": 0}\n', "jsonl")
+    Path(files["train"]).write_text('{"sentence": 8, "label": 1}\n')
+    with pytest.raises(SparseBertError, match=r"data row 1 \(8, not a string\)"):
+        load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+
+
 @pytest.mark.parametrize(
     ("suffix", "dev"),
     [("csv", 'sentence,label\ngood,1\n"",0\n'), ("jsonl", '{"sentence": null, "label": 0}\n')],

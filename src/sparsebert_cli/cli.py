@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from sparsebert_cli.config import STAGES, register_hydra_extensions, rewrite_aliases
+from sparsebert_cli.config import STAGES, is_multirun, register_hydra_extensions, rewrite_aliases
 
 STAGE_HELP = {
     "search": (
@@ -67,6 +67,8 @@ def run_stage(stage: str, args: list[str]) -> int:
     args = rewrite_aliases(args)
     try:
         check_command_line(stage, args)
+        if is_multirun(args):
+            _check_sweep_has_jobs(stage, args)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -94,6 +96,20 @@ def run_stage(stage: str, args: list[str]) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_sweep_has_jobs(stage: str, args: list[str]) -> None:
+    """Refuse a sweep that expands to no job (Hydra launches none and exits 0); a config Hydra
+    cannot compose is left to Hydra's own report, as without -m."""
+    from hydra.errors import HydraException
+
+    from sparsebert_cli.dry_run import sweep_jobs
+
+    register_hydra_extensions()
+    try:
+        sweep_jobs(stage, args)
+    except HydraException:
+        pass
 
 
 def print_overview() -> None:
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (Interrupted, KeyboardInterrupt) as e:
         code = e.exit_code if isinstance(e, Interrupted) else 130
-        if name in STAGES and ("-m" in rest or "--multirun" in rest):
+        if name in STAGES and is_multirun(rest):
             # a launcher's workers (joblib) ran the jobs: each marked its own run
             said = (
                 "the sweep stopped; its started jobs are marked interrupted (one its launcher "

@@ -303,6 +303,14 @@ def register_hydra_extensions() -> None:
         OmegaConf.register_new_resolver("sb_unnamed", unnamed_overrides)
 
 
+# Hydra's flags for a sweep: the command line's jobs are the product of its values.
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def is_multirun(args: list[str]) -> bool:
+    return any(arg in MULTIRUN_FLAGS for arg in args)
+
+
 def override_key(override: str) -> str:
     """The config key an override sets: `+mask.lam=1e-3` → `mask.lam`, `mask=dam` → `mask`."""
     return override.split("=", 1)[0].lstrip("+~")

@@ -38,8 +38,15 @@ LAUNCH_CONFIG = ".launch-config.yaml"  # what a distributed job hands to every r
 STATUSES = ("running", "completed", "failed", "interrupted")
 DAMAGED = "damaged"  # the status `iter_runs` gives a run whose manifest cannot be read
 UNFINISHED = ("running", "failed", "interrupted")  # a rerun of the same config resumes these
+# The word that names a stage's newest completed run wherever a run folder is asked for.
+LATEST = "latest"
+# <stage>/MULTIRUN_DIR/<sweep_name>/<job>: a sweep's folders (conf/hydra/default.yaml lays it out).
+MULTIRUN_DIR = "multirun"
 # Values that become one folder name: letters, digits and . _ - = , + (not first: . - = , +).
 NAME_KEYS = ("run_id", "sweep_name")
+# run_id values taken by a meaning of their own: LATEST could never name that run, and a folder
+# MULTIRUN_DIR would hold the stage's sweeps inside a run.
+RESERVED_RUN_IDS = (LATEST, MULTIRUN_DIR)
 MAX_NAME = 100
 _NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._=,+-]{{0,{MAX_NAME - 1}}}")
 # What a job may leave in a folder before its manifest exists (anything else: not a run folder);
@@ -86,7 +93,19 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     The temporary name keeps the suffix, so writers that infer a format from it (savefig) work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise SparseBertError(
+            f"{path} is a folder, so no file can be written in its place; give the path of a "
+            "file (one inside that folder, or another name)."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+        raise SparseBertError(
+            f"{path} cannot be written: {blocking} is a file, not a folder; choose a path "
+            "whose folders are folders."
+        ) from None
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
         write(str(tmp))
@@ -270,6 +289,12 @@ def check_name(key: str, value: Any) -> str:
             f"{key}={text[:120]!r} is not a usable folder name: {key} must be 1 to {MAX_NAME} "
             "letters, digits or . _ - = , + (starting with a letter, digit or _), with no '/', "
             f"not '.' or '..'. Use e.g. {key}=my-run-1."
+        )
+    if key == "run_id" and text in RESERVED_RUN_IDS:
+        raise FolderRefused(
+            f"run_id={text} is a word sparsebert reads otherwise ('{LATEST}': the newest "
+            f"completed run; '{MULTIRUN_DIR}': the folder of a stage's sweeps); use another "
+            "name, e.g. run_id=my-run-1."
         )
     return text
 
@@ -480,7 +505,7 @@ def layout(run_dir: Path | str) -> Layout:
 def sweep_of(run_dir: Path) -> str | None:
     """The sweep a run folder belongs to (`<stage>/multirun/<sweep>/<job>`, as
     conf/hydra/default.yaml lays out a multirun), else None."""
-    return run_dir.parent.name if run_dir.parent.parent.name == "multirun" else None
+    return run_dir.parent.name if run_dir.parent.parent.name == MULTIRUN_DIR else None
 
 
 @dataclass
@@ -635,7 +660,7 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
     message that lists the completed candidates.
     """
     runs_dir = Path(runs_dir)
-    if ref == "latest":
+    if ref == LATEST:
         # Only folders that really lie under runs_dir: a symlink found there that leads
         # elsewhere is not followed (pass such a folder explicitly to use it).
         done = [

@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 from sparsebert_cli import runs
-from sparsebert_cli.config import NORM_FIELD, override_key
+from sparsebert_cli.config import MULTIRUN_FLAGS, NORM_FIELD, override_key
 from sparsebert_cli.masks.config import MASK_FILE, PLOT_FILE
 from sparsebert_cli.stages import UPSTREAM
 
@@ -54,7 +54,7 @@ def rerun_command(command: str, run_dir: Path, upstream: dict[str, str] | None =
     if len(args) < 2:
         return command
     # resume=never/restart on the rerun would discard the checkpoints it is meant to resume from
-    kept = [a for a in args[2:] if a not in ("-m", "--multirun") and override_key(a) != "resume"]
+    kept = [a for a in args[2:] if a not in MULTIRUN_FLAGS and override_key(a) != "resume"]
     head, overrides = args[:2], kept
     sweep = runs.sweep_of(run_dir)
     if sweep is not None:
@@ -62,7 +62,7 @@ def rerun_command(command: str, run_dir: Path, upstream: dict[str, str] | None =
         return shlex.join([*head, "-m", *overrides, f"sweep_name={sweep}"])
     given = {override_key(o): o.split("=", 1)[-1] for o in overrides}
     for key, folder in (upstream or {}).items():
-        if folder and folder != "latest" and given.get(key, "latest") == "latest":
+        if folder and folder != runs.LATEST and given.get(key, runs.LATEST) == runs.LATEST:
             overrides = [o for o in overrides if override_key(o) != key] + [f"{key}={folder}"]
     # The folder names the run: a run_id= of another folder (pipeline steps once recorded the
     # pipeline's) would start a new run there.

@@ -1,7 +1,7 @@
 """The `ls`, `validate` and `masks` tools (argparse; `report`'s lives in reporting/cli.py).
 
 `sparsebert masks` prints the catalogue of fixed patterns (masks/catalogue.py); `--check` makes
-the exit status 1 when some listed mask misses a universal-approximation condition (PAPER.md §3)
+the exit status 1 when some listed mask misses a universal-approximation condition (docs/paper.md §3)
 at --layers."""
 
 import argparse
@@ -49,6 +49,13 @@ def ls_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.show:
         return _show(args.show, args.stage, args.runs_dir, args.json)
+    if args.runs_dir.exists() and not args.runs_dir.is_dir():
+        print(
+            f"error: --runs-dir {args.runs_dir} is a file, not a runs folder; give the folder "
+            "that holds <stage>/<run_id> folders (runs/ by default).",
+            file=sys.stderr,
+        )
+        return 1
     if not args.runs_dir.is_dir():
         print(
             f"note: {args.runs_dir} does not exist: no runs there yet, or a mistyped --runs-dir.",
@@ -115,7 +122,7 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
     """`ls --show RUN|latest`: the manifest's key fields, inputs, metrics and the rerun command."""
     from sparsebert_cli.summary import headline_metrics, rerun_command, upstream_of
 
-    if ref == "latest":
+    if ref == runs.LATEST:
         started = [(m.get("started_at") or 0, d) for d, m in runs.iter_runs(runs_dir, stage)]
         if not started:
             where = f"'{stage}' run" if stage else "run"

@@ -118,8 +118,8 @@ def help_groups(stage: str) -> str:
 
 def schema_override_key(override: str) -> str | None:
     """The schema key a command-line override sets (`+mask.lam=1` → mask.lam), or None for a
-    flag, a value of a flag, or a Hydra-internal setting."""
-    if override.startswith("-") or "=" not in override:
+    flag, a value of a flag, or a Hydra-internal setting. A deletion needs no value (`~key`)."""
+    if override.startswith("-") or ("=" not in override and not override.startswith("~")):
         return None
     key = schema.override_key(override)
     if key.startswith("hydra") or "/" in key or "@" in key:
@@ -149,6 +149,7 @@ def check_overrides(stage: str, overrides: list[str]) -> None:
                 f"{key} is not a setting of sparsebert{added}; {hint}`sparsebert {stage} --cfg "
                 "job` prints every setting with its value."
             )
+        _check_prefix(stage, override, key, keys, groups)
         if _read(stage, key, keys, groups):
             continue
         if key in groups and key not in keys:
@@ -160,6 +161,33 @@ def check_overrides(stage: str, overrides: list[str]) -> None:
         raise SparseBertError(
             f"`sparsebert {stage}` does not read {key} ({override}): {_unread_reason(stage)} "
             f"Leave it out, or set it on the stage that reads it."
+        )
+
+
+def _check_prefix(stage: str, override: str, key: str, keys: set[str], groups: set[str]) -> None:
+    """Refuse what Hydra would refuse with its own multi-line error: `~` on a setting (the
+    schema cannot lose one), `+` on a group the stage composes or on a setting that is no list or
+    mapping (`+` adds a key that is not there yet)."""
+    value = override.split("=", 1)[1] if "=" in override else ""
+    if override.startswith("~") and key in keys and key in groups:
+        raise _group_needed(override, key)
+    if override.startswith("~") and key in keys:
+        raise SparseBertError(
+            f"{override}: a setting cannot be deleted (every stage's schema holds all of them); "
+            f"set {key} to another value, or leave it out for its default."
+        )
+    if not override.startswith("+") or override.startswith("++"):
+        return
+    composed = key in groups and key in _composed_groups(stage)
+    container = value.startswith(("[", "{")) or typing.get_origin(_leaf_types().get(key)) in (
+        list,
+        dict,
+    )
+    if composed or (key in keys and key not in groups and not container):
+        what = "a config group of" if composed else "a setting of"
+        raise SparseBertError(
+            f"{override}: {key} is already {what} `sparsebert {stage}` (`+` adds a key that is "
+            f"not there yet); drop the +: {override.lstrip('+')}."
         )
 
 
@@ -717,12 +745,12 @@ def check_command_line(stage: str, args: list[str]) -> None:
     unsafe or unreadable overrides, keys outside the schema or that `stage` does not read, group
     options that do not exist and values of the wrong type."""
     check_safe_overrides(args)  # checks a paths.runs_dir given here
-    prints_only = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)  # --cfg
+    prints_only = any(a.startswith("-") and a not in schema.MULTIRUN_FLAGS for a in args)  # --cfg
     if not prints_only and not any(schema_override_key(a) == "paths.runs_dir" for a in args):
         runs.check_runs_dir(runs.default_runs_dir())
     check_overrides(stage, args)
     sweeps = check_override_values(args)
-    if sweeps and not any(a in ("-m", "--multirun") for a in args):
+    if sweeps and not schema.is_multirun(args):
         # refused with the fix, before Hydra answers with its own multi-line error
         raise SparseBertError(
             f"{sweeps[0]} lists several values, a sweep: run it with -m (sparsebert {stage} -m "
@@ -765,6 +793,34 @@ _TYPE_NODES = {bool: (BooleanNode, "true or false"), int: (IntegerNode, "a whole
 _TYPE_EXAMPLES = {bool: "true", int: "4", float: "1e-3"}
 
 
+def _container_example(key: str, kind, value: str = "...") -> str | None:
+    """How a list or mapping setting is written on the command line (shell quotes included),
+    holding `value`; None for another kind of setting."""
+    container = typing.get_origin(kind)
+    if container is dict:
+        return (
+            f'"{key}={{train: train.csv, dev: dev.csv}}"'
+            if key == "task.data_files"
+            else (f'"{key}={{name: {value}}}"')
+        )
+    if container is list:
+        return f"\"{key}=['{value}']\"" if key.startswith("pipeline.") else f'"{key}=[{value}]"'
+    return None
+
+
+def _check_container(arg: str, key: str, kind, value) -> None:
+    """Refuse one value given to a list or mapping setting (`data.files=a.jsonl`), with the
+    brackets that fix it, before Hydra answers with its own merge error."""
+    example = _container_example(key, kind, str(value))
+    if example is None or value is None or isinstance(value, list | dict) or "${" in str(value):
+        return
+    what = "a mapping" if typing.get_origin(kind) is dict else "a list"
+    raise SparseBertError(
+        f"{arg}: {key} takes {what}, not the single value {value!r}; write {example} (the "
+        "shell's quotes keep the brackets)."
+    )
+
+
 def _parse_override(parser, arg: str):
     """`arg` parsed by Hydra's override grammar; one it cannot read (on the command line or in a
     pipeline's per-step list) refused with the quoting that fixes it."""
@@ -775,15 +831,26 @@ def _parse_override(parser, arg: str):
     except HydraException as e:
         key, _, value = arg.partition("=")
         quoted = f"'{value}'"
+        is_list = typing.get_origin(_leaf_types().get(schema.override_key(arg))) is list
         if value.startswith("[") and value.endswith("]"):  # a list: quote each element
             items = [item.strip().strip("'\"") for item in value[1:-1].split(",")]
             quoted = "[" + ",".join(f"'{item}'" for item in items if item) + "]"
+        elif is_list:  # one element of a list setting: in brackets
+            quoted = f"['{value}']"
         raise SparseBertError(
             f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}). A value "
             "with '=', ',', spaces, brackets or quotes must be quoted inside the override (each "
             "element of a list), the shell's quotes around Hydra's: "
             f'"{key}={quoted}".'
         ) from None
+
+
+def _group_needed(arg: str, group: str) -> SparseBertError:
+    """The refusal of an override that leaves a stage without its `group` (`mask=null`)."""
+    return SparseBertError(
+        f"{arg}: every stage needs a {group}; choose one of {', '.join(_options(group))} "
+        f"(conf/{group}/), or leave {group} out for the stage's default."
+    )
 
 
 def _options(group: str) -> list[str]:
@@ -820,12 +887,12 @@ def check_override_values(args: list[str]) -> list[str]:
                 f"one folder. Run one sweep per value, each with its own sweep_name=."
             )
         if key in groups and override.value() is None and not override.is_delete():
-            raise SparseBertError(
-                f"{arg}: every stage needs a {key}; choose one of {', '.join(_options(key))} "
-                f"(conf/{key}/), or leave {key} out for the stage's default."
-            )
+            raise _group_needed(arg, key)
         if values is None:
             continue
+        kind = leaf_types.get(schema.schema_key(key))
+        for value in values:
+            _check_container(arg, key, kind, value)
         if key.startswith("pipeline."):  # one step's overrides: checked as that step gets them
             for value in values:
                 if isinstance(value, list):
@@ -845,7 +912,6 @@ def check_override_values(args: list[str]) -> list[str]:
                         f"{', '.join(options)} (conf/{key}/)."
                     )
             continue
-        kind = leaf_types.get(schema.schema_key(key))
         if kind not in _TYPE_NODES:
             continue
         node, words = _TYPE_NODES[kind]
@@ -869,7 +935,7 @@ def check_safe_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     printing = [a for a in args if a.split("=", 1)[0] in ("-c", "--cfg")]
-    if printing and any(a in ("-m", "--multirun") for a in args):
+    if printing and schema.is_multirun(args):
         raise SparseBertError(
             f"{printing[0]} prints the config of one job, but -m asks for a sweep; drop -m (one "
             "value per key) to print a job's config, or replace --cfg with --dry-run to list "
@@ -914,3 +980,9 @@ def check_safe_overrides(args: list[str]) -> None:
                     f"becomes a folder name and is recorded; use e.g. {key}=my-run-1."
                 )
             runs.check_name(key, value)
+        if key == "run_id" and schema.is_multirun(args):
+            raise SparseBertError(
+                f"{arg}: run_id names one run's folder, but -m makes a sweep, whose jobs are "
+                f"named by their overrides under <paths.runs_dir>/<stage>/{runs.MULTIRUN_DIR}/"
+                "<sweep_name>/; drop run_id (sweep_name= names the sweep's folder)."
+            )

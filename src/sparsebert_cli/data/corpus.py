@@ -185,7 +185,7 @@ def hub_source(spec: str, data_cfg, cache_dir: Path):
             remove_columns=source.column_names,
             desc=f"grouping {spec} sentences into documents",
         )
-    return normalise(source, data_cfg)
+    return normalise(source, data_cfg.text_column, f"the dataset '{spec}'", data_cfg)
 
 
 def _split_documents(batch: dict[str, list]) -> dict[str, list]:
@@ -239,7 +239,7 @@ def local_files(data_cfg, cache_dir: Path):
                 f"The files {paths} have no column '{column}' (they have {files.column_names}). "
                 "Set data.text_column to the column that holds the text."
             )
-        parts.append(normalise(files, data_cfg, column))
+        parts.append(normalise(files, column, f"the files {paths}", data_cfg))
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
@@ -275,9 +275,17 @@ def empty_corpus(sources: list[str]) -> SparseBertError:
     )
 
 
-def normalise(source, data_cfg, column: str | None = None):
-    """Keep only the text column, as `text`, one sentence per line."""
-    column = column or data_cfg.text_column
+def normalise(source, column: str, where: str, data_cfg):
+    """Keep only the text column, as `text`, one sentence per line; `where` names the source in
+    the refusal of a column that does not hold text."""
+    feature = source.features[column]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        kind = getattr(feature, "dtype", None) or type(feature).__name__
+        raise SparseBertError(
+            f"The column '{column}' of {where} holds {kind} values, not text: each row's "
+            f"'{column}' must be one document as a string. Set data.text_column to the column "
+            "that holds the text, or convert the rows."
+        )
     return source.map(
         lambda batch: {"text": [to_sentence_lines(t or "") for t in batch[column]]},
         batched=True,

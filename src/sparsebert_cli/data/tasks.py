@@ -199,6 +199,8 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool =
             )
     suffix = next(iter(suffixes))
     options = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3: csv.QUOTE_NONE
+    if FILE_BUILDERS[suffix] == "csv":  # a text cell as written: "1" or "2.50" is a sentence
+        options["converters"] = {field: str for field in task_cfg.text_fields}
     loaded = load_local_files(FILE_BUILDERS[suffix], files, cache_dir, **options)
     return {
         name: standard_columns(split, task_cfg, label_names, files[name], labelled(name))
@@ -264,9 +266,10 @@ def _texts(batch: dict, field: str, indices: list[int], source: str) -> list[str
     values = batch[field]
     for value, row in zip(values, indices, strict=True):
         if not isinstance(value, str):
+            found = "an empty cell or null" if value is None else f"{value!r}, not a string"
             raise SparseBertError(
-                f"{source} has no text in '{field}' in data row {row + 1} (an empty cell or null); every "
-                "row needs its text fields. Fill or drop that row of the data."
+                f"{source} has no text in '{field}' in data row {row + 1} ({found}); every row "
+                "needs its text fields as strings. Fill, quote or drop that row of the data."
             )
     return values
 

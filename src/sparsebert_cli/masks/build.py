@@ -12,7 +12,7 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import load_mask
 from sparsebert_cli.masks.config import SEARCHED_MASKS, MaskConfig
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask, unknown_mask_error
-from sparsebert_cli.runs import layout
+from sparsebert_cli.runs import LATEST, layout
 
 
 def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: int) -> torch.Tensor:
@@ -25,7 +25,7 @@ def build_fixed_mask(cfg: MaskConfig | DictConfig, n: int, heads: int, layers: i
     if cfg.name in PATTERNS:
         return pattern_mask(cfg, n, heads)[None]
     if cfg.name == "from_run":
-        if cfg.from_run in (None, "", "latest"):
+        if cfg.from_run in (None, "", LATEST):
             raise SparseBertError(
                 f"mask.from={cfg.from_run!r} is not a run directory; pass "
                 "mask.from=<a search run directory> (or mask.from=latest through a stage, which "

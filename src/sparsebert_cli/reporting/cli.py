@@ -7,7 +7,7 @@
     sparsebert report --occlusion RUN [--max-distance D] [--examples K] [--out-dir DIR]
 
 The table has one row per mask configuration with its sparsity, one column per task, cells
-mean ± std over seeds with the seed count, and an Average as in PAPER.md §5: MNLI m and mm count
+mean ± std over seeds with the seed count, and an Average as in docs/paper.md §5: MNLI m and mm count
 as two columns; for QQP and MRPC (acc/F1) and STS-B (Pearson/Spearman) the mean of the pair counts
 once, as in the GLUE benchmark's score. Metrics are shown ×100. See `reporting/table.py`.
 Torch is imported only when figures are drawn, so `--help` and the table stay fast.
@@ -243,8 +243,8 @@ def _frontier(args: argparse.Namespace) -> None:
 
 
 def _run_folder(ref: str) -> Path:
-    if ref == "latest":
-        return runs.resolve("search", "latest", runs.default_runs_dir())
+    if ref == runs.LATEST:
+        return runs.resolve("search", runs.LATEST, runs.default_runs_dir())
     run_dir = user_path(ref)
     if not runs.path_is(Path.is_file, run_dir / runs.MANIFEST):
         raise SparseBertError(
