@@ -77,6 +77,21 @@ def test_sweep_folder_names_are_safe_and_deterministic():
     assert sb_slug("") == "default"
 
 
+def test_a_path_in_a_sweep_keeps_the_swept_values_in_the_folder_name():
+    """`model.from=/long/path` filled the 71 characters kept and cut `seed` and `task` off:
+    every job folder of the sweep read the same."""
+    names = {
+        sb_slug(f"model.from_run=/tmp/walk/runs/pretrain/pipeline-88a2908229b52b49,seed={s},"
+                f"task={t}")
+        for s in (0, 1) for t in ("polarity", "lee_sts")
+    }  # fmt: skip
+    assert len(names) == 4 and all("pipeline-88a2908229b52b49,seed=" in n for n in names)
+    assert any(n.startswith("model.from_run=pipeline-88a2908229b52b49,seed=1,task=lee_sts-")
+               for n in names)  # fmt: skip
+    other = sb_slug("model.from_run=/elsewhere/pipeline-88a2908229b52b49,seed=1,task=lee_sts")
+    assert other not in names  # the same last part of another path: another folder
+
+
 def test_validate_accepts_a_good_config(workdir):
     proc = sparsebert("validate", "finetune", "task=mrpc", cwd=workdir)
     assert "config OK" in proc.stdout

@@ -123,7 +123,13 @@ def test_sweep_with_a_failing_job_completes_the_others_and_reports_the_failure(r
     listed = proc.stderr.split("1 job(s) failed:", 1)[1].strip().splitlines()
     assert len(listed) == 1 and listed[0].startswith(f"{failed_dir}: {message}"), listed
 
-    assert read_json(ok_dir / "manifest.json")["status"] == "completed"
+    ok = read_json(ok_dir / "manifest.json")
+    assert ok["status"] == "completed"
+    # the recorded command reruns the job into its folder of the sweep: with -m (it lacked it)
+    assert (
+        ok["command"].startswith("sparsebert pipeline -m ")
+        and "mask.tau=1" in ok["command"].split()
+    )
     failed = read_json(failed_dir / "manifest.json")
     assert failed["status"] == "failed" and failed["error"].startswith(message)
     assert (sweep / "summary.md").is_file()

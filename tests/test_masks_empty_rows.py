@@ -134,6 +134,8 @@ def test_a_searched_mask_that_leaves_queries_without_a_key_is_reported():
     assert "refuse" not in said
     targeted = searched_mask_warning(mask, targeted=True)  # it had a target: lower that one
     assert "A lower mask.target_sparsity" in targeted and "mask.lam=0" not in targeted
+    shared = searched_mask_warning(mask[:1])  # share_layers: one mask serves every layer
+    assert "(1 of 2 head (one mask for every layer) maps keep nothing)" in shared
 
 
 def test_a_mask_that_allows_nothing_in_a_layer_is_refused_and_its_search_says_so():

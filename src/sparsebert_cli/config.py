@@ -278,14 +278,25 @@ def register_schemas() -> None:
 _ALIASES = {"mask.from": "mask.from_run", "model.from": "model.from_run"}
 
 
+SLUG_LENGTH = 120  # the longest sweep job folder name (file systems take 255 bytes)
+# A path inside an override value (model.from=/runs/pretrain/x, data.files=[/a/b.txt,...]).
+_PATH_IN_VALUE = re.compile(r"[^,=\[\]{}]*/[^,=\[\]{}]*")
+
+
 def sb_slug(override_dirname: str) -> str:
-    """A filesystem-safe, deterministic folder name for one sweep job's override combination."""
+    """A filesystem-safe, deterministic folder name for one sweep job's override combination.
+
+    A path in a value is shortened to its last part, so the swept values after it stay in the
+    name (`model.from_run=pipeline-88a2…,seed=1,task=mrpc`, not 71 characters of the path);
+    a name changed or cut gets a digest of the full combination, so two jobs never share one.
+    """
     if not override_dirname:
         return "default"
-    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", override_dirname)
-    if len(slug) > 80 or slug != override_dirname:
+    short = _PATH_IN_VALUE.sub(lambda m: m[0].rstrip("/").rsplit("/", 1)[-1], override_dirname)
+    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", short)
+    if len(slug) > SLUG_LENGTH or slug != override_dirname:
         digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:8]
-        slug = f"{slug[:71]}-{digest}"
+        slug = f"{slug[: SLUG_LENGTH - 9]}-{digest}"
     return slug
 
 

@@ -383,8 +383,9 @@ def run_job(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
-    command = runs.command_line(cfg.stage, overrides)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    # a sweep job's command keeps -m: it reruns into the job's folder of the sweep
+    command = runs.command_line(cfg.stage, ["-m", *overrides] if multirun else overrides)
     if cfg.offline:
         set_offline_env()
     from sparsebert_cli.validation import check_command, preflight
