@@ -69,10 +69,15 @@ def compose_cfg(stage: str, *overrides: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from sparsebert_cli.config import conf_dir, register_hydra_extensions, rewrite_aliases
+    from sparsebert_cli.config import (
+        HYDRA_VERSION_BASE,
+        conf_dir,
+        register_hydra_extensions,
+        rewrite_aliases,
+    )
 
     register_hydra_extensions()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=HYDRA_VERSION_BASE):
         cfg = compose(config_name=stage, overrides=rewrite_aliases(list(overrides)))
     OmegaConf.resolve(cfg)
     return cfg

@@ -25,7 +25,6 @@ def make_job(
     stage: str = "pipeline",
     error: str | None = None,
     inputs: dict | None = None,
-    resolved_config: bool = True,
     extra: dict | None = None,
 ) -> Path:
     """A job folder as the stages write it: .hydra/, config.yaml, manifest.json, metrics.json."""
@@ -41,9 +40,7 @@ def make_job(
         config[group] = {**config.get(group, {}), **values} if isinstance(values, dict) else values
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    if resolved_config:
-        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
     manifest = {"stage": stage, "status": status, "seed": seed, "inputs": inputs or {}}
     if error is not None:
         manifest["error"] = error
@@ -161,7 +158,7 @@ def test_a_row_whose_columns_came_from_other_checkpoints_has_no_average(tmp_path
 
 def test_failed_seed_marks_the_cell_partial_with_its_error(sweep):
     make_job(sweep / "a", seed=0, metrics=mrpc(0.8, 0.9))
-    make_job(sweep / "b", seed=1, status="failed", error="boom\ntrace", resolved_config=False)
+    make_job(sweep / "b", seed=1, status="failed", error="boom\ntrace")
     cell = build_table([sweep]).rows[0].cells[0]
     assert (cell.status, cell.completed, cell.failed) == ("partial", 1, 1)
     assert cell.errors == [f"{(sweep / 'b').resolve()}: boom"]
@@ -169,7 +166,7 @@ def test_failed_seed_marks_the_cell_partial_with_its_error(sweep):
 
 def test_cell_with_only_failed_jobs_is_failed_without_average(sweep):
     make_job(sweep / "a", task="rte", metrics={"eval/accuracy": 0.7})
-    make_job(sweep / "b", status="failed", error="boom", resolved_config=False)
+    make_job(sweep / "b", status="failed", error="boom")
     row = build_table([sweep]).rows[0]
     assert [c.status for c in row.cells] == ["failed", "ok"]
     assert row.average is None

@@ -14,7 +14,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from sparsebert_cli.config import STAGES, is_multirun, register_hydra_extensions, rewrite_aliases
+from sparsebert_cli.config import (
+    HYDRA_VERSION_BASE,
+    STAGES,
+    is_multirun,
+    register_hydra_extensions,
+    rewrite_aliases,
+)
 
 STAGE_HELP = {
     "search": (
@@ -80,9 +86,9 @@ def run_stage(stage: str, args: list[str]) -> int:
     ) as failures:
         os.environ[FAILURES_ENV] = failures.name
         sys.argv = [f"sparsebert {stage}", *args]
-        app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=stage)(
-            run_job
-        )
+        app = hydra.main(
+            version_base=HYDRA_VERSION_BASE, config_path=str(conf_dir()), config_name=stage
+        )(run_job)
         try:
             app()
         except SystemExit as e:

@@ -354,6 +354,9 @@ def rewrite_aliases(args: list[str]) -> list[str]:
     return out
 
 
+HYDRA_VERSION_BASE = "1.3"  # the Hydra defaults every composition of conf/ asks for
+
+
 def conf_dir() -> Path:
     """The config tree: inside the installed package (wheel) or the checkout's top-level conf/."""
     packaged = Path(str(resources.files("sparsebert_cli"))) / "conf"

@@ -184,6 +184,7 @@ def validate_main(argv: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from sparsebert_cli.config import (
+        HYDRA_VERSION_BASE,
         conf_dir,
         expand_path_fields,
         register_hydra_extensions,
@@ -209,7 +210,7 @@ def validate_main(argv: list[str]) -> int:
                 "job of a sweep."
             )
         check_command_line(stage, overrides)
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=HYDRA_VERSION_BASE):
             cfg = compose(config_name=stage, overrides=overrides)
         try:
             OmegaConf.resolve(cfg)

@@ -26,6 +26,9 @@ from sparsebert_cli.data.config import HELD_OUT_SEED, SELECTIONS
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
+    DAM_KINDS,
+    DAM_STRUCTURES,
+    L1_NORMS,
     META_FILE,
     SEARCH_OBJECTIVES,
     SEARCHED_MASKS,
@@ -72,9 +75,7 @@ def mask_names() -> list[str]:
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    from sparsebert_cli.masks.dam import L1_NORMS, STRUCTURES
-
-    return {**CHOICES, "mask.structure": STRUCTURES, "mask.l1_norm": L1_NORMS}
+    return {**CHOICES, "mask.structure": DAM_STRUCTURES, "mask.l1_norm": L1_NORMS}
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def help_groups(stage: str) -> str:
     keys, _ = schema_keys()
     groups = group_names() - {"hydra"}
     lines = [
-        f"{group}: {', '.join(sorted(p.stem for p in (schema.conf_dir() / group).glob('*.yaml')))}"
+        f"{group}: {', '.join(_options(group))}"
         for group in sorted(groups)
         if _read(stage, group, keys, groups)
     ]
@@ -727,7 +728,7 @@ def _described_mask(cfg: DictConfig, upstream: dict[str, Path]) -> str:
     if "mask.from_run" in upstream:
         return f"from_run ({upstream['mask.from_run']})"
     if cfg.mask.name == "dam" and cfg.mask.structure == "structured":
-        return "dam_s"
+        return DAM_KINDS["structured"]
     return cfg.mask.name
 
 

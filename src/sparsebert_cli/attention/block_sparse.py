@@ -219,7 +219,7 @@ def _groups(
     return groups
 
 
-def _mask_content(padded: torch.Tensor, heads: int, block_size: int, piece: int) -> TileContent:
+def _mask_content(padded: torch.Tensor, block_size: int, piece: int) -> TileContent:
     """M inside the tiles of query blocks and key pieces (padded to whole blocks)."""
     pieces = padded.shape[-1] // piece
     # tiles[h·QB + I, J, i, j] = M[h, I·bs + i, J·piece + j]
@@ -251,7 +251,7 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     return _plan(
         heads, n, block_size, empty_rows,
         active=lambda piece: _active(padded, heads, block_size, piece),
-        content=lambda piece: _mask_content(padded, heads, block_size, piece),
+        content=lambda piece: _mask_content(padded, block_size, piece),
         diagonal=diagonal,
     )  # fmt: skip
 

@@ -17,12 +17,18 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as dump_safetensors
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.config import ATTENTION_TOPK, MASK_FILE, META_FILE, PLOT_FILE
+from sparsebert_cli.masks.config import (
+    ATTENTION_TOPK,
+    DAM_KINDS,
+    MASK_FILE,
+    META_FILE,
+    PLOT_FILE,
+)
 from sparsebert_cli.masks.patterns import PATTERNS
 from sparsebert_cli.masks.stats import sparsity, sparsity_per_head, sparsity_per_layer
 from sparsebert_cli.runs import atomic_write
 
-MASK_KINDS = ("dam_u", "dam_s", "dam_b", ATTENTION_TOPK, *PATTERNS)
+MASK_KINDS = (*DAM_KINDS.values(), ATTENTION_TOPK, *PATTERNS)
 
 
 def fit_to_length(mask: torch.Tensor, n: int) -> torch.Tensor:

@@ -13,12 +13,12 @@ def presets(names: list[str]) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.config import HYDRA_VERSION_BASE, conf_dir
     from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.masks.config import MaskConfig
 
     configs = {}
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base=HYDRA_VERSION_BASE):
         for name in names:
             preset = compose(overrides=[f"+mask={name}"]).mask
             try:

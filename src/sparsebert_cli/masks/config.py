@@ -8,6 +8,11 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.errors import SparseBertError
 
+# DAM's structures (mask.structure) and the kind each gives its searched mask (mask.json).
+DAM_KINDS = {"unstructured": "dam_u", "structured": "dam_s", "block": "dam_b"}
+DAM_STRUCTURES = tuple(DAM_KINDS)
+L1_NORMS = ("sum", "mean")  # mask.l1_norm
+
 MASK_FILE, META_FILE = "mask.safetensors", "mask.json"  # a mask artifact's tensor and metadata
 PLOT_FILE = "mask.png"  # and its heat map
 

@@ -39,11 +39,13 @@ from torch import nn
 from sparsebert_cli.attention.block_sparse import expand_tiles
 from sparsebert_cli.attention.diagonal import expand_distances
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.masks.config import MaskConfig, check_dam_u_size
-
-STRUCTURES = ("unstructured", "structured", "block")
-KINDS = {"unstructured": "dam_u", "structured": "dam_s", "block": "dam_b"}  # mask.json kind
-L1_NORMS = ("sum", "mean")
+from sparsebert_cli.masks.config import (
+    DAM_KINDS,
+    DAM_STRUCTURES,
+    L1_NORMS,
+    MaskConfig,
+    check_dam_u_size,
+)
 
 
 class DAM(nn.Module):
@@ -61,7 +63,7 @@ class DAM(nn.Module):
         target: "SparsityTarget | None" = None,
     ) -> None:
         super().__init__()
-        if structure not in STRUCTURES:
+        if structure not in DAM_STRUCTURES:
             raise SparseBertError(
                 f"mask.structure={structure!r} is not a DAM structure; set mask.structure to "
                 "unstructured (DAM_u), structured (DAM_s) or block."
@@ -122,7 +124,7 @@ class DAM(nn.Module):
     @property
     def kind(self) -> str:
         """The artifact kind: dam_u (unstructured), dam_s (structured) or dam_b (block)."""
-        return KINDS[self.structure]
+        return DAM_KINDS[self.structure]
 
     def _expand(self, values: torch.Tensor) -> torch.Tensor:
         """Values per α → [L, H, n, n]: per distance [L, H, n] → Toeplitz, per block

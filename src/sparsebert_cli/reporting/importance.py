@@ -71,11 +71,11 @@ def load_trace(run_dir: Path):
     return probs.float(), steps.long()
 
 
-def snapshot_indices(count: int, wanted: int = SNAPSHOTS) -> list[int]:
-    """Up to `wanted` snapshot indices spread evenly from the first to the last."""
-    if count <= wanted:
+def snapshot_indices(count: int) -> list[int]:
+    """Up to SNAPSHOTS snapshot indices spread evenly from the first to the last."""
+    if count <= SNAPSHOTS:
         return list(range(count))
-    return sorted({round(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
+    return sorted({round(i * (count - 1) / (SNAPSHOTS - 1)) for i in range(SNAPSHOTS)})
 
 
 def importance_numbers(probs, steps) -> dict:

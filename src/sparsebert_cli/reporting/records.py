@@ -2,8 +2,9 @@
 
 Only pipeline, finetune and evaluate runs carry results; a run consumed by another reported run
 (a pipeline's evaluate step, an evaluate run's finetune run) is left out, so no result counts twice.
-A config key's value comes from the run's resolved `config.yaml`, else Hydra's `.hydra/config.yaml`
-(a job that failed early), else its `.hydra/overrides.yaml` (group choices such as `mask=dam_s`).
+A config key's value comes from the run's resolved `config.yaml` (written by every job that took
+its folder, a failed one too), else its `.hydra/overrides.yaml` (group choices such as
+`mask=dam_s`).
 A standalone evaluate run takes these from the finetune run it evaluated: its own config holds
 only the keys evaluate reads, while the task (and mask and seed) it evaluated are the finetune
 run's.
@@ -173,11 +174,11 @@ def lookup(record: RunRecord, key: str) -> Any:
 def _load_config(run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
-    for path in (run_dir / runs.CONFIG, run_dir / ".hydra" / "config.yaml"):
-        if path.is_file():
-            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-            return loaded if isinstance(loaded, dict) else {}
-    return {}
+    path = run_dir / runs.CONFIG
+    if not path.is_file():
+        return {}
+    loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _load_overrides(run_dir: Path) -> dict[str, str]:

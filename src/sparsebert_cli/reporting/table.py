@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsebert_cli.data.glue import GLUE_TASKS
+from sparsebert_cli.masks.config import DAM_KINDS
 from sparsebert_cli.reporting.records import (
     PRETRAIN_STAGE,
     REFERENCES,
@@ -41,7 +42,8 @@ from sparsebert_cli.reporting.records import (
 from sparsebert_cli.runs import config_hash
 
 MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam", "mask.target_sparsity")
-DAM_VARIANTS = {"unstructured": "DAM_u", "structured": "DAM_s", "block": "DAM_b"}
+# The paper's names of the DAM structures: DAM_u, DAM_s, DAM_b.
+DAM_VARIANTS = {structure: kind.replace("dam_", "DAM_") for structure, kind in DAM_KINDS.items()}
 DEFAULT_COLS = ("task.name",)
 HEADLINE = (("", "eval/headline"),)
 # task -> (short label, metrics.json key) of the numbers its cell shows, in the paper's order.
@@ -183,7 +185,7 @@ def row_label(key: dict[str, Any], default_keys: bool) -> str:
             return f"{key['mask.kind']} t={target / 100:g}"
         return key["mask.kind"] + ("" if lam is None else f" λ={_format_value(lam)}")
     if default_keys and key.get("mask.name") == "dam":
-        variant = DAM_VARIANTS.get(key.get("mask.structure"), "DAM_u")
+        variant = DAM_VARIANTS.get(key.get("mask.structure"), DAM_VARIANTS["unstructured"])
         if key.get("mask.target_sparsity") is not None:
             return f"{variant} t={_format_value(key['mask.target_sparsity'])}"
         return f"{variant} λ={_format_value(key.get('mask.lam'))}"

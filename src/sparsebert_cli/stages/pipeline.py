@@ -30,7 +30,7 @@ StepJob = Callable[..., dict[str, float]]  # launch.run_in_folder(cfg, run_dir, 
 
 GROUPS = ("mask", "model", "data", "task", "trainer", "logger")
 # Keys that name the pipeline's own folder: a step's folder is named by its content hash.
-PIPELINE_FOLDER = ("run_id", "sweep_name")
+PIPELINE_FOLDER = runs.NAME_KEYS
 # Keys evaluate reads but not from the pipeline: its own stage and folder, the finetune step it
 # evaluates (wired), and the task data, which it reads from that run's record.
 NOT_HANDED = (*PIPELINE_FOLDER, "stage", "model.from_run", "task")
@@ -183,7 +183,7 @@ def check_plan(cfg: DictConfig, command_line: list[str], device_here: bool = Tru
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.config import HYDRA_VERSION_BASE, conf_dir
 
     def check() -> None:
         hydra_cfg = compose("pipeline", overrides=command_line, return_hydra_config=True).hydra
@@ -192,7 +192,7 @@ def check_plan(cfg: DictConfig, command_line: list[str], device_here: bool = Tru
     if GlobalHydra.instance().is_initialized():
         check()
     else:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=HYDRA_VERSION_BASE):
             check()
 
 
