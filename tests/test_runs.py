@@ -71,6 +71,12 @@ def test_atomic_write_leaves_old_content_when_killed_before_rename(tmp_path):
     assert runs.read_json(target) == {"v": 1}
 
 
+def test_the_model_folders_file_names_are_hugging_faces():
+    from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_NAME
+
+    assert (runs.WEIGHTS_FILE, runs.MODEL_CONFIG_FILE) == (SAFE_WEIGHTS_NAME, CONFIG_NAME)
+
+
 def test_atomic_write_refuses_a_folder_or_a_file_in_the_way_naming_it(tmp_path):
     """`report --out <folder>` ended in IsADirectoryError, `--out-dir <file>` in
     FileExistsError, both with a traceback."""

@@ -22,6 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from transformers.models.bert.modeling_bert import BertEncoder, BertLayer
 
 from sparsebert_cli.config import NORM_FIELD
+from sparsebert_cli.runs import WEIGHTS_FILE
 
 
 class PreNormBertLayer(BertLayer):
@@ -76,7 +77,7 @@ def final_layer_norm_state(folder: Path) -> dict[str, torch.Tensor]:
     """The final LayerNorm of a pre-LN checkpoint, keyed as in `BertModel` (Hugging Face's own
     loader does not know it); empty for a post-LN checkpoint."""
     prefix = "bert.encoder.final_layer_norm."
-    with safe_open(str(Path(folder) / "model.safetensors"), framework="pt") as weights:
+    with safe_open(str(Path(folder) / WEIGHTS_FILE), framework="pt") as weights:
         return {
             k.removeprefix("bert."): weights.get_tensor(k)
             for k in weights.keys()

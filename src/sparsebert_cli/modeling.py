@@ -50,7 +50,7 @@ from sparsebert_cli.pretrained import (
     weights_file,
     weights_source,
 )
-from sparsebert_cli.runs import atomic_write_text, layout
+from sparsebert_cli.runs import WEIGHTS_FILE, atomic_write_text, layout
 
 CHECKPOINT_FILE = "sparsebert.json"
 RECORD_KEYS = ("model", "head", "nsp", "num_labels", "kind")  # written by build_*_model
@@ -473,9 +473,9 @@ def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.
     else:
         model = HEAD_CLASSES[record["head"]](config, mask_source)
     try:
-        state = load_file(str(directory / "model.safetensors"))
+        state = load_file(str(directory / WEIGHTS_FILE))
     except Exception as error:  # safetensors raises its own error types for corrupt files
-        raise damaged_file(directory / "model.safetensors", error) from None
+        raise damaged_file(directory / WEIGHTS_FILE, error) from None
     state = {k: v for k, v in state.items() if not k.startswith("sparse_mask.")}
     model.load_state_dict(state)
     model.sparsebert_record = {k: v for k, v in record.items() if k in RECORD_KEYS}

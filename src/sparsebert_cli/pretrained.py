@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.runs import layout, path_is
+from sparsebert_cli.runs import MODEL_CONFIG_FILE, WEIGHTS_FILE, layout, path_is
 from sparsebert_cli.user_paths import user_path
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
         return Path(str(resources.files(package) / folder))
     path = user_path(name)
     # path_is: a name the system refuses (too long, not encodable) is simply not there
-    if path_is(Path.is_file, layout(path).model / "config.json"):
+    if path_is(Path.is_file, layout(path).model / MODEL_CONFIG_FILE):
         return layout(path).model
     if not path_is(Path.is_dir, path):
         exists = path_is(Path.exists, path)
@@ -49,7 +49,7 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
                 "a save_pretrained folder or a pretrain/finetune run directory."
             )
         return None
-    if not (path / "config.json").is_file():
+    if not (path / MODEL_CONFIG_FILE).is_file():
         raise SparseBertError(
             f"the model folder {path} has no config.json; point model.name_or_path (or "
             "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
@@ -73,7 +73,7 @@ def read_bert_config(folder: Path) -> "BertConfig":
     the model would train from a random BERT without a word)."""
     from transformers import BertConfig
 
-    written = _written_model_type(Path(folder) / "config.json")
+    written = _written_model_type(Path(folder) / MODEL_CONFIG_FILE)
     if written not in (None, BertConfig.model_type):
         raise SparseBertError(
             f"the model in {folder} is a '{written}' model (config.json model_type), not a BERT: "
@@ -84,7 +84,7 @@ def read_bert_config(folder: Path) -> "BertConfig":
     try:
         return BertConfig.from_pretrained(folder)
     except Exception as error:  # OSError (not JSON), TypeError (not an object), field validation
-        raise damaged_file(Path(folder) / "config.json", error) from None
+        raise damaged_file(Path(folder) / MODEL_CONFIG_FILE, error) from None
 
 
 def _written_model_type(path: Path) -> str | None:
@@ -98,7 +98,7 @@ def _written_model_type(path: Path) -> str | None:
 
 def weights_file(folder: Path) -> Path:
     """The weights file of a model folder, as named in errors (the folder when none is found)."""
-    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    names = (WEIGHTS_FILE, "model.safetensors.index.json", "pytorch_model.bin")
     return next((folder / n for n in names if (folder / n).is_file()), folder)
 
 

@@ -29,6 +29,10 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.user_paths import expand_path, user_path
 
 MANIFEST = "manifest.json"
+# A model folder's files, as Hugging Face names them (transformers.utils.SAFE_WEIGHTS_NAME and
+# CONFIG_NAME; a test keeps them equal): the weights and the architecture.
+WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
 METRICS = "metrics.json"
 METRICS_LOG = "metrics.jsonl"  # every logged step and evaluation, one JSON object a line
 CONFIG = "config.yaml"
@@ -37,7 +41,8 @@ OWNER = ".owner.json"  # pid and host of the job that holds LOCK
 LAUNCH_CONFIG = ".launch-config.yaml"  # what a distributed job hands to every rank
 STATUSES = ("running", "completed", "failed", "interrupted")
 DAMAGED = "damaged"  # the status `iter_runs` gives a run whose manifest cannot be read
-UNFINISHED = ("running", "failed", "interrupted")  # a rerun of the same config resumes these
+# A rerun of the same config resumes these; in the order a report cell names them.
+UNFINISHED = ("failed", "interrupted", "running")
 # The word that names a stage's newest completed run wherever a run folder is asked for.
 LATEST = "latest"
 # <stage>/MULTIRUN_DIR/<sweep_name>/<job>: a sweep's folders (conf/hydra/default.yaml lays it out).

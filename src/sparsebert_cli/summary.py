@@ -114,7 +114,7 @@ def outputs(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:
 
 def _pre_ln(model_dir: Path) -> bool:
     """Whether the saved model is pre-LN (layer_norm.py), which plain transformers misreads."""
-    config = model_dir / "config.json"
+    config = model_dir / runs.MODEL_CONFIG_FILE
     try:
         return json.loads(config.read_text()).get(NORM_FIELD) == "pre"
     except (OSError, ValueError, AttributeError):

@@ -137,7 +137,7 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if manifest is None:
-        print(f"error: {run_dir} is not a run folder (no manifest.json).", file=sys.stderr)
+        print(f"error: {run_dir} is not a run folder (no {runs.MANIFEST}).", file=sys.stderr)
         return 1
     manifest = {**manifest, "status": runs.observed_status(run_dir, manifest)}
     if as_json:

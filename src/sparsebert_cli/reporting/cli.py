@@ -248,7 +248,7 @@ def _run_folder(ref: str) -> Path:
     run_dir = user_path(ref)
     if not runs.path_is(Path.is_file, run_dir / runs.MANIFEST):
         raise SparseBertError(
-            f"{run_dir} is not a run folder (no manifest.json); pass the folder of a completed "
+            f"{run_dir} is not a run folder (no {runs.MANIFEST}); pass the folder of a completed "
             "search, pretrain or finetune run, or 'latest'."
         )
     status = runs.load_manifest(run_dir).get("status")

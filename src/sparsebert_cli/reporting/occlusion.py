@@ -108,7 +108,7 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
     manifest = runs.load_manifest(run_dir)
     if manifest is None or manifest.get("status") != "completed":
         raise SparseBertError(
-            f"{run_dir} is not a completed run (no completed manifest.json); pass the folder of a "
+            f"{run_dir} is not a completed run (no completed {runs.MANIFEST}); pass the folder of a "
             "completed pretrain or search run."
         )
     cfg = OmegaConf.load(run_dir / runs.CONFIG)

@@ -387,7 +387,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
             else ""
         )
         raise SparseBertError(
-            f"no pipeline, finetune, evaluate or pretrain run folder (with a manifest.json) under "
+            f"no pipeline, finetune, evaluate or pretrain run folder (with a {runs.MANIFEST}) under "
             f"{', '.join(str(p) for p in paths)}{searched}; pass a sweep folder such as "
             "runs/pipeline/multirun/<sweep_name> or a run folder."
         )

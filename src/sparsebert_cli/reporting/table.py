@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sparsebert_cli import runs
 from sparsebert_cli.data.glue import GLUE_TASKS
 from sparsebert_cli.masks.config import DAM_KINDS
 from sparsebert_cli.reporting.records import (
@@ -75,9 +76,6 @@ ROW_ORDER = (
     "window", "random", "dam", "from_run", "checkpoint",
 )  # fmt: skip
 SPLIT_IN_AVERAGE = ("mnli",)  # each of its numbers counts as a column of its own
-# The statuses of runs that did not complete, as a cell counts and names them (first: a cell
-# of no completed run reads it); any status not listed counts as running.
-UNFINISHED = ("failed", "interrupted", "running")
 
 
 @dataclass
@@ -103,8 +101,11 @@ class Cell:
     interrupted: int = 0  # stopped runs (a rerun resumes them)
 
     def unfinished(self) -> list[tuple[str, int]]:
-        """(status, count) of the runs that did not complete, in UNFINISHED order, counts > 0."""
-        return [(status, getattr(self, status)) for status in UNFINISHED if getattr(self, status)]
+        """(status, count) of the runs that did not complete, in runs.UNFINISHED order (the first
+        names a cell of no completed run), counts > 0; any other status counts as running."""
+        return [
+            (status, getattr(self, status)) for status in runs.UNFINISHED if getattr(self, status)
+        ]
 
 
 @dataclass
@@ -334,7 +335,7 @@ def _unfinished_elsewhere(done: list[RunRecord], unfinished: list[RunRecord]) ->
 
 def _cell(records: list[RunRecord], metrics: list[tuple[str, str]]) -> Cell:
     done = [r for r in records if r.status == "completed"]
-    unfinished: dict[str, list[RunRecord]] = {status: [] for status in UNFINISHED}
+    unfinished: dict[str, list[RunRecord]] = {status: [] for status in runs.UNFINISHED}
     for r in records:
         if r.status != "completed":
             unfinished[r.status if r.status in unfinished else "running"].append(r)

@@ -19,10 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.runs import atomic_write
+from sparsebert_cli.runs import WEIGHTS_FILE, atomic_write
 
 KEEP = 2  # complete checkpoints kept on disk
-FILES = ("model.safetensors", "training_state.pt", "loop_state.json")  # a complete checkpoint
+FILES = (WEIGHTS_FILE, "training_state.pt", "loop_state.json")  # a complete checkpoint
 # The best evaluation's weights while a run trains (hooks.select), in the run folder; removed when
 # the run completes, since its final weights are then in artifacts/ (one copy on disk).
 BEST_WEIGHTS = "best_model.safetensors"
@@ -74,7 +74,7 @@ def save_checkpoint(
         directory.mkdir(parents=True, exist_ok=True)
         discard(tmp)
         tmp.mkdir()
-        save_file(_state_dict(model), str(tmp / "model.safetensors"))
+        save_file(_state_dict(model), str(tmp / WEIGHTS_FILE))
         torch.save(
             {
                 "optimizer": optimizer.state_dict(),
@@ -135,7 +135,7 @@ def load_checkpoint(
     path: Path, model: nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler
 ) -> dict:
     """Restore everything saved by `save_checkpoint`; returns the loop state (with `step`)."""
-    load_weights(model, path / "model.safetensors")
+    load_weights(model, path / WEIGHTS_FILE)
     try:
         # Onto the CPU: a GPU run resumes on a CPU machine (device is not in the config hash),
         # and each DDP rank would otherwise load rank 0's state onto cuda:0. The optimiser moves
