@@ -8,6 +8,12 @@ class SparseBertError(Exception):
     """
 
 
+def first_line(error: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (libraries' messages run to many lines), or
+    `default` when it has none."""
+    return (str(error).strip().splitlines() or [default])[0]
+
+
 def require(ok: bool, message: str) -> None:
     """Raise SparseBertError(message) unless `ok`."""
     if not ok:

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sparsebert_cli import interrupt, runs
 from sparsebert_cli.config import override_key, unnamed_overrides
 from sparsebert_cli.data.hub import set_offline_env
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.stages import hashed_config, reads
 
 FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"  # the file where a sweep's failed jobs are noted
@@ -314,7 +314,7 @@ def record_inherited_keys(cfg: DictConfig) -> None:
 
 def config_error(e: BaseException) -> str:
     """One line for a config that cannot be resolved, naming the key."""
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    first = first_line(e, type(e).__name__)
     key = getattr(e, "full_key", None)
     where = f" at {key}" if key else ""
     return f"the config cannot be resolved{where}: {first}. Fix that value and rerun."

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from sparsebert_cli.config import ModelConfig
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.runs import MODEL_CONFIG_FILE, WEIGHTS_FILE, layout, path_is
 from sparsebert_cli.user_paths import user_path
 
@@ -59,7 +59,7 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
 
 def damaged_file(path: Path, error: Exception) -> SparseBertError:
     """The error for a model file that exists but cannot be read (truncated, corrupt)."""
-    reason = (str(error).strip().splitlines() or [""])[0]
+    reason = first_line(error)
     return SparseBertError(
         f"{path} cannot be read ({type(error).__name__}: {reason}); the file is truncated or "
         "corrupt. Rerun the stage that produced it (or download the model again), or point at "

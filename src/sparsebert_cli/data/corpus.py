@@ -88,9 +88,14 @@ def to_sentence_lines(text: str) -> str:
     )
 
 
+def matched_files(data_cfg) -> list[str]:
+    """The files `data.files` (paths or globs) names, each once, sorted."""
+    return sorted({path for pattern in data_cfg.files for path in glob.glob(pattern)})
+
+
 def corpus_identity(data_cfg) -> dict:
     """What determines the corpus content: the part of cache keys that names the corpus."""
-    files = sorted({path for pattern in data_cfg.files for path in glob.glob(pattern)})
+    files = matched_files(data_cfg)
     identity = {
         "format": CORPUS_FORMAT,
         "name": data_cfg.name,
@@ -134,10 +139,7 @@ def load_corpus(data_cfg, cache_dir: Path):
             data_cfg.text_column,
         )
     if len(corpus) == 0:
-        sources = list(data_cfg.hub_sources) + sorted(
-            {path for pattern in data_cfg.files for path in glob.glob(pattern)}
-        )
-        raise empty_corpus(sources)
+        raise empty_corpus([*data_cfg.hub_sources, *matched_files(data_cfg)])
     if data_cfg.max_documents is not None:
         corpus = corpus.select(range(min(data_cfg.max_documents, len(corpus))))
     return corpus

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from sparsebert_cli.data.cache import content_key, file_fingerprint
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, first_line
 
 # Only an empty csv/tsv cell is a missing value: pandas' default also reads the words "NA",
 # "null", "None", "nan" (which a sentence may be) as missing.
@@ -38,7 +38,7 @@ def load_local_files(builder: str, data_files, cache_dir: Path, **options):
         cause = error
         while cause.__cause__ is not None:  # datasets wraps the parser's error
             cause = cause.__cause__
-        words = (str(cause).strip().splitlines() or ["no rows (an empty file?)"])[0][:300]
+        words = first_line(cause, "no rows (an empty file?)")[:300]
         raise SparseBertError(
             f"Could not read {data_files} as {builder} files: {type(cause).__name__}: {words}. "
             "Fix the file: every row needs the header's columns, quotes closed, each split at "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sparsebert_cli.data.cache import content_key
 from sparsebert_cli.data.hub import load_hub_tokenizer
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, first_line
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: id 0, as in BERT
 
@@ -75,7 +75,7 @@ def tokenizer_from_folder(
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except Exception as e:  # the tokenizers/transformers readers raise many types on bad files
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        reason = first_line(e, type(e).__name__)[:200]
         raise SparseBertError(
             f"the tokenizer in '{path}' cannot be read ({type(e).__name__}: {reason}); the files "
             "are truncated or corrupt. Rerun the stage that wrote them, or point data.tokenizer "

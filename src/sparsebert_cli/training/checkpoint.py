@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.runs import WEIGHTS_FILE, atomic_write
 
 KEEP = 2  # complete checkpoints kept on disk
@@ -149,7 +149,7 @@ def load_checkpoint(
             "checkpoint to resume from an earlier one, or rerun with resume=never."
         ) from None
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [""])[0]
+        reason = first_line(e)
         raise SparseBertError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {reason}); delete it to "
             "resume from an earlier one, or rerun with resume=never."
