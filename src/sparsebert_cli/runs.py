@@ -29,6 +29,13 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.user_paths import expand_path, user_path
 
 MANIFEST = "manifest.json"
+# metrics.json keys that several modules write or read (the stages' contract with the report)
+HEADLINE = "eval/headline"  # a fine-tuning's score of its task (data/metrics.py: TASK_METRICS)
+MASK_SPARSITY = "mask/sparsity"  # percent of entries masked out
+MASK_SEQ_LEN = "mask/seq_len"  # the n the sparsity was measured at
+MLM_LOSS = "eval/mlm_loss"  # held-out masked-LM loss and accuracy of a pre-training
+MLM_ACCURACY = "eval/mlm_accuracy"
+USES_ATTENTION = "eval/uses_attention"  # 1.0 when the model passed the attention gate
 # A model folder's files, as Hugging Face names them (transformers.utils.SAFE_WEIGHTS_NAME and
 # CONFIG_NAME; a test keeps them equal): the weights and the architecture.
 WEIGHTS_FILE = "model.safetensors"

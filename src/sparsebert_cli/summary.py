@@ -16,7 +16,7 @@ from sparsebert_cli.masks.config import MASK_FILE, PLOT_FILE
 from sparsebert_cli.stages import UPSTREAM
 
 # Metrics a summary shows: the held-out ones and the mask's, not the per-step training numbers.
-SHOWN_PREFIXES = ("eval/", "mask/sparsity", "inference/")
+SHOWN_PREFIXES = ("eval/", runs.MASK_SPARSITY, "inference/")
 
 
 def _outputs(run_dir: Path) -> list[tuple[str, Path]]:
@@ -75,7 +75,7 @@ def rerun_command(command: str, run_dir: Path, upstream: dict[str, str] | None =
 
 def format_metric(key: str, value: float) -> str:
     """`eval/accuracy=0.8125`; the mask sparsity (a percentage) with its unit."""
-    if key == "mask/sparsity":
+    if key == runs.MASK_SPARSITY:
         return f"mask sparsity={value:.2f} %"
     if isinstance(value, int) or float(value).is_integer():
         return f"{key}={int(value)}"
@@ -89,7 +89,7 @@ def headline_metrics(metrics: dict) -> list[str]:
         for k, v in metrics.items()
         if k.startswith(SHOWN_PREFIXES) and isinstance(v, int | float)
     ]
-    return [format_metric(k, v) for k, v in sorted(shown, key=lambda kv: kv[0] != "eval/headline")]
+    return [format_metric(k, v) for k, v in sorted(shown, key=lambda kv: kv[0] != runs.HEADLINE)]
 
 
 def outputs(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:

@@ -65,7 +65,7 @@ def ls_main(argv: list[str]) -> int:
     for run_dir, manifest in runs.iter_runs(args.runs_dir, args.stage):
         status = runs.observed_status(run_dir, manifest)
         try:
-            headline = runs.read_metrics(run_dir).get("eval/headline")
+            headline = runs.read_metrics(run_dir).get(runs.HEADLINE)
         except SparseBertError as e:
             status, manifest = runs.DAMAGED, {**manifest, "error": str(e)}
             headline = None
@@ -88,7 +88,7 @@ def ls_main(argv: list[str]) -> int:
     from rich.text import Text
 
     table = Table(title=f"runs under {args.runs_dir}")
-    for col in ("stage", "status", "started", "run folder", "command", "eval/headline"):
+    for col in ("stage", "status", "started", "run folder", "command", runs.HEADLINE):
         # The folder is what a user copies into model.from= or --show: never cut it.
         table.add_column(col, no_wrap=col == "run folder", overflow="fold")
     colours = {

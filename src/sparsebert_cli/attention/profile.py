@@ -12,6 +12,8 @@ attend to). The gate: some head puts at least `GATE_NEIGHBOUR_RATIO` × the unif
 
 import torch
 
+from sparsebert_cli import runs
+
 GATE_NEIGHBOUR_RATIO = 3.0
 GATE_MLM_ACCURACY = 0.20
 OFFSETS = {"prev": -1, "diag": 0, "next": 1}
@@ -95,7 +97,7 @@ class AttentionProfile:
             "eval/attn_diag_mass": mean["diag"],
             "eval/attn_cls_mass": mean["cls"],
             "eval/attn_sep_mass": mean["sep"],
-            "eval/uses_attention": float(passed),
+            runs.USES_ATTENTION: float(passed),
         }
 
 

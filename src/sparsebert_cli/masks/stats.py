@@ -10,6 +10,8 @@ key j (information flows from j to i); the mask's layers repeat when the model h
 
 import torch
 
+from sparsebert_cli import runs
+
 
 def sparsity(mask: torch.Tensor) -> float:
     """Percentage of entries masked out, over all layers and heads."""
@@ -20,8 +22,8 @@ def sparsity_metrics(mask: torch.Tensor | None) -> dict[str, float]:
     """`mask/sparsity` of a run's mask (0 for dense: no mask) and the n it was measured at
     (`mask/seq_len`; a pattern's sparsity changes with n)."""
     if mask is None:
-        return {"mask/sparsity": 0.0}
-    return {"mask/sparsity": sparsity(mask), "mask/seq_len": mask.shape[-1]}
+        return {runs.MASK_SPARSITY: 0.0}
+    return {runs.MASK_SPARSITY: sparsity(mask), runs.MASK_SEQ_LEN: mask.shape[-1]}
 
 
 def sparsity_per_layer(mask: torch.Tensor) -> list[float]:

@@ -12,7 +12,7 @@ from sparsebert_cli.errors import SparseBertError
 
 MASS = {"eval/attn_diag_mass": "diagonal", "eval/attn_cls_mass": "[CLS]",
         "eval/attn_sep_mass": "final [SEP]"}  # fmt: skip
-RATIO, ACCURACY = "eval/attn_neighbour_ratio", "eval/mlm_accuracy"
+RATIO, ACCURACY = "eval/attn_neighbour_ratio", runs.MLM_ACCURACY
 FIGURE, NUMBERS = "attention_through_training.png", "attention_through_training.json"
 
 

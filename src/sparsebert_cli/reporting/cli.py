@@ -7,9 +7,10 @@
     sparsebert report --occlusion RUN [--max-distance D] [--examples K] [--out-dir DIR]
 
 The table has one row per mask configuration with its sparsity, one column per task, cells
-mean ± std over seeds with the seed count, and an Average as in docs/paper.md §5: MNLI m and mm count
-as two columns; for QQP and MRPC (acc/F1) and STS-B (Pearson/Spearman) the mean of the pair counts
-once, as in the GLUE benchmark's score. Metrics are shown ×100. See `reporting/table.py`.
+mean ± std over seeds with the seed count, and an Average over the columns with MNLI m and mm
+counted as two (docs/paper.md §5); for QQP and MRPC (acc/F1) and STS-B (Pearson/Spearman) the mean
+of the pair counts once, as in the GLUE benchmark's score (the paper's table prints one number per
+column, which one is open). Metrics are shown ×100. See `reporting/table.py`.
 Torch is imported only when figures are drawn, so `--help` and the table stay fast.
 """
 

@@ -139,8 +139,8 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
         stat = name if name in ("cls", "diag") else f"dist{name[2:]}"
         row = {"band": name}
         if dense.trained_mlm_head:  # a new head's loss says nothing about the encoder
-            loss = evaluate_mlm(occluded, held_out, collate, batch_size)["eval/mlm_loss"]
-            row["delta_mlm_loss"] = loss - base["eval/mlm_loss"]
+            loss = evaluate_mlm(occluded, held_out, collate, batch_size)[runs.MLM_LOSS]
+            row["delta_mlm_loss"] = loss - base[runs.MLM_LOSS]
         row["hidden_mse"] = objective.evaluate(held_out, collate, batch_size)["eval/distill_mse"]
         row["attention_mass"] = sum(h[stat] for h in mass_by_head) / len(mass_by_head)
         if keep is not None:
@@ -151,9 +151,7 @@ def occlusion(run_dir: Path, max_distance: int, examples: int) -> dict:
         "run": str(run_dir),
         "model": str(weights),
         "examples": len(held_out),
-        "dense": {
-            k: base[k] for k in ("eval/mlm_loss", "eval/mlm_accuracy", "eval/uses_attention")
-        },
+        "dense": {k: base[k] for k in (runs.MLM_LOSS, runs.MLM_ACCURACY, runs.USES_ATTENTION)},
         "trained_mlm_head": dense.trained_mlm_head,
         "bands": rows,
     }

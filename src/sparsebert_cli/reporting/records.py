@@ -43,8 +43,8 @@ REFERENCES = (("model", "from_run"), ("mask", "from_run"))
 UPSTREAM_DEPTH = 4  # search → pretrain → finetune → evaluate is three references deep
 # The pre-training numbers the table shows beside the tasks: held-out MLM loss and accuracy, and
 # the "uses attention" gate (attention/profile.py; 1.0 passed, absent in runs older than the gate)
-PRETRAIN_METRICS = {"loss": "eval/mlm_loss", "accuracy": "eval/mlm_accuracy",
-                    "gate": "eval/uses_attention"}  # fmt: skip
+PRETRAIN_METRICS = {"loss": runs.MLM_LOSS, "accuracy": runs.MLM_ACCURACY,
+                    "gate": runs.USES_ATTENTION}  # fmt: skip
 
 
 @dataclass
@@ -240,8 +240,8 @@ def _input_dirs(
 def _sparsity(run_dir: Path, metrics: dict, inputs: list[Path]) -> tuple[float, int | None] | None:
     """(`mask/sparsity`, `mask/seq_len`) from metrics.json, else from the mask.json of the run or
     of its inputs."""
-    if isinstance(metrics.get("mask/sparsity"), int | float):
-        return float(metrics["mask/sparsity"]), _whole(metrics.get("mask/seq_len"))
+    if isinstance(metrics.get(runs.MASK_SPARSITY), int | float):
+        return float(metrics[runs.MASK_SPARSITY]), _whole(metrics.get(runs.MASK_SEQ_LEN))
     for candidate in (run_dir, *inputs):
         for folder in (runs.layout(candidate).artifacts, runs.layout(candidate).model):
             found = _mask_json_sparsity(folder / META_FILE)

@@ -12,7 +12,9 @@ fractions; the table shows them ×100 like the paper, and the mask sparsity in p
 Cells of a task with two headline numbers show both (MNLI m/mm, QQP and MRPC acc/F1, STS-B
 Pearson/Spearman, SQuAD EM/F1). The Average is the plain mean over the table's columns with MNLI
 m and mm counted as two columns (docs/paper.md §5); for QQP, MRPC, STS-B and SQuAD the mean of the pair
-enters the Average, as in the GLUE benchmark's score. A row missing any column has no Average.
+enters the Average, as in the GLUE benchmark's score. The paper's Avg is the mean of the one number
+each of its columns prints (which of acc/F1 is open there), so the two differ by the pairs' spread.
+A row missing any column has no Average.
 Beside the tasks, a row shows the held-out MLM loss of the pre-trainings its results descend from
 (each pre-training counted once, however many tasks were fine-tuned from it). Under paths with
 no fine-tuning result, the pre-trainings are the results (a continued-pretraining study): rows
@@ -46,7 +48,7 @@ MASK_IDENTITY = ("mask.name", "mask.structure", "mask.lam", "mask.target_sparsit
 # The paper's names of the DAM structures: DAM_u, DAM_s, DAM_b.
 DAM_VARIANTS = {structure: kind.replace("dam_", "DAM_") for structure, kind in DAM_KINDS.items()}
 DEFAULT_COLS = ("task.name",)
-HEADLINE = (("", "eval/headline"),)
+HEADLINE = (("", runs.HEADLINE),)
 # task -> (short label, metrics.json key) of the numbers its cell shows, in the paper's order.
 TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "mnli": (("m", "eval/accuracy"), ("mm", "eval/mismatched/accuracy")),

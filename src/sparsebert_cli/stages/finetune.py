@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.empty_rows import check_keeps_attention
 from sparsebert_cli.runs import Run, layout
@@ -122,7 +123,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
 
     hooks = Hooks(
         evaluate=evaluate,
-        select="eval/headline" if cfg.task.select == "best" else None,
+        select=runs.HEADLINE if cfg.task.select == "best" else None,
         final=lambda: mask_sparsity(model),
     )
     rates = NO_EXTRA_RATES

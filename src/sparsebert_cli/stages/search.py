@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import save_file
 
+from sparsebert_cli import runs
 from sparsebert_cli.attention.profile import AttentionMap
 from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.artifact import save_mask
@@ -120,7 +121,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
         if run.writer and (step % cfg.mask.trace_every == 0 or step == total):
             write_snapshot(trace_dir, step, dam.probs().detach().cpu())
         return {  # counted per α: no n × n mask each step
-            "mask/sparsity": dam.binarized_sparsity(),
+            runs.MASK_SPARSITY: dam.binarized_sparsity(),
             "mask/keep_probability": 1.0 - dam.expected_sparsity().item(),
             "mask/tau": dam.tau,
         }

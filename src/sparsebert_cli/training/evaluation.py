@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sparsebert_cli import runs
 from sparsebert_cli.attention.profile import (
     GATE_MLM_ACCURACY,
     GATE_NEIGHBOUR_RATIO,
@@ -66,14 +67,14 @@ def evaluate_mlm(
             nsp_count += float(scored.sum())
     loss = loss_sum / max(count, 1.0)
     metrics = {
-        "eval/mlm_loss": loss,
-        "eval/mlm_accuracy": correct / max(count, 1.0),
+        runs.MLM_LOSS: loss,
+        runs.MLM_ACCURACY: correct / max(count, 1.0),
         "eval/perplexity": math.exp(min(loss, 50.0)),
     }
     if nsp_count:
         metrics["eval/nsp_accuracy"] = nsp_correct / nsp_count
     if profile is not None:
-        metrics.update(profile.metrics(metrics["eval/mlm_accuracy"]))
+        metrics.update(profile.metrics(metrics[runs.MLM_ACCURACY]))
     return metrics
 
 
@@ -104,7 +105,7 @@ class HeldOutMLM:
             "gate": {
                 "neighbour_ratio_min": GATE_NEIGHBOUR_RATIO,
                 "mlm_accuracy_min": GATE_MLM_ACCURACY,
-                "passed": bool(self.metrics.get("eval/uses_attention", 0.0)),
+                "passed": bool(self.metrics.get(runs.USES_ATTENTION, 0.0)),
             },
             "metrics": self.metrics,
             "heads": self.profile.heads(),

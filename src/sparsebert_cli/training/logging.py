@@ -12,6 +12,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import route_logging
 from sparsebert_cli.runs import METRICS_LOG, atomic_write_text, redact, sweep_of
@@ -21,9 +22,9 @@ SHOWN = (
     "train/loss",
     "train/lr",
     "train/tokens_per_s",
-    "mask/sparsity",
-    "eval/mlm_loss",  # pre-training and search (training/evaluation.py)
-    "eval/headline",  # fine-tuning
+    runs.MASK_SPARSITY,
+    runs.MLM_LOSS,  # pre-training and search (training/evaluation.py)
+    runs.HEADLINE,  # fine-tuning
 )
 
 
