@@ -73,8 +73,6 @@ def run_stage(stage: str, args: list[str]) -> int:
     args = rewrite_aliases(args)
     try:
         check_command_line(stage, args)
-        if is_multirun(args):
-            _check_sweep_has_jobs(stage, args)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -102,20 +100,6 @@ def run_stage(stage: str, args: list[str]) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
-
-
-def _check_sweep_has_jobs(stage: str, args: list[str]) -> None:
-    """Refuse a sweep that expands to no job (Hydra launches none and exits 0); a config Hydra
-    cannot compose is left to Hydra's own report, as without -m."""
-    from hydra.errors import HydraException
-
-    from sparsebert_cli.dry_run import sweep_jobs
-
-    register_hydra_extensions()
-    try:
-        sweep_jobs(stage, args)
-    except HydraException:
-        pass
 
 
 def print_overview() -> None:

@@ -61,13 +61,12 @@ def job_status(
     return "resume", f"this config, {manifest.get('status')}", folder
 
 
-def sweep_jobs(stage: str, args: list[str]):
-    """(config loader, the composed primary config, each job's overrides) of `sparsebert <stage>
-    <args>`: one job without -m; with -m the sweep's, as Hydra's basic sweeper expands it. A
-    sweep that expands to no job (`mask=glob(nope*)`, `range(5,2)`) is refused: it is a typo."""
+def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str], list[str]]]:
+    """(folder, (action, why), job overrides) of every job `sparsebert <stage> <args>` would launch."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import create_config_search_path
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.utils import setup_globals
     from hydra.types import RunMode
@@ -78,27 +77,13 @@ def sweep_jobs(stage: str, args: list[str]):
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf_dir())))
     mode = RunMode.MULTIRUN if multirun else RunMode.RUN
     master = loader.load_configuration(config_name=stage, overrides=overrides, run_mode=mode)
-    if not multirun:
-        return loader, master, [overrides]
-    params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + overrides)
-    jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    if not jobs:
-        empty = [o.input_line for o in parsed if BasicSweeper.split_arguments([o], None) == [[]]]
-        raise SparseBertError(
-            f"the sweep has no job: {', '.join(empty) or 'one of its sweeps'} expands to no "
-            f"value. Check its spelling (`sparsebert {stage} -m ... --dry-run` lists the jobs "
-            "a sweep makes)."
-        )
-    return loader, master, jobs
-
-
-def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str], list[str]]]:
-    """(folder, (action, why), job overrides) of every job `sparsebert <stage> <args>` would launch."""
-    from hydra.core.hydra_config import HydraConfig
-
-    multirun = is_multirun(args)
-    loader, master, jobs = sweep_jobs(stage, args)
+    if multirun:
+        params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + overrides)
+        batches = BasicSweeper.split_arguments(parsed, None)
+        jobs = [list(job) for batch in batches for job in batch]
+    else:
+        jobs = [overrides]
     planned = []
     for job in jobs:
         cfg = loader.load_sweep_config(master, job) if multirun else master

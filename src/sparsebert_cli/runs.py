@@ -113,10 +113,9 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocking = next(p for p in (path.parent, *path.parent.parents) if p.exists())
         raise SparseBertError(
-            f"{path} cannot be written: {blocking} is a file, not a folder; choose a path "
-            "whose folders are folders."
+            f"{path} cannot be written: {nearest_existing(path.parent)} is a file, not a folder; "
+            "choose a path whose folders are folders."
         ) from None
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
@@ -323,6 +322,13 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("SPARSEBERT_RUNS_DIR", PathsConfig.runs_dir))
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` or its nearest ancestor that exists (a file there blocks the folders below it)."""
+    path = Path(path).absolute()
+    # os.path.exists: False, not PermissionError, under a folder this user cannot search
+    return next(p for p in (path, *path.parents) if os.path.exists(p))
+
+
 def check_runs_dir(value: Any) -> None:
     """Refuse a runs folder Hydra could not make (before it tries, with a traceback): a name
     longer than file systems take, a file in its place, or a place this user cannot write."""
@@ -334,8 +340,7 @@ def check_runs_dir(value: Any) -> None:
             f"{len(long.encode())} bytes long, and file systems take at most {NAME_BYTES}; use "
             "a shorter name, e.g. paths.runs_dir=runs."
         )
-    # os.path.exists: False, not PermissionError, under a folder this user cannot search
-    existing = next(p for p in (path.absolute(), *path.absolute().parents) if os.path.exists(p))
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise FolderRefused(
             f"paths.runs_dir={value}: {existing} is a file, not a folder; point paths.runs_dir "

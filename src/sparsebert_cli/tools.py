@@ -49,7 +49,7 @@ def ls_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.show:
         return _show(args.show, args.stage, args.runs_dir, args.json)
-    if args.runs_dir.exists() and not args.runs_dir.is_dir():
+    if args.runs_dir.is_file():
         print(
             f"error: --runs-dir {args.runs_dir} is a file, not a runs folder; give the folder "
             "that holds <stage>/<run_id> folders (runs/ by default).",

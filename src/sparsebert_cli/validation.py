@@ -774,13 +774,16 @@ def _leaf_types() -> dict[str, type]:
 
 
 def _override_values(override) -> list | None:
-    """The values an override sets (each of a sweep's), typed as Hydra parsed them; None for
-    what has no list of values (a deletion, a glob or interval sweep)."""
-    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+    """The values an override sets (each of a sweep's), typed as Hydra parsed them; a glob's are
+    the options of the group it names that it matches (Hydra's sweeper has none for a setting);
+    None for what has no list of values (a deletion, an interval sweep)."""
+    from hydra.core.override_parser.types import ChoiceSweep, Glob, RangeSweep
 
     value = override.value()
     if override.is_delete() or value is None:
         return None
+    if isinstance(value, Glob):
+        return value.filter(_options(override.key_or_group))
     if override.is_sweep_override():
         return (
             list(override.sweep_iterator()) if isinstance(value, ChoiceSweep | RangeSweep) else None
@@ -794,28 +797,20 @@ _TYPE_NODES = {bool: (BooleanNode, "true or false"), int: (IntegerNode, "a whole
 _TYPE_EXAMPLES = {bool: "true", int: "4", float: "1e-3"}
 
 
-def _container_example(key: str, kind, value: str = "...") -> str | None:
-    """How a list or mapping setting is written on the command line (shell quotes included),
-    holding `value`; None for another kind of setting."""
-    container = typing.get_origin(kind)
-    if container is dict:
-        return (
-            f'"{key}={{train: train.csv, dev: dev.csv}}"'
-            if key == "task.data_files"
-            else (f'"{key}={{name: {value}}}"')
-        )
-    if container is list:
-        return f"\"{key}=['{value}']\"" if key.startswith("pipeline.") else f'"{key}=[{value}]"'
-    return None
-
-
 def _check_container(arg: str, key: str, kind, value) -> None:
     """Refuse one value given to a list or mapping setting (`data.files=a.jsonl`), with the
     brackets that fix it, before Hydra answers with its own merge error."""
-    example = _container_example(key, kind, str(value))
-    if example is None or value is None or isinstance(value, list | dict) or "${" in str(value):
+    container = typing.get_origin(kind)
+    if container not in (list, dict) or value is None or isinstance(value, list | dict):
         return
-    what = "a mapping" if typing.get_origin(kind) is dict else "a list"
+    if "${" in str(value):  # an interpolation: resolved later
+        return
+    if container is dict:  # task.data_files, the one mapping (config.MAPPING_FIELDS)
+        what, example = "a mapping", f'"{key}={{train: train.csv, dev: dev.csv}}"'
+    elif key.startswith("pipeline."):  # a list of overrides: each quoted for Hydra
+        what, example = "a list", f"\"{key}=['{value}']\""
+    else:
+        what, example = "a list", f'"{key}=[{value}]"'
     raise SparseBertError(
         f"{arg}: {key} takes {what}, not the single value {value!r}; write {example} (the "
         "shell's quotes keep the brackets)."
@@ -889,6 +884,12 @@ def check_override_values(args: list[str]) -> list[str]:
             )
         if key in groups and override.value() is None and not override.is_delete():
             raise _group_needed(arg, key)
+        if values == []:  # Hydra would launch no job and exit 0
+            options = f" (the {key} options: {', '.join(_options(key))})" if key in groups else ""
+            raise SparseBertError(
+                f"the sweep has no job: {arg} expands to no value{options}. Check its spelling "
+                "(`--dry-run` after the sweep lists the jobs it makes)."
+            )
         if values is None:
             continue
         kind = leaf_types.get(schema.schema_key(key))
