@@ -18,6 +18,12 @@ OFFLINE = {
 # Before any test module imports datasets or huggingface_hub: they read offline mode once, at
 # import, and a process imported online spends ~20 s retrying the hub on each miss.
 os.environ.update(OFFLINE)
+# Several pytest-xdist workers on a few cores: one torch thread per process (each worker and the
+# CLI subprocesses it starts), or the threads oversubscribe the cores and every test runs slower
+# (the in-process long-sequence tests: 101 s with torch's default against 71 s, 2 workers on
+# 2 cores). It changes no result: num_threads is not part of any config hash.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ Enabled in conf/hydra/default.yaml under `hydra.callbacks`; a report failure is 
 changes the sweep's outcome. Sweeps of search or pretrain (no task results) get no summary.
 """
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from sparsebert_cli.progress import say
 
 
 class SweepSummary(Callback):
@@ -24,6 +25,6 @@ class SweepSummary(Callback):
                 return
             written = write_summaries(Path(config.hydra.sweep.dir))
         except Exception as error:  # the sweep's results stand whatever the report does
-            print(f"[sparsebert] no sweep summary: {error}", file=sys.stderr, flush=True)
+            say(f"no sweep summary: {error}", to_stderr=True)
             return
-        print(f"[sparsebert] sweep summary: {', '.join(map(str, written))}", flush=True)
+        say(f"sweep summary: {', '.join(map(str, written))}")

@@ -29,6 +29,7 @@ from sparsebert_cli import interrupt, runs
 from sparsebert_cli.config import override_key, unnamed_overrides
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError, first_line
+from sparsebert_cli.progress import say
 from sparsebert_cli.stages import hashed_config, reads
 
 FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"  # the file where a sweep's failed jobs are noted
@@ -84,7 +85,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     resolved, chash = identity(cfg)
     existing = existing_run(run_dir, chash)
     if existing is not None and existing.get("status") == "completed":
-        print(f"[sparsebert] {run_dir} already completed with this config: skipped.", flush=True)
+        say(f"{run_dir} already completed with this config: skipped.")
         return runs.read_metrics(run_dir)
     rank, world_size = world()
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
@@ -137,7 +138,7 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
         sys.executable, "-m", "sparsebert_cli.torchrun", "--standalone", f"--nproc_per_node={nproc}",
         "-m", "sparsebert_cli.launch", str(run_dir), command,
     ]  # fmt: skip
-    print(f"[sparsebert] launching {nproc} processes with torchrun", flush=True)
+    say(f"launching {nproc} processes with torchrun")
     try:
         code = _run_torchrun(cmd, run_dir)
     finally:
@@ -172,11 +173,10 @@ def _run_torchrun(cmd: list[str], run_dir: Path) -> int:
         return proc.wait()
     except interrupt.Interrupted as stop:
         proc.send_signal(stop.signum)
-        print(
-            f"[sparsebert] {stop}: the ranks stop after their current step (torchrun kills them "
-            "after its shutdown timeout, 30 s by default)",
-            file=sys.stderr,
-            flush=True,
+        say(
+            f"{stop}: the ranks stop after their current step (torchrun kills them after its "
+            "shutdown timeout, 30 s by default)",
+            to_stderr=True,
         )
         while proc.poll() is None:
             try:
@@ -338,12 +338,11 @@ def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path
     if found is None:
         return run_dir
     with_id = [*overrides, f"run_id={found.name}"]
-    print(
-        f"[sparsebert] resuming the unfinished run {found} (same config; status "
+    say(
+        f"resuming the unfinished run {found} (same config; status "
         f"{runs.load_manifest(found).get('status')}): "
         f"{runs.redact(runs.command_line(cfg.stage, with_id))}. "
-        "Pass run_id=<new name> to start afresh instead.",
-        flush=True,
+        "Pass run_id=<new name> to start afresh instead."
     )
     _move_job_log(run_dir, found)
     if run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -392,7 +391,7 @@ def run_job(cfg: DictConfig) -> None:
 
     try:
         for line in prepare(cfg, run_dir):
-            print(f"[sparsebert] {line}", flush=True)
+            say(line)
         preflight(cfg)
         check_command(cfg, overrides, single_run=not multirun)
         if not multirun:

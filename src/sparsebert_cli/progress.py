@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def say(text: str, *, to_stderr: bool = False) -> None:
+    """One plain status line of the tool, `[sparsebert] text`, flushed at once so that a log
+    keeps its order across processes (torchrun ranks, a pipeline's steps)."""
+    print(f"[sparsebert] {text}", file=sys.stderr if to_stderr else sys.stdout, flush=True)
+
+
 def on_terminal() -> bool:
     return sys.stdout.isatty()
 
@@ -54,17 +60,15 @@ def waiting(description: str) -> Iterator[None]:
         elapsed = time.perf_counter() - start
         get_console().print(f"[green]✓[/green] {description} ({elapsed:.1f} s)", highlight=False)
     else:
-        print(f"[sparsebert] {description}...", flush=True)
+        say(f"{description}...")
         yield
-        print(
-            f"[sparsebert] {description}: done in {time.perf_counter() - start:.1f} s", flush=True
-        )
+        say(f"{description}: done in {time.perf_counter() - start:.1f} s")
 
 
 def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
     """Iterate over `items` with a transient bar on a terminal (a plain line elsewhere)."""
     if not on_terminal():
-        print(f"[sparsebert] {description} ({total} batch{'es' if total != 1 else ''})", flush=True)
+        say(f"{description} ({total} batch{'es' if total != 1 else ''})")
         yield from items
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.progress import say
 from sparsebert_cli.user_paths import expand_path, user_path
 
 MANIFEST = "manifest.json"
@@ -418,7 +419,7 @@ def hold(run_dir: Path, wait: bool = False) -> Iterator[None]:
                 f"{run_dir} is already running ({_owner(run_dir)}); wait for that job to end "
                 "(rerun this command then to reuse or resume it), or choose another run_id=<name>."
             ) from None
-        print(f"[sparsebert] {run_dir} is in use ({_owner(run_dir)}): waiting.", flush=True)
+        say(f"{run_dir} is in use ({_owner(run_dir)}): waiting.")
         lock.acquire(timeout=-1)
     try:
         atomic_write_json(

@@ -22,6 +22,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.config import override_key
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import SEARCHED_MASKS
+from sparsebert_cli.progress import say
 from sparsebert_cli.stages import UPSTREAM, hashed_config
 from sparsebert_cli.stages.inputs import references
 
@@ -208,13 +209,12 @@ def run(cfg: DictConfig, run: runs.Run, job: StepJob) -> dict[str, float]:
         preflight(step.cfg)  # its upstream step has completed by now
         unused = unused_max_steps(step.cfg, [o for o in step.overrides if o not in step.own])
         if unused:  # a common override, for search and pretrain
-            print(
-                f"[sparsebert] pipeline step {step.name}: {unused}; "
-                f"\"pipeline.{step.name}=['trainer.epochs=0']\" trains it by steps.",
-                flush=True,
+            say(
+                f"pipeline step {step.name}: {unused}; "
+                f"\"pipeline.{step.name}=['trainer.epochs=0']\" trains it by steps."
             )
         step.run_dir.mkdir(parents=True, exist_ok=True)  # announced only once it exists
-        print(f"[sparsebert] pipeline step {step.name}: {step.run_dir}", flush=True)
+        say(f"pipeline step {step.name}: {step.run_dir}")
         command = runs.command_line(step.name, step.overrides)
         metrics = job(step.cfg, step.run_dir, command, wait=True)
         run.add_input(step.name, step.run_dir)

@@ -19,7 +19,6 @@ the masks are then compared on), at `mask.target_sparsity` (masks/attention_topk
 the same artifacts.
 """
 
-import sys
 from pathlib import Path
 
 import torch
@@ -34,6 +33,7 @@ from sparsebert_cli.masks.config import ATTENTION_TOPK
 from sparsebert_cli.masks.empty_rows import searched_mask_warning
 from sparsebert_cli.masks.stats import sparsity_metrics
 from sparsebert_cli.masks.trace import stacked_snapshots, write_snapshot
+from sparsebert_cli.progress import say
 from sparsebert_cli.runs import Run, atomic_write, layout
 from sparsebert_cli.stages.inputs import (
     cache_dir,
@@ -155,7 +155,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     mask = dam.binarize().cpu()
     warning = searched_mask_warning(mask, targeted=dam.target is not None)
     if warning and run.writer:
-        print(f"[sparsebert] warning: {warning}", file=sys.stderr, flush=True)
+        say(f"warning: {warning}", to_stderr=True)
     if run.writer:
         held_out.write_profile(run.artifacts)
         params = {

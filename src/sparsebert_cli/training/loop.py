@@ -28,6 +28,7 @@ from torch import nn
 from sparsebert_cli import interrupt, runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import head_warmup_problem
+from sparsebert_cli.progress import say
 from sparsebert_cli.runs import Run
 from sparsebert_cli.training import checkpoint as ckpt
 from sparsebert_cli.training.distributed import (
@@ -303,9 +304,7 @@ def train(
         # A fresh start in a folder an earlier attempt checkpointed: its later steps would outrank
         # this attempt's (only the newest are kept) and be what a stopped run resumes from.
         ckpt.discard_all(ckpt_dir)
-        print(
-            f"[sparsebert] resume=never: removed the earlier checkpoints in {ckpt_dir}", flush=True
-        )
+        say(f"resume=never: removed the earlier checkpoints in {ckpt_dir}")
     # evaluated: the step of the last finished evaluation (a checkpoint saved while one ran,
     # by a stop request, has an older one); wandb_id: the W&B run the checkpoints belong to
     state = {"best": None, "best_step": None, "best_metrics": None, "evaluated": None}
@@ -313,7 +312,7 @@ def train(
         state = ckpt.load_checkpoint(found[-1], model, optimizer, scheduler, scaler)
         # a checkpoint of the code before `evaluated` was recorded: taken as evaluated
         state.setdefault("evaluated", state["step"])
-        print(f"[sparsebert] resumed from {found[-1]} (step {state['step']}/{total})", flush=True)
+        say(f"resumed from {found[-1]} (step {state['step']}/{total})")
     start = state.get("step", 0)
     logger = MetricLogger(
         run.dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True), total,
