@@ -16,7 +16,12 @@ from sparsebert_cli.attention.block_sparse import (
 )
 from sparsebert_cli.attention.diagonal import diagonal_attention, diagonal_layout, mask_offsets
 from sparsebert_cli.attention.flex import flex_block_mask, flex_sparse_attention
-from sparsebert_cli.attention.masked import build_sdpa_mask, masked_attention, sdpa_attention
+from sparsebert_cli.attention.masked import (
+    any_in_pieces,
+    build_sdpa_mask,
+    masked_attention,
+    sdpa_attention,
+)
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask
 
@@ -155,6 +160,20 @@ def test_block_layout_keeps_only_the_tiles_the_mask_touches():
     layout = block_layout(window, size)
     assert layout.active_blocks == 4 + 2 * 3
     assert layout.block_density == pytest.approx(10 / 16)
+
+
+@pytest.mark.parametrize("piece", [8, 16, 40, 6])
+def test_any_in_pieces_equals_any_over_each_piece(piece):
+    """Word-wise where it can (a piece of whole 64-bit words, aligned), bytewise otherwise (a
+    piece of 6, a slice at an odd offset, a transposed view): the same answer every way."""
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(3, 17, 240, generator=g) < 0.02  # sparse: most pieces hold no True
+    for view in (mask, mask[:, 1:], mask.flatten()[1 : 1 + 50 * 240].view(50, 240), mask.mT.mT):
+        expected = view.reshape(*view.shape[:-1], -1, piece).any(dim=-1)
+        assert torch.equal(any_in_pieces(view, piece), expected)
+    assert torch.equal(
+        any_in_pieces(mask.transpose(0, 1), piece), any_in_pieces(mask, piece).transpose(0, 1)
+    )
 
 
 def _star(n: int) -> torch.Tensor:

@@ -45,7 +45,12 @@ from sparsebert_cli.attention.diagonal import (
     mask_offsets,
 )
 from sparsebert_cli.attention.dropout import dropout_multiplier
-from sparsebert_cli.attention.masked import MASK_PENALTY, additive_bias, masked_score
+from sparsebert_cli.attention.masked import (
+    MASK_PENALTY,
+    additive_bias,
+    any_in_pieces,
+    masked_score,
+)
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
 # Each group costs one more round of kernel launches (gathers, matmuls, softmax, both ways),
@@ -174,8 +179,9 @@ def _on_sequence(blocks: int, block_size: int, n: int, device: torch.device) -> 
 def _active(padded: torch.Tensor, heads: int, block_size: int, piece: int) -> torch.Tensor:
     """bool [H·QB, N/piece]: query block (h, I) has an allowed key in key piece J."""
     size = padded.shape[-1]
-    view = padded.view(heads * (size // block_size), block_size, size // piece, piece)
-    return view.any(dim=3).any(dim=1)
+    return (
+        any_in_pieces(padded, piece).view(heads * (size // block_size), block_size, -1).any(dim=1)
+    )
 
 
 # content(rows [R], key pieces [R, K]) → bool [R, K, block_size, piece]: M inside those tiles
@@ -242,7 +248,8 @@ def block_layout(mask: torch.Tensor, block_size: int) -> BlockLayout:
     padded = F.pad(mask, (0, extra, 0, extra)) if extra else mask.contiguous()
     # Real queries (< n) with no allowed key: their output is zero.
     real = _on_sequence(blocks, block_size, n, mask.device)
-    empty_rows = ~padded.any(dim=-1).view(heads * blocks, block_size) & real.repeat(heads, 1)
+    has_key = any_in_pieces(padded, padded.shape[-1])
+    empty_rows = ~has_key.view(heads * blocks, block_size) & real.repeat(heads, 1)
 
     def diagonal(most: float) -> DiagonalLayout | None:
         offsets = mask_offsets(mask, most)

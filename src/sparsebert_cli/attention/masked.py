@@ -97,11 +97,22 @@ def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.masked_fill_(~allowed, masked_score(dtype))
 
 
+def any_in_pieces(mask: torch.Tensor, piece: int) -> torch.Tensor:
+    """bool [..., m / piece]: whether each run of `piece` entries along the last dimension of
+    `mask` (bool [..., m], m a multiple of piece) holds a True. Reads eight entries per 64-bit
+    word where the layout allows: CPU's bool `any` reads a byte at a time, 3× slower on a
+    12-head mask at n = 8192, where a layout reads M several times."""
+    if piece % 8 == 0 and mask.is_contiguous() and mask.storage_offset() % 8 == 0:
+        words = mask.view(torch.int64).view(*mask.shape[:-1], -1, piece // 8)
+        return (words != 0).any(dim=-1)
+    return mask.reshape(*mask.shape[:-1], -1, piece).any(dim=-1)
+
+
 def build_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
     """The `SdpaMask` of M (bool [H, n, n]) for queries of `dtype`."""
     n = mask.shape[-1]
     small = mask.numel() * torch.finfo(dtype).bits // 8 <= SDPA_CACHE_BYTES
-    has_key = mask.any(dim=-1)
+    has_key = any_in_pieces(mask, n)[..., 0]
     first_key = torch.where(has_key, mask.to(torch.uint8).argmax(dim=-1), n)
     empty = ~has_key[None, ..., None]
     return SdpaMask(
