@@ -406,12 +406,17 @@ def test_a_loaded_models_positions_not_the_presets_allow_longer_sequences(tmp_pa
     too (a dead end). A model.name_or_path folder is checked by its own config.json."""
     import json
 
-    from transformers import BertConfig
+    from transformers import BertConfig, BertModel
 
     from sparsebert_cli.validation import preflight, validate_config
 
+    def save_model(folder, positions: int) -> None:
+        sizes = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=50)
+        config = BertConfig(max_position_embeddings=positions, intermediate_size=32, **sizes)
+        BertModel(config).save_pretrained(folder)
+
     run = tmp_path / "runs" / "pretrain" / "p1024"
-    BertConfig(max_position_embeddings=1024).save_pretrained(run / "artifacts" / "model")
+    save_model(run / "artifacts" / "model", 1024)
     manifest = {"stage": "pretrain", "status": "completed", "config_hash": "x", "finished_at": 1.0}
     (run / "manifest.json").write_text(json.dumps(manifest))
     runs_dir = f"paths.runs_dir={tmp_path / 'runs'}"
@@ -419,7 +424,7 @@ def test_a_loaded_models_positions_not_the_presets_allow_longer_sequences(tmp_pa
     validate_config(cfg)
     preflight(cfg)
     folder = tmp_path / "hf64"
-    BertConfig(max_position_embeddings=64).save_pretrained(folder)
+    save_model(folder, 64)
     cfg = compose_cfg("finetune", "model=hf", f"model.name_or_path={folder}", "task.seq_len=128")
     validate_config(cfg)
     with pytest.raises(

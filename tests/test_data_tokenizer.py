@@ -84,6 +84,36 @@ def test_a_folder_without_a_tokenizer_is_refused(tmp_path):
         load_tokenizer(data_config(tokenizer=str(tmp_path)), tmp_path)
 
 
+def test_a_vocab_txt_alone_is_refused_with_the_file_that_makes_it_readable(tmp_path):
+    """Google's vocab.txt alone does not say whether to lower-case: the reader failed with
+    "Couldn't instantiate the backend tokenizer" and the files were called corrupt."""
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n")
+    with pytest.raises(SparseBertError, match="holds a vocab.txt alone.*tokenizer_config.json"):
+        tokenizer_from_folder(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "BertTokenizer", "do_lower_case": true}'  # the fix it names
+    )
+    assert tokenizer_from_folder(tmp_path)("The cat")["input_ids"] == [2, 5, 6, 3]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_tokenizer_path_that_is_no_folder_is_refused_before_any_work(tmp_path, kind):
+    """Such a path went to the hub ("Repo id must be in the form ..."); `validate` passed it."""
+    from conftest import compose_cfg
+
+    from sparsebert_cli.validation import check_local_inputs
+
+    path = tmp_path / "tokenizer"
+    if kind == "file":
+        path.write_text("not a folder")
+    expected = "is a file, not a folder" if kind == "file" else "does not exist"
+    with pytest.raises(SparseBertError, match=f"data.tokenizer={path} {expected}"):
+        load_tokenizer(data_config(tokenizer=str(path)), tmp_path)
+    cfg = compose_cfg("pretrain", f"data.tokenizer={path}")
+    with pytest.raises(SparseBertError, match=f"data.tokenizer={path} {expected}"):
+        check_local_inputs(cfg, device_here=False)
+
+
 def test_unreachable_hub_tokenizer_names_the_model_and_offline_choices(tmp_path):
     script = (
         "from pathlib import Path\n"

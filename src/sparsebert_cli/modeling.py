@@ -84,22 +84,31 @@ def _check_mask_fits(mask_source: MaskSource, config: BertConfig) -> None:
 def bert_config(
     model_cfg: ModelConfig | DictConfig, vocab_size: int | None, source: Path | None
 ) -> BertConfig:
-    """The BertConfig: read from `source` when given, else built from the model's sizes."""
+    """The BertConfig: read from `source` when given, else built from the model's sizes.
+
+    vocab_size: the tokenizer's `id_bound`. A model from `source` must have an embedding row for
+    each of its ids; with the folder's own tokenizer it may have more (a vocabulary padded to a
+    round size), with another tokenizer the sizes must agree (a smaller tokenizer there is most
+    likely not the model's)."""
     if source is not None:
         config = read_bert_config(source)
         if vocab_size is not None and config.vocab_size != vocab_size:
             from sparsebert_cli.data.tokenizer import holds_tokenizer
 
-            if holds_tokenizer(source):  # that one was used, whatever data.tokenizer says
-                fix = "its own tokenizer disagrees with its config.json: put the tokenizer the "
-                fix += "model was trained with into that folder"
-            else:
-                fix = "the folder holds no tokenizer, so data.tokenizer's was used: point "
-                fix += "data.tokenizer at the folder of the tokenizer the model was trained with"
-            raise SparseBertError(
-                f"the model in {source} has a vocabulary of {config.vocab_size} tokens but the "
-                f"tokenizer has {vocab_size}; {fix}."
-            )
+            own = holds_tokenizer(source)  # that one was used, whatever data.tokenizer says
+            if not (own and config.vocab_size > vocab_size):
+                if own:
+                    fix = "its own tokenizer disagrees with its config.json: put the tokenizer "
+                    fix += "the model was trained with into that folder"
+                else:
+                    fix = "the folder holds no tokenizer, so data.tokenizer's was used: point "
+                    fix += (
+                        "data.tokenizer at the folder of the tokenizer the model was trained with"
+                    )
+                raise SparseBertError(
+                    f"the model in {source} has a vocabulary of {config.vocab_size} tokens but the "
+                    f"tokenizer hands out ids 0 to {vocab_size - 1}; {fix}."
+                )
     else:
         config = BertConfig(
             vocab_size=vocab_size or BertConfig().vocab_size,

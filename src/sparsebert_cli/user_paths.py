@@ -11,6 +11,12 @@ def user_path(value: str | Path) -> Path:
     return Path(os.path.expanduser(str(value)))
 
 
+def names_a_path(value: str) -> bool:
+    """Whether a value that may be a local path or a Hugging Face hub name is meant as a path: it
+    starts with /, ./, ../ or ~ (a hub name never does)."""
+    return str(value).startswith(("/", "./", "../", "~"))
+
+
 def expand_path(value: str) -> str:
     """`~`, `$VAR` and `${VAR}` expanded: a path written in a config file, or quoted on the command
     line (Hydra's override grammar refuses an unquoted `~`; an unquoted `$HOME/...` is expanded

@@ -22,7 +22,12 @@ from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode
 
 from sparsebert_cli import config as schema
 from sparsebert_cli import runs
-from sparsebert_cli.data.config import HELD_OUT_SEED, SELECTIONS
+from sparsebert_cli.data.config import (
+    HELD_OUT_SEED,
+    SELECTIONS,
+    SPLIT_NAMES,
+    tokenizer_path_problem,
+)
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
@@ -550,8 +555,22 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
             raise SparseBertError(
                 f"{key}={value} is not a folder; point {key} at the folder that holds the data."
             )
+    tokenizer = _get(cfg, "data.tokenizer")
+    problem = (
+        tokenizer_path_problem(tokenizer) if tokenizer and reads(stage, "data.tokenizer") else None
+    )
+    if problem:
+        raise SparseBertError(problem)
     files = _get(cfg, "task.data_files") or {}
     if reads(stage, "task.data_files"):
+        for split in files:
+            require(
+                split in SPLIT_NAMES,
+                f"task.data_files names a split {split!r}, which no stage reads (its file would be "
+                f"ignored); name the splits among {', '.join(SPLIT_NAMES)} (the _mismatched ones "
+                "are MNLI's), e.g. task.data_files={train: train.csv, dev: dev.csv, test: "
+                "test.csv}.",
+            )
         for split, path in files.items():
             if not runs.path_is(Path.is_file, path):
                 raise SparseBertError(

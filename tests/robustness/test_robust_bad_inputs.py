@@ -564,6 +564,25 @@ def test_evaluate_names_a_fix_for_missing_data_files_that_hydra_accepts(tmp_path
     assert dict(cfg.task.data_files) == {"dev": "a.csv"}
 
 
+@pytest.mark.parametrize("stage", ["finetune", "evaluate"])
+def test_a_misspelt_split_of_the_data_files_is_refused_not_ignored(tmp_path, stage):
+    """`tset:` beside train and dev trained and evaluated without a word, and no test
+    predictions were written."""
+    from sparsebert_cli.validation import check_local_inputs
+
+    files = {name: tmp_path / f"{name}.csv" for name in ("train", "dev", "tset")}
+    for path in files.values():
+        path.write_text("sentence,label\na b,1\n")
+    given = ", ".join(f"{name}: {path}" for name, path in files.items())
+    task = ["task=sst2"] if stage == "finetune" else []  # evaluate: the checkpoint's task
+    cfg = compose_cfg(stage, *task, f"task.data_files={{{given}}}")
+    _refused(
+        lambda: check_local_inputs(cfg, device_here=False),
+        "task.data_files names a split 'tset', which no stage reads",
+        "train, dev, dev_mismatched, test, test_mismatched",
+    )
+
+
 def _csv_task(tmp_path: Path) -> dict:
     """MRPC from csv data files (absolute paths)."""
     task = {**OmegaConf.to_container(_glue_task(tmp_path, GOOD_ROWS, GOOD_ROWS)), "glue_dir": None}
@@ -663,9 +682,57 @@ def test_tokenizer_that_does_not_match_the_checkpoint_is_refused(tmp_path):
     model_cfg = OmegaConf.structured(RunConfig).model
     _refused(
         lambda: bert_config(model_cfg, 30522, tmp_path),
-        "vocabulary of 1000 tokens but the tokenizer has 30522; the folder holds no tokenizer, so "
-        "data.tokenizer's was used",
+        "vocabulary of 1000 tokens but the tokenizer hands out ids 0 to 30521; the folder holds "
+        "no tokenizer, so data.tokenizer's was used",
         "point data.tokenizer at the folder of the tokenizer the model was trained with",
+    )
+
+
+def _bert_folder(folder: Path, vocab: list[str], vocab_size: int) -> Path:
+    """A model folder in Google's BERT layout, without weights: config.json (a BertConfig of
+    `vocab_size` rows) and vocab.txt (`vocab`, one token a line)."""
+    from transformers import BertConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(vocab_size=vocab_size, hidden_size=16, num_attention_heads=2)
+    config.num_hidden_layers = 1
+    config.save_pretrained(folder)
+    return folder
+
+
+def test_a_vocab_with_a_repeated_line_needs_a_row_per_id_and_a_padded_vocabulary_loads(tmp_path):
+    """A repeated vocab.txt line gives the token its last line's id: ids run past len(tokenizer),
+    and a model of len(tokenizer) rows would fail with an IndexError mid-run. A model with more
+    rows than its own tokenizer's ids (a vocabulary padded to a round size) is fine."""
+    from sparsebert_cli.data.tokenizer import id_bound, tokenizer_from_folder
+    from sparsebert_cli.modeling import bert_config
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "the", "sat"]
+    repeated = _bert_folder(tmp_path / "repeated", words, vocab_size=8)
+    tokenizer = tokenizer_from_folder(repeated)
+    assert (len(tokenizer), id_bound(tokenizer)) == (8, 9)
+    model_cfg = OmegaConf.structured(RunConfig).model
+    _refused(
+        lambda: bert_config(model_cfg, id_bound(tokenizer), repeated),
+        "vocabulary of 8 tokens but the tokenizer hands out ids 0 to 8",
+        "its own tokenizer disagrees with its config.json",
+    )
+    padded = _bert_folder(tmp_path / "padded", words[:7], vocab_size=64)
+    assert bert_config(model_cfg, id_bound(tokenizer_from_folder(padded)), padded).vocab_size == 64
+    assert bert_config(model_cfg, id_bound(tokenizer), None).vocab_size == 9  # a new model
+
+
+def test_a_model_folder_without_weights_is_refused_naming_the_missing_file(tmp_path):
+    """Found when the folder is resolved (so `validate` says it), not as a "truncated or
+    corrupt" file when the weights are loaded."""
+    from sparsebert_cli.pretrained import local_pretrained
+
+    folder = _bert_folder(tmp_path / "config_only", ["[PAD]", "[UNK]", "a"], vocab_size=3)
+    _refused(
+        lambda: local_pretrained(str(folder)),
+        f"the model folder {folder} has no weights file (model.safetensors,",
+        "Rerun the stage that wrote it",
     )
 
 

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from sparsebert_cli.user_paths import names_a_path, user_path
+
 # The local sources each kind of task reads (the hub's task.hub_path: every kind).
 LOCAL_TASK_SOURCES = {
     "classification": ("glue_dir", "data_files"),
@@ -66,6 +68,23 @@ class DataConfig:
     dupe_factor: int = 1  # passes over the corpus with different masks
     eval_fraction: float = 0.05  # held-out documents for MLM evaluation
     num_proc: int = 1
+
+
+# A task's split names: MNLI adds its mismatched dev and test sets beside the matched ones.
+SPLIT_NAMES = ("train", "dev", "dev_mismatched", "test", "test_mismatched")
+
+
+def tokenizer_path_problem(name: str) -> str | None:
+    """What is wrong with a `data.tokenizer` meant as a local folder (it starts with / ./ ../ or
+    ~, or names a file), or None: a folder, embedded, train, or a hub name."""
+    path = user_path(name)
+    if path.is_dir() or not (names_a_path(name) or path.exists()):
+        return None
+    problem = "is a file, not a folder" if path.exists() else "does not exist"
+    return (
+        f"data.tokenizer={name} {problem}; point it at a tokenizer folder (tokenizer.json or "
+        "vocab.txt), or use data.tokenizer=embedded, train or a hub name."
+    )
 
 
 def splits_read(train: bool) -> tuple[str, ...]:

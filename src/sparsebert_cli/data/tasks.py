@@ -187,10 +187,11 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool =
     missing = [name for name in splits_read(train) if name not in files]
     suffixes = {Path(path).suffix.lower() for path in files.values()}
     if missing or len(suffixes) != 1 or next(iter(suffixes)) not in FILE_BUILDERS:
+        needed = " and ".join(f"a {name}" for name in splits_read(train))
+        example = ", ".join(f"{name}: {name}.csv" for name in splits_read(train))
         raise SparseBertError(
-            f"task.data_files={dict(task_cfg.data_files)} needs a train and a dev file (test "
-            f"optional) of one format among {sorted(FILE_BUILDERS)}, e.g. "
-            "task.data_files={train: train.csv, dev: dev.csv}."
+            f"task.data_files={dict(task_cfg.data_files)} needs {needed} file (test optional) "
+            f"of one format among {sorted(FILE_BUILDERS)}, e.g. task.data_files={{{example}}}."
         )
     for path in files.values():
         if not Path(path).is_file():

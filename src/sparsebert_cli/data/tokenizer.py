@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from sparsebert_cli.data.cache import content_key
+from sparsebert_cli.data.config import tokenizer_path_problem
 from sparsebert_cli.data.hub import load_hub_tokenizer
 from sparsebert_cli.errors import SparseBertError, first_line
 
@@ -53,6 +54,9 @@ def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
             f"WordPiece tokenizer data.tokenizer=train (vocabulary {data_cfg.vocab_size})"
         ):
             return trained_tokenizer(data_cfg, cache_dir)
+    problem = tokenizer_path_problem(name)
+    if problem:
+        raise SparseBertError(problem)
     if Path(name).is_dir():
         return tokenizer_from_folder(Path(name))
     with waiting(f"tokenizer data.tokenizer={name}"):
@@ -72,6 +76,14 @@ def tokenizer_from_folder(
         raise SparseBertError(
             f"'{path}' holds no tokenizer (neither tokenizer.json nor vocab.txt). {fix}"
         )
+    described = ("tokenizer.json", "tokenizer_config.json", "config.json")
+    if not any((Path(path) / name).is_file() for name in described):
+        raise SparseBertError(
+            f"'{path}' holds a vocab.txt alone, which does not say how to read it (whether to "
+            "lower-case, for one). Add a tokenizer_config.json beside it, e.g. "
+            '{"tokenizer_class": "BertTokenizer", "do_lower_case": true} (false for a cased '
+            "vocabulary), or the model's config.json."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except Exception as e:  # the tokenizers/transformers readers raise many types on bad files
@@ -87,6 +99,12 @@ def tokenizer_from_folder(
             "that wrote it, or point data.tokenizer at another folder."
         )
     return tokenizer
+
+
+def id_bound(tokenizer) -> int:
+    """One past the largest token id `tokenizer` hands out: the embedding rows a model needs.
+    Above len(tokenizer) when its vocab.txt repeats a line (the token takes its last line's id)."""
+    return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
 
 
 def holds_tokenizer(path: Path) -> bool:

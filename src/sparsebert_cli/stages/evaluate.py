@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
-from sparsebert_cli.data.config import task_source_problem
+from sparsebert_cli.data.config import SPLIT_NAMES, task_source_problem
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, atomic_write_text
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
@@ -27,7 +27,7 @@ from sparsebert_cli.training.loop import resolve_device
 
 # Labelled dev splits and the metric prefix each gets (MNLI has a matched and a mismatched dev set).
 DEV_SPLITS = {"dev": "eval/", "dev_mismatched": "eval/mismatched/"}
-TEST_SPLITS = ("test", "test_mismatched")
+TEST_SPLITS = tuple(name for name in SPLIT_NAMES if name.startswith("test"))
 # The task keys that name local data: a value given to evaluate replaces the recorded ones.
 SOURCE_KEYS = {"glue_dir": None, "data_dir": None, "data_files": {}}
 

@@ -102,7 +102,7 @@ def check_stored_mask_covers(source, longest: int, task_cfg) -> None:
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
+    from sparsebert_cli.data.tokenizer import id_bound, load_tokenizer, save_tokenizer
     from sparsebert_cli.modeling import build_mask_source, build_task_model, save_checkpoint
 
     init_from = upstream_model(cfg, run, "pretrain")
@@ -110,7 +110,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     task = load_task_data(cfg.task, tokenizer, cache_dir(cfg), cfg.seed)
     source = build_mask_source(resolve_mask(cfg, run), cfg.model, cfg.task.seq_len, init_from)
     model = build_task_model(
-        cfg.model, source, task.num_labels, task.kind, init_from, vocab_size=len(tokenizer)
+        cfg.model, source, task.num_labels, task.kind, init_from, vocab_size=id_bound(tokenizer)
     )
     if cfg.mask.name == "checkpoint":
         check_stored_mask_covers(source, task.longest_batch(), cfg.task)

@@ -21,7 +21,7 @@ from sparsebert_cli.training.loop import Hooks, train
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tokenizer import load_tokenizer, save_tokenizer
+    from sparsebert_cli.data.tokenizer import id_bound, load_tokenizer, save_tokenizer
     from sparsebert_cli.modeling import build_mask_source, build_pretraining_model, save_checkpoint
 
     mask_cfg = resolve_mask(cfg, run)
@@ -30,7 +30,7 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     splits, collate = pretraining_data(cfg, tokenizer)
     source = build_mask_source(mask_cfg, cfg.model, cfg.data.seq_len, init_from)
     model = build_pretraining_model(
-        cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
+        cfg.model, source, vocab_size=id_bound(tokenizer), nsp=cfg.data.nsp, init_from=init_from
     )
 
     evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)

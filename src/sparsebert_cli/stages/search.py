@@ -66,10 +66,11 @@ def _starting_point(cfg: DictConfig, run: Run):
 
 
 def _pretraining_model(cfg: DictConfig, source, tokenizer, init_from):
+    from sparsebert_cli.data.tokenizer import id_bound
     from sparsebert_cli.modeling import build_pretraining_model
 
     return build_pretraining_model(
-        cfg.model, source, vocab_size=len(tokenizer), nsp=cfg.data.nsp, init_from=init_from
+        cfg.model, source, vocab_size=id_bound(tokenizer), nsp=cfg.data.nsp, init_from=init_from
     )
 
 
