@@ -285,6 +285,20 @@ def test_a_malformed_data_file_is_refused_naming_it(tmp_path, tokenizer, dev, wo
     assert words in str(info.value) and str(tmp_path / "dev.csv") in str(info.value)
 
 
+def test_files_whose_columns_differ_are_refused_naming_each_files_columns(tmp_path, tokenizer):
+    """datasets said only "Couldn't cast ... because column names don't match" of the files."""
+    (tmp_path / "train.csv").write_text("sentence,target\ngood,1\nbad,0\n")
+    (tmp_path / "dev.csv").write_text("sentence,label\ngood,1\n")
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    expected = (
+        f"The files' columns differ ({tmp_path / 'train.csv'} has ['sentence', 'target']; "
+        f"{tmp_path / 'dev.csv'} has ['sentence', 'label']): give every split the same columns"
+    )
+    with pytest.raises(SparseBertError) as info:
+        load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    assert expected in str(info.value)
+
+
 @pytest.mark.parametrize("cell", ["-1", "", "nan"])
 def test_a_dev_row_without_a_valid_label_is_refused(tmp_path, tokenizer, cell):
     """−1 marks a test row; in a dev file it was scored as a wrong prediction."""

@@ -593,6 +593,30 @@ def _csv_task(tmp_path: Path) -> dict:
     return task
 
 
+@pytest.mark.parametrize(
+    ("header", "row", "found"),
+    [
+        ("sentence1,sentence2,target", "a b,c d,1", "has no label column 'label'"),
+        ("sentence1,label", "a b,1", "task.text_fields=['sentence1', 'sentence2'] must name"),
+        ("sentence1,sentence2,label", "a b,c d,maybe", "has the label 'maybe', not among"),
+    ],
+    ids=["label column", "text columns", "label name"],
+)
+def test_evaluate_says_what_the_data_must_hold_not_a_setting_it_refuses(
+    tmp_path, tokenizer, header, row, found
+):
+    """The fixes said "set task.label_field" / "task.text_fields", which evaluate refuses."""
+    finetune = _finetune_run(tmp_path, tokenizer, _csv_task(tmp_path))
+    (tmp_path / "other.csv").write_text(f"{header}\n{row}\n")
+    message = _refused(
+        lambda: _evaluate(tmp_path, finetune, f"task.data_files={{dev: {tmp_path / 'other.csv'}}}"),
+        found,
+        "evaluate reads the fine-tuning's columns (text ['sentence1', 'sentence2'], label "
+        "'label', labels among ['0', '1']): give the file those.",
+    )
+    assert "set task." not in message.lower()
+
+
 def test_evaluate_needs_no_recorded_train_file(tmp_path, tokenizer):
     """A machine holding only the dev file could not evaluate: the recorded train file (which
     evaluate never reads) had to exist."""

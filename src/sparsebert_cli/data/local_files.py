@@ -20,21 +20,19 @@ def load_local_files(builder: str, data_files, cache_dir: Path, **options):
     files' size and time here (`cache.file_fingerprint`, the project's rule), so an edit that
     changes either is read again.
     """
-    import datasets
     from datasets.exceptions import DatasetGenerationError
 
-    paths = data_files.values() if isinstance(data_files, dict) else data_files
-    key = content_key({"files": file_fingerprint(paths)})
     if builder == "csv":
         options = {**TEXT_AS_WRITTEN, **options}
     try:
-        return datasets.load_dataset(
-            builder,
-            data_files=data_files,
-            cache_dir=str(cache_dir / "hf_datasets" / f"local-{key}"),
-            **options,
-        )
+        return _load(builder, data_files, cache_dir, options)
     except (DatasetGenerationError, ValueError, StopIteration) as error:
+        differ = _differing_columns(builder, data_files, cache_dir, options)
+        if differ:
+            raise SparseBertError(
+                f"The files' columns differ ({differ}): give every split the same columns "
+                "(task.text_fields and task.label_field name the ones read)."
+            ) from None
         cause = error
         while cause.__cause__ is not None:  # datasets wraps the parser's error
             cause = cause.__cause__
@@ -45,3 +43,33 @@ def load_local_files(builder: str, data_files, cache_dir: Path, **options):
             "least one row, each column one type (a word such as NA in a number column: leave "
             "the cell empty for a missing label)."
         ) from None
+
+
+def _load(builder: str, data_files, cache_dir: Path, options: dict):
+    import datasets
+
+    paths = data_files.values() if isinstance(data_files, dict) else data_files
+    key = content_key({"files": file_fingerprint(paths)})
+    return datasets.load_dataset(
+        builder,
+        data_files=data_files,
+        cache_dir=str(cache_dir / "hf_datasets" / f"local-{key}"),
+        **options,
+    )
+
+
+def _differing_columns(builder: str, data_files, cache_dir: Path, options: dict) -> str | None:
+    """After a failed read of several splits' files: "<file> has [columns]; ..." when each file
+    reads alone and their columns differ (datasets says only "Couldn't cast ... because column
+    names don't match"), else None."""
+    if not isinstance(data_files, dict) or len(data_files) < 2:
+        return None
+    columns = {}
+    for split, path in data_files.items():
+        try:
+            columns[path] = _load(builder, {split: path}, cache_dir, options)[split].column_names
+        except Exception:  # this file is itself unreadable: the parser's words say why
+            return None
+    if len({tuple(names) for names in columns.values()}) < 2:
+        return None
+    return "; ".join(f"{path} has {names}" for path, names in columns.items())

@@ -204,32 +204,50 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool =
         options["converters"] = {field: str for field in task_cfg.text_fields}
     loaded = load_local_files(FILE_BUILDERS[suffix], files, cache_dir, **options)
     return {
-        name: standard_columns(split, task_cfg, label_names, files[name], labelled(name))
+        name: standard_columns(
+            split, task_cfg, label_names, files[name], labelled(name), settable=train
+        )
         for name, split in loaded.items()
     }
 
 
-def standard_columns(split, task_cfg, label_names: list[str], source: str, has_labels: bool):
+def _fixed_columns(task_cfg) -> str:
+    """The fix for data that does not fit a fine-tuned model's task (evaluate, which takes the
+    task's columns and labels from the fine-tuning and does not let them be set)."""
+    labels = f", labels among {list(task_cfg.label_names)}" if task_cfg.label_names else ""
+    return (
+        f"evaluate reads the fine-tuning's columns (text {list(task_cfg.text_fields)}, label "
+        f"'{task_cfg.label_field}'{labels}): give the file those."
+    )
+
+
+def standard_columns(
+    split, task_cfg, label_names: list[str], source: str, has_labels: bool, settable: bool = True
+):
     """Rename `task.text_fields` / `task.label_field` to text_a, text_b, label; add idx if absent.
 
     String labels are mapped to class ids through `task.label_names`. A test split's labels are
     `unlabelled` (also when the file has some: they are never scored); the other splits must
-    carry a valid label in every row.
+    carry a valid label in every row. settable: whether the task's columns and labels may be set
+    (not under evaluate: its errors say what the data must hold instead).
     """
     import datasets
 
+    fixed = None if settable else _fixed_columns(task_cfg)
     fields = list(task_cfg.text_fields)
     missing = [name for name in fields if name not in split.column_names]
     if missing or not 1 <= len(fields) <= 2:
+        fix = fixed or "Set task.text_fields (and task.label_field) to this data's columns."
         raise SparseBertError(
             f"{source} has columns {split.column_names}; task.text_fields={fields} must name one "
-            "or two of them. Set task.text_fields (and task.label_field) to this data's columns."
+            f"or two of them. {fix}"
         )
     regression, label_field = not label_names, task_cfg.label_field
     if has_labels and label_field not in split.column_names:
+        fix = fixed or "set task.label_field to the column that holds the labels."
         raise SparseBertError(
             f"{source} has no label column '{label_field}' (its columns: {split.column_names}); "
-            "set task.label_field to the column that holds the labels."
+            f"{fix}"
         )
 
     def convert(batch, indices):
@@ -238,7 +256,7 @@ def standard_columns(split, task_cfg, label_names: list[str], source: str, has_l
             columns["text_b"] = _texts(batch, fields[1], indices, source)
         if has_labels:
             columns["label"] = [
-                to_label(value, label_names, source) for value in batch[label_field]
+                to_label(value, label_names, source, fixed) for value in batch[label_field]
             ]
         else:
             columns["label"] = [unlabelled(label_names)] * len(indices)
@@ -275,8 +293,9 @@ def _texts(batch: dict, field: str, indices: list[int], source: str) -> list[str
     return values
 
 
-def to_label(value, label_names: list[str], source: str):
-    """A labelled row's label: a float for regression, else a class id."""
+def to_label(value, label_names: list[str], source: str, fixed: str | None = None):
+    """A labelled row's label: a float for regression, else a class id. fixed: the fix when the
+    task's labels cannot be set (evaluate), instead of setting them."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         raise SparseBertError(
             f"{source} has a row without a label ({value!r}); every train and dev row needs "
@@ -286,10 +305,13 @@ def to_label(value, label_names: list[str], source: str):
         try:
             number = float(value)
         except ValueError:
+            fix = fixed or (
+                "set task.label_field to the column with the scores, or put the data under a "
+                "classification task with task.label_names."
+            )
             raise SparseBertError(
                 f"{source} has the label {value!r}, but the task is a regression (number "
-                "labels); set task.label_field to the column with the scores, or put the data "
-                "under a classification task with task.label_names."
+                f"labels); {fix}"
             ) from None
         if not math.isfinite(number):
             raise SparseBertError(
@@ -299,9 +321,9 @@ def to_label(value, label_names: list[str], source: str):
         return number
     if isinstance(value, str):
         if value not in label_names:
+            fix = fixed or "Fix the data or set task.label_names to the labels it uses."
             raise SparseBertError(
-                f"{source} has the label '{value}', not among task.label_names={label_names}. "
-                "Fix the data or set task.label_names to the labels it uses."
+                f"{source} has the label '{value}', not among task.label_names={label_names}. {fix}"
             )
         return label_names.index(value)
     return class_id(value, len(label_names), source)
