@@ -137,6 +137,8 @@ def test_a_damaged_tokenizer_is_refused_with_a_message(tmp_path, name, content):
     from sparsebert_cli.data.tokenizer import tokenizer_from_folder
 
     (tmp_path / name).write_text(content)
+    if name == "vocab.txt":  # what makes a vocab.txt readable (alone it is refused as such)
+        (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}')
     with pytest.raises(SparseBertError, match="tokenizer in"):
         tokenizer_from_folder(tmp_path)
 
@@ -145,9 +147,12 @@ def test_a_damaged_tokenizer_is_refused_with_a_message(tmp_path, name, content):
 def test_validate_refuses_a_deeply_nested_model_file_in_one_line(tmp_path, capsys, damaged):
     """`validate finetune mask=checkpoint` of a model folder whose mask.json (read to compare its
     n with task.seq_len) or config.json is nested 100,000 deep ended in a RecursionError."""
+    from safetensors.torch import save_file
+
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    save_file({"unread": torch.zeros(1)}, model / runs.WEIGHTS_FILE)  # validate reads no weights
     save_mask(model, torch.ones(1, 2, 8, 8, dtype=torch.bool), {"kind": "dense"})
     (model / damaged).write_text(DEEP)
     code = tools.validate_main(["finetune", f"model.name_or_path={model}", "mask=checkpoint"])

@@ -86,6 +86,7 @@ def tokenizer_from_folder(
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer("a word")  # some damage shows only when encoding (an empty vocab.txt: no [UNK])
     except Exception as e:  # the tokenizers/transformers readers raise many types on bad files
         reason = first_line(e, type(e).__name__)[:200]
         raise SparseBertError(
