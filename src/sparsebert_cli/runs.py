@@ -27,7 +27,7 @@ from typing import Any
 
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import say
-from sparsebert_cli.user_paths import expand_path, user_path
+from sparsebert_cli.user_paths import expand_path, path_is, user_path
 
 MANIFEST = "manifest.json"
 # metrics.json keys that several modules write or read (the stages' contract with the report)
@@ -660,15 +660,6 @@ def iter_runs(runs_dir: Path, stage: str | None = None) -> Iterator[tuple[Path, 
             manifest = {"status": DAMAGED, "error": str(e)}
         if stage is None or manifest.get("stage") in (stage, None):
             yield path.parent, manifest
-
-
-def path_is(check: Callable[[Path], bool], path: str | Path) -> bool:
-    """`check` (Path.is_dir / is_file) of a user's path; a name the system refuses (too long,
-    not encodable, ~user that does not exist) is simply not there."""
-    try:
-        return check(user_path(path))
-    except (OSError, ValueError, RuntimeError):
-        return False
 
 
 def resolve(kind: str, ref: str, runs_dir: Path) -> Path:

@@ -2,6 +2,7 @@
 expanded."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -9,6 +10,15 @@ def user_path(value: str | Path) -> Path:
     """`value` with a leading `~` or `~user` expanded as a shell would; `~name` of no such user
     stays as written (pathlib's expanduser raises "Could not determine home directory")."""
     return Path(os.path.expanduser(str(value)))
+
+
+def path_is(check: Callable[[Path], bool], path: str | Path) -> bool:
+    """`check` (Path.is_dir / is_file) of a user's path; a name the system refuses (too long,
+    not encodable, ~user that does not exist) is simply not there."""
+    try:
+        return check(user_path(path))
+    except (OSError, ValueError, RuntimeError):
+        return False
 
 
 def names_a_path(value: str) -> bool:

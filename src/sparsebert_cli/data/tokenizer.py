@@ -15,6 +15,7 @@ from sparsebert_cli.data.cache import content_key
 from sparsebert_cli.data.config import tokenizer_path_problem
 from sparsebert_cli.data.hub import load_hub_tokenizer
 from sparsebert_cli.errors import SparseBertError, first_line
+from sparsebert_cli.user_paths import path_is, user_path
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: id 0, as in BERT
 
@@ -57,8 +58,8 @@ def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
     problem = tokenizer_path_problem(name)
     if problem:
         raise SparseBertError(problem)
-    if Path(name).is_dir():
-        return tokenizer_from_folder(Path(name))
+    if path_is(Path.is_dir, name):
+        return tokenizer_from_folder(user_path(name))
     with waiting(f"tokenizer data.tokenizer={name}"):
         return load_hub_tokenizer(name, cache_dir)
 
