@@ -81,6 +81,26 @@ def _check_mask_fits(mask_source: MaskSource, config: BertConfig) -> None:
 # --- the config and the mask of a model (where its weights come from: pretrained.py) --------------
 
 
+def _check_vocabulary(source: Path, rows: int, ids: int) -> None:
+    """A model of `rows` embedding rows fed a tokenizer of `ids` ids (rows ≠ ids): refused,
+    unless it is the folder's own tokenizer and the model has more rows (a padded vocabulary)."""
+    from sparsebert_cli.data.tokenizer import holds_tokenizer
+
+    own = holds_tokenizer(source)  # that one was used, whatever data.tokenizer says
+    if own and rows > ids:
+        return
+    if own:
+        fix = "its own tokenizer disagrees with its config.json: put the tokenizer the model was "
+        fix += "trained with into that folder"
+    else:
+        fix = "the folder holds no tokenizer, so data.tokenizer's was used: point data.tokenizer "
+        fix += "at the folder of the tokenizer the model was trained with"
+    raise SparseBertError(
+        f"the model in {source} has a vocabulary of {rows} tokens but the tokenizer hands out ids "
+        f"0 to {ids - 1}; {fix}."
+    )
+
+
 def bert_config(
     model_cfg: ModelConfig | DictConfig, vocab_size: int | None, source: Path | None
 ) -> BertConfig:
@@ -93,22 +113,7 @@ def bert_config(
     if source is not None:
         config = read_bert_config(source)
         if vocab_size is not None and config.vocab_size != vocab_size:
-            from sparsebert_cli.data.tokenizer import holds_tokenizer
-
-            own = holds_tokenizer(source)  # that one was used, whatever data.tokenizer says
-            if not (own and config.vocab_size > vocab_size):
-                if own:
-                    fix = "its own tokenizer disagrees with its config.json: put the tokenizer "
-                    fix += "the model was trained with into that folder"
-                else:
-                    fix = "the folder holds no tokenizer, so data.tokenizer's was used: point "
-                    fix += (
-                        "data.tokenizer at the folder of the tokenizer the model was trained with"
-                    )
-                raise SparseBertError(
-                    f"the model in {source} has a vocabulary of {config.vocab_size} tokens but the "
-                    f"tokenizer hands out ids 0 to {vocab_size - 1}; {fix}."
-                )
+            _check_vocabulary(source, config.vocab_size, vocab_size)
     else:
         config = BertConfig(
             vocab_size=vocab_size or BertConfig().vocab_size,

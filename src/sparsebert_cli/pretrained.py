@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.runs import MODEL_CONFIG_FILE, WEIGHTS_FILE, layout, path_is
-from sparsebert_cli.user_paths import names_a_path, user_path
+from sparsebert_cli.user_paths import folder_problem, user_path
 
 if TYPE_CHECKING:
     from transformers import BertConfig
@@ -43,14 +43,13 @@ def local_pretrained(name_or_path: str | Path) -> Path | None:
     if path_is(Path.is_file, layout(path).model / MODEL_CONFIG_FILE):
         return _with_weights(layout(path).model)
     if not path_is(Path.is_dir, path):
-        exists = path_is(Path.exists, path)
-        if names_a_path(name) or exists:  # a path, not a hub name
-            problem = "is a file, not a folder" if exists else "does not exist"
+        problem = folder_problem(name)
+        if problem:
             raise SparseBertError(
                 f"the model folder {path} {problem}; point model.name_or_path (or model.from) at "
                 "a save_pretrained folder or a pretrain/finetune run directory."
             )
-        return None
+        return None  # a hub name
     if not (path / MODEL_CONFIG_FILE).is_file():
         raise SparseBertError(
             f"the model folder {path} has no config.json; point model.name_or_path (or "

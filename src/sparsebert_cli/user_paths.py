@@ -21,10 +21,16 @@ def path_is(check: Callable[[Path], bool], path: str | Path) -> bool:
         return False
 
 
-def names_a_path(value: str) -> bool:
-    """Whether a value that may be a local path or a Hugging Face hub name is meant as a path: it
-    starts with /, ./, ../ or ~ (a hub name never does)."""
-    return str(value).startswith(("/", "./", "../", "~"))
+def folder_problem(value: str) -> str | None:
+    """What is wrong with a value that is a local folder or a Hugging Face hub name, when it is
+    meant as a folder (it starts with /, ./, ../ or ~, which a hub name never does, or names
+    something that exists): "is a file, not a folder" or "does not exist"; else None."""
+    if path_is(Path.is_dir, value):
+        return None
+    exists = path_is(Path.exists, value)
+    if exists:
+        return "is a file, not a folder"
+    return "does not exist" if str(value).startswith(("/", "./", "../", "~")) else None
 
 
 def expand_path(value: str) -> str:

@@ -1,9 +1,8 @@
 """Schemas of the `data` (pre-training corpus) and `task` (fine-tuning task) config groups."""
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from sparsebert_cli.user_paths import names_a_path, path_is
+from sparsebert_cli.user_paths import folder_problem
 
 # The local sources each kind of task reads (the hub's task.hub_path: every kind).
 LOCAL_TASK_SOURCES = {
@@ -76,13 +75,11 @@ SPLIT_NAMES = ("train", "dev", "dev_mismatched", "test", "test_mismatched")
 
 
 def tokenizer_path_problem(name: str) -> str | None:
-    """What is wrong with a `data.tokenizer` meant as a local folder (it starts with / ./ ../ or
-    ~, or names a file), or None: a folder, embedded, train, or a hub name."""
-    # path_is: a name the system refuses (too long, not encodable) is simply not there
-    exists = path_is(Path.exists, name)
-    if path_is(Path.is_dir, name) or not (names_a_path(name) or exists):
+    """What is wrong with a `data.tokenizer` meant as a local folder, or None: a folder,
+    embedded, train, or a hub name."""
+    problem = folder_problem(name)
+    if problem is None:
         return None
-    problem = "is a file, not a folder" if exists else "does not exist"
     return (
         f"data.tokenizer={name} {problem}; point it at a tokenizer folder (tokenizer.json or "
         "vocab.txt), or use data.tokenizer=embedded, train or a hub name."

@@ -55,11 +55,11 @@ def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
             f"WordPiece tokenizer data.tokenizer=train (vocabulary {data_cfg.vocab_size})"
         ):
             return trained_tokenizer(data_cfg, cache_dir)
+    if path_is(Path.is_dir, name):
+        return tokenizer_from_folder(user_path(name))
     problem = tokenizer_path_problem(name)
     if problem:
         raise SparseBertError(problem)
-    if path_is(Path.is_dir, name):
-        return tokenizer_from_folder(user_path(name))
     with waiting(f"tokenizer data.tokenizer={name}"):
         return load_hub_tokenizer(name, cache_dir)
 
