@@ -108,7 +108,7 @@ def bigbird(
     mask = longformer(n, heads, window=window, global_tokens=global_tokens)
     generator = torch.Generator().manual_seed(seed)
     scores = torch.rand(heads, n, n, generator=generator).masked_fill(mask, -1.0)
-    picked = scores.topk(min(random_keys, n), dim=-1).indices  # [heads, n, r]
+    picked = scores.topk(min(random_keys, n), dim=-1, sorted=False).indices  # [heads, n, r]
     # Rows with fewer free keys than r pick some already-allowed keys (score −1): no change there.
     return mask.scatter(-1, picked, True)
 
@@ -121,7 +121,9 @@ def random(n: int, heads: int, *, density: float, seed: int) -> torch.Tensor:
     )
     generator = torch.Generator().manual_seed(seed)
     scores = torch.rand(heads, n * n, generator=generator)
-    kept = scores.topk(round(density * n * n), dim=-1).indices
+    # Unsorted: the same entries (torch selects them before it would sort them), a third faster
+    # at n = 4096.
+    kept = scores.topk(round(density * n * n), dim=-1, sorted=False).indices
     mask = torch.zeros(heads, n * n, dtype=torch.bool).scatter(-1, kept, True)
     return mask.view(heads, n, n)
 
