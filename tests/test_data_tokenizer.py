@@ -144,11 +144,15 @@ def test_unreachable_hub_tokenizer_names_the_model_and_offline_choices(tmp_path)
     assert "data.tokenizer=embedded" in result.stdout and "data.tokenizer=train" in result.stdout
 
 
-def test_the_tokenizer_saved_with_the_model_wins_over_data_tokenizer(text_files, tmp_path):
+def test_the_tokenizer_saved_with_the_model_wins_over_data_tokenizer(text_files, tmp_path, caplog):
     trained = load_tokenizer(text_files, tmp_path / "cache")
     model_folder = save_tokenizer(trained, tmp_path / "model")
+    caplog.set_level("INFO")
     tokenizer = load_tokenizer(data_config(tokenizer="embedded"), tmp_path, source=model_folder)
     assert len(tokenizer) == 80
+    # data.tokenizer is not used here, and the log says so (it was silently ignored)
+    assert f"tokenizer: the model folder's own, {model_folder}" in caplog.text
+    assert "data.tokenizer=embedded is read only for a model folder without one" in caplog.text
 
 
 def test_a_model_folder_without_tokenizer_leaves_data_tokenizer_in_charge(tmp_path):

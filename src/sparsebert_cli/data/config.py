@@ -57,7 +57,8 @@ class DataConfig:
     text_column: str = "text"
     max_documents: int | None = None  # cap the corpus (None: all)
     # Tokenizer: a Hugging Face name or folder, "embedded" (MiniLM's uncased WordPiece), or
-    # "train" to train WordPiece on the corpus.
+    # "train" to train WordPiece on the corpus. A stage that starts from a model folder holding a
+    # tokenizer uses that one (the model's vocabulary) and says so; this one only without it.
     tokenizer: str = "embedded"
     vocab_size: int = 30522  # for tokenizer=train
     seq_len: int = 128

@@ -35,9 +35,15 @@ def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
     `source` is the folder of the model the stage starts from: when it holds a tokenizer, that one
     wins, since a model must be fed the vocabulary it was trained with.
     """
-    if source is not None and holds_tokenizer(Path(source)):
-        return tokenizer_from_folder(Path(source))
     name = data_cfg.tokenizer
+    if source is not None and holds_tokenizer(Path(source)):
+        log.info(
+            "tokenizer: the model folder's own, %s (the vocabulary the model was trained with; "
+            "data.tokenizer=%s is read only for a model folder without one)",
+            source,
+            name,
+        )
+        return tokenizer_from_folder(Path(source))
     if source is not None:
         log.warning(
             "the model folder %s holds no tokenizer (tokenizer.json or vocab.txt): using "
