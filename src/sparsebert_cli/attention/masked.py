@@ -5,10 +5,12 @@ Both compute every query-key score and differ only in who does the work:
   any mask, including a DAM sample (float, exactly 0/1 forward, straight-through gradients to α).
 - `sdpa_attention` hands M to `F.scaled_dot_product_attention` (fused kernels, the fastest choice
   where sparsity cannot pay, e.g. short sequences or a dense mask) as an additive float mask
-  [1 or B, H, n, n]: on CPU (torch 2.13) a 4-D float mask keeps the fused flash kernel, where a
+  [1 or B, 1 or H, n, n]: on CPU (torch 2.13) a 4-D float mask keeps the fused flash kernel, where a
   boolean or 3-D mask falls back to the unfused math path (about 8× slower at n = 128). The
   float mask and M's empty rows are derived once per mask (`SdpaMask`, kept by the model's
-  `AttentionMask`, the one cache of what is derived from a mask), not per call.
+  `AttentionMask`, the one cache of what is derived from a mask), not per call. A mask whose
+  heads are all alike (every shipped pattern but random and bigbird) gets one [1, 1, n, n] float
+  mask that SDPA broadcasts over the heads: H times less memory and work to build it.
 Both apply the empty-row rule (masks/empty_rows.py): a query with no allowed key gets a zero output.
 """
 
@@ -82,8 +84,10 @@ class SdpaMask:
 
     mask: torch.Tensor  # bool [H, n, n]: M
     dtype: torch.dtype  # the query dtype it was built for
-    # [1, H, n, n] in the query dtype: 0 where M allows, `masked_score` where not; None when it
-    # is larger than SDPA_CACHE_BYTES (then built per call: long sequences, where it is cheap
+    # bool [1 or H, n, n]: what the float mask is made of, M's first head when all heads are alike
+    bias_mask: torch.Tensor
+    # [1, 1 or H, n, n] in the query dtype: 0 where M allows, `masked_score` where not; None when
+    # it is larger than SDPA_CACHE_BYTES (then built per call: long sequences, where it is cheap
     # next to the attention itself and too big to keep for every layer)
     bias: torch.Tensor | None
     empty: torch.Tensor | None  # bool [1, H, n, 1]: queries M leaves without a key; None if none
@@ -111,14 +115,17 @@ def any_in_pieces(mask: torch.Tensor, piece: int) -> torch.Tensor:
 def build_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
     """The `SdpaMask` of M (bool [H, n, n]) for queries of `dtype`."""
     n = mask.shape[-1]
-    small = mask.numel() * torch.finfo(dtype).bits // 8 <= SDPA_CACHE_BYTES
+    alike = len(mask) == 1 or torch.equal(mask, mask[:1].expand_as(mask))
+    bias_mask = mask[:1] if alike else mask
+    small = bias_mask.numel() * torch.finfo(dtype).bits // 8 <= SDPA_CACHE_BYTES
     has_key = any_in_pieces(mask, n)[..., 0]
     first_key = torch.where(has_key, mask.to(torch.uint8).argmax(dim=-1), n)
     empty = ~has_key[None, ..., None]
     return SdpaMask(
         mask=mask,
         dtype=dtype,
-        bias=additive_bias(mask, dtype)[None] if small else None,
+        bias_mask=bias_mask,
+        bias=additive_bias(bias_mask, dtype)[None] if small else None,
         empty=empty if bool(empty.any()) else None,
         first_key=first_key,
     )
@@ -162,9 +169,9 @@ def sdpa_attention(
             prepared = build_sdpa_mask(mask, query.dtype)
         bias, empty = prepared.bias, prepared.empty
         if bias is None:
-            bias = additive_bias(mask, query.dtype)[None]
+            bias = additive_bias(prepared.bias_mask, query.dtype)[None]
         if key_padding is not None:
-            bias = bias.masked_fill(key_padding[:, None, None, :], fill)  # [B, H, n, n]
+            bias = bias.masked_fill(key_padding[:, None, None, :], fill)  # [B, 1 or H, n, n]
             empty = _empty_with_padding(prepared, key_padding)
             # Warn about the empty rows of real (not padding) queries only.
             if bool((empty & ~key_padding[:, None, :, None]).any()):
