@@ -1,5 +1,6 @@
 """No crash at long n with BERT's 12 heads (issue 18): every mask runs a training step under every
-backend that can train it at n = 2048 (where a 12-head SDPA bias passes the cache limit), and under
+backend that can train it at n = 2048 (where a per-head 12-head SDPA bias passes the cache limit;
+a mask with heads alike keeps one head's), and under
 `auto` at n = 8192, on a 1-layer model of small hidden size (flex cannot train on CPU; the masked
 reference at n = 8192 would hold 12 × 8192² scores several times over, 10+ GiB)."""
 
@@ -70,6 +71,7 @@ def test_a_dam_searches_at_n_2048(structure, backend, init):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FIXED)
 def test_every_fixed_mask_trains_at_n_8192_with_auto(name):
-    """What a user gets at n = 8192: block_sparse for the sparse patterns, SDPA with a 3 GiB bias
-    built per call for the dense ones (random, bigbird, strided, fixed, no_diag)."""
+    """What a user gets at n = 8192: block_sparse for the sparse patterns, SDPA with a float mask
+    built per call for the dense ones: 3 GiB for the per-head random and bigbird, 256 MiB for
+    strided, fixed and no_diag (their heads are alike: one mask broadcast over the heads)."""
     one_step(fixed(name, 8192), "auto", 8192)
