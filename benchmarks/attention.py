@@ -6,7 +6,8 @@ attention: forward and forward+backward time of `block_sparse`, `flex` (forward 
     sequences), a DAM_s-like band and a random unstructured mask, with the block density and the
     ideal speed-up 1/density beside the measured one.
 memory: peak memory of forward+backward at n = 4096 with a window mask, block_sparse against
-    dense masked attention (the `masked` reference and the `sdpa` backend with the boolean mask).
+    dense masked attention (the `masked` reference and the `sdpa` backend with the boolean mask),
+    each with what it keeps from the mask between calls (sdpa's float mask, block_sparse's tables).
 scaling: forward+backward time against n for the fixed-width window mask, block_sparse and dense
     SDPA, with the fitted exponent of t ∝ n^k and a log–log plot.
 block_dam: a block DAM searched by the CLI at n = 2048 (demo model, 30 steps, target sparsity
@@ -15,6 +16,7 @@ block_dam: a block DAM searched by the CLI at n = 2048 (demo model, 30 steps, ta
     python -m benchmarks attention|memory|scaling|block_dam [--quick] [--device cpu|cuda]
 """
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -94,7 +96,29 @@ def _backends(q, k, v, mask: torch.Tensor, bs: int) -> dict:
         "sdpa": lambda: sdpa_attention(q, k, v, mask, None, scale, prepared=prepared),
         "masked": lambda: masked_attention(q, k, v, mask, None, scale),
         "_layout": layout,
+        "_prepared": prepared,
     }
+
+
+def kept_bytes(kept: object, mask: torch.Tensor) -> int:
+    """Bytes of the tensors a backend keeps from M between calls (`kept`: its layout or prepared
+    mask, walked through dataclass fields, lists and dicts), M's own storage excluded."""
+    seen, total = {mask.untyped_storage().data_ptr()}, 0
+    pending = [kept]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+        elif dataclasses.is_dataclass(item):
+            pending += [getattr(item, f.name) for f in dataclasses.fields(item)]
+        elif isinstance(item, list | tuple):
+            pending += item
+        elif isinstance(item, dict):
+            pending += item.values()
+    return total
 
 
 def _grad_or_detached(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -316,13 +340,18 @@ def run_memory(device: torch.device, quick: bool) -> dict:
     runs = _backends(q, k, v, mask, bs)
     candidates = {name: runs[name] for name in ("block_sparse", "sdpa", "masked")}
     candidates["dense_sdpa"] = _dense(q, k, v)
-    peaks = {}
+    calls, kept = {}, {}
     for name, run in candidates.items():
         step = _forward_backward(run)
         step()  # warm-up: first-call allocations (thread pools, kernels) are not the method's
         q.grad = k.grad = v.grad = None
-        peaks[name] = peak_memory(step, device)
+        calls[name] = peak_memory(step, device)
         q.grad = k.grad = v.grad = None
+    # What each keeps from the mask (built once per mask and layer, so outside the call's peak);
+    # after the calls, so block_sparse's float biases per dtype are built.
+    kept["block_sparse"] = kept_bytes(runs["_layout"], mask)
+    kept["sdpa"] = kept_bytes(runs["_prepared"], mask)
+    peaks = {name: calls[name] + kept.get(name, 0) for name in candidates}
     checks = [
         check(
             f"block_sparse / {peer} peak memory, fwd+bwd, window n={n}",
@@ -333,14 +362,20 @@ def run_memory(device: torch.device, quick: bool) -> dict:
         )
         for peer in ("masked", "sdpa")
     ]
-    rows = [[name, peak / 2**20, peak / peaks["masked"]] for name, peak in peaks.items()]
+    rows = [
+        [name, calls[name] / 2**20, kept.get(name, 0) / 2**20, peak / 2**20, peak / peaks["masked"]]
+        for name, peak in peaks.items()
+    ]
     details = (
-        f"Peak bytes held during one forward+backward (inputs, mask and block table excluded), "
+        "Memory of one forward+backward: the most bytes held during the call (the inputs and the "
+        "boolean mask excluded) plus what the backend keeps from the mask between calls, built "
+        "once per mask and layer (sdpa: its float mask, one head's when the heads are alike, "
+        "and its empty-row tables; block_sparse: its block tables and per-tile biases); "
         f"n = {n}, batch {batch} × {heads} heads, head dim {DIM}, window mask "
         f"(block density {runs['_layout'].block_density:.3f}, block size {bs}). masked = the "
         "exact reference backend, sdpa = the `sdpa` backend (boolean mask), dense_sdpa = SDPA "
         "without a mask (fused, no n × n tensor; for context).\n\n"
-        + markdown_table(["backend", "peak MiB", "× masked"], rows)
+        + markdown_table(["backend", "call peak MiB", "kept MiB", "total MiB", "× masked"], rows)
     )
     setup = {"n": n, "batch": batch, "heads": heads, "head_dim": DIM, "block_size": bs}
     setup["method"] = (
@@ -349,7 +384,14 @@ def run_memory(device: torch.device, quick: bool) -> dict:
         else ("torch.cuda.max_memory_allocated")
     )
     setup["block_density"] = runs["_layout"].block_density
-    return {"setup": setup, "peak_bytes": peaks, "checks": checks, "details_md": details}
+    return {
+        "setup": setup,
+        "peak_bytes": peaks,
+        "call_peak_bytes": calls,
+        "kept_bytes": kept,
+        "checks": checks,
+        "details_md": details,
+    }
 
 
 # --- item 5: scaling -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks import harness
-from benchmarks.attention import build_mask, fitted_exponent
+from benchmarks.attention import build_mask, fitted_exponent, kept_bytes
 
 
 def test_compare_runs_every_candidate_warmup_plus_repeats_times():
@@ -43,6 +43,24 @@ def test_peak_memory_counts_bytes_held_at_once_on_cpu():
 
     peak = harness.peak_memory(two_then_one, torch.device("cpu"))
     assert 8 * 2**20 <= peak < 9 * 2**20
+
+
+def test_kept_bytes_counts_what_a_backend_keeps_from_the_mask_but_not_the_mask():
+    """The memory suite adds these to each call's peak: SDPA's float mask (one head's, for heads
+    alike: M[:1] is a view of M and not counted) and tables; a layout's groups once built."""
+    from sparsebert_cli.attention.block_sparse import block_layout
+    from sparsebert_cli.attention.masked import build_sdpa_mask
+
+    n = 64
+    mask = torch.ones(2, n, n, dtype=torch.bool).tril()  # both heads alike, no empty row
+    prepared = build_sdpa_mask(mask, torch.float32)
+    assert kept_bytes(prepared, mask) == n * n * 4 + prepared.first_key.nbytes
+    layout = block_layout(mask, 16)
+    assert kept_bytes(layout, mask) == 0  # its groups are built on first use
+    groups = layout.groups
+    assert kept_bytes(layout, mask) == sum(
+        t.nbytes for g in groups for t in (g.rows, g.key_blocks, g.allowed)
+    )
 
 
 def test_check_states_target_and_whether_it_is_met():
