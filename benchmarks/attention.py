@@ -7,7 +7,8 @@ attention: forward and forward+backward time of `block_sparse`, `flex` (forward 
     ideal speed-up 1/density beside the measured one.
 memory: peak memory of forward+backward at n = 4096 with a window mask, block_sparse against
     dense masked attention (the `masked` reference and the `sdpa` backend with the boolean mask),
-    each with what it keeps from the mask between calls (sdpa's float mask, block_sparse's tables).
+    each with what it keeps from the mask between calls (sdpa's float mask, block_sparse's tables and
+    per-tile biases).
 scaling: forward+backward time against n for the fixed-width window mask, block_sparse and dense
     SDPA, with the fitted exponent of t ∝ n^k and a log–log plot.
 block_dam: a block DAM searched by the CLI at n = 2048 (demo model, 30 steps, target sparsity

@@ -101,23 +101,34 @@ def test_sdpa_equals_masked_on_every_pattern_with_padding(path):
     )
 
 
+@pytest.mark.parametrize("pad_at", ["end", "middle"])
 @pytest.mark.parametrize("name, alike", [("strided", True), ("no_diag", True), ("random", False)])
-def test_sdpa_keeps_one_float_mask_for_heads_alike(monkeypatch, name, alike):
+def test_sdpa_keeps_one_float_mask_for_heads_alike(monkeypatch, name, alike, pad_at):
     """A mask whose heads are alike gets one [1, 1, n, n] float mask that SDPA broadcasts over the
     heads, kept up to the cache limit as one head's (a 12-head no_diag mask at n = 2048: 16 MiB,
-    kept, instead of 192 MiB built at every call)."""
+    kept, instead of 192 MiB built at every call); outputs and gradients are the reference's."""
     n = 40
     monkeypatch.setattr(masked_module, "SDPA_CACHE_BYTES", n * n * 4)  # one head in float32
     mask = catalogue_mask(CONF_MASKS / f"{name}.yaml", n)
-    q, k, v = qkv(2, n)
-    prepared = build_sdpa_mask(mask, q.dtype)
+    prepared = build_sdpa_mask(mask, torch.float32)
     if alike:
         assert prepared.bias.shape == (1, 1, n, n)
     else:
         assert prepared.bias is None and prepared.bias_mask.shape == (HEADS, n, n)
     pad = padding([40, 33], n)
-    got = sdpa_attention(q, k, v, mask, pad, SCALE, prepared=prepared)
-    torch.testing.assert_close(got, masked_attention(q, k, v, mask, pad, SCALE), atol=1e-5, rtol=0)
+    if pad_at == "middle":
+        pad = pad.roll(-10, dims=-1)
+    outputs = []
+    for attention in (
+        lambda q, k, v: sdpa_attention(q, k, v, mask, pad, SCALE, prepared=prepared),
+        lambda q, k, v: masked_attention(q, k, v, mask, pad, SCALE),
+    ):
+        q, k, v = qkv(2, n, grad=True)
+        out = attention(q, k, v)
+        out.square().sum().backward()
+        outputs.append([out, q.grad, k.grad, v.grad])
+    for got, expected in zip(*outputs, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("padded", [False, True])

@@ -47,8 +47,9 @@ def test_peak_memory_counts_bytes_held_at_once_on_cpu():
 
 def test_kept_bytes_counts_what_a_backend_keeps_from_the_mask_but_not_the_mask():
     """The memory suite adds these to each call's peak: SDPA's float mask (one head's, for heads
-    alike: M[:1] is a view of M and not counted) and tables; a layout's groups once built."""
-    from sparsebert_cli.attention.block_sparse import block_layout
+    alike: M[:1] is a view of M and not counted) and tables; a layout's groups and float biases,
+    once built."""
+    from sparsebert_cli.attention.block_sparse import block_layout, block_sparse_attention
     from sparsebert_cli.attention.masked import build_sdpa_mask
 
     n = 64
@@ -57,10 +58,13 @@ def test_kept_bytes_counts_what_a_backend_keeps_from_the_mask_but_not_the_mask()
     assert kept_bytes(prepared, mask) == n * n * 4 + prepared.first_key.nbytes
     layout = block_layout(mask, 16)
     assert kept_bytes(layout, mask) == 0  # its groups are built on first use
-    groups = layout.groups
-    assert kept_bytes(layout, mask) == sum(
-        t.nbytes for g in groups for t in (g.rows, g.key_blocks, g.allowed)
-    )
+    q, k, v = (torch.randn(1, 2, n, 8) for _ in range(3))
+    block_sparse_attention(q, k, v, layout, None, 1.0)  # builds the groups and their float biases
+    held = [g.rows for g in layout.groups] + [g.key_blocks for g in layout.groups]
+    held += [g.allowed for g in layout.groups]
+    biases = [b for g in layout.groups for b in g._bias.values() if b is not None]
+    assert biases  # the diagonal tiles are partly allowed: a float bias was built
+    assert kept_bytes(layout, mask) == sum(t.nbytes for t in held + biases)
 
 
 def test_check_states_target_and_whether_it_is_met():

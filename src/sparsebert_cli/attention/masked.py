@@ -9,8 +9,9 @@ Both compute every query-key score and differ only in who does the work:
   boolean or 3-D mask falls back to the unfused math path (about 8× slower at n = 128). The
   float mask and M's empty rows are derived once per mask (`SdpaMask`, kept by the model's
   `AttentionMask`, the one cache of what is derived from a mask), not per call. A mask whose
-  heads are all alike (every shipped pattern but random and bigbird) gets one [1, 1, n, n] float
-  mask that SDPA broadcasts over the heads: H times less memory and work to build it.
+  heads are all alike (every fixed pattern but random and bigbird) gets one [1, 1, n, n] float
+  mask that SDPA broadcasts over the heads: H times less memory and time for the float mask (one
+  more pass over M finds the heads alike; its empty rows stay per head).
 Both apply the empty-row rule (masks/empty_rows.py): a query with no allowed key gets a zero output.
 """
 
