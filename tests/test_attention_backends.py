@@ -131,6 +131,25 @@ def test_sdpa_keeps_one_float_mask_for_heads_alike(monkeypatch, name, alike, pad
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore::sparsebert_cli.masks.empty_rows.EmptyAttentionRowWarning")
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_finds_the_empty_rows_of_every_head_when_heads_are_alike(padded):
+    """The empty rows of a mask with heads alike are read from one head and hold for all."""
+    n = 24
+    mask = torch.ones(n, n, dtype=torch.bool).tril()
+    mask[5] = False
+    mask = mask.expand(HEADS, n, n).clone()
+    prepared = build_sdpa_mask(mask, torch.float32)
+    assert prepared.bias.shape == (1, 1, n, n)
+    assert prepared.empty.shape == (1, HEADS, n, 1)
+    assert prepared.empty[0, :, :, 0].nonzero()[:, 1].tolist() == [5] * HEADS
+    q, k, v = qkv(2, n)
+    pad = padding([24, 20], n) if padded else None
+    got = sdpa_attention(q, k, v, mask, pad, SCALE, prepared=prepared)
+    assert not got[:, :, 5].any()
+    torch.testing.assert_close(got, masked_attention(q, k, v, mask, pad, SCALE), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("padded", [False, True])
 def test_sdpa_with_a_mask_too_large_to_keep_its_bias(monkeypatch, padded):
     """Above SDPA_CACHE_BYTES the prepared mask has no bias: it is built per call, not None."""

@@ -55,7 +55,8 @@ def test_kept_bytes_counts_what_a_backend_keeps_from_the_mask_but_not_the_mask()
     n = 64
     mask = torch.ones(2, n, n, dtype=torch.bool).tril()  # both heads alike, no empty row
     prepared = build_sdpa_mask(mask, torch.float32)
-    assert kept_bytes(prepared, mask) == n * n * 4 + prepared.first_key.nbytes
+    # one head's float mask and first keys (expanded over the heads: one head's storage)
+    assert kept_bytes(prepared, mask) == n * n * 4 + n * 8
     layout = block_layout(mask, 16)
     assert kept_bytes(layout, mask) == 0  # its groups are built on first use
     q, k, v = (torch.randn(1, 2, n, 8) for _ in range(3))

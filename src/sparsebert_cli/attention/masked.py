@@ -10,8 +10,8 @@ Both compute every query-key score and differ only in who does the work:
   float mask and M's empty rows are derived once per mask (`SdpaMask`, kept by the model's
   `AttentionMask`, the one cache of what is derived from a mask), not per call. A mask whose
   heads are all alike (every fixed pattern but random and bigbird) gets one [1, 1, n, n] float
-  mask that SDPA broadcasts over the heads: H times less memory and time for the float mask (one
-  more pass over M finds the heads alike; its empty rows stay per head).
+  mask that SDPA broadcasts over the heads, and its empty rows are found in one head: H times less
+  memory and time for both (one more pass over M finds the heads alike).
 Both apply the empty-row rule (masks/empty_rows.py): a query with no allowed key gets a zero output.
 """
 
@@ -119,8 +119,10 @@ def build_sdpa_mask(mask: torch.Tensor, dtype: torch.dtype) -> SdpaMask:
     alike = len(mask) == 1 or torch.equal(mask, mask[:1].expand_as(mask))
     bias_mask = mask[:1] if alike else mask
     small = bias_mask.numel() * torch.finfo(dtype).bits // 8 <= SDPA_CACHE_BYTES
-    has_key = any_in_pieces(mask, n)[..., 0]
-    first_key = torch.where(has_key, mask.to(torch.uint8).argmax(dim=-1), n)
+    # Each query's first key and whether it has one: read from one head when all are alike.
+    has_key = any_in_pieces(bias_mask, n)[..., 0]
+    first_key = torch.where(has_key, bias_mask.to(torch.uint8).argmax(dim=-1), n)
+    has_key, first_key = has_key.expand(mask.shape[:2]), first_key.expand(mask.shape[:2])
     empty = ~has_key[None, ..., None]
     return SdpaMask(
         mask=mask,
