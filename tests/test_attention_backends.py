@@ -101,6 +101,7 @@ def test_sdpa_equals_masked_on_every_pattern_with_padding(path):
     )
 
 
+@pytest.mark.filterwarnings("ignore::sparsebert_cli.masks.empty_rows.EmptyAttentionRowWarning")
 @pytest.mark.parametrize("pad_at", ["end", "middle"])
 @pytest.mark.parametrize("name, alike", [("strided", True), ("no_diag", True), ("random", False)])
 def test_sdpa_keeps_one_float_mask_for_heads_alike(monkeypatch, name, alike, pad_at):
