@@ -1,8 +1,8 @@
 """No crash at long n with BERT's 12 heads (issue 18): every mask runs a training step under every
 backend that can train it at n = 2048 (where a per-head 12-head SDPA bias passes the cache limit;
-a mask with heads alike keeps one head's), and under
-`auto` at n = 8192, on a 1-layer model of small hidden size (flex cannot train on CPU; the masked
-reference at n = 8192 would hold 12 × 8192² scores several times over, 10+ GiB)."""
+a mask with heads alike keeps one head's), and under `auto` at n = 8192, on a 1-layer model of
+small hidden size (flex cannot train on CPU; the masked reference at n = 8192 would hold
+12 × 8192² scores several times over, 10+ GiB)."""
 
 import pytest
 import torch

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError, first_line
-from sparsebert_cli.runs import MODEL_CONFIG_FILE, WEIGHTS_FILE, layout, path_is
-from sparsebert_cli.user_paths import folder_problem, user_path
+from sparsebert_cli.runs import MODEL_CONFIG_FILE, WEIGHTS_FILE, layout
+from sparsebert_cli.user_paths import folder_problem, path_is, user_path
 
 if TYPE_CHECKING:
     from transformers import BertConfig

@@ -49,6 +49,7 @@ from sparsebert_cli.stages.inputs import (
     sequence_lengths,
 )
 from sparsebert_cli.training import config as trainer_schema
+from sparsebert_cli.user_paths import path_is
 
 log = logging.getLogger(__name__)
 
@@ -551,7 +552,7 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
     stage = cfg.stage
     for key in PATH_KEYS:
         value = _get(cfg, key)
-        if value and reads(stage, key) and not runs.path_is(Path.is_dir, value):
+        if value and reads(stage, key) and not path_is(Path.is_dir, value):
             raise SparseBertError(
                 f"{key}={value} is not a folder; point {key} at the folder that holds the data."
             )
@@ -572,7 +573,7 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
                 "test.csv}.",
             )
         for split, path in files.items():
-            if not runs.path_is(Path.is_file, path):
+            if not path_is(Path.is_file, path):
                 raise SparseBertError(
                     f"task.data_files.{split}={path} is not a file; point it at the {split} split's "
                     "csv/json/parquet file."

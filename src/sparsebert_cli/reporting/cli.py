@@ -24,7 +24,7 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import META_FILE
 from sparsebert_cli.progress import table_console
 from sparsebert_cli.tools import positive_int
-from sparsebert_cli.user_paths import user_path
+from sparsebert_cli.user_paths import path_is, user_path
 
 SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "json"}
 
@@ -247,7 +247,7 @@ def _run_folder(ref: str) -> Path:
     if ref == runs.LATEST:
         return runs.resolve("search", runs.LATEST, runs.default_runs_dir())
     run_dir = user_path(ref)
-    if not runs.path_is(Path.is_file, run_dir / runs.MANIFEST):
+    if not path_is(Path.is_file, run_dir / runs.MANIFEST):
         raise SparseBertError(
             f"{run_dir} is not a run folder (no {runs.MANIFEST}); pass the folder of a completed "
             "search, pretrain or finetune run, or 'latest'."

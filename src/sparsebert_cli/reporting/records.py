@@ -23,7 +23,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.data.config import task_identity
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import META_FILE
-from sparsebert_cli.user_paths import user_path
+from sparsebert_cli.user_paths import path_is, user_path
 
 RESULT_STAGES = ("pipeline", "finetune", "evaluate")
 # Under paths with no result run, the pre-trainings are the results: a continued-pretraining
@@ -352,7 +352,7 @@ def _expand(paths: list[Path]) -> list[Path]:
     for path in paths:
         matches = sorted(glob.glob(str(path))) if glob.has_magic(str(path)) else [str(path)]
         # path_is: a name the system refuses (too long, …) does not exist either
-        existing = [user_path(m) for m in matches if runs.path_is(Path.exists, m)]
+        existing = [user_path(m) for m in matches if path_is(Path.exists, m)]
         if not existing:
             raise SparseBertError(
                 f"{path} does not exist; pass a sweep folder such as "
