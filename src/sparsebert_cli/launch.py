@@ -103,9 +103,9 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
         raise
     run.complete(metrics)
     if run.writer:
-        from sparsebert_cli.training.checkpoint import BEST_WEIGHTS, discard_all
+        from sparsebert_cli.training.checkpoint import discard_all
 
-        (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)  # the final weights are in artifacts/
+        (run_dir / runs.BEST_WEIGHTS).unlink(missing_ok=True)  # the final weights are in artifacts/
         # default checkpoints serve a stopped run until it completes (evaluate writes none)
         if cfg.trainer.get("ckpt_every", 0) <= 0:
             discard_all(runs.layout(run_dir).checkpoints)

@@ -47,6 +47,14 @@ CONFIG = "config.yaml"
 LOCK = ".lock"
 OWNER = ".owner.json"  # pid and host of the job that holds LOCK
 LAUNCH_CONFIG = ".launch-config.yaml"  # what a distributed job hands to every rank
+# A step's run folder inside a pipeline: <runs_dir>/<step>/PIPELINE_PREFIX<config hash>.
+PIPELINE_PREFIX = "pipeline-"
+# A training checkpoint folder (checkpoints/step-<N>): the weights, the optimiser's, scheduler's
+# and loss scaler's state, and the loop's (step, data order).
+CHECKPOINT_FILES = (WEIGHTS_FILE, "training_state.pt", "loop_state.json")
+# The best evaluation's weights while a run trains (hooks.select), in the run folder; removed when
+# the run completes, since its final weights are then in artifacts/ (one copy on disk).
+BEST_WEIGHTS = "best_model.safetensors"
 STATUSES = ("running", "completed", "failed", "interrupted")
 DAMAGED = "damaged"  # the status `iter_runs` gives a run whose manifest cannot be read
 # A rerun of the same config resumes these; in the order a report cell names them.
@@ -478,6 +486,11 @@ class Layout:
         return self.dir / "checkpoints"
 
     @property
+    def overrides(self) -> Path:
+        """The job's command-line overrides, where Hydra would write them."""
+        return self.dir / ".hydra" / "overrides.yaml"
+
+    @property
     def figures(self) -> Path:
         """Where `sparsebert report --figures / --occlusion` writes for the run."""
         return self.dir / "figures"
@@ -635,7 +648,7 @@ def write_job_record(run_dir: Path, command: str, resolved_config: dict) -> None
     """
     atomic_write_text(Path(run_dir) / CONFIG, _to_yaml(redact(resolved_config)))
     overrides = _to_yaml(redact(shlex.split(command)[2:]))
-    atomic_write_text(Path(run_dir) / ".hydra" / "overrides.yaml", overrides)
+    atomic_write_text(layout(run_dir).overrides, overrides)
 
 
 def _to_yaml(obj: dict | list) -> str:
@@ -712,7 +725,7 @@ def unfinished_run(runs_dir: Path, stage: str, chash: str) -> Path | None:
         (m.get("started_at") or 0, d)
         for d, m in iter_runs(runs_dir, stage)
         if d.parent == Path(runs_dir) / stage
-        and not d.name.startswith("pipeline-")
+        and not d.name.startswith(PIPELINE_PREFIX)
         and m.get("config_hash") == chash
         and m.get("status") in UNFINISHED
         and not is_locked(d)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from sparsebert_cli.training.checkpoint import FILES
+from sparsebert_cli.runs import CHECKPOINT_FILES
 
 # A model and batch small enough that one optimiser step takes well under a second on one core.
 TINY = [
@@ -57,7 +57,7 @@ def assert_checkpoints_whole(ckpt_dir: Path) -> list[str]:
     """Every visible step-* folder holds all its files and loads; returns their names."""
     names = []
     for folder in sorted(ckpt_dir.glob("step-*")) if ckpt_dir.exists() else []:
-        assert sorted(p.name for p in folder.iterdir()) == sorted(FILES), folder
+        assert sorted(p.name for p in folder.iterdir()) == sorted(CHECKPOINT_FILES), folder
         load_file(str(folder / "model.safetensors"))  # a truncated file would raise here
         torch.load(folder / "training_state.pt", weights_only=True)
         assert json.loads((folder / "loop_state.json").read_text())["step"] == int(

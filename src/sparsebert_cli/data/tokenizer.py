@@ -15,6 +15,7 @@ from sparsebert_cli.data.cache import content_key
 from sparsebert_cli.data.config import tokenizer_path_problem
 from sparsebert_cli.data.hub import load_hub_tokenizer
 from sparsebert_cli.errors import SparseBertError, first_line
+from sparsebert_cli.runs import MODEL_CONFIG_FILE
 from sparsebert_cli.user_paths import path_is, user_path
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: id 0, as in BERT
@@ -83,7 +84,7 @@ def tokenizer_from_folder(
         raise SparseBertError(
             f"'{path}' holds no tokenizer (neither tokenizer.json nor vocab.txt). {fix}"
         )
-    described = ("tokenizer.json", "tokenizer_config.json", "config.json")
+    described = ("tokenizer.json", "tokenizer_config.json", MODEL_CONFIG_FILE)
     if not any((Path(path) / name).is_file() for name in described):
         raise SparseBertError(
             f"'{path}' holds a vocab.txt alone, which does not say how to read it (whether to "

@@ -184,7 +184,7 @@ def _load_config(run_dir: Path) -> dict:
 def _load_overrides(run_dir: Path) -> dict[str, str]:
     from omegaconf import OmegaConf
 
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = runs.layout(run_dir).overrides
     if not path.is_file():
         return {}
     found = {}
@@ -305,8 +305,6 @@ def _pretrain_metrics(path: Path) -> tuple[str, dict[str, float]] | None:
 def _searched(config: dict) -> tuple[str, float | None, float | None] | None:
     """(kind, target sparsity %, λ) of the searched mask a mask=from_run config uses, if readable
     (λ None when the search had a target: it steered to that, not by λ)."""
-    from sparsebert_cli.masks.config import META_FILE
-
     mask = config.get("mask")
     if not isinstance(mask, dict) or mask.get("name") != "from_run" or not mask.get("from_run"):
         return None

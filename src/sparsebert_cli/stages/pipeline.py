@@ -126,7 +126,7 @@ def plan_step(step: str, common: list[str], cfg: DictConfig, device_here: bool =
         given = f" (pipeline.{step}={own})" if own else ""
         raise SparseBertError(f"pipeline step {step}{given}: {error}") from None
     chash = runs.config_hash(hashed_config(OmegaConf.to_container(step_cfg)))
-    run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"pipeline-{chash}"
+    run_dir = Path(cfg.paths.runs_dir).resolve() / step / f"{runs.PIPELINE_PREFIX}{chash}"
     step_cfg.run_id = run_dir.name
     return Step(step, overrides, own, step_cfg, run_dir)
 

@@ -19,13 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparsebert_cli.errors import SparseBertError, first_line
-from sparsebert_cli.runs import WEIGHTS_FILE, atomic_write
+from sparsebert_cli.runs import CHECKPOINT_FILES, atomic_write
 
 KEEP = 2  # complete checkpoints kept on disk
-FILES = (WEIGHTS_FILE, "training_state.pt", "loop_state.json")  # a complete checkpoint
-# The best evaluation's weights while a run trains (hooks.select), in the run folder; removed when
-# the run completes, since its final weights are then in artifacts/ (one copy on disk).
-BEST_WEIGHTS = "best_model.safetensors"
+WEIGHTS, TRAINING_STATE, LOOP_STATE = CHECKPOINT_FILES
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -74,16 +71,16 @@ def save_checkpoint(
         directory.mkdir(parents=True, exist_ok=True)
         discard(tmp)
         tmp.mkdir()
-        save_file(_state_dict(model), str(tmp / WEIGHTS_FILE))
+        save_file(_state_dict(model), str(tmp / WEIGHTS))
         torch.save(
             {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),  # fp16's loss scale ({} when disabled)
             },
-            tmp / "training_state.pt",
+            tmp / TRAINING_STATE,
         )
-        (tmp / "loop_state.json").write_text(json.dumps({**loop_state, "step": step}))
+        (tmp / LOOP_STATE).write_text(json.dumps({**loop_state, "step": step}))
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
@@ -127,7 +124,9 @@ def complete_checkpoints(directory: Path) -> list[Path]:
     if not directory.exists():
         return []
     return sorted(
-        p for p in directory.glob("step-*") if p.is_dir() and all((p / f).is_file() for f in FILES)
+        p
+        for p in directory.glob("step-*")
+        if p.is_dir() and all((p / f).is_file() for f in CHECKPOINT_FILES)
     )
 
 
@@ -135,13 +134,13 @@ def load_checkpoint(
     path: Path, model: nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler
 ) -> dict:
     """Restore everything saved by `save_checkpoint`; returns the loop state (with `step`)."""
-    load_weights(model, path / WEIGHTS_FILE)
+    load_weights(model, path / WEIGHTS)
     try:
         # Onto the CPU: a GPU run resumes on a CPU machine (device is not in the config hash),
         # and each DDP rank would otherwise load rank 0's state onto cuda:0. The optimiser moves
         # its state onto its parameters' device.
-        state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
-        loop_state = json.loads((path / "loop_state.json").read_text())
+        state = torch.load(path / TRAINING_STATE, map_location="cpu", weights_only=True)
+        loop_state = json.loads((path / LOOP_STATE).read_text())
     except pickle.UnpicklingError:
         raise SparseBertError(
             f"checkpoint {path} holds a training_state.pt with objects other than tensors and "

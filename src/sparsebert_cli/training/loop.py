@@ -335,7 +335,7 @@ def train(
             if hooks.select and (state["best"] is None or result[hooks.select] > state["best"]):
                 # the weights first: a stop while they are written leaves the old best in both,
                 # and the evaluation unlogged, to be redone by the resumed run
-                ckpt.save_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+                ckpt.save_weights(model, run.dir / runs.BEST_WEIGHTS)
                 state.update(best=result[hooks.select], best_step=done, best_metrics=result)
             logger.log(done, result, show=True)
             state["evaluated"] = done
@@ -424,7 +424,7 @@ def train(
             # resumed after the last step: recompute the final metrics
             metrics = _finite_evaluation(hooks.evaluate(), total, tc)
         if hooks.select and state["best_step"] is not None:
-            ckpt.load_weights(model, run.dir / ckpt.BEST_WEIGHTS)
+            ckpt.load_weights(model, run.dir / runs.BEST_WEIGHTS)
             metrics = {**state["best_metrics"], "eval/best_step": state["best_step"]}
         summary = {**metrics, "train/steps": total}
         if start < total:
