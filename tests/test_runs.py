@@ -155,7 +155,7 @@ def test_config_hash_ignores_key_order():
 RUN_FOLDER_NAMES = re.compile(
     r'/ *"(artifacts|checkpoints|figures|trace|model|predictions|submission)"'
     r'|"(metrics\.jsonl|manifest\.json|metrics\.json|importance_trace\.safetensors|multirun'
-    r'|mask_stats\.json|config\.yaml|\.hydra|overrides\.yaml|config\.json|model\.safetensors'
+    r"|mask_stats\.json|config\.yaml|\.hydra|overrides\.yaml|config\.json|model\.safetensors"
     r'|training_state\.pt|loop_state\.json|best_model\.safetensors)"'
     r'|"(artifacts|predictions)/|"pipeline-'
 )

@@ -152,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
             from sparsebert_cli import dry_run
 
             if dry_run.FLAG in rest:
-                register_hydra_extensions()
                 return dry_run.main(name, rewrite_aliases([a for a in rest if a != dry_run.FLAG]))
             return run_stage(name, rest)
         if name in TOOL_HELP:

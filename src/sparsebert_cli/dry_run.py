@@ -11,12 +11,13 @@ no summary.
 """
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
-from sparsebert_cli.config import MULTIRUN_FLAGS, conf_dir, is_multirun
+from sparsebert_cli.config import MULTIRUN_FLAGS, conf_dir, is_multirun, register_hydra_extensions
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.stages import reads
 
@@ -28,21 +29,12 @@ def job_status(
 ) -> tuple[str, str, Path]:
     """(action, why, the folder it acts in) of the job of `cfg` (`overrides` on its command line)
     in `folder`: run, skip, resume, refuse or invalid; a single run resumes an unfinished run of
-    its config in that run's folder. The config goes through what a launched job goes through
-    first (`launch.prepare`: `latest` resolved, paths expanded; `preflight`; `check_command`),
-    so its content hash is the one the run would compare. `device_here`: False for a cluster
-    launcher's jobs (their device is on a compute node, not this machine)."""
-    from sparsebert_cli.launch import identity, prepare, unfinished_twin
-    from sparsebert_cli.validation import check_command, preflight
+    its config in that run's folder. The config goes through `check_job` first, so its content
+    hash is the one the run would compare."""
+    from sparsebert_cli.launch import identity, unfinished_twin
 
     try:
-        prepare(cfg, folder)
-        preflight(cfg, device_here)
-        check_command(cfg, overrides, single_run)
-        if cfg.stage == "pipeline":  # its steps, as the job will compose them
-            from sparsebert_cli.stages.pipeline import check_plan
-
-            check_plan(cfg, overrides, device_here)
+        check_job(cfg, folder, overrides, single_run, device_here)
         twin = unfinished_twin(cfg, folder, overrides) if single_run else None
         manifest = runs.job_manifest(folder if twin is None else twin)
     except SparseBertError as error:
@@ -61,8 +53,39 @@ def job_status(
     return "resume", f"this config, {manifest.get('status')}", folder
 
 
+def check_job(
+    cfg: DictConfig, folder: Path, overrides: list[str], single_run: bool, device_here: bool = True
+) -> dict[str, Path]:
+    """What a launched job checks before any work (`launch.prepare`: `latest` resolved, paths
+    expanded, names and folder checked; `preflight`; `check_command`; a pipeline's steps as the
+    job will compose them). Returns the upstream run folders (by key); `device_here`: False for a
+    cluster launcher's jobs (their device is on a compute node, not this machine)."""
+    from sparsebert_cli.launch import prepare
+    from sparsebert_cli.validation import check_command, preflight
+
+    prepare(cfg, folder)
+    upstream = preflight(cfg, device_here)
+    check_command(cfg, overrides, single_run)
+    if cfg.stage == "pipeline":
+        from sparsebert_cli.stages.pipeline import check_plan
+
+        check_plan(cfg, overrides, device_here)
+    return upstream
+
+
 def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str], list[str]]]:
     """(folder, (action, why), job overrides) of every job `sparsebert <stage> <args>` would launch."""
+    return [
+        (acts_in, (action, why), job)
+        for cfg, folder, job, here in job_configs(stage, args)
+        for action, why, acts_in in [job_status(cfg, folder, job, not is_multirun(args), here)]
+    ]
+
+
+def job_configs(stage: str, args: list[str]) -> Iterator[tuple[DictConfig, Path, list[str], bool]]:
+    """(config, folder, overrides, runs on this machine) of every job `sparsebert <stage> <args>`
+    would launch, each composed as the launcher would compose it; Hydra's config of the job is
+    set while it is handled (a pipeline reads its command line from there)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import create_config_search_path
@@ -71,6 +94,7 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
     from hydra.core.utils import setup_globals
     from hydra.types import RunMode
 
+    register_hydra_extensions()
     setup_globals()
     multirun = is_multirun(args)
     overrides = [a for a in args if a not in MULTIRUN_FLAGS]
@@ -84,7 +108,6 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
         jobs = [list(job) for batch in batches for job in batch]
     else:
         jobs = [overrides]
-    planned = []
     for job in jobs:
         cfg = loader.load_sweep_config(master, job) if multirun else master
         HydraConfig.instance().set_config(cfg)
@@ -92,9 +115,7 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
         folder = Path(where.dir) / (where.subdir if multirun else "")
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         here = "submitit" not in str(cfg.hydra.launcher.get("_target_", "")).lower()
-        action, why, acts_in = job_status(task_cfg, folder, job, not multirun, here)
-        planned.append((acts_in, (action, why), job))
-    return planned
+        yield task_cfg, folder, job, here
 
 
 def main(stage: str, args: list[str]) -> int:

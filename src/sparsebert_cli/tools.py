@@ -178,29 +178,14 @@ def validate_main(argv: list[str]) -> int:
         hint = f"sparsebert validate: unknown stage '{argv[0]}'; did you mean '{close[0]}'?\n"
         print(f"{hint if close else ''}{usage}", file=sys.stderr)
         return 2
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from sparsebert_cli.config import (
-        HYDRA_VERSION_BASE,
-        conf_dir,
-        expand_path_fields,
-        register_hydra_extensions,
-        rewrite_aliases,
-    )
-    from sparsebert_cli.launch import config_error
-    from sparsebert_cli.validation import (
-        check_command,
-        check_command_line,
-        describe,
-        preflight,
-        validate_config,
-    )
+    from sparsebert_cli.config import rewrite_aliases
+    from sparsebert_cli.dry_run import check_job, job_configs
+    from sparsebert_cli.validation import check_command_line, describe
 
     stage, overrides = argv[0], rewrite_aliases(argv[1:])
-    register_hydra_extensions()
     try:
         flags = [a for a in overrides if a.startswith("-")]
         if flags:
@@ -210,22 +195,8 @@ def validate_main(argv: list[str]) -> int:
                 "job of a sweep."
             )
         check_command_line(stage, overrides)
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=HYDRA_VERSION_BASE):
-            cfg = compose(config_name=stage, overrides=overrides)
-        try:
-            OmegaConf.resolve(cfg)
-        except OmegaConfBaseException as e:
-            raise SparseBertError(config_error(e)) from None
-        for key in runs.NAME_KEYS:
-            runs.check_name(key, cfg[key])
-        expand_path_fields(cfg)
-        validate_config(cfg)
-        upstream = preflight(cfg)
-        check_command(cfg, overrides, single_run=True)
-        if stage == "pipeline":  # its steps composed and checked as it will run them
-            from sparsebert_cli.stages.pipeline import check_plan
-
-            check_plan(cfg, overrides)
+        [(cfg, folder, job, here)] = job_configs(stage, overrides)
+        upstream = check_job(cfg, folder, job, single_run=True, device_here=here)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

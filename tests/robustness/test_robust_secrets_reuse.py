@@ -42,6 +42,19 @@ def test_a_secret_cannot_become_a_name(workdir, override):
     assert all(SECRET.encode() not in p.read_bytes() for p in workdir.rglob("*") if p.is_file())
 
 
+@pytest.mark.parametrize("override", ["run_id=abcdefgh", "logger.project=x-abcdefgh"])
+def test_validate_refuses_a_secret_name_as_the_run_does(workdir, monkeypatch, capsys, override):
+    """`validate` checks a job's names as the launched job does (launch.prepare), a secret's
+    value typed out included."""
+    from sparsebert_cli.tools import validate_main
+
+    monkeypatch.setenv("MY_SECRET", "abcdefgh")
+    assert validate_main(["pretrain", *TINY, override]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "a secret from the environment" in err, err
+    assert not (workdir / "runs").exists()
+
+
 def test_secret_values_are_redacted_from_written_configs_and_commands(tmp_path, monkeypatch):
     monkeypatch.setenv("SERVICE_PASSWORD", SECRET)
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # not a secret: not redacted
