@@ -294,6 +294,47 @@ def test_mask_from_beside_another_mask_is_refused_in_a_single_run():
     check_command(compose_cfg("evaluate"), [], True)
 
 
+@pytest.mark.parametrize(
+    "stage, overrides, unread",
+    [
+        ("search", ["mask=dam", "mask.window=5"], "mask.window"),  # forked the search's hash
+        ("search", ["mask=attention_topk", "mask.seed=3"], "mask.seed"),
+        ("pretrain", ["mask=window", "mask.lam=1"], "mask.lam"),  # silently dropped
+        ("pretrain", ["mask=window", "mask.seq_len=64"], "mask.seq_len"),
+        ("pretrain", ["mask=strided", "mask.window=2"], "mask.window"),
+        ("pretrain", ["mask=from_run", "mask.density=0.2"], "mask.density"),
+        ("finetune", ["mask=checkpoint", "mask.stride=4"], "mask.stride"),
+        ("pipeline", ["mask=dam_s", "mask.stride=4"], "mask.stride"),
+    ],
+)
+def test_a_mask_setting_the_chosen_mask_does_not_read_is_refused_in_a_single_run(
+    stage, overrides, unread
+):
+    """Each is refused naming the setting and the masks that read it; a sweep over masks sets
+    it for the jobs whose mask reads it and leaves it unread in the others."""
+    from sparsebert_cli.validation import check_command
+
+    cfg = compose_cfg(stage, *overrides)
+    with pytest.raises(SparseBertError, match=f"{unread} is set, but mask=.* does not read it"):
+        check_command(cfg, overrides, single_run=True)
+    check_command(compose_cfg(stage, *overrides), overrides, single_run=False)
+
+
+@pytest.mark.parametrize(
+    "stage, overrides",
+    [
+        ("search", ["mask=dam_s", "mask.lam=1e-3", "mask.seq_len=64", "mask.hard=false"]),
+        ("pretrain", ["mask=bigbird", "mask.window=2", "mask.random_keys=3", "mask.seed=1"]),
+        ("pretrain", ["mask=from_run", "mask.from_run=latest"]),
+        ("pretrain", ["mask=random", "mask.density=0.2"]),
+    ],
+)
+def test_the_settings_a_mask_reads_pass(stage, overrides):
+    from sparsebert_cli.validation import check_command
+
+    check_command(compose_cfg(stage, *overrides), overrides, single_run=True)
+
+
 def test_sequences_longer_than_a_loaded_models_positions_are_refused(tmp_path):
     """Its config.json, not model.max_position_embeddings (the preset's), fixes a loaded model's
     positions: a 64-position model fine-tuned at task.seq_len = 128 failed with a traceback in

@@ -41,6 +41,7 @@ from sparsebert_cli.masks.config import (
     check_dam_u_size,
     head_warmup_problem,
     mask_identity,
+    unread_field_problem,
 )
 from sparsebert_cli.stages import INHERITED, READS, hashed_config, per_step_overrides, reads
 from sparsebert_cli.stages.inputs import (
@@ -487,9 +488,9 @@ def unused_max_steps(cfg: DictConfig, overrides: list[str]) -> str | None:
 def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> None:
     """What the command line (`overrides`) must not ask of the composed config: a model size
     beside loaded weights (their checkpoint fixes it: the override would be ignored), max_steps
-    beside epochs > 0 (finetune's default: epochs win), and, in a single run, mask.from beside a
-    mask that does not read it (a sweep over masks sets it for its mask=from_run jobs, the others
-    leave it unread)."""
+    beside epochs > 0 (finetune's default: epochs win), and, in a single run, mask.from or
+    another mask setting beside a mask that does not read it (a sweep over masks sets them for
+    the jobs whose mask reads them, the others leave them unread)."""
     weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
     if weights:
         check_no_sizes(overrides, weights)
@@ -498,13 +499,17 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
         raise SparseBertError(
             f"{unused}; add trainer.epochs=0 to train by steps instead, or drop trainer.max_steps."
         )
-    if not single_run or not reads(cfg.stage, "mask.from_run"):
+    if not single_run or not reads(cfg.stage, "mask"):
         return
     require(
         not cfg.mask.from_run or cfg.mask.name == "from_run",
         f"mask.from={cfg.mask.from_run} names the search run whose mask mask=from_run uses, but "
         f"mask={cfg.mask.name} does not read it; add mask=from_run (or drop mask.from).",
     )
+    for key in filter(None, map(schema_override_key, overrides)):
+        if key.startswith("mask."):
+            problem = unread_field_problem(cfg.mask.name, schema.schema_key(key)[len("mask.") :])
+            require(problem is None, str(problem))
 
 
 def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:

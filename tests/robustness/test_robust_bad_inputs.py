@@ -15,7 +15,7 @@ from conftest import compose_cfg, sparsebert
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from robust_helpers import NO_SCALER, TINY, TINY_TASK, assert_clean_error
+from robust_helpers import NO_SCALER, TINY, TINY_SEARCH, TINY_TASK, assert_clean_error
 from safetensors.torch import save as safetensors_bytes
 
 from sparsebert_cli import runs
@@ -877,7 +877,7 @@ def test_cli_refuses(workdir, case):
         pytest.skip("a CUDA device is visible here")
     # finetune loads its weights (model=minilm, model.from): sizes are theirs, not TINY's
     finetune = [a for a in TINY_TASK if not a.startswith("model.")]
-    extra = {"search": TINY, "pretrain": TINY, "finetune": finetune}.get(args[0], [])
+    extra = {"search": TINY_SEARCH, "pretrain": TINY, "finetune": finetune}.get(args[0], [])
     proc = sparsebert(args[0], *extra, *args[1:], "run_id=bad", cwd=workdir, check=False)
     out = assert_clean_error(proc, *needles)
     errors = [line for line in out.splitlines() if line.startswith("error:")]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import sparsebert
-from robust_helpers import TINY, Job
+from robust_helpers import TINY, TINY_SEARCH, Job
 
 from sparsebert_cli import runs
 
@@ -38,7 +38,7 @@ def check_shared_runs(runs_dir: Path, pipeline_dirs: list[Path], shared: tuple[s
 @pytest.mark.slow
 def test_four_pipelines_through_joblib_share_upstream_runs(workdir):
     sparsebert(
-        "pipeline", "-m", *BASE, "mask=dam", "task=polarity,lee_sts", "task.seq_len=24,32",
+        "pipeline", "-m", *TINY_SEARCH, "mask=dam", "task=polarity,lee_sts", "task.seq_len=24,32",
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "sweep_name=four", cwd=workdir,
     )  # fmt: skip
     runs_dir = workdir / "runs"

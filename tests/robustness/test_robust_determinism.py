@@ -4,12 +4,12 @@ import shlex
 
 import pytest
 from conftest import sparsebert
-from robust_helpers import TINY, losses, read_json, stable
+from robust_helpers import TINY_SEARCH, losses, read_json, stable
 
 
 @pytest.mark.slow
 def test_the_recorded_command_reruns_to_identical_metrics_and_mask(workdir):
-    args = ["search", *TINY, "mask.lam=1e-3", "seed=7", "run_id=first"]
+    args = ["search", *TINY_SEARCH, "mask.lam=1e-3", "seed=7", "run_id=first"]
     sparsebert(*args, cwd=workdir)
     first = workdir / "runs" / "search" / "first"
     shown = sparsebert("ls", "--show", str(first), cwd=workdir).stdout.splitlines()

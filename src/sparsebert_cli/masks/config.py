@@ -127,6 +127,32 @@ PATTERN_FIELDS: dict[str, tuple[str, ...]] = {
     "random": ("density", "seed"),
 }
 
+# The fields only fixed patterns read: a search (DAM, its top-k control) and a searched mask
+# read none of them.
+PATTERN_ONLY = tuple(sorted({field for fields in PATTERN_FIELDS.values() for field in fields}))
+
+
+def unread_field_problem(name: str, field: str) -> str | None:
+    """Why mask=`name` would ignore mask.`field` set on the command line, or None when it reads
+    it: a fixed pattern reads its PATTERN_FIELDS, a searched mask (from_run) its from_run, the
+    checkpoint's mask nothing, a search (dam, attention_topk) every field but the patterns'."""
+    if name in SEARCHED_MASKS:
+        read = field not in PATTERN_ONLY
+    else:
+        read = field in PATTERN_FIELDS.get(name, ("from_run",) if name == "from_run" else ())
+    if read or field == "name":
+        return None
+    if field in PATTERN_ONLY:
+        readers = "the patterns " + ", ".join(p for p, f in PATTERN_FIELDS.items() if field in f)
+    elif field == "from_run":
+        readers = "mask=from_run"
+    else:
+        readers = "a search: mask=dam (dam_s, dam_block) or attention_topk"
+    return (
+        f"mask.{field} is set, but mask={name} does not read it, so it would be ignored; drop "
+        f"mask.{field}, or choose a mask that reads it ({readers})."
+    )
+
 
 def mask_identity(mask: dict) -> dict:
     """Only the mask settings the chosen mask reads (what makes two masks differ): dense with
