@@ -113,6 +113,32 @@ def test_validate_refuses_a_flag_and_names_the_sweep_check(workdir, capsys):
     assert "takes overrides only, not -m" in err and "sparsebert pipeline -m" in err
 
 
+@pytest.mark.parametrize(
+    "argv, said", [([], ""), (["foo"], "unknown stage 'foo'\n"), (["task=mrpc"], "'task=mrpc'")]
+)
+def test_validate_without_a_stage_prints_its_usage_and_exits_2(argv, said, capsys):
+    """`validate` alone, or with no stage close to its first word, raised an IndexError."""
+    from sparsebert_cli.tools import validate_main
+
+    assert validate_main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "usage: sparsebert validate STAGE" in err and "did you mean" not in err
+
+
+@pytest.mark.parametrize(
+    "override, option",
+    [("mask.name=window", "mask=window"), ("task.name=mrpc", "task=mrpc")],
+)
+def test_a_groups_name_set_to_an_option_is_refused_naming_the_option(override, option, capsys):
+    """`mask.name=window` trained with dense's window 0: a diagonal-only mask."""
+    from sparsebert_cli.tools import validate_main
+
+    stage = "pretrain" if override.startswith("mask") else "finetune"
+    assert validate_main([stage, override]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {override} renames") and f"option itself: {option}." in err
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["pretrain", "-h"]])
 def test_validate_help_says_what_it_checks_and_exits_0(argv, capsys):
     """The top-level help says tools take --help; validate printed its usage and exited 2."""

@@ -258,3 +258,11 @@ def test_a_damaged_metrics_log_is_named_in_the_error(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "eval/attn\n')
     with pytest.raises(SparseBertError, match=r"metrics.jsonl line 2 is not JSON"):
         attention_history(tmp_path)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error_line(capsys):
+    """`--out-dir` where no folder can be made (/proc) ended in a traceback."""
+    assert main(["--patterns", "16", "--out-dir", "/proc/sparsebert-no-such/figures"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write /proc/sparsebert-no-such") and "--out-dir" in err
+    assert len(err.strip().splitlines()) == 1

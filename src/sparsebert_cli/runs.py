@@ -133,7 +133,8 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if os.path.lexists(tmp):  # (unlink would fail again on a read-only file system)
+            tmp.unlink()
     return path
 
 

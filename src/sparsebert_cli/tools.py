@@ -175,8 +175,9 @@ def validate_main(argv: list[str]) -> int:
         return 0
     if not argv or argv[0] not in STAGES:
         close = difflib.get_close_matches(argv[0], STAGES, n=1) if argv else []
-        hint = f"sparsebert validate: unknown stage '{argv[0]}'; did you mean '{close[0]}'?\n"
-        print(f"{hint if close else ''}{usage}", file=sys.stderr)
+        said = f"sparsebert validate: unknown stage '{argv[0]}'" if argv else ""
+        hint = f"{said}; did you mean '{close[0]}'?" if close else said
+        print(f"{hint}\n{usage}" if hint else usage, file=sys.stderr)
         return 2
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

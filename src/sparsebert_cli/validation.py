@@ -909,6 +909,14 @@ def check_override_values(args: list[str]) -> list[str]:
             )
         if key in groups and override.value() is None and not override.is_delete():
             raise _group_needed(arg, key)
+        group = key.removesuffix(".name")
+        named = [v for v in values or [] if isinstance(v, str) and v in _options(group)]
+        if key == f"{group}.name" and group in groups and named:
+            # `mask.name=window` kept dense's settings: window 0, a diagonal-only mask
+            raise SparseBertError(
+                f"{arg} renames the {group} but keeps the settings of the {group} option "
+                f"chosen (its defaults otherwise); choose the option itself: {group}={named[0]}."
+            )
         if values == []:  # Hydra would launch no job and exit 0
             options = f" (the {key} options: {', '.join(_options(key))})" if key in groups else ""
             raise SparseBertError(

@@ -277,4 +277,11 @@ def main(argv: list[str]) -> int:
     except SparseBertError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # an output path that cannot be written (read-only, no such place)
+        print(
+            f"error: cannot write {error.filename} ({error.strerror or error}); choose an --out "
+            "or --out-dir in a folder you can write to.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
