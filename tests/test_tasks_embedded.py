@@ -98,10 +98,15 @@ def test_fold_outside_the_folds_is_refused_at_the_boundary(fold, num_folds):
         validate_config(cfg)
 
 
-def test_num_labels_disagreeing_with_label_names_is_refused(tmp_path):
-    tokenizer = tokenizer_from_folder(embedded_tokenizer_folder())
-    with pytest.raises(SparseBertError, match="task.num_labels=3 but task.label_names has 2"):
-        load_task(task_config("polarity", num_labels=3), tokenizer, tmp_path, seed=0)
+def test_num_labels_disagreeing_with_label_names_is_refused_by_validation():
+    """docs/extending.md's 3 classes under task=sst2 passed `validate` and failed in the run."""
+    cfg = compose_cfg("finetune", "task=sst2", "task.num_labels=3")
+    with pytest.raises(
+        SparseBertError, match=r"task.label_names has 2 names.*label_names=\[0,1,2\]"
+    ):
+        validate_config(cfg)
+    validate_config(compose_cfg("finetune", "task=sst2", "task.num_labels=3",
+                                "task.label_names=[0,1,2]"))  # fmt: skip
 
 
 def test_the_longest_batch_is_the_longest_sequence_of_any_split_or_choice():

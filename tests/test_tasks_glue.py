@@ -262,7 +262,10 @@ def test_a_class_id_outside_the_tasks_classes_is_refused(tmp_path, tokenizer):
     (tmp_path / "train.csv").write_text("sentence,label\ngood,1\nbad,0\n")
     (tmp_path / "dev.csv").write_text("sentence,label\ngood,1\nfine,2\n")
     files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
-    with pytest.raises(SparseBertError, match="has the label 2, but the task's classes are 0..1"):
+    more = r"set task.num_labels and task.label_names \(e.g. task.num_labels=3 .*=\[0,1,2\]\)"
+    with pytest.raises(
+        SparseBertError, match=f"has the label 2, but the task's classes are 0..1. .*{more}"
+    ):
         load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
 
 

@@ -424,9 +424,18 @@ def _check_sources(cfg: DictConfig, stage: str) -> None:
 
 def _check_head_outputs(task: DictConfig) -> None:
     """task.num_labels of a kind whose head size is fixed (regression, spans, SWAG) says so: the
-    head is built from the kind, so another value was accepted and ignored."""
+    head is built from the kind, so another value was accepted and ignored; a classification's
+    labels are named one by one."""
     from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 
+    names = list(task.label_names)
+    require(
+        task.kind != "classification" or task.num_labels == len(names),
+        f"task.num_labels={task.num_labels} but task.label_names has {len(names)} names "
+        f"({names}): the labels as the data write them, one per class; set both, e.g. "
+        f"task.num_labels={task.num_labels} task.label_names="
+        f"[{','.join(map(str, range(task.num_labels)))}] for class ids.",
+    )
     fixed = FIXED_OUTPUTS.get(task.kind)
     require(
         fixed is None or task.num_labels == fixed,

@@ -104,11 +104,6 @@ def check_task(task_cfg) -> None:
             f"task.kind={task_cfg.kind} is not a kind the sentence(-pair) task loader reads: "
             "use classification or regression."
         )
-    if task_cfg.kind == "classification" and task_cfg.num_labels != len(task_cfg.label_names):
-        raise SparseBertError(
-            f"task.num_labels={task_cfg.num_labels} but task.label_names has "
-            f"{len(task_cfg.label_names)} names ({list(task_cfg.label_names)}); make them agree."
-        )
 
 
 def raw_splits(
@@ -326,16 +321,21 @@ def to_label(value, label_names: list[str], source: str, fixed: str | None = Non
                 f"{source} has the label '{value}', not among task.label_names={label_names}. {fix}"
             )
         return label_names.index(value)
-    return class_id(value, len(label_names), source)
+    more = len(label_names) + 1
+    fix = fixed or (
+        "Fix that row of the data, or, if the data have more classes, set task.num_labels and "
+        f"task.label_names (e.g. task.num_labels={more} task.label_names="
+        f"[{','.join(map(str, range(more)))}])."
+    )
+    return class_id(value, len(label_names), source, fix)
 
 
-def class_id(value: float, count: int, source: str) -> int:
+def class_id(value: float, count: int, source: str, fix: str = "Fix that row of the data.") -> int:
     """A numeric class label of a labelled row, 0..count − 1; another value is refused (it was
     scored as a wrong prediction, or failed inside the loss)."""
     if not math.isfinite(value) or value != int(value) or not 0 <= int(value) < count:
         raise SparseBertError(
-            f"{source} has the label {value}, but the task's classes are 0..{count - 1}; fix that "
-            "row of the data."
+            f"{source} has the label {value}, but the task's classes are 0..{count - 1}. {fix}"
         )
     return int(value)
 
