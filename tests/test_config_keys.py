@@ -305,6 +305,7 @@ def test_mask_from_beside_another_mask_is_refused_in_a_single_run():
         ("pretrain", ["mask=from_run", "mask.density=0.2"], "mask.density"),
         ("finetune", ["mask=checkpoint", "mask.stride=4"], "mask.stride"),
         ("pipeline", ["mask=dam_s", "mask.stride=4"], "mask.stride"),
+        ("pipeline", ["mask=dense", "pipeline.search=['trainer.max_steps=3']"], "pipeline.search"),
     ],
 )
 def test_a_mask_setting_the_chosen_mask_does_not_read_is_refused_in_a_single_run(
@@ -315,7 +316,7 @@ def test_a_mask_setting_the_chosen_mask_does_not_read_is_refused_in_a_single_run
     from sparsebert_cli.validation import check_command
 
     cfg = compose_cfg(stage, *overrides)
-    with pytest.raises(SparseBertError, match=f"{unread} is set, but mask=.* does not read it"):
+    with pytest.raises(SparseBertError, match=f"{unread} (is set|sets the search).*mask=.* not"):
         check_command(cfg, overrides, single_run=True)
     check_command(compose_cfg(stage, *overrides), overrides, single_run=False)
 
@@ -327,6 +328,8 @@ def test_a_mask_setting_the_chosen_mask_does_not_read_is_refused_in_a_single_run
         ("pretrain", ["mask=bigbird", "mask.window=2", "mask.random_keys=3", "mask.seed=1"]),
         ("pretrain", ["mask=from_run", "mask.from_run=latest"]),
         ("pretrain", ["mask=random", "mask.density=0.2"]),
+        ("pipeline", ["mask=dam_s", "pipeline.search=['trainer.max_steps=3']"]),
+        ("pipeline", ["experiment=pattern_table", "mask=window"]),  # its preset's pipeline.search
     ],
 )
 def test_the_settings_a_mask_reads_pass(stage, overrides):

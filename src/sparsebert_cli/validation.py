@@ -498,8 +498,9 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
     """What the command line (`overrides`) must not ask of the composed config: a model size
     beside loaded weights (their checkpoint fixes it: the override would be ignored), max_steps
     beside epochs > 0 (finetune's default: epochs win), and, in a single run, mask.from or
-    another mask setting beside a mask that does not read it (a sweep over masks sets them for
-    the jobs whose mask reads them, the others leave them unread)."""
+    another mask setting beside a mask that does not read it, and a pipeline's search-step
+    overrides beside a mask it does not search (a sweep over masks sets them for the jobs whose
+    mask reads them, the others leave them unread)."""
     weights = _get(cfg, "model.from_run") or _get(cfg, "model.name_or_path")
     if weights:
         check_no_sizes(overrides, weights)
@@ -519,6 +520,12 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
         if key.startswith("mask."):
             problem = unread_field_problem(cfg.mask.name, schema.schema_key(key)[len("mask.") :])
             require(problem is None, str(problem))
+        require(
+            key != "pipeline.search" or cfg.mask.name in SEARCHED_MASKS,
+            f"pipeline.search sets the search step's overrides, but mask={cfg.mask.name} is not "
+            "searched: this pipeline runs pretrain, finetune and evaluate. Drop pipeline.search, "
+            "or choose a searched mask (mask=dam, dam_s, dam_block or attention_topk).",
+        )
 
 
 def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
