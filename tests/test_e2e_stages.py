@@ -216,7 +216,7 @@ def test_mask_from_latest_without_a_search_run_says_what_to_run(tmp_path):
 def test_model_from_a_failed_run_is_refused(nan_run, tmp_path):
     _, failed_dir = nan_run
     proc = cli("finetune", "debug=smoke", f"model.from={failed_dir}", root=tmp_path, check=False)
-    assert_clean_refusal(proc, str(failed_dir), "is not completed (status: failed)")
+    assert_clean_refusal(proc, str(failed_dir), "is not completed (status: failed;")
 
 
 # --- 8. a non-finite loss ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from matplotlib.image import imread
 from matplotlib.text import Text
 from safetensors.torch import save_file
 
+from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.catalogue import presets
@@ -153,9 +154,12 @@ def test_cli_figures_go_to_the_run_figures_folder(search_run, capsys):
 def test_cli_figures_of_a_running_search_say_they_show_it_so_far(search_run, capsys):
     run_dir, _ = search_run
     (run_dir / "manifest.json").write_text(json.dumps({"stage": "search", "status": "running"}))
-    assert main(["--figures", str(run_dir)]) == 0
+    with runs.hold(run_dir):  # its job is alive
+        assert main(["--figures", str(run_dir)]) == 0
     captured = capsys.readouterr()
     assert "is not completed (status: running)" in captured.err
+    assert main(["--figures", str(run_dir)]) == 0  # killed: nobody holds its lock
+    assert "is not completed (status: interrupted)" in capsys.readouterr().err
     assert str(run_dir.resolve() / "figures" / "mask_binarised.png") in captured.out.splitlines()
 
 

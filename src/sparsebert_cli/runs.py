@@ -705,7 +705,13 @@ def resolve(kind: str, ref: str, runs_dir: Path) -> Path:
     elif manifest.get("stage") != kind:
         problem = f"{run_dir} is {a_run_of(manifest.get('stage'))}, not {a_run_of(kind)}"
     elif manifest.get("status") != "completed":
-        problem = f"{run_dir} is not completed (status: {manifest.get('status')})"
+        status = observed_status(run_dir, manifest)  # a killed job's `running` is interrupted
+        resume = (
+            f"; `sparsebert ls --show {run_dir}` prints the command that resumes it"
+            if status in ("failed", "interrupted")
+            else ""
+        )
+        problem = f"{run_dir} is not completed (status: {status}{resume})"
     if problem:
         done = [(d, m) for d, m in iter_runs(runs_dir, kind) if m.get("status") == "completed"]
         done.sort(key=lambda found: found[1].get("finished_at") or 0)  # the newest last

@@ -424,18 +424,9 @@ def _check_sources(cfg: DictConfig, stage: str) -> None:
 
 def _check_head_outputs(task: DictConfig) -> None:
     """task.num_labels of a kind whose head size is fixed (regression, spans, SWAG) says so: the
-    head is built from the kind, so another value was accepted and ignored; a classification's
-    labels are named one by one."""
+    head is built from the kind, so another value was accepted and ignored."""
     from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 
-    names = list(task.label_names)
-    require(
-        task.kind != "classification" or task.num_labels == len(names),
-        f"task.num_labels={task.num_labels} but task.label_names has {len(names)} names "
-        f"({names}): the labels as the data write them, one per class; set both, e.g. "
-        f"task.num_labels={task.num_labels} task.label_names="
-        f"[{','.join(map(str, range(task.num_labels)))}] for class ids.",
-    )
     fixed = FIXED_OUTPUTS.get(task.kind)
     require(
         fixed is None or task.num_labels == fixed,
@@ -445,8 +436,9 @@ def _check_head_outputs(task: DictConfig) -> None:
 
 
 def _check_task_scoring(task: DictConfig) -> None:
-    """The task has metrics that fit its kind and labels, before any training (a custom task
-    name, or 3 labels under a binary-F1 task, failed only when the trained model was scored)."""
+    """The task has metrics that fit its kind and labels, and a classification names each of
+    its labels, before any training (a custom task name, or 3 labels under a binary-F1 task,
+    failed only when the trained model was scored)."""
     from sparsebert_cli.data.metrics import task_metrics
 
     kind, metrics, _ = task_metrics(task.name)
@@ -461,6 +453,14 @@ def _check_task_scoring(task: DictConfig) -> None:
         "(class 1 positive); data with other than 2 labels go in under a task scored by "
         "accuracy alone (e.g. task=mnli for 3 labels, or task=sst2) with task.num_labels and "
         "task.label_names set.",
+    )
+    names = list(task.label_names)
+    require(
+        task.kind != "classification" or task.num_labels == len(names),
+        f"task.num_labels={task.num_labels} but task.label_names has {len(names)} names "
+        f"({names}): the labels as the data write them, one per class; set both, e.g. "
+        f"task.num_labels={task.num_labels} task.label_names="
+        f"[{','.join(map(str, range(task.num_labels)))}] for class ids.",
     )
 
 

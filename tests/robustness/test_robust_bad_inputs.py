@@ -364,14 +364,21 @@ def test_a_searched_mask_that_does_not_fit_is_refused_before_the_run(tmp_path):
 @pytest.mark.parametrize(
     ("stage", "status", "problem"),
     [
-        ("search", "failed", "is not completed (status: failed)"),
-        ("search", "running", "is not completed (status: running)"),
+        ("search", "failed", "is not completed (status: failed; `sparsebert ls --show"),
+        # no live job holds its lock: killed (SIGKILL), as `sparsebert ls` shows it
+        ("search", "running", "is not completed (status: interrupted; `sparsebert ls --show"),
         ("finetune", "completed", "is a 'finetune' run, not a 'search' run"),
     ],
 )
 def test_unusable_upstream_runs_are_refused(tmp_path, stage, status, problem):
     folder = _run_folder(tmp_path, stage, status)
     _refused(lambda: runs.resolve("search", str(folder), tmp_path), problem, "Pass one of them")
+
+
+def test_a_running_upstream_run_held_by_its_job_is_refused_as_running(tmp_path):
+    folder = _run_folder(tmp_path, "search", "running")
+    with runs.hold(folder):
+        _refused(lambda: runs.resolve("search", str(folder), tmp_path), "(status: running)")
 
 
 def test_missing_upstream_run_is_refused(tmp_path):
@@ -846,7 +853,7 @@ CLI = {
     ),
     "failed upstream": (
         ["finetune", "model.from=runs/pretrain/broken"],
-        ["is not completed (status: failed)"],
+        ["is not completed (status: failed;"],
     ),
     "corrupt mask": (
         ["pretrain", "mask=from_run", "mask.from=runs/search/corrupt"],

@@ -252,7 +252,7 @@ def _run_folder(ref: str) -> Path:
             f"{run_dir} is not a run folder (no {runs.MANIFEST}); pass the folder of a completed "
             "search, pretrain or finetune run, or 'latest'."
         )
-    status = runs.load_manifest(run_dir).get("status")
+    status = runs.observed_status(run_dir, runs.load_manifest(run_dir))
     if status != "completed":  # a search's figures while it runs are worth a look, said so
         print(
             f"note: {run_dir} is not completed (status: {status}); its figures show what it had "
