@@ -113,6 +113,11 @@ def test_rerunning_a_completed_run_skips_it(runs):
     proc = sparsebert("pretrain", *COMMON, "run_id=b", cwd=runs["root"], env=cli_env(runs["root"]))
     assert f"{runs['b']} already completed with this config: skipped." in proc.stdout
     assert read_json(runs["b"] / "manifest.json") == before
+    # resume=never restarts an unfinished run only: the skip says so (it said nothing)
+    proc = sparsebert("pretrain", *COMMON, "run_id=b", "resume=never", cwd=runs["root"],
+                      env=cli_env(runs["root"]))  # fmt: skip
+    assert "skipped (resume=never restarts an unfinished run; to train" in proc.stdout
+    assert read_json(runs["b"] / "manifest.json") == before
 
 
 def test_another_config_in_a_completed_run_folder_is_refused(runs):

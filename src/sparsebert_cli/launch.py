@@ -85,7 +85,13 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     resolved, chash = identity(cfg)
     existing = existing_run(run_dir, chash)
     if existing is not None and existing.get("status") == "completed":
-        say(f"{run_dir} already completed with this config: skipped.")
+        restart = (
+            f" (resume={cfg.resume} restarts an unfinished run; to train a completed one again, "
+            "delete its folder or choose another run_id=)"
+            if reads(cfg.stage, "resume") and cfg.resume != "auto"
+            else ""
+        )
+        say(f"{run_dir} already completed with this config: skipped{restart}.")
         return runs.read_metrics(run_dir)
     rank, world_size = world()
     run = runs.Run.start(run_dir, cfg.stage, resolved, chash, command, world_size, writer=rank == 0)
