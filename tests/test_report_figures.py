@@ -270,3 +270,21 @@ def test_an_output_folder_that_cannot_be_made_is_one_error_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write /proc/sparsebert-no-such") and "--out-dir" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, refused",
+    [
+        (["--figures", "latest", "--out", "x.md"], "--out is not read by --figures"),
+        (["--patterns", "16", "--examples", "5"], "--examples is not read by --patterns"),
+        (["--patterns", "16", "--format", "md"], "--format is not read by --patterns"),
+        (["runs", "--out-dir", "f"], "--out-dir is not read by the table"),
+        (["runs", "--frontier", "--rows", "seed"], "--rows is not read by --frontier"),
+        (["runs", "--max-distance", "4"], "--max-distance is not read by the table"),
+    ],
+)
+def test_an_option_the_chosen_report_does_not_read_is_refused(argv, refused, capsys):
+    """`--figures RUN --out x.md` wrote no file and said nothing."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and refused in capsys.readouterr().err

@@ -27,6 +27,15 @@ from sparsebert_cli.tools import positive_int
 from sparsebert_cli.user_paths import path_is, user_path
 
 SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "json"}
+# The options each mode of `report` reads; another one given would be ignored, so it is refused.
+MODE_OPTIONS = {
+    "table": ("rows", "cols", "format", "out"),
+    "frontier": ("out_dir",),
+    "figures": ("out_dir",),
+    "patterns": ("out_dir",),
+    "occlusion": ("out_dir", "max_distance", "examples"),
+}
+OCCLUSION_DEFAULTS = {"max_distance": 8, "examples": 512}
 
 EPILOG = """\
 cells: mean ± sample std over seeds (the `seed` key) with the seed count n; a cell with failed
@@ -76,7 +85,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "mask.target_sparsity for dam)",
     )
     parser.add_argument("--cols", type=_keys, help="config keys of a column (default: task.name)")
-    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--format", choices=FORMATS, help="the table's format (default: table)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the table to FILE")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -95,10 +104,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "model a search run started from): held-out loss and hidden-state change beside σ(α)",
     )
     parser.add_argument(
-        "--max-distance", type=positive_int, default=8, help="--occlusion: bands |i − j| ≤ D"
+        "--max-distance", type=positive_int, help="--occlusion: bands |i − j| ≤ D (default: 8)"
     )
     parser.add_argument(
-        "--examples", type=positive_int, default=512, help="--occlusion: held-out examples"
+        "--examples", type=positive_int, help="--occlusion: held-out examples (default: 512)"
     )
     parser.add_argument(
         "--frontier",
@@ -118,12 +127,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("give either PATH... for the table or --figures/--patterns/--occlusion")
     if not figures and not args.paths:
         parser.error("give the sweep or run folders to report on (PATH...), or --figures RUN")
-    if not figures and not args.frontier and args.out_dir is not None:
-        parser.error(
-            "--out-dir is for --figures/--patterns/--frontier; the table goes to --out FILE"
-        )
     if figures and args.frontier:
         parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
+    args.mode = next(
+        (m for m in ("figures", "patterns", "occlusion") if getattr(args, m) is not None),
+        "frontier" if args.frontier else "table",
+    )
+    read = MODE_OPTIONS[args.mode]
+    for option in sorted({o for options in MODE_OPTIONS.values() for o in options} - set(read)):
+        if getattr(args, option) is not None:
+            flag, mode = f"--{option.replace('_', '-')}", f"--{args.mode}"
+            parser.error(
+                f"{flag} is not read by {'the table' if args.mode == 'table' else mode}, which "
+                f"reads {', '.join('--' + o.replace('_', '-') for o in read)}; drop {flag}"
+                + ("; the table goes to --out FILE" if option == "out_dir" else "")
+            )
+    args.format = args.format or "table"
+    for option, default in OCCLUSION_DEFAULTS.items():
+        setattr(args, option, getattr(args, option) or default)
     for option in ("rows", "cols"):
         keys = [schema_key(k) for k in getattr(args, option) or ()]
         unknown = [k for k in keys if not _config_key(k)]
@@ -266,11 +287,11 @@ def main(argv: list[str]) -> int:
     """Run `sparsebert report`; a user mistake prints one paragraph and exits 1."""
     args = parse_args(argv)
     try:
-        if args.frontier:
+        if args.mode == "frontier":
             _frontier(args)
-        elif args.paths:
+        elif args.mode == "table":
             _table(args)
-        elif args.occlusion is not None:
+        elif args.mode == "occlusion":
             _occlusion(args)
         else:
             _figures(args)
