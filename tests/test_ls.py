@@ -80,6 +80,21 @@ def test_show_latest_without_runs_is_a_clear_error(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: no run under")
 
 
+def test_show_of_a_run_id_finds_its_folder(tmp_path, capsys, monkeypatch):
+    """The id the summaries print as run_id= was refused as "not a run folder"."""
+    monkeypatch.chdir(tmp_path)
+    runs_dir = tmp_path / "runs"
+    make_run(runs_dir, "finetune", "f1", 2.0)
+    assert ls_main(["--runs-dir", str(runs_dir), "--show", "f1"]) == 0
+    assert f"run folder: {(runs_dir / 'finetune' / 'f1').resolve()}" in capsys.readouterr().out
+    make_run(runs_dir, "evaluate", "f1", 3.0)
+    assert ls_main(["--runs-dir", str(runs_dir), "--show", "f1"]) == 1
+    assert "f1 names 2 runs under" in capsys.readouterr().err
+    assert ls_main(["evaluate", "--runs-dir", str(runs_dir), "--show", "f1"]) == 0
+    assert ls_main(["--runs-dir", str(runs_dir), "--show", "nope"]) == 1
+    assert "nor the run id of a run under" in capsys.readouterr().err
+
+
 def test_show_of_a_name_too_long_for_the_system_is_no_run_folder(tmp_path, capsys):
     """os.stat raises ENAMETOOLONG for a 300-character name: the usual error, no traceback."""
     assert ls_main(["--show", str(tmp_path / ("x" * 300))]) == 1

@@ -15,7 +15,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.config import STAGES
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.progress import table_console
-from sparsebert_cli.user_paths import user_path
+from sparsebert_cli.user_paths import path_is, user_path
 
 # The manifest fields `ls --show` prints, in this order.
 SHOWN_FIELDS = (
@@ -42,8 +42,8 @@ def ls_main(argv: list[str]) -> int:
     parser.add_argument(
         "--show",
         metavar="RUN",
-        help="print one run's manifest, metrics, inputs and the command that reruns it; 'latest' = "
-        "the newest run (of STAGE, if given)",
+        help="print one run's manifest, metrics, inputs and the command that reruns it: RUN is its "
+        "folder or its run id; 'latest' = the newest run (of STAGE, if given)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -131,13 +131,28 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
         run_dir = max(started)[1]
     else:
         run_dir = user_path(ref)
+        if "/" not in ref and not path_is(Path.is_dir, run_dir):  # a run id, as summaries print it
+            named = sorted(d for d, _ in runs.iter_runs(runs_dir, stage) if d.name == ref)
+            if len(named) > 1:
+                print(
+                    f"error: {ref} names {len(named)} runs under {runs_dir}: "
+                    f"{', '.join(map(str, named))}; pass one of those folders.",
+                    file=sys.stderr,
+                )
+                return 1
+            run_dir = named[0] if named else run_dir
     try:
         manifest = runs.load_manifest(run_dir)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if manifest is None:
-        print(f"error: {run_dir} is not a run folder (no {runs.MANIFEST}).", file=sys.stderr)
+        print(
+            f"error: {run_dir} is not a run folder (no {runs.MANIFEST}), nor the run id of a run "
+            f"under {runs_dir}; pass a run folder (runs/<stage>/<run_id>), a run id or 'latest' "
+            "(`sparsebert ls` lists the runs).",
+            file=sys.stderr,
+        )
         return 1
     manifest = {**manifest, "status": runs.observed_status(run_dir, manifest)}
     if as_json:
