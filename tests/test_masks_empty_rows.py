@@ -153,6 +153,9 @@ def test_a_mask_that_allows_nothing_in_a_layer_is_refused_and_its_search_says_so
         check_keeps_attention(mask, targeted=True)
     said = searched_mask_warning(mask)
     assert "layer(s) [1], so the stages refuse to train with it" in said
+    assert "zero their attention" not in said  # it said both
+    mask[1, :, 0] = True
+    assert "the runs that use it zero their attention" in searched_mask_warning(mask)
     with pytest.raises(SparseBertError, match="allows no entry in every layer"):
         check_keeps_attention(torch.zeros(1, 2, 4, 4, dtype=torch.bool))
 

@@ -697,7 +697,10 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
         mask, meta = load_mask(
             runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key)
         )
-        check_keeps_attention(mask, targeted=meta.get("target_sparsity") is not None)
+        try:
+            check_keeps_attention(mask, targeted=meta.get("target_sparsity") is not None)
+        except SparseBertError as error:  # `latest` may have named a run the user did not mean
+            raise SparseBertError(f"the searched mask of mask.from={search_dir}: {error}") from None
 
 
 def _check_device(cfg: DictConfig) -> None:

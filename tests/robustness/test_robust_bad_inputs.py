@@ -359,6 +359,11 @@ def test_a_searched_mask_that_does_not_fit_is_refused_before_the_run(tmp_path):
         _refused(lambda extra=extra: preflight(compose_cfg("pretrain", *base, extra)), needle)
     _truncate(runs.layout(search).artifacts / MASK_FILE)
     _refused(lambda: preflight(compose_cfg("pretrain", *base)), "sha256 differs")
+    # a mask that keeps nothing: the error names the run `latest` or mask.from named
+    save_mask(runs.layout(search).artifacts, torch.zeros(1, 2, 64, 64, dtype=torch.bool),
+              {"kind": "dam_u"})  # fmt: skip
+    needle = f"the searched mask of mask.from={search}: the attention mask allows no entry"
+    _refused(lambda: preflight(compose_cfg("pretrain", *base)), needle)
 
 
 @pytest.mark.parametrize(

@@ -133,12 +133,14 @@ def searched_mask_warning(mask: torch.Tensor, targeted: bool = False) -> str | N
     heads = int(empty.all(dim=-1).sum())
     maps = "(layer, head)" if mask.shape[0] > 1 else "head (one mask for every layer)"
     layers = empty_layers(mask)
-    refused = (
-        f"; it allows no entry in {layers}, so the stages refuse to train with it" if layers else ""
+    used = (
+        f"it allows no entry in {layers}, so the stages refuse to train with it"
+        if layers
+        else "the runs that use it zero their attention"
     )
     more = _more_kept(targeted)
     return (
         f"the searched mask leaves {float(empty.float().mean()):.1%} of the queries without a key "
-        f"({heads} of {empty.shape[0] * empty.shape[1]} {maps} maps keep nothing){refused}; "
-        f"the runs that use it zero their attention. {more[0].upper()}{more[1:]}."
+        f"({heads} of {empty.shape[0] * empty.shape[1]} {maps} maps keep nothing); {used}. "
+        f"{more[0].upper()}{more[1:]}."
     )
