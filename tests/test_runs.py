@@ -98,8 +98,9 @@ def test_resolve_accepts_a_completed_run_of_the_right_stage(tmp_path):
     ("stage", "status", "problem"),
     [
         ("pretrain", "completed", "is a 'pretrain' run, not a 'search' run"),
-        ("search", "running", "not completed (status: running)"),
-        ("search", "failed", "not completed (status: failed)"),
+        # no live job holds its lock: killed, as `ls` shows it
+        ("search", "running", "not completed (status: interrupted; `sparsebert ls --show"),
+        ("search", "failed", "not completed (status: failed; `sparsebert ls --show"),
     ],
 )
 def test_resolve_refuses_wrong_runs(tmp_path, stage, status, problem):
