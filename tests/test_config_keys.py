@@ -322,6 +322,33 @@ def test_a_mask_setting_the_chosen_mask_does_not_read_is_refused_in_a_single_run
 
 
 @pytest.mark.parametrize(
+    "overrides, refused",
+    [
+        (["task=squad", "task.fold=3"], "task.fold is set, but task=squad takes its dev split"),
+        (["task=mrpc", "task.num_folds=3"], "task.num_folds is set, but task=mrpc"),
+        (["task=mrpc", "task.doc_stride=64"], "task.doc_stride is set, but task=mrpc is a"),
+        (["task=swag", "task.n_best=5"], "task.n_best is set, but task=swag is a multiple"),
+        (["task=polarity", "task.glue_dir=/tmp", "task.fold=1"], "task.fold is set, but"),
+        (["task=polarity", "task.fold=1"], None),
+        (["task=lee_sts", "task.num_folds=4"], None),
+        (["task=squad_v2", "task.null_score_threshold=0.5"], None),
+    ],
+)
+def test_a_task_setting_the_task_does_not_read_is_refused_in_a_single_run(overrides, refused):
+    """task.fold beside SQuAD changed the content hash and nothing else; the QA settings
+    beside a classification task were ignored."""
+    from sparsebert_cli.validation import check_command
+
+    cfg = compose_cfg("finetune", *overrides)
+    check_command(cfg, overrides, single_run=False)  # a sweep over tasks
+    if refused is None:
+        check_command(cfg, overrides, single_run=True)
+        return
+    with pytest.raises(SparseBertError, match=refused):
+        check_command(cfg, overrides, single_run=True)
+
+
+@pytest.mark.parametrize(
     "stage, overrides",
     [
         ("search", ["mask=dam_s", "mask.lam=1e-3", "mask.seq_len=64", "mask.hard=false"]),

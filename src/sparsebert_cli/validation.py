@@ -27,6 +27,7 @@ from sparsebert_cli.data.config import (
     SELECTIONS,
     SPLIT_NAMES,
     tokenizer_path_problem,
+    unread_task_field_problem,
 )
 from sparsebert_cli.errors import SparseBertError, require
 from sparsebert_cli.masks.config import (
@@ -509,23 +510,29 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
         raise SparseBertError(
             f"{unused}; add trainer.epochs=0 to train by steps instead, or drop trainer.max_steps."
         )
-    if not single_run or not reads(cfg.stage, "mask"):
+    if not single_run:
         return
-    require(
-        not cfg.mask.from_run or cfg.mask.name == "from_run",
-        f"mask.from={cfg.mask.from_run} names the search run whose mask mask=from_run uses, but "
-        f"mask={cfg.mask.name} does not read it; add mask=from_run (or drop mask.from).",
-    )
+    if reads(cfg.stage, "mask"):
+        require(
+            not cfg.mask.from_run or cfg.mask.name == "from_run",
+            f"mask.from={cfg.mask.from_run} names the search run whose mask mask=from_run uses, "
+            f"but mask={cfg.mask.name} does not read it; add mask=from_run (or drop mask.from).",
+        )
     for key in filter(None, map(schema_override_key, overrides)):
         if key.startswith("mask."):
             problem = unread_field_problem(cfg.mask.name, schema.schema_key(key)[len("mask.") :])
             require(problem is None, str(problem))
-        require(
-            key != "pipeline.search" or cfg.mask.name in SEARCHED_MASKS,
-            f"pipeline.search sets the search step's overrides, but mask={cfg.mask.name} is not "
-            "searched: this pipeline runs pretrain, finetune and evaluate. Drop pipeline.search, "
-            "or choose a searched mask (mask=dam, dam_s, dam_block or attention_topk).",
-        )
+        if key.startswith("task.") and reads(cfg.stage, key):
+            problem = unread_task_field_problem(cfg.task, key.removeprefix("task."))
+            require(problem is None, str(problem))
+        if key == "pipeline.search":
+            require(
+                cfg.mask.name in SEARCHED_MASKS,
+                f"pipeline.search sets the search step's overrides, but mask={cfg.mask.name} is "
+                "not searched: this pipeline runs pretrain, finetune and evaluate. Drop "
+                "pipeline.search, or choose a searched mask (mask=dam, dam_s, dam_block or "
+                "attention_topk).",
+            )
 
 
 def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:

@@ -33,6 +33,41 @@ def task_source_problem(task) -> str | None:
     return None
 
 
+# The embedded tasks (data/embedded.py, data/tasks.py: EMBEDDED_SPLITS), whose dev split is one
+# of task.num_folds folds drawn from the data (task.fold); the other tasks' splits are their own.
+EMBEDDED_TASKS = ("polarity", "lee_sts")
+FOLD_FIELDS = ("fold", "num_folds")
+# The settings only extractive question answering reads (data/squad.py).
+QA_FIELDS = (
+    "doc_stride",
+    "max_query_length",
+    "max_answer_length",
+    "n_best",
+    "version_2_with_negative",
+    "null_score_threshold",
+)
+
+
+def unread_task_field_problem(task, field: str) -> str | None:
+    """Why `task` would ignore task.`field` set on the command line, or None when it reads it:
+    the folds only an embedded task's own data are cut into, the QA settings only a question
+    answering task reads."""
+    if field in QA_FIELDS and task.kind != "question_answering":
+        return (
+            f"task.{field} is set, but task={task.name} is a {task.kind} task, which does not read "
+            f"it (question answering does: task=squad, squad_v2); drop task.{field}."
+        )
+    if field in FOLD_FIELDS and (
+        task.name not in EMBEDDED_TASKS or task.glue_dir or task.data_files
+    ):
+        return (
+            f"task.{field} is set, but task={task.name} takes its dev split from its data, not "
+            f"from folds (only the embedded tasks {', '.join(EMBEDDED_TASKS)} without "
+            f"task.glue_dir or task.data_files are cut into folds); drop task.{field}."
+        )
+    return None
+
+
 def source_dataset(spec: str) -> str:
     """The dataset a hub source "path[:config][@revision]" names, without its revision: what a
     `sentence_sources` entry is matched on."""

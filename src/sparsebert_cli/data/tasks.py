@@ -131,10 +131,8 @@ def _source_splits(
     """The splits of a task that is not a GLUE folder: data files, embedded, or the hub."""
     if task_cfg.data_files:
         return file_splits(task_cfg, label_names, cache_dir, train)
-    if task_cfg.name == "polarity":
-        return polarity_splits(task_cfg, seed)
-    if task_cfg.name == "lee_sts":
-        return lee_sts_splits(task_cfg, seed)
+    if task_cfg.name in EMBEDDED_SPLITS:
+        return EMBEDDED_SPLITS[task_cfg.name](task_cfg, seed)
     if task_cfg.hub_path:
         return hub_splits(task_cfg, label_names, cache_dir)
     raise SparseBertError(
@@ -405,3 +403,7 @@ def lee_sts_splits(task_cfg, seed: int) -> dict:
             }
         )
     return splits
+
+
+# The embedded tasks' splits: folds of the data (data/config.py: EMBEDDED_TASKS).
+EMBEDDED_SPLITS = {"polarity": polarity_splits, "lee_sts": lee_sts_splits}
