@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 MASK_SPECIAL = ("dense", "dam", ATTENTION_TOPK, "from_run", "checkpoint")
 CHOICES = {
     "mask.objective": SEARCH_OBJECTIVES,
+    "mask.structure": DAM_STRUCTURES,
+    "mask.l1_norm": L1_NORMS,
     "model.attention_backend": schema.BACKENDS,
     "model.norm": schema.NORM_POSITIONS,
     "model.position_init": schema.POSITION_INITS,
@@ -80,10 +82,6 @@ def mask_names() -> list[str]:
     from sparsebert_cli.masks.patterns import PATTERNS
 
     return sorted({*PATTERNS, *MASK_SPECIAL})
-
-
-def _choices() -> dict[str, tuple[str, ...]]:
-    return {**CHOICES, "mask.structure": DAM_STRUCTURES, "mask.l1_norm": L1_NORMS}
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -259,7 +257,7 @@ def check_ranges(cfg: DictConfig, stage: str) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Raise SparseBertError for the first value of the composed config that cannot work."""
     stage = cfg.stage
-    for key, allowed in _choices().items():
+    for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         require(
             not reads(stage, key) or value in allowed,

@@ -38,6 +38,7 @@ from torch import nn
 
 from sparsebert_cli.attention.block_sparse import expand_tiles
 from sparsebert_cli.attention.diagonal import expand_distances
+from sparsebert_cli.config import ModelConfig
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import (
     DAM_KINDS,
@@ -58,7 +59,7 @@ class DAM(nn.Module):
         tau: float = 1.0,
         hard: bool = True,
         init: float = 0.0,
-        block_size: int = 32,
+        block_size: int = ModelConfig.block_size,
         keep_diagonal_blocks: bool = False,
         target: "SparsityTarget | None" = None,
     ) -> None:
@@ -100,7 +101,11 @@ class DAM(nn.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, block_size: int = 32
+        cls,
+        cfg: MaskConfig | DictConfig,
+        heads: int,
+        layers: int,
+        block_size: int = ModelConfig.block_size,
     ) -> "DAM":
         """DAM of a `mask=dam` config for a model with `heads` heads and `layers` layers
         (`block_size`: the tile of a block DAM, the model's `model.block_size`)."""

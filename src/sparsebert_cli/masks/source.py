@@ -66,7 +66,12 @@ class MaskSource(nn.Module):
 
     @classmethod
     def from_config(
-        cls, cfg: MaskConfig | DictConfig, heads: int, layers: int, n: int, block_size: int = 32
+        cls,
+        cfg: MaskConfig | DictConfig,
+        heads: int,
+        layers: int,
+        n: int,
+        block_size: int = ModelConfig.block_size,
     ) -> "MaskSource":
         """The mask of a `mask` config (dense, a fixed pattern, from_run with a resolved
         directory, or dam) for a model with `heads` heads and `layers` layers, at length n
