@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from sparsebert_cli.errors import SparseBertError
@@ -11,6 +12,7 @@ from sparsebert_cli.masks.stats import sparsity
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.loop import Hooks
 from sparsebert_cli.training.optim import GroupRates, build_optimizer
+from sparsebert_cli.validation import validate_config
 
 
 def test_expected_sparsity_is_one_minus_mean_keep_probability():
@@ -110,14 +112,26 @@ def test_l1_path_is_unchanged_without_a_target():
     ("fields", "message"),
     [
         ({"target_sparsity": 0.9}, "mask.target_sparsity=0.9 and mask.lam=0.0001 are both set"),
-        ({"target_sparsity": 1.0, "lam": 0.0}, "mask.target_sparsity=1.0 must lie in"),
-        ({"target_sparsity": 0.5, "lam": 0.0, "target_warmup": -1}, "mask.target_warmup=-1"),
         ({"keep_diagonal_blocks": True}, "needs mask.structure=block"),
     ],
 )
 def test_conflicting_dam_settings_are_refused(fields, message):
     with pytest.raises(SparseBertError, match=message):
         check_dam_config(MaskConfig(name="dam", **fields))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("mask.target_sparsity=1.0", r"mask.target_sparsity=1.0 must be in \[0, 1\)"),
+        ("mask.target_warmup=-1", "mask.target_warmup=-1 must be ≥ 0"),
+        ("mask.lagrangian_lr=0", "mask.lagrangian_lr=0.0 must be > 0"),
+    ],
+)
+def test_the_targets_settings_out_of_range_are_refused(override, message):
+    cfg = compose_cfg("search", "mask.lam=0", "mask.target_sparsity=0.5", override)
+    with pytest.raises(SparseBertError, match=message):
+        validate_config(cfg)
 
 
 def test_a_target_with_lam_zero_is_accepted():

@@ -75,23 +75,14 @@ class MaskConfig:
 
 
 def check_dam_config(cfg: MaskConfig | DictConfig) -> None:
-    """Refuse DAM settings that cannot work together (a SparseBertError naming the fix)."""
+    """Refuse DAM settings that cannot work together (a SparseBertError naming the fix); each
+    one's range is checked before, with the others (config.RANGES)."""
     target = cfg.target_sparsity
-    if target is not None and not 0 <= target < 1:
-        raise SparseBertError(
-            f"mask.target_sparsity={target} must lie in [0, 1) (the fraction of attention "
-            "entries masked out, e.g. mask.target_sparsity=0.9)."
-        )
     if target is not None and cfg.lam != 0 and cfg.name == "dam":
         raise SparseBertError(
             f"mask.target_sparsity={target} and mask.lam={cfg.lam} are both set: the target "
             "replaces the L1 penalty λ·‖M‖₁. Add mask.lam=0 to steer to the target, or drop "
             "mask.target_sparsity to keep the L1 penalty."
-        )
-    if cfg.target_warmup < 0 or cfg.lagrangian_lr <= 0:
-        raise SparseBertError(
-            f"mask.target_warmup={cfg.target_warmup} must be ≥ 0 and mask.lagrangian_lr="
-            f"{cfg.lagrangian_lr} > 0 (e.g. mask.target_warmup=100 mask.lagrangian_lr=0.01)."
         )
     if cfg.keep_diagonal_blocks and cfg.structure != "block":
         raise SparseBertError(
