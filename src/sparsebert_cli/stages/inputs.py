@@ -117,6 +117,27 @@ def pretraining_data(cfg: DictConfig, tokenizer):
     return splits, collate_pretraining
 
 
+def pretraining_start(cfg: DictConfig, run: runs.Run) -> tuple:
+    """What search and pretrain start from: the model folder (None: a new model), its
+    tokenizer, and the pre-training splits with their collate."""
+    from sparsebert_cli.data.tokenizer import load_tokenizer
+
+    init_from = upstream_model(cfg, run, "pretrain")
+    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
+    return init_from, tokenizer, *pretraining_data(cfg, tokenizer)
+
+
+def pretraining_model(cfg: DictConfig, source, tokenizer, init_from: Path | None):
+    """The pre-training model of `cfg.model` with the mask `source`, sized to the tokenizer's
+    ids, its weights from `init_from` when given."""
+    from sparsebert_cli.data.tokenizer import id_bound
+    from sparsebert_cli.modeling import build_pretraining_model
+
+    return build_pretraining_model(
+        cfg.model, source, vocab_size=id_bound(tokenizer), nsp=cfg.data.nsp, init_from=init_from
+    )
+
+
 def mask_sparsity(model) -> dict[str, float]:
     """The model's mask's `sparsity_metrics`: percent of attention entries it removes, its n."""
     from sparsebert_cli.masks.stats import sparsity_metrics

@@ -9,29 +9,23 @@ from omegaconf import DictConfig
 
 from sparsebert_cli.runs import Run, layout
 from sparsebert_cli.stages.inputs import (
-    cache_dir,
     mask_sparsity,
-    pretraining_data,
+    pretraining_model,
+    pretraining_start,
     resolve_mask,
-    upstream_model,
-    weights_folder,
 )
 from sparsebert_cli.training.evaluation import HeldOutMLM
 from sparsebert_cli.training.loop import Hooks, train
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tokenizer import id_bound, load_tokenizer, save_tokenizer
-    from sparsebert_cli.modeling import build_mask_source, build_pretraining_model, save_checkpoint
+    from sparsebert_cli.data.tokenizer import save_tokenizer
+    from sparsebert_cli.modeling import build_mask_source, save_checkpoint
 
     mask_cfg = resolve_mask(cfg, run)
-    init_from = upstream_model(cfg, run, "pretrain")
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
-    splits, collate = pretraining_data(cfg, tokenizer)
+    init_from, tokenizer, splits, collate = pretraining_start(cfg, run)
     source = build_mask_source(mask_cfg, cfg.model, cfg.data.seq_len, init_from)
-    model = build_pretraining_model(
-        cfg.model, source, vocab_size=id_bound(tokenizer), nsp=cfg.data.nsp, init_from=init_from
-    )
+    model = pretraining_model(cfg, source, tokenizer, init_from)
 
     evaluate = HeldOutMLM(model, splits["eval"], collate, cfg.trainer.eval_batch_size)
     hooks = Hooks(evaluate=evaluate, final=lambda: mask_sparsity(model))

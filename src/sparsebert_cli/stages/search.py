@@ -35,12 +35,7 @@ from sparsebert_cli.masks.stats import sparsity_metrics
 from sparsebert_cli.masks.trace import stacked_snapshots, write_snapshot
 from sparsebert_cli.progress import say
 from sparsebert_cli.runs import Run, atomic_write, layout
-from sparsebert_cli.stages.inputs import (
-    cache_dir,
-    pretraining_data,
-    upstream_model,
-    weights_folder,
-)
+from sparsebert_cli.stages.inputs import pretraining_model, pretraining_start
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import HeldOutMLM, held_out_batches
 from sparsebert_cli.training.loop import Hooks, resolve_device, total_steps, train
@@ -55,32 +50,13 @@ def _write_trace(trace_dir: Path, out: Path) -> None:
     atomic_write(out, lambda tmp: save_file(tensors, tmp))
 
 
-def _starting_point(cfg: DictConfig, run: Run):
-    """The model folder the search starts from (None: a new model), its tokenizer, and the
-    pre-training splits with their collate."""
-    from sparsebert_cli.data.tokenizer import load_tokenizer
-
-    init_from = upstream_model(cfg, run, "pretrain")
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
-    return init_from, tokenizer, *pretraining_data(cfg, tokenizer)
-
-
-def _pretraining_model(cfg: DictConfig, source, tokenizer, init_from):
-    from sparsebert_cli.data.tokenizer import id_bound
-    from sparsebert_cli.modeling import build_pretraining_model
-
-    return build_pretraining_model(
-        cfg.model, source, vocab_size=id_bound(tokenizer), nsp=cfg.data.nsp, init_from=init_from
-    )
-
-
 @torch.no_grad()
 def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
     """The attention-mass top-k mask of the (dense) starting model, saved as the search's mask."""
     from sparsebert_cli.masks.source import MaskSource
 
-    init_from, tokenizer, splits, collate = _starting_point(cfg, run)
-    model = _pretraining_model(cfg, MaskSource("dense"), tokenizer, init_from)
+    init_from, tokenizer, splits, collate = pretraining_start(cfg, run)
+    model = pretraining_model(cfg, MaskSource("dense"), tokenizer, init_from)
     model.to(resolve_device(cfg.trainer))
     attention = AttentionMap(cfg.data.seq_len)
     train = splits["train"]  # not the held-out split the masks are compared on afterwards
@@ -106,16 +82,16 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
 
     if cfg.mask.name == ATTENTION_TOPK:
         return _attention_topk(cfg, run)
-    init_from, tokenizer, splits, collate = _starting_point(cfg, run)
+    init_from, tokenizer, splits, collate = pretraining_start(cfg, run)
     source = build_mask_source(cfg.mask, cfg.model, cfg.data.seq_len, init_from)
-    model = _pretraining_model(cfg, source, tokenizer, init_from)
+    model = pretraining_model(cfg, source, tokenizer, init_from)
     dam = source.dam
     total = total_steps(cfg.trainer, len(splits["train"]))
     trace_dir = layout(run.dir).trace
     warmup = cfg.mask.head_warmup
     objective = model
     if cfg.mask.objective == "distill":
-        teacher = _pretraining_model(cfg, MaskSource("dense"), tokenizer, init_from)
+        teacher = pretraining_model(cfg, MaskSource("dense"), tokenizer, init_from)
         objective = DistillationObjective(model, teacher)
 
     def after_step(step: int) -> dict[str, float]:
