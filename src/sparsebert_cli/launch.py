@@ -75,6 +75,14 @@ def existing_run(run_dir: Path, chash: str) -> dict | None:
     return existing
 
 
+def _mark_interrupted(run: runs.Run, reason: str) -> None:
+    """Mark `run` interrupted with its newest complete checkpoint, which a rerun resumes from."""
+    from sparsebert_cli.training.checkpoint import complete_checkpoints
+
+    kept = complete_checkpoints(runs.layout(run.dir).checkpoints)
+    run.interrupt(reason, kept[-1] if kept else None)
+
+
 def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     """Run `cfg.stage` in `run_dir` (or return the metrics of the same completed job there)."""
     import torch
@@ -99,10 +107,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     try:
         metrics = stage_runner(cfg.stage)(cfg, run)
     except (interrupt.Interrupted, KeyboardInterrupt) as e:  # the latter: no handler installed
-        from sparsebert_cli.training.checkpoint import complete_checkpoints
-
-        kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
-        run.interrupt(str(e) or "SIGINT", kept[-1] if kept else None)
+        _mark_interrupted(run, str(e) or "SIGINT")
         raise
     except BaseException as e:
         run.fail(str(e) if isinstance(e, SparseBertError) else f"{type(e).__name__}: {e}")
@@ -191,10 +196,7 @@ def _run_torchrun(cmd: list[str], run_dir: Path) -> int:
                 continue  # torchrun is stopping them; leaving now would orphan them
         manifest = runs.load_manifest(run_dir) or {}
         if manifest.get("status") in ("running", "failed"):  # killed, or a rank lost its peer
-            from sparsebert_cli.training.checkpoint import complete_checkpoints
-
-            kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
-            runs.Run(run_dir, manifest).interrupt(str(stop), kept[-1] if kept else None)
+            _mark_interrupted(runs.Run(run_dir, manifest), str(stop))
         raise
 
 
