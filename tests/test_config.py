@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import re
 
 import pytest
 from conftest import compose_cfg
@@ -194,3 +195,19 @@ def test_a_pinned_revision_still_matches_its_sentence_source():
     validate_config(
         compose_cfg("pretrain", "data=bookcorpus", "data.hub_sources=[bookcorpus/bookcorpus@r1]")
     )
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("mask.target_sparsity=80", "(a fraction: mask.target_sparsity=0.8 for 80 %)"),
+        ("data.mlm_probability=15", "(a fraction: data.mlm_probability=0.15 for 15 %)"),
+    ],
+)
+def test_a_percentage_given_for_a_fraction_is_refused_with_the_fraction(override, hint):
+    """Reported sparsities are percentages; the settings are fractions: 80 was refused as out of
+    [0, 1) without saying so."""
+    stage = "search" if override.startswith("mask") else "pretrain"
+    extra = ["mask.lam=0"] if stage == "search" else []
+    with pytest.raises(SparseBertError, match=re.escape(hint)):
+        validate_config(compose_cfg(stage, *extra, override))

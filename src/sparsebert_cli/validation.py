@@ -248,9 +248,11 @@ def check_ranges(cfg: DictConfig, stage: str) -> None:
         for v in values:
             if v is None:
                 continue
+            percent = allowed.high == 1 and isinstance(v, int | float) and 1 < v <= 100
             require(
                 not isinstance(v, bool) and allowed.holds(v),
-                f"{key}={value} must be {allowed}; set {key} to a value in that range.",
+                f"{key}={value} must be {allowed}; set {key} to a value in that range"
+                + (f" (a fraction: {key}={v / 100:g} for {v:g} %)." if percent else "."),
             )
 
 
