@@ -211,3 +211,9 @@ def test_a_percentage_given_for_a_fraction_is_refused_with_the_fraction(override
     extra = ["mask.lam=0"] if stage == "search" else []
     with pytest.raises(SparseBertError, match=re.escape(hint)):
         validate_config(compose_cfg(stage, *extra, override))
+
+
+def test_a_fraction_out_of_range_that_is_no_whole_percentage_gets_no_hint():
+    with pytest.raises(SparseBertError) as error:
+        validate_config(compose_cfg("pretrain", "trainer.warmup=1.5"))
+    assert "must be in [0, 1)" in str(error.value) and "a fraction" not in str(error.value)

@@ -248,7 +248,10 @@ def check_ranges(cfg: DictConfig, stage: str) -> None:
         for v in values:
             if v is None:
                 continue
-            percent = allowed.high == 1 and isinstance(v, int | float) and 1 < v <= 100
+            # a whole number in (1, 100] for a fraction reads as a percentage (80 for 0.8)
+            percent = (
+                allowed.high == 1 and isinstance(v, int | float) and 1 < v <= 100 and v == int(v)
+            )
             require(
                 not isinstance(v, bool) and allowed.holds(v),
                 f"{key}={value} must be {allowed}; set {key} to a value in that range"
