@@ -75,11 +75,12 @@ def check_job(
 
 def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str], list[str]]]:
     """(folder, (action, why), job overrides) of every job `sparsebert <stage> <args>` would launch."""
-    return [
-        (acts_in, (action, why), job)
-        for cfg, folder, job, here in job_configs(stage, args)
-        for action, why, acts_in in [job_status(cfg, folder, job, not is_multirun(args), here)]
-    ]
+    single_run = not is_multirun(args)
+    planned = []
+    for cfg, folder, job, here in job_configs(stage, args):
+        action, why, acts_in = job_status(cfg, folder, job, single_run, here)
+        planned.append((acts_in, (action, why), job))
+    return planned
 
 
 def job_configs(stage: str, args: list[str]) -> Iterator[tuple[DictConfig, Path, list[str], bool]]:

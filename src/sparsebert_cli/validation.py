@@ -248,15 +248,13 @@ def check_ranges(cfg: DictConfig, stage: str) -> None:
         for v in values:
             if v is None:
                 continue
-            # a whole number in (1, 100] for a fraction reads as a percentage (80 for 0.8)
-            percent = (
-                allowed.high == 1 and isinstance(v, int | float) and 1 < v <= 100 and v == int(v)
-            )
-            require(
-                not isinstance(v, bool) and allowed.holds(v),
-                f"{key}={value} must be {allowed}; set {key} to a value in that range"
-                + (f" (a fraction: {key}={v / 100:g} for {v:g} %)." if percent else "."),
-            )
+            if isinstance(v, bool) or not allowed.holds(v):
+                # a whole number in (1, 100] for a fraction reads as a percentage (80 for 0.8)
+                percent = allowed.high == 1 and 1 < v <= 100 and v == int(v)
+                raise SparseBertError(
+                    f"{key}={value} must be {allowed}; set {key} to a value in that range"
+                    + (f" (a fraction: {key}={v / 100:g} for {v:g} %)." if percent else ".")
+                )
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -939,13 +937,14 @@ def check_override_values(args: list[str]) -> list[str]:
         if key in groups and override.value() is None and not override.is_delete():
             raise _group_needed(arg, key)
         group = key.removesuffix(".name")
-        named = [v for v in values or [] if isinstance(v, str) and v in _options(group)]
-        if key == f"{group}.name" and group in groups and named:
-            # `mask.name=window` kept dense's settings: window 0, a diagonal-only mask
-            raise SparseBertError(
-                f"{arg} renames the {group} but keeps the settings of the {group} option "
-                f"chosen (its defaults otherwise); choose the option itself: {group}={named[0]}."
-            )
+        if group != key and group in groups:  # `mask.name=window` kept dense's window 0
+            named = [v for v in values or [] if isinstance(v, str) and v in _options(group)]
+            if named:
+                raise SparseBertError(
+                    f"{arg} renames the {group} but keeps the settings of the {group} option "
+                    f"chosen (its defaults otherwise); choose the option itself: {group}="
+                    f"{named[0]}."
+                )
         if values == []:  # Hydra would launch no job and exit 0
             options = f" (the {key} options: {', '.join(_options(key))})" if key in groups else ""
             raise SparseBertError(
