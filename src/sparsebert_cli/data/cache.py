@@ -24,7 +24,10 @@ def file_fingerprint(paths) -> list[tuple[str, int, int]]:
     """
     found = []
     for path in sorted({str(user_path(p).resolve()) for p in paths}):
-        info = Path(path).stat()
+        try:
+            info = Path(path).stat()
+        except FileNotFoundError:  # deleted since its folder was listed: not part of the data
+            continue
         found.append((path, info.st_size, info.st_mtime_ns))
     return found
 
