@@ -248,9 +248,11 @@ def check_ranges(cfg: DictConfig, stage: str) -> None:
         for v in values:
             if v is None:
                 continue
-            if isinstance(v, bool) or not allowed.holds(v):
+            # a bool, or text an interpolation resolved to (seed=${oc.env:HOME}), is no number
+            if isinstance(v, bool) or not isinstance(v, int | float) or not allowed.holds(v):
                 # a whole number in (1, 100] for a fraction reads as a percentage (80 for 0.8)
-                percent = allowed.high == 1 and 1 < v <= 100 and v == int(v)
+                number = isinstance(v, int | float) and not isinstance(v, bool)
+                percent = number and allowed.high == 1 and 1 < v <= 100 and v == int(v)
                 raise SparseBertError(
                     f"{key}={value} must be {allowed}; set {key} to a value in that range"
                     + (f" (a fraction: {key}={v / 100:g} for {v:g} %)." if percent else ".")
