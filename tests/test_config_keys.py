@@ -299,6 +299,9 @@ def test_mask_from_beside_another_mask_is_refused_in_a_single_run():
     [
         ("search", ["mask=dam", "mask.window=5"], "mask.window"),  # forked the search's hash
         ("search", ["mask=attention_topk", "mask.seed=3"], "mask.seed"),
+        ("search", ["mask=attention_topk", "mask.tau=2"], "mask.tau"),  # a DAM's only
+        ("search", ["mask=dam", "mask.lagrangian_lr=0.1"], "mask.lagrangian_lr"),  # no target
+        ("search", ["mask=dam_s", "mask.target_warmup=5"], "mask.target_warmup"),
         ("pretrain", ["mask=window", "mask.lam=1"], "mask.lam"),  # silently dropped
         ("pretrain", ["mask=window", "mask.seq_len=64"], "mask.seq_len"),
         ("pretrain", ["mask=strided", "mask.window=2"], "mask.window"),
@@ -352,6 +355,9 @@ def test_a_task_setting_the_task_does_not_read_is_refused_in_a_single_run(overri
     "stage, overrides",
     [
         ("search", ["mask=dam_s", "mask.lam=1e-3", "mask.seq_len=64", "mask.hard=false"]),
+        ("search", ["mask=dam", "mask.lam=0", "mask.target_sparsity=0.9", "mask.target_warmup=5"]),
+        ("search", ["mask=dam_block", "mask.keep_diagonal_blocks=true"]),
+        ("search", ["mask=attention_topk", "mask.target_sparsity=0.5", "mask.share_layers=false"]),
         ("pretrain", ["mask=bigbird", "mask.window=2", "mask.random_keys=3", "mask.seed=1"]),
         ("pretrain", ["mask=from_run", "mask.from_run=latest"]),
         ("pretrain", ["mask=random", "mask.density=0.2"]),

@@ -141,12 +141,12 @@ def test_a_target_with_lam_zero_is_accepted():
 def test_a_dam_without_target_or_blocks_hashes_without_the_new_keys():
     from dataclasses import asdict
 
-    from sparsebert_cli.masks.config import dam_identity
+    from sparsebert_cli.masks.config import mask_identity
 
     plain = asdict(MaskConfig(name="dam"))
-    assert "target_sparsity" not in dam_identity(plain)
-    assert "keep_diagonal_blocks" not in dam_identity(plain)
-    steered = dam_identity({**plain, "structure": "block", "target_sparsity": 0.9, "lam": 0.0})
+    assert "target_sparsity" not in mask_identity(plain)
+    assert "keep_diagonal_blocks" not in mask_identity(plain)
+    steered = mask_identity({**plain, "structure": "block", "target_sparsity": 0.9, "lam": 0.0})
     assert steered["target_sparsity"] == 0.9 and "keep_diagonal_blocks" in steered
 
 

@@ -523,7 +523,7 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
         )
     for key in filter(None, map(schema_override_key, overrides)):
         if key.startswith("mask."):
-            problem = unread_field_problem(cfg.mask.name, schema.schema_key(key)[len("mask.") :])
+            problem = unread_field_problem(cfg.mask, schema.schema_key(key)[len("mask.") :])
             require(problem is None, str(problem))
         if key.startswith("task.") and reads(cfg.stage, key):
             problem = unread_task_field_problem(cfg.task, key.removeprefix("task."))

@@ -2,7 +2,8 @@
 
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 from omegaconf import DictConfig
 
@@ -91,17 +92,8 @@ def check_dam_config(cfg: MaskConfig | DictConfig) -> None:
         )
 
 
-TARGET_KEYS = ("target_sparsity", "target_warmup", "lagrangian_lr")
-
-
-def dam_identity(mask: dict) -> dict:
-    """The DAM settings a search reads: the target's keys only with a target, the block keys only
-    for a block DAM (so runs from before these options keep their content hash)."""
-    unread = [*(TARGET_KEYS if mask.get("target_sparsity") is None else ())]
-    if mask.get("structure") != "block":
-        unread.append("keep_diagonal_blocks")
-    return {k: v for k, v in mask.items() if k not in unread}
-
+# A DAM reads these only with mask.target_sparsity set.
+TARGET_ONLY = ("target_warmup", "lagrangian_lr")
 
 # The MaskConfig fields each fixed pattern reads: masks/patterns.py's PATTERNS take them as
 # keyword arguments (a test holds the two together). Here, torch-free, for the report and hash.
@@ -117,47 +109,70 @@ PATTERN_FIELDS: dict[str, tuple[str, ...]] = {
     "window": ("window",),
     "random": ("density", "seed"),
 }
-
-# The fields only fixed patterns read: a search (DAM, its top-k control) and a searched mask
-# read none of them.
+# What the other non-DAM masks read: a searched mask its run; the checkpoint's mask nothing.
+MASK_FIELDS: dict[str, tuple[str, ...]] = {
+    **PATTERN_FIELDS,
+    "from_run": ("from_run",),
+    "checkpoint": (),
+    ATTENTION_TOPK: ("target_sparsity", "share_layers"),
+}
+# The fields only fixed patterns read.
 PATTERN_ONLY = tuple(sorted({field for fields in PATTERN_FIELDS.values() for field in fields}))
+# The fields a DAM can read: all but the patterns' and the searched mask's.
+DAM_FIELDS = tuple(
+    f.name for f in fields(MaskConfig) if f.name not in (*PATTERN_ONLY, "name", "from_run")
+)
 
 
-def unread_field_problem(name: str, field: str) -> str | None:
-    """Why mask=`name` would ignore mask.`field` set on the command line, or None when it reads
-    it: a fixed pattern reads its PATTERN_FIELDS, a searched mask (from_run) its from_run, the
-    checkpoint's mask nothing, a search (dam, attention_topk) every field but the patterns'."""
-    if name in SEARCHED_MASKS:
-        read = field not in PATTERN_ONLY
-    else:
-        read = field in PATTERN_FIELDS.get(name, ("from_run",) if name == "from_run" else ())
-    if read or field == "name":
+def read_fields(mask: Mapping) -> tuple[str, ...]:
+    """The settings mask=`mask["name"]` reads besides its name: what a run refuses beside it
+    (`unread_field_problem`) and what its content hash keeps (`mask_identity`). A DAM reads the
+    target's settings only with a target, keep_diagonal_blocks only as a block DAM."""
+    if mask["name"] != "dam":
+        return MASK_FIELDS.get(mask["name"], ())
+    unread = [*(TARGET_ONLY if mask.get("target_sparsity") is None else ())]
+    if mask.get("structure") != "block":
+        unread.append("keep_diagonal_blocks")
+    return tuple(f for f in DAM_FIELDS if f not in unread)
+
+
+def _readers(field: str) -> str:
+    """The masks that read mask.`field`, for a message."""
+    if field in TARGET_ONLY:
+        return "mask=dam with mask.target_sparsity set"
+    if field == "keep_diagonal_blocks":
+        return "mask=dam_block"
+    names = [name for name, read in MASK_FIELDS.items() if field in read]
+    if field in DAM_FIELDS:
+        names.append("dam (dam_s, dam_block)")
+    return "mask=" + ", ".join(names)
+
+
+def unread_field_problem(mask: Mapping, field: str) -> str | None:
+    """Why the chosen mask would ignore mask.`field` set on the command line, or None when it
+    reads it."""
+    if field == "name" or field in read_fields(mask):
         return None
-    if field in PATTERN_ONLY:
-        readers = "the patterns " + ", ".join(p for p, f in PATTERN_FIELDS.items() if field in f)
-    elif field == "from_run":
-        readers = "mask=from_run"
-    else:
-        readers = "a search: mask=dam (dam_s, dam_block) or attention_topk"
     return (
-        f"mask.{field} is set, but mask={name} does not read it, so it would be ignored; drop "
-        f"mask.{field}, or choose a mask that reads it ({readers})."
+        f"mask.{field} is set, but mask={mask['name']} does not read it, so it would be ignored; "
+        f"drop mask.{field}, or choose a mask that reads it ({_readers(field)})."
     )
 
 
-def mask_identity(mask: dict) -> dict:
+def mask_identity(mask: Mapping) -> dict:
     """Only the mask settings the chosen mask reads (what makes two masks differ): dense with
-    λ=1e-4 is dense with λ=1e-3, and window with stride=3 is window."""
+    λ=1e-4 is dense with λ=1e-3, and window with stride=3 is window. A DAM's identity is every
+    key but the DAM settings it does not read (and a None target), the checkpoint's its from_run:
+    the pattern keys and from_run were hashed before they were refused beside them, and earlier
+    runs keep their hash."""
     name = mask["name"]
-    if name in PATTERN_FIELDS:
-        return {"name": name, **{k: mask.get(k) for k in PATTERN_FIELDS[name]}}
-    if name in ("from_run", "checkpoint"):
-        return {"name": name, "from_run": mask.get("from_run")}
     if name == "dam":
-        return dam_identity(mask)
-    if name == ATTENTION_TOPK:
-        return {k: mask.get(k) for k in ("name", "target_sparsity", "share_layers")}
-    return mask
+        unread = set(DAM_FIELDS) - set(read_fields(mask))
+        if mask.get("target_sparsity") is None:
+            unread.add("target_sparsity")
+        return {k: v for k, v in mask.items() if k not in unread}
+    read = ("from_run",) if name == "checkpoint" else read_fields(mask)
+    return {"name": name, **{k: mask.get(k) for k in read}}
 
 
 def head_warmup_problem(head_warmup: int, total: int) -> str | None:
