@@ -272,6 +272,23 @@ def test_an_output_folder_that_cannot_be_made_is_one_error_line(capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_run_file_that_cannot_be_read_is_named_as_read_not_write(search_run, monkeypatch, capsys):
+    """Every OSError was reported as "cannot write … choose an --out-dir", a read failure too."""
+    import sparsebert_cli.reporting.importance as importance
+
+    run_dir, _ = search_run
+    trace = runs.layout(run_dir).importance_trace
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(trace))
+
+    monkeypatch.setattr(importance, "write_importance_figures", unreadable)
+    assert main(["--figures", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {trace} (Permission denied)"), err
+    assert "--out" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "argv, refused",
     [

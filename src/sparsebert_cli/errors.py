@@ -8,6 +8,11 @@ class SparseBertError(Exception):
     """
 
 
+class UnwritableError(OSError):
+    """A file could not be written (`filename`: the path meant), as opposed to one that could not
+    be read: a tool that both reads and writes tells the user which of the two failed."""
+
+
 def first_line(error: BaseException, default: str = "") -> str:
     """The first line of an exception's message (libraries' messages run to many lines), or
     `default` when it has none."""

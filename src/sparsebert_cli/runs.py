@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, UnwritableError
 from sparsebert_cli.progress import say
 from sparsebert_cli.user_paths import expand_path, path_is, user_path
 
@@ -126,12 +126,16 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
             f"{path} cannot be written: {nearest_existing(path.parent)} is a file, not a folder; "
             "choose a path whose folders are folders."
         ) from None
+    except OSError as error:  # a folder that cannot be made (permissions, a read-only place)
+        raise UnwritableError(error.errno, error.strerror, str(path)) from error
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
         write(str(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise UnwritableError(error.errno, error.strerror, str(path)) from error
     finally:
         if os.path.lexists(tmp):  # (unlink would fail again on a read-only file system)
             tmp.unlink()

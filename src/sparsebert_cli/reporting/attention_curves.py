@@ -62,9 +62,8 @@ def write_attention_curves(run_dir: Path, out_dir: Path) -> list[Path]:
     accuracy.set_ylabel("held-out MLM accuracy % (green)")
     fig.suptitle(f"{Path(run_dir).name}: the gate's thresholds dotted")
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
     figure, numbers = out_dir / FIGURE, out_dir / NUMBERS
-    fig.savefig(figure, dpi=120)
+    runs.atomic_write(figure, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
     runs.atomic_write_json(numbers, history)
     return [figure, numbers]

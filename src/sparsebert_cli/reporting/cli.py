@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.config import schema_key
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, UnwritableError
 from sparsebert_cli.masks.config import META_FILE
 from sparsebert_cli.progress import table_console
 from sparsebert_cli.tools import positive_int
@@ -122,17 +122,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="figures folder (default: RUN/figures, or ./figures; --frontier: the first PATH)",
     )
     args = parser.parse_args(argv)
-    figures = any(x is not None for x in (args.figures, args.patterns, args.occlusion))
-    if figures and args.paths:
+    modes = ("figures", "patterns", "occlusion")
+    drawn = next((m for m in modes if getattr(args, m) is not None), None)
+    if drawn and args.paths:
         parser.error("give either PATH... for the table or --figures/--patterns/--occlusion")
-    if not figures and not args.paths:
+    if not drawn and not args.paths:
         parser.error("give the sweep or run folders to report on (PATH...), or --figures RUN")
-    if figures and args.frontier:
+    if drawn and args.frontier:
         parser.error("--frontier reports on PATH...; draw --figures/--patterns separately")
-    args.mode = next(
-        (m for m in ("figures", "patterns", "occlusion") if getattr(args, m) is not None),
-        "frontier" if args.frontier else "table",
-    )
+    args.mode = drawn or ("frontier" if args.frontier else "table")
     read = MODE_OPTIONS[args.mode]
     for option in sorted({o for options in MODE_OPTIONS.values() for o in options} - set(read)):
         if getattr(args, option) is not None:
@@ -298,10 +296,17 @@ def main(argv: list[str]) -> int:
     except SparseBertError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except OSError as error:  # an output path that cannot be written (read-only, no such place)
+    except UnwritableError as error:  # an output path (read-only, no such place, disk full)
         print(
             f"error: cannot write {error.filename} ({error.strerror or error}); choose an --out "
             "or --out-dir in a folder you can write to.",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as error:  # a run's file or folder that cannot be read
+        print(
+            f"error: cannot read {error.filename or 'a run file'} ({error.strerror or error}); "
+            "make the run folders readable (or report on a copy of them).",
             file=sys.stderr,
         )
         return 1
