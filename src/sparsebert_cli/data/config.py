@@ -14,8 +14,10 @@ LOCAL_TASK_SOURCES = {
 
 
 def task_source_problem(task) -> str | None:
-    """Why the task's local sources would not all be read (a key its kind does not read, two
-    at once: the first won), or None."""
+    """Why the task's local sources would not all be read (a key its kind does not read, a GLUE
+    folder beside a task GLUE does not have, two at once: the first won), or None."""
+    from sparsebert_cli.data.glue import GLUE_TASKS
+
     given = [key for key in ("glue_dir", "data_dir", "data_files") if task.get(key)]
     readable = LOCAL_TASK_SOURCES.get(task.kind, ())
     for key in given:
@@ -25,6 +27,11 @@ def task_source_problem(task) -> str | None:
                 f"{' or '.join(f'task.{k}' for k in readable)}); drop task.{key} or use one of "
                 "those."
             )
+    if "glue_dir" in given and task.name not in GLUE_TASKS:
+        return (
+            f"task.glue_dir is set but task={task.name} is not a GLUE task ({sorted(GLUE_TASKS)}), "
+            "so the folder would not be read; drop task.glue_dir or pick a GLUE task."
+        )
     if len(given) > 1:
         return (
             f"task={task.name} has two local sources, "

@@ -113,12 +113,7 @@ def raw_splits(
     `train`: a GLUE folder's train.tsv is then neither needed nor read)."""
     import datasets
 
-    if task_cfg.glue_dir:
-        if task_cfg.name not in GLUE_TASKS:
-            raise SparseBertError(
-                f"task.glue_dir is set but task={task_cfg.name} is not a GLUE task "
-                f"({sorted(GLUE_TASKS)}). Drop task.glue_dir or pick a GLUE task."
-            )
+    if task_cfg.glue_dir:  # a GLUE task's (data/config.task_source_problem)
         columns = read_glue_folder(task_cfg.name, Path(task_cfg.glue_dir), label_names, train)
         return {name: datasets.Dataset.from_dict(c) for name, c in columns.items()}
     splits = _source_splits(task_cfg, label_names, cache_dir, seed, train)
