@@ -80,6 +80,20 @@ def test_star_reaches_everyone_in_two_layers_through_the_relay():
     assert reach_layers(star(9, 1)) == 2
 
 
+def test_a_sparse_layer_graph_reaches_as_the_dense_product(monkeypatch):
+    """Below SPARSE_HOP_DENSITY a layer's graph multiplies as CSR (`masks --seq-len 4096` took
+    minutes of dense n × n products); the layers it counts are the dense product's."""
+    from sparsebert_cli.masks import stats
+
+    assert reach_layers(window(200, 1, window=1)) == 199  # 1.5 % dense: the CSR path
+    graphs = torch.rand(2, 1, 120, 120, generator=torch.Generator().manual_seed(0)) < 0.03
+    found = {}
+    for density in (0.0, 1.0):  # every graph dense, every graph sparse
+        monkeypatch.setattr(stats, "SPARSE_HOP_DENSITY", density)
+        found[density] = reach_layers(graphs)
+    assert found[0.0] == found[1.0] is not None
+
+
 def test_reach_is_not_computed_beyond_its_limit():
     assert reach_layers(window(5, 1, window=1), limit=3) is None
     assert reach_layers(window(5, 1, window=1), limit=4) == 4

@@ -14,7 +14,7 @@ from pathlib import Path
 from sparsebert_cli import runs
 from sparsebert_cli.config import STAGES
 from sparsebert_cli.errors import SparseBertError
-from sparsebert_cli.progress import table_console
+from sparsebert_cli.progress import say, table_console
 from sparsebert_cli.user_paths import path_is, user_path
 
 # The manifest fields `ls --show` prints, in this order.
@@ -282,12 +282,22 @@ def print_mask_table(rows: list[dict], n: int, heads: int, layers: int) -> None:
     table_console().print(table)
 
 
+# From this n on, `sparsebert masks` takes seconds per pattern (each an H × n × n mask with its
+# connectivity: under a minute for all at n = 4096 on 2 cores) and says which it measures.
+SLOW_CATALOGUE_N = 2048
+
+
 def masks_main(argv: list[str]) -> int:
     """`sparsebert masks [--seq-len N] [--heads H] [--layers L] [--json] [--check]`."""
     from sparsebert_cli.masks.catalogue import catalogue
 
     args = _masks_args(argv)
-    rows = catalogue(args.seq_len, args.heads, args.layers)
+
+    def progress(name: str) -> None:  # on stderr: --json's output stays JSON
+        say(f"masks: measuring {name} at n={args.seq_len}...", to_stderr=True)
+
+    slow = args.seq_len >= SLOW_CATALOGUE_N  # seconds per pattern: say which one
+    rows = catalogue(args.seq_len, args.heads, args.layers, progress if slow else None)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

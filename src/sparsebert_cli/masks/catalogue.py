@@ -6,6 +6,8 @@ Each pattern is built from its preset conf/mask/<name>.yaml. The searched masks 
 inside the functions, so importing this module stays instant.
 """
 
+from collections.abc import Callable
+
 
 def presets(names: list[str]) -> dict:
     """The `mask` config of each conf/mask/<name>.yaml, on top of the MaskConfig defaults."""
@@ -32,13 +34,18 @@ def presets(names: list[str]) -> dict:
     return configs
 
 
-def catalogue(n: int, heads: int, layers: int) -> list[dict]:
-    """One row per fixed pattern, from its preset: name, params, sparsity (%), row density (%), connectivity."""
+def catalogue(
+    n: int, heads: int, layers: int, progress: Callable[[str], None] | None = None
+) -> list[dict]:
+    """One row per fixed pattern, from its preset: name, params, sparsity (%), row density (%),
+    connectivity; `progress` is told each pattern's name before it is measured."""
     from sparsebert_cli.masks.patterns import PATTERNS, pattern_mask, pattern_params
     from sparsebert_cli.masks.stats import connectivity, row_density, sparsity
 
     rows = []
     for name, cfg in presets(list(PATTERNS)).items():
+        if progress is not None:
+            progress(name)
         mask = pattern_mask(cfg, n, heads)[None]  # [1, H, n, n]: shared by all layers
         rows.append(
             {
