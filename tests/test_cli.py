@@ -139,6 +139,29 @@ def test_a_groups_name_set_to_an_option_is_refused_naming_the_option(override, o
     assert err.startswith(f"error: {override} renames") and f"option itself: {option}." in err
 
 
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (
+            ["pretrain", "mask", "window"],
+            "'mask' has no value (did you mean mask=window?): a group",
+        ),
+        (["pretrain", "mask", "=", "window"], "'mask' has no value: a group is chosen as mask="),
+        (["finetune", "mrpc"], "'mrpc' is not an override: write key=value"),
+        (["pretrain", "--cfg", "job", "trainer.max_steps"], "'trainer.max_steps' is not an"),
+        (["search", "~mask.tau_final", "mask"], "'mask' has no value"),  # a deletion is one
+    ],
+)
+def test_a_word_that_is_not_an_override_is_refused_in_one_line(argv, said, capsys):
+    """Hydra answered "Error parsing override 'mask' missing EQUAL at '<EOF>'"; a Hydra flag's
+    value (`--cfg job`) is not an override."""
+    from sparsebert_cli.cli import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {said}") and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["pretrain", "-h"]])
 def test_validate_help_says_what_it_checks_and_exits_0(argv, capsys):
     """The top-level help says tools take --help; validate printed its usage and exited 2."""

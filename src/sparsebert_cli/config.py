@@ -316,6 +316,11 @@ def register_hydra_extensions() -> None:
 
 # Hydra's flags for a sweep: the command line's jobs are the product of its values.
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# Hydra's flags that take the next word as their value (`--cfg job`, `--info searchpath`).
+HYDRA_VALUE_FLAGS = (
+    "-c", "--cfg", "-p", "--package", "-i", "--info", "-cn", "--config-name", "-cp",
+    "--config-path", "-cd", "--config-dir", "-sc", "--shell-completion", "--experimental-rerun",
+)  # fmt: skip
 
 
 def is_multirun(args: list[str]) -> bool:

@@ -993,6 +993,27 @@ def check_override_values(args: list[str]) -> list[str]:
     return sweeps
 
 
+def _check_words(args: list[str]) -> None:
+    """Refuse a word that is neither a flag, a flag's value nor key=value (`mask dense`), before
+    Hydra answers "Error parsing override 'mask': missing EQUAL at '<EOF>'"."""
+    groups = group_names() - {"hydra"}
+    for before, arg, after in zip([None, *args[:-1]], args, [*args[1:], None], strict=True):
+        if arg.startswith(("-", "~")) or "=" in arg or before in schema.HYDRA_VALUE_FLAGS:
+            continue  # a flag, a deletion (~key), key=value or a flag's value
+        if arg in groups:
+            options = _options(arg)
+            hint = f" (did you mean {arg}={after}?)" if after in options else ""
+            raise SparseBertError(
+                f"'{arg}' has no value{hint}: a group is chosen as {arg}=<option>, with no spaces "
+                f"around '=', one of {', '.join(options)} (conf/{arg}/)."
+            )
+        raise SparseBertError(
+            f"'{arg}' is not an override: write key=value (trainer.max_steps=100) or "
+            "group=option (mask=window), with no spaces around '='; `sparsebert <stage> --help` "
+            "lists the groups and keys."
+        )
+
+
 def check_safe_overrides(args: list[str]) -> None:
     """Refuse, before Hydra creates any folder or runs any code, what the command line may not do:
     name a run folder that is not one safe folder name, or bring code (`_target_`, callbacks,
@@ -1006,6 +1027,7 @@ def check_safe_overrides(args: list[str]) -> None:
             "value per key) to print a job's config, or replace --cfg with --dry-run to list "
             "the sweep's jobs."
         )
+    _check_words(args)
     parser = OverridesParser.create()
     for arg in args:
         if arg.split("=", 1)[0] in ("-cd", "--config-dir", "-cp", "--config-path"):
