@@ -162,6 +162,13 @@ def test_a_word_that_is_not_an_override_is_refused_in_one_line(argv, said, capsy
     assert err.startswith(f"error: {said}") and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("args", [[], ["mask=window"], ["--cfg", "job"], ["~mask.tau_final"]])
+def test_overrides_flags_and_no_words_at_all_pass_the_word_check(args):
+    from sparsebert_cli.validation import check_safe_overrides
+
+    check_safe_overrides(args)  # no override at all ended in a zip() ValueError
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["pretrain", "-h"]])
 def test_validate_help_says_what_it_checks_and_exits_0(argv, capsys):
     """The top-level help says tools take --help; validate printed its usage and exited 2."""

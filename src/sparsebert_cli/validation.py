@@ -997,7 +997,8 @@ def _check_words(args: list[str]) -> None:
     """Refuse a word that is neither a flag, a flag's value nor key=value (`mask dense`), before
     Hydra answers "Error parsing override 'mask': missing EQUAL at '<EOF>'"."""
     groups = group_names() - {"hydra"}
-    for before, arg, after in zip([None, *args[:-1]], args, [*args[1:], None], strict=True):
+    for i, arg in enumerate(args):
+        before, after = args[i - 1] if i else None, args[i + 1] if i + 1 < len(args) else None
         if arg.startswith(("-", "~")) or "=" in arg or before in schema.HYDRA_VALUE_FLAGS:
             continue  # a flag, a deletion (~key), key=value or a flag's value
         if arg in groups:
