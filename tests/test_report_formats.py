@@ -103,6 +103,14 @@ def test_csv_has_mean_std_n_and_status_per_column(sweep):
     assert rows[1]["RTE acc mean"] == "" and rows[1]["average"] == ""
 
 
+def test_latex_of_the_tables_symbols_is_ascii():
+    """The pre-training table's header `MLM loss − dense` kept a U+2212 that pdflatex refuses."""
+    from sparsebert_cli.reporting.formats import DELTA_HEADER, latex_escape
+
+    assert latex_escape(DELTA_HEADER) == "MLM loss $-$ dense (same seed)"
+    assert latex_escape("± × ≥ ≤ λ τ α σ θ").isascii()
+
+
 def test_latex_escapes_and_closes_the_tabular(sweep):
     text = to_latex(build_table([sweep]))
     assert text.startswith("\\begin{tabular}{lrrrr}\n\\hline\n")

@@ -835,3 +835,26 @@ def test_an_unfinished_run_of_another_config_is_not_counted_in_a_cell(sweep):
     make_job(sweep / "again", seed=1, status="interrupted", extra={"trainer": {"max_steps": 40}})
     shutil.rmtree(sweep / "stopped")
     assert build_table([sweep]).rows[0].cells[0].status == "partial"  # the same config: counted
+
+
+@pytest.mark.parametrize(
+    "damage, said",
+    [
+        (lambda job: (job / "config.yaml").write_text("mask: {name: [dense\n"), "is damaged"),
+        (lambda job: (job / ".hydra" / "overrides.yaml").write_text("- task: [x\n"), "is damaged"),
+        (lambda job: (job / "config.yaml").unlink(), "config.yaml is missing"),
+        (lambda job: (job / "metrics.json").unlink(), "it completed but has no metrics.json"),
+    ],
+    ids=["config not YAML", "overrides not YAML", "no config", "completed without metrics"],
+)
+def test_a_run_with_a_damaged_or_missing_file_is_skipped_with_a_warning(sweep, damage, said):
+    """A config or overrides file that is not YAML ended the report in a yaml traceback; without
+    config.yaml the run became a row and column of None, and a completed run without metrics a
+    cell of n/a counted as a result, both without a word."""
+    make_job(sweep / "good", metrics=mrpc(0.8, 0.9))
+    bad = make_job(sweep / "bad", mask="no_diag", metrics=mrpc(0.5, 0.5))
+    damage(bad)
+    table = build_table([sweep])
+    assert [row.label for row in table.rows] == ["dense"]
+    assert len(table.warnings) == 1 and table.warnings[0].startswith(f"{bad} skipped: ")
+    assert said in table.warnings[0]

@@ -217,8 +217,17 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    # the symbols the table's labels and headers use (pdflatex refuses them as Unicode)
     "±": r"$\pm$",
+    "−": r"$-$",
+    "×": r"$\times$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
     "λ": r"$\lambda$",
+    "τ": r"$\tau$",
+    "α": r"$\alpha$",
+    "σ": r"$\sigma$",
+    "θ": r"$\theta$",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from sparsebert_cli import runs
 from sparsebert_cli.data.config import task_identity
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, first_line, require
 from sparsebert_cli.masks.config import META_FILE
 from sparsebert_cli.user_paths import path_is, user_path
 
@@ -171,24 +171,41 @@ def lookup(record: RunRecord, key: str) -> Any:
     return canonical(node)
 
 
-def _load_config(run_dir: Path) -> dict:
+def _read_yaml(path: Path) -> Any:
+    """A run's YAML file (its config or overrides); a SparseBertError when it is not YAML."""
     from omegaconf import OmegaConf
 
+    require(path.is_file(), f"{path} is missing; rerun its stage")
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as error:  # yaml's scanner/parser errors, OmegaConf's, an unreadable file
+        raise SparseBertError(
+            f"{path} is damaged ({first_line(error, type(error).__name__)}); rerun its stage"
+        ) from None
+
+
+def _load_config(run_dir: Path) -> dict:
+    """The run's config.yaml ({} when absent or damaged: an upstream run read for its details)."""
     path = run_dir / runs.CONFIG
     if not path.is_file():
         return {}
-    loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    try:
+        loaded = _read_yaml(path)
+    except SparseBertError:
+        return {}
     return loaded if isinstance(loaded, dict) else {}
 
 
 def _load_overrides(run_dir: Path) -> dict[str, str]:
-    from omegaconf import OmegaConf
-
     path = runs.layout(run_dir).overrides
     if not path.is_file():
         return {}
+    try:
+        items = _read_yaml(path)
+    except SparseBertError:
+        return {}
     found = {}
-    for item in OmegaConf.to_container(OmegaConf.load(path)) or []:
+    for item in items if isinstance(items, list) else []:
         key, sep, value = str(item).partition("=")
         if sep:
             found[key.lstrip("+~")] = value
@@ -410,8 +427,9 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         status = runs.observed_status(run_dir, manifest) or "running"
         metrics_path = run_dir / runs.METRICS
         metrics = {}
-        if status == "completed" and metrics_path.is_file():
+        if status == "completed":
             try:
+                require(metrics_path.is_file(), f"it completed but has no {runs.METRICS}")
                 metrics = runs.read_metrics(run_dir)
             except SparseBertError as e:
                 warnings.append(f"{run_dir} skipped: {e}")
@@ -419,7 +437,14 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         stage = str(manifest.get("stage"))
         root = runs_root(run_dir, stage)
         grouping = _grouping_dir(run_dir, manifest, root)
-        config = _load_config(grouping)
+        try:  # the settings that place the run in the table: a row of None without them
+            config = _read_yaml(grouping / runs.CONFIG)
+            require(isinstance(config, dict), f"{grouping / runs.CONFIG} holds no settings")
+            if runs.layout(grouping).overrides.is_file():
+                _read_yaml(runs.layout(grouping).overrides)
+        except SparseBertError as e:
+            warnings.append(f"{run_dir} skipped: {e}")
+            continue
         if stage != PRETRAIN_STAGE:
             pretrain = _pretrain(run_dir, manifest, root)
         else:  # a pre-training result is its own held-out numbers (none until it completes)
