@@ -14,6 +14,13 @@ def test_home_and_variables_are_expanded(monkeypatch):
     assert expand_path("bert-base-uncased") == "bert-base-uncased"
 
 
+def test_an_empty_path_stays_empty_and_so_unset():
+    """`model.from=` became "." (the launch folder): ". is not a sparsebert run folder"."""
+    cfg = compose_cfg("finetune", "model.from_run=")
+    expand_path_fields(cfg)
+    assert cfg.model.from_run == "" and expand_path("") == ""
+
+
 def test_every_path_field_of_a_composed_config_is_expanded(monkeypatch):
     monkeypatch.setenv("HOME", "/home/ada")
     monkeypatch.setenv("CORPUS", "/data/text")

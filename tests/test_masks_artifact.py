@@ -64,8 +64,10 @@ def test_load_crops_to_a_shorter_sequence(saved):
 
 
 def test_load_refuses_a_longer_sequence(saved):
-    with pytest.raises(SparseBertError, match="at most n=4 tokens but got length 5"):
+    """The fix named mask.seq_len=5 alone, which a search at data.seq_len=4 refuses."""
+    with pytest.raises(SparseBertError, match="at most n=4 tokens but got length 5") as refused:
         load_mask(saved, n=5)
+    assert "data.seq_len=5, with mask.seq_len=5 for a DAM" in str(refused.value)
 
 
 def test_fit_to_length_crops_float_masks_too():

@@ -999,6 +999,11 @@ def _check_words(args: list[str]) -> None:
     groups = group_names() - {"hydra"}
     for i, arg in enumerate(args):
         before, after = args[i - 1] if i else None, args[i + 1] if i + 1 < len(args) else None
+        if "=" in arg and not arg.split("=", 1)[0].lstrip("+~"):
+            raise SparseBertError(
+                f"'{arg}' has no key before '=': write key=value (trainer.max_steps=100) or "
+                "group=option (mask=window), with no spaces around '='."
+            )
         if arg.startswith(("-", "~")) or "=" in arg or before in schema.HYDRA_VALUE_FLAGS:
             continue  # a flag, a deletion (~key), key=value or a flag's value
         if arg in groups:

@@ -47,7 +47,8 @@ def check_length(learned: int, n: int) -> None:
         raise SparseBertError(
             f"the attention mask covers sequences of at most n={learned} tokens but got length "
             f"{n}; set the stage's length ≤ {learned} (data.seq_len; task.seq_len when "
-            f"fine-tuning), or search/build the mask at mask.seq_len={n}."
+            f"fine-tuning), or search the mask again at this length: data.seq_len={n}, with "
+            f"mask.seq_len={n} for a DAM."
         )
 
 
