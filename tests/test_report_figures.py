@@ -256,6 +256,26 @@ def test_attention_through_training_reads_the_profiled_evaluations(tmp_path, cap
     assert numbers["eval/attn_sep_mass"] == pytest.approx([0.3 / 1.1, 0.3 / 8.0])
 
 
+def test_a_last_line_cut_short_by_a_kill_is_left_out(tmp_path, capsys):
+    """`report --figures` of a killed run (its figures "show what it had written so far")
+    refused the log whose last append the kill cut off."""
+    run_dir = tmp_path / "runs" / "pretrain" / "killed"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text(json.dumps({"stage": "pretrain", "status": "running"}))
+    profiled = {
+        "step": 100,
+        "eval/mlm_accuracy": 0.1,
+        "eval/attn_neighbour_ratio": 2.0,
+        "eval/attn_diag_mass": 0.1,
+        "eval/attn_cls_mass": 0.2,
+        "eval/attn_sep_mass": 0.3,
+    }
+    (run_dir / "metrics.jsonl").write_text(json.dumps(profiled) + '\n{"step": 200, "eval/at')
+    assert main(["--figures", str(run_dir)]) == 0
+    numbers = json.loads((run_dir / "figures" / "attention_through_training.json").read_text())
+    assert numbers["step"] == [100]
+
+
 def test_a_damaged_metrics_log_is_named_in_the_error(tmp_path):
     from sparsebert_cli.reporting.attention_curves import attention_history
 

@@ -291,6 +291,28 @@ def job_manifest(run_dir: Path) -> dict | None:
     return None if manifest is not None and manifest.get("config_hash") is None else manifest
 
 
+def read_metrics_log(run_dir: Path) -> list[dict]:
+    """The JSON objects of a run's metrics.jsonl ([] when absent). A last line without its
+    newline was cut short by a kill (or is being written) and is left out; any other line
+    that is not JSON is damage, refused with its number."""
+    path = Path(run_dir) / METRICS_LOG
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")[:-1]  # the part after the last newline is unfinished
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise SparseBertError(
+                f"{path} line {number} is not JSON; the run's log is damaged (rerun its stage)."
+            ) from None
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def read_metrics(run_dir: Path) -> dict:
     """metrics.json of a run ({} when absent): flat names mapped to numbers (or null/text)."""
     path = user_path(run_dir) / METRICS

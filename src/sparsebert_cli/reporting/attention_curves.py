@@ -3,12 +3,10 @@ evaluation of a run (attention/profile.py, logged as `eval/attn_*` in metrics.js
 step — the mass on the diagonal, on [CLS] and on the final [SEP] (the "attention sinks"), the best
 neighbour head's ratio to uniform, and the held-out MLM accuracy beside them."""
 
-import json
 from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.attention.profile import GATE_MLM_ACCURACY, GATE_NEIGHBOUR_RATIO
-from sparsebert_cli.errors import SparseBertError
 
 MASS = {"eval/attn_diag_mass": "diagonal", "eval/attn_cls_mass": "[CLS]",
         "eval/attn_sep_mass": "final [SEP]"}  # fmt: skip
@@ -18,18 +16,9 @@ FIGURE, NUMBERS = "attention_through_training.png", "attention_through_training.
 
 def attention_history(run_dir: Path) -> dict[str, list[float]]:
     """{"step": [...], metric: [...]} of the evaluations that logged an attention profile."""
-    path = Path(run_dir) / runs.METRICS_LOG
-    if not path.is_file():
-        return {}
     history: dict[str, list[float]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise SparseBertError(
-                f"{path} line {number} is not JSON; the run's log is damaged (rerun its stage)."
-            ) from None
-        if not isinstance(record, dict) or RATIO not in record:
+    for record in runs.read_metrics_log(run_dir):
+        if RATIO not in record:
             continue
         for key in ("step", *MASS, RATIO, ACCURACY):
             history.setdefault(key, []).append(record.get(key))
