@@ -858,3 +858,20 @@ def test_a_run_with_a_damaged_or_missing_file_is_skipped_with_a_warning(sweep, d
     assert [row.label for row in table.rows] == ["dense"]
     assert len(table.warnings) == 1 and table.warnings[0].startswith(f"{bad} skipped: ")
     assert said in table.warnings[0]
+
+
+def test_a_seed_typed_in_one_sweep_and_left_default_in_another_pools(sweep, tmp_path):
+    """`seed=3` typed enters pipeline.inherited, the default seed 0 does not: the two were
+    "mixed configs" and could never be pooled; a launch key typed in one sweep is no
+    difference either, a setting typed is."""
+    other = tmp_path / "runs" / "pipeline" / "multirun" / "s3"
+    make_job(sweep / "a", seed=0, extra={"pipeline": {"inherited": ["debug"]}},
+             metrics=mrpc(0.8, 0.9))  # fmt: skip
+    make_job(other / "a", seed=3, extra={"pipeline": {"inherited": ["debug", "seed",
+             "trainer.num_threads", "run_id"]}}, metrics=mrpc(0.7, 0.8))  # fmt: skip
+    table = build_table([sweep, other])
+    assert (table.rows[0].cells[0].status, table.rows[0].cells[0].completed) == ("ok", 2)
+    assert table.warnings == []
+    make_job(other / "b", seed=4, extra={"pipeline": {"inherited": ["debug", "model.dropout"]}},
+             metrics=mrpc(0.7, 0.8))  # fmt: skip
+    assert any("mixed configs" in w for w in build_table([sweep, other]).warnings)

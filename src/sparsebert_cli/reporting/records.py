@@ -112,6 +112,17 @@ def upstream_seeds(config: dict, depth: int = UPSTREAM_DEPTH) -> tuple:
     return seeds
 
 
+def _compared(key: str) -> bool:
+    """Whether two runs differing in `key` are different experiments: not for a replicate's
+    seed or fold, nor for where or how fast a run ran (the keys a content hash leaves out)."""
+    from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER
+
+    group, _, name = key.partition(".")
+    if key in (SEED_KEY, FOLD_KEY) or group in (*NOT_HASHED, *_NOT_COMPARED):
+        return False
+    return not (group == "trainer" and name in NOT_HASHED_TRAINER)
+
+
 def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     """`config` without the keys that do not make two result runs different experiments: the
     launch settings a run's content hash leaves out (`stages.hashed_config`), the seed and task
@@ -119,13 +130,17 @@ def experiment_config(config: dict, depth: int = UPSTREAM_DEPTH) -> dict:
     a pipeline's per-step overrides stay. An upstream run folder is replaced by that run's experiment config
     (`depth` runs back; an unreadable one, e.g. of a moved runs folder, is left out)."""
     from sparsebert_cli.masks.config import mask_identity
-    from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, pipeline_identity
+    from sparsebert_cli.stages import INHERITED, NOT_HASHED, NOT_HASHED_TRAINER, pipeline_identity
 
     kept = {k: v for k, v in config.items() if k not in (*NOT_HASHED, *_NOT_COMPARED)}
     group, key = FOLD_KEY.split(".")
     if isinstance(kept.get(group), dict):
         kept[group] = {k: v for k, v in kept[group].items() if k != key}
     pipeline = pipeline_identity(config)
+    if INHERITED in pipeline:  # the keys typed on the command line, less those not compared
+        typed = [key for key in pipeline[INHERITED] if _compared(key)]
+        pipeline = {k: v for k, v in pipeline.items() if k != INHERITED}
+        pipeline.update({INHERITED: typed} if typed else {})
     if pipeline:
         kept["pipeline"] = pipeline
     if isinstance(kept.get("trainer"), dict):
