@@ -18,6 +18,9 @@ def make_run(runs_dir: Path, stage: str, name: str, started: float, inputs: dict
         "seed": 0,
         "inputs": inputs or {},
     }
+    # the config first, as a run writes it (JSON is YAML)
+    config = {"stage": stage, "seed": 0, "task": {"name": "polarity"}}
+    (run_dir / "config.yaml").write_text(json.dumps(config))
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     (run_dir / "metrics.json").write_text(json.dumps({"eval/headline": 0.75}))
     return run_dir

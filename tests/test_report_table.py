@@ -875,3 +875,29 @@ def test_a_seed_typed_in_one_sweep_and_left_default_in_another_pools(sweep, tmp_
     make_job(other / "b", seed=4, extra={"pipeline": {"inherited": ["debug", "model.dropout"]}},
              metrics=mrpc(0.7, 0.8))  # fmt: skip
     assert any("mixed configs" in w for w in build_table([sweep, other]).warnings)
+
+
+def test_a_moved_runs_folder_reports_as_it_did_where_it_ran(tmp_path):
+    """Runs synced from a cluster record their inputs at the cluster's paths: every pipeline
+    step was counted again beside its pipeline and the pre-training numbers were lost."""
+    runs_dir = tmp_path / "cluster" / "runs"
+    pretrain = make_pretrain(runs_dir, "p", 5.5)
+    finetune = make_job(
+        runs_dir / "finetune" / "f", stage="finetune", inputs={"model": pretrain}, metrics={}
+    )
+    finetuned = {"run_dir": str(finetune.resolve()), "stage": "finetune"}
+    evaluate = make_job(runs_dir / "evaluate" / "e", stage="evaluate", metrics=mrpc(0.5, 0.5),
+                        inputs={"model": finetuned})  # fmt: skip
+    evaluated = {"run_dir": str(evaluate.resolve()), "stage": "evaluate"}
+    make_job(runs_dir / "pipeline" / "multirun" / "s1" / "j", metrics=mrpc(0.8, 0.9),
+             inputs={"pretrain": pretrain, "finetune": finetuned, "evaluate": evaluated})  # fmt: skip
+    there = build_table([runs_dir])
+    moved = tmp_path / "laptop" / "runs"
+    shutil.move(runs_dir, moved)
+    here = build_table([moved])
+    assert (
+        [(row.label, row.cells[0].completed, row.mlm_loss.mean) for row in here.rows]
+        == [(row.label, row.cells[0].completed, row.mlm_loss.mean) for row in there.rows]
+        == [("dense", 1, 5.5)]
+    )
+    assert here.warnings == there.warnings == []

@@ -766,6 +766,21 @@ def unfinished_run(runs_dir: Path, stage: str, chash: str) -> Path | None:
     return max(found)[1] if found else None
 
 
+def relocated(recorded: str | Path, root: Path) -> Path:
+    """A run folder as a manifest or config recorded it (absolute, on the machine and in the
+    runs folder of then), found in the runs folder `root` of now: itself while it is there, else
+    the longest tail of it that is a run folder under `root` (a runs folder moved, or synced
+    from a cluster, keeps its layout below it), else itself."""
+    path = Path(recorded)
+    if path.exists():
+        return path
+    for start in range(1, len(path.parts)):
+        candidate = Path(root, *path.parts[start:])
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    return path
+
+
 def inside(path: Path, root: Path) -> bool:
     """Whether `path` lies inside `root` (used before following paths read from manifests)."""
     try:

@@ -199,6 +199,17 @@ def _read_yaml(path: Path) -> Any:
         ) from None
 
 
+def _located(config: dict, run_dir: Path) -> dict:
+    """`config` of the run in `run_dir` with the upstream folders it references (REFERENCES)
+    found where they are now (`runs.relocated`: its runs folder may have moved)."""
+    root = runs_root(run_dir, str(config.get("stage")))
+    for group, key in REFERENCES:
+        section = config.get(group)
+        if isinstance(section, dict) and isinstance(section.get(key), str) and section[key]:
+            section[key] = str(runs.relocated(section[key], root))
+    return config
+
+
 def _load_config(run_dir: Path) -> dict:
     """The run's config.yaml ({} when absent or damaged: an upstream run read for its details)."""
     path = run_dir / runs.CONFIG
@@ -208,7 +219,7 @@ def _load_config(run_dir: Path) -> dict:
         loaded = _read_yaml(path)
     except SparseBertError:
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    return _located(loaded, run_dir) if isinstance(loaded, dict) else {}
 
 
 def _load_overrides(run_dir: Path) -> dict[str, str]:
@@ -258,7 +269,7 @@ def _input_dirs(
     """The input run folders a manifest names inside `root`; the others are noted in `warnings`."""
     found = []
     for name, upstream in manifest["inputs"].items():
-        path = Path(str((upstream or {}).get("run_dir", "")))
+        path = runs.relocated(str((upstream or {}).get("run_dir", "")), root)
         if path.is_absolute() and runs.inside(path, root):
             found.append(path)
         elif warnings is not None:
@@ -422,8 +433,10 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
             "runs/pipeline/multirun/<sweep_name> or a run folder."
         )
     consumed = {
-        Path(str(upstream.get("run_dir"))).resolve()
-        for manifest in manifests.values()
+        runs.relocated(
+            str(upstream["run_dir"]), runs_root(run_dir, str(manifest["stage"]))
+        ).resolve()
+        for run_dir, manifest in manifests.items()
         for upstream in manifest["inputs"].values()
         if isinstance(upstream, dict) and upstream.get("run_dir")
     }
@@ -455,6 +468,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         try:  # the settings that place the run in the table: a row of None without them
             config = _read_yaml(grouping / runs.CONFIG)
             require(isinstance(config, dict), f"{grouping / runs.CONFIG} holds no settings")
+            config = _located(config, grouping)
             if runs.layout(grouping).overrides.is_file():
                 _read_yaml(runs.layout(grouping).overrides)
         except SparseBertError as e:
