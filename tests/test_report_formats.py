@@ -89,6 +89,8 @@ def test_mlm_columns_appear_when_results_descend_from_pretrainings(tmp_path, cap
         "1",
         "2",
     )
+    accuracy = json.loads(to_json(table))["rows"][0]["mlm_accuracy"]  # was the fraction 0.25
+    assert (accuracy["mean"], round(accuracy["std"], 4), accuracy["n"]) == (25.0, 7.0711, 2)
     assert main([str(runs_dir / "pipeline")]) == 0
     assert "6.250 ± 0.354 (n=2)" in capsys.readouterr().out
 
