@@ -70,6 +70,18 @@ def test_show_latest_prints_metrics_inputs_and_the_command_with_run_id(tmp_path,
     assert rerun in lines
 
 
+def test_show_as_json_holds_the_metrics_and_the_rerun_command_too(tmp_path, capsys):
+    """`--show RUN --json` printed the manifest alone, without what `--show` promises."""
+    run_dir = make_run(tmp_path / "runs", "finetune", "f1", 2.0)
+    assert ls_main(["--runs-dir", str(tmp_path / "runs"), "--show", str(run_dir), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["stage"], shown["status"], shown["run_dir"]) == (
+        "finetune", "completed", str(run_dir.resolve())
+    )  # fmt: skip
+    assert shown["metrics"] == {"eval/headline": 0.75}
+    assert shown["rerun"] == "sparsebert finetune task=polarity run_id=f1"
+
+
 def test_show_latest_of_a_stage_picks_that_stage(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
     make_run(runs_dir, "finetune", "f1", 2.0)

@@ -155,8 +155,18 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
         )
         return 1
     manifest = {**manifest, "status": runs.observed_status(run_dir, manifest)}
-    if as_json:
-        print(json.dumps(manifest, indent=2, sort_keys=True))
+    metrics, damaged = {}, None
+    try:
+        metrics = runs.read_metrics(run_dir)
+    except SparseBertError as e:
+        damaged = str(e)
+    rerun = None
+    if manifest.get("command"):
+        rerun = rerun_command(manifest["command"], run_dir.resolve(), upstream_of(manifest))
+    if as_json:  # the manifest with what the text form adds
+        shown = {**manifest, "run_dir": str(run_dir.resolve()), "metrics": metrics, "rerun": rerun}
+        print(json.dumps({**shown, **({"metrics_damaged": damaged} if damaged else {})},
+                         indent=2, sort_keys=True))  # fmt: skip
         return 0
     print(f"run folder: {run_dir.resolve()}")
     for key in SHOWN_FIELDS:
@@ -164,15 +174,11 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
             print(f"{key}: {manifest[key]}")
     for name, upstream in manifest["inputs"].items():
         print(f"input {name}: {upstream['run_dir']}")
-    try:
-        metrics = runs.read_metrics(run_dir)
-    except SparseBertError as e:
-        print(f"metrics: damaged ({e})")
-    else:
-        if metrics:
-            print(f"metrics: {'  '.join(headline_metrics(metrics))}")
-    if manifest.get("command"):
-        rerun = rerun_command(manifest["command"], run_dir.resolve(), upstream_of(manifest))
+    if damaged:
+        print(f"metrics: damaged ({damaged})")
+    elif metrics:
+        print(f"metrics: {'  '.join(headline_metrics(metrics))}")
+    if rerun:
         print(f"rerun or resume: {rerun}")
     return 0
 
