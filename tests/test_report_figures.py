@@ -256,6 +256,15 @@ def test_attention_through_training_reads_the_profiled_evaluations(tmp_path, cap
     assert numbers["eval/attn_sep_mass"] == pytest.approx([0.3 / 1.1, 0.3 / 8.0])
 
 
+def test_a_mask_json_without_its_tensor_is_refused_before_any_figure(search_run, capsys):
+    """The mask figure was left out without a word when mask.safetensors was missing."""
+    run_dir, _ = search_run
+    (run_dir / "artifacts" / "mask.safetensors").unlink()
+    assert main(["--figures", str(run_dir)]) == 1
+    assert "mask.safetensors does not exist" in capsys.readouterr().err
+    assert not (run_dir / "figures").exists()
+
+
 def test_a_last_line_cut_short_by_a_kill_is_left_out(tmp_path, capsys):
     """`report --figures` of a killed run (its figures "show what it had written so far")
     refused the log whose last append the kill cut off."""

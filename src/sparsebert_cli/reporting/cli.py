@@ -220,13 +220,12 @@ def _figures(args: argparse.Namespace) -> None:
     else:
         run_dir = _run_folder(args.figures)
         out_dir = args.out_dir or runs.layout(run_dir).figures
-        written = []
+        # the mask first: a damaged artifact is refused before any figure is written
+        mask_figure = write_run_mask_figure(run_dir, out_dir)
+        written = [] if mask_figure is None else [mask_figure]
         folders = runs.layout(run_dir)
         if folders.importance_trace.is_file() or snapshot_files(folders.trace):
             written += write_importance_figures(run_dir, out_dir)
-        mask_figure = write_run_mask_figure(run_dir, out_dir)
-        if mask_figure is not None:
-            written.append(mask_figure)
         written += write_attention_curves(run_dir, out_dir)
         if not written and runs.layout(run_dir).model.is_dir():
             print(

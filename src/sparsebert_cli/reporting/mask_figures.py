@@ -5,14 +5,14 @@ from pathlib import Path
 
 from sparsebert_cli import runs
 from sparsebert_cli.figures import new_figure, save_png
-from sparsebert_cli.masks.config import MASK_FILE, META_FILE
+from sparsebert_cli.masks.config import META_FILE
 
 
 def find_mask_dir(run_dir: Path) -> Path | None:
-    """The folder holding the run's mask artifact (mask.safetensors + mask.json), if any: a
-    search run's mask, else a model checkpoint's."""
+    """The folder holding the run's mask artifact (its mask.json: the mask.safetensors beside
+    it missing is damage `load_mask` names), if any: a search run's mask, else a model's."""
     for folder in (runs.layout(run_dir).artifacts, runs.layout(run_dir).model):
-        if (folder / META_FILE).is_file() and (folder / MASK_FILE).is_file():
+        if (folder / META_FILE).is_file():
             return folder
     return None
 
