@@ -660,6 +660,27 @@ def test_a_steps_own_overrides_take_the_command_lines_spelling_of_from():
     )
 
 
+@pytest.mark.parametrize(
+    "step_override, key",
+    [
+        ("pipeline.finetune=['model.from=runs/x']", "model.from_run of its finetune step"),
+        ("pipeline.pretrain=['mask=dense']", "mask of its pretrain step"),
+        ("pipeline.pretrain=['mask.window=2']", "mask.window of its pretrain step"),
+        ("pipeline.finetune=['task=mrpc']", "task of its finetune step"),
+        ("pipeline.evaluate=['model.from=runs/x']", "model.from_run of its evaluate step"),
+        ("pipeline.search=['mask=dense']", "mask of its search step"),
+    ],
+)
+def test_a_steps_override_of_what_the_pipeline_wires_is_refused(step_override, key, capsys):
+    """pipeline.finetune=['model.from=<a DAM pre-training>'] fine-tuned that model, and the report
+    showed its results as the pipeline's mask=window row (with the DAM's sparsity)."""
+    from sparsebert_cli.tools import validate_main
+
+    mask = "mask=dam_s" if "search" in step_override else "mask=window"
+    assert validate_main(["pipeline", mask, step_override, "debug=smoke"]) == 1
+    assert f"the pipeline sets {key} itself" in capsys.readouterr().err
+
+
 def test_task_data_files_is_set_as_every_task_comment_writes_it():
     """conf/task/*.yaml and the data errors say `task.data_files={train: ..., dev: ...}`, which
     Hydra refused ("Key 'train' is not in struct"); only `+task.data_files=` worked."""

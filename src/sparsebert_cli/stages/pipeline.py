@@ -89,6 +89,31 @@ def evaluate_overrides(cfg: DictConfig) -> list[str]:
     return [f"{k}={_override_value(v)}" for k, v in handed.items() if v != default[k]]
 
 
+# What the pipeline sets for a step itself: the mask (the pipeline's own, the searched one or
+# the checkpoint's), the run a step starts from, the task. A step's own override of it would
+# put the results of another setup under the pipeline's mask and task in the report.
+WIRED = {
+    "search": ("mask",),
+    "pretrain": ("mask", "mask."),
+    "finetune": ("mask", "mask.", "model.from_run", "task"),
+    "evaluate": ("model.from_run",),
+}
+
+
+def _check_wired(step: str, own: list[str]) -> None:
+    """Refuse a step's own override of what the pipeline sets for it (`WIRED`)."""
+    for override in own:
+        key = override_key(override)
+        if any(key == w or (w.endswith(".") and key.startswith(w)) for w in WIRED[step]):
+            raise SparseBertError(
+                f"pipeline.{step}=[{override}]: the pipeline sets {key} of its {step} step "
+                "itself (the mask and task of its command line, each step starting from the one "
+                "before), and the report shows the results under those; set it on the "
+                f"pipeline's command line (every step gets it), or run `sparsebert {step}` by "
+                "hand for another setup."
+            )
+
+
 @dataclass
 class Step:
     """One step of a pipeline as it will run: composed, checked and placed before any runs."""
@@ -115,6 +140,7 @@ def plan_step(step: str, common: list[str], cfg: DictConfig, device_here: bool =
 
     # their keys were checked with the pipeline's config; model.from as on the command line
     own = rewrite_aliases(list(cfg.pipeline[step]))
+    _check_wired(step, own)
     overrides = [*read_overrides(step, common), *own]
     step_cfg = _compose(step, overrides)
     expand_path_fields(step_cfg)
