@@ -201,6 +201,12 @@ def test_the_attention_topk_control_is_searched_then_used_as_a_mask(warm_search)
     used = json.loads((runs_dir / "pretrain" / "topk-use" / "artifacts" / "model" /
                        "mask.json").read_text())  # fmt: skip
     assert used["kind"] == "attention_topk" and used["sha256"] == meta["sha256"]
+    # That model was trained with a sparse mask: its attention is no dense model's to rank
+    # (the control ran it dense and said nothing).
+    refused = sparsebert("validate", "search", *smoke, "mask=attention_topk",
+                         f"model.from={runs_dir}/pretrain/topk-use", cwd=cwd, env=env,
+                         check=False)  # fmt: skip
+    assert refused.returncode == 1 and "pre-trained with the attention_topk mask" in refused.stderr
 
 
 @pytest.mark.slow

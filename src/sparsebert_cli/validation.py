@@ -554,6 +554,8 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
                 _note_stored_mask_length(cfg, weights)
             if cfg.stage == "pretrain" and cfg.mask.name != "checkpoint":
                 _note_replaced_mask(cfg, weights)
+            if cfg.mask.name == ATTENTION_TOPK:
+                _check_trained_dense(weights)
         if cfg.stage in ("pretrain", "search") and "model.from_run" in upstream:
             _note_other_held_out(cfg, upstream["model.from_run"])
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
@@ -629,6 +631,21 @@ def _note_stored_mask_length(cfg: DictConfig, weights: Path) -> None:
             "(known once the data are read); set task.seq_len=%d to truncate the inputs instead.",
             weights, n, cfg.task.seq_len, cfg.task.name, n, n,
         )  # fmt: skip
+
+
+def _check_trained_dense(weights: Path) -> None:
+    """mask=attention_topk reads where a dense model attends: a model trained with a sparse mask
+    ran dense for it, computing what it never learned."""
+    from sparsebert_cli.modeling import recorded_mask
+
+    kind = recorded_mask(weights)
+    require(
+        kind in (None, "dense"),
+        f"the model in {weights} was pre-trained with the {kind} mask, but mask={ATTENTION_TOPK} "
+        "keeps the entries a dense model attends to most (it runs the model dense, which this "
+        "one never learned); start from a pre-training with mask=dense (model.from=<its run>) "
+        "or a Hugging Face model (model=minilm).",
+    )
 
 
 def _note_replaced_mask(cfg: DictConfig, weights: Path) -> None:
