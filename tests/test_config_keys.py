@@ -732,3 +732,27 @@ def test_pre_training_a_sparse_model_under_another_mask_says_so(workdir, caplog,
     cfg = compose_cfg("pretrain", f"model.from={run}", *mask, "data.seq_len=16")
     preflight(cfg)
     assert ("trained with the window mask stored beside it" in caplog.text) is warned
+
+
+def test_a_glue_folder_without_the_tasks_files_and_a_glob_of_nothing_are_refused_before_a_run(
+    tmp_path,
+):
+    """validate and --dry-run said OK; a pipeline then searched and pre-trained before its
+    finetune step found no <glue_dir>/MRPC/train.tsv (a folder one level too deep), and a
+    pre-training found that data.files matched nothing."""
+    from sparsebert_cli.validation import check_local_inputs
+
+    (tmp_path / "MRPC").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "MRPC" / name).write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+    too_deep = compose_cfg("finetune", "task=mrpc", f"task.glue_dir={tmp_path / 'MRPC'}")
+    with pytest.raises(SparseBertError, match=r"has no .*MRPC/MRPC/train\.tsv"):
+        check_local_inputs(too_deep, device_here=False)
+    check_local_inputs(
+        compose_cfg("finetune", "task=mrpc", f"task.glue_dir={tmp_path}"), device_here=False
+    )
+    nothing = compose_cfg("pretrain", "data=text_files", f"data.files=[{tmp_path}/*.txt]")
+    with pytest.raises(SparseBertError, match=r"data.files entry .*\*\.txt' matches no file"):
+        check_local_inputs(nothing, device_here=False)
+    (tmp_path / "a.txt").write_text("Some text.\n")
+    check_local_inputs(nothing, device_here=False)

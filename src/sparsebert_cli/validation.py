@@ -615,8 +615,25 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
                     f"task.data_files.{split}={path} is not a file; point it at the {split} split's "
                     "csv/json/parquet file."
                 )
+    _check_data_files(cfg)
     if device_here:
         _check_device(cfg)
+
+
+def _check_data_files(cfg: DictConfig) -> None:
+    """A GLUE task's files in task.glue_dir and data.files' matches, checked as the stage reads
+    them (evaluate's task, the finetune run's, is checked when it is read)."""
+    from sparsebert_cli.data.corpus import EMBEDDED, unmatched_files_problem
+    from sparsebert_cli.data.glue import GLUE_TASKS, missing_glue_file
+
+    stage, glue_dir = cfg.stage, _get(cfg, "task.glue_dir")
+    if glue_dir and stage == "finetune" and cfg.task.name in GLUE_TASKS:
+        problem = missing_glue_file(cfg.task.name, Path(glue_dir))
+        require(problem is None, str(problem))
+    if reads(stage, "data.files") and cfg.data.name not in EMBEDDED:
+        for pattern in cfg.data.files:
+            problem = unmatched_files_problem(pattern)
+            require(problem is None, str(problem))
 
 
 def _note_stored_mask_length(cfg: DictConfig, weights: Path) -> None:

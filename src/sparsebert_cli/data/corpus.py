@@ -198,19 +198,26 @@ def _split_documents(batch: dict[str, list]) -> dict[str, list]:
     }
 
 
+def unmatched_files_problem(pattern: str) -> str | None:
+    """Why a data.files entry names no file, or None: checked before a run and when it reads."""
+    if glob.glob(pattern):
+        return None
+    return (
+        f"data.files entry '{pattern}' matches no file. Give existing paths or globs, "
+        "e.g. data.files=[corpus/*.txt]."
+    )
+
+
 def local_files(data_cfg, cache_dir: Path):
     """`data.files` (paths or globs) read with the `datasets` builder of their extension."""
     import datasets
 
     by_builder: dict[str, list[str]] = {}
     for pattern in data_cfg.files:
-        matches = sorted(glob.glob(pattern))
-        if not matches:
-            raise SparseBertError(
-                f"data.files entry '{pattern}' matches no file. Give existing paths or globs, "
-                "e.g. data.files=[corpus/*.txt]."
-            )
-        for path in matches:
+        problem = unmatched_files_problem(pattern)
+        if problem is not None:
+            raise SparseBertError(problem)
+        for path in sorted(glob.glob(pattern)):
             if not Path(path).is_file():
                 raise SparseBertError(
                     f"data.files entry '{pattern}' gives the folder '{path}', not a file; name "

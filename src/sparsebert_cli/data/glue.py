@@ -77,6 +77,23 @@ def labelled(split_name: str) -> bool:
     return not split_name.startswith("test")
 
 
+def missing_glue_file(task_name: str, glue_dir: Path, train: bool = True) -> str | None:
+    """Why `<glue_dir>/<TASK>/` lacks a split a stage reads (train unless not `train`, and dev;
+    test files are optional), or None: checked before a run (validation) and when it reads."""
+    layout = GLUE_TASKS[task_name]
+    for split, file_name in layout.files.items():
+        path = Path(glue_dir) / layout.folder / file_name
+        if split.startswith("test") or (split == "train" and not train) or path.is_file():
+            continue
+        expected = ", ".join(layout.files.values())
+        return (
+            f"task.glue_dir={glue_dir} has no {path}. The GLUE layout is "
+            f"<glue_dir>/{layout.folder}/{{{expected}}} (test files optional); point "
+            "task.glue_dir at the folder that holds the task folders."
+        )
+    return None
+
+
 def read_glue_folder(
     task_name: str, glue_dir: Path, label_names: list[str], train: bool = True
 ) -> dict[str, dict]:
@@ -85,22 +102,16 @@ def read_glue_folder(
     train (unless `train` is False: it is then not read) and dev must exist; test files are
     optional. Test labels are -1 (unknown). `label_names` empty means regression (float labels).
     """
+    problem = missing_glue_file(task_name, glue_dir, train)
+    if problem is not None:
+        raise SparseBertError(problem)
     layout = GLUE_TASKS[task_name]
     folder = Path(glue_dir) / layout.folder
     splits = {}
     for split, file_name in layout.files.items():
-        if split == "train" and not train:
-            continue
         path = folder / file_name
-        if not path.is_file():
-            if split.startswith("test"):
-                continue
-            expected = ", ".join(layout.files.values())
-            raise SparseBertError(
-                f"task.glue_dir={glue_dir} has no {path}. The GLUE layout is "
-                f"<glue_dir>/{layout.folder}/{{{expected}}} (test files optional); point "
-                "task.glue_dir at the folder that holds the task folders."
-            )
+        if (split == "train" and not train) or not path.is_file():  # test files are optional
+            continue
         columns, skipped, unknown = read_glue_file(
             path, layout, label_names, labelled=labelled(split)
         )
