@@ -373,3 +373,14 @@ def test_a_finetune_that_keeps_its_last_weights_reports_its_last_evaluation(tmp_
     assert metrics(only_run(tmp_path, "evaluate"))["eval/headline"] == pytest.approx(
         found["eval/headline"]
     )
+
+
+@pytest.mark.slow
+def test_a_presets_sweep_run_without_m_says_it_is_one_job(tmp_path):
+    """`pipeline experiment=demo` without -m ran one job of the preset's 2 × 2 sweep without a
+    word (its report folder then held nothing)."""
+    proc = cli("pretrain", "experiment=demo", "debug=smoke", "trainer.max_steps=1", root=tmp_path)
+    assert (
+        "[sparsebert] note: this config sweeps mask=dense,dam task=polarity,lee_sts "
+        "(hydra.sweeper.params) only with -m; without it this is one job of its own values."
+    ) in proc.stdout

@@ -398,6 +398,12 @@ def run_job(cfg: DictConfig) -> None:
     from sparsebert_cli.validation import check_command, preflight
 
     try:
+        if not multirun and hydra_cfg.sweeper.params:  # a preset's sweep (experiment=demo)
+            swept = " ".join(f"{k}={v}" for k, v in hydra_cfg.sweeper.params.items())
+            say(
+                f"note: this config sweeps {swept} (hydra.sweeper.params) only with -m; without "
+                f"it this is one job of its own values. Add -m to run the sweep."
+            )
         for line in prepare(cfg, run_dir):
             say(line)
         preflight(cfg)

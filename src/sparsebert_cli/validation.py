@@ -1089,6 +1089,11 @@ def check_safe_overrides(args: list[str]) -> None:
                 "<paths.runs_dir>/<stage>/multirun/<sweep_name>); set paths.runs_dir=, run_id= "
                 "or sweep_name= instead."
             )
+        if key.split(".")[:3] == ["hydra", "sweeper", "params"]:  # Hydra's traceback
+            raise SparseBertError(
+                f"{arg}: a sweep's values go on the command line with -m (sparsebert <stage> -m "
+                "seed=0,1 mask=dense,window), or in an experiment preset (conf/experiment/)."
+            )
         if key.startswith("hydra.callbacks") or "_target_" in key.split("."):
             raise SparseBertError(
                 f"{arg}: callbacks and `_target_` cannot be set from the command line (they run "
