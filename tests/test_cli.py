@@ -152,6 +152,7 @@ def test_a_groups_name_set_to_an_option_is_refused_naming_the_option(override, o
         (["search", "~mask.tau_final", "mask"], "'mask' has no value"),  # a deletion is one
         (["pretrain", "=5"], "'=5' has no key before '='"),  # said " is not a setting"
         (["pretrain", "+hydra.sweeper.params={seed: '0,1'}"], "+hydra.sweeper.params={seed:"),
+        (["evaluate", "sweep_name=myeval"], "sweep_name=myeval: sweep_name names the folder of"),
     ],
 )
 def test_a_word_that_is_not_an_override_is_refused_in_one_line(argv, said, capsys):

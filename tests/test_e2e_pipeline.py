@@ -86,7 +86,7 @@ def test_the_evaluate_step_gets_the_pipelines_values_of_what_it_reads(first):
 def test_a_finetune_override_reuses_pretrain_and_makes_a_new_finetune_folder(root, first):
     base = first["used"]
     # Hydra's grammar needs the list item quoted: [trainer.lr=1e-4] is a parse error.
-    proc = cli(*PIPELINE, "pipeline.finetune=['trainer.lr=1e-4']", "run_id=mine", "sweep_name=s",
+    proc = cli(*PIPELINE, "pipeline.finetune=['trainer.lr=1e-4']", "run_id=mine",
                root=root)  # fmt: skip
     assert (root / "runs" / "pipeline" / "mine" / "manifest.json").is_file()
     used = last_pipeline_inputs(root)

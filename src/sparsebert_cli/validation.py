@@ -1122,3 +1122,9 @@ def check_safe_overrides(args: list[str]) -> None:
                 f"named by their overrides under <paths.runs_dir>/<stage>/{runs.MULTIRUN_DIR}/"
                 "<sweep_name>/; drop run_id (sweep_name= names the sweep's folder)."
             )
+        if key == "sweep_name" and not schema.is_multirun(args):
+            raise SparseBertError(
+                f"{arg}: sweep_name names the folder of a sweep (-m), but this is one run, in "
+                "<paths.runs_dir>/<stage>/<run_id>; add -m for a sweep, or name the run with "
+                "run_id= instead."
+            )
