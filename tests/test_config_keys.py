@@ -331,7 +331,9 @@ def test_a_mask_setting_the_chosen_mask_does_not_read_is_refused_in_a_single_run
         (["task=mrpc", "task.num_folds=3"], "task.num_folds is set, but task=mrpc"),
         (["task=mrpc", "task.doc_stride=64"], "task.doc_stride is set, but task=mrpc is a"),
         (["task=swag", "task.n_best=5"], "task.n_best is set, but task=swag is a multiple"),
-        (["task=polarity", "task.glue_dir=/tmp", "task.fold=1"], "task.fold is set, but"),
+        (["task=polarity", "task.glue_dir=/tmp", "task.fold=1"], "task.glue_dir is set, but"),
+        # refused once the data were loaded (validate said OK), in a sweep over tasks too
+        (["task=polarity", "task.glue_dir=/tmp"], "task=polarity is not a GLUE task"),
         (["task=polarity", "task.fold=1"], None),
         (["task=lee_sts", "task.num_folds=4"], None),
         (["task=squad_v2", "task.null_score_threshold=0.5"], None),

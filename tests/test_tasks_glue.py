@@ -199,6 +199,26 @@ def test_stsb_labels_are_floats(glue_dir, tokenizer, tmp_path):
     assert task.collate([task.splits["dev"][1]])["labels"].dtype.is_floating_point
 
 
+def test_a_glue_folder_beside_another_task_is_not_read_nor_part_of_its_identity(
+    glue_dir, tokenizer, tmp_path
+):
+    """A sweep over task=polarity,mrpc with task.glue_dir set for MRPC: the polarity job was
+    refused ("not a GLUE task ... pick a GLUE task"), so one table could not come from one
+    sweep; it reads its own data, as a job without the folder, and is that job."""
+    from sparsebert_cli.data.config import task_identity
+
+    cache = tmp_path / "cache"
+    beside = load_task(task_config("polarity", glue_dir=str(glue_dir)), tokenizer, cache, seed=0)
+    alone = load_task(task_config("polarity"), tokenizer, cache, seed=0)
+    assert beside.splits["dev"]["input_ids"] == alone.splits["dev"]["input_ids"]
+    polarity = {"name": "polarity", "glue_dir": str(glue_dir), "fold": 0}
+    assert task_identity(polarity) == task_identity({**polarity, "glue_dir": None}) == {
+        "name": "polarity", "glue_dir": None, "fold": 0
+    }  # fmt: skip
+    mrpc = {"name": "mrpc", "glue_dir": str(glue_dir)}
+    assert task_identity(mrpc) == mrpc
+
+
 def test_missing_task_folder_names_the_expected_layout(tmp_path, tokenizer):
     with pytest.raises(
         SparseBertError, match=r"RTE/train.tsv.*<glue_dir>/RTE/\{train.tsv, dev.tsv, test.tsv\}"
@@ -511,3 +531,20 @@ def test_an_unknown_hub_config_is_refused_naming_the_configs(tmp_path):
     (folder / "train.jsonl").write_text('{"sentence1": "A.", "sentence2": "B.", "label": 0}\n')
     with pytest.raises(SparseBertError, match="has no config 'rtee'"):
         load_hub_dataset(str(folder), "rtee", tmp_path / "cache", "")
+
+
+def test_evaluate_of_a_non_glue_run_with_a_glue_folder_says_to_drop_it(tmp_path):
+    """The fix said "or pick a GLUE task", which evaluate cannot: its task is the run's."""
+    from omegaconf import OmegaConf
+
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.stages.evaluate import recorded_task
+
+    recorded = {"name": "lee_sts", "kind": "regression", "glue_dir": None, "data_dir": None,
+                "data_files": {}}  # fmt: skip
+    given = OmegaConf.create({"glue_dir": str(tmp_path), "data_dir": None, "data_files": {}})
+    with pytest.raises(SparseBertError) as refused:
+        recorded_task(recorded, given, tmp_path / "run")
+    said = str(refused.value)
+    assert "task=lee_sts is not a GLUE task" in said and "drop task.glue_dir." in said
+    assert "pick a GLUE task" not in said and f"finetune run {tmp_path / 'run'}" in said

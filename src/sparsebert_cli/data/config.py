@@ -14,10 +14,8 @@ LOCAL_TASK_SOURCES = {
 
 
 def task_source_problem(task) -> str | None:
-    """Why the task's local sources would not all be read (a key its kind does not read, a GLUE
-    folder beside a task GLUE does not have, two at once: the first won), or None."""
-    from sparsebert_cli.data.glue import GLUE_TASKS
-
+    """Why the task's local sources would not all be read (a key its kind does not read, two
+    at once: the first won), or None."""
     given = [key for key in ("glue_dir", "data_dir", "data_files") if task.get(key)]
     readable = LOCAL_TASK_SOURCES.get(task.kind, ())
     for key in given:
@@ -27,11 +25,6 @@ def task_source_problem(task) -> str | None:
                 f"{' or '.join(f'task.{k}' for k in readable)}); drop task.{key} or use one of "
                 "those."
             )
-    if "glue_dir" in given and task.name not in GLUE_TASKS:
-        return (
-            f"task.glue_dir is set but task={task.name} is not a GLUE task ({sorted(GLUE_TASKS)}), "
-            "so the folder would not be read; drop task.glue_dir or pick a GLUE task."
-        )
     if len(given) > 1:
         return (
             f"task={task.name} has two local sources, "
@@ -58,7 +51,15 @@ QA_FIELDS = (
 def unread_task_field_problem(task, field: str) -> str | None:
     """Why `task` would ignore task.`field` set on the command line, or None when it reads it:
     the folds only an embedded task's own data are cut into, the QA settings only a question
-    answering task reads."""
+    answering task reads, a GLUE folder only a GLUE task's (a sweep over tasks sets it for
+    those and leaves it unread in the others)."""
+    from sparsebert_cli.data.glue import GLUE_TASKS
+
+    if field == "glue_dir" and task.name not in GLUE_TASKS:
+        return (
+            f"task.glue_dir is set, but task={task.name} is not a GLUE task "
+            f"({', '.join(GLUE_TASKS)}), so the folder would not be read; drop task.glue_dir."
+        )
     if field in QA_FIELDS and task.kind != "question_answering":
         return (
             f"task.{field} is set, but task={task.name} is a {task.kind} task, which does not read "
@@ -217,6 +218,12 @@ class TaskConfig:
 
 def task_identity(task: dict) -> dict:
     """The task settings that name a run's experiment: `select` only when not the default, so
-    runs recorded before the key existed keep their content hash and pool with later ones."""
+    runs recorded before the key existed keep their content hash and pool with later ones; a
+    GLUE folder only for a GLUE task."""
+    from sparsebert_cli.data.glue import GLUE_TASKS
+
     default = TaskConfig.select
-    return {k: v for k, v in task.items() if not (k == "select" and v == default)}
+    identity = {k: v for k, v in task.items() if not (k == "select" and v == default)}
+    if identity.get("glue_dir") and identity.get("name") not in GLUE_TASKS:
+        identity["glue_dir"] = None  # a sweep's GLUE folder beside its other tasks: not read
+    return identity

@@ -113,7 +113,7 @@ def raw_splits(
     `train`: a GLUE folder's train.tsv is then neither needed nor read)."""
     import datasets
 
-    if task_cfg.glue_dir:  # a GLUE task's (data/config.task_source_problem)
+    if task_cfg.glue_dir and task_cfg.name in GLUE_TASKS:  # beside another task: a sweep's
         columns = read_glue_folder(task_cfg.name, Path(task_cfg.glue_dir), label_names, train)
         return {name: datasets.Dataset.from_dict(c) for name, c in columns.items()}
     splits = _source_splits(task_cfg, label_names, cache_dir, seed, train)

@@ -157,6 +157,8 @@ def _input_files(resolved: dict) -> list[str]:
                 from sparsebert_cli.data.glue import GLUE_TASKS
 
                 layout = GLUE_TASKS.get(task.get("name"))
-                root = root / layout.folder if layout else root
+                if layout is None:  # not a GLUE task: the folder is not read at all
+                    continue
+                root = root / layout.folder
             files += [str(p) for p in root.rglob("*") if p.is_file()]
     return files

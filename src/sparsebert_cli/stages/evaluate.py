@@ -17,7 +17,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
-from sparsebert_cli.data.config import SPLIT_NAMES, task_source_problem
+from sparsebert_cli.data.config import (
+    SPLIT_NAMES,
+    task_source_problem,
+    unread_task_field_problem,
+)
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, atomic_write_text
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
@@ -40,8 +44,10 @@ def recorded_task(recorded: dict, given: DictConfig, run_dir: Path) -> DictConfi
         for key, empty in SOURCE_KEYS.items():
             task_cfg[key] = given.get(key) or empty
         problem = task_source_problem(task_cfg)
+        if problem is None and task_cfg.glue_dir:  # the run's task, which evaluate cannot change
+            problem = unread_task_field_problem(task_cfg, "glue_dir")
         if problem is not None:
-            raise SparseBertError(problem)
+            raise SparseBertError(f"{problem} (the task of the finetune run {run_dir})")
         return task_cfg
     for key in SOURCE_KEYS:
         value = task_cfg.get(key)
