@@ -85,6 +85,7 @@ def test_report_warns_about_damaged_runs_and_goes_on(tmp_path):
     write_runs(tmp_path)
     finetune = tmp_path / "finetune" / "f"
     finetune.mkdir(parents=True)
+    (finetune / runs.CONFIG).write_text(json.dumps({"stage": "finetune", "seed": 0}))
     (finetune / runs.MANIFEST).write_text(json.dumps({**GOOD, "stage": "finetune"}))
     (finetune / runs.METRICS).write_text(json.dumps({"eval/headline": 0.5}))
     records, warnings = collect_runs([tmp_path])

@@ -146,6 +146,7 @@ def test_a_manifest_naming_an_outside_folder_is_not_followed(tmp_path):
     outside = _completed_search(tmp_path / "elsewhere", finished_at=1.0)
     folder = root / "finetune" / "r"
     folder.mkdir(parents=True)
+    runs.atomic_write_json(folder / runs.CONFIG, {"stage": "finetune", "seed": 0})  # JSON is YAML
     runs.atomic_write_json(
         folder / runs.MANIFEST,
         {"stage": "finetune", "status": "failed", "inputs": {"mask": {"run_dir": str(outside)}}},
