@@ -353,6 +353,16 @@ def test_a_task_setting_the_task_does_not_read_is_refused_in_a_single_run(overri
         check_command(cfg, overrides, single_run=True)
 
 
+def test_a_logger_setting_without_a_logger_is_refused_in_a_single_run():
+    """`logger.tags=[a]` with the default logger=none was accepted and went nowhere."""
+    from sparsebert_cli.validation import check_command
+
+    with pytest.raises(SparseBertError, match="logger.tags is set, but logger=none logs to"):
+        check_command(compose_cfg("pretrain", "logger.tags=[a]"), ["logger.tags=[a]"], True)
+    overrides = ["logger=wandb", "logger.tags=[a]"]
+    check_command(compose_cfg("pretrain", *overrides), overrides, single_run=True)
+
+
 @pytest.mark.parametrize(
     "overrides, refused",
     [

@@ -532,6 +532,11 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
         if key.startswith("data.") and reads(cfg.stage, key):
             problem = unread_data_field_problem(cfg.data, key.removeprefix("data."))
             require(problem is None, str(problem))
+        if key.startswith("logger.") and key != "logger.name" and cfg.logger.name == "none":
+            raise SparseBertError(
+                f"{key} is set, but logger=none logs to the run folder's metrics.jsonl only, so "
+                f"it would be ignored; add logger=wandb to log to W&B, or drop {key}."
+            )
         if key == "pipeline.search":
             require(
                 cfg.mask.name in SEARCHED_MASKS,
