@@ -27,6 +27,17 @@ def wiki_sample(cache_dir):
     return load_corpus(data_config(name="wiki_sample"), cache_dir)
 
 
+def test_the_embedded_corpora_are_named_where_the_config_checks_them():
+    """data/config.EMBEDDED_CORPORA (torch-free, for refusing a source setting beside one) and
+    data/corpus.EMBEDDED (their parts) name the same corpora, and each has a conf/data preset."""
+    from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.data.config import EMBEDDED_CORPORA
+    from sparsebert_cli.data.corpus import EMBEDDED
+
+    assert tuple(EMBEDDED) == EMBEDDED_CORPORA
+    assert all((conf_dir() / "data" / f"{name}.yaml").is_file() for name in EMBEDDED_CORPORA)
+
+
 def test_sentences_end_at_terminal_punctuation_before_a_capital():
     text = 'It rained. "Why?" she asked! Then 3 cats left? no split here.'
     assert split_sentences(text) == [

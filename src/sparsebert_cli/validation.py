@@ -628,14 +628,15 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
 def _check_data_files(cfg: DictConfig) -> None:
     """A GLUE task's files in task.glue_dir and data.files' matches, checked as the stage reads
     them (evaluate's task, the finetune run's, is checked when it is read)."""
-    from sparsebert_cli.data.corpus import EMBEDDED, unmatched_files_problem
+    from sparsebert_cli.data.config import EMBEDDED_CORPORA
+    from sparsebert_cli.data.corpus import unmatched_files_problem
     from sparsebert_cli.data.glue import GLUE_TASKS, missing_glue_file
 
     stage, glue_dir = cfg.stage, _get(cfg, "task.glue_dir")
     if glue_dir and stage == "finetune" and cfg.task.name in GLUE_TASKS:
         problem = missing_glue_file(cfg.task.name, Path(glue_dir))
         require(problem is None, str(problem))
-    if reads(stage, "data.files") and cfg.data.name not in EMBEDDED:
+    if reads(stage, "data.files") and cfg.data.name not in EMBEDDED_CORPORA:
         for pattern in cfg.data.files:
             problem = unmatched_files_problem(pattern)
             require(problem is None, str(problem))

