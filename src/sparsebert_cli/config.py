@@ -327,6 +327,12 @@ def is_multirun(args: list[str]) -> bool:
     return any(arg in MULTIRUN_FLAGS for arg in args)
 
 
+def typed_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """A job's command-line overrides as typed (Hydra's overrides.task, unresolved: an item
+    holding `${D}` would be resolved, and fail, on reading)."""
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+
+
 def override_key(override: str) -> str:
     """The config key an override sets: `+mask.lam=1e-3` → `mask.lam`, `mask=dam` → `mask`."""
     return override.split("=", 1)[0].lstrip("+~")

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sparsebert_cli import interrupt, runs
-from sparsebert_cli.config import override_key, unnamed_overrides
+from sparsebert_cli.config import override_key, typed_overrides, unnamed_overrides
 from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.progress import say
@@ -315,17 +315,24 @@ def record_inherited_keys(cfg: DictConfig) -> None:
     from sparsebert_cli.stages.pipeline import inherited_overrides
 
     if HydraConfig.initialized():
-        given = inherited_overrides(list(HydraConfig.get().overrides.task))
+        given = inherited_overrides(typed_overrides(HydraConfig.get()))
         launch_only = set(unnamed_overrides())
         cfg.pipeline.inherited = sorted({override_key(o) for o in given} - launch_only)
 
 
 def config_error(e: BaseException) -> str:
     """One line for a config that cannot be resolved, naming the key."""
+    from omegaconf.errors import InterpolationKeyError
+
     first = first_line(e, type(e).__name__)
     key = getattr(e, "full_key", None)
     where = f" at {key}" if key else ""
-    return f"the config cannot be resolved{where}: {first}. Fix that value and rerun."
+    hint = (
+        " (an environment variable is $NAME in a path, which sparsebert expands, or ${oc.env:NAME})"
+        if isinstance(e, InterpolationKeyError)
+        else ""
+    )
+    return f"the config cannot be resolved{where}: {first}{hint}. Fix that value and rerun."
 
 
 def unfinished_twin(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path | None:
@@ -389,7 +396,7 @@ def run_job(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
+    overrides = typed_overrides(hydra_cfg)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     # a sweep job's command keeps -m: it reruns into the job's folder of the sweep
     command = runs.command_line(cfg.stage, ["-m", *overrides] if multirun else overrides)

@@ -872,6 +872,11 @@ CLI = {
         ["finetune", "model=hf", "model.name_or_path=no-such-org/no-such-model"],
         ["cannot get the model 'no-such-org/no-such-model'", "model=minilm"],
     ),
+    # an interpolation in an override ended in Hydra's traceback as the job read its overrides
+    "unknown interpolation": (
+        ["pretrain", "data=text_files", "data.files=[${D}/corpus.txt]"],
+        ["Interpolation key 'D' not found", "an environment variable is $NAME"],
+    ),
 }
 
 

@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli import runs
-from sparsebert_cli.config import override_key
+from sparsebert_cli.config import override_key, typed_overrides
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.config import SEARCHED_MASKS
 from sparsebert_cli.progress import say
@@ -231,7 +231,7 @@ def run(cfg: DictConfig, run: runs.Run, job: StepJob) -> dict[str, float]:
 
     hc = HydraConfig.get()
     metrics: dict[str, float] = {}
-    for step in plan(cfg, dict(hc.runtime.choices), list(hc.overrides.task)):
+    for step in plan(cfg, dict(hc.runtime.choices), typed_overrides(hc)):
         preflight(step.cfg)  # its upstream step has completed by now
         unused = unused_max_steps(step.cfg, [o for o in step.overrides if o not in step.own])
         if unused:  # a common override, for search and pretrain
