@@ -192,6 +192,9 @@ def test_an_unquoted_value_with_an_equals_sign_is_refused_with_the_quoting(workd
     proc = sparsebert("evaluate", "-m", f"model.from={folder}", "--dry-run", cwd=workdir,
                       check=False)  # fmt: skip
     assert proc.returncode == 1 and "is not an override Hydra can read" in proc.stderr
+    # A sweep over two such folders: quoting the whole value made them one path.
+    assert "With -m, each value of a sweep is quoted on its own: " in proc.stderr
+    assert "\"model.from_run='<one>','<other>'\"" in proc.stderr
 
 
 def test_an_unquoted_list_of_overrides_is_refused_with_each_element_quoted():

@@ -931,11 +931,16 @@ def _parse_override(parser, arg: str):
             quoted = "[" + ",".join(f"'{item}'" for item in items if item) + "]"
         elif is_list:  # one element of a list setting: in brackets
             quoted = f"['{value}']"
+        sweep = (  # under -m, `A,B` may be two values: each is quoted on its own
+            f" With -m, each value of a sweep is quoted on its own: \"{key}='<one>','<other>'\"."
+            if "," in value and not is_list and not value.startswith("[")
+            else ""
+        )
         raise SparseBertError(
             f"{arg} is not an override Hydra can read ({str(e).splitlines()[0]}). A value "
             "with '=', ',', spaces, brackets or quotes must be quoted inside the override (each "
             "element of a list), the shell's quotes around Hydra's: "
-            f'"{key}={quoted}".'
+            f'"{key}={quoted}".{sweep}'
         ) from None
 
 
