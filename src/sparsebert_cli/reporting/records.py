@@ -97,7 +97,7 @@ def _upstream_configs(config: dict) -> dict[tuple[str, str], dict]:
         section = config.get(group)
         folder = section.get(key) if isinstance(section, dict) else None
         if folder and (group != "mask" or section.get("name") == "from_run"):
-            upstream = _load_config(Path(str(folder)))
+            upstream, _ = _load_settings(Path(str(folder)))
             if upstream:
                 found[group, key] = upstream
     return found
@@ -210,32 +210,28 @@ def _located(config: dict, run_dir: Path) -> dict:
     return config
 
 
-def _load_config(run_dir: Path) -> dict:
-    """The run's config.yaml ({} when absent or damaged: an upstream run read for its details)."""
-    path = run_dir / runs.CONFIG
-    if not path.is_file():
-        return {}
-    try:
-        loaded = _read_yaml(path)
-    except SparseBertError:
-        return {}
-    return _located(loaded, run_dir) if isinstance(loaded, dict) else {}
-
-
-def _load_overrides(run_dir: Path) -> dict[str, str]:
+def _run_settings(run_dir: Path) -> tuple[dict, dict[str, str]]:
+    """The run's config.yaml (its references found where they are now) and its overrides by key
+    (.hydra/overrides.yaml, {} without one); a SparseBertError when either is missing or
+    damaged."""
+    config = _read_yaml(run_dir / runs.CONFIG)
+    require(isinstance(config, dict), f"{run_dir / runs.CONFIG} holds no settings")
     path = runs.layout(run_dir).overrides
-    if not path.is_file():
-        return {}
-    try:
-        items = _read_yaml(path)
-    except SparseBertError:
-        return {}
-    found = {}
+    items = _read_yaml(path) if path.is_file() else []
+    overrides = {}
     for item in items if isinstance(items, list) else []:
         key, sep, value = str(item).partition("=")
         if sep:
-            found[key.lstrip("+~")] = value
-    return found
+            overrides[key.lstrip("+~")] = value
+    return _located(config, run_dir), overrides
+
+
+def _load_settings(run_dir: Path) -> tuple[dict, dict[str, str]]:
+    """`_run_settings` of an upstream run read for its details: ({}, {}) when unreadable."""
+    try:
+        return _run_settings(run_dir)
+    except SparseBertError:
+        return {}, {}
 
 
 def runs_root(run_dir: Path, stage: str) -> Path:
@@ -373,14 +369,14 @@ def _model_run(config: dict) -> RunRecord | None:
     folder = model.get("from_run") if isinstance(model, dict) else None
     if not isinstance(mask, dict) or mask.get("name") != "checkpoint" or not folder:
         return None
-    upstream = _load_config(Path(str(folder)))
+    upstream, overrides = _load_settings(Path(str(folder)))
     if not upstream:
         return None
     return RunRecord(
         dir=Path(str(folder)),
         status="completed",
         config=upstream,
-        overrides=_load_overrides(Path(str(folder))),
+        overrides=overrides,
         metrics={},
         error=None,
         sparsity=None,
@@ -466,11 +462,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         root = runs_root(run_dir, stage)
         grouping = _grouping_dir(run_dir, manifest, root)
         try:  # the settings that place the run in the table: a row of None without them
-            config = _read_yaml(grouping / runs.CONFIG)
-            require(isinstance(config, dict), f"{grouping / runs.CONFIG} holds no settings")
-            config = _located(config, grouping)
-            if runs.layout(grouping).overrides.is_file():
-                _read_yaml(runs.layout(grouping).overrides)
+            config, overrides = _run_settings(grouping)
         except SparseBertError as e:
             warnings.append(f"{run_dir} skipped: {e}")
             continue
@@ -483,7 +475,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
                 dir=run_dir,
                 status=status,
                 config=config,
-                overrides=_load_overrides(grouping),
+                overrides=overrides,
                 metrics=metrics,
                 error=manifest.get("error"),
                 sparsity=_sparsity(
