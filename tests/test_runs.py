@@ -217,6 +217,10 @@ def test_a_runs_folder_hydra_could_not_make_is_refused_before_it_tries(workdir):
     with pytest.raises(runs.FolderRefused, match="afile is a file, not a folder"):
         runs.check_runs_dir(workdir / "afile" / "runs")
     runs.check_runs_dir(workdir / "new" / "runs")  # made when missing
+    assert not list(workdir.glob(".sparsebert-probe-*"))  # the probe leaves nothing behind
+    # os.access says yes to root everywhere; /proc takes no folder from anyone
+    with pytest.raises(runs.FolderRefused, match="no folder can be made in /proc"):
+        runs.check_runs_dir("/proc/runs")
     proc = sparsebert("pretrain", f"paths.runs_dir={workdir}/afile/runs", cwd=workdir, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "is a file, not a folder" in proc.stderr

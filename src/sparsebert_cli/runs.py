@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -367,7 +368,8 @@ def nearest_existing(path: Path) -> Path:
 
 def check_runs_dir(value: Any) -> None:
     """Refuse a runs folder Hydra could not make (before it tries, with a traceback): a name
-    longer than file systems take, a file in its place, or a place this user cannot write."""
+    longer than file systems take, a file in its place, or a place where no folder can be made
+    (a hidden empty folder is made and removed there to find out)."""
     path = Path(expand_path(str(value)))
     long = next((p for p in path.parts if len(p.encode()) > NAME_BYTES), None)
     if long is not None:
@@ -382,12 +384,15 @@ def check_runs_dir(value: Any) -> None:
             f"paths.runs_dir={value}: {existing} is a file, not a folder; point paths.runs_dir "
             "at a folder (it is created if missing)."
         )
-    if not os.access(existing, os.W_OK | os.X_OK):
+    # A probe, not os.access: root passes os.access everywhere, even in /proc or a read-only mount
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sparsebert-probe-", dir=existing))
+    except OSError as error:
         raise FolderRefused(
-            f"paths.runs_dir={value}: {existing} cannot be written by this user (read-only or "
-            "another user's); point paths.runs_dir at a writable folder, e.g. "
-            "paths.runs_dir=$HOME/runs."
-        )
+            f"paths.runs_dir={value}: no folder can be made in {existing} ({error.strerror}: "
+            "read-only, another user's or not a real folder); point paths.runs_dir at a "
+            "writable folder, e.g. paths.runs_dir=$HOME/runs."
+        ) from None
 
 
 def check_run_folder(run_dir: Path) -> None:
