@@ -752,7 +752,7 @@ def _check_searched_mask(cfg: DictConfig, search_dir: Path, weights: Path | None
             runs.layout(search_dir).artifacts, heads=heads, layers=layers, n=_get(cfg, key)
         )
         try:
-            check_keeps_attention(mask, targeted=meta.get("target_sparsity") is not None)
+            check_keeps_attention(mask, meta)
         except SparseBertError as error:  # `latest` may have named a run the user did not mean
             raise SparseBertError(f"the searched mask of mask.from={search_dir}: {error}") from None
 

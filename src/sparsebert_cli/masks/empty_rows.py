@@ -10,10 +10,12 @@ rule applied to dense scores.
 """
 
 import warnings
+from collections.abc import Mapping
 
 import torch
 
 from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.masks.config import DAM_KINDS
 
 
 class EmptyAttentionRowWarning(UserWarning):
@@ -78,14 +80,19 @@ def masked_softmax(
     return filled.softmax(dim=-1).masked_fill(empty[..., None], 0.0)
 
 
-def _more_kept(targeted: bool) -> str:
-    """What makes a search keep more entries: its target when it had one, else λ or a target."""
-    how = (
-        "a lower mask.target_sparsity"
-        if targeted
-        else "a smaller mask.lam, a target sparsity (mask.lam=0 mask.target_sparsity=0.9)"
-    )
-    return f"{how} or, for a block DAM, mask.keep_diagonal_blocks=true keeps more"
+def _more_kept(search: Mapping) -> str:
+    """What makes the search recorded in `search` (a mask.json: kind, params, target_sparsity)
+    keep more entries: its target when it had one, else a target or λ; a block DAM's own tiles."""
+    ways = []
+    if search.get("kind") == DAM_KINDS["block"] and not search.get("params", {}).get(
+        "keep_diagonal_blocks"
+    ):
+        ways.append("mask.keep_diagonal_blocks=true (each query keeps its own tile)")
+    if search.get("target_sparsity") is not None:
+        ways.append("a lower mask.target_sparsity")
+    else:
+        ways += ["a target sparsity (mask.lam=0 mask.target_sparsity=0.9)", "a smaller mask.lam"]
+    return ", ".join(ways[:-1]) + " or " + ways[-1] if len(ways) > 1 else ways[0]
 
 
 def empty_layers(mask: torch.Tensor) -> str | None:
@@ -98,12 +105,12 @@ def empty_layers(mask: torch.Tensor) -> str | None:
 
 
 def check_keeps_attention(
-    mask: torch.Tensor, targeted: bool = False, pattern: str | None = None
+    mask: torch.Tensor, search: Mapping | None = None, pattern: str | None = None
 ) -> None:
     """Refuse a fixed mask M (bool [L, H, n, n]) to train with that allows nothing in some layer:
     that layer's attention would be zero for every token (an empty row is defined, a model whose
-    layer never attends is a mistake: a search driven to 100 % sparsity). `targeted`: the mask's
-    search had a target sparsity; `pattern`: M is that fixed pattern (the advice names them)."""
+    layer never attends is a mistake: a search driven to 100 % sparsity). `search`: the mask.json
+    of M's search; `pattern`: M is that fixed pattern (the advice names them)."""
     where = empty_layers(mask)
     if not where:
         return
@@ -114,8 +121,9 @@ def check_keeps_attention(
         )
     else:
         fix = (
-            "A search gets there with a λ too large for its steps; search again with "
-            f"{_more_kept(targeted)}, or use another mask."
+            "A search gets there when its L1 push outweighs the task's gradient (a large λ, or a "
+            "model whose attention does not matter yet); search again with "
+            f"{_more_kept(search or {})}, or use another mask."
         )
     raise SparseBertError(
         f"the attention mask allows no entry in {where} (100 % sparse there): the model would "
@@ -123,10 +131,10 @@ def check_keeps_attention(
     )
 
 
-def searched_mask_warning(mask: torch.Tensor, targeted: bool = False) -> str | None:
+def searched_mask_warning(mask: torch.Tensor, search: Mapping) -> str | None:
     """What to tell the user of a searched mask M (bool [L, H, n, n]) that leaves queries with no
     key (every run that uses it zeroes their attention; a layer that keeps nothing is refused by
-    them), or None when every query keeps one. `targeted`: the search had a target sparsity."""
+    them), or None when every query keeps one. `search`: the mask.json the search writes."""
     empty = ~mask.any(dim=-1)  # [L, H, n]
     if not bool(empty.any()):
         return None
@@ -138,9 +146,8 @@ def searched_mask_warning(mask: torch.Tensor, targeted: bool = False) -> str | N
         if layers
         else "the runs that use it zero their attention"
     )
-    more = _more_kept(targeted)
     return (
         f"the searched mask leaves {float(empty.float().mean()):.1%} of the queries without a key "
         f"({heads} of {empty.shape[0] * empty.shape[1]} {maps} maps keep nothing); {used}. "
-        f"{more[0].upper()}{more[1:]}."
+        f"More is kept with {_more_kept(search)}."
     )

@@ -82,20 +82,19 @@ class MaskSource(nn.Module):
             dam = DAM.from_config(cfg, heads, layers, block_size)
             return cls("dam", dam=dam, meta={"kind": dam.kind})
         mask = build_fixed_mask(cfg, n, heads, layers)
-        targeted, pattern = False, None  # the mask's search had a target; the fixed pattern
+        search, pattern = None, None  # the mask.json of the mask's search; the fixed pattern
         if cfg.name in PATTERNS:
             pattern = cfg.name
             meta = {"kind": cfg.name, "params": pattern_params(cfg)}
         else:
-            _, stored = load_mask(layout(cfg.from_run).artifacts)
+            _, search = load_mask(layout(cfg.from_run).artifacts)
             meta = {
-                "kind": stored["kind"],
-                "params": stored.get("params", {}),
+                "kind": search["kind"],
+                "params": search.get("params", {}),
                 "source_run": cfg.from_run,
             }
-            targeted = stored.get("target_sparsity") is not None
         # a mask to train with (a model saved with one, from_checkpoint, was trained already)
-        check_keeps_attention(mask, targeted, pattern)
+        check_keeps_attention(mask, search, pattern)
         return cls("fixed", mask=mask, meta=meta)
 
     @classmethod

@@ -130,9 +130,6 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     )
     metrics = train(objective, splits["train"], collate, cfg, run, hooks, rates)
     mask = dam.binarize().cpu()
-    warning = searched_mask_warning(mask, targeted=dam.target is not None)
-    if warning and run.writer:
-        say(f"warning: {warning}", to_stderr=True)
     if run.writer:
         held_out.write_profile(run.artifacts)
         params = {
@@ -162,6 +159,9 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
             meta["target_sparsity"] = 100.0 * dam.target.target
             meta["expected_sparsity"] = 100.0 * dam.expected_sparsity().item()
             meta["sign_sparsity"] = dam.sign_sparsity()
+        warning = searched_mask_warning(mask, meta)
+        if warning:
+            say(f"warning: {warning}", to_stderr=True)
         save_mask(run.artifacts, mask, meta)
         _write_trace(trace_dir, layout(run.dir).importance_trace)
         if warmup > 0 and cfg.mask.encoder_lr == 0 and cfg.mask.objective == "mlm":
