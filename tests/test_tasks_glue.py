@@ -538,7 +538,7 @@ def test_evaluate_of_a_non_glue_run_with_a_glue_folder_says_to_drop_it(tmp_path)
     from omegaconf import OmegaConf
 
     from sparsebert_cli.errors import SparseBertError
-    from sparsebert_cli.stages.evaluate import recorded_task
+    from sparsebert_cli.data.config import recorded_task
 
     recorded = {"name": "lee_sts", "kind": "regression", "glue_dir": None, "data_dir": None,
                 "data_files": {}}  # fmt: skip

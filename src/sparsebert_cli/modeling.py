@@ -43,26 +43,22 @@ from sparsebert_cli.masks.artifact import save_mask
 from sparsebert_cli.masks.config import MaskConfig
 from sparsebert_cli.masks.source import MaskSource
 from sparsebert_cli.pretrained import (
+    CHECKPOINT_FILE,
+    HEAD_NAMES,
+    TASK_HEADS,
     damaged_file,
     model_shape,
     read_bert_config,
+    read_record,
     resolve_pretrained,
     weights_file,
     weights_source,
 )
 from sparsebert_cli.runs import WEIGHTS_FILE, atomic_write_text, layout
 
-CHECKPOINT_FILE = "sparsebert.json"
 RECORD_KEYS = ("model", "head", "nsp", "num_labels", "kind")  # written by build_*_model
 # task kind -> Hugging Face's config.problem_type (the only place that word is used)
 HF_PROBLEM_TYPES = {"classification": "single_label_classification", "regression": "regression"}
-# task kind (task.kind) -> the head it gets, as sparsebert.json's "head" records it
-TASK_HEADS = {
-    "classification": "sequence_classification",
-    "regression": "sequence_classification",
-    "question_answering": "question_answering",
-    "multiple_choice": "multiple_choice",
-}
 
 
 def _check_mask_fits(mask_source: MaskSource, config: BertConfig) -> None:
@@ -286,11 +282,17 @@ class SparseBertForMultipleChoice(MaskedHead, BertForMultipleChoice):
     flattened to [B·choices, n] sequences, each scored, logits [B, choices]."""
 
 
-HEAD_CLASSES = {
-    "sequence_classification": SparseBertForSequenceClassification,
-    "question_answering": SparseBertForQuestionAnswering,
-    "multiple_choice": SparseBertForMultipleChoice,
-}
+HEAD_CLASSES = dict(
+    zip(
+        HEAD_NAMES,
+        (
+            SparseBertForSequenceClassification,
+            SparseBertForQuestionAnswering,
+            SparseBertForMultipleChoice,
+        ),
+        strict=True,
+    )
+)
 
 
 def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> bool:
@@ -432,23 +434,6 @@ def save_checkpoint(model: nn.Module, directory: Path, extra_config: dict) -> No
         save_mask(directory, mask.cpu(), dict(source.meta))
     record = {**model.sparsebert_record, "mask": source.meta, **extra_config}
     atomic_write_text(directory / CHECKPOINT_FILE, json.dumps(record, indent=2) + "\n")
-
-
-def read_record(directory: Path) -> dict:
-    """sparsebert.json of a checkpoint folder, its head and fields checked."""
-    path = Path(directory) / CHECKPOINT_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, depth
-        raise damaged_file(path, error) from None
-    heads = ("pretraining", *HEAD_CLASSES)
-    if not isinstance(record, dict) or record.get("head") not in heads:
-        raise damaged_file(path, ValueError(f"'head' is not one of {', '.join(heads)}"))
-    if record["head"] == "pretraining" and not isinstance(record.get("nsp"), bool):
-        raise damaged_file(path, ValueError("'nsp' is not true or false"))
-    if not isinstance(record.get("task", {}), dict):
-        raise damaged_file(path, ValueError("'task' is not an object"))
-    return record
 
 
 def recorded_mask(directory: Path) -> str | None:

@@ -81,6 +81,34 @@ def damaged_file(path: Path, error: Exception) -> SparseBertError:
     )
 
 
+CHECKPOINT_FILE = "sparsebert.json"  # what sparsebert records beside a checkpoint's weights
+# task kind (task.kind) -> the head it gets, as sparsebert.json's "head" records it
+TASK_HEADS = {
+    "classification": "sequence_classification",
+    "regression": "sequence_classification",
+    "question_answering": "question_answering",
+    "multiple_choice": "multiple_choice",
+}
+HEAD_NAMES = tuple(dict.fromkeys(TASK_HEADS.values()))  # modeling.HEAD_CLASSES: one class each
+
+
+def read_record(directory: Path) -> dict:
+    """sparsebert.json of a checkpoint folder, its head and fields checked."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, depth
+        raise damaged_file(path, error) from None
+    heads = ("pretraining", *HEAD_NAMES)
+    if not isinstance(record, dict) or record.get("head") not in heads:
+        raise damaged_file(path, ValueError(f"'head' is not one of {', '.join(heads)}"))
+    if record["head"] == "pretraining" and not isinstance(record.get("nsp"), bool):
+        raise damaged_file(path, ValueError("'nsp' is not true or false"))
+    if not isinstance(record.get("task", {}), dict):
+        raise damaged_file(path, ValueError("'task' is not an object"))
+    return record
+
+
 def read_bert_config(folder: Path) -> "BertConfig":
     """`folder`/config.json as a BertConfig; a damaged file is refused, naming it, and so is
     another architecture's (BertConfig reads any config.json, and its weights would not load:

@@ -26,6 +26,7 @@ from sparsebert_cli.data.config import (
     HELD_OUT_SEED,
     SELECTIONS,
     SPLIT_NAMES,
+    recorded_task,
     tokenizer_path_problem,
     unread_data_field_problem,
     unread_task_field_problem,
@@ -526,7 +527,8 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
         if key.startswith("mask."):
             problem = unread_field_problem(cfg.mask, schema.schema_key(key)[len("mask.") :])
             require(problem is None, str(problem))
-        if key.startswith("task.") and reads(cfg.stage, key):
+        # evaluate's task is its finetune run's: its data source is checked against it (preflight)
+        if key.startswith("task.") and reads(cfg.stage, key) and cfg.stage != "evaluate":
             problem = unread_task_field_problem(cfg.task, key.removeprefix("task."))
             require(problem is None, str(problem))
         if key.startswith("data.") and reads(cfg.stage, key):
@@ -554,7 +556,9 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
     Returns the upstream run folders that `model.from` / `mask.from` resolve to (by key)."""
     check_local_inputs(cfg, device_here)
     upstream = resolve_upstream(cfg)
-    if cfg.stage != "evaluate":  # evaluate: the run's own task and model
+    if cfg.stage == "evaluate":  # the finetune run's task, with the data source given here
+        _check_recorded_task(cfg, upstream["model.from_run"])
+    else:
         weights = _local_weights(cfg, upstream)
         _check_dam_u_fits(cfg, weights)
         if weights is not None:
@@ -570,6 +574,19 @@ def preflight(cfg: DictConfig, device_here: bool = True) -> dict[str, Path]:
         if "mask.from_run" in upstream and (weights or not cfg.model.name_or_path):
             _check_searched_mask(cfg, upstream["mask.from_run"], weights)
     return upstream
+
+
+def _check_recorded_task(cfg: DictConfig, finetune_run: Path) -> None:
+    """The task evaluate will read: the finetune run's, its data source replaced by one given to
+    evaluate (a GLUE folder for a GLUE task only) or else still where that run read it."""
+    from sparsebert_cli.pretrained import CHECKPOINT_FILE, read_record
+
+    model = runs.layout(finetune_run).model
+    if not (model / CHECKPOINT_FILE).is_file():  # the stage refuses the run, naming the fix
+        return
+    record = read_record(model)
+    if "task" in record:  # none: a pre-trained model, which evaluate refuses naming the fix
+        recorded_task(record["task"], cfg.task, finetune_run)
 
 
 def _check_dam_u_fits(cfg: DictConfig, weights: Path | None) -> None:

@@ -649,11 +649,28 @@ def test_evaluate_refuses_a_data_source_it_would_not_read(tmp_path, tokenizer, g
     _refused(lambda: _evaluate(tmp_path, finetune, *given), message)
 
 
+def _validate_evaluate(tmp_path: Path, finetune: Path, *overrides: str) -> None:
+    """What a single evaluate run checks of its command line and inputs before it starts."""
+    from sparsebert_cli.validation import check_command, preflight, validate_config
+
+    given = [f"model.from_run={finetune}", f"paths.runs_dir={tmp_path / 'runs'}", *overrides]
+    cfg = compose_cfg("evaluate", *given)
+    validate_config(cfg)
+    check_command(cfg, given, single_run=True)
+    preflight(cfg)
+
+
 def test_evaluate_task_glue_dir_replaces_the_recorded_one(tmp_path, tokenizer):
+    """The fix evaluate names for moved GLUE data, task.glue_dir=<its new folder>, was refused in a
+    single run as "Key 'name' not in 'EvaluateTaskConfig'" (the unread-setting check read the
+    task's name from evaluate's own task, which has none: the task is the finetune run's)."""
     task = _glue_task(tmp_path, GOOD_ROWS, GOOD_ROWS)
     finetune = _finetune_run(tmp_path, tokenizer, OmegaConf.to_container(task))
     shutil.move(tmp_path / "glue", tmp_path / "moved")
-    metrics = _evaluate(tmp_path, finetune, f"task.glue_dir={tmp_path / 'moved'}")
+    moved = f"task.glue_dir={tmp_path / 'moved'}"
+    _refused(lambda: _validate_evaluate(tmp_path, finetune), "does not exist here", moved[:13])
+    _validate_evaluate(tmp_path, finetune, moved)
+    metrics = _evaluate(tmp_path, finetune, moved)
     assert "eval/accuracy" in metrics
     assert (tmp_path / "runs" / "evaluate" / "ev" / "predictions" / "dev.jsonl").is_file()
 

@@ -24,7 +24,7 @@ from sparsebert_cli.config import STAGES, RunConfig
 from sparsebert_cli.data.tokenizer import tokenizer_from_folder
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import load_mask
-from sparsebert_cli.modeling import CHECKPOINT_FILE, read_record
+from sparsebert_cli.pretrained import CHECKPOINT_FILE, read_record
 
 settings.register_profile(
     "sparsebert-fast",

@@ -122,7 +122,7 @@ def test_a_mask_json_with_params_of_the_wrong_shape_is_refused(tmp_path):
      '{"head": "sequence_classification", "task": "mrpc"}'],
 )  # fmt: skip
 def test_a_damaged_sparsebert_json_is_refused_with_a_message(tmp_path, record):
-    from sparsebert_cli.modeling import CHECKPOINT_FILE, read_record
+    from sparsebert_cli.pretrained import CHECKPOINT_FILE, read_record
 
     (tmp_path / CHECKPOINT_FILE).write_text(record)
     with pytest.raises(SparseBertError, match="sparsebert.json cannot be read"):

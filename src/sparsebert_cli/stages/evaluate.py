@@ -14,14 +14,10 @@ scripts read them.
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sparsebert_cli import runs
-from sparsebert_cli.data.config import (
-    SPLIT_NAMES,
-    task_source_problem,
-    unread_task_field_problem,
-)
+from sparsebert_cli.data.config import SPLIT_NAMES, recorded_task
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.runs import Run, atomic_write_text
 from sparsebert_cli.stages.finetune import load_task_data, task_scores
@@ -32,47 +28,6 @@ from sparsebert_cli.training.loop import resolve_device
 # Labelled dev splits and the metric prefix each gets (MNLI has a matched and a mismatched dev set).
 DEV_SPLITS = {"dev": "eval/", "dev_mismatched": "eval/mismatched/"}
 TEST_SPLITS = tuple(name for name in SPLIT_NAMES if name.startswith("test"))
-# The task keys that name local data: a value given to evaluate replaces the recorded ones.
-SOURCE_KEYS = {"glue_dir": None, "data_dir": None, "data_files": {}}
-
-
-def recorded_task(recorded: dict, given: DictConfig, run_dir: Path) -> DictConfig:
-    """The finetune run's task config; its local data source replaced by the one given to
-    evaluate (task.glue_dir / task.data_dir / task.data_files), else checked to still exist."""
-    task_cfg = OmegaConf.create(recorded)
-    if any(given.get(key) for key in SOURCE_KEYS):
-        for key, empty in SOURCE_KEYS.items():
-            task_cfg[key] = given.get(key) or empty
-        problem = task_source_problem(task_cfg)
-        if problem is None and task_cfg.glue_dir:  # the run's task, which evaluate cannot change
-            problem = unread_task_field_problem(task_cfg, "glue_dir")
-        if problem is not None:
-            raise SparseBertError(f"{problem} (the task of the finetune run {run_dir})")
-        return task_cfg
-    for key in SOURCE_KEYS:
-        value = task_cfg.get(key)
-        # evaluate reads no train split (its recorded train file may be gone)
-        paths = (
-            [path for split, path in value.items() if split != "train"]
-            if key == "data_files" and value
-            else [value]
-        )
-        missing = [path for path in paths if path and not Path(path).exists()]
-        if missing:
-            shown = dict(value) if key == "data_files" else value
-            fix = (
-                "'+task.data_files={dev: <file>}'"
-                if key == "data_files"
-                else f"task.{key}=<its new folder>"
-            )
-            raise SparseBertError(
-                f"the finetune run {run_dir} read its task data from task.{key}={shown}, but "
-                f"{missing[0]} does not exist here: the task data moved or was deleted, or the "
-                "path is relative and evaluate runs in another folder (relative paths count from "
-                f"the folder a command starts in). Point evaluate at it: sparsebert evaluate "
-                f"model.from={run_dir} {fix}."
-            )
-    return task_cfg
 
 
 def question_answering_outputs(model, task, batch_size: int, directory: Path) -> dict:
@@ -112,7 +67,8 @@ def labelled_outputs(model, task, batch_size: int, out: runs.Layout) -> dict:
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     from sparsebert_cli.data.tokenizer import tokenizer_from_folder
     from sparsebert_cli.masks.stats import sparsity_per_head
-    from sparsebert_cli.modeling import load_checkpoint, read_record
+    from sparsebert_cli.modeling import load_checkpoint
+    from sparsebert_cli.pretrained import read_record
 
     model_dir = upstream_model(cfg, run, "finetune")
     model = load_checkpoint(model_dir, cfg.model)
