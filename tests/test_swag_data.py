@@ -58,7 +58,40 @@ def test_the_original_csv_reads_sentences_endings_and_labels(tmp_path):
 
 def test_an_unlabelled_test_csv_gets_label_minus_one(tmp_path):
     write_csv(tmp_path / "test.csv", labelled=False)
-    assert read_swag_csv(tmp_path / "test.csv")["label"] == [-1, -1, -1]
+    assert read_swag_csv(tmp_path / "test.csv", labelled=False)["label"] == [-1, -1, -1]
+
+
+def test_a_train_or_dev_csv_without_labels_is_refused(tmp_path):
+    """A val.csv without its label column was read as unlabelled: every dev label -1, accuracy 0
+    written as the run's result (and a train.csv so ended in 'IndexError: Target -1')."""
+    write_csv(tmp_path / "val.csv", labelled=False)
+    with pytest.raises(SparseBertError, match=r"lacks the SWAG column\(s\) \['label'\] \(a train"):
+        read_swag_csv(tmp_path / "val.csv")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        # a header-only file was said to lack the columns its header has
+        (",".join(HEADER + ENDINGS + ["label"]) + "\n", "has a header but no rows"),
+        ("", "lacks the SWAG column(s)"),
+        # a short row: float(None) (TypeError traceback)
+        (",".join(HEADER + ENDINGS + ["label"]) + "\n0,v0,0,a b,a,b,gold,x\n", "row 1 has fewer"),
+    ],
+)
+def test_a_csv_without_examples_or_with_a_short_row_is_refused(tmp_path, content, words):
+    (tmp_path / "val.csv").write_text(content)
+    with pytest.raises(SparseBertError) as refused:
+        read_swag_csv(tmp_path / "val.csv")
+    assert words in str(refused.value)
+
+
+def test_a_csv_that_is_not_utf8_is_refused(tmp_path):
+    """A Latin-1 CSV ended in UnicodeDecodeError's traceback."""
+    write_csv(tmp_path / "val.csv", rows=[("Sie öffnet.", *ROWS[0][1:])])
+    (tmp_path / "val.csv").write_bytes((tmp_path / "val.csv").read_text().encode("latin-1"))
+    with pytest.raises(SparseBertError, match="is not UTF-8 text .* SWAG's CSVs are UTF-8"):
+        read_swag_csv(tmp_path / "val.csv")
 
 
 def test_a_test_file_with_the_hubs_label_minus_one_is_read_unlabelled(tmp_path):
@@ -84,7 +117,7 @@ def test_a_label_that_is_not_an_ending_is_refused(tmp_path):
 
 def test_a_csv_without_the_swag_columns_is_refused(tmp_path):
     (tmp_path / "val.csv").write_text("sentence,label\nhello,1\n")
-    with pytest.raises(SparseBertError, match=r"lacks the SWAG columns \['sent1'"):
+    with pytest.raises(SparseBertError, match=r"lacks the SWAG column\(s\) \['sent1'"):
         read_swag_csv(tmp_path / "val.csv")
 
 

@@ -141,6 +141,20 @@ def test_lines_with_a_wrong_field_count_are_skipped_and_counted(tmp_path):
     )
     columns, skipped, unknown = read_glue_file(path, GLUE_TASKS["qqp"], ["0", "1"], labelled=True)
     assert (columns["text_a"], columns["label"], skipped, unknown) == (["Why?"], [1], 2, set())
+    # each row keeps the index of its line: predictions/dev.jsonl's idx after a skipped line
+    # named the next row's neighbour (a running count of the rows kept)
+    write_tsv(path, [header, "0\t1\t2\tHow?\n", "1\t3\t4\tWhy?\tWhy not?\t1"])
+    assert read_glue_file(path, GLUE_TASKS["qqp"], ["0", "1"], labelled=True)[0]["idx"] == [1]
+
+
+def test_a_test_file_index_that_is_not_a_number_is_refused(tmp_path):
+    """An index 'zero' ended in int()'s ValueError traceback."""
+    path = tmp_path / "test.tsv"
+    write_tsv(path, ["id\tquestion1\tquestion2", "0\tWhy?\tWhy not?", "zero\tHow?\tHow so?"])
+    with pytest.raises(
+        SparseBertError, match=r"test.tsv: data row 2 has the id 'zero', not a whole"
+    ):
+        read_glue_file(path, GLUE_TASKS["qqp"], ["0", "1"], labelled=False)
 
 
 def test_a_test_file_row_with_a_wrong_field_count_is_refused_not_skipped(tmp_path):
@@ -537,8 +551,8 @@ def test_evaluate_of_a_non_glue_run_with_a_glue_folder_says_to_drop_it(tmp_path)
     """The fix said "or pick a GLUE task", which evaluate cannot: its task is the run's."""
     from omegaconf import OmegaConf
 
-    from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.data.config import recorded_task
+    from sparsebert_cli.errors import SparseBertError
 
     recorded = {"name": "lee_sts", "kind": "regression", "glue_dir": None, "data_dir": None,
                 "data_files": {}}  # fmt: skip

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparsebert_cli.data.local_files import read_utf8
 from sparsebert_cli.errors import SparseBertError
 
 log = logging.getLogger(__name__)
@@ -130,13 +131,9 @@ def read_glue_file(
 ) -> tuple[dict, int, set[str]]:
     """One TSV file as columns (text_a, [text_b,] label, idx), how many lines were skipped and
     the labels outside the task's set among them."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise SparseBertError(
-            f"{path} is not UTF-8 text (byte {error.start} cannot be decoded). GLUE files are "
-            "UTF-8: re-download the file, or convert it (e.g. iconv -t UTF-8)."
-        ) from None
+    text = read_utf8(
+        path, "GLUE files are UTF-8: re-download the file, or convert it (e.g. iconv -t UTF-8)."
+    )
     lines = [line.rstrip("\r") for line in text.split("\n")]
     lines = [line for line in lines if line.strip()]
     if not lines:
@@ -159,7 +156,7 @@ def read_glue_file(
     pair = len(layout.text_columns) == 2
     columns = {"text_a": [], **({"text_b": []} if pair else {}), "label": [], "idx": []}
     skipped, unknown = 0, set()
-    for line in lines:
+    for row, line in enumerate(lines):  # idx: the row of the file, kept when a row is skipped
         fields = line.split("\t")
         if len(fields) != len(header) and not labelled:
             raise SparseBertError(
@@ -179,16 +176,29 @@ def read_glue_file(
                 unknown.add(values[-1])
                 continue
             columns["label"].append(label)
-            columns["idx"].append(len(columns["idx"]))
+            columns["idx"].append(row)
         else:
             columns["label"].append(unlabelled(label_names))
-            columns["idx"].append(int(values[-1]))
+            columns["idx"].append(_index(values[-1], path, row, layout.index_column))
         columns["text_a"].append(values[0])
         if pair:
             columns["text_b"].append(values[1])
     if labelled and not columns["idx"]:
         raise SparseBertError(no_examples_message(path, layout, len(lines), unknown, label_names))
     return columns, skipped, unknown
+
+
+def _index(value: str, path: Path, row: int, column: str) -> int:
+    """A test row's index (row: its 0-based place among the data rows), the number its submission
+    line carries."""
+    try:
+        return int(value)
+    except ValueError:
+        raise SparseBertError(
+            f"{path}: data row {row + 1} has the {column} {value!r}, not a whole number (a test "
+            f"file's {column} column numbers its rows for the submission); re-download the file, "
+            "or mend that row."
+        ) from None
 
 
 def no_examples_message(

@@ -10,6 +10,17 @@ from sparsebert_cli.errors import SparseBertError, first_line
 TEXT_AS_WRITTEN = {"keep_default_na": False, "na_values": [""]}
 
 
+def read_utf8(path: Path, fix: str) -> str:
+    """The text of `path` (a leading byte-order mark dropped), or one paragraph naming the byte
+    that is not UTF-8, then `fix`."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SparseBertError(
+            f"{path} is not UTF-8 text (byte {error.start} cannot be decoded). {fix}"
+        ) from None
+
+
 def load_local_files(builder: str, data_files, cache_dir: Path, **options):
     """`datasets.load_dataset(builder, data_files=...)`; a file the builder cannot read (an
     unclosed quote, a ragged or truncated row, a split with no rows, an empty file) raises

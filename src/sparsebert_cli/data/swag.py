@@ -8,12 +8,14 @@ test split). The multiple-choice head scores each sequence and takes a softmax o
 """
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsebert_cli.data.config import splits_read
 from sparsebert_cli.data.glue import UNLABELLED, labelled
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
+from sparsebert_cli.data.local_files import read_utf8
 from sparsebert_cli.data.metrics import FIXED_OUTPUTS
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.data.tasks import class_id
@@ -61,23 +63,37 @@ def _number(text: str, path: Path) -> float:
 
 
 def read_swag_csv(path: Path, labelled: bool = True) -> dict[str, list]:
-    """sent1, sent2, ending0..3, label and idx of an original CSV; the label is -1 without a label
-    column or when not `labelled` (a test file: its labels, -1 or empty in the originals, are
-    never scored)."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    header = set(rows[0]) if rows else set()
-    missing = [name for name in TEXT_COLUMNS if name not in header]
+    """sent1, sent2, ending0..3, label and idx of an original CSV; the label is -1 when not
+    `labelled` (a test file: its labels, -1 or empty in the originals, are never scored)."""
+    text = read_utf8(
+        path, "SWAG's CSVs are UTF-8: re-download the file, or convert it (e.g. iconv -t UTF-8)."
+    )
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    needed = [*TEXT_COLUMNS, *(["label"] if labelled else [])]
+    missing = [name for name in needed if name not in header]
     if missing:
         raise SparseBertError(
-            f"{path} lacks the SWAG columns {missing}; it must be the original CSV layout "
-            "(video-id, fold-ind, startphrase, sent1, sent2, gold-source, ending0..ending3, label)."
+            f"{path} lacks the SWAG column(s) {missing}"
+            f"{' (a train or dev CSV needs the label: the right ending)' if 'label' in missing else ''}"
+            "; it must be the original CSV layout (video-id, fold-ind, startphrase, sent1, sent2, "
+            "gold-source, ending0..ending3, label)."
         )
+    rows = list(reader)
+    if not rows:
+        raise SparseBertError(
+            f"{path} has a header but no rows; re-download the file, or point task.data_dir at "
+            "the folder of the complete CSVs."
+        )
+    for number, row in enumerate(rows, start=1):
+        if any(row[name] is None for name in needed):  # csv fills a short row's cells with None
+            raise SparseBertError(
+                f"{path}: row {number} has fewer fields than its header ({len(header)}); mend "
+                "that row, or re-download the file."
+            )
     columns = {name: [row[name] for row in rows] for name in TEXT_COLUMNS}
     columns["label"] = [
-        class_id(_number(row["label"], path), len(ENDINGS), str(path))
-        if labelled and "label" in header
-        else UNLABELLED
+        class_id(_number(row["label"], path), len(ENDINGS), str(path)) if labelled else UNLABELLED
         for row in rows
     ]
     columns["idx"] = list(range(len(rows)))
