@@ -253,6 +253,23 @@ def test_collate_pads_with_the_pad_token_to_the_longest_example(glue_dir, tokeni
     assert batch["labels"].tolist() == [-1, 0]
 
 
+@pytest.mark.parametrize(("idx", "refused"), [("7", None), ("a7", "'a7'"), ("7.5", "7.5")])
+def test_a_data_files_idx_column_is_a_whole_number_or_refused(tmp_path, tokenizer, idx, refused):
+    """An idx column of words ended in pyarrow's ArrowInvalid traceback."""
+    rows = ["idx,sentence,label", f"{idx},A fine film.,1", "8,A dull film.,0"]
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    files = {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")}
+    load = lambda: load_task(  # noqa: E731
+        task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0
+    )
+    if refused is None:
+        assert load().splits["dev"]["idx"] == [7, 8]
+        return
+    with pytest.raises(SparseBertError, match=f"has the idx {refused} in data row 1, not a whole"):
+        load()
+
+
 def test_csv_data_files_with_label_names(tmp_path, tokenizer):
     rows = [
         "question,sentence,label",

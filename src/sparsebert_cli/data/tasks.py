@@ -248,7 +248,7 @@ def standard_columns(
             ]
         else:
             columns["label"] = [unlabelled(label_names)] * len(indices)
-        columns["idx"] = batch["idx"] if "idx" in batch else indices
+        columns["idx"] = _row_ids(batch["idx"], indices, source) if "idx" in batch else indices
         return columns
 
     features = datasets.Features(
@@ -279,6 +279,21 @@ def _texts(batch: dict, field: str, indices: list[int], source: str) -> list[str
                 "needs its text fields as strings. Fill, quote or drop that row of the data."
             )
     return values
+
+
+def _row_ids(values: list, indices: list[int], source: str) -> list[int]:
+    """A data file's own idx column as whole numbers (predictions and submissions carry them)."""
+    ids = []
+    for value, row in zip(values, indices, strict=True):
+        try:  # a JSON 3.0 is 3; a string must be the digits of one (int() of 3.5 would cut it)
+            ids.append(int(value) if float(value).is_integer() else int(str(value)))
+        except (ValueError, TypeError):
+            raise SparseBertError(
+                f"{source} has the idx {value!r} in data row {row + 1}, not a whole number: an "
+                "idx column numbers the rows for the predictions and the submission. Fix it, or "
+                "drop the column (the rows are then numbered in order)."
+            ) from None
+    return ids
 
 
 def to_label(value, label_names: list[str], source: str, fixed: str | None = None):
