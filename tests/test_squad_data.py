@@ -149,3 +149,14 @@ def test_evaluation_needs_and_reads_only_the_dev_file(tmp_path, source):
     assert list(squad_examples(config, tmp_path / "cache", train=False)) == ["dev"]
     with pytest.raises(SparseBertError, match="train"):
         squad_examples(config, tmp_path / "cache")
+
+
+def test_v2_data_under_the_v1_task_is_refused(tmp_path):
+    """SQuAD v2.0 files under task=squad were scored as v1.1: every unanswerable question counted
+    as never matched, and the run wrote its low F1 without a word."""
+    (tmp_path / "dev-v2.0.json").write_text(json.dumps(SQUAD_DOCUMENT))
+    files = {"data_files": {"dev": str(tmp_path / "dev-v2.0.json")}}
+    with pytest.raises(SparseBertError, match=r"has 1 of 2 questions without an answer.*squad_v2"):
+        squad_examples(task_config("squad", **files), tmp_path / "cache", train=False)
+    answered = squad_examples(task_config("squad_v2", **files), tmp_path / "cache", train=False)
+    assert answered["dev"]["answer_texts"] == [["Ten"], []]

@@ -266,7 +266,10 @@ def squad_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
 
     files = local_files(task_cfg, train)
     if files:
-        return {split: datasets.Dataset.from_dict(read_squad_json(p)) for split, p in files.items()}
+        splits = {
+            split: datasets.Dataset.from_dict(read_squad_json(p)) for split, p in files.items()
+        }
+        return _answerable(splits, task_cfg, files)
     if not task_cfg.hub_path:
         raise SparseBertError(
             f"task={task_cfg.name} has no data source: set task.data_dir=<folder with the official "
@@ -292,11 +295,28 @@ def squad_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
             "answer_starts": [a["answer_start"] for a in batch["answers"]],
         }
 
-    return {
+    splits = {
         hub_split_name(name): split.map(flatten, batched=True, remove_columns=["answers"])
         for name, split in loaded.items()
         if hub_split_name(name) in splits_read(train)
     }
+    return _answerable(splits, task_cfg, {name: task_cfg.hub_path for name in splits})
+
+
+def _answerable(splits: dict, task_cfg, sources: dict) -> dict:
+    """`splits`, refused under SQuAD v1.1 when a question has no answer: v2.0 data (v1.1 scores
+    such a question as never matched, so its metrics would be quietly low)."""
+    if task_cfg.version_2_with_negative:
+        return splits
+    for name, split in splits.items():
+        unanswerable = sum(not texts for texts in split["answer_texts"])
+        if unanswerable:
+            raise SparseBertError(
+                f"the {name} split of task={task_cfg.name} ({sources[name]}) has {unanswerable} of "
+                f"{len(split)} questions without an answer, as SQuAD v2.0 data has; v1.1 would "
+                "score them as never matched. Use task=squad_v2 for v2.0 data, or the v1.1 files."
+            )
+    return splits
 
 
 def load_squad(task_cfg, tokenizer, cache_dir: Path, train: bool = True) -> SquadData:
