@@ -311,6 +311,12 @@ def test_a_class_id_outside_the_tasks_classes_is_refused(tmp_path, tokenizer):
         SparseBertError, match=f"has the label 2, but the task's classes are 0..1. .*{more}"
     ):
         load_task(task_config("sst2", data_files=files), tokenizer, tmp_path / "cache", seed=0)
+    # MRPC computes binary F1: "set task.num_labels=3 ..." was then refused ("computes binary F1")
+    with pytest.raises(
+        SparseBertError, match=r"classes are 0..1. Fix .* task=mrpc computes binary"
+    ):
+        load_task(task_config("mrpc", data_files=files, text_fields=["sentence"]), tokenizer,
+                  tmp_path / "cache", seed=0)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from sparsebert_cli.data.config import splits_read
 from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.local_files import load_local_files
-from sparsebert_cli.data.metrics import FIXED_OUTPUTS
+from sparsebert_cli.data.metrics import FIXED_OUTPUTS, TASK_METRICS
 from sparsebert_cli.data.padding import longest_input, padded_inputs
 from sparsebert_cli.errors import SparseBertError
 
@@ -238,13 +238,21 @@ def standard_columns(
             f"{fix}"
         )
 
+    label_fix = fixed
+    if fixed is None and "f1" in TASK_METRICS.get(task_cfg.name, ("", ()))[1]:
+        label_fix = (
+            f"Fix that row of the data; task={task_cfg.name} computes binary F1, so it takes two "
+            "classes only (data with more go under a task scored by accuracy, e.g. task=mnli or "
+            "task=sst2, with task.num_labels and task.label_names set)."
+        )
+
     def convert(batch, indices):
         columns = {"text_a": _texts(batch, fields[0], indices, source)}
         if len(fields) == 2:
             columns["text_b"] = _texts(batch, fields[1], indices, source)
         if has_labels:
             columns["label"] = [
-                to_label(value, label_names, source, fixed) for value in batch[label_field]
+                to_label(value, label_names, source, label_fix) for value in batch[label_field]
             ]
         else:
             columns["label"] = [unlabelled(label_names)] * len(indices)
