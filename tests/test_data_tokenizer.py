@@ -153,6 +153,11 @@ def test_the_tokenizer_saved_with_the_model_wins_over_data_tokenizer(text_files,
     # data.tokenizer is not used here, and the log says so (it was silently ignored)
     assert f"tokenizer: the model folder's own, {model_folder}" in caplog.text
     assert "data.tokenizer=embedded is read only for a model folder without one" in caplog.text
+    assert caplog.records[-1].levelname == "INFO"  # the default: nothing was asked for
+    # another tokenizer asked for and not used is a warning (it was said at INFO only)
+    load_tokenizer(data_config(tokenizer="bert-base-uncased"), tmp_path, source=model_folder)
+    assert caplog.records[-1].levelname == "WARNING"
+    assert "data.tokenizer=bert-base-uncased is read only" in caplog.records[-1].getMessage()
 
 
 def test_a_model_folder_without_tokenizer_leaves_data_tokenizer_in_charge(tmp_path):

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from sparsebert_cli.data.cache import content_key
-from sparsebert_cli.data.config import tokenizer_path_problem
+from sparsebert_cli.data.config import DataConfig, tokenizer_path_problem
 from sparsebert_cli.data.hub import load_hub_tokenizer
 from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.runs import MODEL_CONFIG_FILE
@@ -38,7 +38,9 @@ def load_tokenizer(data_cfg, cache_dir: Path, source: Path | str | None = None):
     """
     name = data_cfg.tokenizer
     if source is not None and holds_tokenizer(Path(source)):
-        log.info(
+        # another tokenizer than the default was asked for and is not used: a warning, not a note
+        say = log.info if name == DataConfig.tokenizer else log.warning
+        say(
             "tokenizer: the model folder's own, %s (the vocabulary the model was trained with; "
             "data.tokenizer=%s is read only for a model folder without one)",
             source,
