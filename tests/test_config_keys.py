@@ -766,3 +766,26 @@ def test_a_glue_folder_without_the_tasks_files_and_a_glob_of_nothing_are_refused
         check_local_inputs(nothing, device_here=False)
     (tmp_path / "a.txt").write_text("Some text.\n")
     check_local_inputs(nothing, device_here=False)
+
+
+@pytest.mark.parametrize(
+    ("task", "given", "words"),
+    [
+        ("sst2", "+task.data_files={train: %s/a.csv}", "needs a train and a dev file"),
+        ("swag", "task.data_dir=%s", "needs a train and a dev CSV"),
+        ("squad", "task.data_dir=%s", "train-v1.1.json of task=squad does not exist"),
+        ("squad", "+task.data_files={train: %s/a.csv}", "must name exactly a train and a dev"),
+    ],
+)
+def test_a_tasks_local_files_are_checked_before_a_run_as_its_reader_takes_them(
+    tmp_path, task, given, words
+):
+    """validate said OK to task data a fine-tuning then refused once it read them (a dev file not
+    named, a SQuAD or SWAG folder without the official files): a pipeline had searched and
+    pre-trained first (found by a data review)."""
+    from sparsebert_cli.validation import check_local_inputs
+
+    (tmp_path / "a.csv").write_text("sentence,label\nfine,1\n")
+    cfg = compose_cfg("finetune", f"task={task}", given % tmp_path)
+    with pytest.raises(SparseBertError, match=words):
+        check_local_inputs(cfg, device_here=False)

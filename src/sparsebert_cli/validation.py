@@ -643,15 +643,25 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
 
 
 def _check_data_files(cfg: DictConfig) -> None:
-    """A GLUE task's files in task.glue_dir and data.files' matches, checked as the stage reads
-    them (evaluate's task, the finetune run's, is checked when it is read)."""
+    """The task's local files (a GLUE folder's, SQuAD's or SWAG's, task.data_files) and
+    data.files' matches, checked as the stage's readers take them (evaluate's task, the finetune
+    run's, is checked against that run: `_check_recorded_task`)."""
     from sparsebert_cli.data.config import EMBEDDED_CORPORA
     from sparsebert_cli.data.corpus import unmatched_files_problem
     from sparsebert_cli.data.glue import GLUE_TASKS, missing_glue_file
+    from sparsebert_cli.data.squad import local_files as squad_files
+    from sparsebert_cli.data.swag import swag_files
+    from sparsebert_cli.data.tasks import data_file_paths
 
-    stage, glue_dir = cfg.stage, _get(cfg, "task.glue_dir")
-    if glue_dir and stage == "finetune" and cfg.task.name in GLUE_TASKS:
-        problem = missing_glue_file(cfg.task.name, Path(glue_dir))
+    stage, task = cfg.stage, cfg.get("task")
+    if stage == "finetune" and task.kind == "question_answering":
+        squad_files(task)
+    elif stage == "finetune" and task.kind == "multiple_choice":
+        swag_files(task)
+    elif stage == "finetune" and task.data_files:
+        data_file_paths(task)
+    elif stage == "finetune" and task.glue_dir and task.name in GLUE_TASKS:
+        problem = missing_glue_file(task.name, Path(task.glue_dir))
         require(problem is None, str(problem))
     if reads(stage, "data.files") and cfg.data.name not in EMBEDDED_CORPORA:
         for pattern in cfg.data.files:

@@ -100,11 +100,10 @@ def read_swag_csv(path: Path, labelled: bool = True) -> dict[str, list]:
     return columns
 
 
-def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
-    """split (train, dev, test when present) -> datasets.Dataset with TEXT_COLUMNS, label, idx;
-    without `train`, local files need no train CSV and it is not read."""
-    import datasets
-
+def swag_files(task_cfg, train: bool = True) -> dict[str, Path]:
+    """split -> original CSV of task.data_dir or task.data_files that a stage reads ({} when
+    neither is set), refused unless the splits it needs are there (validate checks them so too);
+    without `train` (evaluate) the train file is neither needed nor read."""
     if task_cfg.data_dir:
         files = {
             split: Path(task_cfg.data_dir) / name
@@ -129,6 +128,16 @@ def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
                 f"missing or unknown: {absent or sorted(files)}. Put {put} in task.data_dir, or "
                 f"set task.data_files={given}."
             )
+    return files
+
+
+def swag_examples(task_cfg, cache_dir: Path, train: bool = True) -> dict:
+    """split (train, dev, test when present) -> datasets.Dataset with TEXT_COLUMNS, label, idx;
+    without `train`, local files need no train CSV and it is not read."""
+    import datasets
+
+    files = swag_files(task_cfg, train)
+    if files:
         return {
             split: datasets.Dataset.from_dict(read_swag_csv(p, labelled(split)))
             for split, p in files.items()

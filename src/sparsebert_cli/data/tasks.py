@@ -169,6 +169,24 @@ def hub_splits(task_cfg, label_names: list[str], cache_dir: Path) -> dict:
 def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool = True) -> dict:
     """The splits of `task.data_files`; without `train` (evaluate) the train file is neither
     needed nor read."""
+    files = data_file_paths(task_cfg, train)
+    suffix = Path(next(iter(files.values()))).suffix.lower()
+    options = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3: csv.QUOTE_NONE
+    if FILE_BUILDERS[suffix] == "csv":  # a text cell as written: "1" or "2.50" is a sentence
+        options["converters"] = {field: str for field in task_cfg.text_fields}
+    loaded = load_local_files(FILE_BUILDERS[suffix], files, cache_dir, **options)
+    return {
+        name: standard_columns(
+            split, task_cfg, label_names, files[name], labelled(name), settable=train
+        )
+        for name, split in loaded.items()
+    }
+
+
+def data_file_paths(task_cfg, train: bool = True) -> dict[str, str]:
+    """split -> file of `task.data_files` that a stage reads (train only with `train`), refused
+    unless the splits it needs are there, in one format, as existing files (validate checks
+    them so too)."""
     files = {
         split: path for split, path in task_cfg.data_files.items() if train or split != "train"
     }
@@ -186,17 +204,7 @@ def file_splits(task_cfg, label_names: list[str], cache_dir: Path, train: bool =
             raise SparseBertError(
                 f"task.data_files names '{path}', which does not exist. Fix the path."
             )
-    suffix = next(iter(suffixes))
-    options = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}  # 3: csv.QUOTE_NONE
-    if FILE_BUILDERS[suffix] == "csv":  # a text cell as written: "1" or "2.50" is a sentence
-        options["converters"] = {field: str for field in task_cfg.text_fields}
-    loaded = load_local_files(FILE_BUILDERS[suffix], files, cache_dir, **options)
-    return {
-        name: standard_columns(
-            split, task_cfg, label_names, files[name], labelled(name), settable=train
-        )
-        for name, split in loaded.items()
-    }
+    return files
 
 
 def _fixed_columns(task_cfg) -> str:
