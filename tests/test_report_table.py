@@ -901,3 +901,19 @@ def test_a_moved_runs_folder_reports_as_it_did_where_it_ran(tmp_path):
         == [("dense", 1, 5.5)]
     )
     assert here.warnings == there.warnings == []
+
+
+def test_pre_trainings_no_result_starts_from_are_said_to_be_left_out(tmp_path):
+    """`report <pretrain sweep> <finetune sweep>` showed the fine-tunings' rows alone: the
+    pre-trainings nothing was fine-tuned from vanished without a word (found by a sweeps review)."""
+    runs_dir = tmp_path / "runs"
+    used = make_pretrain(runs_dir, "used", 5.5)
+    make_pretrain(runs_dir, "apart", 5.9)
+    make_job(runs_dir / "pipeline" / "a", inputs={"pretrain": used}, metrics=mrpc(0.8, 0.9))
+    table = build_table([runs_dir])
+    assert [row.mlm_loss.mean for row in table.rows] == [5.5]
+    left_out = [w for w in table.warnings if "left out of the table" in w]
+    assert len(left_out) == 1 and left_out[0].startswith("1 pretrain run(s)")
+    assert str((runs_dir / "pretrain" / "apart").resolve()) in left_out[0]
+    alone = build_table([runs_dir / "pretrain"])  # a pretrain sweep: they are the rows
+    assert not [w for w in alone.warnings if "left out of the table" in w]

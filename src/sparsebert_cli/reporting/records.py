@@ -415,6 +415,7 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
                 pretrainings[run_dir.resolve()] = manifest
             elif manifest.get("stage") == "search":
                 searches.append(run_dir)
+    results = bool(manifests)  # else the pre-trainings are the results (a pretrain sweep)
     manifests = manifests or pretrainings
     if not manifests:
         searched = (
@@ -436,6 +437,13 @@ def collect_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         for upstream in manifest["inputs"].values()
         if isinstance(upstream, dict) and upstream.get("run_dir")
     }
+    apart = sorted(run_dir for run_dir in pretrainings if results and run_dir not in consumed)
+    if apart:  # a table of results shows a pre-training only through the results made from it
+        warnings.append(
+            f"{len(apart)} pretrain run(s) left out of the table, as no pipeline, finetune or "
+            f"evaluate run given here starts from them (e.g. {apart[0]}); report them on their "
+            "own: sparsebert report <their sweep folder or run folders>."
+        )
     records = []
     results_seen: set[str] = set()
     for run_dir, manifest in manifests.items():
