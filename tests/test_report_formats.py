@@ -152,6 +152,18 @@ def test_cli_writes_the_table_to_out(sweep, tmp_path):
     assert out.read_text() == to_csv(build_table([sweep]))
 
 
+def test_out_files_suffix_sets_the_format_and_a_contrary_format_is_refused(sweep, tmp_path, capsys):
+    """`--out results.md` (or .csv, .tex, .json) wrote the terminal's box table into the file."""
+    table = build_table([sweep])
+    for name, render in (("t.md", to_markdown), ("t.csv", to_csv), ("t.tex", to_latex)):
+        assert main([str(sweep), "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_text() == render(table)
+    with pytest.raises(SystemExit) as refused:
+        main([str(sweep), "--format", "csv", "--out", str(tmp_path / "u.md")])
+    assert refused.value.code == 2 and not (tmp_path / "u.md").exists()
+    assert "names a .md file, but --format csv" in capsys.readouterr().err
+
+
 def test_cli_user_error_is_one_line_and_exit_1(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err.startswith("error: ")

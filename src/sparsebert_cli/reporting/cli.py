@@ -67,7 +67,7 @@ def _keys(text: str) -> list[str]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from sparsebert_cli.reporting.formats import FORMATS
+    from sparsebert_cli.reporting.formats import FORMATS, SUFFIXES
 
     parser = argparse.ArgumentParser(
         prog="sparsebert report",
@@ -85,7 +85,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "mask.target_sparsity for dam)",
     )
     parser.add_argument("--cols", type=_keys, help="config keys of a column (default: task.name)")
-    parser.add_argument("--format", choices=FORMATS, help="the table's format (default: table)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="the table's format (default: --out FILE's, by its suffix .md/.csv/.tex/.json; else "
+        "table)",
+    )
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the table to FILE")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -140,7 +145,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 f"reads {', '.join('--' + o.replace('_', '-') for o in read)}; drop {flag}"
                 + ("; the table goes to --out FILE" if option == "out_dir" else "")
             )
-    args.format = args.format or "table"
+    implied = SUFFIXES.get(args.out.suffix.lower()) if args.out else None
+    if args.format and implied and args.format != implied:
+        parser.error(
+            f"--out {args.out} names a .{args.out.suffix[1:]} file, but --format {args.format} "
+            f"was asked for; drop --format (the name's suffix sets it) or name the file for it"
+        )
+    args.format = args.format or implied or "table"
     for option, default in OCCLUSION_DEFAULTS.items():
         setattr(args, option, getattr(args, option) or default)
     for option in ("rows", "cols"):

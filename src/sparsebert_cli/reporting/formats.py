@@ -22,6 +22,7 @@ import json
 from sparsebert_cli.reporting.table import MASK_IDENTITY, Cell, Column, Row, Stat, Table
 
 FORMATS = ("table", "md", "csv", "latex", "json")
+SUFFIXES = {".md": "md", ".csv": "csv", ".tex": "latex", ".json": "json"}  # --out FILE's format
 MLM_CSV = ("mlm_loss mean", "mlm_loss std", "mlm_accuracy mean", "mlm_accuracy std",
            "gate passed", "gate measured", "pretraining status")  # fmt: skip
 NOTE = (
