@@ -341,6 +341,23 @@ def test_a_demo_and_a_smoke_sweep_under_one_path_are_not_pooled(tmp_path):
     assert "model.hidden_size: 128 | 64" in warning and "trainer.max_steps: 100 | 4" in warning
 
 
+def test_a_row_with_a_mixed_cell_says_its_mlm_columns_are_left_empty_too(tmp_path):
+    """The MLM loss, accuracy and gate of such a row were left empty without a word (found by a
+    sweeps review)."""
+    runs_dir = tmp_path / "runs"
+    multirun = runs_dir / "pipeline" / "multirun"
+    for name, extra in (("demo", DEMO), ("smoke", SMOKE)):
+        pretrain = make_pretrain(runs_dir, name, 5.5)
+        make_job(multirun / name / "a", extra=extra, inputs={"pretrain": pretrain},
+                 metrics=mrpc(0.8, 0.9))  # fmt: skip
+    table = build_table([multirun])
+    assert table.rows[0].mlm_loss.n == 0
+    assert table.warnings[1] == (
+        "dense: no MLM loss, accuracy or gate either: the pre-trainings of a row whose runs are "
+        "not pooled are not pooled; one config per cell shows them."
+    )
+
+
 def test_runs_of_one_pattern_that_differ_in_a_setting_it_does_not_read_pool(sweep, tmp_path):
     """`mask=window mask.stride=1,3`: window never reads stride, the runs trained one mask; the
     cell read "mixed configs". Another window width is another mask."""

@@ -549,6 +549,11 @@ def build_table(
             )
         mixed = mixed or len(results) > 1
         pretrainings = [] if mixed else _pretrainings(members)
+        if not own and any(cell.problem for cell in cells) and _pretrainings(members):
+            warnings.append(
+                f"{label}: no MLM loss, accuracy or gate either: the pre-trainings of a row whose "
+                "runs are not pooled are not pooled; one config per cell shows them."
+            )
         # the dense peer's MLM losses by seed: nothing to pair with when its runs are mixed
         context = _outside_mask(row_id)
         if context not in dense_losses:
