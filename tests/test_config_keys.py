@@ -253,6 +253,27 @@ def test_the_checkpoint_interval_is_not_part_of_a_jobs_identity():
     assert hashed_config(a) != hashed_config(c)
 
 
+def test_a_run_folder_of_another_config_is_refused_naming_the_settings_that_differ(tmp_path):
+    """ "already holds a 'pretrain' run of a different config (hash …, this job …)" left the user to
+    guess which of the typed settings to undo (found by a training review)."""
+    from sparsebert_cli import runs
+    from sparsebert_cli.launch import existing_run, identity
+
+    run_dir = tmp_path / "pretrain" / "x1"
+    before = compose_cfg("pretrain", "debug=smoke", "trainer.eval_every=500")
+    resolved, chash = identity(before)
+    runs.Run.start(run_dir, "pretrain", resolved, chash, "sparsebert pretrain")
+    runs.write_job_record(run_dir, "sparsebert pretrain debug=smoke", resolved)
+    assert existing_run(run_dir, resolved, chash)["config_hash"] == chash
+    with pytest.raises(runs.FolderRefused) as refused:
+        existing_run(
+            run_dir, *identity(compose_cfg("pretrain", "debug=smoke", "trainer.eval_every=3"))
+        )
+    assert "): it differs in trainer.eval_every: 500 | 3 (that run | this job); choose" in str(
+        refused.value
+    )
+
+
 def test_a_size_set_beside_loaded_weights_is_refused_not_ignored():
     """The weights' config.json fixes the model's sizes: model.num_layers=3 beside model=minilm
     was silently a 6-layer model (a preset's sizes, as debug=smoke's, are for new models)."""

@@ -716,11 +716,11 @@ def test_the_folds_of_an_embedded_task_pool_like_seeds(sweep):
 
 
 def test_a_mixed_configs_warning_names_the_chosen_mask_first():
-    from sparsebert_cli.reporting.table import _differences
+    from sparsebert_cli.differences import differences
 
     configs = [{"mask": {"c": 0, "density": 0.1, "name": "dense"}},
                {"mask": {"c": None, "density": None, "name": "dam"}}]  # fmt: skip
-    assert _differences(configs)[0] == 'mask.name: "dense" | "dam"'
+    assert differences(configs)[0] == 'mask.name: "dense" | "dam"'
 
 
 def test_a_row_whose_columns_used_different_masks_shows_no_sparsity_or_average(sweep):

@@ -62,17 +62,39 @@ def identity(cfg: DictConfig) -> tuple[dict, str]:
     return resolved, runs.config_hash(hashed_config(resolved))
 
 
-def existing_run(run_dir: Path, chash: str) -> dict | None:
-    """The manifest of the run of this config (hash `chash`) already in `run_dir`, or None; the
-    run of another config is refused, and its folder left as it is."""
+def existing_run(run_dir: Path, resolved: dict, chash: str) -> dict | None:
+    """The manifest of the run of this config (`resolved`, hash `chash`) already in `run_dir`, or
+    None; the run of another config is refused, naming the settings that differ, and its folder
+    left as it is."""
     existing = runs.job_manifest(run_dir)
     if existing is not None and existing.get("config_hash") != chash:
         raise runs.FolderRefused(
             f"{run_dir} already holds {runs.a_run_of(existing.get('stage'))} of a different config "
-            f"(hash {existing.get('config_hash')}, this job {chash}); choose another folder with "
-            "run_id=<name> (or sweep_name=<name> for a sweep), or delete that folder."
+            f"(hash {existing.get('config_hash')}, this job {chash}){_differing(run_dir, resolved)}"
+            "; choose another folder with run_id=<name> (or sweep_name=<name> for a sweep), or "
+            "delete that folder."
         )
     return existing
+
+
+def _differing(run_dir: Path, resolved: dict) -> str:
+    """`: it differs in trainer.eval_every: 500 | 3 (that run | this job)`, from the run's
+    config.yaml; nothing when that cannot be read."""
+    import yaml
+
+    from sparsebert_cli.differences import differences
+
+    try:
+        recorded = yaml.safe_load((run_dir / runs.CONFIG).read_text(encoding="utf-8"))
+        found = differences([hashed_config(recorded), hashed_config(resolved)])
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return ""
+    if not found:
+        return (
+            ": its settings are this job's, but a version of sparsebert that hashed them "
+            "otherwise made it"
+        )
+    return f": it differs in {'; '.join(found[:5])} (that run | this job)"
 
 
 def _mark_interrupted(run: runs.Run, reason: str) -> None:
@@ -91,7 +113,7 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
 
     quiet_libraries()
     resolved, chash = identity(cfg)
-    existing = existing_run(run_dir, chash)
+    existing = existing_run(run_dir, resolved, chash)
     if existing is not None and existing.get("status") == "completed":
         restart = (
             f" (resume={cfg.resume} restarts an unfinished run; to train a completed one again, "
@@ -210,7 +232,7 @@ def run_in_folder(cfg: DictConfig, run_dir: Path, command: str, wait: bool = Fal
             and "LOCAL_RANK" not in os.environ
             and cfg.stage != "pipeline"
         ):
-            existing_run(run_dir, identity(cfg)[1])  # refused here: a rank's refusal is a failure
+            existing_run(run_dir, *identity(cfg))  # refused here: a rank's refusal is a failure
             relaunch_distributed(cfg, run_dir, command)
             return runs.read_metrics(run_dir)
         return execute(cfg, run_dir, command)

@@ -24,7 +24,6 @@ one of `mask=checkpoint` by the mask of the run its model came from (`window (ch
 by the model when it is not a run's (`checkpoint of embedded:minilm`).
 """
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from sparsebert_cli import runs
 from sparsebert_cli.data.glue import GLUE_TASKS
+from sparsebert_cli.differences import differences
 from sparsebert_cli.masks.config import DAM_KINDS
 from sparsebert_cli.reporting.records import (
     PRETRAIN_STAGE,
@@ -229,24 +229,6 @@ def _stat(values: list[float]) -> Stat:
     return Stat(mean=statistics.fmean(values), std=std, n=len(values))
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    found: dict[str, Any] = {}
-    for key, value in node.items():
-        found.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return found
-
-
-def _differences(configs: list[dict]) -> list[str]:
-    """`model.hidden_size: 128 | 64` for every key whose value differs between `configs`; the
-    keys naming a choice (`mask.name`) first, since they explain the others' differences."""
-    flats = [_flat(c) for c in configs]
-    keys = sorted(set().union(*flats), key=lambda k: (not k.endswith(".name"), k))
-    shown = [[json.dumps(f.get(k), default=str) for f in flats] for k in keys]
-    return [f"{k}: {' | '.join(v)}" for k, v in zip(keys, shown, strict=True) if len(set(v)) > 1]
-
-
 def _mask_of(experiment: dict) -> dict:
     """The mask an experiment ran with: its mask section, or for mask=checkpoint the mask of the
     model it started from (its experiment stands in `model.from_run`)."""
@@ -292,11 +274,11 @@ def replicate_problem(done: list[RunRecord]) -> str | None:
         groups.setdefault(config_hash(record.experiment), []).append(record)
     folders = ", ".join(str(r.dir) for r in done)
     if len(groups) > 1:
-        differences = _differences([members[0].experiment for members in groups.values()])
-        shown = "; ".join(differences[:5]) + ("; ..." if len(differences) > 5 else "")
+        differing = differences([members[0].experiment for members in groups.values()])
+        shown = "; ".join(differing[:5]) + ("; ..." if len(differing) > 5 else "")
         # a difference inside an upstream run splits by that run's reference (its folder)
         upstream = sorted(
-            {f"{group}.{key}" for group, key in REFERENCES for d in differences
+            {f"{group}.{key}" for group, key in REFERENCES for d in differing
              if d.startswith(f"{group}.{key}.")}
         )  # fmt: skip
         split = f"add {' and '.join(upstream)} to --rows" if upstream else (
@@ -327,7 +309,7 @@ def _unfinished_elsewhere(done: list[RunRecord], unfinished: list[RunRecord]) ->
     others = [r for r in unfinished if r.config and config_hash(r.experiment) not in ours]
     if not others:
         return None
-    shown = "; ".join(_differences([done[0].experiment, others[0].experiment])[:5])
+    shown = "; ".join(differences([done[0].experiment, others[0].experiment])[:5])
     return (
         f"mixed configs: {len(others)} unfinished run(s) of another config than its "
         f"{len(done)} completed one(s) ({shown}). Report one sweep at a time, add the differing "
@@ -542,7 +524,7 @@ def build_table(
             average = None
             warnings.append(
                 f"{label}: its columns were run with different masks ("
-                f"{'; '.join(_differences(list(results.values()))[:5])}), so the row shows no "
+                f"{'; '.join(differences(list(results.values()))[:5])}), so the row shows no "
                 "sparsity, no Average and no MLM results. Report one mask per row: add the "
                 "differing key to --rows (for fine-tunes of a model's own mask, report their "
                 "pre-trainings one at a time)."
