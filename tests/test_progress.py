@@ -50,9 +50,13 @@ def test_off_a_terminal_a_step_line_is_printed_once_per_change(tmp_path, capsys)
     logger.log(4, {"eval/perplexity": 2.851e4})
     logger.log(4, {"eval/mlm_loss": 10.26})
     logger.log(4, {"train/loss": 11.0})
+    # an evaluation at a step whose training numbers were not logged: the line had step 4's loss
+    # and lr under step 5 (found by a training review)
+    logger.log(5, {"eval/mlm_loss": 10.1})
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
     assert lines == [
         "step 4/4  loss=11.37  lr=0.001",
         "step 4/4  loss=11.37  lr=0.001  mlm_loss=10.26",
         "step 4/4  loss=11  lr=0.001  mlm_loss=10.26",
+        "step 5/4  mlm_loss=10.1",
     ]

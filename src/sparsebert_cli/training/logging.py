@@ -3,8 +3,9 @@
 Progress is a rich bar (steps, loss, tokens/s, mask sparsity, ETA) when stdout is a terminal and
 a plain line every `trainer.log_every` steps otherwise; while the bar is live, log records go
 through rich's console above it (`progress.route_logging`). The bar keeps the last value of every
-shown metric, so the final bar still shows the training loss beside the last evaluation. Only
-rank 0 logs.
+shown metric, so the final bar still shows the training loss beside the last evaluation; a plain
+line shows the values of its own step only (an evaluation between two logged steps has no
+training loss of its step). Only rank 0 logs.
 """
 
 import json
@@ -48,7 +49,7 @@ class MetricLogger:
         self.wandb = None
         self.progress = None
         self._task = None
-        self._shown: dict[str, float] = {}
+        self._shown: dict[str, tuple[int, float]] = {}  # metric -> (step, value)
         self._printed: tuple[int, str] | None = None  # the last progress line printed
         self._routing = ExitStack()
         if not enabled:
@@ -121,15 +122,22 @@ class MetricLogger:
             self.wandb.log(metrics, step=step)
         if not show:
             return
-        self._shown.update((k, v) for k, v in metrics.items() if k in SHOWN)
-        info = "  ".join(
-            f"{k.split('/')[-1]}={self._shown[k]:.4g}" for k in SHOWN if k in self._shown
-        )
-        if self.progress is not None:
-            self.progress.update(self._task, completed=step, info=info)
-        elif (step, info) != self._printed:  # evaluation metrics alone change no shown value
+        self._shown.update((k, (step, v)) for k, v in metrics.items() if k in SHOWN)
+        if self.progress is not None:  # the live bar: the last value of each
+            self.progress.update(self._task, completed=step, info=self._info(0))
+            return
+        info = self._info(step)  # a printed line: the values of its own step only
+        if (step, info) != self._printed:  # evaluation metrics alone change no shown value
             print(f"step {step}/{self.total}  {info}", flush=True)
             self._printed = (step, info)
+
+    def _info(self, since: int) -> str:
+        """The shown metrics logged at step `since` or later, as `loss=11.37  lr=0.001`."""
+        return "  ".join(
+            f"{k.split('/')[-1]}={self._shown[k][1]:.4g}"
+            for k in SHOWN
+            if k in self._shown and self._shown[k][0] >= since
+        )
 
     def advance(self, step: int) -> None:
         if self.progress is not None:
