@@ -653,17 +653,18 @@ def _check_data_files(cfg: DictConfig) -> None:
     from sparsebert_cli.data.swag import swag_files
     from sparsebert_cli.data.tasks import data_file_paths
 
-    stage, task = cfg.stage, cfg.get("task")
-    if stage == "finetune" and task.kind == "question_answering":
-        squad_files(task)
-    elif stage == "finetune" and task.kind == "multiple_choice":
-        swag_files(task)
-    elif stage == "finetune" and task.data_files:
-        data_file_paths(task)
-    elif stage == "finetune" and task.glue_dir and task.name in GLUE_TASKS:
-        problem = missing_glue_file(task.name, Path(task.glue_dir))
-        require(problem is None, str(problem))
-    if reads(stage, "data.files") and cfg.data.name not in EMBEDDED_CORPORA:
+    if cfg.stage == "finetune":  # the readers' own checks, by the task's kind and source
+        task = cfg.task
+        if task.kind == "question_answering":
+            squad_files(task)
+        elif task.kind == "multiple_choice":
+            swag_files(task)
+        elif task.data_files:
+            data_file_paths(task)
+        elif task.glue_dir and task.name in GLUE_TASKS:
+            problem = missing_glue_file(task.name, Path(task.glue_dir))
+            require(problem is None, str(problem))
+    if reads(cfg.stage, "data.files") and cfg.data.name not in EMBEDDED_CORPORA:
         for pattern in cfg.data.files:
             problem = unmatched_files_problem(pattern)
             require(problem is None, str(problem))

@@ -214,10 +214,10 @@ def local_files(data_cfg, cache_dir: Path):
 
     by_builder: dict[str, list[str]] = {}
     for pattern in data_cfg.files:
-        problem = unmatched_files_problem(pattern)
-        if problem is not None:
-            raise SparseBertError(problem)
-        for path in sorted(glob.glob(pattern)):
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise SparseBertError(str(unmatched_files_problem(pattern)))
+        for path in matches:
             if not Path(path).is_file():
                 raise SparseBertError(
                     f"data.files entry '{pattern}' gives the folder '{path}', not a file; name "

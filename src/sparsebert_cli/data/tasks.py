@@ -301,8 +301,10 @@ def _row_ids(values: list, indices: list[int], source: str) -> list[int]:
     """A data file's own idx column as whole numbers (predictions and submissions carry them)."""
     ids = []
     for value, row in zip(values, indices, strict=True):
-        try:  # a JSON 3.0 is 3; a string must be the digits of one (int() of 3.5 would cut it)
-            ids.append(int(value) if float(value).is_integer() else int(str(value)))
+        try:  # a JSON 3.0 is 3, a string the digits of a whole number (int() of 3.5 cuts it)
+            if not float(value).is_integer():
+                raise ValueError
+            ids.append(int(value))
         except (ValueError, TypeError):
             raise SparseBertError(
                 f"{source} has the idx {value!r} in data row {row + 1}, not a whole number: an "

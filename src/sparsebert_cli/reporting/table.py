@@ -530,8 +530,9 @@ def build_table(
                 "pre-trainings one at a time)."
             )
         mixed = mixed or len(results) > 1
-        pretrainings = [] if mixed else _pretrainings(members)
-        if not own and any(cell.problem for cell in cells) and _pretrainings(members):
+        found_pretrainings = _pretrainings(members)
+        pretrainings = [] if mixed else found_pretrainings
+        if not own and any(cell.problem for cell in cells) and found_pretrainings:
             warnings.append(
                 f"{label}: no MLM loss, accuracy or gate either: the pre-trainings of a row whose "
                 "runs are not pooled are not pooled; one config per cell shows them."
