@@ -4,7 +4,12 @@ import json
 import time
 from pathlib import Path
 
-from sparsebert_cli.tools import ls_main
+from sparsebert_cli.cli import main
+
+
+def ls_main(argv: list[str]) -> int:
+    """`sparsebert ls ARGV` as the command runs it (cli.main prints a refusal)."""
+    return main(["ls", *argv])
 
 
 def make_run(runs_dir: Path, stage: str, name: str, started: float, inputs: dict | None = None):

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_stage(name, rest)
         if name in TOOL_HELP:
             return _tool(name)(rest)
-    except SparseBertError as e:  # a tool's own checks print theirs; these come from its callees
+    except SparseBertError as e:  # a stage's or a tool's refusal, one paragraph
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (Interrupted, KeyboardInterrupt) as e:

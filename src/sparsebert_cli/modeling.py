@@ -359,6 +359,22 @@ def _model_record(model_cfg: ModelConfig | DictConfig, config: BertConfig, **fie
     return {"model": model, **fields}
 
 
+def _config_for(
+    model_cfg: ModelConfig | DictConfig,
+    mask_source: MaskSource,
+    init_from: Path | str | None,
+    vocab_size: int | None,
+) -> tuple[Path | None, BertConfig]:
+    """Where a model's weights come from (None: a new model) and its BertConfig, checked against
+    the mask; the attention backend set from `model_cfg` for `mask_source`."""
+    register_attention()
+    mask_source.use_backend(model_cfg)
+    source = weights_source(model_cfg, init_from)
+    config = bert_config(model_cfg, vocab_size, source)
+    _check_mask_fits(mask_source, config)
+    return source, config
+
+
 def build_pretraining_model(
     model_cfg: ModelConfig | DictConfig,
     mask_source: MaskSource,
@@ -368,11 +384,7 @@ def build_pretraining_model(
 ) -> SparseBertForPreTraining:
     """BERT for MLM (+ NSP): random init of the model's sizes, or the weights of init_from (a
     resolved run's model folder), model.from_run or model.name_or_path."""
-    register_attention()
-    mask_source.use_backend(model_cfg)
-    source = weights_source(model_cfg, init_from)
-    config = bert_config(model_cfg, vocab_size, source)
-    _check_mask_fits(mask_source, config)
+    source, config = _config_for(model_cfg, mask_source, init_from, vocab_size)
     model = SparseBertForPreTraining(config, mask_source, nsp)
     # Whether the MLM head predicts anything yet: False for a new model and for a checkpoint
     # without one, whose head is new (`report --occlusion` then cannot use the MLM loss).
@@ -401,14 +413,10 @@ def build_task_model(
     new. Build `mask_source` with `build_mask_source` for mask=checkpoint."""
     if kind not in TASK_HEADS:
         raise SparseBertError(f"task.kind={kind!r} is unknown; use one of {', '.join(TASK_HEADS)}.")
-    register_attention()
-    mask_source.use_backend(model_cfg)
-    source = weights_source(model_cfg, init_from)
-    config = bert_config(model_cfg, vocab_size, source)
+    source, config = _config_for(model_cfg, mask_source, init_from, vocab_size)
     config.num_labels = num_labels
     if kind in HF_PROBLEM_TYPES:
         config.problem_type = HF_PROBLEM_TYPES[kind]
-    _check_mask_fits(mask_source, config)
     head = TASK_HEADS[kind]
     model = HEAD_CLASSES[head](config, mask_source)
     if source is not None:

@@ -50,12 +50,10 @@ def ls_main(argv: list[str]) -> int:
     if args.show:
         return _show(args.show, args.stage, args.runs_dir, args.json)
     if args.runs_dir.is_file():
-        print(
-            f"error: --runs-dir {args.runs_dir} is a file, not a runs folder; give the folder "
-            "that holds <stage>/<run_id> folders (runs/ by default).",
-            file=sys.stderr,
+        raise SparseBertError(
+            f"--runs-dir {args.runs_dir} is a file, not a runs folder; give the folder "
+            "that holds <stage>/<run_id> folders (runs/ by default)."
         )
-        return 1
     if not args.runs_dir.is_dir():
         print(
             f"note: {args.runs_dir} does not exist: no runs there yet, or a mistyped --runs-dir.",
@@ -126,34 +124,25 @@ def _show(ref: str, stage: str | None, runs_dir: Path, as_json: bool) -> int:
         started = [(m.get("started_at") or 0, d) for d, m in runs.iter_runs(runs_dir, stage)]
         if not started:
             where = f"'{stage}' run" if stage else "run"
-            print(f"error: no {where} under {runs_dir} to show as 'latest'.", file=sys.stderr)
-            return 1
+            raise SparseBertError(f"no {where} under {runs_dir} to show as 'latest'.")
         run_dir = max(started)[1]
     else:
         run_dir = user_path(ref)
         if "/" not in ref and not path_is(Path.is_dir, run_dir):  # a run id, as summaries print it
             named = sorted(d for d, _ in runs.iter_runs(runs_dir, stage) if d.name == ref)
             if len(named) > 1:
-                print(
-                    f"error: {ref} names {len(named)} runs under {runs_dir}: "
-                    f"{', '.join(map(str, named))}; pass one of those folders.",
-                    file=sys.stderr,
+                raise SparseBertError(
+                    f"{ref} names {len(named)} runs under {runs_dir}: "
+                    f"{', '.join(map(str, named))}; pass one of those folders."
                 )
-                return 1
             run_dir = named[0] if named else run_dir
-    try:
-        manifest = runs.load_manifest(run_dir)
-    except SparseBertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    manifest = runs.load_manifest(run_dir)
     if manifest is None:
-        print(
-            f"error: {run_dir} is not a run folder (no {runs.MANIFEST}), nor the run id of a run "
+        raise SparseBertError(
+            f"{run_dir} is not a run folder (no {runs.MANIFEST}), nor the run id of a run "
             f"under {runs_dir}; pass a run folder (runs/<stage>/<run_id>), a run id or 'latest' "
-            "(`sparsebert ls` lists the runs).",
-            file=sys.stderr,
+            "(`sparsebert ls` lists the runs)."
         )
-        return 1
     manifest = {**manifest, "status": runs.observed_status(run_dir, manifest)}
     metrics, damaged = {}, None
     try:

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from sparsebert_cli import runs, tools
+from sparsebert_cli import cli, runs, tools
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.artifact import load_mask, save_mask
 from sparsebert_cli.reporting.records import collect_runs
@@ -77,7 +77,7 @@ def test_ls_marks_damaged_runs_and_lists_the_rest(tmp_path, capsys):
     assert len(rows) == len(DAMAGE) + 4
     assert all(row["status"] == runs.DAMAGED for row in rows)  # the good one's metrics are bad
     assert tools.ls_main(["--runs-dir", str(tmp_path)]) == 0  # the table renders too
-    assert tools.ls_main(["--show", str(tmp_path / "pretrain" / "bad-0")]) == 1
+    assert cli.main(["ls", "--show", str(tmp_path / "pretrain" / "bad-0")]) == 1
     assert "error:" in capsys.readouterr().err
 
 

@@ -17,10 +17,14 @@ LOCAL_TASK_SOURCES = {
 }
 
 
+# The task keys that name local data: a value given to evaluate replaces the recorded ones.
+SOURCE_KEYS = {"glue_dir": None, "data_dir": None, "data_files": {}}
+
+
 def task_source_problem(task) -> str | None:
     """Why the task's local sources would not all be read (a key its kind does not read, two
     at once: the first won), or None."""
-    given = [key for key in ("glue_dir", "data_dir", "data_files") if task.get(key)]
+    given = [key for key in SOURCE_KEYS if task.get(key)]
     readable = LOCAL_TASK_SOURCES.get(task.kind, ())
     for key in given:
         if key not in readable:
@@ -78,10 +82,6 @@ def unread_task_field_problem(task, field: str) -> str | None:
             f"task.glue_dir or task.data_files are cut into folds); drop task.{field}."
         )
     return None
-
-
-# The task keys that name local data: a value given to evaluate replaces the recorded ones.
-SOURCE_KEYS = {"glue_dir": None, "data_dir": None, "data_files": {}}
 
 
 def recorded_task(recorded: dict, given: DictConfig, run_dir: Path) -> DictConfig:

@@ -247,9 +247,7 @@ def _whole(value: Any) -> int | None:
 
 
 def _mask_json_sparsity(path: Path) -> tuple[float, int | None] | None:
-    if not path.is_file():
-        return None
-    try:
+    try:  # missing or unreadable: no sparsity to show
         meta = runs.read_json(path)
     except SparseBertError:
         return None

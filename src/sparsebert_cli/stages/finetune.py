@@ -17,13 +17,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.masks.empty_rows import check_keeps_attention
 from sparsebert_cli.runs import Run, layout
-from sparsebert_cli.stages.inputs import (
-    cache_dir,
-    mask_sparsity,
-    resolve_mask,
-    upstream_model,
-    weights_folder,
-)
+from sparsebert_cli.stages.inputs import cache_dir, mask_sparsity, model_start, resolve_mask
 from sparsebert_cli.training.dam import add_dam_hooks
 from sparsebert_cli.training.evaluation import predict, to_predictions
 from sparsebert_cli.training.loop import Hooks, total_steps, train
@@ -102,11 +96,10 @@ def check_stored_mask_covers(source, longest: int, task_cfg) -> None:
 
 
 def run(cfg: DictConfig, run: Run) -> dict[str, float]:
-    from sparsebert_cli.data.tokenizer import id_bound, load_tokenizer, save_tokenizer
+    from sparsebert_cli.data.tokenizer import id_bound, save_tokenizer
     from sparsebert_cli.modeling import build_mask_source, build_task_model, save_checkpoint
 
-    init_from = upstream_model(cfg, run, "pretrain")
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
+    init_from, tokenizer = model_start(cfg, run)
     task = load_task_data(cfg.task, tokenizer, cache_dir(cfg), cfg.seed)
     source = build_mask_source(resolve_mask(cfg, run), cfg.model, cfg.task.seq_len, init_from)
     model = build_task_model(

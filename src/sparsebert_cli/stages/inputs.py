@@ -117,13 +117,20 @@ def pretraining_data(cfg: DictConfig, tokenizer):
     return splits, collate_pretraining
 
 
-def pretraining_start(cfg: DictConfig, run: runs.Run) -> tuple:
-    """What search and pretrain start from: the model folder (None: a new model), its
-    tokenizer, and the pre-training splits with their collate."""
+def model_start(cfg: DictConfig, run: runs.Run) -> tuple:
+    """The model folder a training stage starts from (None: a new model) and its tokenizer."""
     from sparsebert_cli.data.tokenizer import load_tokenizer
 
     init_from = upstream_model(cfg, run, "pretrain")
-    tokenizer = load_tokenizer(cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from))
+    return init_from, load_tokenizer(
+        cfg.data, cache_dir(cfg), source=weights_folder(cfg, init_from)
+    )
+
+
+def pretraining_start(cfg: DictConfig, run: runs.Run) -> tuple:
+    """What search and pretrain start from: `model_start`'s model folder and tokenizer, and the
+    pre-training splits with their collate."""
+    init_from, tokenizer = model_start(cfg, run)
     return init_from, tokenizer, *pretraining_data(cfg, tokenizer)
 
 

@@ -29,7 +29,7 @@ from sparsebert_cli import runs
 from sparsebert_cli.attention.profile import AttentionMap
 from sparsebert_cli.masks import attention_topk
 from sparsebert_cli.masks.artifact import save_mask
-from sparsebert_cli.masks.config import ATTENTION_TOPK
+from sparsebert_cli.masks.config import ATTENTION_TOPK, DAM_FIELDS, read_fields
 from sparsebert_cli.masks.empty_rows import searched_mask_warning
 from sparsebert_cli.masks.stats import sparsity_metrics
 from sparsebert_cli.masks.trace import stacked_snapshots, write_snapshot
@@ -68,7 +68,7 @@ def _attention_topk(cfg: DictConfig, run: Run) -> dict[str, float]:
         attention.mean(), cfg.mask.target_sparsity, cfg.mask.share_layers
     )
     if run.writer:
-        params = {k: cfg.mask[k] for k in ("target_sparsity", "share_layers")}
+        params = {k: cfg.mask[k] for k in read_fields(cfg.mask)}
         meta = {"kind": ATTENTION_TOPK, "params": params, "source_run": str(run.dir)}
         meta["target_sparsity"] = 100.0 * cfg.mask.target_sparsity
         save_mask(run.artifacts, mask, meta)
@@ -132,25 +132,10 @@ def run(cfg: DictConfig, run: Run) -> dict[str, float]:
     mask = dam.binarize().cpu()
     if run.writer:
         held_out.write_profile(run.artifacts)
-        params = {
-            k: cfg.mask[k]
-            for k in (
-                "structure",
-                "lam",
-                "l1_norm",
-                "tau",
-                "tau_final",
-                "hard",
-                "init",
-                "share_layers",
-                "objective",
-                "head_warmup",
-                "encoder_lr",
-                "target_sparsity",
-                "target_warmup",
-                "lagrangian_lr",
-            )
-        }
+        # what shaped the mask (lr, seq_len and trace_every say how the search ran; the block
+        # settings follow for a block DAM only)
+        left_out = ("lr", "seq_len", "trace_every", "keep_diagonal_blocks")
+        params = {k: cfg.mask[k] for k in DAM_FIELDS if k not in left_out}
         if dam.structure == "block":
             params["block_size"] = cfg.model.block_size
             params["keep_diagonal_blocks"] = cfg.mask.keep_diagonal_blocks
