@@ -42,7 +42,9 @@ def test_lagrangian_value_and_ascent_gradients_of_the_multipliers():
 @pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
 @pytest.mark.parametrize("structure", ["unstructured", "structured", "block"])
 def test_controller_moves_the_sparsity_toward_the_target(optimizer, structure):
-    """α against a loss that rewards keeping entries: only the multipliers push s up to t."""
+    """α against a loss that rewards keeping entries: only the multipliers push s up to t. The
+    task wants some entries more than others: under a uniform pull every α stays equal and the
+    sign sparsity can only flip between 0 and 100 %, which averaged to 80 % by chance."""
     fields = {"structure": structure, "seq_len": 16, "lam": 0.0, "target_warmup": 100}
     cfg = OmegaConf.structured(MaskConfig(name="dam", target_sparsity=0.8, **fields))
     model = torch.nn.Module()
@@ -52,18 +54,20 @@ def test_controller_moves_the_sparsity_toward_the_target(optimizer, structure):
     )
     opt = build_optimizer(model, trainer, GroupRates(alpha=0.05, multipliers=1e-4))
     hooks = add_dam_hooks(Hooks(), cfg, model.dam, total_steps=300)
+    alpha = model.dam.alpha
+    per_alpha = model.dam.entries() / alpha.numel()
+    want = torch.linspace(0.5, 1.5, alpha.numel()).reshape(alpha.shape) * per_alpha
     seen = []
     for step in range(300):
         hooks.before_step(step)
         penalty, logged = hooks.penalty()
-        keep_reward = -1e-3 * model.dam.l1()  # a task that wants dense attention
+        keep_reward = -1e-3 * (want * torch.sigmoid(alpha)).sum()  # a task that wants attention
         (keep_reward + penalty).backward()
         opt.step()
         opt.zero_grad()
         seen.append(model.dam.sign_sparsity())
     assert seen[0] == 0  # α > 0 everywhere after the first step (the task's pull)
-    late = sum(seen[-50:]) / 50
-    assert abs(late - 80) < 0.5 * abs(seen[0] - 80)
+    assert all(abs(s - 80) < 3 for s in seen[-10:]), seen[-10:]  # there, and it stays
     assert logged["mask/target_sparsity"] == pytest.approx(80)
 
 

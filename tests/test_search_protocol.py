@@ -232,9 +232,10 @@ def test_occlusion_report_measures_every_band_of_the_starting_model(warm_search,
     # (pre's frozen encoder with the MLM head it warmed up).
     own = "pretrain/pre" if run == "search/dam" else run
     assert record["model"].endswith(f"{own}/artifacts/model") and record["trained_mlm_head"]
-    for band in record["bands"]:
-        assert band["hidden_mse"] >= 0 and 0 <= band["attention_mass"] <= 1
-        assert "delta_mlm_loss" in band
+    for band in record["bands"]:  # a dense model attends to every band: removing one tells
+        assert 0 < band["attention_mass"] <= 1 and band["hidden_mse"] > 0
+    # (a smoke model's loss may not move past float rounding for every band, but for some)
+    assert any(band["delta_mlm_loss"] != 0 for band in record["bands"])
     searched = run.startswith("search")
     assert ("spearman" in record) == searched
     assert all(("keep_probability" in b) == searched for b in record["bands"])
