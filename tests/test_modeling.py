@@ -24,6 +24,9 @@ from sparsebert_cli.modeling import (
 from sparsebert_cli.pretrained import resolve_pretrained
 
 VOCAB, N = 60, 24
+# a plain Hugging Face BERT of tiny()'s sizes
+TINY_BERT = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=32)  # fmt: skip
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -372,3 +375,49 @@ def test_a_model_of_another_architecture_is_refused_not_replaced_by_a_random_ber
         read_bert_config(tmp_path)
     BertConfig(num_hidden_layers=1).save_pretrained(tmp_path)  # model_type bert
     assert read_bert_config(tmp_path).num_hidden_layers == 1
+
+
+def _edit_weights(folder, rename) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    save_file({rename(k): v for k, v in load_file(str(path)).items()}, str(path))
+
+
+def _edit_config(folder, **fields) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+@pytest.mark.parametrize("heads", [True, False])
+def test_weights_under_other_names_are_refused_not_trained_from_random_values(tmp_path, heads):
+    """A folder saved from a DDP-wrapped model ('module.' before every key) was fine-tuned from a
+    random encoder, Hugging Face's "newly initialized" note hidden, the run "completed"."""
+    BertModel(BertConfig(**TINY_BERT)).save_pretrained(tmp_path)
+    _edit_weights(tmp_path, lambda key: f"module.{key}")
+    build = (
+        (lambda: build_pretraining_model(tiny(), MaskSource("dense"), VOCAB, False, tmp_path))
+        if heads
+        else (lambda: build_task_model(tiny(), MaskSource("dense"), 2, "classification", tmp_path))
+    )
+    with pytest.raises(SparseBertError, match=r"do not fit its config.json: \d+ encoder weights "
+                       r"are missing .*'module\.' prefix"):  # fmt: skip
+        build()
+
+
+def test_layers_beyond_the_config_are_refused_not_dropped(tmp_path):
+    BertModel(BertConfig(**TINY_BERT)).save_pretrained(tmp_path)
+    _edit_config(tmp_path, num_hidden_layers=1)
+    with pytest.raises(SparseBertError, match=r"weights belong to no layer it describes "
+                       r"\('encoder\.layer\.1\."):  # fmt: skip
+        build_task_model(tiny(), MaskSource("dense"), 2, "classification", tmp_path)
+
+
+@pytest.mark.parametrize("edit", [{"num_hidden_layers": 1}, {"hidden_size": 32}])
+def test_a_checkpoint_whose_config_was_edited_is_refused_in_one_paragraph(tmp_path, edit):
+    """evaluate's loader ended in a bare 'Error(s) in loading state_dict' traceback."""
+    save_checkpoint(build_task_model(tiny(), MaskSource("dense"), 2, "classification", None,
+                                     VOCAB), tmp_path, {})  # fmt: skip
+    _edit_config(tmp_path, **edit)
+    with pytest.raises(SparseBertError, match=r"do not fit its config.json: (Unexpected|size)"):
+        load_checkpoint(tmp_path, tiny())

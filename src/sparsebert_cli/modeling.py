@@ -295,6 +295,32 @@ HEAD_CLASSES = dict(
 )
 
 
+def weights_misfit(source: Path, detail: str) -> SparseBertError:
+    """The error for weights that do not fit their folder's config.json."""
+    return SparseBertError(
+        f"the weights in {source} do not fit its config.json: {detail}. The folder was edited or "
+        "mixed up (a model saved from a DDP-wrapped module keeps a 'module.' prefix: save the "
+        "unwrapped model); make config.json match the weights, rerun the stage that wrote them, "
+        "or point at another model."
+    )
+
+
+def _check_weights_fit(source: Path, info: dict, encoder: str) -> None:
+    """Refuse what Hugging Face's loader only logs: encoder weights missing from the file
+    (renamed keys; they would start from random values) or layers beyond config.json's (dropped).
+    `encoder`: the encoder's key prefix; a missing pooler is new by design (sentence encoders)."""
+    missing = [
+        k for k in info["missing_keys"] if k.startswith(encoder) and ".pooler." not in f".{k}"
+    ]
+    extra = [k for k in info["unexpected_keys"] if ".encoder.layer." in f".{k}"]
+    if missing:
+        raise weights_misfit(source, f"{len(missing)} encoder weights are missing ('{missing[0]}')")
+    if extra:
+        raise weights_misfit(
+            source, f"{len(extra)} weights belong to no layer it describes ('{extra[0]}')"
+        )
+
+
 def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> bool:
     """Copy the encoder (and, with `heads`, the pre-training heads it has) from `source`; whether
     `source` had an MLM head (a sentence encoder such as MiniLM has none).
@@ -302,12 +328,12 @@ def _load_pretrained_weights(model: nn.Module, source: Path, heads: bool) -> boo
     Hugging Face's loader reads the folder, so legacy names and layouts keep working.
     """
     try:
-        if heads:
-            loaded, info = BertForPreTraining.from_pretrained(source, output_loading_info=True)
-        else:
-            loaded = BertModel.from_pretrained(source)
+        loaded, info = (BertForPreTraining if heads else BertModel).from_pretrained(
+            source, output_loading_info=True
+        )
     except Exception as error:  # safetensors' own error types, OSError, pickle errors: all damage
         raise damaged_file(weights_file(Path(source)), error) from None
+    _check_weights_fit(source, info, encoder="bert." if heads else "")
     mlm_head = False
     if heads:
         missing = set(info["missing_keys"])
@@ -484,6 +510,10 @@ def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise damaged_file(directory / WEIGHTS_FILE, error) from None
     state = {k: v for k, v in state.items() if not k.startswith("sparse_mask.")}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # missing, unexpected or mis-sized weights, on its 2nd line
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise weights_misfit(directory, lines[min(1, len(lines) - 1)][:300]) from None
     model.sparsebert_record = {k: v for k, v in record.items() if k in RECORD_KEYS}
     return model.eval()
