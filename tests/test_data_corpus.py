@@ -110,6 +110,17 @@ def test_a_line_of_whitespace_also_separates_txt_documents(tmp_path):
     assert corpus["text"] == ["One.\nTwo.", "Three.", "Four.", "Five."]
 
 
+def test_a_file_named_twice_in_data_files_is_read_once(tmp_path, monkeypatch):
+    """[corpus.txt, ./corpus.txt] or overlapping globs read its documents twice, so the held-out
+    split's documents were also trained on."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("One.\n\nTwo.\n")
+    (tmp_path / "b.txt").write_text("Three.\n")
+    files = ["a.txt", "./a.txt", "*.txt", str(tmp_path / "a.txt")]
+    corpus = load_corpus(data_config(name="text_files", files=files), tmp_path / "cache")
+    assert corpus["text"] == ["One.", "Two.", "Three."]
+
+
 def test_a_folder_among_the_data_files_is_refused(tmp_path):
     """A folder named like a file (sub.txt) failed inside `datasets` with a traceback."""
     (tmp_path / "sub.txt").mkdir()

@@ -213,11 +213,17 @@ def local_files(data_cfg, cache_dir: Path):
     import datasets
 
     by_builder: dict[str, list[str]] = {}
+    # A file two entries name is read once: twice, its documents would land on both sides of
+    # the held-out split.
+    seen: set[Path] = set()
     for pattern in data_cfg.files:
         matches = sorted(glob.glob(pattern))
         if not matches:
             raise SparseBertError(str(unmatched_files_problem(pattern)))
         for path in matches:
+            if Path(path).resolve() in seen:
+                continue
+            seen.add(Path(path).resolve())
             if not Path(path).is_file():
                 raise SparseBertError(
                     f"data.files entry '{pattern}' gives the folder '{path}', not a file; name "
