@@ -894,9 +894,11 @@ def test_a_seed_typed_in_one_sweep_and_left_default_in_another_pools(sweep, tmp_
     assert any("mixed configs" in w for w in build_table([sweep, other]).warnings)
 
 
-def test_a_moved_runs_folder_reports_as_it_did_where_it_ran(tmp_path):
+@pytest.mark.parametrize("keep_original", [False, True])
+def test_a_moved_runs_folder_reports_as_it_did_where_it_ran(tmp_path, keep_original):
     """Runs synced from a cluster record their inputs at the cluster's paths: every pipeline
-    step was counted again beside its pipeline and the pre-training numbers were lost."""
+    step was counted again beside its pipeline and the pre-training numbers were lost. A copy
+    beside its original read the original's runs, outside it: ignored, no MLM columns."""
     runs_dir = tmp_path / "cluster" / "runs"
     pretrain = make_pretrain(runs_dir, "p", 5.5)
     finetune = make_job(
@@ -910,7 +912,7 @@ def test_a_moved_runs_folder_reports_as_it_did_where_it_ran(tmp_path):
              inputs={"pretrain": pretrain, "finetune": finetuned, "evaluate": evaluated})  # fmt: skip
     there = build_table([runs_dir])
     moved = tmp_path / "laptop" / "runs"
-    shutil.move(runs_dir, moved)
+    (shutil.copytree if keep_original else shutil.move)(runs_dir, moved)
     here = build_table([moved])
     assert (
         [(row.label, row.cells[0].completed, row.mlm_loss.mean) for row in here.rows]

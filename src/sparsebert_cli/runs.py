@@ -774,10 +774,10 @@ def unfinished_run(runs_dir: Path, stage: str, chash: str) -> Path | None:
 def relocated(recorded: str | Path, root: Path) -> Path:
     """A run folder as a manifest or config recorded it (absolute, on the machine and in the
     runs folder of then), found in the runs folder `root` of now: itself while it is there, else
-    the longest tail of it that is a run folder under `root` (a runs folder moved, or synced
-    from a cluster, keeps its layout below it), else itself."""
+    the longest tail of it that is a run folder under `root` (a runs folder moved, copied, or
+    synced from a cluster, keeps its layout below it), else itself."""
     path = Path(recorded)
-    if path.exists():
+    if path.exists() and inside(path, root):
         return path
     for start in range(1, len(path.parts)):
         candidate = Path(root, *path.parts[start:])
