@@ -5,6 +5,7 @@ again for the same config and refused for another one.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,27 @@ def test_rerunning_a_completed_run_skips_it(runs):
                       env=cli_env(runs["root"]))  # fmt: skip
     assert "skipped (resume=never restarts an unfinished run; to train" in proc.stdout
     assert read_json(runs["b"] / "manifest.json") == before
+
+
+def test_a_completed_run_whose_outputs_changed_is_not_reused(runs):
+    """A completed run with truncated weights was skipped as done, and every stage reading it
+    then said "rerun the stage that produced it", which skipped it again."""
+    altered = runs["b"].parent / "b-altered"
+    shutil.copytree(runs["b"], altered)
+    weights = altered / "artifacts" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    proc = sparsebert("pretrain", *COMMON, "run_id=b-altered", cwd=runs["root"],
+                      env=cli_env(runs["root"]), check=False)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout
+    assert (
+        "but 1 of its outputs are missing or changed since (artifacts/model/model.safetensors)"
+        in proc.stderr
+    )
+    assert "Delete that folder to run the job again" in proc.stderr
+    assert (
+        weights.stat().st_size == 1000
+        and read_json(altered / "manifest.json")["status"] == "completed"
+    )
 
 
 def test_another_config_in_a_completed_run_folder_is_refused(runs):

@@ -115,6 +115,13 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     resolved, chash = identity(cfg)
     existing = existing_run(run_dir, resolved, chash)
     if existing is not None and existing.get("status") == "completed":
+        altered = runs.altered_outputs(run_dir, existing)
+        if altered:
+            raise SparseBertError(
+                f"{run_dir} completed with this config, but {len(altered)} of its outputs are "
+                f"missing or changed since ({', '.join(altered[:3])}): it cannot be reused. Delete "
+                "that folder to run the job again, or restore the files."
+            )
         restart = (
             f" (resume={cfg.resume} restarts an unfinished run; to train a completed one again, "
             "delete its folder or choose another run_id=)"

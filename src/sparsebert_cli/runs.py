@@ -182,6 +182,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def altered_outputs(run_dir: Path, manifest: dict) -> list[str]:
+    """The outputs a completed run's manifest hashed that are missing or changed now."""
+    return [
+        name
+        for name, digest in manifest["outputs"].items()
+        if not (run_dir / name).is_file() or sha256_file(run_dir / name) != digest
+    ]
+
+
 def config_hash(obj: Any) -> str:
     """Content hash of a resolved config (or any JSON-able object): equal configs, equal hashes."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
