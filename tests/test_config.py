@@ -128,6 +128,32 @@ def test_bad_values_are_refused_with_the_value_named(override, message):
         validate_config(cfg)
 
 
+def test_more_masked_predictions_than_tokens_are_refused():
+    """data.max_predictions_per_seq=1e9 passed validate and the run was killed for memory."""
+    cfg = compose_cfg("pretrain", "data.seq_len=64", "data.max_predictions_per_seq=65")
+    with pytest.raises(SparseBertError, match=r"max_predictions_per_seq=65 is more than the "
+                       r"data.seq_len=64 .* set data.max_predictions_per_seq=10 "):  # fmt: skip
+        validate_config(cfg)
+    validate_config(compose_cfg("pretrain", "data.seq_len=64", "data.max_predictions_per_seq=64"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.num_threads=100000", r"trainer.num_threads=100000 is more than the \d+ CPUs"),
+        ("model.max_position_embeddings=1000000000", r"make at least 128.0 G parameters: .* GiB"),
+        ("model.num_layers=1000000", r"model.num_layers=1000000.* more than this machine's"),
+    ],
+)
+def test_what_the_machine_cannot_give_is_refused_before_the_run(override, message):
+    """20000 threads: libgomp's thread creation failed; 100000: a segmentation fault; sizes of
+    a terabyte: killed for memory, or a bare allocator error (found by a bad-input review)."""
+    from sparsebert_cli.validation import preflight
+
+    with pytest.raises(SparseBertError, match=message):
+        preflight(compose_cfg("pretrain", "mask=dense", override))
+
+
 def test_search_refuses_a_fixed_mask():
     cfg = compose_cfg("search", "mask=dense")
     with pytest.raises(SparseBertError, match="mask=dam"):

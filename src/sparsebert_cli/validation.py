@@ -12,6 +12,7 @@ loaded weights, no unread mask.from in a single run).
 import dataclasses
 import difflib
 import logging
+import os
 import types
 import typing
 from pathlib import Path
@@ -44,6 +45,7 @@ from sparsebert_cli.masks.config import (
     check_dam_u_size,
     head_warmup_problem,
     mask_identity,
+    physical_memory,
     unread_field_problem,
 )
 from sparsebert_cli.stages import INHERITED, READS, hashed_config, per_step_overrides, reads
@@ -271,6 +273,14 @@ def validate_config(cfg: DictConfig) -> None:
             f"{key}={value} is not one of {', '.join(allowed)}; set {key}=<one of them>.",
         )
     check_ranges(cfg, stage)
+    if reads(stage, "data.max_predictions_per_seq"):
+        most, n = cfg.data.max_predictions_per_seq, cfg.data.seq_len
+        require(
+            most <= n,
+            f"data.max_predictions_per_seq={most} is more than the data.seq_len={n} tokens of a "
+            f"sequence; set data.max_predictions_per_seq={max(1, round(0.15 * n))} (BERT masks "
+            f"15 %) or at most {n}.",
+        )
     if stage == "pipeline":  # refused up front, not when the pipeline reaches that step
         for step, overrides in per_step_overrides(cfg).items():
             check_overrides(step, schema.rewrite_aliases(overrides))
@@ -640,6 +650,43 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
     _check_data_files(cfg)
     if device_here:
         _check_device(cfg)
+        _check_machine(cfg)
+
+
+# Bytes a parameter takes while training: fp32 weight, gradient and AdamW's two moments.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def _check_machine(cfg: DictConfig) -> None:
+    """What the machine the job runs on cannot give: more CPU threads than it has (libgomp fails
+    or the process crashes), or a new model whose parameters alone, while training, need more
+    than its memory (killed, or a bare allocator error deep in torch)."""
+    stage, cpus = cfg.stage, os.cpu_count() or 1
+    threads = cfg.trainer.num_threads if reads(stage, "trainer.num_threads") else 0
+    require(
+        threads <= cpus,
+        f"trainer.num_threads={threads} is more than the {cpus} CPUs here; set "
+        f"trainer.num_threads={cpus} or less (0 leaves torch's default).",
+    )
+    model = cfg.model
+    if stage == "evaluate" or model.from_run or model.name_or_path:
+        return  # the sizes come from the checkpoint
+    hidden, inner, layers = model.hidden_size, model.intermediate_size, model.num_layers
+    # positions, and per layer the attention's four H × H and the feed-forward's two H × I (the
+    # vocabulary's rows, unknown before the tokenizer, only add to it)
+    parameters = model.max_position_embeddings * hidden + layers * (
+        4 * hidden**2 + 2 * hidden * inner
+    )
+    need, memory = TRAINING_BYTES_PER_PARAMETER * parameters, physical_memory()
+    require(
+        need <= memory,
+        f"the model's sizes (model.num_layers={layers}, model.hidden_size={hidden}, "
+        f"model.intermediate_size={inner}, model.max_position_embeddings="
+        f"{model.max_position_embeddings}) make at least {parameters / 1e9:.1f} G parameters: "
+        f"training them needs at least {need / 2**30:.0f} GiB for weights, gradients and "
+        f"optimiser state, more than this machine's {memory / 2**30:.0f} GiB; choose smaller "
+        "sizes (model=tiny, small or base).",
+    )
 
 
 def _check_data_files(cfg: DictConfig) -> None:
