@@ -1,5 +1,6 @@
 """Path fields expand `~` and environment variables (config files, quoted overrides)."""
 
+import pytest
 from conftest import cli_env, compose_cfg, sparsebert
 
 from sparsebert_cli.config import expand_path, expand_path_fields
@@ -12,6 +13,18 @@ def test_home_and_variables_are_expanded(monkeypatch):
     assert expand_path("$GLUE/MRPC") == "/data/glue/MRPC"
     assert expand_path("${GLUE}/MRPC") == "/data/glue/MRPC"
     assert expand_path("bert-base-uncased") == "bert-base-uncased"
+
+
+def test_a_relative_folder_keeps_its_dot_and_so_is_no_hub_name(tmp_path, monkeypatch):
+    """`model.name_or_path=./bert-base-uncasedd` (a typo) became the hub name
+    `bert-base-uncasedd`: offline, "cannot get the model from the hub", not the missing folder."""
+    from sparsebert_cli.errors import SparseBertError
+    from sparsebert_cli.pretrained import local_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    assert expand_path("./bert") == "./bert" and expand_path("../bert") == "../bert"
+    with pytest.raises(SparseBertError, match="the model folder bert-base-uncasedd does not exist"):
+        local_pretrained(expand_path("./bert-base-uncasedd"))
 
 
 def test_an_empty_path_stays_empty_and_so_unset():

@@ -224,6 +224,9 @@ def test_a_runs_folder_hydra_could_not_make_is_refused_before_it_tries(workdir):
     proc = sparsebert("pretrain", f"paths.runs_dir={workdir}/afile/runs", cwd=workdir, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "is a file, not a folder" in proc.stderr
+    # empty: the run went to <launch folder>/<stage>/<run_id>, which `ls` never lists
+    with pytest.raises(runs.FolderRefused, match="paths.runs_dir='' is empty: runs would land"):
+        runs.check_runs_dir("")
 
 
 def test_git_sha_is_this_checkouts_and_never_another_repositorys(tmp_path):

@@ -378,7 +378,13 @@ def nearest_existing(path: Path) -> Path:
 def check_runs_dir(value: Any) -> None:
     """Refuse a runs folder Hydra could not make (before it tries, with a traceback): a name
     longer than file systems take, a file in its place, or a place where no folder can be made
-    (a hidden empty folder is made and removed there to find out)."""
+    (a hidden empty folder is made and removed there to find out), or none at all."""
+    if not str(value).strip():
+        raise FolderRefused(
+            f"paths.runs_dir={str(value)!r} is empty: runs would land in the launch folder itself "
+            "(<stage>/<run_id> beside your files, where `sparsebert ls` does not look); set "
+            "paths.runs_dir=runs (the default) or another folder."
+        )
     path = Path(expand_path(str(value)))
     long = next((p for p in path.parts if len(p.encode()) > NAME_BYTES), None)
     if long is not None:
