@@ -154,6 +154,14 @@ def test_what_the_machine_cannot_give_is_refused_before_the_run(override, messag
         preflight(compose_cfg("pretrain", "mask=dense", override))
 
 
+def test_a_task_without_data_is_refused_by_validate_not_once_it_runs():
+    """A new task from docs/extending.md without data files: `validate` said config OK."""
+    from sparsebert_cli.validation import preflight
+
+    with pytest.raises(SparseBertError, match="task=mrpc has no data source: set task.glue_dir"):
+        preflight(compose_cfg("finetune", "task=mrpc", "task.hub_path=null"))
+
+
 def test_search_refuses_a_fixed_mask():
     cfg = compose_cfg("search", "mask=dense")
     with pytest.raises(SparseBertError, match="mask=dam"):

@@ -698,7 +698,7 @@ def _check_data_files(cfg: DictConfig) -> None:
     from sparsebert_cli.data.glue import GLUE_TASKS, missing_glue_file
     from sparsebert_cli.data.squad import local_files as squad_files
     from sparsebert_cli.data.swag import swag_files
-    from sparsebert_cli.data.tasks import data_file_paths
+    from sparsebert_cli.data.tasks import data_file_paths, no_source_problem
 
     if cfg.stage == "finetune":  # the readers' own checks, by the task's kind and source
         task = cfg.task
@@ -710,6 +710,9 @@ def _check_data_files(cfg: DictConfig) -> None:
             data_file_paths(task)
         elif task.glue_dir and task.name in GLUE_TASKS:
             problem = missing_glue_file(task.name, Path(task.glue_dir))
+            require(problem is None, str(problem))
+        else:
+            problem = no_source_problem(task)
             require(problem is None, str(problem))
     if reads(cfg.stage, "data.files") and cfg.data.name not in EMBEDDED_CORPORA:
         for pattern in cfg.data.files:

@@ -130,7 +130,19 @@ def _source_splits(
         return EMBEDDED_SPLITS[task_cfg.name](task_cfg, seed)
     if task_cfg.hub_path:
         return hub_splits(task_cfg, label_names, cache_dir)
-    raise SparseBertError(
+    raise SparseBertError(str(no_source_problem(task_cfg)))
+
+
+def no_source_problem(task_cfg) -> str | None:
+    """Why a classification or regression task has no data to read, or None."""
+    if (
+        task_cfg.data_files
+        or (task_cfg.glue_dir and task_cfg.name in GLUE_TASKS)
+        or task_cfg.name in EMBEDDED_SPLITS
+        or task_cfg.hub_path
+    ):
+        return None
+    return (
         f"task={task_cfg.name} has no data source: set task.glue_dir, task.data_files or "
         "task.hub_path (e.g. task.hub_path=nyu-mll/glue task.hub_config=mrpc)."
     )
