@@ -154,6 +154,20 @@ def test_a_dam_without_target_or_blocks_hashes_without_the_new_keys():
     assert steered["target_sparsity"] == 0.9 and "keep_diagonal_blocks" in steered
 
 
+def test_a_pattern_field_added_later_leaves_the_dam_hashes_as_they_were(monkeypatch):
+    """docs/extending.md's new pattern field (`dilation`) changed every DAM run's hash: a rerun
+    of a finished DAM sweep was refused as "a different config" (found by a README review)."""
+    from dataclasses import asdict
+
+    from sparsebert_cli.masks import config
+
+    plain = asdict(MaskConfig(name="dam"))
+    before = config.mask_identity(plain)
+    monkeypatch.setattr(config, "PATTERN_ONLY", (*config.PATTERN_ONLY, "dilation"))
+    assert config.mask_identity({**plain, "dilation": 1}) == before
+    assert before["window"] == plain["window"]  # the fields hashed from the start stay
+
+
 @pytest.mark.parametrize(
     ("structure", "granularity"),
     [("unstructured", 1 / (2 * 16 * 16)), ("structured", 2 * 15 / (16 * 16)), ("block", 1 / 16)],

@@ -118,6 +118,17 @@ MASK_FIELDS: dict[str, tuple[str, ...]] = {
 }
 # The fields only fixed patterns read.
 PATTERN_ONLY = tuple(sorted({field for fields in PATTERN_FIELDS.values() for field in fields}))
+# The pattern fields a DAM's identity has held since they were hashed beside it (`mask_identity`),
+# frozen: a pattern field added later (docs/extending.md) leaves every DAM run's hash as it was.
+DAM_HASHED_PATTERN_FIELDS = (
+    "c",
+    "density",
+    "global_tokens",
+    "random_keys",
+    "seed",
+    "stride",
+    "window",
+)
 # The fields a DAM can read: all but the patterns' and the searched mask's.
 DAM_FIELDS = tuple(
     f.name for f in fields(MaskConfig) if f.name not in (*PATTERN_ONLY, "name", "from_run")
@@ -168,6 +179,7 @@ def mask_identity(mask: Mapping) -> dict:
     name = mask["name"]
     if name == "dam":
         unread = set(DAM_FIELDS) - set(read_fields(mask))
+        unread |= set(PATTERN_ONLY) - set(DAM_HASHED_PATTERN_FIELDS)
         if mask.get("target_sparsity") is None:
             unread.add("target_sparsity")
         return {k: v for k, v in mask.items() if k not in unread}
