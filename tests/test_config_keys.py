@@ -355,6 +355,11 @@ def test_a_mask_setting_the_chosen_mask_does_not_read_is_refused_in_a_single_run
         (["task=polarity", "task.glue_dir=/tmp", "task.fold=1"], "task.glue_dir is set, but"),
         # refused once the data were loaded (validate said OK), in a sweep over tasks too
         (["task=polarity", "task.glue_dir=/tmp"], "task=polarity is not a GLUE task"),
+        # the embedded tasks' columns are fixed: these finished "completed", unread
+        (["task=polarity", "task.text_fields=[]"], "task.text_fields is set, but task=polarity"),
+        (["task=lee_sts", "task.label_field=y"], "task.label_field is set, but task=lee_sts"),
+        (["task=mrpc", "task.label_field=y"], None),  # its hub dataset's column
+        (["task=polarity", "+task.data_files={train: t.csv}", "task.label_field=y"], None),
         (["task=polarity", "task.fold=1"], None),
         (["task=lee_sts", "task.num_folds=4"], None),
         (["task=squad_v2", "task.null_score_threshold=0.5"], None),

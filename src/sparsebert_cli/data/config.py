@@ -45,6 +45,8 @@ def task_source_problem(task) -> str | None:
 # of task.num_folds folds drawn from the data (task.fold); the other tasks' splits are their own.
 EMBEDDED_TASKS = ("polarity", "lee_sts")
 FOLD_FIELDS = ("fold", "num_folds")
+# The columns a classification or regression task reads from task.data_files or a hub dataset.
+COLUMN_FIELDS = ("text_fields", "label_field")
 # The settings only extractive question answering reads (data/squad.py).
 QA_FIELDS = (
     "doc_stride",
@@ -73,6 +75,16 @@ def unread_task_field_problem(task, field: str) -> str | None:
             f"task.{field} is set, but task={task.name} is a {task.kind} task, which does not read "
             f"it (question answering does: task=squad, squad_v2); drop task.{field}."
         )
+    glue_folder = bool(task.glue_dir) and task.name in GLUE_TASKS
+    if field in COLUMN_FIELDS and task.kind in ("classification", "regression"):
+        hub = bool(task.hub_path) and not glue_folder and task.name not in EMBEDDED_TASKS
+        if not (task.data_files or hub):
+            source = "its GLUE folder" if glue_folder else "its own data"
+            return (
+                f"task.{field} is set, but task={task.name} reads {source}, whose columns are "
+                f"fixed: task.{field} names the columns of task.data_files or of a hub dataset "
+                f"(task.hub_path); drop task.{field}, or give the data as task.data_files."
+            )
     if field in FOLD_FIELDS and (
         task.name not in EMBEDDED_TASKS or task.glue_dir or task.data_files
     ):
