@@ -4,6 +4,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from sparsebert_cli.cli import main
 
 
@@ -138,3 +140,12 @@ def test_a_running_run_that_nobody_holds_reads_interrupted(tmp_path, capsys):
     assert ls_main(["--runs-dir", str(tmp_path / "runs"), "--show", str(run_dir)]) == 0
     assert "status: interrupted" in capsys.readouterr().out
     assert [r.status for r in collect_runs([tmp_path / "runs"])[0]] == ["interrupted"]
+
+
+def test_an_empty_run_or_folder_is_refused_not_taken_for_all_runs(tmp_path, capsys):
+    """`--show ''` listed every run; `report --out ''` wrote to "." and said it is a folder."""
+    for argv in (["ls", "--show", ""], ["ls", "--runs-dir", " "], ["report", "x", "--out", ""]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        assert "an empty name; give a file or folder" in capsys.readouterr().err

@@ -265,6 +265,15 @@ def test_a_mask_json_without_its_tensor_is_refused_before_any_figure(search_run,
     assert not (run_dir / "figures").exists()
 
 
+def test_a_damaged_metrics_log_is_refused_before_any_figure(search_run, capsys):
+    """The importance and mask figures were written, then metrics.jsonl refused: half a set."""
+    run_dir, _ = search_run
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "eval/at\n')
+    assert main(["--figures", str(run_dir)]) == 1
+    assert "metrics.jsonl line 2 is not JSON" in capsys.readouterr().err
+    assert not (run_dir / "figures").exists()
+
+
 def test_a_last_line_cut_short_by_a_kill_is_left_out(tmp_path, capsys):
     """`report --figures` of a killed run (its figures "show what it had written so far")
     refused the log whose last append the kill cut off."""

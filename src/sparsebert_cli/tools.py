@@ -32,23 +32,31 @@ def positive_int(text: str) -> int:
     return value
 
 
+def given_path(text: str) -> Path:
+    """argparse type: a path that is not empty (Path("") is ".", the launch folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; give a file or folder")
+    return Path(text)
+
+
 def ls_main(argv: list[str]) -> int:
     """`sparsebert ls [STAGE] [--runs-dir D] [--show RUN|latest] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="sparsebert ls", description="List runs with their status."
     )
     parser.add_argument("stage", nargs="?", choices=STAGES)
-    parser.add_argument("--runs-dir", type=Path, default=runs.default_runs_dir())
+    parser.add_argument("--runs-dir", type=given_path, default=runs.default_runs_dir())
     parser.add_argument(
         "--show",
+        type=given_path,
         metavar="RUN",
         help="print one run's manifest, metrics, inputs and the command that reruns it: RUN is its "
         "folder or its run id; 'latest' = the newest run (of STAGE, if given)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.show:
-        return _show(args.show, args.stage, args.runs_dir, args.json)
+    if args.show is not None:
+        return _show(str(args.show), args.stage, args.runs_dir, args.json)
     if args.runs_dir.is_file():
         raise SparseBertError(
             f"--runs-dir {args.runs_dir} is a file, not a runs folder; give the folder "

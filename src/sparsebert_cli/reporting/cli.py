@@ -23,7 +23,7 @@ from sparsebert_cli.config import schema_key
 from sparsebert_cli.errors import SparseBertError, UnwritableError
 from sparsebert_cli.masks.config import META_FILE
 from sparsebert_cli.progress import table_console
-from sparsebert_cli.tools import positive_int
+from sparsebert_cli.tools import given_path, positive_int
 from sparsebert_cli.user_paths import path_is, user_path
 
 SUMMARY_FORMATS = {"summary.md": "md", "summary.csv": "csv", "summary.json": "json"}
@@ -91,7 +91,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="the table's format (default: --out FILE's, by its suffix .md/.csv/.tex/.json; else "
         "table)",
     )
-    parser.add_argument("--out", type=Path, metavar="FILE", help="write the table to FILE")
+    parser.add_argument("--out", type=given_path, metavar="FILE", help="write the table to FILE")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--figures",
@@ -123,7 +123,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--out-dir",
-        type=Path,
+        type=given_path,
         help="figures folder (default: RUN/figures, or ./figures; --frontier: the first PATH)",
     )
     args = parser.parse_args(argv)
@@ -231,7 +231,9 @@ def _figures(args: argparse.Namespace) -> None:
     else:
         run_dir = _run_folder(args.figures)
         out_dir = args.out_dir or runs.layout(run_dir).figures
-        # the mask first: a damaged artifact is refused before any figure is written
+        # what can be damaged first, so that a refusal leaves no figure half the set written:
+        # the metric log (the attention curves') and the mask (its figure)
+        runs.read_metrics_log(run_dir)
         mask_figure = write_run_mask_figure(run_dir, out_dir)
         written = [] if mask_figure is None else [mask_figure]
         folders = runs.layout(run_dir)
