@@ -1,0 +1,109 @@
+"""The study scripts whose numbers the verdicts quote: the pattern table's same-seed pairing and
+t-intervals, and its committed summary against its own runs."""
+
+import importlib.util
+import json
+import statistics
+
+import pytest
+from conftest import ROOT
+from scipy import stats
+
+STUDY = ROOT / "experiments" / "pattern_table"
+
+
+def load_summarize():
+    spec = importlib.util.spec_from_file_location("pattern_table_summarize", STUDY / "summarize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def job(mask: str, seed: int, loss: float, checkpoint: str = "ckpt-a") -> dict:
+    return {
+        "mask": mask, "seed": seed, "checkpoint": checkpoint, "loss": loss, "accuracy": 0.2,
+        "sparsity": 0.0 if mask == "dense" else 80.0, "gate": 1.0, "neighbour_ratio": 5.0,
+        "first_eval": {"step": 100, "loss": loss + 1.0}, "job": f"{mask}-{checkpoint}-{seed}",
+    }  # fmt: skip
+
+
+def test_the_t_quantiles_are_students():
+    summarize = load_summarize()
+    for df, quantile in summarize.T95.items():
+        assert quantile == pytest.approx(stats.t.ppf(0.975, df), abs=5e-4)
+
+
+def test_a_mask_is_paired_with_the_dense_run_of_its_checkpoint_and_seed():
+    """Listed in another order and over two checkpoints, each job meets its own dense run."""
+    summarize = load_summarize()
+    dense = {(c, s): 5.0 + s + (0.5 if c == "ckpt-b" else 0.0) for c in ("ckpt-a", "ckpt-b")
+             for s in (0, 1)}  # fmt: skip
+    gaps = {("ckpt-a", 0): -0.02, ("ckpt-a", 1): -0.05, ("ckpt-b", 0): 0.01, ("ckpt-b", 1): -0.04}
+    found = [job("window", s, dense[c, s] + gaps[c, s], c) for c, s in reversed(list(gaps))]
+    found += [job("dense", s, loss, c) for (c, s), loss in dense.items()]
+    row = summarize.summarize(found)["window"]
+    differences = list(gaps.values())
+    mean, spread = statistics.fmean(differences), statistics.stdev(differences)
+    assert row["n_paired"] == 4
+    assert row["delta_loss_vs_dense_mean_std"] == pytest.approx([mean, spread])
+    half = stats.t.ppf(0.975, 3) * spread / 2
+    assert row["delta_loss_95ci"] == pytest.approx([mean - half, mean + half], abs=1e-4)
+    assert row["delta_loss_first_eval_mean_std"] == pytest.approx([mean, spread])
+
+
+def test_two_jobs_of_one_mask_checkpoint_and_seed_are_refused():
+    summarize = load_summarize()
+    with pytest.raises(SystemExit, match="two window jobs of one checkpoint and seed"):
+        summarize.summarize([job("dense", 0, 5.0), job("window", 0, 5.1), job("window", 0, 5.2)])
+
+
+def test_the_committed_table_is_what_its_runs_give():
+    """Each row of results/summary.json against the runs it lists: a summary left stale after a
+    rerun, or edited by hand, fails here."""
+    rows = json.loads((STUDY / "results" / "summary.json").read_text())
+    dense = {run["seed"]: run["loss"] for run in rows["dense"]["runs"]}
+    for mask, row in rows.items():
+        losses = [run["loss"] for run in row["runs"]]
+        assert row["loss_mean_std"] == pytest.approx(
+            [statistics.fmean(losses), statistics.stdev(losses)]
+        )
+        differences = [run["loss"] - dense[run["seed"]] for run in row["runs"]]
+        assert row["delta_loss_vs_dense_mean_std"][0] == pytest.approx(
+            statistics.fmean(differences), abs=1e-12
+        ), mask
+        assert row["gate_passed"] == sum(run["gate"] == 1.0 for run in row["runs"]), mask
+
+
+def test_the_importance_summary_counts_the_seeds_whose_diagonal_ends_least_kept(tmp_path):
+    """The importance verdict's "3 of 3 seeds" and its rank are this count and mean, per
+    structure, read from each job's figures/importance.json and config.yaml."""
+    import yaml
+
+    spec = importlib.util.spec_from_file_location(
+        "importance_summarize", ROOT / "experiments" / "importance" / "summarize.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sweep = tmp_path / "sweep"
+    ends = {
+        ("structured", 0): 1,
+        ("structured", 1): 1,
+        ("structured", 2): 4,
+        ("unstructured", 0): 2,
+    }
+    for (structure, seed), last_rank in ends.items():
+        figures = sweep / f"{structure}-{seed}" / "figures"
+        figures.mkdir(parents=True)
+        config = {"seed": seed, "mask": {"structure": structure},
+                  "model": {"from_run": None, "name_or_path": "embedded:minilm"}}  # fmt: skip
+        (figures.parent / "config.yaml").write_text(yaml.safe_dump(config))
+        probabilities = {key: [0.5, 0.4] for key in ("diagonal", "near_diagonal", "far", "other")}
+        (figures / "importance.json").write_text(json.dumps(
+            {"steps": [0, 10], "n": 64, "diagonal_rank": [32, last_rank], **probabilities}
+        ))  # fmt: skip
+    summary = module.summarize([sweep])
+    assert summary["structured"]["seeds_where_diagonal_is_least_kept"] == 2
+    assert summary["structured"]["diagonal_rank_mean_std"][-1] == pytest.approx(
+        [2.0, statistics.stdev([1, 1, 4])]
+    )
+    assert summary["unstructured"]["seeds_where_diagonal_is_least_kept"] == 0
