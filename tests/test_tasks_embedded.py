@@ -109,6 +109,13 @@ def test_num_labels_disagreeing_with_label_names_is_refused_by_validation():
                                 "task.label_names=[0,1,2]"))  # fmt: skip
 
 
+def test_a_label_name_given_twice_is_refused_by_validation():
+    """task.label_names=[a,a] was accepted: its two classes read as one."""
+    cfg = compose_cfg("finetune", "task=polarity", "task.label_names=[neg,neg]")
+    with pytest.raises(SparseBertError, match=r"names neg twice: each class needs its own name"):
+        validate_config(cfg)
+
+
 def test_the_longest_batch_is_the_longest_sequence_of_any_split_or_choice():
     """What a stored mask must cover before fine-tuning (collate pads a batch to its longest)."""
     import datasets

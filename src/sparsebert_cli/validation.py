@@ -478,6 +478,12 @@ def _check_task_scoring(task: DictConfig) -> None:
         f"task.num_labels={task.num_labels} task.label_names="
         f"[{','.join(map(str, range(task.num_labels)))}] for class ids.",
     )
+    twice = sorted({str(name) for name in names if names.count(name) > 1})
+    require(
+        not twice,
+        f"task.label_names={names} names {', '.join(twice)} twice: each class needs its own name "
+        "(two classes of one name would read as one); give one name per class.",
+    )
 
 
 # --- outside the config -----------------------------------------------------------------------
