@@ -19,6 +19,12 @@ def first_line(error: BaseException, default: str = "") -> str:
     return (str(error).strip().splitlines() or [default])[0]
 
 
+def refuse(problem: str | None) -> None:
+    """Raise SparseBertError(problem) when there is one (what the `*_problem` checks return)."""
+    if problem is not None:
+        raise SparseBertError(problem)
+
+
 def require(ok: bool, message: str) -> None:
     """Raise SparseBertError(message) unless `ok`."""
     if not ok:

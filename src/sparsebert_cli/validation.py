@@ -32,7 +32,7 @@ from sparsebert_cli.data.config import (
     unread_data_field_problem,
     unread_task_field_problem,
 )
-from sparsebert_cli.errors import SparseBertError, require
+from sparsebert_cli.errors import SparseBertError, refuse, require
 from sparsebert_cli.masks.config import (
     ATTENTION_TOPK,
     DAM_KINDS,
@@ -339,8 +339,7 @@ def validate_config(cfg: DictConfig) -> None:
         "the warm-up steps would train nothing; drop mask.head_warmup.",
     )
     if stage in ("search", "pipeline") and trainer.epochs == 0:  # by epochs: the loop checks
-        problem = head_warmup_problem(mask.head_warmup, trainer.max_steps)
-        require(problem is None, str(problem))
+        refuse(head_warmup_problem(mask.head_warmup, trainer.max_steps))
     require(
         mask.objective != "distill" or warm_started,
         "mask.objective=distill keeps the hidden states of the dense model the search starts "
@@ -434,8 +433,7 @@ def _check_sources(cfg: DictConfig, stage: str) -> None:
                 "name the dataset as data.hub_sources does (a revision may be left out).",
             )
     if reads(stage, "task.name"):
-        problem = task_source_problem(cfg.task)
-        require(problem is None, str(problem))
+        refuse(task_source_problem(cfg.task))
 
 
 def _check_head_outputs(task: DictConfig) -> None:
@@ -541,15 +539,12 @@ def check_command(cfg: DictConfig, overrides: list[str], single_run: bool) -> No
         )
     for key in filter(None, map(schema_override_key, overrides)):
         if key.startswith("mask."):
-            problem = unread_field_problem(cfg.mask, schema.schema_key(key)[len("mask.") :])
-            require(problem is None, str(problem))
+            refuse(unread_field_problem(cfg.mask, schema.schema_key(key)[len("mask.") :]))
         # evaluate's task is its finetune run's: its data source is checked against it (preflight)
         if key.startswith("task.") and reads(cfg.stage, key) and cfg.stage != "evaluate":
-            problem = unread_task_field_problem(cfg.task, key.removeprefix("task."))
-            require(problem is None, str(problem))
+            refuse(unread_task_field_problem(cfg.task, key.removeprefix("task.")))
         if key.startswith("data.") and reads(cfg.stage, key):
-            problem = unread_data_field_problem(cfg.data, key.removeprefix("data."))
-            require(problem is None, str(problem))
+            refuse(unread_data_field_problem(cfg.data, key.removeprefix("data.")))
         if key.startswith("logger.") and key != "logger.name" and cfg.logger.name == "none":
             raise SparseBertError(
                 f"{key} is set, but logger=none logs to the run folder's metrics.jsonl only, so "
@@ -632,11 +627,8 @@ def check_local_inputs(cfg: DictConfig, device_here: bool = True) -> None:
                 f"{key}={value} is not a folder; point {key} at the folder that holds the data."
             )
     tokenizer = _get(cfg, "data.tokenizer")
-    problem = (
-        tokenizer_path_problem(tokenizer) if tokenizer and reads(stage, "data.tokenizer") else None
-    )
-    if problem:
-        raise SparseBertError(problem)
+    if tokenizer and reads(stage, "data.tokenizer"):
+        refuse(tokenizer_path_problem(tokenizer))
     files = _get(cfg, "task.data_files") or {}
     if reads(stage, "task.data_files"):
         for split in files:
@@ -715,15 +707,12 @@ def _check_data_files(cfg: DictConfig) -> None:
         elif task.data_files:
             data_file_paths(task)
         elif task.glue_dir and task.name in GLUE_TASKS:
-            problem = missing_glue_file(task.name, Path(task.glue_dir))
-            require(problem is None, str(problem))
+            refuse(missing_glue_file(task.name, Path(task.glue_dir)))
         else:
-            problem = no_source_problem(task)
-            require(problem is None, str(problem))
+            refuse(no_source_problem(task))
     if reads(cfg.stage, "data.files") and cfg.data.name not in EMBEDDED_CORPORA:
         for pattern in cfg.data.files:
-            problem = unmatched_files_problem(pattern)
-            require(problem is None, str(problem))
+            refuse(unmatched_files_problem(pattern))
 
 
 def _note_stored_mask_length(cfg: DictConfig, weights: Path) -> None:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from sparsebert_cli import interrupt, runs
-from sparsebert_cli.errors import SparseBertError
+from sparsebert_cli.errors import SparseBertError, refuse
 from sparsebert_cli.masks.config import head_warmup_problem
 from sparsebert_cli.progress import say
 from sparsebert_cli.runs import Run
@@ -287,9 +287,7 @@ def train(
 
     n = len(dataset)
     total = total_steps(tc, n)
-    problem = head_warmup_problem(rates.head_warmup, total)
-    if problem:
-        raise SparseBertError(problem)
+    refuse(head_warmup_problem(rates.head_warmup, total))
     # trainer.eval_every=0: after every epoch when training by epochs, else at the end only.
     eval_every = tc.eval_every or (steps_per_epoch(n, tc.batch_size) if tc.epochs > 0 else 0)
     micro = tc.batch_size // (world_size * tc.grad_accum)
