@@ -44,7 +44,7 @@ from sparsebert_cli.attention.diagonal import (
     distance_diagonal_layout,
     mask_offsets,
 )
-from sparsebert_cli.attention.dropout import dropout_multiplier
+from sparsebert_cli.attention.dropout import with_dropout
 from sparsebert_cli.attention.masked import (
     MASK_PENALTY,
     additive_bias,
@@ -479,10 +479,7 @@ class _BlockSparseAttention(torch.autograd.Function):
                 real = ~(padded_keys_q if every_row else padded_keys_q.index_select(1, group.rows))
                 found.append((empty[..., 0] & real).any())
             probs = scores.softmax(dim=-1)
-            drop, weights = None, probs
-            if dropout_p > 0:
-                drop = dropout_multiplier(probs, dropout_p)
-                weights = probs * drop
+            drop, weights = with_dropout(probs, dropout_p)
             out = torch.bmm(weights, v).view(batch, rows, size, dim)
             if empty is not None:  # an empty row attended uniformly to masked keys: zero it
                 out.masked_fill_(empty, 0.0)

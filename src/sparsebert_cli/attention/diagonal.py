@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.autograd.function import once_differentiable
 
-from sparsebert_cli.attention.dropout import dropout_multiplier
+from sparsebert_cli.attention.dropout import with_dropout
 from sparsebert_cli.attention.masked import MASK_PENALTY, additive_bias, masked_score
 from sparsebert_cli.masks.empty_rows import warn_empty_rows
 
@@ -195,11 +195,7 @@ class _DiagonalAttention(torch.autograd.Function):
         elif empty is not None:
             warn_empty_rows()
         probs = scores.softmax(dim=0)
-        drop = None
-        weights = probs
-        if dropout_p > 0:
-            drop = dropout_multiplier(probs, dropout_p)
-            weights = probs * drop
+        drop, weights = with_dropout(probs, dropout_p)
         out = torch.zeros_like(query)
         for j, (rows, keys) in enumerate(spans):
             out[:, :, rows].addcmul_(weights[j, :, :, rows, None], value[:, :, keys])

@@ -26,3 +26,12 @@ def dropout_multiplier(like: torch.Tensor, p: float) -> torch.Tensor:
     dropped = min(round(p * LEVELS), LEVELS - 1)  # never every value
     keep = lanes[:count].view(like.shape) >= dropped - LEVELS // 2
     return keep.to(like.dtype).mul_(LEVELS / (LEVELS - dropped))
+
+
+def with_dropout(probs: torch.Tensor, p: float) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The dropout multiplier of attention probabilities (None when p = 0; the backward pass
+    needs it) and the probabilities it leaves: `probs` · multiplier."""
+    if p <= 0:
+        return None, probs
+    drop = dropout_multiplier(probs, p)
+    return drop, probs * drop
