@@ -71,9 +71,10 @@ def reads(stage: str, key: str) -> bool:
 # the stage does not read; `hashed_config`) and of a sweep job's folder name
 # (`config.unnamed_overrides`): resuming with another checkpoint interval or log rate is the
 # same job. The pipeline's per-step overrides are hashed when there are any
-# (`per_step_overrides`).
+# (`per_step_overrides`). The number of processes is hashed above 1: each rank draws its own
+# Gumbel noise, and the loss is averaged per rank's micro-batch, so 2 ranks compute another run.
 NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
-NOT_HASHED_TRAINER = ("nproc_per_node", "log_every", "device", "num_threads", "ckpt_every")
+NOT_HASHED_TRAINER = ("log_every", "device", "num_threads", "ckpt_every")
 
 
 def hashed_config(resolved: dict) -> dict:
@@ -96,6 +97,8 @@ def hashed_config(resolved: dict) -> dict:
         hashed["trainer"] = {
             k: v for k, v in hashed["trainer"].items() if k not in NOT_HASHED_TRAINER
         }
+        if hashed["trainer"].get("nproc_per_node") == 1:  # absent: one-process runs keep hashes
+            del hashed["trainer"]["nproc_per_node"]
     if "mask" in hashed:
         hashed["mask"] = mask_identity(resolved["mask"])
     if "task" in hashed:
