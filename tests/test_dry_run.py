@@ -1,6 +1,9 @@
 """`sparsebert <stage> -m ... --dry-run` lists the sweep's jobs and their folders and runs nothing."""
 
 import json
+import os
+import sys
+from pathlib import Path
 
 from conftest import sparsebert
 
@@ -151,3 +154,23 @@ def test_a_pipelines_steps_are_planned_as_its_job_will_plan_them(workdir):
     )
     proc = sparsebert("pipeline", "experiment=target_table", "--dry-run", cwd=workdir)
     assert set(planned(proc.stdout).values()) == {"run"}
+
+
+def test_a_slurm_sweep_says_what_each_job_asks_for_and_is_refused_without_a_cluster(workdir):
+    """Its dry run read as a local one; launched with no cluster, submitit's 25-line traceback
+    (and a multirun.yaml left behind). The process count names the folder: it changes the run."""
+    slurm = ("pretrain", "-m", "debug=smoke", "trainer.nproc_per_node=1,2",
+             "hydra/launcher=slurm", "hydra.launcher.partition=gpu")  # fmt: skip
+    proc = sparsebert(*slurm, "--dry-run", cwd=workdir)
+    jobs = planned(proc.stdout)
+    assert set(jobs) == {
+        "debug=smoke,trainer.nproc_per_node=1",
+        "debug=smoke,trainer.nproc_per_node=2",
+    }
+    assert "to SLURM: partition gpu, 1 GPU(s), 8 CPUs, 64 GB, 720 min" in proc.stdout
+    assert "to SLURM: partition gpu, 2 GPU(s)" in proc.stdout
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # python's folder: no srun
+    refused = sparsebert(*slurm, cwd=workdir, env=env, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "hydra/launcher=slurm submits each job to a SLURM cluster, but no srun" in refused.stderr
+    assert not (workdir / "runs").exists()

@@ -8,6 +8,7 @@ transformers, datasets) is imported here, so `--help` is instant.
 
 import difflib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -58,6 +59,9 @@ TOOL_HELP = {
 }
 
 
+SLURM_LAUNCHER = "hydra/launcher=slurm"  # conf/hydra/launcher/slurm.yaml
+
+
 def run_stage(stage: str, args: list[str]) -> int:
     """Run one stage as a Hydra app; in a multirun, report the failed jobs and exit 1."""
     import hydra
@@ -75,6 +79,14 @@ def run_stage(stage: str, args: list[str]) -> int:
         check_command_line(stage, args)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    if SLURM_LAUNCHER in args and shutil.which("srun") is None:  # submitit's traceback else
+        print(
+            f"error: {SLURM_LAUNCHER} submits each job to a SLURM cluster, but no srun is found "
+            "here; run the command on the cluster's login node, or drop it (`--dry-run` lists the "
+            "jobs anywhere).",
+            file=sys.stderr,
+        )
         return 1
     register_hydra_extensions()
     if not OmegaConf.has_resolver("sb_help_groups"):  # `--help` (conf/hydra/default.yaml)

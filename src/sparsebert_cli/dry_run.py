@@ -77,16 +77,19 @@ def planned_jobs(stage: str, args: list[str]) -> list[tuple[Path, tuple[str, str
     """(folder, (action, why), job overrides) of every job `sparsebert <stage> <args>` would launch."""
     single_run = not is_multirun(args)
     planned = []
-    for cfg, folder, job, here in job_configs(stage, args):
-        action, why, acts_in = job_status(cfg, folder, job, single_run, here)
-        planned.append((acts_in, (action, why), job))
+    for cfg, folder, job, cluster in job_configs(stage, args):
+        action, why, acts_in = job_status(cfg, folder, job, single_run, cluster is None)
+        planned.append((acts_in, (action, why if cluster is None else f"{why}; {cluster}"), job))
     return planned
 
 
-def job_configs(stage: str, args: list[str]) -> Iterator[tuple[DictConfig, Path, list[str], bool]]:
-    """(config, folder, overrides, runs on this machine) of every job `sparsebert <stage> <args>`
-    would launch, each composed as the launcher would compose it; Hydra's config of the job is
-    set while it is handled (a pipeline reads its command line from there)."""
+def job_configs(
+    stage: str, args: list[str]
+) -> Iterator[tuple[DictConfig, Path, list[str], str | None]]:
+    """(config, folder, overrides, what a cluster launcher requests for it: None when it runs on
+    this machine) of every job `sparsebert <stage> <args>` would launch, each composed as the
+    launcher would compose it; Hydra's config of the job is set while it is handled (a pipeline
+    reads its command line from there)."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import create_config_search_path
@@ -115,8 +118,18 @@ def job_configs(stage: str, args: list[str]) -> Iterator[tuple[DictConfig, Path,
         where = cfg.hydra.sweep if multirun else cfg.hydra.run
         folder = Path(where.dir) / (where.subdir if multirun else "")
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        here = "submitit" not in str(cfg.hydra.launcher.get("_target_", "")).lower()
-        yield task_cfg, folder, job, here
+        yield task_cfg, folder, job, _cluster_request(cfg.hydra.launcher)
+
+
+def _cluster_request(launcher: DictConfig) -> str | None:
+    """What Hydra's submitit launcher asks SLURM for each job, or None for a local launcher."""
+    if "submitit" not in str(launcher.get("_target_", "")).lower():
+        return None
+    partition = launcher.get("partition") or "none set (the cluster's default)"
+    return (
+        f"to SLURM: partition {partition}, {launcher.gpus_per_node} GPU(s), "
+        f"{launcher.cpus_per_task} CPUs, {launcher.mem_gb} GB, {launcher.timeout_min} min"
+    )
 
 
 def main(stage: str, args: list[str]) -> int:

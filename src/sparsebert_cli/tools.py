@@ -214,8 +214,8 @@ def validate_main(argv: list[str]) -> int:
                 "job of a sweep."
             )
         check_command_line(stage, overrides)
-        [(cfg, folder, job, here)] = job_configs(stage, overrides)
-        upstream = check_job(cfg, folder, job, single_run=True, device_here=here)
+        [(cfg, folder, job, cluster)] = job_configs(stage, overrides)
+        upstream = check_job(cfg, folder, job, single_run=True, device_here=cluster is None)
     except (HydraException, OmegaConfBaseException, SparseBertError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
