@@ -4,6 +4,11 @@ batch in two micro-batches of the same size.
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +126,37 @@ def test_a_distributed_job_refused_for_another_configs_folder_leaves_that_run_as
     assert "already holds a 'pretrain' run of a different config" in proc.stderr
     assert "launching 2 processes" not in proc.stdout
     assert manifest(other) == stopped
+
+
+def _rank_pid(run_dir: Path, rank: int) -> int | None:
+    """The pid of local rank `rank` of the torchrun job running in `run_dir`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run_dir).encode() in cmdline and f"LOCAL_RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank in /proc")
+def test_a_rank_killed_by_a_signal_is_named_as_the_cause(tmp_path):
+    """A SIGKILLed rank was reported as the survivor's symptom, gloo's "Connection reset by
+    peer" (found by a launcher review); the rerun resumes from the checkpoint it names."""
+    run_dir = tmp_path / "runs" / "pretrain" / "k"
+    args = [sys.executable, "-m", "sparsebert_cli.cli", "pretrain", *COMMON, "run_id=k",
+            "trainer.nproc_per_node=2", "trainer.max_steps=40", "trainer.ckpt_every=2"]  # fmt: skip
+    job = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, **cli_env(tmp_path)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list((run_dir / "checkpoints").glob("step-*/loop_state.json")):
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.05)
+    os.kill(_rank_pid(run_dir, 1), signal.SIGKILL)
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode == 1 and "Traceback" not in stderr.split("error: distributed run")[-1]
+    (line,) = [text for text in stderr.splitlines() if text.startswith("error:")]
+    assert "rank 1 was killed by SIGKILL (then:" in line, line
+    assert "; the same command resumes from step-" in line

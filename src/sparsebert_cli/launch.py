@@ -16,6 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from sparsebert_cli.data.hub import set_offline_env
 from sparsebert_cli.errors import SparseBertError, first_line
 from sparsebert_cli.progress import say
 from sparsebert_cli.stages import hashed_config, reads
+from sparsebert_cli.torchrun import KILLED_RANKS_ENV
 
 FAILURES_ENV = "SPARSEBERT_FAILURES_FILE"  # the file where a sweep's failed jobs are noted
 # Write errors that are the machine's state, not a bug: a clear message instead of a traceback.
@@ -168,6 +170,8 @@ def stage_runner(stage: str) -> Callable[[DictConfig, runs.Run], dict[str, float
 
 def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     """Run this job under torchrun with `trainer.nproc_per_node` processes sharing `run_dir`."""
+    from sparsebert_cli.training.checkpoint import complete_checkpoints
+
     run_dir.mkdir(parents=True, exist_ok=True)
     # The ranks' config, kept apart from the run's record (config.yaml), which only the job that
     # takes the folder writes: a refused job must not overwrite the record of the run there.
@@ -179,14 +183,20 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
         "-m", "sparsebert_cli.launch", str(run_dir), command,
     ]  # fmt: skip
     say(f"launching {nproc} processes with torchrun")
-    try:
-        code = _run_torchrun(cmd, run_dir)
-    finally:
-        launch_config.unlink(missing_ok=True)  # it may hold secrets, which only ranks need
+    with tempfile.NamedTemporaryFile(prefix="sparsebert-killed-", suffix=".txt") as killed:
+        try:
+            code = _run_torchrun(cmd, run_dir, {KILLED_RANKS_ENV: killed.name})
+        finally:
+            launch_config.unlink(missing_ok=True)  # it may hold secrets, which only ranks need
+        died = Path(killed.name).read_text(encoding="utf-8")
     manifest = runs.load_manifest(run_dir) or {}
     if code != 0 or manifest.get("status") != "completed":
         reason = manifest.get("error") or f"torchrun exited with status {code}"
-        raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
+        if died:  # the cause; the manifest holds what a surviving rank saw then
+            reason = f"{died} (then: {first_line(reason)[:200]})"
+        kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
+        resume = f"; the same command resumes from {kept[-1].name}" if kept else ""
+        raise SparseBertError(f"distributed run in {run_dir} failed: {reason}{resume}")
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -202,13 +212,15 @@ def _stop_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _run_torchrun(cmd: list[str], run_dir: Path) -> int:
+def _run_torchrun(cmd: list[str], run_dir: Path, env: dict[str, str]) -> int:
     """torchrun's exit status. It runs in its own session and starts the ranks in theirs, so a
     stop request (Ctrl-C, SIGTERM) reaches them only through this process: it is passed on once,
     torchrun stops the ranks after their current step (or kills them after its shutdown timeout),
     and this process waits for that, then re-raises it; a run the ranks could not mark is marked
     `interrupted` here."""
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_stop_with_parent)
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, preexec_fn=_stop_with_parent, env={**os.environ, **env}
+    )
     try:
         return proc.wait()
     except interrupt.Interrupted as stop:
