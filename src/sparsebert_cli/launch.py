@@ -180,7 +180,7 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     nproc = cfg.trainer.nproc_per_node
     cmd = [
         sys.executable, "-m", "sparsebert_cli.torchrun", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", "sparsebert_cli.launch", str(run_dir), command,
+        "-m", "sparsebert_cli.rank", str(run_dir), command,
     ]  # fmt: skip
     say(f"launching {nproc} processes with torchrun")
     with tempfile.NamedTemporaryFile(prefix="sparsebert-killed-", suffix=".txt") as killed:
@@ -521,7 +521,7 @@ def _user_message(e: Exception, run_dir: Path) -> str | None:
 
 
 def rank_main(argv: list[str]) -> int:
-    """The entry point torchrun starts for each rank (`python -m sparsebert_cli.launch <run_dir>
+    """What torchrun runs for each rank (through `python -m sparsebert_cli.rank <run_dir>
     <command>`): every rank reads the config the Hydra job wrote (runs.LAUNCH_CONFIG), so all
     ranks share one run id and one folder; only rank 0 writes files."""
     import torch.distributed as dist
@@ -544,7 +544,3 @@ def rank_main(argv: list[str]) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(rank_main(sys.argv[1:]))
