@@ -53,6 +53,8 @@ def manifest(run_dir: Path) -> dict:
 
 def test_ddp_run_is_one_completed_folder_with_world_size_2(runs):
     assert "launching 2 processes with torchrun" in runs["proc"].stdout
+    # the status lines come from rank 0 alone (each rank printed its own)
+    assert runs["proc"].stdout.count("pre-training data data=") == 2  # started, done
     folders = sorted(p.name for p in (runs["root"] / "runs" / "pretrain").iterdir())
     assert folders == ["ddp", "single"]
     found = manifest(runs["ddp"])

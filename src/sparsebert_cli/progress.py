@@ -19,9 +19,18 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def other_rank() -> bool:
+    """A torchrun rank but the first: its status lines and spinners would repeat rank 0's."""
+    from sparsebert_cli.training.distributed import world
+
+    return world()[0] != 0
+
+
 def say(text: str, *, to_stderr: bool = False) -> None:
     """One plain status line of the tool, `[sparsebert] text`, flushed at once so that a log
-    keeps its order across processes (torchrun ranks, a pipeline's steps)."""
+    keeps its order across processes (a pipeline's steps); on standard output from rank 0 only."""
+    if other_rank() and not to_stderr:
+        return
     print(f"[sparsebert] {text}", file=sys.stderr if to_stderr else sys.stdout, flush=True)
 
 
@@ -42,7 +51,9 @@ def table_console() -> "Console":
 def waiting(description: str) -> Iterator[None]:
     """A spinner with the elapsed time while the block runs, then `description: done in Xs`."""
     start = time.perf_counter()
-    if on_terminal():
+    if other_rank():
+        yield
+    elif on_terminal():
         from rich import get_console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -67,7 +78,7 @@ def waiting(description: str) -> Iterator[None]:
 
 def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
     """Iterate over `items` with a transient bar on a terminal (a plain line elsewhere)."""
-    if not on_terminal():
+    if other_rank() or not on_terminal():
         say(f"{description} ({total} batch{'es' if total != 1 else ''})")
         yield from items
         return

@@ -1,5 +1,5 @@
 """DDP helpers: this process's rank and world size, and joining the process group (the entry
-point torchrun starts for each rank is `launch.rank_main`)."""
+point torchrun starts for each rank is `launch.rank_main`, through `sparsebert_cli.rank`)."""
 
 import os
 
