@@ -295,7 +295,7 @@ HEAD_CLASSES = dict(
 )
 
 
-def weights_misfit(source: Path, detail: str) -> SparseBertError:
+def _weights_misfit(source: Path, detail: str) -> SparseBertError:
     """The error for weights that do not fit their folder's config.json."""
     return SparseBertError(
         f"the weights in {source} do not fit its config.json: {detail}. The folder was edited or "
@@ -314,9 +314,9 @@ def _check_weights_fit(source: Path, info: dict, encoder: str) -> None:
     ]
     extra = [k for k in info["unexpected_keys"] if ".encoder.layer." in f".{k}"]
     if missing:
-        raise weights_misfit(source, f"{len(missing)} encoder weights are missing ('{missing[0]}')")
+        raise _weights_misfit(source, f"{len(missing)} encoder weights are missing ('{missing[0]}')")
     if extra:
-        raise weights_misfit(
+        raise _weights_misfit(
             source, f"{len(extra)} weights belong to no layer it describes ('{extra[0]}')"
         )
 
@@ -514,6 +514,6 @@ def load_checkpoint(directory: Path, model_cfg: ModelConfig | DictConfig) -> nn.
         model.load_state_dict(state)
     except RuntimeError as error:  # missing, unexpected or mis-sized weights, on its 2nd line
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        raise weights_misfit(directory, lines[min(1, len(lines) - 1)][:300]) from None
+        raise _weights_misfit(directory, lines[min(1, len(lines) - 1)][:300]) from None
     model.sparsebert_record = {k: v for k, v in record.items() if k in RECORD_KEYS}
     return model.eval()
