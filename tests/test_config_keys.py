@@ -12,7 +12,7 @@ from conftest import ROOT, compose_cfg, sparsebert, tiny_model
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from sparsebert_cli.config import RANGES, STAGES, RunConfig
+from sparsebert_cli.config import RANGES, STAGES, RunConfig, unnamed_overrides
 from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.stages import READS, hashed_config, reads
 from sparsebert_cli.validation import (
@@ -713,6 +713,8 @@ def test_a_run_on_two_processes_is_another_job_and_one_process_keeps_its_hash(st
     configs = [OmegaConf.to_container(compose_cfg(stage, o), resolve=True)
                for o in ("trainer.nproc_per_node=1", "trainer.nproc_per_node=2")]  # fmt: skip
     assert experiment_config(configs[0]) != experiment_config(configs[1])  # not one report cell
+    # typed as 1 it names no sweep folder and no pipeline's inherited key: it changes nothing
+    assert "trainer.nproc_per_node" in unnamed_overrides()
 
 
 @pytest.mark.parametrize("stage", ["finetune", "pipeline", "pretrain"])

@@ -15,16 +15,20 @@ def test_home_and_variables_are_expanded(monkeypatch):
     assert expand_path("bert-base-uncased") == "bert-base-uncased"
 
 
-def test_a_relative_folder_keeps_its_dot_and_so_is_no_hub_name(tmp_path, monkeypatch):
+@pytest.mark.parametrize("key", ["model.name_or_path", "data.tokenizer"])
+def test_a_missing_folder_typed_with_its_dot_is_no_hub_name(tmp_path, monkeypatch, key):
     """`model.name_or_path=./bert-base-uncasedd` (a typo) became the hub name
-    `bert-base-uncasedd`: offline, "cannot get the model from the hub", not the missing folder."""
+    `bert-base-uncasedd` once normalised: offline, "cannot get the model from the hub"."""
     from sparsebert_cli.errors import SparseBertError
-    from sparsebert_cli.pretrained import local_pretrained
+    from sparsebert_cli.validation import check_command_line
 
     monkeypatch.chdir(tmp_path)
-    assert expand_path("./bert") == "./bert" and expand_path("../bert") == "../bert"
-    with pytest.raises(SparseBertError, match="the model folder bert-base-uncasedd does not exist"):
-        local_pretrained(expand_path("./bert-base-uncasedd"))
+    with pytest.raises(SparseBertError, match=rf"{key}=./bert-base-uncasedd: the folder does not"):
+        check_command_line("pretrain", [f"{key}=./bert-base-uncasedd"])
+    (tmp_path / "bert").mkdir()
+    check_command_line("pretrain", [f"{key}=./bert"])
+    # one file, one content hash: the composed value is normalised as before
+    assert expand_path("./a.txt") == "a.txt"
 
 
 def test_an_empty_path_stays_empty_and_so_unset():

@@ -158,17 +158,14 @@ def test_a_pipelines_steps_are_planned_as_its_job_will_plan_them(workdir):
 
 def test_a_slurm_sweep_says_what_each_job_asks_for_and_is_refused_without_a_cluster(workdir):
     """Its dry run read as a local one; launched with no cluster, submitit's 25-line traceback
-    (and a multirun.yaml left behind). The process count names the folder: it changes the run."""
-    slurm = ("pretrain", "-m", "debug=smoke", "trainer.nproc_per_node=1,2",
+    (and a multirun.yaml left behind). A single run ignores the launcher: it runs here."""
+    slurm = ("pretrain", "-m", "debug=smoke", "seed=0,1", "trainer.nproc_per_node=2",
              "hydra/launcher=slurm", "hydra.launcher.partition=gpu")  # fmt: skip
     proc = sparsebert(*slurm, "--dry-run", cwd=workdir)
-    jobs = planned(proc.stdout)
-    assert set(jobs) == {
-        "debug=smoke,trainer.nproc_per_node=1",
-        "debug=smoke,trainer.nproc_per_node=2",
-    }
-    assert "to SLURM: partition gpu, 1 GPU(s), 8 CPUs, 64 GB, 720 min" in proc.stdout
-    assert "to SLURM: partition gpu, 2 GPU(s)" in proc.stdout
+    assert set(planned(proc.stdout)) == {"debug=smoke,seed=0", "debug=smoke,seed=1"}
+    assert proc.stdout.count("to SLURM: partition gpu, 2 GPU(s), 8 CPUs, 64 GB, 720 min") == 2
+    single = sparsebert("pretrain", "debug=smoke", "hydra/launcher=slurm", "--dry-run", cwd=workdir)
+    assert "(new folder)" in single.stdout and "SLURM" not in single.stdout
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # python's folder: no srun
     refused = sparsebert(*slurm, cwd=workdir, env=env, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr

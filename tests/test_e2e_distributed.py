@@ -97,6 +97,7 @@ def test_a_failing_ddp_run_says_why_in_one_line_without_tracebacks(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = [text for text in proc.stderr.splitlines() if text.startswith("error:")]
     assert "distributed run in" in line and "the loss became nan" in line
+    assert "resumes from" not in line  # the same command would fail the same way
 
 
 def test_a_dam_search_to_a_target_after_a_head_warm_up_runs_under_ddp(tmp_path):
@@ -162,3 +163,17 @@ def test_a_rank_killed_by_a_signal_is_named_as_the_cause(tmp_path):
     (line,) = [text for text in stderr.splitlines() if text.startswith("error:")]
     assert "rank 1 was killed by SIGKILL (then:" in line, line
     assert "; the same command resumes from step-" in line
+
+
+def test_a_completed_distributed_run_whose_outputs_changed_is_refused_before_torchrun(runs):
+    """Its ranks refused it, each in its own line, and the job's one error said only "torchrun
+    exited with status 1"."""
+    import shutil
+
+    altered = runs["ddp"].parent / "ddp-altered"
+    shutil.copytree(runs["ddp"], altered)
+    (altered / "artifacts" / "model" / "model.safetensors").write_bytes(b"cut")
+    proc = sparsebert("pretrain", *COMMON, "trainer.nproc_per_node=2", "run_id=ddp-altered",
+                      cwd=runs["root"], env=cli_env(runs["root"]), check=False)  # fmt: skip
+    assert proc.returncode == 1 and "launching 2 processes" not in proc.stdout
+    assert "of its outputs are missing or changed since" in proc.stderr

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -259,3 +260,24 @@ def test_a_manifest_written_while_the_folder_is_listed_makes_it_a_run(tmp_path, 
 
     monkeypatch.setattr(Path, "iterdir", listing_while_the_holder_starts)
     runs.check_run_folder(run_dir)
+
+
+def test_a_run_recorded_outside_the_runs_folder_is_swapped_only_for_its_copy(tmp_path):
+    """A finetune of a model from another runs folder was compared against a same-named run
+    of this one (user run ids collide); a copy of the runs folder reads its own copies."""
+
+    def run(root, started):
+        folder = root / "pretrain" / "p"
+        folder.mkdir(parents=True)
+        (folder / runs.MANIFEST).write_text(json.dumps(
+            {"stage": "pretrain", "status": "completed", "config_hash": "h", "started_at": started}
+        ))  # fmt: skip
+        return folder
+
+    there, here = run(tmp_path / "a" / "runs", 1.0), run(tmp_path / "b" / "runs", 2.0)
+    assert runs.relocated(str(there), tmp_path / "b" / "runs") == there  # another run
+    copy = tmp_path / "c" / "runs"
+    shutil.copytree(tmp_path / "a" / "runs", copy)
+    assert runs.relocated(str(there), copy) == copy / "pretrain" / "p"
+    shutil.rmtree(there)
+    assert runs.relocated(str(there), tmp_path / "b" / "runs") == here  # moved: its tail

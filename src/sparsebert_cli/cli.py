@@ -80,7 +80,8 @@ def run_stage(stage: str, args: list[str]) -> int:
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if SLURM_LAUNCHER in args and shutil.which("srun") is None:  # submitit's traceback else
+    # a sweep's jobs go to SLURM (a single run ignores the launcher); submitit's traceback else
+    if SLURM_LAUNCHER in args and is_multirun(args) and shutil.which("srun") is None:
         print(
             f"error: {SLURM_LAUNCHER} submits each job to a SLURM cluster, but no srun is found "
             "here; run the command on the cluster's login node, or drop it (`--dry-run` lists the "

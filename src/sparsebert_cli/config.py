@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsebert_cli.data.config import DataConfig, TaskConfig
 from sparsebert_cli.masks.config import MaskConfig
-from sparsebert_cli.stages import NOT_HASHED, NOT_HASHED_TRAINER, READS
+from sparsebert_cli.stages import NOT_HASHED, READS, UNNAMED_TRAINER
 from sparsebert_cli.training.config import TrainerConfig
 from sparsebert_cli.user_paths import expand_path, user_path
 
@@ -130,7 +130,7 @@ def unnamed_overrides() -> list[str]:
     finished jobs, and the launcher's width. A pipeline's per-step overrides name the folder: they
     are hashed."""
     hints = typing.get_type_hints(RunConfig)
-    keys = ["hydra.launcher.n_jobs", *(f"trainer.{key}" for key in NOT_HASHED_TRAINER)]
+    keys = ["hydra.launcher.n_jobs", *(f"trainer.{key}" for key in UNNAMED_TRAINER)]
     for name in NOT_HASHED:
         if name == "pipeline":
             continue

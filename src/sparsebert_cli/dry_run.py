@@ -46,6 +46,8 @@ def job_status(
     if manifest.get("config_hash") != identity(cfg)[1]:
         return "refuse", "the folder holds a run of another config", folder
     if manifest.get("status") == "completed":
+        if runs.altered_outputs(folder if twin is None else twin, manifest):
+            return "refuse", "completed, but its outputs changed since", folder
         return "skip", "completed with this config", folder
     if reads(cfg.stage, "resume") and cfg.resume != "auto":
         why = f"this config, {manifest.get('status')}: restarts at step 0 (resume={cfg.resume})"
@@ -118,7 +120,8 @@ def job_configs(
         where = cfg.hydra.sweep if multirun else cfg.hydra.run
         folder = Path(where.dir) / (where.subdir if multirun else "")
         task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        yield task_cfg, folder, job, _cluster_request(cfg.hydra.launcher)
+        # Hydra runs a single job here whatever the launcher
+        yield task_cfg, folder, job, _cluster_request(cfg.hydra.launcher) if multirun else None
 
 
 def _cluster_request(launcher: DictConfig) -> str | None:

@@ -66,8 +66,8 @@ def identity(cfg: DictConfig) -> tuple[dict, str]:
 
 def existing_run(run_dir: Path, resolved: dict, chash: str) -> dict | None:
     """The manifest of the run of this config (`resolved`, hash `chash`) already in `run_dir`, or
-    None; the run of another config is refused, naming the settings that differ, and its folder
-    left as it is."""
+    None; the run of another config is refused, naming the settings that differ, and a completed
+    one whose outputs changed since; either folder is left as it is."""
     existing = runs.job_manifest(run_dir)
     if existing is not None and existing.get("config_hash") != chash:
         raise runs.FolderRefused(
@@ -76,6 +76,14 @@ def existing_run(run_dir: Path, resolved: dict, chash: str) -> dict | None:
             "; choose another folder with run_id=<name> (or sweep_name=<name> for a sweep), or "
             "delete that folder."
         )
+    if existing is not None and existing.get("status") == "completed":
+        altered = runs.altered_outputs(run_dir, existing)
+        if altered:
+            raise SparseBertError(
+                f"{run_dir} completed with this config, but {len(altered)} of its outputs are "
+                f"missing or changed since ({', '.join(altered[:3])}): it cannot be reused. Delete "
+                "that folder to run the job again, or restore the files."
+            )
     return existing
 
 
@@ -117,13 +125,6 @@ def execute(cfg: DictConfig, run_dir: Path, command: str) -> dict[str, float]:
     resolved, chash = identity(cfg)
     existing = existing_run(run_dir, resolved, chash)
     if existing is not None and existing.get("status") == "completed":
-        altered = runs.altered_outputs(run_dir, existing)
-        if altered:
-            raise SparseBertError(
-                f"{run_dir} completed with this config, but {len(altered)} of its outputs are "
-                f"missing or changed since ({', '.join(altered[:3])}): it cannot be reused. Delete "
-                "that folder to run the job again, or restore the files."
-            )
         restart = (
             f" (resume={cfg.resume} restarts an unfinished run; to train a completed one again, "
             "delete its folder or choose another run_id=)"
@@ -193,10 +194,10 @@ def relaunch_distributed(cfg: DictConfig, run_dir: Path, command: str) -> None:
     if code != 0 or manifest.get("status") != "completed":
         reason = manifest.get("error") or f"torchrun exited with status {code}"
         if died:  # the cause; the manifest holds what a surviving rank saw then
-            reason = f"{died} (then: {first_line(reason)[:200]})"
-        kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
-        resume = f"; the same command resumes from {kept[-1].name}" if kept else ""
-        raise SparseBertError(f"distributed run in {run_dir} failed: {reason}{resume}")
+            kept = complete_checkpoints(runs.layout(run_dir).checkpoints)
+            resume = f"; the same command resumes from {kept[-1].name}" if kept else ""
+            reason = f"{died} (then: {first_line(reason)[:200]}){resume}"
+        raise SparseBertError(f"distributed run in {run_dir} failed: {reason}")
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -314,7 +314,9 @@ def _check_weights_fit(source: Path, info: dict, encoder: str) -> None:
     ]
     extra = [k for k in info["unexpected_keys"] if ".encoder.layer." in f".{k}"]
     if missing:
-        raise _weights_misfit(source, f"{len(missing)} encoder weights are missing ('{missing[0]}')")
+        raise _weights_misfit(
+            source, f"{len(missing)} encoder weights are missing ('{missing[0]}')"
+        )
     if extra:
         raise _weights_misfit(
             source, f"{len(extra)} weights belong to no layer it describes ('{extra[0]}')"

@@ -790,15 +790,26 @@ def relocated(recorded: str | Path, root: Path) -> Path:
     """A run folder as a manifest or config recorded it (absolute, on the machine and in the
     runs folder of then), found in the runs folder `root` of now: itself while it is there, else
     the longest tail of it that is a run folder under `root` (a runs folder moved, copied, or
-    synced from a cluster, keeps its layout below it), else itself."""
+    synced from a cluster, keeps its layout below it) — while the recorded folder still exists
+    outside `root`, only a copy of it (the same run: config hash and start time) —, else itself."""
     path = Path(recorded)
     if path.exists() and inside(path, root):
         return path
     for start in range(1, len(path.parts)):
         candidate = Path(root, *path.parts[start:])
         if (candidate / MANIFEST).is_file():
-            return candidate
+            return candidate if not path.exists() or _same_run(path, candidate) else path
     return path
+
+
+def _same_run(a: Path, b: Path) -> bool:
+    """Whether two run folders hold one run (one a copy of the other)."""
+    try:
+        first, second = load_manifest(a), load_manifest(b)
+    except SparseBertError:
+        return False
+    key = ("config_hash", "started_at")
+    return bool(first and second) and all(first.get(k) == second.get(k) for k in key)
 
 
 def inside(path: Path, root: Path) -> bool:

@@ -32,11 +32,16 @@ def positive_int(text: str) -> int:
     return value
 
 
-def given_path(text: str) -> Path:
-    """argparse type: a path that is not empty (Path("") is ".", the launch folder)."""
+def given_text(text: str) -> str:
+    """argparse type: a name that is not empty (as a path, "" would be ".", the launch folder)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty name; give a file or folder")
-    return Path(text)
+    return text
+
+
+def given_path(text: str) -> Path:
+    """argparse type: a path that is not empty."""
+    return Path(given_text(text))
 
 
 def ls_main(argv: list[str]) -> int:
@@ -48,7 +53,7 @@ def ls_main(argv: list[str]) -> int:
     parser.add_argument("--runs-dir", type=given_path, default=runs.default_runs_dir())
     parser.add_argument(
         "--show",
-        type=given_path,
+        type=given_text,  # as typed: a ./ marks a folder, not a run id
         metavar="RUN",
         help="print one run's manifest, metrics, inputs and the command that reruns it: RUN is its "
         "folder or its run id; 'latest' = the newest run (of STAGE, if given)",
@@ -56,7 +61,7 @@ def ls_main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.show is not None:
-        return _show(str(args.show), args.stage, args.runs_dir, args.json)
+        return _show(args.show, args.stage, args.runs_dir, args.json)
     if args.runs_dir.is_file():
         raise SparseBertError(
             f"--runs-dir {args.runs_dir} is a file, not a runs folder; give the folder "

@@ -36,6 +36,7 @@ def folder_problem(value: str) -> str | None:
 def expand_path(value: str) -> str:
     """`~`, `$VAR` and `${VAR}` expanded: a path written in a config file, or quoted on the command
     line (Hydra's override grammar refuses an unquoted `~`; an unquoted `$HOME/...` is expanded
-    by the shell already). Empty stays empty (pathlib would make it ".", the launch folder), and
-    a leading ./ stays (pathlib drops it, and `./bert` then read as the hub name `bert`)."""
-    return os.path.expandvars(os.path.expanduser(value)) if value else value
+    by the shell already). Empty stays empty (pathlib would make it ".", the launch folder). The
+    path is normalised (`./a.txt` is `a.txt`: one file, one content hash); a `./` that marks a
+    folder rather than a hub name is checked on the command line (validation)."""
+    return os.path.expandvars(user_path(value)) if value else value

@@ -55,7 +55,7 @@ from sparsebert_cli.stages.inputs import (
     sequence_lengths,
 )
 from sparsebert_cli.training import config as trainer_schema
-from sparsebert_cli.user_paths import path_is
+from sparsebert_cli.user_paths import folder_problem, path_is
 
 log = logging.getLogger(__name__)
 
@@ -921,6 +921,7 @@ def check_command_line(stage: str, args: list[str]) -> None:
     if not prints_only and not any(schema_override_key(a) == "paths.runs_dir" for a in args):
         runs.check_runs_dir(runs.default_runs_dir())
     check_overrides(stage, args)
+    _check_marked_folders(args)
     sweeps = check_override_values(args)
     if sweeps and not schema.is_multirun(args):
         # refused with the fix, before Hydra answers with its own multi-line error
@@ -929,6 +930,30 @@ def check_command_line(stage: str, args: list[str]) -> None:
             f"... {sweeps[0]}; `sparsebert {stage} -m ... --dry-run` lists its jobs), or give "
             "one value for one job."
         )
+
+
+# Settings that name a local folder or a Hugging Face hub name.
+FOLDER_OR_HUB_KEYS = ("model.name_or_path", "data.tokenizer")
+
+
+def _check_marked_folders(args: list[str]) -> None:
+    """A folder or hub name typed with ./ or ../ (or /, ~) is a folder: refused here when it is
+    missing. The composed value is normalised (`./bert` is `bert`), which would read as the hub
+    name `bert` and blame the network."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or schema_override_key(arg) not in FOLDER_OR_HUB_KEYS:
+            continue
+        override = _parse_override(parser, arg)
+        for value in _override_values(override) or []:
+            problem = folder_problem(str(value)) if isinstance(value, str) else None
+            if problem:
+                raise SparseBertError(
+                    f"{override.key_or_group}={value}: the folder {problem}; point it at a "
+                    "save_pretrained folder (or a hub name, without ./)."
+                )
 
 
 def _leaf_types() -> dict[str, type]:
@@ -1053,10 +1078,14 @@ def check_override_values(args: list[str]) -> list[str]:
                 "sets, which every step inherits); leave it out and set those keys instead."
             )
         if override.is_sweep_override() and schema.schema_key(key) in unnamed:
+            what = (
+                "names no job folder, so the sweep's jobs would share one folder"
+                if schema.schema_key(key) == "trainer.nproc_per_node"
+                else "does not change what a job computes (it is left out of a job's identity "
+                "and of its folder name), so the sweep's jobs would all be one job in one folder"
+            )
             raise SparseBertError(
-                f"{arg}: {key} does not change what a job computes (it is left out of a job's "
-                "identity and of its folder name), so the sweep's jobs would all be one job in "
-                f"one folder. Run one sweep per value, each with its own sweep_name=."
+                f"{arg}: {key} {what}. Run one sweep per value, each with its own sweep_name=."
             )
         if key in groups and override.value() is None and not override.is_delete():
             raise _group_needed(arg, key)

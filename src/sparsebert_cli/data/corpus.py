@@ -28,8 +28,9 @@ from sparsebert_cli.errors import SparseBertError
 log = logging.getLogger(__name__)
 
 # Bump when the normalisation below changes, to invalidate caches (2: whitespace .txt breaks;
-# 3: a sentence source pinned to a revision is grouped into documents).
-CORPUS_FORMAT = 3
+# 3: a sentence source pinned to a revision is grouped into documents; 4: a file data.files
+# names twice is read once).
+CORPUS_FORMAT = 4
 BOUNDARY = re.compile(r"""[.!?]["')\]]*\s+(?=["'(\[]?[A-Z0-9])""")
 ABBREVIATIONS = {
     "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "no", "fig", "gen", "gov",

@@ -75,6 +75,9 @@ def reads(stage: str, key: str) -> bool:
 # Gumbel noise, and the loss is averaged per rank's micro-batch, so 2 ranks compute another run.
 NOT_HASHED = ("run_id", "sweep_name", "logger", "paths", "offline", "resume", "pipeline")
 NOT_HASHED_TRAINER = ("log_every", "device", "num_threads", "ckpt_every")
+# ... and the trainer keys that name no sweep job's folder and no pipeline's inherited key: those,
+# and the process count, whose value above 1 the hash carries (typed as 1, it changes nothing).
+UNNAMED_TRAINER = (*NOT_HASHED_TRAINER, "nproc_per_node")
 
 
 def hashed_config(resolved: dict) -> dict:
