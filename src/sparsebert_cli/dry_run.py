@@ -36,7 +36,8 @@ def job_status(
     try:
         check_job(cfg, folder, overrides, single_run, device_here)
         twin = unfinished_twin(cfg, folder, overrides) if single_run else None
-        manifest = runs.job_manifest(folder if twin is None else twin)
+        where = folder if twin is None else twin
+        manifest = runs.job_manifest(where)
     except SparseBertError as error:
         return "invalid", str(error), folder
     if twin is not None:
@@ -46,7 +47,7 @@ def job_status(
     if manifest.get("config_hash") != identity(cfg)[1]:
         return "refuse", "the folder holds a run of another config", folder
     if manifest.get("status") == "completed":
-        if runs.altered_outputs(folder if twin is None else twin, manifest):
+        if runs.altered_outputs(where, manifest):
             return "refuse", "completed, but its outputs changed since", folder
         return "skip", "completed with this config", folder
     if reads(cfg.stage, "resume") and cfg.resume != "auto":

@@ -691,22 +691,22 @@ def _check_data_files(cfg: DictConfig) -> None:
     """The task's local files (a GLUE folder's, SQuAD's or SWAG's, task.data_files) and
     data.files' matches, checked as the stage's readers take them (evaluate's task, the finetune
     run's, is checked against that run: `_check_recorded_task`)."""
-    from sparsebert_cli.data.config import EMBEDDED_CORPORA
+    from sparsebert_cli.data.config import EMBEDDED_CORPORA, no_source_problem, task_source
     from sparsebert_cli.data.corpus import unmatched_files_problem
-    from sparsebert_cli.data.glue import GLUE_TASKS, missing_glue_file
+    from sparsebert_cli.data.glue import missing_glue_file
     from sparsebert_cli.data.squad import local_files as squad_files
     from sparsebert_cli.data.swag import swag_files
-    from sparsebert_cli.data.tasks import data_file_paths, no_source_problem
+    from sparsebert_cli.data.tasks import data_file_paths
 
     if cfg.stage == "finetune":  # the readers' own checks, by the task's kind and source
-        task = cfg.task
+        task, source = cfg.task, task_source(cfg.task)
         if task.kind == "question_answering":
             squad_files(task)
         elif task.kind == "multiple_choice":
             swag_files(task)
-        elif task.data_files:
+        elif source == "data_files":
             data_file_paths(task)
-        elif task.glue_dir and task.name in GLUE_TASKS:
+        elif source == "glue_dir":
             refuse(missing_glue_file(task.name, Path(task.glue_dir)))
         else:
             refuse(no_source_problem(task))
@@ -921,7 +921,6 @@ def check_command_line(stage: str, args: list[str]) -> None:
     if not prints_only and not any(schema_override_key(a) == "paths.runs_dir" for a in args):
         runs.check_runs_dir(runs.default_runs_dir())
     check_overrides(stage, args)
-    _check_marked_folders(args)
     sweeps = check_override_values(args)
     if sweeps and not schema.is_multirun(args):
         # refused with the fix, before Hydra answers with its own multi-line error
@@ -936,24 +935,17 @@ def check_command_line(stage: str, args: list[str]) -> None:
 FOLDER_OR_HUB_KEYS = ("model.name_or_path", "data.tokenizer")
 
 
-def _check_marked_folders(args: list[str]) -> None:
-    """A folder or hub name typed with ./ or ../ (or /, ~) is a folder: refused here when it is
+def _check_marked_folders(key: str, values: list) -> None:
+    """A folder or hub name typed with ./ or ../ (or /, ~) is a folder: refused when it is
     missing. The composed value is normalised (`./bert` is `bert`), which would read as the hub
     name `bert` and blame the network."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for arg in args:
-        if arg.startswith("-") or schema_override_key(arg) not in FOLDER_OR_HUB_KEYS:
-            continue
-        override = _parse_override(parser, arg)
-        for value in _override_values(override) or []:
-            problem = folder_problem(str(value)) if isinstance(value, str) else None
-            if problem:
-                raise SparseBertError(
-                    f"{override.key_or_group}={value}: the folder {problem}; point it at a "
-                    "save_pretrained folder (or a hub name, without ./)."
-                )
+    for value in values:
+        problem = folder_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise SparseBertError(
+                f"{key}={value}: the folder {problem}; point it at a save_pretrained folder (or "
+                "a hub name, without ./)."
+            )
 
 
 def _leaf_types() -> dict[str, type]:
@@ -1058,7 +1050,8 @@ def _options(group: str) -> list[str]:
 def check_override_values(args: list[str]) -> list[str]:
     """Refuse a group option with no file in conf/ (`mask=dam_x`) and a number or flag setting
     given a value of another type (`mask.lam=abc`), with the choices or the type, before Hydra
-    answers with its own multi-line composition error. Returns the overrides that list several
+    answers with its own multi-line composition error, and a missing ./folder for a setting that
+    takes a folder or a hub name. Returns the overrides that list several
     values (`mask=dense,dam`: a sweep)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -1072,6 +1065,8 @@ def check_override_values(args: list[str]) -> list[str]:
         if override.is_sweep_override():
             sweeps.append(arg)
         key, values = override.key_or_group, _override_values(override)
+        if schema.schema_key(key) in FOLDER_OR_HUB_KEYS:
+            _check_marked_folders(key, values or [])
         if key == f"pipeline.{INHERITED}":
             raise SparseBertError(
                 f"{arg}: pipeline.inherited is set by sparsebert (the keys this command line "

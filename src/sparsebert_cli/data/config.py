@@ -47,6 +47,33 @@ EMBEDDED_TASKS = ("polarity", "lee_sts")
 FOLD_FIELDS = ("fold", "num_folds")
 # The columns a classification or regression task reads from task.data_files or a hub dataset.
 COLUMN_FIELDS = ("text_fields", "label_field")
+
+
+def task_source(task) -> str | None:
+    """Where a classification or regression task's data come from, in the order the reader
+    takes them (data/tasks.raw_splits): "glue_dir" (a GLUE task's folder), "data_files",
+    "embedded", "hub", or None (no source)."""
+    from sparsebert_cli.data.glue import GLUE_TASKS
+
+    if task.glue_dir and task.name in GLUE_TASKS:
+        return "glue_dir"
+    if task.data_files:
+        return "data_files"
+    if task.name in EMBEDDED_TASKS:
+        return "embedded"
+    return "hub" if task.hub_path else None
+
+
+def no_source_problem(task) -> str | None:
+    """Why a classification or regression task has no data to read, or None."""
+    if task_source(task) is not None:
+        return None
+    return (
+        f"task={task.name} has no data source: set task.glue_dir, task.data_files or "
+        "task.hub_path (e.g. task.hub_path=nyu-mll/glue task.hub_config=mrpc)."
+    )
+
+
 # The settings only extractive question answering reads (data/squad.py).
 QA_FIELDS = (
     "doc_stride",
@@ -75,11 +102,10 @@ def unread_task_field_problem(task, field: str) -> str | None:
             f"task.{field} is set, but task={task.name} is a {task.kind} task, which does not read "
             f"it (question answering does: task=squad, squad_v2); drop task.{field}."
         )
-    glue_folder = bool(task.glue_dir) and task.name in GLUE_TASKS
+    source = task_source(task)
     if field in COLUMN_FIELDS and task.kind in ("classification", "regression"):
-        hub = bool(task.hub_path) and not glue_folder and task.name not in EMBEDDED_TASKS
-        if not (task.data_files or hub):
-            source = "its GLUE folder" if glue_folder else "its own data"
+        if source not in ("data_files", "hub"):
+            source = "its GLUE folder" if source == "glue_dir" else "its own data"
             return (
                 f"task.{field} is set, but task={task.name} reads {source}, whose columns are "
                 f"fixed: task.{field} names the columns of task.data_files or of a hub dataset "

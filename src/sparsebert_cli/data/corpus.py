@@ -222,9 +222,9 @@ def local_files(data_cfg, cache_dir: Path):
         if not matches:
             raise SparseBertError(str(unmatched_files_problem(pattern)))
         for path in matches:
-            if Path(path).resolve() in seen:
+            if (real := Path(path).resolve()) in seen:
                 continue
-            seen.add(Path(path).resolve())
+            seen.add(real)
             if not Path(path).is_file():
                 raise SparseBertError(
                     f"data.files entry '{pattern}' gives the folder '{path}', not a file; name "

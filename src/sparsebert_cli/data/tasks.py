@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsebert_cli.data import embedded
-from sparsebert_cli.data.config import splits_read
+from sparsebert_cli.data.config import no_source_problem, splits_read, task_source
 from sparsebert_cli.data.glue import GLUE_TASKS, labelled, read_glue_folder, unlabelled
 from sparsebert_cli.data.hub import hub_split_name, load_hub_dataset, require_splits
 from sparsebert_cli.data.local_files import load_local_files
@@ -113,39 +113,19 @@ def raw_splits(
     `train`: a GLUE folder's train.tsv is then neither needed nor read)."""
     import datasets
 
-    if task_cfg.glue_dir and task_cfg.name in GLUE_TASKS:  # beside another task: a sweep's
+    source = task_source(task_cfg)  # a GLUE folder counts for its own task only (a sweep's)
+    if source == "glue_dir":
         columns = read_glue_folder(task_cfg.name, Path(task_cfg.glue_dir), label_names, train)
         return {name: datasets.Dataset.from_dict(c) for name, c in columns.items()}
-    splits = _source_splits(task_cfg, label_names, cache_dir, seed, train)
+    if source == "data_files":
+        splits = file_splits(task_cfg, label_names, cache_dir, train)
+    elif source == "embedded":
+        splits = EMBEDDED_SPLITS[task_cfg.name](task_cfg, seed)
+    elif source == "hub":
+        splits = hub_splits(task_cfg, label_names, cache_dir)
+    else:
+        raise SparseBertError(str(no_source_problem(task_cfg)))
     return {name: split for name, split in splits.items() if train or name != "train"}
-
-
-def _source_splits(
-    task_cfg, label_names: list[str], cache_dir: Path, seed: int, train: bool
-) -> dict:
-    """The splits of a task that is not a GLUE folder: data files, embedded, or the hub."""
-    if task_cfg.data_files:
-        return file_splits(task_cfg, label_names, cache_dir, train)
-    if task_cfg.name in EMBEDDED_SPLITS:
-        return EMBEDDED_SPLITS[task_cfg.name](task_cfg, seed)
-    if task_cfg.hub_path:
-        return hub_splits(task_cfg, label_names, cache_dir)
-    raise SparseBertError(str(no_source_problem(task_cfg)))
-
-
-def no_source_problem(task_cfg) -> str | None:
-    """Why a classification or regression task has no data to read, or None."""
-    if (
-        task_cfg.data_files
-        or (task_cfg.glue_dir and task_cfg.name in GLUE_TASKS)
-        or task_cfg.name in EMBEDDED_SPLITS
-        or task_cfg.hub_path
-    ):
-        return None
-    return (
-        f"task={task_cfg.name} has no data source: set task.glue_dir, task.data_files or "
-        "task.hub_path (e.g. task.hub_path=nyu-mll/glue task.hub_config=mrpc)."
-    )
 
 
 def local_alternatives(task_cfg) -> str:
