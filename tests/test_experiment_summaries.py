@@ -107,3 +107,40 @@ def test_the_importance_summary_counts_the_seeds_whose_diagonal_ends_least_kept(
         [2.0, statistics.stdev([1, 1, 4])]
     )
     assert summary["unstructured"]["seeds_where_diagonal_is_least_kept"] == 0
+
+
+def test_the_importance_summary_gives_a_jointly_trained_models_accuracy_through_the_search(
+    tmp_path,
+):
+    """A search that trains its encoder (the paper's setting) is itself the model the verdict
+    rests on: its held-out MLM accuracy at each evaluation both seeds share, mean ± std; a
+    frozen-encoder search (the model is its starting checkpoint) gets no such row."""
+    import yaml
+
+    spec = importlib.util.spec_from_file_location(
+        "importance_summarize", ROOT / "experiments" / "importance" / "summarize.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sweep = tmp_path / "sweep"
+    accuracies = {0: {250: 0.10, 500: 0.20, 750: 0.30}, 1: {250: 0.12, 500: 0.26}}
+    for structure, encoder_lr in (("structured", None), ("unstructured", 0)):
+        for seed, by_step in accuracies.items():
+            job = sweep / f"{structure}-{seed}"
+            (job / "figures").mkdir(parents=True)
+            config = {"seed": seed, "mask": {"structure": structure, "encoder_lr": encoder_lr},
+                      "model": {"from_run": None, "name_or_path": None}}  # fmt: skip
+            (job / "config.yaml").write_text(yaml.safe_dump(config))
+            lines = [{"step": s, "train/loss": 5.0} for s in by_step]
+            lines += [{"step": s, "eval/mlm_accuracy": a} for s, a in by_step.items()]
+            (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+            probabilities = {k: [0.5] for k in ("diagonal", "near_diagonal", "far", "other")}
+            (job / "figures" / "importance.json").write_text(json.dumps(
+                {"steps": [750], "n": 64, "diagonal_rank": [3], **probabilities}
+            ))  # fmt: skip
+    summary = module.summarize([sweep])
+    by_step = summary["structured"]["held_out_mlm_accuracy_mean_std"]
+    assert list(by_step) == [250, 500]
+    assert by_step[500] == pytest.approx([0.23, statistics.stdev([0.20, 0.26])])
+    assert "| held-out MLM accuracy (%) | 11.0 ± 1.4 | 23.0 ± 4.2 |" in module.to_markdown(summary)
+    assert "held_out_mlm_accuracy_mean_std" not in summary["unstructured"]

@@ -2,13 +2,14 @@
 
 Usage: python experiments/importance/summarize.py SWEEP [SWEEP ...] OUT_DIR
 Reads `<job>/figures/importance.json` (written by `sparsebert report --figures <job>`),
-`<job>/figures/occlusion.json` when present (`sparsebert report --occlusion <job>`), and
-`<job>/config.yaml`, and writes `summary.json` and `summary.md` into OUT_DIR: per mask structure,
-the held-out MLM accuracy and "uses attention" gate of the model the verdict rests on (the
-pre-training run's metrics.json when the search started from one, else the search's own final
-evaluation), the rank of the diagonal among the n distances (1 = least kept) at each snapshot,
-mean ± std over seeds, and the final keep probability of the diagonal, the near-diagonal band and
-the rest.
+`<job>/figures/occlusion.json` when present (`sparsebert report --occlusion <job>`),
+`<job>/config.yaml` and `<job>/metrics.jsonl`, and writes `summary.json` and `summary.md` into
+OUT_DIR: per mask structure, the held-out MLM accuracy and "uses attention" gate of the model the
+verdict rests on (the pre-training run's metrics.json when the search started from one, else the
+search's own final evaluation; for a search that trains its encoder also its held-out MLM accuracy
+at each evaluation), the rank of the diagonal among the n distances (1 = least kept) at each
+snapshot, mean ± std over seeds, and the final keep probability of the diagonal, the
+near-diagonal band and the rest.
 """
 
 import json
@@ -46,6 +47,14 @@ def _model_metrics(job: Path, config: dict) -> dict:
     }
 
 
+def _accuracy_by_step(job: Path) -> dict[int, float]:
+    """The search's held-out MLM accuracy (with its binarised mask) at each evaluation."""
+    path = job / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    return {r["step"]: r["eval/mlm_accuracy"] for r in records if "eval/mlm_accuracy" in r}
+
+
 def summarize(sweeps: list[Path]) -> dict:
     groups: dict[str, list[dict]] = {}
     for numbers_path in sorted(p for s in sweeps for p in s.glob("*/figures/importance.json")):
@@ -57,6 +66,8 @@ def summarize(sweeps: list[Path]) -> dict:
             {
                 "seed": config["seed"],
                 "model": _model_metrics(job, config),
+                "trains_encoder": config["mask"].get("encoder_lr") != 0,
+                "accuracy_by_step": _accuracy_by_step(job),
                 **json.loads(numbers_path.read_text()),
                 **extra,
             }
@@ -79,6 +90,11 @@ def summarize(sweeps: list[Path]) -> dict:
             "final_keep_probability_mean_std": final,
             "seeds_where_diagonal_is_least_kept": least_kept,
         }
+        if all(job["trains_encoder"] and job["accuracy_by_step"] for job in jobs):
+            common = sorted(set.intersection(*(set(job["accuracy_by_step"]) for job in jobs)))
+            summary[structure]["held_out_mlm_accuracy_mean_std"] = {
+                step: _mean_std([job["accuracy_by_step"][step] for job in jobs]) for step in common
+            }
         occluded = [job["occlusion"] for job in jobs if "occlusion" in job]
         if occluded:
             summary[structure]["spearman_mean_std"] = {
@@ -104,6 +120,20 @@ def _model_line(models: list[dict]) -> str:
     )
 
 
+def _accuracy_lines(by_step: dict) -> list[str]:
+    """The jointly trained model's held-out MLM accuracy (%) through the search, as a table."""
+    if not by_step:
+        return []
+    return [
+        "| step | " + " | ".join(str(step) for step in by_step) + " |",
+        "|---|" + "---|" * len(by_step),
+        "| held-out MLM accuracy (%) | "
+        + " | ".join(_pm(100 * m, None if d is None else 100 * d, 1) for m, d in by_step.values())
+        + " |",
+        "",
+    ]
+
+
 def to_markdown(summary: dict) -> str:
     lines = []
     for structure, s in summary.items():
@@ -125,6 +155,7 @@ def to_markdown(summary: dict) -> str:
                 for k, (m, d) in s["final_keep_probability_mean_std"].items()
             ),
             "",
+            *_accuracy_lines(s.get("held_out_mlm_accuracy_mean_std", {})),
             f"Seeds where the diagonal is the least kept distance at the end: "
             f"{s['seeds_where_diagonal_is_least_kept']} of {len(s['seeds'])}.",
             "",
