@@ -1,5 +1,6 @@
 """The study scripts whose numbers the verdicts quote: the pattern table's same-seed pairing and
-t-intervals, and its committed summary against its own runs."""
+t-intervals, the importance summary's counts and accuracy curve, and the committed summaries
+against their own runs."""
 
 import importlib.util
 import json
@@ -12,8 +13,10 @@ from scipy import stats
 STUDY = ROOT / "experiments" / "pattern_table"
 
 
-def load_summarize():
-    spec = importlib.util.spec_from_file_location("pattern_table_summarize", STUDY / "summarize.py")
+def load_summarize(study: str = "pattern_table"):
+    """experiments/<study>/summarize.py as a module."""
+    path = ROOT / "experiments" / study / "summarize.py"
+    spec = importlib.util.spec_from_file_location(f"{study}_summarize", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -79,11 +82,7 @@ def test_the_importance_summary_counts_the_seeds_whose_diagonal_ends_least_kept(
     structure, read from each job's figures/importance.json and config.yaml."""
     import yaml
 
-    spec = importlib.util.spec_from_file_location(
-        "importance_summarize", ROOT / "experiments" / "importance" / "summarize.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_summarize("importance")
     sweep = tmp_path / "sweep"
     ends = {
         ("structured", 0): 1,
@@ -117,11 +116,7 @@ def test_the_importance_summary_gives_a_jointly_trained_models_accuracy_through_
     frozen-encoder search (the model is its starting checkpoint) gets no such row."""
     import yaml
 
-    spec = importlib.util.spec_from_file_location(
-        "importance_summarize", ROOT / "experiments" / "importance" / "summarize.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_summarize("importance")
     sweep = tmp_path / "sweep"
     accuracies = {0: {250: 0.10, 500: 0.20, 750: 0.30}, 1: {250: 0.12, 500: 0.26}}
     for structure, encoder_lr in (("structured", None), ("unstructured", 0)):
@@ -144,3 +139,13 @@ def test_the_importance_summary_gives_a_jointly_trained_models_accuracy_through_
     assert by_step[500] == pytest.approx([0.23, statistics.stdev([0.20, 0.26])])
     assert "| held-out MLM accuracy (%) | 11.0 ± 1.4 | 23.0 ± 4.2 |" in module.to_markdown(summary)
     assert "held_out_mlm_accuracy_mean_std" not in summary["unstructured"]
+
+
+def test_the_committed_joint_importance_summary_is_what_its_runs_give():
+    """results/joint holds each search's config, metrics and importance numbers: its summary,
+    recomputed from them, must equal the committed one (a stale or hand-edited summary fails)."""
+    module = load_summarize("importance")
+    joint = ROOT / "experiments" / "importance" / "results" / "joint"
+    recomputed = json.loads(json.dumps(module.summarize([joint])))
+    assert recomputed == json.loads((joint / "summary.json").read_text())
+    assert (joint / "summary.md").read_text() == module.to_markdown(module.summarize([joint]))

@@ -21,6 +21,8 @@ import yaml
 
 from sparsebert_cli.reporting.formats import gate_text
 
+NEW_MODEL = "a new model, trained from random initialisation by the search"
+
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
@@ -40,7 +42,7 @@ def _model_metrics(job: Path, config: dict) -> dict:
     metrics_path = source / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return {
-        "model": upstream or config["model"].get("name_or_path"),
+        "model": upstream or config["model"].get("name_or_path") or NEW_MODEL,
         "measured_by": "its pre-training run" if upstream else "the search's own evaluation",
         "mlm_accuracy": metrics.get("eval/mlm_accuracy"),
         "uses_attention": metrics.get("eval/uses_attention"),
