@@ -77,11 +77,21 @@ def test_the_committed_table_is_what_its_runs_give():
         assert row["gate_passed"] == sum(run["gate"] == 1.0 for run in row["runs"]), mask
 
 
+def write_search_job(job, config: dict, steps: list[int], diagonal_ranks: list[int]) -> None:
+    """A search job's config.yaml and figures/importance.json (every region's keep probability
+    0.5), as importance/summarize.py reads them."""
+    import yaml
+
+    (job / "figures").mkdir(parents=True)
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    regions = {key: [0.5] * len(steps) for key in ("diagonal", "near_diagonal", "far", "other")}
+    numbers = {"steps": steps, "n": 64, "diagonal_rank": diagonal_ranks, **regions}
+    (job / "figures" / "importance.json").write_text(json.dumps(numbers))
+
+
 def test_the_importance_summary_counts_the_seeds_whose_diagonal_ends_least_kept(tmp_path):
     """The importance verdict's "3 of 3 seeds" and its rank are this count and mean, per
     structure, read from each job's figures/importance.json and config.yaml."""
-    import yaml
-
     module = load_summarize("importance")
     sweep = tmp_path / "sweep"
     ends = {
@@ -91,15 +101,9 @@ def test_the_importance_summary_counts_the_seeds_whose_diagonal_ends_least_kept(
         ("unstructured", 0): 2,
     }
     for (structure, seed), last_rank in ends.items():
-        figures = sweep / f"{structure}-{seed}" / "figures"
-        figures.mkdir(parents=True)
         config = {"seed": seed, "mask": {"structure": structure},
                   "model": {"from_run": None, "name_or_path": "embedded:minilm"}}  # fmt: skip
-        (figures.parent / "config.yaml").write_text(yaml.safe_dump(config))
-        probabilities = {key: [0.5, 0.4] for key in ("diagonal", "near_diagonal", "far", "other")}
-        (figures / "importance.json").write_text(json.dumps(
-            {"steps": [0, 10], "n": 64, "diagonal_rank": [32, last_rank], **probabilities}
-        ))  # fmt: skip
+        write_search_job(sweep / f"{structure}-{seed}", config, [0, 10], [32, last_rank])
     summary = module.summarize([sweep])
     assert summary["structured"]["seeds_where_diagonal_is_least_kept"] == 2
     assert summary["structured"]["diagonal_rank_mean_std"][-1] == pytest.approx(
@@ -114,25 +118,18 @@ def test_the_importance_summary_gives_a_jointly_trained_models_accuracy_through_
     """A search that trains its encoder (the paper's setting) is itself the model the verdict
     rests on: its held-out MLM accuracy at each evaluation both seeds share, mean ± std; a
     frozen-encoder search (the model is its starting checkpoint) gets no such row."""
-    import yaml
-
     module = load_summarize("importance")
     sweep = tmp_path / "sweep"
     accuracies = {0: {250: 0.10, 500: 0.20, 750: 0.30}, 1: {250: 0.12, 500: 0.26}}
     for structure, encoder_lr in (("structured", None), ("unstructured", 0)):
         for seed, by_step in accuracies.items():
             job = sweep / f"{structure}-{seed}"
-            (job / "figures").mkdir(parents=True)
             config = {"seed": seed, "mask": {"structure": structure, "encoder_lr": encoder_lr},
                       "model": {"from_run": None, "name_or_path": None}}  # fmt: skip
-            (job / "config.yaml").write_text(yaml.safe_dump(config))
+            write_search_job(job, config, [750], [3])
             lines = [{"step": s, "train/loss": 5.0} for s in by_step]
             lines += [{"step": s, "eval/mlm_accuracy": a} for s, a in by_step.items()]
             (job / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-            probabilities = {k: [0.5] for k in ("diagonal", "near_diagonal", "far", "other")}
-            (job / "figures" / "importance.json").write_text(json.dumps(
-                {"steps": [750], "n": 64, "diagonal_rank": [3], **probabilities}
-            ))  # fmt: skip
     summary = module.summarize([sweep])
     by_step = summary["structured"]["held_out_mlm_accuracy_mean_std"]
     assert list(by_step) == [250, 500]
@@ -146,6 +143,6 @@ def test_the_committed_joint_importance_summary_is_what_its_runs_give():
     recomputed from them, must equal the committed one (a stale or hand-edited summary fails)."""
     module = load_summarize("importance")
     joint = ROOT / "experiments" / "importance" / "results" / "joint"
-    recomputed = json.loads(json.dumps(module.summarize([joint])))
-    assert recomputed == json.loads((joint / "summary.json").read_text())
-    assert (joint / "summary.md").read_text() == module.to_markdown(module.summarize([joint]))
+    summary = module.summarize([joint])
+    assert json.loads(json.dumps(summary)) == json.loads((joint / "summary.json").read_text())
+    assert (joint / "summary.md").read_text() == module.to_markdown(summary)

@@ -122,18 +122,22 @@ def _model_line(models: list[dict]) -> str:
     )
 
 
+def _step_table(steps: list, label: str, cells: list[str]) -> list[str]:
+    """A one-row markdown table with a column per step, and the blank line after it."""
+    return [
+        "| step | " + " | ".join(str(step) for step in steps) + " |",
+        "|---|" + "---|" * len(steps),
+        f"| {label} | " + " | ".join(cells) + " |",
+        "",
+    ]
+
+
 def _accuracy_lines(by_step: dict) -> list[str]:
     """The jointly trained model's held-out MLM accuracy (%) through the search, as a table."""
     if not by_step:
         return []
-    return [
-        "| step | " + " | ".join(str(step) for step in by_step) + " |",
-        "|---|" + "---|" * len(by_step),
-        "| held-out MLM accuracy (%) | "
-        + " | ".join(_pm(100 * m, None if d is None else 100 * d, 1) for m, d in by_step.values())
-        + " |",
-        "",
-    ]
+    cells = [_pm(100 * m, None if d is None else 100 * d, 1) for m, d in by_step.values()]
+    return _step_table(list(by_step), "held-out MLM accuracy (%)", cells)
 
 
 def to_markdown(summary: dict) -> str:
@@ -144,12 +148,9 @@ def to_markdown(summary: dict) -> str:
             "",
             _model_line(s["models"]),
             "",
-            "| step | " + " | ".join(str(step) for step in s["steps"]) + " |",
-            "|---|" + "---|" * len(s["steps"]),
-            "| diagonal rank | "
-            + " | ".join(_pm(m, d, 1) for m, d in s["diagonal_rank_mean_std"])
-            + " |",
-            "",
+            *_step_table(
+                s["steps"], "diagonal rank", [_pm(m, d, 1) for m, d in s["diagonal_rank_mean_std"]]
+            ),
             "| final keep probability | mean ± std |",
             "|---|---|",
             *(
@@ -175,5 +176,6 @@ if __name__ == "__main__":
     result = summarize(sweeps)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "summary.md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    markdown = to_markdown(result)
+    (out / "summary.md").write_text(markdown)
+    print(markdown)
