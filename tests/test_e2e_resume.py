@@ -136,6 +136,9 @@ def test_a_completed_run_whose_outputs_changed_is_not_reused(runs):
         in proc.stderr
     )
     assert "Delete that folder to run the job again" in proc.stderr
+    planned = sparsebert("pretrain", *COMMON, "run_id=b-altered", "--dry-run", cwd=runs["root"],
+                         env=cli_env(runs["root"]))  # fmt: skip
+    assert "completed, but its outputs changed since" in planned.stdout
     assert (
         weights.stat().st_size == 1000
         and read_json(altered / "manifest.json")["status"] == "completed"

@@ -31,24 +31,25 @@ def job_status(
     in `folder`: run, skip, resume, refuse or invalid; a single run resumes an unfinished run of
     its config in that run's folder. The config goes through `check_job` first, so its content
     hash is the one the run would compare."""
-    from sparsebert_cli.launch import identity, unfinished_twin
+    from sparsebert_cli.launch import existing_run, identity, unfinished_twin
 
     try:
         check_job(cfg, folder, overrides, single_run, device_here)
         twin = unfinished_twin(cfg, folder, overrides) if single_run else None
-        where = folder if twin is None else twin
-        manifest = runs.job_manifest(where)
+        manifest = runs.job_manifest(folder if twin is None else twin)
     except SparseBertError as error:
         return "invalid", str(error), folder
     if twin is not None:
         return "resume", f"the unfinished run of this config ({manifest.get('status')})", twin
     if manifest is None:
         return "run", "new folder", folder
-    if manifest.get("config_hash") != identity(cfg)[1]:
+    try:  # the launched job's own check of the run in its folder
+        existing_run(folder, *identity(cfg))
+    except runs.FolderRefused:
         return "refuse", "the folder holds a run of another config", folder
+    except SparseBertError:
+        return "refuse", "completed, but its outputs changed since", folder
     if manifest.get("status") == "completed":
-        if runs.altered_outputs(where, manifest):
-            return "refuse", "completed, but its outputs changed since", folder
         return "skip", "completed with this config", folder
     if reads(cfg.stage, "resume") and cfg.resume != "auto":
         why = f"this config, {manifest.get('status')}: restarts at step 0 (resume={cfg.resume})"
