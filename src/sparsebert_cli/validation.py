@@ -48,7 +48,15 @@ from sparsebert_cli.masks.config import (
     physical_memory,
     unread_field_problem,
 )
-from sparsebert_cli.stages import INHERITED, READS, hashed_config, per_step_overrides, reads
+from sparsebert_cli.stages import (
+    INHERITED,
+    NOT_HASHED_TRAINER,
+    READS,
+    UNNAMED_TRAINER,
+    hashed_config,
+    per_step_overrides,
+    reads,
+)
 from sparsebert_cli.stages.inputs import (
     check_positions,
     resolve_upstream,
@@ -931,6 +939,8 @@ def check_command_line(stage: str, args: list[str]) -> None:
         )
 
 
+# Settings that name no sweep job's folder although the job's identity carries them.
+HASHED_UNNAMED = {f"trainer.{k}" for k in UNNAMED_TRAINER if k not in NOT_HASHED_TRAINER}
 # Settings that name a local folder or a Hugging Face hub name.
 FOLDER_OR_HUB_KEYS = ("model.name_or_path", "data.tokenizer")
 
@@ -1075,7 +1085,7 @@ def check_override_values(args: list[str]) -> list[str]:
         if override.is_sweep_override() and schema.schema_key(key) in unnamed:
             what = (
                 "names no job folder, so the sweep's jobs would share one folder"
-                if schema.schema_key(key) == "trainer.nproc_per_node"
+                if schema.schema_key(key) in HASHED_UNNAMED
                 else "does not change what a job computes (it is left out of a job's identity "
                 "and of its folder name), so the sweep's jobs would all be one job in one folder"
             )
