@@ -170,4 +170,16 @@ def test_a_slurm_sweep_says_what_each_job_asks_for_and_is_refused_without_a_clus
     refused = sparsebert(*slurm, cwd=workdir, env=env, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "hydra/launcher=slurm submits each job to a SLURM cluster, but no srun" in refused.stderr
+    # the composed launcher decides, not the words: submitit's own SLURM option is refused too,
+    # its local one (jobs in processes here) is no cluster
+    plugin = [*slurm[:-2], "hydra/launcher=submitit_slurm"]
+    refused = sparsebert(*plugin, cwd=workdir, env=env, check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "hydra/launcher=submitit_slurm submits each job to a SLURM cluster" in refused.stderr
+    assert (
+        "to SLURM: partition none set (the cluster's default), 60 min"
+        in sparsebert(*plugin, "--dry-run", cwd=workdir).stdout
+    )
+    local = sparsebert(*slurm[:-2], "hydra/launcher=submitit_local", "--dry-run", cwd=workdir)
+    assert "SLURM" not in local.stdout and local.stdout.count("(new folder)") == 2
     assert not (workdir / "runs").exists()

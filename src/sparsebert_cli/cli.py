@@ -59,9 +59,6 @@ TOOL_HELP = {
 }
 
 
-SLURM_LAUNCHER = "hydra/launcher=slurm"  # conf/hydra/launcher/slurm.yaml
-
-
 def run_stage(stage: str, args: list[str]) -> int:
     """Run one stage as a Hydra app; in a multirun, report the failed jobs and exit 1."""
     import hydra
@@ -81,14 +78,23 @@ def run_stage(stage: str, args: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     # a sweep's jobs go to SLURM (a single run ignores the launcher); submitit's traceback else
-    if SLURM_LAUNCHER in args and is_multirun(args) and shutil.which("srun") is None:
-        print(
-            f"error: {SLURM_LAUNCHER} submits each job to a SLURM cluster, but no srun is found "
-            "here; run the command on the cluster's login node, or drop it (`--dry-run` lists the "
-            "jobs anywhere).",
-            file=sys.stderr,
-        )
-        return 1
+    if is_multirun(args) and shutil.which("srun") is None:
+        from hydra.errors import HydraException
+
+        from sparsebert_cli.dry_run import slurm_launcher_choice
+
+        try:
+            launcher = slurm_launcher_choice(stage, args)
+        except HydraException:  # Hydra reports a config it cannot compose itself
+            launcher = None
+        if launcher is not None:
+            print(
+                f"error: hydra/launcher={launcher} submits each job to a SLURM cluster, but no "
+                "srun is found here; run the command on the cluster's login node, or drop the "
+                "launcher (`--dry-run` lists the jobs anywhere).",
+                file=sys.stderr,
+            )
+            return 1
     register_hydra_extensions()
     if not OmegaConf.has_resolver("sb_help_groups"):  # `--help` (conf/hydra/default.yaml)
         OmegaConf.register_new_resolver("sb_help_groups", help_groups)

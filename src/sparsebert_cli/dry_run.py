@@ -94,21 +94,13 @@ def job_configs(
     this machine) of every job `sparsebert <stage> <args>` would launch, each composed as the
     launcher would compose it; Hydra's config of the job is set while it is handled (a pipeline
     reads its command line from there)."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra._internal.utils import create_config_search_path
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.utils import setup_globals
-    from hydra.types import RunMode
 
-    register_hydra_extensions()
-    setup_globals()
     multirun = is_multirun(args)
     overrides = [a for a in args if a not in MULTIRUN_FLAGS]
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf_dir())))
-    mode = RunMode.MULTIRUN if multirun else RunMode.RUN
-    master = loader.load_configuration(config_name=stage, overrides=overrides, run_mode=mode)
+    loader, master = _compose(stage, args)
     if multirun:
         params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + overrides)
@@ -126,15 +118,51 @@ def job_configs(
         yield task_cfg, folder, job, _cluster_request(cfg.hydra.launcher) if multirun else None
 
 
+def _compose(stage: str, args: list[str]):
+    """(Hydra's config loader, the config it composes for `sparsebert <stage> <args>`, hydra
+    node included)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.utils import setup_globals
+    from hydra.types import RunMode
+
+    register_hydra_extensions()
+    setup_globals()
+    overrides = [a for a in args if a not in MULTIRUN_FLAGS]
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf_dir())))
+    mode = RunMode.MULTIRUN if is_multirun(args) else RunMode.RUN
+    return loader, loader.load_configuration(config_name=stage, overrides=overrides, run_mode=mode)
+
+
+def _is_slurm(launcher: DictConfig) -> bool:
+    """Whether Hydra's launcher is submitit's SLURM one (its local one runs the jobs here)."""
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+    return launcher.get("_target_") == SlurmQueueConf._target_
+
+
+def slurm_launcher_choice(stage: str, args: list[str]) -> str | None:
+    """The `hydra/launcher` option of a sweep whose composed launcher submits its jobs to SLURM
+    (`slurm`, submitit's own `submitit_slurm`, or one a preset chooses), else None."""
+    _, master = _compose(stage, args)
+    if not _is_slurm(master.hydra.launcher):
+        return None
+    return master.hydra.runtime.choices.get("hydra/launcher")
+
+
 def _cluster_request(launcher: DictConfig) -> str | None:
-    """What Hydra's submitit launcher asks SLURM for each job, or None for a local launcher."""
-    if "submitit" not in str(launcher.get("_target_", "")).lower():
+    """What Hydra's submitit SLURM launcher asks for each job, or None for a local launcher."""
+    if not _is_slurm(launcher):
         return None
     partition = launcher.get("partition") or "none set (the cluster's default)"
-    return (
-        f"to SLURM: partition {partition}, {launcher.gpus_per_node} GPU(s), "
-        f"{launcher.cpus_per_task} CPUs, {launcher.mem_gb} GB, {launcher.timeout_min} min"
+    asks = (
+        (launcher.gpus_per_node, "GPU(s)"),
+        (launcher.cpus_per_task, "CPUs"),
+        (launcher.mem_gb, "GB"),
+        (launcher.timeout_min, "min"),
     )
+    # submitit's own submitit_slurm leaves most unset: the cluster's defaults
+    return ", ".join([f"to SLURM: partition {partition}"] + [f"{n} {u}" for n, u in asks if n])
 
 
 def main(stage: str, args: list[str]) -> int:
