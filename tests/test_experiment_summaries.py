@@ -77,14 +77,20 @@ def test_the_committed_table_is_what_its_runs_give():
         assert row["gate_passed"] == sum(run["gate"] == 1.0 for run in row["runs"]), mask
 
 
-def write_search_job(job, config: dict, steps: list[int], diagonal_ranks: list[int]) -> None:
+REGIONS = ("diagonal", "near_diagonal", "far", "other", "cls_row", "cls_column", "sep_row",
+           "sep_column")  # fmt: skip
+
+
+def write_search_job(
+    job, config: dict, steps: list[int], diagonal_ranks: list[int], last: dict | None = None
+) -> None:
     """A search job's config.yaml and figures/importance.json (every region's keep probability
-    0.5), as importance/summarize.py reads them."""
+    0.5, but at the last step those `last` gives), as importance/summarize.py reads them."""
     import yaml
 
     (job / "figures").mkdir(parents=True)
     (job / "config.yaml").write_text(yaml.safe_dump(config))
-    regions = {key: [0.5] * len(steps) for key in ("diagonal", "near_diagonal", "far", "other")}
+    regions = {key: [0.5] * (len(steps) - 1) + [(last or {}).get(key, 0.5)] for key in REGIONS}
     numbers = {"steps": steps, "n": 64, "diagonal_rank": diagonal_ranks, **regions}
     (job / "figures" / "importance.json").write_text(json.dumps(numbers))
 
@@ -110,6 +116,26 @@ def test_the_importance_summary_counts_the_seeds_whose_diagonal_ends_least_kept(
         [2.0, statistics.stdev([1, 1, 4])]
     )
     assert summary["unstructured"]["seeds_where_diagonal_is_least_kept"] == 0
+
+
+def test_the_importance_summary_tables_cls_and_sep_only_for_a_per_entry_mask(tmp_path):
+    """The paper's "[CLS] and [SEP] stay important" is read from DAM_u's rows and columns of
+    positions 0 and n − 1; under DAM_s each holds every distance once, so they are left out."""
+    module = load_summarize("importance")
+    sweep = tmp_path / "sweep"
+    for structure in ("structured", "unstructured"):
+        for seed, cls_column in ((0, 0.8), (1, 0.6)):
+            config = {"seed": seed, "mask": {"structure": structure},
+                      "model": {"from_run": None, "name_or_path": None}}  # fmt: skip
+            write_search_job(sweep / f"{structure}-{seed}", config, [0, 10], [32, 5],
+                             last={"cls_column": cls_column, "sep_row": 0.1})  # fmt: skip
+    summary = module.summarize([sweep])
+    final = summary["unstructured"]["final_keep_probability_mean_std"]
+    assert final["cls_column"] == pytest.approx([0.7, statistics.stdev([0.8, 0.6])])
+    assert final["sep_row"] == pytest.approx([0.1, 0.0])
+    assert "cls_column" not in summary["structured"]["final_keep_probability_mean_std"]
+    markdown = module.to_markdown(summary)
+    assert markdown.count("| cls_column | 0.7000 ± 0.1414 |") == 1
 
 
 def test_the_importance_summary_gives_a_jointly_trained_models_accuracy_through_the_search(

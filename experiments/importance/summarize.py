@@ -9,7 +9,7 @@ verdict rests on (the pre-training run's metrics.json when the search started fr
 search's own final evaluation; for a search that trains its encoder also its held-out MLM accuracy
 at each evaluation), the rank of the diagonal among the n distances (1 = least kept) at each
 snapshot, mean ± std over seeds, and the final keep probability of the diagonal, the
-near-diagonal band and the rest.
+near-diagonal band, the rest, and for a per-entry mask the [CLS] and [SEP] rows and columns.
 """
 
 import json
@@ -22,6 +22,12 @@ import yaml
 from sparsebert_cli.reporting.formats import gate_text
 
 NEW_MODEL = "a new model, trained from random initialisation by the search"
+# importance.json's regions whose final keep probability is tabled: the paper's diagonal and bands,
+# and for a per-entry mask the [CLS] (position 0) and [SEP] (position n − 1) rows (as queries) and
+# columns (as keys); under a per-distance mask (DAM_s) each of those holds every distance once, the
+# same number four times and no finding
+REGIONS = ("diagonal", "near_diagonal", "far", "other")
+TOKEN_REGIONS = ("cls_row", "cls_column", "sep_row", "sep_column")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -78,10 +84,8 @@ def summarize(sweeps: list[Path]) -> dict:
     for structure, jobs in groups.items():
         steps = jobs[0]["steps"]
         ranks = [_mean_std([job["diagonal_rank"][t] for job in jobs]) for t in range(len(steps))]
-        final = {
-            key: _mean_std([job[key][-1] for job in jobs])
-            for key in ("diagonal", "near_diagonal", "far", "other")
-        }
+        regions = REGIONS + (TOKEN_REGIONS if structure != "structured" else ())
+        final = {key: _mean_std([job[key][-1] for job in jobs]) for key in regions}
         least_kept = sum(job["diagonal_rank"][-1] == 1 for job in jobs)
         summary[structure] = {
             "seeds": sorted(job["seed"] for job in jobs),
