@@ -68,6 +68,23 @@ def test_wiki_sample_holds_the_wikipedia_articles_then_the_lee_news(wiki_sample)
     assert wiki_sample[-1]["text"].startswith("Australia will take on France in the doubles rubber")
 
 
+def test_wiki_sample_repeats_seven_lee_articles_and_holds_out_one_that_training_has(wiki_sample):
+    """What the README says of the held-out split: it draws documents, and the Lee corpus repeats
+    seven articles, one of which (1,908 characters) lands on both sides."""
+    from collections import Counter
+
+    from sparsebert_cli.data.pretraining import split_documents
+
+    repeated = {text for text, count in Counter(wiki_sample["text"]).items() if count > 1}
+    assert len(repeated) == 7 and all(wiki_sample["text"].count(t) == 2 for t in repeated)
+    documents = split_documents(wiki_sample, data_config(name="wiki_sample"))
+    held_out = documents["test"]["text"]
+    on_both_sides = [t for t in held_out if t in set(documents["train"]["text"])]
+    assert len(held_out) == 21 and [len(t) for t in on_both_sides] == [1908]
+    share = 1908 / sum(map(len, held_out))
+    assert round(100 * share, 1) == 0.8
+
+
 def test_wiki_sample_has_no_wiki_markup(wiki_sample):
     text = "\n".join(wiki_sample["text"])
     assert not any(markup in text for markup in ("[[", "]]", "{{", "}}", "'''", "==", "<ref"))

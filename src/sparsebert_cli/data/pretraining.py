@@ -68,6 +68,13 @@ def build_pretraining_splits(data_cfg, tokenizer, seed: int, cache_dir: Path):
     return cached_dataset(path, lambda: build_splits(data_cfg, tokenizer, seed, cache_dir, key))
 
 
+def split_documents(corpus, data_cfg):
+    """{"train", "test"}: the corpus's documents, `data.eval_fraction` of them held out (drawn
+    with `HELD_OUT_SEED`). Documents, not texts: a text the corpus holds twice can fall on both
+    sides (wiki_sample: one Lee article, README "The embedded corpora")."""
+    return corpus.train_test_split(test_size=data_cfg.eval_fraction, seed=HELD_OUT_SEED)
+
+
 def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
     import datasets
 
@@ -85,7 +92,7 @@ def build_splits(data_cfg, tokenizer, seed: int, cache_dir: Path, key: str):
             f"{len(corpus)} documents of data={data_cfg.name}, leaving none to train on; lower "
             "data.eval_fraction (or add text / raise data.max_documents)."
         )
-    documents = corpus.train_test_split(test_size=data_cfg.eval_fraction, seed=HELD_OUT_SEED)
+    documents = split_documents(corpus, data_cfg)
     splits = {}
     for split, source, split_seed in (
         ("train", documents["train"], seed),
