@@ -281,7 +281,7 @@ def _record_failure(
     if not mark or not _ours(run_dir, cfg):
         return
     # a job refused before it started: when, so `ls` sorts it and `ls --show latest` finds it
-    manifest = _manifest_or_none(run_dir) or {
+    manifest = runs.readable_manifest(run_dir) or {
         "stage": cfg.stage,
         "command": runs.redact(command),
         "started_at": time.time(),
@@ -410,8 +410,6 @@ def _resume_target(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Path
 
 def _move_job_log(old: Path, new: Path) -> None:
     """Point Hydra's job log (`<stage>.log`, opened at its first line) into the resumed folder."""
-    import logging
-
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == old:
             handler.close()  # reopened, in the new folder, at the next line
@@ -426,9 +424,7 @@ def _resume_command(cfg: DictConfig, run_dir: Path, multirun: bool) -> str:
     from sparsebert_cli.summary import rerun_command
 
     command = shlex.join(["sparsebert", cfg.stage, *sys.argv[1:]])
-    if multirun:
-        return runs.redact(rerun_command(command, run_dir))
-    return runs.redact(rerun_command(command, run_dir, references(cfg)))
+    return runs.redact(rerun_command(command, run_dir, None if multirun else references(cfg)))
 
 
 def run_job(cfg: DictConfig) -> None:
@@ -462,7 +458,7 @@ def run_job(cfg: DictConfig) -> None:
         run_in_folder(cfg, run_dir, command, wait=multirun)
         print_summary(run_dir)
     except interrupt.Interrupted as e:
-        manifest = _manifest_or_none(run_dir) or {}
+        manifest = runs.readable_manifest(run_dir) or {}
         if manifest.get("status") == "interrupted":
             where = manifest.get("checkpoint") or (
                 "completed steps are reused, the interrupted one resumes from its last "
@@ -497,13 +493,6 @@ def print_summary(run_dir: Path) -> None:
     from sparsebert_cli.summary import summary_lines
 
     print("\n".join(summary_lines(run_dir)), flush=True)
-
-
-def _manifest_or_none(run_dir: Path) -> dict | None:
-    try:
-        return runs.load_manifest(run_dir)
-    except SparseBertError:
-        return None
 
 
 def _user_message(e: Exception, run_dir: Path) -> str | None:

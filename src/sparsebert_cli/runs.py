@@ -288,6 +288,15 @@ def load_manifest(run_dir: Path) -> dict | None:
     return check_manifest(read_json(path), path) if path_is(Path.exists, path) else None
 
 
+def readable_manifest(run_dir: Path) -> dict | None:
+    """The manifest of a run folder, or None when it has none or a damaged one: for readers
+    that pass over what they cannot read (a listing, a report, a summary)."""
+    try:
+        return load_manifest(run_dir)
+    except SparseBertError:
+        return None
+
+
 def a_run_of(stage: object) -> str:
     """ "a 'search' run", "an 'evaluate' run": a stage's run in a message."""
     article = "an" if str(stage)[:1] in tuple("aeiou") else "a"
@@ -669,22 +678,18 @@ class Run:
         self.save()
 
     def fail(self, error: str) -> None:
-        if not self.writer:
-            return
-        self.manifest.update(status="failed", error=error, finished_at=time.time())
-        self.save()
+        self._end(status="failed", error=error)
 
     def interrupt(self, signal_name: str, checkpoint: Path | None) -> None:
         """Mark the run `interrupted` with the checkpoint a rerun resumes from (None: step 0)."""
-        if not self.writer:
-            return
-        self.manifest.update(
-            status="interrupted",
-            error=f"stopped by {signal_name}",
-            checkpoint=None if checkpoint is None else str(checkpoint),
-            finished_at=time.time(),
-        )
-        self.save()
+        checkpoint = None if checkpoint is None else str(checkpoint)
+        self._end(status="interrupted", error=f"stopped by {signal_name}", checkpoint=checkpoint)
+
+    def _end(self, **fields: object) -> None:
+        """A run that ends without completing: its status and why, and when."""
+        if self.writer:
+            self.manifest.update(fields, finished_at=time.time())
+            self.save()
 
 
 def write_job_record(run_dir: Path, command: str, resolved_config: dict) -> None:
@@ -804,10 +809,7 @@ def relocated(recorded: str | Path, root: Path) -> Path:
 
 def _same_run(a: Path, b: Path) -> bool:
     """Whether two run folders hold one run (one a copy of the other)."""
-    try:
-        first, second = load_manifest(a), load_manifest(b)
-    except SparseBertError:
-        return False
+    first, second = readable_manifest(a), readable_manifest(b)
     key = ("config_hash", "started_at")
     return bool(first and second) and all(first.get(k) == second.get(k) for k in key)
 

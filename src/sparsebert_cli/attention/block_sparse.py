@@ -419,9 +419,7 @@ def _scaled_scores(q: torch.Tensor, k: torch.Tensor, bias, scaling: float, batch
     """Q Kᵀ·scaling + bias as [B·R, bs, K·bs]; q [B·R, bs, d], k [B·R, K·bs, d], bias [R, bs, K·bs]
     or None. One fused matmul when the bias broadcasts (B = 1), else a matmul and one add."""
     if bias is None:
-        return torch.baddbmm(
-            q.new_empty(()).expand(len(q), q.shape[1], k.shape[1]), q, k.mT, beta=0, alpha=scaling
-        )
+        return _scaled_bmm(q, k.mT, scaling)
     if batch == 1:
         return torch.baddbmm(bias, q, k.mT, alpha=scaling)
     scores = torch.bmm(q, k.mT)

@@ -289,15 +289,8 @@ def _sparsity(run_dir: Path, metrics: dict, inputs: list[Path]) -> tuple[float, 
 
 def _upstream(run_dir: Path, manifest: dict, root: Path) -> list[tuple[Path, dict]]:
     """The input runs of a manifest that lie inside `root` and have a readable manifest."""
-    found = []
-    for path in _input_dirs(run_dir, manifest, root):
-        try:
-            upstream = runs.load_manifest(path)
-        except SparseBertError:
-            continue
-        if upstream:
-            found.append((path, upstream))
-    return found
+    inputs = _input_dirs(run_dir, manifest, root)
+    return [(path, upstream) for path in inputs if (upstream := runs.readable_manifest(path))]
 
 
 def _grouping_dir(run_dir: Path, manifest: dict, root: Path) -> Path:
