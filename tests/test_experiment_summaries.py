@@ -116,6 +116,29 @@ def test_the_importance_summary_counts_the_seeds_whose_diagonal_ends_least_kept(
         [2.0, statistics.stdev([1, 1, 4])]
     )
     assert summary["unstructured"]["seeds_where_diagonal_is_least_kept"] == 0
+    assert "final_diagonal_rank_per_head" not in summary["structured"]  # written before it
+
+
+def test_the_importance_summary_counts_the_heads_whose_own_diagonal_ends_least_kept(tmp_path):
+    module = load_summarize("importance")
+    sweep = tmp_path / "sweep"
+    per_head = {0: [[[30, 20]], [[1, 5.5]]], 1: [[[9, 9]], [[1, 40]]]}  # [T][L][H] per seed
+    for seed, ranks in per_head.items():
+        config = {"seed": seed, "mask": {"structure": "unstructured"},
+                  "model": {"from_run": None, "name_or_path": None}}  # fmt: skip
+        job = sweep / f"u-{seed}"
+        write_search_job(job, config, [0, 10], [32, 2])
+        numbers = json.loads((job / "figures" / "importance.json").read_text())
+        numbers["diagonal_rank_per_layer_head"] = ranks
+        (job / "figures" / "importance.json").write_text(json.dumps(numbers))
+    summary = module.summarize([sweep])
+    assert summary["unstructured"]["final_diagonal_rank_per_head"] == {
+        "heads": 4, "least_kept": 2, "median": 3.25, "range": [1, 40]
+    }  # fmt: skip
+    assert (
+        "the least kept distance of the head's own mask at the end: 2 of 4; its rank within a "
+        "head 1–40, median 3.25." in module.to_markdown(summary)
+    )
 
 
 def test_the_importance_summary_tables_cls_and_sep_only_for_a_per_entry_mask(tmp_path):

@@ -88,6 +88,20 @@ def test_diagonal_ranks_first_when_it_is_the_least_kept_distance(search_run, tmp
     write_importance_figures(run_dir, tmp_path / "fig")
     numbers = json.loads((tmp_path / "fig" / "importance.json").read_text())
     assert numbers["diagonal_rank"] == [1] * T
+    assert numbers["diagonal_rank_per_layer_head"] == [[[1] * H] * L] * T
+
+
+def test_a_heads_diagonal_rank_is_read_in_that_heads_own_mask(search_run, tmp_path):
+    """Head 1 keeps its diagonal above every other distance at the last snapshot: rank n there,
+    while the mean over heads may rank it otherwise."""
+    run_dir, probs = search_run
+    probs[-1, 0, 1, range(N), range(N)] = 2.0  # above every σ of the random trace
+    save_file({"probs": probs, "steps": torch.arange(T, dtype=torch.int64) * 10},
+              run_dir / "artifacts" / "importance_trace.safetensors")  # fmt: skip
+    write_importance_figures(run_dir, tmp_path / "fig")
+    numbers = json.loads((tmp_path / "fig" / "importance.json").read_text())
+    assert numbers["diagonal_rank_per_layer_head"][-1] == [[1, N]]
+    assert numbers["diagonal_rank_per_layer_head"][-2] == [[1, 1]]
 
 
 def test_a_diagonal_tied_with_every_distance_has_the_mean_rank():

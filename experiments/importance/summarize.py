@@ -8,7 +8,8 @@ OUT_DIR: per mask structure, the held-out MLM accuracy and "uses attention" gate
 verdict rests on (the pre-training run's metrics.json when the search started from one, else the
 search's own final evaluation; for a search that trains its encoder also its held-out MLM accuracy
 at each evaluation), the rank of the diagonal among the n distances (1 = least kept) at each
-snapshot, mean ± std over seeds, and the final keep probability of the diagonal, the
+snapshot, mean ± std over seeds (and within each head at the end, where importance.json has
+it), and the final keep probability of the diagonal, the
 near-diagonal band, the rest, and for a per-entry mask the [CLS] and [SEP] rows and columns.
 """
 
@@ -101,6 +102,8 @@ def summarize(sweeps: list[Path]) -> dict:
             summary[structure]["held_out_mlm_accuracy_mean_std"] = {
                 step: _mean_std([job["accuracy_by_step"][step] for job in jobs]) for step in common
             }
+        if all("diagonal_rank_per_layer_head" in job for job in jobs):
+            summary[structure]["final_diagonal_rank_per_head"] = _per_head(jobs)
         occluded = [job["occlusion"] for job in jobs if "occlusion" in job]
         if occluded:
             summary[structure]["spearman_mean_std"] = {
@@ -108,6 +111,18 @@ def summarize(sweeps: list[Path]) -> dict:
                 for key in occluded[0]["spearman"]
             }
     return summary
+
+
+def _per_head(jobs: list[dict]) -> dict:
+    """The diagonal's final rank within each head (its own mask) of every seed: in how many heads
+    it is the least kept distance, and the ranks' median and range."""
+    ranks = [r for job in jobs for layer in job["diagonal_rank_per_layer_head"][-1] for r in layer]
+    return {
+        "heads": len(ranks),
+        "least_kept": sum(r == 1 for r in ranks),
+        "median": statistics.median(ranks),
+        "range": [min(ranks), max(ranks)],
+    }
 
 
 def _model_line(models: list[dict]) -> str:
@@ -144,6 +159,18 @@ def _accuracy_lines(by_step: dict) -> list[str]:
     return _step_table(list(by_step), "held-out MLM accuracy (%)", cells)
 
 
+def _per_head_lines(per_head: dict | None) -> list[str]:
+    if per_head is None:  # importance.json written before it had per-head ranks
+        return []
+    low, high = per_head["range"]
+    return [
+        f"Heads (all seeds) where the diagonal is the least kept distance of the head's own mask "
+        f"at the end: {per_head['least_kept']} of {per_head['heads']}; its rank within a head "
+        f"{low:g}–{high:g}, median {per_head['median']:g}.",
+        "",
+    ]
+
+
 def to_markdown(summary: dict) -> str:
     lines = []
     for structure, s in summary.items():
@@ -166,6 +193,7 @@ def to_markdown(summary: dict) -> str:
             f"Seeds where the diagonal is the least kept distance at the end: "
             f"{s['seeds_where_diagonal_is_least_kept']} of {len(s['seeds'])}.",
             "",
+            *_per_head_lines(s.get("final_diagonal_rank_per_head")),
             *(
                 f"Spearman {k} (bands diag, 1–8, [CLS]): {_pm(m, d, 2, '+')}"
                 for k, (m, d) in s.get("spearman_mean_std", {}).items()

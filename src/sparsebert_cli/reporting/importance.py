@@ -10,8 +10,9 @@ each snapshot, L = 1 for a mask shared by all layers) and `steps` int [T]. Draws
   the last token of a full-length sequence) against all other entries;
 and writes `importance.json` with the numbers behind each figure. Means are over layers, heads and
 the entries concerned (each entry weighs the same). `diagonal_rank` is the rank of D = 0 among the
-n distances by mean keep probability, 1 = least important (the paper's finding); ties share the
-mean of their ranks (all n tied, e.g. before a head warm-up ends: (n + 1) / 2).
+n distances by mean keep probability, 1 = least important (the paper's finding), over all heads
+and per layer and head; ties share the mean of their ranks (all n tied, e.g. before a head
+warm-up ends: (n + 1) / 2).
 """
 
 from pathlib import Path
@@ -25,9 +26,10 @@ SNAPSHOTS = 4
 
 
 def _diagonal_rank(by_distance):
-    """[T]: rank of D = 0 among the distances (1 = least kept), ties at their mean rank."""
-    diagonal, others = by_distance[:, :1], by_distance[:, 1:]
-    return 1 + (others < diagonal).sum(dim=1) + (others == diagonal).sum(dim=1) / 2
+    """[...]: rank of D = 0 among the distances of [..., n] (1 = least kept), ties at their mean
+    rank."""
+    diagonal, others = by_distance[..., :1], by_distance[..., 1:]
+    return 1 + (others < diagonal).sum(dim=-1) + (others == diagonal).sum(dim=-1) / 2
 
 
 def load_trace(run_dir: Path):
@@ -89,6 +91,7 @@ def importance_numbers(probs, steps) -> dict:
     distance = distance_index(n)  # [n, n]
     counts = torch.bincount(distance.flatten(), minlength=n).float()
     by_distance = distance_sums(mean_map) / counts  # [T, n]
+    per_head = distance_sums(probs) / counts  # [T, L, H, n]
     near = (distance >= 1) & (distance <= NEAR_DIAGONAL)
     far = distance > NEAR_DIAGONAL
     diagonal = by_distance[:, 0]
@@ -103,6 +106,9 @@ def importance_numbers(probs, steps) -> dict:
         "near_diagonal": mean_map[:, near].mean(dim=1).tolist(),
         "far": mean_map[:, far].mean(dim=1).tolist(),
         "diagonal_rank": _diagonal_rank(by_distance).tolist(),
+        # [T][L][H]: the same within each head (its own mask: where the heads disagree on the
+        # far entries, their mean can rank the diagonal lower than any head does)
+        "diagonal_rank_per_layer_head": _diagonal_rank(per_head).tolist(),
         "cls_row": mean_map[:, 0, :].mean(dim=1).tolist(),
         "cls_column": mean_map[:, :, 0].mean(dim=1).tolist(),
         "sep_row": mean_map[:, n - 1, :].mean(dim=1).tolist(),
