@@ -183,3 +183,22 @@ def test_a_slurm_sweep_says_what_each_job_asks_for_and_is_refused_without_a_clus
     local = sparsebert(*slurm[:-2], "hydra/launcher=submitit_local", "--dry-run", cwd=workdir)
     assert "SLURM" not in local.stdout and local.stdout.count("(new folder)") == 2
     assert not (workdir / "runs").exists()
+
+
+def test_a_setting_the_composed_launcher_lacks_is_refused_with_the_settings_it_has(workdir):
+    """Hydra's own answer suggested `+hydra.launcher.partition=...`, which its schema refuses too."""
+    sweep = ("pretrain", "-m", "debug=smoke", "seed=0,1", "hydra.launcher.partition=gpu")
+    for args in (sweep, (*sweep, "--dry-run")):
+        proc = sparsebert(*args, cwd=workdir, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert (
+            "error: hydra.launcher.partition: the launcher this command composes "
+            "(hydra/launcher=basic) has no setting 'partition' (its settings: none); SLURM's"
+        ) in proc.stderr
+    single = ("pretrain", "debug=smoke", "hydra/launcher=joblib", "hydra.launcher.partition=gpu")
+    proc = sparsebert(*single, cwd=workdir, check=False)
+    assert (
+        proc.returncode == 1 and "(hydra/launcher=joblib) has no setting 'partition'" in proc.stderr
+    )
+    assert "(its settings: n_jobs, backend," in proc.stderr
+    assert not (workdir / "runs").exists()

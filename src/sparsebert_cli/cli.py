@@ -8,7 +8,6 @@ transformers, datasets) is imported here, so `--help` is instant.
 
 import difflib
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -66,6 +65,7 @@ def run_stage(stage: str, args: list[str]) -> int:
 
     from sparsebert_cli import interrupt
     from sparsebert_cli.config import conf_dir
+    from sparsebert_cli.dry_run import check_launcher
     from sparsebert_cli.errors import SparseBertError
     from sparsebert_cli.launch import FAILURES_ENV, run_job
     from sparsebert_cli.validation import check_command_line, help_groups
@@ -74,27 +74,11 @@ def run_stage(stage: str, args: list[str]) -> int:
     args = rewrite_aliases(args)
     try:
         check_command_line(stage, args)
+        if is_multirun(args) or any("launcher" in arg for arg in args):
+            check_launcher(stage, args)
     except SparseBertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    # a sweep's jobs go to SLURM (a single run ignores the launcher); submitit's traceback else
-    if is_multirun(args) and shutil.which("srun") is None:
-        from hydra.errors import HydraException
-
-        from sparsebert_cli.dry_run import slurm_launcher_choice
-
-        try:
-            launcher = slurm_launcher_choice(stage, args)
-        except HydraException:  # Hydra reports a config it cannot compose itself
-            launcher = None
-        if launcher is not None:
-            print(
-                f"error: hydra/launcher={launcher} submits each job to a SLURM cluster, but no "
-                "srun is found here; run the command on the cluster's login node, or drop the "
-                "launcher (`--dry-run` lists the jobs anywhere).",
-                file=sys.stderr,
-            )
-            return 1
     register_hydra_extensions()
     if not OmegaConf.has_resolver("sb_help_groups"):  # `--help` (conf/hydra/default.yaml)
         OmegaConf.register_new_resolver("sb_help_groups", help_groups)

@@ -10,6 +10,8 @@ command line, files, device or upstream runs). Nothing is written: no folder, no
 no summary.
 """
 
+import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from sparsebert_cli.errors import SparseBertError
 from sparsebert_cli.stages import reads
 
 FLAG = "--dry-run"
+_LAUNCHER_SETTING = re.compile(r"Could not override 'hydra\.launcher\.([\w.]+)'")
 
 
 def job_status(
@@ -124,6 +127,7 @@ def _compose(stage: str, args: list[str]):
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
     from hydra.core.utils import setup_globals
+    from hydra.errors import ConfigCompositionException
     from hydra.types import RunMode
 
     register_hydra_extensions()
@@ -131,7 +135,24 @@ def _compose(stage: str, args: list[str]):
     overrides = [a for a in args if a not in MULTIRUN_FLAGS]
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(conf_dir())))
     mode = RunMode.MULTIRUN if is_multirun(args) else RunMode.RUN
-    return loader, loader.load_configuration(config_name=stage, overrides=overrides, run_mode=mode)
+    try:
+        master = loader.load_configuration(config_name=stage, overrides=overrides, run_mode=mode)
+    except ConfigCompositionException as error:
+        setting = _LAUNCHER_SETTING.search(str(error))
+        if setting is None:
+            raise
+        # Hydra's own message suggests `+hydra.launcher.<key>`, which its schema refuses too
+        rest = [a for a in args if not a.lstrip("+~").startswith("hydra.launcher.")]
+        launcher = _compose(stage, rest)[1].hydra
+        settings = ", ".join(k for k in launcher.launcher if k != "_target_") or "none"
+        raise SparseBertError(
+            f"hydra.launcher.{setting[1]}: the launcher this command composes (hydra/launcher="
+            f"{launcher.runtime.choices.get('hydra/launcher')}) has no setting '{setting[1]}' "
+            f"(its settings: {settings}); SLURM's (partition, gpus_per_node, ...) come with "
+            "hydra/launcher=slurm, parallel jobs on this machine with hydra/launcher=joblib "
+            "hydra.launcher.n_jobs=N."
+        ) from None
+    return loader, master
 
 
 def _is_slurm(launcher: DictConfig) -> bool:
@@ -141,13 +162,23 @@ def _is_slurm(launcher: DictConfig) -> bool:
     return launcher.get("_target_") == SlurmQueueConf._target_
 
 
-def slurm_launcher_choice(stage: str, args: list[str]) -> str | None:
-    """The `hydra/launcher` option of a sweep whose composed launcher submits its jobs to SLURM
-    (`slurm`, submitit's own `submitit_slurm`, or one a preset chooses), else None."""
-    _, master = _compose(stage, args)
-    if not _is_slurm(master.hydra.launcher):
-        return None
-    return master.hydra.runtime.choices.get("hydra/launcher")
+def check_launcher(stage: str, args: list[str]) -> None:
+    """What the launcher `sparsebert <stage> <args>` composes refuses before Hydra starts: a
+    setting it does not have, and in a sweep a SLURM launcher (`slurm`, submitit's own
+    `submitit_slurm`, or one a preset chooses) where no srun is found (submitit's traceback
+    else; a single run ignores the launcher)."""
+    from hydra.errors import HydraException
+
+    try:
+        _, master = _compose(stage, args)
+    except HydraException:  # Hydra reports a config it cannot compose itself
+        return
+    if is_multirun(args) and shutil.which("srun") is None and _is_slurm(master.hydra.launcher):
+        raise SparseBertError(
+            f"hydra/launcher={master.hydra.runtime.choices.get('hydra/launcher')} submits each "
+            "job to a SLURM cluster, but no srun is found here; run the command on the "
+            "cluster's login node, or drop the launcher (`--dry-run` lists the jobs anywhere)."
+        )
 
 
 def _cluster_request(launcher: DictConfig) -> str | None:
