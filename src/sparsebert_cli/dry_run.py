@@ -7,7 +7,8 @@ config completed there: the sweep would reuse it), `resume` (the same config sta
 not complete; for a single run without run_id=, an unfinished run of it anywhere), `refuse`
 (another config's run) or `invalid` (what a launched job would refuse before any work: its config,
 command line, files, device or upstream runs). Nothing is written: no folder, no multirun.yaml,
-no summary.
+no summary. `check_launcher` is what a launched command and its dry run both refuse of the
+launcher Hydra would compose.
 """
 
 import re
