@@ -90,8 +90,8 @@ def importance_numbers(probs, steps) -> dict:
     mean_map = probs.mean(dim=(1, 2))  # [T, n, n]
     distance = distance_index(n)  # [n, n]
     counts = torch.bincount(distance.flatten(), minlength=n).float()
-    by_distance = distance_sums(mean_map) / counts  # [T, n]
     per_head = distance_sums(probs) / counts  # [T, L, H, n]
+    by_distance = per_head.mean(dim=(1, 2))  # [T, n]: every head has the same entries per distance
     near = (distance >= 1) & (distance <= NEAR_DIAGONAL)
     far = distance > NEAR_DIAGONAL
     diagonal = by_distance[:, 0]
