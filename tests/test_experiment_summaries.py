@@ -77,10 +77,6 @@ def test_the_committed_table_is_what_its_runs_give():
         assert row["gate_passed"] == sum(run["gate"] == 1.0 for run in row["runs"]), mask
 
 
-REGIONS = ("diagonal", "near_diagonal", "far", "other", "cls_row", "cls_column", "sep_row",
-           "sep_column")  # fmt: skip
-
-
 def write_search_job(
     job, config: dict, steps: list[int], diagonal_ranks: list[int], last: dict | None = None
 ) -> None:
@@ -88,9 +84,13 @@ def write_search_job(
     0.5, but at the last step those `last` gives), as importance/summarize.py reads them."""
     import yaml
 
+    module = load_summarize("importance")
     (job / "figures").mkdir(parents=True)
     (job / "config.yaml").write_text(yaml.safe_dump(config))
-    regions = {key: [0.5] * (len(steps) - 1) + [(last or {}).get(key, 0.5)] for key in REGIONS}
+    regions = {
+        key: [0.5] * (len(steps) - 1) + [(last or {}).get(key, 0.5)]
+        for key in module.REGIONS + module.TOKEN_REGIONS
+    }
     numbers = {"steps": steps, "n": 64, "diagonal_rank": diagonal_ranks, **regions}
     (job / "figures" / "importance.json").write_text(json.dumps(numbers))
 

@@ -9,8 +9,8 @@ verdict rests on (the pre-training run's metrics.json when the search started fr
 search's own final evaluation; for a search that trains its encoder also its held-out MLM accuracy
 at each evaluation), the rank of the diagonal among the n distances (1 = least kept) at each
 snapshot, mean ± std over seeds (and within each head at the end, where importance.json has
-it), and the final keep probability of the diagonal, the
-near-diagonal band, the rest, and for a per-entry mask the [CLS] and [SEP] rows and columns.
+it), and the final keep probability of the diagonal, the near-diagonal band, the rest, and for a
+per-entry mask the [CLS] and [SEP] rows and columns.
 """
 
 import json
